@@ -1,0 +1,27 @@
+"""mmap_ninja: datasets in memory-mapped files, read in microseconds, safe against crashes.
+
+- `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
+  `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
+- `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
+"""
+
+from mmap_ninja._parallel import SampleFetchError
+from mmap_ninja.generic import Wrapped, open_existing
+from mmap_ninja.numpy import NumpyMmap
+from mmap_ninja.numpy import append as np_append
+from mmap_ninja.numpy import extend as np_extend
+from mmap_ninja.numpy import extend_dir as np_extend_dir
+from mmap_ninja.numpy import from_generator as np_from_generator
+from mmap_ninja.numpy import from_ndarray as np_from_ndarray
+from mmap_ninja.numpy import open_existing as np_open_existing
+from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
+from mmap_ninja.storage import CorruptMapError, FormatVersionError, MapError, MapLockedError, NotAMapError
+from mmap_ninja.string import StringsMmap, StringsMmmap
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "StringsMmap", "StringsMmmap", "RaggedMmap", "RaggedMmmap", "NumpyMmap", "open_existing", "Wrapped",
+    "np_from_ndarray", "np_from_generator", "np_open_existing", "np_extend", "np_extend_dir", "np_append",
+    "MapError", "NotAMapError", "CorruptMapError", "FormatVersionError", "MapLockedError", "SampleFetchError",
+]
