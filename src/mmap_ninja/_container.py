@@ -163,6 +163,18 @@ class MapBase:
             samples = [self._wrap(s) for s in samples]
         return samples
 
+    def __getitems__(self, indices: Any) -> List[Any]:
+        """The samples at ``indices`` as a list, in one vectorized lookup (``wrapper_fn`` applied).
+
+        This is PyTorch's batched-fetch protocol: a ``DataLoader`` with a batch size calls it once per
+        batch instead of ``__getitem__`` once per sample. Arrays are read-only views into the map; see
+        `mmap_ninja.adapters.torch.collate` to turn them into tensors.
+        """
+        samples = self._get_many(resolve_positions(indices, self._length))
+        if self.wrapper_fn is not None:
+            samples = [self._wrap(s) for s in samples]
+        return samples
+
     def _wrap(self, sample: Any) -> Any:
         if self.copy_before_wrapper_fn and isinstance(sample, np.ndarray):
             sample = sample.copy()

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from mmap_ninja._cast import as_array, cast, raw_bytes, storable_dtype
-from mmap_ninja._container import MapBase
+from mmap_ninja._container import MapBase, resolve_positions
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
 
 
@@ -97,6 +97,36 @@ class NumpyMmap(MapBase):
     def _get(self, position: int) -> np.ndarray:
         return self._array[position]
 
+    def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray] = None) -> Any:
+        """The samples at ``indices`` as one new array of shape ``(k, *sample_shape)`` (one vectorized
+        gather), written into ``out=`` if given (same dtype, C-contiguous, writable). With a ``pad_value``
+        returns ``(batch, lengths)`` like `RaggedMmap.get_batch`: nothing needs padding unless ``out`` is
+        larger than the samples in some dimension, where the rest is filled with ``pad_value``."""
+        from mmap_ninja._batch import check_out, pad_scalar
+
+        positions = resolve_positions(indices, self._length)
+        k = len(positions)
+        if self._dtype is None:
+            raise ValueError("the map holds no samples and has no dtype yet")
+        shape = (k, *self._sample_shape)
+        if pad_value is None:
+            out = np.empty(shape, self._dtype) if out is None else check_out(out, shape, self._dtype)
+            if k:
+                np.take(self._array, positions, axis=0, out=out)
+            return out
+        pad = pad_scalar(pad_value, self._dtype)
+        lengths = (np.full(k, self._sample_shape[0], dtype=np.int64) if len(self._sample_shape) == 1
+                   else np.tile(np.asarray(self._sample_shape, dtype=np.int64), (k, 1)))
+        if out is None or out.shape == shape:
+            return self.get_batch(positions, out=out), lengths
+        check_out(out, shape, self._dtype, at_least=True)
+        corner = (slice(None),) + tuple(slice(0, s) for s in self._sample_shape)
+        out[corner] = self._array[positions]
+        for axis, size in enumerate(self._sample_shape):  # pad each cell outside the corner once
+            if size < out.shape[axis + 1]:
+                out[(slice(None),) + corner[1:axis + 1] + (slice(size, None),)] = pad
+        return out, lengths
+
     def __setitem__(self, index: Any, value: Any) -> None:
         """In-place assignment with NumPy's semantics (``mode="r+"``); values are cast only if none changes."""
         self._store._check_writer()
@@ -110,8 +140,11 @@ class NumpyMmap(MapBase):
     # -------------------------------------------------------------- growing
 
     def _as_batch(self, samples: Any) -> np.ndarray:
-        if isinstance(samples, np.ndarray):
-            return samples
+        if isinstance(samples, (np.ndarray, np.generic)):
+            if np.ndim(samples) == 0:
+                raise ValueError("extend() got a scalar; it takes a sequence of samples "
+                                 "(to add one sample use append())")
+            return np.asarray(samples)
         samples = list(samples)
         if self._sample_shape is not None:
             for k, sample in enumerate(samples):
@@ -124,18 +157,15 @@ class NumpyMmap(MapBase):
         batch = as_array(batch, "the samples")
         attrs = None
         if self._dtype is None:
-            if batch.ndim == 0:
-                raise ValueError("extend() takes a sequence of samples (an array whose first axis indexes them)")
             dtype = storable_dtype(batch.dtype, "the samples")
             order = self._order or ("F" if batch.ndim > 2 and np.isfortran(batch[0]) else "C")
             attrs = _attrs(dtype, batch.shape[1:], order)
             sample_shape = batch.shape[1:]
         else:
             dtype, sample_shape, order = self._dtype, self._sample_shape, self._order
-        if batch.ndim == 0 or batch.shape[1:] != sample_shape:
-            got = "a scalar" if batch.ndim == 0 else f"samples of shape {batch.shape[1:]}"
-            raise ValueError(f"extend() got {got}; the map's samples have shape {sample_shape} "
-                             f"(to add one sample use append())")
+        if batch.shape[1:] != sample_shape:
+            raise ValueError(f"extend() got samples of shape {batch.shape[1:]}; the map's samples have shape "
+                             f"{sample_shape} (to add one sample use append())")
         batch = cast(batch, dtype, f"samples {self._length}..{self._length + len(batch) - 1}")
         if order == "F":
             batch = batch.transpose(0, *range(batch.ndim - 1, 0, -1))

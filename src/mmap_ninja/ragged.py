@@ -8,7 +8,8 @@ from typing import Any, Iterable, List, Optional
 import numpy as np
 
 from mmap_ninja._cast import as_sample, raw_bytes, storable_dtype
-from mmap_ninja._container import OffsetsMap, resolve_index
+from mmap_ninja._batch import assemble
+from mmap_ninja._container import OffsetsMap, resolve_index, resolve_positions
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
 
 DEFAULT_BATCH_SIZE = 1024
@@ -52,6 +53,57 @@ class RaggedMmap(OffsetsMap):
         position = resolve_index(index, self._length)
         shape_offsets = self._shape_offsets
         return tuple(self._dims[shape_offsets[position]:shape_offsets[position + 1]])
+
+    def shapes(self, indices: Any = slice(None)) -> np.ndarray:
+        """The shapes of the samples at ``indices`` (default: all) as a ``(k, ndim)`` int64 array, read
+        from the index without touching the data; a ValueError if their numbers of dimensions differ."""
+        positions = resolve_positions(indices, self._length)
+        shape_offsets = self._shape_offsets_array
+        firsts = shape_offsets[positions]
+        ndims = shape_offsets[positions + 1] - firsts
+        if len(ndims) and (ndims != ndims[0]).any():
+            j = int(np.flatnonzero(ndims != ndims[0])[0])
+            raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
+                             f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
+        ndim = int(ndims[0]) if len(ndims) else 1
+        return np.asarray(self._dims)[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+
+    def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray] = None) -> Any:
+        """Read the samples at ``indices`` (ints, a slice or a boolean mask) into one new array.
+
+        With ``pad_value=None`` the samples must share one shape and the result is their stack, of shape
+        ``(k, *shape)`` (a ValueError names two differing shapes otherwise). With a ``pad_value`` it is
+        ``(padded, lengths)``: ``padded`` has shape ``(k, *max_shape)``, every dimension padded to its
+        largest size in the batch and filled with ``pad_value`` past each sample; ``lengths`` is the
+        ``(k,)`` lengths for 1-D samples or the ``(k, ndim)`` shapes otherwise. ``out=`` is written into
+        instead of a new array: it must have the map's dtype, be C-contiguous and writable, and have the
+        result's shape (when padding, any dimension but the first may be larger, e.g. a fixed max length).
+        The work is vectorized: no Python step per sample for small samples, one memcpy each for large ones.
+        ``wrapper_fn`` is not applied.
+        """
+        positions = resolve_positions(indices, self._length)
+        if self._dtype is None:
+            raise ValueError("the map holds no samples and has no dtype yet")
+        shapes = self.shapes(positions)
+        starts = self._offsets_array[positions]
+        sizes = self._offsets_array[positions + 1] - starts
+        return assemble(self._values, starts, sizes, shapes, positions, pad_value, out)
+
+    def to_arrow(self):
+        """The map as a ``pyarrow.LargeListArray`` whose buffers are the map's own ``offsets`` and
+        ``values`` (no copy; needs pyarrow and 1-D samples of a numeric dtype)."""
+        from mmap_ninja.adapters.arrow import ragged_to_arrow
+
+        return ragged_to_arrow(self)
+
+    @classmethod
+    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> "RaggedMmap":
+        """Build a map of 1-D samples from an Arrow list array (``list``, ``large_list`` or
+        ``fixed_size_list`` of numbers), a chunked array, or a Hugging Face ``datasets`` column.
+        Options: ``dtype``, ``batch_size``, ``overwrite``, ``durable``. Returns the map open for writing."""
+        from mmap_ninja.adapters.arrow import ragged_from_arrow
+
+        return ragged_from_arrow(cls, out_dir, array, **options)
 
     def _get(self, position: int) -> np.ndarray:
         offsets, shape_offsets = self._offsets, self._shape_offsets

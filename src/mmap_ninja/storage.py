@@ -38,6 +38,7 @@ import json
 import mmap
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
@@ -144,6 +145,27 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> int:
             raise OSError(errno.EIO, "write returned no progress")
         done += written
     return done
+
+
+# Stores holding the writer lock. A forked child (a DataLoader or from_indexable worker) inherits the lock's
+# file descriptor, and flock locks belong to the open file, so a child outliving a killed writer would keep
+# the map locked for ever. The child closes its copies at once; the parent's lock is unaffected.
+_LOCK_HOLDERS: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    for store in list(_LOCK_HOLDERS):
+        if store._lock_fd is not None:
+            try:
+                os.close(store._lock_fd)
+            except OSError:
+                pass
+            store._lock_fd = None
+    _LOCK_HOLDERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class _Column:
@@ -366,6 +388,7 @@ class Store:
                         f"time (open read-only with mode='r', or pass lock_timeout= to wait)") from None
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         self._lock_fd = fd
+        _LOCK_HOLDERS.add(self)
 
     def _open_for_writing(self) -> None:
         for col in self._columns.values():

@@ -29,6 +29,22 @@ class StringsMmap(OffsetsMap):
         """All strings' UTF-8 bytes back to back (read-only uint8)."""
         return np.frombuffer(self._utf8, dtype=np.uint8)
 
+    def to_arrow(self):
+        """The map as a ``pyarrow.LargeStringArray`` whose buffers are the map's own ``offsets`` and
+        ``values`` (no copy; needs pyarrow)."""
+        from mmap_ninja.adapters.arrow import strings_to_arrow
+
+        return strings_to_arrow(self)
+
+    @classmethod
+    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> "StringsMmap":
+        """Build a map from an Arrow ``string``/``large_string`` array, a chunked array, or a Hugging Face
+        ``datasets`` column, copying the UTF-8 bytes and offsets without decoding a string.
+        Options: ``batch_size``, ``overwrite``, ``durable``. Returns the map open for writing."""
+        from mmap_ninja.adapters.arrow import strings_from_arrow
+
+        return strings_from_arrow(cls, out_dir, array, **options)
+
     def _get(self, position: int) -> str:
         offsets = self._offsets
         return str(self._utf8[offsets[position]:offsets[position + 1]], "utf-8")

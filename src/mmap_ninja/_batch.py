@@ -1,0 +1,135 @@
+"""Assembling many samples into one array: stacking equal shapes, or padding unequal ones, in one pass.
+
+Used by `RaggedMmap.get_batch` and `NumpyMmap.get_batch`. The samples are described by where their
+elements start in a flat ``values`` array, how many they hold, and their shapes (a ``(k, ndim)`` array),
+so that NumPy can gather them with one fancy index instead of one Python step per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mmap_ninja._cast import as_array, cast
+
+# Above this many elements per sample on average, copy sample by sample (a memcpy each) rather than
+# building an int64 gather index eight times the size of the data.
+GATHER_BELOW = 4096
+
+
+def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The positions ``starts[0]..starts[0]+sizes[0]-1, starts[1]..`` as one int64 array, without a loop."""
+    total = int(sizes.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    shift = starts - (np.cumsum(sizes) - sizes)
+    return np.repeat(shift, sizes) + np.arange(total, dtype=np.int64)
+
+
+def pad_scalar(pad_value: Any, dtype: np.dtype) -> np.ndarray:
+    """``pad_value`` as a 0-d array of ``dtype``; an error if it does not fit (padding uint8 with -1)."""
+    return cast(as_array(pad_value, "pad_value"), dtype, "pad_value").reshape(())
+
+
+def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype, *, at_least: bool = False) -> np.ndarray:
+    """Validate a caller's ``out=`` buffer: an ndarray of ``dtype``, C-contiguous and writable, of ``shape``
+    (with ``at_least``: the same number of samples and every other dimension at least as large)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, but the samples have dtype {dtype}; "
+                        f"pass an array of dtype {dtype} (cast the result afterwards if needed)")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if at_least:
+        ok = (out.ndim == len(shape) and out.shape[0] == shape[0]
+              and all(o >= s for o, s in zip(out.shape[1:], shape[1:])))
+        if not ok:
+            raise ValueError(f"out has shape {out.shape}; padding these samples needs shape {shape} "
+                             f"(or larger in any dimension but the first)")
+    elif out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}; these samples stack into shape {tuple(shape)}")
+    return out
+
+
+def _first_mismatch(shapes: np.ndarray) -> int:
+    return int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
+
+
+def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: np.ndarray,
+             positions: np.ndarray, pad_value: Any, out: Optional[np.ndarray]) -> Any:
+    """Stack (``pad_value=None``) or pad the samples ``values[starts[j]:starts[j]+sizes[j]].reshape(shapes[j])``.
+
+    ``positions`` are the samples' indices in the map, for error messages. Returns the stacked array, or
+    ``(padded, lengths)`` with ``lengths`` of shape ``(k,)`` for 1-D samples and ``(k, ndim)`` otherwise.
+    """
+    dtype = values.dtype
+    k, ndim = shapes.shape
+    if pad_value is None:
+        if k and (shapes != shapes[0]).any():
+            j = _first_mismatch(shapes)
+            raise ValueError(f"cannot stack samples of different shapes: item {positions[0]} has shape "
+                             f"{tuple(shapes[0].tolist())} and item {positions[j]} has shape "
+                             f"{tuple(shapes[j].tolist())}; pass pad_value= to pad them to a common shape")
+        sample_shape = tuple(shapes[0].tolist()) if k else (0,) * ndim
+        shape = (k, *sample_shape)
+        out = np.empty(shape, dtype) if out is None else check_out(out, shape, dtype)
+        _stack_into(values, starts, math.prod(sample_shape), out)
+        return out
+
+    pad = pad_scalar(pad_value, dtype)
+    max_shape = tuple(shapes.max(axis=0).tolist()) if k else (0,) * ndim
+    if out is None:
+        out = np.empty((k, *max_shape), dtype)
+    else:
+        check_out(out, (k, *max_shape), dtype, at_least=True)
+    lengths = shapes[:, 0].copy() if ndim == 1 else shapes.copy()
+    if k == 0:
+        return out, lengths
+    target_shape = out.shape[1:]
+    if ndim == 0 or (shapes == np.asarray(target_shape)).all():
+        _stack_into(values, starts, math.prod(target_shape), out)  # nothing to pad
+        return out, lengths
+    if int(sizes.sum()) <= GATHER_BELOW * k:
+        # Which cells of ``out`` hold data: for C-ordered samples, the cells a boolean mask selects in
+        # C order are exactly every sample's elements in its own C order, sample after sample.
+        valid = np.ones((k, *target_shape), dtype=bool)
+        for axis in range(ndim):
+            along = np.arange(target_shape[axis]) < shapes[:, axis, None]  # (k, target_shape[axis])
+            view = [k] + [1] * ndim
+            view[axis + 1] = target_shape[axis]
+            valid &= along.reshape(view)
+        np.copyto(out, pad, where=~valid)
+        out[valid] = values[gather_index(starts, sizes)]
+    else:
+        for j, (start, size, shape) in enumerate(zip(starts.tolist(), sizes.tolist(), shapes.tolist())):
+            _fill_padded(out[j], values[start:start + size].reshape(shape), shape, pad)
+    return out, lengths
+
+
+def _stack_into(values: np.ndarray, starts: np.ndarray, size: int, out: np.ndarray) -> None:
+    k = len(starts)
+    flat = out.reshape(k, size)
+    if k == 0 or size == 0:
+        return
+    first = int(starts[0])
+    if k == 1 or (np.diff(starts) == size).all():  # consecutive samples: one slice
+        flat[...] = values[first:first + k * size].reshape(k, size)
+    elif size <= GATHER_BELOW:
+        np.take(values, starts[:, None] + np.arange(size, dtype=np.int64), out=flat)
+    else:
+        for j, start in enumerate(starts.tolist()):
+            flat[j] = values[start:start + size]
+
+
+def _fill_padded(cell: np.ndarray, sample: np.ndarray, shape: Sequence[int], pad: np.ndarray) -> None:
+    """Write ``sample`` into the corner of ``cell`` and ``pad`` into the rest, each cell written once."""
+    cell[tuple(slice(0, s) for s in shape)] = sample
+    for axis in range(len(shape)):
+        if shape[axis] < cell.shape[axis]:
+            region = tuple(slice(0, s) for s in shape[:axis]) + (slice(shape[axis], None),)
+            cell[region] = pad

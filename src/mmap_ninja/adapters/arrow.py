@@ -1,0 +1,206 @@
+"""Apache Arrow interchange without copies on the way out.
+
+The maps' variable-size layout *is* Arrow's large layout: ``StringsMmap`` stores a ``large_string`` column
+(UTF-8 bytes plus n + 1 int64 offsets from 0) and a 1-D ``RaggedMmap`` a ``large_list`` one (values plus
+the same offsets). `strings_to_arrow` and `ragged_to_arrow` therefore wrap the memory-mapped arrays in
+``pyarrow`` buffers (``pa.py_buffer``) and build arrays on them: nothing is copied or read, and the arrays
+keep the mapping alive for as long as they live (even after the map is closed).
+
+`strings_from_arrow` and `ragged_from_arrow` build maps from Arrow arrays, chunked arrays, one-column
+tables, or Hugging Face ``datasets`` columns / one-column datasets, writing the Arrow buffers straight
+into the map's files in batches (no string is decoded, no sample becomes a Python object).
+
+Usually reached through ``StringsMmap.to_arrow()``, ``StringsMmap.from_arrow(...)``, ``RaggedMmap.to_arrow()``
+and ``RaggedMmap.from_arrow(...)``, which import this module (and so pyarrow) only when called.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from mmap_ninja._cast import cast, storable_dtype
+from mmap_ninja._container import check_batch_size
+from mmap_ninja.storage import PathLike
+
+DEFAULT_BATCH_SIZE = 65_536  # rows per commit when building from Arrow
+
+__all__ = ["strings_to_arrow", "ragged_to_arrow", "strings_from_arrow", "ragged_from_arrow", "arrow_chunks"]
+
+
+# ------------------------------------------------------------------------------------------------ out
+
+
+def strings_to_arrow(strings_map: Any) -> pa.LargeStringArray:
+    """``StringsMmap`` -> ``pyarrow.LargeStringArray`` over the map's own buffers (zero-copy)."""
+    offsets, values = strings_map.offsets, strings_map.values
+    return pa.Array.from_buffers(pa.large_string(), len(offsets) - 1,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(values)], null_count=0)
+
+
+def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
+    """1-D ``RaggedMmap`` -> ``pyarrow.LargeListArray`` over the map's own buffers.
+
+    Zero-copy for native-endian integer and float dtypes; a bool map's values are copied (Arrow packs
+    booleans into bits). Samples with other than one dimension, or other dtypes, raise.
+    """
+    dtype = ragged_map.dtype
+    n = len(ragged_map)
+    if dtype is None:
+        raise ValueError(f"{ragged_map.path}: the map holds no samples and has no dtype yet")
+    shape_offsets = ragged_map._shape_offsets_array
+    ndims = np.diff(shape_offsets)
+    if (ndims != 1).any():
+        bad = int(np.flatnonzero(ndims != 1)[0])
+        raise ValueError(f"to_arrow() needs 1-D samples, but sample {bad} has shape {ragged_map.shape(bad)}; "
+                         f"Arrow's large_list holds one dimension")
+    values = ragged_map.values
+    if dtype.kind == "b":
+        value_array = pa.array(values, type=pa.bool_())  # a copy: Arrow packs booleans into bits
+    elif dtype.kind in "iuf" and dtype.isnative:
+        value_type = pa.from_numpy_dtype(dtype)
+        value_array = pa.Array.from_buffers(value_type, len(values), [None, pa.py_buffer(values)], null_count=0)
+    elif dtype.kind in "iuf":
+        value_array = pa.array(values.astype(dtype.newbyteorder("=")))  # a copy into native byte order
+    else:
+        raise TypeError(f"to_arrow() supports numeric and bool samples, not dtype {dtype}")
+    return pa.Array.from_buffers(pa.large_list(value_array.type), n,
+                                 [None, pa.py_buffer(ragged_map.offsets)], null_count=0, children=[value_array])
+
+
+# ------------------------------------------------------------------------------------------------ in
+
+
+def arrow_chunks(data: Any) -> List[pa.Array]:
+    """The Arrow arrays behind ``data``: an Array, a ChunkedArray, a one-column Table or RecordBatch, a
+    Hugging Face ``datasets`` column (``ds["text"]``) or one-column ``datasets.Dataset``, or anything with
+    ``__arrow_array__``."""
+    if isinstance(data, pa.ChunkedArray):
+        return list(data.chunks)
+    if isinstance(data, pa.Array):
+        return [data]
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        if data.num_columns != 1:
+            raise ValueError(f"from_arrow() takes one column; this table has {data.num_columns} "
+                             f"({', '.join(data.column_names)}): pass table.column(name)")
+        return arrow_chunks(data.column(0))
+    module = type(data).__module__ or ""
+    if module.startswith("datasets."):
+        return arrow_chunks(_hf_table(data))
+    if hasattr(data, "__arrow_array__"):
+        return arrow_chunks(data.__arrow_array__())
+    raise TypeError(f"from_arrow() takes a pyarrow Array, ChunkedArray or one-column Table, or a Hugging Face "
+                    f"datasets column; got {type(data).__name__}")
+
+
+def _hf_table(data: Any) -> pa.Table:
+    """A Hugging Face ``Column`` or one-column ``Dataset`` as a pyarrow Table (in the dataset's row order;
+    zero-copy unless the dataset has an indices mapping from select/shuffle)."""
+    name = type(data).__name__
+    if name == "Column":
+        source = data.source
+        if type(source).__name__ != "Dataset":
+            raise TypeError("from_arrow() takes a top-level datasets column (dataset['name']), not a nested one")
+        dataset = source.select_columns([data.column_name])
+    elif name == "Dataset":
+        dataset = data
+        if len(dataset.column_names) != 1:
+            raise ValueError(f"from_arrow() takes one column; this dataset has {dataset.column_names}: "
+                             f"pass dataset['name']")
+    else:
+        raise TypeError(f"from_arrow() does not know how to read a datasets.{name}")
+    table = dataset.with_format("arrow")[:]
+    return pa.table({table.column_names[0]: table.column(0)}) if not isinstance(table, pa.Table) else table
+
+
+def _check_no_nulls(array: pa.Array, first: int, what: str) -> None:
+    if array.null_count:
+        bad = first + int(np.flatnonzero(~array.is_valid().to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"from_arrow(): item {bad} is null; a map has no nulls ({what})")
+
+
+def _pieces(chunks: List[pa.Array], batch_size: int) -> Iterator[tuple]:
+    first = 0
+    for chunk in chunks:
+        for start in range(0, len(chunk), batch_size):
+            piece = chunk.slice(start, batch_size)
+            yield first + start, piece
+        first += len(chunk)
+
+
+def _publish(target: Any, columns: dict) -> None:
+    target._store.append(columns)
+    target._load()
+
+
+def strings_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                       overwrite: bool = False, durable: bool = False) -> Any:
+    """Build a ``StringsMmap`` from Arrow ``string`` / ``large_string`` / ``string_view`` data."""
+    batch_size = check_batch_size(batch_size)
+    chunks = arrow_chunks(data)
+    for chunk in chunks:
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)
+                or getattr(pa.types, "is_string_view", lambda _: False)(chunk.type)):
+            raise TypeError(f"StringsMmap.from_arrow() takes string data, got Arrow type {chunk.type}")
+    target = cls._create(out_dir, overwrite=overwrite, durable=durable)
+    try:
+        for first, piece in _pieces(chunks, batch_size):
+            _check_no_nulls(piece, first, "strings")
+            if not pa.types.is_large_string(piece.type):
+                piece = piece.cast(pa.large_string())
+            buffers = piece.buffers()
+            offsets = np.frombuffer(buffers[1], dtype=np.int64)[piece.offset:piece.offset + len(piece) + 1]
+            data_buffer = buffers[2] if buffers[2] is not None else b""
+            utf8 = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]]
+            _publish(target, {"data": utf8, "offsets": target._next_offsets(np.diff(offsets))})
+    except BaseException:
+        target.close()
+        raise
+    return target
+
+
+def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False) -> Any:
+    """Build a ``RaggedMmap`` of 1-D samples from Arrow ``list`` / ``large_list`` / ``fixed_size_list`` data
+    of integers, floats or booleans. ``dtype=`` stores another dtype (only if no value changes)."""
+    batch_size = check_batch_size(batch_size)
+    chunks = arrow_chunks(data)
+    value_type: Optional[pa.DataType] = None
+    for chunk in chunks:
+        t = chunk.type
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+            raise TypeError(f"RaggedMmap.from_arrow() takes list data, got Arrow type {t}")
+        vt = t.value_type
+        if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_boolean(vt)):
+            raise TypeError(f"RaggedMmap.from_arrow() takes lists of numbers or booleans, got Arrow type {t}")
+        if value_type is not None and vt != value_type:
+            raise TypeError(f"the chunks hold different value types ({value_type} and {vt})")
+        value_type = vt
+    source_dtype = np.dtype(value_type.to_pandas_dtype()) if value_type is not None else None
+    target_dtype = storable_dtype(dtype if dtype is not None else source_dtype or np.float64, "dtype")
+    target = cls._create(out_dir, overwrite=overwrite, durable=durable, dtype=target_dtype)
+    try:
+        for first, piece in _pieces(chunks, batch_size):
+            _check_no_nulls(piece, first, "lists")
+            if not pa.types.is_large_list(piece.type):
+                piece = piece.cast(pa.large_list(value_type))
+            offsets = piece.offsets.to_numpy()  # honours the slice; indexes the unsliced child
+            values = piece.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+            if values.null_count:
+                raise ValueError(f"from_arrow(): items {first}..{first + len(piece) - 1} hold null values")
+            flat = values.to_numpy(zero_copy_only=False)
+            flat = cast(flat, target_dtype, f"items {first}..{first + len(piece) - 1}")
+            sizes = np.diff(offsets)
+            k = len(sizes)
+            _publish(target, {
+                "data": np.ascontiguousarray(flat).view(np.uint8),
+                "offsets": target._next_offsets(sizes),
+                "shape_offsets": target._shape_offsets_array[-1] + np.arange(1, k + 1, dtype=np.int64),
+                "dims": sizes.astype(np.int64),
+            })
+    except BaseException:
+        target.close()
+        raise
+    return target
