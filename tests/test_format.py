@@ -127,3 +127,13 @@ def test_opening_allocates_nothing_per_sample(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 64 * 1024, f"opening {cls.__name__} allocated {peak} bytes"
+
+
+def test_refresh_after_the_map_was_replaced_reads_the_new_files(tmp_path):
+    StringsMmap.from_strings(tmp_path / "m", ["old", "map"]).close()
+    reader = StringsMmap(tmp_path / "m")
+    assert reader[:] == ["old", "map"]
+    StringsMmap.from_strings(tmp_path / "m", ["new", "one"], overwrite=True).close()  # same lengths
+    assert reader[:] == ["old", "map"]  # a snapshot until refresh
+    reader.refresh()
+    assert reader[:] == ["new", "one"]

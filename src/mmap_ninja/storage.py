@@ -38,6 +38,7 @@ import json
 import mmap
 import os
 import time
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
@@ -262,6 +263,7 @@ class Store:
                 fd = os.open(path / (name + COLUMN_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 os.close(fd)
             store.kind = kind
+            store.map_id = uuid.uuid4().hex
             store.attrs = dict(attrs)
             store._columns = {name: _Column(name, path / (name + COLUMN_SUFFIX), np.dtype(dt), 0)
                               for name, dt in columns.items()}
@@ -318,7 +320,11 @@ class Store:
                 columns[name] = (dtype_from_json(spec["dtype"]), length)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CorruptMapError(f"{header_path} is corrupt: {e!r}") from None
+        map_id = header.get("id")
         old = getattr(self, "_columns", {})
+        if map_id != getattr(self, "map_id", map_id):
+            old = {}  # the map was replaced (overwrite=True): its files are new, drop the old mappings
+        self.map_id = map_id
         self.kind = kind
         self.attrs = attrs
         self._columns = {}
@@ -343,6 +349,7 @@ class Store:
     def _publish(self, attrs: Mapping[str, Any], lengths: Mapping[str, int]) -> None:
         header = {
             "format": FORMAT_NAME,
+            "id": self.map_id,
             "version": list(FORMAT_VERSION),
             "kind": self.kind,
             "attrs": attrs,
@@ -441,9 +448,9 @@ class Store:
     def refresh(self) -> bool:
         """Re-read the header; True if another writer committed since."""
         header = self._read_header()
-        before = (self.attrs, self.lengths)
+        before = (self.map_id, self.attrs, self.lengths)
         self._load_header(header)
-        return (self.attrs, self.lengths) != before
+        return (self.map_id, self.attrs, self.lengths) != before
 
     # ---------------------------------------------------------------- writing
 
