@@ -114,3 +114,13 @@ def test_zero_size_samples_are_refused(tmp_path):
 def test_module_names():
     assert np_module.from_ndarray is np_from_ndarray and np_module.open_existing is np_open_existing
     assert mmap_ninja.np_extend_dir is np_module.extend_dir
+
+
+def test_path_based_writes_take_writer_options(tmp_path):
+    m = np_from_ndarray(tmp_path / "m", np.zeros((1, 2)))
+    with pytest.raises(mmap_ninja.MapLockedError, match="after waiting 0.1 s"):
+        np_extend_dir(tmp_path / "m", np.ones((1, 2)), lock_timeout=0.1)
+    m.close()
+    np_extend(tmp_path / "m", np.ones((1, 2)), durable=True)
+    np_append(tmp_path / "m", np.ones(2), durable=True, lock_timeout=None)
+    assert np_open_existing(tmp_path / "m").shape == (3, 2)

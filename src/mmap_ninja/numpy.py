@@ -232,20 +232,23 @@ def open_existing(out_dir: PathLike, mode: str = "r", **options: Any) -> NumpyMm
     return NumpyMmap(out_dir, mode, **options)
 
 
-def extend(np_mmap: NpTarget, arr: Any) -> None:
-    """Append the samples ``arr`` (shape ``(k, *sample_shape)``) to a map, given as an open map or a path."""
+def extend(np_mmap: NpTarget, arr: Any, **writer_options: Any) -> None:
+    """Append the samples ``arr`` (shape ``(k, *sample_shape)``) to a map, given as an open map or a path.
+
+    For a path, ``writer_options`` (``durable=``, ``lock_timeout=``) apply to the writer opened for the call.
+    """
     if isinstance(np_mmap, NumpyMmap):
         np_mmap.extend(arr)
     else:
-        extend_dir(np_mmap, arr)
+        extend_dir(np_mmap, arr, **writer_options)
 
 
-def extend_dir(out_dir: PathLike, arr: Any) -> None:
-    """Append the samples ``arr`` to the map in ``out_dir`` (opens it for writing and closes it)."""
-    with NumpyMmap(out_dir, "r+") as target:
+def extend_dir(out_dir: PathLike, arr: Any, *, durable: bool = False, lock_timeout: Optional[float] = 0.0) -> None:
+    """Append the samples ``arr`` to the map in ``out_dir`` (opens a writer for the call and closes it)."""
+    with NumpyMmap(out_dir, "r+", durable=durable, lock_timeout=lock_timeout) as target:
         target.extend(arr)
 
 
-def append(np_mmap: NpTarget, sample: Any) -> None:
-    """Append one sample to a map, given as an open map or a path."""
-    extend(np_mmap, np.expand_dims(as_array(sample, "the sample"), 0))
+def append(np_mmap: NpTarget, sample: Any, **writer_options: Any) -> None:
+    """Append one sample to a map, given as an open map or a path (see `extend` for ``writer_options``)."""
+    extend(np_mmap, np.expand_dims(as_array(sample, "the sample"), 0), **writer_options)
