@@ -8,7 +8,7 @@ so that NumPy can gather them with one fancy index instead of one Python step pe
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -17,6 +17,8 @@ from mmap_ninja._cast import as_array, cast
 # Above this many elements per sample on average, copy sample by sample (a memcpy each) rather than
 # building an int64 gather index eight times the size of the data.
 GATHER_BELOW = 4096
+# When padding, the boolean mask and gather index cost more per element: gather only for small samples.
+PAD_GATHER_BELOW = 256
 
 
 def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -94,7 +96,7 @@ def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: 
     if ndim == 0 or (shapes == np.asarray(target_shape)).all():
         _stack_into(values, starts, math.prod(target_shape), out)  # nothing to pad
         return out, lengths
-    if int(sizes.sum()) <= GATHER_BELOW * k:
+    if int(sizes.sum()) <= PAD_GATHER_BELOW * k:
         # Which cells of ``out`` hold data: for C-ordered samples, the cells a boolean mask selects in
         # C order are exactly every sample's elements in its own C order, sample after sample.
         valid = np.ones((k, *target_shape), dtype=bool)
@@ -105,9 +107,14 @@ def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: 
             valid &= along.reshape(view)
         np.copyto(out, pad, where=~valid)
         out[valid] = values[gather_index(starts, sizes)]
-    else:
-        for j, (start, size, shape) in enumerate(zip(starts.tolist(), sizes.tolist(), shapes.tolist())):
-            _fill_padded(out[j], values[start:start + size].reshape(shape), shape, pad)
+    else:  # large samples: one bulk fill, then one memcpy-like copy per sample
+        out[...] = pad
+        if ndim == 1:
+            for j, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist())):
+                out[j, :size] = values[start:start + size]
+        else:
+            for j, (start, size, shape) in enumerate(zip(starts.tolist(), sizes.tolist(), shapes.tolist())):
+                out[(j, *(slice(0, s) for s in shape))] = values[start:start + size].reshape(shape)
     return out, lengths
 
 
@@ -124,12 +131,3 @@ def _stack_into(values: np.ndarray, starts: np.ndarray, size: int, out: np.ndarr
     else:
         for j, start in enumerate(starts.tolist()):
             flat[j] = values[start:start + size]
-
-
-def _fill_padded(cell: np.ndarray, sample: np.ndarray, shape: Sequence[int], pad: np.ndarray) -> None:
-    """Write ``sample`` into the corner of ``cell`` and ``pad`` into the rest, each cell written once."""
-    cell[tuple(slice(0, s) for s in shape)] = sample
-    for axis in range(len(shape)):
-        if shape[axis] < cell.shape[axis]:
-            region = tuple(slice(0, s) for s in shape[:axis]) + (slice(shape[axis], None),)
-            cell[region] = pad

@@ -151,12 +151,13 @@ class MapBase:
 
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
-        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        exact_int = type(index) is int  # the common case, checked first: isinstance on a tuple costs more
+        if exact_int or (isinstance(index, (int, np.integer)) and not isinstance(index, bool)):
             length = self._length
             position = index + length if index < 0 else index
             if not 0 <= position < length:
                 raise IndexError(f"index {index} is out of range for a map of length {length}")
-            sample = self._get(int(position))
+            sample = self._get(position if exact_int else int(position))
             return sample if self.wrapper_fn is None else self._wrap(sample)
         samples = self._get_many(resolve_positions(index, self._length))
         if self.wrapper_fn is not None:

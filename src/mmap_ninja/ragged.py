@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import chain
+from operator import attrgetter
 from typing import Any, Iterable, List, Optional
 
 import numpy as np
@@ -107,31 +108,50 @@ class RaggedMmap(OffsetsMap):
 
     def _get(self, position: int) -> np.ndarray:
         offsets, shape_offsets = self._offsets, self._shape_offsets
-        shape = tuple(self._dims[shape_offsets[position]:shape_offsets[position + 1]])
-        return self._values[offsets[position]:offsets[position + 1]].reshape(shape)
+        first, stop = shape_offsets[position], shape_offsets[position + 1]
+        if stop - first == 1:  # 1-D: the slice already has the sample's shape (no dims lookup, no reshape)
+            return self._values[offsets[position]:offsets[position + 1]]
+        return self._values[offsets[position]:offsets[position + 1]].reshape(tuple(self._dims[first:stop]))
 
     def _get_many(self, positions: np.ndarray) -> List[np.ndarray]:
         starts, stops = self._spans(positions)
-        dim_starts = self._shape_offsets_array[positions].tolist()
-        dim_stops = self._shape_offsets_array[positions + 1].tolist()
+        dim_starts = self._shape_offsets_array[positions]
+        dim_stops = self._shape_offsets_array[positions + 1]
         values, dims = self._values, self._dims
+        if ((dim_stops - dim_starts) == 1).all():  # all 1-D: the slices already have the samples' shapes
+            return [values[a:b] for a, b in zip(starts, stops)]
+        dim_starts, dim_stops = dim_starts.tolist(), dim_stops.tolist()
         return [values[a:b].reshape(tuple(dims[c:d])) for a, b, c, d in zip(starts, stops, dim_starts, dim_stops)]
 
     def _encode(self, samples: List[Any]) -> tuple:
         first, dtype = self._length, self._dtype
         arrays = []
+        append = arrays.append
         for k, sample in enumerate(samples):
+            if type(sample) is np.ndarray and dtype is not None and sample.dtype == dtype:
+                append(sample)  # what as_sample returns, up to C-contiguity (ensured where bytes are taken)
+                continue
             array = as_sample(sample, dtype, f"item {first + k}")
             if dtype is None:
                 dtype = storable_dtype(array.dtype, f"item {first + k}")
-            arrays.append(array)
+            append(array)
         count = len(arrays)
-        sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=count)
-        ndims = np.fromiter((a.ndim for a in arrays), dtype=np.int64, count=count)
-        dims = np.fromiter(chain.from_iterable(a.shape for a in arrays), dtype=np.int64, count=int(ndims.sum()))
-        data = [raw_bytes(a) for a in arrays]
+        sizes = np.fromiter(map(attrgetter("size"), arrays), dtype=np.int64, count=count)
+        ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
+        if (ndims == 1).all():
+            dims = sizes
+        else:
+            dims = np.fromiter(chain.from_iterable(map(attrgetter("shape"), arrays)), dtype=np.int64,
+                               count=int(ndims.sum()))
+        joined = None
         if count > 1 and int(sizes.sum()) * dtype.itemsize < _CONCAT_BELOW * count:
-            data = [np.concatenate(data)]
+            joined = np.concatenate(arrays, axis=None)  # flattens each sample in C order, in one call
+        if joined is not None and joined.dtype == dtype:
+            data = [raw_bytes(joined)]
+        else:
+            data = [raw_bytes(a if a.flags.c_contiguous else a.copy(order="C")) for a in arrays]
+            if joined is not None:
+                data = [np.concatenate(data)]
         columns = {
             "data": data,
             "offsets": self._next_offsets(sizes),

@@ -1,0 +1,242 @@
+"""PyTorch integration: tensors from read-only maps, collate functions, and a DDP index sharder.
+
+Every map (`StringsMmap`, `RaggedMmap`, `NumpyMmap`) is already a map-style dataset: it has ``len`` and
+``__getitem__``, and ``__getitems__`` for PyTorch's batched fetch (one vectorized lookup per batch). It
+pickles as its path, so ``DataLoader`` workers started by ``fork``, ``spawn`` or ``forkserver`` reopen
+the files and share the page cache: no worker holds a copy of the data.
+
+Samples are read-only NumPy views into the mapping. ``torch.as_tensor`` on them warns that the array is
+not writable. This module's ways around that:
+
+- `collate` (a drop-in ``collate_fn``) stacks a batch straight into one new tensor: exactly one copy,
+  from the page cache into the batch (in shared memory inside a worker, as ``default_collate`` does),
+  and no warning.
+- `PadCollate` pads variable-length samples into one tensor plus their lengths, in the same single copy.
+- `as_tensor` turns one sample into a tensor: a copy by default; ``copy=False`` shares the mapping
+  with no copy and no warning, which is safe as long as nothing writes into the tensor in place
+  (the mapping is read-only: an in-place write would crash the process). Out-of-place use such as
+  ``t.float()``, ``t.to(device)``, ``t + 1`` or ``torch.stack`` is always safe.
+
+`shard_indices` and `ShardedSampler` split the indices of each epoch between DDP ranks exactly as
+``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
+sized dataset.
+
+This module imports ``torch``; ``import mmap_ninja`` does not.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler, get_worker_info
+
+from mmap_ninja._batch import PAD_GATHER_BELOW, assemble, pad_scalar
+
+__all__ = ["as_tensor", "collate", "PadCollate", "pad_collate", "shard_indices", "ShardedSampler"]
+
+_NOT_WRITABLE = ".*not writable.*"
+
+
+def as_tensor(array: Any, *, copy: Optional[bool] = None) -> torch.Tensor:
+    """A tensor of ``array`` (an ndarray, e.g. a map's sample) without PyTorch's non-writable warning.
+
+    A writable array is shared (``torch.from_numpy``). A read-only one (every sample of a map) is
+    copied unless ``copy=False``, which shares the read-only mapping: no copy, no warning, but the
+    tensor must not be written in place. ``copy=True`` always copies.
+    """
+    array = np.asarray(array)
+    if copy or (copy is None and not array.flags.writeable):
+        return torch.from_numpy(np.array(array, copy=True, order="C"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NOT_WRITABLE, category=UserWarning)
+        return torch.from_numpy(array)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def _new_batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
+    """A new tensor for a batch; in a DataLoader worker, in shared memory (so sending it to the main
+    process costs no copy), like ``default_collate``."""
+    tdtype = _torch_dtype(dtype)
+    if get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=tdtype)
+    numel = math.prod(shape)
+    storage = torch.empty(0, dtype=tdtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=tdtype).new(storage).resize_(tuple(shape))
+
+
+def _stack(arrays: List[np.ndarray]) -> torch.Tensor:
+    first = arrays[0]
+    for k, a in enumerate(arrays):
+        if a.shape != first.shape:
+            raise ValueError(f"cannot stack samples of shapes {first.shape} (sample 0) and {a.shape} (sample {k}) "
+                             f"into one tensor; use mmap_ninja.adapters.torch.PadCollate to pad them")
+    dtype = np.result_type(*arrays) if any(a.dtype != first.dtype for a in arrays) else first.dtype
+    out = _new_batch_tensor((len(arrays), *first.shape), dtype)
+    np.stack(arrays, out=out.numpy())  # the one copy: page cache -> batch tensor
+    return out
+
+
+def collate(batch: Sequence[Any]) -> Any:
+    """A ``collate_fn`` like ``default_collate`` that stacks ndarrays (read-only views included) straight
+    into one new tensor, with no warning and one copy. Strings and bytes stay a list; numbers become a
+    tensor; tuples, lists and dicts of fields are collated field by field; anything else goes to
+    ``default_collate``."""
+    if len(batch) == 0:
+        return []
+    elem = batch[0]
+    if isinstance(elem, np.ndarray) and elem.dtype.kind in "biuf":
+        return _stack([np.asarray(b) for b in batch])
+    if isinstance(elem, (str, bytes)):
+        return list(batch)
+    if isinstance(elem, (bool, numbers.Number, np.generic)) and not isinstance(elem, np.ndarray):
+        return torch.as_tensor(np.asarray(batch))
+    if isinstance(elem, dict):
+        return {key: collate([b[key] for b in batch]) for key in elem}
+    if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
+        return type(elem)(*(collate(list(field)) for field in zip(*batch)))
+    if isinstance(elem, (tuple, list)):
+        fields = [collate(list(field)) for field in zip(*batch)]
+        return fields if isinstance(elem, list) else tuple(fields)
+    from torch.utils.data import default_collate
+
+    return default_collate(batch)
+
+
+def _pad(arrays: List[np.ndarray], pad_value: Any, dtype: Optional[np.dtype]) -> tuple:
+    k = len(arrays)
+    if dtype is not None:
+        arrays = [a.astype(dtype, copy=False) for a in arrays]
+    if k == 0:
+        return torch.empty((0, 0)), torch.empty(0, dtype=torch.int64)
+    ndim = arrays[0].ndim
+    for j, a in enumerate(arrays):
+        if a.ndim != ndim:
+            raise ValueError(f"cannot pad samples with different numbers of dimensions: sample 0 has shape "
+                             f"{arrays[0].shape} and sample {j} has shape {a.shape}")
+    value_dtype = arrays[0].dtype if dtype is None else np.dtype(dtype)
+    shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(k, ndim)
+    sizes = shapes.prod(axis=1)
+    max_shape = tuple(shapes.max(axis=0).tolist())
+    out = _new_batch_tensor((k, *max_shape), value_dtype)
+    target = out.numpy()
+    lengths = torch.from_numpy(shapes[:, 0].copy() if ndim == 1 else shapes)
+    if int(sizes.sum()) <= PAD_GATHER_BELOW * k:
+        flat = np.concatenate([a.reshape(-1) for a in arrays]) if k else np.empty(0, value_dtype)
+        starts = np.cumsum(sizes) - sizes
+        assemble(flat.astype(value_dtype, copy=False), starts, sizes, shapes, np.arange(k), pad_value, target)
+    else:
+        target[...] = pad_scalar(pad_value, value_dtype)
+        for j, a in enumerate(arrays):
+            target[(j, *(slice(0, s) for s in a.shape))] = a
+    return out, lengths
+
+
+class PadCollate:
+    """A ``collate_fn`` that pads variable-shape samples into one tensor: ``(padded, lengths)``.
+
+    ``padded`` has shape ``(batch, *max_shape)`` (every dimension padded to its largest size in the
+    batch, with ``pad_value``); ``lengths`` is an int64 tensor of shape ``(batch,)`` for 1-D samples and
+    ``(batch, ndim)`` (the shapes) otherwise. If the samples are tuples ``(array, *others)``, the first
+    field is padded and the others are collated with `collate`: ``(padded, lengths, *others)``.
+    ``dtype`` converts the samples (e.g. ``np.int64`` for token ids). Picklable, so it works with
+    ``spawn`` workers.
+    """
+
+    def __init__(self, pad_value: Any = 0, dtype: Any = None):
+        self.pad_value = pad_value
+        self.dtype = None if dtype is None else np.dtype(dtype)
+
+    def __call__(self, batch: Sequence[Any]) -> tuple:
+        if len(batch) and isinstance(batch[0], (tuple, list)):
+            fields = list(zip(*batch))
+            padded, lengths = _pad([np.asarray(a) for a in fields[0]], self.pad_value, self.dtype)
+            return (padded, lengths, *(collate(list(f)) for f in fields[1:]))
+        return _pad([np.asarray(a) for a in batch], self.pad_value, self.dtype)
+
+    def __repr__(self) -> str:
+        return f"PadCollate(pad_value={self.pad_value!r}, dtype={self.dtype})"
+
+
+pad_collate = PadCollate(0)
+"""`PadCollate` with ``pad_value=0``."""
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+
+
+def shard_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: int = 0, shuffle: bool = True,
+                  drop_last: bool = False) -> np.ndarray:
+    """The indices of ``range(n)`` that ``rank`` of ``world_size`` reads in ``epoch``, as an int64 array.
+
+    Exactly ``torch.utils.data.DistributedSampler``'s: with ``shuffle`` one permutation of ``range(n)``
+    seeded by ``seed + epoch`` (the same on every rank), then either padded by repeating indices from the
+    start (``drop_last=False``) or cut (``drop_last=True``) to a multiple of ``world_size``, and rank
+    ``r`` takes every ``world_size``-th index starting at ``r``. Every rank gets the same number; within
+    one epoch the ranks' shards are disjoint when ``drop_last=True`` or ``n`` divides evenly.
+    """
+    n, rank, world_size = int(n), int(rank), int(world_size)
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    if drop_last and n % world_size:
+        per_rank = math.ceil((n - world_size) / world_size)
+    else:
+        per_rank = math.ceil(n / world_size)
+    total = per_rank * world_size
+    if shuffle:
+        generator = torch.Generator()
+        generator.manual_seed(int(seed) + int(epoch))
+        indices = torch.randperm(n, generator=generator).numpy().astype(np.int64)
+    else:
+        indices = np.arange(n, dtype=np.int64)
+    if total > n and n > 0:
+        indices = np.resize(indices, total)  # repeats from the start, as DistributedSampler pads
+    else:
+        indices = indices[:total]
+    return indices[rank:total:world_size]
+
+
+class ShardedSampler(Sampler):
+    """A sampler giving this rank its `shard_indices` of each epoch; call `set_epoch` before each epoch.
+
+    ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
+    ``torch.distributed``'s when a process group is initialized, else to 0 and 1.
+    """
+
+    def __init__(self, data_source: Any, *, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 seed: int = 0, shuffle: bool = True, drop_last: bool = False, epoch: int = 0):
+        if rank is None or world_size is None:
+            dist = torch.distributed
+            initialized = dist.is_available() and dist.is_initialized()
+            rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
+            world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
+        self.n = data_source if isinstance(data_source, numbers.Integral) else len(data_source)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.seed, self.shuffle, self.drop_last, self.epoch = int(seed), bool(shuffle), bool(drop_last), int(epoch)
+        shard_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self) -> np.ndarray:
+        return shard_indices(self.n, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
+                             seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        if self.drop_last and self.n % self.world_size:
+            return math.ceil((self.n - self.world_size) / self.world_size)
+        return math.ceil(self.n / self.world_size)
