@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
@@ -257,14 +258,11 @@ class MapBase:
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=f"{cls.__name__}",
                            unit=" samples")
         try:
-            batch: List[Any] = []
-            for sample in samples:
-                batch.append(sample)
-                if len(batch) == batch_size:
-                    target.extend(batch)
-                    batch = []
-            if batch:
+            iterator = iter(samples)
+            batch = list(islice(iterator, batch_size))  # batching in C: no Python step per sample
+            while batch:
                 target.extend(batch)
+                batch = list(islice(iterator, batch_size))
         except BaseException:
             target.close()
             raise

@@ -13,9 +13,11 @@ from mmap_ninja._batch import assemble
 from mmap_ninja._container import OffsetsMap, resolve_index, resolve_positions
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
 
-DEFAULT_BATCH_SIZE = 1024
-# Below this many bytes per sample on average, one concatenated write beats one buffer per sample.
-_CONCAT_BELOW = 64 * 1024
+# from_lists' default: its samples are in memory already, so a batch costs little more than its commit.
+DEFAULT_BATCH_SIZE = 16_384
+# A batch of fewer bytes is joined into one buffer (fewer, larger writes); a larger one is written sample
+# by sample with vectored writes, so a batch never needs a second copy of more than this in memory.
+_CONCAT_BELOW = 64 << 20
 
 
 class RaggedMmap(OffsetsMap):
@@ -123,35 +125,35 @@ class RaggedMmap(OffsetsMap):
         dim_starts, dim_stops = dim_starts.tolist(), dim_stops.tolist()
         return [values[a:b].reshape(tuple(dims[c:d])) for a, b, c, d in zip(starts, stops, dim_starts, dim_stops)]
 
-    def _encode(self, samples: List[Any]) -> tuple:
-        first, dtype = self._length, self._dtype
-        arrays = []
-        append = arrays.append
+    def _as_arrays(self, samples: List[Any]) -> tuple:
+        """The samples as arrays of one storable dtype, and that dtype (set by the first sample if new)."""
+        dtype = self._dtype
+        if (dtype is not None and set(map(type, samples)) == {np.ndarray}
+                and set(map(attrgetter("dtype"), samples)) == {dtype}):
+            return samples, dtype  # the common case, checked without a Python step per sample
+        first, arrays = self._length, []
         for k, sample in enumerate(samples):
-            if type(sample) is np.ndarray and dtype is not None and sample.dtype == dtype:
-                append(sample)  # what as_sample returns, up to C-contiguity (ensured where bytes are taken)
-                continue
             array = as_sample(sample, dtype, f"item {first + k}")
             if dtype is None:
                 dtype = storable_dtype(array.dtype, f"item {first + k}")
-            append(array)
+            arrays.append(array)
+        return arrays, dtype
+
+    def _encode(self, samples: List[Any]) -> tuple:
+        arrays, dtype = self._as_arrays(samples)
         count = len(arrays)
-        sizes = np.fromiter(map(attrgetter("size"), arrays), dtype=np.int64, count=count)
-        ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
-        if (ndims == 1).all():
-            dims = sizes
+        if set(map(attrgetter("ndim"), arrays)) == {1}:
+            sizes = np.fromiter(map(len, arrays), dtype=np.int64, count=count)
+            ndims, dims = np.ones(count, dtype=np.int64), sizes
         else:
+            sizes = np.fromiter(map(attrgetter("size"), arrays), dtype=np.int64, count=count)
+            ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
             dims = np.fromiter(chain.from_iterable(map(attrgetter("shape"), arrays)), dtype=np.int64,
                                count=int(ndims.sum()))
-        joined = None
-        if count > 1 and int(sizes.sum()) * dtype.itemsize < _CONCAT_BELOW * count:
-            joined = np.concatenate(arrays, axis=None)  # flattens each sample in C order, in one call
-        if joined is not None and joined.dtype == dtype:
-            data = [raw_bytes(joined)]
+        if int(sizes.sum()) * dtype.itemsize < _CONCAT_BELOW:
+            data = [raw_bytes(np.concatenate(arrays, axis=None, dtype=dtype))]  # each sample in C order
         else:
-            data = [raw_bytes(a if a.flags.c_contiguous else a.copy(order="C")) for a in arrays]
-            if joined is not None:
-                data = [np.concatenate(data)]
+            data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
             "data": data,
             "offsets": self._next_offsets(sizes),

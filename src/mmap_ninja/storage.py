@@ -357,7 +357,7 @@ class Store:
                         for name, col in self._columns.items()},
         }
         tmp = self.path / (HEADER_FILE + _TMP_SUFFIX)
-        data = json.dumps(header, indent=1).encode()
+        data = json.dumps(header).encode()  # no indent: the C encoder, a third of the cost of a commit
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _pwrite_all(fd, memoryview(data), 0)
