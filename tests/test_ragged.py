@@ -108,3 +108,18 @@ def test_large_samples_written_without_concatenation(tmp_path):
     big = [np.full((300, 400, 3), i, np.uint8) for i in range(3)]
     m = RaggedMmap.from_lists(tmp_path / "m", big)
     assert all(np.array_equal(m[i], big[i]) for i in range(3))
+
+
+def test_extend_flat_appends_1d_samples_from_one_buffer(tmp_path):
+    m = RaggedMmap.from_lists(tmp_path / "m", [], dtype=np.int32)
+    m.extend_flat(np.arange(6), [2, 0, 4])
+    m.extend_flat([], [])
+    assert [a.tolist() for a in m] == [[0, 1], [], [2, 3, 4, 5]] and m.dtype == np.int32
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(ValueError, match="add up to 3, but 4 were given"):
+        m.extend_flat(np.arange(4), [1, 2])
+    with pytest.raises(ValueError, match=r"lengths\[1\] is -1"):
+        m.extend_flat(np.arange(1), [2, -1])
+    with pytest.raises(ValueError, match="value 3000000000 does not fit"):
+        m.extend_flat(np.array([3_000_000_000]), [1])
+    assert snapshot(tmp_path / "m") == before

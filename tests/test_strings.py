@@ -73,3 +73,15 @@ def test_in_place_assignment_needs_same_byte_size(tmp_path):
     assert snapshot(tmp_path / "m") == before
     m.close()
     assert StringsMmap(tmp_path / "m")[:] == ["ABC", "DÉFG", "XYZ"]
+
+
+def test_extend_utf8_appends_encoded_strings(tmp_path):
+    m = StringsMmap.from_strings(tmp_path / "m", ["a"])
+    m.extend_utf8("héllo wörld".encode(), [6, 0, 7])
+    assert m[:] == ["a", "héllo", "", " wörld"]
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(ValueError, match="item 4 is not valid UTF-8"):
+        m.extend_utf8("é".encode(), [1, 1])  # splits a character
+    with pytest.raises(ValueError, match="add up to 1, but 2 were given"):
+        m.extend_utf8(b"ab", [1])
+    assert snapshot(tmp_path / "m") == before

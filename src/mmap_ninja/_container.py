@@ -209,7 +209,9 @@ class MapBase:
         batch = self._as_batch(samples)
         if not len(batch):
             return
-        columns, attrs = self._encode(batch)
+        self._commit(*self._encode(batch))
+
+    def _commit(self, columns: dict, attrs: Optional[dict] = None) -> None:
         self._store.append(columns, attrs)
         self._load()
 
@@ -349,6 +351,19 @@ class OffsetsMap(MapBase):
 
     def _next_offsets(self, sizes: np.ndarray) -> np.ndarray:
         return self._offsets_array[-1] + np.cumsum(sizes, dtype=np.int64)
+
+    def _check_lengths(self, lengths: Any, total: int) -> np.ndarray:
+        """``lengths`` as int64 sizes of new samples, checked to be non-negative and to add up to ``total``."""
+        sizes = np.asarray(lengths)
+        if sizes.ndim != 1 or (sizes.size and sizes.dtype.kind not in "iu"):
+            raise TypeError(f"lengths must be a 1-D sequence of integers, got {sizes.dtype} of shape {sizes.shape}")
+        sizes = sizes.astype(np.int64)
+        if (sizes < 0).any():
+            bad = int(np.flatnonzero(sizes < 0)[0])
+            raise ValueError(f"lengths[{bad}] is {sizes[bad]}; lengths cannot be negative")
+        if int(sizes.sum()) != total:
+            raise ValueError(f"the lengths add up to {int(sizes.sum())}, but {total} were given")
+        return sizes
 
     def _spans(self, positions: np.ndarray) -> tuple:
         """Start and stop offsets of the samples at ``positions``, as lists of Python ints."""

@@ -8,7 +8,7 @@ from typing import Any, Iterable, List, Optional
 
 import numpy as np
 
-from mmap_ninja._cast import as_sample, raw_bytes, storable_dtype
+from mmap_ninja._cast import as_array, as_sample, cast, raw_bytes, storable_dtype
 from mmap_ninja._batch import assemble
 from mmap_ninja._container import OffsetsMap, resolve_index, resolve_positions
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
@@ -162,6 +162,29 @@ class RaggedMmap(OffsetsMap):
         }
         attrs = {"dtype": dtype_to_json(dtype)} if self._dtype is None else None
         return columns, attrs
+
+    def extend_flat(self, values: Any, lengths: Any) -> None:
+        """Append ``len(lengths)`` 1-D samples given back to back in ``values`` (one commit).
+
+        Sample j is the next ``lengths[j]`` elements of ``values``: the shape of a tokenizer's output or of
+        Arrow's list arrays, stored without splitting it into one array per sample first.
+        """
+        self._store._check_writer()
+        values = as_array(values, "values")
+        if values.ndim != 1:
+            raise ValueError(f"values must be 1-D, got shape {values.shape}")
+        sizes = self._check_lengths(lengths, len(values))
+        if not len(sizes):
+            return
+        dtype = self._dtype or storable_dtype(values.dtype, "values")
+        first = self._length
+        values = cast(values, dtype, f"items {first}..{first + len(sizes) - 1}")
+        self._commit({
+            "data": raw_bytes(np.ascontiguousarray(values)),
+            "offsets": self._next_offsets(sizes),
+            "shape_offsets": self._shape_offsets_array[-1] + np.arange(1, len(sizes) + 1, dtype=np.int64),
+            "dims": sizes,
+        }, {"dtype": dtype_to_json(dtype)} if self._dtype is None else None)
 
     def _prepare_set(self, position: int, value: Any) -> np.ndarray:
         if self._dtype is None:

@@ -78,6 +78,25 @@ class StringsMmap(OffsetsMap):
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         return {"data": b"".join(encoded), "offsets": self._next_offsets(sizes)}, None
 
+    def extend_utf8(self, utf8: Any, lengths: Any) -> None:
+        """Append ``len(lengths)`` strings given as their UTF-8 bytes back to back (one commit).
+
+        String j is the next ``lengths[j]`` bytes of ``utf8`` (any bytes-like object, e.g. an Arrow string
+        array's data buffer). The bytes are checked to be valid UTF-8 and to split at character boundaries.
+        """
+        self._store._check_writer()
+        data = np.frombuffer(utf8, dtype=np.uint8) if not isinstance(utf8, np.ndarray) else utf8.view(np.uint8)
+        sizes = self._check_lengths(lengths, len(data))
+        if not len(sizes):
+            return
+        ends = np.cumsum(sizes)
+        for j, (start, stop) in enumerate(zip((ends - sizes).tolist(), ends.tolist())):
+            try:
+                str(memoryview(data[start:stop]), "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"item {self._length + j} is not valid UTF-8: {e.reason} at byte {e.start}") from None
+        self._commit({"data": data, "offsets": self._next_offsets(sizes)})
+
     def _prepare_set(self, position: int, value: Any) -> bytes:
         encoded = self._encode_one(position, value)
         old = self._offsets[position + 1] - self._offsets[position]

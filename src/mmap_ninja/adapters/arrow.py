@@ -21,7 +21,7 @@ from typing import Any, Iterator, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from mmap_ninja._cast import cast, storable_dtype
+from mmap_ninja._cast import storable_dtype
 from mmap_ninja._container import check_batch_size
 from mmap_ninja.storage import PathLike
 
@@ -50,12 +50,13 @@ def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
     n = len(ragged_map)
     if dtype is None:
         raise ValueError(f"{ragged_map.path}: the map holds no samples and has no dtype yet")
-    shape_offsets = ragged_map._shape_offsets_array
-    ndims = np.diff(shape_offsets)
-    if (ndims != 1).any():
-        bad = int(np.flatnonzero(ndims != 1)[0])
-        raise ValueError(f"to_arrow() needs 1-D samples, but sample {bad} has shape {ragged_map.shape(bad)}; "
-                         f"Arrow's large_list holds one dimension")
+    try:
+        ndim = ragged_map.shapes().shape[1] if n else 1
+    except ValueError as e:
+        raise ValueError(f"to_arrow() needs 1-D samples (Arrow's large_list holds one dimension): {e}") from None
+    if ndim != 1:
+        raise ValueError(f"to_arrow() needs 1-D samples, but the samples have {ndim} dimensions "
+                         f"(sample 0 has shape {ragged_map.shape(0)}); Arrow's large_list holds one dimension")
     values = ragged_map.values
     if dtype.kind == "b":
         value_array = pa.array(values, type=pa.bool_())  # a copy: Arrow packs booleans into bits
@@ -130,11 +131,6 @@ def _pieces(chunks: List[pa.Array], batch_size: int) -> Iterator[tuple]:
         first += len(chunk)
 
 
-def _publish(target: Any, columns: dict) -> None:
-    target._store.append(columns)
-    target._load()
-
-
 def strings_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
                        overwrite: bool = False, durable: bool = False) -> Any:
     """Build a ``StringsMmap`` from Arrow ``string`` / ``large_string`` / ``string_view`` data."""
@@ -154,7 +150,7 @@ def strings_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, batch_size: in
             offsets = np.frombuffer(buffers[1], dtype=np.int64)[piece.offset:piece.offset + len(piece) + 1]
             data_buffer = buffers[2] if buffers[2] is not None else b""
             utf8 = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]]
-            _publish(target, {"data": utf8, "offsets": target._next_offsets(np.diff(offsets))})
+            target.extend_utf8(utf8, np.diff(offsets))
     except BaseException:
         target.close()
         raise
@@ -190,16 +186,7 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
             values = piece.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
             if values.null_count:
                 raise ValueError(f"from_arrow(): items {first}..{first + len(piece) - 1} hold null values")
-            flat = values.to_numpy(zero_copy_only=False)
-            flat = cast(flat, target_dtype, f"items {first}..{first + len(piece) - 1}")
-            sizes = np.diff(offsets)
-            k = len(sizes)
-            _publish(target, {
-                "data": np.ascontiguousarray(flat).view(np.uint8),
-                "offsets": target._next_offsets(sizes),
-                "shape_offsets": target._shape_offsets_array[-1] + np.arange(1, k + 1, dtype=np.int64),
-                "dims": sizes.astype(np.int64),
-            })
+            target.extend_flat(values.to_numpy(zero_copy_only=False), np.diff(offsets))
     except BaseException:
         target.close()
         raise
