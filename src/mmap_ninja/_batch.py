@@ -32,6 +32,14 @@ def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def pad_scalar(pad_value: Any, dtype: np.dtype) -> np.ndarray:
     """``pad_value`` as a 0-d array of ``dtype``; an error if it does not fit (padding uint8 with -1)."""
+    if type(pad_value) in (int, float, bool):  # the usual case, without the general cast's checks
+        try:
+            pad = np.array(pad_value, dtype=dtype)
+        except (OverflowError, ValueError, TypeError):
+            pass  # the general path below says what is wrong
+        else:
+            if pad == pad_value:
+                return pad
     return cast(as_array(pad_value, "pad_value"), dtype, "pad_value").reshape(())
 
 
@@ -96,7 +104,13 @@ def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: 
     if ndim == 0 or (shapes == np.asarray(target_shape)).all():
         _stack_into(values, starts, math.prod(target_shape), out)  # nothing to pad
         return out, lengths
-    if int(sizes.sum()) <= PAD_GATHER_BELOW * k:
+    if ndim == 1 and int(sizes.sum()) <= PAD_GATHER_BELOW * k:
+        # Row j of ``out`` starts at j * width in the flat buffer: scatter every element with one index.
+        flat = out.reshape(-1)
+        flat.fill(pad)
+        width = target_shape[0]
+        flat[gather_index(np.arange(k, dtype=np.int64) * width, sizes)] = values[gather_index(starts, sizes)]
+    elif int(sizes.sum()) <= PAD_GATHER_BELOW * k:
         # Which cells of ``out`` hold data: for C-ordered samples, the cells a boolean mask selects in
         # C order are exactly every sample's elements in its own C order, sample after sample.
         valid = np.ones((k, *target_shape), dtype=bool)

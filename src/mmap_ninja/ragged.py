@@ -39,7 +39,8 @@ class RaggedMmap(OffsetsMap):
         self._values = data if self._dtype is None else data.view(self._dtype)
         self._shape_offsets_array = self._store.column("shape_offsets")
         self._shape_offsets = memoryview(self._shape_offsets_array)
-        self._dims = memoryview(self._store.column("dims"))
+        self._dims_array = self._store.column("dims")
+        self._dims = memoryview(self._dims_array)
 
     @property
     def dtype(self) -> Optional[np.dtype]:
@@ -60,7 +61,9 @@ class RaggedMmap(OffsetsMap):
     def shapes(self, indices: Any = slice(None)) -> np.ndarray:
         """The shapes of the samples at ``indices`` (default: all) as a ``(k, ndim)`` int64 array, read
         from the index without touching the data; a ValueError if their numbers of dimensions differ."""
-        positions = resolve_positions(indices, self._length)
+        return self._shapes_at(resolve_positions(indices, self._length))
+
+    def _shapes_at(self, positions: np.ndarray) -> np.ndarray:
         shape_offsets = self._shape_offsets_array
         firsts = shape_offsets[positions]
         ndims = shape_offsets[positions + 1] - firsts
@@ -69,7 +72,7 @@ class RaggedMmap(OffsetsMap):
             raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
                              f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
         ndim = int(ndims[0]) if len(ndims) else 1
-        return np.asarray(self._dims)[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+        return self._dims_array[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
 
     def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray] = None) -> Any:
         """Read the samples at ``indices`` (ints, a slice or a boolean mask) into one new array.
@@ -87,7 +90,7 @@ class RaggedMmap(OffsetsMap):
         positions = resolve_positions(indices, self._length)
         if self._dtype is None:
             raise ValueError("the map holds no samples and has no dtype yet")
-        shapes = self.shapes(positions)
+        shapes = self._shapes_at(positions)
         starts = self._offsets_array[positions]
         sizes = self._offsets_array[positions + 1] - starts
         return assemble(self._values, starts, sizes, shapes, positions, pad_value, out)
