@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-pa = pytest.importorskip("pyarrow")
+import pyarrow as pa
 
 from mmap_ninja import RaggedMmap, StringsMmap  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_from_one_column_table(tmp_path):
 
 
 def test_from_hugging_face_datasets_columns(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     ds = datasets.Dataset.from_dict({"text": STRINGS, "ids": [[i] * i for i in range(len(STRINGS))]})
     assert list(StringsMmap.from_arrow(tmp_path / "s", ds["text"])) == STRINGS
     ids = RaggedMmap.from_arrow(tmp_path / "r", ds["ids"])

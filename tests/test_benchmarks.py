@@ -14,9 +14,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-pytest.importorskip("PIL")
-pytest.importorskip("psutil")
-pytest.importorskip("matplotlib")
 
 from benchmarks import run  # noqa: E402
 

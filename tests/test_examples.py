@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-matplotlib = pytest.importorskip("matplotlib")
-pytest.importorskip("PIL")
+import matplotlib
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

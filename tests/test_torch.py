@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 from torch.utils.data import DataLoader, DistributedSampler, default_collate  # noqa: E402
 
 from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
