@@ -160,10 +160,7 @@ class MapBase:
                 raise IndexError(f"index {index} is out of range for a map of length {length}")
             sample = self._get(position if exact_int else int(position))
             return sample if self.wrapper_fn is None else self._wrap(sample)
-        samples = self._get_many(resolve_positions(index, self._length))
-        if self.wrapper_fn is not None:
-            samples = [self._wrap(s) for s in samples]
-        return samples
+        return self.__getitems__(index)
 
     def __getitems__(self, indices: Any) -> List[Any]:
         """The samples at ``indices`` as a list, in one vectorized lookup (``wrapper_fn`` applied).
