@@ -1,0 +1,26 @@
+"""The README's Python snippets run as written (the training one with a small token map prepared first)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmap_ninja import RaggedMmap
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_snippets_run(capsys):
+    first, training = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    exec(compile(first, "README snippet 1", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
+
+    RaggedMmap.from_lists("tokens", [np.arange(n, dtype=np.int32) for n in range(1, 101)]).close()
+    names = {"rank": 1, "world_size": 2}
+    exec(compile(training, "README snippet 2", "exec"), names)
+    padded, lengths = next(iter(names["loader"]))
+    assert padded.shape[0] == 50 and padded.dtype == torch.int64  # this rank's half of the 100 samples
+    assert all(int(padded[j, :n].sum()) == n * (n - 1) // 2 for j, n in enumerate(lengths.tolist()))
+    assert names["padded"].shape == (64, 64) and names["lengths"].tolist() == list(range(1, 65))
+    assert names["t"].tolist() == [0]  # tokens[0] as a tensor
