@@ -526,7 +526,7 @@ def main(argv=None) -> dict:
                 "upstream": runner({"task": "version"}, upstream=True)}
     bench.results["versions"] = versions
     sections = args.only or ["text", "images", "micro"]
-    md = [f"# mmap_ninja benchmarks\n",
+    md = ["# mmap_ninja benchmarks\n",
           f"Command: `{args.command}`{' (quick mode: tiny sizes, figures mean nothing)' if args.quick else ''}",
           _env.machine_markdown(machine),
           f"mmap_ninja (this repo): {versions['ours'].get('version')} from `{versions['ours'].get('file')}`; "

@@ -1,10 +1,9 @@
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray
 
 
 def snapshot(directory: Path) -> dict:

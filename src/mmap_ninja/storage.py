@@ -56,7 +56,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Linux writes at most 0x7ffff000 bytes per write call; stay below that and loop.
 _MAX_WRITE = 1 << 30
-_IOV_MAX = getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # buffers per vectored write
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 1024
 
 
 class MapError(Exception):
@@ -332,7 +335,7 @@ class Store:
             col = old.get(name) or _Column(name, self.path / (name + COLUMN_SUFFIX), dtype, length)
             col.dtype, col.length = dtype, length
             self._columns[name] = col
-        for name, col in self._columns.items():
+        for col in self._columns.values():
             self._check_size(col)
 
     def _check_size(self, col: _Column) -> None:
