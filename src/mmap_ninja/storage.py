@@ -37,6 +37,7 @@ import fcntl
 import json
 import mmap
 import os
+import stat
 import time
 import uuid
 import weakref
@@ -340,12 +341,12 @@ class Store:
 
     def _check_size(self, col: _Column) -> None:
         try:
-            size = os.stat(col.path).st_size
+            info = os.stat(col.path)
         except FileNotFoundError:
             raise CorruptMapError(f"{col.path} is missing (the header lists column {col.name!r})") from None
-        if not col.path.is_file():
+        if not stat.S_ISREG(info.st_mode):
             raise CorruptMapError(f"{col.path} is not a regular file")
-        need = col.length * col.dtype.itemsize
+        size, need = info.st_size, col.length * col.dtype.itemsize
         if size < need:
             raise CorruptMapError(f"{col.path} is truncated: it holds {size} bytes, the header commits {need}")
 
