@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from mmap_ninja._batch import check_out, pad_scalar
 from mmap_ninja._cast import as_array, cast, raw_bytes, storable_dtype
 from mmap_ninja._container import MapBase, resolve_positions
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
@@ -102,8 +103,6 @@ class NumpyMmap(MapBase):
         gather), written into ``out=`` if given (same dtype, C-contiguous, writable). With a ``pad_value``
         returns ``(batch, lengths)`` like `RaggedMmap.get_batch`: nothing needs padding unless ``out`` is
         larger than the samples in some dimension, where the rest is filled with ``pad_value``."""
-        from mmap_ninja._batch import check_out, pad_scalar
-
         positions = resolve_positions(indices, self._length)
         k = len(positions)
         if self._dtype is None:
