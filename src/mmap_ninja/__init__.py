@@ -5,7 +5,7 @@
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
 """
 
-from mmap_ninja._parallel import SampleFetchError
+from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.generic import Wrapped, open_existing
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.numpy import append as np_append
@@ -15,7 +15,16 @@ from mmap_ninja.numpy import from_generator as np_from_generator
 from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
-from mmap_ninja.storage import CorruptMapError, FormatVersionError, MapError, MapLockedError, NotAMapError
+from mmap_ninja.errors import (
+    CorruptMapError,
+    FormatVersionError,
+    KindMismatchError,
+    MapError,
+    MapLockedError,
+    NotAMapError,
+    UnfinishedMapError,
+    UnknownFeatureError,
+)
 from mmap_ninja.string import StringsMmap, StringsMmmap
 
 __version__ = "1.0.0.dev0"
@@ -23,5 +32,6 @@ __version__ = "1.0.0.dev0"
 __all__ = [
     "StringsMmap", "StringsMmmap", "RaggedMmap", "RaggedMmmap", "NumpyMmap", "open_existing", "Wrapped",
     "np_from_ndarray", "np_from_generator", "np_open_existing", "np_extend", "np_extend_dir", "np_append",
-    "MapError", "NotAMapError", "CorruptMapError", "FormatVersionError", "MapLockedError", "SampleFetchError",
+    "MapError", "NotAMapError", "CorruptMapError", "FormatVersionError", "UnknownFeatureError", "MapLockedError",
+    "UnfinishedMapError", "KindMismatchError", "SampleFetchError",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from mmap_ninja._cast import as_array, cast
+from mmap_ninja.casting import as_array, cast
 
 # Above this many elements per sample on average, copy sample by sample (a memcpy each) rather than
 # building an int64 gather index eight times the size of the data.
@@ -145,3 +145,10 @@ def _stack_into(values: np.ndarray, starts: np.ndarray, size: int, out: np.ndarr
     else:
         for j, start in enumerate(starts.tolist()):
             flat[j] = values[start:start + size]
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` as a positive int, or a ValueError naming what was given."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)

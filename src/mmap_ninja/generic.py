@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from copy import copy
 from typing import Any, Callable, Optional
 
-from mmap_ninja.numpy import NumpyMmap
-from mmap_ninja.ragged import RaggedMmap
-from mmap_ninja.storage import PathLike, Store
-from mmap_ninja.string import StringsMmap
+from mmap_ninja.errors import UnknownFeatureError
+from mmap_ninja.format import read_header
+from mmap_ninja.maps import KINDS, MapBase
+from mmap_ninja.storage import PathLike, absolute
 
-KINDS = {cls._kind: cls for cls in (StringsMmap, RaggedMmap, NumpyMmap)}
+__all__ = ["open_existing", "Wrapped"]
 
 
-def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable] = None, mode: str = "r", **options: Any):
-    """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap` or `NumpyMmap`."""
-    probe = Store(out_dir)
-    kind = probe.kind
-    probe.close()
-    if kind not in KINDS:
-        raise ValueError(f"{out_dir} holds a map of unknown kind {kind!r}; a newer mmap_ninja may read it")
-    return KINDS[kind](out_dir, mode, wrapper_fn=wrapper_fn, **options)
+def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+",
+                  **options: Any) -> MapBase:
+    """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ...
+
+    Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
+    """
+    header = read_header(absolute(out_dir))
+    cls = KINDS.get(header.kind)
+    if cls is None:
+        raise UnknownFeatureError(f"{absolute(out_dir)} holds a map of kind {header.kind!r}, which this "
+                                  f"mmap_ninja does not know; a newer mmap_ninja may read it")
+    return cls(out_dir, wrapper_fn, mode, **options)
 
 
 class Wrapped:
     """``data`` with ``wrapper_fn`` applied to each item read (to a copy of it by default)."""
 
-    def __init__(self, data: Any, wrapper_fn: Callable, copy_before_wrapper_fn: bool = True):
+    def __init__(self, data: Any, wrapper_fn: Callable[[Any], Any], copy_before_wrapper_fn: bool = True):
         self.data = data
         self.wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
@@ -40,6 +45,6 @@ class Wrapped:
     def __len__(self) -> int:
         return len(self.data)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self[i]

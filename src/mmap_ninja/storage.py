@@ -1,528 +1,619 @@
-"""The bytes on disk and the commit protocol. Every container is a thin view on top of a ``Store``.
+"""A map directory on disk: its columns, their memory mappings, the writer lock and the commit protocol.
 
-FORMAT.md at the repository root is the specification; this is the summary.
+FORMAT.md specifies the files and the protocol; this module is the only code that writes them. Containers
+never touch files: they read columns through `Store.column` and change the map inside `Store.transaction`.
 
-A map is one directory::
-
-    header.json       the commit record: format version, kind, attributes, committed length of every column
-    <column>.bin      one file per column: a flat array of fixed-size items (``data.bin``, ``offsets.bin``, ...)
-    .lock             advisory ``flock`` held by the one writer
-
-``header.json`` looks like::
-
-    {"format": "mmap_ninja", "version": [1, 0], "kind": "ragged",
-     "attrs": {"dtype": "<f4"},
-     "columns": {"data": {"dtype": "|u1", "length": 4096},
-                 "offsets": {"dtype": "<i8", "length": 3}, ...}}
-
-Only the first ``length`` items of a column file are committed. Anything after them is the tail of a write
-that never published; readers never look at it and the next writer truncates it.
-
-Commit protocol (``Store.append``), with one writer holding the lock:
-
-1. the new items of every column are written after that column's committed end;
-2. with ``durable=True`` the column files are fsynced;
-3. a new header is written to ``header.json.tmp`` (fsynced with ``durable=True``) and renamed over
-   ``header.json``, which is atomic on POSIX file systems; with ``durable=True`` the directory is fsynced.
-
-A reader reads ``header.json`` once and maps the column files; it sees exactly the state of one commit, never a
-torn one. If a write fails before step 3, the column files are cut back to their committed length, so the
-directory is left as it was.
+A write transaction takes the directory's ``flock`` (waiting at most ``lock_timeout`` seconds), catches up with
+whatever other handles committed since this one's snapshot, writes after the latest committed end, publishes one
+new header by an atomic rename, and releases the lock. Readers take no lock and see one commit at a time.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import json
 import mmap
 import os
 import stat
+import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-FORMAT_NAME = "mmap_ninja"
-FORMAT_VERSION = (1, 0)
-HEADER_FILE = "header.json"
-LOCK_FILE = ".lock"
-COLUMN_SUFFIX = ".bin"
-_TMP_SUFFIX = ".tmp"
+from mmap_ninja._fsio import fsync_dir, replace_file, write_all
+from mmap_ninja.errors import (
+    CorruptMapError,
+    FormatVersionError,
+    KindMismatchError,
+    MapLockedError,
+    NotAMapError,
+    UnfinishedMapError,
+)
+from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
+
+__all__ = ["Store", "PathLike", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "COLUMN_SUFFIX"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+LOCK_FILE = ".lock"
+COLUMN_SUFFIX = ".bin"
+DEFAULT_LOCK_TIMEOUT = 5.0  # seconds a write waits for another writer, as SQLite's default busy timeout
+_OUR_FILES = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp"}
 
-# Linux writes at most 0x7ffff000 bytes per write call; stay below that and loop.
-_MAX_WRITE = 1 << 30
-try:
-    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # buffers per vectored write
-except (AttributeError, ValueError, OSError):
-    _IOV_MAX = 1024
-
-
-class MapError(Exception):
-    """Base class of the errors mmap_ninja raises about a map directory."""
+# Every open Store, so that a forked child (a DataLoader or from_indexable worker) can drop the lock and the
+# transaction it inherited: flock locks belong to the open file, so a child outliving its parent would keep the
+# map locked for ever, and a thread lock held by another thread at fork time would never be released.
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
-class NotAMapError(MapError, FileNotFoundError):
-    """The path does not exist or holds no mmap_ninja map."""
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forget_transaction()
 
 
-class CorruptMapError(MapError, ValueError):
-    """A map's header or one of its files is damaged or truncated."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class FormatVersionError(MapError, ValueError):
-    """The map was written by a newer, incompatible version of the format."""
+def absolute(path: PathLike) -> Path:
+    """``path`` made absolute once, so that a later ``os.chdir`` changes nothing (symlinks are kept)."""
+    return Path(os.path.abspath(os.fspath(path)))
 
 
-class MapLockedError(MapError, BlockingIOError):
-    """Another writer holds the map's lock."""
+class _Column:
+    """One column file and (lazily) a read-only mapping of it."""
+
+    __slots__ = ("dtype", "mapped", "path")
+
+    def __init__(self, path: Path, dtype: np.dtype[Any]):
+        self.path = path
+        self.dtype = dtype
+        self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
+
+    def view(self, length: int) -> np.ndarray[Any, Any]:
+        mapped = self.mapped
+        if mapped is None or len(mapped) < length:
+            mapped = self.mapped = self._map(length)
+        return mapped[:length]
+
+    def _map(self, length: int) -> np.ndarray[Any, Any]:
+        need = length * self.dtype.itemsize
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise CorruptMapError(f"{self.path} is not a regular file")
+            if info.st_size < need:
+                raise CorruptMapError(f"{self.path} is truncated: it holds {info.st_size} bytes, the header "
+                                      f"commits {need}")
+            if info.st_size < self.dtype.itemsize:
+                empty = np.empty(0, dtype=self.dtype)
+                empty.flags.writeable = False
+                return empty
+            mapping = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        # Read-only, as the mapping is. Arrays handed out earlier keep their own (older) mapping alive.
+        return np.frombuffer(mapping, dtype=self.dtype, count=info.st_size // self.dtype.itemsize)
 
 
-def dtype_to_json(dtype: np.dtype) -> Any:
-    """A JSON-able description of ``dtype`` (NumPy's own ``descr``, as in ``.npy`` headers)."""
-    return np.lib.format.dtype_to_descr(np.dtype(dtype))
+class _Transaction:
+    """What a write transaction holds: the lock file, write descriptors and the uncommitted lengths."""
+
+    def __init__(self, lock_fd: int, lengths: dict[str, int]):
+        self.lock_fd = lock_fd
+        self.depth = 1
+        self.lengths = lengths  # committed + written in this transaction
+        self.fds: dict[str, int] = {}
+        self.attrs: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] | None = None
+        self.dirty = False
 
 
-def dtype_from_json(descr: Any) -> np.dtype:
-    """Inverse of `dtype_to_json`."""
-    return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+class Store:
+    """An open map directory. Open with `Store.open`, make a new one with `Store.create`."""
+
+    def __init__(self, path: Path, header: Header, *, durable: bool, lock_timeout: Optional[float],
+                 allow_unfinished: bool):
+        self.path = path
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.allow_unfinished = allow_unfinished
+        self.closed = False
+        self._header = header
+        self._columns = self._columns_of(header)
+        self._txn: _Transaction | None = None
+        self._thread_lock = threading.RLock()
+        self._builder = False  # this handle is the from_* call that is building the map
+        _STORES.add(self)
+
+    # ------------------------------------------------------------------ opening and creating
+
+    @classmethod
+    def open(cls, path: PathLike, *, durable: bool = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+             allow_unfinished: bool = False) -> Store:
+        """Open the map in ``path`` for reading (no lock, no write access needed)."""
+        path = absolute(path)
+        header = read_header(path)
+        if header.building and not allow_unfinished:
+            raise unfinished_error(path, header)
+        store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
+        for name in header.columns:
+            store._check_size(name)
+        return store
+
+    @classmethod
+    def create(cls, path: PathLike, kind: str, columns: Mapping[str, Any], attrs: Mapping[str, Any], *,
+               initial: Optional[Mapping[str, Sequence[Any]]] = None, metadata: Optional[Mapping[str, Any]] = None,
+               requires: Sequence[str] = (), building: bool = False, overwrite: bool = False,
+               durable: bool = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+               join_existing: bool = False) -> Store:
+        """Make a new map of ``kind`` in ``path`` (missing parents are created) and return it open.
+
+        ``columns`` maps each column to its item dtype; ``initial`` gives items a column starts with (such as
+        the leading 0 of offsets). The directory must be new or empty, hold an unfinished build (which is
+        replaced), or hold a map and ``overwrite=True`` (its files are unlinked, never truncated, so processes
+        that map them keep their data). A file the map did not write is never deleted: a directory holding one
+        is refused. With ``building=True`` the header marks the map unfinished and the returned store keeps the
+        writer lock until `finish_build`. With ``join_existing=True`` a finished map of the same kind found in
+        ``path`` (one a racing process just created) is opened instead of failing.
+        """
+        path = absolute(path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
+        lock_fd = _lock(path, lock_timeout)
+        try:
+            try:
+                old: Header | None = read_header(path)
+            except NotAMapError:
+                old = None
+            except (CorruptMapError, FormatVersionError) as e:
+                raise FileExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); "
+                                      f"remove the directory yourself if it is no longer needed") from None
+            if old is not None and join_existing and not old.building:
+                if old.kind != kind:
+                    raise KindMismatchError(f"{path} holds a {old.kind!r} map, not a {kind!r} one")
+                os.close(lock_fd)
+                return cls.open(path, durable=durable, lock_timeout=lock_timeout)
+            if old is not None and not old.building and not overwrite:
+                raise FileExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
+            if old is None:
+                foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
+                if foreign:
+                    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                    raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja "
+                                          f"never deletes files it did not write: choose an empty or new directory")
+            store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {}, tuple(requires),
+                                 building, durable, lock_timeout, lock_fd)
+        except BaseException:
+            if lock_fd >= 0:
+                try:
+                    os.close(lock_fd)
+                except OSError:
+                    pass
+            raise
+        if building:
+            store._thread_lock.acquire()
+            store._builder = True
+            store._txn = _Transaction(lock_fd, store._header.lengths)
+        else:
+            os.close(lock_fd)
+        return store
+
+    @classmethod
+    def _lay_out(cls, path: Path, old: Header | None, kind: str, columns: Mapping[str, Any],
+                 attrs: Mapping[str, Any], initial: Mapping[str, Sequence[Any]], metadata: Mapping[str, Any],
+                 requires: tuple[str, ...], building: bool, durable: bool, lock_timeout: Optional[float],
+                 lock_fd: int) -> Store:
+        # Crash safety, step by step: (1) the old map's columns that the new one lacks go first, so none is
+        # orphaned; (2) a header marking an unfinished build with a new id claims the directory, so a crash from
+        # here on leaves a build that the next create replaces; (3) the columns are made anew (unlinked, never
+        # truncated); (4) their initial items are published by a second header (still unfinished for a build).
+        dtypes = {name: np.dtype(dt) for name, dt in columns.items()}
+        for name in (old.columns if old else {}):
+            if name not in dtypes:
+                _unlink(path / (name + COLUMN_SUFFIX))
+        header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
+                        attrs=dict(attrs), id=uuid.uuid4().hex, commit=0, requires=requires,
+                        metadata=dict(metadata), building=True)
+        replace_file(path / HEADER_FILE, _encode(header), durable=durable)
+        for name in dtypes:
+            column_path = path / (name + COLUMN_SUFFIX)
+            if old is not None:
+                _unlink(column_path)
+            os.close(os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+        store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=True)
+        store._thread_lock.acquire()
+        store._txn = _Transaction(lock_fd, header.lengths)
+        try:
+            if initial:
+                store.append({name: [np.asarray(items, dtype=dtypes[name])] for name, items in initial.items()})
+            store._publish(building=building)
+        finally:
+            store._end_transaction(ok=True, release_lock=False)
+        return store
+
+    def finish_build(self) -> None:
+        """Publish the map as complete and release the lock a ``building=True`` create kept."""
+        if not self._builder:
+            return
+        self._publish(building=False)
+        self._builder = False
+        self._end_transaction(ok=True)
+
+    def abandon_build(self) -> None:
+        """Release the lock of a build that failed; the map stays marked unfinished."""
+        if self._builder:
+            self._builder = False
+            self._end_transaction(ok=False)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def header(self) -> Header:
+        """The snapshot this handle reads: the last header it read or published."""
+        return self._header
+
+    @property
+    def kind(self) -> str:
+        return self._header.kind
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        txn = self._txn
+        if txn is not None and txn.attrs is not None:
+            return txn.attrs
+        return self._header.attrs
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        txn = self._txn
+        if txn is not None and txn.metadata is not None:
+            return txn.metadata
+        return self._header.metadata
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """Items per column: committed, plus what this handle's open transaction wrote."""
+        txn = self._txn
+        return dict(txn.lengths) if txn is not None else self._header.lengths
+
+    def column(self, name: str) -> np.ndarray[Any, Any]:
+        """The items of column ``name`` (see `lengths`) as a read-only 1-D array over the mapping."""
+        if self.closed:
+            raise ValueError(f"{self.path}: I/O operation on a closed map")
+        txn = self._txn
+        length = txn.lengths[name] if txn is not None else self._header.columns[name].length
+        return self._columns[name].view(length)
+
+    def refresh(self) -> bool:
+        """Read the header again; True if it changed (another handle committed, or the map was replaced)."""
+        with self._thread_lock:
+            if self._txn is not None:
+                return False  # our own transaction is the newest state there is
+            header = read_header(self.path)
+            if header.building and not self.allow_unfinished:
+                raise unfinished_error(self.path, header)
+            return self._adopt(header)
+
+    def _adopt(self, header: Header) -> bool:
+        old = self._header
+        if header.kind != old.kind:
+            raise KindMismatchError(f"{self.path} was replaced by a {header.kind!r} map; this handle reads "
+                                    f"{old.kind!r} maps: open it again with mmap_ninja.open_existing()")
+        if header.id != old.id:
+            self._columns = self._columns_of(header)  # new files: drop the old mappings and descriptors
+        elif header == old:
+            return False
+        self._header = header
+        for name in header.columns:
+            self._check_size(name)
+        return True
+
+    def _columns_of(self, header: Header) -> dict[str, _Column]:
+        return {name: _Column(self.path / (name + COLUMN_SUFFIX), col.dtype) for name, col in header.columns.items()}
+
+    def _check_size(self, name: str) -> None:
+        column, need = self._columns[name], self._header.columns[name]
+        try:
+            info = os.stat(column.path)
+        except FileNotFoundError:
+            raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptMapError(f"{column.path} is not a regular file")
+        if info.st_size < need.length * need.dtype.itemsize:
+            raise CorruptMapError(f"{column.path} is truncated: it holds {info.st_size} bytes, the header "
+                                  f"commits {need.length * need.dtype.itemsize}")
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._txn is not None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Hold the writer lock for the block and publish everything written in it as one commit at its end
+        (nothing, if it raises). Transactions nest: only the outermost one commits."""
+        self._begin()
+        ok = False
+        try:
+            yield self
+            ok = True
+        finally:
+            self._end_transaction(ok=ok)
+
+    def _begin(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self.path}: I/O operation on a closed map")
+        self._thread_lock.acquire()
+        try:
+            if self._txn is not None:
+                self._txn.depth += 1
+                return
+            if not self._header.writable_by_us:
+                v = self._header.version
+                raise FormatVersionError(
+                    f"{self.path} uses format version {v[0]}.{v[1]}, newer than this mmap_ninja writes "
+                    f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}): it can read the map but not change it; "
+                    f"upgrade mmap_ninja to write to it")
+            lock_fd = _lock(self.path, self.lock_timeout)
+            try:
+                header = read_header(self.path)  # catch up with every commit made since our snapshot
+                if header.building:
+                    raise unfinished_error(self.path, header)
+                self._adopt(header)
+                self._txn = txn = _Transaction(lock_fd, header.lengths)
+                for name in header.columns:
+                    self._discard_tail(txn, name)
+            except BaseException:
+                self._txn = None
+                os.close(lock_fd)
+                raise
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _end_transaction(self, *, ok: bool, release_lock: bool = True) -> None:
+        txn = self._txn
+        if txn is None:
+            return
+        try:
+            if txn.depth > 1:
+                txn.depth -= 1
+                return
+            try:
+                if ok and txn.dirty and not self._builder:
+                    self._publish(building=False)
+            finally:
+                if not self._builder or not ok:
+                    for name in txn.fds:
+                        self._discard_tail(txn, name, to=self._header.columns[name].length)
+                    for fd in txn.fds.values():
+                        os.close(fd)
+                    self._txn = None
+                    if release_lock:
+                        os.close(txn.lock_fd)
+        finally:
+            self._thread_lock.release()
+
+    def _forget_transaction(self) -> None:
+        """In a forked child: drop the inherited transaction (its lock belongs to the parent)."""
+        txn, self._txn = self._txn, None
+        self._builder = False
+        self._thread_lock = threading.RLock()
+        if txn is not None:
+            for fd in (txn.lock_fd, *txn.fds.values()):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _require_transaction(self) -> _Transaction:
+        txn = self._txn
+        if txn is None:
+            raise RuntimeError("Store writes must happen inside Store.transaction()")
+        return txn
+
+    def _fd(self, txn: _Transaction, name: str) -> int:
+        fd = txn.fds.get(name)
+        if fd is None:
+            column_path = self._columns[name].path
+            try:
+                fd = os.open(column_path, os.O_RDWR)
+            except PermissionError as e:
+                raise PermissionError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
+                                      str(column_path)) from None
+            txn.fds[name] = fd
+        return fd
+
+    def _discard_tail(self, txn: _Transaction, name: str, to: Optional[int] = None) -> None:
+        """Cut column ``name`` back to ``to`` items (default: its committed length): the tail of a write that
+        never published. Only files that are longer are opened for writing."""
+        column = self._columns[name]
+        keep = (self._header.columns[name].length if to is None else to) * column.dtype.itemsize
+        fd = txn.fds.get(name)
+        try:
+            size = os.fstat(fd).st_size if fd is not None else os.stat(column.path).st_size
+            if size > keep:
+                os.ftruncate(self._fd(txn, name), keep)
+        except OSError:
+            pass  # the next writer cuts it; readers never look past the committed length
+
+    def append(self, new_items: Mapping[str, Any]) -> None:
+        """Write items after the end of columns, inside a transaction; published when it commits.
+
+        ``new_items`` maps a column name to a buffer or a list of buffers written back to back; their byte size
+        must be a whole number of that column's items.
+        """
+        txn = self._require_transaction()
+        plan = []
+        for name, buffers in new_items.items():
+            column = self._columns[name]
+            if not isinstance(buffers, (list, tuple)):
+                buffers = [buffers]
+            nbytes = sum(memoryview(b).nbytes for b in buffers)
+            if nbytes % column.dtype.itemsize:
+                raise ValueError(f"{nbytes} bytes is not a whole number of {name!r} items")
+            plan.append((name, column, buffers, nbytes // column.dtype.itemsize))
+        before = txn.lengths
+        after = dict(before)
+        try:
+            for name, column, buffers, count in plan:
+                if count:
+                    write_all(self._fd(txn, name), buffers, before[name] * column.dtype.itemsize)
+                    after[name] += count
+        except BaseException:
+            for name, *_ in plan:
+                self._discard_tail(txn, name, to=before[name])
+            raise
+        txn.lengths = after  # one assignment: a thread rebuilding its view sees all columns grow at once
+        txn.dirty = True
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Replace the header's ``attrs`` in the current transaction."""
+        txn = self._require_transaction()
+        txn.attrs = dict(attrs)
+        txn.dirty = True
+
+    def set_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Replace the user metadata in the current transaction."""
+        txn = self._require_transaction()
+        txn.metadata = dict(metadata)
+        txn.dirty = True
+
+    def write_at(self, name: str, item_offset: int, buffer: Any) -> None:
+        """Overwrite committed items of column ``name`` in place, starting at item ``item_offset``."""
+        txn = self._require_transaction()
+        column = self._columns[name]
+        view = memoryview(buffer).cast("B")
+        if item_offset < 0 or item_offset * column.dtype.itemsize + view.nbytes > txn.lengths[name] * column.dtype.itemsize:
+            raise IndexError(f"in-place write outside column {name!r}")
+        write_all(self._fd(txn, name), [view], item_offset * column.dtype.itemsize)
+        if self.durable:
+            os.fsync(self._fd(txn, name))
+
+    def writable_view(self, name: str) -> np.ndarray[Any, Any]:
+        """Column ``name`` as a writable array over a shared mapping, for in-place writes inside a transaction
+        (drop it before the transaction ends)."""
+        txn = self._require_transaction()
+        column = self._columns[name]
+        length = txn.lengths[name]
+        if length == 0:
+            return np.empty(0, dtype=column.dtype)
+        mapping = mmap.mmap(self._fd(txn, name), length * column.dtype.itemsize, access=mmap.ACCESS_WRITE)
+        return np.frombuffer(mapping, dtype=column.dtype, count=length)
+
+    def commit(self) -> None:
+        """Publish what the open transaction wrote so far, keeping the lock (builders commit every batch)."""
+        txn = self._require_transaction()
+        if txn.dirty:
+            self._publish(building=self._builder)
+
+    def _publish(self, *, building: bool) -> None:
+        txn = self._require_transaction()
+        header = self._header
+        new = header.evolve(
+            columns={name: Column(col.dtype, txn.lengths[name]) for name, col in header.columns.items()},
+            attrs=header.attrs if txn.attrs is None else txn.attrs,
+            metadata=header.metadata if txn.metadata is None else txn.metadata,
+            commit=header.commit + 1, building=building, version=max(header.version, FORMAT_VERSION))
+        if self.durable:
+            for fd in txn.fds.values():
+                os.fsync(fd)
+        replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
+        self._header = new
+        txn.attrs = txn.metadata = None
+        txn.dirty = False
+
+    def flush(self) -> None:
+        """fsync the column files (in-place writes of a ``durable`` map are flushed by each write already)."""
+        txn = self._txn
+        for fd in (txn.fds.values() if txn is not None else ()):
+            os.fsync(fd)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Drop the mappings (arrays handed out stay valid while they live) and any open transaction."""
+        if self.closed:
+            return
+        if self._txn is not None:
+            self._builder = False
+            while self._txn is not None:
+                self._end_transaction(ok=False)
+        for column in self._columns.values():
+            column.mapped = None
+        self.closed = True
 
 
-def _descr_from_json(descr: Any) -> Any:
-    # JSON turned the tuples of a structured descr (name or (title, name), descr[, shape]) into lists.
-    if isinstance(descr, str):
-        return descr
-    fields = []
-    for name, sub, *shape in descr:
-        name = tuple(name) if isinstance(name, list) else name
-        fields.append((name, _descr_from_json(sub), *(tuple(s) for s in shape)))
-    return fields
+def _encode(header: Header) -> bytes:
+    from mmap_ninja.format import encode_header
+
+    return encode_header(header)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _unlink(path: Path) -> None:
     try:
-        os.fsync(fd)
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _lock(path: Path, timeout: Optional[float]) -> int:
+    """Take the writer lock of the map directory ``path``; returns the descriptor that holds it."""
+    lock_path = path / LOCK_FILE
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+            return fd
+        except BlockingIOError:
+            assert deadline is not None
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise MapLockedError(
+                    f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
+                    f"longer (None waits for ever)") from None
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _being_built(path: Path) -> bool:
+    """Whether a live process holds the writer lock of ``path`` (a build in progress, not an interrupted one)."""
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, buffers: Sequence[memoryview], offset: int) -> int:
-    """Write ``buffers`` back to back at ``offset``; returns the number of bytes written."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if v.nbytes]
-    total = 0
-    i = 0
-    while i < len(views):
-        group = views[i:i + _IOV_MAX]
-        size = sum(v.nbytes for v in group)
-        if len(group) > 1 and size <= _MAX_WRITE:
-            written = os.pwritev(fd, group, offset + total)
-            total += written
-            if written == size:
-                i += len(group)
-                continue
-            # A short vector write: finish this group buffer by buffer from where it stopped.
-            skip = written
-            for v in group:
-                if skip >= v.nbytes:
-                    skip -= v.nbytes
-                    continue
-                total += _pwrite_all(fd, v[skip:], offset + total)
-                skip = 0
-            i += len(group)
-        else:
-            total += _pwrite_all(fd, views[i], offset + total)
-            i += 1
-    return total
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> int:
-    done = 0
-    while done < view.nbytes:
-        written = os.pwrite(fd, view[done:done + _MAX_WRITE], offset + done)
-        if written <= 0:
-            raise OSError(errno.EIO, "write returned no progress")
-        done += written
-    return done
-
-
-# Stores holding the writer lock. A forked child (a DataLoader or from_indexable worker) inherits the lock's
-# file descriptor, and flock locks belong to the open file, so a child outliving a killed writer would keep
-# the map locked for ever. The child closes its copies at once; the parent's lock is unaffected.
-_LOCK_HOLDERS: "weakref.WeakSet[Store]" = weakref.WeakSet()
-
-
-def _drop_inherited_locks() -> None:
-    for store in list(_LOCK_HOLDERS):
-        if store._lock_fd is not None:
-            try:
-                os.close(store._lock_fd)
-            except OSError:
-                pass
-            store._lock_fd = None
-    _LOCK_HOLDERS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_inherited_locks)
-
-
-class _Column:
-    """One column file: its dtype, committed length and (lazily) a mapping of it."""
-
-    __slots__ = ("name", "path", "dtype", "length", "fd", "mapped", "mapped_items")
-
-    def __init__(self, name: str, path: Path, dtype: np.dtype, length: int):
-        self.name = name
-        self.path = path
-        self.dtype = dtype
-        self.length = length
-        self.fd: Optional[int] = None  # writers keep the file open
-        self.mapped: Optional[np.ndarray] = None  # the whole mapped file, as items
-        self.mapped_items = 0
-
-
-class Store:
-    """An open map directory: its header and its columns.
-
-    ``Store(path)`` opens for reading (no lock, works on read-only files); ``writable=True`` takes the
-    writer lock, waiting up to ``lock_timeout`` seconds (``None``: forever, ``0``: fail at once), and cuts
-    every column back to its committed length. Use `Store.create` to make a new map.
-    """
-
-    def __init__(self, path: PathLike, *, writable: bool = False, lock_timeout: Optional[float] = 0.0,
-                 durable: bool = False, _expect_kind: Optional[str] = None):
-        self.path = Path(path)
-        self.writable = writable
-        self.durable = durable
-        self._lock_fd: Optional[int] = None
-        self._owner_pid = os.getpid()
-        self.closed = False
-        if not self.path.exists():
-            raise NotAMapError(f"{self.path}: no such map directory")
-        if not self.path.is_dir():
-            raise NotAMapError(f"{self.path} is a file, not a map directory")
-        if writable:
-            self._lock(lock_timeout)
-        try:
-            self._load_header(self._read_header())
-            if _expect_kind is not None and self.kind != _expect_kind:
-                raise TypeError(f"{self.path} holds a {self.kind!r} map, not a {_expect_kind!r} one; "
-                                f"open it with mmap_ninja.open_existing()")
-            if writable:
-                self._open_for_writing()
-        except BaseException:
-            self.close()
-            raise
-
-    # ---------------------------------------------------------------- creation
-
-    @classmethod
-    def create(cls, path: PathLike, kind: str, columns: Mapping[str, np.dtype], attrs: Mapping[str, Any],
-               *, initial: Optional[Mapping[str, np.ndarray]] = None, overwrite: bool = False,
-               durable: bool = False, lock_timeout: Optional[float] = 0.0) -> "Store":
-        """Make a map of ``kind`` in ``path`` (parents created) and return it open for writing.
-
-        ``columns`` maps each column name to its item dtype; ``initial`` optionally gives the items a column
-        starts with (such as the leading 0 of an offsets column), published in the same first commit.
-
-        A directory that already holds a map is replaced only with ``overwrite=True``; its files are
-        unlinked, never truncated, so a process that still maps them keeps reading the old data.
-        A directory with files of its own that are not a map's is refused.
-        """
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(f"{path} exists and is not a directory")
-        path.mkdir(parents=True, exist_ok=True)
-        header = path / HEADER_FILE
-        if header.exists() and not overwrite:
-            raise FileExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
-        ours = {HEADER_FILE, LOCK_FILE, HEADER_FILE + _TMP_SUFFIX}
-        foreign = sorted(p.name for p in path.iterdir()
-                         if p.name not in ours and not p.name.endswith(COLUMN_SUFFIX))
-        if foreign and not header.exists():
-            raise FileExistsError(f"{path} is not empty and holds no map (found {', '.join(foreign[:5])}); "
-                                  f"choose an empty or new directory")
-        store = cls.__new__(cls)
-        store.path = path
-        store.writable = True
-        store.durable = durable
-        store._lock_fd = None
-        store._owner_pid = os.getpid()
-        store.closed = False
-        store._lock(lock_timeout)
-        try:
-            if header.exists():
-                header.unlink()  # first, so a crash below leaves "no map" rather than a map with missing columns
-            for p in path.iterdir():
-                if p.name.endswith(COLUMN_SUFFIX) or p.name.endswith(_TMP_SUFFIX):
-                    p.unlink()
-            for name in columns:
-                fd = os.open(path / (name + COLUMN_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                os.close(fd)
-            store.kind = kind
-            store.map_id = uuid.uuid4().hex
-            store.attrs = dict(attrs)
-            store._columns = {name: _Column(name, path / (name + COLUMN_SUFFIX), np.dtype(dt), 0)
-                              for name, dt in columns.items()}
-            store._open_for_writing()
-            lengths = {name: 0 for name in columns}
-            for name, items in (initial or {}).items():
-                items = np.asarray(items, dtype=store._columns[name].dtype)
-                _write_all(store._columns[name].fd, [items.reshape(-1).view(np.uint8)], 0)
-                lengths[name] = items.size
-            if durable:
-                store.flush()
-            store._publish(store.attrs, lengths)
-        except BaseException:
-            store.close()
-            raise
-        return store
-
-    # ---------------------------------------------------------------- header
-
-    def _read_header(self) -> dict:
-        header_path = self.path / HEADER_FILE
-        try:
-            raw = header_path.read_bytes()
-        except FileNotFoundError:
-            raise NotAMapError(f"{self.path} holds no mmap_ninja map ({HEADER_FILE} is missing)") from None
-        except IsADirectoryError:
-            raise CorruptMapError(f"{header_path} is a directory, not a header file") from None
-        try:
-            header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CorruptMapError(f"{header_path} is corrupt: {e}") from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-            raise CorruptMapError(f"{header_path} is not a mmap_ninja header")
-        version = header.get("version")
-        if (not isinstance(version, list) or len(version) != 2
-                or not all(isinstance(v, int) for v in version)):
-            raise CorruptMapError(f"{header_path} has no valid format version: {version!r}")
-        if version[0] > FORMAT_VERSION[0]:
-            raise FormatVersionError(
-                f"{self.path} uses format version {version[0]}.{version[1]}, newer than this mmap_ninja "
-                f"supports ({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade mmap_ninja to read it")
-        return header
-
-    def _load_header(self, header: dict) -> None:
-        header_path = self.path / HEADER_FILE
-        try:
-            kind = header["kind"]
-            attrs = header["attrs"]
-            columns = {}
-            for name, spec in header["columns"].items():
-                length = spec["length"]
-                if not isinstance(length, int) or length < 0:
-                    raise ValueError(f"bad length {length!r} of column {name!r}")
-                columns[name] = (dtype_from_json(spec["dtype"]), length)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CorruptMapError(f"{header_path} is corrupt: {e!r}") from None
-        map_id = header.get("id")
-        old = getattr(self, "_columns", {})
-        if map_id != getattr(self, "map_id", map_id):
-            old = {}  # the map was replaced (overwrite=True): its files are new, drop the old mappings
-        self.map_id = map_id
-        self.kind = kind
-        self.attrs = attrs
-        self._columns = {}
-        for name, (dtype, length) in columns.items():
-            col = old.get(name) or _Column(name, self.path / (name + COLUMN_SUFFIX), dtype, length)
-            col.dtype, col.length = dtype, length
-            self._columns[name] = col
-        for col in self._columns.values():
-            self._check_size(col)
-
-    def _check_size(self, col: _Column) -> None:
-        try:
-            info = os.stat(col.path)
-        except FileNotFoundError:
-            raise CorruptMapError(f"{col.path} is missing (the header lists column {col.name!r})") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptMapError(f"{col.path} is not a regular file")
-        size, need = info.st_size, col.length * col.dtype.itemsize
-        if size < need:
-            raise CorruptMapError(f"{col.path} is truncated: it holds {size} bytes, the header commits {need}")
-
-    def _publish(self, attrs: Mapping[str, Any], lengths: Mapping[str, int]) -> None:
-        header = {
-            "format": FORMAT_NAME,
-            "id": self.map_id,
-            "version": list(FORMAT_VERSION),
-            "kind": self.kind,
-            "attrs": attrs,
-            "columns": {name: {"dtype": dtype_to_json(col.dtype), "length": int(lengths[name])}
-                        for name, col in self._columns.items()},
-        }
-        tmp = self.path / (HEADER_FILE + _TMP_SUFFIX)
-        data = json.dumps(header).encode()  # no indent: the C encoder, a third of the cost of a commit
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _pwrite_all(fd, memoryview(data), 0)
-            if self.durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path / HEADER_FILE)
-        if self.durable:
-            _fsync_dir(self.path)
-        self.attrs = dict(attrs)
-        for name, col in self._columns.items():
-            col.length = int(lengths[name])
-
-    # ---------------------------------------------------------------- lock
-
-    def _lock(self, timeout: Optional[float]) -> None:
-        lock_path = self.path / LOCK_FILE
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise PermissionError(e.errno, f"cannot open {self.path} for writing: {e.strerror}",
-                                  str(lock_path)) from None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if timeout is None else fcntl.LOCK_NB))
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    waited = f" after waiting {timeout:g} s" if timeout else ""
-                    raise MapLockedError(
-                        f"{self.path} is being written by another writer{waited}; only one writer at a "
-                        f"time (open read-only with mode='r', or pass lock_timeout= to wait)") from None
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        self._lock_fd = fd
-        _LOCK_HOLDERS.add(self)
-
-    def _open_for_writing(self) -> None:
-        for col in self._columns.values():
-            try:
-                col.fd = os.open(col.path, os.O_RDWR)
-            except OSError as e:
-                raise PermissionError(e.errno, f"cannot open {col.path} for writing: {e.strerror}",
-                                      str(col.path)) from None
-            committed = col.length * col.dtype.itemsize
-            if os.fstat(col.fd).st_size != committed:
-                os.ftruncate(col.fd, committed)  # the uncommitted tail of a write that never published
-
-    # ---------------------------------------------------------------- reading
-
-    @property
-    def lengths(self) -> Dict[str, int]:
-        return {name: col.length for name, col in self._columns.items()}
-
-    def column(self, name: str, *, writable: bool = False) -> np.ndarray:
-        """The committed items of column ``name`` as a 1-D array over the mapping (read-only unless asked)."""
-        col = self._columns[name]
-        if col.length == 0:
-            return np.empty(0, dtype=col.dtype)
-        if col.mapped_items < col.length:
-            self._map(col)
-        view = col.mapped[:col.length]
-        if not writable:
-            view.flags.writeable = False
-        elif not view.flags.writeable:
-            raise PermissionError(f"{self.path} is open read-only")
-        return view
-
-    def _map(self, col: _Column) -> None:
-        fd = col.fd if col.fd is not None else os.open(col.path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size < col.length * col.dtype.itemsize:
-                raise CorruptMapError(f"{col.path} is truncated: it holds {size} bytes, the header commits "
-                                      f"{col.length * col.dtype.itemsize}")
-            access = mmap.ACCESS_WRITE if col.fd is not None else mmap.ACCESS_READ
-            mapping = mmap.mmap(fd, size, access=access)
-        finally:
-            if col.fd is None:
-                os.close(fd)
-        items = size // col.dtype.itemsize
-        # The old mapping stays alive as long as arrays handed out earlier still point into it.
-        col.mapped = np.frombuffer(mapping, dtype=col.dtype, count=items)
-        col.mapped_items = items
-
-    def refresh(self) -> bool:
-        """Re-read the header; True if another writer committed since."""
-        header = self._read_header()
-        before = (self.map_id, self.attrs, self.lengths)
-        self._load_header(header)
-        return (self.map_id, self.attrs, self.lengths) != before
-
-    # ---------------------------------------------------------------- writing
-
-    def _check_writer(self) -> None:
-        if not self.writable:
-            raise PermissionError(f"{self.path} is open read-only; open it with mode='r+' to write")
-        if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
-        if os.getpid() != self._owner_pid:
-            raise RuntimeError(f"{self.path}: this writer was opened in another process (pid "
-                               f"{self._owner_pid}); open a new writer in this one")
-
-    def append(self, new_items: Mapping[str, Iterable], attrs: Optional[Mapping[str, Any]] = None) -> None:
-        """Append to columns and publish, per the commit protocol above.
-
-        ``new_items`` maps a column name to a buffer, or a list of buffers written back to back; their byte
-        size must be a whole number of that column's items. ``attrs`` replaces the header's attributes.
-        """
-        self._check_writer()
-        plan = []
-        for name, buffers in new_items.items():
-            col = self._columns[name]
-            if not isinstance(buffers, (list, tuple)):
-                buffers = [buffers]
-            nbytes = sum(memoryview(b).nbytes for b in buffers)
-            if nbytes % col.dtype.itemsize:
-                raise ValueError(f"{nbytes} bytes is not a whole number of {col.name!r} items")
-            plan.append((col, buffers, nbytes // col.dtype.itemsize))
-        lengths = self.lengths
-        try:
-            for col, buffers, count in plan:
-                _write_all(col.fd, buffers, col.length * col.dtype.itemsize)
-                lengths[col.name] = col.length + count
-            if self.durable:
-                for col, _, _ in plan:
-                    os.fsync(col.fd)
-            self._publish(self.attrs if attrs is None else attrs, lengths)
-        except BaseException:
-            self._discard_tails()
-            raise
-
-    def _discard_tails(self) -> None:
-        for col in self._columns.values():
-            if col.fd is not None:
-                try:
-                    os.ftruncate(col.fd, col.length * col.dtype.itemsize)
-                except OSError:
-                    pass  # the next writer truncates it when it opens
-
-    def flush(self) -> None:
-        """With ``durable=True``, push in-place writes to disk; otherwise the kernel writes them back."""
-        for col in self._columns.values():
-            if col.fd is not None:
-                os.fsync(col.fd)
-
-    # ---------------------------------------------------------------- closing
-
-    def close(self) -> None:
-        """Release the lock and file descriptors; arrays handed out stay valid until they are dropped."""
-        for col in getattr(self, "_columns", {}).values():
-            if col.fd is not None:
-                os.close(col.fd)
-                col.fd = None
-            col.mapped = None
-            col.mapped_items = 0
-        if self._lock_fd is not None:
-            # Closing (not LOCK_UN) releases the lock; in a forked child it leaves the parent's lock alone.
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-        self.closed = True
+def unfinished_error(path: Path, header: Header) -> UnfinishedMapError:
+    state = ("is still being built by another process" if _being_built(path)
+             else "is an unfinished build: the from_* call that made it was interrupted or failed")
+    return UnfinishedMapError(
+        f"{path} {state}. Re-running the build replaces it (no overwrite=True needed); to read what it committed "
+        f"so far, open it with allow_unfinished=True")

@@ -21,8 +21,8 @@ from typing import Any, Iterator, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from mmap_ninja._cast import storable_dtype
-from mmap_ninja._container import check_batch_size
+from mmap_ninja.casting import storable_dtype
+from mmap_ninja.batch import check_batch_size
 from mmap_ninja.storage import PathLike
 
 DEFAULT_BATCH_SIZE = 65_536  # rows per commit when building from Arrow

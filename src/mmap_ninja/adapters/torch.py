@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
-from mmap_ninja._batch import PAD_GATHER_BELOW, assemble, pad_scalar
+from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 
 __all__ = ["as_tensor", "collate", "PadCollate", "pad_collate", "shard_indices", "ShardedSampler"]
 

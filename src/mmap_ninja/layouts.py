@@ -1,0 +1,554 @@
+"""Kinds of maps as layouts: which columns a kind stores, how a batch of samples is encoded into them, and how
+a snapshot of them is read back as samples. FORMAT.md gives each layout's columns and attributes.
+
+A layout has no state of its own and never touches files: it reads columns from a `Store` it is given and
+returns column buffers for the container to append. Containers (`StringsMmap`, ...) pair one layout with
+indexing, building, pickling and locking, and register the kind; `mmap_ninja.open_existing` looks kinds up there.
+
+Every read view is immutable: a container swaps a whole new view in with one assignment when the map grows,
+so a thread reading a map while another appends to it always sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, Optional, Protocol
+
+import numpy as np
+
+from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
+from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.format import dtype_from_json, dtype_to_json
+
+__all__ = ["Layout", "View", "Encoded", "Columns", "EmptyColumns", "StringsLayout", "RaggedLayout", "NumpyLayout", "check_lengths"]
+
+# How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
+_ITER_CHUNK = 8192
+# A ragged batch of fewer bytes is joined into one buffer (fewer, larger writes); a larger one is written sample
+# by sample with vectored writes, so a batch never needs a second copy of more than this in memory.
+_JOIN_BELOW = 64 << 20
+
+
+class Columns(Protocol):
+    """Where a view reads columns from: a `Store`, or `EmptyColumns`."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def attrs(self) -> dict[str, Any]: ...
+
+    def column(self, name: str) -> np.ndarray[Any, Any]: ...
+
+
+class EmptyColumns:
+    """The columns of a map that does not exist yet (an empty map until its first write creates it)."""
+
+    def __init__(self, path: Path, layout: Layout, attrs: Optional[dict[str, Any]] = None):
+        self.path = path
+        self.layout = layout
+        self.attrs = layout.attrs() if attrs is None else attrs
+
+    def column(self, name: str) -> np.ndarray[Any, Any]:
+        items = np.asarray(self.layout.initial.get(name, []), dtype=self.layout.columns[name])
+        items.flags.writeable = False
+        return items
+
+
+class Encoded(NamedTuple):
+    """A batch ready to append: buffers per column, and the header attributes after it (None: unchanged)."""
+
+    columns: dict[str, Any]
+    attrs: Optional[dict[str, Any]]
+
+
+class View:
+    """An immutable snapshot of a map's samples. ``length`` is the number of samples."""
+
+    length: int = 0
+
+    def get(self, position: int) -> Any:
+        """Sample ``position`` (already checked to be in ``range(length)``)."""
+        raise NotImplementedError
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
+        """The samples at ``positions`` (an int64 array of checked positions)."""
+        return [self.get(p) for p in positions.tolist()]
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        """Every sample from ``start`` on, in order."""
+        return map(self.get, range(start, self.length))
+
+
+class Layout:
+    """What a kind of map stores. Subclasses set `kind`, `columns` and `initial` and implement the methods."""
+
+    kind: ClassVar[str]
+    columns: ClassVar[dict[str, str]]  # column name -> item dtype
+    initial: ClassVar[dict[str, list[int]]] = {}  # the items a column starts with
+
+    def attrs(self, **options: Any) -> dict[str, Any]:
+        """The header attributes of a new, empty map made with ``options``."""
+        if options:
+            raise TypeError(f"unexpected option(s) for a {self.kind} map: {', '.join(options)}")
+        return {}
+
+    def view(self, columns: Columns) -> View:
+        """A read view of the current columns (a `Store`, or `EmptyColumns` for a map not created yet)."""
+        raise NotImplementedError
+
+    def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
+        """The number of samples in columns of these lengths."""
+        return lengths["offsets"] - 1
+
+    def batch(self, samples: Any, attrs: dict[str, Any]) -> Any:
+        """``samples`` (any iterable the user passed to ``extend``) as a sized batch, or a TypeError."""
+        return list(samples)
+
+    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+        """Validate and encode a batch (from `batch`) to append to columns of these ``lengths``; raises
+        before anything is written. Error messages name samples by their index in the map."""
+        raise NotImplementedError
+
+    def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
+        """Validate an in-place assignment of sample ``position`` of ``view``: ``(column, item offset, buffer)``
+        to write over the old value."""
+        raise NotImplementedError
+
+
+def check_lengths(lengths: Any, total: int) -> np.ndarray[Any, Any]:
+    """``lengths`` as int64 sizes of new samples, checked to be non-negative and to add up to ``total``."""
+    sizes = np.asarray(lengths)
+    if sizes.ndim != 1 or (sizes.size and sizes.dtype.kind not in "iu"):
+        raise TypeError(f"lengths must be a 1-D sequence of integers, got {sizes.dtype} of shape {sizes.shape}")
+    sizes = sizes.astype(np.int64)
+    if (sizes < 0).any():
+        bad = int(np.flatnonzero(sizes < 0)[0])
+        raise ValueError(f"lengths[{bad}] is {sizes[bad]}; lengths cannot be negative")
+    if int(sizes.sum()) != total:
+        raise ValueError(f"the lengths add up to {int(sizes.sum())}, but {total} were given")
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------------- offsets
+
+class OffsetsView(View):
+    """Samples stored back to back in a data column, found through an offsets column of n + 1 int64."""
+
+    def __init__(self, store: Columns, values: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]):
+        self.path = store.path
+        self.values = values
+        self.offsets = offsets
+        self.length = len(offsets) - 1
+        self.size = len(values)
+        # Indexing a memoryview gives a Python int, several times faster than indexing an ndarray.
+        self.starts = memoryview(offsets[:-1])
+        self.stops = memoryview(offsets[1:])
+
+    def corrupt(self, positions: Any) -> CorruptMapError:
+        return CorruptMapError(
+            f"{self.path / 'offsets.bin'} is corrupt: the offsets of sample(s) {positions} decrease or point past "
+            f"the {self.size} committed items of data")
+
+    def spans(self, positions: np.ndarray[Any, Any]) -> tuple[list[int], list[int]]:
+        """Start and stop offsets of the samples at ``positions``, checked, as lists of ints."""
+        starts, stops = self.offsets[positions], self.offsets[positions + 1]
+        if len(positions) and ((starts > stops).any() or starts.min() < 0 or stops.max() > self.size):
+            raise self.corrupt(positions[(starts > stops) | (starts < 0) | (stops > self.size)][:5].tolist())
+        return starts.tolist(), stops.tolist()
+
+    def chunks(self, start: int) -> Iterator[list[int]]:
+        """The offsets from sample ``start`` on, in checked chunks of Python ints (each overlapping the next
+        by one), for sequential iteration."""
+        offsets = self.offsets
+        for first in range(start, self.length, _ITER_CHUNK):
+            chunk = offsets[first:first + _ITER_CHUNK + 1]
+            if chunk[0] < 0 or chunk[-1] > self.size or (chunk[1:] < chunk[:-1]).any():
+                raise self.corrupt(f"{first}..{first + len(chunk) - 2}")
+            yield chunk.tolist()
+
+
+class StringsView(OffsetsView):
+    def __init__(self, store: Columns):
+        super().__init__(store, store.column("data"), store.column("offsets"))
+        self.utf8 = memoryview(self.values)
+
+    def get(self, position: int) -> str:
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        return str(self.utf8[start:stop], "utf-8")
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
+        utf8 = self.utf8
+        return [str(utf8[a:b], "utf-8") for a, b in zip(*self.spans(positions))]
+
+    def iterate(self, start: int = 0) -> Iterator[str]:
+        utf8 = self.utf8
+        for offsets in self.chunks(start):
+            yield from (str(utf8[a:b], "utf-8") for a, b in zip(offsets, offsets[1:]))
+
+
+class StringsLayout(Layout):
+    """``strings``: UTF-8 bytes back to back (``data``) and int64 ``offsets`` (Arrow's ``large_string``)."""
+
+    kind = "strings"
+    columns = {"data": "|u1", "offsets": "<i8"}
+    initial = {"offsets": [0]}
+
+    def view(self, store: Columns) -> StringsView:
+        return StringsView(store)
+
+    def batch(self, samples: Any, attrs: dict[str, Any]) -> list[Any]:
+        if isinstance(samples, (str, bytes)):
+            raise TypeError("extend() takes an iterable of strings; to add one string use append()")
+        return list(samples)
+
+    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+        try:
+            encoded = [text.encode("utf-8") for text in batch]
+            if not all(type(text) is str for text in batch):
+                raise TypeError
+        except (AttributeError, TypeError, UnicodeEncodeError):
+            first = self.count(lengths, attrs)
+            encoded = [_utf8(first + k, text) for k, text in enumerate(batch)]
+        sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        return Encoded({"data": [b"".join(encoded)], "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+
+    def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
+                    attrs: dict[str, Any]) -> Encoded:
+        """Strings given as UTF-8 bytes back to back (string j is the next ``lengths_of_strings[j]`` bytes),
+        checked to be valid UTF-8 that splits at character boundaries."""
+        data = utf8.view(np.uint8).reshape(-1) if isinstance(utf8, np.ndarray) else np.frombuffer(utf8, np.uint8)
+        sizes = check_lengths(lengths_of_strings, len(data))
+        ends = np.cumsum(sizes)
+        first = self.count(lengths, attrs)
+        for j, (start, stop) in enumerate(zip((ends - sizes).tolist(), ends.tolist())):
+            try:
+                str(memoryview(data[start:stop]), "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"item {first + j} is not valid UTF-8: {e.reason} at byte {e.start}") from None
+        return Encoded({"data": [data], "offsets": ends + lengths["data"]}, None)
+
+    def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
+        assert isinstance(view, StringsView)
+        encoded = _utf8(position, value, "the new value of item")
+        start, stop = view.starts[position], view.stops[position]
+        if len(encoded) != stop - start:
+            raise ValueError(f"item {position} holds {stop - start} UTF-8 bytes and the new value {len(encoded)}; "
+                             f"in-place assignment needs the same byte size")
+        return "data", start, encoded
+
+
+def _utf8(position: int, text: Any, what: str = "item") -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} {position} is {type(text).__name__}, expected str")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} {position} cannot be stored as UTF-8: {e.reason} at character {e.start} "
+                         f"({text[e.start:e.end]!r})") from None
+
+
+# ---------------------------------------------------------------------------------------------------- ragged
+
+class RaggedView(OffsetsView):
+    def __init__(self, store: Columns, dtype: Optional[np.dtype[Any]], ndims: Optional[list[int]]):
+        data = store.column("data")
+        super().__init__(store, data if dtype is None else data.view(dtype), store.column("offsets"))
+        self.dtype = dtype
+        self.shape_offsets = store.column("shape_offsets")
+        self.dims = store.column("dims")
+        self.shape_starts = memoryview(self.shape_offsets[:-1])
+        self.shape_stops = memoryview(self.shape_offsets[1:])
+        self.dim_items = memoryview(self.dims)
+        # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
+        self.flat = ndims == [1]
+
+    def shape(self, position: int) -> tuple[int, ...]:
+        return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
+
+    def get(self, position: int) -> np.ndarray[Any, Any]:
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        if self.flat:
+            return self.values[start:stop]
+        first, last = self.shape_starts[position], self.shape_stops[position]
+        if last - first == 1:
+            return self.values[start:stop]
+        return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        starts, stops = self.spans(positions)
+        values = self.values
+        if self.flat:
+            return [values[a:b] for a, b in zip(starts, stops)]
+        firsts, lasts = self.shape_offsets[positions], self.shape_offsets[positions + 1]
+        if ((lasts - firsts) == 1).all():
+            return [values[a:b] for a, b in zip(starts, stops)]
+        dims = self.dim_items
+        return [values[a:b].reshape(tuple(dims[c:d]))
+                for a, b, c, d in zip(starts, stops, firsts.tolist(), lasts.tolist())]
+
+    def iterate(self, start: int = 0) -> Iterator[np.ndarray[Any, Any]]:
+        if not self.flat:
+            yield from super().iterate(start)
+            return
+        values = self.values
+        for offsets in self.chunks(start):
+            yield from (values[a:b] for a, b in zip(offsets, offsets[1:]))
+
+    def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""
+        firsts = self.shape_offsets[positions]
+        ndims = self.shape_offsets[positions + 1] - firsts
+        if len(ndims) and (ndims != ndims[0]).any():
+            j = int(np.flatnonzero(ndims != ndims[0])[0])
+            raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
+                             f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
+        ndim = int(ndims[0]) if len(ndims) else 1
+        return self.dims[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+
+
+class RaggedLayout(Layout):
+    """``ragged``: arrays of one dtype and any shapes: elements back to back, element offsets, shapes."""
+
+    kind = "ragged"
+    columns = {"data": "|u1", "offsets": "<i8", "shape_offsets": "<i8", "dims": "<i8"}
+    initial = {"offsets": [0], "shape_offsets": [0]}
+
+    def attrs(self, dtype: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        return {"dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")), "ndims": []}
+
+    def view(self, store: Columns) -> RaggedView:
+        attrs = store.attrs
+        return RaggedView(store, _dtype(attrs), attrs.get("ndims"))
+
+    def batch(self, samples: Any, attrs: dict[str, Any]) -> list[Any]:
+        if isinstance(samples, np.ndarray) and samples.ndim < 2:
+            raise TypeError(f"extend() takes a sequence of samples, got one array of shape {samples.shape}; to add "
+                            f"it as one sample use append(), to add its elements as 0-d samples pass list(array)")
+        if isinstance(samples, (str, bytes)):
+            raise TypeError(f"extend() takes a sequence of array-like samples, got {type(samples).__name__}")
+        return list(samples)
+
+    def _arrays(self, batch: list[Any], first: int, dtype: Optional[np.dtype[Any]]
+                ) -> tuple[list[Any], np.dtype[Any]]:
+        """The samples as arrays of one storable dtype, and that dtype (set by the first sample if new)."""
+        if (dtype is not None and set(map(type, batch)) == {np.ndarray}
+                and set(map(attrgetter("dtype"), batch)) == {dtype}):
+            return batch, dtype  # the common case, checked without a Python step per sample
+        arrays = []
+        for k, sample in enumerate(batch):
+            array = as_sample(sample, dtype, f"item {first + k}")
+            if dtype is None:
+                dtype = storable_dtype(array.dtype, f"item {first + k}")
+            arrays.append(array)
+        assert dtype is not None
+        return arrays, dtype
+
+    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+        old_dtype = _dtype(attrs)
+        arrays, dtype = self._arrays(batch, self.count(lengths, attrs), old_dtype)
+        count = len(arrays)
+        ndim_set = set(map(attrgetter("ndim"), arrays))
+        if ndim_set == {1}:
+            sizes = np.fromiter(map(len, arrays), dtype=np.int64, count=count)
+            ndims, dims = np.ones(count, dtype=np.int64), sizes
+        else:
+            sizes = np.fromiter(map(attrgetter("size"), arrays), dtype=np.int64, count=count)
+            ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
+            dims = np.fromiter(chain.from_iterable(map(attrgetter("shape"), arrays)), dtype=np.int64,
+                               count=int(ndims.sum()))
+        if int(sizes.sum()) * dtype.itemsize < _JOIN_BELOW:
+            try:  # every array has the map's dtype: join their buffers, 3x cheaper than np.concatenate
+                data: list[Any] = [b"".join(arrays)]
+            except (BufferError, TypeError, ValueError):  # a non-contiguous sample, or a dtype with no buffer
+                data = [raw_bytes(np.concatenate([np.ravel(a) for a in arrays], dtype=dtype))]
+        else:
+            data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
+        columns = {
+            "data": data,
+            "offsets": np.cumsum(sizes) + _elements(lengths, old_dtype),
+            "shape_offsets": np.cumsum(ndims) + lengths["dims"],
+            "dims": dims,
+        }
+        return Encoded(columns, _ragged_attrs(attrs, dtype, old_dtype, ndim_set))
+
+    def encode_flat(self, values: Any, lengths_of_samples: Any, lengths: dict[str, int],
+                    attrs: dict[str, Any]) -> Encoded:
+        """1-D samples given back to back in ``values`` (sample j is the next ``lengths_of_samples[j]``
+        elements)."""
+        values = as_array(values, "values")
+        if values.ndim != 1:
+            raise ValueError(f"values must be 1-D, got shape {values.shape}")
+        sizes = check_lengths(lengths_of_samples, len(values))
+        old_dtype = _dtype(attrs)
+        dtype = old_dtype or storable_dtype(values.dtype, "values")
+        first = self.count(lengths, attrs)
+        values = cast(values, dtype, f"items {first}..{first + len(sizes) - 1}")
+        columns = {
+            "data": [raw_bytes(np.ascontiguousarray(values))],
+            "offsets": np.cumsum(sizes) + _elements(lengths, old_dtype),
+            "shape_offsets": np.arange(1, len(sizes) + 1, dtype=np.int64) + lengths["dims"],
+            "dims": sizes,
+        }
+        return Encoded(columns, _ragged_attrs(attrs, dtype, old_dtype, {1}))
+
+    def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
+        assert isinstance(view, RaggedView)
+        if view.dtype is None:
+            raise ValueError("the map holds no samples")
+        array = as_sample(value, view.dtype, f"the new value of item {position}")
+        shape = view.shape(position)
+        if array.shape != shape:
+            raise ValueError(f"item {position} has shape {shape} and the new value {array.shape}; "
+                             f"in-place assignment needs the same shape")
+        return "data", view.starts[position] * view.dtype.itemsize, raw_bytes(array)
+
+
+def _dtype(attrs: dict[str, Any]) -> Optional[np.dtype[Any]]:
+    descr = attrs.get("dtype")
+    return None if descr is None else dtype_from_json(descr)
+
+
+def _elements(lengths: dict[str, int], dtype: Optional[np.dtype[Any]]) -> int:
+    """How many elements a ragged map's data column holds (its bytes over the item size)."""
+    return 0 if dtype is None else lengths["data"] // dtype.itemsize
+
+
+def _ragged_attrs(attrs: dict[str, Any], dtype: np.dtype[Any], old_dtype: Optional[np.dtype[Any]],
+                  ndim_set: set[int]) -> Optional[dict[str, Any]]:
+    """The attributes after appending samples of ``dtype`` with these numbers of dimensions (None: unchanged)."""
+    old_ndims = attrs.get("ndims")
+    ndims = None if old_ndims is None else sorted(set(old_ndims) | ndim_set)
+    if old_dtype is not None and ndims == old_ndims:
+        return None
+    return {**attrs, "dtype": dtype_to_json(dtype), "ndims": ndims}
+
+
+# ---------------------------------------------------------------------------------------------------- numpy
+
+class NumpyView(View):
+    def __init__(self, store: Columns, attrs: dict[str, Any]):
+        data = store.column("data")
+        if attrs.get("dtype") is None:  # created from an empty generator: the first extend decides
+            self.dtype: Optional[np.dtype[Any]] = None
+            self.sample_shape: Optional[tuple[int, ...]] = None
+            self.order = attrs.get("order")
+            self.array = np.empty(0)
+            self.array.flags.writeable = False
+        else:
+            self.dtype = dtype_from_json(attrs["dtype"])
+            self.sample_shape = tuple(attrs["sample_shape"])
+            self.order = attrs["order"]
+            self.array = shaped(data, self.dtype, self.sample_shape, self.order)
+        self.length = len(self.array)
+
+    def get(self, position: int) -> Any:
+        return self.array[position]
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
+        return list(self.array[positions])
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        return iter(self.array[start:])
+
+
+def shaped(data: np.ndarray[Any, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...],
+           order: str) -> np.ndarray[Any, Any]:
+    """The bytes of a numpy map's data column as its ``(n, *sample_shape)`` array (no copy)."""
+    sample_size = math.prod(sample_shape) * dtype.itemsize
+    count = len(data) // sample_size
+    items = data[:count * sample_size].view(dtype)
+    if order == "F":
+        ndim = len(sample_shape)
+        return items.reshape((count, *sample_shape[::-1])).transpose(0, *range(ndim, 0, -1))
+    return items.reshape((count, *sample_shape))
+
+
+class NumpyLayout(Layout):
+    """``numpy``: same-shape samples back to back, each in C or Fortran order."""
+
+    kind = "numpy"
+    columns = {"data": "|u1"}
+
+    def attrs(self, dtype: Any = None, sample_shape: Optional[Sequence[int]] = None,  # type: ignore[override]
+              order: Optional[str] = None) -> dict[str, Any]:
+        if order not in (None, "C", "F"):
+            raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+        if sample_shape is not None:
+            shape = tuple(operator_index_all(sample_shape, "sample_shape"))
+            if math.prod(shape) == 0:
+                raise ValueError(f"samples of shape {shape} hold no elements and cannot be memory-mapped")
+        if dtype is not None and sample_shape is not None:
+            return numpy_attrs(storable_dtype(dtype, "dtype"), tuple(sample_shape), order or "C")
+        # Only one of them known: both are fixed by the first samples, and checked against what was given.
+        return {"dtype": None, "sample_shape": None, "order": order,
+                "expect_dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")),
+                "expect_sample_shape": None if sample_shape is None else list(sample_shape)}
+
+    def view(self, store: Columns) -> NumpyView:
+        return NumpyView(store, store.attrs)
+
+    def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
+        if attrs.get("dtype") is None:
+            return 0
+        return lengths["data"] // (math.prod(attrs["sample_shape"]) * dtype_from_json(attrs["dtype"]).itemsize)
+
+    def batch(self, samples: Any, attrs: dict[str, Any]) -> np.ndarray[Any, Any]:
+        if isinstance(samples, (np.ndarray, np.generic)):
+            if np.ndim(samples) == 0:
+                raise ValueError("extend() got a scalar; it takes a sequence of samples (to add one sample use "
+                                 "append())")
+            return np.asarray(samples)
+        samples = list(samples)
+        sample_shape = attrs.get("sample_shape")
+        if sample_shape is not None:
+            for k, sample in enumerate(samples):
+                if np.shape(sample) != tuple(sample_shape):
+                    raise ValueError(f"item {k} of the batch has shape {np.shape(sample)}, expected "
+                                     f"{tuple(sample_shape)}")
+        return as_array(samples, "the samples") if samples else np.empty((0,))
+
+    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+        batch = as_array(batch, "the samples")
+        first = self.count(lengths, attrs)
+        new_attrs = None
+        if attrs.get("dtype") is None:
+            expect_dtype, expect_shape = attrs.get("expect_dtype"), attrs.get("expect_sample_shape")
+            dtype = dtype_from_json(expect_dtype) if expect_dtype is not None else storable_dtype(batch.dtype,
+                                                                                                  "the samples")
+            sample_shape = tuple(expect_shape) if expect_shape is not None else batch.shape[1:]
+            order = attrs.get("order") or ("F" if batch.ndim > 2 and np.isfortran(batch[0]) else "C")
+            new_attrs = numpy_attrs(dtype, sample_shape, order)
+        else:
+            dtype, sample_shape, order = (dtype_from_json(attrs["dtype"]), tuple(attrs["sample_shape"]),
+                                          attrs["order"])
+        if batch.shape[1:] != sample_shape:
+            raise ValueError(f"extend() got samples of shape {batch.shape[1:]}; the map's samples have shape "
+                             f"{sample_shape} (to add one sample use append())")
+        batch = cast(batch, dtype, f"samples {first}..{first + len(batch) - 1}")
+        if order == "F":
+            batch = batch.transpose(0, *range(batch.ndim - 1, 0, -1))
+        return Encoded({"data": [raw_bytes(np.ascontiguousarray(batch))]}, new_attrs)
+
+
+def numpy_attrs(dtype: np.dtype[Any], sample_shape: tuple[int, ...], order: str) -> dict[str, Any]:
+    if math.prod(sample_shape) == 0:
+        raise ValueError(f"samples of shape {sample_shape} hold no elements and cannot be memory-mapped")
+    return {"dtype": dtype_to_json(dtype), "sample_shape": list(sample_shape), "order": order}
+
+
+def operator_index_all(values: Sequence[Any], what: str) -> list[int]:
+    import operator
+
+    try:
+        return [operator.index(v) for v in values]
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of integers, got {values!r}") from None

@@ -1,0 +1,487 @@
+"""The container every kind shares: opening by path, indexing, iteration, writing as transactions, building
+in batches, pickling and closing. A kind is a subclass that names its `Layout`; it is registered by kind name
+so that `open_existing` can open any map.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, TypeVar
+
+import numpy as np
+
+from mmap_ninja import parallel
+from mmap_ninja.batch import check_batch_size
+from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError
+from mmap_ninja.format import HEADER_FILE, check_metadata
+from mmap_ninja.layouts import EmptyColumns, Layout, View
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute
+
+__all__ = ["MapBase", "KINDS", "resolve_index", "resolve_positions"]
+
+M = TypeVar("M", bound="MapBase")
+
+KINDS: dict[str, type[MapBase]] = {}
+"""Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _normalize_mode(mode: str) -> str:
+    normalized = mode.replace("b", "") if isinstance(mode, str) else mode  # 0.9.0 spelled them "rb" and "r+b"
+    if normalized not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' (read-only) or 'r+' (read and write), got {mode!r}")
+    return normalized
+
+
+def resolve_index(index: Any, length: int) -> int:
+    """``index`` (anything `operator.index` takes, but a bool) as a position in ``range(length)``."""
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
+    position = operator.index(index)
+    if position < 0:
+        position += length
+    if not 0 <= position < length:
+        raise IndexError(f"index {index} is out of range for a map of length {length}")
+    return position
+
+
+def resolve_positions(index: Any, length: int) -> np.ndarray[Any, Any]:
+    """A slice, a sequence of ints or a boolean mask as an int64 array of positions in ``range(length)``."""
+    if isinstance(index, slice):
+        return np.arange(*index.indices(length), dtype=np.int64)
+    if isinstance(index, (int, np.integer)) or (isinstance(index, np.ndarray) and index.ndim == 0):
+        raise TypeError(f"a sequence of indices (a list, a range, a slice, an integer array or a boolean mask) is "
+                        f"needed here, got the single index {index!r}")
+    positions = np.asarray(index)
+    if positions.ndim != 1:
+        raise TypeError(f"a map is indexed by an int, a slice, a 1-D sequence of ints or a boolean mask; "
+                        f"got {type(index).__name__} with {positions.ndim} dimensions")
+    if positions.dtype == bool:
+        if positions.size != length:
+            raise IndexError(f"boolean mask of length {positions.size} does not match the map's length {length}")
+        return np.flatnonzero(positions)
+    if positions.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if positions.dtype.kind not in "iu":
+        raise TypeError(f"index arrays must hold integers or booleans, got dtype {positions.dtype}")
+    if positions.dtype == np.uint64 and (positions > _INT64_MAX).any():
+        raise IndexError(f"index {positions[positions > _INT64_MAX][0]} is out of range for a map of length {length}")
+    positions = positions.astype(np.int64)
+    outside = (positions < -length) | (positions >= length)
+    if outside.any():
+        raise IndexError(f"index {positions[outside][0]} is out of range for a map of length {length}")
+    return np.where(positions < 0, positions + length, positions)
+
+
+class _StaleView:
+    """Stands in for a handle's view after it wrote: the first use builds the view of the new state, so a loop
+    of writes does not remap the files after every one of them."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: MapBase):
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        view = self._owner._view
+        if view is self:
+            view = self._owner._rebuild()
+        return getattr(view, name)
+
+
+class _ClosedView:
+    __slots__ = ("_path",)
+
+    def __init__(self, path: Path):
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"I/O operation on a closed map ({self._path})")
+
+
+class MapBase:
+    """Base of `StringsMmap`, `RaggedMmap`, `NumpyMmap`: a map of samples stored in the directory ``out_dir``.
+
+    Opening reads only the header: ``MapClass(out_dir)`` is O(1) and needs only read access. With the default
+    ``mode="r+"`` the map can also be written: every ``append``, ``extend`` and in-place assignment is a
+    transaction that takes the map's writer lock (waiting up to ``lock_timeout`` seconds, ``None`` for ever),
+    catches up with what other handles and processes committed, writes after the latest end and publishes;
+    ``with m.transaction():`` makes many writes one commit. ``mode="r"`` never writes. When ``out_dir`` holds no
+    map yet, the handle is an empty map and its first write creates it (``mode="r"`` refuses a missing map).
+    ``wrapper_fn`` is applied to every sample read, to a copy of it unless ``copy_before_wrapper_fn=False``.
+    ``durable=True`` fsyncs every commit before publishing it. ``allow_unfinished=True`` opens a build that was
+    interrupted (read-only), to read what it committed.
+    """
+
+    layout: ClassVar[Layout]
+    _view: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        layout = cls.__dict__.get("layout")
+        if layout is not None:
+            KINDS.setdefault(layout.kind, cls)
+
+    def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
+                 copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                 durable: bool = False, allow_unfinished: bool = False):
+        if isinstance(wrapper_fn, str) and mode == "r+":  # MapClass(path, "r"): the mode given positionally
+            wrapper_fn, mode = None, wrapper_fn
+        self._setup(absolute(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
+                    durable, allow_unfinished)
+        if allow_unfinished:
+            self._mode = "r"
+        try:
+            store: Optional[Store] = Store.open(self._path, durable=durable, lock_timeout=lock_timeout,
+                                                allow_unfinished=allow_unfinished)
+        except NotAMapError:
+            if self._mode == "r" or (self._path / HEADER_FILE).exists():
+                raise
+            store = None  # 0.9.0's incremental start: an empty map that the first write creates
+        self._store = store
+        if store is not None:
+            self._check_kind(store)
+        self._view = self._rebuild()
+
+    def _setup(self, path: Path, mode: str, wrapper_fn: Optional[Callable[[Any], Any]],
+               copy_before_wrapper_fn: bool, lock_timeout: Optional[float], durable: bool,
+               allow_unfinished: bool) -> None:
+        self._path = path
+        self._mode = mode
+        self.wrapper_fn = wrapper_fn
+        self.copy_before_wrapper_fn = copy_before_wrapper_fn
+        self._lock_timeout = lock_timeout
+        self._durable = durable
+        self._allow_unfinished = allow_unfinished
+        self._view_lock = threading.Lock()
+        self._tickets = 0  # views are numbered when their building starts; a newer one is never replaced by an older
+        self._installed = 0
+
+    @classmethod
+    def _attach(cls: type[M], store: Store, mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                copy_before_wrapper_fn: bool = True) -> M:
+        self = cls.__new__(cls)
+        self._setup(store.path, _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, store.lock_timeout,
+                    store.durable, False)
+        self._store = store
+        self._view = self._rebuild()
+        return self
+
+    def _check_kind(self, store: Store) -> None:
+        if store.kind != self.layout.kind:
+            store.close()
+            raise KindMismatchError(f"{self._path} holds a {store.kind!r} map, not a {self.layout.kind!r} one; open "
+                                    f"it with {KINDS[store.kind].__name__ if store.kind in KINDS else 'its class'} "
+                                    f"or mmap_ninja.open_existing()")
+        missing = [name for name in self.layout.columns if name not in store.header.columns]
+        if missing:
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
+                                  f"{store.kind!r} map has")
+
+    # -------------------------------------------------------------- views
+
+    def _rebuild(self) -> Any:
+        """Build the view of the store's current state and install it unless a newer one is already in."""
+        with self._view_lock:
+            self._tickets += 1
+            ticket = self._tickets
+        store = self._store
+        view = self.layout.view(store if store is not None else EmptyColumns(self._path, self.layout))
+        with self._view_lock:
+            if ticket > self._installed:
+                self._installed = ticket
+                self._view = view
+        return view
+
+    # -------------------------------------------------------------- reading
+
+    @property
+    def path(self) -> Path:
+        """The map's directory, as an absolute path (resolved once, when the map was opened)."""
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        """``"r+"`` (reads and writes) or ``"r"`` (never writes)."""
+        return self._mode
+
+    @property
+    def exists(self) -> bool:
+        """Whether the map exists on disk (a handle opened on an empty path has no map until its first write)."""
+        return self._store is not None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The user metadata stored with the map (a copy; see `set_metadata`)."""
+        return dict(self._store.metadata) if self._store is not None else {}
+
+    def __len__(self) -> int:
+        return int(self._view.length)
+
+    def __getitem__(self, index: Any) -> Any:
+        """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
+        view = self._view
+        if type(index) is int:  # the common case first: isinstance on a tuple costs more
+            length = view.length
+            position = index + length if index < 0 else index
+            if not 0 <= position < length:
+                raise IndexError(self._out_of_range(index, length))
+            sample = view.get(position)
+            return sample if self.wrapper_fn is None else self._wrap(sample)
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
+        try:
+            position = operator.index(index)  # NumPy integers, 0-d integer arrays and tensors
+        except TypeError:
+            return self.__getitems__(index)
+        return self[position]
+
+    def _out_of_range(self, index: Any, length: int) -> str:
+        if self._store is None:
+            return f"index {index} is out of range: no map exists at {self._path} yet (its first write creates it)"
+        return f"index {index} is out of range for a map of length {length}"
+
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """The samples at ``indices`` as a list, in one vectorized lookup (``wrapper_fn`` applied).
+
+        This is PyTorch's batched-fetch protocol: a ``DataLoader`` with a batch size calls it once per
+        batch instead of ``__getitem__`` once per sample. Arrays are read-only views into the map.
+        """
+        view = self._view
+        samples = view.get_many(resolve_positions(indices, view.length))
+        if self.wrapper_fn is not None:
+            samples = [self._wrap(s) for s in samples]
+        return samples
+
+    def _wrap(self, sample: Any) -> Any:
+        if self.copy_before_wrapper_fn and isinstance(sample, np.ndarray):
+            sample = sample.copy()
+        assert self.wrapper_fn is not None
+        return self.wrapper_fn(sample)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every sample in order, from the snapshot the iteration started with."""
+        samples = self._view.iterate()
+        return samples if self.wrapper_fn is None else map(self._wrap, samples)
+
+    def refresh(self) -> int:
+        """See what other handles and processes committed since this one read the map; returns how many
+        samples appeared (negative if the map was replaced by a shorter one)."""
+        before = len(self)
+        if self._store is None:
+            try:
+                store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
+            except NotAMapError:
+                return 0
+            self._check_kind(store)
+            self._store = store
+        elif not self._store.refresh():
+            return 0
+        self._rebuild()
+        return len(self) - before
+
+    def __repr__(self) -> str:
+        where = "" if self._store is not None else ", no map there yet"
+        return f"{type(self).__name__}({str(self._path)!r}, mode={self._mode!r}) of length {len(self)}{where}"
+
+    # -------------------------------------------------------------- writing
+
+    def _writable_store(self) -> Store:
+        if self._mode == "r":
+            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+        store = self._store
+        if store is None:  # the first write creates the map (or joins one a racing process just created)
+            store = Store.create(self._path, self.layout.kind, self.layout.columns, self.layout.attrs(),
+                                 initial=self.layout.initial, durable=self._durable, lock_timeout=self._lock_timeout,
+                                 join_existing=True)
+            self._store = store
+            self._check_kind(store)
+        return store
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the writer lock for the block and publish all its writes as one commit when it ends (nothing
+        if it raises). Readers see none of them until then; this handle sees them at once. Use it to make a
+        loop of single ``append`` calls cost one lock and one commit. (In-place assignments reach the files
+        at once and are not undone if the block raises.)"""
+        store = self._writable_store()
+        try:
+            with store.transaction():
+                yield
+        finally:
+            self._view = _StaleView(self)
+
+    def append(self, sample: Any) -> None:
+        """Add one sample at the end (one transaction)."""
+        self.extend([sample])
+
+    def extend(self, samples: Iterable[Any]) -> None:
+        """Add samples at the end, all or none: readers see them only once all are on disk."""
+        store = self._writable_store()
+        layout = self.layout
+        try:
+            with store.transaction():
+                lengths, attrs = store.lengths, store.attrs
+                batch = layout.batch(samples, attrs)
+                if len(batch):
+                    columns, new_attrs = layout.encode(batch, lengths, attrs)
+                    store.append(columns)
+                    if new_attrs is not None:
+                        store.set_attrs(new_attrs)
+        finally:
+            self._view = _StaleView(self)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace the map's user metadata (JSON values; one commit)."""
+        checked = check_metadata(metadata)
+        store = self._writable_store()
+        with store.transaction():
+            store.set_metadata(checked)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """Overwrite samples in place; a new value must have the old one's byte size (its shape, for arrays).
+
+        Every value is checked before any is written. An in-place write is not a commit: readers see it at
+        once, without ``refresh()``, and a process killed during it may leave that sample half written.
+        """
+        store = self._writable_store()
+        with store.transaction():
+            view = self._rebuild()
+            length = view.length
+            if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+                positions, values = [resolve_index(index, length)], [value]
+            else:
+                positions = resolve_positions(index, length).tolist()
+                values = list(value) if not isinstance(value, (str, bytes)) else [value]
+                if len(values) != len(positions):
+                    raise ValueError(f"cannot assign {len(values)} values to {len(positions)} samples")
+            writes = [self.layout.encode_set(view, store.attrs, p, v) for p, v in zip(positions, values)]
+            for column, offset, buffer in writes:
+                store.write_at(column, offset, buffer)
+
+    # -------------------------------------------------------------- building
+
+    @classmethod
+    def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], *, overwrite: bool, durable: bool,
+               metadata: Optional[dict[str, Any]], mode: str, wrapper_fn: Optional[Callable[[Any], Any]],
+               lock_timeout: Optional[float], options: dict[str, Any]) -> M:
+        """Create a map and append ``batches`` to it, committing after each; the map is marked unfinished
+        (and keeps its writer lock) until the last batch is in."""
+        mode = _normalize_mode(mode)
+        attrs = cls.layout.attrs(**options)  # a bad option fails here, before anything is created
+        store = Store.create(out_dir, cls.layout.kind, cls.layout.columns, attrs, initial=cls.layout.initial,
+                             metadata=check_metadata(metadata), building=True, overwrite=overwrite, durable=durable,
+                             lock_timeout=lock_timeout)
+        target = cls._attach(store, mode, wrapper_fn)
+        try:
+            for batch in batches:
+                target.extend(batch)
+                store.commit()
+            store.finish_build()
+        except BaseException:
+            store.abandon_build()
+            target.close()
+            raise
+        target._view = _StaleView(target)
+        return target
+
+    @classmethod
+    def from_generator(cls: type[M], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
+                       verbose: bool = False, *, overwrite: bool = False, durable: bool = False,
+                       metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                       wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> M:
+        """Build a map from any iterable, committing every ``batch_size`` samples; returns it open.
+
+        Memory stays bounded by about one batch. ``verbose=True`` shows a tqdm progress bar. Until the call
+        returns, the map is marked unfinished: if the iterable raises (or the process dies), opening it raises
+        `UnfinishedMapError`, re-running the build replaces it without ``overwrite=True``, and
+        ``allow_unfinished=True`` reads the batches it committed. ``metadata`` is stored with the map.
+        """
+        batch_size = check_batch_size(batch_size)
+        samples: Iterable[Any] = sample_generator
+        if verbose:
+            from tqdm.auto import tqdm
+
+            samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
+        return cls._build(out_dir, _batches(samples, batch_size), overwrite=overwrite, durable=durable,
+                          metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
+                          options=options)
+
+    @classmethod
+    def from_indexable(cls: type[M], out_dir: PathLike, indexable: Any, batch_size: int,
+                       n_jobs: Optional[int] = None, verbose: bool = False, *, overwrite: bool = False,
+                       durable: bool = False, metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                       wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> M:
+        """Build a map from ``indexable[0]``, ``indexable[1]``, ..., in order (see `from_generator`).
+
+        With ``n_jobs`` > 1 (``-1``: one per CPU) worker processes read the samples: each receives the
+        indexable once and then only index ranges. Any exception raised reading an item stops the build with
+        an error naming the index.
+        """
+        batch_size = check_batch_size(batch_size)
+        batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
+        return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
+                          wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, options=options)
+
+    # -------------------------------------------------------------- life cycle
+
+    def close(self) -> None:
+        """Release the files (and the writer lock of an open transaction). Samples read earlier stay valid."""
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
+        if hasattr(self, "_path"):
+            self._view = _ClosedView(self._path)
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._view, _ClosedView)
+
+    def __enter__(self: M) -> M:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            store = self.__dict__.get("_store")
+            if store is not None:
+                store.close()
+        except Exception:
+            pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The path and the options, never the data.
+        options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
+                   "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "lock_timeout": self._lock_timeout,
+                   "durable": self._durable, "allow_unfinished": self._allow_unfinished}
+        return _reopen, (type(self), str(self._path), options)
+
+
+def _reopen(cls: type[M], path: str, options: dict[str, Any]) -> M:
+    return cls(path, **options)
+
+
+def _batches(samples: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
+    iterator = iter(samples)
+    batch = list(islice(iterator, batch_size))  # batching in C: no Python step per sample
+    while batch:
+        yield batch
+        batch = list(islice(iterator, batch_size))
+
+
+def _length_or_none(iterable: Any) -> Optional[int]:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
