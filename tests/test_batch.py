@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-import mmap_ninja._batch as batch_module
+import mmap_ninja.batch as batch_module
 from mmap_ninja import RaggedMmap, np_from_ndarray
 
 
