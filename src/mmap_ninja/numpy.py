@@ -14,10 +14,11 @@ import numpy as np
 from mmap_ninja._batch import check_out, pad_scalar
 from mmap_ninja._cast import as_array, cast, raw_bytes, storable_dtype
 from mmap_ninja._container import MapBase, resolve_positions
+from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.storage import PathLike, Store, dtype_from_json, dtype_to_json
 
 
-class NumpyMmap(MapBase):
+class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     """An ndarray of shape ``(n, *sample_shape)`` on disk that can grow along its first axis.
 
     Indexing is NumPy's own (any index NumPy accepts) and returns read-only views of the mapping;
@@ -76,11 +77,6 @@ class NumpyMmap(MapBase):
     def array(self) -> np.ndarray:
         """The whole map as a read-only ndarray over the mapping (no copy)."""
         return self._array
-
-    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
-        if copy:
-            return np.array(self._array, dtype=dtype, copy=True)
-        return self._array if dtype is None else self._array.astype(dtype, copy=False)
 
     def __getitem__(self, index: Any) -> Any:
         result = self._array[index]
