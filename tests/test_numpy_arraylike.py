@@ -86,8 +86,8 @@ def test_binary_operators_are_element_wise(pair: tuple[NumpyMmap, np.ndarray], o
     m, a = pair
     with np.errstate(all="ignore"):  # integer ** negative raises for both
         for other in (2, 0.5, a[::-1].copy()):
-            same_outcome(lambda x: op(x, other), m, a)  # noqa: B023 - called at once
-            same_outcome(lambda x: op(other, x), m, a)  # noqa: B023 - called at once
+            same_outcome(lambda x, other=other: op(x, other), m, a)
+            same_outcome(lambda x, other=other: op(other, x), m, a)
         same_outcome(lambda x: op(x, x), m, a)
 
 
