@@ -19,9 +19,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def load_get_data():
 # ----------------------------------------------------------------------------- inputs
 
 
-def list_files(folder: Path, suffixes: Sequence[str], limit: Optional[int] = None) -> List[Path]:
+def list_files(folder: Path, suffixes: Sequence[str], limit: Optional[int] = None) -> list[Path]:
     """The files in ``folder`` with one of ``suffixes``, in name order; with ``limit``, that many spread
     evenly over the whole list (so every source of the data set is represented)."""
     if not folder.is_dir():
@@ -68,7 +69,7 @@ def read_text(path: Path) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
-def read_text_strict(path: Path) -> Tuple[str, bool]:
+def read_text_strict(path: Path) -> tuple[str, bool]:
     """Like `read_text`, also telling whether the file was valid UTF-8 (False: something was replaced)."""
     with open(path, "rb") as f:
         raw = f.read()
@@ -120,10 +121,10 @@ class Counted:
 @dataclass
 class Built:
     path: Path
-    sources: List[Path]  # the files stored, in map order
+    sources: list[Path]  # the files stored, in map order
     seconds: float
     replaced: int = 0  # texts with bytes that were not UTF-8
-    skipped: List[Tuple[Path, str]] = field(default_factory=list)  # pictures Pillow could not decode
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # pictures Pillow could not decode
 
 
 def build_strings(files: Sequence[Path], out_dir: Path, batch_size: int = 2000,
@@ -149,14 +150,14 @@ def build_images(files: Sequence[Path], out_dir: Path, batch_size: int = 64, ver
 
     Pictures Pillow cannot decode are left out and reported in ``Built.skipped``.
     """
-    stored: List[Path] = []
-    skipped: List[Tuple[Path, str]] = []
+    stored: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
 
     def arrays() -> Iterator[np.ndarray]:
         for path in files:
             try:
                 array = decode_image(path)
-            except Exception as e:  # noqa: BLE001 - any decoder failure means "leave this file out"
+            except Exception as e:  # any decoder failure means "leave this file out"
                 skipped.append((path, f"{type(e).__name__}: {e}"))
                 continue
             stored.append(path)
@@ -212,7 +213,7 @@ def check_images(m: RaggedMmap, sources: Sequence[Path], sample: Optional[int] =
     return len(indices)
 
 
-def _indices(n: int, sample: Optional[int], seed: int) -> List[int]:
+def _indices(n: int, sample: Optional[int], seed: int) -> list[int]:
     if sample is None or sample >= n:
         return list(range(n))
     return random.Random(seed).sample(range(n), sample)
@@ -248,7 +249,7 @@ class Timing:
         return self.files / self.mmap if self.mmap > 0 else float("nan")  # nan also when nothing was read
 
 
-def time_strings(m: StringsMmap, sources: Sequence[Path], reads: int, seed: int = 1) -> List[Timing]:
+def time_strings(m: StringsMmap, sources: Sequence[Path], reads: int, seed: int = 1) -> list[Timing]:
     rng = random.Random(seed)
     idx = [rng.randrange(len(m)) for _ in range(reads)] if len(m) else []
     return [
@@ -259,7 +260,7 @@ def time_strings(m: StringsMmap, sources: Sequence[Path], reads: int, seed: int 
     ]
 
 
-def time_images(m: RaggedMmap, sources: Sequence[Path], reads: int, seed: int = 2) -> List[Timing]:
+def time_images(m: RaggedMmap, sources: Sequence[Path], reads: int, seed: int = 2) -> list[Timing]:
     rng = random.Random(seed)
     idx = [rng.randrange(len(m)) for _ in range(reads)] if len(m) else []
     decode_us = per_item_us(lambda i: decode_image(sources[i]), idx)

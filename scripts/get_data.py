@@ -43,9 +43,10 @@ import sys
 import tarfile
 import time
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 FORMAT_VERSION = 1  # bump when the output of a given request changes
 DEFAULT_MIN_SIDE = 32
@@ -77,8 +78,7 @@ def log(message: str) -> None:
 
 def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(list(cmd), cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              check=False)
+        return subprocess.run(list(cmd), cwd=str(cwd), capture_output=True, check=False)
     except FileNotFoundError:
         raise DataError(f"'{cmd[0]}' is not installed; it is needed to run: {' '.join(cmd)}") from None
 
@@ -161,7 +161,7 @@ def deb_version(deb: Path) -> str:
     return process.stdout.decode().strip()
 
 
-def deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[Tuple[str, bytes]]:
+def deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     """Yield (path, content) of the regular files in ``deb`` whose path (without "./") ``wanted`` accepts.
 
     The package's file tree is streamed out of ``dpkg-deb --fsys-tarfile``, so nothing is unpacked
@@ -187,7 +187,7 @@ def deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[Tuple[str,
             log(f"dpkg-deb --fsys-tarfile {deb.name}: {error.decode('utf-8', 'replace').strip()}")
 
 
-def tgz_members(tgz: Path, wanted: Callable[[str], bool]) -> Iterator[Tuple[str, bytes]]:
+def tgz_members(tgz: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     try:
         with tarfile.open(tgz, mode="r:gz") as tar:
             for member in tar:
@@ -323,8 +323,8 @@ class Collector:
     """Writes files into a staging folder, then publishes it with its manifest and stamp in one rename."""
 
     final: Path
-    header: Tuple[str, ...]
-    rows: List[tuple] = field(default_factory=list)
+    header: tuple[str, ...]
+    rows: list[tuple] = field(default_factory=list)
     names: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -396,7 +396,7 @@ def build_text(out: Path, fetcher: Fetcher, sources: Sequence[str]) -> dict:
             log(f"reading {tgz.name}")
             # package/data/<group>/<id>.<md5>.json holds one mail (the .txt beside it is the raw mail)
             mail = re.compile(r"^package/data/[^/]+/[^/]+\.json$")
-            members = tgz_members(tgz, lambda p: mail.match(p) is not None)
+            members = tgz_members(tgz, lambda p, mail=mail: mail.match(p) is not None)
             for path, raw in sorted(members):
                 # the package stores each mail already decoded to a JSON string
                 text = json.loads(raw)["text"]
@@ -413,9 +413,9 @@ def build_text(out: Path, fetcher: Fetcher, sources: Sequence[str]) -> dict:
             "bytes": sum(r[2] for r in collector.rows), "collector": collector}
 
 
-def add_pictures(collector: Collector, source: str, label: str, pictures: Iterable[Tuple[str, bytes]],
-                 seen: set, skipped: Dict[str, int], min_side: int,
-                 exclude: Optional["re.Pattern[str]"] = None) -> None:
+def add_pictures(collector: Collector, source: str, label: str, pictures: Iterable[tuple[str, bytes]],
+                 seen: set, skipped: dict[str, int], min_side: int,
+                 exclude: Optional[re.Pattern[str]] = None) -> None:
     """Add each (relative path, content) picture to ``collector`` unless it is left out.
 
     Left out, and counted in ``skipped``: paths matching ``exclude`` ("drawing"), contents already in
@@ -450,7 +450,7 @@ def add_pictures(collector: Collector, source: str, label: str, pictures: Iterab
 
 def build_images(out: Path, fetcher: Fetcher, sources: Sequence[str], min_side: int) -> dict:
     collector = Collector(out, ("file", "source", "bytes", "format", "width", "height", "origin"))
-    versions: Dict[str, str] = {}
+    versions: dict[str, str] = {}
     seen: set = set()
     skipped = {"drawing": 0, "duplicate": 0, "broken": 0, "small": 0}
     for source in sources:
@@ -461,7 +461,7 @@ def build_images(out: Path, fetcher: Fetcher, sources: Sequence[str], min_side: 
         versions[source] = version = deb_version(deb)
         log(f"reading {deb.name}")
 
-        def is_picture(path: str) -> bool:
+        def is_picture(path: str, root: str = root) -> bool:
             return path.startswith(root) and path.lower().endswith((".jpg", ".jpeg", ".png"))
 
         pictures = ((path[len(root):], raw) for path, raw in sorted(deb_members(deb, is_picture)))
@@ -485,7 +485,7 @@ class DataPaths:
     images: Optional[Path]
 
 
-def default_text_sources() -> List[str]:
+def default_text_sources() -> list[str]:
     """linuxdoc, plus spamassassin when npm is available."""
     return ["linuxdoc", "spamassassin"] if shutil.which("npm") else ["linuxdoc"]
 
@@ -532,7 +532,7 @@ def ensure_data(out_dir: os.PathLike | str, text_sources: Optional[Sequence[str]
     return DataPaths(root, root / "text" if text_sources else None, root / "images" if image_sources else None)
 
 
-def _split(value: str) -> List[str]:
+def _split(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import crash_torture as ct  # noqa: E402
+import crash_torture as ct
 
 
 def _same(kind: str, got, i: int) -> bool:
@@ -111,7 +111,7 @@ def run(kind: str, seconds: float, readers: int, workdir: Path) -> dict:
     outputs = [result.get(timeout=seconds + 120)]  # the writer's final length comes first
     stop.set()
     outputs += [result.get(timeout=120) for _ in procs]
-    for p in procs + [w]:
+    for p in [*procs, w]:
         p.join(timeout=60)
     final = next(v for who, v in outputs if who == "writer")
     merged = {"kind": kind, "final_length": final, "readers": readers, "opens": 0, "failed_opens": 0,
@@ -123,7 +123,7 @@ def run(kind: str, seconds: float, readers: int, workdir: Path) -> dict:
             merged[key] += s[key]
         merged["errors"] += s["errors"]
         merged["reader_final_lengths"].append(s.get("final_length"))
-    merged["exit_codes"] = [p.exitcode for p in procs + [w]]
+    merged["exit_codes"] = [p.exitcode for p in [*procs, w]]
     return merged
 
 

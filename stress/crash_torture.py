@@ -29,6 +29,7 @@ Scenarios (cycled through per kind):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -42,7 +43,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -112,7 +113,7 @@ class Mismatch(AssertionError):
     pass
 
 
-def verify(kind: str, m, length: int, variants: Optional[Dict[int, int]] = None,
+def verify(kind: str, m, length: int, variants: Optional[dict[int, int]] = None,
            free: Optional[int] = None) -> None:
     """Check, byte for byte, that ``m`` holds exactly ``length`` samples with the expected content.
 
@@ -318,7 +319,7 @@ class Trial:
     detail: str = ""
 
 
-def _events(log_path: Path) -> List[List[str]]:
+def _events(log_path: Path) -> list[list[str]]:
     try:
         text = log_path.read_text()
     except FileNotFoundError:
@@ -326,7 +327,7 @@ def _events(log_path: Path) -> List[List[str]]:
     return [line.split(" ", 2) for line in text.splitlines() if line]
 
 
-def _spawn(args: List[str], stderr_path: Path) -> subprocess.Popen:
+def _spawn(args: list[str], stderr_path: Path) -> subprocess.Popen:
     # stderr goes to a file: orphaned pool workers keep their copy of it open
     with open(stderr_path, "wb") as err:
         return subprocess.Popen([sys.executable, str(HERE), "--child", *args], stdout=subprocess.PIPE,
@@ -334,14 +335,12 @@ def _spawn(args: List[str], stderr_path: Path) -> subprocess.Popen:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and its pool workers
-    except ProcessLookupError:
-        pass
 
 
-def kill_child_at_random(scenario: str, kind: str, workdir: Path, seed: int, extra: List[str] = (),
-                         max_delay: float = 0.3) -> List[List[str]]:
+def kill_child_at_random(scenario: str, kind: str, workdir: Path, seed: int, extra: list[str] = (),
+                         max_delay: float = 0.3) -> list[list[str]]:
     """Run a child in ``workdir`` (map in ``workdir/map``), SIGKILL it (and its group) at a random instant
     after it is ready; returns its event log. Raises if the child failed on its own."""
     rng = random.Random(seed)
@@ -395,7 +394,7 @@ def run_trial(kind: str, scenario: str, seed: int, workdir: Path) -> Trial:
     return trial
 
 
-def expected_state(events: List[List[str]]) -> tuple:
+def expected_state(events: list[list[str]]) -> tuple:
     """From an extend log: (length of the last returned extend or None if none, length if the batch in
     flight was published, or None)."""
     committed, intent = None, None
@@ -410,9 +409,9 @@ def expected_state(events: List[List[str]]) -> tuple:
     return committed, in_flight
 
 
-def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events: List[List[str]]) -> None:
+def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events: list[list[str]]) -> None:
     cls = CLASSES[kind]
-    variants: Dict[int, int] = {}
+    variants: dict[int, int] = {}
     free = None
     try:
         if scenario == "setitem":
@@ -468,7 +467,7 @@ def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events
 
 
 def run_many(kinds, trials_per_kind: int, seed: int, jobs: int = 2, scenarios=SCENARIOS,
-             progress: bool = False) -> List[Trial]:
+             progress: bool = False) -> list[Trial]:
     plan = [(kind, scenarios[t % len(scenarios)], zlib.crc32(f"{seed}/{kind}/{t}".encode()))
             for kind in kinds for t in range(trials_per_kind)]
     root = Path(tempfile.mkdtemp(prefix="crash_torture_"))
@@ -497,9 +496,9 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def table(results: List[Trial]) -> str:
+def table(results: list[Trial]) -> str:
     rows = [("kind", "trials", "consistent", "samples lost", "failed reopens", "median recovery (ms)")]
-    groups: Dict[str, List[Trial]] = {}
+    groups: dict[str, list[Trial]] = {}
     for t in results:
         groups.setdefault(t.kind, []).append(t)
         groups.setdefault(f"  {t.kind}/{t.scenario}", []).append(t)

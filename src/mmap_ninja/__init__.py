@@ -5,6 +5,7 @@
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
 """
 
+from mmap_ninja._version import __version__
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.generic import Wrapped, open_existing
 from mmap_ninja.numpy import NumpyMmap
@@ -27,7 +28,6 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.string import StringsMmap, StringsMmmap
 
-__version__ = "1.0.0.dev0"
 
 __all__ = [
     "StringsMmap", "StringsMmmap", "RaggedMmap", "RaggedMmmap", "NumpyMmap", "open_existing", "Wrapped",

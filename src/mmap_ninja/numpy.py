@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
 from mmap_ninja.casting import as_array, cast
 from mmap_ninja.layouts import NumpyLayout, shaped
@@ -20,7 +21,7 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 __all__ = ["NumpyMmap", "from_ndarray", "from_generator", "open_existing", "extend", "extend_dir", "append"]
 
 
-class NumpyMmap(MapBase):
+class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     """An ndarray of shape ``(n, *sample_shape)`` on disk that can grow along its first axis.
 
     Indexing is NumPy's own (any index NumPy accepts) and returns read-only views of the mapping;
@@ -38,30 +39,12 @@ class NumpyMmap(MapBase):
         return self._view.array  # type: ignore[no-any-return]
 
     @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.array.dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.array.shape
-
-    @property
-    def ndim(self) -> int:
-        return self.array.ndim
-
-    @property
     def sample_shape(self) -> Optional[tuple[int, ...]]:
         return self._view.sample_shape  # type: ignore[no-any-return]
 
     @property
     def order(self) -> str:
         return self._view.order or "C"  # type: ignore[no-any-return]
-
-    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
-        array = self.array
-        if copy:
-            return np.array(array, dtype=dtype, copy=True)
-        return array if dtype is None else array.astype(dtype, copy=False)
 
     def __getitem__(self, index: Any) -> Any:
         result = self.array[index]
