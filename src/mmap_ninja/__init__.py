@@ -6,16 +6,6 @@
 """
 
 from mmap_ninja._version import __version__
-from mmap_ninja.parallel import SampleFetchError
-from mmap_ninja.generic import Wrapped, open_existing
-from mmap_ninja.numpy import NumpyMmap
-from mmap_ninja.numpy import append as np_append
-from mmap_ninja.numpy import extend as np_extend
-from mmap_ninja.numpy import extend_dir as np_extend_dir
-from mmap_ninja.numpy import from_generator as np_from_generator
-from mmap_ninja.numpy import from_ndarray as np_from_ndarray
-from mmap_ninja.numpy import open_existing as np_open_existing
-from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -26,12 +16,40 @@ from mmap_ninja.errors import (
     UnfinishedMapError,
     UnknownFeatureError,
 )
+from mmap_ninja.generic import Wrapped, open_existing
+from mmap_ninja.numpy import NumpyMmap
+from mmap_ninja.numpy import append as np_append
+from mmap_ninja.numpy import extend as np_extend
+from mmap_ninja.numpy import extend_dir as np_extend_dir
+from mmap_ninja.numpy import from_generator as np_from_generator
+from mmap_ninja.numpy import from_ndarray as np_from_ndarray
+from mmap_ninja.numpy import open_existing as np_open_existing
+from mmap_ninja.parallel import SampleFetchError
+from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.string import StringsMmap, StringsMmmap
 
-
 __all__ = [
-    "StringsMmap", "StringsMmmap", "RaggedMmap", "RaggedMmmap", "NumpyMmap", "open_existing", "Wrapped",
-    "np_from_ndarray", "np_from_generator", "np_open_existing", "np_extend", "np_extend_dir", "np_append",
-    "MapError", "NotAMapError", "CorruptMapError", "FormatVersionError", "UnknownFeatureError", "MapLockedError",
-    "UnfinishedMapError", "KindMismatchError", "SampleFetchError",
+    "CorruptMapError",
+    "FormatVersionError",
+    "KindMismatchError",
+    "MapError",
+    "MapLockedError",
+    "NotAMapError",
+    "NumpyMmap",
+    "RaggedMmap",
+    "RaggedMmmap",
+    "SampleFetchError",
+    "StringsMmap",
+    "StringsMmmap",
+    "UnfinishedMapError",
+    "UnknownFeatureError",
+    "Wrapped",
+    "__version__",
+    "np_append",
+    "np_extend",
+    "np_extend_dir",
+    "np_from_generator",
+    "np_from_ndarray",
+    "np_open_existing",
+    "open_existing",
 ]

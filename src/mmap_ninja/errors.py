@@ -7,8 +7,14 @@ Each one also derives from the builtin exception a caller would catch without kn
 from __future__ import annotations
 
 __all__ = [
-    "MapError", "NotAMapError", "CorruptMapError", "FormatVersionError", "UnknownFeatureError",
-    "MapLockedError", "UnfinishedMapError", "KindMismatchError",
+    "CorruptMapError",
+    "FormatVersionError",
+    "KindMismatchError",
+    "MapError",
+    "MapLockedError",
+    "NotAMapError",
+    "UnfinishedMapError",
+    "UnknownFeatureError",
 ]
 
 

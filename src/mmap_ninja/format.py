@@ -20,9 +20,19 @@ import numpy as np
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnknownFeatureError
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "HEADER_FILE", "MAX_HEADER_BYTES", "MAX_METADATA_BYTES", "Header",
-    "read_header", "encode_header", "register_feature", "known_features", "check_metadata",
-    "dtype_to_json", "dtype_from_json",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "HEADER_FILE",
+    "MAX_HEADER_BYTES",
+    "MAX_METADATA_BYTES",
+    "Header",
+    "check_metadata",
+    "dtype_from_json",
+    "dtype_to_json",
+    "encode_header",
+    "known_features",
+    "read_header",
+    "register_feature",
 ]
 
 FORMAT_NAME = "mmap_ninja"

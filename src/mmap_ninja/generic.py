@@ -11,7 +11,7 @@ from mmap_ninja.format import read_header
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.storage import PathLike, absolute
 
-__all__ = ["open_existing", "Wrapped"]
+__all__ = ["Wrapped", "open_existing"]
 
 
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+",

@@ -24,7 +24,10 @@ from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dt
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import dtype_from_json, dtype_to_json
 
-__all__ = ["Layout", "View", "Encoded", "Columns", "EmptyColumns", "StringsLayout", "RaggedLayout", "NumpyLayout", "check_lengths"]
+__all__ = [
+    "Columns", "EmptyColumns", "Encoded", "Layout", "NumpyLayout", "RaggedLayout", "StringsLayout", "View",
+    "check_lengths",
+]
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
@@ -105,7 +108,7 @@ class Layout:
         """The number of samples in columns of these lengths."""
         return lengths["offsets"] - 1
 
-    def batch(self, samples: Any, attrs: dict[str, Any]) -> Any:
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Any:
         """``samples`` (any iterable the user passed to ``extend``) as a sized batch, or a TypeError."""
         return list(samples)
 
@@ -146,8 +149,8 @@ class OffsetsView(View):
         self.length = len(offsets) - 1
         self.size = len(values)
         # Indexing a memoryview gives a Python int, several times faster than indexing an ndarray.
-        self.starts = memoryview(offsets[:-1])
-        self.stops = memoryview(offsets[1:])
+        self.starts = offsets[:-1].data
+        self.stops = offsets[1:].data
 
     def corrupt(self, positions: Any) -> CorruptMapError:
         return CorruptMapError(
@@ -175,7 +178,7 @@ class OffsetsView(View):
 class StringsView(OffsetsView):
     def __init__(self, store: Columns):
         super().__init__(store, store.column("data"), store.column("offsets"))
-        self.utf8 = memoryview(self.values)
+        self.utf8 = self.values.data
 
     def get(self, position: int) -> str:
         start, stop = self.starts[position], self.stops[position]
@@ -196,14 +199,14 @@ class StringsView(OffsetsView):
 class StringsLayout(Layout):
     """``strings``: UTF-8 bytes back to back (``data``) and int64 ``offsets`` (Arrow's ``large_string``)."""
 
-    kind = "strings"
-    columns = {"data": "|u1", "offsets": "<i8"}
-    initial = {"offsets": [0]}
+    kind: ClassVar[str] = "strings"
+    columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8"}
+    initial: ClassVar[dict[str, list[int]]] = {"offsets": [0]}
 
     def view(self, store: Columns) -> StringsView:
         return StringsView(store)
 
-    def batch(self, samples: Any, attrs: dict[str, Any]) -> list[Any]:
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
         if isinstance(samples, (str, bytes)):
             raise TypeError("extend() takes an iterable of strings; to add one string use append()")
         return list(samples)
@@ -229,7 +232,7 @@ class StringsLayout(Layout):
         first = self.count(lengths, attrs)
         for j, (start, stop) in enumerate(zip((ends - sizes).tolist(), ends.tolist())):
             try:
-                str(memoryview(data[start:stop]), "utf-8")
+                str(data[start:stop].data, "utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(f"item {first + j} is not valid UTF-8: {e.reason} at byte {e.start}") from None
         return Encoded({"data": [data], "offsets": ends + lengths["data"]}, None)
@@ -263,9 +266,9 @@ class RaggedView(OffsetsView):
         self.dtype = dtype
         self.shape_offsets = store.column("shape_offsets")
         self.dims = store.column("dims")
-        self.shape_starts = memoryview(self.shape_offsets[:-1])
-        self.shape_stops = memoryview(self.shape_offsets[1:])
-        self.dim_items = memoryview(self.dims)
+        self.shape_starts = self.shape_offsets[:-1].data
+        self.shape_stops = self.shape_offsets[1:].data
+        self.dim_items = self.dims.data
         # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
         self.flat = ndims == [1]
 
@@ -312,15 +315,16 @@ class RaggedView(OffsetsView):
             raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
                              f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
         ndim = int(ndims[0]) if len(ndims) else 1
-        return self.dims[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+        shapes: np.ndarray[Any, Any] = self.dims[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+        return shapes
 
 
 class RaggedLayout(Layout):
     """``ragged``: arrays of one dtype and any shapes: elements back to back, element offsets, shapes."""
 
-    kind = "ragged"
-    columns = {"data": "|u1", "offsets": "<i8", "shape_offsets": "<i8", "dims": "<i8"}
-    initial = {"offsets": [0], "shape_offsets": [0]}
+    kind: ClassVar[str] = "ragged"
+    columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8", "shape_offsets": "<i8", "dims": "<i8"}
+    initial: ClassVar[dict[str, list[int]]] = {"offsets": [0], "shape_offsets": [0]}
 
     def attrs(self, dtype: Any = None) -> dict[str, Any]:  # type: ignore[override]
         return {"dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")), "ndims": []}
@@ -329,7 +333,7 @@ class RaggedLayout(Layout):
         attrs = store.attrs
         return RaggedView(store, _dtype(attrs), attrs.get("ndims"))
 
-    def batch(self, samples: Any, attrs: dict[str, Any]) -> list[Any]:
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
         if isinstance(samples, np.ndarray) and samples.ndim < 2:
             raise TypeError(f"extend() takes a sequence of samples, got one array of shape {samples.shape}; to add "
                             f"it as one sample use append(), to add its elements as 0-d samples pass list(array)")
@@ -475,8 +479,8 @@ def shaped(data: np.ndarray[Any, Any], dtype: np.dtype[Any], sample_shape: tuple
 class NumpyLayout(Layout):
     """``numpy``: same-shape samples back to back, each in C or Fortran order."""
 
-    kind = "numpy"
-    columns = {"data": "|u1"}
+    kind: ClassVar[str] = "numpy"
+    columns: ClassVar[dict[str, str]] = {"data": "|u1"}
 
     def attrs(self, dtype: Any = None, sample_shape: Optional[Sequence[int]] = None,  # type: ignore[override]
               order: Optional[str] = None) -> dict[str, Any]:
@@ -499,9 +503,10 @@ class NumpyLayout(Layout):
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
         if attrs.get("dtype") is None:
             return 0
-        return lengths["data"] // (math.prod(attrs["sample_shape"]) * dtype_from_json(attrs["dtype"]).itemsize)
+        sample_bytes: int = math.prod(attrs["sample_shape"]) * dtype_from_json(attrs["dtype"]).itemsize
+        return lengths["data"] // sample_bytes
 
-    def batch(self, samples: Any, attrs: dict[str, Any]) -> np.ndarray[Any, Any]:
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> np.ndarray[Any, Any]:
         if isinstance(samples, (np.ndarray, np.generic)):
             if np.ndim(samples) == 0:
                 raise ValueError("extend() got a scalar; it takes a sequence of samples (to add one sample use "
@@ -510,9 +515,10 @@ class NumpyLayout(Layout):
         samples = list(samples)
         sample_shape = attrs.get("sample_shape")
         if sample_shape is not None:
+            first = self.count(lengths, attrs)
             for k, sample in enumerate(samples):
                 if np.shape(sample) != tuple(sample_shape):
-                    raise ValueError(f"item {k} of the batch has shape {np.shape(sample)}, expected "
+                    raise ValueError(f"item {first + k} has shape {np.shape(sample)}, expected "
                                      f"{tuple(sample_shape)}")
         return as_array(samples, "the samples") if samples else np.empty((0,))
 

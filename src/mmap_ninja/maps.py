@@ -19,10 +19,10 @@ from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size
 from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
-from mmap_ninja.layouts import EmptyColumns, Layout, View
+from mmap_ninja.layouts import EmptyColumns, Layout
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute
 
-__all__ = ["MapBase", "KINDS", "resolve_index", "resolve_positions"]
+__all__ = ["KINDS", "MapBase", "resolve_index", "resolve_positions"]
 
 M = TypeVar("M", bound="MapBase")
 
@@ -255,7 +255,7 @@ class MapBase:
         batch instead of ``__getitem__`` once per sample. Arrays are read-only views into the map.
         """
         view = self._view
-        samples = view.get_many(resolve_positions(indices, view.length))
+        samples: list[Any] = view.get_many(resolve_positions(indices, view.length))
         if self.wrapper_fn is not None:
             samples = [self._wrap(s) for s in samples]
         return samples
@@ -329,7 +329,7 @@ class MapBase:
         try:
             with store.transaction():
                 lengths, attrs = store.lengths, store.attrs
-                batch = layout.batch(samples, attrs)
+                batch = layout.batch(samples, lengths, attrs)
                 if len(batch):
                     columns, new_attrs = layout.encode(batch, lengths, attrs)
                     store.append(columns)

@@ -6,7 +6,7 @@ Fortran-contiguous (the map as a whole is sample-major, which is what lets it gr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -18,7 +18,7 @@ from mmap_ninja.layouts import NumpyLayout, shaped
 from mmap_ninja.maps import MapBase, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
-__all__ = ["NumpyMmap", "from_ndarray", "from_generator", "open_existing", "extend", "extend_dir", "append"]
+__all__ = ["NumpyMmap", "append", "extend", "extend_dir", "from_generator", "from_ndarray", "open_existing"]
 
 
 class NumpyMmap(ReadOnlyArrayMixin, MapBase):
@@ -44,7 +44,8 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     @property
     def order(self) -> str:
-        return self._view.order or "C"  # type: ignore[no-any-return]
+        order: str = self._view.order or "C"
+        return order
 
     def __getitem__(self, index: Any) -> Any:
         result = self.array[index]
@@ -143,9 +144,8 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
 
 def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyMmap:
     """Open the same-shape map in ``out_dir``; a `NotAMapError` if there is none."""
-    from mmap_ninja.storage import absolute
-
     from mmap_ninja.format import read_header
+    from mmap_ninja.storage import absolute
 
     read_header(absolute(out_dir))  # refuse a missing map rather than start an empty one
     return NumpyMmap(out_dir, mode=mode, **options)

@@ -19,13 +19,13 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file, write_all
+from mmap_ninja._fsio import replace_file, write_all
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -36,7 +36,7 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
-__all__ = ["Store", "PathLike", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "COLUMN_SUFFIX"]
+__all__ = ["COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "PathLike", "Store"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -198,10 +198,8 @@ class Store:
                                  building, durable, lock_timeout, lock_fd)
         except BaseException:
             if lock_fd >= 0:
-                try:
+                with suppress(OSError):
                     os.close(lock_fd)
-                except OSError:
-                    pass
             raise
         if building:
             store._thread_lock.acquire()
@@ -415,10 +413,8 @@ class Store:
         self._thread_lock = threading.RLock()
         if txn is not None:
             for fd in (txn.lock_fd, *txn.fds.values()):
-                try:
+                with suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
     def _require_transaction(self) -> _Transaction:
         txn = self._txn
@@ -498,9 +494,10 @@ class Store:
         txn = self._require_transaction()
         column = self._columns[name]
         view = memoryview(buffer).cast("B")
-        if item_offset < 0 or item_offset * column.dtype.itemsize + view.nbytes > txn.lengths[name] * column.dtype.itemsize:
+        start = item_offset * column.dtype.itemsize
+        if start < 0 or start + view.nbytes > txn.lengths[name] * column.dtype.itemsize:
             raise IndexError(f"in-place write outside column {name!r}")
-        write_all(self._fd(txn, name), [view], item_offset * column.dtype.itemsize)
+        write_all(self._fd(txn, name), [view], start)
         if self.durable:
             os.fsync(self._fd(txn, name))
 
@@ -565,10 +562,8 @@ def _encode(header: Header) -> bytes:
 
 
 def _unlink(path: Path) -> None:
-    try:
+    with suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _lock(path: Path, timeout: Optional[float]) -> int:
