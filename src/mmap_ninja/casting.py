@@ -103,9 +103,6 @@ def _tensor_as_array(tensor: Any, what: str, dtype: np.dtype | None) -> np.ndarr
         tensor = tensor.cpu()  # an exact copy to host memory, as writing it to disk needs anyway
     if tensor.layout != torch.strided:
         raise TypeError(f"{what} is a {tensor.layout} tensor; convert it to a dense one first (.to_dense())")
-    if tensor.is_quantized:
-        raise TypeError(f"{what} is a quantized tensor ({tensor.dtype}); convert it first (.dequantize() or "
-                        f".int_repr())")
     try:
         readable: np.ndarray = tensor.resolve_conj().resolve_neg().numpy()
         return readable
@@ -125,8 +122,8 @@ def _tensor_as_array(tensor: Any, what: str, dtype: np.dtype | None) -> np.ndarr
                     raise type(e)(f"{e} ({what} is a {source} tensor, which NumPy lacks; its values, "
                                   f"converted exactly to {array.dtype}, do not fit {dtype})") from None
             return array
-    raise TypeError(f"{what} is a tensor of dtype {source}, which NumPy has no type for and which does not "
-                    f"convert exactly to float32; convert it yourself first (e.g. .float())")
+    raise TypeError(f"{what} is a tensor of dtype {source}, which NumPy has no type for; convert it first "
+                    f"(e.g. .float(), or .dequantize() for a quantized tensor)")
 
 
 def _integer_bounds(int_dtype: np.dtype, float_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
