@@ -1,11 +1,10 @@
 """Arrow interchange: zero-copy to_arrow, from_arrow from arrays, chunked arrays and datasets columns."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-import pyarrow as pa
-
-from mmap_ninja import RaggedMmap, StringsMmap  # noqa: E402
+from mmap_ninja import RaggedMmap, StringsMmap
 
 STRINGS = ["", "héllo", "wörld ✓", "a" * 1000, "", "last"]
 
@@ -61,7 +60,7 @@ def test_strings_round_trip(tmp_path, arrow_type):
 
 
 def test_strings_from_sliced_chunked_array_in_small_batches(tmp_path):
-    chunked = pa.chunked_array([pa.array(STRINGS[:3]), pa.array(["zz"] + STRINGS[3:]).slice(1)])
+    chunked = pa.chunked_array([pa.array(STRINGS[:3]), pa.array(["zz", *STRINGS[3:]]).slice(1)])
     m = StringsMmap.from_arrow(tmp_path / "s", chunked, batch_size=2)
     assert list(m) == STRINGS
     reopened = StringsMmap(tmp_path / "s")

@@ -16,18 +16,19 @@ and ``RaggedMmap.from_arrow(...)``, which import this module (and so pyarrow) on
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from mmap_ninja._cast import storable_dtype
-from mmap_ninja._container import check_batch_size
+from mmap_ninja.batch import check_batch_size
+from mmap_ninja.casting import storable_dtype
 from mmap_ninja.storage import PathLike
 
 DEFAULT_BATCH_SIZE = 65_536  # rows per commit when building from Arrow
 
-__all__ = ["strings_to_arrow", "ragged_to_arrow", "strings_from_arrow", "ragged_from_arrow", "arrow_chunks"]
+__all__ = ["arrow_chunks", "ragged_from_arrow", "ragged_to_arrow", "strings_from_arrow", "strings_to_arrow"]
 
 
 # ------------------------------------------------------------------------------------------------ out
@@ -74,7 +75,7 @@ def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
 # ------------------------------------------------------------------------------------------------ in
 
 
-def arrow_chunks(data: Any) -> List[pa.Array]:
+def arrow_chunks(data: Any) -> list[pa.Array]:
     """The Arrow arrays behind ``data``: an Array, a ChunkedArray, a one-column Table or RecordBatch, a
     Hugging Face ``datasets`` column (``ds["text"]``) or one-column ``datasets.Dataset``, or anything with
     ``__arrow_array__``."""
@@ -122,7 +123,7 @@ def _check_no_nulls(array: pa.Array, first: int, what: str) -> None:
         raise ValueError(f"from_arrow(): item {bad} is null; a map has no nulls ({what})")
 
 
-def _pieces(chunks: List[pa.Array], batch_size: int) -> Iterator[tuple]:
+def _pieces(chunks: list[pa.Array], batch_size: int) -> Iterator[tuple[int, pa.Array]]:
     first = 0
     for chunk in chunks:
         for start in range(0, len(chunk), batch_size):
@@ -163,7 +164,7 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
     of integers, floats or booleans. ``dtype=`` stores another dtype (only if no value changes)."""
     batch_size = check_batch_size(batch_size)
     chunks = arrow_chunks(data)
-    value_type: Optional[pa.DataType] = None
+    value_type: pa.DataType | None = None
     for chunk in chunks:
         t = chunk.type
         if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
