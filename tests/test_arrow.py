@@ -1,11 +1,10 @@
 """Arrow interchange: zero-copy to_arrow, from_arrow from arrays, chunked arrays and datasets columns."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-import pyarrow as pa
-
-from mmap_ninja import RaggedMmap, StringsMmap  # noqa: E402
+from mmap_ninja import RaggedMmap, StringsMmap
 
 STRINGS = ["", "héllo", "wörld ✓", "a" * 1000, "", "last"]
 
@@ -61,7 +60,7 @@ def test_strings_round_trip(tmp_path, arrow_type):
 
 
 def test_strings_from_sliced_chunked_array_in_small_batches(tmp_path):
-    chunked = pa.chunked_array([pa.array(STRINGS[:3]), pa.array(["zz"] + STRINGS[3:]).slice(1)])
+    chunked = pa.chunked_array([pa.array(STRINGS[:3]), pa.array(["zz", *STRINGS[3:]]).slice(1)])
     m = StringsMmap.from_arrow(tmp_path / "s", chunked, batch_size=2)
     assert list(m) == STRINGS
     reopened = StringsMmap(tmp_path / "s")
@@ -115,3 +114,61 @@ def test_from_hugging_face_datasets_columns(tmp_path):
     m = StringsMmap.from_arrow(tmp_path / "s2", shuffled["text"])
     assert list(m) == shuffled["text"][:]
     assert list(StringsMmap.from_arrow(tmp_path / "s3", ds.select_columns(["text"]))) == STRINGS
+
+
+# ------------------------------------------------------------------------------ dictionaries and list views
+
+
+@pytest.mark.parametrize("value_type", [pa.string(), pa.large_string(), pa.string_view()])
+def test_strings_from_dictionary_encoded_data(tmp_path, value_type):
+    # Parquet and pandas categoricals give dictionary-encoded strings; chunks carry their own dictionaries.
+    first = pa.DictionaryArray.from_arrays(pa.array([2, 0, 0, 1], pa.int32()), pa.array(["é", "b", "ccc"], value_type))
+    second = pa.array(["x", "é", "x", ""]).cast(pa.dictionary(pa.int32(), value_type)).slice(1)
+    m = StringsMmap.from_arrow(tmp_path / "s", pa.chunked_array([first, second]), batch_size=3)
+    assert list(m) == ["ccc", "é", "é", "b", "é", "x", ""]
+    categorical = pa.table({"c": pa.array(["lo", "hi", "lo"]).dictionary_encode()})
+    assert list(StringsMmap.from_arrow(tmp_path / "t", categorical)) == ["lo", "hi", "lo"]
+
+
+def test_dictionary_nulls_are_refused_with_the_item(tmp_path):
+    null_index = pa.array(["a", None, "b"]).dictionary_encode()
+    with pytest.raises(ValueError, match="item 1 is null"):
+        StringsMmap.from_arrow(tmp_path / "a", null_index)
+    null_value = pa.DictionaryArray.from_arrays(pa.array([0, 1]), pa.array(["a", None]))
+    with pytest.raises(ValueError, match="item 1 is null"):
+        StringsMmap.from_arrow(tmp_path / "b", null_value)
+    with pytest.raises(TypeError, match="string"):
+        StringsMmap.from_arrow(tmp_path / "c", pa.array([1, 2]).dictionary_encode())
+
+
+@pytest.mark.parametrize("list_view", [pa.list_view, pa.large_list_view])
+def test_ragged_from_list_views_with_overlapping_out_of_order_offsets(tmp_path, list_view):
+    offset_type = pa.int32() if list_view is pa.list_view else pa.int64()
+    values = pa.array([1, 2, 3, 4, 5, 6], pa.int16())
+    offsets, sizes = [4, 0, 2, 5, 1], [2, 3, 3, 0, 1]  # backwards, overlapping, empty
+    array_type = pa.ListViewArray if list_view is pa.list_view else pa.LargeListViewArray
+    views = array_type.from_arrays(pa.array(offsets, offset_type), pa.array(sizes, offset_type), values)
+    assert views.type == list_view(pa.int16())
+    expected = [[5, 6], [1, 2, 3], [3, 4, 5], [], [2]]
+    assert views.to_pylist() == expected
+    m = RaggedMmap.from_arrow(tmp_path / "r", views, batch_size=2)
+    assert m.dtype == np.int16 and [s.tolist() for s in m] == expected
+    sliced = RaggedMmap.from_arrow(tmp_path / "s", views.slice(1, 3), dtype=np.int64)
+    assert [s.tolist() for s in sliced] == expected[1:4]
+    mixed = pa.chunked_array([views, views.slice(3)])
+    assert [s.tolist() for s in RaggedMmap.from_arrow(tmp_path / "c", mixed)] == expected + expected[3:]
+
+
+def test_list_view_nulls_are_refused_only_where_read(tmp_path):
+    values = pa.array([1.5, None, 2.5, 3.5])
+    skips_the_null = pa.ListViewArray.from_arrays(pa.array([2, 0]), pa.array([2, 1]), values)
+    m = RaggedMmap.from_arrow(tmp_path / "ok", skips_the_null)
+    assert [s.tolist() for s in m] == [[2.5, 3.5], [1.5]]
+    reads_the_null = pa.ListViewArray.from_arrays(pa.array([2, 0]), pa.array([2, 2]), values)
+    with pytest.raises(ValueError, match="null"):
+        RaggedMmap.from_arrow(tmp_path / "bad", reads_the_null)
+    null_list = pa.ListViewArray.from_arrays(pa.array([0, 0]), pa.array([1, 1]), values, mask=pa.array([False, True]))
+    with pytest.raises(ValueError, match="item 1 is null"):
+        RaggedMmap.from_arrow(tmp_path / "bad2", null_list)
+    flags = pa.ListViewArray.from_arrays(pa.array([1, 0]), pa.array([2, 1]), pa.array([True, False, True]))
+    assert [s.tolist() for s in RaggedMmap.from_arrow(tmp_path / "b", flags)] == [[False, True], [True]]

@@ -1,7 +1,10 @@
-"""RaggedMmap.get_batch / NumpyMmap.get_batch, and that importing mmap_ninja pulls in no optional library."""
+"""RaggedMmap.get_batch / NumpyMmap.get_batch, the public batch module, and the layers: importing mmap_ninja pulls
+in no optional library, and the adapters use only public names."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ def _reference_pad(samples, pad):
     shape = tuple(max(s.shape[d] for s in samples) for d in range(samples[0].ndim))
     out = np.full((len(samples), *shape), pad, dtype=samples[0].dtype)
     for j, s in enumerate(samples):
-        out[(j,) + tuple(slice(0, d) for d in s.shape)] = s
+        out[(j, *(slice(0, d) for d in s.shape))] = s
     return out
 
 
@@ -68,14 +71,14 @@ def test_out_buffer_is_filled_and_checked(tmp_path):
     samples = [np.arange(n, dtype=np.int64) for n in (3, 1, 4)]
     m = RaggedMmap.from_lists(tmp_path / "r", samples)
     out = np.zeros((3, 6), np.int64)
-    padded, lengths = m.get_batch([0, 1, 2], pad_value=-1, out=out)
+    padded, _ = m.get_batch([0, 1, 2], pad_value=-1, out=out)
     assert padded is out  # a larger buffer (a fixed max length) is allowed when padding
-    np.testing.assert_array_equal(out, _reference_pad(samples + [np.zeros(6, np.int64)], -1)[:3])
+    np.testing.assert_array_equal(out, _reference_pad([*samples, np.zeros(6, np.int64)], -1)[:3])
     same = [np.arange(4) for _ in range(3)]
     m2 = RaggedMmap.from_lists(tmp_path / "r2", same)
     buf = np.empty((3, 4), np.int64)
     assert m2.get_batch([0, 1, 2], out=buf) is buf
-    with pytest.raises(TypeError, match="dtype float32.*int64"):
+    with pytest.raises(TypeError, match=r"dtype float32.*int64"):
         m.get_batch([0, 1], pad_value=0, out=np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match=r"shape \(2, 3\).*\(2, 4\)"):
         m.get_batch([0, 2], pad_value=0, out=np.zeros((2, 3), np.int64))
@@ -144,3 +147,42 @@ def test_importing_mmap_ninja_imports_no_optional_library(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_pad_value_is_never_rounded(tmp_path):
+    m = RaggedMmap.from_lists(tmp_path / "r", [np.zeros(1), np.zeros(2)])
+    with pytest.raises(ValueError, match="9007199254740993"):
+        m.get_batch([0, 1], pad_value=2**53 + 1)  # float64 would round it to 2**53
+    with pytest.raises(ValueError, match="Python int too large"):
+        m.get_batch([0, 1], pad_value=10**300)  # NumPy can only round it
+    assert m.get_batch([0, 1], pad_value=2**53)[0][0, 1] == 2**53
+    small = RaggedMmap.from_lists(tmp_path / "f", [np.zeros(1, np.float32), np.zeros(2, np.float32)])
+    assert small.get_batch([0, 1], pad_value=0.1)[0][0, 1] == np.float32(0.1)  # float rounding is allowed
+    with pytest.raises(ValueError, match="overflows float32"):
+        small.get_batch([0, 1], pad_value=1e300)
+
+
+def test_check_batch_size_is_public():
+    assert batch_module.check_batch_size(np.int64(3)) == 3
+    for bad in (0, -1, True, 2.0, "8", None):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            batch_module.check_batch_size(bad)
+    assert set(batch_module.__all__) >= {"assemble", "check_batch_size", "check_out", "pad_scalar"}
+    for name in batch_module.__all__:
+        if callable(getattr(batch_module, name)):
+            assert getattr(batch_module, name).__doc__, name
+
+
+def test_adapters_import_only_public_names_of_the_core():
+    adapters = Path(batch_module.__file__).parent / "adapters"
+    imported = []
+    for source in sorted(adapters.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmap_ninja"):
+                imported += [(source.name, node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                imported += [(source.name, alias.name, "") for alias in node.names
+                             if alias.name.startswith("mmap_ninja")]
+    assert imported  # the adapters do use the core
+    private = [item for item in imported if any(part.startswith("_") for part in f"{item[1]}.{item[2]}".split("."))]
+    assert not private, private

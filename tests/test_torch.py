@@ -6,13 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-
 import torch
-from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler
 
-from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
-from mmap_ninja.adapters.torch import (PadCollate, ShardedSampler, as_tensor, collate,  # noqa: E402
-                                       shard_indices)
+from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja.adapters.torch import PadCollate, ShardedSampler, as_tensor, collate, shard_indices
 
 N = 23  # not a multiple of the batch size or the number of workers
 STRINGS = [f"sample {i} " + "é" * (i % 5) + "x" * (i * 3 % 11) for i in range(N)]
@@ -99,7 +97,7 @@ def _check_worker_maps(worker_id):
     from torch.utils.data import get_worker_info
 
     for m in get_worker_info().dataset.datasets:
-        assert m.mode == "r" and len(m) == N
+        assert m.mode == "r+" and len(m) == N  # the copy keeps the mode of the map it was pickled from
 
 
 def test_getitems_returns_a_list_of_the_samples(maps):
@@ -229,3 +227,102 @@ def test_shard_indices_change_with_epoch_and_validate():
         shard_indices(10, rank=2, world_size=2)
     with pytest.raises(ValueError, match="world_size"):
         ShardedSampler(10, rank=0, world_size=0)
+
+
+# ------------------------------------------------------------------------------ values are never changed
+
+
+def test_pad_collate_dtype_refuses_values_that_do_not_survive():
+    with pytest.raises(ValueError, match=r"sample 1 of the batch: .*value 300 does not fit"):
+        PadCollate(dtype=np.uint8)([np.array([1, 2]), np.array([300, 1])])
+    with pytest.raises(ValueError, match=r"sample 0 of the batch: .*value 1\.7 does not fit"):
+        PadCollate(dtype="int64")([np.array([1.7, 2.0]), np.array([3.0])])
+    padded, lengths = PadCollate(dtype="int64")([np.array([1.0, 2.0]), np.array([255], np.uint8)])
+    assert padded.dtype == torch.int64 and padded.tolist() == [[1, 2], [255, 0]] and lengths.tolist() == [2, 1]
+
+
+def test_pad_collate_mixed_dtypes_promote_without_losing_values():
+    # Without dtype=, mixed samples pad into their common dtype, as collate stacks them; never into the first's.
+    padded, _ = PadCollate()([np.array([1, 2]), np.array([1.5])])
+    assert padded.dtype == torch.float64 and padded.tolist() == [[1.0, 2.0], [1.5, 0.0]]
+    with pytest.raises(ValueError, match=r"sample 0 of the batch: .*9007199254740993"):
+        PadCollate()([np.array([2**53 + 1]), np.array([0.5], np.float32)])
+
+
+def test_collate_mixed_dtypes_refuse_precision_loss():
+    out = collate([np.array([1, 2]), np.array([0.5, 1.5], np.float32)])
+    assert out.dtype == torch.float64 and out.tolist() == [[1.0, 2.0], [0.5, 1.5]]
+    with pytest.raises(ValueError, match=r"sample 1 of the batch: .*9007199254740993"):
+        collate([np.array([0.5]), np.array([2**53 + 1])])
+
+
+def test_big_endian_samples_convert_to_native_order(tmp_path):
+    samples = [(np.arange(n) * 1000 - 7).astype(">i4") for n in (3, 1, 3)]
+    m = RaggedMmap.from_lists(tmp_path / "be", samples)
+    assert m.dtype == np.dtype(">i4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stacked = collate([m[0], m[2]])
+        assert stacked.dtype == torch.int32 and stacked.tolist() == [samples[0].tolist(), samples[2].tolist()]
+        for copy in (None, False, True):
+            tensor = as_tensor(m[0], copy=copy)
+            assert tensor.dtype == torch.int32 and tensor.tolist() == samples[0].tolist()
+        padded, lengths = PadCollate(-1)([m[0], m[1]])
+        assert padded.tolist() == [samples[0].tolist(), [samples[1][0], -1, -1]] and lengths.tolist() == [3, 1]
+        padded, _ = PadCollate(0, dtype=">i8")([m[1]])
+        assert padded.dtype == torch.int64 and padded.tolist() == [samples[1].tolist()]
+    m.close()
+
+
+def test_as_tensor_of_a_numpy_map(maps):
+    m = maps["numpy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shared = as_tensor(m, copy=False)  # the whole map, zero-copy, no non-writable warning
+        copied = as_tensor(m)
+    assert shared.data_ptr() == m.array.__array_interface__["data"][0]
+    assert copied.data_ptr() != shared.data_ptr()
+    np.testing.assert_array_equal(shared.numpy(), DENSE)
+    np.testing.assert_array_equal(copied.numpy(), DENSE)
+    tensor = torch.arange(3)
+    assert as_tensor(tensor) is tensor and as_tensor(tensor, copy=True).data_ptr() != tensor.data_ptr()
+
+
+# ------------------------------------------------------------------------------ tensors as samples
+
+
+def test_tensor_that_requires_grad_is_stored_detached(tmp_path):
+    weights = torch.tensor([0.5, -1.25, 3.0], requires_grad=True)
+    m = RaggedMmap.from_lists(tmp_path / "r", [weights, weights[:1]])
+    m.append(weights * 2)
+    m[0] = weights.flip(0)
+    assert [m[i].tolist() for i in range(3)] == [[3.0, -1.25, 0.5], [0.5], [1.0, -2.5, 6.0]]
+    dense = np_from_ndarray(tmp_path / "n", np.zeros((1, 3), np.float32))
+    dense.extend([weights, weights])  # a list of tensors that require grad
+    dense.append(weights)
+    assert dense.array[1:].tolist() == [[0.5, -1.25, 3.0]] * 3
+
+
+def test_bfloat16_tensor_is_stored_exactly_as_float32(tmp_path):
+    values = torch.tensor([1.5, -0.0078125, 3.0e38, float("inf")], dtype=torch.bfloat16)
+    m = RaggedMmap.from_lists(tmp_path / "new", [values])  # a new map: bfloat16 values are float32 values
+    assert m.dtype == np.float32 and m[0].tolist() == values.float().tolist()
+    wide = RaggedMmap.from_lists(tmp_path / "f64", [np.zeros(1)])
+    wide.append(values)
+    assert wide[1].tolist() == values.float().tolist()
+    ints = RaggedMmap.from_lists(tmp_path / "i64", [np.zeros(1, np.int64)])
+    ints.append(torch.tensor([3.0, -2.0], dtype=torch.bfloat16))
+    assert ints[1].tolist() == [3, -2]
+    with pytest.raises(ValueError, match=r"item 2: .*1\.5 does not fit.*bfloat16"):
+        ints.append(torch.tensor([1.5], dtype=torch.bfloat16))
+    assert len(ints) == 2
+
+
+def test_tensor_failures_name_the_item(tmp_path):
+    m = RaggedMmap.from_lists(tmp_path / "r", [np.zeros(2, np.float32)])
+    with pytest.raises(ValueError, match="item 3 is a tensor on the 'meta' device"):
+        m.extend([torch.ones(1), torch.ones(2), torch.ones(2, device="meta")])
+    with pytest.raises(TypeError, match=r"item 1 is a torch.sparse_coo tensor; .*to_dense"):
+        m.append(torch.ones(2).to_sparse())
+    assert len(m) == 1
+

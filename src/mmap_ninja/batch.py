@@ -1,24 +1,43 @@
-"""Assembling many samples into one array: stacking equal shapes, or padding unequal ones, in one pass.
+"""Building batches: many samples assembled into one array, and the checks every batched API shares.
 
-Used by `RaggedMmap.get_batch` and `NumpyMmap.get_batch`. The samples are described by where their
-elements start in a flat ``values`` array, how many they hold, and their shapes (a ``(k, ndim)`` array),
-so that NumPy can gather them with one fancy index instead of one Python step per sample.
+`assemble` stacks samples of equal shapes, or pads samples of unequal shapes to a common one, in one
+vectorised pass. It is what `RaggedMmap.get_batch`, `NumpyMmap.get_batch` and the PyTorch collate functions
+(`mmap_ninja.adapters.torch`) are built on; use it to batch samples that live in one flat array yourself.
+The samples are described by where their elements start in a flat ``values`` array, how many they hold, and
+their shapes (a ``(k, ndim)`` array), so that NumPy gathers them with one fancy index instead of one Python
+step per sample.
+
+The helpers check what users pass to batched calls, with the errors the library gives everywhere:
+`pad_scalar` (a ``pad_value`` must fit the dtype: padding ``uint8`` with -1 is refused, as the casting rule
+of `mmap_ninja.casting` says), `check_out` (a caller's ``out=`` buffer) and `check_batch_size` (the
+``batch_size`` of the ``from_*`` builders).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
 from mmap_ninja.casting import as_array, cast
 
-# Above this many elements per sample on average, copy sample by sample (a memcpy each) rather than
-# building an int64 gather index eight times the size of the data.
+__all__ = ["GATHER_BELOW", "PAD_GATHER_BELOW", "assemble", "check_batch_size", "check_out", "gather_index",
+           "pad_scalar"]
+
 GATHER_BELOW = 4096
-# When padding, the boolean mask and gather index cost more per element: gather only for small samples.
+"""When stacking: above this many elements per sample on average, copy sample by sample (a memcpy each)
+rather than build an int64 gather index eight times the size of the data."""
 PAD_GATHER_BELOW = 256
+"""When padding, the boolean mask and gather index cost more per element: gather only below this many
+elements per sample on average."""
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` as an int, or a ValueError if it is not a positive integer (bools are refused)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -32,18 +51,19 @@ def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def pad_scalar(pad_value: Any, dtype: np.dtype) -> np.ndarray:
     """``pad_value`` as a 0-d array of ``dtype``; an error if it does not fit (padding uint8 with -1)."""
-    if type(pad_value) in (int, float, bool):  # the usual case, without the general cast's checks
+    if type(pad_value) in (int, float, bool) and dtype.kind in "biuf":  # the usual case, checked cheaply
         try:
-            pad = np.array(pad_value, dtype=dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                pad = np.array(pad_value, dtype=dtype)
         except (OverflowError, ValueError, TypeError):
             pass  # the general path below says what is wrong
         else:
-            if pad == pad_value:
+            if pad.item() == pad_value:  # Python compares int and float exactly (NumPy would round the int)
                 return pad
-    return cast(as_array(pad_value, "pad_value"), dtype, "pad_value").reshape(())
+    return cast(as_array(pad_value, "pad_value", dtype), dtype, "pad_value").reshape(())
 
 
-def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype, *, at_least: bool = False) -> np.ndarray:
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, *, at_least: bool = False) -> np.ndarray:
     """Validate a caller's ``out=`` buffer: an ndarray of ``dtype``, C-contiguous and writable, of ``shape``
     (with ``at_least``: the same number of samples and every other dimension at least as large)."""
     if not isinstance(out, np.ndarray):
@@ -67,11 +87,12 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype, *, at_least: bo
 
 
 def _first_mismatch(shapes: np.ndarray) -> int:
+    """The first row of ``shapes`` that differs from row 0."""
     return int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
 
 
 def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: np.ndarray,
-             positions: np.ndarray, pad_value: Any, out: Optional[np.ndarray]) -> Any:
+             positions: np.ndarray, pad_value: Any, out: np.ndarray | None) -> Any:
     """Stack (``pad_value=None``) or pad the samples ``values[starts[j]:starts[j]+sizes[j]].reshape(shapes[j])``.
 
     ``positions`` are the samples' indices in the map, for error messages. Returns the stacked array, or
@@ -128,7 +149,8 @@ def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: 
                 out[j, :size] = values[start:start + size]
         else:
             for j, (start, size, shape) in enumerate(zip(starts.tolist(), sizes.tolist(), shapes.tolist())):
-                out[(j, *(slice(0, s) for s in shape))] = values[start:start + size].reshape(shape)
+                corner: tuple[int | slice, ...] = (j, *(slice(0, s) for s in shape))
+                out[corner] = values[start:start + size].reshape(shape)
     return out, lengths
 
 
@@ -145,10 +167,3 @@ def _stack_into(values: np.ndarray, starts: np.ndarray, size: int, out: np.ndarr
     else:
         for j, start in enumerate(starts.tolist()):
             flat[j] = values[start:start + size]
-
-
-def check_batch_size(batch_size: Any) -> int:
-    """``batch_size`` as a positive int, or a ValueError naming what was given."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)

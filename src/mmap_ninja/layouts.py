@@ -458,7 +458,8 @@ class NumpyView(View):
         return self.array[position]
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
-        return list(self.array[positions])
+        array = self.array
+        return [array[p] for p in positions.tolist()]  # read-only views, as m[i] gives
 
     def iterate(self, start: int = 0) -> Iterator[Any]:
         return iter(self.array[start:])

@@ -369,11 +369,17 @@ class MapBase:
     # -------------------------------------------------------------- building
 
     @classmethod
-    def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], *, overwrite: bool, durable: bool,
-               metadata: Optional[dict[str, Any]], mode: str, wrapper_fn: Optional[Callable[[Any], Any]],
-               lock_timeout: Optional[float], options: dict[str, Any]) -> M:
-        """Create a map and append ``batches`` to it, committing after each; the map is marked unfinished
-        (and keeps its writer lock) until the last batch is in."""
+    @contextmanager
+    def build(cls: type[M], out_dir: PathLike, *, overwrite: bool = False, durable: bool = False,
+              metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+              wrapper_fn: Optional[Callable[[Any], Any]] = None,
+              lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> Iterator[M]:
+        """Create a map and give it to the block to fill (``extend``, ``extend_flat``, ...), every write a commit.
+
+        Until the block ends without an error the map is marked unfinished and this build keeps its writer
+        lock: see `from_generator`. ``options`` are the kind's own (``dtype=`` for ragged maps, ...). The map
+        stays open after the block. This is what every ``from_*`` builder uses.
+        """
         mode = _normalize_mode(mode)
         attrs = cls.layout.attrs(**options)  # a bad option fails here, before anything is created
         store = Store.create(out_dir, cls.layout.kind, cls.layout.columns, attrs, initial=cls.layout.initial,
@@ -381,15 +387,19 @@ class MapBase:
                              lock_timeout=lock_timeout)
         target = cls._attach(store, mode, wrapper_fn)
         try:
-            for batch in batches:
-                target.extend(batch)
-                store.commit()
+            yield target
             store.finish_build()
         except BaseException:
             store.abandon_build()
             target.close()
             raise
         target._view = _StaleView(target)
+
+    @classmethod
+    def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], **build_options: Any) -> M:
+        with cls.build(out_dir, **build_options) as target:
+            for batch in batches:
+                target.extend(batch)
         return target
 
     @classmethod
@@ -412,8 +422,7 @@ class MapBase:
 
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
         return cls._build(out_dir, _batches(samples, batch_size), overwrite=overwrite, durable=durable,
-                          metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
-                          options=options)
+                          metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
     def from_indexable(cls: type[M], out_dir: PathLike, indexable: Any, batch_size: int,
@@ -430,7 +439,7 @@ class MapBase:
         batch_size = check_batch_size(batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
-                          wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, options=options)
+                          wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     # -------------------------------------------------------------- life cycle
 

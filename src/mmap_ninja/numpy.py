@@ -99,7 +99,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
             if view.dtype is None:
                 raise IndexError("the map holds no samples")
             writable = shaped(store.writable_view("data"), view.dtype, view.sample_shape, view.order)
-            writable[index] = cast(as_array(value, "the assigned value"), view.dtype, "the assigned value")
+            writable[index] = cast(as_array(value, "the assigned value", view.dtype), view.dtype, "the assigned value")
             del writable
             if store.durable:
                 store.flush()
@@ -128,8 +128,8 @@ def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durabl
         raise ValueError("from_ndarray() needs an array with at least one dimension (its first axis indexes samples)")
     order = "F" if arr.ndim > 2 and np.isfortran(arr) else "C"
     return NumpyMmap._build(out_dir, [arr], overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
-                            wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
-                            options={"dtype": arr.dtype, "sample_shape": arr.shape[1:], "order": order})
+                            wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, dtype=arr.dtype,
+                            sample_shape=arr.shape[1:], order=order)
 
 
 def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int, verbose: bool = False,

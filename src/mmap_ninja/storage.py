@@ -390,6 +390,8 @@ class Store:
         try:
             if txn.depth > 1:
                 txn.depth -= 1
+                if ok and self._builder and txn.dirty and txn.depth == 1:
+                    self._publish(building=True)  # a build commits each write it is given
                 return
             try:
                 if ok and txn.dirty and not self._builder:

@@ -8,7 +8,10 @@ keep the mapping alive for as long as they live (even after the map is closed).
 
 `strings_from_arrow` and `ragged_from_arrow` build maps from Arrow arrays, chunked arrays, one-column
 tables, or Hugging Face ``datasets`` columns / one-column datasets, writing the Arrow buffers straight
-into the map's files in batches (no string is decoded, no sample becomes a Python object).
+into the map's files in batches (no string is decoded, no sample becomes a Python object). They also take
+dictionary-encoded strings (from Parquet or pandas categoricals; decoded one batch at a time) and list views
+(``list_view`` / ``large_list_view``, whose lists are read by their own offsets and sizes). The adapters use
+only the public API of mmap_ninja.
 
 Usually reached through ``StringsMmap.to_arrow()``, ``StringsMmap.from_arrow(...)``, ``RaggedMmap.to_arrow()``
 and ``RaggedMmap.from_arrow(...)``, which import this module (and so pyarrow) only when called.
@@ -16,18 +19,19 @@ and ``RaggedMmap.from_arrow(...)``, which import this module (and so pyarrow) on
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from mmap_ninja.batch import check_batch_size, gather_index
 from mmap_ninja.casting import storable_dtype
-from mmap_ninja.batch import check_batch_size
 from mmap_ninja.storage import PathLike
 
 DEFAULT_BATCH_SIZE = 65_536  # rows per commit when building from Arrow
 
-__all__ = ["strings_to_arrow", "ragged_to_arrow", "strings_from_arrow", "ragged_from_arrow", "arrow_chunks"]
+__all__ = ["arrow_chunks", "ragged_from_arrow", "ragged_to_arrow", "strings_from_arrow", "strings_to_arrow"]
 
 
 # ------------------------------------------------------------------------------------------------ out
@@ -74,7 +78,7 @@ def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
 # ------------------------------------------------------------------------------------------------ in
 
 
-def arrow_chunks(data: Any) -> List[pa.Array]:
+def arrow_chunks(data: Any) -> list[pa.Array]:
     """The Arrow arrays behind ``data``: an Array, a ChunkedArray, a one-column Table or RecordBatch, a
     Hugging Face ``datasets`` column (``ds["text"]``) or one-column ``datasets.Dataset``, or anything with
     ``__arrow_array__``."""
@@ -122,7 +126,7 @@ def _check_no_nulls(array: pa.Array, first: int, what: str) -> None:
         raise ValueError(f"from_arrow(): item {bad} is null; a map has no nulls ({what})")
 
 
-def _pieces(chunks: List[pa.Array], batch_size: int) -> Iterator[tuple]:
+def _pieces(chunks: list[pa.Array], batch_size: int) -> Iterator[tuple[int, pa.Array]]:
     first = 0
     for chunk in chunks:
         for start in range(0, len(chunk), batch_size):
@@ -131,42 +135,83 @@ def _pieces(chunks: List[pa.Array], batch_size: int) -> Iterator[tuple]:
         first += len(chunk)
 
 
+def _is_string_type(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+                or getattr(pa.types, "is_string_view", lambda _: False)(arrow_type))
+
+
 def strings_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
                        overwrite: bool = False, durable: bool = False) -> Any:
-    """Build a ``StringsMmap`` from Arrow ``string`` / ``large_string`` / ``string_view`` data."""
+    """Build a ``StringsMmap`` from Arrow ``string`` / ``large_string`` / ``string_view`` data, or
+    dictionary-encoded strings (Parquet's and pandas categoricals'; each chunk may have its own dictionary),
+    which are decoded batch by batch. ``large_string`` buffers are written as they are; other types are
+    converted to it one batch at a time."""
     batch_size = check_batch_size(batch_size)
     chunks = arrow_chunks(data)
     for chunk in chunks:
-        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)
-                or getattr(pa.types, "is_string_view", lambda _: False)(chunk.type)):
+        arrow_type = chunk.type
+        if pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        if not _is_string_type(arrow_type):
             raise TypeError(f"StringsMmap.from_arrow() takes string data, got Arrow type {chunk.type}")
-    target = cls._create(out_dir, overwrite=overwrite, durable=durable)
-    try:
+    with cls.build(out_dir, overwrite=overwrite, durable=durable) as target:
         for first, piece in _pieces(chunks, batch_size):
-            _check_no_nulls(piece, first, "strings")
-            if not pa.types.is_large_string(piece.type):
+            if pa.types.is_dictionary(piece.type):
+                # Decode with a large_string dictionary (pyarrow cannot decode every value type directly).
+                dictionary = piece.dictionary.cast(pa.large_string())
+                piece = pa.DictionaryArray.from_arrays(piece.indices, dictionary).dictionary_decode()
+            elif not pa.types.is_large_string(piece.type):
                 piece = piece.cast(pa.large_string())
+            _check_no_nulls(piece, first, "strings")
             buffers = piece.buffers()
             offsets = np.frombuffer(buffers[1], dtype=np.int64)[piece.offset:piece.offset + len(piece) + 1]
             data_buffer = buffers[2] if buffers[2] is not None else b""
             utf8 = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]]
             target.extend_utf8(utf8, np.diff(offsets))
-    except BaseException:
-        target.close()
-        raise
     return target
+
+
+def _is_list_view_type(arrow_type: pa.DataType) -> bool:
+    is_list_view = getattr(pa.types, "is_list_view", lambda _: False)  # pyarrow >= 16
+    is_large_list_view = getattr(pa.types, "is_large_list_view", lambda _: False)
+    return bool(is_list_view(arrow_type) or is_large_list_view(arrow_type))
+
+
+def _gather_list_view(piece: Any, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """The values of a (sliced, null-free) list-view array's lists, back to back, and their sizes.
+
+    A list view's lists are ``values[offsets[j]:offsets[j] + sizes[j]]`` in any order, possibly overlapping,
+    so each is read by its own offset and size (pyarrow's cast to ``large_list`` assumes ordered offsets).
+    """
+    starts = piece.offsets.to_numpy().astype(np.int64)  # both honour the slice
+    sizes = piece.sizes.to_numpy().astype(np.int64)
+    used = sizes > 0
+    if not used.any():
+        return np.empty(0, dtype=piece.type.value_type.to_pandas_dtype()), sizes
+    low, high = int(starts[used].min()), int((starts + sizes)[used].max())
+    values = piece.values.slice(low, high - low)  # only the range the lists read
+    index = gather_index(np.where(used, starts - low, 0), sizes)
+    if values.null_count:
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        if not valid[index].all():
+            raise ValueError(f"from_arrow(): items {first}..{first + len(piece) - 1} hold null values")
+        values = values.fill_null(False if pa.types.is_boolean(values.type) else 0)
+    return values.to_numpy(zero_copy_only=False)[index], sizes
 
 
 def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False) -> Any:
-    """Build a ``RaggedMmap`` of 1-D samples from Arrow ``list`` / ``large_list`` / ``fixed_size_list`` data
-    of integers, floats or booleans. ``dtype=`` stores another dtype (only if no value changes)."""
+    """Build a ``RaggedMmap`` of 1-D samples from Arrow ``list`` / ``large_list`` / ``fixed_size_list`` /
+    ``list_view`` / ``large_list_view`` data of integers, floats or booleans. ``dtype=`` stores another dtype
+    (only if no value changes, see `mmap_ninja.casting`). ``large_list`` values are read without a copy;
+    list views, whose lists may be out of order or overlap, are gathered list by list (by offset and size)."""
     batch_size = check_batch_size(batch_size)
     chunks = arrow_chunks(data)
-    value_type: Optional[pa.DataType] = None
+    value_type: pa.DataType | None = None
     for chunk in chunks:
         t = chunk.type
-        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+                or _is_list_view_type(t)):
             raise TypeError(f"RaggedMmap.from_arrow() takes list data, got Arrow type {t}")
         vt = t.value_type
         if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_boolean(vt)):
@@ -176,10 +221,13 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
         value_type = vt
     source_dtype = np.dtype(value_type.to_pandas_dtype()) if value_type is not None else None
     target_dtype = storable_dtype(dtype if dtype is not None else source_dtype or np.float64, "dtype")
-    target = cls._create(out_dir, overwrite=overwrite, durable=durable, dtype=target_dtype)
-    try:
+    with cls.build(out_dir, overwrite=overwrite, durable=durable, dtype=target_dtype) as target:
         for first, piece in _pieces(chunks, batch_size):
             _check_no_nulls(piece, first, "lists")
+            if _is_list_view_type(piece.type):
+                values, sizes = _gather_list_view(piece, first)
+                target.extend_flat(values, sizes)
+                continue
             if not pa.types.is_large_list(piece.type):
                 piece = piece.cast(pa.large_list(value_type))
             offsets = piece.offsets.to_numpy()  # honours the slice; indexes the unsliced child
@@ -187,7 +235,4 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
             if values.null_count:
                 raise ValueError(f"from_arrow(): items {first}..{first + len(piece) - 1} hold null values")
             target.extend_flat(values.to_numpy(zero_copy_only=False), np.diff(offsets))
-    except BaseException:
-        target.close()
-        raise
     return target

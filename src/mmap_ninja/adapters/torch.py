@@ -15,7 +15,14 @@ not writable. This module's ways around that:
 - `as_tensor` turns one sample into a tensor: a copy by default; ``copy=False`` shares the mapping
   with no copy and no warning, which is safe as long as nothing writes into the tensor in place
   (the mapping is read-only: an in-place write would crash the process). Out-of-place use such as
-  ``t.float()``, ``t.to(device)``, ``t + 1`` or ``torch.stack`` is always safe.
+  ``t.float()``, ``t.to(device)``, ``t + 1`` or ``torch.stack`` is always safe. ``as_tensor(numpy_map,
+  copy=False)`` is the same for a whole `NumpyMmap`.
+
+Values are never changed silently, here as in the maps: ``PadCollate(dtype=...)`` and batches of mixed
+dtypes convert only when every value survives (the rule of `mmap_ninja.casting`), and samples stored in
+big-endian byte order (which tensors lack) are converted exactly to native order, as ``to_arrow`` does.
+Tensors can also be *stored*: a map's ``append`` / ``extend`` take tensors (see `mmap_ninja.casting.as_array`
+for ``requires_grad``, other devices and ``bfloat16``).
 
 `shard_indices` and `ShardedSampler` split the indices of each epoch between DDP ranks exactly as
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
@@ -29,28 +36,38 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler, get_worker_info
 
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
+from mmap_ninja.casting import cast
 
-__all__ = ["as_tensor", "collate", "PadCollate", "pad_collate", "shard_indices", "ShardedSampler"]
+__all__ = ["PadCollate", "ShardedSampler", "as_tensor", "collate", "pad_collate", "shard_indices"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
 
-def as_tensor(array: Any, *, copy: Optional[bool] = None) -> torch.Tensor:
-    """A tensor of ``array`` (an ndarray, e.g. a map's sample) without PyTorch's non-writable warning.
+def as_tensor(array: Any, *, copy: bool | None = None) -> torch.Tensor:
+    """A tensor of ``array`` without PyTorch's non-writable warning.
 
-    A writable array is shared (``torch.from_numpy``). A read-only one (every sample of a map) is
-    copied unless ``copy=False``, which shares the read-only mapping: no copy, no warning, but the
-    tensor must not be written in place. ``copy=True`` always copies.
+    ``array`` is an ndarray (e.g. a map's sample), a `NumpyMmap` (the whole map), anything else with
+    ``__array__``, or a tensor (returned as it is unless ``copy=True``). A writable array is shared
+    (``torch.from_numpy``). A read-only one (every sample of a map, and a map itself) is copied unless
+    ``copy=False``, which shares the read-only mapping: no copy, no warning, but the tensor must not be
+    written in place. ``copy=True`` always copies. As in ``torch.as_tensor``, ``copy=False`` shares whenever
+    it can: an array in big-endian byte order (which tensors do not have) is converted to native order, an
+    exact copy, and so is one with negative strides.
     """
+    if isinstance(array, torch.Tensor):
+        return array.clone() if copy else array
     array = np.asarray(array)
-    if copy or (copy is None and not array.flags.writeable):
+    if not array.dtype.isnative:
+        return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")))  # a copy with the same values
+    if copy or (copy is None and not array.flags.writeable) or any(stride < 0 for stride in array.strides):
         return torch.from_numpy(np.array(array, copy=True, order="C"))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NOT_WRITABLE, category=UserWarning)
@@ -58,7 +75,28 @@ def as_tensor(array: Any, *, copy: Optional[bool] = None) -> torch.Tensor:
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
+
+
+def _batch_dtype(arrays: list[np.ndarray], dtype: np.dtype | None) -> np.dtype:
+    """The dtype of the batch tensor: ``dtype`` if given, else the samples' common dtype; native byte order."""
+    if dtype is None:
+        first = arrays[0].dtype
+        dtype = first if all(a.dtype == first for a in arrays) else np.result_type(*arrays)
+    native: np.dtype = dtype.newbyteorder("=")
+    return native
+
+
+def _in_dtype(arrays: list[np.ndarray], dtype: np.dtype) -> list[np.ndarray]:
+    """The samples converted to ``dtype`` under the library's rule (an error naming the sample and the value if
+    one would change). A sample differing only in byte order is left as it is: copying it into the batch
+    converts it exactly."""
+    converted = []
+    for j, array in enumerate(arrays):
+        if array.dtype != dtype and array.dtype.newbyteorder("=") != dtype:
+            array = cast(array, dtype, f"sample {j} of the batch")
+        converted.append(array)
+    return converted
 
 
 def _new_batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
@@ -68,17 +106,18 @@ def _new_batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
     if get_worker_info() is None:
         return torch.empty(tuple(shape), dtype=tdtype)
     numel = math.prod(shape)
-    storage = torch.empty(0, dtype=tdtype)._typed_storage()._new_shared(numel, device="cpu")
+    storage = torch.empty(0, dtype=tdtype)._typed_storage()._new_shared(numel, device="cpu")  # type: ignore[no-untyped-call]
     return torch.empty(0, dtype=tdtype).new(storage).resize_(tuple(shape))
 
 
-def _stack(arrays: List[np.ndarray]) -> torch.Tensor:
+def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
     first = arrays[0]
     for k, a in enumerate(arrays):
         if a.shape != first.shape:
             raise ValueError(f"cannot stack samples of shapes {first.shape} (sample 0) and {a.shape} (sample {k}) "
                              f"into one tensor; use mmap_ninja.adapters.torch.PadCollate to pad them")
-    dtype = np.result_type(*arrays) if any(a.dtype != first.dtype for a in arrays) else first.dtype
+    dtype = _batch_dtype(arrays, None)
+    arrays = _in_dtype(arrays, dtype)
     out = _new_batch_tensor((len(arrays), *first.shape), dtype)
     np.stack(arrays, out=out.numpy())  # the one copy: page cache -> batch tensor
     return out
@@ -86,9 +125,11 @@ def _stack(arrays: List[np.ndarray]) -> torch.Tensor:
 
 def collate(batch: Sequence[Any]) -> Any:
     """A ``collate_fn`` like ``default_collate`` that stacks ndarrays (read-only views included) straight
-    into one new tensor, with no warning and one copy. Strings and bytes stay a list; numbers become a
-    tensor; tuples, lists and dicts of fields are collated field by field; anything else goes to
-    ``default_collate``."""
+    into one new tensor, with no warning and one copy. Samples of different dtypes are stacked in their
+    common dtype (``np.result_type``) only if every value survives (see `mmap_ninja.casting`; else a
+    ValueError naming the sample's position and the value); big-endian samples are converted exactly to
+    native byte order. Strings and bytes stay a list; numbers become a tensor; tuples, lists and dicts of
+    fields are collated field by field; anything else goes to ``default_collate``."""
     if len(batch) == 0:
         return []
     elem = batch[0]
@@ -107,21 +148,21 @@ def collate(batch: Sequence[Any]) -> Any:
         return fields if isinstance(elem, list) else tuple(fields)
     from torch.utils.data import default_collate
 
-    return default_collate(batch)
+    return default_collate(list(batch))
 
 
-def _pad(arrays: List[np.ndarray], pad_value: Any, dtype: Optional[np.dtype]) -> tuple:
+def _pad(arrays: list[np.ndarray], pad_value: Any, dtype: np.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     k = len(arrays)
-    if dtype is not None:
-        arrays = [a.astype(dtype, copy=False) for a in arrays]
     if k == 0:
-        return torch.empty((0, 0)), torch.empty(0, dtype=torch.int64)
+        empty_dtype = torch.float32 if dtype is None else _torch_dtype(dtype)
+        return torch.empty((0, 0), dtype=empty_dtype), torch.empty(0, dtype=torch.int64)
+    value_dtype = _batch_dtype(arrays, dtype)
+    arrays = _in_dtype(arrays, value_dtype)
     ndim = arrays[0].ndim
     for j, a in enumerate(arrays):
         if a.ndim != ndim:
             raise ValueError(f"cannot pad samples with different numbers of dimensions: sample 0 has shape "
                              f"{arrays[0].shape} and sample {j} has shape {a.shape}")
-    value_dtype = arrays[0].dtype if dtype is None else np.dtype(dtype)
     shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(k, ndim)
     sizes = shapes.prod(axis=1)
     max_shape = tuple(shapes.max(axis=0).tolist())
@@ -135,7 +176,8 @@ def _pad(arrays: List[np.ndarray], pad_value: Any, dtype: Optional[np.dtype]) ->
     else:
         target[...] = pad_scalar(pad_value, value_dtype)
         for j, a in enumerate(arrays):
-            target[(j, *(slice(0, s) for s in a.shape))] = a
+            corner: tuple[int | slice, ...] = (j, *(slice(0, s) for s in a.shape))
+            target[corner] = a
     return out, lengths
 
 
@@ -146,7 +188,10 @@ class PadCollate:
     batch, with ``pad_value``); ``lengths`` is an int64 tensor of shape ``(batch,)`` for 1-D samples and
     ``(batch, ndim)`` (the shapes) otherwise. If the samples are tuples ``(array, *others)``, the first
     field is padded and the others are collated with `collate`: ``(padded, lengths, *others)``.
-    ``dtype`` converts the samples (e.g. ``np.int64`` for token ids). Picklable, so it works with
+    ``dtype`` converts the samples (e.g. ``np.int64`` for token ids) under the library's rule
+    (`mmap_ninja.casting`): a value that would change (300 as ``uint8``, 1.7 as ``int64``) raises a ValueError
+    naming the sample's position in the batch and the value. Without ``dtype``, samples of different dtypes
+    are padded into their common dtype (``np.result_type``) under the same rule. Picklable, so it works with
     ``spawn`` workers.
     """
 
@@ -154,7 +199,7 @@ class PadCollate:
         self.pad_value = pad_value
         self.dtype = None if dtype is None else np.dtype(dtype)
 
-    def __call__(self, batch: Sequence[Any]) -> tuple:
+    def __call__(self, batch: Sequence[Any]) -> tuple[Any, ...]:
         if len(batch) and isinstance(batch[0], (tuple, list)):
             fields = list(zip(*batch))
             padded, lengths = _pad([np.asarray(a) for a in fields[0]], self.pad_value, self.dtype)
@@ -189,10 +234,7 @@ def shard_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: i
         raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
-    if drop_last and n % world_size:
-        per_rank = math.ceil((n - world_size) / world_size)
-    else:
-        per_rank = math.ceil(n / world_size)
+    per_rank = math.ceil((n - world_size) / world_size) if drop_last and n % world_size else math.ceil(n / world_size)
     total = per_rank * world_size
     if shuffle:
         generator = torch.Generator()
@@ -200,28 +242,26 @@ def shard_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: i
         indices = torch.randperm(n, generator=generator).numpy().astype(np.int64)
     else:
         indices = np.arange(n, dtype=np.int64)
-    if total > n and n > 0:
-        indices = np.resize(indices, total)  # repeats from the start, as DistributedSampler pads
-    else:
-        indices = indices[:total]
+    # np.resize repeats from the start, as DistributedSampler pads.
+    indices = np.resize(indices, total) if total > n and n > 0 else indices[:total]
     return indices[rank:total:world_size]
 
 
-class ShardedSampler(Sampler):
+class ShardedSampler(Sampler[int]):
     """A sampler giving this rank its `shard_indices` of each epoch; call `set_epoch` before each epoch.
 
     ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
     ``torch.distributed``'s when a process group is initialized, else to 0 and 1.
     """
 
-    def __init__(self, data_source: Any, *, rank: Optional[int] = None, world_size: Optional[int] = None,
+    def __init__(self, data_source: Any, *, rank: int | None = None, world_size: int | None = None,
                  seed: int = 0, shuffle: bool = True, drop_last: bool = False, epoch: int = 0):
         if rank is None or world_size is None:
             dist = torch.distributed
             initialized = dist.is_available() and dist.is_initialized()
             rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
             world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
-        self.n = data_source if isinstance(data_source, numbers.Integral) else len(data_source)
+        self.n = int(data_source) if isinstance(data_source, numbers.Integral) else len(data_source)
         self.rank, self.world_size = int(rank), int(world_size)
         self.seed, self.shuffle, self.drop_last, self.epoch = int(seed), bool(shuffle), bool(drop_last), int(epoch)
         shard_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
