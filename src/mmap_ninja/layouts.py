@@ -21,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 import numpy as np
 
 from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
+from mmap_ninja.codecs import Codec, Zstd, codec_from_option, codec_from_spec, compressor_for
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import dtype_from_json, dtype_to_json
 
@@ -104,6 +105,24 @@ class Layout:
         """A read view of the current columns (a `Store`, or `EmptyColumns` for a map not created yet)."""
         raise NotImplementedError
 
+    def codec(self, attrs: dict[str, Any]) -> Optional[Codec]:
+        """The map's per-sample codec, if it has one."""
+        spec = attrs.get("codec")
+        return codec_from_spec(spec) if spec else None
+
+    def columns_for(self, attrs: dict[str, Any]) -> dict[str, str]:
+        """The columns of a map with these attributes: the kind's own, and a codec's dictionary."""
+        return {**self.columns, "dictionary": "|u1"} if attrs.get("codec") else dict(self.columns)
+
+    def requires(self, attrs: dict[str, Any]) -> list[str]:
+        """The features a reader must know to read such a map (a codec's, for one)."""
+        codec = self.codec(attrs)
+        return [codec.feature()] if codec is not None else []
+
+    def sample_bytes(self, batch: Any) -> list[bytes]:
+        """The bytes a codec would compress for each sample of ``batch`` (to train a dictionary on)."""
+        raise NotImplementedError
+
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
         """The number of samples in columns of these lengths."""
         return lengths["offsets"] - 1
@@ -112,15 +131,46 @@ class Layout:
         """``samples`` (any iterable the user passed to ``extend``) as a sized batch, or a TypeError."""
         return list(samples)
 
-    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
         """Validate and encode a batch (from `batch`) to append to columns of these ``lengths``; raises
-        before anything is written. Error messages name samples by their index in the map."""
+        before anything is written. Error messages name samples by their index in the map. ``dictionary`` is the
+        codec's trained dictionary, if any."""
         raise NotImplementedError
 
     def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
         """Validate an in-place assignment of sample ``position`` of ``view``: ``(column, item offset, buffer)``
         to write over the old value."""
         raise NotImplementedError
+
+
+def codec_attrs(codec: Any, zstd_level: Optional[int] = None,
+                zstd_train_dictionary_size: Optional[int] = None) -> dict[str, Any]:
+    """The attributes that record the codec a user asked for (none for no codec). mmap_ninja 0.9.0's
+    ``zstd_level=`` and ``zstd_train_dictionary_size=`` ask for `Zstd` with that level and dictionary size."""
+    if zstd_level is not None or zstd_train_dictionary_size is not None:
+        if codec is not None:
+            raise TypeError("pass either codec= or zstd_level=/zstd_train_dictionary_size=, not both")
+        codec = Zstd(level=3 if zstd_level is None else zstd_level,
+                     dictionary_size=zstd_train_dictionary_size or 0)
+    chosen = codec_from_option(codec)
+    if chosen is None:
+        return {}
+    return {"codec": chosen.spec(), "trained": not chosen.trains()}
+
+
+def _compress_all(attrs: dict[str, Any], dictionary: bytes, buffers: list[Any]) -> list[Any]:
+    spec = attrs.get("codec")
+    if not spec:
+        return buffers
+    compress = compressor_for(spec, dictionary)
+    return [compress(b) for b in buffers]
+
+
+def _refuse_in_place(attrs: dict[str, Any], position: int) -> None:
+    spec = attrs.get("codec")
+    if spec:
+        raise TypeError(f"item {position} cannot be assigned in place: the map is compressed ({spec['name']}), and a "
+                        f"new value compresses to a different size")
 
 
 def check_lengths(lengths: Any, total: int) -> np.ndarray[Any, Any]:
@@ -196,6 +246,29 @@ class StringsView(OffsetsView):
             yield from (str(utf8[a:b], "utf-8") for a, b in zip(offsets, offsets[1:]))
 
 
+class CompressedStringsView(StringsView):
+    """Strings each compressed on its own: a read decompresses one of them."""
+
+    def __init__(self, store: Columns, codec: Codec):
+        super().__init__(store)
+        self.decompress = codec.decompressor(bytes(store.column("dictionary")) or None)
+
+    def get(self, position: int) -> str:
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        return str(self.decompress(self.utf8[start:stop]), "utf-8")
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
+        utf8, decompress = self.utf8, self.decompress
+        return [str(decompress(utf8[a:b]), "utf-8") for a, b in zip(*self.spans(positions))]
+
+    def iterate(self, start: int = 0) -> Iterator[str]:
+        utf8, decompress = self.utf8, self.decompress
+        for offsets in self.chunks(start):
+            yield from (str(decompress(utf8[a:b]), "utf-8") for a, b in zip(offsets, offsets[1:]))
+
+
 class StringsLayout(Layout):
     """``strings``: UTF-8 bytes back to back (``data``) and int64 ``offsets`` (Arrow's ``large_string``)."""
 
@@ -203,15 +276,24 @@ class StringsLayout(Layout):
     columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8"}
     initial: ClassVar[dict[str, list[int]]] = {"offsets": [0]}
 
+    def attrs(self, codec: Any = None, zstd_level: Optional[int] = None,  # type: ignore[override]
+              zstd_train_dictionary_size: Optional[int] = None) -> dict[str, Any]:
+        return codec_attrs(codec, zstd_level, zstd_train_dictionary_size)
+
     def view(self, store: Columns) -> StringsView:
-        return StringsView(store)
+        codec = self.codec(store.attrs)
+        return StringsView(store) if codec is None else CompressedStringsView(store, codec)
+
+    def sample_bytes(self, batch: Any) -> list[bytes]:
+        return [text.encode("utf-8", "replace") for text in batch if isinstance(text, str)]
 
     def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
         if isinstance(samples, (str, bytes)):
             raise TypeError("extend() takes an iterable of strings; to add one string use append()")
         return list(samples)
 
-    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
+               dictionary: bytes = b"") -> Encoded:
         try:
             encoded = [text.encode("utf-8") for text in batch]
             if not all(type(text) is str for text in batch):
@@ -219,11 +301,12 @@ class StringsLayout(Layout):
         except (AttributeError, TypeError, UnicodeEncodeError):
             first = self.count(lengths, attrs)
             encoded = [_utf8(first + k, text) for k, text in enumerate(batch)]
+        encoded = _compress_all(attrs, dictionary, encoded)
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         return Encoded({"data": [b"".join(encoded)], "offsets": np.cumsum(sizes) + lengths["data"]}, None)
 
     def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
-                    attrs: dict[str, Any]) -> Encoded:
+                    attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
         """Strings given as UTF-8 bytes back to back (string j is the next ``lengths_of_strings[j]`` bytes),
         checked to be valid UTF-8 that splits at character boundaries."""
         data = utf8.view(np.uint8).reshape(-1) if isinstance(utf8, np.ndarray) else np.frombuffer(utf8, np.uint8)
@@ -235,10 +318,16 @@ class StringsLayout(Layout):
                 str(data[start:stop].data, "utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(f"item {first + j} is not valid UTF-8: {e.reason} at byte {e.start}") from None
+        if attrs.get("codec"):
+            pieces = _compress_all(attrs, dictionary, [data[a:b] for a, b in zip((ends - sizes).tolist(),
+                                                                                   ends.tolist())])
+            sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+            return Encoded({"data": [b"".join(pieces)], "offsets": np.cumsum(sizes) + lengths["data"]}, None)
         return Encoded({"data": [data], "offsets": ends + lengths["data"]}, None)
 
     def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
         assert isinstance(view, StringsView)
+        _refuse_in_place(attrs, position)
         encoded = _utf8(position, value, "the new value of item")
         start, stop = view.starts[position], view.stops[position]
         if len(encoded) != stop - start:
@@ -319,6 +408,30 @@ class RaggedView(OffsetsView):
         return shapes
 
 
+class CompressedRaggedView(RaggedView):
+    """Arrays whose bytes are each compressed on their own; ``offsets`` count bytes of compressed data."""
+
+    def __init__(self, store: Columns, dtype: Optional[np.dtype[Any]], ndims: Optional[list[int]], codec: Codec):
+        super().__init__(store, None, ndims)
+        self.dtype = dtype
+        self.decompress = codec.decompressor(bytes(store.column("dictionary")) or None)
+
+    def get(self, position: int) -> np.ndarray[Any, Any]:
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
+        first, last = self.shape_starts[position], self.shape_stops[position]
+        return array if self.flat or last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        self.spans(positions)  # checks the offsets of all of them at once
+        return [self.get(p) for p in positions.tolist()]
+
+    def iterate(self, start: int = 0) -> Iterator[np.ndarray[Any, Any]]:
+        return map(self.get, range(start, self.length))
+
+
 class RaggedLayout(Layout):
     """``ragged``: arrays of one dtype and any shapes: elements back to back, element offsets, shapes."""
 
@@ -326,12 +439,25 @@ class RaggedLayout(Layout):
     columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8", "shape_offsets": "<i8", "dims": "<i8"}
     initial: ClassVar[dict[str, list[int]]] = {"offsets": [0], "shape_offsets": [0]}
 
-    def attrs(self, dtype: Any = None) -> dict[str, Any]:  # type: ignore[override]
-        return {"dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")), "ndims": []}
+    def attrs(self, dtype: Any = None, codec: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        return {"dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")), "ndims": [],
+                **codec_attrs(codec)}
 
     def view(self, store: Columns) -> RaggedView:
         attrs = store.attrs
+        codec = self.codec(attrs)
+        if codec is not None:
+            return CompressedRaggedView(store, _dtype(attrs), attrs.get("ndims"), codec)
         return RaggedView(store, _dtype(attrs), attrs.get("ndims"))
+
+    def sample_bytes(self, batch: Any) -> list[bytes]:
+        samples = []
+        for sample in batch:
+            try:
+                samples.append(np.ascontiguousarray(np.asarray(sample)).tobytes())
+            except (TypeError, ValueError):
+                continue  # a bad sample: encoding refuses it, naming it
+        return samples
 
     def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
         if isinstance(samples, np.ndarray) and samples.ndim < 2:
@@ -356,7 +482,8 @@ class RaggedLayout(Layout):
         assert dtype is not None
         return arrays, dtype
 
-    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
+               dictionary: bytes = b"") -> Encoded:
         old_dtype = _dtype(attrs)
         arrays, dtype = self._arrays(batch, self.count(lengths, attrs), old_dtype)
         count = len(arrays)
@@ -369,25 +496,36 @@ class RaggedLayout(Layout):
             ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
             dims = np.fromiter(chain.from_iterable(map(attrgetter("shape"), arrays)), dtype=np.int64,
                                count=int(ndims.sum()))
-        if int(sizes.sum()) * dtype.itemsize < _JOIN_BELOW:
+        offsets_base = _elements(lengths, old_dtype)
+        if attrs.get("codec"):  # offsets count bytes of compressed data
+            compressed = _compress_all(attrs, dictionary, [np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+                                                           for a in arrays])
+            sizes = np.fromiter(map(len, compressed), dtype=np.int64, count=count)
+            data: list[Any] = [b"".join(compressed)]
+            offsets_base = lengths["data"]
+        elif int(sizes.sum()) * dtype.itemsize < _JOIN_BELOW:
             try:  # every array has the map's dtype: join their buffers, 3x cheaper than np.concatenate
-                data: list[Any] = [b"".join(arrays)]
+                data = [b"".join(arrays)]
             except (BufferError, TypeError, ValueError):  # a non-contiguous sample, or a dtype with no buffer
                 data = [raw_bytes(np.concatenate([np.ravel(a) for a in arrays], dtype=dtype))]
         else:
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
             "data": data,
-            "offsets": np.cumsum(sizes) + _elements(lengths, old_dtype),
+            "offsets": np.cumsum(sizes) + offsets_base,
             "shape_offsets": np.cumsum(ndims) + lengths["dims"],
             "dims": dims,
         }
         return Encoded(columns, _ragged_attrs(attrs, dtype, old_dtype, ndim_set))
 
     def encode_flat(self, values: Any, lengths_of_samples: Any, lengths: dict[str, int],
-                    attrs: dict[str, Any]) -> Encoded:
+                    attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
         """1-D samples given back to back in ``values`` (sample j is the next ``lengths_of_samples[j]``
         elements)."""
+        if attrs.get("codec"):  # compressed sample by sample: the general path
+            values = as_array(values, "values")
+            ends = np.cumsum(check_lengths(lengths_of_samples, len(values))).tolist()
+            return self.encode([values[a:b] for a, b in zip([0, *ends], ends)], lengths, attrs, dictionary)
         values = as_array(values, "values")
         if values.ndim != 1:
             raise ValueError(f"values must be 1-D, got shape {values.shape}")
@@ -406,6 +544,7 @@ class RaggedLayout(Layout):
 
     def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
         assert isinstance(view, RaggedView)
+        _refuse_in_place(attrs, position)
         if view.dtype is None:
             raise ValueError("the map holds no samples")
         array = as_sample(value, view.dtype, f"the new value of item {position}")
@@ -523,7 +662,7 @@ class NumpyLayout(Layout):
                                      f"{tuple(sample_shape)}")
         return as_array(samples, "the samples") if samples else np.empty((0,))
 
-    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Encoded:
+    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
         batch = as_array(batch, "the samples")
         first = self.count(lengths, attrs)
         new_attrs = None

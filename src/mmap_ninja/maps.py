@@ -9,7 +9,7 @@ import operator
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, TypeVar
 
@@ -23,6 +23,7 @@ from mmap_ninja.layouts import EmptyColumns, Layout
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute
 
 __all__ = ["KINDS", "MapBase", "resolve_index", "resolve_positions"]
+
 
 M = TypeVar("M", bound="MapBase")
 
@@ -217,6 +218,10 @@ class MapBase:
         """Whether the map exists on disk (a handle opened on an empty path has no map until its first write)."""
         return self._store is not None
 
+    def _view_attrs(self) -> dict[str, Any]:
+        store = self._store
+        return store.attrs if store is not None else {}
+
     @property
     def metadata(self) -> dict[str, Any]:
         """The user metadata stored with the map (a copy; see `set_metadata`)."""
@@ -328,15 +333,26 @@ class MapBase:
         layout = self.layout
         try:
             with store.transaction():
-                lengths, attrs = store.lengths, store.attrs
-                batch = layout.batch(samples, lengths, attrs)
+                batch = layout.batch(samples, store.lengths, store.attrs)
                 if len(batch):
-                    columns, new_attrs = layout.encode(batch, lengths, attrs)
+                    self._train(store, batch)
+                    columns, new_attrs = layout.encode(batch, store.lengths, store.attrs, _dictionary(store))
                     store.append(columns)
                     if new_attrs is not None:
                         store.set_attrs(new_attrs)
         finally:
             self._view = _StaleView(self)
+
+    def _train(self, store: Store, samples: list[Any]) -> None:
+        """Train the codec's dictionary on ``samples`` if it wants one and has none yet (inside a transaction),
+        so that it is published with the first compressed data."""
+        attrs = store.attrs
+        codec = self.layout.codec(attrs)
+        if codec is None or attrs.get("trained", True):
+            return
+        dictionary = codec.train(self.layout.sample_bytes(samples[:codec.train_samples])) or b""
+        store.append({"dictionary": [dictionary]})
+        store.set_attrs({**attrs, "trained": True})
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the map's user metadata (JSON values; one commit)."""
@@ -381,10 +397,11 @@ class MapBase:
         stays open after the block. This is what every ``from_*`` builder uses.
         """
         mode = _normalize_mode(mode)
-        attrs = cls.layout.attrs(**options)  # a bad option fails here, before anything is created
-        store = Store.create(out_dir, cls.layout.kind, cls.layout.columns, attrs, initial=cls.layout.initial,
-                             metadata=check_metadata(metadata), building=True, overwrite=overwrite, durable=durable,
-                             lock_timeout=lock_timeout)
+        layout = cls.layout
+        attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
+        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs, initial=layout.initial,
+                             metadata=check_metadata(metadata), requires=layout.requires(attrs), building=True,
+                             overwrite=overwrite, durable=durable, lock_timeout=lock_timeout)
         target = cls._attach(store, mode, wrapper_fn)
         try:
             yield target
@@ -398,7 +415,20 @@ class MapBase:
     @classmethod
     def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], **build_options: Any) -> M:
         with cls.build(out_dir, **build_options) as target:
-            for batch in batches:
+            store = target._writable_store()
+            codec = cls.layout.codec(store.attrs)
+            pending = iter(batches)
+            if codec is not None and codec.trains():
+                # Gather samples from the first batches, so the dictionary is trained on more than one batch.
+                gathered: list[Any] = []
+                for batch in pending:
+                    gathered.append(batch)
+                    if sum(map(len, gathered)) >= codec.train_samples:
+                        break
+                with store.transaction():
+                    target._train(store, [sample for batch in gathered for sample in batch])
+                pending = chain(gathered, pending)
+            for batch in pending:
                 target.extend(batch)
         return target
 
@@ -475,6 +505,11 @@ class MapBase:
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "lock_timeout": self._lock_timeout,
                    "durable": self._durable, "allow_unfinished": self._allow_unfinished}
         return _reopen, (type(self), str(self._path), options)
+
+
+def _dictionary(store: Store) -> bytes:
+    """A codec's trained dictionary (empty if the map has none)."""
+    return bytes(store.column("dictionary")) if "dictionary" in store.header.columns else b""
 
 
 def _reopen(cls: type[M], path: str, options: dict[str, Any]) -> M:

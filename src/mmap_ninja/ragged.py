@@ -8,9 +8,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.batch import assemble
-from mmap_ninja.layouts import RaggedLayout
-from mmap_ninja.maps import MapBase, _StaleView, resolve_index, resolve_positions
+from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout
+from mmap_ninja.maps import MapBase, _dictionary, _StaleView, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
+from mmap_ninja.string import _refuse_compressed
 
 __all__ = ["RaggedMmap", "RaggedMmmap"]
 
@@ -35,8 +36,16 @@ class RaggedMmap(MapBase):
         return self._view.dtype  # type: ignore[no-any-return]
 
     @property
+    def codec(self) -> Optional[str]:
+        """The name of the map's per-sample codec (``"zstd"``, ``"lz4"``), or None."""
+        spec = self._view_attrs().get("codec")
+        return None if not spec else str(spec["name"])
+
+    @property
     def values(self) -> np.ndarray[Any, Any]:
-        """Every sample's elements back to back (read-only, 1-D): Arrow's list ``values``."""
+        """Every sample's elements back to back (read-only, 1-D): Arrow's list ``values``. A compressed map has
+        no such array (TypeError)."""
+        _refuse_compressed(self, "values")
         return self._view.values  # type: ignore[no-any-return]
 
     @property
@@ -73,6 +82,11 @@ class RaggedMmap(MapBase):
         if view.dtype is None:
             raise ValueError("the map holds no samples and has no dtype yet")
         shapes = view.shapes_at(positions)
+        if isinstance(view, CompressedRaggedView):  # decompress each sample, then stack or pad them as usual
+            samples = view.get_many(positions)
+            sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
+            values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
+            return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, out)
         starts = view.offsets[positions]
         sizes = view.offsets[positions + 1] - starts
         if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
@@ -88,7 +102,9 @@ class RaggedMmap(MapBase):
         store = self._writable_store()
         try:
             with store.transaction():
-                columns, attrs = self.layout.encode_flat(values, lengths, store.lengths, store.attrs)
+                self._train(store, [])  # no samples to train a codec's dictionary on: compress without one
+                columns, attrs = self.layout.encode_flat(values, lengths, store.lengths, store.attrs,
+                                                         _dictionary(store))
                 store.append(columns)
                 if attrs is not None:
                     store.set_attrs(attrs)
@@ -97,7 +113,8 @@ class RaggedMmap(MapBase):
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.LargeListArray`` whose buffers are the map's own ``offsets`` and
-        ``values`` (no copy; needs pyarrow and 1-D samples of a numeric dtype)."""
+        ``values`` (no copy; needs pyarrow and 1-D samples of a numeric dtype). A compressed map is refused."""
+        _refuse_compressed(self, "to_arrow()")
         from mmap_ninja.adapters.arrow import ragged_to_arrow
 
         return ragged_to_arrow(self)
@@ -112,15 +129,18 @@ class RaggedMmap(MapBase):
         return ragged_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
 
     @classmethod
-    def from_lists(cls, out_dir: PathLike, lists: Iterable[Any], dtype: Any = None, verbose: bool = False, *,
+    def from_lists(cls, out_dir: PathLike, lists: Iterable[Any], dtype: Any = None, mode: str = "r+",
+                   wrapper_fn: Optional[Callable[[Any], Any]] = None, verbose: bool = False, *, codec: Any = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False,
-                   metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
-                   wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                   metadata: Optional[dict[str, Any]] = None,
                    lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> RaggedMmap:
-        """Build a map from a sequence of array-likes (committed every ``batch_size`` samples)."""
+        """Build a map from a sequence of array-likes (committed every ``batch_size`` samples), in 0.9.0's
+        argument order. ``codec="zstd"``/``"lz4"`` compresses every sample on its own."""
+        if isinstance(mode, bool):  # an older call of ours: from_lists(out_dir, lists, dtype, verbose)
+            mode, verbose = "r+", mode
         return cls.from_generator(out_dir, lists, batch_size, verbose, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
-                                  dtype=dtype)
+                                  dtype=dtype, codec=codec)
 
 
 RaggedMmmap = RaggedMmap  # the spelling used in the original README

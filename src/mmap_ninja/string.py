@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.layouts import StringsLayout
-from mmap_ninja.maps import MapBase, _StaleView
+from mmap_ninja.maps import MapBase, _dictionary, _StaleView
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
 __all__ = ["StringsMmap", "StringsMmmap"]
@@ -31,8 +31,15 @@ class StringsMmap(MapBase):
         return self._view.offsets  # type: ignore[no-any-return]
 
     @property
+    def codec(self) -> Optional[str]:
+        """The name of the map's per-sample codec (``"zstd"``, ``"lz4"``), or None."""
+        spec = self._view_attrs().get("codec")
+        return None if not spec else str(spec["name"])
+
+    @property
     def values(self) -> np.ndarray[Any, Any]:
-        """All strings' UTF-8 bytes back to back (read-only uint8)."""
+        """All strings' UTF-8 bytes back to back (read-only uint8); for a compressed map, the compressed bytes
+        (``offsets`` then count them)."""
         return self._view.values  # type: ignore[no-any-return]
 
     def extend_utf8(self, utf8: Any, lengths: Any) -> None:
@@ -44,14 +51,16 @@ class StringsMmap(MapBase):
         store = self._writable_store()
         try:
             with store.transaction():
-                columns, _ = self.layout.encode_utf8(utf8, lengths, store.lengths, store.attrs)
+                self._train(store, [])  # no samples to train a codec's dictionary on: compress without one
+                columns, _ = self.layout.encode_utf8(utf8, lengths, store.lengths, store.attrs, _dictionary(store))
                 store.append(columns)
         finally:
             self._view = _StaleView(self)
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.LargeStringArray`` whose buffers are the map's own ``offsets`` and
-        ``values`` (no copy; needs pyarrow)."""
+        ``values`` (no copy; needs pyarrow). A compressed map is refused: Arrow cannot use its buffers."""
+        _refuse_compressed(self, "to_arrow()")
         from mmap_ninja.adapters.arrow import strings_to_arrow
 
         return strings_to_arrow(self)
@@ -66,16 +75,33 @@ class StringsMmap(MapBase):
         return strings_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
 
     @classmethod
-    def from_strings(cls, out_dir: PathLike, strings: Iterable[str], verbose: bool = False, *,
+    def from_strings(cls, out_dir: PathLike, strings: Iterable[str], verbose: bool = False, mode: str = "r+",
+                     wrapper_fn: Optional[Callable[[Any], Any]] = None, zstd_level: Optional[int] = None,
+                     zstd_train_dictionary_size: Optional[int] = None, *, codec: Any = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False,
-                     metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
-                     wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                     metadata: Optional[dict[str, Any]] = None,
                      lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> StringsMmap:
-        """Build a map from a sequence of ``str`` (committed every ``batch_size`` strings)."""
+        """Build a map from a sequence of ``str`` (committed every ``batch_size`` strings).
+
+        ``codec="zstd"`` (or ``"lz4"``, or a `mmap_ninja.codecs.Zstd` with its own level and dictionary size)
+        compresses every string on its own; 0.9.0's ``zstd_level=`` and ``zstd_train_dictionary_size=`` mean
+        the same as ``codec=Zstd(level, dictionary_size)``.
+        """
         if isinstance(strings, (str, bytes)):
             raise TypeError("from_strings() takes a sequence of strings, not a single string")
+        if isinstance(verbose, str):  # 0.9.0's order: from_strings(out_dir, strings, mode)
+            mode, verbose = verbose, False
         return cls.from_generator(out_dir, strings, batch_size, verbose, overwrite=overwrite, durable=durable,
-                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
+                                  codec=codec, zstd_level=zstd_level,
+                                  zstd_train_dictionary_size=zstd_train_dictionary_size)
+
+
+def _refuse_compressed(m: MapBase, what: str) -> None:
+    spec = m._view_attrs().get("codec")
+    if spec:
+        raise TypeError(f"{what} needs the samples' own bytes, but {m.path} is compressed ({spec['name']}); "
+                        f"read the samples instead (e.g. pyarrow.array(list(m)))")
 
 
 StringsMmmap = StringsMmap  # the spelling used in the original README
