@@ -350,7 +350,10 @@ class MapBase:
         codec = self.layout.codec(attrs)
         if codec is None or attrs.get("trained", True):
             return
-        dictionary = codec.train(self.layout.sample_bytes(samples[:codec.train_samples])) or b""
+        if len(samples) > codec.train_samples:  # a random draw across the gathered batches (seeded: reproducible)
+            chosen = np.random.default_rng(0).choice(len(samples), codec.train_samples, replace=False)
+            samples = [samples[i] for i in np.sort(chosen).tolist()]
+        dictionary = codec.train(self.layout.sample_bytes(samples)) or b""
         store.append({"dictionary": [dictionary]})
         store.set_attrs({**attrs, "trained": True})
 
@@ -421,9 +424,12 @@ class MapBase:
             if codec is not None and codec.trains():
                 # Gather samples from the first batches, so the dictionary is trained on more than one batch.
                 gathered: list[Any] = []
+                count = size = 0
                 for batch in pending:
                     gathered.append(batch)
-                    if sum(map(len, gathered)) >= codec.train_samples:
+                    count += len(batch)
+                    size += sum(map(_approx_size, batch))
+                    if count >= codec.train_window or size >= codec.train_window_bytes:
                         break
                 with store.transaction():
                     target._train(store, [sample for batch in gathered for sample in batch])
@@ -505,6 +511,11 @@ class MapBase:
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "lock_timeout": self._lock_timeout,
                    "durable": self._durable, "allow_unfinished": self._allow_unfinished}
         return _reopen, (type(self), str(self._path), options)
+
+
+def _approx_size(sample: Any) -> int:
+    """Roughly how many bytes a sample holds (to bound what a builder gathers in memory)."""
+    return len(sample) if isinstance(sample, (str, bytes)) else int(getattr(sample, "nbytes", 64))
 
 
 def _dictionary(store: Store) -> bytes:
