@@ -27,6 +27,7 @@ from mmap_ninja.numpy import open_existing as np_open_existing
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.string import StringsMmap, StringsMmmap
+from mmap_ninja.verify import Report, verify
 
 __all__ = [
     "CorruptMapError",
@@ -38,6 +39,7 @@ __all__ = [
     "NumpyMmap",
     "RaggedMmap",
     "RaggedMmmap",
+    "Report",
     "SampleFetchError",
     "StringsMmap",
     "StringsMmmap",
@@ -52,4 +54,5 @@ __all__ = [
     "np_from_ndarray",
     "np_open_existing",
     "open_existing",
+    "verify",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -43,7 +44,8 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 4 << 20
 MAX_METADATA_KEY_LENGTH = 256
 
-_KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "building", "columns"}
+_KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "building", "columns",
+         "checksums", "checksum"}
 _REQUIRED_KEYS = {"format", "version", "kind", "attrs", "columns"}  # all a 1.0 header has besides "id"
 _FEATURES: set[str] = set()
 
@@ -120,6 +122,7 @@ class Header:
     requires: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     building: bool = False
+    checksums: Optional[str] = None  # the algorithm of the map's checksum records (None: the map has none)
     extra: dict[str, Any] = field(default_factory=dict)  # optional fields of a newer minor version, kept as they are
 
     @property
@@ -169,6 +172,9 @@ def parse_header(content: Any, path: Path) -> Header:
     """Check the decoded JSON of a header; ``path`` is only used in error messages."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
+    stored = content.pop("checksum", None)
+    if stored is not None and stored != _header_checksum(content):
+        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     version = content.get("version")
     if (not isinstance(version, list) or len(version) != 2
             or not all(type(v) is int and v >= 0 for v in version)):
@@ -219,9 +225,14 @@ def parse_header(content: Any, path: Path) -> Header:
         raise CorruptMapError(f"{path}: 'commit' must be a non-negative integer, got {commit!r}")
     if not isinstance(building, bool):
         raise CorruptMapError(f"{path}: 'building' must be true or false, got {building!r}")
+    checksums = content.get("checksums")
+    if checksums is not None and not (isinstance(checksums, dict) and isinstance(checksums.get("algorithm"), str)
+                                      and "checksums" in parsed):
+        raise CorruptMapError(f"{path}: 'checksums' must name an algorithm and come with a checksums column")
     return Header(kind=kind, columns=parsed, attrs=attrs, id=map_id, commit=commit,
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
-                  building=building, extra={k: v for k, v in content.items() if k not in _KEYS})
+                  building=building, checksums=None if checksums is None else checksums["algorithm"],
+                  extra={k: v for k, v in content.items() if k not in _KEYS})
 
 
 def encode_header(header: Header) -> bytes:
@@ -242,5 +253,13 @@ def encode_header(header: Header) -> bytes:
     }
     if header.building:
         content["building"] = True
+    if header.checksums is not None:
+        content["checksums"] = {"algorithm": header.checksums}
     content.update(header.extra)
+    content["checksum"] = _header_checksum(content)
     return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+
+
+def _header_checksum(content: dict[str, Any]) -> str:
+    """The header's own checksum: CRC-32 of its JSON encoding without the ``checksum`` key."""
+    return f"crc32:{zlib.crc32(json.dumps(content).encode()):08x}"

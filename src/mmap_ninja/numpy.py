@@ -101,6 +101,10 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
             writable = shaped(store.writable_view("data"), view.dtype, view.sample_shape, view.order)
             writable[index] = cast(as_array(value, "the assigned value", view.dtype), view.dtype, "the assigned value")
             del writable
+            rows = np.arange(view.length)[index[0] if isinstance(index, tuple) else index]
+            if np.size(rows):  # the samples the assignment touched: their checksums are recomputed
+                sample_bytes = view.array[0].nbytes
+                store.rehash("data", int(np.min(rows)) * sample_bytes, (int(np.max(rows)) + 1) * sample_bytes)
             if store.durable:
                 store.flush()
 

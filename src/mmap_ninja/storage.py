@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from mmap_ninja._fsio import replace_file, write_all
+from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -36,11 +37,12 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
-__all__ = ["COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "PathLike", "Store"]
+__all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "PathLike", "Store"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
 COLUMN_SUFFIX = ".bin"
+CHECKSUMS = "checksums"  # the column of checksum records (see checksums.py)
 DEFAULT_LOCK_TIMEOUT = 5.0  # seconds a write waits for another writer, as SQLite's default busy timeout
 _OUR_FILES = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp"}
 
@@ -114,6 +116,7 @@ class _Transaction:
         self.fds: dict[str, int] = {}
         self.attrs: dict[str, Any] | None = None
         self.metadata: dict[str, Any] | None = None
+        self.records: list[tuple[int, int, int, int, int]] = []  # checksum records of this transaction's writes
         self.dirty = False
 
 
@@ -219,12 +222,13 @@ class Store:
         # here on leaves a build that the next create replaces; (3) the columns are made anew (unlinked, never
         # truncated); (4) their initial items are published by a second header (still unfinished for a build).
         dtypes = {name: np.dtype(dt) for name, dt in columns.items()}
+        dtypes[CHECKSUMS] = RECORD_DTYPE
         for name in (old.columns if old else {}):
             if name not in dtypes:
                 _unlink(path / (name + COLUMN_SUFFIX))
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
                         attrs=dict(attrs), id=uuid.uuid4().hex, commit=0, requires=requires,
-                        metadata=dict(metadata), building=True)
+                        metadata=dict(metadata), building=True, checksums=default_algorithm())
         replace_file(path / HEADER_FILE, _encode(header), durable=durable)
         for name in dtypes:
             column_path = path / (name + COLUMN_SUFFIX)
@@ -467,16 +471,23 @@ class Store:
             plan.append((name, column, buffers, nbytes // column.dtype.itemsize))
         before = txn.lengths
         after = dict(before)
+        algorithm = self._header.checksums
+        records = []
         try:
             for name, column, buffers, count in plan:
                 if count:
-                    write_all(self._fd(txn, name), buffers, before[name] * column.dtype.itemsize)
+                    start = before[name] * column.dtype.itemsize
+                    write_all(self._fd(txn, name), buffers, start)
                     after[name] += count
+                    if algorithm is not None and name != CHECKSUMS:
+                        records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
+                                        hasher(algorithm)(memoryview(b).cast("B") for b in buffers)))
         except BaseException:
             for name, *_ in plan:
                 self._discard_tail(txn, name, to=before[name])
             raise
         txn.lengths = after  # one assignment: a thread rebuilding its view sees all columns grow at once
+        txn.records.extend(records)
         txn.dirty = True
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
@@ -500,12 +511,34 @@ class Store:
         if start < 0 or start + view.nbytes > txn.lengths[name] * column.dtype.itemsize:
             raise IndexError(f"in-place write outside column {name!r}")
         write_all(self._fd(txn, name), [view], start)
+        self.rehash(name, start, start + view.nbytes)
         if self.durable:
             os.fsync(self._fd(txn, name))
 
+    def rehash(self, name: str, start: int, stop: int) -> None:
+        """Recompute the checksums of the records of column ``name`` that overlap bytes ``start:stop`` (after an
+        in-place write there), inside a transaction."""
+        txn = self._require_transaction()
+        algorithm = self._header.checksums
+        if algorithm is None or stop <= start:
+            return
+        column = self._columns[name]
+        data = column.view(txn.lengths[name]).view(np.uint8)
+        cid = column_id(name)
+        hash_bytes = hasher(algorithm)
+        for k, (rec_column, reserved, rec_start, rec_stop, _) in enumerate(txn.records):
+            if rec_column == cid and rec_start < stop and rec_stop > start:
+                txn.records[k] = (rec_column, reserved, rec_start, rec_stop, hash_bytes([data[rec_start:rec_stop]]))
+        records = self._columns[CHECKSUMS].view(self._header.columns[CHECKSUMS].length)
+        touched = np.flatnonzero((records["column"] == cid) & (records["start"] < stop) & (records["stop"] > start))
+        for k in touched.tolist():
+            updated = records[k:k + 1].copy()
+            updated["digest"] = hash_bytes([data[int(updated["start"][0]):int(updated["stop"][0])]])
+            write_all(self._fd(txn, CHECKSUMS), [updated], k * RECORD_DTYPE.itemsize)
+
     def writable_view(self, name: str) -> np.ndarray[Any, Any]:
         """Column ``name`` as a writable array over a shared mapping, for in-place writes inside a transaction
-        (drop it before the transaction ends)."""
+        (drop it before the transaction ends, and `rehash` the bytes it changed)."""
         txn = self._require_transaction()
         column = self._columns[name]
         length = txn.lengths[name]
@@ -522,6 +555,10 @@ class Store:
 
     def _publish(self, *, building: bool) -> None:
         txn = self._require_transaction()
+        if txn.records:  # the checksums of this commit's writes, published by the same header
+            records = np.array(txn.records, dtype=RECORD_DTYPE)
+            txn.records = []
+            self.append({CHECKSUMS: [records]})
         header = self._header
         new = header.evolve(
             columns={name: Column(col.dtype, txn.lengths[name]) for name, col in header.columns.items()},

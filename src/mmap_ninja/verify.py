@@ -1,0 +1,164 @@
+"""`verify`: check a map on disk, cheaply (structure) or thoroughly (every checksum)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
+from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
+from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute
+
+__all__ = ["Report", "verify"]
+
+
+@dataclass
+class Report:
+    """What `verify` found: ``problems`` (each naming a file and, where it can, the samples affected) and
+    ``notes`` (facts that are not damage)."""
+
+    path: Path
+    kind: Optional[str] = None
+    length: Optional[int] = None
+    deep: bool = False
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bytes_hashed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(path: PathLike, deep: bool = False) -> Report:
+    """Check the map in ``path``; returns a `Report` (``report.ok`` is True when nothing is wrong).
+
+    Always (in time that does not grow with the data's bytes): the header and its own checksum, that every
+    column file exists and holds its committed bytes, and the index: offsets start at 0, never decrease and end
+    at the committed data. With ``deep=True`` also every checksum record: the bytes of every commit are hashed
+    again and every committed byte must be covered. Raises `NotAMapError` if ``path`` holds no map.
+    """
+    directory = absolute(path)
+    report = Report(directory, deep=deep)
+    try:
+        header = read_header(directory)
+    except CorruptMapError as e:
+        report.problems.append(str(e))
+        return report
+    report.kind = header.kind
+    if header.building:
+        report.notes.append("the map is an unfinished build (its from_* call did not return)")
+    if (directory / (HEADER_FILE + ".tmp")).exists():
+        report.notes.append(f"{HEADER_FILE}.tmp is left from a commit that did not finish; it is ignored")
+    columns = _mapped_columns(directory, header, report)
+    if columns is None:
+        return report
+    unit = _offset_unit(header)
+    report.length = _check_index(columns, unit, report)
+    if deep:
+        _check_checksums(directory, header, columns, unit, report)
+    return report
+
+
+def _offset_unit(header: Header) -> int:
+    """How many bytes of ``data`` one unit of ``offsets`` counts (a ragged map's elements, or bytes)."""
+    dtype = header.attrs.get("dtype")
+    if header.kind == "ragged" and dtype is not None and not header.attrs.get("codec"):
+        return int(dtype_from_json(dtype).itemsize)
+    return 1
+
+
+def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional[dict[str, np.ndarray[Any, Any]]]:
+    columns = {}
+    for name, column in header.columns.items():
+        path = directory / (name + COLUMN_SUFFIX)
+        need = column.length * column.dtype.itemsize
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            report.problems.append(f"{path} is missing (the header lists column {name!r})")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            report.problems.append(f"{path} is not a regular file")
+        elif info.st_size < need:
+            report.problems.append(f"{path} is truncated: it holds {info.st_size} bytes, the header commits {need}")
+        else:
+            columns[name] = (np.memmap(path, dtype=column.dtype, mode="r", shape=(column.length,)) if need
+                             else np.empty(0, dtype=column.dtype))
+    return None if report.problems else columns
+
+
+def _check_index(columns: dict[str, np.ndarray[Any, Any]], unit: int, report: Report) -> Optional[int]:
+    """Check the offsets of a variable-size kind; returns the number of samples."""
+    if "offsets" not in columns:
+        return None
+    offsets = columns["offsets"]
+    _check_offsets(offsets, len(columns["data"]) // unit, "offsets", report)
+    if "shape_offsets" in columns:
+        _check_offsets(columns["shape_offsets"], len(columns["dims"]), "shape_offsets", report)
+    return max(len(offsets) - 1, 0)
+
+
+def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: Report) -> None:
+    where = f"{name}{COLUMN_SUFFIX}"
+    if len(offsets) == 0:
+        report.problems.append(f"{where} is empty: it needs n + 1 entries from 0")
+        return
+    if offsets[0] != 0:
+        report.problems.append(f"{where} does not start at 0 (it starts at {int(offsets[0])})")
+    decreasing = np.flatnonzero(offsets[1:] < offsets[:-1])
+    if len(decreasing):
+        report.problems.append(f"{where} decreases at sample(s) {decreasing[:5].tolist()}")
+    if offsets[-1] != end:
+        report.problems.append(f"{where} ends at {int(offsets[-1])}, but the committed data holds {end}")
+
+
+def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndarray[Any, Any]], unit: int,
+                     report: Report) -> None:
+    if header.checksums is None or CHECKSUMS not in columns:
+        report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
+        return
+    records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
+    hash_bytes = hasher(header.checksums)
+    for name, items in columns.items():
+        if name == CHECKSUMS:
+            continue
+        data = np.asarray(items).view(np.uint8).reshape(-1)
+        mine = records[records["column"] == column_id(name)]
+        mine = mine[np.argsort(mine["start"], kind="stable")]
+        covered = 0
+        for start, stop, digest in zip(mine["start"].tolist(), mine["stop"].tolist(), mine["digest"].tolist()):
+            where = f"{directory / (name + COLUMN_SUFFIX)} bytes {start}..{stop}{_samples(name, start, stop, columns, unit)}"
+            if start != covered or stop > len(data) or stop < start:
+                report.problems.append(f"{where}: the checksum records do not tile the column (expected a range "
+                                       f"from byte {covered})")
+                break
+            report.bytes_hashed += stop - start
+            if hash_bytes([data[start:stop]]) != digest:
+                report.problems.append(f"{where}: the bytes do not match their checksum")
+            covered = stop
+        else:
+            if covered != len(data):
+                report.problems.append(f"{directory / (name + COLUMN_SUFFIX)} bytes {covered}..{len(data)} are "
+                                       f"committed but have no checksum")
+
+
+def _samples(name: str, start: int, stop: int, columns: dict[str, np.ndarray[Any, Any]], unit: int) -> str:
+    """`` (samples i..j)`` for a byte range of a data or offsets column (``unit``: bytes per offset unit)."""
+    offsets = columns.get("offsets")
+    if offsets is None or len(offsets) < 2:
+        return ""
+    if name == "offsets":
+        first, last = start // 8, max(start // 8, (stop - 1) // 8)
+        return f" (the offsets of samples {max(first - 1, 0)}..{min(last, len(offsets) - 2)})"
+    if name == "data":
+        first = int(np.searchsorted(offsets, start // unit, side="right")) - 1
+        last = int(np.searchsorted(offsets, max(stop - 1, 0) // unit, side="right")) - 1
+        return f" (samples {max(first, 0)}..{min(last, len(offsets) - 2)})"
+    return ""
