@@ -8,6 +8,7 @@ and psutil (Pillow and pyarrow where a task uses them): it must import in the up
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import json
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _peers import TASKS as PEER_TASKS  # this script's folder is first on sys.path
+from _peers import token_sequences
 
 perf = time.perf_counter
 
@@ -56,10 +59,8 @@ def drop_from_page_cache(paths) -> int:
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
-            try:
+            with contextlib.suppress(OSError):
                 os.fsync(fd)
-            except OSError:
-                pass
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             count += 1
         finally:
@@ -125,14 +126,6 @@ def read_our_map(path, limit=None):
             for i in range(n)]
 
 
-def token_sequences(n, seed, min_len=1, max_len=64):
-    """``n`` deterministic int32 token sequences (lengths uniform in [min_len, max_len])."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=n)
-    flat = rng.integers(0, 50_000, size=int(lengths.sum()), dtype=np.int32)
-    return np.split(flat, np.cumsum(lengths)[:-1])
-
-
 # ---------------------------------------------------------------------------------------------- maps
 
 
@@ -163,10 +156,8 @@ def build_map(impl, kind, path, samples, batch_size):
 
 def close(m):
     if hasattr(m, "close"):
-        try:
+        with contextlib.suppress(Exception):
             m.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -204,7 +195,7 @@ def task_build(spec):
 def task_build_arrow(spec):
     """Write the strings of one of our maps as an Arrow IPC file with one ``large_string`` column."""
     import pyarrow as pa
-    import pyarrow.ipc  # noqa: F401
+    import pyarrow.ipc
 
     texts = read_our_map(spec["source"])
     t0 = perf()
@@ -227,7 +218,7 @@ def task_text_row(spec):
     impl, iters = spec["impl"], spec["iters"]
     if impl == "arrow":
         import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
+        import pyarrow.ipc
     elif impl in ("ours", "upstream"):
         map_classes()
     gc.collect()
@@ -347,7 +338,7 @@ def task_random(spec):
         m = read_our_map(spec["path"])
     elif impl == "arrow":
         import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
+        import pyarrow.ipc
 
         m = pa.ipc.open_file(pa.memory_map(spec["path"], "r")).read_all().column(0)
     else:
@@ -442,7 +433,7 @@ def task_open(spec):
 def task_grow(spec):
     """Grow a token-sequence map batch by batch, timing every ``extend``; stops at ``n_total`` or ``budget_s``."""
     impl, path, batch, n_total = spec["impl"], spec["path"], spec["batch"], spec["n_total"]
-    strings_cls, ragged_cls = map_classes()
+    _strings_cls, ragged_cls = map_classes()
     seed = spec.get("seed", 1)
     lo, hi = spec.get("min_len", 1), spec.get("max_len", 8)
     first = token_sequences(batch, seed, lo, hi)
@@ -534,6 +525,7 @@ def task_build_throughput(spec):
 
 
 TASKS = {name[5:]: fn for name, fn in globals().items() if name.startswith("task_")}
+TASKS.update(PEER_TASKS)
 
 
 def main():
