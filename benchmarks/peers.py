@@ -291,7 +291,7 @@ class PeerSections:
         ax.invert_yaxis()
         ax.axvline(1.0, color="gray", lw=0.5)
         ax.set_xlabel("time of mmap_ninja / time of the reference (lower is better)", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center right")
         ax.grid(alpha=0.3, axis="x")
         fig.text(0.01, 0.01, footer[:140], fontsize=5)
         fig.tight_layout(rect=(0, 0.04, 1, 1))
