@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -68,7 +67,7 @@ def machine_markdown(info: dict) -> str:
 # ---------------------------------------------------------------------------------------------- interpreters
 
 
-def upstream_python(install: bool) -> Optional[str]:
+def upstream_python(install: bool) -> str | None:
     """The interpreter of the virtualenv holding mmap_ninja 0.9.0; created (from PyPI) when ``install``."""
     python = UPSTREAM_VENV / "bin" / "python"
     if python.exists() and _has_upstream(python):
@@ -88,10 +87,10 @@ def _has_upstream(python: Path) -> bool:
     return probe.returncode == 0 and probe.stdout.strip() == "0.9.0"
 
 
-def _env(ours: bool) -> dict:
+def _env(ours: bool, ours_src: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     if ours:
-        env["PYTHONPATH"] = str(REPO / "src")  # this working tree, whatever is installed
+        env["PYTHONPATH"] = str(ours_src or REPO / "src")  # this working tree (or --src), whatever is installed
     env["PYTHONHASHSEED"] = "0"
     return env
 
@@ -99,8 +98,10 @@ def _env(ours: bool) -> dict:
 class Runner:
     """Runs `_worker` tasks in fresh processes, ours or upstream; keeps a log of every call."""
 
-    def __init__(self, upstream: Optional[str], profile_dir: Optional[Path] = None):
+    def __init__(self, upstream: str | None, profile_dir: Path | None = None,
+                 ours_src: Path | None = None):
         self.upstream = upstream
+        self.ours_src = ours_src
         self.calls = []
         self.profile_dir = profile_dir
 
@@ -110,7 +111,7 @@ class Runner:
             return {"skipped": "no upstream virtualenv (run without --quick once to create it)"}
         t0 = time.perf_counter()
         proc = subprocess.run([python, str(WORKER), json.dumps(spec)], capture_output=True, text=True,
-                              env=_env(ours=not upstream), timeout=timeout, cwd=str(REPO))
+                              env=_env(ours=not upstream, ours_src=self.ours_src), timeout=timeout, cwd=str(REPO))
         wall = time.perf_counter() - t0
         self.calls.append({"spec": spec, "upstream": upstream, "wall_s": wall, "rc": proc.returncode})
         if proc.returncode != 0:
@@ -134,7 +135,7 @@ def image_paths(image_dir: Path) -> list:
     return sorted(p for p in Path(image_dir).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def prepare_data(data: Optional[str], quick: bool, scratch: Path) -> tuple:
+def prepare_data(data: str | None, quick: bool, scratch: Path) -> tuple:
     """``(directory, how)``: the data directory with ``text/*.txt`` and ``images/*.jpg``.
 
     Calls the project's ``scripts/get_data.py DIR`` when it exists (it is idempotent) and falls back to

@@ -8,16 +8,20 @@ and psutil (Pillow and pyarrow where a task uses them): it must import in the up
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import json
 import os
 import pickle
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _peers import TASKS as PEER_TASKS  # this script's folder is first on sys.path
+from _peers import drop_from_page_cache, token_sequences
 
 perf = time.perf_counter
 
@@ -48,23 +52,6 @@ def growth(before: dict, after: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- page cache
-
-
-def drop_from_page_cache(paths) -> int:
-    """fsync and POSIX_FADV_DONTNEED every file; returns how many files were dropped."""
-    count = 0
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            count += 1
-        finally:
-            os.close(fd)
-    return count
 
 
 def files_under(path) -> list:
@@ -125,14 +112,6 @@ def read_our_map(path, limit=None):
             for i in range(n)]
 
 
-def token_sequences(n, seed, min_len=1, max_len=64):
-    """``n`` deterministic int32 token sequences (lengths uniform in [min_len, max_len])."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=n)
-    flat = rng.integers(0, 50_000, size=int(lengths.sum()), dtype=np.int32)
-    return np.split(flat, np.cumsum(lengths)[:-1])
-
-
 # ---------------------------------------------------------------------------------------------- maps
 
 
@@ -163,10 +142,8 @@ def build_map(impl, kind, path, samples, batch_size):
 
 def close(m):
     if hasattr(m, "close"):
-        try:
+        with contextlib.suppress(Exception):
             m.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -204,7 +181,7 @@ def task_build(spec):
 def task_build_arrow(spec):
     """Write the strings of one of our maps as an Arrow IPC file with one ``large_string`` column."""
     import pyarrow as pa
-    import pyarrow.ipc  # noqa: F401
+    import pyarrow.ipc
 
     texts = read_our_map(spec["source"])
     t0 = perf()
@@ -227,7 +204,7 @@ def task_text_row(spec):
     impl, iters = spec["impl"], spec["iters"]
     if impl == "arrow":
         import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
+        import pyarrow.ipc
     elif impl in ("ours", "upstream"):
         map_classes()
     gc.collect()
@@ -347,7 +324,7 @@ def task_random(spec):
         m = read_our_map(spec["path"])
     elif impl == "arrow":
         import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
+        import pyarrow.ipc
 
         m = pa.ipc.open_file(pa.memory_map(spec["path"], "r")).read_all().column(0)
     else:
@@ -442,7 +419,7 @@ def task_open(spec):
 def task_grow(spec):
     """Grow a token-sequence map batch by batch, timing every ``extend``; stops at ``n_total`` or ``budget_s``."""
     impl, path, batch, n_total = spec["impl"], spec["path"], spec["batch"], spec["n_total"]
-    strings_cls, ragged_cls = map_classes()
+    _strings_cls, ragged_cls = map_classes()
     seed = spec.get("seed", 1)
     lo, hi = spec.get("min_len", 1), spec.get("max_len", 8)
     first = token_sequences(batch, seed, lo, hi)
@@ -511,6 +488,7 @@ def task_build_throughput(spec):
 
     def build():
         path = workdir / "map"
+        shutil.rmtree(path, ignore_errors=True)  # the last build's files, outside the timing like plain.unlink()
         t = perf()
         options = {"batch_size": spec["batch_size"]} if spec.get("batch_size") else {}  # else the default
         if kind == "strings":
@@ -534,6 +512,7 @@ def task_build_throughput(spec):
 
 
 TASKS = {name[5:]: fn for name, fn in globals().items() if name.startswith("task_")}
+TASKS.update(PEER_TASKS)
 
 
 def main():

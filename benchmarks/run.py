@@ -10,19 +10,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
 
-from benchmarks import _env
+from benchmarks import _env, peers
 from benchmarks._env import Runner, log
+from benchmarks._tables import fmt, markdown_table, why
 
 MB = 1e6
 
 
 @dataclass
 class Sizes:
-    text_limit: Optional[int]  # documents of the corpus (None: all)
+    text_limit: int | None  # documents of the corpus (None: all)
     text_iters: int  # passes over the corpus in the text table
-    image_limit: Optional[int]
+    image_limit: int | None
     image_warm_passes: int
     tokens: int  # 1-D int32 sequences for random access
     random_reads: int
@@ -30,17 +30,20 @@ class Sizes:
     grow_total: int  # the map grown batch by batch (and opened) at this size
     grow_batch: int
     upstream_grow_budget_s: float
-    build_image_limit: Optional[int]
+    build_image_limit: int | None
     build_tokens: int
     build_repeats: int
+    peers: peers.PeerSizes  # the rows against pyarrow, a raw writer and the floor
 
 
 FULL = Sizes(text_limit=None, text_iters=100, image_limit=None, image_warm_passes=2, tokens=1_000_000,
              random_reads=200_000, batches=200, grow_total=10_000_000, grow_batch=100_000,
-             upstream_grow_budget_s=60.0, build_image_limit=600, build_tokens=1_000_000, build_repeats=3)
+             upstream_grow_budget_s=60.0, build_image_limit=600, build_tokens=1_000_000, build_repeats=3,
+             peers=peers.FULL_PEERS)
 QUICK = Sizes(text_limit=40, text_iters=2, image_limit=8, image_warm_passes=1, tokens=3_000, random_reads=2_000,
               batches=5, grow_total=30_000, grow_batch=5_000, upstream_grow_budget_s=5.0, build_image_limit=8,
-              build_tokens=3_000, build_repeats=1)
+              build_tokens=3_000, build_repeats=1, peers=peers.QUICK_PEERS)
+SECTIONS = ["text", "images", "micro", *peers.SECTIONS]
 
 TEXT_COLUMNS = ["Initial load (s)", "Time for {iters} iterations (s)", "Memory: RSS growth (MB)",
                 "Memory: anon growth (MB)", "Disk usage (MB)"]
@@ -48,41 +51,6 @@ TEXT_ROWS = ["in_memory", "read_from_disk", "mmap_ninja", "mmap_ninja 0.9.0", "p
 IMAGE_COLUMNS = ["Initial load (s)", "Cold pass (s)", "Warm pass (s)", "Warm pass (GB/s)",
                  "Memory: RSS growth (MB)", "Memory: anon growth (MB)", "Disk usage (MB)"]
 IMAGE_ROWS = ["in_memory", "ragged_mmap", "ragged_mmap 0.9.0", "imread_from_disk"]
-
-
-# ---------------------------------------------------------------------------------------------- formatting
-
-
-def fmt(value, digits=3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.{digits}g}" if abs(value) < 10 else f"{value:.1f}"
-    return f"{value:.{digits}g}"
-
-
-def markdown_table(columns: List[str], rows: List[tuple]) -> str:
-    """``rows`` are ``(name, [cells])``."""
-    head = "| " + " | ".join([""] + columns) + " |"
-    rule = "|:--" + "".join("|--:" for _ in columns) + "|"
-    body = ["| " + " | ".join([name] + [fmt(c) for c in cells]) + " |" for name, cells in rows]
-    return "\n".join([head, rule] + body)
-
-
-def why(result: dict) -> Optional[str]:
-    if "skipped" in result:
-        return "skipped"
-    if "error" in result:
-        return "error"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -93,15 +61,36 @@ class Bench:
         self.args, self.sizes, self.run, self.data, self.work, self.out = args, sizes, runner, data, work, out
         self.results = {}
         self.notes = []
+        self.peers = peers.PeerSections(runner, sizes.peers, self, work)
+
+    def map_path(self, kind: str) -> Path:
+        """Our map of ``kind`` (strings, images or tokens), built as the tables build it unless it exists."""
+        s = self.sizes
+        path = self.work / {"strings": "text_ours", "images": "images_ours", "tokens": "tokens_ours"}[kind]
+        if (path / "header.json").exists():
+            return path
+        log(f"building the {kind} map")
+        if kind == "strings":
+            spec = {"kind": "strings", "source": {"type": "text_dir", "path": str(self.data / "text")},
+                    "limit": s.text_limit, "batch_size": 10_000}
+        elif kind == "images":
+            spec = {"kind": "ragged", "source": {"type": "image_dir", "path": str(self.data / "images")},
+                    "limit": s.image_limit, "batch_size": 256}
+        else:
+            spec = {"kind": "ragged", "source": {"type": "tokens", "n": s.tokens, "seed": 0}, "batch_size": 100_000}
+        built = self.run({"task": "build", "impl": "ours", "path": str(path), **spec})
+        if why(built):
+            raise SystemExit(f"could not build the {kind} map: {built}")
+        self.results.setdefault("builds", {})[kind] = built
+        return path
 
     # ---- text table (a)
 
     def text_table(self) -> str:
         s, text_dir = self.sizes, str(self.data / "text")
-        ours_map, up_map, arrow_file = self.work / "text_ours", self.work / "text_upstream", self.work / "text.arrow"
-        source = {"type": "text_dir", "path": text_dir}
-        build = {"ours": self.run({"task": "build", "impl": "ours", "kind": "strings", "path": str(ours_map),
-                                   "source": source, "limit": s.text_limit, "batch_size": 10_000})}
+        up_map, arrow_file = self.work / "text_upstream", self.work / "text.arrow"
+        ours_map = self.map_path("strings")
+        build = {"ours": self.results.get("builds", {}).get("strings", {})}
         build["upstream"] = self.run({"task": "build", "impl": "upstream", "kind": "strings", "path": str(up_map),
                                       "source": {"type": "our_map", "path": str(ours_map)}, "batch_size": 10_000},
                                      upstream=True)
@@ -131,9 +120,10 @@ class Bench:
         columns = [c.format(iters=s.text_iters) for c in TEXT_COLUMNS]
         n = next((r["n"] for r in raw.values() if "n" in r), None)
         agree = len(set(chars.values())) <= 1
+        same = (f"all rows read the same {next(iter(chars.values()), 0)} characters per pass" if agree
+                else f"ROWS DISAGREE: {chars}")
         table = markdown_table(columns, rows)
-        note = (f"{n} documents from `{text_dir}`; every pass sums `len()` of every document "
-                f"({'all rows read the same ' + str(next(iter(chars.values()), 0)) + ' characters per pass' if agree else 'ROWS DISAGREE: ' + str(chars)}). "
+        note = (f"{n} documents from `{text_dir}`; every pass sums `len()` of every document ({same}). "
                 f"Load: `in_memory` reads every .txt, `read_from_disk` lists the directory, the maps open; pyarrow "
                 f"opens the IPC file with `pa.memory_map` and iterates record batches of 1024 rows with "
                 f"`to_pylist()`. Memory is the growth of RSS (page cache mapped in included) and of anonymous "
@@ -149,10 +139,9 @@ class Bench:
 
     def image_table(self) -> str:
         s, image_dir = self.sizes, str(self.data / "images")
-        ours_map, up_map = self.work / "images_ours", self.work / "images_upstream"
-        build = {"ours": self.run({"task": "build", "impl": "ours", "kind": "ragged", "path": str(ours_map),
-                                   "source": {"type": "image_dir", "path": image_dir}, "limit": s.image_limit,
-                                   "batch_size": 256})}
+        up_map = self.work / "images_upstream"
+        ours_map = self.map_path("images")
+        build = {"ours": self.results.get("builds", {}).get("images", {})}
         build["upstream"] = self.run({"task": "build", "impl": "upstream", "kind": "ragged", "path": str(up_map),
                                       "source": {"type": "our_map", "path": str(ours_map)}, "batch_size": 256},
                                      upstream=True)
@@ -182,7 +171,8 @@ class Bench:
         n = next((r["n"] for r in raw.values() if "n" in r), None)
         nbytes = next((r["bytes"] for r in raw.values() if "bytes" in r), 0)
         table = markdown_table(IMAGE_COLUMNS, rows)
-        note = (f"{n} pictures (JPEG and PNG, as scripts/get_data.py ships them) from `{image_dir}`, decoded with Pillow to uint8 HxWx3 ({nbytes / MB:,.0f} MB decoded). "
+        note = (f"{n} pictures (JPEG and PNG, as scripts/get_data.py ships them) from `{image_dir}`, decoded "
+                f"with Pillow to uint8 HxWx3 ({nbytes / MB:,.0f} MB decoded). "
                 f"A pass copies every sample into one preallocated buffer, so every pixel is read (the seed's "
                 f"own benchmark only created views and never read pixels, which is why its ragged_mmap "
                 f"iteration took 0.06 s). Cold: the files of the row (map files or JPEGs) were fsynced and "
@@ -208,9 +198,9 @@ class Bench:
         s = self.sizes
         parts = []
         # token sequences: 1-D int32, built once by us, copied into 0.9.0's format
-        tok_ours, tok_up = self.work / "tokens_ours", self.work / "tokens_upstream"
-        tb = {"ours": self.run({"task": "build", "impl": "ours", "kind": "ragged", "path": str(tok_ours),
-                                "source": {"type": "tokens", "n": s.tokens, "seed": 0}, "batch_size": 100_000})}
+        tok_up = self.work / "tokens_upstream"
+        tok_ours = self.map_path("tokens")
+        tb = {"ours": self.results.get("builds", {}).get("tokens", {})}
         tb["upstream"] = self.run({"task": "build", "impl": "upstream", "kind": "ragged", "path": str(tok_up),
                                    "source": {"type": "our_map", "path": str(tok_ours)}, "batch_size": 100_000},
                                   upstream=True)
@@ -422,27 +412,30 @@ class Bench:
             rows.append((name, [target, measured, "n/a" if passed is None else ("PASS" if passed else "FAIL")]))
 
         rnd = R.get("random", {})
-        st = rnd.get("strings", {})
-        x = ratio(st.get("ours", {}), st.get("bytes_decode", {}), "us_per_item")
-        add("string random read vs `bytes.decode` of in-RAM bytes (same process)", "<= 1.25x",
-            f"{fmt(x)}x ({fmt(st.get('ours', {}).get('us_per_item'))} vs "
-            f"{fmt(st.get('bytes_decode', {}).get('us_per_item'))} µs)", None if x is None else x <= 1.25)
-        for kind, label, need in (("tokens", "token-sequence random read vs 0.9.0", 8),
-                                  ("images", "image random read vs 0.9.0", 5)):
-            r = rnd.get(kind, {})
-            x = ratio(r.get("upstream", {}), r.get("ours", {}), "us_per_item")
-            add(label, f">= {need}x faster", f"{fmt(x)}x", None if x is None else x >= need)
-        t = rnd.get("tokens", {})
-        x = ratio(t.get("upstream", {}), t.get("ours", {}), "batch_list_us")
-        add("256-item batch (list) vs 0.9.0", ">= 8x faster", f"{fmt(x)}x", None if x is None else x >= 8)
-        x = ratio(t.get("upstream", {}), t.get("ours", {}), "batch_padded_us")
-        add("256-item batch (padded) vs 0.9.0", ">= 8x faster", f"{fmt(x)}x", None if x is None else x >= 8)
+        if rnd:  # the micro-benchmarks ran
+            st = rnd.get("strings", {})
+            x = ratio(st.get("ours", {}), st.get("bytes_decode", {}), "us_per_item")
+            add("string random read vs `bytes.decode` of in-RAM bytes (same process)", "<= 1.25x",
+                f"{fmt(x)}x ({fmt(st.get('ours', {}).get('us_per_item'))} vs "
+                f"{fmt(st.get('bytes_decode', {}).get('us_per_item'))} µs)", None if x is None else x <= 1.25)
+            for kind, label, need in (("tokens", "token-sequence random read vs 0.9.0", 8),
+                                      ("images", "image random read vs 0.9.0", 5)):
+                r = rnd.get(kind, {})
+                x = ratio(r.get("upstream", {}), r.get("ours", {}), "us_per_item")
+                add(label, f">= {need}x faster", f"{fmt(x)}x", None if x is None else x >= need)
+            t = rnd.get("tokens", {})
+            x = ratio(t.get("upstream", {}), t.get("ours", {}), "batch_list_us")
+            add("256-item batch (list) vs 0.9.0", ">= 8x faster", f"{fmt(x)}x", None if x is None else x >= 8)
+            x = ratio(t.get("upstream", {}), t.get("ours", {}), "batch_padded_us")
+            add("256-item batch (padded) vs 0.9.0", ">= 8x faster", f"{fmt(x)}x", None if x is None else x >= 8)
         o = R.get("open", {}).get("ours", {})
-        n = o.get("n")
-        add(f"open at {fmt(n) if n else '?'} items: time", "< 5 ms",
-            f"{fmt(1e3 * o['open_s'])} ms" if "open_s" in o else why(o), o["open_s"] < 0.005 if "open_s" in o else None)
-        add(f"open at {fmt(n) if n else '?'} items: RSS growth", "< 5 MB",
-            f"{fmt(o['rss_mb'])} MB" if "rss_mb" in o else why(o), o["rss_mb"] < 5 if "rss_mb" in o else None)
+        if o:
+            n = o.get("n")
+            add(f"open at {fmt(n) if n else '?'} items: time", "< 5 ms",
+                f"{fmt(1e3 * o['open_s'])} ms" if "open_s" in o else why(o),
+                o["open_s"] < 0.005 if "open_s" in o else None)
+            add(f"open at {fmt(n) if n else '?'} items: RSS growth", "< 5 MB",
+                f"{fmt(o['rss_mb'])} MB" if "rss_mb" in o else why(o), o["rss_mb"] < 5 if "rss_mb" in o else None)
         g = R.get("growth", {}).get("ours", {})
         if g.get("times"):
             first, last = first_last(g["times"])
@@ -464,16 +457,18 @@ class Bench:
             b = r["ours"].get("bytes")
             add(f"pickle of a {kind} map", "< 2 KB", f"{b} bytes" if b is not None else why(r["ours"]),
                 None if b is None else b < 2048)
+        for name, target, measured, passed in self.peers.targets():
+            add(name, target, measured, passed)
         return markdown_table(["target", "measured", "pass?"], rows), rows
 
 
-def ratio(slow: dict, fast: dict, key: str) -> Optional[float]:
+def ratio(slow: dict, fast: dict, key: str) -> float | None:
     if not slow or not fast or key not in slow or key not in fast or not fast[key]:
         return None
     return slow[key] / fast[key]
 
 
-def slope(r: dict) -> Optional[float]:
+def slope(r: dict) -> float | None:
     """How much one extend slows down per million items already in the map (ms), by least squares."""
     import numpy as np
 
@@ -482,7 +477,7 @@ def slope(r: dict) -> Optional[float]:
     return float(np.polyfit(np.asarray(r["sizes"]) / 1e6, np.asarray(r["times"]) * 1e3, 1)[0])
 
 
-def first_last(times: List[float]) -> tuple:
+def first_last(times: list[float]) -> tuple:
     import statistics
 
     k = min(10, max(1, len(times) // 4))
@@ -502,8 +497,11 @@ def parse(argv):
     p.add_argument("--work", help="scratch directory for the maps (default: OUT/work, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the scratch maps")
     p.add_argument("--no-upstream", action="store_true", help="skip mmap_ninja 0.9.0")
-    p.add_argument("--only", choices=["text", "images", "micro"], action="append",
-                   help="run only these sections (repeatable); the targets then cover what ran")
+    p.add_argument("--only", choices=SECTIONS, action="append",
+                   help="run only these sections (repeatable; the maps they read are built first); the "
+                        "targets then cover what ran")
+    p.add_argument("--src", help="the source tree whose mmap_ninja is measured as ours (default: this "
+                                 "repository's src), e.g. a scratch copy with a proposed change")
     return p.parse_args(argv)
 
 
@@ -519,13 +517,13 @@ def main(argv=None) -> dict:
     machine = _env.machine_info()
     upstream = None if args.no_upstream else _env.upstream_python(install=not args.quick)
     data, data_how = _env.prepare_data(args.data, args.quick, work)
-    runner = Runner(upstream, profile_dir=out)
+    runner = Runner(upstream, profile_dir=out, ours_src=Path(args.src).resolve() if args.src else None)
     bench = Bench(args, sizes, runner, data, work, out)
     bench.results["machine"] = machine
     versions = {"ours": runner({"task": "version"}),
                 "upstream": runner({"task": "version"}, upstream=True)}
     bench.results["versions"] = versions
-    sections = args.only or ["text", "images", "micro"]
+    sections = args.only or SECTIONS
     md = ["# mmap_ninja benchmarks\n",
           f"Command: `{args.command}`{' (quick mode: tiny sizes, figures mean nothing)' if args.quick else ''}",
           _env.machine_markdown(machine),
@@ -543,6 +541,12 @@ def main(argv=None) -> dict:
         md += ["## Micro-benchmarks", "(skipped: needs the text and image maps; run without --only)"]
     if "text" in sections and "images" in sections:
         bench.plot_tables()
+    chosen = [name for name in peers.SECTIONS if name in sections]
+    if chosen:
+        md += ["## Against pyarrow, a raw writer and the floor (issues 8 and 10)"]
+        md += [getattr(bench.peers, name)() for name in chosen]
+        bench.results["peers"] = bench.peers.results
+        bench.peers.plot(out, bench.footer())
     table, rows = bench.targets()
     bench.results["targets"] = [{"target": name, "goal": c[0], "measured": c[1], "pass": c[2]} for name, c in rows]
     elapsed = time.time() - started
