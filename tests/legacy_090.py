@@ -73,32 +73,42 @@ import pickle, sys
 import numpy as np
 from mmap_ninja import generic
 
-out = []
-m = generic.open_existing(sys.argv[1])
-for i in range(len(m)):
-    try:
-        sample = m[i]
-    except Exception as e:
-        out.append(("error", type(e).__name__))
-        continue
-    if isinstance(sample, np.ndarray):
-        sample = ("array", np.array(sample))
-    else:
-        sample = ("value", sample)
-    out.append(sample)
-sys.stdout.buffer.write(pickle.dumps((type(m).__name__, out)))
+def read(path):
+    out = []
+    m = generic.open_existing(path)
+    for i in range(len(m)):
+        try:
+            sample = m[i]
+        except Exception as e:
+            out.append(("error", type(e).__name__))
+            continue
+        if isinstance(sample, np.ndarray):
+            sample = ("array", np.array(sample))
+        else:
+            sample = ("value", sample)
+        out.append(sample)
+    return type(m).__name__, out
+
+sys.stdout.buffer.write(pickle.dumps({path: read(path) for path in sys.argv[1:]}))
 """
 
+Read090 = tuple[str, list[tuple[str, Any]]]
 
-def read_with_090(path: Path) -> tuple[str, list[tuple[str, Any]]]:
-    """``(type name, samples)`` as 0.9.0's ``generic.open_existing(path)`` reads them: each sample is
-    ``("array", ndarray)``, ``("value", python object)`` or ``("error", exception name)``."""
-    done = subprocess.run([python_090(), "-c", _READ_SNIPPET, str(path)], capture_output=True,
+
+def read_many_with_090(paths: list[Path]) -> dict[Path, Read090]:
+    """What 0.9.0's ``generic.open_existing(path)`` reads in each map, in one 0.9.0 process: its type name and
+    its samples, each ``("array", ndarray)``, ``("value", python object)`` or ``("error", exception name)``."""
+    done = subprocess.run([python_090(), "-c", _READ_SNIPPET, *map(str, paths)], capture_output=True,
                           env=_clean_env())
     if done.returncode != 0:
-        raise AssertionError(f"mmap_ninja 0.9.0 could not open {path}:\n{done.stderr.decode()[-3000:]}")
-    result: tuple[str, list[tuple[str, Any]]] = pickle.loads(done.stdout)
-    return result
+        raise AssertionError(f"mmap_ninja 0.9.0 could not read {paths}:\n{done.stderr.decode()[-3000:]}")
+    result: dict[str, Read090] = pickle.loads(done.stdout)
+    return {Path(path): read for path, read in result.items()}
+
+
+def read_with_090(path: Path) -> Read090:
+    """``(type name, samples)`` as 0.9.0 reads the map in ``path`` (see `read_many_with_090`)."""
+    return read_many_with_090([path])[Path(path)]
 
 
 # Every map the tests read, written by 0.9.0 through its public API (extend included), then damaged the way an
@@ -133,6 +143,10 @@ m.extend(["zstd extend", "ü" * 50])
 m = StringsMmap.from_strings("strings_zstd_dict", long_texts, zstd_level=3, zstd_train_dictionary_size=2048)
 m.extend(["zstd dict extend"])
 assert os.path.exists("strings_zstd_dict/zstd_dict.ninja")
+# 0.9.0 leaves zstd_level.ninja behind when it re-creates a compressed map without compression.
+StringsMmap.from_strings("strings_stale_zstd", texts, zstd_level=3)
+StringsMmap.from_strings("strings_stale_zstd", texts)
+assert os.path.exists("strings_stale_zstd/zstd_level.ninja")
 
 flat = [np.arange(5, dtype=np.int32), np.array(7, dtype=np.int32), np.arange(0, dtype=np.int32),
         np.arange(1, dtype=np.int32), np.array([-3, 4], dtype=np.int32)]
@@ -181,9 +195,9 @@ open("crash_numpy/shape.ninja", "wb").write(old_shape)
 print("ok")
 """
 
-MAP_NAMES = ["strings", "strings_zstd", "strings_zstd_dict", "ragged_flat", "ragged_nd", "ragged_float16",
-             "numpy_c", "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime", "crash_strings_ends",
-             "crash_strings_data", "crash_ragged_flat", "crash_ragged_nd", "crash_ragged_nd_nested", "crash_numpy"]
+MAP_NAMES = ["strings", "strings_zstd", "strings_zstd_dict", "strings_stale_zstd", "ragged_flat", "ragged_nd",
+             "ragged_float16", "numpy_c", "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime",
+             "crash_strings_ends", "crash_strings_data", "crash_ragged_flat", "crash_ragged_nd", "crash_ragged_nd_nested", "crash_numpy"]
 
 
 def copy_map(source: Path, destination: Path) -> Path:
@@ -198,6 +212,13 @@ def legacy_maps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("maps_090")
     assert run_090(_BUILD_SNIPPET, root).strip().endswith("ok")
     return {name: root / name for name in MAP_NAMES}
+
+
+@pytest.fixture(scope="session")
+def legacy_reads(legacy_maps: dict[str, Path]) -> dict[str, Read090]:
+    """Name -> what 0.9.0 reads in that map of `legacy_maps` (read once per session, before any test ran)."""
+    reads = read_many_with_090(list(legacy_maps.values()))
+    return {name: reads[path] for name, path in legacy_maps.items()}
 
 
 @pytest.fixture(scope="session")

@@ -255,8 +255,9 @@ class LegacyStrings(_LegacyReader):
         except ValueError:
             raise CorruptMapError(f"{path / ZSTD_LEVEL_FILE} holds {level_text!r}; mmap_ninja 0.9.0 writes the "
                                   f"zstd level there as an integer") from None
-        if self._length and self._ends[0] > self._starts[0]:
-            first = bytes(self._data[self._starts[0]:self._starts[0] + 4])
+        if self._length:
+            # Every string of a compressed map is a zstd frame (never empty, starting with the magic number).
+            first = bytes(self._data[self._starts[0]:min(self._ends[0], self._starts[0] + 4)])
             if first != _ZSTD_MAGIC:
                 warnings.warn(f"{path / ZSTD_LEVEL_FILE} is stale: the strings of {path} are not zstd frames "
                               f"(mmap_ninja 0.9.0 left the file when it re-created the map without compression); "
