@@ -69,7 +69,8 @@ def test_reads_what_090_reads(legacy_maps: dict[str, Path], legacy_reads: dict[s
         warnings.simplefilter("error")  # a map 0.9.0 wrote completely gives no warning
         m: Any = open_legacy(path)
     _, theirs = legacy_reads[name]
-    assert m.kind == name.split("_")[0] and KIND_OF[m.kind] is type(m) and m.path == path
+    reader_class: type = type(m)
+    assert m.kind == name.split("_")[0] and reader_class is KIND_OF[m.kind] and m.path == path
     assert len(m) == len(theirs)
     for i, expected in enumerate(theirs):
         if expected[0] == "error":
