@@ -197,7 +197,8 @@ print("ok")
 
 MAP_NAMES = ["strings", "strings_zstd", "strings_zstd_dict", "strings_stale_zstd", "ragged_flat", "ragged_nd",
              "ragged_float16", "numpy_c", "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime",
-             "crash_strings_ends", "crash_strings_data", "crash_ragged_flat", "crash_ragged_nd", "crash_ragged_nd_nested", "crash_numpy"]
+             "crash_strings_ends", "crash_strings_data", "crash_ragged_flat", "crash_ragged_nd",
+             "crash_ragged_nd_nested", "crash_numpy"]
 
 
 def copy_map(source: Path, destination: Path) -> Path:

@@ -185,8 +185,8 @@ def _batches_until_end(source: Any, batch_size: int, workers: int) -> Iterator[l
         start = 0
         while True:
             batch, ended = fetch_until_end(source, start, start + batch_size)
-            if collected:
-                yield collected
+            if batch:
+                yield batch
             if ended:
                 return
             start += batch_size
