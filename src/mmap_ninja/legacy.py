@@ -41,6 +41,11 @@ import numpy as np
 
 from mmap_ninja.storage import CorruptMapError, NotAMapError
 
+__all__ = [
+    "CorruptMapError", "LegacyMap", "LegacyMapWarning", "LegacyNumpy", "LegacyRagged", "LegacyStrings",
+    "NotAMapError", "PathLike", "is_legacy_map", "legacy_write_refusal", "open_legacy", "parse_dtype",
+]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 TYPE_FILE = "type.ninja"
@@ -269,6 +274,11 @@ class LegacyStrings(_LegacyReader):
             self.zstd_dict = _read_small_file(path / ZSTD_DICT_FILE)
 
     @property
+    def nbytes(self) -> int:
+        """The size of ``data.ninja`` (the strings' UTF-8 bytes, or their zstd frames)."""
+        return len(self._data)
+
+    @property
     def compressed(self) -> bool:
         """Whether every string is stored as its own zstd frame."""
         return self.zstd_level is not None
@@ -406,6 +416,11 @@ class LegacyRagged(_LegacyReader):
         raise _corrupt_sample(self.path, position, f"starts/ends give elements {start}:{stop} of "
                                                    f"{len(self._values)} and shapes/ gives the shape {shape}")
 
+    @property
+    def nbytes(self) -> int:
+        """The size of all elements of all samples."""
+        return int(self._values.nbytes)
+
     def shape(self, index: int) -> tuple[int, ...]:
         """The shape of the array at ``index``, read from the index only."""
         return tuple(self.get(index).shape)  # views cost no data read
@@ -441,6 +456,11 @@ class LegacyNumpy(_LegacyReader):
         self.order: Literal["C", "F"] = _parse_order(path / "order.ninja")
         self.sample_shape: tuple[int, ...] = tuple(self.array.shape[1:])
         super().__init__(path, len(self.array))
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the whole array."""
+        return int(self.array.nbytes)
 
     def get(self, index: int) -> Any:
         """A read-only view of the sample at ``index`` (negative counts from the end); a NumPy scalar when the
