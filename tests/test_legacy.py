@@ -326,7 +326,16 @@ def test_damaged_offsets_are_errors_naming_the_sample(legacy_maps: dict[str, Pat
     starts[0] += 1  # now 4 elements where shapes/ says 5
     write_index(path / "starts", starts)
     m = open_legacy(path)
-    with pytest.raises(CorruptMapError, match=r"sample 0 .* elements 1:5 and shapes/ gives the length 5"):
+    with pytest.raises(CorruptMapError, match=r"sample 0 .* elements 1:5 of \d+ and shapes/ gives the length 5"):
+        m.get(0)
+    with pytest.raises(CorruptMapError, match="sample 0 "):
+        m.get_many(np.array([1, 0]))
+    ends = np.fromfile(path / "ends" / "data.ninja", dtype="<i8").tolist()
+    starts[0], ends[0] = 10**6, 10**6 + 5  # the right length, past the end of the data
+    write_index(path / "starts", starts)
+    write_index(path / "ends", ends)
+    m = open_legacy(path)
+    with pytest.raises(CorruptMapError, match=r"sample 0 .* elements 1000000:1000005 of 13 and shapes/"):
         m.get(0)
     with pytest.raises(CorruptMapError, match="sample 0 "):
         m.get_many(np.array([1, 0]))

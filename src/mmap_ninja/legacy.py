@@ -242,6 +242,7 @@ class LegacyStrings(_LegacyReader):
         data_file = path / "data.ninja"
         self._buffer = _map_file(data_file)
         self._data = memoryview(self._buffer)
+        self._size = len(self._data)
         length = _readable_length(path, {"starts": len(starts), "ends": len(ends)}, ends, len(self._data),
                                   data_file)
         super().__init__(path, length)
@@ -294,11 +295,19 @@ class LegacyStrings(_LegacyReader):
 
     def get(self, index: int) -> str:
         """The string at ``index`` (negative counts from the end)."""
-        position = self._position(index)
+        length = self._length  # the checks are inlined: this is the hot path of every read
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError(f"index {index} is out of range for a map of length {length}")
         start, stop = self._starts[position], self._ends[position]
-        if not 0 <= start <= stop <= len(self._data):
+        if self.zstd_level is None and 0 <= start <= stop <= self._size:
+            try:
+                return str(self._data[start:stop], "utf-8")
+            except UnicodeDecodeError:
+                pass  # named below
+        if not 0 <= start <= stop <= self._size:
             raise _corrupt_sample(self.path, position, f"its bytes {start}:{stop} are outside data.ninja "
-                                                       f"({len(self._data)} bytes)")
+                                                       f"({self._size} bytes)")
         return self._decode(position, self._data[start:stop])
 
     def _decode(self, position: int, raw: Any) -> str:
@@ -380,6 +389,7 @@ class LegacyRagged(_LegacyReader):
         super().__init__(path, length)
         self.dtype: np.dtype = values.dtype
         self._values = values
+        self._size = len(values)
         self._starts_array, self._ends_array = starts[:length], ends[:length]
         self._starts, self._ends = self._starts_array.data, self._ends_array.data
         if self.shapes_are_flat:
@@ -392,16 +402,19 @@ class LegacyRagged(_LegacyReader):
 
     def get(self, index: int) -> np.ndarray:
         """A read-only view of the array at ``index`` (negative counts from the end)."""
-        position = self._position(index)
+        length = self._length  # the checks are inlined: this is the hot path of every read
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError(f"index {index} is out of range for a map of length {length}")
         start, stop = self._starts[position], self._ends[position]
         if self._nested is None:
-            length = self._lengths[position]
-            if length == stop - start and start >= 0:
+            size = self._lengths[position]
+            if size == stop - start and start >= 0 and stop <= self._size:
                 return self._values[start:stop]
-            if length == 0 and stop - start == 1 and start >= 0:
+            if size == 0 and stop - start == 1 and start >= 0 and stop <= self._size:
                 return self._values[start:stop].reshape(())  # a 0-d sample
-            raise _corrupt_sample(self.path, position, f"starts/ends give elements {start}:{stop} and shapes/ "
-                                                       f"gives the length {length}")
+            raise _corrupt_sample(self.path, position, f"starts/ends give elements {start}:{stop} of {self._size} "
+                                                       f"and shapes/ gives the length {size}")
         first, last = self._dim_starts[position], self._dim_ends[position]
         shape = tuple(self._dims[first:last])
         return self._shaped(position, start, stop, shape, last - first)
@@ -430,8 +443,7 @@ class LegacyRagged(_LegacyReader):
         starts = self._starts_array[positions]
         stops = self._ends_array[positions]
         if self._nested is not None:
-            get = self.get
-            return [get(p) for p in positions.tolist()]
+            return self._get_many_nd(positions, starts.tolist(), stops.tolist())
         lengths = self._lengths_array[positions]
         sizes = stops - starts
         plain = (lengths == sizes) & (starts >= 0) & (stops <= len(self._values))
@@ -440,6 +452,21 @@ class LegacyRagged(_LegacyReader):
             return [values[a:b] for a, b in zip(starts.tolist(), stops.tolist())]
         return [values[a:b] if ok else self.get(p)
                 for p, a, b, ok in zip(positions.tolist(), starts.tolist(), stops.tolist(), plain.tolist())]
+
+
+    def _get_many_nd(self, positions: np.ndarray, starts: list[int], stops: list[int]) -> list[np.ndarray]:
+        assert self._nested is not None
+        firsts = self._nested._starts_array[positions].tolist()
+        lasts = self._nested._ends_array[positions].tolist()
+        dims, values, size = self._dims, self._values, len(self._values)
+        samples = []
+        for position, start, stop, first, last in zip(positions.tolist(), starts, stops, firsts, lasts):
+            shape = tuple(dims[first:last])
+            if 0 <= start <= stop <= size and len(shape) == last - first and math.prod(shape) == stop - start:
+                samples.append(values[start:stop].reshape(shape))
+            else:  # a 0-d sample, or damage (named by _shaped)
+                samples.append(self._shaped(position, start, stop, shape, last - first))
+        return samples
 
 
 # ---------------------------------------------------------------------------------------------- numpy
