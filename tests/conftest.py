@@ -77,3 +77,7 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
     # Seed snippets write relative paths such as '20newsgroups'; keep them inside the test's folder.
     monkeypatch.chdir(tmp_path)
     yield
+
+
+# Maps written by the real mmap_ninja 0.9.0 (tests/legacy_090.py) for the legacy and convert tests.
+from legacy_090 import big_legacy_maps, legacy_maps, legacy_reads  # noqa: E402, F401
