@@ -72,9 +72,6 @@ def test_crash_leftovers_convert_their_complete_samples(legacy_maps: dict[str, P
     assert len(open_existing(tmp_path / "new", mode="r")) == done.length
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="WAITS FOR THE CORE: StringsMmap.from_generator(..., zstd_level=L) (the zstd codec the lead "
-                          "is adding) is not accepted on this branch; remove this mark when it is")
 @pytest.mark.parametrize("name", ["strings_zstd", "strings_zstd_dict"])
 def test_zstd_strings_stay_zstd(legacy_maps: dict[str, Path], tmp_path: Path, name: str) -> None:
     convert(legacy_maps[name], tmp_path / "new", verbose=False)

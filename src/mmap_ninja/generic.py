@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 from mmap_ninja.errors import UnknownFeatureError
 from mmap_ninja.format import read_header
+from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.storage import PathLike, absolute
 
@@ -20,10 +21,11 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
     """
-    header = read_header(absolute(out_dir))
-    cls = KINDS.get(header.kind)
+    directory = absolute(out_dir)
+    kind = open_legacy(directory).kind if is_legacy_map(directory) else read_header(directory).kind
+    cls = KINDS.get(kind)
     if cls is None:
-        raise UnknownFeatureError(f"{absolute(out_dir)} holds a map of kind {header.kind!r}, which this "
+        raise UnknownFeatureError(f"{directory} holds a map of kind {kind!r}, which this "
                                   f"mmap_ninja does not know; a newer mmap_ninja may read it")
     return cls(out_dir, wrapper_fn, mode, **options)
 

@@ -39,7 +39,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
-from mmap_ninja.storage import CorruptMapError, NotAMapError
+from mmap_ninja.errors import CorruptMapError, NotAMapError
 
 __all__ = [
     "CorruptMapError", "LegacyMap", "LegacyMapWarning", "LegacyNumpy", "LegacyRagged", "LegacyStrings",

@@ -19,7 +19,8 @@ from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size
 from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
-from mmap_ninja.layouts import EmptyColumns, Layout
+from mmap_ninja.layouts import EmptyColumns, Layout, View
+from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute
 
 __all__ = ["KINDS", "MapBase", "resolve_index", "resolve_positions"]
@@ -96,6 +97,32 @@ class _StaleView:
         return getattr(view, name)
 
 
+class _LegacyView(View):
+    """A map written by mmap_ninja 0.9.0, read through `mmap_ninja.legacy`'s reader."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.length = len(reader)
+        self.get = reader.get  # type: ignore[method-assign]
+        self.get_many = reader.get_many  # type: ignore[method-assign]
+        for name in ("dtype", "array", "sample_shape", "order", "shape"):
+            if hasattr(reader, name):
+                setattr(self, name, getattr(reader, name))
+
+    def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        shapes = [self.reader.shape(p) for p in positions.tolist()]
+        if len({len(s) for s in shapes}) > 1:
+            raise ValueError(f"samples {positions[0]} and others have different numbers of dimensions")
+        return np.array(shapes, dtype=np.int64).reshape(len(shapes), -1 if shapes else 1)
+
+    @property
+    def values(self) -> np.ndarray[Any, Any]:
+        raise TypeError(f"{self.reader.path} was written by mmap_ninja 0.9.0, which keeps no offsets and values "
+                        f"arrays; convert it with `mmap-ninja convert` to get them")
+
+    offsets = values
+
+
 class _ClosedView:
     __slots__ = ("_path",)
 
@@ -138,10 +165,14 @@ class MapBase:
                     durable, allow_unfinished)
         if allow_unfinished:
             self._mode = "r"
+        self._legacy: Any = None
         try:
             store: Optional[Store] = Store.open(self._path, durable=durable, lock_timeout=lock_timeout,
                                                 allow_unfinished=allow_unfinished)
         except NotAMapError:
+            if is_legacy_map(self._path):  # written by mmap_ninja 0.9.0: read it as it is, refuse writes
+                self._open_legacy()
+                return
             if self._mode == "r" or (self._path / HEADER_FILE).exists():
                 raise
             store = None  # 0.9.0's incremental start: an empty map that the first write creates
@@ -149,6 +180,15 @@ class MapBase:
         if store is not None:
             self._check_kind(store)
         self._view = self._rebuild()
+
+    def _open_legacy(self) -> None:
+        reader = open_legacy(self._path)
+        if reader.kind != self.layout.kind:
+            raise KindMismatchError(f"{self._path} holds a {reader.kind!r} map written by mmap_ninja 0.9.0, not a "
+                                    f"{self.layout.kind!r} one; open it with mmap_ninja.open_existing()")
+        self._legacy = reader
+        self._store = None
+        self._view = _LegacyView(reader)
 
     def _setup(self, path: Path, mode: str, wrapper_fn: Optional[Callable[[Any], Any]],
                copy_before_wrapper_fn: bool, lock_timeout: Optional[float], durable: bool,
@@ -160,6 +200,7 @@ class MapBase:
         self._lock_timeout = lock_timeout
         self._durable = durable
         self._allow_unfinished = allow_unfinished
+        self._legacy = None
         self._view_lock = threading.Lock()
         self._tickets = 0  # views are numbered when their building starts; a newer one is never replaced by an older
         self._installed = 0
@@ -216,7 +257,12 @@ class MapBase:
     @property
     def exists(self) -> bool:
         """Whether the map exists on disk (a handle opened on an empty path has no map until its first write)."""
-        return self._store is not None
+        return self._store is not None or self._legacy is not None
+
+    @property
+    def legacy(self) -> bool:
+        """Whether the map was written by mmap_ninja 0.9.0 (read-only here; ``mmap-ninja convert`` upgrades it)."""
+        return self._legacy is not None
 
     def _view_attrs(self) -> dict[str, Any]:
         store = self._store
@@ -280,6 +326,8 @@ class MapBase:
         """See what other handles and processes committed since this one read the map; returns how many
         samples appeared (negative if the map was replaced by a shorter one)."""
         before = len(self)
+        if self._legacy is not None:
+            return 0  # 0.9.0's format has no commits to catch up with
         if self._store is None:
             try:
                 store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
@@ -293,12 +341,15 @@ class MapBase:
         return len(self) - before
 
     def __repr__(self) -> str:
-        where = "" if self._store is not None else ", no map there yet"
+        where = ", written by mmap_ninja 0.9.0" if self._legacy is not None else (
+            "" if self._store is not None else ", no map there yet")
         return f"{type(self).__name__}({str(self._path)!r}, mode={self._mode!r}) of length {len(self)}{where}"
 
     # -------------------------------------------------------------- writing
 
     def _writable_store(self) -> Store:
+        if self._legacy is not None:
+            raise PermissionError(legacy_write_refusal(self._path))
         if self._mode == "r":
             raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         store = self._store

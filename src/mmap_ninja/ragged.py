@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.batch import assemble
-from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout
+from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView
 from mmap_ninja.maps import MapBase, _dictionary, _StaleView, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
@@ -82,7 +82,8 @@ class RaggedMmap(MapBase):
         if view.dtype is None:
             raise ValueError("the map holds no samples and has no dtype yet")
         shapes = view.shapes_at(positions)
-        if isinstance(view, CompressedRaggedView):  # decompress each sample, then stack or pad them as usual
+        if isinstance(view, CompressedRaggedView) or not isinstance(view, RaggedView):
+            # Compressed (or a 0.9.0 map): decode each sample, then stack or pad them as usual.
             samples = view.get_many(positions)
             sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
             values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)

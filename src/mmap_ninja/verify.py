@@ -134,7 +134,8 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
         mine = mine[np.argsort(mine["start"], kind="stable")]
         covered = 0
         for start, stop, digest in zip(mine["start"].tolist(), mine["stop"].tolist(), mine["digest"].tolist()):
-            where = f"{directory / (name + COLUMN_SUFFIX)} bytes {start}..{stop}{_samples(name, start, stop, columns, unit)}"
+            samples = _samples(name, start, stop, columns, unit)
+            where = f"{directory / (name + COLUMN_SUFFIX)} bytes {start}..{stop}{samples}"
             if start != covered or stop > len(data) or stop < start:
                 report.problems.append(f"{where}: the checksum records do not tile the column (expected a range "
                                        f"from byte {covered})")
