@@ -333,3 +333,11 @@ def test_torch_as_tensor_behaves_as_on_a_read_only_memmap(tmp_path: Path) -> Non
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs.append(proc.stdout.strip())
     assert outputs[0] == outputs[1] == "[('UserWarning', True)]"
+
+
+def test_with_a_wrapper_fn_numpy_sees_the_wrapped_samples(tmp_path):
+    m = np_from_ndarray(tmp_path / "w", np.arange(6.0).reshape(3, 2))
+    wrapped = NumpyMmap(tmp_path / "w", wrapper_fn=lambda x: x / 20.0)
+    np.testing.assert_allclose(np.asarray(wrapped), np.arange(6.0).reshape(3, 2) / 20.0)
+    assert np.allclose(m / 20.0, wrapped) and float(wrapped.sum()) == 15.0 / 20.0
+    np.testing.assert_array_equal(np.asarray(m), np.arange(6.0).reshape(3, 2))  # no wrapper: the raw array

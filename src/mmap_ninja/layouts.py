@@ -172,8 +172,8 @@ def _compress_all(attrs: dict[str, Any], dictionary: bytes, buffers: list[Any]) 
 def _refuse_in_place(attrs: dict[str, Any], position: int) -> None:
     spec = attrs.get("codec")
     if spec:
-        raise TypeError(f"item {position} cannot be assigned in place: the map is compressed ({spec['name']}), and a "
-                        f"new value compresses to a different size")
+        raise ValueError(f"item {position} cannot be assigned in place: the map is compressed ({spec['name']}), and "
+                         f"a new value compresses to a different size")
 
 
 def check_lengths(lengths: Any, total: int) -> np.ndarray[Any, Any]:

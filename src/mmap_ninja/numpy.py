@@ -49,6 +49,19 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         order: str = self._view.order or "C"
         return order
 
+    def _readable_array(self) -> np.ndarray[Any, Any]:
+        array = super()._readable_array()
+        if self.wrapper_fn is None:
+            return array
+        # With a wrapper_fn, NumPy sees what reading gives: every sample wrapped (a new array).
+        return np.asarray([self._wrap(sample) for sample in array]) if len(array) else array
+
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray[Any, Any]:
+        if self.wrapper_fn is None:
+            return super().__array__(dtype, copy)
+        wrapped = self._readable_array()
+        return wrapped if dtype is None else wrapped.astype(dtype)
+
     def __getitem__(self, index: Any) -> Any:
         result = self.array[index]
         if self.wrapper_fn is None:
