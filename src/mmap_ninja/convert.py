@@ -1,4 +1,5 @@
-"""`convert`: copy a map written by mmap_ninja 0.9.0 into the current format, verified, without touching it."""
+"""`convert`: copy a map written by mmap_ninja 0.9.0 into the current format, or a map into one with another codec,
+verified, without touching the source."""
 
 from __future__ import annotations
 
@@ -13,10 +14,6 @@ import numpy as np
 
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
-    LegacyMap,
-    LegacyNumpy,
-    LegacyRagged,
-    LegacyStrings,
     NotAMapError,
     PathLike,
     is_legacy_map,
@@ -39,8 +36,11 @@ class Converted(NamedTuple):
     length: int
 
 
-def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: int | None = None) -> Converted:
-    """Copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``.
+def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: int | None = None,
+            codec: Any = None) -> Converted:
+    """Copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``; or, with
+    ``codec=`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`, or ``"none"``), copy a strings or ragged map of
+    either format into one compressed with that codec.
 
     The samples are streamed (about ``batch_size`` of them in memory at a time; by default as many as fit in
     64 MiB, at most 10,000) into a temporary directory next to ``dst``, read back and compared with the source
@@ -54,10 +54,11 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     source_dir, target = Path(src), Path(dst)
     if not source_dir.exists():
         raise NotAMapError(f"{source_dir} does not exist")
-    if (source_dir / NATIVE_HEADER_FILE).exists():
+    native = (source_dir / NATIVE_HEADER_FILE).exists()
+    if native and codec is None:
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
-                         f"nothing to convert")
-    if not is_legacy_map(source_dir):
+                         f"nothing to convert (pass a codec to re-encode it)")
+    if not native and not is_legacy_map(source_dir):
         raise NotAMapError(f"{source_dir} holds no map written by mmap_ninja 0.9.0 (it has no type.ninja)")
     if os.path.lexists(target):
         raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
@@ -68,13 +69,13 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if target_abs == source_abs or source_abs in target_abs.parents:
         raise ValueError(f"{target} is inside the source map {source_dir}; convert never writes into the source")
 
-    legacy = open_legacy(source_dir)
+    legacy: Any = _NativeSource(source_dir) if native else open_legacy(source_dir)
     size = batch_size if batch_size is not None else _default_batch_size(legacy)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     temporary = parent / f".{target.name}.converting-{uuid.uuid4().hex[:12]}"
     try:
-        _build(legacy, temporary, size, verbose)
+        _build(legacy, temporary, size, verbose, codec)
         _verify(legacy, temporary, size, verbose)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
@@ -87,11 +88,31 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     return Converted(target, legacy.kind, len(legacy))
 
 
-def _default_batch_size(legacy: LegacyMap) -> int:
+class _NativeSource:
+    """A map in the current format read like a 0.9.0 one (for re-encoding it with another codec)."""
+
+    def __init__(self, path: Path):
+        from mmap_ninja.generic import open_existing
+
+        self.path = path
+        self.map: Any = open_existing(path, mode="r")
+        self.kind = self.map.layout.kind
+        self.dtype = getattr(self.map, "dtype", None)
+        self.nbytes = sum(f.stat().st_size for f in path.iterdir() if f.suffix == ".bin")
+        self.compressed = False
+
+    def __len__(self) -> int:
+        return len(self.map)
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
+        return list(self.map[positions])
+
+
+def _default_batch_size(legacy: Any) -> int:
     if not len(legacy):
         return 1
     sample_bytes = max(1, legacy.nbytes // len(legacy))
-    if isinstance(legacy, LegacyStrings) and legacy.compressed:
+    if legacy.kind == "strings" and legacy.compressed:
         sample_bytes *= 8  # roughly what a compressed string takes once decompressed
     return int(min(_MAX_BATCH, max(1, _BATCH_BYTES // sample_bytes)))
 
@@ -104,7 +125,7 @@ def _progress(total: int, desc: str, verbose: bool) -> Any:
     return tqdm(total=total, desc=desc, unit=" samples")
 
 
-def _samples(legacy: LegacyMap, batch_size: int, bar: Any) -> Iterator[Any]:
+def _samples(legacy: Any, batch_size: int, bar: Any) -> Iterator[Any]:
     for start in range(0, len(legacy), batch_size):
         batch = legacy.get_many(np.arange(start, min(start + batch_size, len(legacy)), dtype=np.int64))
         yield from batch
@@ -112,22 +133,26 @@ def _samples(legacy: LegacyMap, batch_size: int, bar: Any) -> Iterator[Any]:
             bar.update(len(batch))
 
 
-def _build(legacy: LegacyMap, temporary: Path, batch_size: int, verbose: bool) -> None:
+def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: Any) -> None:
     bar = _progress(len(legacy), f"converting {legacy.path.name}", verbose)
     samples = _samples(legacy, batch_size, bar)
+    codec = None if codec == "none" else codec
+    if codec is not None and legacy.kind == "numpy":
+        raise ValueError("codecs compress strings and ragged maps; a numpy map keeps its fixed-size samples")
     try:
-        if isinstance(legacy, LegacyStrings):
+        if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap
 
-            if legacy.compressed:
+            if codec is None and legacy.compressed:
                 built: Any = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False,
                                                         zstd_level=legacy.zstd_level)
             else:
-                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False)
-        elif isinstance(legacy, LegacyRagged):
+                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False, codec=codec)
+        elif legacy.kind == "ragged":
             from mmap_ninja.ragged import RaggedMmap
 
-            built = RaggedMmap.from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype)
+            built = RaggedMmap.from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype,
+                                              codec=codec)
         else:
             from mmap_ninja.numpy import from_generator
 
@@ -139,13 +164,13 @@ def _build(legacy: LegacyMap, temporary: Path, batch_size: int, verbose: bool) -
             bar.close()
 
 
-def _verify(legacy: LegacyMap, temporary: Path, batch_size: int, verbose: bool) -> None:
+def _verify(legacy: Any, temporary: Path, batch_size: int, verbose: bool) -> None:
     """Read the new map back from disk and compare every sample with the source's, bit for bit."""
-    if isinstance(legacy, LegacyStrings):
+    if legacy.kind == "strings":
         from mmap_ninja.string import StringsMmap
 
         converted: Any = StringsMmap(temporary, mode="r")
-    elif isinstance(legacy, LegacyRagged):
+    elif legacy.kind == "ragged":
         from mmap_ninja.ragged import RaggedMmap
 
         converted = RaggedMmap(temporary, mode="r")
@@ -159,7 +184,7 @@ def _verify(legacy: LegacyMap, temporary: Path, batch_size: int, verbose: bool) 
             raise ConversionError(f"the converted map holds {len(converted)} samples, the source {len(legacy)}")
         for start in range(0, len(legacy), batch_size):
             stop = min(start + batch_size, len(legacy))
-            if isinstance(legacy, LegacyNumpy):
+            if legacy.kind == "numpy":
                 _compare_arrays(start, np.asarray(converted)[start:stop], legacy.array[start:stop], "samples")
             else:
                 expected = legacy.get_many(np.arange(start, stop, dtype=np.int64))
