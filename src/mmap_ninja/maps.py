@@ -235,7 +235,7 @@ class MapBase:
             self._tickets += 1
             ticket = self._tickets
         store = self._store
-        view = self.layout.view(store if store is not None else EmptyColumns(self._path, self.layout))
+        view = self.layout.view(store.snapshot() if store is not None else EmptyColumns(self._path, self.layout))
         with self._view_lock:
             if ticket > self._installed:
                 self._installed = ticket
@@ -380,17 +380,24 @@ class MapBase:
 
     def extend(self, samples: Iterable[Any]) -> None:
         """Add samples at the end, all or none: readers see them only once all are on disk."""
-        store = self._writable_store()
         layout = self.layout
+        if self._store is None and self._legacy is None and self._mode == "r+":
+            # The first write creates the map: check the samples first, so that a refused one creates nothing.
+            empty = EmptyColumns(self._path, layout)
+            lengths = {name: len(empty.column(name)) for name in layout.columns}
+            first = layout.batch(samples, lengths, empty.attrs)
+            if not len(first):
+                return
+            layout.encode(first, lengths, empty.attrs)
+            samples = first
+        store = self._writable_store()
         try:
             with store.transaction():
                 batch = layout.batch(samples, store.lengths, store.attrs)
                 if len(batch):
                     self._train(store, batch)
                     columns, new_attrs = layout.encode(batch, store.lengths, store.attrs, _dictionary(store))
-                    store.append(columns)
-                    if new_attrs is not None:
-                        store.set_attrs(new_attrs)
+                    store.append(columns, new_attrs)
         finally:
             self._view = _StaleView(self)
 
@@ -405,8 +412,7 @@ class MapBase:
             chosen = np.random.default_rng(0).choice(len(samples), codec.train_samples, replace=False)
             samples = [samples[i] for i in np.sort(chosen).tolist()]
         dictionary = codec.train(self.layout.sample_bytes(samples)) or b""
-        store.append({"dictionary": [dictionary]})
-        store.set_attrs({**attrs, "trained": True})
+        store.append({"dictionary": [dictionary]}, {**attrs, "trained": True})
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the map's user metadata (JSON values; one commit)."""
@@ -421,6 +427,8 @@ class MapBase:
         Every value is checked before any is written. An in-place write is not a commit: readers see it at
         once, without ``refresh()``, and a process killed during it may leave that sample half written.
         """
+        if self._store is None and self._legacy is None and self._mode == "r+":
+            raise IndexError(self._out_of_range(index, 0))  # before the write would create the map
         store = self._writable_store()
         with store.transaction():
             view = self._rebuild()

@@ -106,9 +106,7 @@ class RaggedMmap(MapBase):
                 self._train(store, [])  # no samples to train a codec's dictionary on: compress without one
                 columns, attrs = self.layout.encode_flat(values, lengths, store.lengths, store.attrs,
                                                          _dictionary(store))
-                store.append(columns)
-                if attrs is not None:
-                    store.set_attrs(attrs)
+                store.append(columns, attrs)
         finally:
             self._view = _StaleView(self)
 

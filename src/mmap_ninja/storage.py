@@ -106,6 +106,21 @@ class _Column:
         return np.frombuffer(mapping, dtype=self.dtype, count=info.st_size // self.dtype.itemsize)
 
 
+class _Snapshot:
+    """One state of a map's columns (the `Columns` a layout builds a view from)."""
+
+    __slots__ = ("_columns", "attrs", "lengths", "path")
+
+    def __init__(self, path: Path, columns: dict[str, _Column], lengths: dict[str, int], attrs: dict[str, Any]):
+        self.path = path
+        self._columns = columns
+        self.lengths = lengths
+        self.attrs = attrs
+
+    def column(self, name: str) -> np.ndarray[Any, Any]:
+        return self._columns[name].view(self.lengths[name])
+
+
 class _Transaction:
     """What a write transaction holds: the lock file, write descriptors and the uncommitted lengths."""
 
@@ -291,6 +306,18 @@ class Store:
         txn = self._txn
         return dict(txn.lengths) if txn is not None else self._header.lengths
 
+    def snapshot(self) -> _Snapshot:
+        """The columns and attributes of this handle's current state, fixed: a view built from it is consistent
+        even while another thread writes through the same handle."""
+        if self.closed:
+            raise ValueError(f"{self.path}: I/O operation on a closed map")
+        txn, header = self._txn, self._header
+        if txn is None:
+            return _Snapshot(self.path, self._columns, header.lengths, header.attrs)
+        lengths = txn.lengths  # lengths before attributes: see `append`
+        attrs = txn.attrs
+        return _Snapshot(self.path, self._columns, lengths, header.attrs if attrs is None else attrs)
+
     def column(self, name: str) -> np.ndarray[Any, Any]:
         """The items of column ``name`` (see `lengths`) as a read-only 1-D array over the mapping."""
         if self.closed:
@@ -453,11 +480,12 @@ class Store:
         except OSError:
             pass  # the next writer cuts it; readers never look past the committed length
 
-    def append(self, new_items: Mapping[str, Any]) -> None:
+    def append(self, new_items: Mapping[str, Any], attrs: Optional[Mapping[str, Any]] = None) -> None:
         """Write items after the end of columns, inside a transaction; published when it commits.
 
         ``new_items`` maps a column name to a buffer or a list of buffers written back to back; their byte size
-        must be a whole number of that column's items.
+        must be a whole number of that column's items. ``attrs``, if given, replaces the header's attributes
+        along with the new items (they describe them: a new dtype, say).
         """
         txn = self._require_transaction()
         plan = []
@@ -469,10 +497,14 @@ class Store:
             if nbytes % column.dtype.itemsize:
                 raise ValueError(f"{nbytes} bytes is not a whole number of {name!r} items")
             plan.append((name, column, buffers, nbytes // column.dtype.itemsize))
-        before = txn.lengths
+        before, attrs_before = txn.lengths, txn.attrs
         after = dict(before)
         algorithm = self._header.checksums
         records = []
+        if attrs is not None:
+            # Attributes before lengths (and `snapshot` reads them the other way round), so a thread building a view
+            # never pairs new items with old attributes; new attributes with old items describe them still.
+            txn.attrs = dict(attrs)
         try:
             for name, column, buffers, count in plan:
                 if count:
@@ -483,6 +515,7 @@ class Store:
                         records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
                                         hasher(algorithm)(memoryview(b).cast("B") for b in buffers)))
         except BaseException:
+            txn.attrs = attrs_before
             for name, *_ in plan:
                 self._discard_tail(txn, name, to=before[name])
             raise
