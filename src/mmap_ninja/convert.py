@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from mmap_ninja._fsio import fsync_dir
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
     NotAMapError,
@@ -81,7 +82,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         if os.path.lexists(target):  # appeared while we were converting
             raise FileExistsError(f"{target} appeared while {source_dir} was being converted; nothing was replaced")
         os.rename(temporary, target)
-        _sync_directory(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -219,12 +220,5 @@ def _sync_tree(directory: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _sync_directory(Path(root))
+        fsync_dir(Path(root))
 
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

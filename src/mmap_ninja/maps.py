@@ -269,6 +269,12 @@ class MapBase:
         return store.attrs if store is not None else {}
 
     @property
+    def codec(self) -> Optional[str]:
+        """The name of the map's per-sample codec (``"zstd"``, ``"lz4"``), or None."""
+        spec = self._view_attrs().get("codec")
+        return None if not spec else str(spec["name"])
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The user metadata stored with the map (a copy; see `set_metadata`)."""
         return dict(self._store.metadata) if self._store is not None else {}

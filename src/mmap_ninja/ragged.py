@@ -36,12 +36,6 @@ class RaggedMmap(MapBase):
         return self._view.dtype  # type: ignore[no-any-return]
 
     @property
-    def codec(self) -> Optional[str]:
-        """The name of the map's per-sample codec (``"zstd"``, ``"lz4"``), or None."""
-        spec = self._view_attrs().get("codec")
-        return None if not spec else str(spec["name"])
-
-    @property
     def values(self) -> np.ndarray[Any, Any]:
         """Every sample's elements back to back (read-only, 1-D): Arrow's list ``values``. A compressed map has
         no such array (TypeError)."""

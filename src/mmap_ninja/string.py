@@ -31,12 +31,6 @@ class StringsMmap(MapBase):
         return self._view.offsets  # type: ignore[no-any-return]
 
     @property
-    def codec(self) -> Optional[str]:
-        """The name of the map's per-sample codec (``"zstd"``, ``"lz4"``), or None."""
-        spec = self._view_attrs().get("codec")
-        return None if not spec else str(spec["name"])
-
-    @property
     def values(self) -> np.ndarray[Any, Any]:
         """All strings' UTF-8 bytes back to back (read-only uint8); for a compressed map, the compressed bytes
         (``offsets`` then count them)."""
