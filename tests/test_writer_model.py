@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from conftest import build, equal, sample_for, snapshot
 
 import mmap_ninja
 from mmap_ninja import (
@@ -37,8 +38,6 @@ from mmap_ninja import (
     np_open_existing,
     open_existing,
 )
-
-from conftest import build, equal, sample_for, snapshot
 
 CLASSES: dict[str, type[Any]] = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}
 
@@ -252,7 +251,7 @@ def test_f1_creating_in_a_folder_with_foreign_bin_files_refuses_and_keeps_them(t
         lambda: StringsMmap(folder).append("first write"),
     ]
     for attempt in attempts:
-        with pytest.raises(FileExistsError, match="train.bin"):
+        with pytest.raises(FileExistsError, match=r"train\.bin"):
             attempt()
         assert snapshot(folder) == before
 
@@ -280,7 +279,7 @@ def test_f4_refresh_after_replacement_by_another_kind(tmp_path: Path, last_use: 
     else:
         strings.append("f")
     RaggedMmap.from_lists(tmp_path / "m", [np.arange(3)], overwrite=True)
-    with pytest.raises(KindMismatchError, match="'ragged'.*'strings'") as info:
+    with pytest.raises(KindMismatchError, match=r"'ragged'.*'strings'") as info:
         strings.refresh()
     assert isinstance(info.value, TypeError)
 
@@ -452,7 +451,7 @@ def test_a_newer_minor_version_is_read_but_not_written(tmp_path: Path) -> None:
     assert m[:] == ["a", "b"]
     before = snapshot(tmp_path / "m")
     for write in (lambda: m.append("c"), lambda: m.__setitem__(0, "z"), lambda: m.set_metadata({})):
-        with pytest.raises(FormatVersionError, match="2.7"):
+        with pytest.raises(FormatVersionError, match=r"2\.7"):
             write()
     assert snapshot(tmp_path / "m") == before
 
@@ -469,9 +468,9 @@ def test_unknown_fields_of_the_current_version_survive_a_write(tmp_path: Path) -
 def test_a_required_unknown_feature_is_refused(tmp_path: Path) -> None:
     StringsMmap.from_strings(tmp_path / "m", ["a"]).close()
     edit_header(tmp_path / "m", lambda h: h.update(requires=["codec.future"]))
-    with pytest.raises(UnknownFeatureError, match="codec.future"):
+    with pytest.raises(UnknownFeatureError, match=r"codec\.future"):
         StringsMmap(tmp_path / "m")
-    with pytest.raises(UnknownFeatureError, match="codec.future"):
+    with pytest.raises(UnknownFeatureError, match=r"codec\.future"):
         open_existing(tmp_path / "m", mode="r")
 
 
@@ -479,7 +478,7 @@ def test_a_huge_header_is_refused_quickly(tmp_path: Path) -> None:
     StringsMmap.from_strings(tmp_path / "m", ["a"]).close()
     edit_header(tmp_path / "m", lambda h: h.update(metadata={"padding": "x" * (20 << 20)}))
     started = time.monotonic()
-    with pytest.raises(CorruptMapError, match="header.json"):
+    with pytest.raises(CorruptMapError, match=r"header\.json"):
         StringsMmap(tmp_path / "m")
     assert time.monotonic() - started < 0.5
 
@@ -549,7 +548,7 @@ def test_f16_corrupt_offsets_are_reported(tmp_path: Path, kind: str, damage: str
     if kind == "ragged":
         reads.append(lambda: m.get_batch([2, 3]))
     for read in reads:
-        with pytest.raises(CorruptMapError, match="offsets.bin"):
+        with pytest.raises(CorruptMapError, match=r"offsets\.bin"):
             read()
     assert equal(m[0], sample_for(kind, 0))  # the undamaged samples still read
 
