@@ -166,12 +166,19 @@ CASES = [
        "batch_size must be a positive integer") for b in (0, -1, True, 2.0)],
     ("mode-w", "strings", None, _open(StringsMmap, mode="w"), ValueError, "mode must be 'r'"),
     # not a map
-    ("open-missing-path", None, None, lambda p: StringsMmap(p / "nope"), NotAMapError, "no such map directory"),
+    ("open-missing-path", None, None, lambda p: StringsMmap(p / "nope", mode="r"), NotAMapError,
+     "no such map directory"),
+    ("open-existing-missing-path", None, None, lambda p: open_existing(p / "nope"), NotAMapError,
+     "no such map directory"),
     ("open-empty-folder", None, lambda p: (p / "empty").mkdir(), lambda p: open_existing(p / "empty"),
      NotAMapError, "header.json is missing"),
-    ("open-foreign-folder", None, _write("notes.txt", b"hello"), lambda p: StringsMmap(p), NotAMapError,
+    ("open-foreign-folder", None, _write("notes.txt", b"hello"), lambda p: StringsMmap(p, mode="r"), NotAMapError,
      "holds no mmap_ninja map"),
-    ("open-a-file", None, _write("f.bin", b"x"), lambda p: RaggedMmap(p / "f.bin"), NotAMapError,
+    ("first-write-into-foreign-folder", None, _write("notes.txt", b"hello"), lambda p: StringsMmap(p).append("a"),
+     FileExistsError, "holds no map"),
+    ("open-a-file", None, _write("f.bin", b"x"), lambda p: RaggedMmap(p / "f.bin", mode="r"), NotAMapError,
+     "is a file, not a map directory"),
+    ("open-existing-a-file", None, _write("f.bin", b"x"), lambda p: open_existing(p / "f.bin"), NotAMapError,
      "is a file, not a map directory"),
     ("open-as-wrong-kind", "strings", None, _open(RaggedMmap), TypeError, "holds a 'strings' map"),
     ("create-over-foreign-folder", None, _write("notes.txt", b"hello"),
@@ -194,26 +201,28 @@ CASES = [
     ("column-is-a-folder", "strings", _dir_for("data.bin"), _open(StringsMmap), CorruptMapError,
      "data.bin is not a regular file"),
     ("header-garbage", "strings", _write("header.json", b"\x00\xffnot json"), _open(), CorruptMapError,
-     "header.json is corrupt"),
+     "header.json is not valid JSON"),
     ("header-truncated", "strings", lambda p: os.truncate(p / "header.json", 20), _open(), CorruptMapError,
-     "header.json is corrupt"),
-    ("header-empty", "numpy_i32", _write("header.json", b""), _open(), CorruptMapError, "header.json is corrupt"),
+     "header.json is not valid JSON"),
+    ("header-empty", "numpy_i32", _write("header.json", b""), _open(), CorruptMapError, "header.json is not valid JSON"),
     ("header-not-ours", "strings", _write("header.json", b'{"format": "zarr"}'), _open(), CorruptMapError,
      "not a mmap_ninja header"),
     ("header-no-version", "strings", _edit_header(lambda h: h.pop("version")), _open(), CorruptMapError,
      "no valid format version"),
-    ("header-newer-major", "strings", _edit_header(lambda h: h.update(version=[2, 0])), _open(),
-     FormatVersionError, "format version 2.0, newer than"),
+    ("header-newer-major", "strings", _edit_header(lambda h: h.update(version=[3, 0])), _open(),
+     FormatVersionError, "format version 3.0, newer than"),
+    ("header-newer-minor-writer", "strings", _edit_header(lambda h: h.update(version=[2, 1])),
+     _append(StringsMmap, "x"), FormatVersionError, "format version 2.1, newer than this mmap_ninja writes"),
     ("header-newer-major-writer", "ragged_i64", _edit_header(lambda h: h.update(version=[9, 3])),
      writer(RaggedMmap), FormatVersionError, "upgrade mmap_ninja"),
     ("header-negative-length", "strings", _edit_header(lambda h: h["columns"]["data"].update(length=-1)),
      _open(), CorruptMapError, "bad length -1"),
     ("header-no-columns", "strings", _edit_header(lambda h: h.pop("columns")), _open(), CorruptMapError,
-     "header.json is corrupt"),
+     "header.json is missing the field(s) columns"),
     ("header-is-a-folder", "strings", _dir_for("header.json"), _open(StringsMmap), CorruptMapError,
      "is a directory"),
     ("header-unknown-kind", "strings", _edit_header(lambda h: h.update(kind="graph")), _open(), ValueError,
-     "unknown kind 'graph'"),
+     "map of kind 'graph', which this mmap_ninja does not know"),
     # in-place assignment
     ("strings-setitem-other-size", "strings", None, _setitem(StringsMmap, 2, "ete"), ValueError,
      "item 2 holds 5 UTF-8 bytes and the new value 3"),
@@ -230,8 +239,8 @@ CASES = [
     ("numpy-setitem-300-into-uint8", "numpy_u8", None, _setitem(NumpyMmap, 0, np.full((2, 3), 300)), ValueError,
      "does not fit"),
     ("setitem-out-of-range", "strings", None, _setitem(StringsMmap, 3, "x"), IndexError, "out of range"),
-    ("extend-read-only", "ragged_i64", None, lambda p: RaggedMmap(p).extend([[1]]), PermissionError,
-     "read-only"),
+    ("extend-read-only", "ragged_i64", None, lambda p: RaggedMmap(p, mode="r").extend([[1]]), PermissionError,
+     "mode='r', which never writes"),
 ]
 
 
@@ -265,13 +274,16 @@ def test_a_generator_that_raises_keeps_the_committed_batches(tmp_path, kind):
     cls = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}[kind]
     with pytest.raises(RuntimeError, match="the source broke"):
         cls.from_generator(tmp_path / "m", gen(), batch_size=3)
-    with cls(tmp_path / "m") as m:
+    with pytest.raises(mmap_ninja.UnfinishedMapError, match="allow_unfinished=True"):
+        cls(tmp_path / "m")
+    with cls(tmp_path / "m", allow_unfinished=True) as m:
         assert len(m) == 6  # two batches of 3 committed; the partial seventh sample is absent
         for i in range(6):
             assert (m[i] == "s%d" % i) if kind == "strings" else np.array_equal(m[i], np.full((2, 3), i))
-    with cls(tmp_path / "m", mode="r+") as w:  # the writer lock was released
+    # the writer lock was released: the corrected build replaces the unfinished one
+    with cls.from_generator(tmp_path / "m", iter([]), batch_size=3, lock_timeout=0.2) as w:
         w.extend(["x"] if kind == "strings" else [np.zeros((2, 3), np.int32)])
-        assert len(w) == 7
+        assert len(w) == 1
 
 
 def test_from_indexable_error_names_the_index_and_keeps_committed_batches(tmp_path):
@@ -286,7 +298,7 @@ def test_from_indexable_error_names_the_index_and_keeps_committed_batches(tmp_pa
 
     with pytest.raises(mmap_ninja.SampleFetchError, match="reading item 7 of the source raised KeyError"):
         StringsMmap.from_indexable(tmp_path / "m", Source(), batch_size=3)
-    assert list(StringsMmap(tmp_path / "m")) == ["0", "1", "2", "3", "4", "5"]
+    assert list(StringsMmap(tmp_path / "m", allow_unfinished=True)) == ["0", "1", "2", "3", "4", "5"]
 
 
 # ----------------------------------------------------------------- a full disk and an unprivileged user
@@ -353,7 +365,8 @@ def world_readable_map():
 
 def test_permission_denied_to_write_but_reading_works(world_readable_map):
     """As an unprivileged user (setuid in the child), a root-owned map is a read-only folder with
-    read-only files: reading works, opening for writing fails with a PermissionError naming the path."""
+    read-only files: opening (with the default mode) and reading work, a write fails with a PermissionError
+    naming the path and changes nothing."""
     path = world_readable_map
     before = snapshot(path)
     result = _run_child(f"""
@@ -363,15 +376,16 @@ def test_permission_denied_to_write_but_reading_works(world_readable_map):
         with StringsMmap({str(path)!r}) as m:
             print("READ", list(m))
         m = open_existing({str(path)!r})
-        print("READ", m[1]); m.refresh(); m.close()
+        print("READ", m[1]); m.refresh()
         try:
-            StringsMmap({str(path)!r}, mode="r+")
+            m.append("x")
         except PermissionError as e:
             print("REFUSED", e)
+        m.close()
     """)
     assert result.returncode == 0, result.stderr
     assert "READ ['read', 'only']" in result.stdout and "READ only" in result.stdout
-    assert f"REFUSED [Errno {errno.EACCES}] cannot open {path} for writing" in result.stdout
+    assert f"REFUSED [Errno {errno.EACCES}] cannot write to the map {path}" in result.stdout
     assert snapshot(path) == before
 
 
@@ -385,13 +399,14 @@ def test_read_only_files_in_a_writable_folder(world_readable_map):
         import os
         from mmap_ninja import StringsMmap
         os.setgid({_nobody()}); os.setuid({_nobody()})
+        m = StringsMmap({str(path)!r})
         try:
-            StringsMmap({str(path)!r}, mode="r+")
+            m.extend(["more"])
         except PermissionError as e:
             print("REFUSED", e)
-        print("READ", list(StringsMmap({str(path)!r})))
+        print("READ", list(StringsMmap({str(path)!r})), len(m))
     """)
     assert result.returncode == 0, result.stderr
-    assert "REFUSED" in result.stdout and "data.bin for writing" in result.stdout
-    assert "READ ['read', 'only']" in result.stdout
+    assert "REFUSED" in result.stdout and f"{path / 'data.bin'}" in result.stdout
+    assert "READ ['read', 'only'] 2" in result.stdout
     assert {k: v for k, v in snapshot(path).items() if k != ".lock"} == before

@@ -96,24 +96,29 @@ def test_extend_append_and_reopen(kind, tmp_path):
     assert [equal(reopened[i], sample_for(kind, i)) for i in range(8)] == [True] * 8
 
 
-def test_default_mode_is_read_only(kind, built, tmp_path):
+def test_mode_r_is_read_only_and_the_default_writes(kind, built, tmp_path):
+    reader = open_existing(tmp_path / "m", mode="r")
     before = snapshot(tmp_path / "m")
     with pytest.raises(PermissionError, match="mode='r\\+'"):
-        built.append(sample_for(kind, 0))
+        reader.append(sample_for(kind, 0))
     with pytest.raises(PermissionError):
-        built[0] = sample_for(kind, 0)
+        reader[0] = sample_for(kind, 0)
     assert snapshot(tmp_path / "m") == before
+    assert built.mode == "r+"
+    built.append(sample_for(kind, N))
+    assert len(open_existing(tmp_path / "m")) == N + 1
 
 
-def test_r_plus_allows_writes_and_one_writer_at_a_time(kind, built, tmp_path):
+def test_writers_take_turns_and_a_held_transaction_blocks_others(kind, built, tmp_path):
     writer = open_existing(tmp_path / "m", mode="r+")
-    with pytest.raises(MapLockedError, match="another writer"):
-        open_existing(tmp_path / "m", mode="r+")
-    writer.append(sample_for(kind, N))
-    writer.close()
-    second = open_existing(tmp_path / "m", mode="r+")  # the lock was released by close()
-    assert len(second) == N + 1
-    second.close()
+    second = open_existing(tmp_path / "m", mode="r+", lock_timeout=0.2)  # opening takes no lock
+    with writer.transaction():
+        writer.append(sample_for(kind, N))
+        with pytest.raises(MapLockedError, match=f"{tmp_path / 'm'} is locked by another writer"):
+            second.append(sample_for(kind, N + 1))
+    second.append(sample_for(kind, N + 1))  # the lock was released at the end of the transaction
+    assert len(second) == N + 2 and equal(second[N], sample_for(kind, N))
+    assert len(open_existing(tmp_path / "m")) == N + 2
 
 
 def test_reader_keeps_snapshot_until_refresh(kind, built, tmp_path):
@@ -142,8 +147,10 @@ def test_pickle_holds_path_not_data(kind, tmp_path):
     blob = pickle.dumps(m)
     assert len(blob) < 1024
     copy = pickle.loads(blob)
-    assert type(copy) is type(m) and copy.mode == "r" and len(copy) == 2000
+    assert type(copy) is type(m) and copy.mode == "r+" and len(copy) == 2000
     assert equal(copy[1234], sample_for(kind, 1234))
+    read_only = pickle.loads(pickle.dumps(open_existing(tmp_path / "m", mode="r")))
+    assert read_only.mode == "r" and len(read_only) == 2000
 
 
 def test_wrapper_fn_and_copy_before(kind, built, tmp_path):
@@ -171,7 +178,8 @@ def test_wrapped_helper(kind, built):
 def test_opening_a_missing_or_foreign_folder_creates_nothing(tmp_path):
     for cls in (StringsMmap, RaggedMmap, NumpyMmap):
         with pytest.raises(mmap_ninja.NotAMapError, match="no such map"):
-            cls(tmp_path / "nothing")
+            cls(tmp_path / "nothing", mode="r")
+        assert len(cls(tmp_path / "nothing")) == 0  # an empty map that the first write creates
         assert not (tmp_path / "nothing").exists()
     (tmp_path / "plain").mkdir()
     with pytest.raises(mmap_ninja.NotAMapError, match="holds no mmap_ninja map"):
@@ -230,7 +238,7 @@ def test_from_generator_commits_every_batch_and_keeps_them_on_error(kind, tmp_pa
     def samples():
         for i in range(10):
             if i and i % 3 == 0:  # a reader opening now sees every completed batch
-                lengths_seen.append(len(open_existing(tmp_path / "m")))
+                lengths_seen.append(len(open_existing(tmp_path / "m", allow_unfinished=True)))
             if i == 8:
                 raise RuntimeError("source broke")
             yield sample_for(kind, i)
@@ -238,8 +246,14 @@ def test_from_generator_commits_every_batch_and_keeps_them_on_error(kind, tmp_pa
     with pytest.raises(RuntimeError, match="source broke"):
         cls.from_generator(tmp_path / "m", samples(), batch_size=3)
     assert lengths_seen == [3, 6]
-    after = open_existing(tmp_path / "m", mode="r+")  # the failed build released its lock
+    with pytest.raises(mmap_ninja.UnfinishedMapError, match="allow_unfinished=True"):
+        open_existing(tmp_path / "m")
+    after = open_existing(tmp_path / "m", allow_unfinished=True)
     assert len(after) == 6 and all(equal(after[i], sample_for(kind, i)) for i in range(6))
+    # the failed build released its lock: the corrected call replaces it without overwrite=True
+    rebuilt = cls.from_generator(tmp_path / "m", [sample_for(kind, i) for i in range(10)], batch_size=3,
+                                 lock_timeout=0.2)
+    assert len(rebuilt) == 10 and len(open_existing(tmp_path / "m")) == 10
 
 
 def test_verbose_shows_a_progress_bar_with_total(kind, tmp_path, capsys):

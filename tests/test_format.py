@@ -24,8 +24,11 @@ def edit_header(path, **changes):
 def test_header_describes_the_map(tmp_path):
     RaggedMmap.from_lists(tmp_path / "m", [np.zeros((2, 3), ">f4"), np.zeros(4, ">f4")]).close()
     header = json.loads((tmp_path / "m" / "header.json").read_text())
-    assert header["format"] == "mmap_ninja" and header["version"] == list(FORMAT_VERSION)
-    assert header["kind"] == "ragged" and header["attrs"] == {"dtype": ">f4"}
+    assert header["format"] == "mmap_ninja" and header["version"] == list(FORMAT_VERSION) == [2, 0]
+    assert header["kind"] == "ragged" and header["attrs"] == {"dtype": ">f4", "ndims": [1, 2]}
+    assert header["requires"] == [] and header["metadata"] == {} and "building" not in header
+    assert isinstance(header["id"], str) and len(header["id"]) >= 16
+    assert type(header["commit"]) is int and header["commit"] >= 1
     assert header["columns"]["offsets"] == {"dtype": "<i8", "length": 3}
     assert header["columns"]["data"]["length"] == 40  # bytes
     offsets = np.fromfile(tmp_path / "m" / "offsets.bin", dtype="<i8")
@@ -42,10 +45,11 @@ def test_newer_major_version_is_refused_newer_minor_is_read(kind, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: (p / "header.json").write_bytes(b"{not json"), "header.json is corrupt"),
+    (lambda p: (p / "header.json").write_bytes(b"{not json"), "header.json is not valid JSON"),
     (lambda p: (p / "header.json").write_bytes(b'{"format": "other"}'), "not a mmap_ninja header"),
     (lambda p: edit_header(p, version="1"), "no valid format version"),
-    (lambda p: edit_header(p, columns={"offsets": {"dtype": "<i8"}}), "header.json is corrupt"),
+    (lambda p: edit_header(p, columns={"offsets": {"dtype": "<i8"}}),
+     "header.json: column 'offsets' needs a 'dtype' and a 'length'"),
     (lambda p: os.truncate(p / "data.bin", os.path.getsize(p / "data.bin") - 1), "data.bin is truncated"),
     (lambda p: os.truncate(p / "offsets.bin", 8), "offsets.bin is truncated"),
     (lambda p: os.remove(p / "offsets.bin"), "offsets.bin is missing"),
@@ -60,8 +64,12 @@ def test_damage_is_reported_with_the_file_name(tmp_path, damage, message):
 def test_missing_header_is_not_a_map(tmp_path):
     StringsMmap.from_strings(tmp_path / "m", ["abc"]).close()
     os.remove(tmp_path / "m" / "header.json")
-    with pytest.raises(NotAMapError, match="header.json is missing"):
-        StringsMmap(tmp_path / "m")
+    for opening in (lambda: StringsMmap(tmp_path / "m", mode="r"), lambda: open_existing(tmp_path / "m")):
+        with pytest.raises(NotAMapError, match="header.json is missing"):
+            opening()
+    # the default mode opens an empty map there, but its first write never takes the leftover files for its own
+    with pytest.raises(FileExistsError, match="data.bin"):
+        StringsMmap(tmp_path / "m").append("x")
 
 
 def test_uncommitted_tail_is_ignored_by_readers_and_cut_by_the_next_writer(kind, tmp_path):
@@ -71,12 +79,19 @@ def test_uncommitted_tail_is_ignored_by_readers_and_cut_by_the_next_writer(kind,
         if (tmp_path / "m" / name).exists():
             with open(tmp_path / "m" / name, "ab") as f:
                 f.write(b"\xff" * 24)
+    damaged = snapshot(tmp_path / "m")
     reader = open_existing(tmp_path / "m")
     assert len(reader) == 5 and all(equal(reader[i], sample_for(kind, i)) for i in range(5))
     writer = open_existing(tmp_path / "m", mode="r+")
-    assert snapshot(tmp_path / "m") == committed
-    writer.append(sample_for(kind, 5))
+    assert snapshot(tmp_path / "m") == damaged  # opening, even to write, changes nothing
+    with writer.transaction():  # a write's transaction cuts the tail before it appends
+        assert snapshot(tmp_path / "m") == {**committed, ".lock": b""}
+        writer.append(sample_for(kind, 5))
     writer.close()
+    after = snapshot(tmp_path / "m")
+    for name in ("data.bin", "offsets.bin"):
+        if name in committed:
+            assert after[name].startswith(committed[name]) and b"\xff" * 24 not in after[name]
     assert [equal(open_existing(tmp_path / "m")[i], sample_for(kind, i)) for i in range(6)] == [True] * 6
 
 

@@ -118,7 +118,7 @@ def test_module_names():
 
 def test_path_based_writes_take_writer_options(tmp_path):
     m = np_from_ndarray(tmp_path / "m", np.zeros((1, 2)))
-    with pytest.raises(mmap_ninja.MapLockedError, match="after waiting 0.1 s"):
+    with m.transaction(), pytest.raises(mmap_ninja.MapLockedError, match="waited 0.1 s"):
         np_extend_dir(tmp_path / "m", np.ones((1, 2)), lock_timeout=0.1)
     m.close()
     np_extend(tmp_path / "m", np.ones((1, 2)), durable=True)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mmap_ninja import RaggedMmap, SampleFetchError, StringsMmap, open_existing
+from mmap_ninja import RaggedMmap, SampleFetchError, StringsMmap, UnfinishedMapError, open_existing
 
 from conftest import build, equal, sample_for
 
@@ -59,7 +59,9 @@ def test_index_and_key_errors_in_the_data_are_errors_not_the_end(tmp_path, n_job
     with pytest.raises(SampleFetchError, match=f"item 150 of the source raised {error.__name__}"):
         RaggedMmap.from_indexable(tmp_path / "m", Source(1000, tmp_path / "c", fail_at=150, error=error),
                                   batch_size=64, n_jobs=n_jobs)
-    done = open_existing(tmp_path / "m")
+    with pytest.raises(UnfinishedMapError):
+        open_existing(tmp_path / "m")
+    done = open_existing(tmp_path / "m", allow_unfinished=True)
     assert len(done) == 128  # the two batches committed before the failing one
 
 
