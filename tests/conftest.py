@@ -1,15 +1,24 @@
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja.format import header_checksum
 
 
 def snapshot(directory: Path) -> dict:
     """Every file's bytes below ``directory`` (to check that a failed call left the disk as it was)."""
     return {p.relative_to(directory).as_posix(): p.read_bytes()
             for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def write_header(directory: Path, content: dict) -> None:
+    """Write ``content`` as the map's header, with its checksum made anew (as a writer of that content would)."""
+    content = {key: value for key, value in content.items() if key != "checksum"}
+    content["checksum"] = header_checksum(content)
+    (Path(directory) / "header.json").write_text(json.dumps(content))
 
 
 def sample_for(kind: str, i: int):

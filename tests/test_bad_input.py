@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import mmap_ninja
+from conftest import write_header
 from mmap_ninja import (CorruptMapError, FormatVersionError, NotAMapError, NumpyMmap, RaggedMmap,
                         StringsMmap, np_from_ndarray, open_existing)
 
@@ -73,7 +74,7 @@ def _edit_header(fn):
     def damage(p):
         header = json.loads((p / "header.json").read_text())
         fn(header)
-        (p / "header.json").write_text(json.dumps(header))
+        write_header(p, header)
     return damage
 
 

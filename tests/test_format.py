@@ -11,13 +11,13 @@ from mmap_ninja import (CorruptMapError, FormatVersionError, NotAMapError, Ragge
                         open_existing)
 from mmap_ninja.storage import FORMAT_VERSION
 
-from conftest import build, equal, sample_for, snapshot
+from conftest import build, equal, sample_for, snapshot, write_header
 
 
 def edit_header(path, **changes):
     header = json.loads((path / "header.json").read_text())
     header.update(changes)
-    (path / "header.json").write_text(json.dumps(header))
+    write_header(path, header)
     return header
 
 
@@ -99,7 +99,7 @@ def _commit_by_hand(path, **lengths):
     header = json.loads((path / "header.json").read_text())
     for name, length in lengths.items():
         header["columns"][name]["length"] = length
-    (path / "header.json").write_text(json.dumps(header))
+    write_header(path, header)
 
 
 def test_byte_offsets_past_4_gib(tmp_path):

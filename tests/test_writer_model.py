@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from conftest import build, equal, sample_for, snapshot
+from conftest import build, equal, sample_for, snapshot, write_header
 
 import mmap_ninja
 from mmap_ninja import (
@@ -50,7 +50,7 @@ def header(path: Path) -> dict[str, Any]:
 def edit_header(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     content = header(path)
     change(content)
-    (path / "header.json").write_text(json.dumps(content))
+    write_header(path, content)
 
 
 def committed_bytes(path: Path) -> dict[str, bytes]:

@@ -43,7 +43,10 @@ class MapLockedError(MapError, BlockingIOError):
 
 
 class UnfinishedMapError(MapError, ValueError):
-    """The map is a build that never finished (its ``from_*`` call was interrupted or failed)."""
+    """The map is a build that has not finished: its ``from_*`` call was interrupted or failed, or (``in_progress``)
+    is still running in another process."""
+
+    in_progress: bool = False
 
 
 class KindMismatchError(MapError, TypeError):

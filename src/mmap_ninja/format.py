@@ -144,7 +144,7 @@ def read_header(directory: Path) -> Header:
     path = directory / HEADER_FILE
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if not directory.exists():
             raise NotAMapError(f"{directory}: no such map directory") from None
         if not directory.is_dir():
@@ -173,7 +173,7 @@ def parse_header(content: Any, path: Path) -> Header:
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     stored = content.pop("checksum", None)
-    if stored is not None and stored != _header_checksum(content):
+    if stored is not None and stored != header_checksum(content):
         raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     version = content.get("version")
     if (not isinstance(version, list) or len(version) != 2
@@ -256,10 +256,10 @@ def encode_header(header: Header) -> bytes:
     if header.checksums is not None:
         content["checksums"] = {"algorithm": header.checksums}
     content.update(header.extra)
-    content["checksum"] = _header_checksum(content)
+    content["checksum"] = header_checksum(content)
     return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
 
 
-def _header_checksum(content: dict[str, Any]) -> str:
+def header_checksum(content: dict[str, Any]) -> str:
     """The header's own checksum: CRC-32 of its JSON encoding without the ``checksum`` key."""
     return f"crc32:{zlib.crc32(json.dumps(content).encode()):08x}"

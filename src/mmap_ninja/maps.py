@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain, islice
@@ -17,7 +18,7 @@ import numpy as np
 
 from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size
-from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError
+from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
@@ -32,6 +33,7 @@ KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
 
 _INT64_MAX = np.iinfo(np.int64).max
+_CREATION_RETRIES = 10  # opening a map another process is creating retries for up to ~50 ms
 
 
 def _normalize_mode(mode: str) -> str:
@@ -167,8 +169,7 @@ class MapBase:
             self._mode = "r"
         self._legacy: Any = None
         try:
-            store: Optional[Store] = Store.open(self._path, durable=durable, lock_timeout=lock_timeout,
-                                                allow_unfinished=allow_unfinished)
+            store: Optional[Store] = self._open_store()
         except NotAMapError:
             if is_legacy_map(self._path):  # written by mmap_ninja 0.9.0: read it as it is, refuse writes
                 self._open_legacy()
@@ -180,6 +181,18 @@ class MapBase:
         if store is not None:
             self._check_kind(store)
         self._view = self._rebuild()
+
+    def _open_store(self) -> Store:
+        for _ in range(_CREATION_RETRIES):
+            try:
+                return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
+                                  allow_unfinished=self._allow_unfinished)
+            except UnfinishedMapError as error:
+                if not error.in_progress:
+                    raise
+                time.sleep(0.005)  # another process may be creating it: that takes milliseconds, a build longer
+        return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
+                          allow_unfinished=self._allow_unfinished)
 
     def _open_legacy(self) -> None:
         reader = open_legacy(self._path)
@@ -240,7 +253,17 @@ class MapBase:
             if ticket > self._installed:
                 self._installed = ticket
                 self._view = view
+            elif not isinstance(self._view, _StaleView):
+                return self._view  # a newer view went in while this one was built
         return view
+
+    def _invalidate(self) -> None:
+        """After a write: the next use builds the view of the new state; a view whose building started before
+        the write can no longer be installed over it."""
+        with self._view_lock:
+            self._tickets += 1
+            self._installed = self._tickets
+            self._view = _StaleView(self)
 
     # -------------------------------------------------------------- reading
 
@@ -378,7 +401,7 @@ class MapBase:
             with store.transaction():
                 yield
         finally:
-            self._view = _StaleView(self)
+            self._invalidate()
 
     def append(self, sample: Any) -> None:
         """Add one sample at the end (one transaction)."""
@@ -405,7 +428,7 @@ class MapBase:
                     columns, new_attrs = layout.encode(batch, store.lengths, store.attrs, _dictionary(store))
                     store.append(columns, new_attrs)
         finally:
-            self._view = _StaleView(self)
+            self._invalidate()
 
     def _train(self, store: Store, samples: list[Any]) -> None:
         """Train the codec's dictionary on ``samples`` if it wants one and has none yet (inside a transaction),
@@ -478,7 +501,7 @@ class MapBase:
             store.abandon_build()
             target.close()
             raise
-        target._view = _StaleView(target)
+        target._invalidate()
 
     @classmethod
     def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], **build_options: Any) -> M:

@@ -9,7 +9,7 @@ import numpy as np
 
 from mmap_ninja.batch import assemble
 from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView
-from mmap_ninja.maps import MapBase, _dictionary, _StaleView, resolve_index, resolve_positions
+from mmap_ninja.maps import MapBase, _dictionary, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
 
@@ -102,7 +102,7 @@ class RaggedMmap(MapBase):
                                                          _dictionary(store))
                 store.append(columns, attrs)
         finally:
-            self._view = _StaleView(self)
+            self._invalidate()
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.LargeListArray`` whose buffers are the map's own ``offsets`` and

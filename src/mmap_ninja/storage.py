@@ -67,14 +67,27 @@ def absolute(path: PathLike) -> Path:
 
 
 class _Column:
-    """One column file and (lazily) a read-only mapping of it."""
+    """One column file, held open read-only from when its header was read (so a handle keeps reading its own
+    files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("dtype", "mapped", "path")
+    __slots__ = ("dtype", "fd", "mapped", "path")
 
     def __init__(self, path: Path, dtype: np.dtype[Any]):
         self.path = path
         self.dtype = dtype
         self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
+        try:
+            self.fd: int | None = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.fd = None  # reported by the size check, with the file's name
+        except IsADirectoryError:
+            raise CorruptMapError(f"{path} is not a regular file") from None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.mapped = None
 
     def view(self, length: int) -> np.ndarray[Any, Any]:
         mapped = self.mapped
@@ -84,24 +97,20 @@ class _Column:
 
     def _map(self, length: int) -> np.ndarray[Any, Any]:
         need = length * self.dtype.itemsize
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise CorruptMapError(f"{self.path} is not a regular file")
-            if info.st_size < need:
-                raise CorruptMapError(f"{self.path} is truncated: it holds {info.st_size} bytes, the header "
-                                      f"commits {need}")
-            if info.st_size < self.dtype.itemsize:
-                empty = np.empty(0, dtype=self.dtype)
-                empty.flags.writeable = False
-                return empty
-            mapping = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
+        fd = self.fd
+        if fd is None:
+            raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptMapError(f"{self.path} is not a regular file")
+        if info.st_size < need:
+            raise CorruptMapError(f"{self.path} is truncated: it holds {info.st_size} bytes, the header commits "
+                                  f"{need}")
+        if info.st_size < self.dtype.itemsize:
+            empty = np.empty(0, dtype=self.dtype)
+            empty.flags.writeable = False
+            return empty
+        mapping = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
         # Read-only, as the mapping is. Arrays handed out earlier keep their own (older) mapping alive.
         return np.frombuffer(mapping, dtype=self.dtype, count=info.st_size // self.dtype.itemsize)
 
@@ -190,6 +199,8 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
+        if not (path / HEADER_FILE).exists():
+            _refuse_foreign_files(path)  # before the lock file is made: a refused create leaves nothing behind
         lock_fd = _lock(path, lock_timeout)
         try:
             try:
@@ -207,11 +218,7 @@ class Store:
             if old is not None and not old.building and not overwrite:
                 raise FileExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:
-                foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
-                if foreign:
-                    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-                    raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja "
-                                          f"never deletes files it did not write: choose an empty or new directory")
+                _refuse_foreign_files(path)  # again, under the lock
             store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {}, tuple(requires),
                                  building, durable, lock_timeout, lock_fd)
         except BaseException:
@@ -342,7 +349,9 @@ class Store:
             raise KindMismatchError(f"{self.path} was replaced by a {header.kind!r} map; this handle reads "
                                     f"{old.kind!r} maps: open it again with mmap_ninja.open_existing()")
         if header.id != old.id:
-            self._columns = self._columns_of(header)  # new files: drop the old mappings and descriptors
+            replaced, self._columns = self._columns, self._columns_of(header)  # new files: drop the old ones
+            for column in replaced.values():
+                column.close()
         elif header == old:
             return False
         self._header = header
@@ -355,10 +364,9 @@ class Store:
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
-        try:
-            info = os.stat(column.path)
-        except FileNotFoundError:
-            raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})") from None
+        if column.fd is None:
+            raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})")
+        info = os.fstat(column.fd)
         if not stat.S_ISREG(info.st_mode):
             raise CorruptMapError(f"{column.path} is not a regular file")
         if info.st_size < need.length * need.dtype.itemsize:
@@ -623,7 +631,7 @@ class Store:
             while self._txn is not None:
                 self._end_transaction(ok=False)
         for column in self._columns.values():
-            column.mapped = None
+            column.close()
         self.closed = True
 
 
@@ -631,6 +639,14 @@ def _encode(header: Header) -> bytes:
     from mmap_ninja.format import encode_header
 
     return encode_header(header)
+
+
+def _refuse_foreign_files(path: Path) -> None:
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
+                              f"files it did not write: choose an empty or new directory")
 
 
 def _unlink(path: Path) -> None:
@@ -679,8 +695,11 @@ def _being_built(path: Path) -> bool:
 
 
 def unfinished_error(path: Path, header: Header) -> UnfinishedMapError:
-    state = ("is still being built by another process" if _being_built(path)
+    in_progress = _being_built(path)
+    state = ("is still being built by another process" if in_progress
              else "is an unfinished build: the from_* call that made it was interrupted or failed")
-    return UnfinishedMapError(
+    error = UnfinishedMapError(
         f"{path} {state}. Re-running the build replaces it (no overwrite=True needed); to read what it committed "
         f"so far, open it with allow_unfinished=True")
+    error.in_progress = in_progress
+    return error

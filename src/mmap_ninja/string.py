@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.layouts import StringsLayout
-from mmap_ninja.maps import MapBase, _dictionary, _StaleView
+from mmap_ninja.maps import MapBase, _dictionary
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
 __all__ = ["StringsMmap", "StringsMmmap"]
@@ -49,7 +49,7 @@ class StringsMmap(MapBase):
                 columns, _ = self.layout.encode_utf8(utf8, lengths, store.lengths, store.attrs, _dictionary(store))
                 store.append(columns)
         finally:
-            self._view = _StaleView(self)
+            self._invalidate()
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.LargeStringArray`` whose buffers are the map's own ``offsets`` and
