@@ -7,6 +7,7 @@ many crash trials and Hypothesis examples (THOROUGH).
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_importing_mmap_ninja_imports_no_test_tool() -> None:
     code = ("import sys, mmap_ninja, mmap_ninja.adapters; "
             "print(sorted(m for m in ('pytest', 'hypothesis', 'mmap_ninja.testing') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": ":".join(p for p in sys.path if p)}).stdout
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))).stdout
     assert out.strip() == "[]"
 
 

@@ -127,10 +127,13 @@ def _build_until_killed(spec: KindSpec, path: str, log_path: str, batch_size: in
 
 def _write_batches(spec: KindSpec, path: str, batches: list[list[int]]) -> None:
     m = spec.container(path)
+    pause = random.Random(batches[0][0] if batches and batches[0] else 0).uniform
     _ready()
     if sys.stdin.readline().strip() != "GO":
         raise RuntimeError("the parent never said GO")
     for number, indices in enumerate(batches):
+        if number:
+            time.sleep(pause(0, 0.002))  # a lock taken again at once would starve the other writer: let it in
         if len(indices) == 1 and number % 2:
             m.append(spec.make_sample(indices[0]))
         elif len(indices) > 1 and number % 3 == 0:
