@@ -6,7 +6,6 @@ many crash trials and Hypothesis examples (THOROUGH).
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -31,50 +30,15 @@ from mmap_ninja.testing import (
 )
 from mmap_ninja.testing.registry import _SPECS, strings_sample
 
-# Failures the kit found in the core (reported to the lead). Each is expected, strictly where it is deterministic,
-# until the core is fixed; the fix must delete its entry here (a strict xfail that passes fails the run).
-FIRST_WRITE_CREATES_THE_MAP = (
-    "core bug: a handle on a path with no map creates the map (directory, header, empty columns) before it encodes "
-    "its first write, so a first write refused for bad input leaves an empty map on disk")
-TORN_VIEW_BETWEEN_COLUMNS = (
-    "core bug: MapBase._rebuild builds a view with one Store.column() call per column, each reading the lengths "
-    "anew, so a reader thread can pair the data column of one state with the offsets of a later one while a "
-    "writer thread on the same object appends (CorruptMapError: offsets point past the data)")
-KNOWN_CORE_BUGS: dict[str, dict[str, tuple[str, bool]]] = {
-    "strings": {"test_a_refused_first_write_creates_nothing": (FIRST_WRITE_CREATES_THE_MAP, True),
-                "test_writer_and_reader_threads": (TORN_VIEW_BETWEEN_COLUMNS, False)},
-    "ragged": {"test_a_refused_first_write_creates_nothing": (FIRST_WRITE_CREATES_THE_MAP, True),
-               "test_writer_and_reader_threads": (TORN_VIEW_BETWEEN_COLUMNS, False)},
-    "numpy": {"test_a_refused_first_write_creates_nothing": (FIRST_WRITE_CREATES_THE_MAP, True)},
-}
 
-
-def _expecting_known_bugs(cls: type[MapConformance]) -> type[MapConformance]:
-    """Override the conformance tests that fail because of a known core bug with an xfail-marked copy (the base
-    class's functions stay unmarked)."""
-    for name, (reason, strict) in KNOWN_CORE_BUGS.get(cls.spec.name, {}).items():
-        base = getattr(MapConformance, name)
-
-        @pytest.mark.xfail(strict=strict, raises=AssertionError, reason=reason)
-        @functools.wraps(base)
-        def expected_to_fail(self: MapConformance, *args: Any, _base: Any = base, **kwargs: Any) -> None:
-            _base(self, *args, **kwargs)
-
-        setattr(cls, name, expected_to_fail)
-    return cls
-
-
-@_expecting_known_bugs
 class TestStrings(MapConformance):
     spec = spec_for("strings")
 
 
-@_expecting_known_bugs
 class TestRagged(MapConformance):
     spec = spec_for("ragged")
 
 
-@_expecting_known_bugs
 class TestNumpy(MapConformance):
     spec = spec_for("numpy")
 

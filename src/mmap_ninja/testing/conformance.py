@@ -321,7 +321,7 @@ class MapConformance:
 
     def test_a_refused_first_write_creates_nothing(self, tmp_path: Path) -> None:
         assert self.spec.bad_samples, f"the spec {self.spec.name!r} lists no bad samples to check"
-        for k, bad in enumerate(self.spec.bad_samples):
+        for k, bad in enumerate(b for b in self.spec.bad_samples if b.in_first_write):
             path = tmp_path / f"fresh{k}"
             m = self.cls(path)
             with pytest.raises(bad.error, match=bad.match):

@@ -39,13 +39,16 @@ class BadSample:
 
     ``match`` is a regular expression the message must contain (``None``: any message). ``in_setitem=False``
     when in-place assignment refuses the value with another exception (or accepts it, as NumPy broadcasting
-    accepts a scalar), so only ``append``, ``extend`` and the builders are checked with it.
+    accepts a scalar), so only ``append``, ``extend`` and the builders are checked with it. ``in_first_write=False``
+    when the value is bad only for a map whose dtype is already fixed (a first batch of a new numpy map may mix
+    int and float samples: NumPy promotes them, and the map takes the promoted dtype).
     """
 
     value: Any
     error: type[BaseException]
     match: Optional[str] = None
     in_setitem: bool = True
+    in_first_write: bool = True
 
     def __repr__(self) -> str:
         shown = repr(self.value)
@@ -225,9 +228,9 @@ NUMPY_SPEC = KindSpec(
     bad_samples=(
         BadSample(np.zeros((2, 2), np.int32), ValueError),  # another shape
         BadSample(np.zeros((4, 3), np.int32), ValueError),  # the same size, another shape
-        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 0.5), ValueError, "0.5"),  # lossy cast to int32
-        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 2**40), ValueError),  # does not fit int32
-        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 1j), TypeError),
+        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 0.5), ValueError, "0.5", in_first_write=False),  # lossy to int32
+        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 2**40), ValueError, in_first_write=False),  # does not fit int32
+        BadSample(np.full(NUMPY_SAMPLE_SHAPE, 1j), TypeError, in_first_write=False),
         BadSample("abc", ValueError, in_setitem=False),  # assignment names the dtype (TypeError), not the shape
     ),
     variant=negated,
