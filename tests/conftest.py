@@ -6,6 +6,7 @@ import pytest
 
 from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray
 from mmap_ninja.format import header_checksum
+from mmap_ninja.testing import arrays_equal, spec_for, specs
 
 
 def snapshot(directory: Path) -> dict:
@@ -22,31 +23,22 @@ def write_header(directory: Path, content: dict) -> None:
 
 
 def sample_for(kind: str, i: int):
-    """A deterministic sample of each kind, derivable from its index."""
-    if kind == "strings":
-        return f"sample {i} " + "é" * (i % 5) + "x" * (i % 7)
-    if kind == "ragged":
-        return np.full((i % 4 + 1, 2), i, dtype=np.int32)
-    return np.full((2, 3), i, dtype=np.float32)
+    """A deterministic sample of each kind, derivable from its index (the test kit's spec of the kind)."""
+    return spec_for(kind).make_sample(i)
 
 
 def build(kind: str, path: Path, n: int):
-    samples = [sample_for(kind, i) for i in range(n)]
-    if kind == "strings":
-        return StringsMmap.from_strings(path, samples)
-    if kind == "ragged":
-        return RaggedMmap.from_lists(path, samples)
-    return np_from_ndarray(path, np.stack(samples) if samples else np.empty((0, 2, 3), np.float32))
+    """A map of ``kind`` holding samples 0 .. n-1, built as the kit's spec says."""
+    spec = spec_for(kind)
+    return spec.container.from_generator(path, (spec.make_sample(i) for i in range(n)), batch_size=64,
+                                         **spec.build_options)
 
 
 def equal(a, b) -> bool:
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    return arrays_equal(a, b)
 
 
-KINDS = ["strings", "ragged", "numpy"]
+KINDS = [spec.name for spec in specs()]  # every registered kind (the kit refuses a kind without a spec)
 
 
 @pytest.fixture(params=KINDS)

@@ -75,18 +75,18 @@ class RaggedMmap(MapBase):
         positions = resolve_positions(indices, view.length)
         if view.dtype is None:
             raise ValueError("the map holds no samples and has no dtype yet")
-        shapes = view.shapes_at(positions)
         if isinstance(view, CompressedRaggedView) or not isinstance(view, RaggedView):
             # Compressed (or a 0.9.0 map): decode each sample, then stack or pad them as usual.
             samples = view.get_many(positions)
             sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
             values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
-            return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, out)
-        starts = view.offsets[positions]
-        sizes = view.offsets[positions + 1] - starts
-        if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
-            raise view.corrupt(positions[:5].tolist())
-        return assemble(view.values, starts, sizes, shapes, positions, pad_value, out)
+            starts = np.cumsum(sizes) - sizes
+        else:
+            values, starts = view.values, view.offsets[positions]
+            sizes = view.offsets[positions + 1] - starts
+            if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
+                raise view.corrupt(positions[:5].tolist())
+        return assemble(values, starts, sizes, view.shapes_at(positions), positions, pad_value, out)
 
     def extend_flat(self, values: Any, lengths: Any) -> None:
         """Append ``len(lengths)`` 1-D samples given back to back in ``values`` (one commit).
