@@ -44,7 +44,7 @@ from mmap_ninja.batch import assemble, check_batch_size
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.format import HEADER_FILE, check_metadata, dtype_from_json, dtype_to_json, register_feature
+from mmap_ninja.format import HEADER_FILE, check_metadata, dtype_from_json, register_feature
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -635,7 +635,7 @@ class RecordsMmap(MapBase):
     batch (see the module docstring) or given as ``schema=``. See `MapBase` for opening, modes and the writer model.
     """
 
-    layout: ClassVar[RecordsLayout] = RecordsLayout()  # type: ignore[misc]
+    layout: ClassVar[RecordsLayout] = RecordsLayout()
 
     # -------------------------------------------------------------- opening
 
@@ -771,9 +771,8 @@ class RecordsMmap(MapBase):
         anything is written; an error names the row and the field. On a handle with no map yet, the first
         call creates the map with the schema these rows suggest."""
         if self._store is None and self._mode == "r+":
-            batch = samples if isinstance(samples, Mapping) else list(samples)
-            self._create(infer_schema(batch))
-            samples = batch
+            samples = samples if isinstance(samples, Mapping) else list(samples)
+            self._create(infer_schema(samples))
         store = self._writable_store()
         layout = self.layout
         try:
