@@ -159,8 +159,8 @@ class Field:
         if self.kind == "ragged":
             return "an array" + ("" if self.dtype is None else f" of {self.dtype}")
         if self.is_scalar:
-            return f"a {self.dtype} scalar"
-        return f"an array of shape {self.shape} ({self.dtype})"
+            return f"a scalar of dtype {self.dtype}"
+        return f"an array of shape {self.shape} and dtype {self.dtype}"
 
 
 def _field_from_spec(name: str, spec: Any) -> Field:
