@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
-from mmap_ninja.records import RecordsMmap  # noqa: E402
+from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja.records import RecordsMmap
 
 
 def best_per_call(read: Callable[[int], Any], indices: list[int], repeats: int) -> float:
