@@ -1,0 +1,1017 @@
+"""`RecordsMmap`: a map whose samples are rows of named fields (a text, its tokens and a label), every field
+stored as a column group of an existing kind and all of them committed together.
+
+A records map is a layout made of the other kinds' layouts. Field ``label`` of kind numpy keeps its bytes in the
+column ``label.data``, field ``text`` of kind strings in ``text.data`` and ``text.offsets``, and so on: the
+store's columns are the fields' columns with the field name and a dot in front. The header's ``attrs`` hold the
+schema, ``{"fields": {name: {"kind": ..., "attrs": {that kind's attrs}}}}``, and ``requires`` lists
+``"records"`` so that a reader that does not know this kind refuses the map instead of misreading it.
+
+One commit (one header) publishes a batch of rows in every field at once, so after any crash every field has
+the same number of rows: they can never drift apart. `rec["label"]` is a read-only container of the field's own
+kind (`NumpyMmap`, `StringsMmap`, `RaggedMmap`) over the same files; rows are only ever written whole, through
+the `RecordsMmap`.
+
+Field kinds (see `Field`):
+
+- ``strings``: ``str`` values (optionally compressed with a codec);
+- ``ragged``: arrays of one dtype and any shapes (token sequences, images), optionally compressed;
+- ``numpy``: arrays of one fixed shape and dtype; with shape ``()`` a *scalar* field (labels, scores), read back
+  as NumPy scalars.
+
+Schema inference (when no ``schema=`` is given) looks at the first batch: ``str`` values make a strings field;
+Python and NumPy scalars (bool, int, float, complex) and 0-d arrays a scalar field whose dtype is NumPy's for all
+of the first batch's values (``[1, 2.5]`` gives float64); arrays and lists of one or more dimensions a *ragged*
+field, even when the first batch's shapes agree (one batch cannot tell that later rows keep that shape; declare
+``("numpy", dtype, shape)`` for a fixed shape). Building from a dict of columns (`from_dict`), an ndarray column of
+two or more dimensions makes a fixed-shape numpy field and a 1-D ndarray column a scalar field of its dtype.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, TypeVar
+
+import numpy as np
+
+from mmap_ninja.batch import assemble, check_batch_size
+from mmap_ninja.casting import as_array, cast, storable_dtype
+from mmap_ninja.codecs import codec_from_option, codec_from_spec
+from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.format import HEADER_FILE, check_metadata, dtype_from_json, register_feature
+from mmap_ninja.layouts import (
+    Columns,
+    CompressedRaggedView,
+    Encoded,
+    Layout,
+    NumpyView,
+    RaggedView,
+    StringsView,
+    View,
+)
+from mmap_ninja.maps import MapBase, _batches, _length_or_none, _normalize_mode, _StaleView, resolve_positions
+from mmap_ninja.numpy import NumpyMmap
+from mmap_ninja.ragged import RaggedMmap
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store
+from mmap_ninja.string import StringsMmap
+
+__all__ = ["FEATURE", "Field", "RecordsLayout", "RecordsMmap", "infer_schema", "parse_schema"]
+
+FEATURE = "records"
+"""The name a records map lists in its header's ``requires``."""
+register_feature(FEATURE)
+
+DEFAULT_BATCH_SIZE = 16_384  # from_dict's default rows per commit
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_FIELD_LAYOUTS: dict[str, Layout] = {"strings": StringsMmap.layout, "ragged": RaggedMmap.layout,
+                                     "numpy": NumpyMmap.layout}
+_SCALAR_TYPES = (bool, int, float, complex, np.generic)
+_INFER_ROWS = 1024  # how many rows of a dict of columns schema inference looks at
+
+R = TypeVar("R", bound="RecordsMmap")
+
+
+# ---------------------------------------------------------------------------------------------------- schema
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"`` or ``"numpy"``), its ``dtype``
+    (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a scalar
+    field) and its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`).
+
+    Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
+    ``Field.scalar(np.int64)``.
+    """
+
+    kind: str
+    dtype: Optional[np.dtype[Any]] = None
+    shape: Optional[tuple[int, ...]] = None
+    codec: Any = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _FIELD_LAYOUTS:
+            raise ValueError(f"a field's kind is one of {sorted(_FIELD_LAYOUTS)}, got {self.kind!r}")
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", storable_dtype(self.dtype, "the field's dtype"))
+        if self.kind == "numpy":
+            if self.dtype is None or self.shape is None:
+                raise TypeError("a numpy field needs a dtype and a shape (() for a scalar field)")
+            shape = tuple(operator.index(s) for s in self.shape)
+            if any(s <= 0 for s in shape):
+                raise ValueError(f"a numpy field's shape must hold positive sizes, got {shape}")
+            object.__setattr__(self, "shape", shape)
+            if self.codec is not None:
+                raise TypeError("numpy fields are not compressed; use a ragged field for a codec")
+        elif self.shape is not None:
+            raise TypeError(f"a {self.kind} field has no fixed shape (only numpy fields do)")
+        if self.kind == "strings" and self.dtype is not None:
+            raise TypeError("a strings field has no dtype")
+        codec_from_option(self.codec)  # an unknown codec fails here
+
+    @classmethod
+    def strings(cls, codec: Any = None) -> Field:
+        return cls("strings", codec=codec)
+
+    @classmethod
+    def ragged(cls, dtype: Any = None, codec: Any = None) -> Field:
+        return cls("ragged", None if dtype is None else np.dtype(dtype), codec=codec)
+
+    @classmethod
+    def numpy(cls, dtype: Any, shape: Sequence[int]) -> Field:
+        return cls("numpy", np.dtype(dtype), tuple(shape))
+
+    @classmethod
+    def scalar(cls, dtype: Any) -> Field:
+        return cls("numpy", np.dtype(dtype), ())
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.kind == "numpy" and self.shape == ()
+
+    def layout_attrs(self) -> dict[str, Any]:
+        """The field's attributes as its kind's layout keeps them."""
+        layout = _FIELD_LAYOUTS[self.kind]
+        if self.kind == "strings":
+            return layout.attrs(codec=self.codec)
+        if self.kind == "ragged":
+            return layout.attrs(dtype=self.dtype, codec=self.codec)
+        return layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
+
+    @classmethod
+    def from_attrs(cls, kind: str, attrs: dict[str, Any]) -> Field:
+        """The field a header describes (``attrs`` as its kind's layout keeps them)."""
+        spec = attrs.get("codec")
+        codec = codec_from_spec(spec) if spec else None
+        dtype = None if attrs.get("dtype") is None else dtype_from_json(attrs["dtype"])
+        if kind == "numpy":
+            return cls(kind, dtype, tuple(attrs["sample_shape"]))
+        return cls(kind, dtype, codec=codec)
+
+    def describe(self) -> str:
+        if self.kind == "strings":
+            return "str"
+        if self.kind == "ragged":
+            return "an array" + ("" if self.dtype is None else f" of {self.dtype}")
+        if self.is_scalar:
+            return f"a scalar of dtype {self.dtype}"
+        return f"an array of shape {self.shape} and dtype {self.dtype}"
+
+
+def _field_from_spec(name: str, spec: Any) -> Field:
+    """A field from the short forms ``schema=`` accepts (see `parse_schema`)."""
+    if isinstance(spec, Field):
+        return spec
+    if spec in ("strings", str):
+        return Field.strings()
+    if isinstance(spec, str) and spec == "ragged":
+        return Field.ragged()
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
+        kind, *rest = spec
+        if kind == "strings" and len(rest) <= 1:
+            return Field.strings(*rest)
+        if kind == "ragged" and len(rest) <= 2:
+            return Field.ragged(*rest)
+        if kind == "numpy" and len(rest) == 2:
+            return Field.numpy(*rest)
+        if kind == "scalar" and len(rest) == 1:
+            return Field.scalar(rest[0])
+    if spec in (int, float, bool, complex) or isinstance(spec, np.dtype) or (
+            isinstance(spec, type) and issubclass(spec, np.generic)):
+        return Field.scalar(spec)
+    raise TypeError(f"field {name!r}: cannot read the schema entry {spec!r}; use a Field, \"strings\", \"ragged\", "
+                    f"(\"ragged\", dtype), (\"numpy\", dtype, shape), (\"scalar\", dtype) or a scalar type "
+                    f"(int, float, bool, np.int32, ...)")
+
+
+def check_field_name(name: Any) -> str:
+    """``name`` if it can name a field: an ASCII identifier of at most 64 characters (it becomes part of file
+    names, ``<name>.<column>.bin``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"field names must be ASCII identifiers of at most 64 characters (letters, digits and "
+                         f"'_', not starting with a digit), got {name!r}")
+    return name
+
+
+def parse_schema(schema: Mapping[str, Any]) -> dict[str, Field]:
+    """``schema`` (field name -> a `Field`, ``"strings"``, ``"ragged"``, ``("ragged", dtype[, codec])``,
+    ``("numpy", dtype, shape)``, ``("scalar", dtype)``, or a scalar type such as ``int`` or ``np.float32``) as
+    fields, in order."""
+    if not isinstance(schema, Mapping):
+        raise TypeError(f"schema must be a dict of field name -> field, got {type(schema).__name__}")
+    if not schema:
+        raise ValueError("a records map needs at least one field")
+    fields: dict[str, Field] = {}
+    folded: dict[str, str] = {}
+    for name, spec in schema.items():
+        check_field_name(name)
+        other = folded.setdefault(name.lower(), name)
+        if other != name:  # their files would collide on case-insensitive file systems
+            raise ValueError(f"fields {other!r} and {name!r} differ only by case")
+        fields[name] = _field_from_spec(name, spec)
+    return fields
+
+
+def _infer_field(name: str, values: list[Any]) -> Field:
+    """The field the values of the first rows suggest (see the module docstring)."""
+    first = values[0]
+    where = f"row 0, field {name!r}"
+    if isinstance(first, str):
+        return Field.strings()
+    if first is None:
+        raise TypeError(f"{where} is None; records fields cannot hold missing values (give schema= and a value)")
+    if isinstance(first, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{where} is {type(first).__name__}; store bytes as a ragged uint8 field "
+                        f"(np.frombuffer(value, np.uint8))")
+    if isinstance(first, Mapping):
+        raise TypeError(f"{where} is a dict; fields hold str, scalars or arrays")
+    array = as_array(first, where)
+    like = [v for v in values if not isinstance(v, (str, bytes, Mapping)) and v is not None]
+    if array.ndim == 0:
+        scalars = [v for v in like if isinstance(v, _SCALAR_TYPES) or np.ndim(v) == 0]
+        try:
+            dtype = as_array(scalars, where).dtype
+        except (TypeError, ValueError):
+            dtype = array.dtype
+        return Field.scalar(storable_dtype(dtype, where))
+    try:
+        dtype = np.result_type(*[as_array(v, where).dtype for v in like[:_INFER_ROWS]])
+    except (TypeError, ValueError):
+        dtype = array.dtype
+    return Field.ragged(storable_dtype(dtype, where))
+
+
+def infer_schema(rows: Any) -> dict[str, Field]:
+    """The schema the first rows (a list of dicts) or columns (a dict of sequences) suggest: see the module
+    docstring for the rules."""
+    if isinstance(rows, Mapping):
+        fields: dict[str, Field] = {}
+        for name, column in rows.items():
+            check_field_name(name)
+            if isinstance(column, np.ndarray) and column.ndim >= 1 and column.dtype.kind != "O":
+                dtype = storable_dtype(column.dtype, f"column {name!r}")
+                fields[name] = Field.numpy(dtype, column.shape[1:])
+                continue
+            if isinstance(column, (str, bytes)) or not hasattr(column, "__len__"):
+                raise TypeError(f"column {name!r} is {type(column).__name__}; a column is a sequence of values")
+            if not len(column):
+                raise ValueError(f"column {name!r} is empty: no value to infer its kind from; pass schema=")
+            fields[name] = _infer_field(name, list(column[:_INFER_ROWS]))
+        return parse_schema(fields)
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no rows to infer the schema from; pass schema=")
+    if not isinstance(rows[0], Mapping):
+        raise TypeError(f"row 0 is {type(rows[0]).__name__}; a records map's rows are dicts of field -> value")
+    return parse_schema({name: _infer_field(name, [row[name] for row in rows
+                                                   if isinstance(row, Mapping) and name in row])
+                         for name in rows[0]})
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+class FieldColumns:
+    """The columns of one field of a records map, presented without the field's prefix (``label.data`` as
+    ``data``), with the field's own attributes: what the field's layout reads and views."""
+
+    def __init__(self, parent: Columns, field: str):
+        self._parent = parent
+        self._field = field
+        self._prefix = field + "."
+
+    @property
+    def path(self) -> Path:
+        return self._parent.path
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        fields = self._parent.attrs.get("fields", {})
+        attrs: dict[str, Any] = fields[self._field]["attrs"]
+        return attrs
+
+    def column(self, name: str) -> np.ndarray[Any, Any]:
+        return self._parent.column(self._prefix + name)
+
+
+class RecordsBatch:
+    """A validated batch of rows as one column of values per field (each as its field's layout batches it)."""
+
+    __slots__ = ("columns", "length")
+
+    def __init__(self, columns: dict[str, Any], length: int):
+        self.columns = columns
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class RecordsView(View):
+    """A snapshot of every field; a row is a dict of the fields' samples."""
+
+    def __init__(self, store: Columns, fields: list[tuple[str, str, Layout]]):
+        self.names = tuple(name for name, _, _ in fields)
+        self.kinds = {name: kind for name, kind, _ in fields}
+        self.views: dict[str, View] = {name: layout.view(FieldColumns(store, name)) for name, _, layout in fields}
+        counts = {name: view.length for name, view in self.views.items()}
+        if len(set(counts.values())) > 1:
+            shown = ", ".join(f"{name}: {count}" for name, count in counts.items())
+            raise CorruptMapError(f"{store.path / HEADER_FILE} is damaged: the fields of the records map have "
+                                  f"different lengths ({shown})")
+        self.length = next(iter(counts.values()), 0)
+        self._getters = tuple((name, view.get) for name, view in self.views.items())
+
+    def get(self, position: int) -> dict[str, Any]:
+        return {name: get(position) for name, get in self._getters}
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
+        names = self.names
+        columns = [self.views[name].get_many(positions) for name in names]
+        return [dict(zip(names, values)) for values in zip(*columns)]
+
+    def columns_at(self, positions: np.ndarray[Any, Any]) -> dict[str, list[Any]]:
+        return {name: view.get_many(positions) for name, view in self.views.items()}
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        names = self.names
+        return (dict(zip(names, values)) for values in zip(*(v.iterate(start) for v in self.views.values())))
+
+
+def _as_error(error: Exception, message: str) -> Exception:
+    return TypeError(message) if isinstance(error, TypeError) else ValueError(message)
+
+
+class RecordsLayout(Layout):
+    """``records``: rows of named fields, each field stored as the columns of its own kind, prefixed by its name."""
+
+    kind: ClassVar[str] = "records"
+    columns: ClassVar[dict[str, str]] = {}
+    initial: ClassVar[dict[str, list[int]]] = {}
+
+    def attrs(self, schema: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        if schema is None:  # an empty handle: no map, no fields yet
+            return {"fields": {}}
+        fields = parse_schema(schema)
+        return {"fields": {name: {"kind": f.kind, "attrs": f.layout_attrs()} for name, f in fields.items()}}
+
+    def fields(self, attrs: dict[str, Any]) -> list[tuple[str, str, Layout]]:
+        """(name, kind, layout) of every field, in order; a CorruptMapError for a schema that is not valid."""
+        fields = attrs.get("fields")
+        if not isinstance(fields, dict):
+            raise CorruptMapError(f"a records map's attrs need a 'fields' object, got {fields!r}")
+        result = []
+        for name, spec in fields.items():
+            if (not isinstance(name, str) or not _NAME.fullmatch(name) or not isinstance(spec, dict)
+                    or spec.get("kind") not in _FIELD_LAYOUTS or not isinstance(spec.get("attrs"), dict)):
+                raise CorruptMapError(f"a records map's field {name!r} is not valid: {spec!r}")
+            result.append((name, spec["kind"], _FIELD_LAYOUTS[spec["kind"]]))
+        return result
+
+    def schema(self, attrs: dict[str, Any]) -> dict[str, Field]:
+        return {name: Field.from_attrs(kind, attrs["fields"][name]["attrs"]) for name, kind, _ in self.fields(attrs)}
+
+    @staticmethod
+    def field_lengths(name: str, lengths: dict[str, int]) -> dict[str, int]:
+        prefix = name + "."
+        return {column[len(prefix):]: length for column, length in lengths.items() if column.startswith(prefix)}
+
+    def columns_for(self, attrs: dict[str, Any]) -> dict[str, str]:
+        return {f"{name}.{column}": dtype for name, _, layout in self.fields(attrs)
+                for column, dtype in layout.columns_for(attrs["fields"][name]["attrs"]).items()}
+
+    def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
+        """The items each column of a new map with these attributes starts with (the offsets' leading 0)."""
+        return {f"{name}.{column}": items for name, _, layout in self.fields(attrs)
+                for column, items in layout.initial.items()}
+
+    def requires(self, attrs: dict[str, Any]) -> list[str]:
+        needed = {feature for name, _, layout in self.fields(attrs)
+                  for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        return [FEATURE, *sorted(needed)]
+
+    def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
+        fields = self.fields(attrs)
+        if not fields:
+            return 0
+        name, _, layout = fields[0]
+        return layout.count(self.field_lengths(name, lengths), attrs["fields"][name]["attrs"])
+
+    def view(self, columns: Columns) -> RecordsView:
+        return RecordsView(columns, self.fields(columns.attrs))
+
+    def empty_lengths(self, attrs: dict[str, Any]) -> dict[str, int]:
+        """The column lengths of a new map with these attributes."""
+        initial = self.initial_for(attrs)
+        return {column: len(initial.get(column, [])) for column in self.columns_for(attrs)}
+
+    # -------------------------------------------------------------- batches
+
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> RecordsBatch:
+        """Rows (an iterable of dicts) or columns (a dict of equal-length sequences) as a `RecordsBatch`, every
+        row checked: a missing or extra field, or a value of the wrong type or shape, raises an error naming the
+        row (its index in the map) and the field, before anything is written."""
+        if isinstance(samples, RecordsBatch):
+            return samples
+        fields = self.fields(attrs)
+        names = [name for name, _, _ in fields]
+        first = self.count(lengths, attrs)
+        if isinstance(samples, Mapping):
+            columns, length = self._from_columns(samples, names)
+        elif isinstance(samples, (str, bytes)) or not isinstance(samples, Iterable):
+            raise TypeError(f"extend() takes rows (an iterable of dicts) or a dict of columns, got "
+                            f"{type(samples).__name__}")
+        else:
+            rows = list(samples)
+            self._check_keys(rows, names, first)
+            columns, length = {name: [row[name] for row in rows] for name in names}, len(rows)
+        schema = self.schema(attrs)
+        batched = {}
+        for name, _, layout in fields:
+            values = _check_values(name, schema[name], columns[name], first)
+            field_attrs = attrs["fields"][name]["attrs"]
+            try:
+                batched[name] = layout.batch(values, self.field_lengths(name, lengths), field_attrs)
+            except (TypeError, ValueError) as e:
+                raise _as_error(e, f"field {name!r}: {e}") from None
+        return RecordsBatch(batched, length)
+
+    @staticmethod
+    def _check_keys(rows: list[Any], names: list[str], first: int) -> None:
+        expected = set(names)
+        for k, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"row {first + k} is {type(row).__name__}; a row is a dict with the fields "
+                                f"{names} (to add one row use append(row))")
+            if row.keys() != expected:
+                missing = [name for name in names if name not in row]
+                if missing:
+                    raise ValueError(f"row {first + k} has no field {missing[0]!r} (the map's fields: {names})")
+                extra = [key for key in row if key not in expected]
+                raise ValueError(f"row {first + k} has a field {extra[0]!r} that the map does not have (its "
+                                 f"fields: {names})")
+
+    @staticmethod
+    def _from_columns(columns: Mapping[str, Any], names: list[str]) -> tuple[dict[str, Any], int]:
+        missing = [name for name in names if name not in columns]
+        if missing:
+            raise ValueError(f"the columns have no field {missing[0]!r} (the map's fields: {names})")
+        extra = [key for key in columns if key not in names]
+        if extra:
+            raise ValueError(f"the columns have a field {extra[0]!r} that the map does not have (its fields: "
+                             f"{names})")
+        result: dict[str, Any] = {}
+        for name in names:
+            column = columns[name]
+            if (isinstance(column, (str, bytes)) or (isinstance(column, np.ndarray) and column.ndim == 0)
+                    or not isinstance(column, Iterable)):
+                raise TypeError(f"column {name!r} is a single value ({type(column).__name__}); extend() takes rows "
+                                f"(a list of dicts) or a dict of columns (equal-length sequences); to add one row "
+                                f"use append(row)")
+            if not hasattr(column, "__len__"):
+                column = list(column)
+            result[name] = column
+        sizes = {name: len(column) for name, column in result.items()}
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+            raise ValueError(f"the columns have different lengths ({shown}); every field needs one value per row")
+        return result, next(iter(sizes.values()), 0)
+
+    # -------------------------------------------------------------- encoding
+
+    def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any], dictionary: bytes = b"",
+               dictionaries: Optional[dict[str, bytes]] = None) -> Encoded:
+        """Every field's column buffers for ``batch`` (a `RecordsBatch`), prefixed with the field's name, in one
+        `Encoded`: appended and published together. ``dictionaries`` gives compressed fields' trained
+        dictionaries by field name."""
+        batch = self.batch(batch, lengths, attrs)
+        first = self.count(lengths, attrs)
+        columns: dict[str, Any] = {}
+        new_fields: Optional[dict[str, Any]] = None
+        for name, kind, layout in self.fields(attrs):
+            field_attrs = attrs["fields"][name]["attrs"]
+            values = batch.columns[name]
+            try:
+                encoded = layout.encode(values, self.field_lengths(name, lengths), field_attrs,
+                                        (dictionaries or {}).get(name, b""))
+            except (TypeError, ValueError) as e:
+                if kind == "numpy":
+                    _locate_numpy_error(name, values, field_attrs, first)
+                raise _as_error(e, f"field {name!r}: {e}") from None
+            for column, buffers in encoded.columns.items():
+                columns[f"{name}.{column}"] = buffers
+            if encoded.attrs is not None:
+                new_fields = dict(attrs["fields"]) if new_fields is None else new_fields
+                new_fields[name] = {"kind": kind, "attrs": encoded.attrs}
+        return Encoded(columns, None if new_fields is None else {**attrs, "fields": new_fields})
+
+
+def _check_values(name: str, field: Field, values: Any, first: int) -> Any:
+    """Raise, naming the row and the field, for a value of the wrong type or shape; returns ``values``."""
+    if field.kind == "strings":
+        if isinstance(values, np.ndarray) or set(map(type, values)) - {str}:
+            for k, value in enumerate(values):
+                if not isinstance(value, str):
+                    raise TypeError(f"row {first + k}, field {name!r}: expected str, got {type(value).__name__}")
+        return values
+    if field.kind == "numpy":
+        shape = field.shape
+        if isinstance(values, np.ndarray):
+            if values.ndim < 1 or values.shape[1:] != shape:
+                raise ValueError(f"field {name!r}: a column of shape {values.shape} cannot hold rows of shape "
+                                 f"{shape}")
+            return values
+        if shape == () and all(issubclass(t, _SCALAR_TYPES) for t in set(map(type, values))):
+            return values
+        for k, value in enumerate(values):
+            if value is None or isinstance(value, (str, bytes, Mapping)) or np.shape(value) != shape:
+                got = type(value).__name__ if np.ndim(value) == 0 or isinstance(value, (str, bytes)) \
+                    else f"shape {np.shape(value)}"
+                raise (TypeError if np.ndim(value) == 0 and shape == () else ValueError)(
+                    f"row {first + k}, field {name!r}: expected {field.describe()}, got {got}")
+        return values
+    for k, value in enumerate(values):
+        if value is None or isinstance(value, (str, bytes, Mapping)):
+            raise TypeError(f"row {first + k}, field {name!r}: expected {field.describe()}, got "
+                            f"{type(value).__name__}")
+    return values
+
+
+def _locate_numpy_error(name: str, values: Any, attrs: dict[str, Any], first: int) -> None:
+    """Raise the error of the first row of a numpy field that cannot be stored, naming that row."""
+    dtype = dtype_from_json(attrs["dtype"])
+    for k, value in enumerate(values):
+        cast(as_array(value, f"row {first + k}, field {name!r}", dtype), dtype, f"row {first + k}, field {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- fields
+
+class _FieldStore(FieldColumns):
+    """What a field's read-only container reads through: the records map's store, unprefixed. It keeps the
+    records map open while the field's container lives."""
+
+    def __init__(self, records: RecordsMmap, store: Store, field: str):
+        super().__init__(store, field)
+        self._records = records
+        self._store = store
+        self._seen = store.header
+        self.lock_timeout = store.lock_timeout
+        self.durable = store.durable
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._store.metadata
+
+    @property
+    def header(self) -> Any:
+        return self._store.header
+
+    def refresh(self) -> bool:
+        self._records.refresh()
+        seen, self._seen = self._seen, self._store.header
+        return self._store.header is not seen
+
+    def close(self) -> None:
+        """The store belongs to the records map: closing a field's container leaves it open."""
+
+
+class _ReadOnlyField:
+    """A field of a records map as a container of its kind: it reads, and refuses every write."""
+
+    _path: Path
+    _field: str
+    _records: RecordsMmap
+
+    def _writable_store(self) -> Store:
+        raise PermissionError(f"field {self._field!r} of the records map {self._path} is read-only: write whole "
+                              f"rows through the RecordsMmap (append/extend), so that its fields never drift apart")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _open_field, (self._records, self._field)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__mro__[2].__name__} of field {self._field!r} of RecordsMmap({str(self._path)!r}) "
+                f"of length {len(self)}")  # type: ignore[arg-type]
+
+
+class FieldStringsMmap(_ReadOnlyField, StringsMmap):
+    """A strings field of a records map (read-only)."""
+
+
+class FieldRaggedMmap(_ReadOnlyField, RaggedMmap):
+    """A ragged field of a records map (read-only)."""
+
+
+class FieldNumpyMmap(_ReadOnlyField, NumpyMmap):
+    """A numpy field of a records map (read-only)."""
+
+
+_FIELD_CLASSES: dict[str, type[MapBase]] = {"strings": FieldStringsMmap, "ragged": FieldRaggedMmap,
+                                            "numpy": FieldNumpyMmap}
+
+
+def _open_field(records: RecordsMmap, name: str) -> MapBase:
+    return records.field(name)
+
+
+# ---------------------------------------------------------------------------------------------------- the map
+
+class RecordsMmap(MapBase):
+    """A map whose samples are rows of named fields, every field committed with the others.
+
+    ``rec[i]`` is a dict of the row's values as each field's kind reads them: ``str`` for strings fields, a
+    read-only view for array fields, a NumPy scalar for scalar fields. ``rec["label"]`` is the field as a
+    read-only container of its kind over the same files (`NumpyMmap`, `StringsMmap`, `RaggedMmap`).
+    ``rec[2:5]`` (or a list of indices, or a boolean mask) gives a dict of lists, field -> values, as a Hugging
+    Face ``Dataset`` does, while ``rec.__getitems__(indices)`` (PyTorch's batched fetch) gives a list of row dicts;
+    `get_batch` gives a dict of batched arrays. With a ``wrapper_fn``, a slice gives the list of wrapped rows.
+
+    Build with `from_generator` (rows as dicts), `from_dict` (columns) or `from_indexable`; grow with `append`
+    (one row) and `extend` (rows, or a dict of columns), each one commit. The schema is inferred from the first
+    batch (see the module docstring) or given as ``schema=``. See `MapBase` for opening, modes and the writer model.
+    """
+
+    layout: ClassVar[RecordsLayout] = RecordsLayout()
+
+    # -------------------------------------------------------------- opening
+
+    def _check_kind(self, store: Store) -> None:
+        super()._check_kind(store)
+        try:
+            columns = self.layout.columns_for(store.attrs)
+        except CorruptMapError as e:
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE}: {e}") from None
+        missing = [name for name in columns if name not in store.header.columns]
+        if missing:
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which its schema "
+                                  f"needs")
+
+    # -------------------------------------------------------------- reading
+
+    @property
+    def schema(self) -> dict[str, Field]:
+        """Field name -> `Field`, in order (empty for a handle on a map not created yet)."""
+        return self.layout.schema(self._view_attrs() or {"fields": {}})
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The field names, in order."""
+        return tuple(self._view.names)
+
+    def __getitem__(self, index: Any) -> Any:
+        view = self._view
+        if type(index) is int:  # the common case first
+            length = view.length
+            position = index + length if index < 0 else index
+            if not 0 <= position < length:
+                raise IndexError(self._out_of_range(index, length))
+            row = view.get(position)
+            return row if self.wrapper_fn is None else self._wrap(row)
+        if isinstance(index, str):
+            return self.field(index)
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
+        try:
+            position = operator.index(index)
+        except TypeError:
+            if self.wrapper_fn is not None:
+                return self.__getitems__(index)
+            return view.columns_at(resolve_positions(index, view.length))
+        return self[position]
+
+    def field(self, name: str) -> MapBase:
+        """Field ``name`` as a read-only container of its kind over the map's files (same as ``rec[name]``).
+        It shows the map as this handle sees it; its ``refresh()`` refreshes this handle too."""
+        view = self._view
+        if name not in view.kinds:
+            raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        store = self._store
+        assert store is not None  # a map with a field exists
+        cls = _FIELD_CLASSES[view.kinds[name]]
+        container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
+        container._field = name  # type: ignore[attr-defined]
+        container._records = self  # type: ignore[attr-defined]
+        return container
+
+    def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None) -> Any:
+        """The rows at ``indices`` as a dict of field -> batch: a new array of shape ``(k, *shape)`` for array and
+        scalar fields, a list of ``str`` for strings fields.
+
+        Ragged fields are stacked, and must then share one shape, unless ``pad_value`` is given (one value for
+        every ragged field, or a dict of field -> value): then the result is ``(batch, lengths)``, the padded
+        fields' samples padded as `RaggedMmap.get_batch` pads them and ``lengths`` a dict of their lengths
+        (``(k,)`` for 1-D samples, ``(k, ndim)`` shapes otherwise). ``fields`` picks the fields to read.
+        """
+        view = self._view
+        positions = resolve_positions(indices, view.length)
+        names = view.names if fields is None else tuple(fields)
+        for name in names:
+            if name not in view.kinds:
+                raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        batch: dict[str, Any] = {}
+        lengths: dict[str, Any] = {}
+        for name in names:
+            field_view = view.views[name]
+            if isinstance(field_view, StringsView):
+                batch[name] = field_view.get_many(positions)
+            elif isinstance(field_view, NumpyView):
+                batch[name] = np.take(field_view.array, positions, axis=0)
+            else:
+                assert isinstance(field_view, RaggedView)
+                pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
+                result = _ragged_batch(field_view, positions, pad)
+                if pad is None:
+                    batch[name] = result
+                else:
+                    batch[name], lengths[name] = result
+        return batch if pad_value is None else (batch, lengths)
+
+    def to_arrow(self) -> Any:
+        """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric
+        ragged and numeric numpy fields (needs pyarrow)."""
+        import pyarrow as pa
+
+        from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
+
+        arrays = {}
+        for name in self.fields:
+            container = self.field(name)
+            if isinstance(container, NumpyMmap):
+                array = container.array
+                if array.ndim == 1:
+                    arrays[name] = pa.array(array)
+                else:
+                    arrow = pa.array(array.reshape(-1))
+                    for size in array.shape[:0:-1]:
+                        arrow = pa.FixedSizeListArray.from_arrays(arrow, size)
+                    arrays[name] = arrow
+            elif isinstance(container, StringsMmap):
+                arrays[name] = strings_to_arrow(container)
+            else:
+                arrays[name] = ragged_to_arrow(container)
+        return pa.table(arrays)
+
+    # -------------------------------------------------------------- writing
+
+    def _writable_store(self) -> Store:
+        if self._store is None and self._mode == "r+":
+            raise ValueError(f"no records map exists at {self._path} yet: its schema comes from its first rows; "
+                             f"create it with extend(rows), append(row), RecordsMmap.from_generator or from_dict")
+        return super()._writable_store()
+
+    def extend(self, samples: Any) -> None:
+        """Add rows at the end, all or none, in one commit: an iterable of dicts (field -> value), or a dict of
+        columns (field -> equal-length sequence of values). Every row is checked against the schema before
+        anything is written; an error names the row and the field. On a handle with no map yet, the first
+        call creates the map with the schema these rows suggest."""
+        if self._store is None and self._mode == "r+":
+            samples = samples if isinstance(samples, Mapping) else list(samples)
+            self._create(infer_schema(samples))
+        store = self._writable_store()
+        layout = self.layout
+        try:
+            with store.transaction():
+                batch = layout.batch(samples, store.lengths, store.attrs)
+                if len(batch):
+                    self._train_fields(store, batch)
+                    columns, new_attrs = layout.encode(batch, store.lengths, store.attrs,
+                                                       dictionaries=_dictionaries(store, layout))
+                    store.append(columns)
+                    if new_attrs is not None:
+                        store.set_attrs(new_attrs)
+        finally:
+            self._view = _StaleView(self)
+
+    def append(self, sample: Any) -> None:
+        """Add one row (a dict of field -> value) at the end (one commit)."""
+        if not isinstance(sample, Mapping):
+            raise TypeError(f"append() takes one row, a dict of field -> value; got {type(sample).__name__}")
+        self.extend([sample])
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        raise TypeError("rows of a records map cannot be assigned in place")
+
+    def _create(self, schema: dict[str, Field]) -> None:
+        layout = self.layout
+        attrs = layout.attrs(schema=schema)
+        store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
+                             initial=layout.initial_for(attrs), requires=layout.requires(attrs),
+                             durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
+        self._store = store
+        self._check_kind(store)
+
+    def _train_fields(self, store: Store, batch: RecordsBatch) -> None:
+        """Train the dictionary of every compressed field that wants one and has none yet, on this batch."""
+        attrs = store.attrs
+        new_fields = None
+        for name, _, layout in self.layout.fields(attrs):
+            field_attrs = attrs["fields"][name]["attrs"]
+            codec = layout.codec(field_attrs)
+            if codec is None or field_attrs.get("trained", True):
+                continue
+            values = batch.columns[name]
+            if len(values) > codec.train_samples:  # a random draw (seeded: reproducible)
+                chosen = np.random.default_rng(0).choice(len(values), codec.train_samples, replace=False)
+                values = [values[i] for i in np.sort(chosen).tolist()]
+            dictionary = codec.train(layout.sample_bytes(values)) or b""
+            store.append({f"{name}.dictionary": [dictionary]})
+            new_fields = dict(attrs["fields"]) if new_fields is None else new_fields
+            new_fields[name] = {"kind": attrs["fields"][name]["kind"], "attrs": {**field_attrs, "trained": True}}
+        if new_fields is not None:
+            store.set_attrs({**attrs, "fields": new_fields})
+
+    # -------------------------------------------------------------- building
+
+    @classmethod
+    @contextmanager
+    def build(cls: type[R], out_dir: PathLike, *, overwrite: bool = False, durable: bool = False,
+              metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+              wrapper_fn: Optional[Callable[[Any], Any]] = None,
+              lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> Iterator[R]:
+        """Create a records map with ``schema=`` and give it to the block to fill (see `MapBase.build`)."""
+        mode = _normalize_mode(mode)
+        layout = cls.layout
+        if options.get("schema") is None:
+            raise TypeError("building a records map needs schema= (field name -> field)")
+        attrs = layout.attrs(**options)  # a bad schema fails here, before anything is created
+        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
+                             initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
+                             requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
+                             lock_timeout=lock_timeout)
+        target = cls._attach(store, mode, wrapper_fn)
+        try:
+            yield target
+            store.finish_build()
+        except BaseException:
+            store.abandon_build()
+            target.close()
+            raise
+        target._view = _StaleView(target)
+
+    @classmethod
+    def _build_batches(cls: type[R], out_dir: PathLike, batches: Iterable[Any], schema: Optional[Mapping[str, Any]],
+                       **build_options: Any) -> R:
+        """Build from batches (lists of rows or dicts of columns); the schema is inferred from the first batch
+        unless given, and the first batch is checked before anything is created."""
+        pending = iter(batches)
+        first = next(pending, None)
+        if schema is not None:
+            fields = parse_schema(schema)
+        elif first is None:
+            raise ValueError("no rows to infer the schema from; pass schema=")
+        else:
+            first = first if isinstance(first, Mapping) else list(first)
+            fields = infer_schema(first)
+        if first is not None:
+            attrs = cls.layout.attrs(schema=fields)
+            first = cls.layout.batch(first, cls.layout.empty_lengths(attrs), attrs)
+            pending = chain([first], pending)
+        return cls._build(out_dir, pending, schema=fields, **build_options)
+
+    @classmethod
+    def from_generator(cls: type[R], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
+                       verbose: bool = False, *, schema: Optional[Mapping[str, Any]] = None,
+                       overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
+                       mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
+        """Build a map from rows (dicts of field -> value), committing every ``batch_size`` rows; returns it open.
+
+        ``schema`` (see `parse_schema`) defaults to what the first batch suggests. Every row is checked: an error
+        names the row and the field; a bad row in the first batch leaves nothing on disk, a later one leaves an
+        unfinished build (see `MapBase.from_generator`).
+        """
+        if options:
+            raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
+        batch_size = check_batch_size(batch_size)
+        rows: Iterable[Any] = sample_generator
+        if verbose:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
+        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, overwrite=overwrite,
+                                  durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
+                                  lock_timeout=lock_timeout)
+
+    @classmethod
+    def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: int,
+                       n_jobs: Optional[int] = None, verbose: bool = False, *,
+                       schema: Optional[Mapping[str, Any]] = None, overwrite: bool = False, durable: bool = False,
+                       metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                       wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
+        """Build a map from the rows ``indexable[0]``, ``indexable[1]``, ... (see `MapBase.from_indexable`;
+        ``n_jobs`` worker processes read them)."""
+        from mmap_ninja import parallel
+
+        if options:
+            raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
+        batch_size = check_batch_size(batch_size)
+        batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
+        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable,
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+
+    @classmethod
+    def from_dict(cls: type[R], out_dir: PathLike, columns: Mapping[str, Any], *,
+                  schema: Optional[Mapping[str, Any]] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                  overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
+                  mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> R:
+        """Build a map from columns: field name -> a sequence of values, all of one length (an ndarray column
+        is stored as a numpy field, see the module docstring). Committed every ``batch_size`` rows."""
+        if not isinstance(columns, Mapping):
+            raise TypeError(f"from_dict() takes a dict of field -> column, got {type(columns).__name__}")
+        batch_size = check_batch_size(batch_size)
+        checked = dict(columns)
+        for name, column in checked.items():
+            check_field_name(name)
+            if isinstance(column, (str, bytes)) or not isinstance(column, Iterable):
+                raise TypeError(f"column {name!r} is {type(column).__name__}; a column is a sequence of values")
+            if not hasattr(column, "__getitem__") or not hasattr(column, "__len__"):
+                checked[name] = list(column)
+        sizes = {name: len(column) for name, column in checked.items()}
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+            raise ValueError(f"the columns have different lengths ({shown}); every field needs one value per row")
+        n = next(iter(sizes.values()), 0)
+        if schema is None and checked:
+            schema = infer_schema(checked)
+        batches = ({name: column[start:start + batch_size] for name, column in checked.items()}
+                   for start in range(0, n, batch_size))
+        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable, metadata=metadata,
+                                  mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+
+    @classmethod
+    def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, **options: Any) -> R:
+        """Build a map from a pandas ``DataFrame`` (one field per column; numeric columns become scalar
+        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`."""
+        columns = {}
+        for name in frame.columns:
+            series = frame[name]
+            columns[str(name)] = series.to_numpy() if series.dtype.kind in "biufc" else series.tolist()
+        return cls.from_dict(out_dir, columns, **options)
+
+    @classmethod
+    def from_arrow(cls: type[R], out_dir: PathLike, table: Any, **options: Any) -> R:
+        """Build a map from a ``pyarrow.Table`` (one field per column; numeric columns become scalar fields,
+        string columns strings fields, list columns ragged fields, fixed-size lists fixed-shape fields).
+        Null values are refused. Options as `from_dict`."""
+        columns = {}
+        for name in table.column_names:
+            column = table.column(name)
+            if column.null_count:
+                raise ValueError(f"column {name!r} holds {column.null_count} null(s); records fields cannot hold "
+                                 f"missing values")
+            columns[name] = _arrow_column(column)
+        return cls.from_dict(out_dir, columns, **options)
+
+
+def _arrow_column(column: Any) -> Any:
+    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays."""
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    kind = column.type
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pt.is_string(kind) or pt.is_large_string(kind):
+        return array.to_pylist()
+    if pt.is_fixed_size_list(kind):
+        shape = []
+        while pt.is_fixed_size_list(array.type):
+            shape.append(array.type.list_size)
+            array = array.flatten()
+        return array.to_numpy(zero_copy_only=False).reshape(-1, *shape)
+    if pt.is_list(kind) or pt.is_large_list(kind):
+        offsets = array.offsets.to_numpy()
+        values = array.flatten().to_numpy(zero_copy_only=False)
+        base = offsets[0]
+        return [values[a - base:b - base] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:
+    if view.dtype is None:
+        raise ValueError("the field holds no samples and has no dtype yet")
+    shapes = view.shapes_at(positions)
+    if isinstance(view, CompressedRaggedView):
+        samples = view.get_many(positions)
+        sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
+        values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
+        return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, None)
+    starts = view.offsets[positions]
+    sizes = view.offsets[positions + 1] - starts
+    if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
+        raise view.corrupt(positions[:5].tolist())
+    return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+
+
+def _dictionaries(store: Store, layout: RecordsLayout) -> dict[str, bytes]:
+    """The trained dictionaries of the compressed fields, by field name."""
+    columns = store.header.columns
+    return {name: bytes(store.column(f"{name}.dictionary")) for name, _, _ in layout.fields(store.attrs)
+            if f"{name}.dictionary" in columns}
