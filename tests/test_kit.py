@@ -43,6 +43,10 @@ class TestNumpy(MapConformance):
     spec = spec_for("numpy")
 
 
+class TestRecords(MapConformance):
+    spec = spec_for("records")
+
+
 @pytest.mark.slow
 class TestStringsThorough(TestStrings):
     effort = THOROUGH
@@ -58,7 +62,12 @@ class TestNumpyThorough(TestNumpy):
     effort = THOROUGH
 
 
-CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy]
+@pytest.mark.slow
+class TestRecordsThorough(TestRecords):
+    effort = THOROUGH
+
+
+CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy, TestRecords]
 
 
 # ---------------------------------------------------------------------------------------------- the registry
@@ -77,7 +86,7 @@ def test_a_kind_without_a_spec_is_named(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(KINDS, "untested", UntestedKind)
     with pytest.raises(MissingSpecError, match=r"'untested'.*register_spec"):
         specs()
-    assert {spec.kind for spec in specs(require_all=False)} == {"strings", "ragged", "numpy"}
+    assert {spec.kind for spec in specs(require_all=False)} == set(KINDS) - {"untested"}
     with pytest.raises(MissingSpecError, match=r"'untested' \(registered in mmap_ninja\.maps\.KINDS"):
         spec_for("untested")
 

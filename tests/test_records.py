@@ -329,15 +329,16 @@ def test_indexing_slices_lists_and_masks(rec):
     assert same_row(rec[-1], make_row(9)) and same_row(rec[np.int64(3)], make_row(3))
     with pytest.raises(IndexError):
         rec[10]
-    columns = rec[2:5]  # a dict of lists, as a Hugging Face Dataset gives
+    assert all(same_row(a, make_row(i)) for a, i in zip(rec[2:5], range(2, 5)))  # a list of rows, as every map
+    columns = rec.columns(slice(2, 5))  # a dict of lists, as a Hugging Face Dataset gives
     assert list(columns) == ["text", "tokens", "label"]
     assert columns["text"] == [make_row(i)["text"] for i in range(2, 5)]
     assert [int(v) for v in columns["label"]] == [make_row(i)["label"] for i in range(2, 5)]
     assert all(np.array_equal(a, make_row(i)["tokens"]) for a, i in zip(columns["tokens"], range(2, 5)))
-    assert rec[[7, 1]]["text"] == [make_row(7)["text"], make_row(1)["text"]]
+    assert rec.columns([7, 1])["text"] == [make_row(7)["text"], make_row(1)["text"]]
     mask = np.zeros(10, bool)
     mask[[0, 9]] = True
-    assert [int(v) for v in rec[mask]["label"]] == [make_row(0)["label"], make_row(9)["label"]]
+    assert [int(row["label"]) for row in rec[mask]] == [make_row(0)["label"], make_row(9)["label"]]
     listed = rec.__getitems__([4, 2])  # PyTorch's batched fetch: a list of rows
     assert same_row(listed[0], make_row(4)) and same_row(listed[1], make_row(2))
     assert all(same_row(a, make_row(i)) for i, a in enumerate(rec))

@@ -26,10 +26,13 @@ from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
+from mmap_ninja.records import Field, RecordsMmap
 from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
 __all__ = [
+    "Field",
+    "RecordsMmap",
     "CorruptMapError",
     "FormatVersionError",
     "KindMismatchError",

@@ -117,6 +117,10 @@ class Layout:
         """The columns of a map with these attributes: the kind's own, and a codec's dictionary."""
         return {**self.columns, "dictionary": "|u1"} if attrs.get("codec") else dict(self.columns)
 
+    def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
+        """The items the columns of a new map with these attributes start with."""
+        return dict(self.initial)
+
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         """The features a reader must know to read such a map (a codec's, for one)."""
         codec = self.codec(attrs)

@@ -234,7 +234,12 @@ class MapBase:
             raise KindMismatchError(f"{self._path} holds a {store.kind!r} map, not a {self.layout.kind!r} one; open "
                                     f"it with {KINDS[store.kind].__name__ if store.kind in KINDS else 'its class'} "
                                     f"or mmap_ninja.open_existing()")
-        missing = [name for name in self.layout.columns if name not in store.header.columns]
+        try:
+            needed = self.layout.columns_for(store.attrs)
+        except CorruptMapError as e:
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE}: {e}") from None
+        missing = [name for name in needed if name not in store.header.columns]
         if missing:
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
@@ -383,9 +388,10 @@ class MapBase:
             raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         store = self._store
         if store is None:  # the first write creates the map (or joins one a racing process just created)
-            store = Store.create(self._path, self.layout.kind, self.layout.columns, self.layout.attrs(),
-                                 initial=self.layout.initial, durable=self._durable, lock_timeout=self._lock_timeout,
-                                 join_existing=True)
+            attrs = self.layout.attrs()
+            store = Store.create(self._path, self.layout.kind, self.layout.columns_for(attrs), attrs,
+                                 initial=self.layout.initial_for(attrs), durable=self._durable,
+                                 lock_timeout=self._lock_timeout, join_existing=True)
             self._store = store
             self._check_kind(store)
         return store
@@ -490,9 +496,10 @@ class MapBase:
         mode = _normalize_mode(mode)
         layout = cls.layout
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
-        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs, initial=layout.initial,
-                             metadata=check_metadata(metadata), requires=layout.requires(attrs), building=True,
-                             overwrite=overwrite, durable=durable, lock_timeout=lock_timeout)
+        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
+                             initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
+                             requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
+                             lock_timeout=lock_timeout)
         target = cls._attach(store, mode, wrapper_fn)
         try:
             yield target

@@ -32,7 +32,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -44,7 +44,7 @@ from mmap_ninja.batch import assemble, check_batch_size
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.format import HEADER_FILE, check_metadata, dtype_from_json, register_feature
+from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -55,7 +55,7 @@ from mmap_ninja.layouts import (
     StringsView,
     View,
 )
-from mmap_ninja.maps import MapBase, _batches, _length_or_none, _normalize_mode, _StaleView, resolve_positions
+from mmap_ninja.maps import MapBase, _batches, _length_or_none, resolve_positions
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store
@@ -570,6 +570,10 @@ class _FieldStore(FieldColumns):
     def header(self) -> Any:
         return self._store.header
 
+    def snapshot(self) -> FieldColumns:
+        """The field's columns in one state of the records map (see `Store.snapshot`)."""
+        return FieldColumns(self._store.snapshot(), self._field)
+
     def refresh(self) -> bool:
         self._records.refresh()
         seen, self._seen = self._seen, self._store.header
@@ -626,9 +630,9 @@ class RecordsMmap(MapBase):
     ``rec[i]`` is a dict of the row's values as each field's kind reads them: ``str`` for strings fields, a
     read-only view for array fields, a NumPy scalar for scalar fields. ``rec["label"]`` is the field as a
     read-only container of its kind over the same files (`NumpyMmap`, `StringsMmap`, `RaggedMmap`).
-    ``rec[2:5]`` (or a list of indices, or a boolean mask) gives a dict of lists, field -> values, as a Hugging
-    Face ``Dataset`` does, while ``rec.__getitems__(indices)`` (PyTorch's batched fetch) gives a list of row dicts;
-    `get_batch` gives a dict of batched arrays. With a ``wrapper_fn``, a slice gives the list of wrapped rows.
+    ``rec[2:5]`` (or a list of indices, or a boolean mask) gives a list of row dicts, as every map gives a list of
+    its samples (a Hugging Face ``Dataset`` gives a dict of lists there: here `columns` does, and `get_batch`
+    gives a dict of batched arrays).
 
     Build with `from_generator` (rows as dicts), `from_dict` (columns) or `from_indexable`; grow with `append`
     (one row) and `extend` (rows, or a dict of columns), each one commit. The schema is inferred from the first
@@ -638,19 +642,6 @@ class RecordsMmap(MapBase):
     layout: ClassVar[RecordsLayout] = RecordsLayout()
 
     # -------------------------------------------------------------- opening
-
-    def _check_kind(self, store: Store) -> None:
-        super()._check_kind(store)
-        try:
-            columns = self.layout.columns_for(store.attrs)
-        except CorruptMapError as e:
-            store.close()
-            raise CorruptMapError(f"{self._path / HEADER_FILE}: {e}") from None
-        missing = [name for name in columns if name not in store.header.columns]
-        if missing:
-            store.close()
-            raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which its schema "
-                                  f"needs")
 
     # -------------------------------------------------------------- reading
 
@@ -680,10 +671,15 @@ class RecordsMmap(MapBase):
         try:
             position = operator.index(index)
         except TypeError:
-            if self.wrapper_fn is not None:
-                return self.__getitems__(index)
-            return view.columns_at(resolve_positions(index, view.length))
+            return self.__getitems__(index)
         return self[position]
+
+    def columns(self, indices: Any) -> dict[str, list[Any]]:
+        """The rows at ``indices`` (a slice, indices or a mask) as a dict of lists, field -> values, as a Hugging
+        Face ``Dataset`` gives ``ds[2:5]``."""
+        view = self._view
+        columns: dict[str, list[Any]] = view.columns_at(resolve_positions(indices, view.length))
+        return columns
 
     def field(self, name: str) -> MapBase:
         """Field ``name`` as a read-only container of its kind over the map's files (same as ``rec[name]``).
@@ -770,11 +766,17 @@ class RecordsMmap(MapBase):
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
         call creates the map with the schema these rows suggest."""
-        if self._store is None and self._mode == "r+":
-            samples = samples if isinstance(samples, Mapping) else list(samples)
-            self._create(infer_schema(samples))
-        store = self._writable_store()
         layout = self.layout
+        if self._store is None and self._mode == "r+" and self._legacy is None:
+            samples = samples if isinstance(samples, Mapping) else list(samples)
+            schema = infer_schema(samples)
+            attrs = layout.attrs(schema=schema)
+            empty = layout.empty_lengths(attrs)
+            layout.encode(layout.batch(samples, empty, attrs), empty, attrs)  # a refused first batch creates nothing
+            created = self._create(schema)
+            if self._deferred is not None:  # the first write of a transaction block: the block holds the lock now
+                self._deferred.enter_context(created.transaction())
+        store = self._writable_store()
         try:
             with store.transaction():
                 batch = layout.batch(samples, store.lengths, store.attrs)
@@ -782,11 +784,27 @@ class RecordsMmap(MapBase):
                     self._train_fields(store, batch)
                     columns, new_attrs = layout.encode(batch, store.lengths, store.attrs,
                                                        dictionaries=_dictionaries(store, layout))
-                    store.append(columns)
-                    if new_attrs is not None:
-                        store.set_attrs(new_attrs)
+                    store.append(columns, new_attrs)
         finally:
-            self._view = _StaleView(self)
+            self._invalidate()
+
+    _deferred: Optional[ExitStack] = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """See `MapBase.transaction`. On a handle with no map yet, the block's first write creates the map (its
+        rows give the schema) and the block holds the lock from there on."""
+        if self._store is not None or self._mode == "r" or self._legacy is not None:
+            with super().transaction():
+                yield
+            return
+        with ExitStack() as stack:
+            self._deferred = stack
+            try:
+                yield
+            finally:
+                self._deferred = None
+                self._invalidate()
 
     def append(self, sample: Any) -> None:
         """Add one row (a dict of field -> value) at the end (one commit)."""
@@ -797,7 +815,7 @@ class RecordsMmap(MapBase):
     def __setitem__(self, index: Any, value: Any) -> None:
         raise TypeError("rows of a records map cannot be assigned in place")
 
-    def _create(self, schema: dict[str, Field]) -> None:
+    def _create(self, schema: dict[str, Field]) -> Store:
         layout = self.layout
         attrs = layout.attrs(schema=schema)
         store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
@@ -805,6 +823,7 @@ class RecordsMmap(MapBase):
                              durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
         self._store = store
         self._check_kind(store)
+        return store
 
     def _train_fields(self, store: Store, batch: RecordsBatch) -> None:
         """Train the dictionary of every compressed field that wants one and has none yet, on this batch."""
@@ -820,11 +839,9 @@ class RecordsMmap(MapBase):
                 chosen = np.random.default_rng(0).choice(len(values), codec.train_samples, replace=False)
                 values = [values[i] for i in np.sort(chosen).tolist()]
             dictionary = codec.train(layout.sample_bytes(values)) or b""
-            store.append({f"{name}.dictionary": [dictionary]})
             new_fields = dict(attrs["fields"]) if new_fields is None else new_fields
             new_fields[name] = {"kind": attrs["fields"][name]["kind"], "attrs": {**field_attrs, "trained": True}}
-        if new_fields is not None:
-            store.set_attrs({**attrs, "fields": new_fields})
+            store.append({f"{name}.dictionary": [dictionary]}, {**attrs, "fields": new_fields})
 
     # -------------------------------------------------------------- building
 
@@ -835,24 +852,11 @@ class RecordsMmap(MapBase):
               wrapper_fn: Optional[Callable[[Any], Any]] = None,
               lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> Iterator[R]:
         """Create a records map with ``schema=`` and give it to the block to fill (see `MapBase.build`)."""
-        mode = _normalize_mode(mode)
-        layout = cls.layout
         if options.get("schema") is None:
             raise TypeError("building a records map needs schema= (field name -> field)")
-        attrs = layout.attrs(**options)  # a bad schema fails here, before anything is created
-        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
-                             initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
-                             requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
-                             lock_timeout=lock_timeout)
-        target = cls._attach(store, mode, wrapper_fn)
-        try:
+        with super().build(out_dir, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
+                           wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options) as target:
             yield target
-            store.finish_build()
-        except BaseException:
-            store.abandon_build()
-            target.close()
-            raise
-        target._view = _StaleView(target)
 
     @classmethod
     def _build_batches(cls: type[R], out_dir: PathLike, batches: Iterable[Any], schema: Optional[Mapping[str, Any]],

@@ -15,6 +15,7 @@ import numpy as np
 
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.numpy import NumpyMmap
+from mmap_ninja.records import RecordsMmap
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
@@ -236,6 +237,31 @@ NUMPY_SPEC = KindSpec(
     variant=negated,
 )
 
-BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC)
+def records_sample(i: int) -> dict[str, Any]:
+    """A row of three fields, each encoding ``i``: a string, a ragged int32 array and an int64 scalar."""
+    return {"text": strings_sample(i), "tokens": np.arange(i % 6, dtype=np.int32) + i, "label": np.int64(i)}
+
+
+def records_equal(got: Any, want: Any) -> bool:
+    """Rows are equal when they have the same fields holding equal samples."""
+    return (isinstance(got, dict) and got.keys() == want.keys()
+            and all(arrays_equal(got[name], want[name]) for name in want))
+
+
+RECORDS_SPEC = KindSpec(
+    container=RecordsMmap,
+    make_sample=records_sample,
+    equal=records_equal,
+    build_options={"schema": {"text": "strings", "tokens": ("ragged", "int32"), "label": ("scalar", "int64")}},
+    bad_samples=(
+        BadSample({"text": 3, "tokens": np.arange(2, dtype=np.int32), "label": 1}, TypeError, "field 'text'"),
+        BadSample({"text": "x", "tokens": np.arange(2, dtype=np.int32)}, ValueError, "label"),
+        BadSample({"text": "x", "tokens": np.array([1.5]), "label": 1}, ValueError, "field 'tokens'",
+                  in_first_write=False),  # a new map's first rows may mix ints and floats: NumPy promotes them
+        BadSample("not a row", TypeError),
+    ),
+)
+
+BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC, RECORDS_SPEC)
 for _spec in BUILTIN_SPECS:
     register_spec(_spec)
