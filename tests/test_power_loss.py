@@ -10,7 +10,9 @@ any size between its last fsynced size and its current size (always including th
 the fsynced size), and ``header.json`` is either the last header made durable by a directory fsync or a
 newer one whose contents had been fsynced before the rename (the rename itself may or may not have
 reached the disk). In every such state the map opens, holds every sample of every returned extend byte
-for byte plus at most the batch in flight, a writer reopens it, cuts the tail and extends it.
+for byte plus at most the batch in flight, and a writer's transaction cuts the tail and extends it. If the
+state is inside the build, the map is marked unfinished: a plain open raises ``UnfinishedMapError``,
+``allow_unfinished=True`` reads every batch the build committed, and re-running the build replaces it.
 
 ``durable=False`` (the default) guarantees safety against a *process* crash (``test_crash.py``): the
 kernel keeps every write in the page cache, so a killed process loses nothing that was committed. Against
@@ -18,7 +20,8 @@ an OS crash it promises less, and this is what is verified: if the disk ends up 
 was once published (possibly older than the last commit: recent commits may be lost) together with column
 files cut at any size, the reader either opens exactly the samples that header committed, byte for byte,
 or refuses with a ``CorruptMapError`` that names the truncated file; it never returns a sample shorter
-or longer than committed. Not verified, and not detectable without checksums: a file system that
+or longer than committed. A header published inside a build (``from_*``) is marked unfinished: a plain open
+refuses it with ``UnfinishedMapError``, and ``allow_unfinished=True`` gives the same guarantee. Not verified, and not detectable without checksums: a file system that
 persists a file's new size but not its data would show such samples as zeros. Use ``durable=True`` when
 commits must outlive a power cut.
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 import pytest
 
 import mmap_ninja
-from mmap_ninja.storage import CorruptMapError
+from mmap_ninja import CorruptMapError, UnfinishedMapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
 import crash_torture as ct  # noqa: E402
@@ -107,7 +110,7 @@ def test_durable_commits_survive_a_power_cut(tmp_path, kind):
 @pytest.mark.parametrize("kind", ct.KINDS)
 def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wrong_bytes(tmp_path, kind):
     rng = random.Random(kind + "!")
-    opened = refused = 0
+    opened = refused = building = 0
     for t in range(2):
         work = tmp_path / str(t)
         work.mkdir()
@@ -120,23 +123,28 @@ def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wro
             dst = work / f"state{k}"
             shutil.copytree(work / "map", dst)
             (dst / "header.json.tmp").unlink(missing_ok=True)
-            header = rng.choice(published)
+            in_build = [h for h in published if json.loads(h).get("building")]
+            header = rng.choice(in_build if k == 0 and in_build else published)  # every run has one in a build
             (dst / "header.json").write_text(header)
             columns = json.loads(header)["columns"]
             for f in dst.glob("*.bin"):
                 with open(f, "r+b") as fh:
                     fh.truncate(rng.randint(0, f.stat().st_size) if rng.random() < 0.5 else f.stat().st_size)
+            if json.loads(header).get("building"):  # published by the build: only an explicit opt-in reads it
+                with pytest.raises(UnfinishedMapError, match="allow_unfinished=True"):
+                    ct.CLASSES[kind](dst, mode="r")
+                building += 1
             short = sorted(f.name for f in dst.glob("*.bin")
                            if f.stat().st_size < columns[f.stem]["length"] * (1 if f.stem == "data" else 8))
             if short:
                 with pytest.raises(CorruptMapError, match="truncated") as info:
-                    ct.CLASSES[kind](dst)
+                    ct.CLASSES[kind](dst, mode="r", allow_unfinished=True)
                 assert any(name in str(info.value) for name in short)
                 refused += 1
             else:
                 length = columns["offsets"]["length"] - 1 if kind != "numpy" else \
                     columns["data"]["length"] // 48
-                with mmap_ninja.open_existing(dst) as m:
+                with mmap_ninja.open_existing(dst, mode="r", allow_unfinished=True) as m:
                     ct.verify(kind, m, length)
                 opened += 1
-    assert opened and refused
+    assert opened and refused and building
