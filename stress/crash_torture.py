@@ -487,17 +487,22 @@ def appender(kind: str, path: Path, log_path: Path, seed: int, writer: int, stop
 
 
 def _open_appender(cls: type[MapBase], path: Path, log: Log) -> MapBase:
-    """Open the map for appending. While another process's first write is creating it, the directory holds
-    the header of an unfinished build and opening raises `UnfinishedMapError` ("still being built by another
-    process"): retry then, logging ``U`` each time, for at most 30 s."""
+    """Open the map for appending, retrying for at most 30 s the two refusals an open can meet while another
+    process's first write is creating the map (both reported in the table's summary, see the report):
+
+    * ``U``: `UnfinishedMapError` ("still being built by another process"): the creator's header still marks
+      the map unfinished;
+    * ``N``: `NotAMapError` ("header.json is missing"): ``MapBase.__init__`` found no header, then saw one
+      appear before deciding that the path holds no map yet.
+    """
     deadline = time.monotonic() + 30
     while True:
         try:
             return cls(path, lock_timeout=60)
-        except UnfinishedMapError:
+        except (UnfinishedMapError, mmap_ninja.NotAMapError) as e:
             if time.monotonic() > deadline:
                 raise
-            log("U")
+            log("U" if isinstance(e, UnfinishedMapError) else "N")
             time.sleep(0.005)
 
 
@@ -512,7 +517,8 @@ class Trial:
     failed_reopen: bool = False
     recovery_s: Optional[float] = None
     idle: bool = False  # the kill came after the child's workload had finished
-    refused_opens: int = 0  # appender opens refused while another appender was creating the map
+    refused_opens: int = 0  # appender opens refused (UnfinishedMapError) while another one created the map
+    missing_opens: int = 0  # appender opens refused (NotAMapError) while another one created the map
     batches: int = 0  # appenders: batches the writers saw committed
     victim_in_flight: bool = False  # appenders: the killed writer had a batch in flight
     detail: str = ""
@@ -838,6 +844,7 @@ def run_appenders_trial(kind: str, seed: int, workdir: Path, writers: int = APPE
             return trial
         events = {w: _events(logs[w]) for w in range(writers)}
         trial.refused_opens = sum(_count(e, "U") for e in events.values())
+        trial.missing_opens = sum(_count(e, "N") for e in events.values())
         check_appenders(trial, kind, path, events, prebuilt)
     finally:
         for proc in procs:
@@ -999,8 +1006,9 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{sum(t.victim_in_flight for t in appenders)} of {len(appenders)} kills hit a batch in flight")
     print(f"{len(results)} trials in {time.perf_counter() - t0:.1f} s; "
           f"{sum(t.idle for t in results)} kills came after the workload had finished; "
-          f"{sum(t.refused_opens for t in results)} appender opens were refused (UnfinishedMapError) while "
-          f"another appender was creating the map, and retried")
+          f"appender opens retried while another appender was creating the map: "
+          f"{sum(t.refused_opens for t in results)} UnfinishedMapError, {sum(t.missing_opens for t in results)} "
+          f"NotAMapError")
     ok = all(t.consistent and not t.lost and not t.failed_reopen for t in results)
     return 0 if ok else 1
 
