@@ -37,6 +37,7 @@ Scenarios (cycled through per kind):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -51,7 +52,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -92,8 +93,8 @@ def sample(kind: str, i: int, variant: int = 0) -> Any:
         values = (np.arange(size, dtype=np.int64) + i * 100).reshape(shape)
         return -values - 1 if variant else values
     if kind == "numpy":
-        values = (np.arange(12, dtype=np.int32) + i * 12).reshape(NUMPY_SHAPE)
-        return -values - 1 if variant else values
+        array = (np.arange(12, dtype=np.int32) + i * 12).reshape(NUMPY_SHAPE)
+        return -array - 1 if variant else array
     raise ValueError(kind)
 
 
@@ -151,7 +152,7 @@ def tagged_batch(kind: str, writer: int, batch_no: int, size: int) -> Any:
     return np.stack(items) if kind == "numpy" else items
 
 
-def identity(kind: str, value: Any) -> Optional[Identity]:
+def identity(kind: str, value: Any) -> Identity | None:
     """The identity a tagged sample encodes, or None if the sample is not exactly what it claims to be."""
     try:
         if kind == "strings":
@@ -181,7 +182,7 @@ class Scan:
     notes: list[str] = field(default_factory=list)
 
 
-def scan_tagged(kind: str, m: MapBase, start: int = 0, stop: Optional[int] = None) -> Scan:
+def scan_tagged(kind: str, m: MapBase, start: int = 0, stop: int | None = None) -> Scan:
     """Read samples ``start:stop`` of ``m`` and group them into batches; anything torn, partial or
     interleaved is counted in ``torn``."""
     stop = len(m) if stop is None else stop
@@ -224,7 +225,7 @@ class Audit:
         return not (self.lost or self.duplicated or self.unexpected or self.out_of_order)
 
 
-def audit(scan: Scan, committed: dict[int, dict[int, int]], in_flight: dict[int, Optional[int]]) -> Audit:
+def audit(scan: Scan, committed: dict[int, dict[int, int]], in_flight: dict[int, int | None]) -> Audit:
     """``committed[w]`` maps each batch number writer ``w`` saw return to its size; ``in_flight[w]`` is the
     batch it was writing when it stopped, if any (present or not, but whole)."""
     result = Audit()
@@ -257,8 +258,8 @@ class Mismatch(AssertionError):
     pass
 
 
-def verify(kind: str, m: MapBase, length: int, variants: Optional[dict[int, int]] = None,
-           free: Optional[int] = None) -> None:
+def verify(kind: str, m: MapBase, length: int, variants: dict[int, int] | None = None,
+           free: int | None = None) -> None:
     """Check, byte for byte, that ``m`` holds exactly ``length`` samples with the expected content.
 
     ``variants`` maps an index to the variant it was last assigned; the sample at ``free`` (an in-place
@@ -335,9 +336,8 @@ class Log:
 def _log_extends(cls: type[MapBase], log: Log) -> None:
     original = cls.extend
 
-    def extend(self: MapBase, items: Any) -> None:
-        if not isinstance(items, np.ndarray):
-            items = list(items)
+    def extend(self: MapBase, samples: Iterable[Any]) -> None:
+        items = samples if isinstance(samples, np.ndarray) else list(samples)
         log("I", len(self) + len(items))
         original(self, items)
         log("C", len(self))
@@ -515,7 +515,7 @@ class Trial:
     consistent: bool = False
     lost: int = 0
     failed_reopen: bool = False
-    recovery_s: Optional[float] = None
+    recovery_s: float | None = None
     idle: bool = False  # the kill came after the child's workload had finished
     refused_opens: int = 0  # appender opens refused (UnfinishedMapError) while another one created the map
     missing_opens: int = 0  # appender opens refused (NotAMapError) while another one created the map
@@ -540,10 +540,8 @@ def _spawn(args: Sequence[str], stderr_path: Path) -> subprocess.Popen[str]:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and its pool workers
-    except ProcessLookupError:
-        pass
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> bool:
@@ -610,11 +608,11 @@ def run_trial(kind: str, scenario: str, seed: int, workdir: Path) -> Trial:
     return trial
 
 
-def expected_state(events: Events) -> tuple[Optional[int], Optional[int]]:
+def expected_state(events: Events) -> tuple[int | None, int | None]:
     """From an extend log (outside a build): (length of the last returned extend or None if none, length if
     the batch in flight was published, or None)."""
-    committed: Optional[int] = None
-    intent: Optional[int] = None
+    committed: int | None = None
+    intent: int | None = None
     for ev in events:
         if ev[0] == "E":
             raise Mismatch(f"the child saw: {ev[1:]}")
@@ -630,7 +628,7 @@ def expected_state(events: Events) -> tuple[Optional[int], Optional[int]]:
 class BuildLog:
     """A child's log split at its build: ``size`` samples were to be built (None: no build logged)."""
 
-    size: Optional[int]
+    size: int | None
     returned: bool  # the from_* call returned
     during: Events  # the events logged inside the build
     after: Events  # the events logged after it returned (all of them when no build was logged)
@@ -662,10 +660,10 @@ def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events
     free = None
     try:
         if any(ev[0] == "E" for ev in events):
-            raise Mismatch(f"the child saw: {[ev for ev in events if ev[0] == 'E'][0][1:]}")
+            raise Mismatch(f"the child saw: {next(ev for ev in events if ev[0] == 'E')[1:]}")
         build = split_build(events)
         if scenario == "setitem":
-            pending: Optional[tuple[int, int]] = None
+            pending: tuple[int, int] | None = None
             for ev in events:
                 if ev[0] == "W":
                     pending = (int(ev[1]), int(ev[2]))
@@ -684,7 +682,8 @@ def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events
             committed, in_flight = expected_state(build.after)
             if committed is None and build.size is not None:
                 committed = build.size
-            must, allowed = committed or 0, {committed or 0, in_flight} - {None}
+            must = committed or 0
+            allowed = {must} if in_flight is None else {must, in_flight}
         try:
             m = cls(path, mode="r")
         except mmap_ninja.NotAMapError:
@@ -700,7 +699,7 @@ def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events
         length = len(m)
         if length not in allowed:
             trial.lost = max(0, must - length)
-            raise Mismatch(f"length {length} after the kill, expected one of {sorted(a for a in allowed if a is not None)}")
+            raise Mismatch(f"length {length} after the kill, expected one of {sorted(allowed)}")
         verify(kind, m, length, variants, free)
         m.close()
         _extend_after_crash(trial, kind, path, length, variants, free)
@@ -710,7 +709,7 @@ def check_after_crash(trial: Trial, kind: str, scenario: str, path: Path, events
 
 
 def _extend_after_crash(trial: Trial, kind: str, path: Path, length: int, variants: dict[int, int],
-                        free: Optional[int]) -> None:
+                        free: int | None) -> None:
     """A new writer opens the map, repairs the torn in-place write if any, extends it; all must read exactly."""
     cls = CLASSES[kind]
     t0 = time.perf_counter()
@@ -825,7 +824,7 @@ def run_appenders_trial(kind: str, seed: int, workdir: Path, writers: int = APPE
                        if _count(_events(logs[w]), "C") < n + survivor_commits and procs[w].poll() is None}
             time.sleep(0.005)
         stop.touch()
-        for w, proc in enumerate(procs):
+        for proc in procs:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -854,13 +853,13 @@ def run_appenders_trial(kind: str, seed: int, workdir: Path, writers: int = APPE
     return trial
 
 
-def appender_logs(logs: dict[int, Events]) -> tuple[dict[int, dict[int, int]], dict[int, Optional[int]]]:
+def appender_logs(logs: dict[int, Events]) -> tuple[dict[int, dict[int, int]], dict[int, int | None]]:
     """From appender logs: the batches each writer saw committed (number -> size) and the one in flight."""
     committed: dict[int, dict[int, int]] = {}
-    in_flight: dict[int, Optional[int]] = {}
+    in_flight: dict[int, int | None] = {}
     for w, events in logs.items():
         done = committed.setdefault(w, {})
-        pending: Optional[int] = None
+        pending: int | None = None
         for ev in events:
             if ev[0] == "X":
                 raise Mismatch(f"appender {w} failed: {' '.join(ev[1:])}")
@@ -976,7 +975,7 @@ def table(results: Sequence[Trial]) -> str:
                                enumerate(zip(row, widths))) for row in rows)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "--child":

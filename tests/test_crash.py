@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
-import crash_torture as ct  # noqa: E402
+import crash_torture as ct
 
 
 def _failures(results: Sequence[ct.Trial]) -> list[str]:

@@ -21,9 +21,9 @@ was once published (possibly older than the last commit: recent commits may be l
 files cut at any size, the reader either opens exactly the samples that header committed, byte for byte,
 or refuses with a ``CorruptMapError`` that names the truncated file; it never returns a sample shorter
 or longer than committed. A header published inside a build (``from_*``) is marked unfinished: a plain open
-refuses it with ``UnfinishedMapError``, and ``allow_unfinished=True`` gives the same guarantee. Not verified, and not detectable without checksums: a file system that
-persists a file's new size but not its data would show such samples as zeros. Use ``durable=True`` when
-commits must outlive a power cut.
+refuses it with ``UnfinishedMapError``, and ``allow_unfinished=True`` gives the same guarantee. Not verified,
+and not detectable without checksums: a file system that persists a file's new size but not its data
+would show such samples as zeros. Use ``durable=True`` when commits must outlive a power cut.
 """
 
 import json
@@ -38,7 +38,7 @@ import mmap_ninja
 from mmap_ninja import CorruptMapError, UnfinishedMapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
-import crash_torture as ct  # noqa: E402
+import crash_torture as ct
 
 
 def _records(path: Path):
@@ -114,7 +114,7 @@ def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wro
     for t in range(2):
         work = tmp_path / str(t)
         work.mkdir()
-        events, records = _run(kind, work, rng.randrange(1 << 30), durable=False)
+        _events, records = _run(kind, work, rng.randrange(1 << 30), durable=False)
         assert not any("file" in r or "dir" in r for r in records), "durable=False must not fsync"
         published = [r["published"] for r in records if "published" in r]
         if not published:
