@@ -75,7 +75,7 @@ def test_checker_reports_a_wrong_byte(tmp_path: Path, kind: str) -> None:
 
 def test_checker_accepts_the_batch_in_flight(tmp_path: Path) -> None:
     path = tmp_path / "map"
-    ct.StringsMmap.from_generator(path, ct.samples("strings", 0, 10), batch_size=5).close()
+    ct.CLASSES["strings"].from_generator(path, ct.samples("strings", 0, 10), batch_size=5).close()
     trial = ct.Trial("strings", "build")
     ct.check_after_crash(trial, "strings", "build", path, [["I", "5"], ["C", "5"], ["I", "10"]])
     assert trial.consistent, trial.detail

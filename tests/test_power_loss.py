@@ -26,11 +26,14 @@ and not detectable without checksums: a file system that persists a file's new s
 would show such samples as zeros. Use ``durable=True`` when commits must outlive a power cut.
 """
 
+from __future__ import annotations
+
 import json
 import random
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,19 +44,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
 import crash_torture as ct
 
 
-def _records(path: Path):
+def _records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _run(kind, tmp_path, seed, durable):
+def _run(kind: str, tmp_path: Path, seed: int, durable: bool) -> tuple[ct.Events, list[dict[str, Any]]]:
     extra = ["--record-fsync", str(tmp_path / "fsyncs")] + (["--durable"] if durable else [])
     events = ct.kill_child_at_random("build", kind, tmp_path, seed, extra, max_delay=0.5)
     return events, _records(tmp_path / "fsyncs")
 
 
-def _roll_back(src: Path, dst: Path, records, rng, *, worst: bool) -> None:
+def _roll_back(src: Path, dst: Path, records: list[dict[str, Any]], rng: random.Random, *, worst: bool) -> None:
     """Copy the map in ``src`` to ``dst`` as a power cut could leave it (durable=True model)."""
     shutil.copytree(src, dst)
     synced_size, synced_headers, durable_header = {}, set(), None
@@ -85,7 +88,7 @@ def _roll_back(src: Path, dst: Path, records, rng, *, worst: bool) -> None:
 
 
 @pytest.mark.parametrize("kind", ct.KINDS)
-def test_durable_commits_survive_a_power_cut(tmp_path, kind):
+def test_durable_commits_survive_a_power_cut(tmp_path: Path, kind: str) -> None:
     rng = random.Random(kind)
     outcomes = []
     for t in range(4):
@@ -108,7 +111,8 @@ def test_durable_commits_survive_a_power_cut(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ct.KINDS)
-def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wrong_bytes(tmp_path, kind):
+def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wrong_bytes(tmp_path: Path,
+                                                                                          kind: str) -> None:
     rng = random.Random(kind + "!")
     opened = refused = building = 0
     for t in range(2):
