@@ -174,9 +174,16 @@ class MapBase:
             if is_legacy_map(self._path):  # written by mmap_ninja 0.9.0: read it as it is, refuse writes
                 self._open_legacy()
                 return
-            if self._mode == "r" or (self._path / HEADER_FILE).exists():
+            if self._mode == "r":
                 raise
-            store = None  # 0.9.0's incremental start: an empty map that the first write creates
+            if (self._path / HEADER_FILE).exists():  # a header appeared since: a racing process created the map
+                store = self._open_store()
+            else:
+                store = None  # 0.9.0's incremental start: an empty map that the first write creates
+        if store is not None and store.header.building and store.header.commit == 0:
+            store.close()  # a build killed before its first commit: it holds nothing, not even its columns
+            store = None
+            self._mode = "r"
         self._store = store
         if store is not None:
             self._check_kind(store)

@@ -172,6 +172,8 @@ class Store:
         if header.building and not allow_unfinished:
             raise unfinished_error(path, header)
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
+        if header.building and header.commit == 0:
+            return store  # a build killed while laying out its files: it committed nothing, not even them
         for name in header.columns:
             store._check_size(name)
         return store
