@@ -41,6 +41,7 @@ _CHANNELS_OF_MODE = {"1": 1, "L": 1, "LA": 2, "La": 2, "PA": 4, "RGB": 3, "RGBX"
 # The Pillow mode an image is converted to for each number of channels.
 _MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _SIMPLEJPEG_COLORSPACE = {1: "GRAY", 3: "RGB", 4: "RGBA"}
+_CMYK_COLORSPACES = ("CMYK", "YCCK")
 _ENCODE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _MAX_FORMATS = 256  # the formats column holds one uint8 per image
 _UINT8 = np.dtype(np.uint8)
@@ -112,15 +113,19 @@ class Decoder:
         channels = shape[2]
         if self._jpeg is not None and format_name == "JPEG" and channels != 2:
             try:
-                image: np.ndarray[Any, Any] = self._jpeg.decode_jpeg(
-                    raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast, fastupsample=self.fast, buffer=out)
+                # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
+                if self._jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
+                    image: np.ndarray[Any, Any] = self._jpeg.decode_jpeg(
+                        raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast, fastupsample=self.fast, buffer=out)
+                    if image.shape != shape:
+                        raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
+                    return image
             except ValueError:
-                pass  # a JPEG libjpeg-turbo refuses to convert (CMYK) or calls damaged in strict mode: ask Pillow
-            else:
-                if image.shape != shape:
-                    raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
-                return image
-        image = self._pillow_decode(raw, format_name, channels)
+                pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
+        try:
+            image = self._pillow_decode(raw, format_name, channels)
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
+            raise ValueError(f"{type(e).__name__}: {e}") from None
         if image.shape != shape:
             raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
         if out is None:
@@ -572,10 +577,14 @@ class ImagesMmap(MapBase):
         (default 95; lossy) when they have 1 or 3 channels and as PNG (lossless) when they have an alpha channel,
         unless ``format="png"``, ``"jpeg"`` or ``"webp"`` says otherwise (WebP with ``quality=100`` is lossless).
         A 2-D array reads back as ``(H, W, 1)``. ``verify=True`` decodes every image once while writing. These
-        options are kept by the map for later ``extend`` and ``append`` calls. See `MapBase.from_generator` for
+        options are kept by the map for later ``extend`` and ``append`` calls. The reading options ``channels``,
+        ``fast`` and ``decoder`` (see the class) apply to the returned handle. See `MapBase.from_generator` for
         the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
         """
-        return super().from_generator(out_dir, sample_generator, batch_size, verbose, **options)
+        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None))
+        built = super().from_generator(out_dir, sample_generator, batch_size, verbose, **options)
+        built._decoder = decoder
+        return built
 
 
 def _as_path(path: Any) -> Any:
