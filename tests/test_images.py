@@ -308,3 +308,15 @@ def test_an_empty_handle_and_an_empty_batch(tmp_path):
     assert len(m) == 0 and m.formats == [] and m.shapes().shape == (0, 3)
     assert m.get_batch([]).shape == (0, 0, 0, 0)
     assert not (tmp_path / "map").exists()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_image_that_decodes_to_another_shape_than_recorded_is_an_error(tmp_path, fmt):
+    ImagesMmap.from_generator(tmp_path / "map", [encoded(picture(8, 6, 3), fmt)], batch_size=1).close()
+    shapes = np.fromfile(tmp_path / "map" / "shapes.bin", dtype="<i8")
+    shapes[0] = 9  # a damaged index: the height recorded no longer matches the image
+    shapes.tofile(tmp_path / "map" / "shapes.bin")
+    m = ImagesMmap(tmp_path / "map")
+    assert m.shape(0) == (9, 6, 3)
+    with pytest.raises(ValueError, match=r"image 0 of .* decodes to shape \(8, 6, 3\), expected \(9, 6, 3\)"):
+        m[0]

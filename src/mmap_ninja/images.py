@@ -112,16 +112,18 @@ class Decoder:
         ValueError if the bytes cannot be decoded or decode to another shape."""
         channels = shape[2]
         if self._jpeg is not None and format_name == "JPEG" and channels != 2:
+            decoded: Optional[np.ndarray[Any, Any]] = None
             try:
                 # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
                 if self._jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
-                    image: np.ndarray[Any, Any] = self._jpeg.decode_jpeg(
-                        raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast, fastupsample=self.fast, buffer=out)
-                    if image.shape != shape:
-                        raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
-                    return image
+                    decoded = self._jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
+                                                     fastupsample=self.fast, buffer=out)
             except ValueError:
                 pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
+            if decoded is not None:
+                if decoded.shape != shape:
+                    raise ValueError(f"the image decodes to shape {decoded.shape}, expected {shape}")
+                return decoded
         try:
             image = self._pillow_decode(raw, format_name, channels)
         except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
