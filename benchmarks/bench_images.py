@@ -12,11 +12,12 @@ temporary directory and prints Markdown tables with PASS/FAIL per target:
    ``imread_from_disk`` row (Pillow ``open`` -> ``convert("RGB")`` -> ``asarray`` from the files; target >= 1.75x
    faster), each pass copying every image into one preallocated buffer as the seed's table does. The target is
    judged on the like-for-like row (``channels=3``: RGB out, as imread gives); the native-channels row is shown too;
-4. the same pass with threads (``get_batch(..., threads=T)`` over groups of same-shape images), and the
+4. ``get_batch(..., threads=T)`` over groups of same-shape images against the same on one thread, and the
    ``fast=True`` flags, reported separately.
 
-Timings are the best of ``--repeats`` interleaved repeats on a warm page cache (a shared 2-core machine moves
-figures by 10-30 %; compare ratios from one run).
+Timings are on a warm page cache. Each image (overhead) or chunk of 32 images (passes) is timed for every row in
+turn, ``--repeats`` times, and keeps its best time per row, so that load drifts on a shared machine hit every row
+alike (such a machine still moves figures by 10-30 %; compare ratios from one run).
 """
 
 from __future__ import annotations
@@ -55,26 +56,6 @@ def imread(path: str) -> np.ndarray[Any, Any]:
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-def best(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Best time of each function, the functions run in turn ``repeats`` times (so drifts in load hit all)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: min(ts) for name, ts in times.items()}
 
 
 def rss_mb() -> float:
@@ -122,7 +103,7 @@ def main() -> int:
     print(f"{len(paths):,} images from {args.data}/images; Python {platform.python_version()}, NumPy "
           f"{np.__version__}, Pillow {PIL.__version__}, simplejpeg "
           f"{getattr(simplejpeg, '__version__', 'not installed')}; {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; best of {args.repeats} interleaved repeats, warm page cache.\n")
+          f"{os.getloadavg()[0]:.1f}; best of {args.repeats} alternating repeats, warm page cache.\n")
 
     # ------------------------------------------------------------------ build and disk
     t = time.perf_counter()
@@ -169,27 +150,33 @@ def main() -> int:
                 return np.asarray(image.convert("RGBA").convert(target))
             return np.asarray(image.convert(target))
 
+    # Each image is timed alternately bare and through the map, and each keeps its best time of both: load drifts
+    # on a shared machine hit both sides of every pair alike.
+    best_bare: dict[int, float] = {}
+    best_map: dict[int, float] = {}
+    clock = time.perf_counter
+    for i in chosen:
+        bare_times, map_times = [], []
+        for _ in range(max(args.repeats, 3)):
+            t = clock()
+            bare_decode(i)
+            bare_times.append(clock() - t)
+            t = clock()
+            m[i]
+            map_times.append(clock() - t)
+        best_bare[i], best_map[i] = min(bare_times), min(map_times)
     print("## Per-image overhead of m[i] over bare decoding of the same bytes (same decoder)\n")
+    print("Each image timed alternately bare and through the map, best of each kept.\n")
     print("| images | n | bare decode (µs/image) | m[i] (µs/image) | overhead |\n|:--|--:|--:|--:|--:|")
     overhead_rows = {}
     for label, subset in [("JPEG", [i for i in chosen if formats[i] == "JPEG"]),
                           ("PNG", [i for i in chosen if formats[i] == "PNG"]), ("all", chosen)]:
         if not subset:
             continue
-
-        def through_map(subset: list[int] = subset) -> None:
-            for i in subset:
-                m[i]
-
-        def bare(subset: list[int] = subset) -> None:
-            for i in subset:
-                bare_decode(i)
-
-        times = interleaved({"bare": bare, "map": through_map}, args.repeats)
-        overhead = times["map"] / times["bare"] - 1
-        overhead_rows[label] = overhead
-        print(f"| {label} | {len(subset)} | {times['bare'] / len(subset) * 1e6:,.0f} | "
-              f"{times['map'] / len(subset) * 1e6:,.0f} | {overhead * 100:+.1f} % |")
+        bare_s, map_s = sum(best_bare[i] for i in subset), sum(best_map[i] for i in subset)
+        overhead_rows[label] = map_s / bare_s - 1
+        print(f"| {label} | {len(subset)} | {bare_s / len(subset) * 1e6:,.0f} | {map_s / len(subset) * 1e6:,.0f} | "
+              f"{overhead_rows[label] * 100:+.1f} % |")
     print()
     overhead_ok = overhead_rows["all"] <= 0.05
 
@@ -199,71 +186,83 @@ def main() -> int:
     buf = np.empty(max(largest, largest_rgb), dtype=np.uint8)
     buf[:] = 1  # fault the buffer in before timing
 
-    def copy_pass(get: Callable[[int], np.ndarray[Any, Any]]) -> Callable[[], None]:
-        def one_pass() -> None:
-            for i in range(n):
+    def copying(get: Callable[[int], np.ndarray[Any, Any]]) -> Callable[[list[int]], None]:
+        def run(ids: list[int]) -> None:
+            for i in ids:
                 a = get(i)
                 buf[:a.nbytes].reshape(a.shape)[...] = a
-        return one_pass
+        return run
+
+    def batching(handle: ImagesMmap, threads: int | None) -> Callable[[list[int]], None]:
+        def run(ids: list[int]) -> None:
+            batch = handle.get_batch(ids, threads=threads)
+            buf[:batch[0].nbytes].reshape(batch[0].shape)[...] = batch[-1]  # touch the result
+        return run
+
+    def chunked(fns: dict[str, Callable[[list[int]], None]], chunks: list[list[int]]) -> dict[str, list[float]]:
+        """Per chunk, each function's best time of ``repeats``, the functions alternating chunk by chunk (so that
+        load drifts on a shared machine hit them alike)."""
+        best: dict[str, list[float]] = {name: [] for name in fns}
+        for chunk in chunks:
+            times: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(args.repeats):
+                for name, fn in fns.items():
+                    t = time.perf_counter()
+                    fn(chunk)
+                    times[name].append(time.perf_counter() - t)
+            for name in fns:
+                best[name].append(min(times[name]))
+        return best
 
     rgb = ImagesMmap(out_dir, channels=3)
     fast = ImagesMmap(out_dir, fast=True)
     rgb_fast = ImagesMmap(out_dir, channels=3, fast=True)
+    seed_name, like_name, native_name = ("imread_from_disk (seed: Pillow from files, RGB)",
+                                         "ImagesMmap m[i], channels=3 (RGB, like for like)",
+                                         "ImagesMmap m[i], native channels")
+    # Chunks of 32 images of one format, so the per-format table comes from the same measurement.
+    format_chunks = [(name, ids[k:k + 32]) for name in m.formats
+                     for ids in [[i for i in range(n) if formats[i] == name]] for k in range(0, len(ids), 32)]
+    rss_before = rss_mb()
+    single = chunked({
+        seed_name: copying(lambda i: imread(paths[i])),
+        like_name: copying(rgb.__getitem__),
+        native_name: copying(m.__getitem__),
+        "ImagesMmap m[i], channels=3, fast=True": copying(rgb_fast.__getitem__),
+        "ImagesMmap m[i], native, fast=True": copying(fast.__getitem__),
+    }, [ids for _, ids in format_chunks])
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, shape in enumerate(m.shapes().tolist()):
+    for i, shape in enumerate(rgb.shapes().tolist()):
         groups.setdefault(tuple(shape), []).append(i)
     batches = [ids[k:k + 32] for ids in groups.values() for k in range(0, len(ids), 32)]
-
-    def batched_pass(handle: ImagesMmap, threads: int | None) -> Callable[[], None]:
-        def one_pass() -> None:
-            for ids in batches:
-                batch = handle.get_batch(ids, threads=threads)
-                buf[:batch[0].nbytes].reshape(batch[0].shape)[...] = batch[-1]  # touch the result
-        return one_pass
-
-    rss_before = rss_mb()
-    passes = {
-        "imread_from_disk (seed: Pillow from files, RGB)": copy_pass(lambda i: imread(paths[i])),
-        "ImagesMmap m[i], channels=3 (RGB, like for like)": copy_pass(rgb.__getitem__),
-        "ImagesMmap m[i], native channels": copy_pass(m.__getitem__),
-        f"ImagesMmap get_batch, native, threads={args.threads}": batched_pass(m, args.threads),
-        f"ImagesMmap get_batch, channels=3, threads={args.threads}": batched_pass(rgb, args.threads),
-        "ImagesMmap get_batch, native, 1 thread": batched_pass(m, None),
-        "ImagesMmap m[i], native, fast=True": copy_pass(fast.__getitem__),
-        "ImagesMmap m[i], channels=3, fast=True": copy_pass(rgb_fast.__getitem__),
-    }
-    times = interleaved(passes, args.repeats)
+    threaded_name, one_thread_name = (f"ImagesMmap get_batch, channels=3, threads={args.threads}",
+                                      "ImagesMmap get_batch, channels=3, 1 thread")
+    batched = chunked({one_thread_name: batching(rgb, None), threaded_name: batching(rgb, args.threads)}, batches)
     rss_growth = rss_mb() - rss_before
-    seed = times["imread_from_disk (seed: Pillow from files, RGB)"]
+    times = {name: sum(ts) for name, ts in {**single, **batched}.items()}
+    seed = times[seed_name]
     print(f"## Full pass decoding all {n:,} images (single-threaded unless said; exact decoder settings unless "
           f"fast=True)\n")
+    print("Chunks of 32 images, each timed for every row in turn, best of the repeats kept per chunk; get_batch rows "
+          "decode groups of up to 32 same-shape images into one array.\n")
     print("| pass | s | images/s | speed-up over imread_from_disk |\n|:--|--:|--:|--:|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seed / seconds:.2f}x |")
-    print(f"\nRSS growth over all passes: {rss_growth:,.0f} MB (decoded images are freed as the pass goes; the "
-          f"map's pages are page cache).\n")
-    like_for_like = seed / times["ImagesMmap m[i], channels=3 (RGB, like for like)"]
-    native = seed / times["ImagesMmap m[i], native channels"]
-    threaded = times[f"ImagesMmap get_batch, channels=3, threads={args.threads}"]
-    single = times["ImagesMmap m[i], channels=3 (RGB, like for like)"]
+    print(f"\nRSS growth over all passes: {rss_growth:,.0f} MB.\n")
+    like_for_like = seed / times[like_name]
+    native = seed / times[native_name]
+    threaded, one_thread = times[threaded_name], times[one_thread_name]
 
     # ------------------------------------------------------------------ per format, where the time goes
-    print("## Full pass per format (m[i], channels=3, single-threaded)\n")
-    print("| format | n | imread_from_disk (s) | ImagesMmap (s) | speed-up |\n|:--|--:|--:|--:|--:|")
+    print("## Full pass per format (same measurement, single-threaded)\n")
+    print("| format | n | imread_from_disk (s) | m[i], channels=3 (s) | speed-up | m[i], native (s) | speed-up |\n"
+          "|:--|--:|--:|--:|--:|--:|--:|")
     for name in m.formats:
-        ids = [i for i in range(n) if formats[i] == name]
-
-        def seed_part(ids: list[int] = ids) -> None:
-            for i in ids:
-                imread(paths[i])
-
-        def ours_part(ids: list[int] = ids) -> None:
-            for i in ids:
-                rgb[i]
-
-        part = interleaved({"seed": seed_part, "ours": ours_part}, args.repeats)
-        print(f"| {name} | {len(ids):,} | {part['seed']:.2f} | {part['ours']:.2f} | "
-              f"{part['seed'] / part['ours']:.2f}x |")
+        picks = [k for k, (fmt, _) in enumerate(format_chunks) if fmt == name]
+        count = sum(len(format_chunks[k][1]) for k in picks)
+        seed_s, like_s, native_s = (sum(single[row][k] for k in picks) for row in (seed_name, like_name, native_name))
+        print(f"| {name} | {count:,} | {seed_s:.2f} | {like_s:.2f} | {seed_s / like_s:.2f}x | {native_s:.2f} | "
+              f"{seed_s / native_s:.2f}x |")
     print()
 
     print("## Targets\n")
@@ -275,8 +274,8 @@ def main() -> int:
     print(f"| full pass >= 1.75x faster than imread_from_disk (single thread, exact settings, RGB like for like) | "
           f"{like_for_like:.2f}x | {verdict(like_for_like >= 1.75)} |")
     print(f"| (same, native channels: no conversion to RGB) | {native:.2f}x | {verdict(native >= 1.75)} |")
-    print(f"| threads ({args.threads}) faster again than single-threaded | {single / threaded:.2f}x | "
-          f"{verdict(threaded < single)} |")
+    print(f"| get_batch on {args.threads} threads faster again than on one | {one_thread / threaded:.2f}x | "
+          f"{verdict(threaded < one_thread)} |")
     print(f"\nDecoder in use: {Decoder()!r}; JPEG by {m.decoders.get('JPEG', 'n/a')}.")
     m.close()
     if args.work is None:
