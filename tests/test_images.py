@@ -1,4 +1,5 @@
 import io
+import os
 import pickle
 from pathlib import Path
 
@@ -320,3 +321,13 @@ def test_an_image_that_decodes_to_another_shape_than_recorded_is_an_error(tmp_pa
     assert m.shape(0) == (9, 6, 3)
     with pytest.raises(ValueError, match=r"image 0 of .* decodes to shape \(8, 6, 3\), expected \(9, 6, 3\)"):
         m[0]
+
+
+def test_importing_the_module_loads_no_decoder():
+    import subprocess
+    import sys
+
+    code = "import sys, mmap_ninja.images; print('PIL' in sys.modules, 'simplejpeg' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert result.stdout.split() == ["False", "False"]

@@ -96,7 +96,11 @@ class Decoder:
         self.channels = channels
         self.fast = fast
         self.requested = decoder
-        self._jpeg = None if decoder == "pillow" else _simplejpeg()
+
+    @property
+    def _jpeg(self) -> Any:
+        """simplejpeg when it decodes this decoder's JPEGs (imported at the first decode, not with the module)."""
+        return None if self.requested == "pillow" else _simplejpeg()
 
     def __repr__(self) -> str:
         return f"Decoder(channels={self.channels!r}, fast={self.fast!r}, decoder={self.requested!r})"
@@ -111,12 +115,13 @@ class Decoder:
         this decoder's channels), or into ``out`` (a writable C-contiguous uint8 array of that shape). A
         ValueError if the bytes cannot be decoded or decode to another shape."""
         channels = shape[2]
-        if self._jpeg is not None and format_name == "JPEG" and channels != 2:
+        jpeg = self._jpeg if format_name == "JPEG" else None
+        if jpeg is not None and channels != 2:
             decoded: Optional[np.ndarray[Any, Any]] = None
             try:
                 # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
-                if self._jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
-                    decoded = self._jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
+                if jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
+                    decoded = jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
                                                      fastupsample=self.fast, buffer=out)
             except ValueError:
                 pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
