@@ -1,0 +1,287 @@
+"""ImagesMmap against its targets (issue 11, "Encoded images"), side by side in one run.
+
+    python benchmarks/bench_images.py --data /work/data/real [--repeats 3] [--threads 2] [--limit N]
+
+Builds an `ImagesMmap` from ``DATA/images/*.jpg|*.jpeg|*.png`` (the files the seed's image table uses) in a
+temporary directory and prints Markdown tables with PASS/FAIL per target:
+
+1. disk: the map's data column against the source files (target <= 1.02x), the index reported beside it;
+2. per-image overhead of ``m[i]`` over bare decoding of the same bytes, held in RAM, with the same decoder
+   (simplejpeg's ``decode_jpeg`` for JPEGs, Pillow's ``Image.open`` + ``np.asarray`` for the rest; target <= 5 %);
+3. a full pass decoding every image single-threaded, with the decoders' default settings, against the seed's
+   ``imread_from_disk`` row (Pillow ``open`` -> ``convert("RGB")`` -> ``asarray`` from the files; target >= 1.75x
+   faster), each pass copying every image into one preallocated buffer as the seed's table does. The target is
+   judged on the like-for-like row (``channels=3``: RGB out, as imread gives); the native-channels row is shown too;
+4. ``get_batch(..., threads=T)`` over groups of same-shape images against the same on one thread, and the
+   ``fast=True`` flags, reported separately.
+
+Timings are on a warm page cache. Each image (overhead) or chunk of 32 images (passes) is timed for every row in
+turn, ``--repeats`` times, and keeps its best time per row, so that load drifts on a shared machine hit every row
+alike (such a machine still moves figures by 10-30 %; compare ratios from one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this working tree's mmap_ninja
+
+from mmap_ninja.images import ImagesMmap
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def image_files(image_dir: str, limit: int | None) -> list[str]:
+    """The seed benchmark's list: every .jpg/.jpeg/.png file of the folder, sorted."""
+    return sorted(p for p in glob.glob(os.path.join(image_dir, "*")) if p.lower().endswith(IMAGE_SUFFIXES))[:limit]
+
+
+def imread(path: str) -> np.ndarray[Any, Any]:
+    """The seed's ``imread_from_disk`` row: Pillow from the file, converted to RGB."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def rss_mb() -> float:
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        return float(psutil.Process().memory_info().rss) / 1e6
+    except ImportError:
+        return float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data", help="folder holding images/ (default ./data)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the threaded pass (default 2)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--overhead-images", type=int, default=600,
+                        help="images (evenly spread) timed for the per-image overhead (default 600)")
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
+    args = parser.parse_args()
+
+    import PIL
+    from PIL import Image
+
+    # Pillow warns on every palette image with transparency that imread converts to RGB (the seed's row).
+    warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+
+    from mmap_ninja.images import Decoder, _simplejpeg
+
+    simplejpeg = _simplejpeg()
+    paths = image_files(os.path.join(args.data, "images"), args.limit)
+    if not paths:
+        print(f"no .jpg/.jpeg/.png files in {os.path.join(args.data, 'images')}", file=sys.stderr)
+        return 2
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_images_"))
+    out_dir = work / "images_map"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    print(f"# ImagesMmap benchmark\n\n`{' '.join([os.path.basename(sys.executable), *sys.argv])}`  ")
+    print(f"{len(paths):,} images from {args.data}/images; Python {platform.python_version()}, NumPy "
+          f"{np.__version__}, Pillow {PIL.__version__}, simplejpeg "
+          f"{getattr(simplejpeg, '__version__', 'not installed')}; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; best of {args.repeats} alternating repeats, warm page cache.\n")
+
+    # ------------------------------------------------------------------ build and disk
+    t = time.perf_counter()
+    ImagesMmap.from_files(out_dir, paths, batch_size=256).close()
+    build_s = time.perf_counter() - t
+    source_bytes = sum(os.path.getsize(p) for p in paths)
+    data_bytes = (out_dir / "data.bin").stat().st_size
+    index_bytes = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file() and f.name != "data.bin")
+    t = time.perf_counter()
+    m = ImagesMmap(out_dir)
+    open_s = time.perf_counter() - t
+    n = len(m)
+    formats = [m.format(i) for i in range(n)]
+    counts = {name: formats.count(name) for name in m.formats}
+    print(f"Built in {build_s:.2f} s ({source_bytes / 1e6 / build_s:.0f} MB/s of files); opened in "
+          f"{open_s * 1e3:.2f} ms. Formats: {counts}; decoders: {m.decoders}.\n")
+    print("## Disk\n")
+    print("| | MB | x source files |\n|:--|--:|--:|")
+    print(f"| source files | {source_bytes / 1e6:,.1f} | 1.000 |")
+    print(f"| map: data column | {data_bytes / 1e6:,.1f} | {data_bytes / source_bytes:.3f} |")
+    print(f"| map: index (offsets, shapes, formats, header) | {index_bytes / 1e6:,.3f} | "
+          f"{index_bytes / source_bytes:.4f} |")
+    print(f"| map: total | {(data_bytes + index_bytes) / 1e6:,.1f} | {(data_bytes + index_bytes) / source_bytes:.3f} |")
+    decoded_bytes = int(np.prod(m.shapes(), axis=1).sum())
+    print(f"| decoded pixels (what a RaggedMmap stores) | {decoded_bytes / 1e6:,.1f} | "
+          f"{decoded_bytes / source_bytes:.2f} |\n")
+    disk_ok = data_bytes <= 1.02 * source_bytes
+
+    # ------------------------------------------------------------------ per-image overhead
+    step = max(1, n // args.overhead_images)
+    chosen = list(range(0, n, step))[:args.overhead_images]
+    in_ram = {i: bytes(m.raw(i)) for i in chosen}  # bare decoding reads bytes held in RAM
+    shapes = {i: m.shape(i) for i in chosen}
+
+    def bare_decode(i: int) -> np.ndarray[Any, Any]:
+        data, channels = in_ram[i], shapes[i][2]
+        if simplejpeg is not None and formats[i] == "JPEG" and channels != 2:
+            return simplejpeg.decode_jpeg(data, {1: "GRAY", 3: "RGB", 4: "RGBA"}[channels])  # type: ignore
+        with Image.open(io.BytesIO(data)) as image:
+            target = MODES[channels]
+            if image.mode == target:
+                return np.asarray(image)
+            if image.mode == "P" and "transparency" in image.info and target != "RGBA":
+                return np.asarray(image.convert("RGBA").convert(target))
+            return np.asarray(image.convert(target))
+
+    # Each image is timed alternately bare and through the map, and each keeps its best time of both: load drifts
+    # on a shared machine hit both sides of every pair alike.
+    best_bare: dict[int, float] = {}
+    best_map: dict[int, float] = {}
+    clock = time.perf_counter
+    for i in chosen:
+        bare_times, map_times = [], []
+        for _ in range(max(args.repeats, 3)):
+            t = clock()
+            bare_decode(i)
+            bare_times.append(clock() - t)
+            t = clock()
+            m[i]
+            map_times.append(clock() - t)
+        best_bare[i], best_map[i] = min(bare_times), min(map_times)
+    print("## Per-image overhead of m[i] over bare decoding of the same bytes (same decoder)\n")
+    print("Each image timed alternately bare and through the map, best of each kept.\n")
+    print("| images | n | bare decode (µs/image) | m[i] (µs/image) | overhead |\n|:--|--:|--:|--:|--:|")
+    overhead_rows = {}
+    for label, subset in [("JPEG", [i for i in chosen if formats[i] == "JPEG"]),
+                          ("PNG", [i for i in chosen if formats[i] == "PNG"]), ("all", chosen)]:
+        if not subset:
+            continue
+        bare_s, map_s = sum(best_bare[i] for i in subset), sum(best_map[i] for i in subset)
+        overhead_rows[label] = map_s / bare_s - 1
+        print(f"| {label} | {len(subset)} | {bare_s / len(subset) * 1e6:,.0f} | {map_s / len(subset) * 1e6:,.0f} | "
+              f"{overhead_rows[label] * 100:+.1f} % |")
+    print()
+    overhead_ok = overhead_rows["all"] <= 0.05
+
+    # ------------------------------------------------------------------ full passes
+    largest = int(np.prod(m.shapes(), axis=1).max())
+    largest_rgb = int(np.prod(m.shapes()[:, :2], axis=1).max()) * 4
+    buf = np.empty(max(largest, largest_rgb), dtype=np.uint8)
+    buf[:] = 1  # fault the buffer in before timing
+
+    def copying(get: Callable[[int], np.ndarray[Any, Any]]) -> Callable[[list[int]], None]:
+        def run(ids: list[int]) -> None:
+            for i in ids:
+                a = get(i)
+                buf[:a.nbytes].reshape(a.shape)[...] = a
+        return run
+
+    def batching(handle: ImagesMmap, threads: int | None) -> Callable[[list[int]], None]:
+        def run(ids: list[int]) -> None:
+            batch = handle.get_batch(ids, threads=threads)
+            buf[:batch[0].nbytes].reshape(batch[0].shape)[...] = batch[-1]  # touch the result
+        return run
+
+    def chunked(fns: dict[str, Callable[[list[int]], None]], chunks: list[list[int]]) -> dict[str, list[float]]:
+        """Per chunk, each function's best time of ``repeats``, the functions alternating chunk by chunk (so that
+        load drifts on a shared machine hit them alike)."""
+        best: dict[str, list[float]] = {name: [] for name in fns}
+        for chunk in chunks:
+            times: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(args.repeats):
+                for name, fn in fns.items():
+                    t = time.perf_counter()
+                    fn(chunk)
+                    times[name].append(time.perf_counter() - t)
+            for name in fns:
+                best[name].append(min(times[name]))
+        return best
+
+    rgb = ImagesMmap(out_dir, channels=3)
+    fast = ImagesMmap(out_dir, fast=True)
+    rgb_fast = ImagesMmap(out_dir, channels=3, fast=True)
+    seed_name, like_name, native_name = ("imread_from_disk (seed: Pillow from files, RGB)",
+                                         "ImagesMmap m[i], channels=3 (RGB, like for like)",
+                                         "ImagesMmap m[i], native channels")
+    # Chunks of 32 images of one format, so the per-format table comes from the same measurement.
+    format_chunks = [(name, ids[k:k + 32]) for name in m.formats
+                     for ids in [[i for i in range(n) if formats[i] == name]] for k in range(0, len(ids), 32)]
+    rss_before = rss_mb()
+    single = chunked({
+        seed_name: copying(lambda i: imread(paths[i])),
+        like_name: copying(rgb.__getitem__),
+        native_name: copying(m.__getitem__),
+        "ImagesMmap m[i], channels=3, fast=True": copying(rgb_fast.__getitem__),
+        "ImagesMmap m[i], native, fast=True": copying(fast.__getitem__),
+    }, [ids for _, ids in format_chunks])
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(rgb.shapes().tolist()):
+        groups.setdefault(tuple(shape), []).append(i)
+    batches = [ids[k:k + 32] for ids in groups.values() for k in range(0, len(ids), 32)]
+    threaded_name, one_thread_name = (f"ImagesMmap get_batch, channels=3, threads={args.threads}",
+                                      "ImagesMmap get_batch, channels=3, 1 thread")
+    batched = chunked({one_thread_name: batching(rgb, None), threaded_name: batching(rgb, args.threads)}, batches)
+    rss_growth = rss_mb() - rss_before
+    times = {name: sum(ts) for name, ts in {**single, **batched}.items()}
+    seed = times[seed_name]
+    print(f"## Full pass decoding all {n:,} images (single-threaded unless said; exact decoder settings unless "
+          f"fast=True)\n")
+    print("Chunks of 32 images, each timed for every row in turn, best of the repeats kept per chunk; get_batch rows "
+          "decode groups of up to 32 same-shape images into one array.\n")
+    print("| pass | s | images/s | speed-up over imread_from_disk |\n|:--|--:|--:|--:|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seed / seconds:.2f}x |")
+    print(f"\nRSS growth over all passes: {rss_growth:,.0f} MB.\n")
+    like_for_like = seed / times[like_name]
+    native = seed / times[native_name]
+    threaded, one_thread = times[threaded_name], times[one_thread_name]
+
+    # ------------------------------------------------------------------ per format, where the time goes
+    print("## Full pass per format (same measurement, single-threaded)\n")
+    print("| format | n | imread_from_disk (s) | m[i], channels=3 (s) | speed-up | m[i], native (s) | speed-up |\n"
+          "|:--|--:|--:|--:|--:|--:|--:|")
+    for name in m.formats:
+        picks = [k for k, (fmt, _) in enumerate(format_chunks) if fmt == name]
+        count = sum(len(format_chunks[k][1]) for k in picks)
+        seed_s, like_s, native_s = (sum(single[row][k] for k in picks) for row in (seed_name, like_name, native_name))
+        print(f"| {name} | {count:,} | {seed_s:.2f} | {like_s:.2f} | {seed_s / like_s:.2f}x | {native_s:.2f} | "
+              f"{seed_s / native_s:.2f}x |")
+    print()
+
+    print("## Targets\n")
+    print("| target | measured | result |\n|:--|--:|:--|")
+    print(f"| disk: data column <= 1.02x the source files (index beside it) | {data_bytes / source_bytes:.3f}x "
+          f"(+ {index_bytes / 1e3:,.0f} kB index) | {verdict(disk_ok)} |")
+    print(f"| per-image overhead of m[i] over bare decoding <= 5 % | {overhead_rows['all'] * 100:+.1f} % | "
+          f"{verdict(overhead_ok)} |")
+    print(f"| full pass >= 1.75x faster than imread_from_disk (single thread, exact settings, RGB like for like) | "
+          f"{like_for_like:.2f}x | {verdict(like_for_like >= 1.75)} |")
+    print(f"| (same, native channels: no conversion to RGB) | {native:.2f}x | {verdict(native >= 1.75)} |")
+    print(f"| get_batch on {args.threads} threads faster again than on one | {one_thread / threaded:.2f}x | "
+          f"{verdict(threaded < one_thread)} |")
+    print(f"\nDecoder in use: {Decoder()!r}; JPEG by {m.decoders.get('JPEG', 'n/a')}.")
+    m.close()
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

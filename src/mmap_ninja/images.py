@@ -1,0 +1,613 @@
+"""`ImagesMmap`: a memory-mapped list of images kept in their encoded form (JPEG, PNG, WebP, ... as given) and
+decoded on read into ``(H, W, C)`` uint8 arrays.
+
+The map takes about the disk of the image files (their bytes are stored unchanged, back to back) instead of the
+decoded pixels' 10x or more. Each image's decoded shape and format are parsed once, when it is written, from the
+image's header, so ``shape(i)`` and batching decisions need no decoding. JPEGs are decoded with simplejpeg when it
+is installed (libjpeg-turbo, with its exact default settings unless ``fast=True``), everything else (and JPEGs
+simplejpeg refuses, such as CMYK ones) with Pillow. Both are imported only when a map of this kind is used.
+
+Columns (FORMAT.md, kind ``images``): ``data`` (the encoded bytes back to back), ``offsets`` (n + 1 int64 byte
+offsets), ``shapes`` (3 int64 per image: decoded height, width, channels) and ``formats`` (one uint8 per image,
+an index into the header attribute ``formats``, the list of Pillow format names the map holds, e.g.
+``["JPEG", "PNG"]``).
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+
+from mmap_ninja.batch import check_batch_size, check_out, pad_scalar
+from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.layouts import Columns, Encoded, Layout, OffsetsView, View
+from mmap_ninja.maps import MapBase, resolve_index, resolve_positions
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
+
+__all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
+
+DEFAULT_QUALITY = 95
+"""The JPEG/WebP quality arrays and PIL images are encoded at unless ``quality=`` says otherwise."""
+
+# Decoded channels of each Pillow mode that holds 8-bit samples ("P", a palette, is decided by its transparency).
+_CHANNELS_OF_MODE = {"1": 1, "L": 1, "LA": 2, "La": 2, "PA": 4, "RGB": 3, "RGBX": 3, "YCbCr": 3, "LAB": 3,
+                     "HSV": 3, "CMYK": 3, "RGBA": 4, "RGBa": 4}
+# The Pillow mode an image is converted to for each number of channels.
+_MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_SIMPLEJPEG_COLORSPACE = {1: "GRAY", 3: "RGB", 4: "RGBA"}
+_CMYK_COLORSPACES = ("CMYK", "YCCK")
+_ENCODE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_MAX_FORMATS = 256  # the formats column holds one uint8 per image
+_UINT8 = np.dtype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------- decoders
+
+_simplejpeg_module: Any = None
+_simplejpeg_checked = False
+
+
+def _simplejpeg() -> Any:
+    """The simplejpeg module, or None when it is not installed (looked up once)."""
+    global _simplejpeg_module, _simplejpeg_checked
+    if not _simplejpeg_checked:
+        try:
+            import simplejpeg
+        except ImportError:
+            simplejpeg = None
+        _simplejpeg_module, _simplejpeg_checked = simplejpeg, True
+    return _simplejpeg_module
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("ImagesMmap needs Pillow: pip install 'mmap_ninja[images]' (or pillow)") from None
+    return Image
+
+
+class Decoder:
+    """Turns an image's encoded bytes into an ``(H, W, C)`` uint8 array. It holds only settings, so one decoder
+    is safe to use from any number of threads (simplejpeg and Pillow both release the GIL while decoding).
+
+    ``channels``: None keeps each image's own channels (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; palette images
+    become RGB, or RGBA when they have transparency; CMYK becomes RGB); 1, 3 or 4 converts every image to gray,
+    RGB or RGBA (alpha dropped or set to 255). ``fast``: simplejpeg's ``fastdct`` and ``fastupsample`` (faster,
+    slightly different pixels; Pillow has no such flags). ``decoder``: ``"simplejpeg"`` or ``"pillow"`` for JPEGs;
+    None takes simplejpeg when it is installed.
+    """
+
+    def __init__(self, channels: Optional[int] = None, fast: bool = False, decoder: Optional[str] = None):
+        if channels is not None and (isinstance(channels, bool) or channels not in (1, 3, 4)):
+            raise ValueError(f"channels must be None (each image's own), 1, 3 or 4, got {channels!r}")
+        if not isinstance(fast, bool):
+            raise TypeError(f"fast must be True or False, got {fast!r}")
+        if decoder not in (None, "simplejpeg", "pillow"):
+            raise ValueError(f"decoder must be None (the fastest installed), 'simplejpeg' or 'pillow', got {decoder!r}")
+        if decoder == "simplejpeg" and _simplejpeg() is None:
+            raise ImportError("decoder='simplejpeg' needs simplejpeg: pip install simplejpeg")
+        self.channels = channels
+        self.fast = fast
+        self.requested = decoder
+
+    @property
+    def _jpeg(self) -> Any:
+        """simplejpeg when it decodes this decoder's JPEGs (imported at the first decode, not with the module)."""
+        return None if self.requested == "pillow" else _simplejpeg()
+
+    def __repr__(self) -> str:
+        return f"Decoder(channels={self.channels!r}, fast={self.fast!r}, decoder={self.requested!r})"
+
+    def name_for(self, format_name: str) -> str:
+        """Which library decodes images of this Pillow format name (``"JPEG"``, ``"PNG"``, ...)."""
+        return "simplejpeg" if format_name == "JPEG" and self._jpeg is not None else "Pillow"
+
+    def decode(self, raw: Any, format_name: str, shape: tuple[int, int, int],
+               out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+        """Decode ``raw`` (bytes-like) into a new array of ``shape`` (the decoded shape the map recorded, with
+        this decoder's channels), or into ``out`` (a writable C-contiguous uint8 array of that shape). A
+        ValueError if the bytes cannot be decoded or decode to another shape."""
+        channels = shape[2]
+        jpeg = self._jpeg if format_name == "JPEG" else None
+        if jpeg is not None and channels != 2:
+            decoded: Optional[np.ndarray[Any, Any]] = None
+            try:
+                # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
+                if jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
+                    decoded = jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
+                                                     fastupsample=self.fast, buffer=out)
+            except ValueError:
+                pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
+            if decoded is not None:
+                if decoded.shape != shape:
+                    raise ValueError(f"the image decodes to shape {decoded.shape}, expected {shape}")
+                return decoded
+        try:
+            image = self._pillow_decode(raw, format_name, channels)
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+        if image.shape != shape:
+            raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
+        if out is None:
+            return image
+        out[...] = image
+        return out
+
+    @staticmethod
+    def _pillow_decode(raw: Any, format_name: str, channels: int) -> np.ndarray[Any, Any]:
+        Image = _pillow()
+        with Image.open(io.BytesIO(raw), formats=(format_name,)) as image:
+            target = _MODE_OF_CHANNELS[channels]
+            if image.mode != target:
+                if image.mode == "P" and "transparency" in image.info and target != "RGBA":
+                    with image.convert("RGBA") as rgba:  # what Pillow asks for (it warns on a direct conversion)
+                        converted = rgba.convert(target)
+                else:
+                    converted = image.convert(target)
+                try:
+                    return _to_array(converted)
+                finally:
+                    converted.close()
+            return _to_array(image)
+
+
+def _to_array(image: Any) -> np.ndarray[Any, Any]:
+    """A loaded PIL image as a new writable ``(H, W, C)`` uint8 array."""
+    array = np.array(image)  # a copy: np.asarray would give a read-only array over Pillow's bytes
+    return array if array.ndim == 3 else array.reshape(*array.shape, 1)
+
+
+DEFAULT_DECODER = Decoder()
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+def _channels_of(image: Any) -> Optional[int]:
+    """How many channels a PIL image decodes to (None: not an 8-bit image this map can hold)."""
+    if image.mode == "P":
+        palette = image.palette
+        return 4 if "transparency" in image.info or (palette is not None and palette.mode == "RGBA") else 3
+    return _CHANNELS_OF_MODE.get(image.mode)
+
+
+def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
+    """The Pillow format name and decoded ``(H, W, C)`` shape of an encoded image, read from its header only.
+    A ValueError naming ``what`` if it is not an image Pillow can read, or not one of 8-bit samples."""
+    Image = _pillow()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            format_name, mode, (width, height) = image.format, image.mode, image.size
+            channels = _channels_of(image)
+    except Exception as e:  # Pillow's plugins raise many kinds (OSError, SyntaxError, struct.error, ...)
+        raise ValueError(f"{what} is not an image Pillow can read: {type(e).__name__}: {e}") from None
+    if channels is None:
+        raise ValueError(f"{what} is a {format_name} image of mode {mode!r} (not 8-bit samples); ImagesMmap decodes "
+                         f"to uint8 and would change its values: store it in a RaggedMmap instead")
+    if not format_name:
+        raise ValueError(f"{what}: Pillow reads it but names no format")
+    return str(format_name), (int(height), int(width), channels)
+
+
+def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> bytes:
+    channels = _channels_of(image)
+    if channels is None:
+        raise ValueError(f"{what} is a PIL image of mode {image.mode!r} (not 8-bit samples); ImagesMmap stores "
+                         f"uint8 images: store it in a RaggedMmap instead")
+    format_name = policy.get("format") or ("JPEG" if channels in (1, 3) else "PNG")
+    if format_name == "JPEG" and channels in (2, 4):
+        raise ValueError(f"{what} has an alpha channel, which JPEG cannot store: build the map with format='png' "
+                         f"or format='webp'")
+    target = _MODE_OF_CHANNELS[channels]
+    converted = image if image.mode == target else image.convert(target)
+    quality = int(policy.get("quality", DEFAULT_QUALITY))
+    buffer = io.BytesIO()
+    if format_name == "PNG":
+        converted.save(buffer, format="PNG")
+    elif format_name == "WEBP":
+        converted.save(buffer, format="WEBP", quality=quality, lossless=quality == 100)
+    else:
+        converted.save(buffer, format=format_name, quality=quality)
+    return buffer.getvalue()
+
+
+def _encode_array(array: np.ndarray[Any, Any], policy: dict[str, Any], what: str) -> bytes:
+    if array.dtype != np.uint8:
+        raise TypeError(f"{what} is an array of dtype {array.dtype}; ImagesMmap stores uint8 images (scale and cast "
+                        f"it yourself, or store it in a RaggedMmap)")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ValueError(f"{what} has shape {array.shape}; an image array is (H, W) or (H, W, C) with C in 1..4")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{what} has shape {array.shape}, an image with no pixels")
+    mode = "L" if array.ndim == 2 else _MODE_OF_CHANNELS[array.shape[2]]
+    # frombuffer with an explicit mode: Image.fromarray's mode argument is deprecated in recent Pillows.
+    image = _pillow().frombuffer(mode, (array.shape[1], array.shape[0]), np.ascontiguousarray(array), "raw", mode,
+                                 0, 1)
+    return _encode_pil(image, policy, what)
+
+
+def _is_pil_image(sample: Any) -> bool:
+    module = type(sample).__module__
+    if not module.startswith("PIL."):
+        return False
+    return isinstance(sample, _pillow().Image)
+
+
+def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes, str, tuple[int, int, int]]:
+    """One sample as ``(encoded bytes, Pillow format name, decoded shape)``: files and encoded bytes are kept as
+    they are, arrays and PIL images are encoded following ``policy`` (the map's ``encode`` attribute)."""
+    if isinstance(sample, os.PathLike):
+        path = os.fspath(sample)
+        what = f"{what} ({path})"
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"{what} cannot be read: {e}") from None
+    elif isinstance(sample, (bytes, bytearray, memoryview)):
+        data = bytes(sample)
+    elif isinstance(sample, np.ndarray) and sample.ndim == 1 and sample.dtype == np.uint8:
+        data = sample.tobytes()  # encoded bytes (an image array has two or three dimensions)
+    elif isinstance(sample, np.ndarray):
+        data = _encode_array(sample, policy, what)
+    elif isinstance(sample, str):
+        raise TypeError(f"{what} is a str; pass pathlib.Path(...) for an image file, or its bytes")
+    elif _is_pil_image(sample):
+        data = _encode_pil(sample, policy, what)
+    else:
+        raise TypeError(f"{what} is {type(sample).__name__}; an image is encoded bytes, a pathlib.Path, a uint8 "
+                        f"array or a PIL image")
+    format_name, shape = inspect_image(data, what)
+    if policy.get("verify"):
+        try:
+            DEFAULT_DECODER.decode(data, format_name, shape)
+        except Exception as e:
+            raise ValueError(f"{what} cannot be decoded: {type(e).__name__}: {e}") from None
+    return data, format_name, shape
+
+
+# ---------------------------------------------------------------------------------------------------- view
+
+class ImagesView(OffsetsView):
+    """A snapshot of an images map: encoded bytes found through offsets, shapes and format codes per image."""
+
+    def __init__(self, store: Columns):
+        super().__init__(store, store.column("data"), store.column("offsets"))
+        self.bytes = self.values.data
+        shapes = store.column("shapes")
+        formats = store.column("formats")
+        if len(shapes) != 3 * self.length or len(formats) != self.length:
+            raise CorruptMapError(f"{self.path} is corrupt: {self.length} images but {len(shapes)} shape items "
+                                  f"(expected {3 * self.length}) and {len(formats)} format codes")
+        self.shapes = shapes.reshape(-1, 3)
+        self.shape_items = shapes.data
+        self.format_codes = formats
+        self.format_items = formats.data
+        self.format_names = tuple(store.attrs.get("formats", ()))
+
+    def raw(self, position: int) -> memoryview:
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        return self.bytes[start:stop]
+
+    def format_name(self, position: int) -> str:
+        code = self.format_items[position]
+        if code >= len(self.format_names):
+            raise CorruptMapError(f"{self.path / 'formats.bin'} is corrupt: image {position} has format code "
+                                  f"{code}, but the header names {len(self.format_names)} formats")
+        return str(self.format_names[code])
+
+    def shape(self, position: int, channels: Optional[int] = None) -> tuple[int, int, int]:
+        items, k = self.shape_items, 3 * position
+        return items[k], items[k + 1], channels or items[k + 2]
+
+    def shapes_at(self, positions: np.ndarray[Any, Any], channels: Optional[int] = None) -> np.ndarray[Any, Any]:
+        shapes: np.ndarray[Any, Any] = self.shapes[positions]  # a copy (fancy indexing)
+        if channels is not None:
+            shapes[:, 2] = channels
+        return shapes
+
+    def decode(self, position: int, decoder: Decoder, out: Optional[np.ndarray[Any, Any]] = None
+               ) -> np.ndarray[Any, Any]:
+        raw = self.raw(position)
+        try:
+            return decoder.decode(raw, self.format_name(position), self.shape(position, decoder.channels), out)
+        except ValueError as e:
+            raise ValueError(f"image {position} of {self.path} cannot be decoded: {e}") from None
+
+    def get(self, position: int) -> np.ndarray[Any, Any]:
+        return self.decode(position, DEFAULT_DECODER)
+
+    def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        return [self.decode(p, DEFAULT_DECODER) for p in positions.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+def _encode_policy(format: Optional[str] = None, quality: int = DEFAULT_QUALITY, verify: bool = False
+                   ) -> dict[str, Any]:
+    if format is not None:
+        if not isinstance(format, str) or format.lower() not in _ENCODE_FORMATS:
+            raise ValueError(f"format must be None (JPEG, or PNG for images with alpha), 'jpeg', 'png' or 'webp', "
+                             f"got {format!r}")
+        format = _ENCODE_FORMATS[format.lower()]
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    return {"format": format, "quality": int(quality), "verify": verify}
+
+
+class ImagesLayout(Layout):
+    """``images``: encoded images back to back, with their decoded shapes and formats."""
+
+    kind: ClassVar[str] = "images"
+    columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8", "shapes": "<i8", "formats": "|u1"}
+    initial: ClassVar[dict[str, list[int]]] = {"offsets": [0]}
+
+    def attrs(self, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,  # type: ignore[override]
+              verify: bool = False) -> dict[str, Any]:
+        """``format``/``quality``: how arrays and PIL images are encoded (files and bytes are stored as given);
+        ``verify``: decode every image once when it is written, to refuse damaged data (not only headers)."""
+        return {"formats": [], "encode": _encode_policy(format, quality, verify)}
+
+    def view(self, columns: Columns) -> ImagesView:
+        return ImagesView(columns)
+
+    def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
+        if isinstance(samples, (str, bytes, bytearray, memoryview, os.PathLike)) or _is_pil_image(samples) or (
+                isinstance(samples, np.ndarray) and samples.ndim < 4 and samples.dtype != object):
+            raise TypeError(f"extend() takes a sequence of images, got one {type(samples).__name__}; to add one "
+                            f"image use append()")
+        return list(samples)
+
+    def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
+               dictionary: bytes = b"") -> Encoded:
+        policy = attrs.get("encode") or {}
+        first = self.count(lengths, attrs)
+        names = list(attrs.get("formats", []))
+        pieces: list[bytes] = []
+        shapes: list[tuple[int, int, int]] = []
+        codes = np.empty(len(batch), dtype=np.uint8)
+        for k, sample in enumerate(batch):
+            data, format_name, shape = encode_sample(sample, policy, f"item {first + k}")
+            if format_name not in names:
+                if len(names) == _MAX_FORMATS:
+                    raise ValueError(f"item {first + k} is a {format_name} image; a map holds at most "
+                                     f"{_MAX_FORMATS} formats")
+                names.append(format_name)
+            codes[k] = names.index(format_name)
+            pieces.append(data)
+            shapes.append(shape)
+        sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        columns = {
+            "data": pieces,
+            "offsets": np.cumsum(sizes) + lengths["data"],
+            "shapes": np.array(shapes, dtype=np.int64).reshape(-1),
+            "formats": codes,
+        }
+        new_attrs = None if names == attrs.get("formats") else {**attrs, "formats": names}
+        return Encoded(columns, new_attrs)
+
+    def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
+        assert isinstance(view, ImagesView)
+        data, format_name, shape = encode_sample(value, attrs.get("encode") or {},
+                                                 f"the new value of item {position}")
+        start, stop = view.starts[position], view.stops[position]
+        old_format, old_shape = view.format_name(position), view.shape(position)
+        if len(data) != stop - start or format_name != old_format or shape != old_shape:
+            raise ValueError(f"item {position} is a {old_format} image of {stop - start} bytes decoding to "
+                             f"{old_shape}; the new value is a {format_name} image of {len(data)} bytes decoding to "
+                             f"{shape}. In-place assignment needs the same format, shape and encoded size (images "
+                             f"are stored back to back); build a new map to replace images")
+        return "data", start, data
+
+
+# ---------------------------------------------------------------------------------------------------- the map
+
+class ImagesMmap(MapBase):
+    """A list of images on disk in their encoded form; ``m[i]`` decodes image ``i`` into a new ``(H, W, C)``
+    uint8 array (C is always there: 1 for gray images, 2 for gray + alpha, 3 RGB, 4 RGBA).
+
+    Build with `from_files` (each file's bytes copied unchanged) or `from_generator` (encoded bytes, paths,
+    uint8 arrays or PIL images); open with ``ImagesMmap(path)`` (see `MapBase` for modes, locking and building).
+    Reading options, kept when the map is pickled (e.g. into DataLoader workers):
+
+    - ``channels``: None keeps each image's own channels (a palette image gives RGB, or RGBA if it has
+      transparency; a CMYK JPEG gives RGB); 1, 3 or 4 converts every image to gray, RGB or RGBA.
+    - ``fast``: simplejpeg's fast DCT and upsampling (about 20 % faster JPEG decoding, slightly different pixels).
+    - ``decoder``: ``"simplejpeg"`` or ``"pillow"`` for JPEGs; None uses simplejpeg when installed.
+
+    EXIF orientation is not applied (as in Pillow and torchvision by default). An animated image decodes to its
+    first frame (``raw(i)`` keeps every frame). ``raw(i)`` gives the encoded bytes, e.g. for a GPU decoder.
+    """
+
+    layout = ImagesLayout()
+    _decoder: Decoder = DEFAULT_DECODER
+
+    def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
+                 copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                 durable: bool = False, allow_unfinished: bool = False, channels: Optional[int] = None,
+                 fast: bool = False, decoder: Optional[str] = None):
+        self._decoder = Decoder(channels, fast, decoder)  # checked before the map is opened
+        super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
+                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished)
+
+    # -------------------------------------------------------------- reading
+
+    def __getitem__(self, index: Any) -> Any:
+        """``m[i]`` decodes image ``i``; a slice, a sequence of ints or a boolean mask gives a list of images."""
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
+        try:
+            operator.index(index)
+        except TypeError:
+            return self.__getitems__(index)
+        view = self._view
+        image = view.decode(resolve_index(index, view.length), self._decoder)
+        return image if self.wrapper_fn is None else self.wrapper_fn(image)
+
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """The images at ``indices`` as a list of arrays (``wrapper_fn`` applied): PyTorch's batched fetch."""
+        view = self._view
+        decoder = self._decoder
+        images = [view.decode(p, decoder) for p in resolve_positions(indices, view.length).tolist()]
+        return images if self.wrapper_fn is None else [self.wrapper_fn(image) for image in images]
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every image in order, decoded, from the snapshot the iteration started with."""
+        view = self._view
+        decoder, wrapper_fn = self._decoder, self.wrapper_fn
+        for position in range(view.length):
+            image = view.decode(position, decoder)
+            yield image if wrapper_fn is None else wrapper_fn(image)
+
+    def raw(self, index: int) -> memoryview:
+        """The encoded bytes of image ``index`` as a read-only memoryview into the map (no copy)."""
+        view = self._view
+        return view.raw(resolve_index(index, view.length))  # type: ignore[no-any-return]
+
+    def shape(self, index: int) -> tuple[int, int, int]:
+        """The ``(H, W, C)`` shape ``m[index]`` has, read from the index without decoding."""
+        view = self._view
+        return view.shape(resolve_index(index, view.length), self._decoder.channels)  # type: ignore[no-any-return]
+
+    def shapes(self, indices: Any = slice(None)) -> np.ndarray[Any, Any]:
+        """The shapes of the images at ``indices`` (default: all) as a new ``(k, 3)`` int64 array, no decoding."""
+        view = self._view
+        return view.shapes_at(resolve_positions(indices, view.length),  # type: ignore[no-any-return]
+                              self._decoder.channels)
+
+    def format(self, index: int) -> str:
+        """The Pillow format name of image ``index`` (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ...)."""
+        view = self._view
+        return view.format_name(resolve_index(index, view.length))  # type: ignore[no-any-return]
+
+    @property
+    def formats(self) -> list[str]:
+        """The formats the map's images are in (Pillow's names), in the order they first appeared."""
+        return list(self._view.format_names)
+
+    @property
+    def decoders(self) -> dict[str, str]:
+        """Which library decodes each format the map holds, e.g. ``{"JPEG": "simplejpeg", "PNG": "Pillow"}``
+        (a JPEG simplejpeg refuses, such as a CMYK one, is handed to Pillow)."""
+        return {name: self._decoder.name_for(name) for name in self._view.format_names}
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder this handle uses (its ``channels``, ``fast`` and ``decoder`` options)."""
+        return self._decoder
+
+    def get_batch(self, indices: Any, *, threads: Optional[int] = None, out: Optional[np.ndarray[Any, Any]] = None,
+                  pad_value: Any = None) -> Any:
+        """Decode the images at ``indices`` (ints, a slice or a boolean mask) into one new uint8 array.
+
+        With ``pad_value=None`` the images must share one shape (a ValueError names two that differ) and the
+        result has shape ``(k, H, W, C)``. With a ``pad_value`` the result is ``(padded, shapes)``: ``padded``
+        has every dimension of the largest image in the batch, filled with ``pad_value`` past each image, and
+        ``shapes`` is the ``(k, 3)`` shapes. ``out=`` is decoded into instead of a new array (uint8,
+        C-contiguous, writable, of the result's shape; when padding, H, W and C may be larger). ``threads`` > 1
+        decodes on that many threads. ``wrapper_fn`` is not applied.
+        """
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+        view = self._view
+        decoder = self._decoder
+        positions = resolve_positions(indices, view.length)
+        shapes = view.shapes_at(positions, decoder.channels)
+        count = len(positions)
+        if pad_value is None:
+            if count and (shapes != shapes[0]).any():
+                j = int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
+                raise ValueError(f"images {positions[0]} and {positions[j]} have different shapes "
+                                 f"({tuple(shapes[0].tolist())} and {tuple(shapes[j].tolist())}); pass pad_value= to "
+                                 f"pad them, or open the map with channels= to give them the same channels")
+            shape = tuple(shapes[0].tolist()) if count else (0, 0, decoder.channels or 0)
+            batch = np.empty((count, *shape), np.uint8) if out is None else check_out(out, (count, *shape), _UINT8)
+
+            def fill(k: int) -> None:
+                view.decode(int(positions[k]), decoder, batch[k])
+        else:
+            pad = pad_scalar(pad_value, _UINT8)
+            largest = tuple(shapes.max(axis=0).tolist()) if count else (0, 0, decoder.channels or 0)
+            if out is None:
+                batch = np.empty((count, *largest), np.uint8)
+            else:
+                batch = check_out(out, (count, *largest), _UINT8, at_least=True)
+            batch[...] = pad
+
+            def fill(k: int) -> None:
+                height, width, channels = shapes[k].tolist()
+                batch[k, :height, :width, :channels] = view.decode(int(positions[k]), decoder)
+        _run(fill, count, threads)
+        return batch if pad_value is None else (batch, shapes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reopen, (cls, path, options) = super().__reduce__()
+        decoder = self._decoder
+        options = {**options, "channels": decoder.channels, "fast": decoder.fast, "decoder": decoder.requested}
+        return reopen, (cls, path, options)
+
+    # -------------------------------------------------------------- building
+
+    @classmethod
+    def from_files(cls, out_dir: PathLike, paths: Iterable[PathLike], batch_size: int = 256, verbose: bool = False,
+                   **options: Any) -> ImagesMmap:
+        """Build a map from image files, copying each file's bytes unchanged (no re-encoding), in order.
+
+        Each file's header is read to record its format and decoded shape; a file that is not an image Pillow
+        can read (or holds 16-bit or float samples) stops the build with an error naming it, and nothing of it
+        is written. ``verify=True`` also decodes every image once. Other options as `from_generator`
+        (``overwrite``, ``durable``, ``metadata``, ``mode``, ``lock_timeout``). Returns the map open.
+        """
+        batch_size = check_batch_size(batch_size)
+        return cls.from_generator(out_dir, (_as_path(p) for p in paths), batch_size, verbose, **options)
+
+    @classmethod
+    def from_generator(cls, out_dir: PathLike, sample_generator: Iterable[Any],
+                       batch_size: int, verbose: bool = False, **options: Any) -> ImagesMmap:
+        """Build a map from any iterable of images, committing every ``batch_size`` of them; returns it open.
+
+        An image is its encoded bytes (``bytes``, ``bytearray``, ``memoryview`` or a 1-D uint8 array: stored as
+        given), a ``pathlib.Path`` (the file's bytes, stored as given), a uint8 array of shape ``(H, W)`` or
+        ``(H, W, C)`` with C in 1..4, or a PIL image. Arrays and PIL images are encoded as JPEG at ``quality``
+        (default 95; lossy) when they have 1 or 3 channels and as PNG (lossless) when they have an alpha channel,
+        unless ``format="png"``, ``"jpeg"`` or ``"webp"`` says otherwise (WebP with ``quality=100`` is lossless).
+        A 2-D array reads back as ``(H, W, 1)``. ``verify=True`` decodes every image once while writing. These
+        options are kept by the map for later ``extend`` and ``append`` calls. The reading options ``channels``,
+        ``fast`` and ``decoder`` (see the class) apply to the returned handle. See `MapBase.from_generator` for
+        the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
+        """
+        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None))
+        built = super().from_generator(out_dir, sample_generator, batch_size, verbose, **options)
+        built._decoder = decoder
+        return built
+
+
+def _as_path(path: Any) -> Any:
+    if isinstance(path, (str, os.PathLike)):
+        from pathlib import Path
+
+        return Path(path)
+    raise TypeError(f"from_files() takes paths (str or os.PathLike), got {type(path).__name__}")
+
+
+def _run(task: Callable[[int], None], count: int, threads: Optional[int]) -> None:
+    """``task(0)``, ..., ``task(count - 1)``, on ``threads`` threads when more than one is asked for."""
+    if threads is None or threads == 1 or count < 2:
+        for k in range(count):
+            task(k)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
+        for _ in pool.map(task, range(count)):  # re-raises the first failure
+            pass
