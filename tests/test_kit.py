@@ -47,6 +47,10 @@ class TestRecords(MapConformance):
     spec = spec_for("records")
 
 
+class TestImages(MapConformance):
+    spec = spec_for("images")
+
+
 @pytest.mark.slow
 class TestStringsThorough(TestStrings):
     effort = THOROUGH
@@ -67,7 +71,12 @@ class TestRecordsThorough(TestRecords):
     effort = THOROUGH
 
 
-CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy, TestRecords]
+@pytest.mark.slow
+class TestImagesThorough(TestImages):
+    effort = THOROUGH
+
+
+CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy, TestRecords, TestImages]
 
 
 # ---------------------------------------------------------------------------------------------- the registry

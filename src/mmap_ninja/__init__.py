@@ -17,6 +17,7 @@ from mmap_ninja.errors import (
     UnknownFeatureError,
 )
 from mmap_ninja.generic import Wrapped, open_existing
+from mmap_ninja.images import ImagesMmap
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.numpy import append as np_append
 from mmap_ninja.numpy import extend as np_extend
@@ -31,10 +32,10 @@ from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
 __all__ = [
-    "Field",
-    "RecordsMmap",
     "CorruptMapError",
+    "Field",
     "FormatVersionError",
+    "ImagesMmap",
     "KindMismatchError",
     "MapError",
     "MapLockedError",
@@ -42,6 +43,7 @@ __all__ = [
     "NumpyMmap",
     "RaggedMmap",
     "RaggedMmmap",
+    "RecordsMmap",
     "Report",
     "SampleFetchError",
     "StringsMmap",

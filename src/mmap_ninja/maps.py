@@ -176,10 +176,9 @@ class MapBase:
                 return
             if self._mode == "r":
                 raise
-            if (self._path / HEADER_FILE).exists():  # a header appeared since: a racing process created the map
-                store = self._open_store()
-            else:
-                store = None  # 0.9.0's incremental start: an empty map that the first write creates
+            # A header that appeared since: a racing process created the map. None: 0.9.0's incremental start, an
+            # empty map that the first write creates.
+            store = self._open_store() if (self._path / HEADER_FILE).exists() else None
         if store is not None and store.header.building and store.header.commit == 0:
             store.close()  # a build killed before its first commit: it holds nothing, not even its columns
             store = None

@@ -13,10 +13,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja.images import ImagesMmap
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.numpy import NumpyMmap
-from mmap_ninja.records import RecordsMmap
 from mmap_ninja.ragged import RaggedMmap
+from mmap_ninja.records import RecordsMmap
 from mmap_ninja.string import StringsMmap
 
 __all__ = [
@@ -262,6 +263,23 @@ RECORDS_SPEC = KindSpec(
     ),
 )
 
-BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC, RECORDS_SPEC)
+def image_sample(i: int) -> np.ndarray[Any, Any]:
+    """An RGBA image (stored losslessly as PNG) of a size and pixels that encode ``i``."""
+    height, width = 2 + i % 5, 3 + i % 4
+    return ((np.arange(height * width * 4, dtype=np.int64).reshape(height, width, 4) + i * 7) % 256).astype(np.uint8)
+
+
+IMAGES_SPEC = KindSpec(
+    container=ImagesMmap,
+    make_sample=image_sample,
+    bad_samples=(
+        BadSample(np.zeros((4, 5, 4)), TypeError, "dtype float64"),
+        BadSample(np.zeros((4, 5, 5), np.uint8), ValueError, "C in 1..4"),
+        BadSample("text", TypeError, "str"),
+        BadSample(None, TypeError),
+    ),
+)
+
+BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC, RECORDS_SPEC, IMAGES_SPEC)
 for _spec in BUILTIN_SPECS:
     register_spec(_spec)
