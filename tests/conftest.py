@@ -1,10 +1,8 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray
 from mmap_ninja.format import header_checksum
 from mmap_ninja.testing import arrays_equal, spec_for
 

@@ -17,9 +17,18 @@ import numpy as np
 import pytest
 
 import mmap_ninja
+from mmap_ninja import (
+    CorruptMapError,
+    FormatVersionError,
+    NotAMapError,
+    NumpyMmap,
+    RaggedMmap,
+    StringsMmap,
+    np_from_ndarray,
+    open_existing,
+)
+
 from conftest import write_header
-from mmap_ninja import (CorruptMapError, FormatVersionError, NotAMapError, NumpyMmap, RaggedMmap,
-                        StringsMmap, np_from_ndarray, open_existing)
 
 
 def snapshot(directory: Path) -> dict:
@@ -163,7 +172,7 @@ CASES = [
     ("wrapper-fn-raises", "strings", None, _raising_read, KeyError, "wrapper exploded"),
     # batch_size (checked before anything is created)
     *[(f"batch-size-{b!r}", None, None,
-       (lambda b: lambda p: StringsMmap.from_generator(p / "new", iter(["a"]), batch_size=b))(b), ValueError,
+       (lambda size: lambda p: StringsMmap.from_generator(p / "new", iter(["a"]), batch_size=size))(b), ValueError,
        "batch_size must be a positive integer") for b in (0, -1, True, 2.0)],
     ("mode-w", "strings", None, _open(StringsMmap, mode="w"), ValueError, "mode must be 'r'"),
     # not a map
@@ -205,7 +214,8 @@ CASES = [
      "header.json is not valid JSON"),
     ("header-truncated", "strings", lambda p: os.truncate(p / "header.json", 20), _open(), CorruptMapError,
      "header.json is not valid JSON"),
-    ("header-empty", "numpy_i32", _write("header.json", b""), _open(), CorruptMapError, "header.json is not valid JSON"),
+    ("header-empty", "numpy_i32", _write("header.json", b""), _open(), CorruptMapError,
+     "header.json is not valid JSON"),
     ("header-not-ours", "strings", _write("header.json", b'{"format": "zarr"}'), _open(), CorruptMapError,
      "not a mmap_ninja header"),
     ("header-no-version", "strings", _edit_header(lambda h: h.pop("version")), _open(), CorruptMapError,
@@ -269,7 +279,7 @@ def test_there_are_at_least_40_cases():
 def test_a_generator_that_raises_keeps_the_committed_batches(tmp_path, kind):
     def gen():
         for i in range(7):
-            yield "s%d" % i if kind == "strings" else np.full((2, 3), i, np.int32)
+            yield f"s{i}" if kind == "strings" else np.full((2, 3), i, np.int32)
         raise RuntimeError("the source broke")
 
     cls = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}[kind]
@@ -280,7 +290,7 @@ def test_a_generator_that_raises_keeps_the_committed_batches(tmp_path, kind):
     with cls(tmp_path / "m", allow_unfinished=True) as m:
         assert len(m) == 6  # two batches of 3 committed; the partial seventh sample is absent
         for i in range(6):
-            assert (m[i] == "s%d" % i) if kind == "strings" else np.array_equal(m[i], np.full((2, 3), i))
+            assert (m[i] == f"s{i}") if kind == "strings" else np.array_equal(m[i], np.full((2, 3), i))
     # the writer lock was released: the corrected build replaces the unfinished one
     with cls.from_generator(tmp_path / "m", iter([]), batch_size=3, lock_timeout=0.2) as w:
         w.extend(["x"] if kind == "strings" else [np.zeros((2, 3), np.int32)])

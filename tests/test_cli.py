@@ -61,7 +61,7 @@ def test_head_shortens_samples_for_a_terminal(maps, capsys):
 
 
 def test_convert_re_encodes_a_map_with_a_codec(maps):
-    status, out, err = run("convert", "-q", "--codec", "lz4", maps / "r", maps / "r_lz4")
+    status, _out, err = run("convert", "-q", "--codec", "lz4", maps / "r", maps / "r_lz4")
     assert status == 0, err
     converted = RaggedMmap(maps / "r_lz4")
     assert converted.codec == "lz4"

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import snapshot
 from legacy_090 import copy_map
 
 import mmap_ninja
@@ -21,6 +20,8 @@ from mmap_ninja.cli import main
 from mmap_ninja.convert import Converted, convert
 from mmap_ninja.legacy import LegacyMapWarning, open_legacy
 from mmap_ninja.storage import CorruptMapError, NotAMapError
+
+from conftest import snapshot
 
 CONVERTIBLE = ["strings", "ragged_flat", "ragged_nd", "ragged_float16", "numpy_c", "numpy_f", "numpy_f_extended",
                "numpy_int16", "numpy_datetime"]

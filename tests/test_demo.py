@@ -14,15 +14,13 @@ import sysconfig
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import ModuleType
-from typing import List
-
-import numpy as np
-import pytest
-
-from mmap_ninja import RaggedMmap, StringsMmap
 
 import matplotlib
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmap_ninja import RaggedMmap, StringsMmap
 
 REPO = Path(__file__).resolve().parent.parent
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -46,7 +44,7 @@ get_data = _load("mmap_ninja_get_data", REPO / "scripts" / "get_data.py")
 
 
 @pytest.fixture(scope="module")
-def text_files(tmp_path_factory: pytest.TempPathFactory) -> List[Path]:
+def text_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A few real documents: stdlib sources (ASCII and not) as .txt files."""
     folder = tmp_path_factory.mktemp("text")
     sources = [STDLIB / "pydoc_data" / "topics.py", STDLIB / "json" / "__init__.py",
@@ -60,7 +58,7 @@ def text_files(tmp_path_factory: pytest.TempPathFactory) -> List[Path]:
 
 
 @pytest.fixture(scope="module")
-def picture_files(tmp_path_factory: pytest.TempPathFactory) -> List[Path]:
+def picture_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("images")
     files = []
     for src in SAMPLE_PICTURES + ICONS[:3]:
@@ -111,8 +109,8 @@ def test_add_pictures_keeps_real_ones_and_counts_what_it_leaves_out(tmp_path: Pa
         assert (out / f"pkg__a__{p.name}").read_bytes() == p.read_bytes()
     rows = (out / "MANIFEST.tsv").read_text().splitlines()
     assert rows[0] == "file\tsource\tbytes\tformat\twidth\theight\torigin"
-    assert "pkg__a__grace_hopper.jpg\tpkg=1.0\t%d\tJPEG\t512\t600\ta/grace_hopper.jpg" % \
-        SAMPLE_PICTURES[0].stat().st_size in rows
+    size = SAMPLE_PICTURES[0].stat().st_size
+    assert f"pkg__a__grace_hopper.jpg\tpkg=1.0\t{size}\tJPEG\t512\t600\ta/grace_hopper.jpg" in rows
     assert not (tmp_path / "images.partial").exists()
 
 
@@ -138,7 +136,7 @@ def test_ensure_data_is_instant_when_stamped(tmp_path: Path, monkeypatch: pytest
 # ----------------------------------------------------------------------------- demo
 
 
-def test_list_files_spreads_a_limit_over_the_whole_folder(text_files: List[Path]) -> None:
+def test_list_files_spreads_a_limit_over_the_whole_folder(text_files: list[Path]) -> None:
     folder = text_files[0].parent
     assert demo.list_files(folder, (".txt",)) == text_files
     picked = demo.list_files(folder, (".txt",), 3)
@@ -147,7 +145,7 @@ def test_list_files_spreads_a_limit_over_the_whole_folder(text_files: List[Path]
     assert demo.list_files(folder, (".png",)) == []
 
 
-def test_strings_map_holds_every_text_exactly(text_files: List[Path], tmp_path: Path) -> None:
+def test_strings_map_holds_every_text_exactly(text_files: list[Path], tmp_path: Path) -> None:
     built = demo.build_strings(text_files, tmp_path / "texts", batch_size=2, verbose=False)
     assert built.replaced == 0 and built.sources == text_files
     with StringsMmap(tmp_path / "texts") as m:
@@ -174,7 +172,7 @@ def test_texts_that_are_not_utf8_are_replaced_and_counted(tmp_path: Path) -> Non
         assert m[1] == files[1].read_text(encoding="utf-8")
 
 
-def test_ragged_map_holds_every_picture_decoded(picture_files: List[Path], tmp_path: Path) -> None:
+def test_ragged_map_holds_every_picture_decoded(picture_files: list[Path], tmp_path: Path) -> None:
     built = demo.build_images(picture_files, tmp_path / "images", batch_size=2, verbose=False)
     assert built.sources == picture_files and built.skipped == []
     with RaggedMmap(tmp_path / "images") as m:
@@ -197,7 +195,7 @@ def test_ragged_map_holds_every_picture_decoded(picture_files: List[Path], tmp_p
     assert demo.bytes_on_disk(tmp_path / "images") >= stored
 
 
-def test_pictures_pillow_cannot_decode_are_left_out(picture_files: List[Path], tmp_path: Path) -> None:
+def test_pictures_pillow_cannot_decode_are_left_out(picture_files: list[Path], tmp_path: Path) -> None:
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(picture_files[0].read_bytes()[:3000])
     files = [picture_files[1], cut, picture_files[2]]
@@ -207,7 +205,7 @@ def test_pictures_pillow_cannot_decode_are_left_out(picture_files: List[Path], t
         assert demo.check_images(m, built.sources) == 2
 
 
-def test_demo_main_end_to_end_without_network(text_files: List[Path], picture_files: List[Path],
+def test_demo_main_end_to_end_without_network(text_files: list[Path], picture_files: list[Path],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     for name, files, request in (

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import matplotlib
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

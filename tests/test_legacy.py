@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import snapshot
 from legacy_090 import Read090, copy_map
 
 from mmap_ninja import StringsMmap
@@ -30,6 +29,8 @@ from mmap_ninja.legacy import (
     open_legacy,
 )
 from mmap_ninja.storage import CorruptMapError, NotAMapError
+
+from conftest import snapshot
 
 CLEAN = ["strings", "strings_zstd", "strings_zstd_dict", "ragged_flat", "ragged_nd", "ragged_float16", "numpy_c",
          "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime"]

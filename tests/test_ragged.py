@@ -33,7 +33,8 @@ def test_seed_spellings_are_aliases():
 
 
 def test_mixed_ndim_in_one_map(tmp_path):
-    samples = [np.float32(1.5), np.arange(5, dtype=np.float32), np.ones((2, 3, 4), np.float32), np.zeros((0, 3), np.float32)]
+    samples = [np.float32(1.5), np.arange(5, dtype=np.float32), np.ones((2, 3, 4), np.float32),
+               np.zeros((0, 3), np.float32)]
     m = RaggedMmap.from_lists(tmp_path / "m", samples)
     assert m[0].shape == () and m[0] == 1.5
     assert [m[i].shape for i in range(4)] == [(), (5,), (2, 3, 4), (0, 3)]

@@ -5,8 +5,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import hypothesis.extra.numpy as hnp
+import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule

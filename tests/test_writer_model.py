@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from conftest import build, equal, sample_for, snapshot, write_header
 
 import mmap_ninja
 from mmap_ninja import (
@@ -38,6 +37,8 @@ from mmap_ninja import (
     np_open_existing,
     open_existing,
 )
+
+from conftest import build, equal, sample_for, snapshot, write_header
 
 CLASSES: dict[str, type[Any]] = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}
 
