@@ -12,13 +12,22 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_snippets_run(capsys):
-    first, training = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    first, records, training = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     exec(compile(first, "README snippet 1", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
 
+    names: dict = {}
+    exec(compile(records, "README snippet 2", "exec"), names)
+    row, pictures = capsys.readouterr().out.splitlines()
+    assert row == "{'text': 'document 5', 'tokens': array([0, 1, 2, 3, 4], dtype=int32), 'label': np.int64(2)}"
+    assert pictures == "(32, 48, 4) b'\\x89PNG'"
+    assert names["labels"].tolist() == [i % 3 for i in range(100)]
+    padded, lengths = names["batch"]
+    assert padded["tokens"].shape == (3, 3) and lengths["tokens"].tolist() == [1, 2, 3]
+
     RaggedMmap.from_lists("tokens", [np.arange(n, dtype=np.int32) for n in range(1, 101)]).close()
     names = {"rank": 1, "world_size": 2}
-    exec(compile(training, "README snippet 2", "exec"), names)
+    exec(compile(training, "README snippet 3", "exec"), names)
     padded, lengths = next(iter(names["loader"]))
     assert padded.shape[0] == 50 and padded.dtype == torch.int64  # this rank's half of the 100 samples
     assert all(int(padded[j, :n].sum()) == n * (n - 1) // 2 for j, n in enumerate(lengths.tolist()))
