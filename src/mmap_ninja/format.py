@@ -31,7 +31,6 @@ __all__ = [
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
-    "known_features",
     "read_header",
     "register_feature",
 ]
@@ -53,10 +52,6 @@ _FEATURES: set[str] = set()
 def register_feature(name: str) -> None:
     """Declare that this installation understands maps whose header ``requires`` ``name`` (codecs do this)."""
     _FEATURES.add(name)
-
-
-def known_features() -> frozenset[str]:
-    return frozenset(_FEATURES)
 
 
 def dtype_to_json(dtype: Any) -> Any:

@@ -377,10 +377,6 @@ class Store:
 
     # ------------------------------------------------------------------ writing
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._txn is not None
-
     @contextmanager
     def transaction(self) -> Iterator[Store]:
         """Hold the writer lock for the block and publish everything written in it as one commit at its end
@@ -533,12 +529,6 @@ class Store:
         txn.records.extend(records)
         txn.dirty = True
 
-    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
-        """Replace the header's ``attrs`` in the current transaction."""
-        txn = self._require_transaction()
-        txn.attrs = dict(attrs)
-        txn.dirty = True
-
     def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Replace the user metadata in the current transaction."""
         txn = self._require_transaction()
@@ -589,12 +579,6 @@ class Store:
             return np.empty(0, dtype=column.dtype)
         mapping = mmap.mmap(self._fd(txn, name), length * column.dtype.itemsize, access=mmap.ACCESS_WRITE)
         return np.frombuffer(mapping, dtype=column.dtype, count=length)
-
-    def commit(self) -> None:
-        """Publish what the open transaction wrote so far, keeping the lock (builders commit every batch)."""
-        txn = self._require_transaction()
-        if txn.dirty:
-            self._publish(building=self._builder)
 
     def _publish(self, *, building: bool) -> None:
         txn = self._require_transaction()
