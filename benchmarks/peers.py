@@ -243,8 +243,12 @@ class PeerSections:
                 rows.append((f"build, {kind}, vs raw writer", ">= 0.8x", failure(r), None))
                 continue
             x = r["ours_mb_s"] / r["raw_mb_s"]
-            rows.append((f"build, {kind}, vs raw writer (ours / raw throughput)", ">= 0.8x",
-                         f"{fmt(x)}x ({fmt(r['ours_mb_s'])} vs {fmt(r['raw_mb_s'])} MB/s)", x >= 0.8))
+            # Issue 10's target is the token build; strings and images are reported the same way, not targets.
+            is_target = kind == "tokens"
+            rows.append((f"build, {kind}, vs raw writer (ours / raw throughput)",
+                         ">= 0.8x" if is_target else "reported",
+                         f"{fmt(x)}x ({fmt(r['ours_mb_s'])} vs {fmt(r['raw_mb_s'])} MB/s)",
+                         x >= 0.8 if is_target else None))
         r = self.results.get("token_floor")
         if r is not None:
             x = None if why(r) else r["ours_us"] / r["floor_us"]
@@ -264,14 +268,15 @@ class PeerSections:
 
     def plot(self, out: Path, footer: str) -> None:
         """``peers.png``: every row's time relative to its reference, with the target as a mark."""
-        bars: list[tuple[str, float, float]] = []  # label, ours' time / reference time, the most allowed
+        bars: list[tuple[str, float, float | None]] = []  # label, ours / reference, the most allowed (None: reported)
         for kind, r in self.results.get("iteration", {}).items():
             x = ratio(r["ours"], r["arrow"], "us_per_item", "us_per_item")
             if x is not None:
                 bars.append((f"iterate {kind} / pyarrow", x, 1.0))
         for kind, r in self.results.get("build_vs_raw", {}).items():
             if not why(r):
-                bars.append((f"build {kind} / raw writer", r["raw_mb_s"] / r["ours_mb_s"], 1 / 0.8))
+                bars.append((f"build {kind} / raw writer", r["raw_mb_s"] / r["ours_mb_s"],
+                             1 / 0.8 if kind == "tokens" else None))
         r = self.results.get("token_floor")
         if r is not None and not why(r):
             bars.append(("token m[i] / floor", r["ours_us"] / r["floor_us"], 2.0))
@@ -284,9 +289,11 @@ class PeerSections:
 
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(bars) + 1.2))
         y = list(range(len(bars)))
-        colors = ["tab:green" if x <= limit else "tab:red" for _, x, limit in bars]
+        colors = ["tab:gray" if limit is None else "tab:green" if x <= limit else "tab:red" for _, x, limit in bars]
         ax.barh(y, [x for _, x, _ in bars], color=colors, height=0.6)
-        ax.scatter([limit for _, _, limit in bars], y, marker="|", s=300, color="black", label="target (at most)")
+        marked = [(limit, k) for k, (_, _, limit) in enumerate(bars) if limit is not None]
+        ax.scatter([limit for limit, _ in marked], [k for _, k in marked], marker="|", s=300, color="black",
+                   label="target (at most); gray: reported, no target")
         ax.set_yticks(y, [label for label, _, _ in bars], fontsize=8)
         ax.invert_yaxis()
         ax.axvline(1.0, color="gray", lw=0.5)
