@@ -580,6 +580,8 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a directory")
+    if out.is_dir() and not (out / SHARDS_FILE).exists():
+        _refuse_foreign(out)  # before the lock file is created in it
     created = False
     if not out.exists():
         out.mkdir()
@@ -594,10 +596,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         _recover_locked(out)
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
-            foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE + ".tmp"})
-            if foreign or ((out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
-                raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
-                                      f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
+            _refuse_foreign(out)
         sources = [_check_source(p, out) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
         if existing is not None and any(s.length for s in existing.shards):
@@ -667,6 +666,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     finally:
         _unlock(lock_fd)
     return ShardedMap(out)
+
+
+def _refuse_foreign(out: Path) -> None:
+    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE + ".tmp", JOURNAL_FILE,
+                                             JOURNAL_FILE + ".tmp"})
+    journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
+    if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
+        raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
+                              f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
