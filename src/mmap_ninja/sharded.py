@@ -25,9 +25,8 @@ import time
 import uuid
 import zlib
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -228,8 +227,12 @@ class ShardedMap:
             self._starts = starts  # shard k holds the samples starts[k] .. starts[k + 1] - 1
             self._starts_array = np.asarray(starts, dtype=np.int64)
             self._length = starts[-1]
-            self._open: OrderedDict[int, MapBase] = OrderedDict()
-            self._last: tuple[int, Optional[MapBase]] = (-1, None)
+            # The open shards, their sample readers, and when each was last used (evicted least recently used
+            # first). Hits read these dicts without the lock: one dict lookup each, atomic under the GIL.
+            self._open: dict[int, MapBase] = {}
+            self._getters: dict[int, Callable[[int], Any]] = {}
+            self._used: dict[int, int] = {}
+            self._clock = count()
 
     # -------------------------------------------------------------- properties
 
@@ -291,21 +294,28 @@ class ShardedMap:
         return self._shard(k % n)
 
     def _shard(self, k: int) -> MapBase:
-        last_k, last_map = self._last
-        if last_k == k and last_map is not None:
-            return last_map
+        shard = self._open.get(k)
+        if shard is None:
+            return self._admit(k)[0]
+        self._used[k] = next(self._clock)
+        return shard
+
+    def _admit(self, k: int) -> tuple[MapBase, Callable[[int], Any]]:
+        """Open shard ``k`` (unless another thread just did) and evict the least recently used beyond the limit."""
         with self._lock:
             shard = self._open.get(k)
-            if shard is not None:
-                self._open.move_to_end(k)
-            else:
+            if shard is None:
                 shard = self._load(k)
+                self._getters[k] = shard._view.get  # the shard's own reader: positions were checked here already
                 self._open[k] = shard
                 while len(self._open) > self._max_open:
+                    used = self._used
+                    victim = min((j for j in self._open if j != k), key=lambda j: used.get(j, -1))
                     # Dropped, not closed: another thread may still be reading from it; its mappings go with it.
-                    self._open.popitem(last=False)
-            self._last = (k, shard)
-        return shard
+                    del self._open[victim], self._getters[victim]
+                    used.pop(victim, None)
+            self._used[k] = next(self._clock)
+            return shard, self._getters[k]
 
     def _load(self, k: int) -> MapBase:
         info = self._header.shards[k]
@@ -345,7 +355,12 @@ class ShardedMap:
             raise IndexError(f"index {index} is out of range for a sharded map of length {length}")
         starts = self._starts
         k = bisect_right(starts, position) - 1
-        sample = self._shard(k)[position - starts[k]]
+        get = self._getters.get(k)
+        if get is None:
+            get = self._admit(k)[1]
+        else:
+            self._used[k] = next(self._clock)
+        sample = get(position - starts[k])
         return sample if self.wrapper_fn is None else self._wrap(sample)
 
     def _wrap(self, sample: Any) -> Any:
@@ -468,7 +483,8 @@ class ShardedMap:
             for shard in self._open.values():
                 shard.close()
             self._open.clear()
-            self._last = (-1, None)
+            self._getters.clear()
+            self._used.clear()
 
     def __enter__(self) -> ShardedMap:
         return self
