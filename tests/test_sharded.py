@@ -407,3 +407,73 @@ def test_many_shards_with_few_open_files(tmp_path, n_shards, max_open, file_limi
     # Python's mmap keeps a descriptor per mapping: two columns per strings shard, plus the interpreter's own.
     assert open_shards == max_open
     assert mapped_files <= max_open * 2 and fds <= max_open * 2 + 16
+
+
+# ------------------------------------------------------------------ the shard-aware DDP sampler
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize(("lengths", "world_size"), [
+    ([50] * 20, 3),
+    ([37, 5, 120, 64, 64, 1, 0, 80, 33], 4),
+    ([7], 3),
+    ([10, 10], 2),
+])
+def test_shard_aware_sampler_covers_every_index_with_equal_lengths(lengths, world_size, drop_last):
+    from torch.utils.data import DistributedSampler
+
+    from mmap_ninja.adapters.shards import shard_aware_indices
+
+    n = sum(lengths)
+    reference = DistributedSampler(range(n), num_replicas=world_size, rank=0, drop_last=drop_last)
+    for epoch in (0, 1):
+        per_rank = [shard_aware_indices(lengths, rank=r, world_size=world_size, epoch=epoch, seed=5,
+                                        drop_last=drop_last) for r in range(world_size)]
+        assert {len(p) for p in per_rank} == {len(reference)}
+        together = np.concatenate(per_rank)
+        counts = np.bincount(together, minlength=n)
+        assert together.min() >= 0 and together.max() < n
+        if drop_last:
+            assert counts.max() == 1 and n - (counts == 1).sum() == n - len(reference) * world_size
+        else:
+            assert counts.min() >= 1  # every index, and only DistributedSampler's padding repeated
+            assert (counts - 1).sum() == len(reference) * world_size - n
+
+
+def test_shard_aware_sampler_gives_whole_shards_and_is_deterministic(tmp_path):
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, _ = make_shards("strings", tmp_path, [50] * 20)
+    m = merge(tmp_path / "out", paths)
+    samplers = [ShardAwareSampler(m, rank=r, world_size=3, seed=1) for r in range(3)]
+    starts = np.asarray(m.shard_starts)
+    for sampler in samplers:
+        sampler.set_epoch(2)
+        indices = np.asarray(list(sampler))
+        assert len(indices) == len(sampler) == 334
+        shard_of = np.searchsorted(starts, indices, side="right") - 1
+        whole = [k for k in set(shard_of.tolist()) if (shard_of == k).sum() == 50]
+        assert len(whole) * 50 >= 0.85 * len(indices)  # most of a rank's samples come from shards it reads whole
+    again = ShardAwareSampler(m, rank=1, world_size=3, seed=1)
+    again.set_epoch(2)
+    assert list(again) == list(samplers[1])
+    again.set_epoch(3)
+    assert list(again) != list(samplers[1])
+    unshuffled = ShardAwareSampler(m, rank=0, world_size=3, shuffle=False)
+    first = list(unshuffled)[:50]
+    assert first == list(range(50))
+    with pytest.raises(ValueError, match="rank must be in"):
+        ShardAwareSampler(m, rank=3, world_size=3)
+
+
+def test_shard_aware_sampler_in_a_dataloader(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, expected = make_shards("strings", tmp_path, [6] * 5)
+    m = merge(tmp_path / "out", paths)
+    loader = DataLoader(m, batch_size=4, sampler=ShardAwareSampler(m, rank=0, world_size=2), num_workers=2,
+                        collate_fn=list)
+    got = [s for batch in loader for s in batch]
+    assert len(got) == 15 and set(got) <= set(expected)
