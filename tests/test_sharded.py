@@ -477,3 +477,19 @@ def test_shard_aware_sampler_in_a_dataloader(tmp_path):
                         collate_fn=list)
     got = [s for batch in loader for s in batch]
     assert len(got) == 15 and set(got) <= set(expected)
+
+
+def test_publish_shards_checks_every_shard(tmp_path):
+    from mmap_ninja.sharded import directory_lock, publish_shards
+
+    out = tmp_path / "out"
+    RaggedMmap.from_lists(out / "shards" / "a", [np.arange(3, dtype=np.int32)]).close()
+    RaggedMmap.from_lists(out / "shards" / "b", [np.arange(2, dtype=np.int64)]).close()
+    with directory_lock(out), pytest.raises(SchemaMismatchError, match=r"b cannot be published .* dtype '<i8'"):
+        publish_shards(out, ["shards/a", "shards/b"], "ragged")
+    assert not (out / SHARDS_FILE).exists()
+    with directory_lock(out):
+        m = publish_shards(out, ["shards/a"], "ragged", extra={"source": "test"})
+    assert len(m) == 1 and json.loads((out / SHARDS_FILE).read_text())["source"] == "test"
+    with directory_lock(out), pytest.raises(SchemaMismatchError, match="holds a 'ragged' map, not a 'strings'"):
+        publish_shards(out, ["shards/a"], "strings")

@@ -26,6 +26,7 @@ import uuid
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -40,12 +41,15 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolu
 
 __all__ = [
     "DEFAULT_MAX_OPEN_SHARDS",
+    "SHARDS_DIR",
     "SHARDS_FILE",
     "SchemaMismatchError",
     "ShardInfo",
     "ShardedMap",
+    "directory_lock",
     "is_sharded",
     "merge",
+    "publish_shards",
     "recover_merge",
     "shard_schema",
 ]
@@ -527,6 +531,56 @@ def _flock(directory: Path, timeout: Optional[float]) -> int:
 
 def _unlock(fd: int) -> None:
     os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def directory_lock(directory: PathLike, timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the exclusive lock of a sharded map's directory (``.lock``) for the block: `merge`, `add_shards`
+    and the Dask build take it, so only one of them changes a sharded map at a time. Waits at most ``timeout``
+    seconds (``None``: for ever), then raises `MapLockedError`."""
+    fd = _flock(absolute(directory), timeout)
+    try:
+        yield
+    finally:
+        _unlock(fd)
+
+
+def publish_shards(out_dir: PathLike, shard_paths: Sequence[str], kind: str, *,
+                   metadata: Optional[dict[str, Any]] = None, extra: Optional[dict[str, Any]] = None) -> ShardedMap:
+    """Publish ``shards.json`` for maps already inside ``out_dir`` at the relative ``shard_paths`` (a merge by
+    metadata: nothing moves), after checking that each is a finished map of ``kind`` and that they share one
+    schema; returns the sharded map open. ``extra`` holds further top-level keys (e.g. where the shards came
+    from). The caller holds `directory_lock` (a builder that put the shards there)."""
+    out = absolute(out_dir)
+    infos: list[ShardInfo] = []
+    expected: Optional[dict[str, Any]] = None
+    reference = ""
+    cls = KINDS[kind]
+    for rel in shard_paths:
+        path = out / rel
+        header = read_header(path)
+        if header.building:
+            raise ValueError(f"{path} is an unfinished build and cannot be published as a shard")
+        schema = shard_schema(header)
+        length = cls.layout.count(header.lengths, header.attrs)
+        if schema["kind"] != kind:
+            raise SchemaMismatchError(f"{path} holds a {schema['kind']!r} map, not a {kind!r} one")
+        if length and expected is None:
+            expected, reference = schema, rel
+        elif length and schema != expected:
+            assert expected is not None
+            raise SchemaMismatchError(f"{path} cannot be published with {reference}: it has "
+                                      f"{_describe_mismatch(expected, schema)}")
+        infos.append(ShardInfo(rel, length, header.id))
+    if expected is None:
+        expected = shard_schema(read_header(out / shard_paths[0])) if shard_paths else \
+            {"kind": kind, "attrs": cls.layout.attrs(), "requires": []}
+    previous = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
+    top = _TopHeader(kind, expected["attrs"], infos, id=previous.id if previous is not None else uuid.uuid4().hex,
+                     commit=previous.commit + 1 if previous is not None else 1, metadata=check_metadata(metadata),
+                     extra=extra)
+    replace_file(out / SHARDS_FILE, top.encode(), durable=True)
+    return ShardedMap(out)
 
 
 class _Source:

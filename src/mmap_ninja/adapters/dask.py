@@ -22,22 +22,10 @@ from typing import Any, Optional
 from dask.base import compute, tokenize
 from dask.delayed import delayed
 
-from mmap_ninja._fsio import fsync_dir, replace_file
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
-from mmap_ninja.sharded import (
-    SHARDS_DIR,
-    SHARDS_FILE,
-    SchemaMismatchError,
-    ShardedMap,
-    ShardInfo,
-    _flock,
-    _read_top_header,
-    _TopHeader,
-    _unlock,
-    shard_schema,
-)
+from mmap_ninja.sharded import SHARDS_DIR, SHARDS_FILE, ShardedMap, directory_lock, publish_shards
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
@@ -83,11 +71,37 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
         os.rename(staging, final)
-        fsync_dir(directory)
+        _fsync_directory(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final.name
+
+
+def _run_all(tasks: list[Any]) -> None:
+    """Compute ``tasks`` on the active scheduler and return only when every one of them has ended, then raise
+    the first error: a task still building a shard when the build reports failure would write to the output
+    after the build released it. With a ``distributed.Client`` the futures are waited for; Dask's local
+    schedulers end their running tasks before they raise."""
+    try:
+        from distributed import get_client, wait
+    except ImportError:
+        client = None
+    else:
+        try:
+            client = get_client()
+        except ValueError:  # no client in this process: a local scheduler
+            client = None
+    if client is None:
+        compute(*tasks)  # type: ignore[no-untyped-call]
+        return
+    futures = client.compute(tasks)  # type: ignore[no-untyped-call]
+    try:
+        wait(futures)  # type: ignore[no-untyped-call]  # every task done or failed
+        client.gather(futures)  # type: ignore[no-untyped-call]  # raises the first error
+    finally:
+        for future in futures:
+            future.release()
 
 
 def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: int = 1024,
@@ -106,8 +120,7 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: in
     token = tokenize(bag, cls.layout.kind, batch_size, sorted(options.items(), key=lambda kv: kv[0]))
     checked_metadata = check_metadata(metadata)
     out.mkdir(parents=True, exist_ok=True)
-    lock_fd = _flock(out, lock_timeout)
-    try:
+    with directory_lock(out, lock_timeout):
         shards_dir = out / SHARDS_DIR
         _refuse_foreign(out)
         shards_dir.mkdir(exist_ok=True)
@@ -118,40 +131,28 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: in
         todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
         if todo:
             partitions = bag.to_delayed()
-            tasks = [delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls, provenances[i],
-                                                                batch_size, options) for i in todo]
-            compute(*tasks)  # type: ignore[no-untyped-call]
-        infos, expected = [], None
+            _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls, provenances[i],
+                                                            batch_size, options) for i in todo])
         for i in range(npartitions):
-            path = shards_dir / _part_name(i)
-            header = read_header(path)
-            if header.building or header.metadata.get(PROVENANCE_KEY) != provenances[i]:
-                raise CorruptMapError(f"{path} is not the finished shard of partition {i} (was it changed during "
-                                      f"the build?)")
-            length = cls.layout.count(header.lengths, header.attrs)
-            schema = shard_schema(header)
-            if length and expected is None:
-                expected = schema
-            elif length and schema != expected:
-                raise SchemaMismatchError(f"partition {i} built a shard with the schema {schema}, partition(s) "
-                                          f"before it {expected}: give the kind's options (dtype=...) explicitly")
-            infos.append(ShardInfo(f"{SHARDS_DIR}/{path.name}", length, header.id))
-        if expected is None:
-            expected = shard_schema(read_header(shards_dir / _part_name(0))) if npartitions else \
-                {"kind": cls.layout.kind, "attrs": cls.layout.attrs(**options), "requires": []}
-        previous = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
-        top = _TopHeader(cls.layout.kind, expected["attrs"], infos,
-                         id=previous.id if previous is not None else uuid.uuid4().hex,
-                         commit=previous.commit + 1 if previous is not None else 1, metadata=checked_metadata,
-                         extra={"source": {"dask_token": token, "npartitions": npartitions}})
-        replace_file(out / SHARDS_FILE, top.encode(), durable=True)
+            if not _complete(shards_dir / _part_name(i), provenances[i]):
+                raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
+                                      f"(was it changed during the build?)")
+        sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
+                                 cls.layout.kind, metadata=checked_metadata,
+                                 extra={"source": {"dask_token": token, "npartitions": npartitions}})
         for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
             if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
                     and int(stale.name[len(_PART):]) >= npartitions:
                 shutil.rmtree(stale, ignore_errors=True)
+    return sharded
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
-        _unlock(lock_fd)
-    return ShardedMap(out)
+        os.close(fd)
 
 
 def _refuse_foreign(out: Path) -> None:
