@@ -1,0 +1,804 @@
+"""Sharded maps: one dataset made of many ordinary maps (its shards), read as if it were one map.
+
+A sharded map is a directory holding ``shards.json`` (the top-level header: the kind and schema of the shards
+and, for each shard, its path relative to the directory, its length and its header's ``id``) and the shard
+directories, each an ordinary map of one kind and schema. Opening reads only ``shards.json``; a shard is opened
+on first use, and at most ``max_open_shards`` are kept open (least recently used first out), so a dataset of
+thousands of shards keeps a bounded number of files and mappings.
+
+`merge` makes a sharded map out of existing maps without copying their data: it moves each map into the
+directory by ``os.rename`` and publishes the new ``shards.json`` by an atomic rename, last. A merge that dies
+midway leaves the old ``shards.json`` (or none) in place, so readers see the old sharded map; the next `merge`,
+`ShardedMap.add_shards` or `recover_merge` on that directory moves the maps the dead merge had moved back where
+they were (they are listed in ``.merge-journal.json`` before the first move).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import accumulate, count
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from mmap_ninja._fsio import fsync_dir, replace_file
+from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
+from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.maps import KINDS, MapBase, resolve_positions
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
+
+__all__ = [
+    "DEFAULT_MAX_OPEN_SHARDS",
+    "SHARDS_DIR",
+    "SHARDS_FILE",
+    "SchemaMismatchError",
+    "ShardInfo",
+    "ShardedMap",
+    "directory_lock",
+    "is_sharded",
+    "merge",
+    "publish_shards",
+    "recover_merge",
+    "shard_schema",
+]
+
+SHARDS_FILE = "shards.json"
+JOURNAL_FILE = ".merge-journal.json"
+SHARDS_DIR = "shards"
+FORMAT_NAME = "mmap_ninja.sharded"
+FORMAT_VERSION = (1, 0)
+DEFAULT_MAX_OPEN_SHARDS = 64
+MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
+
+# Attributes a shard derives from its samples rather than being told: they may differ between shards of one schema.
+_DERIVED_ATTRS = frozenset({"ndims", "trained"})
+
+
+class SchemaMismatchError(ValueError):
+    """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
+
+
+class ShardInfo:
+    """One shard as ``shards.json`` lists it: its path relative to the sharded map, its length and header id."""
+
+    __slots__ = ("id", "length", "path")
+
+    def __init__(self, path: str, length: int, id: Optional[str]):
+        self.path = path
+        self.length = length
+        self.id = id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "length": self.length, "id": self.id}
+
+    def __repr__(self) -> str:
+        return f"ShardInfo(path={self.path!r}, length={self.length}, id={self.id!r})"
+
+
+def is_sharded(path: PathLike) -> bool:
+    """Whether ``path`` is the directory of a sharded map (it holds ``shards.json``)."""
+    return (absolute(path) / SHARDS_FILE).is_file()
+
+
+def shard_schema(header: Header) -> dict[str, Any]:
+    """What shards of one sharded map must agree on: the kind, the attributes (dtype, shape, order, codec)
+    except those derived from the samples, and the features a reader needs."""
+    attrs = {k: v for k, v in header.attrs.items() if k not in _DERIVED_ATTRS}
+    return {"kind": header.kind, "attrs": attrs, "requires": sorted(header.requires)}
+
+
+# ------------------------------------------------------------------ the top-level header
+
+
+class _TopHeader:
+    __slots__ = ("attrs", "commit", "extra", "id", "kind", "metadata", "requires", "shards")
+
+    def __init__(self, kind: str, attrs: dict[str, Any], shards: list[ShardInfo], *, id: str, commit: int,
+                 requires: Sequence[str] = (), metadata: Optional[dict[str, Any]] = None,
+                 extra: Optional[dict[str, Any]] = None):
+        self.kind = kind
+        self.attrs = attrs
+        self.shards = shards
+        self.id = id
+        self.commit = commit
+        self.requires = list(requires)
+        self.metadata = metadata or {}
+        self.extra = extra or {}
+
+    def encode(self) -> bytes:
+        content: dict[str, Any] = {
+            "format": FORMAT_NAME, "version": list(FORMAT_VERSION), "id": self.id, "commit": self.commit,
+            "kind": self.kind, "requires": self.requires, "attrs": self.attrs, "metadata": self.metadata,
+            "length": sum(s.length for s in self.shards), "shards": [s.to_json() for s in self.shards],
+        }
+        content.update(self.extra)
+        content["checksum"] = _checksum(content)
+        return json.dumps(content).encode()
+
+
+_TOP_KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "length", "shards",
+             "checksum"}
+
+
+def _checksum(content: dict[str, Any]) -> str:
+    return f"crc32:{zlib.crc32(json.dumps(content).encode()):08x}"
+
+
+def _read_top_header(directory: Path) -> _TopHeader:
+    path = directory / SHARDS_FILE
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_SHARDS_HEADER_BYTES:
+                raise CorruptMapError(f"{path} is {size:,} bytes, more than a shards header may be")
+            raw = f.read(size + 1)
+    except FileNotFoundError:
+        if not directory.is_dir():
+            raise NotAMapError(f"{directory}: no such sharded map directory") from None
+        raise NotAMapError(f"{directory} holds no sharded map ({SHARDS_FILE} is missing)") from None
+    try:
+        content = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
+        raise CorruptMapError(f"{path} is not a mmap_ninja sharded map header")
+    stored = content.pop("checksum", None)
+    if stored is not None and stored != _checksum(content):
+        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
+    version = content.get("version")
+    if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int for v in version)):
+        raise CorruptMapError(f"{path} has no valid format version: {version!r}")
+    if version[0] > FORMAT_VERSION[0]:
+        raise FormatVersionError(f"{directory} is a sharded map of format version {version[0]}.{version[1]}, newer "
+                                 f"than this mmap_ninja reads ({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
+    requires = content.get("requires", [])
+    if not isinstance(requires, list) or requires:
+        raise UnknownFeatureError(f"{directory} requires the feature(s) {requires!r} of sharded maps, which this "
+                                  f"mmap_ninja does not know; upgrade mmap_ninja to read it")
+    kind, attrs, shards = content.get("kind"), content.get("attrs"), content.get("shards")
+    map_id, commit, metadata = content.get("id"), content.get("commit"), content.get("metadata", {})
+    if not isinstance(kind, str) or not isinstance(attrs, dict) or not isinstance(shards, list):
+        raise CorruptMapError(f"{path} needs a string 'kind', an object 'attrs' and a list 'shards'")
+    if not isinstance(map_id, str) or type(commit) is not int or not isinstance(metadata, dict):
+        raise CorruptMapError(f"{path} needs a string 'id', an integer 'commit' and an object 'metadata'")
+    infos = []
+    for k, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise CorruptMapError(f"{path}: shard {k} is not an object: {entry!r}")
+        rel, length, shard_id = entry.get("path"), entry.get("length"), entry.get("id")
+        if (not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts
+                or type(length) is not int or length < 0 or not (shard_id is None or isinstance(shard_id, str))):
+            raise CorruptMapError(f"{path}: shard {k} needs a relative 'path' inside the map, a non-negative "
+                                  f"'length' and an 'id', got {entry!r}")
+        infos.append(ShardInfo(rel, length, shard_id))
+    return _TopHeader(kind, attrs, infos, id=map_id, commit=commit, requires=requires, metadata=metadata,
+                      extra={k: v for k, v in content.items() if k not in _TOP_KEYS})
+
+
+# ------------------------------------------------------------------ reading
+
+
+class ShardedMap:
+    """A sharded map (see the module's docstring), read with the API of a single map.
+
+    ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),
+    ``m.get_batch(indices, pad_value=..., out=...)`` when the shards' kind has it, iteration, and
+    ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
+    sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
+    are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes.
+    """
+
+    def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
+                 copy_before_wrapper_fn: bool = True, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS,
+                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **_ignored: Any):
+        if isinstance(wrapper_fn, str) and mode == "r+":
+            wrapper_fn, mode = None, wrapper_fn
+        mode = mode.replace("b", "") if isinstance(mode, str) else mode
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' (read-only) or 'r+' (read and add shards), got {mode!r}")
+        if isinstance(max_open_shards, bool) or not isinstance(max_open_shards, int) or max_open_shards < 1:
+            raise ValueError(f"max_open_shards must be a positive integer, got {max_open_shards!r}")
+        self._path = absolute(out_dir)
+        self._mode = mode
+        self.wrapper_fn = wrapper_fn
+        self.copy_before_wrapper_fn = copy_before_wrapper_fn
+        self._max_open = max_open_shards
+        self._lock_timeout = lock_timeout
+        self._lock = threading.Lock()
+        self._install(_read_top_header(self._path))
+
+    def _install(self, header: _TopHeader) -> None:
+        cls = KINDS.get(header.kind)
+        if cls is None:
+            raise UnknownFeatureError(f"{self._path} holds shards of kind {header.kind!r}, which this mmap_ninja "
+                                      f"does not know; a newer mmap_ninja may read it")
+        starts = [0, *accumulate(s.length for s in header.shards)]
+        with self._lock:
+            self._header = header
+            self._cls = cls
+            self._starts = starts  # shard k holds the samples starts[k] .. starts[k + 1] - 1
+            self._starts_array = np.asarray(starts, dtype=np.int64)
+            self._length = starts[-1]
+            # The open shards, their sample readers, and when each was last used (evicted least recently used
+            # first). Hits read these dicts without the lock: one dict lookup each, atomic under the GIL.
+            self._open: dict[int, MapBase] = {}
+            self._getters: dict[int, Callable[[int], Any]] = {}
+            self._used: dict[int, int] = {}
+            self._clock = count()
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def kind(self) -> str:
+        """The kind of the shards (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
+        return self._header.kind
+
+    @property
+    def shard_class(self) -> type[MapBase]:
+        """The container class of the shards (`RaggedMmap`, ...)."""
+        return self._cls
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The schema the shards share (their header attributes, without those derived from the samples)."""
+        return dict(self._header.attrs)
+
+    @property
+    def dtype(self) -> Optional[np.dtype[Any]]:
+        """The samples' dtype, for kinds that have one."""
+        from mmap_ninja.format import dtype_from_json
+
+        spec = self._header.attrs.get("dtype")
+        return None if spec is None else dtype_from_json(spec)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._header.metadata)
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        """The shards in order, as ``shards.json`` lists them."""
+        return list(self._header.shards)
+
+    @property
+    def shard_starts(self) -> list[int]:
+        """``n_shards + 1`` cumulative lengths: shard k holds samples ``shard_starts[k]`` to ``shard_starts[k+1]-1``."""
+        return list(self._starts)
+
+    @property
+    def open_shards(self) -> int:
+        """How many shards are open right now (at most ``max_open_shards``)."""
+        return len(self._open)
+
+    def shard(self, k: int) -> MapBase:
+        """Shard ``k``, opened read-only (checked against ``shards.json``: same header id and length)."""
+        n = len(self._header.shards)
+        if not -n <= k < n:
+            raise IndexError(f"shard {k} is out of range: the map has {n} shards")
+        return self._shard(k % n)
+
+    def _shard(self, k: int) -> MapBase:
+        shard = self._open.get(k)
+        if shard is None:
+            return self._admit(k)[0]
+        self._used[k] = next(self._clock)
+        return shard
+
+    def _admit(self, k: int) -> tuple[MapBase, Callable[[int], Any]]:
+        """Open shard ``k`` (unless another thread just did) and evict the least recently used beyond the limit."""
+        with self._lock:
+            shard = self._open.get(k)
+            if shard is None:
+                shard = self._load(k)
+                self._getters[k] = shard._view.get  # the shard's own reader: positions were checked here already
+                self._open[k] = shard
+                while len(self._open) > self._max_open:
+                    used = self._used
+                    victim = min((j for j in self._open if j != k), key=lambda j: used.get(j, -1))
+                    # Dropped, not closed: another thread may still be reading from it; its mappings go with it.
+                    del self._open[victim], self._getters[victim]
+                    used.pop(victim, None)
+            self._used[k] = next(self._clock)
+            return shard, self._getters[k]
+
+    def _load(self, k: int) -> MapBase:
+        info = self._header.shards[k]
+        shard_path = self._path / info.path
+        try:
+            shard = self._cls(shard_path, mode="r")
+        except NotAMapError:
+            raise CorruptMapError(f"{self._path / SHARDS_FILE} lists shard {k} at {info.path!r}, but {shard_path} "
+                                  f"holds no map") from None
+        store = shard._store
+        shard_id = None if store is None else store.header.id
+        if info.id is not None and shard_id != info.id:
+            raise CorruptMapError(f"shard {k} ({shard_path}) was replaced after it was added: its header id is "
+                                  f"{shard_id!r}, {SHARDS_FILE} records {info.id!r}")
+        if len(shard) != info.length:
+            raise CorruptMapError(f"shard {k} ({shard_path}) holds {len(shard)} samples, but {SHARDS_FILE} records "
+                                  f"{info.length}; it was changed after it was added")
+        return shard
+
+    # -------------------------------------------------------------- reading
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: Any) -> Any:
+        """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
+        if type(index) is not int:
+            if isinstance(index, (bool, np.bool_)):
+                raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
+            try:
+                index = index.__index__()  # NumPy integers, 0-d integer arrays and tensors
+            except (AttributeError, TypeError):
+                return self.__getitems__(index)
+        length = self._length
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError(f"index {index} is out of range for a sharded map of length {length}")
+        starts = self._starts
+        k = bisect_right(starts, position) - 1
+        get = self._getters.get(k)
+        if get is None:
+            get = self._admit(k)[1]
+        else:
+            self._used[k] = next(self._clock)
+        sample = get(position - starts[k])
+        return sample if self.wrapper_fn is None else self._wrap(sample)
+
+    def _wrap(self, sample: Any) -> Any:
+        if self.copy_before_wrapper_fn and isinstance(sample, np.ndarray):
+            sample = sample.copy()
+        assert self.wrapper_fn is not None
+        return self.wrapper_fn(sample)
+
+    def _groups(self, positions: np.ndarray[Any, Any]) -> Iterator[tuple[int, np.ndarray[Any, Any],
+                                                                         np.ndarray[Any, Any]]]:
+        """``(shard, rows, local positions)`` for every shard that ``positions`` touch: ``rows`` are where those
+        samples go in the result."""
+        shard_of = np.searchsorted(self._starts_array, positions, side="right") - 1
+        if len(shard_of) and shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
+            k = int(shard_of[0])
+            yield k, np.arange(len(positions)), positions - self._starts[k]
+            return
+        order = np.argsort(shard_of, kind="stable")
+        sorted_shards = shard_of[order]
+        bounds = np.flatnonzero(np.diff(sorted_shards)) + 1
+        for rows in np.split(order, bounds):
+            k = int(shard_of[rows[0]])
+            yield k, rows, positions[rows] - self._starts[k]
+
+    def __getitems__(self, indices: Any) -> list[Any]:
+        """The samples at ``indices`` as a list, grouped by shard and read with one vectorized lookup per shard."""
+        positions = resolve_positions(indices, self._length)
+        result: list[Any] = [None] * len(positions)
+        for k, rows, local in self._groups(positions):
+            samples = MapBase.__getitems__(self._shard(k), local)
+            if len(rows) == len(result):
+                result = samples
+            else:
+                for row, sample in zip(rows.tolist(), samples):
+                    result[row] = sample
+        if self.wrapper_fn is not None:
+            result = [self._wrap(s) for s in result]
+        return result
+
+    def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray[Any, Any]] = None) -> Any:
+        """The samples at ``indices`` as one array (or ``(padded, lengths)`` with a ``pad_value``), as the shards'
+        own ``get_batch`` gives (`RaggedMmap.get_batch`, `NumpyMmap.get_batch`). ``wrapper_fn`` is not applied."""
+        if not hasattr(self._cls, "get_batch"):
+            raise TypeError(f"maps of kind {self.kind!r} have no get_batch(); index them instead")
+        positions = resolve_positions(indices, self._length)
+        groups = list(self._groups(positions))
+        if len(groups) == 1:
+            return self._shard(groups[0][0]).get_batch(groups[0][2], pad_value=pad_value,  # type: ignore[attr-defined]
+                                                       out=out)
+        dtype = self.dtype
+        if dtype is None:
+            raise ValueError("the map holds no samples and has no dtype yet")
+        parts = []
+        for k, rows, local in groups:
+            try:
+                part = self._shard(k).get_batch(local, pad_value=pad_value)  # type: ignore[attr-defined]
+            except ValueError as e:
+                raise ValueError(f"{e} (an index within shard {k}, whose samples start at {self._starts[k]})") \
+                    from None
+            parts.append((rows, part))
+        if pad_value is None:
+            shapes = {part.shape[1:] for _, part in parts}
+            if len(shapes) > 1:
+                (rows_a, a), (rows_b, b) = parts[0], next(p for p in parts if p[1].shape[1:] != parts[0][1].shape[1:])
+                raise ValueError(f"cannot stack samples of different shapes: item {positions[rows_a[0]]} has shape "
+                                 f"{a.shape[1:]} and item {positions[rows_b[0]]} has shape {b.shape[1:]}; pass "
+                                 f"pad_value= to pad them to a common shape")
+            from mmap_ninja.batch import check_out
+
+            shape = (len(positions), *parts[0][1].shape[1:])
+            out = np.empty(shape, dtype) if out is None else check_out(out, shape, dtype)
+            for rows, part in parts:
+                out[rows] = part
+            return out
+        from mmap_ninja.batch import check_out, pad_scalar
+
+        ndim = parts[0][1][0].ndim - 1
+        max_shape = tuple(max(part[0].shape[1 + d] for _, part in parts) for d in range(ndim))
+        shape = (len(positions), *max_shape)
+        if out is None:
+            out = np.empty(shape, dtype)
+        else:
+            check_out(out, shape, dtype, at_least=True)
+        out[...] = pad_scalar(pad_value, dtype)
+        lengths = np.empty((len(positions), *parts[0][1][1].shape[1:]), dtype=np.int64)
+        for rows, (padded, part_lengths) in parts:
+            corner: tuple[Any, ...] = (rows, *(slice(0, s) for s in padded.shape[1:]))
+            out[corner] = padded
+            lengths[rows] = part_lengths
+        return out, lengths
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every sample in order, shard after shard."""
+        for k in range(len(self._header.shards)):
+            if self._header.shards[k].length:
+                samples = iter(self._shard(k))
+                yield from (samples if self.wrapper_fn is None else map(self._wrap, samples))
+
+    # -------------------------------------------------------------- life cycle
+
+    def refresh(self) -> int:
+        """Read ``shards.json`` again (to see shards added since); returns how many samples appeared."""
+        before = self._length
+        header = _read_top_header(self._path)
+        if header.id == self._header.id and header.commit == self._header.commit:
+            return 0
+        self._install(header)
+        return self._length - before
+
+    def add_shards(self, paths: Sequence[PathLike], *, copy: bool = False) -> None:
+        """Move the maps at ``paths`` into this sharded map as new shards, after the existing ones (see `merge`)."""
+        if self._mode == "r":
+            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+        merge(self._path, paths, copy=copy, lock_timeout=self._lock_timeout)
+        self.refresh()
+
+    def close(self) -> None:
+        """Close every open shard."""
+        with self._lock:
+            for shard in self._open.values():
+                shard.close()
+            self._open.clear()
+            self._getters.clear()
+            self._used.clear()
+
+    def __enter__(self) -> ShardedMap:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ShardedMap({str(self._path)!r}, mode={self._mode!r}) of {len(self._header.shards)} "
+                f"{self.kind} shards, length {self._length}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The path and the options, never the data or the open shards.
+        options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
+                   "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "max_open_shards": self._max_open,
+                   "lock_timeout": self._lock_timeout}
+        return _reopen, (str(self._path), options)
+
+
+def _reopen(path: str, options: dict[str, Any]) -> ShardedMap:
+    return ShardedMap(path, **options)
+
+
+# ------------------------------------------------------------------ merging
+
+
+def _flock(directory: Path, timeout: Optional[float]) -> int:
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() >= deadline:
+                os.close(fd)
+                raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)") from None
+            time.sleep(0.005)
+
+
+def _unlock(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def directory_lock(directory: PathLike, timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the exclusive lock of a sharded map's directory (``.lock``) for the block: `merge`, `add_shards`
+    and the Dask build take it, so only one of them changes a sharded map at a time. Waits at most ``timeout``
+    seconds (``None``: for ever), then raises `MapLockedError`."""
+    fd = _flock(absolute(directory), timeout)
+    try:
+        yield
+    finally:
+        _unlock(fd)
+
+
+def publish_shards(out_dir: PathLike, shard_paths: Sequence[str], kind: str, *,
+                   metadata: Optional[dict[str, Any]] = None, extra: Optional[dict[str, Any]] = None) -> ShardedMap:
+    """Publish ``shards.json`` for maps already inside ``out_dir`` at the relative ``shard_paths`` (a merge by
+    metadata: nothing moves), after checking that each is a finished map of ``kind`` and that they share one
+    schema; returns the sharded map open. ``extra`` holds further top-level keys (e.g. where the shards came
+    from). The caller holds `directory_lock` (a builder that put the shards there)."""
+    out = absolute(out_dir)
+    infos: list[ShardInfo] = []
+    expected: Optional[dict[str, Any]] = None
+    reference = ""
+    cls = KINDS[kind]
+    for rel in shard_paths:
+        path = out / rel
+        header = read_header(path)
+        if header.building:
+            raise ValueError(f"{path} is an unfinished build and cannot be published as a shard")
+        schema = shard_schema(header)
+        length = cls.layout.count(header.lengths, header.attrs)
+        if schema["kind"] != kind:
+            raise SchemaMismatchError(f"{path} holds a {schema['kind']!r} map, not a {kind!r} one")
+        if length and expected is None:
+            expected, reference = schema, rel
+        elif length and schema != expected:
+            assert expected is not None
+            raise SchemaMismatchError(f"{path} cannot be published with {reference}: it has "
+                                      f"{_describe_mismatch(expected, schema)}")
+        infos.append(ShardInfo(rel, length, header.id))
+    if expected is None:
+        expected = shard_schema(read_header(out / shard_paths[0])) if shard_paths else \
+            {"kind": kind, "attrs": cls.layout.attrs(), "requires": []}
+    previous = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
+    top = _TopHeader(kind, expected["attrs"], infos, id=previous.id if previous is not None else uuid.uuid4().hex,
+                     commit=previous.commit + 1 if previous is not None else 1, metadata=check_metadata(metadata),
+                     extra=extra)
+    replace_file(out / SHARDS_FILE, top.encode(), durable=True)
+    return ShardedMap(out)
+
+
+class _Source:
+    __slots__ = ("header", "path")
+
+    def __init__(self, path: Path, header: Header):
+        self.path = path
+        self.header = header
+
+
+def _check_source(path: Path, out_dir: Path) -> _Source:
+    if is_sharded(path):
+        raise ValueError(f"{path} is itself a sharded map; merge its shards (ShardedMap(path).shards) instead")
+    header = read_header(path)  # NotAMapError / CorruptMapError / UnknownFeatureError name the path
+    if header.building:
+        raise ValueError(f"{path} is an unfinished build; finish (or re-run) it before merging it")
+    if path == out_dir or out_dir in path.parents:
+        raise ValueError(f"{path} is inside the sharded map {out_dir} already")
+    if path in out_dir.parents:
+        raise ValueError(f"{out_dir} lies inside the map {path}, which cannot be moved into it")
+    return _Source(path, header)
+
+
+def _describe_mismatch(expected: dict[str, Any], got: dict[str, Any]) -> str:
+    if expected["kind"] != got["kind"]:
+        return f"kind {got['kind']!r} instead of {expected['kind']!r}"
+    for key in sorted(set(expected["attrs"]) | set(got["attrs"])):
+        a, b = expected["attrs"].get(key), got["attrs"].get(key)
+        if a != b:
+            return f"{key} {b!r} instead of {a!r}"
+    return f"requires {got['requires']!r} instead of {expected['requires']!r}"
+
+
+def _sample_count(source: _Source) -> int:
+    cls = KINDS.get(source.header.kind)
+    if cls is None:
+        raise UnknownFeatureError(f"{source.path} holds a map of kind {source.header.kind!r}, unknown here")
+    return cls.layout.count(source.header.lengths, source.header.attrs)
+
+
+def _same_file_system(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
+          metadata: Optional[dict[str, Any]] = None,
+          lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> ShardedMap:
+    """Make the maps at ``paths`` the shards of the sharded map ``out_dir`` (created, or appended to) and
+    return it open. No data is copied: each map is moved into ``out_dir/shards/`` by ``os.rename`` and referred
+    to by its relative path, so ``out_dir`` is one self-contained directory. Maps on another file system are
+    refused unless ``copy=True`` (which copies them, leaving the originals in place).
+
+    Every map must be complete and share one kind, dtype, schema and codec (with the sharded map's, when
+    appending), or nothing is moved and a `SchemaMismatchError` names the first map that differs and how.
+    ``shards.json`` is replaced by one atomic rename, after every move: a reader sees the old sharded map or the
+    new one. If the process dies midway, the next `merge` into ``out_dir`` (or `recover_merge`) moves the maps
+    back to where they were.
+    """
+    out = absolute(out_dir)
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError("merge() takes a sequence of map paths, not a single path")
+    sources_paths = [absolute(p) for p in paths]
+    if len(set(sources_paths)) != len(sources_paths):
+        seen: set[Path] = set()
+        duplicate = next(p for p in sources_paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
+        raise ValueError(f"{duplicate} is given twice")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a directory")
+    if out.is_dir() and not (out / SHARDS_FILE).exists():
+        _refuse_foreign(out)  # before the lock file is created in it
+    created = False
+    if not out.exists():
+        out.mkdir()
+        created = True
+    try:
+        lock_fd = _flock(out, lock_timeout)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
+        _recover_locked(out)
+        existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
+        if existing is None:
+            _refuse_foreign(out)
+        sources = [_check_source(p, out) for p in sources_paths]
+        expected: Optional[dict[str, Any]] = None
+        if existing is not None and any(s.length for s in existing.shards):
+            expected = {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+        reference_path = out
+        for source in sources:
+            schema = shard_schema(source.header)
+            if existing is not None and schema["kind"] != existing.kind:
+                raise SchemaMismatchError(f"{source.path} cannot be added to {out}: it holds a {schema['kind']!r} "
+                                          f"map, the sharded map's shards are {existing.kind!r}")
+            if _sample_count(source) == 0 and expected is None:
+                continue  # an empty map fixes no dtype yet; a later one (or none) sets the schema
+            if expected is None:
+                expected, reference_path = schema, source.path
+            elif schema["kind"] != expected["kind"] or (_sample_count(source) and schema != expected):
+                raise SchemaMismatchError(f"{source.path} cannot be merged with {reference_path}: it has "
+                                          f"{_describe_mismatch(expected, schema)}")
+        if expected is None:  # every map empty (or none given)
+            if not sources and existing is None:
+                raise ValueError("merge() needs at least one map to create a sharded map")
+            expected = shard_schema(sources[0].header) if existing is None or sources else \
+                {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+        (out / SHARDS_DIR).mkdir(exist_ok=True)
+        if not copy:
+            for source in sources:
+                if not _same_file_system(source.path, out / SHARDS_DIR):
+                    raise OSError(errno.EXDEV, f"{source.path} is on another file system than {out}; merge moves "
+                                               f"maps without copying them: pass copy=True to copy it instead")
+        taken = {Path(s.path).parts[-1] for s in existing.shards} if existing is not None else set()
+        taken |= set(os.listdir(out / SHARDS_DIR))
+        moves: list[tuple[Path, str]] = []
+        number = len(existing.shards) if existing is not None else 0
+        for source in sources:
+            name = f"shard-{number:06d}"
+            while name in taken:
+                number += 1
+                name = f"shard-{number:06d}"
+            taken.add(name)
+            number += 1
+            moves.append((source.path, f"{SHARDS_DIR}/{name}"))
+        journal = {"commit": (existing.commit if existing is not None else 0) + 1, "copy": copy,
+                   "moves": [{"source": str(src), "dest": dest} for src, dest in moves]}
+        replace_file(out / JOURNAL_FILE, json.dumps(journal).encode(), durable=True)
+        infos = []
+        try:
+            for source, (src, dest) in zip(sources, moves):
+                infos.append(ShardInfo(dest, _sample_count(source), source.header.id))
+                _move_one(src, out / dest, source.header, copy, lock_timeout)
+            fsync_dir(out / SHARDS_DIR)
+        except Exception:
+            _recover_locked(out)  # put back what was moved: the merge is all or nothing
+            raise
+        if existing is None:
+            top = _TopHeader(expected["kind"], expected["attrs"], infos, id=uuid.uuid4().hex, commit=1,
+                             metadata=check_metadata(metadata))
+        else:
+            top = _TopHeader(existing.kind, expected["attrs"], existing.shards + infos, id=existing.id,
+                             commit=existing.commit + 1, requires=existing.requires,
+                             metadata=existing.metadata if metadata is None else check_metadata(metadata),
+                             extra=existing.extra)
+        replace_file(out / SHARDS_FILE, top.encode(), durable=True)
+        os.unlink(out / JOURNAL_FILE)
+    except BaseException:
+        if created and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing was moved: leave no trace
+        raise
+    finally:
+        _unlock(lock_fd)
+    return ShardedMap(out)
+
+
+def _refuse_foreign(out: Path) -> None:
+    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE + ".tmp", JOURNAL_FILE,
+                                             JOURNAL_FILE + ".tmp"})
+    journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
+    if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
+        raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
+                              f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
+
+
+def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
+    """Move (or copy) one map, holding its writer lock so that no append races the move."""
+    lock_fd = _flock(src, lock_timeout)
+    try:
+        now = read_header(src)
+        if now.id != header.id or now.commit != header.commit:
+            raise ValueError(f"{src} changed while it was being merged (commit {header.commit} -> {now.commit})")
+        if copy:
+            staging = dest.with_name(dest.name + ".copying")
+            shutil.copytree(src, staging, ignore=shutil.ignore_patterns(LOCK_FILE))
+            os.rename(staging, dest)
+        else:
+            os.rename(src, dest)
+    finally:
+        os.close(lock_fd)
+
+
+def recover_merge(out_dir: PathLike) -> int:
+    """Undo a merge into ``out_dir`` that died before publishing: move the maps it had moved back where they
+    were (or delete its partial copies, with ``copy=True``). Returns how many maps were moved back or deleted.
+    `merge` and `add_shards` do this first on their own."""
+    out = absolute(out_dir)
+    lock_fd = _flock(out, DEFAULT_LOCK_TIMEOUT)
+    try:
+        return _recover_locked(out)
+    finally:
+        _unlock(lock_fd)
+
+
+def _recover_locked(out: Path) -> int:
+    journal_path = out / JOURNAL_FILE
+    try:
+        journal = json.loads(journal_path.read_bytes())
+    except FileNotFoundError:
+        return 0
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptMapError(f"{journal_path} is not valid JSON: {e}") from None
+    top = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
+    if top is not None and top.commit >= journal["commit"]:
+        os.unlink(journal_path)  # the merge published; only its journal was left
+        return 0
+    undone = 0
+    for move in journal["moves"]:
+        src, dest = Path(move["source"]), out / move["dest"]
+        staging = dest.with_name(dest.name + ".copying")
+        if journal["copy"]:
+            for partial in (dest, staging):
+                if partial.exists():
+                    shutil.rmtree(partial)
+                    undone += 1
+        elif dest.exists() and not src.exists():
+            os.rename(dest, src)
+            undone += 1
+    os.unlink(journal_path)
+    return undone

@@ -1,0 +1,144 @@
+"""Building sharded maps on a real Dask cluster (two worker processes): equal to a single-process build,
+re-runs build only what is missing, a killed worker leaves no partial shard."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+db = pytest.importorskip("dask.bag")
+
+from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
+from mmap_ninja.adapters.dask import PROVENANCE_KEY, from_dask  # noqa: E402
+from mmap_ninja.format import read_header  # noqa: E402
+from mmap_ninja.sharded import ShardedMap  # noqa: E402
+
+
+def ragged_sample(i):
+    return np.full((i % 5 + 1,), i, dtype=np.int32)
+
+
+def text_sample(i):
+    return f"line {i} " + "é" * (i % 3)
+
+
+def slow_ragged_sample(i):
+    time.sleep(0.02)
+    return ragged_sample(i)
+
+
+def _ids(path):
+    return {p.name: read_header(p).id for p in sorted((path / "shards").glob("part-*"))}
+
+
+def test_from_dask_equals_a_single_process_build(tmp_path, dask_client):
+    bag = db.from_sequence(range(103), npartitions=5).map(ragged_sample)
+    m = from_dask(RaggedMmap, tmp_path / "out", bag, batch_size=7, metadata={"source": "range"})
+    single = RaggedMmap.from_generator(tmp_path / "single", bag.compute(), batch_size=7)
+    assert len(m) == len(single) == 103 and m.kind == "ragged" and len(m.shards) == bag.npartitions > 1
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(m, single))
+    assert m.metadata == {"source": "range"}
+    first = read_header(tmp_path / "out" / "shards" / "part-00002").metadata[PROVENANCE_KEY]
+    assert first["partition"] == 2 and first["npartitions"] == bag.npartitions and first["token"]
+    strings = from_dask(StringsMmap, tmp_path / "strings", db.from_sequence(range(30), npartitions=3).map(text_sample))
+    assert list(strings) == [text_sample(i) for i in range(30)]
+
+
+def test_numpy_kind_and_an_empty_partition(tmp_path, dask_client):
+    from mmap_ninja import NumpyMmap
+
+    bag = db.from_sequence([], npartitions=1).map(ragged_sample)
+    empty = from_dask(NumpyMmap, tmp_path / "empty", bag)
+    assert len(empty) == 0
+    rows = db.from_sequence(range(12), npartitions=3).map(lambda i: np.full((2, 3), i, np.float32))
+    m = from_dask(NumpyMmap, tmp_path / "numpy", rows)
+    reference = np_from_ndarray(tmp_path / "single", np.stack(rows.compute()))
+    assert np.array_equal(m.get_batch(list(range(12))), np.asarray(reference))
+
+
+def test_a_rerun_builds_only_missing_or_stale_shards(tmp_path, dask_client):
+    bag = db.from_sequence(range(40), npartitions=4).map(ragged_sample)
+    from_dask(RaggedMmap, tmp_path / "out", bag)
+    before = _ids(tmp_path / "out")
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "shards" / "part-00001")
+    m = from_dask(RaggedMmap, tmp_path / "out", bag)
+    after = _ids(tmp_path / "out")
+    assert {k: v for k, v in after.items() if k != "part-00001"} == {k: v for k, v in before.items()
+                                                                     if k != "part-00001"}
+    assert after["part-00001"] != before["part-00001"] and len(m) == 40
+    changed = db.from_sequence(range(100, 130), npartitions=2).map(ragged_sample)  # new input: nothing reused
+    m = from_dask(RaggedMmap, tmp_path / "out", changed)
+    assert not set(_ids(tmp_path / "out").values()) & set(after.values())
+    assert [int(a[0]) for a in m] == list(range(100, 130)) and len(m.shards) == changed.npartitions
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == [
+        f"part-{i:05d}" for i in range(changed.npartitions)]
+
+
+def test_a_failing_partition_leaves_no_visible_shard_and_a_rerun_completes(tmp_path, dask_client):
+    flag = tmp_path / "fail"
+    flag.write_text("")
+
+    def fragile(i):
+        if i == 25 and os.path.exists(flag):
+            raise RuntimeError("bad sample 25")
+        return ragged_sample(i)
+
+    bag = db.from_sequence(range(40), npartitions=4).map(fragile)
+    with pytest.raises(RuntimeError, match="bad sample 25"):
+        from_dask(RaggedMmap, tmp_path / "out", bag)
+    shards = tmp_path / "out" / "shards"
+    assert not (tmp_path / "out" / "shards.json").exists()
+    assert "part-00002" not in {p.name for p in shards.iterdir()}
+    assert not [p for p in shards.iterdir() if ".staging-" in p.name]
+    flag.unlink()
+    _until_the_scheduler_forgets_failed_tasks(dask_client)
+    m = from_dask(RaggedMmap, tmp_path / "out", bag)
+    assert [int(a[0]) for a in m] == list(range(40))
+
+
+def _erred_tasks(dask_scheduler):
+    return [str(key) for key, task in dask_scheduler.tasks.items() if task.state == "erred"]
+
+
+def _until_the_scheduler_forgets_failed_tasks(client):
+    """The client releases a failed computation's keys asynchronously; the same keys submitted before the
+    scheduler forgot them would fail again at once without running."""
+    deadline = time.monotonic() + 10
+    while client.run_on_scheduler(_erred_tasks):
+        assert time.monotonic() < deadline, "the scheduler kept the failed tasks"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_build(tmp_path, dask_client):
+    bag = db.from_sequence(range(120), npartitions=6).map(slow_ragged_sample)  # about 0.4 s per partition
+    shards = tmp_path / "out" / "shards"
+    outcome = {}
+
+    def build():
+        try:
+            outcome["map"] = from_dask(RaggedMmap, tmp_path / "out", bag)
+        except Exception as e:  # the scheduler may give up on the killed worker's task
+            outcome["error"] = e
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (shards.is_dir() and any(".staging-" in p.name for p in shards.iterdir())):
+        assert time.monotonic() < deadline, "no shard build started"
+        time.sleep(0.01)
+    pids = dask_client.run(os.getpid)
+    os.kill(next(iter(pids.values())), signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive()
+    for part in shards.glob("part-*"):  # whatever is visible under a shard's name is a finished shard
+        assert not read_header(part).building
+    m = from_dask(RaggedMmap, tmp_path / "out", bag)
+    assert [int(a[0]) for a in m] == list(range(120))
+    assert all(np.array_equal(m[i], ragged_sample(i)) for i in range(120))
+    assert isinstance(ShardedMap(tmp_path / "out"), ShardedMap)
+    dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed worker for the next tests

@@ -1,0 +1,495 @@
+"""Sharded maps: reading many maps as one, merging by rename, adding shards, crashes during a merge."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja.codecs import Zstd
+from mmap_ninja.sharded import (
+    SHARDS_FILE,
+    SchemaMismatchError,
+    ShardedMap,
+    is_sharded,
+    merge,
+    recover_merge,
+)
+
+from conftest import build, equal, sample_for, snapshot
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+SIZES = [3, 5, 1, 4]
+
+
+def make_shards(kind, root, sizes=SIZES):
+    """Maps of ``sizes`` samples each; the samples of all of them, in order, are ``sample_for(kind, 0..)``."""
+    paths, first = [], 0
+    for k, n in enumerate(sizes):
+        path = root / f"src{k}"
+        samples = [sample_for(kind, first + i) for i in range(n)]
+        if kind == "strings":
+            StringsMmap.from_strings(path, samples).close()
+        elif kind == "ragged":
+            RaggedMmap.from_lists(path, samples).close()
+        else:
+            np_from_ndarray(path, np.stack(samples)).close()
+        paths.append(path)
+        first += n
+    return paths, [sample_for(kind, i) for i in range(first)]
+
+
+# ------------------------------------------------------------------ reading
+
+
+def test_reads_like_one_map(tmp_path, kind):
+    paths, expected = make_shards(kind, tmp_path)
+    m = merge(tmp_path / "out", paths)
+    assert len(m) == len(expected) == 13
+    assert all(equal(m[i], expected[i]) for i in range(len(m)))
+    assert equal(m[-1], expected[-1]) and equal(m[-13], expected[0])
+    assert equal(m[np.int64(4)], expected[4]) and equal(m[np.array(8)], expected[8])
+    for index in [slice(2, 11), slice(None, None, -3), [12, 0, 3, 3, -1], np.array([8, 9], dtype=np.uint8)]:
+        got, want = m[index], [expected[i] for i in np.arange(13)[index]]
+        assert isinstance(got, list) and len(got) == len(want) and all(map(equal, got, want))
+    mask = np.arange(13) % 3 == 0
+    assert all(map(equal, m[mask], [expected[i] for i in np.flatnonzero(mask)]))
+    assert all(map(equal, m.__getitems__([4, 2, 9]), [expected[4], expected[2], expected[9]]))
+    assert all(map(equal, list(m), expected)) and len(list(m)) == 13
+    assert m.kind == kind and m.shard_starts == [0, 3, 8, 9, 13]
+    assert [s.length for s in m.shards] == SIZES
+    for bad in (13, -14):
+        with pytest.raises(IndexError, match=f"index {bad} is out of range .* length 13"):
+            m[bad]
+    with pytest.raises(IndexError):
+        m[[0, 13]]
+    with pytest.raises(TypeError, match="boolean scalar"):
+        m[True]
+
+
+def test_maps_are_moved_not_copied(tmp_path):
+    paths, _ = make_shards("ragged", tmp_path)
+    inodes = [os.stat(p / "data.bin").st_ino for p in paths]
+    m = merge(tmp_path / "out", paths)
+    assert not any(p.exists() for p in paths)
+    moved = [m.path / s.path / "data.bin" for s in m.shards]
+    assert [os.stat(p).st_ino for p in moved] == inodes
+    assert all(not Path(s.path).is_absolute() for s in m.shards)
+    assert is_sharded(m.path) and not is_sharded(m.path / m.shards[0].path)
+
+
+def test_a_moved_sharded_map_still_reads(tmp_path):
+    paths, expected = make_shards("strings", tmp_path)
+    merge(tmp_path / "out", paths).close()
+    os.rename(tmp_path / "out", tmp_path / "elsewhere")
+    assert list(ShardedMap(tmp_path / "elsewhere")) == expected
+
+
+def test_opening_reads_only_the_header_and_opens_shards_lazily(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path)
+    m = merge(tmp_path / "out", paths)
+    fresh = ShardedMap(m.path)
+    assert fresh.open_shards == 0
+    assert equal(fresh[10], expected[10])
+    assert fresh.open_shards == 1
+
+
+def test_at_most_max_open_shards_are_open(tmp_path):
+    paths, expected = make_shards("strings", tmp_path, [2] * 10)
+    m = ShardedMap(merge(tmp_path / "out", paths).path, max_open_shards=3)
+    order = np.random.default_rng(0).permutation(len(m)).tolist()
+    for i in order:
+        assert m[i] == expected[i]
+        assert m.open_shards <= 3
+    assert m[order] == [expected[i] for i in order] and m.open_shards <= 3
+    with pytest.raises(ValueError, match="max_open_shards"):
+        ShardedMap(m.path, max_open_shards=0)
+
+
+def test_threads_reading_while_shards_are_evicted(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path, [3] * 12)
+    m = ShardedMap(merge(tmp_path / "out", paths).path, max_open_shards=2)
+    errors = []
+
+    def read(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for i in rng.integers(0, len(m), 500).tolist():
+                assert equal(m[i], expected[i])
+        except Exception as e:  # collected: a thread's exception would otherwise be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_get_batch_across_shards(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path)
+    m = merge(tmp_path / "out", paths)
+    indices = [0, 12, 4, 8, 1]
+    padded, lengths = m.get_batch(indices, pad_value=-1)
+    single = RaggedMmap.from_lists(tmp_path / "single", expected)
+    want_padded, want_lengths = single.get_batch(indices, pad_value=-1)
+    assert np.array_equal(padded, want_padded) and np.array_equal(lengths, want_lengths)
+    out = np.zeros((5, 6, 3), dtype=np.int32)
+    m.get_batch(indices, pad_value=7, out=out)
+    assert np.array_equal(out, single.get_batch(indices, pad_value=7, out=np.zeros((5, 6, 3), np.int32))[0])
+    same_shape = [0, 4, 8, 12]  # i % 4 == 0: all of shape (1, 2), in three shards
+    assert np.array_equal(m.get_batch(same_shape), single.get_batch(same_shape))
+    with pytest.raises(ValueError, match=r"item 0 has shape .* item 1 has shape"):
+        m.get_batch([0, 1])
+    with pytest.raises(ValueError, match=r"cannot stack .* item 0 has shape \(1, 2\) and item 5 has shape \(2, 2\)"):
+        m.get_batch([0, 5])
+
+
+def test_get_batch_numpy_and_strings(tmp_path):
+    paths, expected = make_shards("numpy", tmp_path / "n")
+    m = merge(tmp_path / "n" / "out", paths)
+    assert np.array_equal(m.get_batch([12, 0, 5]), np.stack([expected[12], expected[0], expected[5]]))
+    spaths, _ = make_shards("strings", tmp_path / "s")
+    with pytest.raises(TypeError, match="no get_batch"):
+        merge(tmp_path / "s" / "out", spaths).get_batch([0])
+
+
+def test_pickles_as_its_path(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path, [50] * 20)
+    m = merge(tmp_path / "out", paths)
+    m[999]
+    blob = pickle.dumps(m)
+    assert len(blob) < 500
+    copy = pickle.loads(blob)
+    assert copy.open_shards == 0 and len(copy) == 1000 and equal(copy[999], expected[999])
+
+
+def test_wrapper_fn(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path)
+    m = ShardedMap(merge(tmp_path / "out", paths).path, wrapper_fn=lambda a: a * 2)
+    assert equal(m[3], expected[3] * 2)
+    assert all(map(equal, m[[1, 9]], [expected[1] * 2, expected[9] * 2]))
+    assert all(map(equal, list(m), [e * 2 for e in expected]))
+
+
+def test_a_replaced_or_grown_shard_is_reported(tmp_path):
+    paths, _ = make_shards("strings", tmp_path)
+    m = merge(tmp_path / "out", paths)
+    shard_dir = m.path / m.shards[1].path
+    StringsMmap(shard_dir).append("one more")
+    with pytest.raises(CorruptMapError, match=r"shard 1 .* holds 6 samples, but shards.json records 5"):
+        ShardedMap(m.path)[4]
+    StringsMmap.from_strings(shard_dir, ["x"] * 5, overwrite=True)
+    with pytest.raises(CorruptMapError, match=r"shard 1 .* was replaced"):
+        ShardedMap(m.path)[4]
+
+
+def test_damaged_header_is_refused(tmp_path):
+    paths, _ = make_shards("strings", tmp_path)
+    m = merge(tmp_path / "out", paths)
+    header = m.path / SHARDS_FILE
+    content = json.loads(header.read_text())
+    content["length"] = 99
+    header.write_text(json.dumps(content))
+    with pytest.raises(CorruptMapError, match="checksum"):
+        ShardedMap(m.path)
+    del content["checksum"]
+    content["shards"][0]["path"] = "../src0"
+    header.write_text(json.dumps(content))
+    with pytest.raises(CorruptMapError, match="relative 'path' inside the map"):
+        ShardedMap(m.path)
+    with pytest.raises(NotAMapError, match="no sharded map"):
+        ShardedMap(tmp_path)
+
+
+# ------------------------------------------------------------------ merging: refusals leave everything as it was
+
+
+def _assert_refused(tmp_path, paths, error, match, **kwargs):
+    before = snapshot(tmp_path)
+    with pytest.raises(error, match=match):
+        merge(tmp_path / "out", paths, **kwargs)
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_refuses_another_kind(tmp_path):
+    paths, _ = make_shards("ragged", tmp_path)
+    build("strings", tmp_path / "strings", 3).close()
+    _assert_refused(tmp_path, [*paths, tmp_path / "strings"], SchemaMismatchError,
+                    r"strings cannot be merged with .*src0: it has kind 'strings' instead of 'ragged'")
+
+
+def test_merge_refuses_another_dtype_shape_or_codec(tmp_path):
+    RaggedMmap.from_lists(tmp_path / "a", [np.arange(3, dtype=np.int32)]).close()
+    RaggedMmap.from_lists(tmp_path / "b", [np.arange(3, dtype=np.float32)]).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "b"], SchemaMismatchError,
+                    r"b .*dtype '<f4' instead of '<i4'")
+    RaggedMmap.from_lists(tmp_path / "c", [np.arange(3, dtype=np.int32)], codec=Zstd(level=3)).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "c"], SchemaMismatchError, r"c .*codec")
+    np_from_ndarray(tmp_path / "d", np.zeros((2, 3), np.float32)).close()
+    np_from_ndarray(tmp_path / "e", np.zeros((2, 4), np.float32)).close()
+    _assert_refused(tmp_path, [tmp_path / "d", tmp_path / "e"], SchemaMismatchError, r"e .*sample_shape \[4\]")
+
+
+def test_merge_accepts_shards_differing_only_in_derived_attributes(tmp_path):
+    RaggedMmap.from_lists(tmp_path / "a", [np.arange(3, dtype=np.int32)]).close()
+    RaggedMmap.from_lists(tmp_path / "b", [np.zeros((2, 2), dtype=np.int32)]).close()  # ndims [2], not [1]
+    RaggedMmap.from_lists(tmp_path / "empty", [], dtype=np.int32).close()
+    m = merge(tmp_path / "out", [tmp_path / "a", tmp_path / "empty", tmp_path / "b"])
+    assert len(m) == 2 and m[1].shape == (2, 2) and m.dtype == np.int32
+
+
+def test_merge_refuses_bad_inputs(tmp_path):
+    paths, _ = make_shards("strings", tmp_path)
+    _assert_refused(tmp_path, [paths[0], paths[0]], ValueError, "given twice")
+    _assert_refused(tmp_path, [paths[0], tmp_path / "missing"], NotAMapError, "missing")
+    with StringsMmap.build(tmp_path / "unfinished") as unfinished:
+        unfinished.append("a")
+        _assert_refused(tmp_path, [paths[0], tmp_path / "unfinished"], ValueError, "unfinished build")
+    _assert_refused(tmp_path, [], ValueError, "at least one map")
+    with pytest.raises(TypeError, match="sequence of map paths"):
+        merge(tmp_path / "out", str(paths[0]))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match=r"notes.txt"):
+        merge(tmp_path / "busy", paths)
+    assert snapshot(tmp_path) == before
+
+
+def test_merge_across_file_systems_needs_copy(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's folder")
+    elsewhere = shm / f"mmap_ninja_test_{os.getpid()}"
+    try:
+        StringsMmap.from_strings(elsewhere, ["far", "away"]).close()
+        local, _ = make_shards("strings", tmp_path, [2])
+        before = snapshot(elsewhere)
+        with pytest.raises(OSError, match=r"another file system .* copy=True"):
+            merge(tmp_path / "out", [local[0], elsewhere])
+        assert local[0].exists() and snapshot(elsewhere) == before and not (tmp_path / "out").exists()
+        m = merge(tmp_path / "out", [local[0], elsewhere], copy=True)
+        assert list(m) == [sample_for("strings", 0), sample_for("strings", 1), "far", "away"]
+        assert snapshot(elsewhere) == before  # the original stays where it was
+    finally:
+        import shutil
+
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ adding shards
+
+
+def test_add_shards_and_refresh(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path)
+    m = merge(tmp_path / "out", paths[:2])
+    reader = ShardedMap(m.path, mode="r")
+    m.add_shards(paths[2:])
+    assert len(m) == 13 and all(equal(m[i], expected[i]) for i in range(13))
+    assert len(reader) == 8  # a snapshot until refresh()
+    assert reader.refresh() == 5 and equal(reader[12], expected[12])
+    with pytest.raises(PermissionError, match="mode='r'"):
+        reader.add_shards([])
+    RaggedMmap.from_lists(tmp_path / "floats", [np.zeros(2, np.float64)]).close()
+    before = snapshot(tmp_path)
+    with pytest.raises(SchemaMismatchError, match=r"floats .* dtype '<f8' instead of '<i4'"):
+        m.add_shards([tmp_path / "floats"])
+    assert snapshot(tmp_path) == before
+
+
+def test_merge_into_an_existing_sharded_map_by_path(tmp_path):
+    paths, expected = make_shards("strings", tmp_path)
+    merge(tmp_path / "out", paths[:1])
+    m = merge(tmp_path / "out", paths[1:], metadata={"source": "test"})
+    assert list(m) == expected and m.metadata == {"source": "test"}
+    assert len({s.path for s in m.shards}) == 4
+
+
+# ------------------------------------------------------------------ a merge killed midway
+
+
+_KILL_AFTER = """
+import os, signal, sys
+sys.path.insert(0, {src!r})
+from mmap_ninja.sharded import merge
+calls = [0]
+real_{name} = os.{name}
+def dying_{name}(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] > {allowed}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_{name}(*args, **kwargs)
+os.{name} = dying_{name}
+merge({out!r}, {paths!r})
+"""
+
+
+def _merge_killed(out, paths, name, allowed):
+    code = _KILL_AFTER.format(src=SRC, name=name, allowed=allowed, out=str(out), paths=[str(p) for p in paths])
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr
+
+
+def test_a_merge_killed_midway_leaves_the_old_map_and_is_undone(tmp_path, kind):
+    paths, expected = make_shards(kind, tmp_path)
+    merge(tmp_path / "out", paths[:1]).close()
+    # os.rename moves the maps (the journal and the header use os.replace): die after moving two of three.
+    _merge_killed(tmp_path / "out", paths[1:], "rename", 2)
+    old = ShardedMap(tmp_path / "out")
+    assert len(old) == 3 and all(equal(old[i], expected[i]) for i in range(3))
+    assert not paths[1].exists() and not paths[2].exists()  # moved before the kill
+    assert recover_merge(tmp_path / "out") == 2
+    assert all(p.exists() for p in paths[1:])
+    m = merge(tmp_path / "out", paths[1:])
+    assert len(m) == 13 and all(equal(m[i], expected[i]) for i in range(13))
+
+
+def test_a_merge_killed_before_its_first_header_leaves_the_maps_recoverable(tmp_path):
+    paths, expected = make_shards("strings", tmp_path)
+    _merge_killed(tmp_path / "out", paths, "rename", 1)
+    with pytest.raises(NotAMapError):
+        ShardedMap(tmp_path / "out")
+    m = merge(tmp_path / "out", paths)  # undoes the dead merge first, then merges
+    assert list(m) == expected
+
+
+def test_a_merge_killed_after_publishing_keeps_the_new_map(tmp_path):
+    paths, expected = make_shards("strings", tmp_path)
+    _merge_killed(tmp_path / "out", paths, "unlink", 0)  # killed when removing its journal
+    assert list(ShardedMap(tmp_path / "out")) == expected
+    assert recover_merge(tmp_path / "out") == 0
+    assert list(ShardedMap(tmp_path / "out")) == expected and not any(p.exists() for p in paths)
+
+
+# ------------------------------------------------------------------ many shards, few files
+
+
+@pytest.mark.parametrize(("n_shards", "max_open", "file_limit"), [
+    (300, 16, 64),
+    pytest.param(1000, 64, 256, marks=pytest.mark.slow),  # the issue's case: a thousand shards, 256 files
+])
+def test_many_shards_with_few_open_files(tmp_path, n_shards, max_open, file_limit):
+    n = 2 * n_shards
+    code = textwrap.dedent(f"""
+        import os, resource, sys
+        sys.path.insert(0, {SRC!r})
+        import numpy as np
+        from mmap_ninja import StringsMmap
+        from mmap_ninja.sharded import ShardedMap, merge
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({file_limit}, {file_limit}))
+        root = {str(tmp_path)!r}
+        paths = []
+        for k in range({n_shards}):
+            StringsMmap.from_strings(f"{{root}}/m{{k}}", [f"{{k}}-a", f"{{k}}-b"]).close()
+            paths.append(f"{{root}}/m{{k}}")
+        m = ShardedMap(merge(f"{{root}}/out", paths).path, max_open_shards={max_open})
+        order = np.random.default_rng(1).permutation({n}).tolist()
+        for i in order:
+            assert m[i] == f"{{i // 2}}-{{'ab'[i % 2]}}", i
+        assert m[order[:500]] == [m[i] for i in order[:500]]
+        assert list(m) == [f"{{i // 2}}-{{'ab'[i % 2]}}" for i in range({n})]
+        mapped = {{line.split()[-1] for line in open("/proc/self/maps") if root in line}}
+        print(len(os.listdir("/proc/self/fd")), len(mapped), m.open_shards)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    fds, mapped_files, open_shards = map(int, result.stdout.split())
+    # Python's mmap keeps a descriptor per mapping: two columns per strings shard, plus the interpreter's own.
+    assert open_shards == max_open
+    assert mapped_files <= max_open * 2 and fds <= max_open * 2 + 16
+
+
+# ------------------------------------------------------------------ the shard-aware DDP sampler
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize(("lengths", "world_size"), [
+    ([50] * 20, 3),
+    ([37, 5, 120, 64, 64, 1, 0, 80, 33], 4),
+    ([7], 3),
+    ([10, 10], 2),
+])
+def test_shard_aware_sampler_covers_every_index_with_equal_lengths(lengths, world_size, drop_last):
+    from torch.utils.data import DistributedSampler
+
+    from mmap_ninja.adapters.shards import shard_aware_indices
+
+    n = sum(lengths)
+    reference = DistributedSampler(range(n), num_replicas=world_size, rank=0, drop_last=drop_last)
+    for epoch in (0, 1):
+        per_rank = [shard_aware_indices(lengths, rank=r, world_size=world_size, epoch=epoch, seed=5,
+                                        drop_last=drop_last) for r in range(world_size)]
+        assert {len(p) for p in per_rank} == {len(reference)}
+        together = np.concatenate(per_rank)
+        counts = np.bincount(together, minlength=n)
+        assert together.min() >= 0 and together.max() < n
+        if drop_last:
+            assert counts.max() == 1 and n - (counts == 1).sum() == n - len(reference) * world_size
+        else:
+            assert counts.min() >= 1  # every index, and only DistributedSampler's padding repeated
+            assert (counts - 1).sum() == len(reference) * world_size - n
+
+
+def test_shard_aware_sampler_gives_whole_shards_and_is_deterministic(tmp_path):
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, _ = make_shards("strings", tmp_path, [50] * 20)
+    m = merge(tmp_path / "out", paths)
+    samplers = [ShardAwareSampler(m, rank=r, world_size=3, seed=1) for r in range(3)]
+    starts = np.asarray(m.shard_starts)
+    for sampler in samplers:
+        sampler.set_epoch(2)
+        indices = np.asarray(list(sampler))
+        assert len(indices) == len(sampler) == 334
+        shard_of = np.searchsorted(starts, indices, side="right") - 1
+        whole = [k for k in set(shard_of.tolist()) if (shard_of == k).sum() == 50]
+        assert len(whole) * 50 >= 0.85 * len(indices)  # most of a rank's samples come from shards it reads whole
+    again = ShardAwareSampler(m, rank=1, world_size=3, seed=1)
+    again.set_epoch(2)
+    assert list(again) == list(samplers[1])
+    again.set_epoch(3)
+    assert list(again) != list(samplers[1])
+    unshuffled = ShardAwareSampler(m, rank=0, world_size=3, shuffle=False)
+    first = list(unshuffled)[:50]
+    assert first == list(range(50))
+    with pytest.raises(ValueError, match="rank must be in"):
+        ShardAwareSampler(m, rank=3, world_size=3)
+
+
+def test_shard_aware_sampler_in_a_dataloader(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, expected = make_shards("strings", tmp_path, [6] * 5)
+    m = merge(tmp_path / "out", paths)
+    loader = DataLoader(m, batch_size=4, sampler=ShardAwareSampler(m, rank=0, world_size=2), num_workers=2,
+                        collate_fn=list)
+    got = [s for batch in loader for s in batch]
+    assert len(got) == 15 and set(got) <= set(expected)
+
+
+def test_publish_shards_checks_every_shard(tmp_path):
+    from mmap_ninja.sharded import directory_lock, publish_shards
+
+    out = tmp_path / "out"
+    RaggedMmap.from_lists(out / "shards" / "a", [np.arange(3, dtype=np.int32)]).close()
+    RaggedMmap.from_lists(out / "shards" / "b", [np.arange(2, dtype=np.int64)]).close()
+    with directory_lock(out), pytest.raises(SchemaMismatchError, match=r"b cannot be published .* dtype '<i8'"):
+        publish_shards(out, ["shards/a", "shards/b"], "ragged")
+    assert not (out / SHARDS_FILE).exists()
+    with directory_lock(out):
+        m = publish_shards(out, ["shards/a"], "ragged", extra={"source": "test"})
+    assert len(m) == 1 and json.loads((out / SHARDS_FILE).read_text())["source"] == "test"
+    with directory_lock(out), pytest.raises(SchemaMismatchError, match="holds a 'ragged' map, not a 'strings'"):
+        publish_shards(out, ["shards/a"], "strings")
