@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ def text_sample(i):
     return f"line {i} " + "é" * (i % 3)
 
 
-def slow_ragged_sample(i):
+def slow_ragged_sample(i, started):
+    """A sample that takes a while, leaving a mark in ``started`` when the first one begins."""
+    Path(started).touch()
     time.sleep(0.02)
     return ragged_sample(i)
 
@@ -115,7 +118,8 @@ def _until_the_scheduler_forgets_failed_tasks(client):
 
 
 def test_a_worker_killed_mid_build(tmp_path, dask_client):
-    bag = db.from_sequence(range(120), npartitions=6).map(slow_ragged_sample)  # about 0.4 s per partition
+    started = tmp_path / "started"
+    bag = db.from_sequence(range(120), npartitions=6).map(slow_ragged_sample, str(started))  # ~0.4 s a partition
     shards = tmp_path / "out" / "shards"
     outcome = {}
 
@@ -128,9 +132,9 @@ def test_a_worker_killed_mid_build(tmp_path, dask_client):
     thread = threading.Thread(target=build)
     thread.start()
     deadline = time.monotonic() + 20
-    while not (shards.is_dir() and any(".staging-" in p.name for p in shards.iterdir())):
-        assert time.monotonic() < deadline, "no shard build started"
-        time.sleep(0.01)
+    while not started.exists():  # the workers are computing samples: kill one mid-build
+        assert time.monotonic() < deadline, f"no sample was computed: {outcome}"
+        time.sleep(0.005)
     pids = dask_client.run(os.getpid)
     os.kill(next(iter(pids.values())), signal.SIGKILL)
     thread.join(60)

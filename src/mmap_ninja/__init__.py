@@ -28,6 +28,7 @@ from mmap_ninja.numpy import open_existing as np_open_existing
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.records import Field, RecordsMmap
+from mmap_ninja.sharded import ShardedMap, merge
 from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
@@ -46,12 +47,14 @@ __all__ = [
     "RecordsMmap",
     "Report",
     "SampleFetchError",
+    "ShardedMap",
     "StringsMmap",
     "StringsMmmap",
     "UnfinishedMapError",
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
+    "merge",
     "np_append",
     "np_extend",
     "np_extend_dir",

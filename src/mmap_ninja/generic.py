@@ -9,19 +9,22 @@ from typing import Any, Callable, Optional
 from mmap_ninja.errors import UnknownFeatureError
 from mmap_ninja.format import read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
-from mmap_ninja.maps import KINDS, MapBase
+from mmap_ninja.maps import KINDS
+from mmap_ninja.sharded import ShardedMap, is_sharded
 from mmap_ninja.storage import PathLike, absolute
 
 __all__ = ["Wrapped", "open_existing"]
 
 
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+",
-                  **options: Any) -> MapBase:
-    """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ...
+                  **options: Any) -> Any:
+    """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ..., or a `ShardedMap`
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
     """
     directory = absolute(out_dir)
+    if is_sharded(directory):
+        return ShardedMap(directory, wrapper_fn, mode, **options)
     kind = open_legacy(directory).kind if is_legacy_map(directory) else read_header(directory).kind
     cls = KINDS.get(kind)
     if cls is None:

@@ -578,6 +578,14 @@ class MapBase:
         return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
                           wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
+    @classmethod
+    def from_dask(cls, out_dir: PathLike, bag: Any, **options: Any) -> Any:
+        """A sharded map with one shard per partition of a ``dask.bag``, built on the active Dask scheduler (a
+        ``distributed.Client`` included); see `mmap_ninja.adapters.dask.from_dask`. Needs the ``dask`` extra."""
+        from mmap_ninja.adapters.dask import from_dask
+
+        return from_dask(cls, out_dir, bag, **options)
+
     # -------------------------------------------------------------- life cycle
 
     def close(self) -> None:

@@ -70,7 +70,7 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("dtype", "fd", "mapped", "path")
+    __slots__ = ("__weakref__", "_finalizer", "dtype", "fd", "mapped", "path")
 
     def __init__(self, path: Path, dtype: np.dtype[Any]):
         self.path = path
@@ -82,11 +82,14 @@ class _Column:
             self.fd = None  # reported by the size check, with the file's name
         except IsADirectoryError:
             raise CorruptMapError(f"{path} is not a regular file") from None
+        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too.
+        self._finalizer = weakref.finalize(self, os.close, self.fd) if self.fd is not None else None
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self.fd = None
         self.mapped = None
 
     def view(self, length: int) -> np.ndarray[Any, Any]:
