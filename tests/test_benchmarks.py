@@ -132,7 +132,9 @@ def test_peer_targets(quick_run):
     targets = {r[0]: r[1:] for r in table_after(stdout, "## Targets (measured in this run)")[2:]}
     for kind in ("tokens", "images", "strings"):
         assert targets[f"per-item iteration, {kind}, vs pyarrow (ours / pyarrow)"][0] == "<= 1.0x"
-        assert targets[f"build, {kind}, vs raw writer (ours / raw throughput)"][0] == ">= 0.8x"
+        goal, _measured, passed = targets[f"build, {kind}, vs raw writer (ours / raw throughput)"]
+        # issue 10's target is the token build; strings and images are reported the same way
+        assert (goal, passed in ("PASS", "FAIL")) == ((">= 0.8x", True) if kind == "tokens" else ("reported", False))
     assert targets["token-sequence random read vs the floor (ours / floor)"][0] == "<= 2x"
     for kind in ("strings", "ragged"):
         _goal, measured, passed = targets[f"{kind} append inside a transaction cheaper than bare (bare / transaction)"]
