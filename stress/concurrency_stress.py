@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import crash_torture as ct
+import numpy as np
 
 READER_STATS = ("opens", "failed_opens", "checked", "wrong", "growing_refreshes")
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import run
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-
-from benchmarks import run  # noqa: E402
 
 
 def table_after(markdown: str, heading: str) -> list:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import concurrency_stress as cs
+import crash_torture as ct
 import numpy as np
 import pytest
 
 from mmap_ninja import MapLockedError, NumpyMmap, RaggedMmap, StringsMmap
 from mmap_ninja.maps import MapBase
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
-import concurrency_stress as cs
-import crash_torture as ct
 
 CLASSES = [StringsMmap, RaggedMmap, NumpyMmap]
 

@@ -6,16 +6,13 @@ call the same code: a short form in the default run and a long one marked ``slow
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import crash_torture as ct
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
-import crash_torture as ct
 
 
 def _failures(results: Sequence[ct.Trial]) -> list[str]:

@@ -31,18 +31,15 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
+import crash_torture as ct
 import pytest
 
 import mmap_ninja
 from mmap_ninja import CorruptMapError, UnfinishedMapError
 from mmap_ninja.format import dtype_from_json
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
-import crash_torture as ct
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
