@@ -250,7 +250,8 @@ class StringsView(OffsetsView):
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8 = self.utf8
         for offsets in self.chunks(start):
-            yield from (str(utf8[a:b], "utf-8") for a, b in zip(offsets, offsets[1:]))
+            for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
+                yield str(utf8[a:b], "utf-8")
 
 
 class CompressedStringsView(StringsView):
@@ -273,7 +274,8 @@ class CompressedStringsView(StringsView):
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8, decompress = self.utf8, self.decompress
         for offsets in self.chunks(start):
-            yield from (str(decompress(utf8[a:b]), "utf-8") for a, b in zip(offsets, offsets[1:]))
+            for a, b in zip(offsets, offsets[1:]):
+                yield str(decompress(utf8[a:b]), "utf-8")
 
 
 class StringsLayout(Layout):
@@ -402,7 +404,8 @@ class RaggedView(OffsetsView):
             return
         values = self.values
         for offsets in self.chunks(start):
-            yield from (values[a:b] for a, b in zip(offsets, offsets[1:]))
+            for a, b in zip(offsets, offsets[1:]):
+                yield values[a:b]
 
     def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""
