@@ -151,6 +151,7 @@ class MapBase:
 
     layout: ClassVar[Layout]
     _view: Any
+    _legacy: Any  # the reader of a map written by mmap_ninja 0.9.0, or None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -167,7 +168,6 @@ class MapBase:
                     durable, allow_unfinished)
         if allow_unfinished:
             self._mode = "r"
-        self._legacy: Any = None
         try:
             store: Optional[Store] = self._open_store()
         except NotAMapError:
@@ -189,16 +189,16 @@ class MapBase:
         self._view = self._rebuild()
 
     def _open_store(self) -> Store:
-        for _ in range(_CREATION_RETRIES):
+        attempt = 0
+        while True:
             try:
                 return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
                                   allow_unfinished=self._allow_unfinished)
             except UnfinishedMapError as error:
-                if not error.in_progress:
+                attempt += 1
+                if not error.in_progress or attempt > _CREATION_RETRIES:
                     raise
                 time.sleep(0.005)  # another process may be creating it: that takes milliseconds, a build longer
-        return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
-                          allow_unfinished=self._allow_unfinished)
 
     def _open_legacy(self) -> None:
         reader = open_legacy(self._path)
