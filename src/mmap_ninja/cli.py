@@ -98,7 +98,7 @@ def describe(path: str) -> dict[str, Any]:
     attrs = header.attrs
     info: dict[str, Any] = {
         "path": str(directory), "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
-        "length": layout.count(header.lengths, attrs) if layout is not None else None,
+        "length": _count(layout, header.lengths, attrs),
         "commit": header.commit, "unfinished build": header.building,
         "requires": list(header.requires), "checksums": header.checksums or "none",
     }
@@ -110,6 +110,15 @@ def describe(path: str) -> dict[str, Any]:
     info["metadata"] = header.metadata
     info["bytes"] = {name: os.path.getsize(directory / (name + COLUMN_SUFFIX)) for name in header.columns}
     return info
+
+
+def _count(layout: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Any:
+    """The number of samples the header commits, or None when the kind is unknown or the header lacks a column
+    (`verify` says what is wrong)."""
+    try:
+        return None if layout is None else layout.count(lengths, attrs)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def run_info(args: argparse.Namespace) -> int:

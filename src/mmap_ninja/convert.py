@@ -138,8 +138,8 @@ def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: 
     bar = _progress(len(legacy), f"converting {legacy.path.name}", verbose)
     samples = _samples(legacy, batch_size, bar)
     codec = None if codec == "none" else codec
-    if codec is not None and legacy.kind == "numpy":
-        raise ValueError("codecs compress strings and ragged maps; a numpy map keeps its fixed-size samples")
+    if codec is not None and legacy.kind not in ("strings", "ragged"):
+        raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
     try:
         if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap

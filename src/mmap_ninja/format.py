@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 4 << 20
 MAX_METADATA_KEY_LENGTH = 256
 
+_COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "building", "columns",
          "checksums", "checksum"}
 _REQUIRED_KEYS = {"format", "version", "kind", "attrs", "columns"}  # all a 1.0 header has besides "id"
@@ -198,6 +200,9 @@ def parse_header(content: Any, path: Path) -> Header:
         raise CorruptMapError(f"{path}: 'columns' must be a non-empty object")
     parsed = {}
     for name, spec in columns.items():
+        if not _COLUMN_NAME.fullmatch(name) or ".." in name:
+            raise CorruptMapError(f"{path}: {name!r} is not a column name (letters, digits, '_', '-' and '.', not "
+                                  f"leading): a header must not name files outside its map")
         if not isinstance(spec, dict) or not {"dtype", "length"} <= spec.keys():
             raise CorruptMapError(f"{path}: column {name!r} needs a 'dtype' and a 'length', got {spec!r}")
         length = spec["length"]

@@ -22,7 +22,7 @@ from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, 
 from mmap_ninja.format import HEADER_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
 
 __all__ = ["KINDS", "MapBase", "resolve_index", "resolve_positions"]
 
@@ -216,7 +216,7 @@ class MapBase:
         self._mode = mode
         self.wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
-        self._lock_timeout = lock_timeout
+        self._lock_timeout = check_lock_timeout(lock_timeout)
         self._durable = durable
         self._allow_unfinished = allow_unfinished
         self._legacy = None
@@ -250,6 +250,12 @@ class MapBase:
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
                                   f"{store.kind!r} map has")
+        wrong = [(name, dtype) for name, dtype in needed.items() if store.header.columns[name].dtype != np.dtype(dtype)]
+        if wrong:
+            store.close()
+            name, dtype = wrong[0]
+            raise CorruptMapError(f"{self._path / HEADER_FILE} gives column {name!r} the dtype "
+                                  f"{store.header.columns[name].dtype}; a {store.kind!r} map stores it as {dtype}")
 
     # -------------------------------------------------------------- views
 
@@ -390,6 +396,9 @@ class MapBase:
     def _writable_store(self) -> Store:
         if self._legacy is not None:
             raise PermissionError(legacy_write_refusal(self._path))
+        if self._allow_unfinished:
+            raise PermissionError(f"{self._path} was opened with allow_unfinished=True, which reads an unfinished "
+                                  f"build without changing it; re-run the build (it replaces the unfinished one)")
         if self._mode == "r":
             raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         store = self._store
@@ -419,8 +428,9 @@ class MapBase:
         """Add one sample at the end (one transaction)."""
         self.extend([sample])
 
-    def extend(self, samples: Iterable[Any]) -> None:
-        """Add samples at the end, all or none: readers see them only once all are on disk."""
+    def extend(self, samples: Iterable[Any], verbose: bool = False) -> None:
+        """Add samples at the end, all or none: readers see them only once all are on disk. (``verbose`` is
+        accepted for mmap_ninja 0.9.0's signature; one extend is one commit, with no progress to show.)"""
         layout = self.layout
         if self._store is None and self._legacy is None and self._mode == "r+":
             # The first write creates the map: check the samples first, so that a refused one creates nothing.
@@ -454,6 +464,13 @@ class MapBase:
             samples = [samples[i] for i in np.sort(chosen).tolist()]
         dictionary = codec.train(self.layout.sample_bytes(samples)) or b""
         store.append({"dictionary": [dictionary]}, {**attrs, "trained": True})
+
+    def flush(self) -> None:
+        """Make what this map committed durable on disk now (fsync its files), as ``np.memmap.flush`` does; to
+        fsync every commit as it is made, open the map with ``durable=True``."""
+        store = self._store
+        if store is not None:
+            store.sync()
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the map's user metadata (JSON values; one commit)."""

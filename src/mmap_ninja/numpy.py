@@ -118,7 +118,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
             writable = shaped(store.writable_view("data"), view.dtype, view.sample_shape, view.order)
             writable[index] = cast(as_array(value, "the assigned value", view.dtype), view.dtype, "the assigned value")
             del writable
-            rows = np.arange(view.length)[index[0] if isinstance(index, tuple) else index]
+            rows = _rows_touched(index, view.length)
             if np.size(rows):  # the samples the assignment touched: their checksums are recomputed
                 sample_bytes = view.array[0].nbytes
                 store.rehash("data", int(np.min(rows)) * sample_bytes, (int(np.max(rows)) + 1) * sample_bytes)
@@ -130,6 +130,18 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     def append(self, sample: Any) -> None:
         """Add one sample (an array of the map's sample shape)."""
         self.extend(np.expand_dims(as_array(sample, "the sample"), 0))
+
+
+def _rows_touched(index: Any, length: int) -> np.ndarray[Any, Any]:
+    """The samples (rows) a NumPy index into a ``(length, ...)`` array selects; all of them when that cannot be
+    told (checksums are then recomputed for the whole map, which is correct, only slower)."""
+    first = index[0] if isinstance(index, tuple) and index else index
+    try:
+        if isinstance(first, np.ndarray) and first.dtype == bool and first.ndim > 1:  # a mask over whole samples
+            return np.flatnonzero(first.reshape(first.shape[0], -1).any(axis=1))
+        return np.atleast_1d(np.arange(length)[first])
+    except (IndexError, TypeError, ValueError):
+        return np.arange(length)
 
 
 NpTarget = Union[NumpyMmap, PathLike]

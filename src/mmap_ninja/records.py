@@ -761,7 +761,7 @@ class RecordsMmap(MapBase):
                              f"create it with extend(rows), append(row), RecordsMmap.from_generator or from_dict")
         return super()._writable_store()
 
-    def extend(self, samples: Any) -> None:
+    def extend(self, samples: Any, verbose: bool = False) -> None:
         """Add rows at the end, all or none, in one commit: an iterable of dicts (field -> value), or a dict of
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first

@@ -593,7 +593,10 @@ class _Source:
 
 def _check_source(path: Path, out_dir: Path) -> _Source:
     if is_sharded(path):
-        raise ValueError(f"{path} is itself a sharded map; merge its shards (ShardedMap(path).shards) instead")
+        raise ValueError(f"{path} is itself a sharded map; merging sharded maps is not supported")
+    owner = next((parent for parent in path.parents if is_sharded(parent)), None)
+    if owner is not None:  # moving it would take it out of the sharded map that lists it
+        raise ValueError(f"{path} is a shard of the sharded map {owner}; merge maps that no sharded map holds")
     header = read_header(path)  # NotAMapError / CorruptMapError / UnknownFeatureError name the path
     if header.building:
         raise ValueError(f"{path} is an unfinished build; finish (or re-run) it before merging it")
@@ -642,6 +645,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     out = absolute(out_dir)
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError("merge() takes a sequence of map paths, not a single path")
+    checked_metadata = None if metadata is None else check_metadata(metadata)  # before anything is moved
     sources_paths = [absolute(p) for p in paths]
     if len(set(sources_paths)) != len(sources_paths):
         seen: set[Path] = set()
@@ -721,11 +725,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             raise
         if existing is None:
             top = _TopHeader(expected["kind"], expected["attrs"], infos, id=uuid.uuid4().hex, commit=1,
-                             metadata=check_metadata(metadata))
+                             metadata=checked_metadata or {})
         else:
             top = _TopHeader(existing.kind, expected["attrs"], existing.shards + infos, id=existing.id,
                              commit=existing.commit + 1, requires=existing.requires,
-                             metadata=existing.metadata if metadata is None else check_metadata(metadata),
+                             metadata=existing.metadata if checked_metadata is None else checked_metadata,
                              extra=existing.extra)
         replace_file(out / SHARDS_FILE, top.encode(), durable=True)
         os.unlink(out / JOURNAL_FILE)

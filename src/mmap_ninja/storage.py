@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import replace_file, write_all
+from mmap_ninja._fsio import fsync_dir, replace_file, write_all
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -145,6 +145,16 @@ class _Transaction:
         self.metadata: dict[str, Any] | None = None
         self.records: list[tuple[int, int, int, int, int]] = []  # checksum records of this transaction's writes
         self.dirty = False
+        self.savepoints: list[tuple[Any, ...]] = []  # the state at each nested begin, to undo a failed inner block
+
+    def save(self) -> None:
+        self.savepoints.append((self.lengths, self.attrs, self.metadata, len(self.records), self.dirty))
+
+    def restore(self) -> dict[str, int]:
+        """Undo what the innermost nested block wrote (its appends; in-place writes are not undone)."""
+        self.lengths, self.attrs, self.metadata, records, self.dirty = self.savepoints.pop()
+        del self.records[records:]
+        return self.lengths
 
 
 class Store:
@@ -154,7 +164,7 @@ class Store:
                  allow_unfinished: bool):
         self.path = path
         self.durable = durable
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check_lock_timeout(lock_timeout)
         self.allow_unfinished = allow_unfinished
         self.closed = False
         self._header = header
@@ -198,23 +208,27 @@ class Store:
         ``path`` (one a racing process just created) is opened instead of failing.
         """
         path = absolute(path)
+        lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
             raise FileExistsError(f"{path} exists and is not a directory")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
+        # Refusals come before the lock file is made, so that a refused create leaves nothing behind.
         if not (path / HEADER_FILE).exists():
-            _refuse_foreign_files(path)  # before the lock file is made: a refused create leaves nothing behind
+            _refuse_foreign_files(path)
+        else:
+            _refuse_a_header_it_cannot_replace(path)
         lock_fd = _lock(path, lock_timeout)
         try:
             try:
                 old: Header | None = read_header(path)
             except NotAMapError:
                 old = None
-            except (CorruptMapError, FormatVersionError) as e:
-                raise FileExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); "
-                                      f"remove the directory yourself if it is no longer needed") from None
+            except (CorruptMapError, FormatVersionError):
+                _refuse_a_header_it_cannot_replace(path)
+                raise
             if old is not None and join_existing and not old.building:
                 if old.kind != kind:
                     raise KindMismatchError(f"{path} holds a {old.kind!r} map, not a {kind!r} one")
@@ -399,6 +413,7 @@ class Store:
         try:
             if self._txn is not None:
                 self._txn.depth += 1
+                self._txn.save()
                 return
             if not self._header.writable_by_us:
                 v = self._header.version
@@ -430,7 +445,13 @@ class Store:
         try:
             if txn.depth > 1:
                 txn.depth -= 1
-                if ok and self._builder and txn.dirty and txn.depth == 1:
+                if not ok:  # a nested block that raised: its appends go, the enclosing transaction goes on
+                    lengths = txn.restore()
+                    for name in txn.fds:
+                        self._discard_tail(txn, name, to=lengths[name])
+                    return
+                txn.savepoints.pop()
+                if self._builder and txn.dirty and txn.depth == 1:
                     self._publish(building=True)  # a build commits each write it is given
                 return
             try:
@@ -603,6 +624,18 @@ class Store:
         txn.attrs = txn.metadata = None
         txn.dirty = False
 
+    def sync(self) -> None:
+        """fsync every column file, the header and the directory."""
+        for column in self._columns.values():
+            if column.fd is not None:
+                os.fsync(column.fd)
+        fd = os.open(self.path / HEADER_FILE, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.path)
+
     def flush(self) -> None:
         """fsync the column files (in-place writes of a ``durable`` map are flushed by each write already)."""
         txn = self._txn
@@ -630,6 +663,14 @@ def _encode(header: Header) -> bytes:
     return encode_header(header)
 
 
+def _refuse_a_header_it_cannot_replace(path: Path) -> None:
+    try:
+        read_header(path)
+    except (CorruptMapError, FormatVersionError) as e:
+        raise FileExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); remove the "
+                              f"directory yourself if it is no longer needed") from None
+
+
 def _refuse_foreign_files(path: Path) -> None:
     foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
     if foreign:
@@ -643,14 +684,23 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def check_lock_timeout(timeout: Any) -> Optional[float]:
+    """``lock_timeout`` as None (wait for ever) or a finite number of seconds >= 0, or a ValueError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
+        raise ValueError(f"lock_timeout must be None (wait for ever) or a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
 def _lock(path: Path, timeout: Optional[float]) -> int:
     """Take the writer lock of the map directory ``path``; returns the descriptor that holds it."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     lock_path = path / LOCK_FILE
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
-    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))

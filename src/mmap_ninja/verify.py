@@ -13,6 +13,7 @@ import numpy as np
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
+from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute
 
 __all__ = ["Report", "verify"]
@@ -46,12 +47,36 @@ def verify(path: PathLike, deep: bool = False) -> Report:
     """
     directory = absolute(path)
     report = Report(directory, deep=deep)
+    if is_legacy_map(directory):
+        return _verify_legacy(report)
     try:
         header = read_header(directory)
     except CorruptMapError as e:
         report.problems.append(str(e))
         return report
     report.kind = header.kind
+    from mmap_ninja.maps import KINDS
+
+    cls = KINDS.get(header.kind)
+    if cls is None:
+        report.problems.append(f"{directory / HEADER_FILE} holds a map of kind {header.kind!r}, which this "
+                               f"mmap_ninja does not know: nothing can read it")
+        return report
+    try:
+        needed = cls.layout.columns_for(header.attrs)
+    except (CorruptMapError, KeyError, TypeError, ValueError) as e:
+        report.problems.append(f"{directory / HEADER_FILE} has attributes a {header.kind!r} map cannot have: {e}")
+        return report
+    missing = [name for name in needed if name not in header.columns]
+    if missing:
+        report.problems.append(f"{directory / HEADER_FILE} lists no column {missing[0]!r}, which a "
+                               f"{header.kind!r} map has")
+        return report
+    for name, dtype in needed.items():
+        if header.columns[name].dtype != np.dtype(dtype):
+            report.problems.append(f"{directory / HEADER_FILE} gives column {name!r} the dtype "
+                                   f"{header.columns[name].dtype}; a {header.kind!r} map stores it as {dtype}")
+            return report
     if header.building:
         report.notes.append("the map is an unfinished build (its from_* call did not return)")
     if (directory / (HEADER_FILE + ".tmp")).exists():
@@ -60,9 +85,22 @@ def verify(path: PathLike, deep: bool = False) -> Report:
     if columns is None:
         return report
     unit = _offset_unit(header)
-    report.length = _check_index(columns, unit, report)
+    _check_index(columns, unit, report)
+    report.length = cls.layout.count(header.lengths, header.attrs)
     if deep:
         _check_checksums(directory, header, columns, unit, report)
+    return report
+
+
+def _verify_legacy(report: Report) -> Report:
+    """A map written by mmap_ninja 0.9.0 has no checksums: check that it opens (its files, lengths and dtypes)."""
+    try:
+        reader = open_legacy(report.path)
+    except CorruptMapError as e:
+        report.problems.append(str(e))
+        return report
+    report.kind, report.length = reader.kind, len(reader)
+    report.notes.append("written by mmap_ninja 0.9.0: no checksums to check; `mmap-ninja convert` upgrades it")
     return report
 
 
