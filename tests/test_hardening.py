@@ -64,7 +64,7 @@ def test_a_write_to_an_unfinished_build_says_why_it_is_refused(tmp_path):
         StringsMmap.from_generator(tmp_path / "m", rows(), batch_size=1)
     partial = StringsMmap(tmp_path / "m", allow_unfinished=True)
     before = snapshot(tmp_path / "m")
-    with pytest.raises(PermissionError, match="allow_unfinished=True.*re-run the build"):
+    with pytest.raises(PermissionError, match=r"allow_unfinished=True.*re-run the build"):
         partial.append("b")
     assert snapshot(tmp_path / "m") == before
 
