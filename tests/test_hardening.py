@@ -142,3 +142,13 @@ def test_convert_with_a_codec_refuses_kinds_it_cannot_compress(tmp_path):
     with pytest.raises(ValueError, match="a numpy map cannot be re-encoded"):
         convert(tmp_path / "n", tmp_path / "z", codec="lz4", verbose=False)
     assert not (tmp_path / "z").exists()
+
+
+def test_a_batch_mixing_ints_and_floats_cannot_round_an_int_silently(tmp_path):
+    m = np_from_ndarray(tmp_path / "n", np.zeros((1, 2), np.float32))
+    before = snapshot(tmp_path / "n")
+    with pytest.raises(ValueError, match="item 2: .*16777217"):
+        m.extend([np.zeros(2, np.float32), [16777217, 0]])  # NumPy alone would promote the batch to float64
+    assert snapshot(tmp_path / "n") == before
+    m.extend([[1.5, 2], np.ones(2)])
+    assert np_open_existing(tmp_path / "n").tolist() == [[0, 0], [1.5, 2], [1, 1]]

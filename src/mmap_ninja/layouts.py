@@ -672,6 +672,12 @@ class NumpyLayout(Layout):
                 if np.shape(sample) != tuple(sample_shape):
                     raise ValueError(f"item {first + k} has shape {np.shape(sample)}, expected "
                                      f"{tuple(sample_shape)}")
+            dtype = _dtype(attrs)
+            if dtype is not None and not all(isinstance(s, np.ndarray) and s.dtype == dtype for s in samples):
+                # Each sample cast on its own: stacking first would let NumPy promote a batch that mixes ints
+                # and floats to float64, and an int the map's float32 cannot hold would then round silently.
+                return np.stack([cast(as_array(s, f"item {first + k}"), dtype, f"item {first + k}")
+                                 for k, s in enumerate(samples)]) if samples else np.empty((0,))
         return as_array(samples, "the samples") if samples else np.empty((0,))
 
     def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
