@@ -147,7 +147,7 @@ def test_convert_with_a_codec_refuses_kinds_it_cannot_compress(tmp_path):
 def test_a_batch_mixing_ints_and_floats_cannot_round_an_int_silently(tmp_path):
     m = np_from_ndarray(tmp_path / "n", np.zeros((1, 2), np.float32))
     before = snapshot(tmp_path / "n")
-    with pytest.raises(ValueError, match="item 2: .*16777217"):
+    with pytest.raises(ValueError, match=r"item 2: .*16777217"):
         m.extend([np.zeros(2, np.float32), [16777217, 0]])  # NumPy alone would promote the batch to float64
     assert snapshot(tmp_path / "n") == before
     m.extend([[1.5, 2], np.ones(2)])
