@@ -415,8 +415,9 @@ class MapBase:
     def transaction(self) -> Iterator[None]:
         """Hold the writer lock for the block and publish all its writes as one commit when it ends (nothing
         if it raises). Readers see none of them until then; this handle sees them at once. Use it to make a
-        loop of single ``append`` calls cost one lock and one commit. (In-place assignments reach the files
-        at once and are not undone if the block raises.)"""
+        loop of single ``append`` calls cost one lock and one commit. Blocks nest: a nested block that raises
+        takes back its own appends and the enclosing one goes on. (In-place assignments reach the files at once
+        and are not undone if a block raises.)"""
         store = self._writable_store()
         try:
             with store.transaction():
