@@ -342,6 +342,13 @@ class RecordsView(View):
         return (dict(zip(names, values)) for values in zip(*(v.iterate(start) for v in self.views.values())))
 
 
+def _field_message(name: str, message: str) -> str:
+    """A field layout's error as the records map says it: ``item 11: ...`` (item i is row i) as ``row 11, field
+    'label': ...``."""
+    found = re.match(r"item (\d+): (.*)", message, flags=re.S)
+    return f"row {found[1]}, field {name!r}: {found[2]}" if found else f"field {name!r}: {message}"
+
+
 def _as_error(error: Exception, message: str) -> Exception:
     return TypeError(message) if isinstance(error, TypeError) else ValueError(message)
 
@@ -437,7 +444,7 @@ class RecordsLayout(Layout):
             try:
                 batched[name] = layout.batch(values, self.field_lengths(name, lengths), field_attrs)
             except (TypeError, ValueError) as e:
-                raise _as_error(e, f"field {name!r}: {e}") from None
+                raise _as_error(e, _field_message(name, str(e))) from None
         return RecordsBatch(batched, length)
 
     @staticmethod
