@@ -196,33 +196,48 @@ class _Remote:
             raise ImportError("reading or writing maps at a URL needs fsspec (and s3fs for s3://): "
                               "pip install 'mmap_ninja[s3]'") from None
         self.url = url.rstrip("/")
-        options = dict(storage_options or {})
-        with _remote_errors(self.url):
-            self.fs, root = fsspec.core.url_to_fs(self.url, **options)
-        self.root = root.rstrip("/")
+        self._options = dict(storage_options or {})
+        self._fsspec = fsspec
+        self._pid = -1
+        self.fs: Any = None
+        self.root = ""
+        self._connect()
+
+    def _connect(self) -> None:
+        """The file system for this process: fsspec's clients (s3fs's event loop) do not survive a fork, so a
+        forked copy (a DataLoader worker) makes its own on first use."""
+        if self._pid != os.getpid():
+            with _remote_errors(self.url):
+                self.fs, root = self._fsspec.core.url_to_fs(self.url, **self._options)
+            self.root = root.rstrip("/")
+            self._pid = os.getpid()
 
     def url_of(self, rel: str) -> str:
         return f"{self.url}/{rel}" if rel else self.url
 
     def _path(self, rel: str) -> str:
+        self._connect()
         return f"{self.root}/{rel}" if rel else self.root
 
     def cat(self, rel: str) -> bytes:
         with _remote_errors(self.url_of(rel)):
-            data: bytes = self.fs.cat_file(self._path(rel))
+            path = self._path(rel)  # first: it connects (anew after a fork)
+            data: bytes = self.fs.cat_file(path)
             return data
 
     def get(self, rel: str, local: Path) -> None:
         with _remote_errors(self.url_of(rel)):
-            self.fs.get_file(self._path(rel), str(local))
+            path = self._path(rel)
+            self.fs.get_file(path, str(local))
 
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
         with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)
             if os.stat(local).st_size == size:
-                self.fs.put_file(str(local), self._path(rel))
+                self.fs.put_file(str(local), path)
                 return
-            with open(local, "rb") as source, self.fs.open(self._path(rel), "wb") as target:
+            with open(local, "rb") as source, self.fs.open(path, "wb") as target:
                 left = size
                 while left:
                     chunk = source.read(min(left, _CHUNK))
@@ -233,7 +248,8 @@ class _Remote:
 
     def pipe(self, rel: str, data: bytes) -> None:
         with _remote_errors(self.url_of(rel)):
-            self.fs.pipe_file(self._path(rel), data)
+            path = self._path(rel)
+            self.fs.pipe_file(path, data)
 
 
 @contextmanager
