@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("s3fs")
 
-import mmap_ninja  # noqa: E402
-from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, merge, open_existing, upload  # noqa: E402
-from mmap_ninja.adapters.remote import Cache, RemoteMap, RemoteShardedMap, RemoteStorageError  # noqa: E402
+import mmap_ninja
+from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, merge, open_existing, upload
+from mmap_ninja.adapters.remote import Cache, RemoteMap, RemoteShardedMap, RemoteStorageError
 
 
 def ragged(n, seed=0):
@@ -88,6 +88,7 @@ def test_a_single_map_downloads_on_first_read_and_pickles_by_url(tmp_path, s3_se
     np.testing.assert_array_equal(m[-1], samples[-1])
     assert m.metadata == {"source": "test"}
     padded, lengths = m.get_batch([0, 1, 2], pad_value=-1)
+    assert padded[0, len(samples[0]):].tolist() == [-1] * (padded.shape[1] - len(samples[0]))
     assert lengths.tolist() == [len(s) for s in samples[:3]]
     before = s3_server.requests(bucket)
     copy = pickle.loads(pickle.dumps(m))
