@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -144,6 +145,8 @@ class Cache:
         limit = self.size_limit if limit is None else limit
         if limit is None or not self.entries.is_dir():
             return []
+        for left in (self.trash.iterdir() if self.trash.is_dir() else ()):  # left by an evictor that died
+            shutil.rmtree(left, ignore_errors=True)
         found = []
         for entry in self.entries.iterdir():
             try:
@@ -411,21 +414,26 @@ class RemoteMap:
         self._options = options
         self._length = _length(header)
         self._map: Optional[MapBase] = None
+        self._opening = threading.Lock()
 
     @property
     def local(self) -> MapBase:
         """The map, downloaded into the cache (on first use) and opened read-only."""
-        if self._map is None:
-            key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
-            entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
-            try:
-                local = KINDS[self.kind](entry, self.wrapper_fn, mode="r", **self._options)
-            except BaseException:
-                os.close(fd)
-                raise
-            weakref.finalize(local, os.close, fd)  # the reader's shared lock lives as long as the map
-            self._map = local
-        return self._map
+        local = self._map
+        if local is not None:
+            return local
+        with self._opening:  # threads touching it first open it once
+            if self._map is None:
+                key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
+                entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
+                try:
+                    opened = KINDS[self.kind](entry, self.wrapper_fn, mode="r", **self._options)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                weakref.finalize(opened, os.close, fd)  # the reader's shared lock lives as long as the map
+                self._map = opened
+            return self._map
 
     def __len__(self) -> int:
         return self._length
@@ -477,7 +485,7 @@ class RemoteShardedMap(ShardedMap):
         self._cache = cache
         self._raw = raw
         self._settings = settings
-        self._view_lock = weakref.finalize(self, os.close, fd)
+        self._release_view = weakref.finalize(self, os.close, fd)
 
     def open_shard(self, k: int) -> MapBase:
         info = self.shards[k]
@@ -499,7 +507,7 @@ class RemoteShardedMap(ShardedMap):
     def close(self) -> None:
         """Close every open shard and release the cache entries."""
         super().close()
-        self._view_lock()
+        self._release_view()
 
     def __repr__(self) -> str:
         return f"RemoteShardedMap({self.url!r}) of {len(self.shards)} {self.kind} shards, length {len(self)}"
