@@ -275,3 +275,31 @@ def test_importing_mmap_ninja_imports_no_storage_client():
     code = "import sys, mmap_ninja; bad = [m for m in ('fsspec', 's3fs', 'botocore') if m in sys.modules]; print(bad)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_download_left_by_a_dead_process_is_cleared_and_redone(tmp_path, s3_server):
+    RaggedMmap.from_lists(tmp_path / "r", ragged(5)).close()
+    bucket = s3_server.bucket()
+    url = f"s3://{bucket}/r"
+    upload(tmp_path / "r", url, storage_options=s3_server.options())
+    cache = Cache(tmp_path / "cache")
+    m = open_existing(url, cache_dir=cache.root, storage_options=s3_server.options())
+    first = m[0].tolist()
+    (key,) = cache.usage()
+    m.close()
+    gc.collect()
+    assert cache.evict(0) == [key]  # released: evictable
+    stale = cache.staging / f"{key}.0123abcd"
+    stale.mkdir()
+    (stale / "data.bin").write_bytes(b"partial")  # as a downloader killed midway leaves it
+    m = open_existing(url, cache_dir=cache.root, storage_options=s3_server.options())
+    assert m[0].tolist() == first
+    assert list(cache.usage()) == [key] and not list(cache.staging.iterdir())
+    m.close()
+
+
+def test_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="cache_size_limit must be a number of bytes"):
+        open_existing("memory://remote-test/x", cache_dir=tmp_path, cache_size_limit=-1)
+    with pytest.raises(ValueError, match="opens read-only"):
+        open_existing("memory://remote-test/x", mode="w", cache_dir=tmp_path)
