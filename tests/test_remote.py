@@ -111,9 +111,14 @@ def test_processes_on_one_node_download_each_file_once(tmp_path, s3_server):
                                                        results)) for _ in range(3)]
     for reader in readers:
         reader.start()
-    sums = [results.get(timeout=60) for _ in readers]
-    for reader in readers:
-        reader.join(timeout=60)
+    try:
+        sums = [results.get(timeout=30) for _ in readers]
+    finally:
+        for reader in readers:
+            reader.join(timeout=30)
+            if reader.is_alive():  # a reader stuck on a lock: stop it (the test fails on the missing sum)
+                reader.kill()
+                reader.join()
     expected = sum(int(s.sum()) for p in parts for s in p)
     assert sums == [expected] * 3
     gets = shard_files(s3_server.gets(bucket))
@@ -126,8 +131,9 @@ def _read_all(url, cache_dir, options, barrier, results):
     m = open_existing(url, cache_dir=cache_dir, storage_options=options)
     barrier.wait()  # all three race for the same shards
     total = sum(int(s.sum()) for s in m)
-    m.close()
     results.put(total)
+    barrier.wait(timeout=20)  # every reader keeps its shards mapped until all have read (as DataLoader workers do)
+    m.close()
 
 
 def test_dataloader_workers_read_a_remote_map(tmp_path, s3_server):
@@ -303,3 +309,39 @@ def test_options_are_checked(tmp_path):
         open_existing("memory://remote-test/x", cache_dir=tmp_path, cache_size_limit=-1)
     with pytest.raises(ValueError, match="opens read-only"):
         open_existing("memory://remote-test/x", mode="w", cache_dir=tmp_path)
+
+
+def test_a_download_waits_for_the_downloader_never_for_live_readers(tmp_path):
+    import fcntl
+    import threading
+
+    cache = Cache(tmp_path / "cache")
+    cache.acquire("warm", lambda stage: None)  # creates the cache's folders
+    reader = os.open(cache.locks / "k", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(reader, fcntl.LOCK_SH)  # another process's reader, between its check and its download
+    started, release, calls, done, held = threading.Event(), threading.Event(), [], [], []
+
+    def slow_fill(stage):
+        calls.append(stage)
+        started.set()
+        assert release.wait(10)
+        (stage / "data.bin").write_bytes(b"x" * 10)
+
+    def get():
+        entry, fd = cache.acquire("k", slow_fill)
+        held.append(fd)  # stays a live reader while the other one waits
+        done.append((entry / "data.bin").read_bytes())
+
+    first = threading.Thread(target=get, daemon=True)
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=get, daemon=True)
+    second.start()
+    time.sleep(0.2)
+    assert done == []  # the second waits for the download in progress
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert done == [b"x" * 10] * 2 and len(calls) == 1  # one download, both served, none stuck on a reader
+    for fd in [reader, *held]:
+        os.close(fd)

@@ -9,13 +9,14 @@ column holds its committed bytes, the index is sound, and the checksum records m
 The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
 
     entries/<key>/     one downloaded map or shard (or a sharded map's shards.json); complete, or absent
-    locks/<key>        its lock file: LOCK_EX while it is downloaded or evicted, LOCK_SH by every live reader
+    locks/<key>        LOCK_SH by every live reader of the entry, LOCK_EX by an evictor deleting it
+    locks/<key>.download   LOCK_EX by the one process downloading it (the others wait on it)
     staging/<key>.*    a download in progress (removed when it fails; a stale one by the next downloader)
     trash/             entries being deleted
 
 The key is a hash of the URL and the remote map's identity (its header's ``id`` and ``commit``; a shard's ``id``
 and length), so a dataset replaced at the same URL never mixes with its cached predecessor. Processes on one node
-(DataLoader workers included) share the cache: the first to need an entry downloads it under the exclusive lock,
+(DataLoader workers included) share the cache: the first to need an entry downloads it under the download lock,
 the others wait and reuse it, so each file is fetched once. With ``cache_size_limit`` (bytes), every download
 ends by evicting the least recently used entries that no live reader holds until the cache fits.
 
@@ -99,30 +100,35 @@ class Cache:
     def acquire(self, key: str, fill: Callable[[Path], None]) -> tuple[Path, int]:
         """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
         release the entry). If the entry is missing, ``fill(staging_dir)`` fills a fresh directory (raising if
-        what it got fails its checks), which is then renamed into place; concurrent callers wait for it."""
+        what it got fails its checks), which is then renamed into place; concurrent callers wait for it.
+
+        Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
+        deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
+        one process downloads and the others wait for it, not for the readers)."""
         self._dirs()
         entry = self.entries / key
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
         downloaded = False
         try:
-            while True:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                if entry.is_dir():
-                    break
-                fcntl.flock(fd, fcntl.LOCK_EX)  # the downloader's lock; others wait here, then find the entry
-                if not entry.is_dir():
-                    for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
-                        shutil.rmtree(stale, ignore_errors=True)
-                    stage = self.staging / f"{key}.{uuid.uuid4().hex}"
-                    stage.mkdir()
-                    try:
-                        fill(stage)
-                        os.rename(stage, entry)
-                    except BaseException:
-                        shutil.rmtree(stage, ignore_errors=True)
-                        raise
-                    downloaded = True
-                # back to a shared lock, then check again (an evictor may slip in while the lock changes)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
+            if not entry.is_dir():
+                download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+                    if not entry.is_dir():
+                        for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
+                            shutil.rmtree(stale, ignore_errors=True)
+                        stage = self.staging / f"{key}.{uuid.uuid4().hex}"
+                        stage.mkdir()
+                        try:
+                            fill(stage)
+                            os.rename(stage, entry)
+                        except BaseException:
+                            shutil.rmtree(stage, ignore_errors=True)
+                            raise
+                        downloaded = True
+                finally:
+                    os.close(download)
             os.utime(entry)  # last use, for the least-recently-used eviction
             if downloaded and self.size_limit is not None:
                 self.evict()
