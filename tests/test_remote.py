@@ -275,6 +275,8 @@ def test_memory_urls_need_no_server_and_the_default_cache_is_per_user(tmp_path, 
     with pytest.raises(NotAMapError, match="memory://remote-test/none holds no mmap_ninja map"):
         open_existing("memory://remote-test/none")
     assert os.path.isdir(tmp_path / "user-cache" / "entries")
+    with pytest.raises(NotAMapError, match="no such map directory"):
+        upload(tmp_path / "missing", "memory://remote-test/missing")
 
 
 def test_importing_mmap_ninja_imports_no_storage_client():
@@ -345,3 +347,9 @@ def test_a_download_waits_for_the_downloader_never_for_live_readers(tmp_path):
     assert done == [b"x" * 10] * 2 and len(calls) == 1  # one download, both served, none stuck on a reader
     for fd in [reader, *held]:
         os.close(fd)
+
+
+def test_a_map_of_mmap_ninja_090_is_refused_with_the_way_to_convert_it(legacy_maps):
+    path = next(iter(legacy_maps.values()))
+    with pytest.raises(NotAMapError, match=r"0\.9\.0; convert it first"):
+        upload(path, "memory://remote-test/legacy")

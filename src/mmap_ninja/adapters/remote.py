@@ -43,6 +43,7 @@ from typing import Any, Callable, Optional
 
 from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
+from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
 from mmap_ninja.storage import COLUMN_SUFFIX, PathLike, absolute
@@ -543,9 +544,9 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
             _upload_map(source / info.path, remote, info.path, info.id)
         remote.pipe(SHARDS_FILE, raw)
         return
-    if not (source / HEADER_FILE).is_file():
-        read_header(source)  # raises NotAMapError naming what is missing
-        raise NotAMapError(f"{source} holds no map in the current format; convert it first (mmap-ninja convert)")
+    if is_legacy_map(source):
+        raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
+    read_header(source)  # NotAMapError naming the path when there is no map at all
     _upload_map(source, remote, "", None)
 
 
