@@ -277,6 +277,8 @@ def test_memory_urls_need_no_server_and_the_default_cache_is_per_user(tmp_path, 
     assert os.path.isdir(tmp_path / "user-cache" / "entries")
     with pytest.raises(NotAMapError, match="no such map directory"):
         upload(tmp_path / "missing", "memory://remote-test/missing")
+    mmap_ninja.upload(tmp_path / "w", (tmp_path / "bucket" / "w").as_uri())  # file:// is one more fsspec URL
+    assert list(open_existing((tmp_path / "bucket" / "w").as_uri())) == ["a", "b", "c"]
 
 
 def test_importing_mmap_ninja_imports_no_storage_client():

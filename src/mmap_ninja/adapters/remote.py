@@ -229,6 +229,14 @@ class _Remote:
         self._connect()
         return f"{self.root}/{rel}" if rel else self.root
 
+    def _target(self, rel: str) -> str:
+        """The path to write ``rel`` to; a local file system gets its parent folders (object stores need none)."""
+        path = self._path(rel)
+        protocol = self.fs.protocol
+        if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return path
+
     def cat(self, rel: str) -> bytes:
         with _remote_errors(self.url_of(rel)):
             path = self._path(rel)  # first: it connects (anew after a fork)
@@ -243,7 +251,7 @@ class _Remote:
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
         with _remote_errors(self.url_of(rel)):
-            path = self._path(rel)
+            path = self._target(rel)
             if os.stat(local).st_size == size:
                 self.fs.put_file(str(local), path)
                 return
@@ -258,7 +266,7 @@ class _Remote:
 
     def pipe(self, rel: str, data: bytes) -> None:
         with _remote_errors(self.url_of(rel)):
-            path = self._path(rel)
+            path = self._target(rel)
             self.fs.pipe_file(path, data)
 
 
