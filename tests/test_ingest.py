@@ -1,6 +1,7 @@
 """Records maps with images fields, built from an image folder, a Hugging Face Dataset and a Parquet file."""
 
 import io
+import json
 
 import datasets
 import numpy as np
@@ -37,6 +38,7 @@ def test_an_images_field_stores_bytes_unchanged_and_decodes_on_read(tmp_path):
         assert np.array_equal(rec[i]["image"], array)
         assert bytes(rec["image"].raw(i)) == data
     assert isinstance(rec["image"], ImagesMmap)
+    assert json.loads((tmp_path / "r" / "header.json").read_text())["requires"] == ["records", "records.images"]
     with pytest.raises(PermissionError, match="read-only"):
         rec["image"].append(images[0][1])
     batch, lengths = rec.get_batch([1, 4], pad_value=0)
@@ -91,7 +93,7 @@ def test_from_image_folder_orders_like_torchvision_and_keeps_the_bytes(tmp_path)
     assert classes == rec.metadata["classes"] and [s[0] for s in samples] == rec["path"][:]
     again = from_image_folder(tmp_path / "m2", root, extensions=[".PNG", "webp", "jpeg"])  # what the CLI calls
     assert again["path"][:] == ["bird/1.webp", "cat/z.jpeg", "dog/sub/c.png"]
-    with pytest.raises(FileNotFoundError, match="bird holds no file ending with .png"):
+    with pytest.raises(FileNotFoundError, match=r"bird holds no file ending with \.png"):
         from_image_folder(tmp_path / "m3", root, extensions=["png"])
 
 
@@ -187,7 +189,7 @@ def test_from_huggingface_refuses_nulls_naming_row_and_field(tmp_path, values, m
 
 
 def test_from_huggingface_refuses_other_inputs(tmp_path):
-    with pytest.raises(TypeError, match="takes a datasets.Dataset"):
+    with pytest.raises(TypeError, match=r"takes a datasets\.Dataset"):
         RecordsMmap.from_huggingface(tmp_path / "r", datasets.DatasetDict({"train": _hf_dataset(2)[0]}))
     nested = datasets.Dataset.from_dict({"d": [{"a": 1}]})
     with pytest.raises(TypeError, match="field 'd' has Arrow type struct"):
@@ -206,7 +208,7 @@ def test_from_parquet_reads_batch_by_batch(tmp_path):
 
 def test_from_parquet_refuses_nulls_before_writing(tmp_path):
     pq.write_table(pa.table({"a": [1, 2, 3, None], "b": ["x", "y", "z", "w"]}), tmp_path / "n.parquet")
-    with pytest.raises(ValueError, match="field 'a' of .* holds 1 null"):
+    with pytest.raises(ValueError, match=r"field 'a' of .* holds 1 null"):
         RecordsMmap.from_parquet(tmp_path / "r", tmp_path / "n.parquet")
     assert not (tmp_path / "r").exists()
     rec = RecordsMmap.from_parquet(tmp_path / "r", tmp_path / "n.parquet", columns=["b"])

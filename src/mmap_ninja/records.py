@@ -70,6 +70,10 @@ __all__ = ["FEATURE", "Field", "RecordsLayout", "RecordsMmap", "infer_schema", "
 FEATURE = "records"
 """The name a records map lists in its header's ``requires``."""
 register_feature(FEATURE)
+IMAGES_FEATURE = "records.images"
+"""Listed in ``requires`` by a records map with an images field (a reader knowing only the first field kinds
+refuses it by name instead of calling its schema corrupt)."""
+register_feature(IMAGES_FEATURE)
 
 DEFAULT_BATCH_SIZE = 16_384  # from_dict's default rows per commit
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -418,8 +422,10 @@ class RecordsLayout(Layout):
                 for column, items in layout.initial.items()}
 
     def requires(self, attrs: dict[str, Any]) -> list[str]:
-        needed = {feature for name, _, layout in self.fields(attrs)
-                  for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        fields = self.fields(attrs)
+        needed = {feature for name, _, layout in fields for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        if any(kind == "images" for _, kind, _ in fields):
+            needed.add(IMAGES_FEATURE)
         return [FEATURE, *sorted(needed)]
 
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
