@@ -57,7 +57,7 @@ def test_train_image_folder_on_a_pillow_made_folder(tmp_path):
     from PIL import Image
 
     root = tmp_path / "root"
-    for label, (folder, shade) in enumerate((("bright", 220), ("dark", 30))):
+    for folder, shade in (("bright", 220), ("dark", 30)):
         (root / folder).mkdir(parents=True)
         for i in range(5):
             size = (20 + 7 * i, 16 + 5 * (i % 3))
