@@ -204,6 +204,8 @@ def test_from_parquet_reads_batch_by_batch(tmp_path):
     ds.to_parquet(str(tmp_path / "d.parquet"), batch_size=4)
     rec = RecordsMmap.from_parquet(tmp_path / "r", tmp_path / "d.parquet", batch_size=2)
     _check_rows(rec, images, range(9))
+    assert rec.metadata["class_labels"] == {"label": ["even", "odd"]}  # from the features datasets wrote
+    assert RecordsMmap.from_parquet(tmp_path / "t", tmp_path / "d.parquet", columns=["text"]).metadata == {}
 
 
 def test_from_parquet_refuses_nulls_before_writing(tmp_path):

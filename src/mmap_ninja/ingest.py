@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any, Optional
 
@@ -83,7 +83,21 @@ def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = N
     return classes, samples
 
 
-def _rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+class _Rows:
+    """The rows of an image folder, read file by file as they are iterated; sized (for the progress bar)."""
+
+    def __init__(self, root: Path, samples: list[tuple[str, int]], first: list[dict[str, Any]]):
+        self.root, self.samples, self.first = root, samples, first
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self.first
+        yield from _read_rows(self.root, self.samples[len(self.first):])
+
+
+def _read_rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
     for relative, label in samples:
         path = root / relative
         try:
@@ -110,12 +124,11 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
     classes, samples = image_folder_samples(root, extensions)
     schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
     info = {**(metadata or {}), "classes": classes}
-    rows = _rows(root, samples)
-    first = list(islice(rows, batch_size))
+    first = list(islice(_read_rows(root, samples), batch_size))
     for k, row in enumerate(first):  # the first batch is checked before anything exists
         inspect_image(row["image"], f"row {k}, field 'image': file {root / row['path']}")
     try:
-        return RecordsMmap.from_generator(out_dir, chain(first, rows), batch_size, verbose, schema=schema,
+        return RecordsMmap.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
                                           overwrite=overwrite, durable=durable, metadata=info)
     except ValueError as e:
         raise _with_path(e, root, samples) from None

@@ -16,7 +16,8 @@ bounded by a batch whatever the size of the input. Numeric columns reach the map
 buffers (no copy before the write); list columns as views into their values. An ``Image()`` value that holds a
 path and no bytes (a dataset built from local files) is read from that file, unchanged; nothing is decoded or
 re-encoded. A Hugging Face ``ClassLabel`` column becomes an int64 scalar field, its names kept in the metadata
-as ``{"class_labels": {field: [names]}}``.
+as ``{"class_labels": {field: [names]}}`` (from a Parquet file
+that ``datasets`` wrote too, through the features it keeps in the file's schema metadata).
 
 Null values are refused, never cast: a ValueError names the row (in the input's order) and the field. A problem
 in the first batch leaves nothing on disk; a later one leaves the map as an unfinished build (as every
@@ -253,9 +254,28 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     if columns is not None:
         arrow_schema = pa.schema([arrow_schema.field(c) for c in columns])
     _check_statistics(source, arrow_schema, path)
+    info = dict(metadata or {})
+    class_labels = _hf_class_labels(source.schema_arrow.metadata, arrow_schema.names)
+    if class_labels:
+        info["class_labels"] = class_labels
     batches = source.iter_batches(batch_size=batch_size, columns=None if columns is None else list(columns))
     return records_from_batches(out_dir, arrow_schema, batches, overwrite=overwrite, durable=durable,
-                                metadata=metadata)
+                                metadata=info or None)
+
+
+def _hf_class_labels(schema_metadata: Optional[dict[bytes, bytes]], names: list[str]) -> dict[str, list[str]]:
+    """The ``ClassLabel`` names a Parquet file written by ``datasets`` records in its schema metadata."""
+    import json
+
+    try:
+        features = json.loads((schema_metadata or {})[b"huggingface"])["info"]["features"]
+    except (KeyError, ValueError, TypeError):
+        return {}
+    if not isinstance(features, dict):
+        return {}
+    return {name: list(spec["names"]) for name, spec in features.items()
+            if name in names and isinstance(spec, dict) and spec.get("_type") == "ClassLabel"
+            and isinstance(spec.get("names"), list)}
 
 
 def _check_statistics(source: Any, arrow_schema: pa.Schema, path: PathLike) -> None:
