@@ -12,7 +12,6 @@ from PIL import Image
 
 from mmap_ninja import Field, ImagesMmap, RecordsMmap
 from mmap_ninja.ingest import from_image_folder, image_folder_samples
-from mmap_ninja.testing import THOROUGH, MapConformance, spec_for
 
 
 def _png(seed, shape=(6, 5, 3)):
@@ -62,18 +61,6 @@ def test_a_bad_image_is_refused_naming_row_and_field_and_nothing_changes(tmp_pat
     assert len(RecordsMmap(tmp_path / "r")) == 1
     with pytest.raises(TypeError, match="no dtype"):
         Field("images", np.dtype(np.uint8))
-
-
-class TestRecordsWithImages(MapConformance):
-    """The conformance kit (crash trials, concurrent writers, bad input, pickling) on a records map with an images
-    field."""
-
-    spec = spec_for("records-images")
-
-
-@pytest.mark.slow
-class TestRecordsWithImagesThorough(TestRecordsWithImages):
-    effort = THOROUGH
 
 
 # ---------------------------------------------------------------------------------------------- image folder
