@@ -249,7 +249,7 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     import pyarrow.parquet as pq
 
     batch_size = check_batch_size(batch_size)
-    source = pq.ParquetFile(str(path))
+    source = pq.ParquetFile(str(path), pre_buffer=False)  # pre-buffering reads ahead without bound
     arrow_schema = source.schema_arrow
     if columns is not None:
         arrow_schema = pa.schema([arrow_schema.field(c) for c in columns])
@@ -258,9 +258,16 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     class_labels = _hf_class_labels(source.schema_arrow.metadata, arrow_schema.names)
     if class_labels:
         info["class_labels"] = class_labels
-    batches = source.iter_batches(batch_size=batch_size, columns=None if columns is None else list(columns))
+    batches = _parquet_batches(source, batch_size, None if columns is None else list(columns))
     return records_from_batches(out_dir, arrow_schema, batches, overwrite=overwrite, durable=durable,
                                 metadata=info or None)
+
+
+def _parquet_batches(source: Any, batch_size: int, columns: Optional[list[str]]) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches, one row group at a time (reading the whole file through one reader lets
+    pyarrow hold more and more of it: 290 MB of a 340 MB file in a test, against 16 MB this way)."""
+    for group in range(source.metadata.num_row_groups):
+        yield from source.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
 def _hf_class_labels(schema_metadata: Optional[dict[bytes, bytes]], names: list[str]) -> dict[str, list[str]]:
