@@ -3,7 +3,8 @@
 Standalone: ``PYTHONPATH=src python benchmarks/bench_records_images.py [--images DIR] [--limit 500]``.
 
 ``DIR`` is a flat folder of image files with a ``MANIFEST.tsv`` (columns ``file`` and ``--class-column``,
-default ``orig_format``), such as ``/work/data/real/images``; the first ``--limit`` files (in name order) are used.
+default ``orig_format`` or ``format``), such as ``/work/data/real/images``; the first ``--limit`` files (in name
+order) are used.
 The same files' bytes (no re-encoding anywhere) are stored three ways:
 
 - ``records``: `RecordsMmap.from_image_folder` over a class-folder layout of symbolic links (fields image, label,
@@ -59,7 +60,7 @@ def best_per_call(read: Callable[[Any], Any], items: list[Any], repeats: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=Path("/work/data/real/images"))
-    parser.add_argument("--class-column", default="orig_format")
+    parser.add_argument("--class-column", default=None, help="default: orig_format or format, whichever exists")
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
@@ -72,6 +73,8 @@ def main() -> None:
     datasets.disable_progress_bars()
     with open(args.images / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
         manifest = sorted(csv.DictReader(f, delimiter="\t"), key=lambda row: row["file"])[:args.limit]
+    if args.class_column is None:
+        args.class_column = "orig_format" if manifest and "orig_format" in manifest[0] else "format"
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_records_images_"))
     results: list[tuple[str, str, str, str]] = []
     try:

@@ -5,9 +5,10 @@
 ``--root`` is an image folder ``root/<class>/<file>`` (torchvision's ``ImageFolder`` layout). It may instead be a
 flat folder with a ``MANIFEST.tsv`` (columns ``file`` and ``--class-column``), such as the real image set
 ``/work/data/real/images``: then the example first makes the class-folder layout in a temporary folder, with one
-symbolic link per image (no copies) in the folder named by that image's ``--class-column`` value. The default,
-``orig_format``, is the format the picture had before it was collected (``PNG`` for screenshots and diagrams,
-``JPEG`` for photographs): a real visual attribute, so the classes can be learned.
+symbolic link per image (no copies) in the folder named by that image's ``--class-column`` value. The default is
+the image's file format (column ``format``, or ``orig_format`` in manifests that converted every file to JPEG and
+kept the original format there): ``PNG`` for screenshots and diagrams, ``JPEG`` for photographs, a real visual
+attribute, so the classes can be learned.
 
 ``RecordsMmap.from_image_folder`` stores every file's bytes unchanged (no decoding, no re-encoding) with its label
 and path, all committed together. A `RecordsDataset` reads each DataLoader batch's rows with one batched lookup in
@@ -35,11 +36,17 @@ from mmap_ninja import RecordsMmap
 from mmap_ninja.adapters.torch import RecordsDataset
 
 
-def class_folders_from_manifest(images: Path, out: Path, class_column: str, limit: int) -> Path:
+def class_folders_from_manifest(images: Path, out: Path, class_column: str | None, limit: int) -> Path:
     """Make ``out/<class>/<file>`` symbolic links to the images a MANIFEST.tsv lists, classed by ``class_column``
-    (``limit`` images at most, spread evenly over the manifest)."""
+    (default: ``orig_format`` or ``format``, whichever the manifest has; ``limit`` images at most, spread evenly
+    over the manifest)."""
     with open(images / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f, delimiter="\t"), key=lambda row: row["file"])
+    if class_column is None:
+        columns = rows[0].keys() if rows else ()
+        class_column = next((c for c in ("orig_format", "format") if c in columns), None)
+        if class_column is None:
+            raise SystemExit(f"{images / 'MANIFEST.tsv'} has no format column: pass --class-column")
     if limit and len(rows) > limit:
         rows = [rows[i] for i in np.linspace(0, len(rows) - 1, limit).astype(int)]
     for row in rows:
@@ -85,7 +92,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", "--data", dest="root", type=Path, required=True,
                         help="an image folder root/<class>/<file>, or a flat folder with a MANIFEST.tsv")
-    parser.add_argument("--class-column", default="orig_format", help="the manifest column giving the class")
+    parser.add_argument("--class-column", default=None,
+                        help="the manifest column giving the class (default: orig_format or format)")
     parser.add_argument("--limit", type=int, default=600, help="at most this many images from a manifest")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
