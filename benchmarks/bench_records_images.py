@@ -13,7 +13,8 @@ The same files' bytes (no re-encoding anywhere) are stored three ways:
   bytes, saved with ``save_to_disk`` and reopened with ``load_from_disk`` (memory-mapped Arrow, its usual form);
 - ``two maps``: an `ImagesMmap` (``from_files``) and a `NumpyMmap` of the labels side by side.
 
-Measured, best of ``--repeats`` passes over the same random indices, per row:
+Measured, best of ``--repeats`` passes over the same random indices (the three containers taking turns in every
+pass), per row:
 
 - decoded rows: ``rec[i]`` (a dict: decoded image, label), ``np.asarray(ds[i]["image"])`` with ``ds[i]["label"]``
   (Hugging Face gives a PIL image; ``np.asarray`` decodes it), ``(images[i], labels[i])``;
@@ -55,6 +56,16 @@ def best_per_call(read: Callable[[Any], Any], items: list[Any], repeats: int) ->
             read(item)
         best = min(best, time.perf_counter() - start)
     return best / len(items) * 1e6
+
+
+def interleaved_best(fns: dict[str, Callable[[Any], Any]], items: list[Any], repeats: int) -> dict[str, float]:
+    """`best_per_call` of each function, the functions taking turns within every repeat (so that a change in the
+    machine's load during the run weighs on all of them alike)."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], best_per_call(fn, items, 1))
+    return best
 
 
 def main() -> None:
@@ -140,8 +151,8 @@ def main() -> None:
         for name, fns in readers:
             for fn in fns.values():
                 best_per_call(fn, indices[:100], 1)  # warm up
-            results.append((name, *(f"{best_per_call(fns[k], indices, args.repeats):.1f}"
-                                    for k in ("records", "hf", "two"))))
+            times = interleaved_best(fns, indices, args.repeats)
+            results.append((name, *(f"{times[k]:.1f}" for k in ("records", "hf", "two"))))
 
         batches = [indices[k:k + args.batch] for k in range(0, len(indices) - args.batch + 1, args.batch)]
         batch_fns = {
@@ -149,9 +160,9 @@ def main() -> None:
             "hf": lambda idx: (lambda b: ([np.asarray(im) for im in b["image"]], b["label"]))(ds[idx]),
             "two": lambda idx: (images[idx], label_map[idx]),
         }
+        times = interleaved_best(batch_fns, batches, args.repeats)
         results.append((f"decoded batch of {args.batch} (ms)",
-                        *(f"{best_per_call(batch_fns[k], batches, args.repeats) / 1e3:.2f}"
-                          for k in ("records", "hf", "two"))))
+                        *(f"{times[k] / 1e3:.2f}" for k in ("records", "hf", "two"))))
         decoders = ", ".join(f"{k}: {v}" for k, v in images.decoders.items())
         pillow = ImagesMmap(work / "images", mode="r", decoder="pillow")  # the decoder Hugging Face uses
         best_per_call(pillow.__getitem__, indices[:100], 1)

@@ -218,3 +218,30 @@ def test_from_parquet_refuses_nulls_before_writing(tmp_path):
     pq.write_table(pa.table({"a": [1, 2, None]}), tmp_path / "nostats.parquet", write_statistics=False)
     with pytest.raises(ValueError, match="row 2, field 'a' is null"):
         RecordsMmap.from_parquet(tmp_path / "r2", tmp_path / "nostats.parquet")
+
+
+# ---------------------------------------------------------------------------------------------- the benchmark
+
+def test_bench_records_images_runs_on_a_small_flat_folder(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    images = tmp_path / "flat"
+    images.mkdir()
+    lines = ["file\tformat"]
+    for i in range(8):
+        name = f"{i}.png" if i % 2 else f"{i}.jpg"
+        (images / name).write_bytes(_png(i)[1] if i % 2 else _jpeg(i))
+        lines.append(f"{name}\t{'PNG' if i % 2 else 'JPEG'}")
+    (images / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_records_images.py"
+    result = subprocess.run([sys.executable, str(script), "--images", str(images), "--reads", "40", "--batch", "4",
+                             "--repeats", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert "RecordsMmap" in table[0] and "HF Dataset + Image()" in table[0] and "ImagesMmap + NumpyMmap" in table[0]
+    measures = [line.split("|")[1].strip() for line in table[1:]]
+    assert measures == ["build from the files", "size on disk", "decoded row (µs)", "raw row, no decoding (µs)",
+                        "decoded batch of 4 (ms)"]
+    assert "8 images (jpeg: 4, png: 4)" in result.stdout
