@@ -1,5 +1,6 @@
 """Sharded maps: reading many maps as one, merging by rename, adding shards, crashes during a merge."""
 
+import inspect
 import json
 import os
 import pickle
@@ -505,3 +506,69 @@ def test_publish_shards_checks_every_shard(tmp_path):
     assert len(m) == 1 and json.loads((out / SHARDS_FILE).read_text())["source"] == "test"
     with directory_lock(out), pytest.raises(SchemaMismatchError, match="holds a 'ragged' map, not a 'strings'"):
         publish_shards(out, ["shards/a"], "strings")
+
+
+# ------------------------------------------------------------------ get_batch of every kind
+
+from mmap_ninja.testing import specs as kit_specs  # noqa: E402
+
+BATCH_SIZES = [7, 9, 2, 6]  # 24 samples: indices i and i + 20 hold images of one shape
+
+
+def _same_batch(got, want):
+    if isinstance(want, (tuple, list)):
+        return type(got) is type(want) and len(got) == len(want) and all(map(_same_batch, got, want))
+    if isinstance(want, dict):
+        return isinstance(got, dict) and list(got) == list(want) and all(_same_batch(got[k], want[k]) for k in want)
+    return equal(got, want)
+
+
+def _outcome(method, *args, **kwargs):
+    try:
+        return method(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        return type(e)
+
+
+@pytest.mark.parametrize("spec", kit_specs(), ids=lambda s: s.name)
+def test_get_batch_of_every_kind_equals_a_single_map(tmp_path, spec):
+    paths, first = [], 0
+    for k, n in enumerate(BATCH_SIZES):
+        spec.container.from_generator(tmp_path / f"src{k}", spec.samples(first, first + n), 4,
+                                      **spec.build_options).close()
+        paths.append(tmp_path / f"src{k}")
+        first += n
+    single = spec.container.from_generator(tmp_path / "single", spec.samples(0, first), 4, **spec.build_options)
+    m = merge(tmp_path / "out", paths)
+    if not hasattr(single, "get_batch"):
+        with pytest.raises(TypeError, match="no get_batch"):
+            m.get_batch([0, 10])
+        return
+    stackable = [[2, 22], [0, 12, 18], [20, 2, 11]]  # shared shapes (images / records / ragged), across shards
+    mixed = [[0, 23, 8, 9, 1], [3, 4, 5], slice(1, 20, 4), np.arange(24) % 5 == 1, [], [16, 16, 7]]
+    options = [{}, {"pad_value": 0}]
+    if spec.kind == "records":
+        options += [{"pad_value": {"tokens": -1}}, {"fields": ["tokens", "text"], "pad_value": 3},
+                    {"fields": ["label"]}]
+    if spec.kind == "images":
+        options += [{"threads": 2}, {"pad_value": 9, "threads": 2}]
+    for indices in stackable + mixed:
+        for kwargs in options:
+            want = _outcome(single.get_batch, indices, **kwargs)
+            got = _outcome(m.get_batch, indices, **kwargs)
+            assert got is want if isinstance(want, type) else _same_batch(got, want), (indices, kwargs)
+    stacked = [indices for indices in stackable if not isinstance(_outcome(m.get_batch, indices), type)]
+    assert stacked  # each kind stacks samples from several shards somewhere
+    if "out" in inspect.signature(single.get_batch).parameters:
+        for indices, kwargs in [(stacked[0], {}), ([3, 21, 9, 6], {"pad_value": 5})]:  # one ndim
+            want = single.get_batch(indices, **kwargs)
+            shape = (want[0] if kwargs else want).shape
+            bigger = (shape[0], *(s + 2 for s in shape[1:])) if kwargs else shape
+            out = np.full(bigger, 1, dtype=(want[0] if kwargs else want).dtype)
+            got = m.get_batch(indices, out=out, **kwargs)
+            reference = single.get_batch(indices, out=np.full(bigger, 1, dtype=out.dtype), **kwargs)
+            assert (got[0] if kwargs else got) is out and _same_batch(got, reference)
+        with pytest.raises(ValueError, match="out has shape"):
+            m.get_batch(stacked[0], out=np.empty((3, 1), dtype=out.dtype))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        m.get_batch([0, 10], no_such_option=1)

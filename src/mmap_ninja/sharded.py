@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import inspect
 import json
 import os
 import shutil
@@ -194,7 +195,7 @@ class ShardedMap:
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),
-    ``m.get_batch(indices, pad_value=..., out=...)`` when the shards' kind has it, iteration, and
+    ``m.get_batch(indices, ...)`` with the arguments of the shards' kind when it has one, iteration, and
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
     are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes.
@@ -409,57 +410,32 @@ class ShardedMap:
             result = [self._wrap(s) for s in result]
         return result
 
-    def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray[Any, Any]] = None) -> Any:
-        """The samples at ``indices`` as one array (or ``(padded, lengths)`` with a ``pad_value``), as the shards'
-        own ``get_batch`` gives (`RaggedMmap.get_batch`, `NumpyMmap.get_batch`). ``wrapper_fn`` is not applied."""
-        if not hasattr(self._cls, "get_batch"):
+    def get_batch(self, indices: Any, *args: Any, **options: Any) -> Any:
+        """The samples at ``indices`` as one batch, with the arguments and the result of the shards' own
+        ``get_batch`` (`RaggedMmap.get_batch`, `NumpyMmap.get_batch`, `ImagesMmap.get_batch`,
+        `RecordsMmap.get_batch`): equal to what one map holding all the samples gives. Each shard the batch
+        touches reads its samples with one ``get_batch``; the shard class's ``combine_batches`` joins them
+        (into ``out=`` if given). ``wrapper_fn`` is not applied."""
+        method = getattr(self._cls, "get_batch", None)
+        if method is None:
             raise TypeError(f"maps of kind {self.kind!r} have no get_batch(); index them instead")
+        arguments = _batch_arguments(method, indices, args, options)
         positions = resolve_positions(indices, self._length)
-        groups = list(self._groups(positions))
-        if len(groups) == 1:
-            return self._shard(groups[0][0]).get_batch(groups[0][2], pad_value=pad_value,  # type: ignore[attr-defined]
-                                                       out=out)
-        dtype = self.dtype
-        if dtype is None:
-            raise ValueError("the map holds no samples and has no dtype yet")
+        groups = list(self._groups(positions)) if len(positions) else []
+        if len(groups) <= 1:  # one shard (or none): its own get_batch, out= included
+            if not self._header.shards:
+                raise ValueError(f"{self._path} holds no shards, so no samples and no dtype yet")
+            k, local = (groups[0][0], groups[0][2]) if groups else (0, positions)
+            return self._shard(k).get_batch(local, **arguments)  # type: ignore[attr-defined]
+        per_shard = {name: value for name, value in arguments.items() if name != "out"}
         parts = []
         for k, rows, local in groups:
             try:
-                part = self._shard(k).get_batch(local, pad_value=pad_value)  # type: ignore[attr-defined]
+                parts.append((rows, self._shard(k).get_batch(local, **per_shard)))  # type: ignore[attr-defined]
             except ValueError as e:
-                raise ValueError(f"{e} (an index within shard {k}, whose samples start at {self._starts[k]})") \
+                raise ValueError(f"{e} (indices within shard {k}, whose samples start at {self._starts[k]})") \
                     from None
-            parts.append((rows, part))
-        if pad_value is None:
-            shapes = {part.shape[1:] for _, part in parts}
-            if len(shapes) > 1:
-                (rows_a, a), (rows_b, b) = parts[0], next(p for p in parts if p[1].shape[1:] != parts[0][1].shape[1:])
-                raise ValueError(f"cannot stack samples of different shapes: item {positions[rows_a[0]]} has shape "
-                                 f"{a.shape[1:]} and item {positions[rows_b[0]]} has shape {b.shape[1:]}; pass "
-                                 f"pad_value= to pad them to a common shape")
-            from mmap_ninja.batch import check_out
-
-            shape = (len(positions), *parts[0][1].shape[1:])
-            out = np.empty(shape, dtype) if out is None else check_out(out, shape, dtype)
-            for rows, part in parts:
-                out[rows] = part
-            return out
-        from mmap_ninja.batch import check_out, pad_scalar
-
-        ndim = parts[0][1][0].ndim - 1
-        max_shape = tuple(max(part[0].shape[1 + d] for _, part in parts) for d in range(ndim))
-        shape = (len(positions), *max_shape)
-        if out is None:
-            out = np.empty(shape, dtype)
-        else:
-            check_out(out, shape, dtype, at_least=True)
-        out[...] = pad_scalar(pad_value, dtype)
-        lengths = np.empty((len(positions), *parts[0][1][1].shape[1:]), dtype=np.int64)
-        for rows, (padded, part_lengths) in parts:
-            corner: tuple[Any, ...] = (rows, *(slice(0, s) for s in padded.shape[1:]))
-            out[corner] = padded
-            lengths[rows] = part_lengths
-        return out, lengths
+        return self._cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:
         """Every sample in order, shard after shard."""
@@ -515,6 +491,16 @@ class ShardedMap:
 
 def _reopen(path: str, options: dict[str, Any]) -> ShardedMap:
     return ShardedMap(path, **options)
+
+
+def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, ...],
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call ``shard.get_batch(indices, *args, **options)`` but ``self`` and ``indices``, by
+    name (a call the shard class's own ``get_batch`` would refuse raises the same TypeError here)."""
+    signature = inspect.signature(method)
+    bound = signature.bind(None, indices, *args, **options)
+    self_name, indices_name = list(signature.parameters)[:2]
+    return {name: value for name, value in bound.arguments.items() if name not in (self_name, indices_name)}
 
 
 # ------------------------------------------------------------------ merging
