@@ -15,6 +15,7 @@ import pytest
 
 from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, np_from_ndarray
 from mmap_ninja.codecs import Zstd
+from mmap_ninja.format import read_header
 from mmap_ninja.sharded import (
     SHARDS_FILE,
     SchemaMismatchError,
@@ -572,3 +573,64 @@ def test_get_batch_of_every_kind_equals_a_single_map(tmp_path, spec):
             m.get_batch(stacked[0], out=np.empty((3, 1), dtype=out.dtype))
     with pytest.raises(TypeError, match="unexpected keyword"):
         m.get_batch([0, 10], no_such_option=1)
+
+
+# ------------------------------------------------------------------ merging: what is schema, per kind
+
+
+def test_images_of_different_formats_and_writers_merge(tmp_path):
+    from mmap_ninja import ImagesMmap
+
+    rgb = np.full((4, 5, 3), 200, np.uint8)
+    rgba = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(4, 6, 4)
+    ImagesMmap.from_generator(tmp_path / "jpeg", [rgb, rgb], 2, quality=80).close()  # JPEG, quality 80
+    ImagesMmap.from_generator(tmp_path / "png", [rgba], 2, format="png", verify=True).close()
+    assert ImagesMmap(tmp_path / "jpeg").formats != ImagesMmap(tmp_path / "png").formats
+    m = merge(tmp_path / "out", [tmp_path / "jpeg", tmp_path / "png"])
+    assert len(m) == 3 and m[0].shape == (4, 5, 3) and np.array_equal(m[2], rgba)
+    assert "formats" not in m.attrs and "encode" not in m.attrs
+
+
+def _records(path, tokens, schema=None, **kwargs):
+    from mmap_ninja import RecordsMmap
+
+    schema = schema or {"text": "strings", "tokens": ("ragged", "int32"), "label": ("scalar", "int64")}
+    kinds = {name: spec if isinstance(spec, str) else spec[0] for name, spec in schema.items()}
+    values = {"strings": lambda i, t: f"row {i}", "ragged": lambda i, t: t, "scalar": lambda i, t: i}
+    rows = [{name: values[kind](i, t) for name, kind in kinds.items()} for i, t in enumerate(tokens)]
+    return RecordsMmap.from_generator(path, rows, 8, schema=schema, **kwargs)
+
+
+def test_records_whose_ragged_field_differs_only_in_ndims_merge(tmp_path):
+    _records(tmp_path / "flat", [np.arange(3, dtype=np.int32), np.arange(1, dtype=np.int32)]).close()
+    _records(tmp_path / "grid", [np.zeros((2, 2), np.int32)]).close()
+    _records(tmp_path / "empty", []).close()
+    ndims = [read_header(tmp_path / p).attrs["fields"]["tokens"]["attrs"]["ndims"] for p in ("flat", "grid")]
+    assert ndims[0] != ndims[1]
+    m = merge(tmp_path / "out", [tmp_path / "flat", tmp_path / "empty", tmp_path / "grid"])
+    assert len(m) == 3 and m[2]["tokens"].shape == (2, 2) and m[1]["text"] == "row 1"
+    assert m.attrs["fields"]["tokens"] == {"kind": "ragged", "attrs": {"dtype": "<i4"}}
+
+
+def test_records_with_another_field_dtype_codec_name_or_order_are_refused(tmp_path):
+    _records(tmp_path / "a", [np.arange(3, dtype=np.int32)]).close()
+    _records(tmp_path / "dtype", [np.arange(3, dtype=np.int64)],
+             {"text": "strings", "tokens": ("ragged", "int64"), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "dtype"], SchemaMismatchError,
+                    r"dtype cannot be merged with .*a: it has fields\.tokens\.attrs\.dtype '<i8' instead of '<i4'")
+    _records(tmp_path / "codec", [np.arange(3, dtype=np.int32)],
+             {"text": "strings", "tokens": ("ragged", "int32", Zstd(level=3)), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "codec"], SchemaMismatchError,
+                    r"codec cannot be merged .*: it has fields\.tokens\.attrs\.codec \{.*zstd.*\}, which the other")
+    _records(tmp_path / "renamed", [np.arange(3, dtype=np.int32)],
+             {"text": "strings", "ids": ("ragged", "int32"), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "renamed"], SchemaMismatchError, r"no fields\.tokens")
+    _records(tmp_path / "order", [np.arange(3, dtype=np.int32)],
+             {"tokens": ("ragged", "int32"), "text": "strings", "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "order"], SchemaMismatchError,
+                    r"fields in the order \['tokens', 'text', 'label'\] instead of \['text', 'tokens', 'label'\]")
+    m = merge(tmp_path / "out", [tmp_path / "a"])  # appending checks against the sharded map's schema too
+    before = snapshot(tmp_path)
+    with pytest.raises(SchemaMismatchError, match=r"fields\.tokens\.attrs\.dtype '<i8' instead of '<i4'"):
+        m.add_shards([tmp_path / "dtype"])
+    assert snapshot(tmp_path) == before and len(ShardedMap(m.path)) == 1

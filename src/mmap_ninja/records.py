@@ -396,6 +396,12 @@ class RecordsLayout(Layout):
         return {f"{name}.{column}": items for name, _, layout in self.fields(attrs)
                 for column, items in layout.initial.items()}
 
+    def shared_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The fields in order, each with its kind and its layout's `Layout.shared_attrs` (a ragged field's
+        ``ndims`` are the rows' fact, not the schema)."""
+        return {"fields": {name: {"kind": kind, "attrs": layout.shared_attrs(attrs["fields"][name]["attrs"])}
+                           for name, kind, layout in self.fields(attrs)}}
+
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         needed = {feature for name, _, layout in self.fields(attrs)
                   for feature in layout.requires(attrs["fields"][name]["attrs"])}

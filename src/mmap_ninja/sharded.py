@@ -63,10 +63,6 @@ FORMAT_VERSION = (1, 0)
 DEFAULT_MAX_OPEN_SHARDS = 64
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
 
-# Attributes a shard derives from its samples rather than being told: they may differ between shards of one schema.
-_DERIVED_ATTRS = frozenset({"ndims", "trained"})
-
-
 class SchemaMismatchError(ValueError):
     """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
 
@@ -94,10 +90,21 @@ def is_sharded(path: PathLike) -> bool:
 
 
 def shard_schema(header: Header) -> dict[str, Any]:
-    """What shards of one sharded map must agree on: the kind, the attributes (dtype, shape, order, codec)
-    except those derived from the samples, and the features a reader needs."""
-    attrs = {k: v for k, v in header.attrs.items() if k not in _DERIVED_ATTRS}
-    return {"kind": header.kind, "attrs": attrs, "requires": sorted(header.requires)}
+    """What shards of one sharded map must agree on: the kind, the schema part of the attributes (the kind's
+    `Layout.shared_attrs`: dtype, sample shape, codec, field names and types, ... but not facts of one map's
+    samples such as a ragged map's ``ndims`` or an images map's ``formats``), and the features a reader needs."""
+    return _schema(header.kind, header.attrs, header.requires)
+
+
+def _schema(kind: str, attrs: dict[str, Any], requires: Sequence[str]) -> dict[str, Any]:
+    cls = KINDS.get(kind)
+    shared = cls.layout.shared_attrs(attrs) if cls is not None else dict(attrs)  # unknown: refused by its count
+    return {"kind": kind, "attrs": shared, "requires": sorted(requires)}
+
+
+def _same_schema(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal, and in the same order where order means something (a records map's fields; other keys are sorted)."""
+    return a == b and json.dumps(a) == json.dumps(b)
 
 
 # ------------------------------------------------------------------ the top-level header
@@ -558,14 +565,13 @@ def publish_shards(out_dir: PathLike, shard_paths: Sequence[str], kind: str, *,
             raise SchemaMismatchError(f"{path} holds a {schema['kind']!r} map, not a {kind!r} one")
         if length and expected is None:
             expected, reference = schema, rel
-        elif length and schema != expected:
-            assert expected is not None
+        elif length and expected is not None and not _same_schema(schema, expected):
             raise SchemaMismatchError(f"{path} cannot be published with {reference}: it has "
                                       f"{_describe_mismatch(expected, schema)}")
         infos.append(ShardInfo(rel, length, header.id))
     if expected is None:
         expected = shard_schema(read_header(out / shard_paths[0])) if shard_paths else \
-            {"kind": kind, "attrs": cls.layout.attrs(), "requires": []}
+            _schema(kind, cls.layout.attrs(), [])
     previous = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
     top = _TopHeader(kind, expected["attrs"], infos, id=previous.id if previous is not None else uuid.uuid4().hex,
                      commit=previous.commit + 1 if previous is not None else 1, metadata=check_metadata(metadata),
@@ -601,11 +607,26 @@ def _check_source(path: Path, out_dir: Path) -> _Source:
 def _describe_mismatch(expected: dict[str, Any], got: dict[str, Any]) -> str:
     if expected["kind"] != got["kind"]:
         return f"kind {got['kind']!r} instead of {expected['kind']!r}"
-    for key in sorted(set(expected["attrs"]) | set(got["attrs"])):
-        a, b = expected["attrs"].get(key), got["attrs"].get(key)
-        if a != b:
-            return f"{key} {b!r} instead of {a!r}"
-    return f"requires {got['requires']!r} instead of {expected['requires']!r}"
+    difference = _first_difference(expected["attrs"], got["attrs"], "")
+    return difference or f"requires {got['requires']!r} instead of {expected['requires']!r}"
+
+
+def _first_difference(expected: Any, got: Any, where: str) -> Optional[str]:
+    """The first place where two schemas differ, as ``"fields.tokens.attrs.dtype '<f4' instead of '<i4'"``."""
+    if not (isinstance(expected, dict) and isinstance(got, dict)):
+        return None if expected == got else f"{where or 'attrs'} {got!r} instead of {expected!r}"
+    for key in [*expected, *(k for k in got if k not in expected)]:
+        name = f"{where}.{key}" if where else str(key)
+        if key not in got:
+            return f"no {name} (the other has {expected[key]!r})"
+        if key not in expected:
+            return f"{name} {got[key]!r}, which the other has not"
+        difference = _first_difference(expected[key], got[key], name)
+        if difference:
+            return difference
+    if list(expected) != list(got):
+        return f"{where or 'attrs'} in the order {list(got)} instead of {list(expected)}"
+    return None
 
 
 def _sample_count(source: _Source) -> int:
@@ -665,7 +686,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         sources = [_check_source(p, out) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
         if existing is not None and any(s.length for s in existing.shards):
-            expected = {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+            expected = _schema(existing.kind, existing.attrs, existing.requires)
         reference_path = out
         for source in sources:
             schema = shard_schema(source.header)
@@ -676,14 +697,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
                 continue  # an empty map fixes no dtype yet; a later one (or none) sets the schema
             if expected is None:
                 expected, reference_path = schema, source.path
-            elif schema["kind"] != expected["kind"] or (_sample_count(source) and schema != expected):
+            elif schema["kind"] != expected["kind"] or (_sample_count(source) and not _same_schema(schema, expected)):
                 raise SchemaMismatchError(f"{source.path} cannot be merged with {reference_path}: it has "
                                           f"{_describe_mismatch(expected, schema)}")
         if expected is None:  # every map empty (or none given)
             if not sources and existing is None:
                 raise ValueError("merge() needs at least one map to create a sharded map")
             expected = shard_schema(sources[0].header) if existing is None or sources else \
-                {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+                _schema(existing.kind, existing.attrs, existing.requires)
         (out / SHARDS_DIR).mkdir(exist_ok=True)
         if not copy:
             for source in sources:
