@@ -609,12 +609,13 @@ class MapBase:
                           wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
-    def from_dask(cls, out_dir: PathLike, bag: Any, **options: Any) -> Any:
-        """A sharded map with one shard per partition of a ``dask.bag``, built on the active Dask scheduler (a
-        ``distributed.Client`` included); see `mmap_ninja.adapters.dask.from_dask`. Needs the ``dask`` extra."""
+    def from_dask(cls, out_dir: PathLike, collection: Any, **options: Any) -> Any:
+        """A sharded map with one shard per partition of a ``dask.bag`` of samples (or, for records, of rows or
+        a ``dask.dataframe``), built on the active Dask scheduler (a ``distributed.Client`` included); see
+        `mmap_ninja.adapters.dask.from_dask`. Needs the ``dask`` extra."""
         from mmap_ninja.adapters.dask import from_dask
 
-        return from_dask(cls, out_dir, bag, **options)
+        return from_dask(cls, out_dir, collection, **options)
 
     # -------------------------------------------------------------- life cycle
 
