@@ -16,6 +16,7 @@ from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
 from mmap_ninja.adapters.dask import PROVENANCE_KEY, from_dask  # noqa: E402
 from mmap_ninja.format import read_header  # noqa: E402
 from mmap_ninja.sharded import ShardedMap  # noqa: E402
+from mmap_ninja.testing import arrays_equal as equal  # noqa: E402
 
 
 def ragged_sample(i):
@@ -146,3 +147,103 @@ def test_a_worker_killed_mid_build(tmp_path, dask_client):
     assert all(np.array_equal(m[i], ragged_sample(i)) for i in range(120))
     assert isinstance(ShardedMap(tmp_path / "out"), ShardedMap)
     dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed worker for the next tests
+
+
+# ------------------------------------------------------------------ every kind, and records from a dataframe
+
+from mmap_ninja.testing import specs as kit_specs  # noqa: E402
+
+
+@pytest.mark.parametrize("spec", kit_specs(), ids=lambda s: s.name)
+def test_every_kind_builds_from_a_bag_through_its_classmethod(tmp_path, dask_client, spec):
+    bag = db.from_sequence(range(23), npartitions=4).map(spec.make_sample)
+    m = spec.container.from_dask(tmp_path / "out", bag, batch_size=5, **spec.build_options)
+    single = spec.container.from_generator(tmp_path / "single", spec.samples(0, 23), 5, **spec.build_options)
+    assert isinstance(m, ShardedMap) and m.kind == spec.kind and len(m.shards) == bag.npartitions
+    assert len(m) == len(single) == 23 and all(spec.equal(a, b) for a, b in zip(m, single))
+
+
+def _frame(n):
+    import pandas as pd
+
+    return pd.DataFrame({"text": [f"row {i} " + "é" * (i % 3) for i in range(n)],
+                         "tokens": [np.arange(i % 4, dtype=np.int32) + i for i in range(n)],
+                         "label": np.arange(n, dtype=np.int64), "score": np.linspace(0, 1, n, dtype=np.float32)})
+
+
+def _dataframe(frame, npartitions):
+    """``frame`` as a dask dataframe that keeps its array column: by default Dask turns object columns into
+    strings when it makes a dataframe (its ``dataframe.convert-string`` option)."""
+    import dask
+    import dask.dataframe as dd
+
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_pandas(frame, npartitions=npartitions)
+
+
+def _same_rows(m, reference):
+    assert len(m) == len(reference)
+    for got, want in zip(m, reference):
+        assert list(got) == list(want) == ["text", "tokens", "label", "score"]
+        assert got["text"] == want["text"] and all(equal(got[k], want[k]) for k in ("tokens", "label", "score"))
+
+
+def test_records_from_a_dask_dataframe_one_shard_per_partition(tmp_path, dask_client):
+    pytest.importorskip("dask.dataframe")
+    from mmap_ninja import RecordsMmap
+
+    frame = _frame(31)
+    ddf = _dataframe(frame, 3)
+    m = RecordsMmap.from_dask(tmp_path / "out", ddf, batch_size=4)
+    assert len(m.shards) == ddf.npartitions == 3 and m.kind == "records"
+    _same_rows(m, RecordsMmap.from_pandas(tmp_path / "single", frame))
+    batch = m.get_batch([30, 0, 12], pad_value=-1)[0]
+    assert batch["text"] == [frame.text[30], frame.text[0], frame.text[12]]
+    before = _ids(tmp_path / "out")
+    assert _ids(tmp_path / "out") == before and len(RecordsMmap.from_dask(tmp_path / "out", ddf, batch_size=4)) == 31
+    assert _ids(tmp_path / "out") == before  # the same input again: every shard reused
+
+
+def test_empty_partitions_of_records_take_the_schema_of_a_shard_with_rows(tmp_path, dask_client):
+    pytest.importorskip("dask.dataframe")
+    from mmap_ninja import RecordsMmap
+
+    frame = _frame(30)
+    ddf = _dataframe(frame, 3)
+    late = ddf[ddf.label >= 12]  # partition 0 (rows 0..9) is empty
+    assert late.map_partitions(len).compute().tolist()[0] == 0
+    m = RecordsMmap.from_dask(tmp_path / "late", late)
+    assert [s.length for s in m.shards] == [0, 8, 10]
+    _same_rows(m, RecordsMmap.from_pandas(tmp_path / "single", frame[frame.label >= 12]))
+    rows = db.from_sequence([], npartitions=1)
+    with pytest.raises(ValueError, match=r"every partition of the input is empty.*pass schema="):
+        RecordsMmap.from_dask(tmp_path / "none", rows)
+    assert not (tmp_path / "none" / "shards.json").exists()
+    schema = RecordsMmap(tmp_path / "single").schema
+    assert len(RecordsMmap.from_dask(tmp_path / "none", rows, schema=schema)) == 0
+
+
+def test_a_dataframe_builds_only_records(tmp_path, dask_client):
+    pytest.importorskip("dask.dataframe")
+    from mmap_ninja import NumpyMmap, RecordsMmap
+
+    ddf = _dataframe(_frame(6), 2)
+    with pytest.raises(TypeError, match=r"a dask.dataframe builds records maps .* NumpyMmap .*to_bag"):
+        NumpyMmap.from_dask(tmp_path / "n", ddf)
+    with pytest.raises(TypeError, match="not a Series"):
+        RecordsMmap.from_dask(tmp_path / "r", ddf.label)
+    with pytest.raises(TypeError, match=r"takes a dask\.bag or a dask\.dataframe\.DataFrame, got list"):
+        RecordsMmap.from_dask(tmp_path / "r", [1, 2])
+    assert not (tmp_path / "n").exists() and not (tmp_path / "r").exists()
+
+
+def test_importing_mmap_ninja_does_not_import_dask(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, mmap_ninja\n"
+            "assert all(callable(c.from_dask) for c in mmap_ninja.maps.KINDS.values())\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('dask', 'distributed', 'pandas')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Sharded maps: reading many maps as one, merging by rename, adding shards, crashes during a merge."""
 
+import inspect
 import json
 import os
 import pickle
@@ -14,6 +15,7 @@ import pytest
 
 from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, np_from_ndarray
 from mmap_ninja.codecs import Zstd
+from mmap_ninja.format import read_header
 from mmap_ninja.sharded import (
     SHARDS_FILE,
     SchemaMismatchError,
@@ -505,3 +507,130 @@ def test_publish_shards_checks_every_shard(tmp_path):
     assert len(m) == 1 and json.loads((out / SHARDS_FILE).read_text())["source"] == "test"
     with directory_lock(out), pytest.raises(SchemaMismatchError, match="holds a 'ragged' map, not a 'strings'"):
         publish_shards(out, ["shards/a"], "strings")
+
+
+# ------------------------------------------------------------------ get_batch of every kind
+
+from mmap_ninja.testing import specs as kit_specs  # noqa: E402
+
+BATCH_SIZES = [7, 9, 2, 6]  # 24 samples: indices i and i + 20 hold images of one shape
+
+
+def _same_batch(got, want):
+    if isinstance(want, (tuple, list)):
+        return type(got) is type(want) and len(got) == len(want) and all(map(_same_batch, got, want))
+    if isinstance(want, dict):
+        return isinstance(got, dict) and list(got) == list(want) and all(_same_batch(got[k], want[k]) for k in want)
+    return equal(got, want)
+
+
+def _outcome(method, *args, **kwargs):
+    try:
+        return method(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        return type(e)
+
+
+@pytest.mark.parametrize("spec", kit_specs(), ids=lambda s: s.name)
+def test_get_batch_of_every_kind_equals_a_single_map(tmp_path, spec):
+    paths, first = [], 0
+    for k, n in enumerate(BATCH_SIZES):
+        spec.container.from_generator(tmp_path / f"src{k}", spec.samples(first, first + n), 4,
+                                      **spec.build_options).close()
+        paths.append(tmp_path / f"src{k}")
+        first += n
+    single = spec.container.from_generator(tmp_path / "single", spec.samples(0, first), 4, **spec.build_options)
+    m = merge(tmp_path / "out", paths)
+    if not hasattr(single, "get_batch"):
+        with pytest.raises(TypeError, match="no get_batch"):
+            m.get_batch([0, 10])
+        return
+    stackable = [[2, 22], [0, 12, 18], [20, 2, 11]]  # shared shapes (images / records / ragged), across shards
+    mixed = [[0, 23, 8, 9, 1], [3, 4, 5], slice(1, 20, 4), np.arange(24) % 5 == 1, [], [16, 16, 7]]
+    options = [{}, {"pad_value": 0}]
+    if spec.kind == "records":
+        options += [{"pad_value": {"tokens": -1}}, {"fields": ["tokens", "text"], "pad_value": 3},
+                    {"fields": ["label"]}]
+    if spec.kind == "images":
+        options += [{"threads": 2}, {"pad_value": 9, "threads": 2}]
+    for indices in stackable + mixed:
+        for kwargs in options:
+            want = _outcome(single.get_batch, indices, **kwargs)
+            got = _outcome(m.get_batch, indices, **kwargs)
+            assert got is want if isinstance(want, type) else _same_batch(got, want), (indices, kwargs)
+    stacked = [indices for indices in stackable if not isinstance(_outcome(m.get_batch, indices), type)]
+    assert stacked  # each kind stacks samples from several shards somewhere
+    if "out" in inspect.signature(single.get_batch).parameters:
+        for indices, kwargs in [(stacked[0], {}), ([3, 21, 9, 6], {"pad_value": 5})]:  # one ndim
+            want = single.get_batch(indices, **kwargs)
+            shape = (want[0] if kwargs else want).shape
+            bigger = (shape[0], *(s + 2 for s in shape[1:])) if kwargs else shape
+            out = np.full(bigger, 1, dtype=(want[0] if kwargs else want).dtype)
+            got = m.get_batch(indices, out=out, **kwargs)
+            reference = single.get_batch(indices, out=np.full(bigger, 1, dtype=out.dtype), **kwargs)
+            assert (got[0] if kwargs else got) is out and _same_batch(got, reference)
+        with pytest.raises(ValueError, match="out has shape"):
+            m.get_batch(stacked[0], out=np.empty((3, 1), dtype=out.dtype))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        m.get_batch([0, 10], no_such_option=1)
+
+
+# ------------------------------------------------------------------ merging: what is schema, per kind
+
+
+def test_images_of_different_formats_and_writers_merge(tmp_path):
+    from mmap_ninja import ImagesMmap
+
+    rgb = np.full((4, 5, 3), 200, np.uint8)
+    rgba = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(4, 6, 4)
+    ImagesMmap.from_generator(tmp_path / "jpeg", [rgb, rgb], 2, quality=80).close()  # JPEG, quality 80
+    ImagesMmap.from_generator(tmp_path / "png", [rgba], 2, format="png", verify=True).close()
+    assert ImagesMmap(tmp_path / "jpeg").formats != ImagesMmap(tmp_path / "png").formats
+    m = merge(tmp_path / "out", [tmp_path / "jpeg", tmp_path / "png"])
+    assert len(m) == 3 and m[0].shape == (4, 5, 3) and np.array_equal(m[2], rgba)
+    assert "formats" not in m.attrs and "encode" not in m.attrs
+
+
+def _records(path, tokens, schema=None, **kwargs):
+    from mmap_ninja import RecordsMmap
+
+    schema = schema or {"text": "strings", "tokens": ("ragged", "int32"), "label": ("scalar", "int64")}
+    kinds = {name: spec if isinstance(spec, str) else spec[0] for name, spec in schema.items()}
+    values = {"strings": lambda i, t: f"row {i}", "ragged": lambda i, t: t, "scalar": lambda i, t: i}
+    rows = [{name: values[kind](i, t) for name, kind in kinds.items()} for i, t in enumerate(tokens)]
+    return RecordsMmap.from_generator(path, rows, 8, schema=schema, **kwargs)
+
+
+def test_records_whose_ragged_field_differs_only_in_ndims_merge(tmp_path):
+    _records(tmp_path / "flat", [np.arange(3, dtype=np.int32), np.arange(1, dtype=np.int32)]).close()
+    _records(tmp_path / "grid", [np.zeros((2, 2), np.int32)]).close()
+    _records(tmp_path / "empty", []).close()
+    ndims = [read_header(tmp_path / p).attrs["fields"]["tokens"]["attrs"]["ndims"] for p in ("flat", "grid")]
+    assert ndims[0] != ndims[1]
+    m = merge(tmp_path / "out", [tmp_path / "flat", tmp_path / "empty", tmp_path / "grid"])
+    assert len(m) == 3 and m[2]["tokens"].shape == (2, 2) and m[1]["text"] == "row 1"
+    assert m.attrs["fields"]["tokens"] == {"kind": "ragged", "attrs": {"dtype": "<i4"}}
+
+
+def test_records_with_another_field_dtype_codec_name_or_order_are_refused(tmp_path):
+    _records(tmp_path / "a", [np.arange(3, dtype=np.int32)]).close()
+    _records(tmp_path / "dtype", [np.arange(3, dtype=np.int64)],
+             {"text": "strings", "tokens": ("ragged", "int64"), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "dtype"], SchemaMismatchError,
+                    r"dtype cannot be merged with .*a: it has fields\.tokens\.attrs\.dtype '<i8' instead of '<i4'")
+    _records(tmp_path / "codec", [np.arange(3, dtype=np.int32)],
+             {"text": "strings", "tokens": ("ragged", "int32", Zstd(level=3)), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "codec"], SchemaMismatchError,
+                    r"codec cannot be merged .*: it has fields\.tokens\.attrs\.codec \{.*zstd.*\}, which the other")
+    _records(tmp_path / "renamed", [np.arange(3, dtype=np.int32)],
+             {"text": "strings", "ids": ("ragged", "int32"), "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "renamed"], SchemaMismatchError, r"no fields\.tokens")
+    _records(tmp_path / "order", [np.arange(3, dtype=np.int32)],
+             {"tokens": ("ragged", "int32"), "text": "strings", "label": ("scalar", "int64")}).close()
+    _assert_refused(tmp_path, [tmp_path / "a", tmp_path / "order"], SchemaMismatchError,
+                    r"fields in the order \['tokens', 'text', 'label'\] instead of \['text', 'tokens', 'label'\]")
+    m = merge(tmp_path / "out", [tmp_path / "a"])  # appending checks against the sharded map's schema too
+    before = snapshot(tmp_path)
+    with pytest.raises(SchemaMismatchError, match=r"fields\.tokens\.attrs\.dtype '<i8' instead of '<i4'"):
+        m.add_shards([tmp_path / "dtype"])
+    assert snapshot(tmp_path) == before and len(ShardedMap(m.path)) == 1

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, np_from_ndarray
-from mmap_ninja.adapters.torch import PadCollate, ShardedSampler, as_tensor, collate, shard_indices
+from mmap_ninja.adapters.torch import PadCollate, RankSampler, as_tensor, collate, rank_indices
 
 N = 23  # not a multiple of the batch size or the number of workers
 STRINGS = [f"sample {i} " + "é" * (i % 5) + "x" * (i * 3 % 11) for i in range(N)]
@@ -196,7 +196,7 @@ def test_pad_collate_pads_every_axis_and_keeps_other_fields():
 @pytest.mark.parametrize("world_size", [1, 3, 4])
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("drop_last", [True, False])
-def test_shard_indices_match_distributed_sampler(n, world_size, shuffle, drop_last):
+def test_rank_indices_match_distributed_sampler(n, world_size, shuffle, drop_last):
     data = list(range(n))
     for epoch in (0, 3):
         shards = []
@@ -204,13 +204,13 @@ def test_shard_indices_match_distributed_sampler(n, world_size, shuffle, drop_la
             reference = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=11,
                                            drop_last=drop_last)
             reference.set_epoch(epoch)
-            ours = ShardedSampler(data, rank=rank, world_size=world_size, shuffle=shuffle, seed=11,
-                                  drop_last=drop_last)
+            ours = RankSampler(data, rank=rank, world_size=world_size, shuffle=shuffle, seed=11,
+                               drop_last=drop_last)
             ours.set_epoch(epoch)
             assert list(ours) == list(reference)
             assert len(ours) == len(reference)
-            shards.append(shard_indices(n, rank=rank, world_size=world_size, epoch=epoch, seed=11,
-                                        shuffle=shuffle, drop_last=drop_last))
+            shards.append(rank_indices(n, rank=rank, world_size=world_size, epoch=epoch, seed=11,
+                                       shuffle=shuffle, drop_last=drop_last))
         union = np.concatenate(shards)
         if drop_last:
             assert len(set(union.tolist())) == len(union)  # disjoint
@@ -218,15 +218,26 @@ def test_shard_indices_match_distributed_sampler(n, world_size, shuffle, drop_la
             assert set(union.tolist()) == set(data)  # everything read
 
 
-def test_shard_indices_change_with_epoch_and_validate():
-    a = shard_indices(100, rank=0, world_size=2, epoch=0, seed=1)
-    b = shard_indices(100, rank=0, world_size=2, epoch=1, seed=1)
+def test_rank_indices_change_with_epoch_and_validate():
+    a = rank_indices(100, rank=0, world_size=2, epoch=0, seed=1)
+    b = rank_indices(100, rank=0, world_size=2, epoch=1, seed=1)
     assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(a, shard_indices(100, rank=0, world_size=2, epoch=0, seed=1))
+    np.testing.assert_array_equal(a, rank_indices(100, rank=0, world_size=2, epoch=0, seed=1))
     with pytest.raises(ValueError, match="rank"):
-        shard_indices(10, rank=2, world_size=2)
+        rank_indices(10, rank=2, world_size=2)
     with pytest.raises(ValueError, match="world_size"):
-        ShardedSampler(10, rank=0, world_size=0)
+        RankSampler(10, rank=0, world_size=0)
+
+
+def test_the_old_names_of_the_rank_sampler_still_work_and_warn():
+    from mmap_ninja.adapters.torch import ShardedSampler, shard_indices
+
+    with pytest.warns(DeprecationWarning, match="ShardedSampler is now RankSampler .*ShardAwareSampler"):
+        old = ShardedSampler(10, rank=1, world_size=3, seed=4)
+    assert isinstance(old, RankSampler) and list(old) == list(RankSampler(10, rank=1, world_size=3, seed=4))
+    with pytest.warns(DeprecationWarning, match=r"shard_indices\(\) is now rank_indices\(\)"):
+        got = shard_indices(10, rank=1, world_size=3, seed=4)
+    np.testing.assert_array_equal(got, rank_indices(10, rank=1, world_size=3, seed=4))
 
 
 # ------------------------------------------------------------------------------ values are never changed

@@ -16,6 +16,7 @@ of `mmap_ninja.casting` says), `check_out` (a caller's ``out=`` buffer) and `che
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from mmap_ninja.casting import as_array, cast
 
 __all__ = ["GATHER_BELOW", "PAD_GATHER_BELOW", "assemble", "check_batch_size", "check_out", "gather_index",
-           "pad_scalar"]
+           "join_batches", "pad_scalar"]
 
 GATHER_BELOW = 4096
 """When stacking: above this many elements per sample on average, copy sample by sample (a memcpy each)
@@ -152,6 +153,47 @@ def assemble(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, shapes: 
                 corner: tuple[int | slice, ...] = (j, *(slice(0, s) for s in shape))
                 out[corner] = values[start:start + size].reshape(shape)
     return out, lengths
+
+
+def join_batches(parts: Sequence[tuple[np.ndarray, Any]], positions: np.ndarray, pad_value: Any,
+                 out: np.ndarray | None) -> Any:
+    """Join batches of disjoint rows into the batch of all of them (a sharded map's batch, one part per shard).
+
+    ``parts`` are ``(rows, batch)``: ``rows`` the rows of the result that ``batch`` fills (together the parts
+    fill every row once) and ``batch`` what `assemble` gives for them: a stacked array, or ``(padded, lengths)``
+    when ``pad_value`` is given. The result is what `assemble` gives for all the samples at once: stacked (the
+    parts must share one sample shape, or a ValueError names an item of each), or padded to the largest size in
+    every dimension, with the parts' lengths in their rows; into ``out`` if given. ``positions`` are the
+    samples' indices, for error messages.
+    """
+    count = len(positions)
+    first_rows, first = parts[0][0], parts[0][1] if pad_value is None else parts[0][1][0]
+    for rows, part in parts[1:]:
+        array = part if pad_value is None else part[0]
+        a, b = positions[first_rows[0]], positions[rows[0]]
+        if array.ndim != first.ndim:
+            raise ValueError(f"samples {a} and {b} have different numbers of dimensions ({first.ndim - 1} and "
+                             f"{array.ndim - 1})")
+        if pad_value is None and array.shape[1:] != first.shape[1:]:
+            raise ValueError(f"cannot stack samples of different shapes: item {a} has shape {first.shape[1:]} and "
+                             f"item {b} has shape {array.shape[1:]}; pass pad_value= to pad them to a common shape")
+    if pad_value is None:
+        shape = (count, *first.shape[1:])
+        result = np.empty(shape, first.dtype) if out is None else check_out(out, shape, first.dtype)
+        for rows, part in parts:
+            result[rows] = part
+        return result
+    largest = tuple(max(padded.shape[axis] for _, (padded, _) in parts) for axis in range(1, first.ndim))
+    shape = (count, *largest)
+    result = np.empty(shape, first.dtype) if out is None else check_out(out, shape, first.dtype, at_least=True)
+    result[...] = pad_scalar(pad_value, first.dtype)
+    first_lengths = parts[0][1][1]
+    lengths = np.empty((count, *first_lengths.shape[1:]), first_lengths.dtype)
+    for rows, (padded, part_lengths) in parts:
+        corner: tuple[Any, ...] = (rows, *(slice(0, size) for size in padded.shape[1:]))
+        result[corner] = padded
+        lengths[rows] = part_lengths
+    return result, lengths
 
 
 def _stack_into(values: np.ndarray, starts: np.ndarray, size: int, out: np.ndarray) -> None:

@@ -353,6 +353,9 @@ class ImagesLayout(Layout):
     kind: ClassVar[str] = "images"
     columns: ClassVar[dict[str, str]] = {"data": "|u1", "offsets": "<i8", "shapes": "<i8", "formats": "|u1"}
     initial: ClassVar[dict[str, list[int]]] = {"offsets": [0]}
+    # Which formats a map's images are in, and how its writer encodes arrays, are facts of that map: images of
+    # any formats, written by any writer, share one schema.
+    derived_attrs: ClassVar[frozenset[str]] = frozenset({"formats", "encode"})
 
     def attrs(self, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,  # type: ignore[override]
               verify: bool = False) -> dict[str, Any]:

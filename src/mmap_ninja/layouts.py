@@ -121,6 +121,15 @@ class Layout:
         """The items the columns of a new map with these attributes start with."""
         return dict(self.initial)
 
+    derived_attrs: ClassVar[frozenset[str]] = frozenset({"ndims", "trained"})
+    """Header attributes that are facts about the samples a map holds, not its schema (a ragged map's ``ndims``,
+    whether a codec's dictionary is trained): maps of one schema may differ in them."""
+
+    def shared_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The schema part of a map's attributes (dtype, sample shape, codec, ...: all but `derived_attrs`),
+        which the shards of one sharded map must agree on, with its keys sorted."""
+        return {key: attrs[key] for key in sorted(attrs) if key not in self.derived_attrs}
+
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         """The features a reader must know to read such a map (a codec's, for one)."""
         codec = self.codec(attrs)

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 import numpy as np
 
 from mmap_ninja import parallel
-from mmap_ninja.batch import check_batch_size
+from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
@@ -363,6 +363,18 @@ class MapBase:
         assert self.wrapper_fn is not None
         return self.wrapper_fn(sample)
 
+    @classmethod
+    def combine_batches(cls, parts: list[tuple[np.ndarray[Any, Any], Any]], positions: np.ndarray[Any, Any],
+                        arguments: dict[str, Any]) -> Any:
+        """Join what ``get_batch`` gave for disjoint groups of the rows of one batch (e.g. one group per shard
+        of a sharded map) into what one ``get_batch`` over all of them gives. ``parts`` are ``(rows, batch)``,
+        the rows of the result each part fills; ``positions`` the samples' indices (for error messages);
+        ``arguments`` the caller's arguments of ``get_batch`` but ``indices`` (``pad_value``, ``out``, ...).
+
+        This default is for kinds whose batch is one array, or ``(padded, lengths)`` with a ``pad_value``
+        (ragged, numpy, images); a kind whose batches look otherwise overrides it."""
+        return join_batches(parts, positions, arguments.get("pad_value"), arguments.get("out"))
+
     def __iter__(self) -> Iterator[Any]:
         """Every sample in order, from the snapshot the iteration started with."""
         samples = self._view.iterate()
@@ -597,12 +609,13 @@ class MapBase:
                           wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
-    def from_dask(cls, out_dir: PathLike, bag: Any, **options: Any) -> Any:
-        """A sharded map with one shard per partition of a ``dask.bag``, built on the active Dask scheduler (a
-        ``distributed.Client`` included); see `mmap_ninja.adapters.dask.from_dask`. Needs the ``dask`` extra."""
+    def from_dask(cls, out_dir: PathLike, collection: Any, **options: Any) -> Any:
+        """A sharded map with one shard per partition of a ``dask.bag`` of samples (or, for records, of rows or
+        a ``dask.dataframe``), built on the active Dask scheduler (a ``distributed.Client`` included); see
+        `mmap_ninja.adapters.dask.from_dask`. Needs the ``dask`` extra."""
         from mmap_ninja.adapters.dask import from_dask
 
-        return from_dask(cls, out_dir, bag, **options)
+        return from_dask(cls, out_dir, collection, **options)
 
     # -------------------------------------------------------------- life cycle
 

@@ -43,7 +43,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import numpy as np
 
-from mmap_ninja.batch import assemble, check_batch_size, pad_scalar
+from mmap_ninja.batch import assemble, check_batch_size, join_batches, pad_scalar
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
@@ -421,6 +421,12 @@ class RecordsLayout(Layout):
         return {f"{name}.{column}": items for name, _, layout in self.fields(attrs)
                 for column, items in layout.initial.items()}
 
+    def shared_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The fields in order, each with its kind and its layout's `Layout.shared_attrs` (a ragged field's
+        ``ndims`` are the rows' fact, not the schema)."""
+        return {"fields": {name: {"kind": kind, "attrs": layout.shared_attrs(attrs["fields"][name]["attrs"])}
+                           for name, kind, layout in self.fields(attrs)}}
+
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         fields = self.fields(attrs)
         needed = {feature for name, _, layout in fields for feature in layout.requires(attrs["fields"][name]["attrs"])}
@@ -781,6 +787,32 @@ class RecordsMmap(MapBase):
                 else:
                     batch[name], lengths[name] = result
         return batch if pad_value is None else (batch, lengths)
+
+    @classmethod
+    def combine_batches(cls, parts: list[tuple[np.ndarray[Any, Any], Any]], positions: np.ndarray[Any, Any],
+                        arguments: dict[str, Any]) -> Any:
+        """Join row batches field by field (see `MapBase.combine_batches`): strings fields' lists row by row,
+        the others as arrays, padded where the parts padded them."""
+        padded = arguments.get("pad_value") is not None
+        pad_values = arguments.get("pad_value")
+        batch: dict[str, Any] = {}
+        lengths: dict[str, Any] = {}
+        first, first_lengths = parts[0][1] if padded else (parts[0][1], {})
+        for name, column in first.items():
+            if isinstance(column, list):
+                joined: list[Any] = [None] * len(positions)
+                for rows, part in parts:
+                    for row, value in zip(rows.tolist(), (part[0] if padded else part)[name]):
+                        joined[row] = value
+                batch[name] = joined
+            elif name in first_lengths:
+                pad = pad_values.get(name) if isinstance(pad_values, Mapping) else pad_values
+                batch[name], lengths[name] = join_batches(
+                    [(rows, (part[0][name], part[1][name])) for rows, part in parts], positions, pad, None)
+            else:
+                batch[name] = join_batches([(rows, (part[0] if padded else part)[name]) for rows, part in parts],
+                                           positions, None, None)
+        return (batch, lengths) if padded else batch
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric

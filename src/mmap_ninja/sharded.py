@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import inspect
 import json
 import os
 import shutil
@@ -62,10 +63,6 @@ FORMAT_VERSION = (1, 0)
 DEFAULT_MAX_OPEN_SHARDS = 64
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
 
-# Attributes a shard derives from its samples rather than being told: they may differ between shards of one schema.
-_DERIVED_ATTRS = frozenset({"ndims", "trained"})
-
-
 class SchemaMismatchError(ValueError):
     """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
 
@@ -93,10 +90,21 @@ def is_sharded(path: PathLike) -> bool:
 
 
 def shard_schema(header: Header) -> dict[str, Any]:
-    """What shards of one sharded map must agree on: the kind, the attributes (dtype, shape, order, codec)
-    except those derived from the samples, and the features a reader needs."""
-    attrs = {k: v for k, v in header.attrs.items() if k not in _DERIVED_ATTRS}
-    return {"kind": header.kind, "attrs": attrs, "requires": sorted(header.requires)}
+    """What shards of one sharded map must agree on: the kind, the schema part of the attributes (the kind's
+    `Layout.shared_attrs`: dtype, sample shape, codec, field names and types, ... but not facts of one map's
+    samples such as a ragged map's ``ndims`` or an images map's ``formats``), and the features a reader needs."""
+    return _schema(header.kind, header.attrs, header.requires)
+
+
+def _schema(kind: str, attrs: dict[str, Any], requires: Sequence[str]) -> dict[str, Any]:
+    cls = KINDS.get(kind)
+    shared = cls.layout.shared_attrs(attrs) if cls is not None else dict(attrs)  # unknown: refused by its count
+    return {"kind": kind, "attrs": shared, "requires": sorted(requires)}
+
+
+def _same_schema(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal, and in the same order where order means something (a records map's fields; other keys are sorted)."""
+    return a == b and json.dumps(a) == json.dumps(b)
 
 
 # ------------------------------------------------------------------ the top-level header
@@ -194,7 +202,7 @@ class ShardedMap:
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),
-    ``m.get_batch(indices, pad_value=..., out=...)`` when the shards' kind has it, iteration, and
+    ``m.get_batch(indices, ...)`` with the arguments of the shards' kind when it has one, iteration, and
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
     are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes.
@@ -409,57 +417,32 @@ class ShardedMap:
             result = [self._wrap(s) for s in result]
         return result
 
-    def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray[Any, Any]] = None) -> Any:
-        """The samples at ``indices`` as one array (or ``(padded, lengths)`` with a ``pad_value``), as the shards'
-        own ``get_batch`` gives (`RaggedMmap.get_batch`, `NumpyMmap.get_batch`). ``wrapper_fn`` is not applied."""
-        if not hasattr(self._cls, "get_batch"):
+    def get_batch(self, indices: Any, *args: Any, **options: Any) -> Any:
+        """The samples at ``indices`` as one batch, with the arguments and the result of the shards' own
+        ``get_batch`` (`RaggedMmap.get_batch`, `NumpyMmap.get_batch`, `ImagesMmap.get_batch`,
+        `RecordsMmap.get_batch`): equal to what one map holding all the samples gives. Each shard the batch
+        touches reads its samples with one ``get_batch``; the shard class's ``combine_batches`` joins them
+        (into ``out=`` if given). ``wrapper_fn`` is not applied."""
+        method = getattr(self._cls, "get_batch", None)
+        if method is None:
             raise TypeError(f"maps of kind {self.kind!r} have no get_batch(); index them instead")
+        arguments = _batch_arguments(method, indices, args, options)
         positions = resolve_positions(indices, self._length)
-        groups = list(self._groups(positions))
-        if len(groups) == 1:
-            return self._shard(groups[0][0]).get_batch(groups[0][2], pad_value=pad_value,  # type: ignore[attr-defined]
-                                                       out=out)
-        dtype = self.dtype
-        if dtype is None:
-            raise ValueError("the map holds no samples and has no dtype yet")
+        groups = list(self._groups(positions)) if len(positions) else []
+        if len(groups) <= 1:  # one shard (or none): its own get_batch, out= included
+            if not self._header.shards:
+                raise ValueError(f"{self._path} holds no shards, so no samples and no dtype yet")
+            k, local = (groups[0][0], groups[0][2]) if groups else (0, positions)
+            return self._shard(k).get_batch(local, **arguments)  # type: ignore[attr-defined]
+        per_shard = {name: value for name, value in arguments.items() if name != "out"}
         parts = []
         for k, rows, local in groups:
             try:
-                part = self._shard(k).get_batch(local, pad_value=pad_value)  # type: ignore[attr-defined]
+                parts.append((rows, self._shard(k).get_batch(local, **per_shard)))  # type: ignore[attr-defined]
             except ValueError as e:
-                raise ValueError(f"{e} (an index within shard {k}, whose samples start at {self._starts[k]})") \
+                raise ValueError(f"{e} (indices within shard {k}, whose samples start at {self._starts[k]})") \
                     from None
-            parts.append((rows, part))
-        if pad_value is None:
-            shapes = {part.shape[1:] for _, part in parts}
-            if len(shapes) > 1:
-                (rows_a, a), (rows_b, b) = parts[0], next(p for p in parts if p[1].shape[1:] != parts[0][1].shape[1:])
-                raise ValueError(f"cannot stack samples of different shapes: item {positions[rows_a[0]]} has shape "
-                                 f"{a.shape[1:]} and item {positions[rows_b[0]]} has shape {b.shape[1:]}; pass "
-                                 f"pad_value= to pad them to a common shape")
-            from mmap_ninja.batch import check_out
-
-            shape = (len(positions), *parts[0][1].shape[1:])
-            out = np.empty(shape, dtype) if out is None else check_out(out, shape, dtype)
-            for rows, part in parts:
-                out[rows] = part
-            return out
-        from mmap_ninja.batch import check_out, pad_scalar
-
-        ndim = parts[0][1][0].ndim - 1
-        max_shape = tuple(max(part[0].shape[1 + d] for _, part in parts) for d in range(ndim))
-        shape = (len(positions), *max_shape)
-        if out is None:
-            out = np.empty(shape, dtype)
-        else:
-            check_out(out, shape, dtype, at_least=True)
-        out[...] = pad_scalar(pad_value, dtype)
-        lengths = np.empty((len(positions), *parts[0][1][1].shape[1:]), dtype=np.int64)
-        for rows, (padded, part_lengths) in parts:
-            corner: tuple[Any, ...] = (rows, *(slice(0, s) for s in padded.shape[1:]))
-            out[corner] = padded
-            lengths[rows] = part_lengths
-        return out, lengths
+        return self._cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:
         """Every sample in order, shard after shard."""
@@ -517,6 +500,16 @@ def _reopen(path: str, options: dict[str, Any]) -> ShardedMap:
     return ShardedMap(path, **options)
 
 
+def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, ...],
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call ``shard.get_batch(indices, *args, **options)`` but ``self`` and ``indices``, by
+    name (a call the shard class's own ``get_batch`` would refuse raises the same TypeError here)."""
+    signature = inspect.signature(method)
+    bound = signature.bind(None, indices, *args, **options)
+    self_name, indices_name = list(signature.parameters)[:2]
+    return {name: value for name, value in bound.arguments.items() if name not in (self_name, indices_name)}
+
+
 # ------------------------------------------------------------------ merging
 
 
@@ -572,14 +565,13 @@ def publish_shards(out_dir: PathLike, shard_paths: Sequence[str], kind: str, *,
             raise SchemaMismatchError(f"{path} holds a {schema['kind']!r} map, not a {kind!r} one")
         if length and expected is None:
             expected, reference = schema, rel
-        elif length and schema != expected:
-            assert expected is not None
+        elif length and expected is not None and not _same_schema(schema, expected):
             raise SchemaMismatchError(f"{path} cannot be published with {reference}: it has "
                                       f"{_describe_mismatch(expected, schema)}")
         infos.append(ShardInfo(rel, length, header.id))
     if expected is None:
         expected = shard_schema(read_header(out / shard_paths[0])) if shard_paths else \
-            {"kind": kind, "attrs": cls.layout.attrs(), "requires": []}
+            _schema(kind, cls.layout.attrs(), [])
     previous = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
     top = _TopHeader(kind, expected["attrs"], infos, id=previous.id if previous is not None else uuid.uuid4().hex,
                      commit=previous.commit + 1 if previous is not None else 1, metadata=check_metadata(metadata),
@@ -615,11 +607,26 @@ def _check_source(path: Path, out_dir: Path) -> _Source:
 def _describe_mismatch(expected: dict[str, Any], got: dict[str, Any]) -> str:
     if expected["kind"] != got["kind"]:
         return f"kind {got['kind']!r} instead of {expected['kind']!r}"
-    for key in sorted(set(expected["attrs"]) | set(got["attrs"])):
-        a, b = expected["attrs"].get(key), got["attrs"].get(key)
-        if a != b:
-            return f"{key} {b!r} instead of {a!r}"
-    return f"requires {got['requires']!r} instead of {expected['requires']!r}"
+    difference = _first_difference(expected["attrs"], got["attrs"], "")
+    return difference or f"requires {got['requires']!r} instead of {expected['requires']!r}"
+
+
+def _first_difference(expected: Any, got: Any, where: str) -> Optional[str]:
+    """The first place where two schemas differ, as ``"fields.tokens.attrs.dtype '<f4' instead of '<i4'"``."""
+    if not (isinstance(expected, dict) and isinstance(got, dict)):
+        return None if expected == got else f"{where or 'attrs'} {got!r} instead of {expected!r}"
+    for key in [*expected, *(k for k in got if k not in expected)]:
+        name = f"{where}.{key}" if where else str(key)
+        if key not in got:
+            return f"no {name} (the other has {expected[key]!r})"
+        if key not in expected:
+            return f"{name} {got[key]!r}, which the other has not"
+        difference = _first_difference(expected[key], got[key], name)
+        if difference:
+            return difference
+    if list(expected) != list(got):
+        return f"{where or 'attrs'} in the order {list(got)} instead of {list(expected)}"
+    return None
 
 
 def _sample_count(source: _Source) -> int:
@@ -679,7 +686,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         sources = [_check_source(p, out) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
         if existing is not None and any(s.length for s in existing.shards):
-            expected = {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+            expected = _schema(existing.kind, existing.attrs, existing.requires)
         reference_path = out
         for source in sources:
             schema = shard_schema(source.header)
@@ -690,14 +697,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
                 continue  # an empty map fixes no dtype yet; a later one (or none) sets the schema
             if expected is None:
                 expected, reference_path = schema, source.path
-            elif schema["kind"] != expected["kind"] or (_sample_count(source) and schema != expected):
+            elif schema["kind"] != expected["kind"] or (_sample_count(source) and not _same_schema(schema, expected)):
                 raise SchemaMismatchError(f"{source.path} cannot be merged with {reference_path}: it has "
                                           f"{_describe_mismatch(expected, schema)}")
         if expected is None:  # every map empty (or none given)
             if not sources and existing is None:
                 raise ValueError("merge() needs at least one map to create a sharded map")
             expected = shard_schema(sources[0].header) if existing is None or sources else \
-                {"kind": existing.kind, "attrs": existing.attrs, "requires": existing.requires}
+                _schema(existing.kind, existing.attrs, existing.requires)
         (out / SHARDS_DIR).mkdir(exist_ok=True)
         if not copy:
             for source in sources:

@@ -1,18 +1,24 @@
-"""Building a sharded map on Dask: one shard per partition of a ``dask.bag``, built by the workers.
+"""Building a sharded map on Dask: one shard per partition of a ``dask.bag`` (of samples, or rows for records)
+or of a ``dask.dataframe`` (records), built by the workers.
 
 `from_dask` runs on whatever scheduler is active (a ``distributed.Client`` included). Each partition becomes
-``out_dir/shards/part-00042``, built under a staging name by a task on a worker (``cls.from_generator``) and
-renamed into place only once complete, so a killed worker leaves no visible partial shard. Every shard records in
-its metadata which partition of which input it holds (the partition's index and ``dask.base.tokenize`` of the
-bag, the kind and the options): a re-run skips the shards already complete for the same input and builds only
-the rest, and a re-run on changed input rebuilds them all. The driver then publishes ``shards.json`` (a merge by
-metadata: no data moves). One build writes a given output at a time (the driver holds the directory's lock).
+``out_dir/shards/part-00042``, built under a staging name by a task on a worker (``cls.from_generator``, or
+``cls.from_pandas`` for a dataframe's partitions) and renamed into place only once complete, so a killed worker
+leaves no visible partial shard. Every shard records in its metadata which partition of which input it holds (the
+partition's index and ``dask.base.tokenize`` of the collection, the kind and the options): a re-run skips the
+shards already complete for the same input and builds only the rest, and a re-run on changed input rebuilds them
+all. The driver then publishes ``shards.json`` (a merge by metadata: no data moves). One build writes a given
+output at a time (the driver holds the directory's lock).
+
+A kind whose builder infers a schema from the first rows (records, without ``schema=``) cannot build an empty
+partition on its own: such partitions are built last, by the driver, with the schema of a shard that has rows.
 
 This module imports ``dask``; ``import mmap_ninja`` does not.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import uuid
@@ -54,15 +60,27 @@ def _complete(path: Path, provenance: dict[str, Any]) -> bool:
 
 
 def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenance: dict[str, Any],
-                     batch_size: int, options: dict[str, Any]) -> str:
-    """Runs on a worker: build one partition's shard under a staging name, then rename it into place."""
+                     batch_size: int, options: dict[str, Any], from_frame: bool = False,
+                     skip_empty: bool = False) -> Optional[str]:
+    """Runs on a worker: build one partition's shard under a staging name, then rename it into place.
+    ``from_frame``: the partition is a pandas ``DataFrame`` (``cls.from_pandas``). ``skip_empty``: an empty
+    partition is not built (returns ``None``), for the driver to build with a schema."""
     directory = Path(shards_dir)
     final = directory / _part_name(provenance["partition"])
     if _complete(final, provenance):
         return final.name  # an earlier attempt of this task finished it
+    if skip_empty:
+        samples = samples if from_frame else list(samples)
+        if len(samples) == 0:
+            return None
     staging = directory / f".{final.name}{_STAGING}{uuid.uuid4().hex[:12]}"
     try:
-        cls.from_generator(staging, samples, batch_size, metadata={PROVENANCE_KEY: provenance}, **options).close()
+        metadata = {PROVENANCE_KEY: provenance}
+        if from_frame:
+            cls.from_pandas(staging, samples, batch_size=batch_size, metadata=metadata,  # type: ignore[attr-defined]
+                            **options).close()
+        else:
+            cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
         if final.exists():  # a stale shard (another input), or an attempt that raced this one
             if _complete(final, provenance):
                 shutil.rmtree(staging)
@@ -78,11 +96,11 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
     return final.name
 
 
-def _run_all(tasks: list[Any]) -> None:
-    """Compute ``tasks`` on the active scheduler and return only when every one of them has ended, then raise
-    the first error: a task still building a shard when the build reports failure would write to the output
-    after the build released it. With a ``distributed.Client`` the futures are waited for; Dask's local
-    schedulers end their running tasks before they raise."""
+def _run_all(tasks: list[Any]) -> list[Any]:
+    """Compute ``tasks`` on the active scheduler and return their results only when every one of them has
+    ended, or raise the first error then: a task still building a shard when the build reports failure would
+    write to the output after the build released it. With a ``distributed.Client`` the futures are waited for;
+    Dask's local schedulers end their running tasks before they raise."""
     try:
         from distributed import get_client, wait
     except ImportError:
@@ -93,32 +111,47 @@ def _run_all(tasks: list[Any]) -> None:
         except ValueError:  # no client in this process: a local scheduler
             client = None
     if client is None:
-        compute(*tasks)  # type: ignore[no-untyped-call]
-        return
+        return list(compute(*tasks))  # type: ignore[no-untyped-call]
     futures = client.compute(tasks)  # type: ignore[no-untyped-call]
     try:
         wait(futures)  # type: ignore[no-untyped-call]  # every task done or failed
-        client.gather(futures)  # type: ignore[no-untyped-call]  # raises the first error
+        return list(client.gather(futures))  # type: ignore[no-untyped-call]  # raises the first error
     finally:
         for future in futures:
             future.release()
 
 
-def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: int = 1024,
+def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_size: int = 1024,
               metadata: Optional[dict[str, Any]] = None, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
               **options: Any) -> ShardedMap:
-    """Build the sharded map ``out_dir`` of kind ``cls`` (`RaggedMmap`, ...) from the ``dask.bag`` ``bag``,
-    one shard per partition, on the active Dask scheduler; returns it open. Its samples are the bag's, in
-    order: equal, sample for sample, to ``cls.from_generator(path, bag.compute(), ...)``.
+    """Build the sharded map ``out_dir`` of kind ``cls`` (`RaggedMmap`, `RecordsMmap`, ...) from a Dask
+    collection, one shard per partition, on the active Dask scheduler; returns it open.
 
-    ``options`` are the kind's own (``dtype=``, ``codec=``, ...), given to every shard's ``from_generator``
-    with ``batch_size``. Re-running after a failure (a killed worker, an exception in the bag) builds only the
-    partitions that have no complete shard for this same input. ``metadata`` is stored in ``shards.json``.
+    ``collection`` is a ``dask.bag`` of samples (rows, dicts of field -> value, for records), or, for records,
+    a ``dask.dataframe.DataFrame`` (each partition built by `RecordsMmap.from_pandas`: one field per column).
+    The samples are the collection's, in order: equal, sample for sample, to ``cls.from_generator(path,
+    bag.compute(), ...)`` (``cls.from_pandas(path, frame.compute(), ...)``; note that Dask turns object
+    columns, arrays included, into strings when it makes a dataframe unless its ``dataframe.convert-string``
+    option is off then). ``options`` are the kind's own
+    (``dtype=``, ``codec=``, ``schema=``, ...), given to every shard's builder with ``batch_size``. Without a
+    ``schema=``, records infer each partition's schema from its rows; shards that disagree are refused, naming
+    the first difference (pass ``schema=`` to fix it). Re-running after a failure (a killed worker, an exception
+    in the input) builds only the partitions that have no complete shard for this same input. ``metadata`` is
+    stored in ``shards.json``.
     """
     out = absolute(out_dir)
-    npartitions = int(bag.npartitions)
-    token = tokenize(bag, cls.layout.kind, batch_size, sorted(options.items(), key=lambda kv: kv[0]))
+    from_frame = _is_dataframe(collection)
+    if from_frame and not hasattr(cls, "from_pandas"):
+        raise TypeError(f"a dask.dataframe builds records maps (RecordsMmap.from_dask); a {cls.__name__} is built "
+                        f"from a dask.bag of samples (e.g. frame[column].to_bag())")
+    if not from_frame and not hasattr(collection, "to_delayed"):
+        raise TypeError(f"from_dask() takes a dask.bag or a dask.dataframe.DataFrame, got "
+                        f"{type(collection).__name__}")
+    npartitions = int(collection.npartitions)
+    token = tokenize(collection, cls.layout.kind, batch_size, sorted(options.items(), key=lambda kv: kv[0]))
     checked_metadata = check_metadata(metadata)
+    # A builder that infers a schema from the rows cannot build an empty partition: the driver builds those.
+    infers_schema = "schema" in inspect.signature(cls.from_generator).parameters and options.get("schema") is None
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, lock_timeout):
         shards_dir = out / SHARDS_DIR
@@ -130,9 +163,16 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: in
         provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
         todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
         if todo:
-            partitions = bag.to_delayed()
-            _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls, provenances[i],
-                                                            batch_size, options) for i in todo])
+            partitions = collection.to_delayed()
+            built = _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls,
+                                                                    provenances[i], batch_size, options, from_frame,
+                                                                    infers_schema) for i in todo])
+            empty = [i for i, name in zip(todo, built) if name is None]
+            if empty:
+                schema = _schema_of_a_shard(cls, shards_dir, [i for i in range(npartitions) if i not in empty])
+                for i in empty:
+                    _build_partition([], str(shards_dir), cls, provenances[i], batch_size,
+                                     {**options, "schema": schema})
         for i in range(npartitions):
             if not _complete(shards_dir / _part_name(i), provenances[i]):
                 raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
@@ -145,6 +185,32 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, bag: Any, *, batch_size: in
                     and int(stale.name[len(_PART):]) >= npartitions:
                 shutil.rmtree(stale, ignore_errors=True)
     return sharded
+
+
+def _is_dataframe(collection: Any) -> bool:
+    """Whether ``collection`` is a ``dask.dataframe.DataFrame`` (without importing ``dask.dataframe``, and so
+    pandas, for a bag)."""
+    if not type(collection).__module__.startswith(("dask.dataframe", "dask_expr")):
+        return False
+    import dask.dataframe as dd
+
+    if isinstance(collection, dd.Series):
+        raise TypeError("from_dask() takes a dask.dataframe.DataFrame (one field per column), not a Series: use "
+                        "series.to_frame(), or series.to_bag() for a bag of its values")
+    return isinstance(collection, dd.DataFrame)
+
+
+def _schema_of_a_shard(cls: type[MapBase], shards_dir: Path, partitions: list[int]) -> Any:
+    """The schema of the first of these partitions' shards that holds rows (for the empty partitions)."""
+    for i in partitions:
+        shard = cls(shards_dir / _part_name(i), mode="r")
+        try:
+            if len(shard):
+                return shard.schema  # type: ignore[attr-defined]
+        finally:
+            shard.close()
+    raise ValueError("every partition of the input is empty, so there is no row to infer the schema from; pass "
+                     "schema=")
 
 
 def _fsync_directory(path: Path) -> None:

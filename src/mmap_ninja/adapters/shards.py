@@ -1,10 +1,10 @@
 """A DDP sampler for sharded maps that keeps each rank on whole shards (locality on node-local disks).
 
-`ShardAwareSampler` is not `mmap_ninja.adapters.torch.ShardedSampler`: that one splits the indices of any
-dataset between ranks exactly as ``torch.utils.data.DistributedSampler`` does; this one knows the shards of a
-`ShardedMap` and gives each rank whole shards first. Both give every rank the same number of samples, padding
-by repeating indices (``drop_last=False``) or dropping some (``drop_last=True``) exactly as much as
-``DistributedSampler`` does.
+`ShardAwareSampler` is not `mmap_ninja.adapters.torch.RankSampler` (formerly ``ShardedSampler``): that one
+splits the indices of any dataset between ranks exactly as ``torch.utils.data.DistributedSampler`` does; this one
+knows the shards of a `ShardedMap` and gives each rank whole shards first. Both give every rank the same number
+of samples, padding by repeating indices (``drop_last=False``) or dropping some (``drop_last=True``) exactly as
+much as ``DistributedSampler`` does.
 
 This module imports ``torch``; ``import mmap_ninja`` does not.
 """

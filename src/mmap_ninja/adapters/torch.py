@@ -29,9 +29,11 @@ Records maps (`RecordsMmap`) get `RecordsDataset`: its ``__getitems__`` reads a 
 that into tensors; with a per-row ``transform`` (resizing images, augmenting) the rows are read with one batched
 lookup, transformed, and the collate stacks or pads each field (`RecordsCollate`).
 
-`shard_indices` and `ShardedSampler` split the indices of each epoch between DDP ranks exactly as
+`rank_indices` and `RankSampler` split the indices of each epoch between DDP ranks exactly as
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
-sized dataset.
+sized dataset. (They were named ``shard_indices`` and ``ShardedSampler``, easily confused with the sampler for
+sharded maps, `mmap_ninja.adapters.shards.ShardAwareSampler`; the old names still work, with a
+``DeprecationWarning``.)
 
 This module imports ``torch``; ``import mmap_ninja`` does not.
 """
@@ -51,8 +53,8 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
-__all__ = ["FieldBatch", "PadCollate", "RecordsCollate", "RecordsDataset", "ShardedSampler", "as_tensor", "collate",
-           "pad_collate", "shard_indices"]
+__all__ = ["FieldBatch", "PadCollate", "RankSampler", "RecordsCollate", "RecordsDataset", "ShardedSampler", "as_tensor",
+           "collate", "pad_collate", "rank_indices", "shard_indices"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
@@ -364,8 +366,8 @@ class RecordsDataset(Dataset[Any]):
 # ------------------------------------------------------------------------------------------------ DDP
 
 
-def shard_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: int = 0, shuffle: bool = True,
-                  drop_last: bool = False) -> np.ndarray:
+def rank_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = False) -> np.ndarray:
     """The indices of ``range(n)`` that ``rank`` of ``world_size`` reads in ``epoch``, as an int64 array.
 
     Exactly ``torch.utils.data.DistributedSampler``'s: with ``shuffle`` one permutation of ``range(n)``
@@ -394,8 +396,8 @@ def shard_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: i
     return indices[rank:total:world_size]
 
 
-class ShardedSampler(Sampler[int]):
-    """A sampler giving this rank its `shard_indices` of each epoch; call `set_epoch` before each epoch.
+class RankSampler(Sampler[int]):
+    """A sampler giving this rank its `rank_indices` of each epoch; call `set_epoch` before each epoch.
 
     ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
     ``torch.distributed``'s when a process group is initialized, else to 0 and 1.
@@ -411,14 +413,14 @@ class ShardedSampler(Sampler[int]):
         self.n = int(data_source) if isinstance(data_source, numbers.Integral) else len(data_source)
         self.rank, self.world_size = int(rank), int(world_size)
         self.seed, self.shuffle, self.drop_last, self.epoch = int(seed), bool(shuffle), bool(drop_last), int(epoch)
-        shard_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
+        rank_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def indices(self) -> np.ndarray:
-        return shard_indices(self.n, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
-                             seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last)
+        return rank_indices(self.n, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
+                            seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
@@ -427,3 +429,21 @@ class ShardedSampler(Sampler[int]):
         if self.drop_last and self.n % self.world_size:
             return math.ceil((self.n - self.world_size) / self.world_size)
         return math.ceil(self.n / self.world_size)
+
+
+def shard_indices(n: int, **options: Any) -> np.ndarray:
+    """Deprecated name of `rank_indices` (easily confused with `mmap_ninja.adapters.shards.shard_aware_indices`)."""
+    warnings.warn("shard_indices() is now rank_indices(); the old name will be removed", DeprecationWarning,
+                  stacklevel=2)
+    return rank_indices(n, **options)
+
+
+class ShardedSampler(RankSampler):
+    """Deprecated name of `RankSampler` (easily confused with `mmap_ninja.adapters.shards.ShardAwareSampler`, the
+    sampler for sharded maps)."""
+
+    def __init__(self, data_source: Any, **options: Any):
+        warnings.warn("ShardedSampler is now RankSampler (it splits any dataset's indices between ranks; the sampler "
+                      "for sharded maps is mmap_ninja.adapters.shards.ShardAwareSampler); the old name will be "
+                      "removed", DeprecationWarning, stacklevel=2)
+        super().__init__(data_source, **options)
