@@ -586,3 +586,87 @@ def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials):
         workdir = tmp_path / f"trial{seed}"
         workdir.mkdir()
         _crash_trial(workdir, seed)
+
+
+# ---------------------------------------------------------------------------------------------- fixed bugs
+
+def test_arrow_nulls_are_refused_naming_row_and_field_or_filled_when_asked(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"name": ["a", "b", "c"], "label": pa.array([1, None, 3], pa.int64())})
+    with pytest.raises(ValueError, match=r"row 1, field 'label' is null.*fill_null=\{'label': value\}"):
+        RecordsMmap.from_arrow(tmp_path / "m", table)
+    assert not (tmp_path / "m").exists()
+    nested = pa.table({"tok": pa.array([[1], [2, 3], [None, 4]], pa.list_(pa.int64()))})
+    with pytest.raises(ValueError, match="row 2, field 'tok' holds a null element"):
+        RecordsMmap.from_arrow(tmp_path / "m", nested)
+    fixed = pa.table({"v": pa.array([[1, 2], [3, None]], pa.list_(pa.int32(), 2))})
+    with pytest.raises(ValueError, match="row 1, field 'v' holds a null element"):
+        RecordsMmap.from_arrow(tmp_path / "m", fixed)
+    assert not (tmp_path / "m").exists()
+    m = RecordsMmap.from_arrow(tmp_path / "m", table, fill_null={"label": -1})
+    assert m.schema["label"] == Field.scalar(np.int64) and m["label"].array.tolist() == [1, -1, 3]
+    t = RecordsMmap.from_arrow(tmp_path / "t", nested, fill_null={"tok": 0})
+    assert t["tok"][2].tolist() == [0, 4] and t["tok"][2].dtype == np.int64
+    with pytest.raises(ValueError, match="fill_null names a field 'nope'"):
+        RecordsMmap.from_arrow(tmp_path / "u", table, fill_null={"nope": 0})
+
+
+def test_pandas_missing_values_are_refused_naming_row_and_field_or_filled_when_asked(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"label": pd.array([4, 5, None], dtype="Int64"), "name": ["a", "b", "c"]},
+                         index=[10, 11, 12])
+    with pytest.raises(ValueError, match=r"row 2, field 'label' is missing \(<NA>, index label 12\)"):
+        RecordsMmap.from_pandas(tmp_path / "m", frame)
+    with pytest.raises(ValueError, match="row 1, field 'name' is missing"):
+        RecordsMmap.from_pandas(tmp_path / "m", pd.DataFrame({"name": ["a", None]}))
+    assert not (tmp_path / "m").exists()
+    m = RecordsMmap.from_pandas(tmp_path / "m", frame, fill_null={"label": -1})
+    assert m.schema["label"] == Field.scalar(np.int64) and m["label"].array.tolist() == [4, 5, -1]
+    # NaN in a float column is a value, kept
+    f = RecordsMmap.from_pandas(tmp_path / "f", pd.DataFrame({"x": [1.5, float("nan")]}))
+    assert np.isnan(f[1]["x"])
+
+
+def test_a_first_batch_refused_only_when_encoded_creates_nothing(tmp_path):
+    with pytest.raises(TypeError, match="row 1, field 'flag'"):
+        RecordsMmap.from_dict(tmp_path / "m", {"flag": np.array([True, None], dtype=object)})
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TypeError, match="row 1, field 'flag'"):
+        RecordsMmap.from_dict(tmp_path / "empty", {"flag": np.array([True, None], dtype=object)})
+    assert snapshot(tmp_path / "empty") == {}
+
+
+def test_a_field_follows_its_handles_own_writes(rec):
+    label, text = rec["label"], rec.field("text")
+    rec.extend(rows(10, 13))
+    assert len(label) == len(rec) == 13 and label[12] == make_row(12)["label"]
+    assert text[-1] == make_row(12)["text"]
+    with rec.transaction():
+        rec.append(make_row(13))
+        assert len(label) == len(rec) == 14
+    other = RecordsMmap(rec.path)
+    other.append(make_row(14))
+    assert rec.refresh() == 1 and len(label) == len(rec) == 15
+
+
+def test_an_aborted_transaction_on_a_new_handle_leaves_nothing(tmp_path):
+    m = RecordsMmap(tmp_path / "a" / "m")
+    with pytest.raises(RuntimeError, match="boom"), m.transaction():
+        m.extend(rows(0, 3))
+        m.append(make_row(3))
+        assert len(m) == 4
+        raise RuntimeError("boom")
+    assert not (tmp_path / "a").exists() and len(m) == 0 and not m.exists
+    (tmp_path / "b").mkdir()
+    m = RecordsMmap(tmp_path / "b")
+    with pytest.raises(RuntimeError), m.transaction():
+        m.extend(rows(0, 3))
+        raise RuntimeError("boom")
+    assert snapshot(tmp_path / "b") == {}
+    with m.transaction():  # the handle still works, and a block that ends well commits once
+        m.extend(rows(0, 3))
+        m.append(make_row(3))
+    assert header(tmp_path / "b").get("building") is None
+    again = RecordsMmap(tmp_path / "b")
+    assert len(again) == 4 and same_row(again[3], make_row(3))

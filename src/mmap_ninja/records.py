@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import operator
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -700,7 +701,27 @@ class RecordsMmap(MapBase):
         container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
+        self.__dict__.setdefault("_fields_given", []).append(weakref.ref(container))
         return container
+
+    def _field_containers(self) -> list[MapBase]:
+        """The live field containers this handle gave out: they follow its writes and refreshes."""
+        refs: list[weakref.ref[MapBase]] = self.__dict__.setdefault("_fields_given", [])
+        alive = [c for c in (r() for r in refs) if c is not None and not c.closed]
+        if len(alive) < len(refs):
+            refs[:] = [weakref.ref(c) for c in alive]
+        return alive
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        for container in self._field_containers():
+            container._invalidate()
+
+    def refresh(self) -> int:
+        appeared = super().refresh()
+        for container in self._field_containers():
+            container._rebuild()
+        return appeared
 
     def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None) -> Any:
         """The rows at ``indices`` as a dict of field -> batch: a new array of shape ``(k, *shape)`` for array and
@@ -773,16 +794,23 @@ class RecordsMmap(MapBase):
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
         call creates the map with the schema these rows suggest."""
-        layout = self.layout
         if self._store is None and self._mode == "r+" and self._legacy is None:
+            layout = self.layout
             samples = samples if isinstance(samples, Mapping) else list(samples)
             schema = infer_schema(samples)
             attrs = layout.attrs(schema=schema)
             empty = layout.empty_lengths(attrs)
             layout.encode(layout.batch(samples, empty, attrs), empty, attrs)  # a refused first batch creates nothing
-            created = self._create(schema)
-            if self._deferred is not None:  # the first write of a transaction block: the block holds the lock now
-                self._deferred.enter_context(created.transaction())
+            if self._deferred is not None:  # the first write of a transaction block: the block owns the new map
+                self._deferred.enter_context(self._creating(schema))
+            else:
+                with self._creating(schema):
+                    self._write(samples)
+                return
+        self._write(samples)
+
+    def _write(self, samples: Any) -> None:
+        layout = self.layout
         store = self._writable_store()
         try:
             with store.transaction():
@@ -798,12 +826,52 @@ class RecordsMmap(MapBase):
     _deferred: Optional[ExitStack] = None
 
     @contextmanager
+    def _creating(self, schema: dict[str, Field]) -> Iterator[None]:
+        """Create the map (marked unfinished and locked) for the block's writes: published with them, complete,
+        in one commit if the block ends well; removed again, leaving the directory as it was, if it raises."""
+        missing = []  # the directories the creation makes, to remove again
+        parent = self._path
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        layout = self.layout
+        attrs = layout.attrs(schema=schema)
+        store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
+                             initial=layout.initial_for(attrs), requires=layout.requires(attrs), building=True,
+                             durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
+        self._store = store
+        self._check_kind(store)
+        if not store.header.building:  # a racing process created the map first: write to it as to any map
+            yield
+            return
+        store.hold_creation()
+        try:
+            yield
+        except BaseException:
+            store.end_creation(ok=False)
+            self._store = None
+            for directory in missing:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+            raise
+        finally:
+            self._invalidate()
+        store.end_creation(ok=True)
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """See `MapBase.transaction`. On a handle with no map yet, the block's first write creates the map (its
-        rows give the schema) and the block holds the lock from there on."""
+        rows give the schema) and the block holds the lock from there on; if the block raises, the new map is
+        removed again and nothing is left on disk. (A block nested in such a block before the map exists is
+        part of the outer one: it is undone only with it.)"""
         if self._store is not None or self._mode == "r" or self._legacy is not None:
             with super().transaction():
                 yield
+            return
+        if self._deferred is not None:
+            yield
             return
         with ExitStack() as stack:
             self._deferred = stack
@@ -821,16 +889,6 @@ class RecordsMmap(MapBase):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         raise TypeError("rows of a records map cannot be assigned in place")
-
-    def _create(self, schema: dict[str, Field]) -> Store:
-        layout = self.layout
-        attrs = layout.attrs(schema=schema)
-        store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
-                             initial=layout.initial_for(attrs), requires=layout.requires(attrs),
-                             durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
-        self._store = store
-        self._check_kind(store)
-        return store
 
     def _train_fields(self, store: Store, batch: RecordsBatch) -> None:
         """Train the dictionary of every compressed field that wants one and has none yet, on this batch."""
@@ -881,7 +939,9 @@ class RecordsMmap(MapBase):
             fields = infer_schema(first)
         if first is not None:
             attrs = cls.layout.attrs(schema=fields)
-            first = cls.layout.batch(first, cls.layout.empty_lengths(attrs), attrs)
+            empty = cls.layout.empty_lengths(attrs)
+            first = cls.layout.batch(first, empty, attrs)
+            cls.layout.encode(first, empty, attrs)  # a value only encoding refuses must create nothing either
             pending = chain([first], pending)
         return cls._build(out_dir, pending, schema=fields, **build_options)
 
@@ -958,37 +1018,104 @@ class RecordsMmap(MapBase):
                                   mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
 
     @classmethod
-    def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, **options: Any) -> R:
+    def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
+                    **options: Any) -> R:
         """Build a map from a pandas ``DataFrame`` (one field per column; numeric columns become scalar
-        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`."""
+        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`.
+
+        A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
+        with an error naming its row and field, so a nullable integer column is never turned into floats:
+        ``fill_null={"label": -1}`` stores ``-1`` in its place instead."""
+        fill = _check_fill(fill_null, [str(name) for name in frame.columns])
         columns = {}
-        for name in frame.columns:
-            series = frame[name]
-            columns[str(name)] = series.to_numpy() if series.dtype.kind in "biufc" else series.tolist()
+        for position, name in enumerate(frame.columns):
+            series = frame.iloc[:, position]
+            field = str(name)
+            dtype = series.dtype
+            if not (isinstance(dtype, np.dtype) and dtype.kind in "fc"):  # elsewhere NaN means missing
+                missing = np.asarray(series.isna(), dtype=bool)
+                if missing.any():
+                    if field not in fill:
+                        row = int(np.flatnonzero(missing)[0])
+                        label = series.index[row]
+                        label = label.item() if isinstance(label, np.generic) else label
+                        raise ValueError(f"row {row}, field {field!r} is missing ({series.iloc[row]!r}, index label "
+                                         f"{label!r}); records fields cannot hold missing values: pass "
+                                         f"fill_null={{{field!r}: value}} to store a value in their place")
+                    try:
+                        series = series.fillna(fill[field])
+                    except (TypeError, ValueError) as e:
+                        raise TypeError(f"field {field!r}: cannot fill its missing values with "
+                                        f"{fill[field]!r}: {e}") from None
+                    dtype = series.dtype
+            if getattr(dtype, "kind", "O") in "biufc":
+                columns[field] = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
+            else:
+                columns[field] = series.tolist()
         return cls.from_dict(out_dir, columns, **options)
 
     @classmethod
-    def from_arrow(cls: type[R], out_dir: PathLike, table: Any, **options: Any) -> R:
+    def from_arrow(cls: type[R], out_dir: PathLike, table: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
+                   **options: Any) -> R:
         """Build a map from a ``pyarrow.Table`` (one field per column; numeric columns become scalar fields,
         string columns strings fields, list columns ragged fields, fixed-size lists fixed-shape fields).
-        Null values are refused. Options as `from_dict`."""
+        Options as `from_dict`.
+
+        A null (a row's value, or an element of a row's list) is refused with an error naming its row and
+        field, never cast (an int column with a null would otherwise become floats with NaN):
+        ``fill_null={"label": -1}`` stores ``-1`` in place of the field's nulls (of its list elements, for a
+        list column)."""
+        fill = _check_fill(fill_null, list(table.column_names))
         columns = {}
         for name in table.column_names:
-            column = table.column(name)
-            if column.null_count:
-                raise ValueError(f"column {name!r} holds {column.null_count} null(s); records fields cannot hold "
-                                 f"missing values")
-            columns[name] = _arrow_column(column)
+            columns[name] = _arrow_column(table.column(name), name, fill)
         return cls.from_dict(out_dir, columns, **options)
 
 
-def _arrow_column(column: Any) -> Any:
-    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays."""
+def _check_fill(fill_null: Optional[Mapping[str, Any]], names: list[str]) -> dict[str, Any]:
+    if fill_null is None:
+        return {}
+    if not isinstance(fill_null, Mapping):
+        raise TypeError(f"fill_null must be a dict of field -> value, got {type(fill_null).__name__}")
+    unknown = [name for name in fill_null if name not in names]
+    if unknown:
+        raise ValueError(f"fill_null names a field {unknown[0]!r} that the data does not have (its columns: "
+                         f"{names})")
+    return dict(fill_null)
+
+
+def _refuse_nulls(array: Any, name: str, rows: Callable[[int], int], what: str) -> None:
+    """Raise naming the row of ``array``'s first null (``rows`` maps an item of ``array`` to its row)."""
+    nulls = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    row = rows(int(np.flatnonzero(nulls)[0]))
+    raise ValueError(f"row {row}, field {name!r} {what}; records fields cannot hold missing values: pass "
+                     f"fill_null={{{name!r}: value}} to store a value in their place")
+
+
+def _fill(array: Any, name: str, value: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.fill_null(array, pa.scalar(value, type=array.type))
+    except (pa.ArrowException, TypeError, ValueError) as e:
+        raise TypeError(f"field {name!r}: cannot fill its nulls with {value!r} (its type is {array.type}): "
+                        f"{e}") from None
+
+
+def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
+    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays;
+    nulls refused (naming the row) or filled as ``fill`` says."""
     import pyarrow as pa
     import pyarrow.types as pt
 
     kind = column.type
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
+    if array.null_count:
+        if name not in fill or nested:
+            _refuse_nulls(array, name, lambda i: i, "is null")
+        array = _fill(array, name, fill[name])
     if pt.is_string(kind) or pt.is_large_string(kind):
         return array.to_pylist()
     if pt.is_fixed_size_list(kind):
@@ -996,10 +1123,22 @@ def _arrow_column(column: Any) -> Any:
         while pt.is_fixed_size_list(array.type):
             shape.append(array.type.list_size)
             array = array.flatten()
+        if array.null_count:
+            size = int(np.prod(shape))
+            if name not in fill:
+                _refuse_nulls(array, name, lambda i: i // size, "holds a null element")
+            array = _fill(array, name, fill[name])
         return array.to_numpy(zero_copy_only=False).reshape(-1, *shape)
     if pt.is_list(kind) or pt.is_large_list(kind):
         offsets = array.offsets.to_numpy()
-        values = array.flatten().to_numpy(zero_copy_only=False)
+        flat = array.flatten()
+        if flat.null_count:
+            if name not in fill:
+                starts = offsets - offsets[0]
+                _refuse_nulls(flat, name, lambda i: int(np.searchsorted(starts, i, side="right")) - 1,
+                              "holds a null element")
+            flat = _fill(flat, name, fill[name])
+        values = flat.to_numpy(zero_copy_only=False)
         base = offsets[0]
         return [values[a - base:b - base] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     return array.to_numpy(zero_copy_only=False)

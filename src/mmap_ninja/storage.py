@@ -295,6 +295,29 @@ class Store:
         self._builder = False
         self._end_transaction(ok=True)
 
+    def end_creation(self, ok: bool) -> None:
+        """End the transaction a ``building=True`` create opened as one ordinary transaction (see
+        `hold_creation`): ``ok`` publishes what it wrote and the map as complete, in one commit; otherwise the
+        map is removed again (its files, its header and its lock file, all of which this creation made and no
+        other handle could use while it was marked unfinished and locked), leaving the directory as it was."""
+        txn = self._require_transaction()
+        if ok:
+            txn.dirty = True  # publish even a block that wrote nothing: the header must drop "building"
+            self._end_transaction(ok=True)
+            return
+        names = [name + COLUMN_SUFFIX for name in self._header.columns] + [HEADER_FILE, HEADER_FILE + ".tmp"]
+        for name in names:
+            _unlink(self.path / name)
+        _unlink(self.path / LOCK_FILE)  # while still holding it: a waiting creator then finds no map
+        self._end_transaction(ok=False)
+        self.close()
+
+    def hold_creation(self) -> None:
+        """Make the transaction a ``building=True`` create left open an ordinary one: its writes are published
+        only by `end_creation`, which publishes or removes the whole new map."""
+        self._require_transaction()
+        self._builder = False
+
     def abandon_build(self) -> None:
         """Release the lock of a build that failed; the map stays marked unfinished."""
         if self._builder:
