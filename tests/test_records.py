@@ -506,11 +506,12 @@ import numpy as np
 from mmap_ninja.records import RecordsMmap
 
 path, log_path, seed, fresh = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "fresh"
+key = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None
 log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 rng = random.Random(seed)
 print("READY", flush=True)
 if fresh:  # killed while building: the build is unfinished, every committed batch aligned
-    RecordsMmap.from_generator(path, (make_row(i) for i in range(10**9)), batch_size=rng.randint(1, 40))
+    RecordsMmap.from_generator(path, (make_row(i) for i in range(10**9)), batch_size=rng.randint(1, 40), key=key)
 rec = RecordsMmap(path)
 while True:
     n = len(rec)
@@ -532,17 +533,17 @@ def test_the_crash_child_builds_the_same_rows():
     assert all(same_row(namespace["make_row"](i), make_row(i)) for i in range(50))
 
 
-def _crash_trial(workdir: Path, seed: int) -> None:
+def _crash_trial(workdir: Path, seed: int, key: str | None = None) -> None:
     rng = random.Random(seed)
     path, log_path = workdir / "map", workdir / "log"
     fresh = rng.random() < 0.25
     initial = 0 if fresh else rng.randint(1, 30)
     if not fresh:
-        RecordsMmap.from_generator(path, rows(0, initial), batch_size=7).close()
+        RecordsMmap.from_generator(path, rows(0, initial), batch_size=7, key=key).close()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(log_path), str(seed),
-                             "fresh" if fresh else "extend"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env=env)
+                             "fresh" if fresh else "extend", key or "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     try:
         assert proc.stdout.readline().strip() == b"READY", proc.stderr.read().decode()[-2000:]
         time.sleep(rng.uniform(0.02, 0.25))
@@ -571,21 +572,30 @@ def _crash_trial(workdir: Path, seed: int) -> None:
         assert n in (committed, in_flight), (n, committed, in_flight)
     for i in range(n):
         assert same_row(m[i], make_row(i)), (seed, i)
+    if key is not None:  # every committed row is found by its key, nothing else is
+        assert all(m.index_of(make_row(i)[key]) == i for i in range(n)), seed
+        assert not any(make_row(i)[key] in m for i in range(n, in_flight + 41)), seed
     m.close()
     if not unfinished:
         writer = RecordsMmap(path)
+        if key is not None:
+            with pytest.raises(ValueError, match=f"row {n}: key .* is already the key of row 0"):
+                writer.extend([make_row(0)])
         writer.extend(rows(n, n + 2))
         again = RecordsMmap(path, mode="r")
         assert len(again) == n + 2 and same_row(again[n + 1], make_row(n + 1))
+        if key is not None:
+            assert again.index_of(make_row(n + 1)[key]) == n + 1 and again.index_of(make_row(0)[key]) == 0
 
 
-@pytest.mark.parametrize("trials", [pytest.param(20, id="20"),
+@pytest.mark.parametrize("key", [None, "text"], ids=["plain", "keyed"])
+@pytest.mark.parametrize("trials", [pytest.param(12, id="12"),
                                     pytest.param(300, id="300", marks=pytest.mark.slow)])
-def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials):
+def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials, key):
     for seed in range(trials):
         workdir = tmp_path / f"trial{seed}"
         workdir.mkdir()
-        _crash_trial(workdir, seed)
+        _crash_trial(workdir, seed, key)
 
 
 # ---------------------------------------------------------------------------------------------- fixed bugs
@@ -670,3 +680,124 @@ def test_an_aborted_transaction_on_a_new_handle_leaves_nothing(tmp_path):
     assert header(tmp_path / "b").get("building") is None
     again = RecordsMmap(tmp_path / "b")
     assert len(again) == 4 and same_row(again[3], make_row(3))
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+def keyed_rows(start: int, stop: int) -> list[dict]:
+    return [{"path": f"images/{i:06d}.jpg", "label": i % 10} for i in range(start, stop)]
+
+
+def test_index_of_finds_every_row_by_its_key(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 500), batch_size=37, key="path")
+    assert m.key == "path" and all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(500))
+    assert "images/000007.jpg" in m and "images/000500.jpg" not in m and 7 not in m
+    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path'\)"):
+        m.index_of("images/x.jpg")
+    with pytest.raises(TypeError, match="holds str keys, got int"):
+        m.index_of(3)
+    h = header(tmp_path / "m")
+    assert h["requires"] == ["records", "records.keys"] and h["attrs"]["key"]["field"] == "path"
+    assert "derived-key.slots" in h["columns"] and mmap_ninja.verify(tmp_path / "m", deep=True).ok
+    assert RecordsMmap.from_generator(tmp_path / "plain", rows(0, 3), batch_size=2).key is None
+    with pytest.raises(TypeError, match="has no key field"):
+        RecordsMmap(tmp_path / "plain").index_of("row 1")
+
+
+def test_integer_keys(tmp_path):
+    ids = np.array([-5, 0, 7, 2**62, -(2**63)], dtype=np.int64)
+    m = RecordsMmap.from_dict(tmp_path / "m", {"id": ids, "x": np.arange(5.0)}, key="id", batch_size=2)
+    assert [m.index_of(int(v)) for v in ids] == list(range(5)) and m.index_of(np.int64(7)) == 2
+    assert 1 not in m and "7" not in m
+    with pytest.raises(TypeError, match="holds integer keys"):
+        m.index_of("7")
+    u = RecordsMmap.from_dict(tmp_path / "u", {"id": np.array([2**64 - 1, 3], np.uint64)}, key="id")
+    assert u.index_of(2**64 - 1) == 0 and u.index_of(3) == 1
+
+
+def test_a_key_must_name_a_str_or_integer_field(tmp_path):
+    with pytest.raises(ValueError, match="key='nope' names no field"):
+        RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 3), batch_size=2, key="nope")
+    with pytest.raises(TypeError, match="key field 'x' is a scalar of dtype float64"):
+        RecordsMmap.from_dict(tmp_path / "m", {"x": np.arange(3.0)}, key="x")
+    with pytest.raises(TypeError, match="key field 'tokens' is an array"):
+        RecordsMmap.from_generator(tmp_path / "m", rows(0, 3), batch_size=2, key="tokens")
+    assert not (tmp_path / "m").exists()
+
+
+def test_duplicate_keys_are_refused_naming_row_and_key_and_nothing_changes(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 50), batch_size=16, key="path")
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"row 51: key 'images/000003.jpg' .*already the key of row 3"):
+        m.extend(keyed_rows(50, 51) + keyed_rows(3, 4))
+    with pytest.raises(ValueError, match=r"row 52: key 'images/000060.jpg' .*repeats the key of row 50"):
+        m.extend([*keyed_rows(60, 61), *keyed_rows(61, 62), *keyed_rows(60, 61)])
+    with pytest.raises(ValueError, match="already the key of row 0"):
+        m.append(keyed_rows(0, 1)[0])
+    assert snapshot(tmp_path / "m") == before and len(m) == 50
+    with m.transaction():  # refused inside a block: the block goes on
+        m.extend(keyed_rows(50, 52))
+        with pytest.raises(ValueError, match=r"row 53: key 'images/000051.jpg'"):
+            m.extend(keyed_rows(52, 53) + keyed_rows(51, 52))
+        m.extend(keyed_rows(52, 53))
+    assert len(m) == 53 and m.index_of("images/000052.jpg") == 52
+
+
+def test_duplicate_keys_when_building(tmp_path):
+    data = keyed_rows(0, 5) + keyed_rows(2, 3)
+    with pytest.raises(ValueError, match=r"row 5: key 'images/000002.jpg' .*repeats the key of row 2"):
+        RecordsMmap.from_generator(tmp_path / "m", data, batch_size=10, key="path")
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ValueError, match=r"row 5: key 'images/000002.jpg' .*already the key of row 2"):
+        RecordsMmap.from_generator(tmp_path / "m", data, batch_size=3, key="path")
+    partial = RecordsMmap(tmp_path / "m", allow_unfinished=True)  # the batches before it, indexed
+    assert len(partial) == 3 and partial.index_of("images/000002.jpg") == 2
+
+
+def test_the_index_grows_over_many_batches_and_reopens(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 10), batch_size=4, key="path")
+    start = 10
+    for size in [1, 1, 2, 3, 50, 1, 300, 7, 1000, 1, 1]:
+        m.extend(keyed_rows(start, start + size))
+        start += size
+    with m.transaction():
+        for i in range(start, start + 100):
+            m.append(keyed_rows(i, i + 1)[0])
+    start += 100
+    again = RecordsMmap(tmp_path / "m", mode="r")
+    assert len(again) == start and all(again.index_of(f"images/{i:06d}.jpg") == i for i in range(start))
+    table = header(tmp_path / "m")["attrs"]["key"]["table"]
+    slots = header(tmp_path / "m")["columns"]["derived-key.slots"]["length"] // 2
+    assert start <= 0.7 * table[1] and table[0] + table[1] == slots and slots <= 2 * table[1]
+    copy = pickle.loads(pickle.dumps(again))
+    assert copy.index_of(f"images/{start - 1:06d}.jpg") == start - 1 and copy.key == "path"
+
+
+def test_undone_writes_leave_no_key_behind(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 20), batch_size=8, key="path")
+    for attempt in range(3):  # rows 20.. written, their slots filled, then undone: the row numbers are reused
+        with pytest.raises(RuntimeError), m.transaction():
+            m.extend([{"path": f"undone/{attempt}/{i}", "label": 0} for i in range(5)])
+            assert m.index_of(f"undone/{attempt}/4") == 24
+            raise RuntimeError("undo")
+        assert f"undone/{attempt}/0" not in m and len(m) == 20
+    m.extend(keyed_rows(20, 400))  # reuses rows 20..24, and replaces the table (stale slots dropped)
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(400))
+    assert not any(f"undone/{a}/{i}" in m for a in range(3) for i in range(5))
+    assert m["path"][22] == "images/000022.jpg"
+
+
+def test_a_reader_sees_new_keys_after_refresh(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 10), batch_size=8, key="path")
+    reader = RecordsMmap(tmp_path / "m", mode="r")
+    m.extend(keyed_rows(10, 12))
+    assert "images/000011.jpg" not in reader and "images/000011.jpg" in m
+    reader.refresh()
+    assert reader.index_of("images/000011.jpg") == 11
+
+
+def test_a_reader_without_the_keys_feature_refuses_a_keyed_map(tmp_path, monkeypatch):
+    RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 3), batch_size=2, key="path")
+    monkeypatch.setattr(mformat, "_FEATURES", mformat._FEATURES - {"records.keys"})
+    with pytest.raises(UnknownFeatureError, match=r"'records.keys'"):
+        RecordsMmap(tmp_path / "m")

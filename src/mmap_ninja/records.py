@@ -41,6 +41,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import numpy as np
 
+from mmap_ninja import keys as _keys
 from mmap_ninja.batch import assemble, check_batch_size
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
@@ -67,6 +68,7 @@ __all__ = ["FEATURE", "Field", "RecordsLayout", "RecordsMmap", "infer_schema", "
 FEATURE = "records"
 """The name a records map lists in its header's ``requires``."""
 register_feature(FEATURE)
+register_feature(_keys.FEATURE)
 
 DEFAULT_BATCH_SIZE = 16_384  # from_dict's default rows per commit
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -316,6 +318,7 @@ class RecordsView(View):
     """A snapshot of every field; a row is a dict of the fields' samples."""
 
     def __init__(self, store: Columns, fields: list[tuple[str, str, Layout]]):
+        self.columns = store
         self.names = tuple(name for name, _, _ in fields)
         self.kinds = {name: kind for name, kind, _ in fields}
         self.views: dict[str, View] = {name: layout.view(FieldColumns(store, name)) for name, _, layout in fields}
@@ -361,11 +364,36 @@ class RecordsLayout(Layout):
     columns: ClassVar[dict[str, str]] = {}
     initial: ClassVar[dict[str, list[int]]] = {}
 
-    def attrs(self, schema: Any = None) -> dict[str, Any]:  # type: ignore[override]
+    def attrs(self, schema: Any = None, key: Optional[str] = None) -> dict[str, Any]:  # type: ignore[override]
         if schema is None:  # an empty handle: no map, no fields yet
+            if key is not None:
+                raise TypeError("a key needs a schema")
             return {"fields": {}}
         fields = parse_schema(schema)
-        return {"fields": {name: {"kind": f.kind, "attrs": f.layout_attrs()} for name, f in fields.items()}}
+        attrs: dict[str, Any] = {"fields": {name: {"kind": f.kind, "attrs": f.layout_attrs()}
+                                            for name, f in fields.items()}}
+        if key is not None:
+            if key not in fields:
+                raise ValueError(f"key={key!r} names no field (the fields: {list(fields)})")
+            field = fields[key]
+            if not (field.kind == "strings" or (field.is_scalar and field.dtype is not None
+                                                and field.dtype.kind in "iu")):
+                raise TypeError(f"key field {key!r} is {field.describe()}; a key field holds str or integer "
+                                f"scalars")
+            attrs["key"] = _keys.key_attrs(key)
+        return attrs
+
+    def key(self, attrs: dict[str, Any]) -> Optional[tuple[str, bool]]:
+        """(key field, whether it holds strings), or None for a map without a key."""
+        spec = attrs.get("key")
+        if spec is None:
+            return None
+        fields = attrs.get("fields", {})
+        if (not isinstance(spec, dict) or spec.get("field") not in fields
+                or not isinstance(spec.get("table"), list) or len(spec["table"]) != 2):
+            raise CorruptMapError(f"a records map's key is not valid: {spec!r}")
+        field = spec["field"]
+        return field, fields[field]["kind"] == "strings"
 
     def fields(self, attrs: dict[str, Any]) -> list[tuple[str, str, Layout]]:
         """(name, kind, layout) of every field, in order; a CorruptMapError for a schema that is not valid."""
@@ -389,8 +417,11 @@ class RecordsLayout(Layout):
         return {column[len(prefix):]: length for column, length in lengths.items() if column.startswith(prefix)}
 
     def columns_for(self, attrs: dict[str, Any]) -> dict[str, str]:
-        return {f"{name}.{column}": dtype for name, _, layout in self.fields(attrs)
-                for column, dtype in layout.columns_for(attrs["fields"][name]["attrs"]).items()}
+        columns = {f"{name}.{column}": dtype for name, _, layout in self.fields(attrs)
+                   for column, dtype in layout.columns_for(attrs["fields"][name]["attrs"]).items()}
+        if self.key(attrs) is not None:
+            columns[_keys.SLOTS] = "<i8"
+        return columns
 
     def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
         """The items each column of a new map with these attributes starts with (the offsets' leading 0)."""
@@ -400,6 +431,8 @@ class RecordsLayout(Layout):
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         needed = {feature for name, _, layout in self.fields(attrs)
                   for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        if self.key(attrs) is not None:
+            needed.add(_keys.FEATURE)
         return [FEATURE, *sorted(needed)]
 
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
@@ -817,11 +850,70 @@ class RecordsMmap(MapBase):
                 batch = layout.batch(samples, store.lengths, store.attrs)
                 if len(batch):
                     self._train_fields(store, batch)
+                    first = layout.count(store.lengths, store.attrs)
                     columns, new_attrs = layout.encode(batch, store.lengths, store.attrs,
                                                        dictionaries=_dictionaries(store, layout))
+                    key = layout.key(store.attrs)
                     store.append(columns, new_attrs)
+                    if key is not None:
+                        self._index_keys(store, batch, first, key)
         finally:
             self._invalidate()
+
+    def _index_keys(self, store: Store, batch: RecordsBatch, first: int, key: tuple[str, bool]) -> None:
+        field, strings = key
+        attrs = store.attrs
+        kind = attrs["fields"][field]["kind"]
+        existing = _FIELD_LAYOUTS[kind].view(FieldColumns(store.snapshot(), field))
+        values = batch.columns[field]
+        if not strings:
+            values = np.asarray(values, dtype=dtype_from_json(attrs["fields"][field]["attrs"]["dtype"]))
+        _keys.insert_keys(store, attrs, values, first, existing.get, strings)
+
+    # -------------------------------------------------------------- keys
+
+    @property
+    def key(self) -> Optional[str]:
+        """The name of the key field (see `index_of`), or None."""
+        key = self.layout.key(self._view_attrs() or {"fields": {}})
+        return None if key is None else key[0]
+
+    def _key_index(self) -> _keys.KeyIndex:
+        view = self._view
+        length = view.length  # builds the view of a handle that wrote (a placeholder until then)
+        view = self._view
+        cached = self.__dict__.get("_key_cache")
+        if cached is not None and cached[0] is view:
+            index: _keys.KeyIndex = cached[1]
+            return index
+        columns = view.columns
+        key = self.layout.key(columns.attrs)
+        if key is None:
+            raise TypeError(f"{self._path} has no key field; build it with key=<field> (from_generator, "
+                            f"from_dict, ...) to look rows up by key")
+        field, strings = key
+        table = columns.attrs["key"]["table"]
+        index = _keys.KeyIndex(field, strings, table, columns.column(_keys.SLOTS), view.views[field].get, length)
+        self.__dict__["_key_cache"] = (view, index)
+        return index
+
+    def index_of(self, key: Any) -> int:
+        """The row whose key field holds ``key`` (the map was built with ``key=<field>``); a KeyError naming the
+        key if no row has it. O(1): a probe of the on-disk hash index, reading one or two rows' keys."""
+        index = self._key_index()
+        row = index.find(index.check(key))
+        if row is None:
+            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r})")
+        return row
+
+    def __contains__(self, key: Any) -> bool:
+        """Whether a row has the key ``key`` (a map built with ``key=<field>``)."""
+        index = self._key_index()
+        try:
+            checked = index.check(key)
+        except TypeError:
+            return False
+        return index.find(checked) is not None
 
     _deferred: Optional[ExitStack] = None
 
@@ -925,7 +1017,7 @@ class RecordsMmap(MapBase):
 
     @classmethod
     def _build_batches(cls: type[R], out_dir: PathLike, batches: Iterable[Any], schema: Optional[Mapping[str, Any]],
-                       **build_options: Any) -> R:
+                       key: Optional[str] = None, **build_options: Any) -> R:
         """Build from batches (lists of rows or dicts of columns); the schema is inferred from the first batch
         unless given, and the first batch is checked before anything is created."""
         pending = iter(batches)
@@ -937,24 +1029,30 @@ class RecordsMmap(MapBase):
         else:
             first = first if isinstance(first, Mapping) else list(first)
             fields = infer_schema(first)
+        attrs = cls.layout.attrs(schema=fields, key=key)  # a bad key fails here, before anything is created
         if first is not None:
-            attrs = cls.layout.attrs(schema=fields)
             empty = cls.layout.empty_lengths(attrs)
             first = cls.layout.batch(first, empty, attrs)
             cls.layout.encode(first, empty, attrs)  # a value only encoding refuses must create nothing either
+            if key is not None:
+                _keys.check_unique(first.columns[key], 0, key, attrs["fields"][key]["kind"] == "strings")
             pending = chain([first], pending)
-        return cls._build(out_dir, pending, schema=fields, **build_options)
+        options = {} if key is None else {"key": key}
+        return cls._build(out_dir, pending, schema=fields, **options, **build_options)
 
     @classmethod
     def from_generator(cls: type[R], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
                        verbose: bool = False, *, schema: Optional[Mapping[str, Any]] = None,
-                       overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
-                       mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
+                       metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                       wrapper_fn: Optional[Callable[[Any], Any]] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
         """Build a map from rows (dicts of field -> value), committing every ``batch_size`` rows; returns it open.
 
-        ``schema`` (see `parse_schema`) defaults to what the first batch suggests. Every row is checked: an error
-        names the row and the field; a bad row in the first batch leaves nothing on disk, a later one leaves an
+        ``schema`` (see `parse_schema`) defaults to what the first batch suggests. ``key`` names a field (str or
+        integer scalars) whose values are unique and indexed on disk: see `index_of`. Every row is checked: an
+        error names the row and the field (or the key repeated); a bad row in the first batch leaves nothing on
+        disk, a later one leaves an
         unfinished build (see `MapBase.from_generator`).
         """
         if options:
@@ -965,14 +1063,15 @@ class RecordsMmap(MapBase):
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
-        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, overwrite=overwrite,
+        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, key, overwrite=overwrite,
                                   durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
                                   lock_timeout=lock_timeout)
 
     @classmethod
     def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: int,
                        n_jobs: Optional[int] = None, verbose: bool = False, *,
-                       schema: Optional[Mapping[str, Any]] = None, overwrite: bool = False, durable: bool = False,
+                       schema: Optional[Mapping[str, Any]] = None, key: Optional[str] = None,
+                       overwrite: bool = False, durable: bool = False,
                        metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                        wrapper_fn: Optional[Callable[[Any], Any]] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
@@ -984,12 +1083,13 @@ class RecordsMmap(MapBase):
             raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
         batch_size = check_batch_size(batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
-        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable,
+        return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
 
     @classmethod
     def from_dict(cls: type[R], out_dir: PathLike, columns: Mapping[str, Any], *,
-                  schema: Optional[Mapping[str, Any]] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                  schema: Optional[Mapping[str, Any]] = None, key: Optional[str] = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
                   overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
                   mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> R:
@@ -1014,8 +1114,8 @@ class RecordsMmap(MapBase):
             schema = infer_schema(checked)
         batches = ({name: column[start:start + batch_size] for name, column in checked.items()}
                    for start in range(0, n, batch_size))
-        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable, metadata=metadata,
-                                  mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+        return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
 
     @classmethod
     def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
