@@ -145,29 +145,65 @@ def _probe_existing(table: np.ndarray[Any, Any], capacity: int, hashes: np.ndarr
     return min(found) if found else None
 
 
+def _first_per_slot(at: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The distinct values of ``at`` and the index of the first entry holding each."""
+    order = np.argsort(at, kind="stable")
+    ordered = at[order]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first], order[first]
+
+
 def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capacity: int,
            hashes: np.ndarray[Any, Any], visible: int) -> np.ndarray[Any, Any]:
     """The slot each new entry takes: linear probing from its hash, over the slots ``rows_at`` shows (a slot is
     free if its row is not in ``[0, visible)`` and no earlier new entry took it)."""
+    mask = capacity - 1
     positions = _home(hashes, capacity)
     placed = np.full(len(hashes), -1, dtype=np.int64)
-    taken = np.zeros(0, dtype=np.int64)  # sorted
+    if len(hashes) * 64 < capacity:  # a few keys in a big table: probe one by one
+        taken: set[int] = set()
+        for k, slot in enumerate(positions.tolist()):
+            while True:
+                row = int(rows_at(np.array([slot]))[0])
+                if slot not in taken and (row < 0 or row >= visible):
+                    taken.add(slot)
+                    placed[k] = slot
+                    break
+                slot = (slot + 1) & mask
+        return placed
+    claimed = np.zeros(capacity, dtype=bool)
     pending = np.arange(len(hashes))
     while len(pending):
         at = positions[pending]
         rows = rows_at(at)
-        free = ((rows < 0) | (rows >= visible)) & ~np.isin(at, taken, assume_unique=False)
-        free_at = at[free]
-        slots, first = np.unique(free_at, return_index=True)  # the first entry wanting a free slot gets it
+        free = ((rows < 0) | (rows >= visible)) & ~claimed[at]
+        slots, first = _first_per_slot(at[free])  # the first entry wanting a free slot gets it
         winners = np.flatnonzero(free)[first]
         placed[pending[winners]] = slots
-        taken = np.union1d(taken, slots)
+        claimed[slots] = True
         keep = np.ones(len(pending), dtype=bool)
         keep[winners] = False
-        advance = ~free
-        positions[pending[advance]] = (positions[pending[advance]] + 1) & (capacity - 1)
+        advance = pending[~free]
+        positions[advance] = (positions[advance] + 1) & mask
         pending = pending[keep]
     return placed
+
+
+def _write_slots(store: Any, table: np.ndarray[Any, Any], start: int, slots: np.ndarray[Any, Any],
+                 entries: np.ndarray[Any, Any]) -> None:
+    """Write ``entries`` into ``slots`` of the table in place, as few writes of nearby slots as it takes (the
+    slots between them rewritten with what they hold)."""
+    order = np.argsort(slots)
+    slots, entries = slots[order], entries[order]
+    breaks = np.flatnonzero(np.diff(slots) > 32) + 1
+    writes = []
+    for group in np.split(np.arange(len(slots)), breaks):
+        first, last = int(slots[group[0]]), int(slots[group[-1]])
+        span = np.array(table[first:last + 1])
+        span[slots[group] - first] = entries[group]
+        writes.append((2 * (start + first), span.reshape(-1)))
+    store.write_items(SLOTS, writes)
 
 
 def check_unique(keys: Any, first: int, field: str, strings: bool) -> list[Any]:
@@ -223,7 +259,7 @@ def insert_keys(store: Any, attrs: dict[str, Any], keys: Any, first: int, get: C
         store.append({SLOTS: [fresh]}, new_attrs)
         return new_attrs
     slots = _place(lambda at: table[at, 1], capacity, hashes, first)
-    store.write_items(SLOTS, 2 * (start + slots), np.stack([hashes, rows], axis=1))
+    _write_slots(store, table, start, slots, np.stack([hashes, rows], axis=1))
     return attrs
 
 

@@ -622,26 +622,21 @@ class Store:
         if self.durable:
             os.fsync(self._fd(txn, name))
 
-    def write_items(self, name: str, positions: np.ndarray[Any, Any], items: np.ndarray[Any, Any]) -> None:
-        """Overwrite entries of the derived column ``name`` in place, inside a transaction: ``items[k]`` (one or
-        more items) at item ``positions[k]``. Derived columns have no checksum records to update; the layout that
-        owns one keeps it correct whatever prefix of these writes reaches the file (see FORMAT.md)."""
+    def write_items(self, name: str, writes: Sequence[tuple[int, np.ndarray[Any, Any]]]) -> None:
+        """Overwrite items of the derived column ``name`` in place, inside a transaction: each ``(position,
+        items)`` of ``writes`` puts ``items`` at item ``position``. Derived columns have no checksum records to
+        update; the layout that owns one keeps it correct whatever part of these writes reaches the file (see
+        FORMAT.md)."""
         if not is_derived(name):
             raise ValueError(f"column {name!r} is not a derived column ({DERIVED_PREFIX}...): write it with write_at")
         txn = self._require_transaction()
         column = self._columns[name]
-        data = np.ascontiguousarray(items, dtype=column.dtype)
-        data = data.reshape(len(data), -1)
-        starts = np.asarray(positions, dtype=np.int64)
-        if len(starts) != len(data):
-            raise ValueError(f"{len(starts)} positions for {len(data)} entries")
-        if len(starts) and (starts.min() < 0 or starts.max() + data.shape[1] > txn.lengths[name]):
-            raise IndexError(f"in-place write outside column {name!r}")
         fd = self._fd(txn, name)
-        size = column.dtype.itemsize
-        raw = data.view(np.uint8).reshape(len(data), -1)
-        for start, entry in zip(starts.tolist(), raw):
-            os.pwrite(fd, entry.data, start * size)
+        for position, items in writes:
+            data = np.ascontiguousarray(items, dtype=column.dtype)
+            if position < 0 or position + data.size > txn.lengths[name]:
+                raise IndexError(f"in-place write outside column {name!r}")
+            write_all(fd, [data], position * column.dtype.itemsize)
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
         """Give the map new, empty columns (name -> item dtype) in the current transaction: their files are made
