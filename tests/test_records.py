@@ -801,3 +801,90 @@ def test_a_reader_without_the_keys_feature_refuses_a_keyed_map(tmp_path, monkeyp
     monkeypatch.setattr(mformat, "_FEATURES", mformat._FEATURES - {"records.keys"})
     with pytest.raises(UnknownFeatureError, match=r"'records.keys'"):
         RecordsMmap(tmp_path / "m")
+
+
+# ---------------------------------------------------------------------------------------------- adding a field
+
+def test_add_field_fills_old_rows_with_the_default_in_one_commit(rec, tmp_path):
+    other = RecordsMmap(tmp_path / "rec")
+    commit = header(tmp_path / "rec")["commit"]
+    rec.add_field("score", float, default=0.5)
+    rec.add_field("caption", "strings", default="none")
+    rec.add_field("emb", ("numpy", np.float32, (2,)), default=[1, 2])
+    rec.add_field("extra", ("ragged", np.int16), default=np.arange(3))
+    assert header(tmp_path / "rec")["commit"] == commit + 4
+    assert rec.fields == ("text", "tokens", "label", "score", "caption", "emb", "extra") and len(rec) == 10
+    assert all(rec[i]["score"] == 0.5 and rec[i]["caption"] == "none" and same_row(rec[i], {
+        **make_row(i), "score": 0.5, "caption": "none", "emb": np.array([1, 2], np.float32),
+        "extra": np.arange(3, dtype=np.int16)}) for i in range(10))
+    assert rec["score"].array.tolist() == [0.5] * 10 and len(rec["extra"]) == 10
+    rec.append({**make_row(10), "score": 2.0, "caption": "new", "emb": [0, 0], "extra": [7]})
+    with pytest.raises(ValueError, match="row 11 has no field 'score'"):
+        rec.append(make_row(11))
+    assert other.fields == ("text", "tokens", "label") and other.refresh() == 1
+    assert other.fields == rec.fields and other[10]["caption"] == "new" and other[3]["caption"] == "none"
+    assert mmap_ninja.verify(tmp_path / "rec", deep=True).ok
+    again = RecordsMmap(tmp_path / "rec", mode="r")
+    assert len(again) == 11 and again.schema["emb"] == Field.numpy(np.float32, (2,))
+
+
+def test_add_field_refusals_change_nothing(rec, tmp_path):
+    before = snapshot(tmp_path / "rec")
+    with pytest.raises(ValueError, match="already has a field 'label'"):
+        rec.add_field("label", int, default=0)
+    with pytest.raises(ValueError, match=r"'label', which differs from 'LABEL' only by case"):
+        rec.add_field("LABEL", int, default=0)
+    with pytest.raises(TypeError, match=r"field 'n': the default 'x' cannot be stored: expected a scalar"):
+        rec.add_field("n", np.int32, default="x")
+    with pytest.raises(ValueError, match="field 'n': the default 3000000000 cannot be stored"):
+        rec.add_field("n", np.int32, default=3_000_000_000)
+    with pytest.raises(TypeError, match="compressed field cannot be added"):
+        rec.add_field("z", Field.strings("lz4"), default="")
+    with pytest.raises(ValueError, match="field names must be ASCII identifiers"):
+        rec.add_field("a b", int, default=0)
+    assert snapshot(tmp_path / "rec") == before
+    with pytest.raises(RuntimeError), rec.transaction():  # undone with its block: no field, no files
+        rec.add_field("gone", int, default=1)
+        assert rec[0]["gone"] == 1
+        raise RuntimeError("undo")
+    assert "gone" not in rec.fields and snapshot(tmp_path / "rec") == before
+    assert "gone" not in RecordsMmap(tmp_path / "rec").fields
+
+
+ADD_FIELD_CHILD = r'''
+import sys
+from mmap_ninja.records import RecordsMmap
+rec = RecordsMmap(sys.argv[1])
+print("READY", flush=True)
+rec.add_field("score", float, default=0.25)
+print("DONE", flush=True)
+'''
+
+
+def test_sigkill_while_adding_a_field_leaves_the_map_with_or_without_it_whole(tmp_path):
+    n = 150_000
+    RecordsMmap.from_dict(tmp_path / "m", {"label": np.arange(n)}).close()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    outcomes = set()
+    for trial in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", ADD_FIELD_CHILD, str(tmp_path / "m")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+        assert proc.stdout.readline().strip() == b"READY", proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02 + 0.1 * trial)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        m = RecordsMmap(tmp_path / "m", mode="r")
+        assert len(m) == n and m["label"][n - 1] == n - 1
+        if "score" in m.fields:
+            outcomes.add("added")
+            assert m["score"].array.tolist() == [0.25] * n
+            assert mmap_ninja.verify(tmp_path / "m", deep=True).ok
+            break
+        outcomes.add("not added")
+    writer = RecordsMmap(tmp_path / "m")
+    if "score" not in writer.fields:  # a later attempt replaces what the killed one left
+        writer.add_field("score", float, default=0.25)
+    assert writer[n - 1] == {"label": n - 1, "score": 0.25}
+    assert "not added" in outcomes  # at least the first kill came before the commit

@@ -76,6 +76,7 @@ _FIELD_LAYOUTS: dict[str, Layout] = {"strings": StringsMmap.layout, "ragged": Ra
                                      "numpy": NumpyMmap.layout}
 _SCALAR_TYPES = (bool, int, float, complex, np.generic)
 _INFER_ROWS = 1024  # how many rows of a dict of columns schema inference looks at
+_DEFAULT_CHUNK = 8192  # rows of a new field's default encoded at a time
 
 R = TypeVar("R", bound="RecordsMmap")
 
@@ -869,6 +870,56 @@ class RecordsMmap(MapBase):
         if not strings:
             values = np.asarray(values, dtype=dtype_from_json(attrs["fields"][field]["attrs"]["dtype"]))
         _keys.insert_keys(store, attrs, values, first, existing.get, strings)
+
+    def add_field(self, name: str, field: Any, default: Any) -> None:
+        """Add the field ``name`` (a `Field` or a short form ``schema=`` takes, see `parse_schema`) to the map,
+        holding ``default`` in every existing row; later rows must give it a value. The default is written once
+        for each existing row (O(n)) and published with the new field in one commit: a crash midway leaves the
+        map without the field. Other handles see the field after ``refresh()``. Compressed fields cannot be added
+        (build the map with them)."""
+        check_field_name(name)
+        spec = _field_from_spec(name, field)
+        if spec.codec is not None:
+            raise TypeError(f"field {name!r}: a compressed field cannot be added to an existing map (its codec "
+                            f"would have to be listed in the map's requires); build the map with it")
+        if self._store is None and self._legacy is None and self._mode == "r+":
+            raise ValueError(f"no records map exists at {self._path} yet: add fields by giving rows that have them")
+        store = self._writable_store()
+        layout = _FIELD_LAYOUTS[spec.kind]
+        try:
+            with store.transaction():
+                attrs = store.attrs
+                fields = attrs["fields"]
+                for other in fields:
+                    if other.lower() == name.lower():
+                        raise ValueError(f"{self._path} already has a field {other!r}" + (
+                            "" if other == name else f", which differs from {name!r} only by case"))
+                field_attrs = spec.layout_attrs()
+                empty = {column: len(layout.initial.get(column, [])) for column in layout.columns_for(field_attrs)}
+                try:  # the default must be a value of the field, checked before anything is written
+                    _check_values(name, spec, [default], 0)
+                    layout.encode(layout.batch([default], empty, field_attrs), empty, field_attrs)
+                except (TypeError, ValueError) as e:
+                    reason = re.sub(r"^(row 0, )?field '\w+': |^item 0: ", "", str(e))
+                    raise _as_error(e, f"field {name!r}: the default {default!r} cannot be stored: "
+                                       f"{reason}") from None
+                count = self.layout.count(store.lengths, attrs)
+                store.add_columns({f"{name}.{column}": dtype
+                                   for column, dtype in layout.columns_for(field_attrs).items()})
+                store.append({f"{name}.{column}": [np.asarray(items, dtype=layout.columns_for(field_attrs)[column])]
+                              for column, items in layout.initial.items()})
+                lengths = dict(empty)
+                for begin in range(0, count, _DEFAULT_CHUNK):
+                    values = [default] * min(_DEFAULT_CHUNK, count - begin)
+                    encoded = layout.encode(layout.batch(values, lengths, field_attrs), lengths, field_attrs)
+                    store.append({f"{name}.{column}": buffers for column, buffers in encoded.columns.items()})
+                    if encoded.attrs is not None:
+                        field_attrs = encoded.attrs
+                    lengths = self.layout.field_lengths(name, store.lengths)
+                new_fields = {**fields, name: {"kind": spec.kind, "attrs": field_attrs}}
+                store.append({}, {**attrs, "fields": new_fields})
+        finally:
+            self._invalidate()
 
     # -------------------------------------------------------------- keys
 
