@@ -888,3 +888,28 @@ def test_sigkill_while_adding_a_field_leaves_the_map_with_or_without_it_whole(tm
         writer.add_field("score", float, default=0.25)
     assert writer[n - 1] == {"label": n - 1, "score": 0.25}
     assert "not added" in outcomes  # at least the first kill came before the commit
+
+
+def test_integer_keys_refuse_duplicates_naming_the_row_and_key(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"id": np.array([5, 9, 2]), "x": np.zeros(3)}, key="id")
+    with pytest.raises(ValueError, match=r"row 3: key 9 .*already the key of row 1"):
+        m.extend({"id": np.array([9]), "x": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"row 5: key 7 .*repeats the key of row 3"):
+        m.extend({"id": np.array([7, 8, 7, 8]), "x": np.zeros(4)})
+    assert len(m) == 3
+
+
+def test_keys_from_other_builders_and_two_writers(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    a = RecordsMmap.from_arrow(tmp_path / "a", pa.table({"id": [3, 1, 2], "s": ["x", "y", "z"]}), key="s")
+    assert a.index_of("z") == 2
+    b = RecordsMmap.from_indexable(tmp_path / "b", keyed_rows(0, 40), batch_size=8, n_jobs=2, key="path")
+    assert b.index_of("images/000039.jpg") == 39
+    other = RecordsMmap(tmp_path / "b")  # two handles extend one map in turn: each catches up with the index
+    for start in range(40, 400, 60):
+        b.extend(keyed_rows(start, start + 30))
+        with pytest.raises(ValueError, match="already the key of row"):
+            other.extend(keyed_rows(start + 29, start + 31))
+        other.extend(keyed_rows(start + 30, start + 60))
+    assert all(other.index_of(f"images/{i:06d}.jpg") == i for i in range(400))
+    assert b.refresh() and b.index_of("images/000399.jpg") == 399

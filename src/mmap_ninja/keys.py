@@ -145,15 +145,6 @@ def _probe_existing(table: np.ndarray[Any, Any], capacity: int, hashes: np.ndarr
     return min(found) if found else None
 
 
-def _first_per_slot(at: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """The distinct values of ``at`` and the index of the first entry holding each."""
-    order = np.argsort(at, kind="stable")
-    ordered = at[order]
-    first = np.ones(len(ordered), dtype=bool)
-    first[1:] = ordered[1:] != ordered[:-1]
-    return ordered[first], order[first]
-
-
 def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capacity: int,
            hashes: np.ndarray[Any, Any], visible: int) -> np.ndarray[Any, Any]:
     """The slot each new entry takes: linear probing from its hash, over the slots ``rows_at`` shows (a slot is
@@ -173,18 +164,23 @@ def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capa
                 slot = (slot + 1) & mask
         return placed
     claimed = np.zeros(capacity, dtype=bool)
+    bidder = np.empty(capacity, dtype=np.int64)  # which entry bids for a slot in this round
     pending = np.arange(len(hashes))
     while len(pending):
         at = positions[pending]
         rows = rows_at(at)
-        free = ((rows < 0) | (rows >= visible)) & ~claimed[at]
-        slots, first = _first_per_slot(at[free])  # the first entry wanting a free slot gets it
-        winners = np.flatnonzero(free)[first]
-        placed[pending[winners]] = slots
+        free = np.flatnonzero(((rows < 0) | (rows >= visible)) & ~claimed[at])
+        wanted = at[free]
+        bidder[wanted[::-1]] = free[::-1]  # several bids for one slot: the first entry's is written last
+        won = free[bidder[wanted] == free]
+        slots = at[won]
+        placed[pending[won]] = slots
         claimed[slots] = True
         keep = np.ones(len(pending), dtype=bool)
-        keep[winners] = False
-        advance = pending[~free]
+        keep[won] = False
+        lost = np.ones(len(pending), dtype=bool)
+        lost[free] = False  # an occupied slot: probe the next one (a lost bid retries the same, now taken)
+        advance = pending[lost]
         positions[advance] = (positions[advance] + 1) & mask
         pending = pending[keep]
     return placed
@@ -206,8 +202,21 @@ def _write_slots(store: Any, table: np.ndarray[Any, Any], start: int, slots: np.
     store.write_items(SLOTS, writes)
 
 
-def check_unique(keys: Any, first: int, field: str, strings: bool) -> list[Any]:
-    """The batch's keys as a list (str or int); a ValueError naming the row and the key if one repeats."""
+def check_unique(keys: Any, first: int, field: str, strings: bool) -> Any:
+    """The batch's keys as a list of str or an integer array; a ValueError naming the row and the key if one
+    repeats."""
+    if not strings:
+        array = np.asarray(keys)
+        if array.dtype.kind in "iu":
+            order = np.argsort(array, kind="stable")
+            ordered = array[order]
+            repeats = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+            if len(repeats):
+                k = int(order[repeats].min())  # the first row that repeats a key, then its first holder
+                earlier = int(np.flatnonzero(array == array[k])[0])
+                raise ValueError(f"row {first + k}: key {int(array[k])!r} (field {field!r}) repeats the key of row "
+                                 f"{first + earlier}; keys are unique")
+            return array
     values = list(keys) if strings else np.asarray(keys).tolist()
     seen: dict[Any, int] = {}
     for k, value in enumerate(values):
@@ -216,6 +225,10 @@ def check_unique(keys: Any, first: int, field: str, strings: bool) -> list[Any]:
             raise ValueError(f"row {first + k}: key {value!r} (field {field!r}) repeats the key of row "
                              f"{first + earlier}; keys are unique")
     return values
+
+
+def _shown(key: Any) -> Any:
+    return key.item() if isinstance(key, np.generic) else key
 
 
 def insert_keys(store: Any, attrs: dict[str, Any], keys: Any, first: int, get: Callable[[int], Any],
@@ -237,8 +250,8 @@ def insert_keys(store: Any, attrs: dict[str, Any], keys: Any, first: int, get: C
     clash = _probe_existing(table, capacity, hashes, first, lambda k, row: bool(get(row) == values[k]))
     if clash is not None:
         k, row = clash
-        raise ValueError(f"row {first + k}: key {values[k]!r} (field {field!r}) is already the key of row {row}; "
-                         f"keys are unique")
+        raise ValueError(f"row {first + k}: key {_shown(values[k])!r} (field {field!r}) is already the key of "
+                         f"row {row}; keys are unique")
     rows = np.arange(first, first + count, dtype=np.int64)
     if (first + count) > MAX_LOAD * capacity:
         # A new table: every visible entry of the old one and the batch's, in twice as many slots as needed.
