@@ -775,6 +775,15 @@ def test_the_index_grows_over_many_batches_and_reopens(tmp_path):
 
 def test_undone_writes_leave_no_key_behind(tmp_path):
     m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 20), batch_size=8, key="path")
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(RuntimeError), m.transaction():  # the slots it filled in place are put back
+        m.extend(keyed_rows(20, 23))
+        with pytest.raises(RuntimeError), m.transaction():
+            m.extend(keyed_rows(23, 24))
+            raise RuntimeError("inner")
+        assert "images/000023.jpg" not in m and m.index_of("images/000022.jpg") == 22
+        raise RuntimeError("outer")
+    assert snapshot(tmp_path / "m") == before
     for attempt in range(3):  # rows 20.. written, their slots filled, then undone: the row numbers are reused
         with pytest.raises(RuntimeError), m.transaction():
             m.extend([{"path": f"undone/{attempt}/{i}", "label": 0} for i in range(5)])

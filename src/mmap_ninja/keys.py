@@ -9,7 +9,7 @@ of two of them); tables replaced by a bigger one stay in the column, unused.
 Crash safety does not need the slots to be committed: **a slot whose row is not below the map's committed number
 of rows is empty** to every reader and writer. A writer fills only slots that are empty in that sense, with rows
 it is about to commit, in place, before it publishes them; until that commit nobody sees these slots, and after a
-crash or an undone transaction they are empty again (their rows do not exist). A lookup compares the key stored
+crash they are empty again (their rows do not exist; an undone transaction also puts their old bytes back). A lookup compares the key stored
 in the row it finds, so even a slot left by an undone write whose row number was later reused can only ever name
 the row holding the key. When the table would become more than 70% full, the writer appends a new one (twice as
 many slots as needed) through the ordinary append-and-publish path, so the index grows in amortized O(batch).
@@ -171,7 +171,7 @@ def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capa
         rows = rows_at(at)
         free = np.flatnonzero(((rows < 0) | (rows >= visible)) & ~claimed[at])
         wanted = at[free]
-        bidder[wanted[::-1]] = free[::-1]  # several bids for one slot: the first entry's is written last
+        bidder[wanted] = free  # several bids for one slot: exactly one of them is stored, and wins
         won = free[bidder[wanted] == free]
         slots = at[won]
         placed[pending[won]] = slots

@@ -1103,8 +1103,7 @@ class RecordsMmap(MapBase):
         ``schema`` (see `parse_schema`) defaults to what the first batch suggests. ``key`` names a field (str or
         integer scalars) whose values are unique and indexed on disk: see `index_of`. Every row is checked: an
         error names the row and the field (or the key repeated); a bad row in the first batch leaves nothing on
-        disk, a later one leaves an
-        unfinished build (see `MapBase.from_generator`).
+        disk, a later one leaves an unfinished build (see `MapBase.from_generator`).
         """
         if options:
             raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")

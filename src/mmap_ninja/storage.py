@@ -154,15 +154,18 @@ class _Transaction:
         self.dirty = False
         self.savepoints: list[tuple[Any, ...]] = []  # the state at each nested begin, to undo a failed inner block
         self.new_columns: dict[str, np.dtype[Any]] = {}  # columns this transaction adds (published with it)
+        self.undo: list[tuple[str, int, bytes]] = []  # (column, byte offset, old bytes) of in-place derived writes
+        self.undo_from = 0  # where the undo log stood when the nested block being undone began
 
     def save(self) -> None:
         self.savepoints.append((self.lengths, self.attrs, self.metadata, len(self.records), self.dirty,
-                                dict(self.new_columns)))
+                                dict(self.new_columns), len(self.undo)))
 
     def restore(self) -> dict[str, int]:
         """Undo what the innermost nested block wrote (its appends; in-place writes are not undone)."""
-        self.lengths, self.attrs, self.metadata, records, self.dirty, self.new_columns = self.savepoints.pop()
+        self.lengths, self.attrs, self.metadata, records, self.dirty, self.new_columns, undo = self.savepoints.pop()
         del self.records[records:]
+        self.undo_from = undo
         return self.lengths
 
 
@@ -482,6 +485,7 @@ class Store:
                 txn.depth -= 1
                 if not ok:  # a nested block that raised: its appends go, the enclosing transaction goes on
                     lengths = txn.restore()
+                    self._undo_in_place(txn, txn.undo_from)
                     for name in txn.fds:
                         self._discard_tail(txn, name, to=lengths.get(name, 0))
                     self._drop_unpublished_columns(txn)
@@ -494,6 +498,8 @@ class Store:
                 if ok and txn.dirty and not self._builder:
                     self._publish(building=False)
             finally:
+                if not ok:
+                    self._undo_in_place(txn, 0)
                 if not self._builder or not ok:
                     txn.new_columns = {}
                     for name in txn.fds:
@@ -507,6 +513,13 @@ class Store:
                         os.close(txn.lock_fd)
         finally:
             self._thread_lock.release()
+
+    def _undo_in_place(self, txn: _Transaction, start: int) -> None:
+        """Put back what in-place writes of derived columns since entry ``start`` of the undo log replaced."""
+        for name, offset, old in reversed(txn.undo[start:]):
+            with suppress(OSError):  # the next writer's rules keep the column correct anyway (see FORMAT.md)
+                write_all(self._fd(txn, name), [old], offset)
+        del txn.undo[start:]
 
     def _drop_unpublished_columns(self, txn: _Transaction) -> None:
         """Forget (and remove the files of) columns added by writes that were undone: no header lists them."""
@@ -632,10 +645,13 @@ class Store:
         txn = self._require_transaction()
         column = self._columns[name]
         fd = self._fd(txn, name)
+        current = column.view(txn.lengths[name])
         for position, items in writes:
             data = np.ascontiguousarray(items, dtype=column.dtype)
             if position < 0 or position + data.size > txn.lengths[name]:
                 raise IndexError(f"in-place write outside column {name!r}")
+            # What it replaces, to put back if the transaction (or a nested block) is undone.
+            txn.undo.append((name, position * column.dtype.itemsize, current[position:position + data.size].tobytes()))
             write_all(fd, [data], position * column.dtype.itemsize)
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
@@ -707,6 +723,7 @@ class Store:
         self._header = new
         txn.attrs = txn.metadata = None
         txn.new_columns = {}
+        txn.undo = []
         txn.dirty = False
 
     def sync(self) -> None:
