@@ -9,10 +9,11 @@ of two of them); tables replaced by a bigger one stay in the column, unused.
 Crash safety does not need the slots to be committed: **a slot whose row is not below the map's committed number
 of rows is empty** to every reader and writer. A writer fills only slots that are empty in that sense, with rows
 it is about to commit, in place, before it publishes them; until that commit nobody sees these slots, and after a
-crash they are empty again (their rows do not exist; an undone transaction also puts their old bytes back). A lookup compares the key stored
-in the row it finds, so even a slot left by an undone write whose row number was later reused can only ever name
-the row holding the key. When the table would become more than 70% full, the writer appends a new one (twice as
-many slots as needed) through the ordinary append-and-publish path, so the index grows in amortized O(batch).
+crash they are empty again, as their rows do not exist (an undone transaction also puts their old bytes back). A
+lookup compares the key stored in the row it finds, so even a slot left by a crashed write whose row number was
+later reused can only ever name the row holding the key. When the table would become more than 70% full, the
+writer appends a new one (twice as many slots as needed) through the ordinary append-and-publish path, so the
+index grows in amortized O(batch).
 
 Hashes: a string's is the first 8 bytes of BLAKE2b (``digest_size=8``) of its UTF-8 bytes, little-endian; an
 integer's is SplitMix64's finalizer of its value modulo 2**64. Both are stored as int64.

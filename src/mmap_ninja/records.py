@@ -837,10 +837,12 @@ class RecordsMmap(MapBase):
             layout.encode(layout.batch(samples, empty, attrs), empty, attrs)  # a refused first batch creates nothing
             if self._deferred is not None:  # the first write of a transaction block: the block owns the new map
                 self._deferred.enter_context(self._creating(schema))
-            else:
-                with self._creating(schema):
-                    self._write(samples)
-                return
+            else:  # created at once (readers racing it see an empty map, as with the other kinds), then written
+                store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
+                                     initial=layout.initial_for(attrs), requires=layout.requires(attrs),
+                                     durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
+                self._store = store
+                self._check_kind(store)
         self._write(samples)
 
     def _write(self, samples: Any) -> None:
