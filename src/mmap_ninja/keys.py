@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja.errors import CorruptMapError
+
 __all__ = ["FEATURE", "SLOTS", "KeyIndex", "check_unique", "hash_keys", "hash_one", "insert_keys", "key_attrs"]
 
 FEATURE = "records.keys"
@@ -114,13 +116,14 @@ class KeyIndex:
         wanted = hash_one(key, self._strings)
         mask, length, get = self._mask, self.length, self._get
         slot = (wanted & _M64) & mask
-        while True:
+        for _ in range(mask + 1):  # a table is never full: only a damaged one would be probed through
             row = slots[2 * slot + 1]
             if row < 0 or row >= length:
                 return None
             if slots[2 * slot] == wanted and get(row) == key:
                 return int(row)
             slot = (slot + 1) & mask
+        return None
 
 
 def _probe_existing(table: np.ndarray[Any, Any], capacity: int, hashes: np.ndarray[Any, Any], visible: int,
@@ -132,7 +135,9 @@ def _probe_existing(table: np.ndarray[Any, Any], capacity: int, hashes: np.ndarr
     positions = _home(hashes, capacity)
     pending = np.arange(len(hashes))
     found: list[tuple[int, int]] = []
-    while len(pending):
+    for _ in range(capacity + 1):  # every probe ends at an empty slot: a table is never full
+        if not len(pending):
+            break
         entries = table[positions[pending]]
         rows = entries[:, 1]
         occupied = (rows >= 0) & (rows < visible)
@@ -156,18 +161,22 @@ def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capa
     if len(hashes) * 64 < capacity:  # a few keys in a big table: probe one by one
         taken: set[int] = set()
         for k, slot in enumerate(positions.tolist()):
-            while True:
+            for _ in range(capacity + 1):
                 row = int(rows_at(np.array([slot]))[0])
                 if slot not in taken and (row < 0 or row >= visible):
                     taken.add(slot)
                     placed[k] = slot
                     break
                 slot = (slot + 1) & mask
+            else:
+                raise CorruptMapError(f"the key index ({SLOTS}) has no free slot left: it is damaged")
         return placed
     claimed = np.zeros(capacity, dtype=bool)
     bidder = np.empty(capacity, dtype=np.int64)  # which entry bids for a slot in this round
     pending = np.arange(len(hashes))
-    while len(pending):
+    for _ in range(capacity + 1):
+        if not len(pending):
+            break
         at = positions[pending]
         rows = rows_at(at)
         free = np.flatnonzero(((rows < 0) | (rows >= visible)) & ~claimed[at])
@@ -184,6 +193,8 @@ def _place(rows_at: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], capa
         advance = pending[lost]
         positions[advance] = (positions[advance] + 1) & mask
         pending = pending[keep]
+    if len(pending):
+        raise CorruptMapError(f"the key index ({SLOTS}) has no free slot left: it is damaged")
     return placed
 
 
