@@ -911,6 +911,14 @@ class RecordsMmap(MapBase):
                 store.append({f"{name}.{column}": [np.asarray(items, dtype=layout.columns_for(field_attrs)[column])]
                               for column, items in layout.initial.items()})
                 lengths = dict(empty)
+                if spec.kind == "numpy" and count:  # fixed-size rows: the default's bytes, repeated
+                    one = layout.encode(layout.batch([default], empty, field_attrs), empty, field_attrs)
+                    row = b"".join(bytes(memoryview(b).cast("B")) for b in one.columns["data"])
+                    chunk = row * min(_DEFAULT_CHUNK, count)
+                    for begin in range(0, count, _DEFAULT_CHUNK):
+                        rows = min(_DEFAULT_CHUNK, count - begin)
+                        store.append({f"{name}.data": [memoryview(chunk)[:rows * len(row)]]})
+                    count = 0
                 for begin in range(0, count, _DEFAULT_CHUNK):
                     values = [default] * min(_DEFAULT_CHUNK, count - begin)
                     encoded = layout.encode(layout.batch(values, lengths, field_attrs), lengths, field_attrs)
@@ -1008,8 +1016,9 @@ class RecordsMmap(MapBase):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """See `MapBase.transaction`. On a handle with no map yet, the block's first write creates the map (its
-        rows give the schema) and the block holds the lock from there on; if the block raises, the new map is
-        removed again and nothing is left on disk. (A block nested in such a block before the map exists is
+        rows give the schema) and the block holds the lock from there on (other processes find the map being
+        built until the block ends); if the block raises, the new map is removed again and nothing is left on
+        disk. (A block nested in such a block before the map exists is
         part of the outer one: it is undone only with it.)"""
         if self._store is not None or self._mode == "r" or self._legacy is not None:
             with super().transaction():
