@@ -773,7 +773,11 @@ class RecordsMmap(MapBase):
         container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
-        self.__dict__.setdefault("_fields_given", []).append(weakref.ref(container))
+        refs = self.__dict__.setdefault("_fields_given", [])
+        refs.append(weakref.ref(container))
+        if len(refs) >= self.__dict__.get("_fields_prune_at", 64):  # drop dead ones now and then: amortized O(1)
+            refs[:] = [ref for ref in refs if ref() is not None]
+            self.__dict__["_fields_prune_at"] = max(64, 2 * len(refs))
         return container
 
     def _field_containers(self) -> list[MapBase]:
