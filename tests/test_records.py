@@ -924,3 +924,35 @@ def test_keys_from_other_builders_and_two_writers(tmp_path):
         other.extend(keyed_rows(start + 30, start + 60))
     assert all(other.index_of(f"images/{i:06d}.jpg") == i for i in range(400))
     assert b.refresh() and b.index_of("images/000399.jpg") == 399
+
+
+GHOST_CHILD = r'''
+import os, sys
+from mmap_ninja.records import RecordsMmap
+rec = RecordsMmap(sys.argv[1])
+with rec.transaction():
+    rec.extend([{"path": f"ghost/{i}", "label": 0} for i in range(int(sys.argv[2]))])
+    os._exit(0)  # dies inside the transaction: its slots are written, its rows never published, nothing undone
+'''
+
+
+def test_slots_left_by_a_dead_writer_never_name_a_row(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 100), batch_size=50, key="path")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    before = header(tmp_path / "m")["attrs"]["key"]["table"]
+    subprocess.run([sys.executable, "-c", GHOST_CHILD, str(tmp_path / "m"), "30"], check=True, env=env)
+    slots = np.fromfile(tmp_path / "m" / "derived-key.slots.bin", dtype=np.int64).reshape(-1, 2)
+    table = slots[before[0]:before[0] + before[1]]
+    assert ((table[:, 1] >= 100) & (table[:, 1] < 130)).sum() == 30  # the dead writer's slots are there
+    m.refresh()
+    assert len(m) == 100 and "ghost/3" not in m
+    m.extend(keyed_rows(100, 140))  # rows 100..129 now exist, with other keys than the slots left name
+    assert not any(f"ghost/{i}" in m for i in range(30))
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(140))
+    m.extend(keyed_rows(140, 1000))  # a new table: the stale slots are not carried over
+    key = header(tmp_path / "m")["attrs"]["key"]["table"]
+    assert key[0] > before[0]
+    slots = np.fromfile(tmp_path / "m" / "derived-key.slots.bin", dtype=np.int64).reshape(-1, 2)
+    rows = slots[key[0]:key[0] + key[1], 1]
+    assert sorted(rows[rows >= 0].tolist()) == list(range(1000))
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(1000)) and "ghost/0" not in m
