@@ -589,7 +589,7 @@ def _crash_trial(workdir: Path, seed: int, key: str | None = None) -> None:
 
 
 @pytest.mark.parametrize("key", [None, "text"], ids=["plain", "keyed"])
-@pytest.mark.parametrize("trials", [pytest.param(12, id="12"),
+@pytest.mark.parametrize("trials", [pytest.param(10, id="10"),
                                     pytest.param(300, id="300", marks=pytest.mark.slow)])
 def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials, key):
     for seed in range(trials):
