@@ -506,11 +506,12 @@ import numpy as np
 from mmap_ninja.records import RecordsMmap
 
 path, log_path, seed, fresh = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "fresh"
+key = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None
 log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 rng = random.Random(seed)
 print("READY", flush=True)
 if fresh:  # killed while building: the build is unfinished, every committed batch aligned
-    RecordsMmap.from_generator(path, (make_row(i) for i in range(10**9)), batch_size=rng.randint(1, 40))
+    RecordsMmap.from_generator(path, (make_row(i) for i in range(10**9)), batch_size=rng.randint(1, 40), key=key)
 rec = RecordsMmap(path)
 while True:
     n = len(rec)
@@ -532,17 +533,17 @@ def test_the_crash_child_builds_the_same_rows():
     assert all(same_row(namespace["make_row"](i), make_row(i)) for i in range(50))
 
 
-def _crash_trial(workdir: Path, seed: int) -> None:
+def _crash_trial(workdir: Path, seed: int, key: str | None = None) -> None:
     rng = random.Random(seed)
     path, log_path = workdir / "map", workdir / "log"
     fresh = rng.random() < 0.25
     initial = 0 if fresh else rng.randint(1, 30)
     if not fresh:
-        RecordsMmap.from_generator(path, rows(0, initial), batch_size=7).close()
+        RecordsMmap.from_generator(path, rows(0, initial), batch_size=7, key=key).close()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(log_path), str(seed),
-                             "fresh" if fresh else "extend"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env=env)
+                             "fresh" if fresh else "extend", key or "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     try:
         assert proc.stdout.readline().strip() == b"READY", proc.stderr.read().decode()[-2000:]
         time.sleep(rng.uniform(0.02, 0.25))
@@ -571,18 +572,387 @@ def _crash_trial(workdir: Path, seed: int) -> None:
         assert n in (committed, in_flight), (n, committed, in_flight)
     for i in range(n):
         assert same_row(m[i], make_row(i)), (seed, i)
+    if key is not None:  # every committed row is found by its key, nothing else is
+        assert all(m.index_of(make_row(i)[key]) == i for i in range(n)), seed
+        assert not any(make_row(i)[key] in m for i in range(n, in_flight + 41)), seed
     m.close()
     if not unfinished:
         writer = RecordsMmap(path)
+        if key is not None:
+            with pytest.raises(ValueError, match=f"row {n}: key .* is already the key of row 0"):
+                writer.extend([make_row(0)])
         writer.extend(rows(n, n + 2))
         again = RecordsMmap(path, mode="r")
         assert len(again) == n + 2 and same_row(again[n + 1], make_row(n + 1))
+        if key is not None:
+            assert again.index_of(make_row(n + 1)[key]) == n + 1 and again.index_of(make_row(0)[key]) == 0
 
 
-@pytest.mark.parametrize("trials", [pytest.param(20, id="20"),
+@pytest.mark.parametrize("key", [None, "text"], ids=["plain", "keyed"])
+@pytest.mark.parametrize("trials", [pytest.param(10, id="10"),
                                     pytest.param(300, id="300", marks=pytest.mark.slow)])
-def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials):
+def test_sigkill_while_extending_never_misaligns_fields(tmp_path, trials, key):
     for seed in range(trials):
         workdir = tmp_path / f"trial{seed}"
         workdir.mkdir()
-        _crash_trial(workdir, seed)
+        _crash_trial(workdir, seed, key)
+
+
+# ---------------------------------------------------------------------------------------------- fixed bugs
+
+def test_arrow_nulls_are_refused_naming_row_and_field_or_filled_when_asked(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"name": ["a", "b", "c"], "label": pa.array([1, None, 3], pa.int64())})
+    with pytest.raises(ValueError, match=r"row 1, field 'label' is null.*fill_null=\{'label': value\}"):
+        RecordsMmap.from_arrow(tmp_path / "m", table)
+    assert not (tmp_path / "m").exists()
+    nested = pa.table({"tok": pa.array([[1], [2, 3], [None, 4]], pa.list_(pa.int64()))})
+    with pytest.raises(ValueError, match="row 2, field 'tok' holds a null element"):
+        RecordsMmap.from_arrow(tmp_path / "m", nested)
+    fixed = pa.table({"v": pa.array([[1, 2], [3, None]], pa.list_(pa.int32(), 2))})
+    with pytest.raises(ValueError, match="row 1, field 'v' holds a null element"):
+        RecordsMmap.from_arrow(tmp_path / "m", fixed)
+    assert not (tmp_path / "m").exists()
+    m = RecordsMmap.from_arrow(tmp_path / "m", table, fill_null={"label": -1})
+    assert m.schema["label"] == Field.scalar(np.int64) and m["label"].array.tolist() == [1, -1, 3]
+    t = RecordsMmap.from_arrow(tmp_path / "t", nested, fill_null={"tok": 0})
+    assert t["tok"][2].tolist() == [0, 4] and t["tok"][2].dtype == np.int64
+    with pytest.raises(ValueError, match="fill_null names a field 'nope'"):
+        RecordsMmap.from_arrow(tmp_path / "u", table, fill_null={"nope": 0})
+
+
+def test_pandas_missing_values_are_refused_naming_row_and_field_or_filled_when_asked(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"label": pd.array([4, 5, None], dtype="Int64"), "name": ["a", "b", "c"]},
+                         index=[10, 11, 12])
+    with pytest.raises(ValueError, match=r"row 2, field 'label' is missing \(<NA>, index label 12\)"):
+        RecordsMmap.from_pandas(tmp_path / "m", frame)
+    with pytest.raises(ValueError, match="row 1, field 'name' is missing"):
+        RecordsMmap.from_pandas(tmp_path / "m", pd.DataFrame({"name": ["a", None]}))
+    assert not (tmp_path / "m").exists()
+    m = RecordsMmap.from_pandas(tmp_path / "m", frame, fill_null={"label": -1})
+    assert m.schema["label"] == Field.scalar(np.int64) and m["label"].array.tolist() == [4, 5, -1]
+    # NaN in a float column is a value, kept
+    f = RecordsMmap.from_pandas(tmp_path / "f", pd.DataFrame({"x": [1.5, float("nan")]}))
+    assert np.isnan(f[1]["x"])
+
+
+def test_a_first_batch_refused_only_when_encoded_creates_nothing(tmp_path):
+    with pytest.raises(TypeError, match="row 1, field 'flag'"):
+        RecordsMmap.from_dict(tmp_path / "m", {"flag": np.array([True, None], dtype=object)})
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TypeError, match="row 1, field 'flag'"):
+        RecordsMmap.from_dict(tmp_path / "empty", {"flag": np.array([True, None], dtype=object)})
+    assert snapshot(tmp_path / "empty") == {}
+
+
+def test_a_field_follows_its_handles_own_writes(rec):
+    label, text = rec["label"], rec.field("text")
+    rec.extend(rows(10, 13))
+    assert len(label) == len(rec) == 13 and label[12] == make_row(12)["label"]
+    assert text[-1] == make_row(12)["text"]
+    with rec.transaction():
+        rec.append(make_row(13))
+        assert len(label) == len(rec) == 14
+    other = RecordsMmap(rec.path)
+    other.append(make_row(14))
+    assert rec.refresh() == 1 and len(label) == len(rec) == 15
+
+
+def test_an_aborted_transaction_on_a_new_handle_leaves_nothing(tmp_path):
+    m = RecordsMmap(tmp_path / "a" / "m")
+    with pytest.raises(RuntimeError, match="boom"), m.transaction():
+        m.extend(rows(0, 3))
+        m.append(make_row(3))
+        assert len(m) == 4
+        raise RuntimeError("boom")
+    assert not (tmp_path / "a").exists() and len(m) == 0 and not m.exists
+    (tmp_path / "b").mkdir()
+    m = RecordsMmap(tmp_path / "b")
+    with pytest.raises(RuntimeError), m.transaction():
+        m.extend(rows(0, 3))
+        raise RuntimeError("boom")
+    assert snapshot(tmp_path / "b") == {}
+    with m.transaction():  # the handle still works, and a block that ends well commits once
+        m.extend(rows(0, 3))
+        m.append(make_row(3))
+    assert header(tmp_path / "b").get("building") is None
+    again = RecordsMmap(tmp_path / "b")
+    assert len(again) == 4 and same_row(again[3], make_row(3))
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+def keyed_rows(start: int, stop: int) -> list[dict]:
+    return [{"path": f"images/{i:06d}.jpg", "label": i % 10} for i in range(start, stop)]
+
+
+def test_index_of_finds_every_row_by_its_key(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 500), batch_size=37, key="path")
+    assert m.key == "path" and all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(500))
+    assert "images/000007.jpg" in m and "images/000500.jpg" not in m and 7 not in m
+    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path'\)"):
+        m.index_of("images/x.jpg")
+    with pytest.raises(TypeError, match="holds str keys, got int"):
+        m.index_of(3)
+    h = header(tmp_path / "m")
+    assert h["requires"] == ["records", "records.keys"] and h["attrs"]["key"]["field"] == "path"
+    assert "derived-key.slots" in h["columns"] and mmap_ninja.verify(tmp_path / "m", deep=True).ok
+    assert RecordsMmap.from_generator(tmp_path / "plain", rows(0, 3), batch_size=2).key is None
+    with pytest.raises(TypeError, match="has no key field"):
+        RecordsMmap(tmp_path / "plain").index_of("row 1")
+
+
+def test_integer_keys(tmp_path):
+    ids = np.array([-5, 0, 7, 2**62, -(2**63)], dtype=np.int64)
+    m = RecordsMmap.from_dict(tmp_path / "m", {"id": ids, "x": np.arange(5.0)}, key="id", batch_size=2)
+    assert [m.index_of(int(v)) for v in ids] == list(range(5)) and m.index_of(np.int64(7)) == 2
+    assert 1 not in m and "7" not in m
+    with pytest.raises(TypeError, match="holds integer keys"):
+        m.index_of("7")
+    u = RecordsMmap.from_dict(tmp_path / "u", {"id": np.array([2**64 - 1, 3], np.uint64)}, key="id")
+    assert u.index_of(2**64 - 1) == 0 and u.index_of(3) == 1
+
+
+def test_a_key_must_name_a_str_or_integer_field(tmp_path):
+    with pytest.raises(ValueError, match="key='nope' names no field"):
+        RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 3), batch_size=2, key="nope")
+    with pytest.raises(TypeError, match="key field 'x' is a scalar of dtype float64"):
+        RecordsMmap.from_dict(tmp_path / "m", {"x": np.arange(3.0)}, key="x")
+    with pytest.raises(TypeError, match="key field 'tokens' is an array"):
+        RecordsMmap.from_generator(tmp_path / "m", rows(0, 3), batch_size=2, key="tokens")
+    assert not (tmp_path / "m").exists()
+
+
+def test_duplicate_keys_are_refused_naming_row_and_key_and_nothing_changes(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 50), batch_size=16, key="path")
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"row 51: key 'images/000003.jpg' .*already the key of row 3"):
+        m.extend(keyed_rows(50, 51) + keyed_rows(3, 4))
+    with pytest.raises(ValueError, match=r"row 52: key 'images/000060.jpg' .*repeats the key of row 50"):
+        m.extend([*keyed_rows(60, 61), *keyed_rows(61, 62), *keyed_rows(60, 61)])
+    with pytest.raises(ValueError, match="already the key of row 0"):
+        m.append(keyed_rows(0, 1)[0])
+    assert snapshot(tmp_path / "m") == before and len(m) == 50
+    with m.transaction():  # refused inside a block: the block goes on
+        m.extend(keyed_rows(50, 52))
+        with pytest.raises(ValueError, match=r"row 53: key 'images/000051.jpg'"):
+            m.extend(keyed_rows(52, 53) + keyed_rows(51, 52))
+        m.extend(keyed_rows(52, 53))
+    assert len(m) == 53 and m.index_of("images/000052.jpg") == 52
+
+
+def test_duplicate_keys_when_building(tmp_path):
+    data = keyed_rows(0, 5) + keyed_rows(2, 3)
+    with pytest.raises(ValueError, match=r"row 5: key 'images/000002.jpg' .*repeats the key of row 2"):
+        RecordsMmap.from_generator(tmp_path / "m", data, batch_size=10, key="path")
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ValueError, match=r"row 5: key 'images/000002.jpg' .*already the key of row 2"):
+        RecordsMmap.from_generator(tmp_path / "m", data, batch_size=3, key="path")
+    partial = RecordsMmap(tmp_path / "m", allow_unfinished=True)  # the batches before it, indexed
+    assert len(partial) == 3 and partial.index_of("images/000002.jpg") == 2
+
+
+def test_the_index_grows_over_many_batches_and_reopens(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 10), batch_size=4, key="path")
+    start = 10
+    for size in [1, 1, 2, 3, 50, 1, 300, 7, 1000, 1, 1]:
+        m.extend(keyed_rows(start, start + size))
+        start += size
+    with m.transaction():
+        for i in range(start, start + 100):
+            m.append(keyed_rows(i, i + 1)[0])
+    start += 100
+    again = RecordsMmap(tmp_path / "m", mode="r")
+    assert len(again) == start and all(again.index_of(f"images/{i:06d}.jpg") == i for i in range(start))
+    table = header(tmp_path / "m")["attrs"]["key"]["table"]
+    slots = header(tmp_path / "m")["columns"]["derived-key.slots"]["length"] // 2
+    assert start <= 0.7 * table[1] and table[0] + table[1] == slots and slots <= 2 * table[1]
+    copy = pickle.loads(pickle.dumps(again))
+    assert copy.index_of(f"images/{start - 1:06d}.jpg") == start - 1 and copy.key == "path"
+
+
+def test_undone_writes_leave_no_key_behind(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 20), batch_size=8, key="path")
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(RuntimeError), m.transaction():  # the slots it filled in place are put back
+        m.extend(keyed_rows(20, 23))
+        with pytest.raises(RuntimeError), m.transaction():
+            m.extend(keyed_rows(23, 24))
+            raise RuntimeError("inner")
+        assert "images/000023.jpg" not in m and m.index_of("images/000022.jpg") == 22
+        raise RuntimeError("outer")
+    assert snapshot(tmp_path / "m") == before
+    for attempt in range(3):  # rows 20.. written, their slots filled, then undone: the row numbers are reused
+        with pytest.raises(RuntimeError), m.transaction():
+            m.extend([{"path": f"undone/{attempt}/{i}", "label": 0} for i in range(5)])
+            assert m.index_of(f"undone/{attempt}/4") == 24
+            raise RuntimeError("undo")
+        assert f"undone/{attempt}/0" not in m and len(m) == 20
+    m.extend(keyed_rows(20, 400))  # reuses rows 20..24, and replaces the table (stale slots dropped)
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(400))
+    assert not any(f"undone/{a}/{i}" in m for a in range(3) for i in range(5))
+    assert m["path"][22] == "images/000022.jpg"
+
+
+def test_a_reader_sees_new_keys_after_refresh(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 10), batch_size=8, key="path")
+    reader = RecordsMmap(tmp_path / "m", mode="r")
+    m.extend(keyed_rows(10, 12))
+    assert "images/000011.jpg" not in reader and "images/000011.jpg" in m
+    reader.refresh()
+    assert reader.index_of("images/000011.jpg") == 11
+
+
+def test_a_reader_without_the_keys_feature_refuses_a_keyed_map(tmp_path, monkeypatch):
+    RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 3), batch_size=2, key="path")
+    monkeypatch.setattr(mformat, "_FEATURES", mformat._FEATURES - {"records.keys"})
+    with pytest.raises(UnknownFeatureError, match=r"'records.keys'"):
+        RecordsMmap(tmp_path / "m")
+
+
+# ---------------------------------------------------------------------------------------------- adding a field
+
+def test_add_field_fills_old_rows_with_the_default_in_one_commit(rec, tmp_path):
+    other = RecordsMmap(tmp_path / "rec")
+    commit = header(tmp_path / "rec")["commit"]
+    rec.add_field("score", float, default=0.5)
+    rec.add_field("caption", "strings", default="none")
+    rec.add_field("emb", ("numpy", np.float32, (2,)), default=[1, 2])
+    rec.add_field("extra", ("ragged", np.int16), default=np.arange(3))
+    assert header(tmp_path / "rec")["commit"] == commit + 4
+    assert rec.fields == ("text", "tokens", "label", "score", "caption", "emb", "extra") and len(rec) == 10
+    assert all(rec[i]["score"] == 0.5 and rec[i]["caption"] == "none" and same_row(rec[i], {
+        **make_row(i), "score": 0.5, "caption": "none", "emb": np.array([1, 2], np.float32),
+        "extra": np.arange(3, dtype=np.int16)}) for i in range(10))
+    assert rec["score"].array.tolist() == [0.5] * 10 and len(rec["extra"]) == 10
+    rec.append({**make_row(10), "score": 2.0, "caption": "new", "emb": [0, 0], "extra": [7]})
+    with pytest.raises(ValueError, match="row 11 has no field 'score'"):
+        rec.append(make_row(11))
+    assert other.fields == ("text", "tokens", "label") and other.refresh() == 1
+    assert other.fields == rec.fields and other[10]["caption"] == "new" and other[3]["caption"] == "none"
+    assert mmap_ninja.verify(tmp_path / "rec", deep=True).ok
+    again = RecordsMmap(tmp_path / "rec", mode="r")
+    assert len(again) == 11 and again.schema["emb"] == Field.numpy(np.float32, (2,))
+
+
+def test_add_field_refusals_change_nothing(rec, tmp_path):
+    before = snapshot(tmp_path / "rec")
+    with pytest.raises(ValueError, match="already has a field 'label'"):
+        rec.add_field("label", int, default=0)
+    with pytest.raises(ValueError, match=r"'label', which differs from 'LABEL' only by case"):
+        rec.add_field("LABEL", int, default=0)
+    with pytest.raises(TypeError, match=r"field 'n': the default 'x' cannot be stored: expected a scalar"):
+        rec.add_field("n", np.int32, default="x")
+    with pytest.raises(ValueError, match="field 'n': the default 3000000000 cannot be stored"):
+        rec.add_field("n", np.int32, default=3_000_000_000)
+    with pytest.raises(TypeError, match=r"field 'z' \(strings, compressed\) needs the feature\(s\) \['codec.lz4'\]"):
+        rec.add_field("z", Field.strings("lz4"), default="")
+    with pytest.raises(TypeError, match=r"field 'picture' \(images\) needs .*records.images"):
+        rec.add_field("picture", "images", default=b"")
+    with pytest.raises(ValueError, match="field names must be ASCII identifiers"):
+        rec.add_field("a b", int, default=0)
+    assert snapshot(tmp_path / "rec") == before
+    with pytest.raises(RuntimeError), rec.transaction():  # undone with its block: no field, no files
+        rec.add_field("gone", int, default=1)
+        assert rec[0]["gone"] == 1
+        raise RuntimeError("undo")
+    assert "gone" not in rec.fields and snapshot(tmp_path / "rec") == before
+    assert "gone" not in RecordsMmap(tmp_path / "rec").fields
+
+
+ADD_FIELD_CHILD = r'''
+import sys
+from mmap_ninja.records import RecordsMmap
+rec = RecordsMmap(sys.argv[1])
+print("READY", flush=True)
+rec.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])  # about a second: killed midway or before
+print("DONE", flush=True)
+'''
+
+
+def test_sigkill_while_adding_a_field_leaves_the_map_with_or_without_it_whole(tmp_path):
+    n = 100_000
+    RecordsMmap.from_dict(tmp_path / "m", {"label": np.arange(n)}).close()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    outcomes = set()
+    for trial in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", ADD_FIELD_CHILD, str(tmp_path / "m")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+        assert proc.stdout.readline().strip() == b"READY", proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02 + 0.15 * trial)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        m = RecordsMmap(tmp_path / "m", mode="r")
+        assert len(m) == n and m["label"][n - 1] == n - 1
+        if "tok" in m.fields:
+            outcomes.add("added")
+            assert len(m["tok"]) == n and m["tok"].values.tolist() == [1, 2, 3] * n
+            assert mmap_ninja.verify(tmp_path / "m", deep=True).ok
+            break
+        outcomes.add("not added")
+    writer = RecordsMmap(tmp_path / "m")
+    if "tok" not in writer.fields:  # a later attempt replaces what the killed one left
+        writer.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])
+    assert writer[n - 1]["label"] == n - 1 and writer[n - 1]["tok"].tolist() == [1, 2, 3]
+    assert "not added" in outcomes  # at least the first kill came before the commit
+
+
+def test_integer_keys_refuse_duplicates_naming_the_row_and_key(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"id": np.array([5, 9, 2]), "x": np.zeros(3)}, key="id")
+    with pytest.raises(ValueError, match=r"row 3: key 9 .*already the key of row 1"):
+        m.extend({"id": np.array([9]), "x": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"row 5: key 7 .*repeats the key of row 3"):
+        m.extend({"id": np.array([7, 8, 7, 8]), "x": np.zeros(4)})
+    assert len(m) == 3
+
+
+def test_keys_from_other_builders_and_two_writers(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    a = RecordsMmap.from_arrow(tmp_path / "a", pa.table({"id": [3, 1, 2], "s": ["x", "y", "z"]}), key="s")
+    assert a.index_of("z") == 2
+    b = RecordsMmap.from_indexable(tmp_path / "b", keyed_rows(0, 40), batch_size=8, n_jobs=2, key="path")
+    assert b.index_of("images/000039.jpg") == 39
+    other = RecordsMmap(tmp_path / "b")  # two handles extend one map in turn: each catches up with the index
+    for start in range(40, 400, 60):
+        b.extend(keyed_rows(start, start + 30))
+        with pytest.raises(ValueError, match="already the key of row"):
+            other.extend(keyed_rows(start + 29, start + 31))
+        other.extend(keyed_rows(start + 30, start + 60))
+    assert all(other.index_of(f"images/{i:06d}.jpg") == i for i in range(400))
+    assert b.refresh() and b.index_of("images/000399.jpg") == 399
+
+
+GHOST_CHILD = r'''
+import os, sys
+from mmap_ninja.records import RecordsMmap
+rec = RecordsMmap(sys.argv[1])
+with rec.transaction():
+    rec.extend([{"path": f"ghost/{i}", "label": 0} for i in range(int(sys.argv[2]))])
+    os._exit(0)  # dies inside the transaction: its slots are written, its rows never published, nothing undone
+'''
+
+
+def test_slots_left_by_a_dead_writer_never_name_a_row(tmp_path):
+    m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 100), batch_size=50, key="path")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    before = header(tmp_path / "m")["attrs"]["key"]["table"]
+    subprocess.run([sys.executable, "-c", GHOST_CHILD, str(tmp_path / "m"), "30"], check=True, env=env)
+    slots = np.fromfile(tmp_path / "m" / "derived-key.slots.bin", dtype=np.int64).reshape(-1, 2)
+    table = slots[before[0]:before[0] + before[1]]
+    assert ((table[:, 1] >= 100) & (table[:, 1] < 130)).sum() == 30  # the dead writer's slots are there
+    m.refresh()
+    assert len(m) == 100 and "ghost/3" not in m
+    m.extend(keyed_rows(100, 140))  # rows 100..129 now exist, with other keys than the slots left name
+    assert not any(f"ghost/{i}" in m for i in range(30))
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(140))
+    m.extend(keyed_rows(140, 1000))  # a new table: the stale slots are not carried over
+    key = header(tmp_path / "m")["attrs"]["key"]["table"]
+    assert key[0] > before[0]
+    slots = np.fromfile(tmp_path / "m" / "derived-key.slots.bin", dtype=np.int64).reshape(-1, 2)
+    rows = slots[key[0]:key[0] + key[1], 1]
+    assert sorted(rows[rows >= 0].tolist()) == list(range(1000))
+    assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(1000)) and "ghost/0" not in m

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import operator
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import numpy as np
 
+from mmap_ninja import keys as _keys
 from mmap_ninja.batch import assemble, check_batch_size, join_batches, pad_scalar
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
@@ -70,6 +72,7 @@ __all__ = ["FEATURE", "Field", "RecordsLayout", "RecordsMmap", "infer_schema", "
 FEATURE = "records"
 """The name a records map lists in its header's ``requires``."""
 register_feature(FEATURE)
+register_feature(_keys.FEATURE)
 IMAGES_FEATURE = "records.images"
 """Listed in ``requires`` by a records map with an images field (a reader knowing only the first field kinds
 refuses it by name instead of calling its schema corrupt)."""
@@ -81,6 +84,7 @@ _FIELD_LAYOUTS: dict[str, Layout] = {"strings": StringsMmap.layout, "ragged": Ra
                                      "numpy": NumpyMmap.layout, "images": ImagesMmap.layout}
 _SCALAR_TYPES = (bool, int, float, complex, np.generic)
 _INFER_ROWS = 1024  # how many rows of a dict of columns schema inference looks at
+_DEFAULT_CHUNK = 8192  # rows of a new field's default encoded at a time
 
 R = TypeVar("R", bound="RecordsMmap")
 
@@ -340,6 +344,7 @@ class RecordsView(View):
     """A snapshot of every field; a row is a dict of the fields' samples."""
 
     def __init__(self, store: Columns, fields: list[tuple[str, str, Layout]]):
+        self.columns = store
         self.names = tuple(name for name, _, _ in fields)
         self.kinds = {name: kind for name, kind, _ in fields}
         self.views: dict[str, View] = {name: layout.view(FieldColumns(store, name)) for name, _, layout in fields}
@@ -385,11 +390,36 @@ class RecordsLayout(Layout):
     columns: ClassVar[dict[str, str]] = {}
     initial: ClassVar[dict[str, list[int]]] = {}
 
-    def attrs(self, schema: Any = None) -> dict[str, Any]:  # type: ignore[override]
+    def attrs(self, schema: Any = None, key: Optional[str] = None) -> dict[str, Any]:  # type: ignore[override]
         if schema is None:  # an empty handle: no map, no fields yet
+            if key is not None:
+                raise TypeError("a key needs a schema")
             return {"fields": {}}
         fields = parse_schema(schema)
-        return {"fields": {name: {"kind": f.kind, "attrs": f.layout_attrs()} for name, f in fields.items()}}
+        attrs: dict[str, Any] = {"fields": {name: {"kind": f.kind, "attrs": f.layout_attrs()}
+                                            for name, f in fields.items()}}
+        if key is not None:
+            if key not in fields:
+                raise ValueError(f"key={key!r} names no field (the fields: {list(fields)})")
+            field = fields[key]
+            if not (field.kind == "strings" or (field.is_scalar and field.dtype is not None
+                                                and field.dtype.kind in "iu")):
+                raise TypeError(f"key field {key!r} is {field.describe()}; a key field holds str or integer "
+                                f"scalars")
+            attrs["key"] = _keys.key_attrs(key)
+        return attrs
+
+    def key(self, attrs: dict[str, Any]) -> Optional[tuple[str, bool]]:
+        """(key field, whether it holds strings), or None for a map without a key."""
+        spec = attrs.get("key")
+        if spec is None:
+            return None
+        fields = attrs.get("fields", {})
+        if (not isinstance(spec, dict) or spec.get("field") not in fields
+                or not isinstance(spec.get("table"), list) or len(spec["table"]) != 2):
+            raise CorruptMapError(f"a records map's key is not valid: {spec!r}")
+        field = spec["field"]
+        return field, fields[field]["kind"] == "strings"
 
     def fields(self, attrs: dict[str, Any]) -> list[tuple[str, str, Layout]]:
         """(name, kind, layout) of every field, in order; a CorruptMapError for a schema that is not valid."""
@@ -413,8 +443,11 @@ class RecordsLayout(Layout):
         return {column[len(prefix):]: length for column, length in lengths.items() if column.startswith(prefix)}
 
     def columns_for(self, attrs: dict[str, Any]) -> dict[str, str]:
-        return {f"{name}.{column}": dtype for name, _, layout in self.fields(attrs)
-                for column, dtype in layout.columns_for(attrs["fields"][name]["attrs"]).items()}
+        columns = {f"{name}.{column}": dtype for name, _, layout in self.fields(attrs)
+                   for column, dtype in layout.columns_for(attrs["fields"][name]["attrs"]).items()}
+        if self.key(attrs) is not None:
+            columns[_keys.SLOTS] = "<i8"
+        return columns
 
     def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
         """The items each column of a new map with these attributes starts with (the offsets' leading 0)."""
@@ -432,6 +465,8 @@ class RecordsLayout(Layout):
         needed = {feature for name, _, layout in fields for feature in layout.requires(attrs["fields"][name]["attrs"])}
         if any(kind == "images" for _, kind, _ in fields):
             needed.add(IMAGES_FEATURE)
+        if self.key(attrs) is not None:
+            needed.add(_keys.FEATURE)
         return [FEATURE, *sorted(needed)]
 
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
@@ -744,7 +779,31 @@ class RecordsMmap(MapBase):
         container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
+        refs = self.__dict__.setdefault("_fields_given", [])
+        refs.append(weakref.ref(container))
+        if len(refs) >= self.__dict__.get("_fields_prune_at", 64):  # drop dead ones now and then: amortized O(1)
+            refs[:] = [ref for ref in refs if ref() is not None]
+            self.__dict__["_fields_prune_at"] = max(64, 2 * len(refs))
         return container
+
+    def _field_containers(self) -> list[MapBase]:
+        """The live field containers this handle gave out: they follow its writes and refreshes."""
+        refs: list[weakref.ref[MapBase]] = self.__dict__.setdefault("_fields_given", [])
+        alive = [c for c in (r() for r in refs) if c is not None and not c.closed]
+        if len(alive) < len(refs):
+            refs[:] = [weakref.ref(c) for c in alive]
+        return alive
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        for container in self._field_containers():
+            container._invalidate()
+
+    def refresh(self) -> int:
+        appeared = super().refresh()
+        for container in self._field_containers():
+            container._rebuild()
+        return appeared
 
     def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None) -> Any:
         """The rows at ``indices`` as a dict of field -> batch: a new array of shape ``(k, *shape)`` for array and
@@ -854,37 +913,209 @@ class RecordsMmap(MapBase):
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
         call creates the map with the schema these rows suggest."""
-        layout = self.layout
         if self._store is None and self._mode == "r+" and self._legacy is None:
+            layout = self.layout
             samples = samples if isinstance(samples, Mapping) else list(samples)
             schema = infer_schema(samples)
             attrs = layout.attrs(schema=schema)
             empty = layout.empty_lengths(attrs)
             layout.encode(layout.batch(samples, empty, attrs), empty, attrs)  # a refused first batch creates nothing
-            created = self._create(schema)
-            if self._deferred is not None:  # the first write of a transaction block: the block holds the lock now
-                self._deferred.enter_context(created.transaction())
+            if self._deferred is not None:  # the first write of a transaction block: the block owns the new map
+                self._deferred.enter_context(self._creating(schema))
+            else:  # created at once (readers racing it see an empty map, as with the other kinds), then written
+                store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
+                                     initial=layout.initial_for(attrs), requires=layout.requires(attrs),
+                                     durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
+                self._store = store
+                self._check_kind(store)
+        self._write(samples)
+
+    def _write(self, samples: Any) -> None:
+        layout = self.layout
         store = self._writable_store()
         try:
             with store.transaction():
                 batch = layout.batch(samples, store.lengths, store.attrs)
                 if len(batch):
                     self._train_fields(store, batch)
+                    first = layout.count(store.lengths, store.attrs)
                     columns, new_attrs = layout.encode(batch, store.lengths, store.attrs,
                                                        dictionaries=_dictionaries(store, layout))
+                    key = layout.key(store.attrs)
                     store.append(columns, new_attrs)
+                    if key is not None:
+                        self._index_keys(store, batch, first, key)
         finally:
             self._invalidate()
+
+    def _index_keys(self, store: Store, batch: RecordsBatch, first: int, key: tuple[str, bool]) -> None:
+        field, strings = key
+        attrs = store.attrs
+        kind = attrs["fields"][field]["kind"]
+        existing = _FIELD_LAYOUTS[kind].view(FieldColumns(store.snapshot(), field))
+        values = batch.columns[field]
+        if not strings:
+            values = np.asarray(values, dtype=dtype_from_json(attrs["fields"][field]["attrs"]["dtype"]))
+        _keys.insert_keys(store, attrs, values, first, existing.get, strings)
+
+    def add_field(self, name: str, field: Any, default: Any) -> None:
+        """Add the field ``name`` (a `Field` or a short form ``schema=`` takes, see `parse_schema`) to the map,
+        holding ``default`` in every existing row; later rows must give it a value. The default is written once
+        for each existing row (O(n)) and published with the new field in one commit: a crash midway leaves the
+        map without the field. Other handles see the field after ``refresh()``. A field that needs a feature the
+        map does not list in its ``requires`` (a codec; images, in a map without an images field) cannot be added:
+        build the map with it."""
+        check_field_name(name)
+        spec = _field_from_spec(name, field)
+        if self._store is None and self._legacy is None and self._mode == "r+":
+            raise ValueError(f"no records map exists at {self._path} yet: add fields by giving rows that have them")
+        store = self._writable_store()
+        layout = _FIELD_LAYOUTS[spec.kind]
+        try:
+            with store.transaction():
+                attrs = store.attrs
+                fields = attrs["fields"]
+                for other in fields:
+                    if other.lower() == name.lower():
+                        raise ValueError(f"{self._path} already has a field {other!r}" + (
+                            "" if other == name else f", which differs from {name!r} only by case"))
+                field_attrs = spec.layout_attrs()
+                needed = self.layout.requires({**attrs, "fields": {**fields, name: {"kind": spec.kind,
+                                                                                     "attrs": field_attrs}}})
+                missing = [feature for feature in needed if feature not in store.header.requires]
+                if missing:  # a commit keeps the map's requires: an older reader must not meet this field
+                    raise TypeError(f"field {name!r} ({spec.kind}{', compressed' if spec.codec else ''}) needs the "
+                                    f"feature(s) {missing}, which this map does not list in its requires; a field "
+                                    f"that needs a new feature cannot be added: build the map with it")
+                empty = {column: len(layout.initial.get(column, [])) for column in layout.columns_for(field_attrs)}
+                try:  # the default must be a value of the field, checked before anything is written
+                    _check_values(name, spec, [default], 0)
+                    layout.encode(layout.batch([default], empty, field_attrs), empty, field_attrs)
+                except (TypeError, ValueError) as e:
+                    reason = re.sub(r"^(row 0, )?field '\w+': |^item 0: ", "", str(e))
+                    raise _as_error(e, f"field {name!r}: the default {default!r} cannot be stored: "
+                                       f"{reason}") from None
+                count = self.layout.count(store.lengths, attrs)
+                store.add_columns({f"{name}.{column}": dtype
+                                   for column, dtype in layout.columns_for(field_attrs).items()})
+                store.append({f"{name}.{column}": [np.asarray(items, dtype=layout.columns_for(field_attrs)[column])]
+                              for column, items in layout.initial.items()})
+                lengths = dict(empty)
+                if spec.kind == "numpy" and count:  # fixed-size rows: the default's bytes, repeated
+                    one = layout.encode(layout.batch([default], empty, field_attrs), empty, field_attrs)
+                    row = b"".join(bytes(memoryview(b).cast("B")) for b in one.columns["data"])
+                    chunk = row * min(_DEFAULT_CHUNK, count)
+                    for begin in range(0, count, _DEFAULT_CHUNK):
+                        rows = min(_DEFAULT_CHUNK, count - begin)
+                        store.append({f"{name}.data": [memoryview(chunk)[:rows * len(row)]]})
+                    count = 0
+                for begin in range(0, count, _DEFAULT_CHUNK):
+                    values = [default] * min(_DEFAULT_CHUNK, count - begin)
+                    encoded = layout.encode(layout.batch(values, lengths, field_attrs), lengths, field_attrs)
+                    store.append({f"{name}.{column}": buffers for column, buffers in encoded.columns.items()})
+                    if encoded.attrs is not None:
+                        field_attrs = encoded.attrs
+                    lengths = self.layout.field_lengths(name, store.lengths)
+                new_fields = {**fields, name: {"kind": spec.kind, "attrs": field_attrs}}
+                store.append({}, {**attrs, "fields": new_fields})
+        finally:
+            self._invalidate()
+
+    # -------------------------------------------------------------- keys
+
+    @property
+    def key(self) -> Optional[str]:
+        """The name of the key field (see `index_of`), or None."""
+        key = self.layout.key(self._view_attrs() or {"fields": {}})
+        return None if key is None else key[0]
+
+    def _key_index(self) -> _keys.KeyIndex:
+        view = self._view
+        length = view.length  # builds the view of a handle that wrote (a placeholder until then)
+        view = self._view
+        cached = self.__dict__.get("_key_cache")
+        if cached is not None and cached[0] is view:
+            index: _keys.KeyIndex = cached[1]
+            return index
+        columns = view.columns
+        key = self.layout.key(columns.attrs)
+        if key is None:
+            raise TypeError(f"{self._path} has no key field; build it with key=<field> (from_generator, "
+                            f"from_dict, ...) to look rows up by key")
+        field, strings = key
+        table = columns.attrs["key"]["table"]
+        index = _keys.KeyIndex(field, strings, table, columns.column(_keys.SLOTS), view.views[field].get, length)
+        self.__dict__["_key_cache"] = (view, index)
+        return index
+
+    def index_of(self, key: Any) -> int:
+        """The row whose key field holds ``key`` (the map was built with ``key=<field>``); a KeyError naming the
+        key if no row has it. O(1): a probe of the on-disk hash index, reading one or two rows' keys."""
+        index = self._key_index()
+        row = index.find(index.check(key))
+        if row is None:
+            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r})")
+        return row
+
+    def __contains__(self, key: Any) -> bool:
+        """Whether a row has the key ``key`` (a map built with ``key=<field>``)."""
+        index = self._key_index()
+        try:
+            checked = index.check(key)
+        except TypeError:
+            return False
+        return index.find(checked) is not None
 
     _deferred: Optional[ExitStack] = None
 
     @contextmanager
+    def _creating(self, schema: dict[str, Field]) -> Iterator[None]:
+        """Create the map (marked unfinished and locked) for the block's writes: published with them, complete,
+        in one commit if the block ends well; removed again, leaving the directory as it was, if it raises."""
+        missing = []  # the directories the creation makes, to remove again
+        parent = self._path
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        layout = self.layout
+        attrs = layout.attrs(schema=schema)
+        store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
+                             initial=layout.initial_for(attrs), requires=layout.requires(attrs), building=True,
+                             durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
+        self._store = store
+        self._check_kind(store)
+        if not store.header.building:  # a racing process created the map first: write to it as to any map
+            yield
+            return
+        store.hold_creation()
+        try:
+            yield
+        except BaseException:
+            store.end_creation(ok=False)
+            self._store = None
+            for directory in missing:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+            raise
+        finally:
+            self._invalidate()
+        store.end_creation(ok=True)
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """See `MapBase.transaction`. On a handle with no map yet, the block's first write creates the map (its
-        rows give the schema) and the block holds the lock from there on."""
+        rows give the schema) and the block holds the lock from there on (other processes find the map being
+        built until the block ends); if the block raises, the new map is removed again and nothing is left on
+        disk. (A block nested in such a block before the map exists is
+        part of the outer one: it is undone only with it.)"""
         if self._store is not None or self._mode == "r" or self._legacy is not None:
             with super().transaction():
                 yield
+            return
+        if self._deferred is not None:
+            yield
             return
         with ExitStack() as stack:
             self._deferred = stack
@@ -902,16 +1133,6 @@ class RecordsMmap(MapBase):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         raise TypeError("rows of a records map cannot be assigned in place")
-
-    def _create(self, schema: dict[str, Field]) -> Store:
-        layout = self.layout
-        attrs = layout.attrs(schema=schema)
-        store = Store.create(self._path, layout.kind, layout.columns_for(attrs), attrs,
-                             initial=layout.initial_for(attrs), requires=layout.requires(attrs),
-                             durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
-        self._store = store
-        self._check_kind(store)
-        return store
 
     def _train_fields(self, store: Store, batch: RecordsBatch) -> None:
         """Train the dictionary of every compressed field that wants one and has none yet, on this batch."""
@@ -948,7 +1169,7 @@ class RecordsMmap(MapBase):
 
     @classmethod
     def _build_batches(cls: type[R], out_dir: PathLike, batches: Iterable[Any], schema: Optional[Mapping[str, Any]],
-                       **build_options: Any) -> R:
+                       key: Optional[str] = None, **build_options: Any) -> R:
         """Build from batches (lists of rows or dicts of columns); the schema is inferred from the first batch
         unless given, and the first batch is checked before anything is created."""
         pending = iter(batches)
@@ -960,23 +1181,30 @@ class RecordsMmap(MapBase):
         else:
             first = first if isinstance(first, Mapping) else list(first)
             fields = infer_schema(first)
+        attrs = cls.layout.attrs(schema=fields, key=key)  # a bad key fails here, before anything is created
         if first is not None:
-            attrs = cls.layout.attrs(schema=fields)
-            first = cls.layout.batch(first, cls.layout.empty_lengths(attrs), attrs)
+            empty = cls.layout.empty_lengths(attrs)
+            first = cls.layout.batch(first, empty, attrs)
+            cls.layout.encode(first, empty, attrs)  # a value only encoding refuses must create nothing either
+            if key is not None:
+                _keys.check_unique(first.columns[key], 0, key, attrs["fields"][key]["kind"] == "strings")
             pending = chain([first], pending)
-        return cls._build(out_dir, pending, schema=fields, **build_options)
+        options = {} if key is None else {"key": key}
+        return cls._build(out_dir, pending, schema=fields, **options, **build_options)
 
     @classmethod
     def from_generator(cls: type[R], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
                        verbose: bool = False, *, schema: Optional[Mapping[str, Any]] = None,
-                       overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
-                       mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                       key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
+                       metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                       wrapper_fn: Optional[Callable[[Any], Any]] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
         """Build a map from rows (dicts of field -> value), committing every ``batch_size`` rows; returns it open.
 
-        ``schema`` (see `parse_schema`) defaults to what the first batch suggests. Every row is checked: an error
-        names the row and the field; a bad row in the first batch leaves nothing on disk, a later one leaves an
-        unfinished build (see `MapBase.from_generator`).
+        ``schema`` (see `parse_schema`) defaults to what the first batch suggests. ``key`` names a field (str or
+        integer scalars) whose values are unique and indexed on disk: see `index_of`. Every row is checked: an
+        error names the row and the field (or the key repeated); a bad row in the first batch leaves nothing on
+        disk, a later one leaves an unfinished build (see `MapBase.from_generator`).
         """
         if options:
             raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
@@ -986,14 +1214,15 @@ class RecordsMmap(MapBase):
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
-        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, overwrite=overwrite,
+        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, key, overwrite=overwrite,
                                   durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
                                   lock_timeout=lock_timeout)
 
     @classmethod
     def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: int,
                        n_jobs: Optional[int] = None, verbose: bool = False, *,
-                       schema: Optional[Mapping[str, Any]] = None, overwrite: bool = False, durable: bool = False,
+                       schema: Optional[Mapping[str, Any]] = None, key: Optional[str] = None,
+                       overwrite: bool = False, durable: bool = False,
                        metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                        wrapper_fn: Optional[Callable[[Any], Any]] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> R:
@@ -1005,12 +1234,13 @@ class RecordsMmap(MapBase):
             raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
         batch_size = check_batch_size(batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
-        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable,
+        return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
 
     @classmethod
     def from_dict(cls: type[R], out_dir: PathLike, columns: Mapping[str, Any], *,
-                  schema: Optional[Mapping[str, Any]] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                  schema: Optional[Mapping[str, Any]] = None, key: Optional[str] = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
                   overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
                   mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> R:
@@ -1035,31 +1265,61 @@ class RecordsMmap(MapBase):
             schema = infer_schema(checked)
         batches = ({name: column[start:start + batch_size] for name, column in checked.items()}
                    for start in range(0, n, batch_size))
-        return cls._build_batches(out_dir, batches, schema, overwrite=overwrite, durable=durable, metadata=metadata,
-                                  mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+        return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
 
     @classmethod
-    def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, **options: Any) -> R:
+    def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
+                    **options: Any) -> R:
         """Build a map from a pandas ``DataFrame`` (one field per column; numeric columns become scalar
-        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`."""
+        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`.
+
+        A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
+        with an error naming its row and field, so a nullable integer column is never turned into floats:
+        ``fill_null={"label": -1}`` stores ``-1`` in its place instead."""
+        fill = _check_fill(fill_null, [str(name) for name in frame.columns])
         columns = {}
-        for name in frame.columns:
-            series = frame[name]
-            columns[str(name)] = series.to_numpy() if series.dtype.kind in "biufc" else series.tolist()
+        for position, name in enumerate(frame.columns):
+            series = frame.iloc[:, position]
+            field = str(name)
+            dtype = series.dtype
+            if not (isinstance(dtype, np.dtype) and dtype.kind in "fc"):  # elsewhere NaN means missing
+                missing = np.asarray(series.isna(), dtype=bool)
+                if missing.any():
+                    if field not in fill:
+                        row = int(np.flatnonzero(missing)[0])
+                        label = series.index[row]
+                        label = label.item() if isinstance(label, np.generic) else label
+                        raise ValueError(f"row {row}, field {field!r} is missing ({series.iloc[row]!r}, index label "
+                                         f"{label!r}); records fields cannot hold missing values: pass "
+                                         f"fill_null={{{field!r}: value}} to store a value in their place")
+                    try:
+                        series = series.fillna(fill[field])
+                    except (TypeError, ValueError) as e:
+                        raise TypeError(f"field {field!r}: cannot fill its missing values with "
+                                        f"{fill[field]!r}: {e}") from None
+                    dtype = series.dtype
+            if getattr(dtype, "kind", "O") in "biufc":
+                columns[field] = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
+            else:
+                columns[field] = series.tolist()
         return cls.from_dict(out_dir, columns, **options)
 
     @classmethod
-    def from_arrow(cls: type[R], out_dir: PathLike, table: Any, **options: Any) -> R:
+    def from_arrow(cls: type[R], out_dir: PathLike, table: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
+                   **options: Any) -> R:
         """Build a map from a ``pyarrow.Table`` (one field per column; numeric columns become scalar fields,
         string columns strings fields, list columns ragged fields, fixed-size lists fixed-shape fields).
-        Null values are refused. Options as `from_dict`."""
+        Options as `from_dict`.
+
+        A null (a row's value, or an element of a row's list) is refused with an error naming its row and
+        field, never cast (an int column with a null would otherwise become floats with NaN):
+        ``fill_null={"label": -1}`` stores ``-1`` in place of the field's nulls (of its list elements, for a
+        list column)."""
+        fill = _check_fill(fill_null, list(table.column_names))
         columns = {}
         for name in table.column_names:
-            column = table.column(name)
-            if column.null_count:
-                raise ValueError(f"column {name!r} holds {column.null_count} null(s); records fields cannot hold "
-                                 f"missing values")
-            columns[name] = _arrow_column(column)
+            columns[name] = _arrow_column(table.column(name), name, fill)
         return cls.from_dict(out_dir, columns, **options)
 
     @classmethod
@@ -1092,13 +1352,50 @@ class RecordsMmap(MapBase):
         return records_from_parquet(out_dir, path, **options)
 
 
-def _arrow_column(column: Any) -> Any:
-    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays."""
+def _check_fill(fill_null: Optional[Mapping[str, Any]], names: list[str]) -> dict[str, Any]:
+    if fill_null is None:
+        return {}
+    if not isinstance(fill_null, Mapping):
+        raise TypeError(f"fill_null must be a dict of field -> value, got {type(fill_null).__name__}")
+    unknown = [name for name in fill_null if name not in names]
+    if unknown:
+        raise ValueError(f"fill_null names a field {unknown[0]!r} that the data does not have (its columns: "
+                         f"{names})")
+    return dict(fill_null)
+
+
+def _refuse_nulls(array: Any, name: str, rows: Callable[[int], int], what: str) -> None:
+    """Raise naming the row of ``array``'s first null (``rows`` maps an item of ``array`` to its row)."""
+    nulls = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    row = rows(int(np.flatnonzero(nulls)[0]))
+    raise ValueError(f"row {row}, field {name!r} {what}; records fields cannot hold missing values: pass "
+                     f"fill_null={{{name!r}: value}} to store a value in their place")
+
+
+def _fill(array: Any, name: str, value: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.fill_null(array, pa.scalar(value, type=array.type))
+    except (pa.ArrowException, TypeError, ValueError) as e:
+        raise TypeError(f"field {name!r}: cannot fill its nulls with {value!r} (its type is {array.type}): "
+                        f"{e}") from None
+
+
+def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
+    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays;
+    nulls refused (naming the row) or filled as ``fill`` says."""
     import pyarrow as pa
     import pyarrow.types as pt
 
     kind = column.type
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
+    if array.null_count:
+        if name not in fill or nested:
+            _refuse_nulls(array, name, lambda i: i, "is null")
+        array = _fill(array, name, fill[name])
     if pt.is_string(kind) or pt.is_large_string(kind):
         return array.to_pylist()
     if pt.is_fixed_size_list(kind):
@@ -1106,10 +1403,22 @@ def _arrow_column(column: Any) -> Any:
         while pt.is_fixed_size_list(array.type):
             shape.append(array.type.list_size)
             array = array.flatten()
+        if array.null_count:
+            size = int(np.prod(shape))
+            if name not in fill:
+                _refuse_nulls(array, name, lambda i: i // size, "holds a null element")
+            array = _fill(array, name, fill[name])
         return array.to_numpy(zero_copy_only=False).reshape(-1, *shape)
     if pt.is_list(kind) or pt.is_large_list(kind):
         offsets = array.offsets.to_numpy()
-        values = array.flatten().to_numpy(zero_copy_only=False)
+        flat = array.flatten()
+        if flat.null_count:
+            if name not in fill:
+                starts = offsets - offsets[0]
+                _refuse_nulls(flat, name, lambda i: int(np.searchsorted(starts, i, side="right")) - 1,
+                              "holds a null element")
+            flat = _fill(flat, name, fill[name])
+        values = flat.to_numpy(zero_copy_only=False)
         base = offsets[0]
         return [values[a - base:b - base] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     return array.to_numpy(zero_copy_only=False)

@@ -37,12 +37,19 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
-__all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "PathLike", "Store"]
+__all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
+           "is_derived"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
 COLUMN_SUFFIX = ".bin"
 CHECKSUMS = "checksums"  # the column of checksum records (see checksums.py)
+DERIVED_PREFIX = "derived-"  # columns of derived data (a key index), updated in place, without checksum records
+
+
+def is_derived(name: str) -> bool:
+    """Whether column ``name`` holds derived data (FORMAT.md, "Derived columns"): no checksum records."""
+    return name.startswith(DERIVED_PREFIX)
 DEFAULT_LOCK_TIMEOUT = 5.0  # seconds a write waits for another writer, as SQLite's default busy timeout
 _OUR_FILES = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp"}
 
@@ -146,14 +153,19 @@ class _Transaction:
         self.records: list[tuple[int, int, int, int, int]] = []  # checksum records of this transaction's writes
         self.dirty = False
         self.savepoints: list[tuple[Any, ...]] = []  # the state at each nested begin, to undo a failed inner block
+        self.new_columns: dict[str, np.dtype[Any]] = {}  # columns this transaction adds (published with it)
+        self.undo: list[tuple[str, int, bytes]] = []  # (column, byte offset, old bytes) of in-place derived writes
+        self.undo_from = 0  # where the undo log stood when the nested block being undone began
 
     def save(self) -> None:
-        self.savepoints.append((self.lengths, self.attrs, self.metadata, len(self.records), self.dirty))
+        self.savepoints.append((self.lengths, self.attrs, self.metadata, len(self.records), self.dirty,
+                                dict(self.new_columns), len(self.undo)))
 
     def restore(self) -> dict[str, int]:
         """Undo what the innermost nested block wrote (its appends; in-place writes are not undone)."""
-        self.lengths, self.attrs, self.metadata, records, self.dirty = self.savepoints.pop()
+        self.lengths, self.attrs, self.metadata, records, self.dirty, self.new_columns, undo = self.savepoints.pop()
         del self.records[records:]
+        self.undo_from = undo
         return self.lengths
 
 
@@ -295,6 +307,29 @@ class Store:
         self._builder = False
         self._end_transaction(ok=True)
 
+    def end_creation(self, ok: bool) -> None:
+        """End the transaction a ``building=True`` create opened as one ordinary transaction (see
+        `hold_creation`): ``ok`` publishes what it wrote and the map as complete, in one commit; otherwise the
+        map is removed again (its files, its header and its lock file, all of which this creation made and no
+        other handle could use while it was marked unfinished and locked), leaving the directory as it was."""
+        txn = self._require_transaction()
+        if ok:
+            txn.dirty = True  # publish even a block that wrote nothing: the header must drop "building"
+            self._end_transaction(ok=True)
+            return
+        names = [name + COLUMN_SUFFIX for name in self._header.columns] + [HEADER_FILE, HEADER_FILE + ".tmp"]
+        for name in names:
+            _unlink(self.path / name)
+        _unlink(self.path / LOCK_FILE)  # while still holding it: a waiting creator then finds no map
+        self._end_transaction(ok=False)
+        self.close()
+
+    def hold_creation(self) -> None:
+        """Make the transaction a ``building=True`` create left open an ordinary one: its writes are published
+        only by `end_creation`, which publishes or removes the whole new map."""
+        self._require_transaction()
+        self._builder = False
+
     def abandon_build(self) -> None:
         """Release the lock of a build that failed; the map stays marked unfinished."""
         if self._builder:
@@ -373,6 +408,9 @@ class Store:
                 column.close()
         elif header == old:
             return False
+        for name, col in header.columns.items():  # columns another handle added (a new records field)
+            if name not in self._columns:
+                self._columns[name] = _Column(self.path / (name + COLUMN_SUFFIX), col.dtype)
         self._header = header
         for name in header.columns:
             self._check_size(name)
@@ -447,8 +485,10 @@ class Store:
                 txn.depth -= 1
                 if not ok:  # a nested block that raised: its appends go, the enclosing transaction goes on
                     lengths = txn.restore()
+                    self._undo_in_place(txn, txn.undo_from)
                     for name in txn.fds:
-                        self._discard_tail(txn, name, to=lengths[name])
+                        self._discard_tail(txn, name, to=lengths.get(name, 0))
+                    self._drop_unpublished_columns(txn)
                     return
                 txn.savepoints.pop()
                 if self._builder and txn.dirty and txn.depth == 1:
@@ -458,16 +498,38 @@ class Store:
                 if ok and txn.dirty and not self._builder:
                     self._publish(building=False)
             finally:
+                if not ok:
+                    self._undo_in_place(txn, 0)
                 if not self._builder or not ok:
+                    txn.new_columns = {}
                     for name in txn.fds:
-                        self._discard_tail(txn, name, to=self._header.columns[name].length)
+                        self._discard_tail(txn, name)
                     for fd in txn.fds.values():
                         os.close(fd)
+                    txn.fds = {}
+                    self._drop_unpublished_columns(txn)
                     self._txn = None
                     if release_lock:
                         os.close(txn.lock_fd)
         finally:
             self._thread_lock.release()
+
+    def _undo_in_place(self, txn: _Transaction, start: int) -> None:
+        """Put back what in-place writes of derived columns since entry ``start`` of the undo log replaced."""
+        for name, offset, old in reversed(txn.undo[start:]):
+            with suppress(OSError):  # the next writer's rules keep the column correct anyway (see FORMAT.md)
+                write_all(self._fd(txn, name), [old], offset)
+        del txn.undo[start:]
+
+    def _drop_unpublished_columns(self, txn: _Transaction) -> None:
+        """Forget (and remove the files of) columns added by writes that were undone: no header lists them."""
+        for name in [name for name in self._columns if name not in self._header.columns
+                     and name not in txn.new_columns]:
+            fd = txn.fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+            self._columns.pop(name).close()
+            _unlink(self.path / (name + COLUMN_SUFFIX))
 
     def _forget_transaction(self) -> None:
         """In a forked child: drop the inherited transaction (its lock belongs to the parent)."""
@@ -501,7 +563,8 @@ class Store:
         """Cut column ``name`` back to ``to`` items (default: its committed length): the tail of a write that
         never published. Only files that are longer are opened for writing."""
         column = self._columns[name]
-        keep = (self._header.columns[name].length if to is None else to) * column.dtype.itemsize
+        committed = self._header.columns[name].length if name in self._header.columns else 0
+        keep = (committed if to is None else to) * column.dtype.itemsize
         fd = txn.fds.get(name)
         try:
             size = os.fstat(fd).st_size if fd is not None else os.stat(column.path).st_size
@@ -541,7 +604,7 @@ class Store:
                     start = before[name] * column.dtype.itemsize
                     write_all(self._fd(txn, name), buffers, start)
                     after[name] += count
-                    if algorithm is not None and name != CHECKSUMS:
+                    if algorithm is not None and name != CHECKSUMS and not is_derived(name):
                         records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
                                         hasher(algorithm)(memoryview(b).cast("B") for b in buffers)))
         except BaseException:
@@ -571,6 +634,42 @@ class Store:
         self.rehash(name, start, start + view.nbytes)
         if self.durable:
             os.fsync(self._fd(txn, name))
+
+    def write_items(self, name: str, writes: Sequence[tuple[int, np.ndarray[Any, Any]]]) -> None:
+        """Overwrite items of the derived column ``name`` in place, inside a transaction: each ``(position,
+        items)`` of ``writes`` puts ``items`` at item ``position``. Derived columns have no checksum records to
+        update; the layout that owns one keeps it correct whatever part of these writes reaches the file (see
+        FORMAT.md)."""
+        if not is_derived(name):
+            raise ValueError(f"column {name!r} is not a derived column ({DERIVED_PREFIX}...): write it with write_at")
+        txn = self._require_transaction()
+        column = self._columns[name]
+        fd = self._fd(txn, name)
+        current = column.view(txn.lengths[name])
+        for position, items in writes:
+            data = np.ascontiguousarray(items, dtype=column.dtype)
+            if position < 0 or position + data.size > txn.lengths[name]:
+                raise IndexError(f"in-place write outside column {name!r}")
+            # What it replaces, to put back if the transaction (or a nested block) is undone.
+            txn.undo.append((name, position * column.dtype.itemsize, current[position:position + data.size].tobytes()))
+            write_all(fd, [data], position * column.dtype.itemsize)
+
+    def add_columns(self, columns: Mapping[str, Any]) -> None:
+        """Give the map new, empty columns (name -> item dtype) in the current transaction: their files are made
+        now, and the header that publishes the transaction lists them. A file left by a transaction that never
+        published (a crash) under one of these names is replaced: no header lists it, so nothing reads it."""
+        txn = self._require_transaction()
+        for name, dtype in columns.items():
+            if name in self._columns:
+                raise ValueError(f"{self.path} already has a column {name!r}")
+            column_path = self.path / (name + COLUMN_SUFFIX)
+            _unlink(column_path)
+            fd = os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            os.close(fd)
+            self._columns[name] = _Column(column_path, np.dtype(dtype))
+            txn.new_columns[name] = np.dtype(dtype)
+            txn.lengths = {**txn.lengths, name: 0}
+            txn.dirty = True
 
     def rehash(self, name: str, start: int, stop: int) -> None:
         """Recompute the checksums of the records of column ``name`` that overlap bytes ``start:stop`` (after an
@@ -611,8 +710,9 @@ class Store:
             txn.records = []
             self.append({CHECKSUMS: [records]})
         header = self._header
+        dtypes = {**{name: col.dtype for name, col in header.columns.items()}, **txn.new_columns}
         new = header.evolve(
-            columns={name: Column(col.dtype, txn.lengths[name]) for name, col in header.columns.items()},
+            columns={name: Column(dtype, txn.lengths[name]) for name, dtype in dtypes.items()},
             attrs=header.attrs if txn.attrs is None else txn.attrs,
             metadata=header.metadata if txn.metadata is None else txn.metadata,
             commit=header.commit + 1, building=building, version=max(header.version, FORMAT_VERSION))
@@ -622,6 +722,8 @@ class Store:
         replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
         self._header = new
         txn.attrs = txn.metadata = None
+        txn.new_columns = {}
+        txn.undo = []
         txn.dirty = False
 
     def sync(self) -> None:

@@ -14,7 +14,7 @@ from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
-from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute
+from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
 
 __all__ = ["Report", "verify"]
 
@@ -165,7 +165,7 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
     hash_bytes = hasher(header.checksums)
     for name, items in columns.items():
-        if name == CHECKSUMS:
+        if name == CHECKSUMS or is_derived(name):  # derived data (a key index) has no checksum records
             continue
         data = np.asarray(items).view(np.uint8).reshape(-1)
         mine = records[records["column"] == column_id(name)]
