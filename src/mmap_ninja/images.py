@@ -437,10 +437,11 @@ class ImagesMmap(MapBase):
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  durable: bool = False, allow_unfinished: bool = False, channels: Optional[int] = None,
-                 fast: bool = False, decoder: Optional[str] = None):
+                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False):
         self._decoder = Decoder(channels, fast, decoder)  # checked before the map is opened
         super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
-                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished)
+                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                         verify_reads=verify_reads)
 
     # -------------------------------------------------------------- reading
 
