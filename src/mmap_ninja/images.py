@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import operator
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Optional
@@ -603,12 +604,48 @@ def _as_path(path: Any) -> Any:
     raise TypeError(f"from_files() takes paths (str or os.PathLike), got {type(path).__name__}")
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` decoding threads, kept for the process (starting threads on every batch costs more
+    than decoding a small image)."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmap_ninja-decode")
+        return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child the parent's threads do not exist: start new pools on demand."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def _run(task: Callable[[int], None], count: int, threads: Optional[int]) -> None:
-    """``task(0)``, ..., ``task(count - 1)``, on ``threads`` threads when more than one is asked for."""
+    """``task(0)``, ..., ``task(count - 1)``, on ``threads`` threads when more than one is asked for: each thread
+    takes one contiguous share of the range (one hand-off per thread, not one per image); the decoders release
+    the GIL while they decode."""
     if threads is None or threads == 1 or count < 2:
         for k in range(count):
             task(k)
         return
-    with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
-        for _ in pool.map(task, range(count)):  # re-raises the first failure
-            pass
+    workers = min(threads, count)
+    bounds = [count * w // workers for w in range(workers + 1)]
+
+    def share(w: int) -> None:
+        for k in range(bounds[w], bounds[w + 1]):
+            task(k)
+
+    pool = _pool(workers)
+    futures = [pool.submit(share, w) for w in range(1, workers)]
+    share(0)  # the calling thread decodes a share too
+    for future in futures:
+        future.result()  # re-raises the first failure
