@@ -154,3 +154,12 @@ def test_bad_input_is_one_line_on_stderr_and_no_traceback(tmp_path, command, wha
         return
     assert got == status and out == "" and err.count("\n") == 1 and "Traceback" not in err and says in err
     assert not (tmp_path / "out").exists()
+
+
+def test_deep_verify_can_show_a_progress_bar(maps, capsys):
+    from mmap_ninja import verify
+
+    assert verify(maps / "r", deep=True, progress=True).ok
+    assert "verifying r" in capsys.readouterr().err
+    assert verify(maps / "r", deep=True).ok
+    assert capsys.readouterr().err == ""

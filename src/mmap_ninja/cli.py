@@ -222,13 +222,14 @@ def add_verify(subparsers: Any) -> None:
     parser.add_argument("path", metavar="PATH")
     parser.add_argument("--deep", action="store_true", help="re-hash every committed byte")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown for --deep on a terminal)")
     parser.set_defaults(handler=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from mmap_ninja.verify import verify
 
-    report = verify(args.path, deep=args.deep)
+    report = verify(args.path, deep=args.deep, progress=args.deep and not args.quiet and sys.stderr.isatty())
     if args.json:
         print(json.dumps({"path": str(report.path), "ok": report.ok, "kind": report.kind, "length": report.length,
                           "deep": report.deep, "problems": report.problems, "notes": report.notes,

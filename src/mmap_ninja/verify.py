@@ -38,7 +38,7 @@ class Report:
         return not self.problems
 
 
-def verify(path: PathLike, deep: bool = False) -> Report:
+def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Report:
     """Check the map in ``path``; returns a `Report` (``report.ok`` is True when nothing is wrong).
 
     Always (in time that does not grow with the data's bytes): the header and its own checksum, that every
@@ -46,14 +46,15 @@ def verify(path: PathLike, deep: bool = False) -> Report:
     at the committed data. With ``deep=True`` also every checksum record: the bytes of every commit are hashed
     again and every committed byte must be covered. A sharded map (a directory with ``shards.json``) is checked
     shard by shard, each shard against what ``shards.json`` records (its header id and length); a problem names
-    the shard and the samples of the whole map it holds. Raises `NotAMapError` if ``path`` holds no map.
+    the shard and the samples of the whole map it holds. ``progress=True`` shows a progress bar of the bytes
+    hashed (deep checks). Raises `NotAMapError` if ``path`` holds no map.
     """
     directory = absolute(path)
     report = Report(directory, deep=deep)
     if is_legacy_map(directory):
         return _verify_legacy(report)
     if is_sharded(directory):
-        return _verify_sharded(report)
+        return _verify_sharded(report, progress)
     try:
         header = read_header(directory)
     except CorruptMapError as e:
@@ -93,11 +94,11 @@ def verify(path: PathLike, deep: bool = False) -> Report:
     _check_index(columns, unit, report)
     report.length = cls.layout.count(header.lengths, header.attrs)
     if deep:
-        _check_checksums(directory, header, columns, unit, report)
+        _check_checksums(directory, header, columns, unit, report, progress)
     return report
 
 
-def _verify_sharded(report: Report) -> Report:
+def _verify_sharded(report: Report, progress: bool) -> Report:
     """Check ``shards.json`` and every shard it lists (with the same depth)."""
     from mmap_ninja.sharded import SHARDS_FILE, ShardedMap
 
@@ -112,7 +113,7 @@ def _verify_sharded(report: Report) -> Report:
         shard_path = top.path / info.path
         where = f"shard {k} ({info.path}, samples {starts[k]}..{starts[k + 1] - 1} of the sharded map)"
         try:
-            sub = verify(shard_path, deep=report.deep)
+            sub = verify(shard_path, deep=report.deep, progress=progress)
         except NotAMapError:
             report.problems.append(f"{top.path / SHARDS_FILE} lists {where}, but {shard_path} holds no map")
             continue
@@ -199,12 +200,27 @@ def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: R
 
 
 def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndarray[Any, Any]], unit: int,
-                     report: Report) -> None:
+                     report: Report, progress: bool = False) -> None:
     if header.checksums is None or CHECKSUMS not in columns:
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
         return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
     hash_bytes = hasher(header.checksums)
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(c.nbytes for name, c in columns.items() if name != CHECKSUMS), unit="B",
+                   unit_scale=True, desc=f"verifying {directory.name}")
+    try:
+        _hash_records(directory, columns, records, hash_bytes, unit, report, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _hash_records(directory: Path, columns: dict[str, np.ndarray[Any, Any]], records: np.ndarray[Any, Any],
+                  hash_bytes: Any, unit: int, report: Report, bar: Any) -> None:
     for name, items in columns.items():
         if name == CHECKSUMS:
             continue
@@ -220,6 +236,8 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
                                        f"from byte {covered})")
                 break
             report.bytes_hashed += stop - start
+            if bar is not None:
+                bar.update(stop - start)
             if hash_bytes([data[start:stop]]) != digest:
                 report.problems.append(f"{where}: the bytes do not match their checksum")
             covered = stop
