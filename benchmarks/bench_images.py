@@ -7,7 +7,8 @@ temporary directory and prints Markdown tables with PASS/FAIL per target:
 
 1. disk: the map's data column against the source files (target <= 1.02x), the index reported beside it;
 2. per-image overhead of ``m[i]`` over bare decoding of the same bytes, held in RAM, with the same decoder
-   (simplejpeg's ``decode_jpeg`` for JPEGs, Pillow's ``Image.open`` + ``np.asarray`` for the rest; target <= 5 %);
+   (simplejpeg's ``decode_jpeg`` for JPEGs, pyspng's ``load`` for the PNGs the map gives it, Pillow's ``Image.open``
+   + ``np.asarray`` for the rest; target <= 5 %);
 3. a full pass decoding every image single-threaded, with the decoders' default settings, against the seed's
    ``imread_from_disk`` row, measured two ways: literally as the seed ran it (``matplotlib.pyplot.imread`` on each
    file: Pillow underneath for JPEG, float32 in [0, 1] for PNG) and as a like-for-like Pillow row (``open`` ->
@@ -98,9 +99,10 @@ def main() -> int:
     # Pillow warns on every palette image with transparency that imread converts to RGB (the seed's row).
     warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
 
-    from mmap_ninja.images import Decoder, _simplejpeg
+    from mmap_ninja.images import Decoder, _pyspng, _simplejpeg, _spng_decodes
 
     simplejpeg = _simplejpeg()
+    pyspng = _pyspng()
     paths = image_files(os.path.join(args.data, "images"), args.limit)
     if not paths:
         print(f"no .jpg/.jpeg/.png files in {os.path.join(args.data, 'images')}", file=sys.stderr)
@@ -112,7 +114,8 @@ def main() -> int:
     print(f"# ImagesMmap benchmark\n\n`{' '.join([os.path.basename(sys.executable), *sys.argv])}`  ")
     print(f"{len(paths):,} images from {args.data}/images; Python {platform.python_version()}, NumPy "
           f"{np.__version__}, Pillow {PIL.__version__}, simplejpeg "
-          f"{getattr(simplejpeg, '__version__', 'not installed')}; {os.cpu_count()} CPUs, load average "
+          f"{getattr(simplejpeg, '__version__', 'not installed')}, pyspng "
+          f"{getattr(pyspng, '__version__', 'not installed')}; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; best of {args.repeats} alternating repeats, warm page cache.\n")
 
     # ------------------------------------------------------------------ build and disk
@@ -152,6 +155,8 @@ def main() -> int:
         data, channels = in_ram[i], shapes[i][2]
         if simplejpeg is not None and formats[i] == "JPEG" and channels != 2:
             return simplejpeg.decode_jpeg(data, {1: "GRAY", 3: "RGB", 4: "RGBA"}[channels])  # type: ignore
+        if pyspng is not None and formats[i] == "PNG" and _spng_decodes(data, channels):
+            return pyspng.load(data, MODES[channels])  # type: ignore
         with Image.open(io.BytesIO(data)) as image:
             target = MODES[channels]
             if image.mode == target:
@@ -192,7 +197,7 @@ def main() -> int:
 
     # ------------------------------------------------------------------ full passes
     largest = int(np.prod(m.shapes(), axis=1).max())
-    largest_rgb = int(np.prod(m.shapes()[:, :2], axis=1).max()) * 4
+    largest_rgb = int(np.prod(m.shapes()[:, :2], axis=1).max()) * 16  # plt.imread gives float32 RGBA for PNGs
     buf = np.empty(max(largest, largest_rgb), dtype=np.uint8)
     buf[:] = 1  # fault the buffer in before timing
 
@@ -200,7 +205,7 @@ def main() -> int:
         def run(ids: list[int]) -> None:
             for i in ids:
                 a = get(i)
-                buf[:a.nbytes].reshape(a.shape)[...] = a
+                buf[:a.nbytes].view(a.dtype).reshape(a.shape)[...] = a
         return run
 
     from concurrent.futures import ThreadPoolExecutor
@@ -216,7 +221,7 @@ def main() -> int:
         def share(ids: list[int], out: np.ndarray[Any, Any]) -> None:
             for i in ids:
                 a = get(i)
-                out[:a.nbytes].reshape(a.shape)[...] = a
+                out[:a.nbytes].view(a.dtype).reshape(a.shape)[...] = a
 
         def run(ids: list[int]) -> None:
             t = args.threads
