@@ -156,7 +156,10 @@ def main() -> int:
         if simplejpeg is not None and formats[i] == "JPEG" and channels != 2:
             return simplejpeg.decode_jpeg(data, {1: "GRAY", 3: "RGB", 4: "RGBA"}[channels])  # type: ignore
         if pyspng is not None and formats[i] == "PNG" and _spng_decodes(data, channels):
-            return pyspng.load(data, MODES[channels])  # type: ignore
+            try:
+                return pyspng.load(data, MODES[channels])  # type: ignore
+            except RuntimeError:
+                pass  # libspng refuses it (as the map's decoder finds): Pillow decodes it
         with Image.open(io.BytesIO(data)) as image:
             target = MODES[channels]
             if image.mode == target:
