@@ -286,7 +286,7 @@ def main() -> int:
     print(f"## Full pass decoding all {n:,} images (single-threaded unless said; exact decoder settings unless "
           f"fast=True)\n")
     print("Chunks of 32 images, each timed for every row in turn, best of the repeats kept per chunk; get_batch rows "
-          "decode groups of up to 32 same-shape images into one array.\n")
+          "decode 32 consecutive images into one array padded to the largest (pad_value=0).\n")
     literal = times[plt_name]
     print("| pass | s | images/s | speed-up over imread_from_disk (Pillow RGB) | over plt.imread (seed literal) |\n"
           "|:--|--:|--:|--:|--:|")
