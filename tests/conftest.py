@@ -82,4 +82,5 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
 
 # Maps written by the real mmap_ninja 0.9.0 (tests/legacy_090.py) for the legacy and convert tests.
 from conftest_dask import dask_client  # noqa: E402, F401  (a session-wide Dask cluster for tests/test_dask.py)
+from conftest_s3 import s3_server  # noqa: E402, F401  (a session-wide moto_server for tests/test_remote.py)
 from legacy_090 import big_legacy_maps, legacy_maps, legacy_reads  # noqa: E402, F401

@@ -44,14 +44,10 @@ def test_records_option_on_a_class_folder(tmp_path):
     for label in ("cat", "dog"):
         (src / label).mkdir(parents=True)
         (src / label / "1.png").write_bytes(_image_bytes("white", "PNG"))
-    if hasattr(RecordsMmap, "from_image_folder"):
-        assert main(["convert", "-q", "--records", str(src), str(tmp_path / "out")]) == 0
-        m = open_existing(tmp_path / "out", mode="r")
-        assert isinstance(m, RecordsMmap) and len(m) == 2
-    else:  # this branch predates RecordsMmap.from_image_folder: the option says so and writes nothing
-        with pytest.raises(ValueError, match="from_image_folder"):
-            convert(src, tmp_path / "out", verbose=False, records=True)
-        assert not (tmp_path / "out").exists()
+    assert main(["convert", "-q", "--records", str(src), str(tmp_path / "out")]) == 0
+    m = open_existing(tmp_path / "out", mode="r")
+    assert isinstance(m, RecordsMmap) and len(m) == 2 and m.metadata["classes"] == ["cat", "dog"]
+    assert [row["label"] for row in m] == [0, 1] and m[1]["image"].shape == (4, 6, 3)
     (src / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match=r"notes\.txt"):
         convert(src, tmp_path / "other", verbose=False, records=True)
@@ -156,7 +152,7 @@ def test_nulls_in_a_parquet_column_are_named(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": [1, None, 3]}), tmp_path / "n.parquet")
-    with pytest.raises(ValueError, match="column 'x' holds 1 null"):
+    with pytest.raises(ValueError, match="row 1, field 'x' is null"):
         convert(tmp_path / "n.parquet", tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()
 
@@ -170,6 +166,13 @@ def test_a_hugging_face_dataset_saved_to_disk(tmp_path):
     done = convert(tmp_path / "hf", tmp_path / "out", verbose=False, batch_size=4)
     m = RecordsMmap(done.path, mode="r")
     assert len(m) == 10 and m[9] == {"text": "hello 9", "label": 9}
+    pictures = {"image": [{"bytes": _image_bytes(c, "PNG"), "path": None} for c in ("red", "blue")], "label": [1, 0]}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    datasets.Dataset.from_dict(pictures, features=features).save_to_disk(str(tmp_path / "hfimages"))
+    assert main(["convert", "-q", str(tmp_path / "hfimages"), str(tmp_path / "images")]) == 0
+    m = RecordsMmap(tmp_path / "images", mode="r")
+    assert m.metadata["class_labels"] == {"label": ["cat", "dog"]} and m[0]["label"] == 1
+    assert tuple(m[0]["image"][0, 0]) == (255, 0, 0)  # the PNG's bytes kept, decoded on read
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(data)}).save_to_disk(str(tmp_path / "hfdict"))
     with pytest.raises(ValueError, match=r"DatasetDict.*hfdict/train"):
         convert(tmp_path / "hfdict", tmp_path / "out2", verbose=False)

@@ -51,3 +51,22 @@ def test_train_images_on_matplotlib_images(tmp_path):
     seen, loss = _run("train_images.py", data, tmp_path, "--size", "32", "--store-size", "96")
     assert seen == 12
     assert math.isfinite(loss)
+
+
+def test_train_image_folder_on_a_pillow_made_folder(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "root"
+    for folder, shade in (("bright", 220), ("dark", 30)):
+        (root / folder).mkdir(parents=True)
+        for i in range(5):
+            size = (20 + 7 * i, 16 + 5 * (i % 3))
+            if i == 3:  # a gray PNG with alpha and a gray JPEG: the transform gives every image 3 channels
+                Image.new("LA", size, (shade, 255)).save(root / folder / f"{i}.png")
+            elif i == 4:
+                Image.new("L", size, shade).save(root / folder / f"{i}.jpg")
+            else:
+                Image.new("RGB", size, (shade, shade - 10 * i, shade)).save(root / folder / f"{i}.jpg")
+    seen, loss = _run("train_image_folder.py", root, tmp_path, "--size", "16")
+    assert seen == 12
+    assert math.isfinite(loss)

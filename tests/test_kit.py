@@ -51,6 +51,10 @@ class TestImages(MapConformance):
     spec = spec_for("images")
 
 
+class TestRecordsImages(MapConformance):
+    spec = spec_for("records-images")
+
+
 @pytest.mark.slow
 class TestStringsThorough(TestStrings):
     effort = THOROUGH
@@ -76,7 +80,12 @@ class TestImagesThorough(TestImages):
     effort = THOROUGH
 
 
-CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy, TestRecords, TestImages]
+@pytest.mark.slow
+class TestRecordsImagesThorough(TestRecordsImages):
+    effort = THOROUGH
+
+
+CONFORMANCE_CLASSES = [TestStrings, TestRagged, TestNumpy, TestRecords, TestImages, TestRecordsImages]
 
 
 # ---------------------------------------------------------------------------------------------- the registry

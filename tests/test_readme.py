@@ -12,7 +12,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_snippets_run(capsys):
-    first, records, training = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    remote = next(s for s in snippets if "memory://" in s)  # the object storage snippet, checked below
+    first, records, training = (s for s in snippets if s is not remote)
     exec(compile(first, "README snippet 1", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
 
@@ -33,3 +35,8 @@ def test_readme_snippets_run(capsys):
     assert all(int(padded[j, :n].sum()) == n * (n - 1) // 2 for j, n in enumerate(lengths.tolist()))
     assert names["padded"].shape == (64, 64) and names["lengths"].tolist() == list(range(1, 65))
     assert names["t"].tolist() == [0]  # tokens[0] as a tensor
+
+    names = {}
+    exec(compile(remote, "README snippet (object storage)", "exec"), names)
+    assert capsys.readouterr().out.splitlines()[-1] == "5 [0 1 2]"
+    assert list((Path("cache") / "entries").iterdir())  # read through the cache

@@ -198,7 +198,7 @@ def test_schema_errors():
     with pytest.raises(ValueError, match="at least one field"):
         parse_schema({})
     with pytest.raises(TypeError, match="field 'x': cannot read the schema entry"):
-        parse_schema({"x": "images"})
+        parse_schema({"x": "videos"})
     with pytest.raises(TypeError, match="needs a dtype and a shape"):
         Field("numpy", np.dtype(np.int8))
     with pytest.raises(ValueError, match="positive sizes"):

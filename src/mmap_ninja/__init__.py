@@ -17,7 +17,7 @@ from mmap_ninja.errors import (
     UnfinishedMapError,
     UnknownFeatureError,
 )
-from mmap_ninja.generic import Wrapped, open_existing
+from mmap_ninja.generic import Wrapped, open_existing, upload
 from mmap_ninja.images import ImagesMmap
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.numpy import append as np_append
@@ -64,5 +64,6 @@ __all__ = [
     "np_from_ndarray",
     "np_open_existing",
     "open_existing",
+    "upload",
     "verify",
 ]

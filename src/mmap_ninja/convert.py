@@ -224,8 +224,26 @@ def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose:
                                           batch_size, verbose=False, codec=codec)
     if kind == "json-lines":
         return _from_json_lines(src, temporary, batch_size, verbose, codec, field)
-    tables, total = _arrow_tables(kind, src, batch_size)
+    tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
+    if codec is None:  # the fields from the Arrow types (images columns, class labels: adapters.ingest)
+        from mmap_ninja.adapters.ingest import records_from_batches
+
+        bar = _progress(total or 0, f"converting {src.name}", verbose)
+        try:
+            return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata)
+        finally:
+            if bar is not None:
+                bar.close()
     return _records_from_tables(tables, total, temporary, src.name, verbose, codec)
+
+
+def _counted(tables: Iterator[Any], bar: Any) -> Iterator[Any]:
+    """The record batches of ``tables``, counted on ``bar``."""
+    for table in tables:
+        for batch in table.to_batches():
+            yield batch
+            if bar is not None:
+                bar.update(batch.num_rows)
 
 
 def _first_other(src: Path) -> str:
@@ -337,8 +355,10 @@ def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any], int | None]:
-    """The source as an iterator of ``pyarrow.Table`` of at most ``batch_size`` rows, and its number of rows."""
+def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any], int | None, Any,
+                                                                  dict[str, Any] | None]:
+    """The source as an iterator of ``pyarrow.Table`` of at most ``batch_size`` rows, its number of rows (None
+    when unknown), its Arrow schema and the metadata to give the map (a dataset's class label names)."""
     try:
         import pyarrow as pa
     except ImportError:
@@ -347,9 +367,9 @@ def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any],
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(src)
+        parquet = pq.ParquetFile(src, pre_buffer=False)  # pre-buffering would read ahead without bound
         return ((pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=batch_size)),
-                parquet.metadata.num_rows)
+                parquet.metadata.num_rows, parquet.schema_arrow, None)
     if kind == "arrow":
         source = pa.memory_map(str(src))
         try:
@@ -359,14 +379,18 @@ def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any],
             source.seek(0)
             reader = pa.ipc.open_stream(source)
             batches = iter(reader)
-        return (pa.Table.from_batches([piece]) for batch in batches for piece in _slices(batch, batch_size)), None
+        return ((pa.Table.from_batches([piece]) for batch in batches for piece in _slices(batch, batch_size)), None,
+                reader.schema, None)
     try:
         import datasets
     except ImportError:
         raise ImportError("converting a Hugging Face dataset needs the 'datasets' package: pip install datasets") \
             from None
     dataset = datasets.load_from_disk(str(src))
-    return iter(dataset.with_format("arrow").iter(batch_size=batch_size)), len(dataset)
+    labels = {name: list(feature.names) for name, feature in dataset.features.items()
+              if type(feature).__name__ == "ClassLabel"}
+    return (iter(dataset.with_format("arrow").iter(batch_size=batch_size)), len(dataset), dataset.data.schema,
+            {"class_labels": labels} if labels else None)
 
 
 def _slices(batch: Any, size: int) -> Iterator[Any]:

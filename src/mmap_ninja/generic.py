@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from copy import copy
 from typing import Any, Callable, Optional
@@ -13,7 +14,14 @@ from mmap_ninja.maps import KINDS
 from mmap_ninja.sharded import ShardedMap, is_sharded
 from mmap_ninja.storage import PathLike, absolute
 
-__all__ = ["Wrapped", "open_existing"]
+__all__ = ["Wrapped", "is_url", "open_existing", "upload"]
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
+    return isinstance(path, str) and _URL.match(path) is not None
 
 
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+",
@@ -21,7 +29,14 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
     """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ..., or a `ShardedMap`
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
+
+    ``out_dir`` may be a URL (``s3://bucket/path``, any fsspec URL): the map is read through a local cache
+    (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`).
     """
+    if is_url(out_dir):
+        from mmap_ninja.adapters.remote import open_remote
+
+        return open_remote(str(out_dir), wrapper_fn, "r" if mode == "r+" else mode, **options)
     directory = absolute(out_dir)
     if is_sharded(directory):
         return ShardedMap(directory, wrapper_fn, mode, **options)
@@ -31,6 +46,14 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
         raise UnknownFeatureError(f"{directory} holds a map of kind {kind!r}, which this "
                                   f"mmap_ninja does not know; a newer mmap_ninja may read it")
     return cls(out_dir, wrapper_fn, mode, **options)
+
+
+def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
+    """Upload the map (single or sharded) in ``local_path`` to ``url`` (any fsspec URL), headers last; see
+    `mmap_ninja.adapters.remote.upload`. Needs the ``s3`` extra (fsspec, and s3fs for ``s3://``)."""
+    from mmap_ninja.adapters.remote import upload as upload_map
+
+    upload_map(local_path, url, storage_options)
 
 
 class Wrapped:

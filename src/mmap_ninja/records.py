@@ -17,7 +17,10 @@ Field kinds (see `Field`):
 - ``strings``: ``str`` values (optionally compressed with a codec);
 - ``ragged``: arrays of one dtype and any shapes (token sequences, images), optionally compressed;
 - ``numpy``: arrays of one fixed shape and dtype; with shape ``()`` a *scalar* field (labels, scores), read back
-  as NumPy scalars.
+  as NumPy scalars;
+- ``images``: encoded images (JPEG, PNG, ... bytes kept as given, or arrays encoded once), the columns of
+  `ImagesMmap`'s layout; read back decoded into ``(H, W, C)`` uint8 arrays (``rec["image"].raw(i)`` gives the
+  bytes). Never inferred: declare ``Field.images()`` (or ``"images"``).
 
 Schema inference (when no ``schema=`` is given) looks at the first batch: ``str`` values make a strings field;
 Python and NumPy scalars (bool, int, float, complex) and 0-d arrays a scalar field whose dtype is NumPy's for all
@@ -40,11 +43,12 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import numpy as np
 
-from mmap_ninja.batch import assemble, check_batch_size
+from mmap_ninja.batch import assemble, check_batch_size, pad_scalar
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
+from mmap_ninja.images import DEFAULT_DECODER, ImagesMmap, ImagesView
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -66,11 +70,15 @@ __all__ = ["FEATURE", "Field", "RecordsLayout", "RecordsMmap", "infer_schema", "
 FEATURE = "records"
 """The name a records map lists in its header's ``requires``."""
 register_feature(FEATURE)
+IMAGES_FEATURE = "records.images"
+"""Listed in ``requires`` by a records map with an images field (a reader knowing only the first field kinds
+refuses it by name instead of calling its schema corrupt)."""
+register_feature(IMAGES_FEATURE)
 
 DEFAULT_BATCH_SIZE = 16_384  # from_dict's default rows per commit
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FIELD_LAYOUTS: dict[str, Layout] = {"strings": StringsMmap.layout, "ragged": RaggedMmap.layout,
-                                     "numpy": NumpyMmap.layout}
+                                     "numpy": NumpyMmap.layout, "images": ImagesMmap.layout}
 _SCALAR_TYPES = (bool, int, float, complex, np.generic)
 _INFER_ROWS = 1024  # how many rows of a dict of columns schema inference looks at
 
@@ -81,12 +89,12 @@ R = TypeVar("R", bound="RecordsMmap")
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"`` or ``"numpy"``), its ``dtype``
-    (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a scalar
-    field) and its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`).
+    """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"``, ``"numpy"`` or ``"images"``), its
+    ``dtype`` (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a
+    scalar field) and its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`).
 
     Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
-    ``Field.scalar(np.int64)``.
+    ``Field.scalar(np.int64)``, ``Field.images()``.
     """
 
     kind: str
@@ -110,8 +118,10 @@ class Field:
                 raise TypeError("numpy fields are not compressed; use a ragged field for a codec")
         elif self.shape is not None:
             raise TypeError(f"a {self.kind} field has no fixed shape (only numpy fields do)")
-        if self.kind == "strings" and self.dtype is not None:
-            raise TypeError("a strings field has no dtype")
+        if self.kind in ("strings", "images") and self.dtype is not None:
+            raise TypeError(f"a {self.kind} field has no dtype")
+        if self.kind == "images" and self.codec is not None:
+            raise TypeError("an images field keeps the images' own encoding and takes no codec")
         codec_from_option(self.codec)  # an unknown codec fails here
 
     @classmethod
@@ -130,6 +140,12 @@ class Field:
     def scalar(cls, dtype: Any) -> Field:
         return cls("numpy", np.dtype(dtype), ())
 
+    @classmethod
+    def images(cls) -> Field:
+        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: JPEG, or PNG with
+        alpha), decoded on read (see `ImagesMmap`)."""
+        return cls("images")
+
     @property
     def is_scalar(self) -> bool:
         return self.kind == "numpy" and self.shape == ()
@@ -141,6 +157,8 @@ class Field:
             return layout.attrs(codec=self.codec)
         if self.kind == "ragged":
             return layout.attrs(dtype=self.dtype, codec=self.codec)
+        if self.kind == "images":
+            return layout.attrs()
         return layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
 
     @classmethod
@@ -151,6 +169,8 @@ class Field:
         dtype = None if attrs.get("dtype") is None else dtype_from_json(attrs["dtype"])
         if kind == "numpy":
             return cls(kind, dtype, tuple(attrs["sample_shape"]))
+        if kind == "images":
+            return cls(kind)
         return cls(kind, dtype, codec=codec)
 
     def describe(self) -> str:
@@ -158,6 +178,8 @@ class Field:
             return "str"
         if self.kind == "ragged":
             return "an array" + ("" if self.dtype is None else f" of {self.dtype}")
+        if self.kind == "images":
+            return "an image (encoded bytes, a pathlib.Path, a uint8 array or a PIL image)"
         if self.is_scalar:
             return f"a scalar of dtype {self.dtype}"
         return f"an array of shape {self.shape} and dtype {self.dtype}"
@@ -171,6 +193,8 @@ def _field_from_spec(name: str, spec: Any) -> Field:
         return Field.strings()
     if isinstance(spec, str) and spec == "ragged":
         return Field.ragged()
+    if isinstance(spec, str) and spec == "images":
+        return Field.images()
     if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
         kind, *rest = spec
         if kind == "strings" and len(rest) <= 1:
@@ -185,6 +209,7 @@ def _field_from_spec(name: str, spec: Any) -> Field:
             isinstance(spec, type) and issubclass(spec, np.generic)):
         return Field.scalar(spec)
     raise TypeError(f"field {name!r}: cannot read the schema entry {spec!r}; use a Field, \"strings\", \"ragged\", "
+                    f"\"images\", "
                     f"(\"ragged\", dtype), (\"numpy\", dtype, shape), (\"scalar\", dtype) or a scalar type "
                     f"(int, float, bool, np.int32, ...)")
 
@@ -345,7 +370,7 @@ class RecordsView(View):
 def _field_message(name: str, message: str) -> str:
     """A field layout's error as the records map says it: ``item 11: ...`` (item i is row i) as ``row 11, field
     'label': ...``."""
-    found = re.match(r"item (\d+): (.*)", message, flags=re.S)
+    found = re.match(r"item (\d+)\b:? ?(.*)", message, flags=re.S)
     return f"row {found[1]}, field {name!r}: {found[2]}" if found else f"field {name!r}: {message}"
 
 
@@ -397,8 +422,10 @@ class RecordsLayout(Layout):
                 for column, items in layout.initial.items()}
 
     def requires(self, attrs: dict[str, Any]) -> list[str]:
-        needed = {feature for name, _, layout in self.fields(attrs)
-                  for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        fields = self.fields(attrs)
+        needed = {feature for name, _, layout in fields for feature in layout.requires(attrs["fields"][name]["attrs"])}
+        if any(kind == "images" for _, kind, _ in fields):
+            needed.add(IMAGES_FEATURE)
         return [FEATURE, *sorted(needed)]
 
     def count(self, lengths: dict[str, int], attrs: dict[str, Any]) -> int:
@@ -508,7 +535,8 @@ class RecordsLayout(Layout):
             except (TypeError, ValueError) as e:
                 if kind == "numpy":
                     _locate_numpy_error(name, values, field_attrs, first)
-                raise _as_error(e, f"field {name!r}: {e}") from None
+                message = _field_message(name, str(e)) if kind == "images" else f"field {name!r}: {e}"
+                raise _as_error(e, message) from None
             for column, buffers in encoded.columns.items():
                 columns[f"{name}.{column}"] = buffers
             if encoded.attrs is not None:
@@ -540,6 +568,12 @@ def _check_values(name: str, field: Field, values: Any, first: int) -> Any:
                     else f"shape {np.shape(value)}"
                 raise (TypeError if np.ndim(value) == 0 and shape == () else ValueError)(
                     f"row {first + k}, field {name!r}: expected {field.describe()}, got {got}")
+        return values
+    if field.kind == "images":
+        for k, value in enumerate(values):
+            if value is None or isinstance(value, (str, Mapping)):
+                raise TypeError(f"row {first + k}, field {name!r}: expected {field.describe()}, got "
+                                f"{type(value).__name__}")
         return values
     for k, value in enumerate(values):
         if value is None or isinstance(value, (str, bytes, Mapping)):
@@ -621,8 +655,12 @@ class FieldNumpyMmap(_ReadOnlyField, NumpyMmap):
     """A numpy field of a records map (read-only)."""
 
 
+class FieldImagesMmap(_ReadOnlyField, ImagesMmap):
+    """An images field of a records map (read-only)."""
+
+
 _FIELD_CLASSES: dict[str, type[MapBase]] = {"strings": FieldStringsMmap, "ragged": FieldRaggedMmap,
-                                            "numpy": FieldNumpyMmap}
+                                            "numpy": FieldNumpyMmap, "images": FieldImagesMmap}
 
 
 def _open_field(records: RecordsMmap, name: str) -> MapBase:
@@ -709,7 +747,9 @@ class RecordsMmap(MapBase):
         Ragged fields are stacked, and must then share one shape, unless ``pad_value`` is given (one value for
         every ragged field, or a dict of field -> value): then the result is ``(batch, lengths)``, the padded
         fields' samples padded as `RaggedMmap.get_batch` pads them and ``lengths`` a dict of their lengths
-        (``(k,)`` for 1-D samples, ``(k, ndim)`` shapes otherwise). ``fields`` picks the fields to read.
+        (``(k,)`` for 1-D samples, ``(k, ndim)`` shapes otherwise). Images fields are decoded into one
+        ``(k, H, W, C)`` uint8 array and follow the same rule (their lengths are the ``(k, 3)`` shapes).
+        ``fields`` picks the fields to read.
         """
         view = self._view
         positions = resolve_positions(indices, view.length)
@@ -725,6 +765,13 @@ class RecordsMmap(MapBase):
                 batch[name] = field_view.get_many(positions)
             elif isinstance(field_view, NumpyView):
                 batch[name] = np.take(field_view.array, positions, axis=0)
+            elif isinstance(field_view, ImagesView):
+                pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
+                result = _images_batch(field_view, positions, pad)
+                if pad is None:
+                    batch[name] = result
+                else:
+                    batch[name], lengths[name] = result
             else:
                 assert isinstance(field_view, RaggedView)
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
@@ -737,7 +784,7 @@ class RecordsMmap(MapBase):
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric
-        ragged and numeric numpy fields (needs pyarrow)."""
+        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow)."""
         import pyarrow as pa
 
         from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
@@ -756,6 +803,8 @@ class RecordsMmap(MapBase):
                     arrays[name] = arrow
             elif isinstance(container, StringsMmap):
                 arrays[name] = strings_to_arrow(container)
+            elif isinstance(container, ImagesMmap):
+                arrays[name] = _images_to_arrow(container._view)
             else:
                 arrays[name] = ragged_to_arrow(container)
         return pa.table(arrays)
@@ -981,6 +1030,35 @@ class RecordsMmap(MapBase):
             columns[name] = _arrow_column(column)
         return cls.from_dict(out_dir, columns, **options)
 
+    @classmethod
+    def from_image_folder(cls, out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
+                          extensions: Optional[Sequence[str]] = None, overwrite: bool = False,
+                          **options: Any) -> RecordsMmap:
+        """Build a map with the fields ``image`` (each file's bytes, not re-encoded), ``label`` (int64 class
+        index) and ``path`` (relative to ``root``) from ``root/<class>/<file>``; the class names, sorted as
+        torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``. See
+        `mmap_ninja.ingest.from_image_folder`."""
+        from mmap_ninja.ingest import from_image_folder
+
+        return from_image_folder(out_dir, root, batch_size=batch_size, verbose=verbose, extensions=extensions,
+                                 overwrite=overwrite, **options)
+
+    @classmethod
+    def from_huggingface(cls, out_dir: PathLike, dataset: Any, **options: Any) -> RecordsMmap:
+        """Build a map from a Hugging Face ``datasets.Dataset``, batch by batch (``Image()`` columns keep their
+        encoded bytes as images fields). See `mmap_ninja.adapters.ingest.records_from_huggingface`."""
+        from mmap_ninja.adapters.ingest import records_from_huggingface
+
+        return records_from_huggingface(out_dir, dataset, **options)
+
+    @classmethod
+    def from_parquet(cls, out_dir: PathLike, path: PathLike, **options: Any) -> RecordsMmap:
+        """Build a map from a Parquet file, read batch by batch (memory bounded by the batch size). See
+        `mmap_ninja.adapters.ingest.records_from_parquet`."""
+        from mmap_ninja.adapters.ingest import records_from_parquet
+
+        return records_from_parquet(out_dir, path, **options)
+
 
 def _arrow_column(column: Any) -> Any:
     """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays."""
@@ -1019,6 +1097,39 @@ def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: 
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
     return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+
+
+def _images_batch(view: ImagesView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:
+    """The images at ``positions`` decoded into one uint8 array (as `ImagesMmap.get_batch` decodes them)."""
+    shapes = view.shapes_at(positions)
+    count = len(positions)
+    if pad_value is None:
+        if count and (shapes != shapes[0]).any():
+            j = int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
+            raise ValueError(f"images {positions[0]} and {positions[j]} have different shapes "
+                             f"({tuple(shapes[0].tolist())} and {tuple(shapes[j].tolist())}); pass pad_value= to "
+                             f"pad them")
+        batch = np.empty((count, *(shapes[0].tolist() if count else (0, 0, 0))), np.uint8)
+        for k, position in enumerate(positions.tolist()):
+            view.decode(position, DEFAULT_DECODER, batch[k])
+        return batch
+    largest = shapes.max(axis=0).tolist() if count else (0, 0, 0)
+    padded = np.full((count, *largest), pad_scalar(pad_value, np.dtype(np.uint8)), np.uint8)
+    for k, position in enumerate(positions.tolist()):
+        height, width, channels = shapes[k].tolist()
+        padded[k, :height, :width, :channels] = view.decode(position, DEFAULT_DECODER)
+    return padded, shapes
+
+
+def _images_to_arrow(view: ImagesView) -> Any:
+    """The encoded images as a ``large_binary`` array over the mapped data and offsets (no copy)."""
+    import pyarrow as pa
+
+    offsets = view.offsets
+    if len(offsets) and (offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] > view.size):
+        raise view.corrupt("(to_arrow)")
+    return pa.Array.from_buffers(pa.large_binary(), view.length,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(view.values)])
 
 
 def _dictionaries(store: Store, layout: RecordsLayout) -> dict[str, bytes]:

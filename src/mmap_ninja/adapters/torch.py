@@ -24,6 +24,11 @@ big-endian byte order (which tensors lack) are converted exactly to native order
 Tensors can also be *stored*: a map's ``append`` / ``extend`` take tensors (see `mmap_ninja.casting.as_array`
 for ``requires_grad``, other devices and ``bfloat16``).
 
+Records maps (`RecordsMmap`) get `RecordsDataset`: its ``__getitems__`` reads a whole DataLoader batch with one
+``get_batch`` call (every field gathered, images decoded, ragged fields padded as asked) and its ``collate`` turns
+that into tensors; with a per-row ``transform`` (resizing images, augmenting) the rows are read with one batched
+lookup, transformed, and the collate stacks or pads each field (`RecordsCollate`).
+
 `shard_indices` and `ShardedSampler` split the indices of each epoch between DDP ranks exactly as
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
 sized dataset.
@@ -41,12 +46,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
-__all__ = ["PadCollate", "ShardedSampler", "as_tensor", "collate", "pad_collate", "shard_indices"]
+__all__ = ["FieldBatch", "PadCollate", "RecordsCollate", "RecordsDataset", "ShardedSampler", "as_tensor", "collate",
+           "pad_collate", "shard_indices"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
@@ -212,6 +218,147 @@ class PadCollate:
 
 pad_collate = PadCollate(0)
 """`PadCollate` with ``pad_value=0``."""
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+class FieldBatch(dict):  # type: ignore[type-arg]
+    """A batch of rows already gathered field by field (`RecordsMmap.get_batch`'s dict of batched arrays and
+    lists of ``str``), with the padded fields' ``lengths``: what `RecordsDataset.__getitems__` returns and
+    `RecordsCollate` turns into tensors."""
+
+    def __init__(self, columns: dict[str, Any], lengths: dict[str, Any] | None = None):
+        super().__init__(columns)
+        self.lengths = dict(lengths or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return FieldBatch, (dict(self), self.lengths)
+
+
+def _field_pad(pad_value: Any, name: str) -> Any:
+    return pad_value.get(name) if isinstance(pad_value, dict) else pad_value
+
+
+class RecordsCollate:
+    """A ``collate_fn`` for rows of a records map, field by field.
+
+    It takes either a `FieldBatch` (from `RecordsDataset.__getitems__`: the fields are already stacked or padded,
+    so it only makes tensors of them, without a copy) or a list of row dicts (from ``RecordsMmap.__getitems__``,
+    a `RecordsDataset` with a ``transform``, or any dataset of dicts): then each field is stacked (`collate`) or,
+    when it has a pad value, padded (as `PadCollate` pads: every dimension to the batch's largest). ``pad_value``
+    is one value for every array field or a dict of field -> value (fields not in it are stacked, and must then
+    share one shape). Strings stay lists of ``str``.
+
+    The result is a dict of field -> tensor (or list of ``str``); with a ``pad_value`` it is ``(batch,
+    lengths)``, ``lengths`` a dict of the padded fields' lengths as `PadCollate` gives them (for images fields,
+    their ``(k, 3)`` shapes). Picklable, so it works with ``spawn`` workers.
+    """
+
+    def __init__(self, pad_value: Any = None):
+        self.pad_value = dict(pad_value) if isinstance(pad_value, dict) else pad_value
+
+    def __call__(self, batch: Any) -> Any:
+        if isinstance(batch, FieldBatch):
+            columns = {name: value if isinstance(value, list) else as_tensor(value) for name, value in batch.items()}
+            lengths = {name: as_tensor(value) for name, value in batch.lengths.items()}
+        else:
+            columns, lengths = self._rows(batch)
+        return columns if self.pad_value is None else (columns, lengths)
+
+    def _rows(self, rows: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not len(rows):
+            return {}, {}
+        if not isinstance(rows[0], dict):
+            raise TypeError(f"RecordsCollate takes rows (dicts of field -> value) or a FieldBatch, got a batch of "
+                            f"{type(rows[0]).__name__}")
+        names = list(rows[0])
+        columns: dict[str, Any] = {}
+        lengths: dict[str, Any] = {}
+        for name in names:
+            try:
+                values = [row[name] for row in rows]
+            except KeyError:
+                j = next(j for j, row in enumerate(rows) if name not in row)
+                raise ValueError(f"row {j} of the batch has no field {name!r} (row 0 has {names})") from None
+            pad = _field_pad(self.pad_value, name)
+            if pad is not None and isinstance(values[0], np.ndarray) and values[0].ndim:
+                try:
+                    columns[name], lengths[name] = _pad([np.asarray(v) for v in values], pad, None)
+                except ValueError as e:
+                    raise ValueError(f"field {name!r}: {e}") from None
+            else:
+                try:
+                    columns[name] = collate(values)
+                except ValueError as e:
+                    raise ValueError(f"field {name!r}: {e}") from None
+        return columns, lengths
+
+    def __repr__(self) -> str:
+        return f"RecordsCollate(pad_value={self.pad_value!r})"
+
+
+class RecordsDataset(Dataset[Any]):
+    """A map-style dataset over a `RecordsMmap` for ``torch.utils.data.DataLoader``; pass ``collate_fn=
+    dataset.collate``.
+
+    ``fields`` picks the fields to read (default: all). Without a ``transform``, ``__getitems__`` (PyTorch's
+    batched fetch) reads each DataLoader batch with one ``records.get_batch(indices, fields, pad_value)``: one
+    gather per field, images decoded straight into the batch array; ``pad_value`` (one value or a dict of field
+    -> value) pads ragged and images fields whose samples differ in shape. With a ``transform`` (a picklable
+    function of a row dict returning a row dict, e.g. resizing the image), the batch's rows are read with one
+    batched lookup, transformed one by one and the collate stacks or pads each field.
+
+    ``dataset[i]`` is row ``i`` (its chosen fields, transformed). The dataset pickles as the map's path and these
+    options: DataLoader workers under ``fork``, ``spawn`` or ``forkserver`` reopen the map and share one page
+    cache.
+    """
+
+    def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
+                 transform: Any = None):
+        names = tuple(records.fields)
+        chosen = names if fields is None else tuple(fields)
+        for name in chosen:
+            if name not in names:
+                raise KeyError(f"{records.path} has no field {name!r}; its fields are {list(names)}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (row dict -> row dict), got {type(transform).__name__}")
+        self.records = records
+        self.fields = chosen
+        self.pad_value = pad_value
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if len(self.fields) != len(row):
+            row = {name: row[name] for name in self.fields}
+        if self.transform is None:
+            return row
+        result = self.transform(row)
+        if not isinstance(result, dict):
+            raise TypeError(f"transform must return a row dict, got {type(result).__name__}")
+        return result
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._row(self.records[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        if self.transform is None:
+            gathered = self.records.get_batch(indices, fields=self.fields, pad_value=self.pad_value)
+            columns, lengths = gathered if self.pad_value is not None else (gathered, {})
+            return FieldBatch(columns, lengths)
+        return [self._row(row) for row in self.records[list(indices)]]
+
+    @property
+    def collate(self) -> RecordsCollate:
+        """The collate function matching this dataset's ``pad_value``."""
+        return RecordsCollate(self.pad_value)
+
+    def __repr__(self) -> str:
+        return (f"RecordsDataset({self.records!r}, fields={list(self.fields)}, pad_value={self.pad_value!r}, "
+                f"transform={self.transform!r})")
 
 
 # ------------------------------------------------------------------------------------------------ DDP

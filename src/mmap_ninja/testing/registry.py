@@ -280,6 +280,27 @@ IMAGES_SPEC = KindSpec(
     ),
 )
 
-BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC, RECORDS_SPEC, IMAGES_SPEC)
+
+def records_image_sample(i: int) -> dict[str, Any]:
+    """A row of an images field (`image_sample`, stored losslessly) and an int64 label, both encoding ``i``."""
+    return {"image": image_sample(i), "label": np.int64(i)}
+
+
+RECORDS_IMAGES_SPEC = KindSpec(
+    container=RecordsMmap,
+    make_sample=records_image_sample,
+    equal=records_equal,
+    build_options={"schema": {"image": "images", "label": ("scalar", "int64")}},
+    bad_samples=(
+        # A first write on a handle with no map infers the schema, and never infers an images field (an image
+        # array makes a ragged field): the images field's own refusals are checked on a map built with the schema.
+        BadSample({"image": b"not an image", "label": 1}, ValueError, "row .*, field 'image'", in_first_write=False),
+        BadSample({"image": None, "label": 1}, TypeError, "field 'image'"),
+        BadSample({"image": np.zeros((4, 5, 4)), "label": 1}, TypeError, "dtype float64", in_first_write=False),
+    ),
+    name="records-images",
+)
+
+BUILTIN_SPECS = (STRINGS_SPEC, RAGGED_SPEC, NUMPY_SPEC, RECORDS_SPEC, IMAGES_SPEC, RECORDS_IMAGES_SPEC)
 for _spec in BUILTIN_SPECS:
     register_spec(_spec)

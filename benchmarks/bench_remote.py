@@ -1,0 +1,176 @@
+"""Maps in object storage: a sharded map of the real text files uploaded to a real S3 server on loopback
+(moto_server, started and stopped here) and read back through the cache.
+
+    PYTHONPATH=src python benchmarks/bench_remote.py [--shards 8] [--reads 100000] [--processes 2]
+
+Reports the upload, opening (the header only), the first full read (every shard downloaded, checked with its
+checksums and mapped), reopening from a warm cache, random reads against the same local sharded map, and
+``--processes`` processes reading the map at once from a cold cache (the GETs the server answered per file).
+Loopback has no network latency: download figures are the client's and the server's cost, not a network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from mmap_ninja import StringsMmap, merge, open_existing, upload
+
+try:
+    from _tables import markdown_table
+except ImportError:  # run as a module: python -m benchmarks.bench_remote
+    from benchmarks._tables import markdown_table
+
+TEXT = Path("/work/data/real/text")
+
+
+def _server(recording: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
+    process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return process, endpoint
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.05)
+
+
+def _gets(recording: Path, bucket: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in recording.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        parsed = urlparse(entry["url"])
+        if entry["method"] == "GET" and not parsed.query and parsed.path.startswith(f"/{bucket}/"):
+            counts[parsed.path] = counts.get(parsed.path, 0) + 1
+    return counts
+
+
+def _read_all(url: str, cache: str, options: dict, barrier: object, results: object) -> None:
+    m = open_existing(url, cache_dir=cache, storage_options=options)
+    barrier.wait()  # type: ignore[attr-defined]
+    results.put(sum(len(s) for s in m))  # type: ignore[attr-defined]
+    m.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--reads", type=int, default=100_000)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    texts = [p.read_text(errors="replace") for p in sorted(TEXT.glob("*.txt"))]
+    with tempfile.TemporaryDirectory(prefix="bench_remote_") as tmp:
+        root = Path(tmp)
+        process, endpoint = _server(root / "requests.jsonl")
+        try:
+            options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+            import s3fs
+
+            bucket = f"bench-{uuid.uuid4().hex[:12]}"
+            s3fs.S3FileSystem(**options).mkdir(bucket)
+            per = -(-len(texts) // args.shards)
+            parts = []
+            for k in range(args.shards):
+                StringsMmap.from_strings(root / f"p{k}", texts[k * per:(k + 1) * per]).close()
+                parts.append(root / f"p{k}")
+            local = merge(root / "local", parts)
+            size = sum(f.stat().st_size for f in (root / "local").rglob("*.bin"))
+            url = f"s3://{bucket}/text"
+
+            start = time.perf_counter()
+            upload(root / "local", url, storage_options=options)
+            upload_s = time.perf_counter() - start
+            start = time.perf_counter()
+            m = open_existing(url, cache_dir=root / "cache", storage_options=options)
+            open_ms = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            total = sum(len(s) for s in m)
+            first_s = time.perf_counter() - start
+            assert total == sum(len(t) for t in texts)
+            m.close()
+            start = time.perf_counter()
+            warm = open_existing(url, cache_dir=root / "cache", storage_options=options)
+            for k in range(args.shards):
+                warm.shard(k)
+            reopen_ms = (time.perf_counter() - start) * 1e3
+            print(f"{len(texts):,} real text files ({size / 1e6:.1f} MB of columns) in {args.shards} shards, "
+                  f"moto_server on loopback")
+            print(markdown_table(["seconds / ms", "MB/s"], [
+                ("upload (s)", [upload_s, size / 1e6 / upload_s]),
+                ("open: the header only (ms)", [open_ms, None]),
+                ("first full read: download, check, map (s)", [first_s, size / 1e6 / first_s]),
+                ("reopen + every shard from a warm cache (ms)", [reopen_ms, None]),
+            ]))
+
+            rng = np.random.default_rng(0)
+            indices = rng.integers(0, len(texts), args.reads).tolist()
+            timings = []
+            for name, reader in (("local sharded map", local), ("remote map, cached", warm)):
+                read = reader.__getitem__
+                best = float("inf")
+                for _ in range(3):
+                    start = time.perf_counter()
+                    for i in indices:
+                        read(i)
+                    best = min(best, (time.perf_counter() - start) / len(indices) * 1e9)
+                timings.append((name, best))
+            print()
+            print(markdown_table(["random m[i] (ns, best of 3)", "x local"],
+                                 [(name, [ns, ns / timings[0][1]]) for name, ns in timings]))
+            warm.close()
+
+            context = multiprocessing.get_context("spawn")
+            barrier, results = context.Barrier(args.processes), context.Queue()
+            before = _gets(root / "requests.jsonl", bucket)
+            readers = [context.Process(target=_read_all, args=(url, str(root / "cold"), options, barrier, results))
+                       for _ in range(args.processes)]
+            start = time.perf_counter()
+            for reader in readers:
+                reader.start()
+            sums = [results.get(timeout=300) for _ in readers]
+            for reader in readers:
+                reader.join()
+            took = time.perf_counter() - start
+            after = _gets(root / "requests.jsonl", bucket)
+            fetched = {k: after[k] - before.get(k, 0) for k in after if k.endswith(".bin")}
+            assert sums == [total] * args.processes
+            print()
+            print(markdown_table(["seconds", "column files", "GETs per file (min..max)"], [
+                (f"{args.processes} processes, cold cache", [took, len(fetched),
+                                                            f"{min(fetched.values())}..{max(fetched.values())}"]),
+            ]))
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,586 @@
+"""Maps in object storage (S3, GCS, Azure, HTTP, ``memory://``, ...: any fsspec URL), read through a local cache.
+
+``mmap_ninja.open_existing("s3://bucket/path", cache_dir=..., storage_options=...)`` comes here. Opening fetches
+only the top header (``header.json`` of a single map, ``shards.json`` of a sharded one). A map, or a shard of a
+sharded map, is downloaded whole on first touch into ``cache_dir``: into a staging directory, checked (every
+column holds its committed bytes, the index is sound, and the checksum records match: `mmap_ninja.verify` with
+``deep=True``), then renamed into place and opened as an ordinary read-only map, memory-mapped.
+
+The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
+
+    entries/<key>/     one downloaded map or shard (or a sharded map's shards.json); complete, or absent
+    locks/<key>        LOCK_SH by every live reader of the entry, LOCK_EX by an evictor deleting it
+    locks/<key>.download   LOCK_EX by the one process downloading it (the others wait on it)
+    staging/<key>.*    a download in progress (removed when it fails; a stale one by the next downloader)
+    trash/             entries being deleted
+
+The key is a hash of the URL and the remote map's identity (its header's ``id`` and ``commit``; a shard's ``id``
+and length), so a dataset replaced at the same URL never mixes with its cached predecessor. Processes on one node
+(DataLoader workers included) share the cache: the first to need an entry downloads it under the download lock,
+the others wait and reuse it, so each file is fetched once. With ``cache_size_limit`` (bytes), every download
+ends by evicting the least recently used entries that no live reader holds until the cache fits.
+
+`upload` publishes a local map (single or sharded) so that a reader never sees a header naming missing objects:
+every shard's column files, then that shard's ``header.json``, and the top header (``shards.json`` or
+``header.json``) last.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
+from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
+from mmap_ninja.legacy import is_legacy_map
+from mmap_ninja.maps import KINDS, MapBase
+from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
+from mmap_ninja.storage import COLUMN_SUFFIX, PathLike, absolute
+from mmap_ninja.verify import verify
+
+__all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "default_cache_dir", "open_remote",
+           "upload"]
+
+_CHUNK = 8 << 20
+
+
+class RemoteStorageError(MapError, OSError):
+    """Object storage could not be reached or refused a request (no such endpoint, no credentials, no access);
+    the message names the URL."""
+
+
+def default_cache_dir() -> Path:
+    """``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``."""
+    explicit = os.environ.get("MMAP_NINJA_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser().absolute() / "mmap_ninja"
+
+
+def _key(*parts: Any) -> str:
+    """A cache key: a hash of the location (first part) and a hash of the identity (the rest)."""
+    where = hashlib.sha256(str(parts[0]).encode()).hexdigest()[:16]
+    what = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+    return f"{where}-{what}"
+
+
+# ------------------------------------------------------------------ the cache
+
+
+class Cache:
+    """The download cache in ``root`` shared by every process of a node (see the module's docstring)."""
+
+    def __init__(self, root: PathLike, size_limit: Optional[int] = None):
+        if size_limit is not None and (isinstance(size_limit, bool) or not isinstance(size_limit, int)
+                                       or size_limit < 0):
+            raise ValueError(f"cache_size_limit must be a number of bytes (a non-negative int) or None, "
+                             f"got {size_limit!r}")
+        self.root = absolute(root)
+        self.size_limit = size_limit
+        self.entries = self.root / "entries"
+        self.locks = self.root / "locks"
+        self.staging = self.root / "staging"
+        self.trash = self.root / "trash"
+
+    def _dirs(self) -> None:
+        for d in (self.entries, self.locks, self.staging, self.trash):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def acquire(self, key: str, fill: Callable[[Path], None]) -> tuple[Path, int]:
+        """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
+        release the entry). If the entry is missing, ``fill(staging_dir)`` fills a fresh directory (raising if
+        what it got fails its checks), which is then renamed into place; concurrent callers wait for it.
+
+        Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
+        deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
+        one process downloads and the others wait for it, not for the readers)."""
+        self._dirs()
+        entry = self.entries / key
+        fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+        downloaded = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
+            if not entry.is_dir():
+                download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+                    if not entry.is_dir():
+                        for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
+                            shutil.rmtree(stale, ignore_errors=True)
+                        stage = self.staging / f"{key}.{uuid.uuid4().hex}"
+                        stage.mkdir()
+                        try:
+                            fill(stage)
+                            os.rename(stage, entry)
+                        except BaseException:
+                            shutil.rmtree(stage, ignore_errors=True)
+                            raise
+                        downloaded = True
+                finally:
+                    os.close(download)
+            os.utime(entry)  # last use, for the least-recently-used eviction
+            if downloaded and self.size_limit is not None:
+                self.evict()
+            return entry, fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def usage(self) -> dict[str, int]:
+        """The bytes every complete entry holds, by key."""
+        sizes = {}
+        if self.entries.is_dir():
+            for entry in self.entries.iterdir():
+                sizes[entry.name] = _tree_size(entry)
+        return sizes
+
+    def evict(self, limit: Optional[int] = None) -> list[str]:
+        """Delete least recently used entries that no reader holds until the cache holds at most ``limit`` bytes
+        (default: the cache's ``size_limit``); returns the keys deleted."""
+        limit = self.size_limit if limit is None else limit
+        if limit is None or not self.entries.is_dir():
+            return []
+        for left in (self.trash.iterdir() if self.trash.is_dir() else ()):  # left by an evictor that died
+            shutil.rmtree(left, ignore_errors=True)
+        found = []
+        for entry in self.entries.iterdir():
+            try:
+                found.append((entry.stat().st_mtime, entry.name, _tree_size(entry)))
+            except FileNotFoundError:
+                continue  # evicted by another process just now
+        total = sum(size for _, _, size in found)
+        deleted = []
+        for _, key, size in sorted(found):
+            if total <= limit:
+                break
+            fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live reader maps it (or it is being downloaded)
+                trash = self.trash / uuid.uuid4().hex
+                try:
+                    os.rename(self.entries / key, trash)
+                except FileNotFoundError:
+                    continue
+                shutil.rmtree(trash, ignore_errors=True)
+                total -= size
+                deleted.append(key)
+            finally:
+                os.close(fd)
+        return deleted
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with suppress(FileNotFoundError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
+
+
+# ------------------------------------------------------------------ the remote side
+
+
+class _Remote:
+    """A URL's file system (through fsspec) and its root path in it."""
+
+    def __init__(self, url: str, storage_options: Optional[dict[str, Any]]):
+        try:
+            import fsspec
+        except ImportError:
+            raise ImportError("reading or writing maps at a URL needs fsspec (and s3fs for s3://): "
+                              "pip install 'mmap_ninja[s3]'") from None
+        self.url = url.rstrip("/")
+        self._options = dict(storage_options or {})
+        self._fsspec = fsspec
+        self._pid = -1
+        self.fs: Any = None
+        self.root = ""
+        self._connect()
+
+    def _connect(self) -> None:
+        """The file system for this process: fsspec's clients (s3fs's event loop) do not survive a fork, so a
+        forked copy (a DataLoader worker) makes its own on first use."""
+        if self._pid != os.getpid():
+            with _remote_errors(self.url):
+                self.fs, root = self._fsspec.core.url_to_fs(self.url, **self._options)
+            self.root = root.rstrip("/")
+            self._pid = os.getpid()
+
+    def url_of(self, rel: str) -> str:
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def _path(self, rel: str) -> str:
+        self._connect()
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _target(self, rel: str) -> str:
+        """The path to write ``rel`` to; a local file system gets its parent folders (object stores need none)."""
+        path = self._path(rel)
+        protocol = self.fs.protocol
+        if "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return path
+
+    def cat(self, rel: str) -> bytes:
+        with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)  # first: it connects (anew after a fork)
+            data: bytes = self.fs.cat_file(path)
+            return data
+
+    def get(self, rel: str, local: Path) -> None:
+        with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)
+            self.fs.get_file(path, str(local))
+
+    def put(self, local: Path, rel: str, size: int) -> None:
+        """Upload the first ``size`` bytes of ``local``."""
+        with _remote_errors(self.url_of(rel)):
+            path = self._target(rel)
+            if os.stat(local).st_size == size:
+                self.fs.put_file(str(local), path)
+                return
+            with open(local, "rb") as source, self.fs.open(path, "wb") as target:
+                left = size
+                while left:
+                    chunk = source.read(min(left, _CHUNK))
+                    if not chunk:
+                        raise CorruptMapError(f"{local} ended while it was uploaded")
+                    target.write(chunk)
+                    left -= len(chunk)
+
+    def pipe(self, rel: str, data: bytes) -> None:
+        with _remote_errors(self.url_of(rel)):
+            path = self._target(rel)
+            self.fs.pipe_file(path, data)
+
+
+@contextmanager
+def _remote_errors(url: str) -> Iterator[None]:
+    """Errors of the storage client as `RemoteStorageError` naming ``url``; a missing object stays a
+    `FileNotFoundError` (callers say what was missing)."""
+    try:
+        yield
+    except (MapError, FileNotFoundError, ImportError):
+        raise
+    except Exception as e:
+        raise RemoteStorageError(f"cannot access {url}: {type(e).__name__}: {e}") from e
+
+
+def _fetch_top(remote: _Remote) -> tuple[str, bytes]:
+    """The top header of the map at ``remote``: ``(file name, content)``."""
+    reasons = []
+    for name in (SHARDS_FILE, HEADER_FILE):
+        try:
+            return name, remote.cat(name)
+        except FileNotFoundError as e:
+            reasons.append(str(e))
+    raise NotAMapError(f"{remote.url} holds no mmap_ninja map: neither {SHARDS_FILE} nor {HEADER_FILE} is there "
+                       f"({reasons[-1]})")
+
+
+@contextmanager
+def _named(local: Path, url: str) -> Iterator[None]:
+    """Map errors whose message names the local staging directory re-raised naming ``url`` instead."""
+    try:
+        yield
+    except MapError as e:
+        message = str(e).replace(str(local), url)
+        try:
+            renamed = type(e)(message)
+        except Exception:
+            raise e from None
+        raise renamed from None
+
+
+def _parse(raw: bytes, url: str) -> Header:
+    try:
+        content = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptMapError(f"{url} is not valid JSON: {e}") from None
+    local = Path("/", HEADER_FILE)
+    with _named(local, url):
+        return parse_header(content, local)
+
+
+def _length(header: Header) -> int:
+    return KINDS[header.kind].layout.count(header.lengths, header.attrs) if header.kind in KINDS else 0
+
+
+def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] = None,
+                  expect_id: Optional[str] = None, expect_length: Optional[int] = None) -> None:
+    """Download the map at ``rel`` (its header already fetched: ``raw``) into ``stage`` and check it whole."""
+    url = remote.url_of(rel)
+    header_url = remote.url_of(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE)
+    if raw is None:
+        try:
+            raw = remote.cat(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE)
+        except FileNotFoundError:
+            raise CorruptMapError(f"{header_url} is missing: {url} holds no map") from None
+    header = _parse(raw, header_url)
+    if header.building:
+        raise UnfinishedMapError(f"{url} is an unfinished build; it cannot be read")
+    if expect_id is not None and header.id != expect_id:
+        raise CorruptMapError(f"{header_url} has the id {header.id!r}, but the sharded map lists {expect_id!r}: "
+                              f"the shard was replaced")
+    if expect_length is not None and _length(header) != expect_length:
+        raise CorruptMapError(f"{url} holds {_length(header)} samples, but the sharded map lists {expect_length}")
+    (stage / HEADER_FILE).write_bytes(raw)
+    for name, column in header.columns.items():
+        file = name + COLUMN_SUFFIX
+        try:
+            remote.get(f"{rel}/{file}" if rel else file, stage / file)
+        except FileNotFoundError:
+            raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is missing (the header "
+                                  f"lists column {name!r})") from None
+        need = column.length * column.dtype.itemsize
+        got = os.stat(stage / file).st_size
+        if got < need:
+            raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is truncated: it holds "
+                                  f"{got} bytes, the header commits {need}")
+    report = verify(stage, deep=True)
+    if not report.ok:
+        problems = "; ".join(p.replace(str(stage), url) for p in report.problems)
+        raise CorruptMapError(f"{url} failed its check after download: {problems}")
+
+
+# ------------------------------------------------------------------ reading
+
+
+def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r", *,
+                cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
+                cache_size_limit: Optional[int] = None, pinned: Optional[tuple[str, bytes]] = None,
+                **options: Any) -> Any:
+    """Open the map at ``url`` (any fsspec URL) read-only through the cache: a `RemoteShardedMap` for a sharded
+    map, a `RemoteMap` for a single one. Fetches only the top header (none when ``pinned``, the top header's
+    ``(file name, content)`` a pickled map carries). ``storage_options`` go to fsspec (for S3: ``key``,
+    ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``)."""
+    if isinstance(wrapper_fn, str) and mode == "r":
+        wrapper_fn, mode = None, wrapper_fn
+    if mode not in ("r", "r+", "rb", "r+b"):
+        raise ValueError(f"a map at a URL opens read-only (mode 'r'), got mode={mode!r}")
+    remote = _Remote(url, storage_options)
+    cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
+    name, raw = pinned if pinned is not None else _fetch_top(remote)
+    settings = {"cache_dir": str(cache.root), "storage_options": storage_options,
+                "cache_size_limit": cache_size_limit, "wrapper_fn": wrapper_fn, **options}
+    if name == HEADER_FILE:
+        header = _parse(raw, remote.url_of(HEADER_FILE))
+        if header.building:
+            raise UnfinishedMapError(f"{remote.url} is an unfinished build; it cannot be read")
+        if header.kind not in KINDS:
+            raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
+                                  f"not know")
+        return RemoteMap(remote, cache, raw, header, wrapper_fn, settings, options)
+    top_url = remote.url_of(SHARDS_FILE)
+    try:
+        content = json.loads(raw)
+        identity = (content["id"], content["commit"])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, KeyError) as e:
+        raise CorruptMapError(f"{top_url} is not a sharded map header: {type(e).__name__}: {e}") from None
+
+    def fill(stage: Path) -> None:
+        (stage / SHARDS_FILE).write_bytes(raw)
+        with _named(stage, remote.url):
+            ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
+
+    view, fd = cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+    try:
+        with _named(view, remote.url):
+            return RemoteShardedMap(view, remote, cache, fd, raw, wrapper_fn, settings, **options)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _reopen(url: str, settings: dict[str, Any]) -> Any:
+    return open_remote(url, **settings)
+
+
+class RemoteMap:
+    """A single map at a URL: its length and header are known at once; the first read downloads the map into
+    the cache and every read and attribute after that is the local read-only map's (`local`)."""
+
+    def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
+                 wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
+        self.url = remote.url
+        self.header = header
+        self.kind = header.kind
+        self.wrapper_fn = wrapper_fn
+        self._remote = remote
+        self._cache = cache
+        self._raw = raw
+        self._settings = settings
+        self._options = options
+        self._length = _length(header)
+        self._map: Optional[MapBase] = None
+        self._opening = threading.Lock()
+
+    @property
+    def local(self) -> MapBase:
+        """The map, downloaded into the cache (on first use) and opened read-only."""
+        local = self._map
+        if local is not None:
+            return local
+        with self._opening:  # threads touching it first open it once
+            if self._map is None:
+                key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
+                entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
+                try:
+                    opened = KINDS[self.kind](entry, self.wrapper_fn, mode="r", **self._options)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                weakref.finalize(opened, os.close, fd)  # the reader's shared lock lives as long as the map
+                self._map = opened
+            return self._map
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.local[index]
+
+    def __getitems__(self, indices: Any) -> Any:
+        return self.local.__getitems__(indices)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.local)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.local, name)
+
+    def close(self) -> None:
+        """Close the local map and release the cache entry (samples read earlier stay valid)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def __enter__(self) -> RemoteMap:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteMap({self.url!r}) of kind {self.kind!r}, length {self._length}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The URL, the options and the header it was opened with (so copies read the same version), no data.
+        return _reopen, (self.url, {**self._settings, "pinned": (HEADER_FILE, self._raw)})
+
+
+class RemoteShardedMap(ShardedMap):
+    """A sharded map at a URL, read with the API of `ShardedMap`: ``shards.json`` is in the cache, and each shard
+    is downloaded into the cache when a read first needs it."""
+
+    def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
+                 wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):
+        options.pop("lock_timeout", None)
+        super().__init__(view, wrapper_fn, "r", **options)
+        self.url = remote.url
+        self._remote = remote
+        self._cache = cache
+        self._raw = raw
+        self._settings = settings
+        self._release_view = weakref.finalize(self, os.close, fd)
+
+    def open_shard(self, k: int) -> MapBase:
+        info = self.shards[k]
+        identity = info.id if info.id is not None else self._raw
+        key = _key(self._remote.url_of(info.path), identity, info.length)
+
+        def fill(stage: Path) -> None:
+            _download_map(self._remote, info.path, stage, expect_id=info.id, expect_length=info.length)
+
+        entry, fd = self._cache.acquire(key, fill)
+        try:
+            shard = self.shard_class(entry, mode="r")
+        except BaseException:
+            os.close(fd)
+            raise
+        weakref.finalize(shard, os.close, fd)  # the shard's shared lock lives as long as the shard is mapped
+        return shard
+
+    def close(self) -> None:
+        """Close every open shard and release the cache entries."""
+        super().close()
+        self._release_view()
+
+    def __repr__(self) -> str:
+        return f"RemoteShardedMap({self.url!r}) of {len(self.shards)} {self.kind} shards, length {len(self)}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reopen, (self.url, {**self._settings, "pinned": (SHARDS_FILE, self._raw)})
+
+
+# ------------------------------------------------------------------ writing
+
+
+def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
+    """Upload the map in ``local_path`` (single or sharded) to ``url``, in an order that never shows a reader a
+    header naming missing objects: each map's committed column bytes, then its ``header.json``; the sharded map's
+    ``shards.json`` last. Commits made to the local map while it uploads are not included."""
+    source = absolute(local_path)
+    remote = _Remote(url, storage_options)
+    if is_sharded(source):
+        raw = (source / SHARDS_FILE).read_bytes()
+        with tempfile.TemporaryDirectory() as scratch:  # parse exactly these bytes
+            (Path(scratch) / SHARDS_FILE).write_bytes(raw)
+            with _named(Path(scratch), str(source)):
+                listing = ShardedMap(scratch, mode="r")
+                shards = listing.shards
+                listing.close()
+        for info in shards:
+            _upload_map(source / info.path, remote, info.path, info.id)
+        remote.pipe(SHARDS_FILE, raw)
+        return
+    if is_legacy_map(source):
+        raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
+    read_header(source)  # NotAMapError naming the path when there is no map at all
+    _upload_map(source, remote, "", None)
+
+
+def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[str]) -> None:
+    try:
+        raw = (directory / HEADER_FILE).read_bytes()
+    except FileNotFoundError:
+        raise NotAMapError(f"{directory} holds no mmap_ninja map ({HEADER_FILE} is missing)") from None
+    try:
+        content = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptMapError(f"{directory / HEADER_FILE} is not valid JSON: {e}") from None
+    header = parse_header(content, directory / HEADER_FILE)
+    if header.building:
+        raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
+    if expect_id is not None and header.id != expect_id:
+        raise CorruptMapError(f"{directory} has the id {header.id!r}, but its sharded map lists {expect_id!r}")
+    for name, column in header.columns.items():
+        file = name + COLUMN_SUFFIX
+        need = column.length * column.dtype.itemsize
+        try:
+            have = os.stat(directory / file).st_size
+        except FileNotFoundError:
+            raise CorruptMapError(f"{directory / file} is missing (the header lists column {name!r})") from None
+        if have < need:
+            raise CorruptMapError(f"{directory / file} is truncated: it holds {have} bytes, the header commits "
+                                  f"{need}")
+        remote.put(directory / file, f"{rel}/{file}" if rel else file, need)
+    remote.pipe(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE, raw)

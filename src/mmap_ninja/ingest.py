@@ -1,0 +1,145 @@
+"""Building records maps from folders of files: `from_image_folder` for the ``root/<class>/<file>`` layout.
+
+The classes are the sub-folders of ``root``, sorted by name (as ``torchvision.datasets.ImageFolder`` sorts
+them), and class ``k`` is label ``k``. The images of a class are every file under its folder (sub-folders
+included, links followed) whose name ends with one of the extensions, in ``torchvision``'s order: folders as
+``sorted(os.walk(...))`` gives them and the files of each folder sorted by name. The same tree always gives the
+same rows in the same order.
+
+Each image's bytes are stored as they are in the file (no decoding, no re-encoding): the map takes about the disk
+of the files. This module is also what the command line's ``convert`` calls for a folder of images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from mmap_ninja.images import inspect_image
+from mmap_ninja.records import Field, RecordsMmap
+from mmap_ninja.storage import PathLike
+
+__all__ = ["IMAGE_EXTENSIONS", "find_classes", "from_image_folder", "image_folder_samples"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""The file name endings taken as images by default (torchvision's ``IMG_EXTENSIONS``), compared in lower case."""
+
+
+def _extensions(extensions: Optional[Sequence[str]]) -> tuple[str, ...]:
+    if extensions is None:
+        return IMAGE_EXTENSIONS
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    result = []
+    for ext in extensions:
+        if not isinstance(ext, str) or not ext:
+            raise ValueError(f"extensions must be file name endings such as '.jpg', got {ext!r}")
+        result.append((ext if ext.startswith(".") else "." + ext).lower())
+    if not result:
+        raise ValueError("extensions is empty: no file would be taken")
+    return tuple(result)
+
+
+def find_classes(root: PathLike) -> list[str]:
+    """The class names of an image folder: the names of ``root``'s sub-folders, sorted. A FileNotFoundError if
+    ``root`` is not a folder or has no sub-folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; an image folder is root/<class>/<image file>")
+    with os.scandir(root) as entries:
+        classes = sorted(entry.name for entry in entries if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class folders; an image folder is root/<class>/<image file> (one "
+                                f"sub-folder per class)")
+    return classes
+
+
+def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = None
+                         ) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, samples)`` of an image folder: the sorted class names, and ``(path relative to root, label)``
+    of every image in order (see the module docstring). Paths use ``/`` on every system. A FileNotFoundError
+    names a class folder that holds no image."""
+    root = Path(root)
+    endings = _extensions(extensions)
+    classes = find_classes(root)
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        found = 0
+        for directory, _, files in sorted(os.walk(folder, followlinks=True)):
+            for file_name in sorted(files):
+                if file_name.lower().endswith(endings):
+                    relative = Path(directory, file_name).relative_to(root).as_posix()
+                    samples.append((relative, label))
+                    found += 1
+        if not found:
+            raise FileNotFoundError(f"class folder {folder} holds no file ending with {', '.join(endings)}; every "
+                                    f"class needs at least one image (or pass extensions=)")
+    return classes, samples
+
+
+class _Rows:
+    """The rows of an image folder, read file by file as they are iterated; sized (for the progress bar)."""
+
+    def __init__(self, root: Path, samples: list[tuple[str, int]], first: list[dict[str, Any]]):
+        self.root, self.samples, self.first = root, samples, first
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self.first
+        yield from _read_rows(self.root, self.samples[len(self.first):])
+
+
+def _read_rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+    for relative, label in samples:
+        path = root / relative
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"{path} cannot be read: {e}") from None
+        yield {"image": data, "label": np.int64(label), "path": relative}
+
+
+def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
+                      extensions: Optional[Sequence[str]] = None, overwrite: bool = False, durable: bool = False,
+                      metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+    """Build a `RecordsMmap` with the fields ``image`` (the file's bytes, decoded on read), ``label`` (int64,
+    the class index) and ``path`` (str, relative to ``root``) from an image folder ``root/<class>/<file>``;
+    the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``).
+
+    A root with no class folders, or a class folder with no image, raises FileNotFoundError before anything is
+    written. A file that cannot be read or is not an image Pillow can read raises a ValueError naming its row
+    and path; when it is in the first batch nothing is written, otherwise the map is left as an unfinished build
+    (see `MapBase.from_generator`; build again with ``overwrite=True``). Returns the map open.
+    """
+    root = Path(root)
+    classes, samples = image_folder_samples(root, extensions)
+    schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
+    info = {**(metadata or {}), "classes": classes}
+    first = list(islice(_read_rows(root, samples), batch_size))
+    for k, row in enumerate(first):  # the first batch is checked before anything exists
+        inspect_image(row["image"], f"row {k}, field 'image': file {root / row['path']}")
+    try:
+        return RecordsMmap.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
+                                          overwrite=overwrite, durable=durable, metadata=info)
+    except ValueError as e:
+        raise _with_path(e, root, samples) from None
+
+
+def _with_path(error: ValueError, root: Path, samples: list[tuple[str, int]]) -> ValueError:
+    """The error with the file of the row it names (``row 12, field 'image': ...``) added, if it has none."""
+    import re
+
+    found = re.match(r"row (\d+), field 'image'", str(error))
+    if found and int(found[1]) < len(samples) and "file " not in str(error):
+        path = root / samples[int(found[1])][0]
+        return ValueError(f"{error} (file {path})")
+    return error
