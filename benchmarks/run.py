@@ -197,8 +197,8 @@ class Bench:
                 f"{fmt(build['ours'].get('build_s'))} (decoding the pictures), 0.9.0 "
                 f"{fmt(build['upstream'].get('build_s'))} (from the decoded arrays in RAM), ImagesMmap "
                 f"{fmt(build['images'].get('build_s'))} (copying the files' bytes). `ImagesMmap` keeps the encoded "
-                f"files and decodes on read (`channels=3`: uint8 RGB like imread; simplejpeg for JPEG when "
-                f"installed, else Pillow), so its passes decode every image, one thread.")
+                f"files and decodes on read (`channels=3`: uint8 RGB like imread; simplejpeg for JPEG and pyspng "
+                f"for PNG when installed, else Pillow), so its passes decode every image, one thread.")
         return table + "\n\n" + note
 
     def max_sample_bytes(self, ours_map: Path) -> int:
