@@ -123,14 +123,25 @@ def map_classes():
 
 
 def open_map(impl, kind, path):
+    if kind == "images":  # ours only: decoded to uint8 RGB, like imread
+        from mmap_ninja.images import ImagesMmap
+
+        return ImagesMmap(path, channels=3)
     strings_cls, ragged_cls = map_classes()
     if kind == "strings":
         return strings_cls(path, mode="rb") if impl == "upstream" else strings_cls(path)
     return ragged_cls(path)
 
 
-def build_map(impl, kind, path, samples, batch_size):
+def build_map(impl, kind, path, samples, batch_size, codec=None):
+    if kind == "images":
+        from mmap_ninja.images import ImagesMmap
+
+        return ImagesMmap.from_files(path, samples, batch_size, overwrite=True)
     strings_cls, ragged_cls = map_classes()
+    if codec is not None:  # ours only
+        cls = strings_cls if kind == "strings" else ragged_cls
+        return cls.from_generator(path, iter(samples), batch_size, overwrite=True, codec=codec)
     if kind == "strings":
         if impl == "upstream":
             return strings_cls.from_generator(path, iter(samples), batch_size)
@@ -168,10 +179,12 @@ def task_build(spec):
         samples = (read_text(p) for p in text_files(source["path"], limit))
     elif source["type"] == "image_dir":
         samples = (imread(p) for p in image_files(source["path"], limit))
+    elif source["type"] == "image_files":  # the files themselves (ImagesMmap keeps their encoded bytes)
+        samples = (Path(p) for p in image_files(source["path"], limit))
     else:
         raise ValueError(source)
     t0 = perf()
-    m = build_map(impl, kind, path, samples, spec["batch_size"])
+    m = build_map(impl, kind, path, samples, spec["batch_size"], spec.get("codec"))
     seconds = perf() - t0
     n = len(m)
     close(m)
@@ -261,7 +274,7 @@ def task_image_row(spec):
     elif impl == "imread_from_disk":
         data = image_files(spec["image_dir"], spec.get("limit"))
     else:
-        data = open_map(impl, "ragged", spec["path"])
+        data = open_map(impl, spec.get("map_kind", "ragged"), spec["path"])
     load_s = perf() - t0
     after_load = memory()
     n = len(data)

@@ -47,10 +47,11 @@ SECTIONS = ["text", "images", "micro", *peers.SECTIONS]
 
 TEXT_COLUMNS = ["Initial load (s)", "Time for {iters} iterations (s)", "Memory: RSS growth (MB)",
                 "Memory: anon growth (MB)", "Disk usage (MB)"]
-TEXT_ROWS = ["in_memory", "read_from_disk", "mmap_ninja", "mmap_ninja 0.9.0", "pyarrow large_string (mmap)"]
+TEXT_ROWS = ["in_memory", "read_from_disk", "mmap_ninja", "mmap_ninja zstd", "mmap_ninja 0.9.0",
+             "pyarrow large_string (mmap)"]
 IMAGE_COLUMNS = ["Initial load (s)", "Cold pass (s)", "Warm pass (s)", "Warm pass (GB/s)",
                  "Memory: RSS growth (MB)", "Memory: anon growth (MB)", "Disk usage (MB)"]
-IMAGE_ROWS = ["in_memory", "ragged_mmap", "ragged_mmap 0.9.0", "imread_from_disk"]
+IMAGE_ROWS = ["in_memory", "ragged_mmap", "ImagesMmap", "ragged_mmap 0.9.0", "imread_from_disk"]
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -96,11 +97,16 @@ class Bench:
                                      upstream=True)
         build["arrow"] = self.run({"task": "build_arrow", "source": str(ours_map), "path": str(arrow_file),
                                    "rows_per_batch": 1024})
+        zstd_map = self.work / "text_zstd"
+        build["zstd"] = self.run({"task": "build", "impl": "ours", "kind": "strings", "path": str(zstd_map),
+                                  "source": {"type": "our_map", "path": str(ours_map)}, "batch_size": 10_000,
+                                  "codec": "zstd"})
         source_disk = _env.disk_usage_files(sorted(Path(text_dir).glob("*.txt"))[:s.text_limit])
         rows, raw = [], {}
         specs = [("in_memory", {"impl": "in_memory"}, False, source_disk),
                  ("read_from_disk", {"impl": "read_from_disk"}, False, source_disk),
                  ("mmap_ninja", {"impl": "ours", "path": str(ours_map)}, False, build["ours"].get("disk_bytes")),
+                 ("mmap_ninja zstd", {"impl": "ours", "path": str(zstd_map)}, False, build["zstd"].get("disk_bytes")),
                  ("mmap_ninja 0.9.0", {"impl": "upstream", "path": str(up_map)}, True,
                   build["upstream"].get("disk_bytes")),
                  ("pyarrow large_string (mmap)", {"impl": "arrow", "path": str(arrow_file)}, False,
@@ -132,7 +138,8 @@ class Bench:
                 f"pandas, fsspec, huggingface-hub and others, and stores Arrow files read the same way as the "
                 f"pyarrow row. Build times (s): ours {fmt(build['ours'].get('build_s'))}, 0.9.0 "
                 f"{fmt(build['upstream'].get('build_s'))} (from strings in RAM), arrow "
-                f"{fmt(build['arrow'].get('build_s'))}.")
+                f"{fmt(build['arrow'].get('build_s'))}, zstd {fmt(build['zstd'].get('build_s'))} (`codec=\"zstd\"`: "
+                f"level 3 with a dictionary trained on the first batches; every read decompresses one document).")
         return table + "\n\n" + note
 
     # ---- image table (b)
@@ -145,10 +152,16 @@ class Bench:
         build["upstream"] = self.run({"task": "build", "impl": "upstream", "kind": "ragged", "path": str(up_map),
                                       "source": {"type": "our_map", "path": str(ours_map)}, "batch_size": 256},
                                      upstream=True)
+        images_map = self.work / "images_encoded"
+        build["images"] = self.run({"task": "build", "impl": "ours", "kind": "images", "path": str(images_map),
+                                    "source": {"type": "image_files", "path": image_dir}, "limit": s.image_limit,
+                                    "batch_size": 256})
         max_bytes = self.max_sample_bytes(ours_map)
         source_disk = _env.disk_usage_files(_env.image_paths(Path(image_dir))[:s.image_limit])
         specs = [("in_memory", {"impl": "in_memory"}, False, source_disk),
                  ("ragged_mmap", {"impl": "ours", "path": str(ours_map)}, False, build["ours"].get("disk_bytes")),
+                 ("ImagesMmap", {"impl": "ours", "path": str(images_map), "map_kind": "images"}, False,
+                  build["images"].get("disk_bytes")),
                  ("ragged_mmap 0.9.0", {"impl": "upstream", "path": str(up_map)}, True,
                   build["upstream"].get("disk_bytes")),
                  ("imread_from_disk", {"impl": "imread_from_disk"}, False, source_disk)]
@@ -182,7 +195,10 @@ class Bench:
                 f"Memory: growth from before load to after the passes, fresh process per row; a map's RSS "
                 f"includes the page-cache pages it mapped, its anonymous memory does not. Build (s): ours "
                 f"{fmt(build['ours'].get('build_s'))} (decoding the pictures), 0.9.0 "
-                f"{fmt(build['upstream'].get('build_s'))} (from the decoded arrays in RAM).")
+                f"{fmt(build['upstream'].get('build_s'))} (from the decoded arrays in RAM), ImagesMmap "
+                f"{fmt(build['images'].get('build_s'))} (copying the files' bytes). `ImagesMmap` keeps the encoded "
+                f"files and decodes on read (`channels=3`: uint8 RGB like imread; simplejpeg for JPEG and pyspng "
+                f"for PNG when installed, else Pillow), so its passes decode every image, one thread.")
         return table + "\n\n" + note
 
     def max_sample_bytes(self, ours_map: Path) -> int:

@@ -49,6 +49,72 @@ def test_verify_exit_status_says_sound_damaged_or_not_a_map(maps):
     assert status == 1 and "damaged:" in out and "data.bin bytes" in out
     status, out, err = run("verify", maps / "missing")
     assert status == 3 and out == "" and err.count("\n") == 1 and "not a map" in err
+    status, out, _ = run("verify", "--json", "--deep", maps / "r")
+    report = json.loads(out)
+    assert status == 1 and report["ok"] is False and "data.bin bytes" in report["problems"][0]
+
+
+def test_info_is_instant_on_ten_million_samples(tmp_path, monkeypatch, capsys):
+    """info reads headers and file sizes only: with every way of mapping or reading a data file made to fail,
+    it still describes 10M-sample maps."""
+    import builtins
+    import mmap
+
+    from mmap_ninja.numpy import from_ndarray
+
+    from_ndarray(tmp_path / "n", np.zeros(10_000_000, dtype=np.uint8))
+    StringsMmap.from_strings(tmp_path / "s", [""] * 10_000_000)
+    real_open = builtins.open
+
+    def no_data_files(file, *args, **kwargs):
+        assert not str(file).endswith(".bin"), f"info opened {file}"
+        return real_open(file, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("info mapped a file")
+
+    monkeypatch.setattr(builtins, "open", no_data_files)
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    monkeypatch.setattr(np, "memmap", refuse)
+    monkeypatch.setattr(np, "fromfile", refuse)
+    assert main(["info", "--json", str(tmp_path / "n")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["length"] == 10_000_000 and info["shape"] == [10_000_000] and info["bytes"]["data"] == 10_000_000
+    assert main(["info", "--json", str(tmp_path / "s")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["length"] == 10_000_000 and info["bytes"]["offsets"] == 8 * 10_000_001 and info["codec"] == "none"
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    from mmap_ninja import merge
+
+    StringsMmap.from_strings(tmp_path / "a", ["alpha", "beta"])
+    StringsMmap.from_strings(tmp_path / "b", ["gamma"])
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"])
+    return tmp_path / "sharded"
+
+
+def test_info_verify_and_head_understand_a_sharded_map(sharded, capsys):
+    assert main(["info", "--json", str(sharded)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "strings" and info["length"] == 3 and info["shards"] == 2
+    assert info["bytes"]["data"] == len("alphabetagamma") and info["codec"] == "none"
+    assert main(["head", "--json", str(sharded)]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == ["alpha", "beta", "gamma"]
+    assert main(["verify", "--deep", str(sharded)]) == 0
+    assert "sound (strings, 3 samples" in capsys.readouterr().out
+    data = next(sharded.glob("shards/*1/data.bin"))
+    data.write_bytes(b"GAMMA")
+    status, out, _ = run("verify", "--deep", sharded)
+    assert status == 1 and "shard 1" in out and "samples 2..2 of the sharded map" in out and "checksum" in out
+
+
+def test_head_json_gives_samples_a_script_can_parse(maps, capsys):
+    assert main(["head", "--json", "-n", "1", str(maps / "r")]) == 0
+    head = json.loads(capsys.readouterr().out)
+    assert head["length"] == 2
+    assert head["samples"] == [{"dtype": "int64", "shape": [3, 4], "values": list(range(12)), "truncated": False}]
 
 
 def test_head_shortens_samples_for_a_terminal(maps, capsys):
@@ -70,12 +136,30 @@ def test_convert_re_encodes_a_map_with_a_codec(maps):
     assert status == 1 and "already in the current format" in err and not (maps / "again").exists()
 
 
-@pytest.mark.parametrize("args", [["info", "{missing}"], ["head", "{missing}"], ["info", "{file}"],
-                                  ["head", "{garbage}"]])
-def test_bad_input_is_one_line_on_stderr_and_no_traceback(tmp_path, args):
+@pytest.mark.parametrize("command", ["info", "head", "verify", "convert"])
+@pytest.mark.parametrize("what, status, says", [("missing", 3, "not a map:"), ("file", 3, "not a map:"),
+                                                ("empty", 3, "not a map:"), ("garbage", 1, "error:"),
+                                                ("bad_shards", 1, "error:")])
+def test_bad_input_is_one_line_on_stderr_and_no_traceback(tmp_path, command, what, status, says):
     (tmp_path / "file").write_text("not a map")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "header.json").write_text("{broken")
-    status, out, err = run(*[a.format(missing=tmp_path / "missing", file=tmp_path / "file",
-                                      garbage=tmp_path / "garbage") for a in args])
-    assert status == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err and "error:" in err
+    (tmp_path / "bad_shards").mkdir()
+    (tmp_path / "bad_shards" / "shards.json").write_text("[1, 2")
+    args = [command, tmp_path / what] + ([tmp_path / "out"] if command == "convert" else [])
+    got, out, err = run(*args)
+    if command == "verify" and status == 1:  # verify reports a corrupt header as damage, on stdout
+        assert got == 1 and "damaged:" in out and "not valid JSON" in out and "Traceback" not in err
+        return
+    assert got == status and out == "" and err.count("\n") == 1 and "Traceback" not in err and says in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_deep_verify_can_show_a_progress_bar(maps, capsys):
+    from mmap_ninja import verify
+
+    assert verify(maps / "r", deep=True, progress=True).ok
+    assert "verifying r" in capsys.readouterr().err
+    assert verify(maps / "r", deep=True).ok
+    assert capsys.readouterr().err == ""

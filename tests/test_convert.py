@@ -124,13 +124,13 @@ def test_refusals(legacy_maps: dict[str, Path], tmp_path: Path) -> None:
         convert(tmp_path / "native", tmp_path / "new", verbose=False)
     with pytest.raises(NotAMapError, match="does not exist"):
         convert(tmp_path / "missing", tmp_path / "new", verbose=False)
-    with pytest.raises(NotAMapError, match=r"holds no map written by mmap_ninja 0\.9\.0"):
+    with pytest.raises(NotAMapError, match=r"holds no map written by mmap_ninja 0\.9\.0 or later and no files"):
         convert(tmp_path / "empty", tmp_path / "new", verbose=False)
     with pytest.raises(FileExistsError, match="taken already exists"):
         convert(source, tmp_path / "taken", verbose=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert(source, tmp_path / "no" / "such" / "new", verbose=False)
-    with pytest.raises(ValueError, match="inside the source map"):
+    with pytest.raises(ValueError, match="inside the source"):
         convert(source, source / "v1", verbose=False)
     assert snapshot(tmp_path) == before
     assert entries(tmp_path) == ["empty", "native", "source", "taken"]
@@ -161,7 +161,7 @@ def test_cli_converts(legacy_maps: dict[str, Path], tmp_path: Path) -> None:
     assert_converted(legacy_maps["ragged_nd"], tmp_path / "new")
 
 
-def test_cli_bad_input_is_one_line_and_status_1(legacy_maps: dict[str, Path], tmp_path: Path,
+def test_cli_bad_input_is_one_line_and_status_1_or_3(legacy_maps: dict[str, Path], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     StringsMmap.from_strings(tmp_path / "native", ["a"]).close()
@@ -175,9 +175,11 @@ def test_cli_bad_input_is_one_line_and_status_1(legacy_maps: dict[str, Path], tm
         "taken": ([str(legacy_maps["strings"]), str(tmp_path / "empty")], "already exists"),
     }
     for case, (args, message) in cases.items():
-        assert main(["convert", "-q", *args]) == 1, case
+        status = 3 if case in ("missing", "not a map") else 1  # 3: SRC is nothing convert can read
+        assert main(["convert", "-q", *args]) == status, case
         out, err = capsys.readouterr()
-        assert out == "" and err.count("\n") == 1 and err.startswith("mmap-ninja convert: error: "), (case, err)
+        start = "mmap-ninja convert: not a map: " if status == 3 else "mmap-ninja convert: error: "
+        assert out == "" and err.count("\n") == 1 and err.startswith(start), (case, err)
         assert message in err, (case, err)
     assert entries(tmp_path) == ["corrupt", "empty", "native"]
 

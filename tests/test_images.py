@@ -331,3 +331,38 @@ def test_importing_the_module_loads_no_decoder():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert result.stdout.split() == ["False", "False"]
+
+
+def _png_of_every_mode():
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, (9, 13, 4), dtype=np.uint8)
+    images = [Image.fromarray(rgba[..., 0], "L"), Image.fromarray(rgba[..., :2], "LA"),
+              Image.fromarray(rgba[..., :3], "RGB"), Image.fromarray(rgba, "RGBA")]
+    palette = Image.fromarray(rgba[..., :3], "RGB").quantize(16)
+    images.append(palette)
+    with_index = palette.copy()
+    with_index.info["transparency"] = 3
+    images.append(with_index)
+    with_bytes = palette.copy()
+    with_bytes.info["transparency"] = bytes(range(0, 256, 16))
+    images.append(with_bytes)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3, 4])
+def test_the_fast_png_decoder_gives_pillows_exact_pixels(tmp_path, channels):
+    """pyspng (the png extra) decodes only where its pixels equal Pillow's: every mode, every channels option."""
+    ImagesMmap.from_generator(tmp_path / "png", _png_of_every_mode(), batch_size=8)
+    default = ImagesMmap(tmp_path / "png", channels=channels)
+    pillow = ImagesMmap(tmp_path / "png", channels=channels, decoder="pillow")
+    assert default.decoders == {"PNG": "pyspng"} and pillow.decoders == {"PNG": "Pillow"}
+    for i in range(len(default)):
+        np.testing.assert_array_equal(default[i], pillow[i], err_msg=f"image {i}")
+    assert default.get_batch(range(4), pad_value=0, threads=2)[0].shape[0] == 4

@@ -6,6 +6,7 @@
 """
 
 from mmap_ninja._version import __version__
+from mmap_ninja.checksums import ChecksumMismatchError
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -33,6 +34,7 @@ from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
 __all__ = [
+    "ChecksumMismatchError",
     "CorruptMapError",
     "Field",
     "FormatVersionError",

@@ -5,6 +5,11 @@ Every commit adds, for each column it grew, a record ``(column id, start byte, s
 whose ranges it touches, in the same transaction. ``mmap_ninja.verify(path, deep=True)`` re-hashes every record and
 checks that the records cover every committed byte. FORMAT.md specifies the records.
 
+Reads are not checked by default (zero cost). ``MapClass(path, verify_reads=True)`` checks each sample read: before
+a sample is returned, the records covering the bytes it is read from are hashed again (each record once per
+handle: reading a whole commit's samples hashes that commit once), and a mismatch raises
+`ChecksumMismatchError` naming the file, the byte range and the samples it holds.
+
 The hash is xxh3-64 from the ``xxhash`` package when it is installed (about 25 GB/s here: a build loses ~4%),
 otherwise the standard library's CRC-32 (about 7 GB/s). A map records which one it uses.
 """
@@ -17,7 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ALGORITHMS", "RECORD_DTYPE", "column_id", "default_algorithm", "hasher"]
+from mmap_ninja.errors import CorruptMapError
+
+__all__ = ["ALGORITHMS", "RECORD_DTYPE", "CheckedView", "ChecksumMismatchError", "ReadChecker", "column_id",
+           "default_algorithm", "hasher"]
 
 RECORD_DTYPE = np.dtype([("column", "<u4"), ("hash", "<u4"), ("start", "<u8"), ("stop", "<u8"), ("digest", "<u8")])
 """One checksum record; ``hash`` is reserved (0) and ``digest`` holds the hash value (CRC-32 in its low 32 bits)."""
@@ -71,3 +79,162 @@ def hasher(algorithm: str) -> Hasher:
 def column_id(name: str) -> int:
     """The id a record gives its column: the CRC-32 of the column's name."""
     return zlib.crc32(name.encode())
+
+
+# ---------------------------------------------------------------------------------------------- checked reads
+
+
+class ChecksumMismatchError(CorruptMapError):
+    """A checked read (``verify_reads=True``) found bytes that do not match their checksum."""
+
+
+_CHECKSUMS_COLUMN = "checksums"
+_WHOLE_COLUMNS = ("dictionary",)  # read whole to decode any sample
+
+
+class ReadChecker:
+    """Verifies, before a sample is returned, the checksum records covering the bytes that sample is read from:
+    in every column, its span (its data between its offsets, its offsets, its shape; a fixed-size sample's
+    stride; a codec's whole dictionary). A record verified once is remembered in ``verified`` (shared by the
+    views of one handle: key column, start, stop, digest), so reading many samples of one commit hashes it once.
+    Bytes that no record covers yet (written by this handle's open transaction) are not checked."""
+
+    def __init__(self, snapshot: Any, algorithm: str, length: int, verified: set[tuple[int, int, int, int]]):
+        self._path = snapshot.path
+        self._hash = hasher(algorithm)
+        self._length = length
+        self._verified = verified
+        lengths: dict[str, int] = snapshot.lengths
+        self._bytes: dict[str, np.ndarray[Any, Any]] = {}
+        for name in lengths:
+            if name != _CHECKSUMS_COLUMN:
+                self._bytes[name] = np.asarray(snapshot.column(name)).view(np.uint8).reshape(-1)
+        records = np.asarray(snapshot.column(_CHECKSUMS_COLUMN)).view(RECORD_DTYPE)
+        self._records: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+        for name in self._bytes:
+            mine = records[records["column"] == column_id(name)]
+            mine = mine[np.argsort(mine["start"], kind="stable")]
+            self._records[name] = (mine["start"].astype(np.int64), mine["stop"].astype(np.int64),
+                                   mine["digest"].copy())
+        # Columns grouped by record field ("name." prefix) or "" for a plain map.
+        self._groups: dict[str, list[str]] = {}
+        for name in self._bytes:
+            prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
+            self._groups.setdefault(prefix, []).append(name)
+
+    def check(self, position: int) -> None:
+        """Raise `ChecksumMismatchError` if a byte that sample ``position`` is read from fails its checksum."""
+        for name, start, stop in self.spans(position):
+            self._check_range(name, start, stop, position)
+
+    def check_many(self, positions: Any) -> None:
+        for position in np.asarray(positions, dtype=np.int64).reshape(-1).tolist():
+            self.check(position)
+
+    def spans(self, position: int) -> list[tuple[str, int, int]]:
+        """``(column, start byte, stop byte)`` of every span sample ``position`` is read from."""
+        spans = []
+        n = self._length
+        for prefix, names in self._groups.items():
+            data = self._bytes
+            done = set()
+            offsets_name, data_name = prefix + "offsets", prefix + "data"
+            if offsets_name in data and data_name in data:
+                offsets = data[offsets_name].view(np.int64)
+                end = int(offsets[-1]) if len(offsets) else 0
+                unit = len(data[data_name]) // end if end else 1
+                spans.append((offsets_name, 8 * position, 8 * (position + 2)))
+                spans.append((data_name, int(offsets[position]) * unit, int(offsets[position + 1]) * unit))
+                done |= {offsets_name, data_name}
+                shape_offsets_name, dims_name = prefix + "shape_offsets", prefix + "dims"
+                if shape_offsets_name in data and dims_name in data:
+                    shape_offsets = data[shape_offsets_name].view(np.int64)
+                    spans.append((shape_offsets_name, 8 * position, 8 * (position + 2)))
+                    spans.append((dims_name, 8 * int(shape_offsets[position]), 8 * int(shape_offsets[position + 1])))
+                    done |= {shape_offsets_name, dims_name}
+            for name in names:
+                if name in done:
+                    continue
+                size = len(data[name])
+                if name.endswith(_WHOLE_COLUMNS) or not n or size % n:
+                    spans.append((name, 0, size))
+                else:
+                    stride = size // n
+                    spans.append((name, position * stride, (position + 1) * stride))
+        return spans
+
+    def _check_range(self, name: str, start: int, stop: int, position: int) -> None:
+        if stop <= start:
+            return
+        starts, stops, digests = self._records[name]
+        first = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)
+        last = int(np.searchsorted(starts, stop, side="left"))
+        key_id = column_id(name)
+        data = self._bytes[name]
+        for k in range(first, last):
+            a, b, digest = int(starts[k]), int(stops[k]), int(digests[k])
+            if b <= start or b > len(data):
+                continue
+            key = (key_id, a, b, digest)
+            if key in self._verified:
+                continue
+            if self._hash([data[a:b]]) != digest:
+                raise ChecksumMismatchError(
+                    f"{self._path / (name + '.bin')} bytes {a}..{b} do not match their checksum: sample {position} "
+                    f"is read from them{self._holding(name, a, b)}; the map is damaged (mmap_ninja.verify(path, "
+                    f"deep=True) lists every damaged range)")
+            self._verified.add(key)
+
+    def _holding(self, name: str, start: int, stop: int) -> str:
+        """`` (they hold samples i..j)`` for a byte range of a column, where that can be told."""
+        prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
+        base = name[len(prefix):]
+        n = self._length
+        if base == "offsets":
+            first, last = max(start // 8 - 1, 0), min(max(stop - 1, 0) // 8, n - 1)
+        elif base == "data" and prefix + "offsets" in self._bytes:
+            offsets = self._bytes[prefix + "offsets"].view(np.int64)
+            end = int(offsets[-1]) if len(offsets) else 0
+            unit = len(self._bytes[name]) // end if end else 1
+            first = int(np.searchsorted(offsets * unit, start, side="right")) - 1
+            last = int(np.searchsorted(offsets * unit, max(stop - 1, 0), side="right")) - 1
+        elif n and len(self._bytes[name]) % n == 0 and not name.endswith(_WHOLE_COLUMNS):
+            stride = len(self._bytes[name]) // n
+            first, last = start // stride, max(stop - 1, 0) // stride
+        else:
+            return ""
+        return f" (they hold samples {max(first, 0)}..{min(last, n - 1)})"
+
+
+_ONE = frozenset({"get", "decode", "raw", "format_name", "shape"})
+_MANY = frozenset({"get_many", "shapes_at", "columns_at"})
+
+
+class CheckedView:
+    """A layout's view whose sample reads (``get``, ``get_many``, ``iterate``, ``decode``, ``raw``, ...) first
+    verify the checksums of the bytes they read (see `ReadChecker`); everything else is the view's own."""
+
+    def __init__(self, view: Any, checker: ReadChecker):
+        self._inner = view
+        self.checker = checker
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        checker = self.checker
+        if name in _ONE:
+            def one(position: int, *args: Any, **kwargs: Any) -> Any:
+                checker.check(position)
+                return value(position, *args, **kwargs)
+            return one
+        if name in _MANY:
+            def many(positions: Any, *args: Any, **kwargs: Any) -> Any:
+                checker.check_many(positions)
+                return value(positions, *args, **kwargs)
+            return many
+        if name == "iterate":
+            def iterate(start: int = 0) -> Any:
+                for position, sample in enumerate(value(start), start):
+                    checker.check(position)
+                    yield sample
+            return iterate
+        return value

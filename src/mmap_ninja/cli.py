@@ -6,13 +6,19 @@ Subcommands:
   metadata, bytes per column), from its header alone: instant whatever its size.
 - ``mmap-ninja verify PATH [--deep] [--json]``: `mmap_ninja.verify`; exit 0 when sound, 1 when damaged (saying
   where), 3 when PATH holds no map.
-- ``mmap-ninja head PATH [-n N]``: the first samples, shortened to fit a terminal line.
-- ``mmap-ninja convert SRC DST``: copy a map written by mmap_ninja 0.9.0 into the current format (see
-  `mmap_ninja.convert.convert`), or re-encode a map with ``--codec``.
+- ``mmap-ninja head PATH [-n N] [--json]``: the first samples, shortened to fit a terminal line.
+- ``mmap-ninja convert SRC DST``: make a map out of a 0.9.0 map, a folder of images or text files, a JSON-lines,
+  Parquet or Arrow file or a Hugging Face dataset folder (see `mmap_ninja.convert`); re-encode a map with
+  ``--codec``.
+
+Every subcommand understands single maps, sharded maps (a directory with ``shards.json``) and, for reading, maps
+written by 0.9.0.
 
 A subcommand is a function ``add_<name>(subparsers)`` that declares its arguments and sets ``handler`` to a
 function of the parsed arguments returning the exit status; `COMMANDS` lists them. Errors end the command with
-one line on stderr and status 1 (2 for a wrong command line, as argparse does; 130 when interrupted).
+one line on stderr, never a traceback (``--traceback`` shows it): status 3 when PATH holds no map (a missing
+path, a file, a folder without a header), 1 for any other error (a corrupt header, ...), 2 for a wrong command
+line (as argparse does), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -47,24 +53,37 @@ def _batch_size(text: str) -> int:
 
 def add_convert(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "convert", help="copy a 0.9.0 map into the current format, or re-encode a map with --codec",
-        description="Copy the map that mmap_ninja 0.9.0 wrote in SRC into a new map in the current format at DST, "
-                    "or (with --codec) a strings or ragged map into one compressed with that codec. Every sample "
-                    "is read back and compared with the source before DST appears; SRC is only read.")
-    parser.add_argument("src", metavar="SRC", help="the folder of the 0.9.0 map")
+        "convert", help="make a map from a 0.9.0 map, a folder of images or text files, a JSON-lines, Parquet or "
+                        "Arrow file or a Hugging Face dataset; re-encode a map with --codec",
+        description="Make a new map at DST out of SRC: a map written by mmap_ninja 0.9.0 (copied into the current "
+                    "format, every sample compared), a map or sharded map (copied into one map, with --codec "
+                    "re-encoded), a folder of images (an images map of the files as they are, in sorted path "
+                    "order; --records: a records map with image and label fields from root/<class>/<file>), a "
+                    "folder of text files (a strings map, one sample per file, UTF-8, sorted path order), a "
+                    "JSON-lines file (objects: a records map; strings: a strings map; --field NAME: that field "
+                    "only), a Parquet or Arrow file or a Hugging Face dataset folder from save_to_disk (a records "
+                    "map, read a batch at a time). DST appears only once complete; SRC is only read.")
+    parser.add_argument("src", metavar="SRC", help="what to convert (a folder or a file)")
     parser.add_argument("dst", metavar="DST", help="where to write the new map (must not exist)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                        help="samples held in memory at a time (default: as many as fit in 64 MiB, at most 10,000)")
+                        help="samples (rows) held in memory at a time (default: depends on the source)")
     parser.add_argument("--codec", choices=["zstd", "lz4", "none"], default=None,
-                        help="compress every sample with this codec (none: store uncompressed)")
+                        help="compress every string and ragged sample (records: field) with this codec (none: "
+                             "store uncompressed)")
+    parser.add_argument("--records", action="store_true",
+                        help="a folder of images laid out as root/<class>/<file> becomes a records map with the "
+                             "image and its class label (without it: an images map of every file, no labels)")
+    parser.add_argument("--field", metavar="NAME", default=None,
+                        help="JSON lines: keep only this field of each object (strings: a strings map)")
     parser.set_defaults(handler=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from mmap_ninja.convert import convert
 
-    done = convert(args.src, args.dst, verbose=not args.quiet, batch_size=args.batch_size, codec=args.codec)
+    done = convert(args.src, args.dst, verbose=not args.quiet, batch_size=args.batch_size, codec=args.codec,
+                   records=args.records, field=args.field)
     print(f"converted {args.src} ({done.kind}, {done.length} samples) into {done.path}")
     return 0
 
@@ -82,41 +101,93 @@ def add_info(subparsers: Any) -> None:
 
 
 def describe(path: str) -> dict[str, Any]:
-    """What `info` prints, as a dict (no per-sample work)."""
+    """What `info` prints, as a dict, from headers alone: no sample is read and no data file is opened or mapped
+    (the bytes per column come from the files' sizes), so it is instant whatever the number of samples. A sharded
+    map reads ``shards.json`` and each shard's header."""
     from mmap_ninja.format import read_header
     from mmap_ninja.legacy import is_legacy_map, open_legacy
-    from mmap_ninja.maps import KINDS
-    from mmap_ninja.storage import COLUMN_SUFFIX, absolute
+    from mmap_ninja.sharded import ShardedMap, is_sharded
+    from mmap_ninja.storage import absolute
 
     directory = absolute(path)
     if is_legacy_map(directory):
         reader = open_legacy(directory)
         return {"path": str(directory), "kind": reader.kind, "format": "mmap_ninja 0.9.0 (read-only; convert it)",
                 "length": len(reader), "dtype": str(getattr(reader, "dtype", "")) or None}
+    if is_sharded(directory):
+        top = ShardedMap(directory, mode="r")
+        info: dict[str, Any] = {"path": str(directory), "kind": top.kind, "format": "sharded 1.0",
+                                "length": len(top), "shards": len(top.shards)}
+        algorithms: set[str] = set()
+        sizes: dict[str, int] = {}
+        for shard in top.shards:
+            header = read_header(directory / shard.path)
+            algorithms.add(header.checksums or "none")
+            for name, size in _column_bytes(directory / shard.path, header.columns).items():
+                sizes[name] = sizes.get(name, 0) + size
+        info["checksums"] = ", ".join(sorted(algorithms)) or "none"
+        info.update(_attributes(top.kind, top.attrs, len(top)))
+        info["metadata"] = top.metadata
+        info["bytes"] = sizes
+        return info
     header = read_header(directory)
-    layout = KINDS[header.kind].layout if header.kind in KINDS else None
     attrs = header.attrs
-    info: dict[str, Any] = {
+    length = _count(header.kind, header.lengths, attrs)
+    info = {
         "path": str(directory), "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
-        "length": _count(layout, header.lengths, attrs),
-        "commit": header.commit, "unfinished build": header.building,
+        "length": length, "commit": header.commit, "unfinished build": header.building,
         "requires": list(header.requires), "checksums": header.checksums or "none",
     }
-    for key in ("dtype", "sample_shape", "order", "ndims"):
-        if attrs.get(key) is not None:
-            info[key] = attrs[key]
-    if attrs.get("codec"):
-        info["codec"] = attrs["codec"]
+    info.update(_attributes(header.kind, attrs, length))
     info["metadata"] = header.metadata
-    info["bytes"] = {name: os.path.getsize(directory / (name + COLUMN_SUFFIX)) for name in header.columns}
+    info["bytes"] = _column_bytes(directory, header.columns)
     return info
 
 
-def _count(layout: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> Any:
+def _column_bytes(directory: Any, columns: Any) -> dict[str, int]:
+    """Each column's file size (0 for a missing file: `verify` says what is wrong)."""
+    from mmap_ninja.storage import COLUMN_SUFFIX
+
+    sizes = {}
+    for name in columns:
+        try:
+            sizes[name] = os.path.getsize(directory / (name + COLUMN_SUFFIX))
+        except OSError:
+            sizes[name] = 0
+    return sizes
+
+
+def _attributes(kind: str, attrs: dict[str, Any], length: Any) -> dict[str, Any]:
+    """The dtype, codec and shape summary a header keeps (numpy: the whole array's shape; ragged: the numbers
+    of dimensions; records: each field's)."""
+    out: dict[str, Any] = {}
+    if attrs.get("dtype") is not None:
+        out["dtype"] = attrs["dtype"]
+    if kind == "records":
+        out["fields"] = {name: _attributes(spec.get("kind", "?"), spec.get("attrs", {}), length)
+                         for name, spec in attrs.get("fields", {}).items() if isinstance(spec, dict)}
+        return out
+    if kind in ("strings", "ragged"):
+        out["codec"] = attrs.get("codec") or "none"
+    if kind == "images":
+        out["formats"] = attrs.get("formats", [])
+    if attrs.get("sample_shape") is not None:
+        out["sample_shape"] = attrs["sample_shape"]
+        if isinstance(length, int):
+            out["shape"] = [length, *attrs["sample_shape"]]
+    for key in ("order", "ndims"):
+        if attrs.get(key) is not None:
+            out[key] = attrs[key]
+    return out
+
+
+def _count(kind: str, lengths: dict[str, int], attrs: dict[str, Any]) -> Any:
     """The number of samples the header commits, or None when the kind is unknown or the header lacks a column
     (`verify` says what is wrong)."""
+    from mmap_ninja.maps import KINDS
+
     try:
-        return None if layout is None else layout.count(lengths, attrs)
+        return None if kind not in KINDS else KINDS[kind].layout.count(lengths, attrs)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
@@ -129,6 +200,9 @@ def run_info(args: argparse.Namespace) -> int:
     for key, value in info.items():
         if key == "bytes":
             value = ", ".join(f"{name} {size:,}" for name, size in value.items())
+        elif key == "fields":
+            value = "; ".join(f"{name}: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in spec.items())
+                              for name, spec in value.items())
         elif isinstance(value, (dict, list)):
             value = json.dumps(value)
         print(f"{key + ':':<18}{value}")
@@ -148,18 +222,14 @@ def add_verify(subparsers: Any) -> None:
     parser.add_argument("path", metavar="PATH")
     parser.add_argument("--deep", action="store_true", help="re-hash every committed byte")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown for --deep on a terminal)")
     parser.set_defaults(handler=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from mmap_ninja.errors import NotAMapError
     from mmap_ninja.verify import verify
 
-    try:
-        report = verify(args.path, deep=args.deep)
-    except NotAMapError as error:
-        print(f"{PROG} verify: not a map: {_one_line(str(error))}", file=sys.stderr)
-        return NOT_A_MAP
+    report = verify(args.path, deep=args.deep, progress=args.deep and not args.quiet and sys.stderr.isatty())
     if args.json:
         print(json.dumps({"path": str(report.path), "ok": report.ok, "kind": report.kind, "length": report.length,
                           "deep": report.deep, "problems": report.problems, "notes": report.notes,
@@ -183,6 +253,9 @@ def add_head(subparsers: Any) -> None:
                                    "a map, one per line, shortened to fit a terminal.")
     parser.add_argument("path", metavar="PATH")
     parser.add_argument("-n", type=_batch_size, default=5, metavar="N", help="how many samples (default 5)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object: the length and the samples (strings cut at 1,000 characters, "
+                             "arrays as dtype, shape and their first 32 values)")
     parser.set_defaults(handler=run_head)
 
 
@@ -194,21 +267,59 @@ def _short(sample: Any, width: int) -> str:
     elif isinstance(sample, np.ndarray):
         body = np.array2string(sample.reshape(-1)[:32], threshold=32, edgeitems=4, max_line_width=10**6)
         text = f"{sample.dtype}{list(sample.shape)} {' '.join(body.split())}"
+    elif isinstance(sample, dict):
+        text = "{" + ", ".join(f"{key!r}: {_short(value, width)}" for key, value in sample.items()) + "}"
     else:
         text = repr(sample)
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+_JSON_TEXT = 1000
+_JSON_VALUES = 32
+
+
+def _jsonable(sample: Any) -> Any:
+    """A sample as JSON for `head --json`: a string (cut at 1,000 characters), an array as its dtype, shape and
+    first 32 values (``truncated`` says whether there are more), a record as an object of its fields."""
+    import numpy as np
+
+    if isinstance(sample, str):
+        return sample[:_JSON_TEXT]
+    if isinstance(sample, dict):
+        return {str(key): _jsonable(value) for key, value in sample.items()}
+    if isinstance(sample, (np.ndarray, np.generic)):
+        array = np.asarray(sample)
+        flat = array.reshape(-1)[:_JSON_VALUES]
+        values = flat.tolist() if array.dtype.kind in "biuf" else [str(v) for v in flat]
+        if array.ndim == 0:
+            return values[0]
+        return {"dtype": str(array.dtype), "shape": list(array.shape), "values": values,
+                "truncated": bool(array.size > _JSON_VALUES)}
+    if isinstance(sample, (bytes, bytearray, memoryview)):
+        return bytes(sample)[:_JSON_VALUES].hex()
+    if sample is None or isinstance(sample, (bool, int, float)):
+        return sample
+    return repr(sample)[:_JSON_TEXT]
 
 
 def run_head(args: argparse.Namespace) -> int:
     from mmap_ninja.generic import open_existing
 
     m = open_existing(args.path, mode="r")
-    width = max(40, os.get_terminal_size().columns if sys.stdout.isatty() else 100)
-    for i in range(min(args.n, len(m))):
-        prefix = f"[{i}] "
-        print(prefix + _short(m[i], width - len(prefix)))
-    print(f"({len(m):,} samples)")
-    return 0
+    try:
+        count = min(args.n, len(m))
+        if args.json:
+            print(json.dumps({"path": str(m.path), "length": len(m),
+                              "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=True))
+            return 0
+        width = max(40, os.get_terminal_size().columns if sys.stdout.isatty() else 100)
+        for i in range(count):
+            prefix = f"[{i}] "
+            print(prefix + _short(m[i], width - len(prefix)))
+        print(f"({len(m):,} samples)")
+        return 0
+    finally:
+        m.close()
 
 
 COMMANDS: list[Callable[[Any], None]] = [add_info, add_verify, add_head, add_convert]
@@ -231,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from mmap_ninja.errors import NotAMapError
+
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 and a usage message on a wrong command line
     where = f"{PROG} {args.command}"
@@ -247,6 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{where}: interrupted", file=sys.stderr)
             return 130
+        except NotAMapError as error:
+            if args.traceback:
+                raise
+            print(f"{where}: not a map: {_one_line(str(error))}", file=sys.stderr)
+            return NOT_A_MAP
         except Exception as error:
             if args.traceback:
                 raise

@@ -1,8 +1,31 @@
-"""`convert`: copy a map written by mmap_ninja 0.9.0 into the current format, or a map into one with another codec,
-verified, without touching the source."""
+"""`convert`: make a map out of something else, without touching the source, publishing it at the destination
+only once it is complete.
+
+Sources (`source_kind` tells which one a path is):
+
+- a map written by mmap_ninja 0.9.0 (its folder holds ``type.ninja``): copied into the current format, every
+  sample read back and compared;
+- a map in the current format, re-encoded with ``codec=``; a sharded map (``shards.json``) of strings, ragged or
+  numpy samples, copied into one map (re-encoded too with ``codec=``);
+- a folder of images (every file, in sub-folders too, has an image suffix): an `ImagesMmap` of the files' bytes
+  as they are, in the order of their sorted relative paths; with ``records=True`` and the ``root/<class>/<file>``
+  layout, `RecordsMmap.from_image_folder` (image and label fields) instead;
+- a folder of text files (any other folder): a `StringsMmap`, one sample per file decoded as UTF-8, in the
+  order of their sorted relative paths (hidden files and folders are skipped);
+- a JSON-lines file (``.jsonl`` / ``.ndjson``): lines that are objects become the rows of a `RecordsMmap` (the
+  schema inferred from the first batch), lines that are strings a `StringsMmap`; ``field=NAME`` keeps that one
+  field of each object, as a `StringsMmap` if it holds strings, else a one-field records map;
+- a Parquet file (``.parquet``) or an Arrow IPC file (``.arrow`` / ``.feather``): a `RecordsMmap`, read a batch
+  of rows at a time (memory stays bounded by the batch);
+- a Hugging Face dataset folder written by ``Dataset.save_to_disk`` (``state.json`` and ``dataset_info.json``):
+  a `RecordsMmap` read through ``datasets.load_from_disk``, a batch at a time.
+
+``codec=`` compresses strings and ragged samples (of records maps too: every strings and ragged field).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -29,6 +52,15 @@ class ConversionError(RuntimeError):
     """The converted map did not read back equal to the source (nothing was published at the destination)."""
 
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+"""File suffixes (any case) that make a folder a folder of images."""
+JSON_LINES_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+ARROW_SUFFIXES = frozenset({".arrow", ".feather", ".ipc"})
+_DEFAULT_ROWS = {"images": 256, "image-folder": 256, "text": 1024, "json-lines": 4096, "parquet": 16_384,
+                 "arrow": 16_384, "huggingface": 16_384}
+
+
 class Converted(NamedTuple):
     """What `convert` wrote: the new map's directory, its kind and number of samples."""
 
@@ -37,11 +69,58 @@ class Converted(NamedTuple):
     length: int
 
 
+def source_kind(src: PathLike) -> str:
+    """What `convert` makes of ``src``: ``"legacy"``, ``"map"``, ``"sharded"``, ``"huggingface"``,
+    ``"huggingface-dict"``, ``"images"``, ``"text"``, ``"json-lines"``, ``"parquet"`` or ``"arrow"``. Raises
+    `NotAMapError` if ``src`` does not exist or is a file of none of these kinds."""
+    from mmap_ninja.sharded import SHARDS_FILE
+
+    path = Path(src)
+    if path.is_dir():
+        if (path / NATIVE_HEADER_FILE).exists():
+            return "map"
+        if (path / SHARDS_FILE).exists():
+            return "sharded"
+        if is_legacy_map(path):
+            return "legacy"
+        if (path / "dataset_dict.json").is_file():
+            return "huggingface-dict"
+        if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+            return "huggingface"
+        files = _folder_files(path)
+        if not files:
+            raise NotAMapError(f"{path} holds no map written by mmap_ninja 0.9.0 or later and no files to convert "
+                               f"(it is empty)")
+        if all(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+            return "images"
+        return "text"
+    if not path.exists():
+        raise NotAMapError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in JSON_LINES_SUFFIXES:
+        return "json-lines"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in ARROW_SUFFIXES:
+        return "arrow"
+    raise NotAMapError(f"{path} is a file convert cannot read: it takes a map, a folder (of images or text files, "
+                       f"a Hugging Face dataset), a JSON-lines (.jsonl), Parquet (.parquet) or Arrow (.arrow) file")
+
+
 def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: int | None = None,
-            codec: Any = None) -> Converted:
-    """Copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``; or, with
-    ``codec=`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`, or ``"none"``), copy a strings or ragged map of
-    either format into one compressed with that codec.
+            codec: Any = None, records: bool = False, field: str | None = None) -> Converted:
+    """Make a new map at ``dst`` out of ``src`` (see the module's docstring for the sources); ``codec=``
+    (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`, or ``"none"``) compresses strings and ragged samples.
+    ``records=True`` turns a ``root/<class>/<file>`` folder of images into a records map with a label field;
+    ``field=`` keeps one field of a JSON-lines file's objects.
+
+    The map is built in a temporary directory next to ``dst`` and renamed to ``dst`` only when complete (and
+    checked by `mmap_ninja.verify`): nothing appears at ``dst`` otherwise, and a failure leaves no temporary
+    directory behind. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many samples (rows)
+    are held in memory at a time. ``verbose`` shows progress bars.
+
+    Maps: copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``; or, with
+    ``codec=``, copy a strings or ragged map of either format into one compressed with that codec.
 
     The samples are streamed (about ``batch_size`` of them in memory at a time; by default as many as fit in
     64 MiB, at most 10,000) into a temporary directory next to ``dst``, read back and compared with the source
@@ -53,31 +132,37 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     FileExistsError if ``dst`` exists, and the errors of `mmap_ninja.legacy.open_legacy` for damaged sources.
     """
     source_dir, target = Path(src), Path(dst)
-    if not source_dir.exists():
-        raise NotAMapError(f"{source_dir} does not exist")
-    native = (source_dir / NATIVE_HEADER_FILE).exists()
-    if native and codec is None:
+    kind = source_kind(source_dir)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if kind == "map" and codec is None:
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
-    if not native and not is_legacy_map(source_dir):
-        raise NotAMapError(f"{source_dir} holds no map written by mmap_ninja 0.9.0 (it has no type.ninja)")
-    if os.path.lexists(target):
-        raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
-    parent = target.absolute().parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"the folder {parent} that would hold {target.name} does not exist")
-    source_abs, target_abs = source_dir.resolve(), parent.resolve() / target.name
-    if target_abs == source_abs or source_abs in target_abs.parents:
-        raise ValueError(f"{target} is inside the source map {source_dir}; convert never writes into the source")
-
-    legacy: Any = _NativeSource(source_dir) if native else open_legacy(source_dir)
-    size = batch_size if batch_size is not None else _default_batch_size(legacy)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if kind == "huggingface-dict":
+        splits = sorted(p.name for p in source_dir.iterdir() if p.is_dir())
+        raise ValueError(f"{source_dir} is a Hugging Face DatasetDict; convert one split at a time, e.g. "
+                         f"{source_dir / (splits[0] if splits else 'train')} (its splits: {', '.join(splits)})")
+    if records and kind not in ("images", "text"):
+        raise ValueError(f"records=True (--records) is for a root/<class>/<file> folder of images, and {source_dir} "
+                         f"is a {kind} source")
+    if field is not None and kind != "json-lines":
+        raise ValueError(f"field= (--field) picks a field of a JSON-lines file's objects, and {source_dir} is a "
+                         f"{kind} source")
+    parent = _check_target(source_dir, target)
     temporary = parent / f".{target.name}.converting-{uuid.uuid4().hex[:12]}"
     try:
-        _build(legacy, temporary, size, verbose, codec)
-        _verify(legacy, temporary, size, verbose)
+        if kind in ("map", "sharded", "legacy"):
+            legacy: Any = _NativeSource(source_dir) if kind != "legacy" else open_legacy(source_dir)
+            size = batch_size if batch_size is not None else _default_batch_size(legacy)
+            _build(legacy, temporary, size, verbose, codec)
+            _verify(legacy, temporary, size, verbose)
+            result_kind, length = legacy.kind, len(legacy)
+        else:
+            size = batch_size if batch_size is not None else _DEFAULT_ROWS[kind]
+            built = _build_from(kind, source_dir, temporary, size, verbose, codec, records, field)
+            result_kind, length = built.layout.kind, len(built)
+            built.close()
+            _check_built(temporary)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
             raise FileExistsError(f"{target} appeared while {source_dir} was being converted; nothing was replaced")
@@ -86,7 +171,287 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    return Converted(target, legacy.kind, len(legacy))
+    return Converted(target, result_kind, length)
+
+
+def _check_target(source: Path, target: Path) -> Path:
+    """Refuse a destination that exists, has no parent folder or lies inside the source; returns its parent."""
+    if os.path.lexists(target):
+        raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
+    parent = target.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"the folder {parent} that would hold {target.name} does not exist")
+    source_abs, target_abs = source.resolve(), parent.resolve() / target.name
+    if target_abs == source_abs or source_abs in target_abs.parents:
+        raise ValueError(f"{target} is inside the source {source}; convert never writes into the source")
+    return parent
+
+
+def _check_built(directory: Path) -> None:
+    from mmap_ninja.verify import verify
+
+    report = verify(directory)
+    if not report.ok:
+        raise ConversionError(f"the converted map failed its check: {report.problems[0]}")
+
+
+# ---------------------------------------------------------------------------------------------- other sources
+
+
+def _folder_files(root: Path) -> list[Path]:
+    """The regular files under ``root`` (sub-folders too), hidden ones skipped, sorted by relative path."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder) / name for name in files if not name.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool,
+                field: str | None) -> Any:
+    codec = None if codec == "none" else codec
+    if kind == "images":
+        return _from_images(src, temporary, batch_size, verbose, codec, records)
+    if kind == "text":
+        if records:
+            raise ValueError(f"records=True (--records) is for a root/<class>/<file> folder of images; {src} holds "
+                             f"other files (e.g. {_first_other(src)})")
+        from mmap_ninja.string import StringsMmap
+
+        files = _folder_files(src)
+        texts = (_read_text(path) for path in files)
+        return StringsMmap.from_generator(temporary, _progress_over(texts, len(files), src.name, verbose),
+                                          batch_size, verbose=False, codec=codec)
+    if kind == "json-lines":
+        return _from_json_lines(src, temporary, batch_size, verbose, codec, field)
+    tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
+    if codec is None:  # the fields from the Arrow types (images columns, class labels: adapters.ingest)
+        from mmap_ninja.adapters.ingest import records_from_batches
+
+        bar = _progress(total or 0, f"converting {src.name}", verbose)
+        try:
+            return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata)
+        finally:
+            if bar is not None:
+                bar.close()
+    return _records_from_tables(tables, total, temporary, src.name, verbose, codec)
+
+
+def _counted(tables: Iterator[Any], bar: Any) -> Iterator[Any]:
+    """The record batches of ``tables``, counted on ``bar``."""
+    for table in tables:
+        for batch in table.to_batches():
+            yield batch
+            if bar is not None:
+                bar.update(batch.num_rows)
+
+
+def _first_other(src: Path) -> str:
+    return next((str(f.relative_to(src)) for f in _folder_files(src) if f.suffix.lower() not in IMAGE_SUFFIXES), "?")
+
+
+def _from_images(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool) -> Any:
+    if codec is not None:
+        raise ValueError("images keep their own encoding (JPEG, PNG, ...); a codec does not apply to them")
+    if records:
+        from mmap_ninja.records import RecordsMmap
+
+        from_image_folder = getattr(RecordsMmap, "from_image_folder", None)
+        if from_image_folder is None:
+            raise ValueError("records=True (--records) needs RecordsMmap.from_image_folder, which this mmap_ninja "
+                             "does not have")
+        return from_image_folder(temporary, src, batch_size=batch_size, verbose=verbose)
+    from mmap_ninja.images import ImagesMmap
+
+    return ImagesMmap.from_files(temporary, _folder_files(src), batch_size, verbose=verbose)
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); convert reads each file of a "
+                         f"folder of text files as one UTF-8 string") from None
+
+
+def _progress_over(items: Iterator[Any], total: int | None, desc: str, verbose: bool) -> Iterator[Any]:
+    if not verbose:
+        return items
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(items, total=total, desc=f"converting {desc}", unit=" samples"))
+
+
+def _json_lines(src: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line."""
+    with open(src, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{src} line {number} is not valid JSON: {e}") from None
+
+
+def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any,
+                     field: str | None) -> Any:
+    from itertools import chain
+
+    from mmap_ninja.records import RecordsMmap
+    from mmap_ninja.string import StringsMmap
+
+    lines = _json_lines(src)
+    first = next(lines, None)
+    if first is None:
+        raise ValueError(f"{src} has no JSON lines: there is nothing to convert")
+    values: Iterator[tuple[int, Any]] = chain([first], lines)
+    if field is not None:
+        values = ((number, _pick(src, number, value, field)) for number, value in values)
+        first = (first[0], _pick(src, first[0], first[1], field))
+    if isinstance(first[1], str):
+        def strings() -> Iterator[str]:
+            for number, value in values:
+                if not isinstance(value, str):
+                    raise ValueError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
+                                     f"{first[0]}")
+                yield value
+
+        return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose), batch_size,
+                                          verbose=False, codec=codec)
+    if field is not None:
+        values = ((number, {field: value}) for number, value in values)
+    elif not isinstance(first[1], dict):
+        raise ValueError(f"{src} line {first[0]} holds {type(first[1]).__name__}; convert takes JSON lines that are "
+                         f"objects (the rows of a records map) or strings")
+
+    def rows() -> Iterator[Any]:
+        for number, value in values:
+            if not isinstance(value, dict):
+                raise ValueError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
+                                 f"{first[0]}")
+            yield value
+
+    return _records_from_batches(_batched(rows(), batch_size), None, temporary, src.name, verbose, codec,
+                                 RecordsMmap)
+
+
+def _pick(src: Path, number: int, value: Any, field: str) -> Any:
+    if not isinstance(value, dict) or field not in value:
+        raise ValueError(f"{src} line {number} has no field {field!r}"
+                         + ("" if isinstance(value, dict) else f" (it holds {type(value).__name__}, not an object)"))
+    return value[field]
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any], int | None, Any,
+                                                                  dict[str, Any] | None]:
+    """The source as an iterator of ``pyarrow.Table`` of at most ``batch_size`` rows, its number of rows (None
+    when unknown), its Arrow schema and the metadata to give the map (a dataset's class label names)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ImportError("converting Parquet, Arrow and Hugging Face sources needs pyarrow: "
+                          "pip install 'mmap_ninja[arrow]'") from None
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(src, pre_buffer=False)  # pre-buffering would read ahead without bound
+        return ((pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=batch_size)),
+                parquet.metadata.num_rows, parquet.schema_arrow, None)
+    if kind == "arrow":
+        source = pa.memory_map(str(src))
+        try:
+            reader: Any = pa.ipc.open_file(source)
+            batches: Iterator[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_stream(source)
+            batches = iter(reader)
+        return ((pa.Table.from_batches([piece]) for batch in batches for piece in _slices(batch, batch_size)), None,
+                reader.schema, None)
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("converting a Hugging Face dataset needs the 'datasets' package: pip install datasets") \
+            from None
+    dataset = datasets.load_from_disk(str(src))
+    labels = {name: list(feature.names) for name, feature in dataset.features.items()
+              if type(feature).__name__ == "ClassLabel"}
+    return (iter(dataset.with_format("arrow").iter(batch_size=batch_size)), len(dataset), dataset.data.schema,
+            {"class_labels": labels} if labels else None)
+
+
+def _slices(batch: Any, size: int) -> Iterator[Any]:
+    for start in range(0, batch.num_rows, size):
+        yield batch.slice(start, size)
+
+
+def _records_from_tables(tables: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
+                         codec: Any) -> Any:
+    from mmap_ninja.records import RecordsMmap
+
+    return _records_from_batches((_table_columns(table) for table in tables), total, temporary, name, verbose,
+                                 codec, RecordsMmap)
+
+
+def _table_columns(table: Any) -> dict[str, Any]:
+    """A ``pyarrow.Table`` as the dict of columns ``RecordsMmap.extend`` takes, as `RecordsMmap.from_arrow`
+    reads a table (nulls refused, naming the column)."""
+    from mmap_ninja.records import _arrow_column  # the one reading of Arrow columns, shared with from_arrow
+
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count:
+            raise ValueError(f"column {name!r} holds {column.null_count} null(s); records fields cannot hold "
+                             f"missing values")
+        columns[name] = _arrow_column(column)
+    return columns
+
+
+def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
+                          codec: Any, cls: Any) -> Any:
+    """Build a records map from batches (lists of rows or dicts of columns), the schema inferred from the first
+    batch (with ``codec`` on every strings and ragged field), one commit per batch."""
+    from dataclasses import replace
+
+    from mmap_ninja.records import infer_schema
+
+    first = next(batches, None)
+    if first is None:
+        raise ValueError(f"{name} holds no rows: there is nothing to convert")
+    schema = infer_schema(first)
+    if codec is not None:
+        schema = {key: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
+                  for key, f in schema.items()}
+    bar = _progress(total or 0, f"converting {name}", verbose)
+    try:
+        with cls.build(temporary, schema=schema) as built:
+            for batch in _chain_one(first, batches):
+                built.extend(batch)
+                if bar is not None:
+                    bar.update(len(batch) if not isinstance(batch, dict) else len(next(iter(batch.values()), ())))
+    finally:
+        if bar is not None:
+            bar.close()
+    return built
+
+
+def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
 
 
 class _NativeSource:
@@ -94,12 +459,20 @@ class _NativeSource:
 
     def __init__(self, path: Path):
         from mmap_ninja.generic import open_existing
+        from mmap_ninja.sharded import ShardedMap
 
         self.path = path
         self.map: Any = open_existing(path, mode="r")
-        self.kind = self.map.layout.kind
+        self.kind = self.map.kind if isinstance(self.map, ShardedMap) else self.map.layout.kind
+        if self.kind not in ("strings", "ragged", "numpy"):
+            raise ValueError(f"{path} holds a {self.kind} map; convert copies maps of strings, ragged or numpy "
+                             f"samples")
         self.dtype = getattr(self.map, "dtype", None)
-        self.nbytes = sum(f.stat().st_size for f in path.iterdir() if f.suffix == ".bin")
+        self.sample_shape = None
+        if self.kind == "numpy":
+            self.sample_shape = tuple(self.map.attrs["sample_shape"]) if isinstance(self.map, ShardedMap) \
+                else np.asarray(self.map).shape[1:]
+        self.nbytes = sum(f.stat().st_size for f in path.rglob("*.bin"))
         self.compressed = False
 
     def __len__(self) -> int:
@@ -186,7 +559,9 @@ def _verify(legacy: Any, temporary: Path, batch_size: int, verbose: bool) -> Non
         for start in range(0, len(legacy), batch_size):
             stop = min(start + batch_size, len(legacy))
             if legacy.kind == "numpy":
-                _compare_arrays(start, np.asarray(converted)[start:stop], legacy.array[start:stop], "samples")
+                want = legacy.array[start:stop] if hasattr(legacy, "array") else \
+                    np.stack(legacy.get_many(np.arange(start, stop, dtype=np.int64)))
+                _compare_arrays(start, np.asarray(converted)[start:stop], want, "samples")
             else:
                 expected = legacy.get_many(np.arange(start, stop, dtype=np.int64))
                 for offset, (got, want) in enumerate(zip(converted[start:stop], expected)):

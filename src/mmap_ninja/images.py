@@ -4,8 +4,10 @@ decoded on read into ``(H, W, C)`` uint8 arrays.
 The map takes about the disk of the image files (their bytes are stored unchanged, back to back) instead of the
 decoded pixels' 10x or more. Each image's decoded shape and format are parsed once, when it is written, from the
 image's header, so ``shape(i)`` and batching decisions need no decoding. JPEGs are decoded with simplejpeg when it
-is installed (libjpeg-turbo, with its exact default settings unless ``fast=True``), everything else (and JPEGs
-simplejpeg refuses, such as CMYK ones) with Pillow. Both are imported only when a map of this kind is used.
+is installed (libjpeg-turbo, with its exact default settings unless ``fast=True``), PNGs with pyspng (libspng)
+when it is installed and gives Pillow's pixels exactly (8-bit images read in their own channels, or as RGB; not
+palette images read with alpha, whose transparency Pillow resolves its own way), everything else (and what those
+refuse, such as CMYK JPEGs) with Pillow. Each is imported only when a map of this kind is used.
 
 Columns (FORMAT.md, kind ``images``): ``data`` (the encoded bytes back to back), ``offsets`` (n + 1 int64 byte
 offsets), ``shapes`` (3 int64 per image: decoded height, width, channels) and ``formats`` (one uint8 per image,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import io
 import operator
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Optional
@@ -65,6 +68,37 @@ def _simplejpeg() -> Any:
     return _simplejpeg_module
 
 
+_pyspng_module: Any = None
+_pyspng_checked = False
+
+
+def _pyspng() -> Any:
+    """The pyspng module, or None when it is not installed (looked up once)."""
+    global _pyspng_module, _pyspng_checked
+    if not _pyspng_checked:
+        try:
+            import pyspng
+        except ImportError:
+            pyspng = None
+        _pyspng_module, _pyspng_checked = pyspng, True
+    return _pyspng_module
+
+
+_PNG_NATURAL_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, is left to Pillow)
+
+
+def _spng_decodes(raw: Any, channels: int) -> bool:
+    """Whether pyspng gives Pillow's exact pixels for this PNG read with ``channels``: 8 bits or less per sample,
+    and either RGB out or the image's own channels (not a palette image's, whose transparency Pillow resolves
+    its own way). Reads two bytes of the IHDR chunk."""
+    if len(raw) < 26:
+        return False
+    bit_depth, colour_type = raw[24], raw[25]
+    if bit_depth > 8:
+        return False
+    return channels == 3 or _PNG_NATURAL_CHANNELS.get(colour_type) == channels
+
+
 def _pillow() -> Any:
     try:
         from PIL import Image
@@ -80,8 +114,9 @@ class Decoder:
     ``channels``: None keeps each image's own channels (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; palette images
     become RGB, or RGBA when they have transparency; CMYK becomes RGB); 1, 3 or 4 converts every image to gray,
     RGB or RGBA (alpha dropped or set to 255). ``fast``: simplejpeg's ``fastdct`` and ``fastupsample`` (faster,
-    slightly different pixels; Pillow has no such flags). ``decoder``: ``"simplejpeg"`` or ``"pillow"`` for JPEGs;
-    None takes simplejpeg when it is installed.
+    slightly different pixels; Pillow has no such flags). ``decoder``: ``"pillow"`` decodes everything with
+    Pillow; ``"simplejpeg"`` requires simplejpeg for JPEGs; None takes simplejpeg for JPEGs and pyspng for the
+    PNGs it decodes exactly as Pillow does, when they are installed.
     """
 
     def __init__(self, channels: Optional[int] = None, fast: bool = False, decoder: Optional[str] = None):
@@ -105,9 +140,19 @@ class Decoder:
     def __repr__(self) -> str:
         return f"Decoder(channels={self.channels!r}, fast={self.fast!r}, decoder={self.requested!r})"
 
+    @property
+    def _png(self) -> Any:
+        """pyspng when it decodes this decoder's PNGs."""
+        return None if self.requested == "pillow" else _pyspng()
+
     def name_for(self, format_name: str) -> str:
-        """Which library decodes images of this Pillow format name (``"JPEG"``, ``"PNG"``, ...)."""
-        return "simplejpeg" if format_name == "JPEG" and self._jpeg is not None else "Pillow"
+        """Which library decodes images of this Pillow format name (``"JPEG"``, ``"PNG"``, ...); for PNG,
+        ``"pyspng"`` means pyspng where it gives Pillow's exact pixels and Pillow for the rest."""
+        if format_name == "JPEG" and self._jpeg is not None:
+            return "simplejpeg"
+        if format_name == "PNG" and self._png is not None:
+            return "pyspng"
+        return "Pillow"
 
     def decode(self, raw: Any, format_name: str, shape: tuple[int, int, int],
                out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
@@ -129,6 +174,20 @@ class Decoder:
                 if decoded.shape != shape:
                     raise ValueError(f"the image decodes to shape {decoded.shape}, expected {shape}")
                 return decoded
+        png = self._png if format_name == "PNG" else None
+        if png is not None and _spng_decodes(raw, channels):
+            try:
+                pixels = png.load(bytes(raw), _MODE_OF_CHANNELS[channels])
+            except RuntimeError:
+                pixels = None  # libspng is strict (a bad CRC, ...): Pillow decodes it or says what is wrong
+            if pixels is not None:
+                pixels = pixels.reshape(shape) if pixels.size == np.prod(shape) else pixels
+                if pixels.shape != shape:
+                    raise ValueError(f"the image decodes to shape {pixels.shape}, expected {shape}")
+                if out is None:
+                    return pixels  # type: ignore[no-any-return]
+                out[...] = pixels
+                return out
         try:
             image = self._pillow_decode(raw, format_name, channels)
         except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
@@ -440,10 +499,11 @@ class ImagesMmap(MapBase):
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  durable: bool = False, allow_unfinished: bool = False, channels: Optional[int] = None,
-                 fast: bool = False, decoder: Optional[str] = None):
+                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False):
         self._decoder = Decoder(channels, fast, decoder)  # checked before the map is opened
         super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
-                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished)
+                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                         verify_reads=verify_reads)
 
     # -------------------------------------------------------------- reading
 
@@ -605,12 +665,48 @@ def _as_path(path: Any) -> Any:
     raise TypeError(f"from_files() takes paths (str or os.PathLike), got {type(path).__name__}")
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` decoding threads, kept for the process (starting threads on every batch costs more
+    than decoding a small image)."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmap_ninja-decode")
+        return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child the parent's threads do not exist: start new pools on demand."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def _run(task: Callable[[int], None], count: int, threads: Optional[int]) -> None:
-    """``task(0)``, ..., ``task(count - 1)``, on ``threads`` threads when more than one is asked for."""
+    """``task(0)``, ..., ``task(count - 1)``, on ``threads`` threads when more than one is asked for: each thread
+    takes one contiguous share of the range (one hand-off per thread, not one per image); the decoders release
+    the GIL while they decode."""
     if threads is None or threads == 1 or count < 2:
         for k in range(count):
             task(k)
         return
-    with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
-        for _ in pool.map(task, range(count)):  # re-raises the first failure
-            pass
+    workers = min(threads, count)
+    bounds = [count * w // workers for w in range(workers + 1)]
+
+    def share(w: int) -> None:
+        for k in range(bounds[w], bounds[w + 1]):
+            task(k)
+
+    pool = _pool(workers)
+    futures = [pool.submit(share, w) for w in range(1, workers)]
+    share(0)  # the calling thread decodes a share too
+    for future in futures:
+        future.result()  # re-raises the first failure

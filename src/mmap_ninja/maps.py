@@ -18,6 +18,7 @@ import numpy as np
 
 from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size, join_batches
+from mmap_ninja.checksums import CheckedView, ReadChecker
 from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
@@ -146,7 +147,9 @@ class MapBase:
     map yet, the handle is an empty map and its first write creates it (``mode="r"`` refuses a missing map).
     ``wrapper_fn`` is applied to every sample read, to a copy of it unless ``copy_before_wrapper_fn=False``.
     ``durable=True`` fsyncs every commit before publishing it. ``allow_unfinished=True`` opens a build that was
-    interrupted (read-only), to read what it committed.
+    interrupted (read-only), to read what it committed. ``verify_reads=True`` checks every sample read against
+    the checksums of the bytes it is read from (each checksum record once per handle) and raises
+    `mmap_ninja.checksums.ChecksumMismatchError` on damage; reads are unchecked by default (no cost).
     """
 
     layout: ClassVar[Layout]
@@ -161,17 +164,21 @@ class MapBase:
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
-                 durable: bool = False, allow_unfinished: bool = False):
+                 durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False):
         if isinstance(wrapper_fn, str) and mode == "r+":  # MapClass(path, "r"): the mode given positionally
             wrapper_fn, mode = None, wrapper_fn
         self._setup(absolute(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
                     durable, allow_unfinished)
+        self._verify_reads = bool(verify_reads)
         if allow_unfinished:
             self._mode = "r"
         try:
             store: Optional[Store] = self._open_store()
         except NotAMapError:
             if is_legacy_map(self._path):  # written by mmap_ninja 0.9.0: read it as it is, refuse writes
+                if self._verify_reads:
+                    raise ValueError(f"{self._path} was written by mmap_ninja 0.9.0 and has no checksums: "
+                                     f"verify_reads=True cannot check it (mmap-ninja convert upgrades it)") from None
                 self._open_legacy()
                 return
             if self._mode == "r":
@@ -186,6 +193,10 @@ class MapBase:
         self._store = store
         if store is not None:
             self._check_kind(store)
+            if self._verify_reads and store.header.checksums is None:
+                store.close()
+                raise ValueError(f"{self._path} has no checksums (it was written before mmap_ninja kept them): "
+                                 f"verify_reads=True cannot check its reads")
         self._view = self._rebuild()
 
     def _open_store(self) -> Store:
@@ -223,6 +234,8 @@ class MapBase:
         self._view_lock = threading.Lock()
         self._tickets = 0  # views are numbered when their building starts; a newer one is never replaced by an older
         self._installed = 0
+        self._verify_reads = False
+        self._verified: set[tuple[int, int, int, int]] = set()  # checksum records this handle's reads verified
 
     @classmethod
     def _attach(cls: type[M], store: Store, mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
@@ -265,7 +278,13 @@ class MapBase:
             self._tickets += 1
             ticket = self._tickets
         store = self._store
-        view = self.layout.view(store.snapshot() if store is not None else EmptyColumns(self._path, self.layout))
+        if store is None:
+            view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
+        else:
+            snapshot = store.snapshot()
+            view = self.layout.view(snapshot)
+            if self._verify_reads and store.header.checksums is not None:
+                view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
         with self._view_lock:
             if ticket > self._installed:
                 self._installed = ticket
@@ -650,6 +669,8 @@ class MapBase:
         options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "lock_timeout": self._lock_timeout,
                    "durable": self._durable, "allow_unfinished": self._allow_unfinished}
+        if self._verify_reads:
+            options["verify_reads"] = True
         return _reopen, (type(self), str(self._path), options)
 
 

@@ -63,6 +63,8 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         return wrapped if dtype is None else wrapped.astype(dtype)
 
     def __getitem__(self, index: Any) -> Any:
+        if self._verify_reads:
+            self._check_rows(index)
         result = self.array[index]
         if self.wrapper_fn is None:
             return result
@@ -70,7 +72,21 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
             return self._wrap(result)
         return [self._wrap(sample) for sample in result]
 
+    def _check_rows(self, index: Any) -> None:
+        """verify_reads=True: check the samples (rows) an index reads (whatever NumPy index it is)."""
+        checker = getattr(self._view, "checker", None)
+        if checker is None:
+            return
+        first = index[0] if isinstance(index, tuple) and index else index
+        if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
+            rows: Any = [int(first) % max(len(self), 1)]
+        else:
+            rows = np.arange(len(self))[first]
+        checker.check_many(rows)
+
     def __iter__(self) -> Iterator[Any]:
+        if self._verify_reads:
+            self._check_rows(slice(None))
         array = self.array
         if self.wrapper_fn is None:
             return iter(array)

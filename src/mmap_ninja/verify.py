@@ -11,9 +11,10 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
-from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
+from mmap_ninja.sharded import is_sharded
 from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
 
 __all__ = ["Report", "verify"]
@@ -37,18 +38,23 @@ class Report:
         return not self.problems
 
 
-def verify(path: PathLike, deep: bool = False) -> Report:
+def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Report:
     """Check the map in ``path``; returns a `Report` (``report.ok`` is True when nothing is wrong).
 
     Always (in time that does not grow with the data's bytes): the header and its own checksum, that every
     column file exists and holds its committed bytes, and the index: offsets start at 0, never decrease and end
     at the committed data. With ``deep=True`` also every checksum record: the bytes of every commit are hashed
-    again and every committed byte must be covered. Raises `NotAMapError` if ``path`` holds no map.
+    again and every committed byte must be covered. A sharded map (a directory with ``shards.json``) is checked
+    shard by shard, each shard against what ``shards.json`` records (its header id and length); a problem names
+    the shard and the samples of the whole map it holds. ``progress=True`` shows a progress bar of the bytes
+    hashed (deep checks). Raises `NotAMapError` if ``path`` holds no map.
     """
     directory = absolute(path)
     report = Report(directory, deep=deep)
     if is_legacy_map(directory):
         return _verify_legacy(report)
+    if is_sharded(directory):
+        return _verify_sharded(report, progress)
     try:
         header = read_header(directory)
     except CorruptMapError as e:
@@ -88,7 +94,43 @@ def verify(path: PathLike, deep: bool = False) -> Report:
     _check_index(columns, unit, report)
     report.length = cls.layout.count(header.lengths, header.attrs)
     if deep:
-        _check_checksums(directory, header, columns, unit, report)
+        _check_checksums(directory, header, columns, unit, report, progress)
+    return report
+
+
+def _verify_sharded(report: Report, progress: bool) -> Report:
+    """Check ``shards.json`` and every shard it lists (with the same depth)."""
+    from mmap_ninja.sharded import SHARDS_FILE, ShardedMap
+
+    try:
+        top = ShardedMap(report.path, mode="r")
+    except (CorruptMapError, FormatVersionError) as e:
+        report.problems.append(str(e))
+        return report
+    report.kind, report.length = top.kind, len(top)
+    starts = top.shard_starts
+    for k, info in enumerate(top.shards):
+        shard_path = top.path / info.path
+        where = f"shard {k} ({info.path}, samples {starts[k]}..{starts[k + 1] - 1} of the sharded map)"
+        try:
+            sub = verify(shard_path, deep=report.deep, progress=progress)
+        except NotAMapError:
+            report.problems.append(f"{top.path / SHARDS_FILE} lists {where}, but {shard_path} holds no map")
+            continue
+        report.bytes_hashed += sub.bytes_hashed
+        report.problems += [f"{where}: {problem}" for problem in sub.problems]
+        report.notes += [f"{where}: {note}" for note in sub.notes]
+        if not sub.ok:
+            continue
+        if sub.kind != top.kind:
+            report.problems.append(f"{where} holds a {sub.kind!r} map; {SHARDS_FILE} says the shards are "
+                                   f"{top.kind!r}")
+        elif sub.length != info.length:
+            report.problems.append(f"{where} holds {sub.length} samples, but {SHARDS_FILE} records {info.length}: "
+                                   f"it was changed after it was added")
+        elif info.id is not None and read_header(shard_path).id != info.id:
+            report.problems.append(f"{where} was replaced after it was added: its header id differs from the one "
+                                   f"{SHARDS_FILE} records")
     return report
 
 
@@ -158,12 +200,27 @@ def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: R
 
 
 def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndarray[Any, Any]], unit: int,
-                     report: Report) -> None:
+                     report: Report, progress: bool = False) -> None:
     if header.checksums is None or CHECKSUMS not in columns:
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
         return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
     hash_bytes = hasher(header.checksums)
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        hashed = sum(c.nbytes for name, c in columns.items() if name != CHECKSUMS and not is_derived(name))
+        bar = tqdm(total=hashed, unit="B", unit_scale=True, desc=f"verifying {directory.name}")
+    try:
+        _hash_records(directory, columns, records, hash_bytes, unit, report, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _hash_records(directory: Path, columns: dict[str, np.ndarray[Any, Any]], records: np.ndarray[Any, Any],
+                  hash_bytes: Any, unit: int, report: Report, bar: Any) -> None:
     for name, items in columns.items():
         if name == CHECKSUMS or is_derived(name):  # derived data (a key index) has no checksum records
             continue
@@ -179,6 +236,8 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
                                        f"from byte {covered})")
                 break
             report.bytes_hashed += stop - start
+            if bar is not None:
+                bar.update(stop - start)
             if hash_bytes([data[start:stop]]) != digest:
                 report.problems.append(f"{where}: the bytes do not match their checksum")
             covered = stop

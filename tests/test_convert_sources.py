@@ -1,0 +1,196 @@
+"""`convert` / `mmap-ninja convert` from sources other than maps: folders of images and text files, JSON lines,
+Parquet, Arrow and Hugging Face datasets, and sharded maps; each made here from small local data."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from mmap_ninja import RecordsMmap, StringsMmap
+from mmap_ninja.cli import main
+from mmap_ninja.convert import convert, source_kind
+from mmap_ninja.generic import open_existing
+
+
+def _image_bytes(color, fmt):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_a_folder_of_images_becomes_an_images_map_in_sorted_path_order(tmp_path):
+    from mmap_ninja.images import ImagesMmap
+
+    src = tmp_path / "pictures"
+    (src / "b").mkdir(parents=True)
+    files = {"b/z.png": _image_bytes("red", "PNG"), "a.JPG": _image_bytes("blue", "JPEG"),
+             "b/c.png": _image_bytes("green", "PNG")}
+    for name, raw in files.items():
+        (src / name).write_bytes(raw)
+    (src / ".DS_Store").write_bytes(b"hidden files are skipped")
+    assert source_kind(src) == "images"
+    assert main(["convert", "-q", str(src), str(tmp_path / "out")]) == 0
+    m = ImagesMmap(tmp_path / "out", mode="r")
+    assert len(m) == 3
+    assert [bytes(m.raw(i)) for i in range(3)] == [files["a.JPG"], files["b/c.png"], files["b/z.png"]]
+    assert m[2].shape == (4, 6, 3) and tuple(m[2][0, 0]) == (255, 0, 0)
+
+
+def test_records_option_on_a_class_folder(tmp_path):
+    src = tmp_path / "classes"
+    for label in ("cat", "dog"):
+        (src / label).mkdir(parents=True)
+        (src / label / "1.png").write_bytes(_image_bytes("white", "PNG"))
+    assert main(["convert", "-q", "--records", str(src), str(tmp_path / "out")]) == 0
+    m = open_existing(tmp_path / "out", mode="r")
+    assert isinstance(m, RecordsMmap) and len(m) == 2 and m.metadata["classes"] == ["cat", "dog"]
+    assert [row["label"] for row in m] == [0, 1] and m[1]["image"].shape == (4, 6, 3)
+    (src / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        convert(src, tmp_path / "other", verbose=False, records=True)
+
+
+def test_a_folder_of_text_files_becomes_a_strings_map_one_sample_per_file(tmp_path):
+    src = tmp_path / "texts"
+    (src / "sub").mkdir(parents=True)
+    (src / "b.txt").write_text("second ünïcode", encoding="utf-8")
+    (src / "a.md").write_text("first", encoding="utf-8")
+    (src / "sub" / "c.txt").write_text("", encoding="utf-8")
+    assert source_kind(src) == "text"
+    done = convert(src, tmp_path / "out", verbose=False, codec="zstd")
+    assert done.kind == "strings" and done.length == 3
+    m = StringsMmap(tmp_path / "out", mode="r")
+    assert list(m) == ["first", "second ünïcode", ""] and m.codec == "zstd"
+
+
+def test_a_text_file_that_is_not_utf8_is_named_and_nothing_is_written(tmp_path):
+    src = tmp_path / "texts"
+    src.mkdir()
+    (src / "good.txt").write_text("fine")
+    (src / "photo.jpg.txt").write_bytes(_image_bytes("red", "JPEG"))
+    with pytest.raises(ValueError, match=r"photo\.jpg\.txt is not UTF-8 text"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]  # no output, no temporary directory
+
+
+def test_json_lines_of_objects_become_records_and_strings_become_strings(tmp_path):
+    rows = [{"text": f"row {i}", "label": i % 3, "score": i / 2, "tokens": list(range(i))} for i in range(7)]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n")
+    done = convert(src, tmp_path / "records", verbose=False, batch_size=3)
+    assert done.kind == "records" and done.length == 7
+    m = RecordsMmap(tmp_path / "records", mode="r")
+    assert m[5]["text"] == "row 5" and m[5]["label"] == 2 and m[5]["score"] == 2.5
+    np.testing.assert_array_equal(m[4]["tokens"], [0, 1, 2, 3])
+    assert main(["convert", "-q", "--field", "text", str(src), str(tmp_path / "texts")]) == 0
+    assert list(StringsMmap(tmp_path / "texts", mode="r")) == [f"row {i}" for i in range(7)]
+    plain = tmp_path / "plain.ndjson"
+    plain.write_text('"one"\n"two"\n')
+    assert list(StringsMmap(convert(plain, tmp_path / "plain", verbose=False).path)) == ["one", "two"]
+
+
+@pytest.mark.parametrize("content, message", [('{"a": 1}\n{"a": 2\n', "line 2 is not valid JSON"),
+                                              ('{"a": 1}\n"text"\n', "line 2 holds str, not an object"),
+                                              ('[1, 2]\n', "line 1 holds list")])
+def test_bad_json_lines_name_the_line(tmp_path, content, message):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        convert(src, tmp_path / "out", verbose=False, batch_size=1)
+    assert not (tmp_path / "out").exists()
+    status = main(["convert", "-q", "--field", "missing", str(src), str(tmp_path / "out")])
+    assert status == 1 and not (tmp_path / "out").exists()
+
+
+def _table():
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array(range(10), pa.int64()), "text": [f"doc {i}" for i in range(10)],
+                     "values": [[float(j) for j in range(i % 4)] for i in range(10)],
+                     "vec": pa.array([[i, i + 1] for i in range(10)], pa.list_(pa.float32(), 2))})
+
+
+def _check_records(path):
+    m = RecordsMmap(path, mode="r")
+    assert len(m) == 10 and m.fields == ("id", "text", "values", "vec")
+    assert m[7]["id"] == 7 and m[7]["text"] == "doc 7"
+    np.testing.assert_array_equal(m[7]["values"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(m[7]["vec"], np.array([7, 8], np.float32))
+
+
+def test_parquet_is_read_a_batch_at_a_time(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(_table(), tmp_path / "t.parquet", row_group_size=4)
+    done = convert(tmp_path / "t.parquet", tmp_path / "out", verbose=False, batch_size=3)
+    assert done.kind == "records" and done.length == 10
+    _check_records(tmp_path / "out")
+    header = json.loads((tmp_path / "out" / "header.json").read_text())
+    assert header["commit"] >= 4  # one commit per batch of 3 rows, not one for the whole file
+
+
+def test_arrow_ipc_files_and_streams(tmp_path):
+    import pyarrow as pa
+
+    table = _table()
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=6)
+    with pa.OSFile(str(tmp_path / "s.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert main(["convert", "-q", "--batch-size", "4", str(tmp_path / "t.arrow"), str(tmp_path / "out")]) == 0
+    _check_records(tmp_path / "out")
+    convert(tmp_path / "s.arrow", tmp_path / "out2", verbose=False, codec="zstd")
+    _check_records(tmp_path / "out2")
+    assert RecordsMmap(tmp_path / "out2").schema["text"].codec is not None
+
+
+def test_nulls_in_a_parquet_column_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1, None, 3]}), tmp_path / "n.parquet")
+    with pytest.raises(ValueError, match="row 1, field 'x' is null"):
+        convert(tmp_path / "n.parquet", tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hugging_face_dataset_saved_to_disk(tmp_path):
+    import datasets
+
+    data = {"text": [f"hello {i}" for i in range(10)], "label": list(range(10))}
+    datasets.Dataset.from_dict(data).save_to_disk(str(tmp_path / "hf"))
+    assert source_kind(tmp_path / "hf") == "huggingface"
+    done = convert(tmp_path / "hf", tmp_path / "out", verbose=False, batch_size=4)
+    m = RecordsMmap(done.path, mode="r")
+    assert len(m) == 10 and m[9] == {"text": "hello 9", "label": 9}
+    pictures = {"image": [{"bytes": _image_bytes(c, "PNG"), "path": None} for c in ("red", "blue")], "label": [1, 0]}
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    datasets.Dataset.from_dict(pictures, features=features).save_to_disk(str(tmp_path / "hfimages"))
+    assert main(["convert", "-q", str(tmp_path / "hfimages"), str(tmp_path / "images")]) == 0
+    m = RecordsMmap(tmp_path / "images", mode="r")
+    assert m.metadata["class_labels"] == {"label": ["cat", "dog"]} and m[0]["label"] == 1
+    assert tuple(m[0]["image"][0, 0]) == (255, 0, 0)  # the PNG's bytes kept, decoded on read
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(data)}).save_to_disk(str(tmp_path / "hfdict"))
+    with pytest.raises(ValueError, match=r"DatasetDict.*hfdict/train"):
+        convert(tmp_path / "hfdict", tmp_path / "out2", verbose=False)
+
+
+def test_a_sharded_map_becomes_one_map(tmp_path):
+    from mmap_ninja import merge
+
+    StringsMmap.from_strings(tmp_path / "a", ["x", "y"])
+    StringsMmap.from_strings(tmp_path / "b", ["z"])
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"])
+    done = convert(tmp_path / "sharded", tmp_path / "one", verbose=False, codec="lz4")
+    assert done.kind == "strings" and list(StringsMmap(done.path)) == ["x", "y", "z"]
+
+
+def test_unknown_files_are_refused_with_what_convert_takes(tmp_path):
+    (tmp_path / "data.csv").write_text("a,b\n")
+    assert main(["convert", "-q", str(tmp_path / "data.csv"), str(tmp_path / "out")]) == 3
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", "-q", str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
+    assert not (tmp_path / "out").exists()
