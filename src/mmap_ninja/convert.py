@@ -408,17 +408,10 @@ def _records_from_tables(tables: Iterator[Any], total: int | None, temporary: Pa
 
 def _table_columns(table: Any) -> dict[str, Any]:
     """A ``pyarrow.Table`` as the dict of columns ``RecordsMmap.extend`` takes, as `RecordsMmap.from_arrow`
-    reads a table (nulls refused, naming the column)."""
+    reads a table (nulls refused, naming the row and the field)."""
     from mmap_ninja.records import _arrow_column  # the one reading of Arrow columns, shared with from_arrow
 
-    columns = {}
-    for name in table.column_names:
-        column = table.column(name)
-        if column.null_count:
-            raise ValueError(f"column {name!r} holds {column.null_count} null(s); records fields cannot hold "
-                             f"missing values")
-        columns[name] = _arrow_column(column)
-    return columns
+    return {name: _arrow_column(table.column(name), name, {}) for name in table.column_names}
 
 
 def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
