@@ -582,38 +582,9 @@ class ImagesMmap(MapBase):
         C-contiguous, writable, of the result's shape; when padding, H, W and C may be larger). ``threads`` > 1
         decodes on that many threads. ``wrapper_fn`` is not applied.
         """
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-        view = self._view
-        decoder = self._decoder
-        positions = resolve_positions(indices, view.length)
-        shapes = view.shapes_at(positions, decoder.channels)
-        count = len(positions)
-        if pad_value is None:
-            if count and (shapes != shapes[0]).any():
-                j = int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
-                raise ValueError(f"images {positions[0]} and {positions[j]} have different shapes "
-                                 f"({tuple(shapes[0].tolist())} and {tuple(shapes[j].tolist())}); pass pad_value= to "
-                                 f"pad them, or open the map with channels= to give them the same channels")
-            shape = tuple(shapes[0].tolist()) if count else (0, 0, decoder.channels or 0)
-            batch = np.empty((count, *shape), np.uint8) if out is None else check_out(out, (count, *shape), _UINT8)
-
-            def fill(k: int) -> None:
-                view.decode(int(positions[k]), decoder, batch[k])
-        else:
-            pad = pad_scalar(pad_value, _UINT8)
-            largest = tuple(shapes.max(axis=0).tolist()) if count else (0, 0, decoder.channels or 0)
-            if out is None:
-                batch = np.empty((count, *largest), np.uint8)
-            else:
-                batch = check_out(out, (count, *largest), _UINT8, at_least=True)
-            batch[...] = pad
-
-            def fill(k: int) -> None:
-                height, width, channels = shapes[k].tolist()
-                batch[k, :height, :width, :channels] = view.decode(int(positions[k]), decoder)
-        _run(fill, count, threads)
-        return batch if pad_value is None else (batch, shapes)
+        return decode_batch(self._view, resolve_positions(indices, self._view.length), self._decoder,
+                            pad_value=pad_value, out=out, threads=threads,
+                            hint=", or open the map with channels= to give them the same channels")
 
     def __reduce__(self) -> tuple[Any, ...]:
         reopen, (cls, path, options) = super().__reduce__()
@@ -688,6 +659,41 @@ def _forget_pools() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pools)
+
+
+def decode_batch(view: ImagesView, positions: np.ndarray[Any, Any], decoder: Decoder, *, pad_value: Any = None,
+                 out: Optional[np.ndarray[Any, Any]] = None, threads: Optional[int] = None, hint: str = "") -> Any:
+    """The images at ``positions`` decoded into one uint8 array, or ``(padded, shapes)`` with a ``pad_value``, as
+    `ImagesMmap.get_batch` describes (records' images fields decode their batches here too)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    shapes = view.shapes_at(positions, decoder.channels)
+    count = len(positions)
+    empty = (0, 0, decoder.channels or 0)
+    if pad_value is None:
+        if count and (shapes != shapes[0]).any():
+            j = int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
+            raise ValueError(f"images {positions[0]} and {positions[j]} have different shapes "
+                             f"({tuple(shapes[0].tolist())} and {tuple(shapes[j].tolist())}); pass pad_value= to "
+                             f"pad them{hint}")
+        shape = tuple(shapes[0].tolist()) if count else empty
+        batch = np.empty((count, *shape), np.uint8) if out is None else check_out(out, (count, *shape), _UINT8)
+
+        def fill(k: int) -> None:
+            view.decode(int(positions[k]), decoder, batch[k])
+    else:
+        largest = tuple(shapes.max(axis=0).tolist()) if count else empty
+        if out is None:
+            batch = np.empty((count, *largest), np.uint8)
+        else:
+            batch = check_out(out, (count, *largest), _UINT8, at_least=True)
+        batch[...] = pad_scalar(pad_value, _UINT8)
+
+        def fill(k: int) -> None:
+            height, width, channels = shapes[k].tolist()
+            batch[k, :height, :width, :channels] = view.decode(int(positions[k]), decoder)
+    _run(fill, count, threads)
+    return batch if pad_value is None else (batch, shapes)
 
 
 def _run(task: Callable[[int], None], count: int, threads: Optional[int]) -> None:

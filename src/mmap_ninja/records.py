@@ -45,12 +45,12 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 import numpy as np
 
 from mmap_ninja import keys as _keys
-from mmap_ninja.batch import assemble, check_batch_size, join_batches, pad_scalar
+from mmap_ninja.batch import assemble, check_batch_size, join_batches
 from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
-from mmap_ninja.images import DEFAULT_DECODER, ImagesMmap, ImagesView
+from mmap_ninja.images import DEFAULT_DECODER, ImagesMmap, ImagesView, decode_batch
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -832,7 +832,7 @@ class RecordsMmap(MapBase):
                 batch[name] = np.take(field_view.array, positions, axis=0)
             elif isinstance(field_view, ImagesView):
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
-                result = _images_batch(field_view, positions, pad)
+                result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
                 if pad is None:
                     batch[name] = result
                 else:
@@ -1438,28 +1438,6 @@ def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: 
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
     return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
-
-
-def _images_batch(view: ImagesView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:
-    """The images at ``positions`` decoded into one uint8 array (as `ImagesMmap.get_batch` decodes them)."""
-    shapes = view.shapes_at(positions)
-    count = len(positions)
-    if pad_value is None:
-        if count and (shapes != shapes[0]).any():
-            j = int(np.flatnonzero((shapes != shapes[0]).any(axis=1))[0])
-            raise ValueError(f"images {positions[0]} and {positions[j]} have different shapes "
-                             f"({tuple(shapes[0].tolist())} and {tuple(shapes[j].tolist())}); pass pad_value= to "
-                             f"pad them")
-        batch = np.empty((count, *(shapes[0].tolist() if count else (0, 0, 0))), np.uint8)
-        for k, position in enumerate(positions.tolist()):
-            view.decode(position, DEFAULT_DECODER, batch[k])
-        return batch
-    largest = shapes.max(axis=0).tolist() if count else (0, 0, 0)
-    padded = np.full((count, *largest), pad_scalar(pad_value, np.dtype(np.uint8)), np.uint8)
-    for k, position in enumerate(positions.tolist()):
-        height, width, channels = shapes[k].tolist()
-        padded[k, :height, :width, :channels] = view.decode(position, DEFAULT_DECODER)
-    return padded, shapes
 
 
 def _images_to_arrow(view: ImagesView) -> Any:
