@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmap_ninja import CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, np_from_ndarray
+from mmap_ninja import ChecksumMismatchError, CorruptMapError, NotAMapError, RaggedMmap, StringsMmap, np_from_ndarray
 from mmap_ninja.codecs import Zstd
 from mmap_ninja.format import read_header
 from mmap_ninja.sharded import (
@@ -635,3 +635,24 @@ def test_records_with_another_field_dtype_codec_name_or_order_are_refused(tmp_pa
     with pytest.raises(SchemaMismatchError, match=r"fields\.tokens\.attrs\.dtype '<i8' instead of '<i4'"):
         m.add_shards([tmp_path / "dtype"])
     assert snapshot(tmp_path) == before and len(ShardedMap(m.path)) == 1
+
+
+def test_shard_options_reach_every_shard_and_survive_pickling(tmp_path):
+    first = StringsMmap.from_strings(tmp_path / "a", ["alpha", "beta"])
+    StringsMmap.from_strings(tmp_path / "b", ["gamma", "delta"]).close()
+    first.close()
+    m = merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+    m.close()
+    data = tmp_path / "out" / m.shards[1].path / "data.bin"
+    raw = bytearray(data.read_bytes())
+    raw[raw.index(b"gamma")] ^= 0x20  # "Gamma": the same size, so only a checksum can tell
+    data.write_bytes(bytes(raw))
+    assert ShardedMap(tmp_path / "out")[2] == "Gamma"  # reads stay unchecked by default
+    checked = ShardedMap(tmp_path / "out", verify_reads=True)
+    assert checked[0] == "alpha"
+    with pytest.raises(ChecksumMismatchError, match=r"data\.bin"):
+        checked[2]
+    with pytest.raises(ChecksumMismatchError):
+        pickle.loads(pickle.dumps(checked))[3]
+    with pytest.raises(TypeError, match="no_such_option"):
+        ShardedMap(tmp_path / "out", no_such_option=1)

@@ -205,12 +205,14 @@ class ShardedMap:
     ``m.get_batch(indices, ...)`` with the arguments of the shards' kind when it has one, iteration, and
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
-    are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes.
+    are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes. Other options
+    are the shards' own (``verify_reads=True``, an images map's ``channels=``, ...) and are given to every shard
+    it opens; one the shards' kind does not take is refused here, with the shards' TypeError.
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS,
-                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **_ignored: Any):
+                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **shard_options: Any):
         if isinstance(wrapper_fn, str) and mode == "r+":
             wrapper_fn, mode = None, wrapper_fn
         mode = mode.replace("b", "") if isinstance(mode, str) else mode
@@ -226,6 +228,8 @@ class ShardedMap:
         self._lock_timeout = lock_timeout
         self._lock = threading.Lock()
         self._install(_read_top_header(self._path))
+        inspect.signature(self._cls).bind(self._path, mode="r", **shard_options)  # the shards' TypeError, now
+        self.shard_options = shard_options
 
     def _install(self, header: _TopHeader) -> None:
         cls = KINDS.get(header.kind)
@@ -332,7 +336,7 @@ class ShardedMap:
     def open_shard(self, k: int) -> MapBase:
         """Open shard ``k`` read-only, unchecked: every read reaches a shard through this (and then checks it
         against ``shards.json``). A subclass may override it to fetch the shard first, as the remote adapter does."""
-        return self._cls(self._path / self._header.shards[k].path, mode="r")
+        return self._cls(self._path / self._header.shards[k].path, mode="r", **self.shard_options)
 
     def _load(self, k: int) -> MapBase:
         info = self._header.shards[k]
@@ -492,7 +496,7 @@ class ShardedMap:
         # The path and the options, never the data or the open shards.
         options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "max_open_shards": self._max_open,
-                   "lock_timeout": self._lock_timeout}
+                   "lock_timeout": self._lock_timeout, **self.shard_options}
         return _reopen, (str(self._path), options)
 
 

@@ -512,7 +512,7 @@ class RemoteShardedMap(ShardedMap):
 
         entry, fd = self._cache.acquire(key, fill)
         try:
-            shard = self.shard_class(entry, mode="r")
+            shard = self.shard_class(entry, mode="r", **self.shard_options)
         except BaseException:
             os.close(fd)
             raise
