@@ -7,6 +7,7 @@ import argparse
 import json
 import shlex
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -358,7 +359,8 @@ class Bench:
     # ---- plots
 
     def footer(self) -> str:
-        return f"made by: {self.args.command}  |  {_env.machine_markdown(self.results['machine'])[:150]}"
+        machine = _env.machine_markdown(self.results["machine"])
+        return "\n".join(textwrap.wrap(f"made by: {self.args.command}  |  {machine}", 220)[:2])
 
     def plot_growth(self, g: dict) -> None:
         import matplotlib
@@ -378,7 +380,7 @@ class Bench:
             ax.grid(alpha=0.3)
         fig.suptitle("Time of each extend batch while the map grows")
         fig.text(0.01, 0.01, self.footer(), fontsize=6)
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
         fig.savefig(self.out / "extend_growth.png", dpi=110)
         plt.close(fig)
 
@@ -387,6 +389,7 @@ class Bench:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
         text = self.results.get("text", {}).get("rows", {})
@@ -413,8 +416,12 @@ class Bench:
         axes[2].legend()
         for ax in axes:
             ax.grid(alpha=0.3, axis="x")
+        for ax in axes[:2]:  # log axes: ticks at 1, 2 and 5 of each decade, as plain numbers (minor ones overlap)
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         fig.text(0.01, 0.01, self.footer(), fontsize=6)
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
         fig.savefig(self.out / "tables.png", dpi=110)
         plt.close(fig)
 
