@@ -656,3 +656,24 @@ def test_shard_options_reach_every_shard_and_survive_pickling(tmp_path):
         pickle.loads(pickle.dumps(checked))[3]
     with pytest.raises(TypeError, match="no_such_option"):
         ShardedMap(tmp_path / "out", no_such_option=1)
+
+
+@pytest.mark.parametrize("kind", ["records", "zstd"])
+def test_add_shards_of_maps_whose_headers_require_features(tmp_path, kind):
+    # A records map (and a compressed map) lists features in its header's requires; the sharded map's own
+    # requires stays empty, so appending must compare the shards with a shard, not with the top header.
+    from mmap_ninja import RecordsMmap
+
+    def make(name, start, n):
+        path = tmp_path / name
+        if kind == "records":
+            RecordsMmap.from_dict(path, {"label": np.arange(start, start + n)}).close()
+        else:
+            RaggedMmap.from_lists(path, [np.arange(i, i + 3) for i in range(start, start + n)], codec=Zstd()).close()
+        return path
+
+    m = merge(tmp_path / "out", [make("a", 0, 3)])
+    m.add_shards([make("b", 3, 2)])
+    assert len(m) == 5 and len(ShardedMap(tmp_path / "out").shards) == 2
+    first = m[4]["label"] if kind == "records" else m[4][0]
+    assert first == 4

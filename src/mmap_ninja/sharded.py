@@ -689,9 +689,18 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             _refuse_foreign(out)
         sources = [_check_source(p, out) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
-        if existing is not None and any(s.length for s in existing.shards):
-            expected = _schema(existing.kind, existing.attrs, existing.requires)
         reference_path = out
+        if existing is not None:
+            # The shards' requires (a records map's, a codec's) are in their headers, not in shards.json (whose
+            # own requires are features of the sharded format): compare with a shard that has samples.
+            reference = next((s for s in existing.shards if s.length), None)
+            if reference is not None:
+                reference_path = out / reference.path
+                try:
+                    expected = shard_schema(read_header(reference_path))
+                except NotAMapError:
+                    raise CorruptMapError(f"{out / SHARDS_FILE} lists the shard {reference.path!r}, but "
+                                          f"{reference_path} holds no map") from None
         for source in sources:
             schema = shard_schema(source.header)
             if existing is not None and schema["kind"] != existing.kind:
