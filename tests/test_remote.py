@@ -169,6 +169,20 @@ def test_a_replaced_dataset_never_mixes_with_its_cached_predecessor(tmp_path, s3
     new.close()
 
 
+def test_a_map_at_a_url_is_read_only_and_says_so(tmp_path):
+    StringsMmap.from_strings(tmp_path / "w", ["a", "b"]).close()
+    upload(tmp_path / "w", "memory://remote-test/read-only")
+    with pytest.raises(ValueError, match=r"memory://remote-test/read-only opens read-only .*mode='r\+'"):
+        open_existing("memory://remote-test/read-only", mode="r+", cache_dir=tmp_path / "cache")
+    m = open_existing("memory://remote-test/read-only", cache_dir=tmp_path / "cache")
+    assert m.mode == "r"
+    for write in (lambda: m.append("c"), lambda: m.extend(["c"]), lambda: m.__setitem__(0, "z")):
+        with pytest.raises(PermissionError, match="memory://remote-test/read-only is a map at a URL, read-only"):
+            write()
+    assert list(m) == ["a", "b"]
+    m.close()
+
+
 def test_the_size_limit_evicts_least_recently_used_entries_no_reader_holds(tmp_path, s3_server):
     parts = [[np.arange(10_000, dtype=np.int64) + k] for k in range(4)]  # ~80 kB per shard
     local = sharded(tmp_path, "s", parts)

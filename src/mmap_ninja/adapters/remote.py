@@ -372,8 +372,9 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``)."""
     if isinstance(wrapper_fn, str) and mode == "r":
         wrapper_fn, mode = None, wrapper_fn
-    if mode not in ("r", "r+", "rb", "r+b"):
-        raise ValueError(f"a map at a URL opens read-only (mode 'r'), got mode={mode!r}")
+    if mode not in ("r", "rb"):
+        raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
+                         f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
     remote = _Remote(url, storage_options)
     cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
     name, raw = pinned if pinned is not None else _fetch_top(remote)
@@ -410,6 +411,10 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
 
 def _reopen(url: str, settings: dict[str, Any]) -> Any:
     return open_remote(url, **settings)
+
+
+_WRITERS = frozenset({"append", "extend", "extend_flat", "extend_utf8", "set_metadata", "transaction", "add_field"})
+"""The writing methods of the map kinds, which a `RemoteMap` refuses."""
 
 
 class RemoteMap:
@@ -465,7 +470,16 @@ class RemoteMap:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in _WRITERS and hasattr(KINDS[self.kind], name):
+            return self._refuse_write  # refused before anything is downloaded, naming the URL (not the cache)
         return getattr(self.local, name)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._refuse_write()
+
+    def _refuse_write(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
+                              f"publish it with mmap_ninja.upload(path, url)")
 
     def close(self) -> None:
         """Close the local map and release the cache entry (samples read earlier stay valid)."""
