@@ -169,6 +169,22 @@ def test_a_replaced_dataset_never_mixes_with_its_cached_predecessor(tmp_path, s3
     new.close()
 
 
+def test_a_single_map_uploaded_over_a_sharded_one_replaces_it_and_back(tmp_path, s3_server):
+    bucket = s3_server.bucket()
+    url = f"s3://{bucket}/words"
+    options = s3_server.options()
+    upload(sharded(tmp_path, "s", [ragged(4), ragged(3, seed=1)]), url, storage_options=options)
+    StringsMmap.from_strings(tmp_path / "single", ["one", "two"]).close()
+    upload(tmp_path / "single", url, storage_options=options)
+    m = open_existing(url, cache_dir=tmp_path / "cache", storage_options=options)
+    assert isinstance(m, RemoteMap) and list(m) == ["one", "two"]  # not the sharded map it replaced
+    m.close()
+    upload(tmp_path / "s", url, storage_options=options)  # and a sharded map replaces a single one
+    m = open_existing(url, cache_dir=tmp_path / "cache", storage_options=options)
+    assert isinstance(m, RemoteShardedMap) and len(m) == 7
+    m.close()
+
+
 def test_a_map_at_a_url_is_read_only_and_says_so(tmp_path):
     StringsMmap.from_strings(tmp_path / "w", ["a", "b"]).close()
     upload(tmp_path / "w", "memory://remote-test/read-only")

@@ -264,6 +264,16 @@ class _Remote:
                     target.write(chunk)
                     left -= len(chunk)
 
+    def remove(self, rel: str) -> bool:
+        """Delete the object ``rel`` if it is there; whether it was."""
+        with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)
+            try:
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                return False
+            return True
+
     def pipe(self, rel: str, data: bytes) -> None:
         with _remote_errors(self.url_of(rel)):
             path = self._target(rel)
@@ -570,6 +580,9 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
         raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
     read_header(source)  # NotAMapError naming the path when there is no map at all
     _upload_map(source, remote, "", None)
+    # A sharded map uploaded here before would still be read (readers look for shards.json first): deleting its
+    # shards.json, after the new header.json is in place, publishes this map. (Its shards' objects stay.)
+    remote.remove(SHARDS_FILE)
 
 
 def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[str]) -> None:
