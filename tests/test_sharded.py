@@ -279,6 +279,16 @@ def test_merge_refuses_bad_inputs(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_a_refused_merge_leaves_no_folder_it_made(tmp_path):
+    paths, _ = make_shards("strings", tmp_path)
+    with pytest.raises(NotAMapError, match="missing"):
+        merge(tmp_path / "new" / "deeper" / "out", [paths[0], tmp_path / "missing"])
+    assert not (tmp_path / "new").exists()  # not even the parent folders merge made for out_dir
+    with pytest.raises(ValueError, match="lies inside the map"):
+        merge(paths[0] / "sub" / "out", [paths[0]])
+    assert not (paths[0] / "sub").exists()  # nothing left inside the map that was refused either
+
+
 def test_merge_across_file_systems_needs_copy(tmp_path):
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:

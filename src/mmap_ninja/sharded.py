@@ -667,20 +667,22 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         seen: set[Path] = set()
         duplicate = next(p for p in sources_paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
         raise ValueError(f"{duplicate} is given twice")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a directory")
     if out.is_dir() and not (out / SHARDS_FILE).exists():
         _refuse_foreign(out)  # before the lock file is created in it
-    created = False
-    if not out.exists():
-        out.mkdir()
-        created = True
+    created: Optional[Path] = None  # the outermost folder this merge made (out, or a parent of it)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
+    if created is not None:
+        out.mkdir(parents=True)
     try:
         lock_fd = _flock(out, lock_timeout)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     try:
         _recover_locked(out)
@@ -759,8 +761,8 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         replace_file(out / SHARDS_FILE, top.encode(), durable=True)
         os.unlink(out / JOURNAL_FILE)
     except BaseException:
-        if created and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
-            shutil.rmtree(out, ignore_errors=True)  # nothing was moved: leave no trace
+        if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
         raise
     finally:
         _unlock(lock_fd)
