@@ -687,3 +687,25 @@ def test_add_shards_of_maps_whose_headers_require_features(tmp_path, kind):
     assert len(m) == 5 and len(ShardedMap(tmp_path / "out").shards) == 2
     first = m[4]["label"] if kind == "records" else m[4][0]
     assert first == 4
+
+
+def test_keys_of_records_shards_are_looked_up_across_shards(tmp_path):
+    # A records map built with key= answers `in` and index_of(); a sharded map of such maps must answer the same
+    # (it used to scan every row comparing row dicts with the key, and say False).
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "a", {"path": ["a.jpg", "b.jpg"], "label": np.array([3, 5])}, key="path").close()
+    RecordsMmap.from_dict(tmp_path / "b", {"path": ["c.jpg"], "label": np.array([7])}, key="path").close()
+    m = merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+    assert "c.jpg" in m and "b.jpg" in m and "z.jpg" not in m and 4 not in m
+    assert m.index_of("c.jpg") == 2 and m[m.index_of("b.jpg")]["label"] == 5
+    with pytest.raises(KeyError, match=r"'z\.jpg'"):
+        m.index_of("z.jpg")
+    RecordsMmap.from_dict(tmp_path / "c", {"path": ["d.jpg"], "label": np.array([1])}).close()  # no key
+    unkeyed = merge(tmp_path / "unkeyed", [tmp_path / "c"])
+    with pytest.raises(TypeError, match=r"shard 0 .* has no key field"):
+        unkeyed.index_of("d.jpg")
+    strings = merge(tmp_path / "words", [StringsMmap.from_strings(tmp_path / "w", ["x", "y"]).path])
+    assert "y" in strings and "q" not in strings  # other kinds: a sample equal to it, as a single map
+    with pytest.raises(AttributeError, match="index_of"):
+        strings.index_of("y")

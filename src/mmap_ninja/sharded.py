@@ -448,6 +448,36 @@ class ShardedMap:
                     from None
         return self._cls.combine_batches(parts, positions, arguments)
 
+    def index_of(self, key: Any) -> int:
+        """The position of the row whose key field holds ``key``, for shards built with a key (records maps'
+        ``key=``): each shard's on-disk index is probed in turn (O(number of shards)); keys are unique within a
+        shard, and the first shard holding ``key`` answers. A KeyError if no shard has it; a TypeError if a shard
+        has no key field (the answer could be in it)."""
+        if getattr(self._cls, "index_of", None) is None:
+            raise AttributeError(f"maps of kind {self.kind!r} have no index_of(); only records maps built with key= "
+                                 f"are looked up by key")
+        for k, info in enumerate(self._header.shards):
+            if not info.length:
+                continue
+            shard = self._shard(k)
+            try:
+                return self._starts[k] + int(shard.index_of(key))  # type: ignore[attr-defined]
+            except KeyError:
+                continue
+            except TypeError:
+                if getattr(shard, "key", None) is None:
+                    raise TypeError(f"shard {k} ({self._path / info.path}) has no key field, so {self._path} "
+                                    f"cannot be looked up by key") from None
+                raise
+        raise KeyError(f"no row of {self._path} has the key {key!r}")
+
+    def __contains__(self, item: Any) -> bool:
+        """For shards that define ``in`` (records maps with a key: whether a row has the key ``item``), whether
+        one of them holds it; for other kinds, whether a sample equals ``item``, as for a single map."""
+        if getattr(self._cls, "__contains__", None) is None:
+            return any(sample is item or sample == item for sample in self)
+        return any(info.length and item in self._shard(k) for k, info in enumerate(self._header.shards))
+
     def __iter__(self) -> Iterator[Any]:
         """Every sample in order, shard after shard."""
         for k in range(len(self._header.shards)):
