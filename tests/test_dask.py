@@ -105,6 +105,18 @@ def test_a_failing_partition_leaves_no_visible_shard_and_a_rerun_completes(tmp_p
     assert [int(a[0]) for a in m] == list(range(40))
 
 
+def test_a_bad_sample_is_named_by_its_partition(tmp_path, dask_client):
+    from mmap_ninja import RecordsMmap
+
+    bag = db.from_sequence(["a", "b", 3, "d"], npartitions=2)  # partitions ["a", "b"] and [3, "d"]
+    with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: item 0 is int, expected str"):
+        from_dask(StringsMmap, tmp_path / "words", bag)
+    assert not (tmp_path / "words" / "shards.json").exists()
+    rows = db.from_sequence([{"a": 1}, {"a": 2}, {"a": "x"}, {"a": 4}], npartitions=2)
+    with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: row 1, field 'a': expected str"):
+        RecordsMmap.from_dask(tmp_path / "rows", rows)
+
+
 def _erred_tasks(dask_scheduler):
     return [str(key) for key, task in dask_scheduler.tasks.items() if task.state == "erred"]
 

@@ -22,6 +22,8 @@ import inspect
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,11 +78,12 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
     staging = directory / f".{final.name}{_STAGING}{uuid.uuid4().hex[:12]}"
     try:
         metadata = {PROVENANCE_KEY: provenance}
-        if from_frame:
-            cls.from_pandas(staging, samples, batch_size=batch_size, metadata=metadata,  # type: ignore[attr-defined]
-                            **options).close()
-        else:
-            cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
+        with _in_partition(provenance["partition"]):
+            if from_frame:
+                cls.from_pandas(staging, samples, batch_size=batch_size,  # type: ignore[attr-defined]
+                                metadata=metadata, **options).close()
+            else:
+                cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
         if final.exists():  # a stale shard (another input), or an attempt that raced this one
             if _complete(final, provenance):
                 shutil.rmtree(staging)
@@ -94,6 +97,21 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final.name
+
+
+@contextmanager
+def _in_partition(index: int) -> Iterator[None]:
+    """A builder's refusal of a sample (which names the sample by its position in the partition) re-raised with
+    the same type, naming the partition."""
+    try:
+        yield
+    except (TypeError, ValueError, MapError) as e:
+        try:
+            named = type(e)(f"partition {index} of the Dask input (positions count from the partition's first "
+                            f"sample): {e}")
+        except Exception:
+            raise e from None
+        raise named from e
 
 
 def _run_all(tasks: list[Any]) -> list[Any]:
