@@ -311,6 +311,21 @@ def test_memory_urls_need_no_server_and_the_default_cache_is_per_user(tmp_path, 
     assert list(open_existing((tmp_path / "bucket" / "w").as_uri())) == ["a", "b", "c"]
 
 
+def test_a_memory_url_read_in_another_process_says_memory_urls_are_per_process(tmp_path):
+    StringsMmap.from_strings(tmp_path / "w", ["a", "b"]).close()
+    upload(tmp_path / "w", "memory://remote-test/per-process")
+    m = open_existing("memory://remote-test/per-process", cache_dir=tmp_path / "cache")
+    (tmp_path / "m.pickle").write_bytes(pickle.dumps(m))  # opened, not read yet: a worker would download it
+    code = "import pickle, sys; m = pickle.loads(open(sys.argv[1], 'rb').read()); m[0]"
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pickle")], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 1
+    assert "memory://remote-test/per-process/data.bin is missing" in result.stderr
+    assert "memory:// URLs live in the memory of one process" in result.stderr
+    assert m[1] == "b"  # in this process it is there
+    m.close()
+
+
 def test_importing_mmap_ninja_imports_no_storage_client():
     code = "import sys, mmap_ninja; bad = [m for m in ('fsspec', 's3fs', 'botocore') if m in sys.modules]; print(bad)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -222,6 +222,14 @@ class _Remote:
             self.root = root.rstrip("/")
             self._pid = os.getpid()
 
+    @property
+    def missing_hint(self) -> str:
+        """What to add when an object is missing: for ``memory://``, that another process does not see it."""
+        if self.url.startswith("memory://"):
+            return ("; memory:// URLs live in the memory of one process: other processes (DataLoader workers "
+                    "included) do not see what it uploaded")
+        return ""
+
     def url_of(self, rel: str) -> str:
         return f"{self.url}/{rel}" if rel else self.url
 
@@ -301,7 +309,7 @@ def _fetch_top(remote: _Remote) -> tuple[str, bytes]:
         except FileNotFoundError as e:
             reasons.append(str(e))
     raise NotAMapError(f"{remote.url} holds no mmap_ninja map: neither {SHARDS_FILE} nor {HEADER_FILE} is there "
-                       f"({reasons[-1]})")
+                       f"({reasons[-1]}){remote.missing_hint}")
 
 
 @contextmanager
@@ -341,7 +349,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
         try:
             raw = remote.cat(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE)
         except FileNotFoundError:
-            raise CorruptMapError(f"{header_url} is missing: {url} holds no map") from None
+            raise CorruptMapError(f"{header_url} is missing: {url} holds no map{remote.missing_hint}") from None
     header = _parse(raw, header_url)
     if header.building:
         raise UnfinishedMapError(f"{url} is an unfinished build; it cannot be read")
@@ -357,7 +365,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
             remote.get(f"{rel}/{file}" if rel else file, stage / file)
         except FileNotFoundError:
             raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is missing (the header "
-                                  f"lists column {name!r})") from None
+                                  f"lists column {name!r}){remote.missing_hint}") from None
         need = column.length * column.dtype.itemsize
         got = os.stat(stage / file).st_size
         if got < need:
