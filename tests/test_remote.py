@@ -326,6 +326,15 @@ def test_a_memory_url_read_in_another_process_says_memory_urls_are_per_process(t
     m.close()
 
 
+def test_a_cache_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "not-a-folder").write_text("x")
+    StringsMmap.from_strings(tmp_path / "w", ["a"]).close()
+    upload(tmp_path / "w", "memory://remote-test/cache-file")
+    m = open_existing("memory://remote-test/cache-file", cache_dir=tmp_path / "not-a-folder")
+    with pytest.raises(NotADirectoryError, match=r"cannot use .*not-a-folder as the cache \(cache_dir\)"):
+        m[0]
+
+
 def test_importing_mmap_ninja_imports_no_storage_client():
     code = "import sys, mmap_ninja; bad = [m for m in ('fsspec', 's3fs', 'botocore') if m in sys.modules]; print(bad)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

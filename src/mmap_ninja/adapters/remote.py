@@ -95,8 +95,12 @@ class Cache:
         self.trash = self.root / "trash"
 
     def _dirs(self) -> None:
-        for d in (self.entries, self.locks, self.staging, self.trash):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.entries, self.locks, self.staging, self.trash):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot use {self.root} as the cache (cache_dir): {e.strerror}",
+                          e.filename) from None
 
     def acquire(self, key: str, fill: Callable[[Path], None]) -> tuple[Path, int]:
         """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
