@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -709,3 +710,12 @@ def test_keys_of_records_shards_are_looked_up_across_shards(tmp_path):
     assert "y" in strings and "q" not in strings  # other kinds: a sample equal to it, as a single map
     with pytest.raises(AttributeError, match="index_of"):
         strings.index_of("y")
+
+
+def test_a_map_of_mmap_ninja_090_is_refused_by_merge_with_the_way_to_convert_it(legacy_maps, tmp_path):
+    source = tmp_path / "old"
+    shutil.copytree(legacy_maps["strings"], source)
+    before = snapshot(tmp_path)
+    with pytest.raises(NotAMapError, match=r"old is a map of mmap_ninja 0\.9\.0; convert it first"):
+        merge(tmp_path / "out", [source])
+    assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()

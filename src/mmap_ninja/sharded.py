@@ -37,6 +37,7 @@ import numpy as np
 from mmap_ninja._fsio import fsync_dir, replace_file
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
@@ -628,6 +629,9 @@ def _check_source(path: Path, out_dir: Path) -> _Source:
     owner = next((parent for parent in path.parents if is_sharded(parent)), None)
     if owner is not None:  # moving it would take it out of the sharded map that lists it
         raise ValueError(f"{path} is a shard of the sharded map {owner}; merge maps that no sharded map holds")
+    if is_legacy_map(path):
+        raise NotAMapError(f"{path} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST), "
+                           f"then merge the converted map")
     header = read_header(path)  # NotAMapError / CorruptMapError / UnknownFeatureError name the path
     if header.building:
         raise ValueError(f"{path} is an unfinished build; finish (or re-run) it before merging it")
