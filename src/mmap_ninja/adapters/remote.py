@@ -573,7 +573,9 @@ class RemoteShardedMap(ShardedMap):
 def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
     """Upload the map in ``local_path`` (single or sharded) to ``url``, in an order that never shows a reader a
     header naming missing objects: each map's committed column bytes, then its ``header.json``; the sharded map's
-    ``shards.json`` last. Commits made to the local map while it uploads are not included."""
+    ``shards.json`` last. Commits made to the local map while it uploads are not included. A map already at
+    ``url`` is replaced (see FORMAT.md): a single map uploaded where a sharded map was deletes its
+    ``shards.json`` last, which publishes the single map."""
     source = absolute(local_path)
     remote = _Remote(url, storage_options)
     if is_sharded(source):
