@@ -290,6 +290,18 @@ def test_a_refused_merge_leaves_no_folder_it_made(tmp_path):
     assert not (paths[0] / "sub").exists()  # nothing left inside the map that was refused either
 
 
+def test_a_symbolic_link_to_a_map_is_refused_unless_copied(tmp_path):
+    # Renaming a link moves the link, not the map: the relative link dangled inside the sharded map.
+    paths, expected = make_shards("strings", tmp_path)
+    (tmp_path / "link").symlink_to(paths[0].name)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"link is a symbolic link to .*src0.* copy=True"):
+        merge(tmp_path / "out", [tmp_path / "link"])
+    assert snapshot(tmp_path) == before and (tmp_path / "link").is_symlink() and not (tmp_path / "out").exists()
+    m = merge(tmp_path / "out", [tmp_path / "link"], copy=True)
+    assert list(m) == expected[:3] and not (m.path / m.shards[0].path).is_symlink()
+
+
 def test_merge_across_file_systems_needs_copy(tmp_path):
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:

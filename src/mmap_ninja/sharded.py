@@ -623,7 +623,10 @@ class _Source:
         self.header = header
 
 
-def _check_source(path: Path, out_dir: Path) -> _Source:
+def _check_source(path: Path, out_dir: Path, copy: bool) -> _Source:
+    if path.is_symlink() and not copy:  # a rename would move the link, which then dangles or points outside
+        raise ValueError(f"{path} is a symbolic link to {path.resolve()}; merge moves maps by rename: give the "
+                         f"map's own path, or pass copy=True to copy it")
     if is_sharded(path):
         raise ValueError(f"{path} is itself a sharded map; merging sharded maps is not supported")
     owner = next((parent for parent in path.parents if is_sharded(parent)), None)
@@ -723,7 +726,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
-        sources = [_check_source(p, out) for p in sources_paths]
+        sources = [_check_source(p, out, copy) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
         reference_path = out
         if existing is not None:
