@@ -112,6 +112,13 @@ def test_a_bad_sample_is_named_by_its_partition(tmp_path, dask_client):
     with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: item 0 is int, expected str"):
         from_dask(StringsMmap, tmp_path / "words", bag)
     assert not (tmp_path / "words" / "shards.json").exists()
+    assert [p.name for p in (tmp_path / "words" / "shards").iterdir()] == ["part-00000"]  # kept for a re-run
+    with pytest.raises(TypeError, match=r"partition 0 of the Dask input .*: item 1 is int"):
+        from_dask(StringsMmap, tmp_path / "new" / "words", db.from_sequence(["a", 3], npartitions=1))
+    assert not (tmp_path / "new").exists()  # a build that made nothing leaves nothing, not even the folders
+    with pytest.raises(ValueError, match="every partition of the input is empty"):
+        RecordsMmap.from_dask(tmp_path / "empty", db.from_sequence([], npartitions=1))
+    assert not (tmp_path / "empty").exists()
     rows = db.from_sequence([{"a": 1}, {"a": 2}, {"a": "x"}, {"a": 4}], npartitions=2)
     with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: row 1, field 'a': expected str"):
         RecordsMmap.from_dask(tmp_path / "rows", rows)

@@ -170,38 +170,50 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     checked_metadata = check_metadata(metadata)
     # A builder that infers a schema from the rows cannot build an empty partition: the driver builds those.
     infers_schema = "schema" in inspect.signature(cls.from_generator).parameters and options.get("schema") is None
+    created: Optional[Path] = None  # the outermost folder this build makes (out, or a parent of it)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, lock_timeout):
-        shards_dir = out / SHARDS_DIR
-        _refuse_foreign(out)
-        shards_dir.mkdir(exist_ok=True)
-        for leftover in shards_dir.iterdir():  # staging names of a build that died; this build holds the lock
-            if leftover.name.startswith(".") and (_STAGING in leftover.name or ".old-" in leftover.name):
-                shutil.rmtree(leftover, ignore_errors=True)
-        provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
-        todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
-        if todo:
-            partitions = collection.to_delayed()
-            built = _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls,
-                                                                    provenances[i], batch_size, options, from_frame,
-                                                                    infers_schema) for i in todo])
-            empty = [i for i, name in zip(todo, built) if name is None]
-            if empty:
-                schema = _schema_of_a_shard(cls, shards_dir, [i for i in range(npartitions) if i not in empty])
-                for i in empty:
-                    _build_partition([], str(shards_dir), cls, provenances[i], batch_size,
-                                     {**options, "schema": schema})
-        for i in range(npartitions):
-            if not _complete(shards_dir / _part_name(i), provenances[i]):
-                raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
-                                      f"(was it changed during the build?)")
-        sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
-                                 cls.layout.kind, metadata=checked_metadata,
-                                 extra={"source": {"dask_token": token, "npartitions": npartitions}})
-        for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
-            if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
-                    and int(stale.name[len(_PART):]) >= npartitions:
-                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            shards_dir = out / SHARDS_DIR
+            _refuse_foreign(out)
+            shards_dir.mkdir(exist_ok=True)
+            for leftover in shards_dir.iterdir():  # staging names of a build that died; this build holds the lock
+                if leftover.name.startswith(".") and (_STAGING in leftover.name or ".old-" in leftover.name):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
+            todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
+            if todo:
+                partitions = collection.to_delayed()
+                built = _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls,
+                                                                        provenances[i], batch_size, options, from_frame,
+                                                                        infers_schema) for i in todo])
+                empty = [i for i, name in zip(todo, built) if name is None]
+                if empty:
+                    schema = _schema_of_a_shard(cls, shards_dir, [i for i in range(npartitions) if i not in empty])
+                    for i in empty:
+                        _build_partition([], str(shards_dir), cls, provenances[i], batch_size,
+                                         {**options, "schema": schema})
+            for i in range(npartitions):
+                if not _complete(shards_dir / _part_name(i), provenances[i]):
+                    raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
+                                          f"(was it changed during the build?)")
+            sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
+                                     cls.layout.kind, metadata=checked_metadata,
+                                     extra={"source": {"dask_token": token, "npartitions": npartitions}})
+            for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
+                if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
+                        and int(stale.name[len(_PART):]) >= npartitions:
+                    shutil.rmtree(stale, ignore_errors=True)
+        except BaseException:
+            shards = out / SHARDS_DIR
+            if created is not None and not (shards.is_dir() and any(p.name.startswith(_PART)
+                                                                     for p in shards.iterdir())):
+                shutil.rmtree(created, ignore_errors=True)  # nothing was built: leave no trace
+            raise
     return sharded
 
 
