@@ -197,6 +197,14 @@ def test_a_map_at_a_url_is_read_only_and_says_so(tmp_path):
             write()
     assert list(m) == ["a", "b"]
     m.close()
+    upload(sharded(tmp_path, "s", [ragged(2)]), "memory://remote-test/read-only-sharded")
+    s = open_existing("memory://remote-test/read-only-sharded", cache_dir=tmp_path / "cache")
+    RaggedMmap.from_lists(tmp_path / "more", ragged(2)).close()
+    with pytest.raises(PermissionError, match="memory://remote-test/read-only-sharded is a sharded map at a URL, "
+                                              "read-only"):
+        s.add_shards([tmp_path / "more"])
+    assert (tmp_path / "more" / "header.json").exists() and len(s) == 2
+    s.close()
 
 
 def test_the_size_limit_evicts_least_recently_used_entries_no_reader_holds(tmp_path, s3_server):

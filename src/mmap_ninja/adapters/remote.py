@@ -555,6 +555,11 @@ class RemoteShardedMap(ShardedMap):
         weakref.finalize(shard, os.close, fd)  # the shard's shared lock lives as long as the shard is mapped
         return shard
 
+    def add_shards(self, paths: Any, *, copy: bool = False) -> None:
+        """Refused: a sharded map at a URL is read-only."""
+        raise PermissionError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
+                              f"map and upload it again (mmap_ninja.upload(path, url))")
+
     def close(self) -> None:
         """Close every open shard and release the cache entries."""
         super().close()
