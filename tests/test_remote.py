@@ -207,6 +207,30 @@ def test_a_map_at_a_url_is_read_only_and_says_so(tmp_path):
     s.close()
 
 
+def test_refresh_fetches_the_top_header_again(tmp_path):
+    # refresh() read the cached copy of the header, so it never saw a map uploaded again at the URL.
+    StringsMmap.from_strings(tmp_path / "v1", ["a", "b"]).close()
+    upload(tmp_path / "v1", "memory://remote-test/refresh-single")
+    m = open_existing("memory://remote-test/refresh-single", cache_dir=tmp_path / "cache")
+    assert m.refresh() == 0 and list(m) == ["a", "b"]
+    StringsMmap.from_strings(tmp_path / "v2", ["x", "y", "z"]).close()
+    upload(tmp_path / "v2", "memory://remote-test/refresh-single")
+    assert len(m) == 2 and m.refresh() == 1 and list(m) == ["x", "y", "z"]
+    m.close()
+
+    local = sharded(tmp_path, "s", [ragged(3), ragged(2, seed=1)])
+    upload(local, "memory://remote-test/refresh-sharded")
+    s = open_existing("memory://remote-test/refresh-sharded", cache_dir=tmp_path / "cache")
+    first = s[0]
+    assert s.refresh() == 0 and len(s) == 5
+    RaggedMmap.from_lists(tmp_path / "more", ragged(4, seed=2)).close()
+    merge(local, [tmp_path / "more"])
+    upload(local, "memory://remote-test/refresh-sharded")
+    assert s.refresh() == 4 and len(s) == 9 and s[8].tolist() == ragged(4, seed=2)[3].tolist()
+    assert s[0].tolist() == first.tolist() and len(pickle.loads(pickle.dumps(s))) == 9
+    s.close()
+
+
 def test_the_size_limit_evicts_least_recently_used_entries_no_reader_holds(tmp_path, s3_server):
     parts = [[np.arange(10_000, dtype=np.int64) + k] for k in range(4)]  # ~80 kB per shard
     local = sharded(tmp_path, "s", parts)

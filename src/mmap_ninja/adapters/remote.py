@@ -4,7 +4,8 @@
 only the top header (``header.json`` of a single map, ``shards.json`` of a sharded one). A map, or a shard of a
 sharded map, is downloaded whole on first touch into ``cache_dir``: into a staging directory, checked (every
 column holds its committed bytes, the index is sound, and the checksum records match: `mmap_ninja.verify` with
-``deep=True``), then renamed into place and opened as an ordinary read-only map, memory-mapped.
+``deep=True``), then renamed into place and opened as an ordinary read-only map, memory-mapped. ``refresh()``
+fetches the top header again, to see a map uploaded at the URL since.
 
 The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
 
@@ -410,25 +411,41 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
             raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
                                   f"not know")
         return RemoteMap(remote, cache, raw, header, wrapper_fn, settings, options)
-    top_url = remote.url_of(SHARDS_FILE)
-    try:
-        content = json.loads(raw)
-        identity = (content["id"], content["commit"])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, KeyError) as e:
-        raise CorruptMapError(f"{top_url} is not a sharded map header: {type(e).__name__}: {e}") from None
 
-    def fill(stage: Path) -> None:
-        (stage / SHARDS_FILE).write_bytes(raw)
-        with _named(stage, remote.url):
-            ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
-
-    view, fd = cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+    view, fd = _acquire_view(remote, cache, raw)
     try:
         with _named(view, remote.url):
             return RemoteShardedMap(view, remote, cache, fd, raw, wrapper_fn, settings, **options)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _acquire_view(remote: _Remote, cache: Cache, raw: bytes) -> tuple[Path, int]:
+    """The cache entry holding the sharded map header ``raw`` (checked before it is published), and the
+    descriptor holding its shared lock."""
+    try:
+        content = json.loads(raw)
+        identity = (content["id"], content["commit"])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, KeyError) as e:
+        raise CorruptMapError(f"{remote.url_of(SHARDS_FILE)} is not a sharded map header: {type(e).__name__}: "
+                              f"{e}") from None
+
+    def fill(stage: Path) -> None:
+        (stage / SHARDS_FILE).write_bytes(raw)
+        with _named(stage, remote.url):
+            ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
+
+    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+
+
+def _refetch(remote: _Remote, expected: str) -> bytes:
+    """The top header at ``remote`` now, which must still be a ``expected`` (``shards.json`` or ``header.json``)."""
+    name, raw = _fetch_top(remote)
+    if name != expected:
+        kind = "a sharded map" if name == SHARDS_FILE else "a single map"
+        raise NotAMapError(f"{remote.url} holds {kind} now; open it again with open_existing()")
+    return raw
 
 
 def _reopen(url: str, settings: dict[str, Any]) -> Any:
@@ -503,6 +520,24 @@ class RemoteMap:
         raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
                               f"publish it with mmap_ninja.upload(path, url)")
 
+    def refresh(self) -> int:
+        """Fetch the header at the URL again: a map uploaded there since takes this one's place (the next read
+        downloads it; samples read earlier stay valid). Returns how many samples appeared (negative if fewer)."""
+        raw = _refetch(self._remote, HEADER_FILE)
+        if raw == self._raw:
+            return 0
+        header = _parse(raw, self._remote.url_of(HEADER_FILE))
+        if header.building:
+            raise UnfinishedMapError(f"{self.url} is an unfinished build; it cannot be read")
+        if header.kind != self.kind:
+            raise NotAMapError(f"{self.url} holds a map of kind {header.kind!r} now, not {self.kind!r}; open it "
+                               f"again with open_existing()")
+        with self._opening:
+            before = self._length
+            self.header, self._raw, self._length = header, raw, _length(header)
+            self._map = None  # dropped, not closed: another thread may be reading from it
+        return self._length - before
+
     def close(self) -> None:
         """Close the local map and release the cache entry (samples read earlier stay valid)."""
         if self._map is not None:
@@ -554,6 +589,27 @@ class RemoteShardedMap(ShardedMap):
             raise
         weakref.finalize(shard, os.close, fd)  # the shard's shared lock lives as long as the shard is mapped
         return shard
+
+    def refresh(self) -> int:
+        """Fetch ``shards.json`` at the URL again (to see shards uploaded since, or a map that replaced this one);
+        returns how many samples appeared."""
+        raw = _refetch(self._remote, SHARDS_FILE)
+        if raw == self._raw:
+            return 0
+        view, fd = _acquire_view(self._remote, self._cache, raw)
+        previous = self._path
+        try:
+            self._path = view  # ShardedMap.refresh reads shards.json there
+            with _named(view, self.url):
+                added = super().refresh()
+        except BaseException:
+            self._path = previous
+            os.close(fd)
+            raise
+        self._release_view()
+        self._release_view = weakref.finalize(self, os.close, fd)
+        self._raw = raw
+        return added
 
     def add_shards(self, paths: Any, *, copy: bool = False) -> None:
         """Refused: a sharded map at a URL is read-only."""
