@@ -518,6 +518,37 @@ def test_shard_aware_sampler_in_a_dataloader(tmp_path):
     assert len(got) == 15 and set(got) <= set(expected)
 
 
+_DDP_RANK = """
+import json, sys
+import torch.distributed as dist
+from mmap_ninja.adapters.shards import ShardAwareSampler
+from mmap_ninja.sharded import ShardedMap
+
+path, store, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+sampler = ShardAwareSampler(ShardedMap(path, mode="r"), seed=7)  # rank and world size from the process group
+print(json.dumps([sampler.rank, sampler.world_size, list(sampler)]))
+dist.destroy_process_group()
+"""
+
+
+def test_shard_aware_sampler_takes_rank_and_world_size_from_the_process_group(tmp_path):
+    # As DistributedSampler (and RankSampler) do; without a process group: rank 0 of 1.
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, _ = make_shards("strings", tmp_path, [6, 4, 5])
+    m = merge(tmp_path / "out", paths)
+    alone = ShardAwareSampler(m)
+    assert (alone.rank, alone.world_size, len(alone)) == (0, 1, 15)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    runs = [subprocess.Popen([sys.executable, "-c", _DDP_RANK, str(m.path), str(tmp_path / "store"), str(rank)],
+                             stdout=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    results = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
+    for rank, (got_rank, world_size, indices) in enumerate(results):
+        assert (got_rank, world_size) == (rank, 2)
+        assert indices == list(ShardAwareSampler(m, rank=rank, world_size=2, seed=7))
+
+
 def test_publish_shards_checks_every_shard(tmp_path):
     from mmap_ninja.sharded import directory_lock, publish_shards
 
