@@ -231,6 +231,23 @@ def test_refresh_fetches_the_top_header_again(tmp_path):
     s.close()
 
 
+def test_an_upload_refused_for_a_damaged_shard_writes_nothing(tmp_path):
+    # Every shard is checked before the first object is written: a shard found damaged midway used to leave the
+    # shards before it overwritten at the URL, under the old shards.json that readers still follow.
+    import fsspec
+
+    local = sharded(tmp_path, "s", [ragged(3), ragged(2, seed=1), ragged(4, seed=2)])
+    url = "memory://remote-test/damaged-upload"
+    StringsMmap.from_strings(tmp_path / "old", ["old"]).close()
+    upload(tmp_path / "old", url)
+    memory = fsspec.filesystem("memory")
+    before = {path: memory.cat_file(path) for path in memory.find("/remote-test/damaged-upload")}
+    (local / "shards" / "shard-000002" / "data.bin").unlink()
+    with pytest.raises(CorruptMapError, match=r"shard-000002/data\.bin is missing"):
+        upload(local, url)
+    assert {path: memory.cat_file(path) for path in memory.find("/remote-test/damaged-upload")} == before
+
+
 def test_the_size_limit_evicts_least_recently_used_entries_no_reader_holds(tmp_path, s3_server):
     parts = [[np.arange(10_000, dtype=np.int64) + k] for k in range(4)]  # ~80 kB per shard
     local = sharded(tmp_path, "s", parts)

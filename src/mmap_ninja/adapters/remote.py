@@ -647,20 +647,24 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
                 listing = ShardedMap(scratch, mode="r")
                 shards = listing.shards
                 listing.close()
-        for info in shards:
-            _upload_map(source / info.path, remote, info.path, info.id)
+        # Every shard is checked before the first object is written: a refusal leaves the URL as it was.
+        checked = [(info.path, _checked_map(source / info.path, info.id)) for info in shards]
+        for rel, (header_raw, sizes) in checked:
+            _upload_map(source / rel, remote, rel, header_raw, sizes)
         remote.pipe(SHARDS_FILE, raw)
         return
     if is_legacy_map(source):
         raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
     read_header(source)  # NotAMapError naming the path when there is no map at all
-    _upload_map(source, remote, "", None)
+    _upload_map(source, remote, "", *_checked_map(source, None))
     # A sharded map uploaded here before would still be read (readers look for shards.json first): deleting its
     # shards.json, after the new header.json is in place, publishes this map. (Its shards' objects stay.)
     remote.remove(SHARDS_FILE)
 
 
-def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[str]) -> None:
+def _checked_map(directory: Path, expect_id: Optional[str]) -> tuple[bytes, dict[str, int]]:
+    """The header of the finished map in ``directory`` (its bytes) and the committed bytes of each column file,
+    after checking that every column file is there and holds them."""
     try:
         raw = (directory / HEADER_FILE).read_bytes()
     except FileNotFoundError:
@@ -674,6 +678,7 @@ def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
     if expect_id is not None and header.id != expect_id:
         raise CorruptMapError(f"{directory} has the id {header.id!r}, but its sharded map lists {expect_id!r}")
+    sizes = {}
     for name, column in header.columns.items():
         file = name + COLUMN_SUFFIX
         need = column.length * column.dtype.itemsize
@@ -684,5 +689,12 @@ def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[
         if have < need:
             raise CorruptMapError(f"{directory / file} is truncated: it holds {have} bytes, the header commits "
                                   f"{need}")
+        sizes[file] = need
+    return raw, sizes
+
+
+def _upload_map(directory: Path, remote: _Remote, rel: str, raw: bytes, sizes: dict[str, int]) -> None:
+    """Upload a map `_checked_map` checked: the committed bytes of its column files, then its header."""
+    for file, need in sizes.items():
         remote.put(directory / file, f"{rel}/{file}" if rel else file, need)
     remote.pipe(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE, raw)
