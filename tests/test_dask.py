@@ -15,7 +15,7 @@ db = pytest.importorskip("dask.bag")
 from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
 from mmap_ninja.adapters.dask import PROVENANCE_KEY, from_dask  # noqa: E402
 from mmap_ninja.format import read_header  # noqa: E402
-from mmap_ninja.sharded import ShardedMap  # noqa: E402
+from mmap_ninja.sharded import SchemaMismatchError, ShardedMap  # noqa: E402
 from mmap_ninja.testing import arrays_equal as equal  # noqa: E402
 
 
@@ -116,6 +116,11 @@ def test_a_bad_sample_is_named_by_its_partition(tmp_path, dask_client):
     with pytest.raises(TypeError, match=r"partition 0 of the Dask input .*: item 1 is int"):
         from_dask(StringsMmap, tmp_path / "new" / "words", db.from_sequence(["a", 3], npartitions=1))
     assert not (tmp_path / "new").exists()  # a build that made nothing leaves nothing, not even the folders
+    mixed = db.from_sequence([np.arange(3, dtype=np.int32), np.array([0.5])], npartitions=2)
+    with pytest.raises(SchemaMismatchError, match=r"partitions of the Dask input built shards that differ: .*"
+                                                  r"part-00001 .*dtype '<f8' instead of '<i4'.* pass dtype="):
+        from_dask(RaggedMmap, tmp_path / "mixed", mixed)
+    assert not (tmp_path / "mixed" / "shards.json").exists()
     with pytest.raises(ValueError, match="every partition of the input is empty"):
         RecordsMmap.from_dask(tmp_path / "empty", db.from_sequence([], npartitions=1))
     assert not (tmp_path / "empty").exists()

@@ -33,7 +33,14 @@ from dask.delayed import delayed
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
-from mmap_ninja.sharded import SHARDS_DIR, SHARDS_FILE, ShardedMap, directory_lock, publish_shards
+from mmap_ninja.sharded import (
+    SHARDS_DIR,
+    SHARDS_FILE,
+    SchemaMismatchError,
+    ShardedMap,
+    directory_lock,
+    publish_shards,
+)
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
@@ -201,9 +208,14 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
                 if not _complete(shards_dir / _part_name(i), provenances[i]):
                     raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
                                           f"(was it changed during the build?)")
-            sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
-                                     cls.layout.kind, metadata=checked_metadata,
-                                     extra={"source": {"dask_token": token, "npartitions": npartitions}})
+            try:
+                sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
+                                         cls.layout.kind, metadata=checked_metadata,
+                                         extra={"source": {"dask_token": token, "npartitions": npartitions}})
+            except SchemaMismatchError as e:  # shards/part-<n> is partition n's shard
+                raise SchemaMismatchError(f"the partitions of the Dask input built shards that differ: {e}; pass "
+                                          f"dtype= (or schema=, for records) to from_dask so that every partition "
+                                          f"builds the same") from None
             for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
                 if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
                         and int(stale.name[len(_PART):]) >= npartitions:
