@@ -323,6 +323,9 @@ def test_bad_locations_fail_fast_and_clearly(tmp_path, s3_server, monkeypatch):
         open_existing(f"s3://{bucket}/nothing/here", cache_dir=tmp_path / "c", storage_options=s3_server.options())
     with pytest.raises(NotAMapError, match="s3://no-such-bucket-3f9a/x holds no mmap_ninja map"):
         open_existing("s3://no-such-bucket-3f9a/x", cache_dir=tmp_path / "c", storage_options=s3_server.options())
+    StringsMmap.from_strings(tmp_path / "w", ["a"]).close()
+    with pytest.raises(RemoteStorageError, match=r"cannot write s3://no-such-bucket-3f9a/x/\S+: .*bucket does not"):
+        upload(tmp_path / "w", "s3://no-such-bucket-3f9a/x", storage_options=s3_server.options())
 
     dead = dict(s3_server.options(), client_kwargs={"endpoint_url": f"http://127.0.0.1:{free_port()}"},
                 config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1})

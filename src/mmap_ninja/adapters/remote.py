@@ -263,7 +263,7 @@ class _Remote:
 
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
-        with _remote_errors(self.url_of(rel)):
+        with _writing(self.url_of(rel)):
             path = self._target(rel)
             if os.stat(local).st_size == size:
                 self.fs.put_file(str(local), path)
@@ -288,9 +288,20 @@ class _Remote:
             return True
 
     def pipe(self, rel: str, data: bytes) -> None:
-        with _remote_errors(self.url_of(rel)):
+        with _writing(self.url_of(rel)):
             path = self._target(rel)
             self.fs.pipe_file(path, data)
+
+
+@contextmanager
+def _writing(url: str) -> Iterator[None]:
+    """Errors of the storage client while writing ``url`` as `RemoteStorageError` naming it; a missing location
+    (no such bucket) too, which reads leave a `FileNotFoundError`."""
+    try:
+        with _remote_errors(url):
+            yield
+    except FileNotFoundError as e:
+        raise RemoteStorageError(f"cannot write {url}: {type(e).__name__}: {e}") from e
 
 
 @contextmanager
