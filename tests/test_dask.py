@@ -271,3 +271,9 @@ def test_importing_mmap_ninja_does_not_import_dask(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_from_dask_refuses_a_url(tmp_path, dask_client):
+    with pytest.raises(ValueError, match=r"s3://bucket/built is a URL, not a local path"):
+        from_dask(RaggedMmap, "s3://bucket/built", db.from_sequence([ragged_sample(0)], npartitions=1))
+    assert not list(Path.cwd().glob("*:"))

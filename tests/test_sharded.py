@@ -764,3 +764,16 @@ def test_a_map_of_mmap_ninja_090_is_refused_by_merge_with_the_way_to_convert_it(
     with pytest.raises(NotAMapError, match=r"old is a map of mmap_ninja 0\.9\.0; convert it first"):
         merge(tmp_path / "out", [source])
     assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_a_url_given_where_a_local_directory_is_written_is_refused(tmp_path):
+    # Maps are written locally and published with upload(); a URL used to become a local folder named "s3:".
+    paths, _ = make_shards("strings", tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"s3://bucket/out is a URL, not a local path: .*mmap_ninja\.upload"):
+        merge("s3://bucket/out", paths)
+    with pytest.raises(ValueError, match=r"s3://bucket/out is a URL"):
+        ShardedMap("s3://bucket/out")
+    with pytest.raises(ValueError, match=r"memory://b/words is a URL"):
+        StringsMmap.from_strings("memory://b/words", ["a"])
+    assert snapshot(tmp_path) == before and not list(Path.cwd().glob("*:"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from copy import copy
 from typing import Any, Callable, Optional
@@ -12,16 +11,9 @@ from mmap_ninja.format import read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.maps import KINDS
 from mmap_ninja.sharded import ShardedMap, is_sharded
-from mmap_ninja.storage import PathLike, absolute
+from mmap_ninja.storage import PathLike, absolute, is_url
 
 __all__ = ["Wrapped", "is_url", "open_existing", "upload"]
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
-    return isinstance(path, str) and _URL.match(path) is not None
 
 
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None,
