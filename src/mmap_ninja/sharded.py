@@ -686,14 +686,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
           lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> ShardedMap:
     """Make the maps at ``paths`` the shards of the sharded map ``out_dir`` (created, or appended to) and
     return it open. No data is copied: each map is moved into ``out_dir/shards/`` by ``os.rename`` and referred
-    to by its relative path, so ``out_dir`` is one self-contained directory. Maps on another file system are
-    refused unless ``copy=True`` (which copies them, leaving the originals in place).
+    to by its relative path, so ``out_dir`` is one self-contained directory. Maps on another file system, and
+    symbolic links to maps, are refused unless ``copy=True`` (which copies them, leaving the originals in place).
+    Maps of mmap_ninja 0.9.0 are converted first (``mmap-ninja convert``).
 
     Every map must be complete and share one kind, dtype, schema and codec (with the sharded map's, when
     appending), or nothing is moved and a `SchemaMismatchError` names the first map that differs and how.
     ``shards.json`` is replaced by one atomic rename, after every move: a reader sees the old sharded map or the
-    new one. If the process dies midway, the next `merge` into ``out_dir`` (or `recover_merge`) moves the maps
-    back to where they were.
+    new one. A refused merge leaves no folder it made. If the process dies midway, the next `merge` into
+    ``out_dir`` (or `recover_merge`) moves the maps back to where they were.
     """
     out = absolute(out_dir)
     if isinstance(paths, (str, bytes, os.PathLike)):
