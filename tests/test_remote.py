@@ -228,6 +228,10 @@ def test_refresh_fetches_the_top_header_again(tmp_path):
     upload(local, "memory://remote-test/refresh-sharded")
     assert s.refresh() == 4 and len(s) == 9 and s[8].tolist() == ragged(4, seed=2)[3].tolist()
     assert s[0].tolist() == first.tolist() and len(pickle.loads(pickle.dumps(s))) == 9
+    upload(tmp_path / "v1", "memory://remote-test/refresh-sharded")  # a single map takes its place
+    with pytest.raises(NotAMapError, match="refresh-sharded holds a single map now; open it again"):
+        s.refresh()
+    assert len(s) == 9 and s[8].tolist() == ragged(4, seed=2)[3].tolist()  # still the version it had
     s.close()
 
 
