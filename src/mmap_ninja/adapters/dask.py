@@ -162,7 +162,8 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     ``schema=``, records infer each partition's schema from its rows; shards that disagree are refused, naming
     the first difference (pass ``schema=`` to fix it). Re-running after a failure (a killed worker, an exception
     in the input) builds only the partitions that have no complete shard for this same input. ``metadata`` is
-    stored in ``shards.json``.
+    stored in ``shards.json``. With records' ``key=``, each shard refuses a repeated key, but a key repeated in
+    two partitions is not checked (the sharded map's ``index_of`` gives the first).
     """
     out = absolute(out_dir)
     from_frame = _is_dataframe(collection)
