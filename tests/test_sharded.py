@@ -777,3 +777,29 @@ def test_a_url_given_where_a_local_directory_is_written_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"memory://b/words is a URL"):
         StringsMmap.from_strings("memory://b/words", ["a"])
     assert snapshot(tmp_path) == before and not list(Path.cwd().glob("*:"))
+
+
+def test_merges_racing_to_create_one_sharded_map_both_land(tmp_path):
+    # Two merges into the same new directory at once: the second waits for the first's lock and appends (it used
+    # to fail with "File exists" when the other made the directory between its check and its mkdir).
+    failures = []
+    for attempt in range(20):
+        names = [f"{side}{attempt}" for side in "ab"]
+        for name in names:
+            StringsMmap.from_strings(tmp_path / name, [name]).close()
+        barrier = threading.Barrier(2)
+
+        def run(name, attempt=attempt, barrier=barrier):
+            barrier.wait()
+            try:
+                merge(tmp_path / f"out{attempt}", [tmp_path / name])
+            except Exception as e:  # collected, asserted below
+                failures.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(ShardedMap(tmp_path / f"out{attempt}")) == sorted(names) or failures
+    assert failures == []

@@ -715,7 +715,10 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             break
         created = folder
     if created is not None:
-        out.mkdir(parents=True)
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:  # another merge made it just now: it is that merge's to clean up; append to it
+            created = None
     try:
         lock_fd = _flock(out, lock_timeout)
     except BaseException:
