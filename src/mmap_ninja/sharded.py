@@ -708,7 +708,7 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a directory")
     if out.is_dir() and not (out / SHARDS_FILE).exists():
-        _refuse_foreign(out)  # before the lock file is created in it
+        _refuse_foreign(out, names_only=True)  # before the lock file is created in it (again under the lock)
     created: Optional[Path] = None  # the outermost folder this merge made (out, or a parent of it)
     for folder in (out, *out.parents):
         if folder.exists():
@@ -810,9 +810,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     return ShardedMap(out)
 
 
-def _refuse_foreign(out: Path) -> None:
-    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE + ".tmp", JOURNAL_FILE,
+def _refuse_foreign(out: Path, names_only: bool = False) -> None:
+    """Refuse a directory holding something a merge did not write. ``names_only``: look only for foreign names
+    (without the lock, a concurrent merge may be publishing: its ``shards/`` is filled and its journal gone just
+    before its ``shards.json`` appears)."""
+    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE,
                                              JOURNAL_FILE + ".tmp"})
+    if names_only and not foreign:
+        return
     journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
     if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
         raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
