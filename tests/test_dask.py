@@ -15,7 +15,7 @@ db = pytest.importorskip("dask.bag")
 from mmap_ninja import RaggedMmap, StringsMmap, np_from_ndarray  # noqa: E402
 from mmap_ninja.adapters.dask import PROVENANCE_KEY, from_dask  # noqa: E402
 from mmap_ninja.format import read_header  # noqa: E402
-from mmap_ninja.sharded import ShardedMap  # noqa: E402
+from mmap_ninja.sharded import SchemaMismatchError, ShardedMap  # noqa: E402
 from mmap_ninja.testing import arrays_equal as equal  # noqa: E402
 
 
@@ -103,6 +103,30 @@ def test_a_failing_partition_leaves_no_visible_shard_and_a_rerun_completes(tmp_p
     _until_the_scheduler_forgets_failed_tasks(dask_client)
     m = from_dask(RaggedMmap, tmp_path / "out", bag)
     assert [int(a[0]) for a in m] == list(range(40))
+
+
+def test_a_bad_sample_is_named_by_its_partition(tmp_path, dask_client):
+    from mmap_ninja import RecordsMmap
+
+    bag = db.from_sequence(["a", "b", 3, "d"], npartitions=2)  # partitions ["a", "b"] and [3, "d"]
+    with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: item 0 is int, expected str"):
+        from_dask(StringsMmap, tmp_path / "words", bag)
+    assert not (tmp_path / "words" / "shards.json").exists()
+    assert [p.name for p in (tmp_path / "words" / "shards").iterdir()] == ["part-00000"]  # kept for a re-run
+    with pytest.raises(TypeError, match=r"partition 0 of the Dask input .*: item 1 is int"):
+        from_dask(StringsMmap, tmp_path / "new" / "words", db.from_sequence(["a", 3], npartitions=1))
+    assert not (tmp_path / "new").exists()  # a build that made nothing leaves nothing, not even the folders
+    mixed = db.from_sequence([np.arange(3, dtype=np.int32), np.array([0.5])], npartitions=2)
+    with pytest.raises(SchemaMismatchError, match=r"partitions of the Dask input built shards that differ: .*"
+                                                  r"part-00001 .*dtype '<f8' instead of '<i4'.* pass dtype="):
+        from_dask(RaggedMmap, tmp_path / "mixed", mixed)
+    assert not (tmp_path / "mixed" / "shards.json").exists()
+    with pytest.raises(ValueError, match="every partition of the input is empty"):
+        RecordsMmap.from_dask(tmp_path / "empty", db.from_sequence([], npartitions=1))
+    assert not (tmp_path / "empty").exists()
+    rows = db.from_sequence([{"a": 1}, {"a": 2}, {"a": "x"}, {"a": 4}], npartitions=2)
+    with pytest.raises(TypeError, match=r"partition 1 of the Dask input .*: row 1, field 'a': expected str"):
+        RecordsMmap.from_dask(tmp_path / "rows", rows)
 
 
 def _erred_tasks(dask_scheduler):
@@ -247,3 +271,9 @@ def test_importing_mmap_ninja_does_not_import_dask(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_from_dask_refuses_a_url(tmp_path, dask_client):
+    with pytest.raises(ValueError, match=r"s3://bucket/built is a URL, not a local path"):
+        from_dask(RaggedMmap, "s3://bucket/built", db.from_sequence([ragged_sample(0)], npartitions=1))
+    assert not list(Path.cwd().glob("*:"))

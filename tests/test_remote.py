@@ -169,6 +169,89 @@ def test_a_replaced_dataset_never_mixes_with_its_cached_predecessor(tmp_path, s3
     new.close()
 
 
+def test_a_single_map_uploaded_over_a_sharded_one_replaces_it_and_back(tmp_path, s3_server):
+    bucket = s3_server.bucket()
+    url = f"s3://{bucket}/words"
+    options = s3_server.options()
+    upload(sharded(tmp_path, "s", [ragged(4), ragged(3, seed=1)]), url, storage_options=options)
+    StringsMmap.from_strings(tmp_path / "single", ["one", "two"]).close()
+    upload(tmp_path / "single", url, storage_options=options)
+    m = open_existing(url, cache_dir=tmp_path / "cache", storage_options=options)
+    assert isinstance(m, RemoteMap) and list(m) == ["one", "two"]  # not the sharded map it replaced
+    m.close()
+    upload(tmp_path / "s", url, storage_options=options)  # and a sharded map replaces a single one
+    m = open_existing(url, cache_dir=tmp_path / "cache", storage_options=options)
+    assert isinstance(m, RemoteShardedMap) and len(m) == 7
+    m.close()
+
+
+def test_a_map_at_a_url_is_read_only_and_says_so(tmp_path):
+    StringsMmap.from_strings(tmp_path / "w", ["a", "b"]).close()
+    upload(tmp_path / "w", "memory://remote-test/read-only")
+    with pytest.raises(ValueError, match=r"memory://remote-test/read-only opens read-only .*mode='r\+'"):
+        open_existing("memory://remote-test/read-only", mode="r+", cache_dir=tmp_path / "cache")
+    m = open_existing("memory://remote-test/read-only", cache_dir=tmp_path / "cache")
+    assert m.mode == "r"
+    for write in (lambda: m.append("c"), lambda: m.extend(["c"]), lambda: m.__setitem__(0, "z")):
+        with pytest.raises(PermissionError, match="memory://remote-test/read-only is a map at a URL, read-only"):
+            write()
+    assert list(m) == ["a", "b"]
+    m.close()
+    upload(sharded(tmp_path, "s", [ragged(2)]), "memory://remote-test/read-only-sharded")
+    s = open_existing("memory://remote-test/read-only-sharded", cache_dir=tmp_path / "cache")
+    RaggedMmap.from_lists(tmp_path / "more", ragged(2)).close()
+    with pytest.raises(PermissionError, match="memory://remote-test/read-only-sharded is a sharded map at a URL, "
+                                              "read-only"):
+        s.add_shards([tmp_path / "more"])
+    assert (tmp_path / "more" / "header.json").exists() and len(s) == 2
+    s.close()
+
+
+def test_refresh_fetches_the_top_header_again(tmp_path):
+    # refresh() read the cached copy of the header, so it never saw a map uploaded again at the URL.
+    StringsMmap.from_strings(tmp_path / "v1", ["a", "b"]).close()
+    upload(tmp_path / "v1", "memory://remote-test/refresh-single")
+    m = open_existing("memory://remote-test/refresh-single", cache_dir=tmp_path / "cache")
+    assert m.refresh() == 0 and list(m) == ["a", "b"]
+    StringsMmap.from_strings(tmp_path / "v2", ["x", "y", "z"]).close()
+    upload(tmp_path / "v2", "memory://remote-test/refresh-single")
+    assert len(m) == 2 and m.refresh() == 1 and list(m) == ["x", "y", "z"]
+    m.close()
+
+    local = sharded(tmp_path, "s", [ragged(3), ragged(2, seed=1)])
+    upload(local, "memory://remote-test/refresh-sharded")
+    s = open_existing("memory://remote-test/refresh-sharded", cache_dir=tmp_path / "cache")
+    first = s[0]
+    assert s.refresh() == 0 and len(s) == 5
+    RaggedMmap.from_lists(tmp_path / "more", ragged(4, seed=2)).close()
+    merge(local, [tmp_path / "more"])
+    upload(local, "memory://remote-test/refresh-sharded")
+    assert s.refresh() == 4 and len(s) == 9 and s[8].tolist() == ragged(4, seed=2)[3].tolist()
+    assert s[0].tolist() == first.tolist() and len(pickle.loads(pickle.dumps(s))) == 9
+    upload(tmp_path / "v1", "memory://remote-test/refresh-sharded")  # a single map takes its place
+    with pytest.raises(NotAMapError, match="refresh-sharded holds a single map now; open it again"):
+        s.refresh()
+    assert len(s) == 9 and s[8].tolist() == ragged(4, seed=2)[3].tolist()  # still the version it had
+    s.close()
+
+
+def test_an_upload_refused_for_a_damaged_shard_writes_nothing(tmp_path):
+    # Every shard is checked before the first object is written: a shard found damaged midway used to leave the
+    # shards before it overwritten at the URL, under the old shards.json that readers still follow.
+    import fsspec
+
+    local = sharded(tmp_path, "s", [ragged(3), ragged(2, seed=1), ragged(4, seed=2)])
+    url = "memory://remote-test/damaged-upload"
+    StringsMmap.from_strings(tmp_path / "old", ["old"]).close()
+    upload(tmp_path / "old", url)
+    memory = fsspec.filesystem("memory")
+    before = {path: memory.cat_file(path) for path in memory.find("/remote-test/damaged-upload")}
+    (local / "shards" / "shard-000002" / "data.bin").unlink()
+    with pytest.raises(CorruptMapError, match=r"shard-000002/data\.bin is missing"):
+        upload(local, url)
+    assert {path: memory.cat_file(path) for path in memory.find("/remote-test/damaged-upload")} == before
+
+
 def test_the_size_limit_evicts_least_recently_used_entries_no_reader_holds(tmp_path, s3_server):
     parts = [[np.arange(10_000, dtype=np.int64) + k] for k in range(4)]  # ~80 kB per shard
     local = sharded(tmp_path, "s", parts)
@@ -244,6 +327,9 @@ def test_bad_locations_fail_fast_and_clearly(tmp_path, s3_server, monkeypatch):
         open_existing(f"s3://{bucket}/nothing/here", cache_dir=tmp_path / "c", storage_options=s3_server.options())
     with pytest.raises(NotAMapError, match="s3://no-such-bucket-3f9a/x holds no mmap_ninja map"):
         open_existing("s3://no-such-bucket-3f9a/x", cache_dir=tmp_path / "c", storage_options=s3_server.options())
+    StringsMmap.from_strings(tmp_path / "w", ["a"]).close()
+    with pytest.raises(RemoteStorageError, match=r"cannot write s3://no-such-bucket-3f9a/x/\S+: .*bucket does not"):
+        upload(tmp_path / "w", "s3://no-such-bucket-3f9a/x", storage_options=s3_server.options())
 
     dead = dict(s3_server.options(), client_kwargs={"endpoint_url": f"http://127.0.0.1:{free_port()}"},
                 config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1})
@@ -279,6 +365,30 @@ def test_memory_urls_need_no_server_and_the_default_cache_is_per_user(tmp_path, 
         upload(tmp_path / "missing", "memory://remote-test/missing")
     mmap_ninja.upload(tmp_path / "w", (tmp_path / "bucket" / "w").as_uri())  # file:// is one more fsspec URL
     assert list(open_existing((tmp_path / "bucket" / "w").as_uri())) == ["a", "b", "c"]
+
+
+def test_a_memory_url_read_in_another_process_says_memory_urls_are_per_process(tmp_path):
+    StringsMmap.from_strings(tmp_path / "w", ["a", "b"]).close()
+    upload(tmp_path / "w", "memory://remote-test/per-process")
+    m = open_existing("memory://remote-test/per-process", cache_dir=tmp_path / "cache")
+    (tmp_path / "m.pickle").write_bytes(pickle.dumps(m))  # opened, not read yet: a worker would download it
+    code = "import pickle, sys; m = pickle.loads(open(sys.argv[1], 'rb').read()); m[0]"
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pickle")], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 1
+    assert "memory://remote-test/per-process/data.bin is missing" in result.stderr
+    assert "memory:// URLs live in the memory of one process" in result.stderr
+    assert m[1] == "b"  # in this process it is there
+    m.close()
+
+
+def test_a_cache_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "not-a-folder").write_text("x")
+    StringsMmap.from_strings(tmp_path / "w", ["a"]).close()
+    upload(tmp_path / "w", "memory://remote-test/cache-file")
+    m = open_existing("memory://remote-test/cache-file", cache_dir=tmp_path / "not-a-folder")
+    with pytest.raises(NotADirectoryError, match=r"cannot use .*not-a-folder as the cache \(cache_dir\)"):
+        m[0]
 
 
 def test_importing_mmap_ninja_imports_no_storage_client():

@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -279,6 +280,28 @@ def test_merge_refuses_bad_inputs(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_a_refused_merge_leaves_no_folder_it_made(tmp_path):
+    paths, _ = make_shards("strings", tmp_path)
+    with pytest.raises(NotAMapError, match="missing"):
+        merge(tmp_path / "new" / "deeper" / "out", [paths[0], tmp_path / "missing"])
+    assert not (tmp_path / "new").exists()  # not even the parent folders merge made for out_dir
+    with pytest.raises(ValueError, match="lies inside the map"):
+        merge(paths[0] / "sub" / "out", [paths[0]])
+    assert not (paths[0] / "sub").exists()  # nothing left inside the map that was refused either
+
+
+def test_a_symbolic_link_to_a_map_is_refused_unless_copied(tmp_path):
+    # Renaming a link moves the link, not the map: the relative link dangled inside the sharded map.
+    paths, expected = make_shards("strings", tmp_path)
+    (tmp_path / "link").symlink_to(paths[0].name)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"link is a symbolic link to .*src0.* copy=True"):
+        merge(tmp_path / "out", [tmp_path / "link"])
+    assert snapshot(tmp_path) == before and (tmp_path / "link").is_symlink() and not (tmp_path / "out").exists()
+    m = merge(tmp_path / "out", [tmp_path / "link"], copy=True)
+    assert list(m) == expected[:3] and not (m.path / m.shards[0].path).is_symlink()
+
+
 def test_merge_across_file_systems_needs_copy(tmp_path):
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
@@ -432,6 +455,8 @@ def test_many_shards_with_few_open_files(tmp_path, n_shards, max_open, file_limi
     ([37, 5, 120, 64, 64, 1, 0, 80, 33], 4),
     ([7], 3),
     ([10, 10], 2),
+    ([1, 0, 1], 5),  # more ranks than samples: padded (or all dropped) as DistributedSampler does
+    ([0, 0], 2),  # only empty shards
 ])
 def test_shard_aware_sampler_covers_every_index_with_equal_lengths(lengths, world_size, drop_last):
     from torch.utils.data import DistributedSampler
@@ -446,11 +471,11 @@ def test_shard_aware_sampler_covers_every_index_with_equal_lengths(lengths, worl
         assert {len(p) for p in per_rank} == {len(reference)}
         together = np.concatenate(per_rank)
         counts = np.bincount(together, minlength=n)
-        assert together.min() >= 0 and together.max() < n
+        assert not len(together) or (together.min() >= 0 and together.max() < n)
         if drop_last:
-            assert counts.max() == 1 and n - (counts == 1).sum() == n - len(reference) * world_size
+            assert (counts <= 1).all() and n - (counts == 1).sum() == n - len(reference) * world_size
         else:
-            assert counts.min() >= 1  # every index, and only DistributedSampler's padding repeated
+            assert (counts >= 1).all()  # every index, and only DistributedSampler's padding repeated
             assert (counts - 1).sum() == len(reference) * world_size - n
 
 
@@ -491,6 +516,37 @@ def test_shard_aware_sampler_in_a_dataloader(tmp_path):
                         collate_fn=list)
     got = [s for batch in loader for s in batch]
     assert len(got) == 15 and set(got) <= set(expected)
+
+
+_DDP_RANK = """
+import json, sys
+import torch.distributed as dist
+from mmap_ninja.adapters.shards import ShardAwareSampler
+from mmap_ninja.sharded import ShardedMap
+
+path, store, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+sampler = ShardAwareSampler(ShardedMap(path, mode="r"), seed=7)  # rank and world size from the process group
+print(json.dumps([sampler.rank, sampler.world_size, list(sampler)]))
+dist.destroy_process_group()
+"""
+
+
+def test_shard_aware_sampler_takes_rank_and_world_size_from_the_process_group(tmp_path):
+    # As DistributedSampler (and RankSampler) do; without a process group: rank 0 of 1.
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+
+    paths, _ = make_shards("strings", tmp_path, [6, 4, 5])
+    m = merge(tmp_path / "out", paths)
+    alone = ShardAwareSampler(m)
+    assert (alone.rank, alone.world_size, len(alone)) == (0, 1, 15)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    runs = [subprocess.Popen([sys.executable, "-c", _DDP_RANK, str(m.path), str(tmp_path / "store"), str(rank)],
+                             stdout=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    results = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
+    for rank, (got_rank, world_size, indices) in enumerate(results):
+        assert (got_rank, world_size) == (rank, 2)
+        assert indices == list(ShardAwareSampler(m, rank=rank, world_size=2, seed=7))
 
 
 def test_publish_shards_checks_every_shard(tmp_path):
@@ -656,3 +712,94 @@ def test_shard_options_reach_every_shard_and_survive_pickling(tmp_path):
         pickle.loads(pickle.dumps(checked))[3]
     with pytest.raises(TypeError, match="no_such_option"):
         ShardedMap(tmp_path / "out", no_such_option=1)
+
+
+@pytest.mark.parametrize("kind", ["records", "zstd"])
+def test_add_shards_of_maps_whose_headers_require_features(tmp_path, kind):
+    # A records map (and a compressed map) lists features in its header's requires; the sharded map's own
+    # requires stays empty, so appending must compare the shards with a shard, not with the top header.
+    from mmap_ninja import RecordsMmap
+
+    def make(name, start, n):
+        path = tmp_path / name
+        if kind == "records":
+            RecordsMmap.from_dict(path, {"label": np.arange(start, start + n)}).close()
+        else:
+            RaggedMmap.from_lists(path, [np.arange(i, i + 3) for i in range(start, start + n)], codec=Zstd()).close()
+        return path
+
+    m = merge(tmp_path / "out", [make("a", 0, 3)])
+    m.add_shards([make("b", 3, 2)])
+    assert len(m) == 5 and len(ShardedMap(tmp_path / "out").shards) == 2
+    first = m[4]["label"] if kind == "records" else m[4][0]
+    assert first == 4
+
+
+def test_keys_of_records_shards_are_looked_up_across_shards(tmp_path):
+    # A records map built with key= answers `in` and index_of(); a sharded map of such maps must answer the same
+    # (it used to scan every row comparing row dicts with the key, and say False).
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "a", {"path": ["a.jpg", "b.jpg"], "label": np.array([3, 5])}, key="path").close()
+    RecordsMmap.from_dict(tmp_path / "b", {"path": ["c.jpg"], "label": np.array([7])}, key="path").close()
+    m = merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+    assert "c.jpg" in m and "b.jpg" in m and "z.jpg" not in m and 4 not in m
+    assert m.index_of("c.jpg") == 2 and m[m.index_of("b.jpg")]["label"] == 5
+    with pytest.raises(KeyError, match=r"'z\.jpg'"):
+        m.index_of("z.jpg")
+    RecordsMmap.from_dict(tmp_path / "c", {"path": ["d.jpg"], "label": np.array([1])}).close()  # no key
+    unkeyed = merge(tmp_path / "unkeyed", [tmp_path / "c"])
+    with pytest.raises(TypeError, match=r"shard 0 .* has no key field"):
+        unkeyed.index_of("d.jpg")
+    strings = merge(tmp_path / "words", [StringsMmap.from_strings(tmp_path / "w", ["x", "y"]).path])
+    assert "y" in strings and "q" not in strings  # other kinds: a sample equal to it, as a single map
+    with pytest.raises(AttributeError, match="index_of"):
+        strings.index_of("y")
+
+
+def test_a_map_of_mmap_ninja_090_is_refused_by_merge_with_the_way_to_convert_it(legacy_maps, tmp_path):
+    source = tmp_path / "old"
+    shutil.copytree(legacy_maps["strings"], source)
+    before = snapshot(tmp_path)
+    with pytest.raises(NotAMapError, match=r"old is a map of mmap_ninja 0\.9\.0; convert it first"):
+        merge(tmp_path / "out", [source])
+    assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_a_url_given_where_a_local_directory_is_written_is_refused(tmp_path):
+    # Maps are written locally and published with upload(); a URL used to become a local folder named "s3:".
+    paths, _ = make_shards("strings", tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"s3://bucket/out is a URL, not a local path: .*mmap_ninja\.upload"):
+        merge("s3://bucket/out", paths)
+    with pytest.raises(ValueError, match=r"s3://bucket/out is a URL"):
+        ShardedMap("s3://bucket/out")
+    with pytest.raises(ValueError, match=r"memory://b/words is a URL"):
+        StringsMmap.from_strings("memory://b/words", ["a"])
+    assert snapshot(tmp_path) == before and not list(Path.cwd().glob("*:"))
+
+
+def test_merges_racing_to_create_one_sharded_map_both_land(tmp_path):
+    # Two merges into the same new directory at once: the second waits for the first's lock and appends (it used
+    # to fail with "File exists" when the other made the directory between its check and its mkdir).
+    failures = []
+    for attempt in range(20):
+        names = [f"{side}{attempt}" for side in "ab"]
+        for name in names:
+            StringsMmap.from_strings(tmp_path / name, [name]).close()
+        barrier = threading.Barrier(2)
+
+        def run(name, attempt=attempt, barrier=barrier):
+            barrier.wait()
+            try:
+                merge(tmp_path / f"out{attempt}", [tmp_path / name])
+            except Exception as e:  # collected, asserted below
+                failures.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(ShardedMap(tmp_path / f"out{attempt}")) == sorted(names) or failures
+    assert failures == []

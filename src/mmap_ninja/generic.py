@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from copy import copy
 from typing import Any, Callable, Optional
@@ -12,31 +11,27 @@ from mmap_ninja.format import read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.maps import KINDS
 from mmap_ninja.sharded import ShardedMap, is_sharded
-from mmap_ninja.storage import PathLike, absolute
+from mmap_ninja.storage import PathLike, absolute, is_url
 
 __all__ = ["Wrapped", "is_url", "open_existing", "upload"]
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-
-def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
-    return isinstance(path, str) and _URL.match(path) is not None
-
-
-def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+",
-                  **options: Any) -> Any:
+def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                  mode: Optional[str] = None, **options: Any) -> Any:
     """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ..., or a `ShardedMap`
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
 
     ``out_dir`` may be a URL (``s3://bucket/path``, any fsspec URL): the map is read through a local cache
-    (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`).
+    (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`),
+    read-only: ``mode`` defaults to ``"r+"`` for a local map and to ``"r"`` (the only mode it takes) for a URL.
     """
     if is_url(out_dir):
         from mmap_ninja.adapters.remote import open_remote
 
-        return open_remote(str(out_dir), wrapper_fn, "r" if mode == "r+" else mode, **options)
+        return open_remote(str(out_dir), wrapper_fn, "r" if mode is None else mode, **options)
+    if mode is None:
+        mode = "r+"
     directory = absolute(out_dir)
     if is_sharded(directory):
         return ShardedMap(directory, wrapper_fn, mode, **options)

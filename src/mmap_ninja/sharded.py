@@ -37,6 +37,7 @@ import numpy as np
 from mmap_ninja._fsio import fsync_dir, replace_file
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
@@ -448,6 +449,36 @@ class ShardedMap:
                     from None
         return self._cls.combine_batches(parts, positions, arguments)
 
+    def index_of(self, key: Any) -> int:
+        """The position of the row whose key field holds ``key``, for shards built with a key (records maps'
+        ``key=``): each shard's on-disk index is probed in turn (O(number of shards)); keys are unique within a
+        shard, and the first shard holding ``key`` answers. A KeyError if no shard has it; a TypeError if a shard
+        has no key field (the answer could be in it)."""
+        if getattr(self._cls, "index_of", None) is None:
+            raise AttributeError(f"maps of kind {self.kind!r} have no index_of(); only records maps built with key= "
+                                 f"are looked up by key")
+        for k, info in enumerate(self._header.shards):
+            if not info.length:
+                continue
+            shard = self._shard(k)
+            try:
+                return self._starts[k] + int(shard.index_of(key))  # type: ignore[attr-defined]
+            except KeyError:
+                continue
+            except TypeError:
+                if getattr(shard, "key", None) is None:
+                    raise TypeError(f"shard {k} ({self._path / info.path}) has no key field, so {self._path} "
+                                    f"cannot be looked up by key") from None
+                raise
+        raise KeyError(f"no row of {self._path} has the key {key!r}")
+
+    def __contains__(self, item: Any) -> bool:
+        """For shards that define ``in`` (records maps with a key: whether a row has the key ``item``), whether
+        one of them holds it; for other kinds, whether a sample equals ``item``, as for a single map."""
+        if getattr(self._cls, "__contains__", None) is None:
+            return any(sample is item or sample == item for sample in self)
+        return any(info.length and item in self._shard(k) for k, info in enumerate(self._header.shards))
+
     def __iter__(self) -> Iterator[Any]:
         """Every sample in order, shard after shard."""
         for k in range(len(self._header.shards)):
@@ -592,12 +623,18 @@ class _Source:
         self.header = header
 
 
-def _check_source(path: Path, out_dir: Path) -> _Source:
+def _check_source(path: Path, out_dir: Path, copy: bool) -> _Source:
+    if path.is_symlink() and not copy:  # a rename would move the link, which then dangles or points outside
+        raise ValueError(f"{path} is a symbolic link to {path.resolve()}; merge moves maps by rename: give the "
+                         f"map's own path, or pass copy=True to copy it")
     if is_sharded(path):
         raise ValueError(f"{path} is itself a sharded map; merging sharded maps is not supported")
     owner = next((parent for parent in path.parents if is_sharded(parent)), None)
     if owner is not None:  # moving it would take it out of the sharded map that lists it
         raise ValueError(f"{path} is a shard of the sharded map {owner}; merge maps that no sharded map holds")
+    if is_legacy_map(path):
+        raise NotAMapError(f"{path} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST), "
+                           f"then merge the converted map")
     header = read_header(path)  # NotAMapError / CorruptMapError / UnknownFeatureError name the path
     if header.building:
         raise ValueError(f"{path} is an unfinished build; finish (or re-run) it before merging it")
@@ -649,14 +686,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
           lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> ShardedMap:
     """Make the maps at ``paths`` the shards of the sharded map ``out_dir`` (created, or appended to) and
     return it open. No data is copied: each map is moved into ``out_dir/shards/`` by ``os.rename`` and referred
-    to by its relative path, so ``out_dir`` is one self-contained directory. Maps on another file system are
-    refused unless ``copy=True`` (which copies them, leaving the originals in place).
+    to by its relative path, so ``out_dir`` is one self-contained directory. Maps on another file system, and
+    symbolic links to maps, are refused unless ``copy=True`` (which copies them, leaving the originals in place).
+    Maps of mmap_ninja 0.9.0 are converted first (``mmap-ninja convert``).
 
     Every map must be complete and share one kind, dtype, schema and codec (with the sharded map's, when
     appending), or nothing is moved and a `SchemaMismatchError` names the first map that differs and how.
     ``shards.json`` is replaced by one atomic rename, after every move: a reader sees the old sharded map or the
-    new one. If the process dies midway, the next `merge` into ``out_dir`` (or `recover_merge`) moves the maps
-    back to where they were.
+    new one. A refused merge leaves no folder it made. If the process dies midway, the next `merge` into
+    ``out_dir`` (or `recover_merge`) moves the maps back to where they were.
     """
     out = absolute(out_dir)
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -667,31 +705,45 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         seen: set[Path] = set()
         duplicate = next(p for p in sources_paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
         raise ValueError(f"{duplicate} is given twice")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a directory")
     if out.is_dir() and not (out / SHARDS_FILE).exists():
-        _refuse_foreign(out)  # before the lock file is created in it
-    created = False
-    if not out.exists():
-        out.mkdir()
-        created = True
+        _refuse_foreign(out, names_only=True)  # before the lock file is created in it (again under the lock)
+    created: Optional[Path] = None  # the outermost folder this merge made (out, or a parent of it)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
+    if created is not None:
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:  # another merge made it just now: it is that merge's to clean up; append to it
+            created = None
     try:
         lock_fd = _flock(out, lock_timeout)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     try:
         _recover_locked(out)
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
-        sources = [_check_source(p, out) for p in sources_paths]
+        sources = [_check_source(p, out, copy) for p in sources_paths]
         expected: Optional[dict[str, Any]] = None
-        if existing is not None and any(s.length for s in existing.shards):
-            expected = _schema(existing.kind, existing.attrs, existing.requires)
         reference_path = out
+        if existing is not None:
+            # The shards' requires (a records map's, a codec's) are in their headers, not in shards.json (whose
+            # own requires are features of the sharded format): compare with a shard that has samples.
+            reference = next((s for s in existing.shards if s.length), None)
+            if reference is not None:
+                reference_path = out / reference.path
+                try:
+                    expected = shard_schema(read_header(reference_path))
+                except NotAMapError:
+                    raise CorruptMapError(f"{out / SHARDS_FILE} lists the shard {reference.path!r}, but "
+                                          f"{reference_path} holds no map") from None
         for source in sources:
             schema = shard_schema(source.header)
             if existing is not None and schema["kind"] != existing.kind:
@@ -750,17 +802,22 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         replace_file(out / SHARDS_FILE, top.encode(), durable=True)
         os.unlink(out / JOURNAL_FILE)
     except BaseException:
-        if created and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
-            shutil.rmtree(out, ignore_errors=True)  # nothing was moved: leave no trace
+        if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
         raise
     finally:
         _unlock(lock_fd)
     return ShardedMap(out)
 
 
-def _refuse_foreign(out: Path) -> None:
-    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE + ".tmp", JOURNAL_FILE,
+def _refuse_foreign(out: Path, names_only: bool = False) -> None:
+    """Refuse a directory holding something a merge did not write. ``names_only``: look only for foreign names
+    (without the lock, a concurrent merge may be publishing: its ``shards/`` is filled and its journal gone just
+    before its ``shards.json`` appears)."""
+    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE,
                                              JOURNAL_FILE + ".tmp"})
+    if names_only and not foreign:
+        return
     journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
     if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
         raise FileExistsError(f"{out} is not empty and holds no sharded map (found "

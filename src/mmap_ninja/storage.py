@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import re
 import stat
 import threading
 import time
@@ -68,8 +69,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
+    return isinstance(path, str) and _URL.match(path) is not None
+
+
 def absolute(path: PathLike) -> Path:
-    """``path`` made absolute once, so that a later ``os.chdir`` changes nothing (symlinks are kept)."""
+    """``path`` made absolute once, so that a later ``os.chdir`` changes nothing (symlinks are kept). A URL is
+    refused: every local reader and writer comes here, and would otherwise make a folder named ``s3:``."""
+    if is_url(path):
+        raise ValueError(f"{path} is a URL, not a local path: maps are written in a local directory and published "
+                         f"with mmap_ninja.upload(path, url); mmap_ninja.open_existing(url) reads one")
     return Path(os.path.abspath(os.fspath(path)))
 
 

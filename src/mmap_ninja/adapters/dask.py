@@ -22,6 +22,8 @@ import inspect
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +33,14 @@ from dask.delayed import delayed
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
-from mmap_ninja.sharded import SHARDS_DIR, SHARDS_FILE, ShardedMap, directory_lock, publish_shards
+from mmap_ninja.sharded import (
+    SHARDS_DIR,
+    SHARDS_FILE,
+    SchemaMismatchError,
+    ShardedMap,
+    directory_lock,
+    publish_shards,
+)
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
@@ -76,11 +85,12 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
     staging = directory / f".{final.name}{_STAGING}{uuid.uuid4().hex[:12]}"
     try:
         metadata = {PROVENANCE_KEY: provenance}
-        if from_frame:
-            cls.from_pandas(staging, samples, batch_size=batch_size, metadata=metadata,  # type: ignore[attr-defined]
-                            **options).close()
-        else:
-            cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
+        with _in_partition(provenance["partition"]):
+            if from_frame:
+                cls.from_pandas(staging, samples, batch_size=batch_size,  # type: ignore[attr-defined]
+                                metadata=metadata, **options).close()
+            else:
+                cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
         if final.exists():  # a stale shard (another input), or an attempt that raced this one
             if _complete(final, provenance):
                 shutil.rmtree(staging)
@@ -94,6 +104,21 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final.name
+
+
+@contextmanager
+def _in_partition(index: int) -> Iterator[None]:
+    """A builder's refusal of a sample (which names the sample by its position in the partition) re-raised with
+    the same type, naming the partition."""
+    try:
+        yield
+    except (TypeError, ValueError, MapError) as e:
+        try:
+            named = type(e)(f"partition {index} of the Dask input (positions count from the partition's first "
+                            f"sample): {e}")
+        except Exception:
+            raise e from None
+        raise named from e
 
 
 def _run_all(tasks: list[Any]) -> list[Any]:
@@ -137,7 +162,8 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     ``schema=``, records infer each partition's schema from its rows; shards that disagree are refused, naming
     the first difference (pass ``schema=`` to fix it). Re-running after a failure (a killed worker, an exception
     in the input) builds only the partitions that have no complete shard for this same input. ``metadata`` is
-    stored in ``shards.json``.
+    stored in ``shards.json``. With records' ``key=``, each shard refuses a repeated key, but a key repeated in
+    two partitions is not checked (the sharded map's ``index_of`` gives the first).
     """
     out = absolute(out_dir)
     from_frame = _is_dataframe(collection)
@@ -152,38 +178,55 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     checked_metadata = check_metadata(metadata)
     # A builder that infers a schema from the rows cannot build an empty partition: the driver builds those.
     infers_schema = "schema" in inspect.signature(cls.from_generator).parameters and options.get("schema") is None
+    created: Optional[Path] = None  # the outermost folder this build makes (out, or a parent of it)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
     out.mkdir(parents=True, exist_ok=True)
     with directory_lock(out, lock_timeout):
-        shards_dir = out / SHARDS_DIR
-        _refuse_foreign(out)
-        shards_dir.mkdir(exist_ok=True)
-        for leftover in shards_dir.iterdir():  # staging names of a build that died; this build holds the lock
-            if leftover.name.startswith(".") and (_STAGING in leftover.name or ".old-" in leftover.name):
-                shutil.rmtree(leftover, ignore_errors=True)
-        provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
-        todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
-        if todo:
-            partitions = collection.to_delayed()
-            built = _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls,
-                                                                    provenances[i], batch_size, options, from_frame,
-                                                                    infers_schema) for i in todo])
-            empty = [i for i, name in zip(todo, built) if name is None]
-            if empty:
-                schema = _schema_of_a_shard(cls, shards_dir, [i for i in range(npartitions) if i not in empty])
-                for i in empty:
-                    _build_partition([], str(shards_dir), cls, provenances[i], batch_size,
-                                     {**options, "schema": schema})
-        for i in range(npartitions):
-            if not _complete(shards_dir / _part_name(i), provenances[i]):
-                raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
-                                      f"(was it changed during the build?)")
-        sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
-                                 cls.layout.kind, metadata=checked_metadata,
-                                 extra={"source": {"dask_token": token, "npartitions": npartitions}})
-        for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
-            if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
-                    and int(stale.name[len(_PART):]) >= npartitions:
-                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            shards_dir = out / SHARDS_DIR
+            _refuse_foreign(out)
+            shards_dir.mkdir(exist_ok=True)
+            for leftover in shards_dir.iterdir():  # staging names of a build that died; this build holds the lock
+                if leftover.name.startswith(".") and (_STAGING in leftover.name or ".old-" in leftover.name):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
+            todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
+            if todo:
+                partitions = collection.to_delayed()
+                built = _run_all([delayed(_build_partition, pure=False)(partitions[i], str(shards_dir), cls,
+                                                                        provenances[i], batch_size, options, from_frame,
+                                                                        infers_schema) for i in todo])
+                empty = [i for i, name in zip(todo, built) if name is None]
+                if empty:
+                    schema = _schema_of_a_shard(cls, shards_dir, [i for i in range(npartitions) if i not in empty])
+                    for i in empty:
+                        _build_partition([], str(shards_dir), cls, provenances[i], batch_size,
+                                         {**options, "schema": schema})
+            for i in range(npartitions):
+                if not _complete(shards_dir / _part_name(i), provenances[i]):
+                    raise CorruptMapError(f"{shards_dir / _part_name(i)} is not the finished shard of partition {i} "
+                                          f"(was it changed during the build?)")
+            try:
+                sharded = publish_shards(out, [f"{SHARDS_DIR}/{_part_name(i)}" for i in range(npartitions)],
+                                         cls.layout.kind, metadata=checked_metadata,
+                                         extra={"source": {"dask_token": token, "npartitions": npartitions}})
+            except SchemaMismatchError as e:  # shards/part-<n> is partition n's shard
+                raise SchemaMismatchError(f"the partitions of the Dask input built shards that differ: {e}; pass "
+                                          f"dtype= (or schema=, for records) to from_dask so that every partition "
+                                          f"builds the same") from None
+            for stale in shards_dir.iterdir():  # shards of partitions a previous, larger input had
+                if stale.name.startswith(_PART) and stale.name[len(_PART):].isdigit() \
+                        and int(stale.name[len(_PART):]) >= npartitions:
+                    shutil.rmtree(stale, ignore_errors=True)
+        except BaseException:
+            shards = out / SHARDS_DIR
+            if created is not None and not (shards.is_dir() and any(p.name.startswith(_PART)
+                                                                     for p in shards.iterdir())):
+                shutil.rmtree(created, ignore_errors=True)  # nothing was built: leave no trace
+            raise
     return sharded
 
 

@@ -4,7 +4,8 @@
 only the top header (``header.json`` of a single map, ``shards.json`` of a sharded one). A map, or a shard of a
 sharded map, is downloaded whole on first touch into ``cache_dir``: into a staging directory, checked (every
 column holds its committed bytes, the index is sound, and the checksum records match: `mmap_ninja.verify` with
-``deep=True``), then renamed into place and opened as an ordinary read-only map, memory-mapped.
+``deep=True``), then renamed into place and opened as an ordinary read-only map, memory-mapped. ``refresh()``
+fetches the top header again, to see a map uploaded at the URL since.
 
 The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
 
@@ -95,8 +96,12 @@ class Cache:
         self.trash = self.root / "trash"
 
     def _dirs(self) -> None:
-        for d in (self.entries, self.locks, self.staging, self.trash):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.entries, self.locks, self.staging, self.trash):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot use {self.root} as the cache (cache_dir): {e.strerror}",
+                          e.filename) from None
 
     def acquire(self, key: str, fill: Callable[[Path], None]) -> tuple[Path, int]:
         """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
@@ -222,6 +227,14 @@ class _Remote:
             self.root = root.rstrip("/")
             self._pid = os.getpid()
 
+    @property
+    def missing_hint(self) -> str:
+        """What to add when an object is missing: for ``memory://``, that another process does not see it."""
+        if self.url.startswith("memory://"):
+            return ("; memory:// URLs live in the memory of one process: other processes (DataLoader workers "
+                    "included) do not see what it uploaded")
+        return ""
+
     def url_of(self, rel: str) -> str:
         return f"{self.url}/{rel}" if rel else self.url
 
@@ -250,7 +263,7 @@ class _Remote:
 
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
-        with _remote_errors(self.url_of(rel)):
+        with _writing(self.url_of(rel)):
             path = self._target(rel)
             if os.stat(local).st_size == size:
                 self.fs.put_file(str(local), path)
@@ -264,10 +277,31 @@ class _Remote:
                     target.write(chunk)
                     left -= len(chunk)
 
-    def pipe(self, rel: str, data: bytes) -> None:
+    def remove(self, rel: str) -> bool:
+        """Delete the object ``rel`` if it is there; whether it was."""
         with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)
+            try:
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+    def pipe(self, rel: str, data: bytes) -> None:
+        with _writing(self.url_of(rel)):
             path = self._target(rel)
             self.fs.pipe_file(path, data)
+
+
+@contextmanager
+def _writing(url: str) -> Iterator[None]:
+    """Errors of the storage client while writing ``url`` as `RemoteStorageError` naming it; a missing location
+    (no such bucket) too, which reads leave a `FileNotFoundError`."""
+    try:
+        with _remote_errors(url):
+            yield
+    except FileNotFoundError as e:
+        raise RemoteStorageError(f"cannot write {url}: {type(e).__name__}: {e}") from e
 
 
 @contextmanager
@@ -291,7 +325,7 @@ def _fetch_top(remote: _Remote) -> tuple[str, bytes]:
         except FileNotFoundError as e:
             reasons.append(str(e))
     raise NotAMapError(f"{remote.url} holds no mmap_ninja map: neither {SHARDS_FILE} nor {HEADER_FILE} is there "
-                       f"({reasons[-1]})")
+                       f"({reasons[-1]}){remote.missing_hint}")
 
 
 @contextmanager
@@ -331,7 +365,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
         try:
             raw = remote.cat(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE)
         except FileNotFoundError:
-            raise CorruptMapError(f"{header_url} is missing: {url} holds no map") from None
+            raise CorruptMapError(f"{header_url} is missing: {url} holds no map{remote.missing_hint}") from None
     header = _parse(raw, header_url)
     if header.building:
         raise UnfinishedMapError(f"{url} is an unfinished build; it cannot be read")
@@ -347,7 +381,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
             remote.get(f"{rel}/{file}" if rel else file, stage / file)
         except FileNotFoundError:
             raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is missing (the header "
-                                  f"lists column {name!r})") from None
+                                  f"lists column {name!r}){remote.missing_hint}") from None
         need = column.length * column.dtype.itemsize
         got = os.stat(stage / file).st_size
         if got < need:
@@ -372,8 +406,9 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``)."""
     if isinstance(wrapper_fn, str) and mode == "r":
         wrapper_fn, mode = None, wrapper_fn
-    if mode not in ("r", "r+", "rb", "r+b"):
-        raise ValueError(f"a map at a URL opens read-only (mode 'r'), got mode={mode!r}")
+    if mode not in ("r", "rb"):
+        raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
+                         f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
     remote = _Remote(url, storage_options)
     cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
     name, raw = pinned if pinned is not None else _fetch_top(remote)
@@ -387,19 +422,8 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
             raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
                                   f"not know")
         return RemoteMap(remote, cache, raw, header, wrapper_fn, settings, options)
-    top_url = remote.url_of(SHARDS_FILE)
-    try:
-        content = json.loads(raw)
-        identity = (content["id"], content["commit"])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, KeyError) as e:
-        raise CorruptMapError(f"{top_url} is not a sharded map header: {type(e).__name__}: {e}") from None
 
-    def fill(stage: Path) -> None:
-        (stage / SHARDS_FILE).write_bytes(raw)
-        with _named(stage, remote.url):
-            ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
-
-    view, fd = cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+    view, fd = _acquire_view(remote, cache, raw)
     try:
         with _named(view, remote.url):
             return RemoteShardedMap(view, remote, cache, fd, raw, wrapper_fn, settings, **options)
@@ -408,8 +432,39 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
         raise
 
 
+def _acquire_view(remote: _Remote, cache: Cache, raw: bytes) -> tuple[Path, int]:
+    """The cache entry holding the sharded map header ``raw`` (checked before it is published), and the
+    descriptor holding its shared lock."""
+    try:
+        content = json.loads(raw)
+        identity = (content["id"], content["commit"])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, KeyError) as e:
+        raise CorruptMapError(f"{remote.url_of(SHARDS_FILE)} is not a sharded map header: {type(e).__name__}: "
+                              f"{e}") from None
+
+    def fill(stage: Path) -> None:
+        (stage / SHARDS_FILE).write_bytes(raw)
+        with _named(stage, remote.url):
+            ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
+
+    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+
+
+def _refetch(remote: _Remote, expected: str) -> bytes:
+    """The top header at ``remote`` now, which must still be a ``expected`` (``shards.json`` or ``header.json``)."""
+    name, raw = _fetch_top(remote)
+    if name != expected:
+        kind = "a sharded map" if name == SHARDS_FILE else "a single map"
+        raise NotAMapError(f"{remote.url} holds {kind} now; open it again with open_existing()")
+    return raw
+
+
 def _reopen(url: str, settings: dict[str, Any]) -> Any:
     return open_remote(url, **settings)
+
+
+_WRITERS = frozenset({"append", "extend", "extend_flat", "extend_utf8", "set_metadata", "transaction", "add_field"})
+"""The writing methods of the map kinds, which a `RemoteMap` refuses."""
 
 
 class RemoteMap:
@@ -465,7 +520,34 @@ class RemoteMap:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in _WRITERS and hasattr(KINDS[self.kind], name):
+            return self._refuse_write  # refused before anything is downloaded, naming the URL (not the cache)
         return getattr(self.local, name)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._refuse_write()
+
+    def _refuse_write(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
+                              f"publish it with mmap_ninja.upload(path, url)")
+
+    def refresh(self) -> int:
+        """Fetch the header at the URL again: a map uploaded there since takes this one's place (the next read
+        downloads it; samples read earlier stay valid). Returns how many samples appeared (negative if fewer)."""
+        raw = _refetch(self._remote, HEADER_FILE)
+        if raw == self._raw:
+            return 0
+        header = _parse(raw, self._remote.url_of(HEADER_FILE))
+        if header.building:
+            raise UnfinishedMapError(f"{self.url} is an unfinished build; it cannot be read")
+        if header.kind != self.kind:
+            raise NotAMapError(f"{self.url} holds a map of kind {header.kind!r} now, not {self.kind!r}; open it "
+                               f"again with open_existing()")
+        with self._opening:
+            before = self._length
+            self.header, self._raw, self._length = header, raw, _length(header)
+            self._map = None  # dropped, not closed: another thread may be reading from it
+        return self._length - before
 
     def close(self) -> None:
         """Close the local map and release the cache entry (samples read earlier stay valid)."""
@@ -519,6 +601,32 @@ class RemoteShardedMap(ShardedMap):
         weakref.finalize(shard, os.close, fd)  # the shard's shared lock lives as long as the shard is mapped
         return shard
 
+    def refresh(self) -> int:
+        """Fetch ``shards.json`` at the URL again (to see shards uploaded since, or a map that replaced this one);
+        returns how many samples appeared."""
+        raw = _refetch(self._remote, SHARDS_FILE)
+        if raw == self._raw:
+            return 0
+        view, fd = _acquire_view(self._remote, self._cache, raw)
+        previous = self._path
+        try:
+            self._path = view  # ShardedMap.refresh reads shards.json there
+            with _named(view, self.url):
+                added = super().refresh()
+        except BaseException:
+            self._path = previous
+            os.close(fd)
+            raise
+        self._release_view()
+        self._release_view = weakref.finalize(self, os.close, fd)
+        self._raw = raw
+        return added
+
+    def add_shards(self, paths: Any, *, copy: bool = False) -> None:
+        """Refused: a sharded map at a URL is read-only."""
+        raise PermissionError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
+                              f"map and upload it again (mmap_ninja.upload(path, url))")
+
     def close(self) -> None:
         """Close every open shard and release the cache entries."""
         super().close()
@@ -537,7 +645,9 @@ class RemoteShardedMap(ShardedMap):
 def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
     """Upload the map in ``local_path`` (single or sharded) to ``url``, in an order that never shows a reader a
     header naming missing objects: each map's committed column bytes, then its ``header.json``; the sharded map's
-    ``shards.json`` last. Commits made to the local map while it uploads are not included."""
+    ``shards.json`` last. Commits made to the local map while it uploads are not included. A map already at
+    ``url`` is replaced (see FORMAT.md): a single map uploaded where a sharded map was deletes its
+    ``shards.json`` last, which publishes the single map."""
     source = absolute(local_path)
     remote = _Remote(url, storage_options)
     if is_sharded(source):
@@ -548,17 +658,24 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
                 listing = ShardedMap(scratch, mode="r")
                 shards = listing.shards
                 listing.close()
-        for info in shards:
-            _upload_map(source / info.path, remote, info.path, info.id)
+        # Every shard is checked before the first object is written: a refusal leaves the URL as it was.
+        checked = [(info.path, _checked_map(source / info.path, info.id)) for info in shards]
+        for rel, (header_raw, sizes) in checked:
+            _upload_map(source / rel, remote, rel, header_raw, sizes)
         remote.pipe(SHARDS_FILE, raw)
         return
     if is_legacy_map(source):
         raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
     read_header(source)  # NotAMapError naming the path when there is no map at all
-    _upload_map(source, remote, "", None)
+    _upload_map(source, remote, "", *_checked_map(source, None))
+    # A sharded map uploaded here before would still be read (readers look for shards.json first): deleting its
+    # shards.json, after the new header.json is in place, publishes this map. (Its shards' objects stay.)
+    remote.remove(SHARDS_FILE)
 
 
-def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[str]) -> None:
+def _checked_map(directory: Path, expect_id: Optional[str]) -> tuple[bytes, dict[str, int]]:
+    """The header of the finished map in ``directory`` (its bytes) and the committed bytes of each column file,
+    after checking that every column file is there and holds them."""
     try:
         raw = (directory / HEADER_FILE).read_bytes()
     except FileNotFoundError:
@@ -572,6 +689,7 @@ def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
     if expect_id is not None and header.id != expect_id:
         raise CorruptMapError(f"{directory} has the id {header.id!r}, but its sharded map lists {expect_id!r}")
+    sizes = {}
     for name, column in header.columns.items():
         file = name + COLUMN_SUFFIX
         need = column.length * column.dtype.itemsize
@@ -582,5 +700,12 @@ def _upload_map(directory: Path, remote: _Remote, rel: str, expect_id: Optional[
         if have < need:
             raise CorruptMapError(f"{directory / file} is truncated: it holds {have} bytes, the header commits "
                                   f"{need}")
+        sizes[file] = need
+    return raw, sizes
+
+
+def _upload_map(directory: Path, remote: _Remote, rel: str, raw: bytes, sizes: dict[str, int]) -> None:
+    """Upload a map `_checked_map` checked: the committed bytes of its column files, then its header."""
+    for file, need in sizes.items():
         remote.put(directory / file, f"{rel}/{file}" if rel else file, need)
     remote.pipe(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE, raw)

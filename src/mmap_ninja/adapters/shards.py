@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import torch.distributed
 from torch.utils.data import Sampler
 
 __all__ = ["ShardAwareSampler", "shard_aware_indices"]
@@ -93,10 +94,17 @@ def shard_aware_indices(shard_lengths: Sequence[int], *, rank: int, world_size: 
 class ShardAwareSampler(Sampler[int]):
     """A sampler giving rank ``rank`` of ``world_size`` its `shard_aware_indices` of a `ShardedMap` (or of
     anything with ``shard_starts``) in each epoch; call `set_epoch` before each epoch, as with
-    ``DistributedSampler``. Every rank gets ``len(sampler)`` samples, as many as ``DistributedSampler`` gives."""
+    ``DistributedSampler``. Every rank gets ``len(sampler)`` samples, as many as ``DistributedSampler`` gives.
+    ``rank`` and ``world_size`` default to ``torch.distributed``'s when a process group is initialized, else to
+    0 and 1."""
 
-    def __init__(self, sharded_map: Any, rank: int, world_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(self, sharded_map: Any, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if rank is None or world_size is None:
+            dist = torch.distributed
+            initialized = dist.is_available() and dist.is_initialized()
+            rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
+            world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
         starts = list(sharded_map.shard_starts)
         self.shard_lengths = [b - a for a, b in zip(starts, starts[1:])]
         self.rank = int(rank)
