@@ -229,10 +229,10 @@ BAD_ROWS = [
     ({"text": "a", "tokens": [1], "label": [1, 2]}, ValueError,
      r"row 11, field 'label': expected a scalar of dtype int64, got shape \(2,\)"),
     ({"text": "a", "tokens": [1], "label": 2.5}, ValueError, "row 11, field 'label': cannot store"),
-    ({"text": "a", "tokens": [1.5], "label": 1}, ValueError, "field 'tokens': item 11"),
+    ({"text": "a", "tokens": [1.5], "label": 1}, ValueError, "row 11, field 'tokens': "),
     ({"text": "a", "tokens": "abc", "label": 1}, TypeError, "row 11, field 'tokens': expected an array of int32"),
     ({"text": "a", "tokens": None, "label": 1}, TypeError, "row 11, field 'tokens'"),
-    ({"text": "\ud800", "tokens": [1], "label": 1}, ValueError, "field 'text': item 11 cannot be stored as UTF-8"),
+    ({"text": "\ud800", "tokens": [1], "label": 1}, ValueError, "row 11, field 'text': cannot be stored as UTF-8"),
     (["not", "a", "dict"], TypeError, "row 11 is list"),
 ]
 
@@ -956,3 +956,14 @@ def test_slots_left_by_a_dead_writer_never_name_a_row(tmp_path):
     rows = slots[key[0]:key[0] + key[1], 1]
     assert sorted(rows[rows >= 0].tolist()) == list(range(1000))
     assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(1000)) and "ghost/0" not in m
+
+
+# ---------------------------------------------------------------------------------------------- adversarial round
+
+def test_a_value_refused_when_encoded_names_its_row_and_field(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"path": ["a", "b"], "y": np.arange(2)}, key="path")
+    before = snapshot(m._path)
+    with pytest.raises(ValueError, match=r"^row 2, field 'path': cannot be stored as UTF-8"):
+        m.append({"path": "\ud800", "y": 2})
+    assert snapshot(m._path) == before and len(m) == 2
+

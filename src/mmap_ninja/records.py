@@ -576,8 +576,7 @@ class RecordsLayout(Layout):
             except (TypeError, ValueError) as e:
                 if kind == "numpy":
                     _locate_numpy_error(name, values, field_attrs, first)
-                message = _field_message(name, str(e)) if kind == "images" else f"field {name!r}: {e}"
-                raise _as_error(e, message) from None
+                raise _as_error(e, _field_message(name, str(e))) from None
             for column, buffers in encoded.columns.items():
                 columns[f"{name}.{column}"] = buffers
             if encoded.attrs is not None:
