@@ -967,3 +967,12 @@ def test_a_value_refused_when_encoded_names_its_row_and_field(tmp_path):
         m.append({"path": "\ud800", "y": 2})
     assert snapshot(m._path) == before and len(m) == 2
 
+
+
+def test_get_batch_refuses_a_field_name_given_as_one_str_and_pad_values_for_unknown_fields(rec):
+    with pytest.raises(TypeError, match=r"fields=\['text'\]"):
+        rec.get_batch([0, 1], fields="text")
+    with pytest.raises(KeyError, match="pad_value names no field 'tokenz'"):
+        rec.get_batch([0, 1], pad_value={"tokenz": 0})
+    batch, lengths = rec.get_batch([0, 1], pad_value={"tokens": 0})
+    assert set(lengths) == {"tokens"}

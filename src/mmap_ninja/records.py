@@ -817,10 +817,18 @@ class RecordsMmap(MapBase):
         """
         view = self._view
         positions = resolve_positions(indices, view.length)
+        if isinstance(fields, str):
+            raise TypeError(f"fields is a list of field names; got the str {fields!r} (for one field pass "
+                            f"fields=[{fields!r}])")
         names = view.names if fields is None else tuple(fields)
         for name in names:
             if name not in view.kinds:
                 raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        if isinstance(pad_value, Mapping):
+            for name in pad_value:
+                if name not in view.kinds:
+                    raise KeyError(f"pad_value names no field {name!r} of {self._path}; its fields are "
+                                   f"{list(view.names)}")
         batch: dict[str, Any] = {}
         lengths: dict[str, Any] = {}
         for name in names:
