@@ -237,6 +237,13 @@ class FieldBatch(dict):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[Any, ...]:
         return FieldBatch, (dict(self), self.lengths)
 
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, int):  # torch's default_collate reads batch[0]: it takes a list of samples
+            raise TypeError("this batch was gathered field by field by RecordsDataset.__getitems__; pass "
+                            "collate_fn=dataset.collate to the DataLoader (torch's default collate takes a list "
+                            "of samples)")
+        raise KeyError(key)
+
 
 def _field_pad(pad_value: Any, name: str) -> Any:
     return pad_value.get(name) if isinstance(pad_value, dict) else pad_value
@@ -284,8 +291,8 @@ class RecordsCollate:
                 j = next(j for j, row in enumerate(rows) if name not in row)
                 raise ValueError(f"row {j} of the batch has no field {name!r} (row 0 has {names})") from None
             pad = _field_pad(self.pad_value, name)
-            if pad is not None and isinstance(values[0], np.ndarray) and values[0].ndim:
-                try:
+            if pad is not None and isinstance(values[0], (np.ndarray, torch.Tensor)) and values[0].ndim:
+                try:  # a transform's CPU tensors are padded as the arrays they view
                     columns[name], lengths[name] = _pad([np.asarray(v) for v in values], pad, None)
                 except ValueError as e:
                     raise ValueError(f"field {name!r}: {e}") from None
@@ -319,10 +326,16 @@ class RecordsDataset(Dataset[Any]):
     def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
                  transform: Any = None):
         names = tuple(records.fields)
+        if isinstance(fields, str):
+            raise TypeError(f"fields is a list of field names; got the str {fields!r} (for one field pass "
+                            f"fields=[{fields!r}])")
         chosen = names if fields is None else tuple(fields)
         for name in chosen:
             if name not in names:
                 raise KeyError(f"{records.path} has no field {name!r}; its fields are {list(names)}")
+        for name in pad_value if isinstance(pad_value, dict) else ():
+            if name not in names:
+                raise KeyError(f"pad_value names no field {name!r} of {records.path}; its fields are {list(names)}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (row dict -> row dict), got {type(transform).__name__}")
         self.records = records
