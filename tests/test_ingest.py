@@ -245,3 +245,32 @@ def test_bench_records_images_runs_on_a_small_flat_folder(tmp_path):
     assert measures == ["build from the files", "size on disk", "decoded row (µs)", "raw row, no decoding (µs)",
                         "decoded batch of 4 (ms)"]
     assert "8 images (jpeg: 4, png: 4)" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------- adversarial round
+
+def test_a_bad_image_after_the_first_batch_is_named_by_its_file(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2)), ("3.png", b"hello, not an image")]})
+    with pytest.raises(ValueError, match=r"row 2, field 'image'.*\(file .*a/3\.png\)$"):
+        RecordsMmap.from_image_folder(tmp_path / "m", root, batch_size=1)
+
+
+def test_from_image_folder_skips_hidden_files_and_folders(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("._1.jpg", b"\x00\x05\x16\x07AppleDouble")],
+                   ".ipynb_checkpoints": [("x.jpg", _jpeg(2))], "b": [("2.JPG", _jpeg(3))]})
+    (root / "a" / ".cache").mkdir()
+    (root / "a" / ".cache" / "3.jpg").write_bytes(_jpeg(4))
+    rec = RecordsMmap.from_image_folder(tmp_path / "m", root)
+    assert rec.metadata["classes"] == ["a", "b"]
+    assert rec["path"][:] == ["a/1.jpg", "b/2.JPG"] and rec["label"].tolist() == [0, 1]
+
+
+def test_from_image_folder_follows_a_linked_folder_once(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1))], "b": [("2.jpg", _jpeg(2))]})
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # a cycle
+    (root / "b" / "other").symlink_to(root / "a", target_is_directory=True)  # another class's folder
+    classes, samples = image_folder_samples(root)
+    assert samples == [("a/1.jpg", 0), ("b/2.jpg", 1), ("b/other/1.jpg", 1)]

@@ -6,6 +6,10 @@ included, links followed) whose name ends with one of the extensions, in ``torch
 ``sorted(os.walk(...))`` gives them and the files of each folder sorted by name. The same tree always gives the
 same rows in the same order.
 
+Unlike torchvision, hidden entries (names starting with ``.``: ``.ipynb_checkpoints``, macOS's ``._x.jpg``
+files, ``.git``) are skipped, as Hugging Face's ``imagefolder`` skips them: neither a class nor an image. A linked
+folder is followed once per class: a link back to a folder already walked (a cycle) is not entered again.
+
 Each image's bytes are stored as they are in the file (no decoding, no re-encoding): the map takes about the disk
 of the files. This module is also what the command line's ``convert`` calls for a folder of images.
 """
@@ -52,7 +56,7 @@ def find_classes(root: PathLike) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; an image folder is root/<class>/<image file>")
     with os.scandir(root) as entries:
-        classes = sorted(entry.name for entry in entries if entry.is_dir())
+        classes = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise FileNotFoundError(f"{root} has no class folders; an image folder is root/<class>/<image file> (one "
                                 f"sub-folder per class)")
@@ -71,9 +75,9 @@ def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = N
     for label, name in enumerate(classes):
         folder = root / name
         found = 0
-        for directory, _, files in sorted(os.walk(folder, followlinks=True)):
+        for directory, files in sorted(_walk(folder)):
             for file_name in sorted(files):
-                if file_name.lower().endswith(endings):
+                if file_name.lower().endswith(endings) and not file_name.startswith("."):
                     relative = Path(directory, file_name).relative_to(root).as_posix()
                     samples.append((relative, label))
                     found += 1
@@ -81,6 +85,21 @@ def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = N
             raise FileNotFoundError(f"class folder {folder} holds no file ending with {', '.join(endings)}; every "
                                     f"class needs at least one image (or pass extensions=)")
     return classes, samples
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """(directory, file names) of ``folder`` and every folder below it, links followed, hidden folders skipped;
+    a folder reached again (through a link: a cycle, or two links to one folder) is walked only the first time,
+    in sorted order."""
+    seen: set[tuple[int, int]] = set()
+    for directory, folders, files in os.walk(folder, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield directory, files
 
 
 class _Rows:
@@ -139,7 +158,8 @@ def _with_path(error: ValueError, root: Path, samples: list[tuple[str, int]]) ->
     import re
 
     found = re.match(r"row (\d+), field 'image'", str(error))
-    if found and int(found[1]) < len(samples) and "file " not in str(error):
+    if found and int(found[1]) < len(samples):
         path = root / samples[int(found[1])][0]
-        return ValueError(f"{error} (file {path})")
+        if str(path) not in str(error):
+            return ValueError(f"{error} (file {path})")
     return error
