@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -976,3 +977,25 @@ def test_get_batch_refuses_a_field_name_given_as_one_str_and_pad_values_for_unkn
         rec.get_batch([0, 1], pad_value={"tokenz": 0})
     batch, lengths = rec.get_batch([0, 1], pad_value={"tokens": 0})
     assert set(lengths) == {"tokens"}
+
+
+def test_from_pandas_refuses_two_columns_of_one_name(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    with pytest.raises(ValueError, match="two columns named 'a'"):
+        RecordsMmap.from_pandas(tmp_path / "m", frame)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("column, arrow_type", [
+    ([["a"], ["b", "c"]], "list<item: string>"),
+    ([{"x": 1}, {"x": 2}], "struct<x: int64>"),
+    ([[[1, 2], [3]], [[4]]], "list<item: list<item: int64>>"),
+])
+def test_from_arrow_refuses_a_type_no_field_holds_naming_field_and_type(tmp_path, column, arrow_type):
+    import pyarrow as pa
+
+    with pytest.raises(TypeError, match=rf"field 'a' has Arrow type {re.escape(arrow_type)}, which no records field"):
+        RecordsMmap.from_arrow(tmp_path / "m", pa.table({"a": pa.array(column)}))
+    assert not (tmp_path / "m").exists()

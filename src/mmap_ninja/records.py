@@ -1284,7 +1284,12 @@ class RecordsMmap(MapBase):
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
         with an error naming its row and field, so a nullable integer column is never turned into floats:
         ``fill_null={"label": -1}`` stores ``-1`` in its place instead."""
-        fill = _check_fill(fill_null, [str(name) for name in frame.columns])
+        names = [str(name) for name in frame.columns]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # a dict of columns would keep only the last of them
+            raise ValueError(f"the DataFrame has two columns named {repeated[0]!r}; a records map's fields have "
+                             f"distinct names (rename one of them)")
+        fill = _check_fill(fill_null, names)
         columns = {}
         for position, name in enumerate(frame.columns):
             series = frame.iloc[:, position]
@@ -1390,6 +1395,24 @@ def _fill(array: Any, name: str, value: Any) -> Any:
                         f"{e}") from None
 
 
+def _arrow_holds(kind: Any) -> bool:
+    """Whether a column of this Arrow type can become a field (see `RecordsMmap.from_arrow`)."""
+    import pyarrow.types as pt
+
+    def number(t: Any) -> bool:
+        return bool(pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t) or pt.is_temporal(t))
+
+    if pt.is_dictionary(kind):
+        kind = kind.value_type
+    if number(kind) or pt.is_string(kind) or pt.is_large_string(kind):
+        return True
+    if pt.is_list(kind) or pt.is_large_list(kind):
+        return number(kind.value_type)
+    while pt.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return number(kind)
+
+
 def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
     """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays;
     nulls refused (naming the row) or filled as ``fill`` says."""
@@ -1397,6 +1420,10 @@ def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
     import pyarrow.types as pt
 
     kind = column.type
+    if not _arrow_holds(kind):
+        raise TypeError(f"field {name!r} has Arrow type {kind}, which no records field holds (numbers, dates and "
+                        f"times, strings, lists of numbers and fixed-size lists of numbers do); drop or convert the "
+                        f"column")
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
     if array.null_count:
