@@ -999,3 +999,9 @@ def test_from_arrow_refuses_a_type_no_field_holds_naming_field_and_type(tmp_path
     with pytest.raises(TypeError, match=rf"field 'a' has Arrow type {re.escape(arrow_type)}, which no records field"):
         RecordsMmap.from_arrow(tmp_path / "m", pa.table({"a": pa.array(column)}))
     assert not (tmp_path / "m").exists()
+
+
+def test_indexing_by_field_names_says_how_to_read_fields(rec):
+    for index in (["text", "label"], ("text", "label")):
+        with pytest.raises(TypeError, match=r"rec\['text'\].*get_batch\(.*fields="):
+            rec[index]

@@ -756,6 +756,10 @@ class RecordsMmap(MapBase):
         try:
             position = operator.index(index)
         except TypeError:
+            if isinstance(index, (list, tuple)) and index and isinstance(index[0], str):
+                raise TypeError(f"a records map is indexed by rows; for one field use rec[{index[0]!r}], for "
+                                f"several rec.get_batch(indices, fields={list(index)!r}) or rec.columns(indices)"
+                                ) from None
             return self.__getitems__(index)
         return self[position]
 
