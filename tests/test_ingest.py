@@ -272,5 +272,20 @@ def test_from_image_folder_follows_a_linked_folder_once(tmp_path):
     _folder(root, {"a": [("1.jpg", _jpeg(1))], "b": [("2.jpg", _jpeg(2))]})
     (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # a cycle
     (root / "b" / "other").symlink_to(root / "a", target_is_directory=True)  # another class's folder
-    classes, samples = image_folder_samples(root)
+    _, samples = image_folder_samples(root)
     assert samples == [("a/1.jpg", 0), ("b/2.jpg", 1), ("b/other/1.jpg", 1)]
+
+
+def test_from_huggingface_and_from_parquet_take_a_key(tmp_path):
+    ds = datasets.Dataset.from_dict({"path": [f"img/{i}.jpg" for i in range(7)], "label": list(range(7))})
+    rec = RecordsMmap.from_huggingface(tmp_path / "h", ds, key="path", batch_size=3)
+    assert rec.key == "path" and [rec.index_of(f"img/{i}.jpg") for i in range(7)] == list(range(7))
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    rec = RecordsMmap.from_parquet(tmp_path / "p", tmp_path / "d.parquet", key="label", batch_size=2)
+    assert rec.key == "label" and rec.index_of(5) == 5
+    with pytest.raises(ValueError, match="key='nope' names no field"):
+        RecordsMmap.from_huggingface(tmp_path / "x", ds, key="nope")
+    repeated = datasets.Dataset.from_dict({"path": ["a", "b", "a"]})
+    with pytest.raises(ValueError, match=r"row 2: key 'a' .*repeats the key of row 0"):
+        RecordsMmap.from_huggingface(tmp_path / "y", repeated, key="path")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

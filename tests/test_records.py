@@ -975,7 +975,7 @@ def test_get_batch_refuses_a_field_name_given_as_one_str_and_pad_values_for_unkn
         rec.get_batch([0, 1], fields="text")
     with pytest.raises(KeyError, match="pad_value names no field 'tokenz'"):
         rec.get_batch([0, 1], pad_value={"tokenz": 0})
-    batch, lengths = rec.get_batch([0, 1], pad_value={"tokens": 0})
+    _, lengths = rec.get_batch([0, 1], pad_value={"tokens": 0})
     assert set(lengths) == {"tokens"}
 
 

@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from mmap_ninja import Field, RecordsMmap
 from mmap_ninja.batch import check_batch_size
+from mmap_ninja.keys import check_unique
 from mmap_ninja.storage import PathLike
 
 __all__ = ["arrow_field", "records_from_batches", "records_from_huggingface", "records_from_parquet"]
@@ -182,20 +183,26 @@ def _columns(schema: dict[str, Field], batch: pa.RecordBatch, first: int) -> dic
 # ---------------------------------------------------------------------------------------------------- building
 
 def records_from_batches(out_dir: PathLike, arrow_schema: pa.Schema, batches: Iterable[pa.RecordBatch], *,
-                         overwrite: bool = False, durable: bool = False,
+                         key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
                          metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from Arrow record batches of ``arrow_schema``, committing each batch (see the module
-    docstring for the fields and the null rule). The first batch is converted before anything is created."""
+    docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`). The
+    first batch is converted (and its keys checked) before anything is created."""
     schema = {field.name: arrow_field(field.name, field.type) for field in arrow_schema}
     if not schema:
         raise ValueError("the table has no columns; a records map needs at least one field")
+    RecordsMmap.layout.attrs(schema=schema, key=key)  # a key naming no field, or a float one, fails here
     pending = iter(batches)
     first_batch = next(pending, None)
     converted: Iterator[tuple[dict[str, Any], int]] = iter(())
     if first_batch is not None:
-        converted = iter([(_columns(schema, first_batch, 0), first_batch.num_rows)])
+        first_columns = _columns(schema, first_batch, 0)
+        if key is not None:
+            check_unique(first_columns[key], 0, key, schema[key].kind == "strings")
+        converted = iter([(first_columns, first_batch.num_rows)])
+    options: dict[str, Any] = {} if key is None else {"key": key}
     with RecordsMmap.build(out_dir, schema=schema, overwrite=overwrite, durable=durable,
-                           metadata=metadata) as target:
+                           metadata=metadata, **options) as target:
         for columns, count in chain(converted, _convert(schema, pending, first_batch)):
             if count:
                 target.extend(columns)
@@ -216,12 +223,13 @@ def _record_batches(tables: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
 
 
 def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                             columns: Optional[Sequence[str]] = None, overwrite: bool = False,
-                             durable: bool = False, metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                             columns: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                             overwrite: bool = False, durable: bool = False,
+                             metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from a Hugging Face ``datasets.Dataset`` (in its row order, ``select`` and
     ``shuffle`` included), ``batch_size`` rows per commit. ``columns`` picks and orders the fields (default:
     all). ``Image()`` columns become images fields holding the encoded bytes unchanged; ``ClassLabel`` names go
-    to the metadata (see the module docstring)."""
+    to the metadata (see the module docstring). ``key`` names the key field (see `RecordsMmap.index_of`)."""
     if type(dataset).__name__ != "Dataset" or not (type(dataset).__module__ or "").startswith("datasets"):
         raise TypeError(f"from_huggingface() takes a datasets.Dataset (an IterableDataset or DatasetDict: pick or "
                         f"materialize a split first), got {type(dataset).__name__}")
@@ -236,16 +244,18 @@ def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int
     tables = dataset.with_format("arrow").iter(batch_size=batch_size)
     arrow_schema = dataset.data.schema if columns is None else pa.schema([dataset.data.schema.field(c)
                                                                           for c in dataset.column_names])
-    return records_from_batches(out_dir, arrow_schema, _record_batches(tables), overwrite=overwrite,
+    return records_from_batches(out_dir, arrow_schema, _record_batches(tables), key=key, overwrite=overwrite,
                                 durable=durable, metadata=info or None)
 
 
 def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                         columns: Optional[Sequence[str]] = None, overwrite: bool = False, durable: bool = False,
+                         columns: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                         overwrite: bool = False, durable: bool = False,
                          metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from the Parquet file at ``path``, reading ``batch_size`` rows at a time (memory
     bounded by a batch). ``columns`` picks the fields (default: every column). A column whose row-group
-    statistics count nulls is refused before anything is written."""
+    statistics count nulls is refused before anything is written. ``key`` names the key field (see
+    `RecordsMmap.index_of`)."""
     import pyarrow.parquet as pq
 
     batch_size = check_batch_size(batch_size)
@@ -259,7 +269,7 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     if class_labels:
         info["class_labels"] = class_labels
     batches = _parquet_batches(source, batch_size, None if columns is None else list(columns))
-    return records_from_batches(out_dir, arrow_schema, batches, overwrite=overwrite, durable=durable,
+    return records_from_batches(out_dir, arrow_schema, batches, key=key, overwrite=overwrite, durable=durable,
                                 metadata=info or None)
 
 
