@@ -1005,3 +1005,20 @@ def test_indexing_by_field_names_says_how_to_read_fields(rec):
     for index in (["text", "label"], ("text", "label")):
         with pytest.raises(TypeError, match=r"rec\['text'\].*get_batch\(.*fields="):
             rec[index]
+
+
+def test_from_pandas_stores_datetime_columns_as_from_arrow_does_and_refuses_time_zones(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame({"when": pd.to_datetime(["2020-01-01 00:00", "2021-06-30 12:00"]),
+                          "took": pd.to_timedelta([1, 2], unit="s")})
+    rec = RecordsMmap.from_pandas(tmp_path / "m", frame)
+    assert rec["when"].dtype == frame["when"].dtype and rec["took"].dtype == frame["took"].dtype
+    assert rec[1]["when"] == np.datetime64("2021-06-30T12:00")
+    from_arrow = RecordsMmap.from_arrow(tmp_path / "a", pa.Table.from_pandas(frame))
+    assert np.array_equal(rec["when"][:], from_arrow["when"][:])
+    zoned = pd.DataFrame({"when": pd.to_datetime(["2020-01-01"]).tz_localize("UTC")})
+    with pytest.raises(TypeError, match=r"field 'when' holds time-zone-aware timestamps.*tz_convert\(None\)"):
+        RecordsMmap.from_pandas(tmp_path / "z", zoned)
+    assert not (tmp_path / "z").exists()

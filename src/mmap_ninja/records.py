@@ -1282,8 +1282,9 @@ class RecordsMmap(MapBase):
     @classmethod
     def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
                     **options: Any) -> R:
-        """Build a map from a pandas ``DataFrame`` (one field per column; numeric columns become scalar
-        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`.
+        """Build a map from a pandas ``DataFrame`` (one field per column; numeric, ``datetime64`` and
+        ``timedelta64`` columns become scalar fields, object columns of ``str`` strings fields, of arrays ragged
+        fields). Options as `from_dict`.
 
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
         with an error naming its row and field, so a nullable integer column is never turned into floats:
@@ -1315,7 +1316,10 @@ class RecordsMmap(MapBase):
                         raise TypeError(f"field {field!r}: cannot fill its missing values with "
                                         f"{fill[field]!r}: {e}") from None
                     dtype = series.dtype
-            if getattr(dtype, "kind", "O") in "biufc":
+            if getattr(dtype, "tz", None) is not None:
+                raise TypeError(f"field {field!r} holds time-zone-aware timestamps ({dtype}), which a NumPy "
+                                f"datetime64 cannot hold; convert them to UTC first (series.dt.tz_convert(None))")
+            if getattr(dtype, "kind", "O") in "biufcmM":  # dates and times as datetime64 / timedelta64, as Arrow's
                 columns[field] = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
             else:
                 columns[field] = series.tolist()
