@@ -289,3 +289,17 @@ def test_from_huggingface_and_from_parquet_take_a_key(tmp_path):
     with pytest.raises(ValueError, match=r"row 2: key 'a' .*repeats the key of row 0"):
         RecordsMmap.from_huggingface(tmp_path / "y", repeated, key="path")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_from_huggingface_stores_array_features_as_fixed_shape_fields(tmp_path):
+    values = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    features = datasets.Features({"a": datasets.Array2D((2, 3), "float32"), "y": datasets.Value("int8")})
+    ds = datasets.Dataset.from_dict({"a": list(values), "y": [1, 2, 3, 4]}, features=features)
+    rec = RecordsMmap.from_huggingface(tmp_path / "r", ds.select([3, 0, 2, 1]), batch_size=3)
+    assert rec.schema["a"] == Field.numpy(np.float32, (2, 3))
+    assert np.array_equal(rec["a"][:], values[[3, 0, 2, 1]]) and rec["y"].tolist() == [4, 1, 3, 2]
+    dynamic = datasets.Dataset.from_dict({"a": [np.zeros((1, 3)), np.zeros((2, 3))]},
+                                         features=datasets.Features({"a": datasets.Array2D((None, 3), "float32")}))
+    with pytest.raises(TypeError, match="field 'a' has Arrow type extension"):
+        RecordsMmap.from_huggingface(tmp_path / "d", dynamic)
+    assert not (tmp_path / "d").exists()

@@ -8,6 +8,7 @@ The schema comes from the Arrow types (never from the values), one field per col
 | ``string``, ``large_string`` (dictionary-encoded too) | strings field |
 | ``list`` / ``large_list`` of numbers or booleans | ragged field of the values' dtype |
 | nested ``fixed_size_list`` of numbers or booleans | numpy field of that shape |
+| Hugging Face ``Array2D`` ... ``Array5D`` of a fixed shape | numpy field of that shape |
 | ``binary`` / ``large_binary`` | ragged uint8 field (the bytes) |
 | ``struct<bytes: binary, path: string>`` (Hugging Face ``Image()``) | images field: the encoded bytes as they are |
 
@@ -83,6 +84,13 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
         return Field.ragged(np.uint8)
     if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and _is_number(arrow_type.value_type):
         return Field.ragged(_numpy_dtype(arrow_type.value_type))
+    shape_of_array = _array_feature_shape(arrow_type)
+    if shape_of_array is not None:
+        inner = arrow_type.storage_type
+        while pa.types.is_list(inner) or pa.types.is_large_list(inner):
+            inner = inner.value_type
+        if _is_number(inner):
+            return Field.numpy(_numpy_dtype(inner), shape_of_array)
     if pa.types.is_fixed_size_list(arrow_type):
         shape = []
         inner = arrow_type
@@ -93,6 +101,20 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
             return Field.numpy(_numpy_dtype(inner), shape)
     raise TypeError(f"field {name!r} has Arrow type {arrow_type}, which no records field holds (numbers, strings, "
                     f"lists of numbers, fixed-size lists, binary and image structs do); drop or convert the column")
+
+
+def _array_feature_shape(arrow_type: pa.DataType) -> Optional[tuple[int, ...]]:
+    """The fixed shape of a Hugging Face ``Array2D`` ... ``Array5D`` column (an extension type over nested lists
+    with a ``shape``), or None for another type or a shape with a dynamic (None) size."""
+    if not isinstance(arrow_type, pa.ExtensionType):
+        return None
+    shape = getattr(arrow_type, "shape", None)
+    if not isinstance(shape, tuple) or not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+        return None
+    inner, depth = arrow_type.storage_type, 0
+    while pa.types.is_list(inner) or pa.types.is_large_list(inner):
+        inner, depth = inner.value_type, depth + 1
+    return shape if depth == len(shape) else None
 
 
 # ---------------------------------------------------------------------------------------------------- columns
@@ -162,12 +184,17 @@ def _column(name: str, field: Field, array: pa.Array, first: int) -> Any:
     if field.kind == "numpy" and field.shape == ():
         return array.to_numpy(zero_copy_only=False)
     if field.kind == "numpy":
-        values = array
-        while pa.types.is_fixed_size_list(values.type):
+        values = array.storage if isinstance(array, pa.ExtensionArray) else array  # an Array2D's nested lists
+        while pa.types.is_fixed_size_list(values.type) or pa.types.is_list(values.type) or pa.types.is_large_list(
+                values.type):
             values = values.flatten()  # honours the slice
         if values.null_count:
             row = _first_null(values) // int(np.prod(field.shape or ()))
             raise _null_error(name, first + row, "holds a null value in its array")
+        size = int(np.prod(field.shape or ()))
+        if len(values) != len(array) * size:  # an Array feature's nested lists of the wrong sizes
+            raise ValueError(f"rows {first}..{first + len(array) - 1}, field {name!r}: {len(values)} values, "
+                             f"expected {size} per row (shape {field.shape})")
         return values.to_numpy(zero_copy_only=False).reshape(len(array), *(field.shape or ()))
     if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
         return _binary_values(array)
