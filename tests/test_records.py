@@ -693,7 +693,7 @@ def test_index_of_finds_every_row_by_its_key(tmp_path):
     m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 500), batch_size=37, key="path")
     assert m.key == "path" and all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(500))
     assert "images/000007.jpg" in m and "images/000500.jpg" not in m and 7 not in m
-    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path'\)"):
+    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path';"):
         m.index_of("images/x.jpg")
     with pytest.raises(TypeError, match="holds str keys, got int"):
         m.index_of(3)
@@ -1022,3 +1022,14 @@ def test_from_pandas_stores_datetime_columns_as_from_arrow_does_and_refuses_time
     with pytest.raises(TypeError, match=r"field 'when' holds time-zone-aware timestamps.*tz_convert\(None\)"):
         RecordsMmap.from_pandas(tmp_path / "z", zoned)
     assert not (tmp_path / "z").exists()
+
+
+def test_a_missing_key_error_says_how_many_rows_were_searched_and_about_refresh(tmp_path):
+    writer = RecordsMmap.from_dict(tmp_path / "m", {"k": ["a"]}, key="k")
+    reader = RecordsMmap(tmp_path / "m", mode="r")
+    writer.append({"k": "b"})
+    with pytest.raises(KeyError, match=r"no row of .* has the key 'b' \(field 'k'; 1 row seen by this handle: "
+                                       r"refresh\(\) shows rows other handles added since"):
+        reader.index_of("b")
+    reader.refresh()
+    assert reader.index_of("b") == 1

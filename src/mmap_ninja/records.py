@@ -1065,7 +1065,9 @@ class RecordsMmap(MapBase):
         index = self._key_index()
         row = index.find(index.check(key))
         if row is None:
-            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r})")
+            rows = f"{index.length} row{'' if index.length == 1 else 's'}"
+            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r}; {rows} seen by this "
+                           f"handle: refresh() shows rows other handles added since)")
         return row
 
     def __contains__(self, key: Any) -> bool:
