@@ -1033,3 +1033,10 @@ def test_a_missing_key_error_says_how_many_rows_were_searched_and_about_refresh(
         reader.index_of("b")
     reader.refresh()
     assert reader.index_of("b") == 1
+
+
+def test_a_numpy_array_of_str_is_a_strings_column(tmp_path):
+    rec = RecordsMmap.from_dict(tmp_path / "m", {"path": np.array(["a.jpg", "bb.jpg"]), "y": np.arange(2)}, key="path")
+    assert rec.schema["path"] == Field.strings() and rec.index_of("bb.jpg") == 1
+    rec.append({"path": "a much longer file name.jpg", "y": 2})
+    assert rec[2]["path"] == "a much longer file name.jpg" and type(rec[0]["path"]) is str

@@ -27,7 +27,8 @@ Python and NumPy scalars (bool, int, float, complex) and 0-d arrays a scalar fie
 of the first batch's values (``[1, 2.5]`` gives float64); arrays and lists of one or more dimensions a *ragged*
 field, even when the first batch's shapes agree (one batch cannot tell that later rows keep that shape; declare
 ``("numpy", dtype, shape)`` for a fixed shape). Building from a dict of columns (`from_dict`), an ndarray column of
-two or more dimensions makes a fixed-shape numpy field and a 1-D ndarray column a scalar field of its dtype.
+two or more dimensions makes a fixed-shape numpy field, a 1-D ndarray column of ``str`` (``np.array(["a", "b"])``)
+a strings field and any other 1-D ndarray column a scalar field of its dtype.
 """
 
 from __future__ import annotations
@@ -282,6 +283,9 @@ def infer_schema(rows: Any) -> dict[str, Field]:
         fields: dict[str, Field] = {}
         for name, column in rows.items():
             check_field_name(name)
+            if isinstance(column, np.ndarray) and column.ndim == 1 and column.dtype.kind == "U":
+                fields[name] = Field.strings()  # not a fixed-width field that a longer str would not fit
+                continue
             if isinstance(column, np.ndarray) and column.ndim >= 1 and column.dtype.kind != "O":
                 dtype = storable_dtype(column.dtype, f"column {name!r}")
                 fields[name] = Field.numpy(dtype, column.shape[1:])
