@@ -303,3 +303,13 @@ def test_from_huggingface_stores_array_features_as_fixed_shape_fields(tmp_path):
     with pytest.raises(TypeError, match="field 'a' has Arrow type extension"):
         RecordsMmap.from_huggingface(tmp_path / "d", dynamic)
     assert not (tmp_path / "d").exists()
+
+
+def test_from_image_folder_can_key_rows_by_path(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2))], "b": [("3.jpg", _jpeg(3))]})
+    rec = RecordsMmap.from_image_folder(tmp_path / "m", root, key="path", batch_size=2)
+    assert rec.key == "path" and rec.index_of("b/3.jpg") == 2 and "a/2.jpg" in rec
+    with pytest.raises(ValueError, match="key='label'"):  # labels repeat: refused before anything is written
+        RecordsMmap.from_image_folder(tmp_path / "n", root, key="label")
+    assert not (tmp_path / "n").exists()

@@ -128,17 +128,22 @@ def _read_rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str,
 
 
 def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
-                      extensions: Optional[Sequence[str]] = None, overwrite: bool = False, durable: bool = False,
-                      metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                      extensions: Optional[Sequence[str]] = None, key: Optional[str] = None, overwrite: bool = False,
+                      durable: bool = False, metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` with the fields ``image`` (the file's bytes, decoded on read), ``label`` (int64,
     the class index) and ``path`` (str, relative to ``root``) from an image folder ``root/<class>/<file>``;
-    the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``).
+    the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``). ``key="path"``
+    indexes the rows by path (``rec.index_of("cat/1.jpg")``, see `RecordsMmap.index_of`); only ``"path"`` is
+    unique, so only it can be the key.
 
     A root with no class folders, or a class folder with no image, raises FileNotFoundError before anything is
     written. A file that cannot be read or is not an image Pillow can read raises a ValueError naming its row
     and path; when it is in the first batch nothing is written, otherwise the map is left as an unfinished build
     (see `MapBase.from_generator`; build again with ``overwrite=True``). Returns the map open.
     """
+    if key not in (None, "path"):
+        raise ValueError(f"key={key!r}: only the field 'path' is unique in an image folder; pass key='path' or "
+                         f"no key")
     root = Path(root)
     classes, samples = image_folder_samples(root, extensions)
     schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
@@ -148,7 +153,7 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
         inspect_image(row["image"], f"row {k}, field 'image': file {root / row['path']}")
     try:
         return RecordsMmap.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
-                                          overwrite=overwrite, durable=durable, metadata=info)
+                                          key=key, overwrite=overwrite, durable=durable, metadata=info)
     except ValueError as e:
         raise _with_path(e, root, samples) from None
 

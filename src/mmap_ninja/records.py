@@ -1350,16 +1350,16 @@ class RecordsMmap(MapBase):
 
     @classmethod
     def from_image_folder(cls, out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
-                          extensions: Optional[Sequence[str]] = None, overwrite: bool = False,
-                          **options: Any) -> RecordsMmap:
+                          extensions: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                          overwrite: bool = False, **options: Any) -> RecordsMmap:
         """Build a map with the fields ``image`` (each file's bytes, not re-encoded), ``label`` (int64 class
         index) and ``path`` (relative to ``root``) from ``root/<class>/<file>``; the class names, sorted as
-        torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``. See
-        `mmap_ninja.ingest.from_image_folder`."""
+        torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``; ``key="path"`` indexes the rows
+        by path (`index_of`). See `mmap_ninja.ingest.from_image_folder`."""
         from mmap_ninja.ingest import from_image_folder
 
         return from_image_folder(out_dir, root, batch_size=batch_size, verbose=verbose, extensions=extensions,
-                                 overwrite=overwrite, **options)
+                                 key=key, overwrite=overwrite, **options)
 
     @classmethod
     def from_huggingface(cls, out_dir: PathLike, dataset: Any, **options: Any) -> RecordsMmap:
