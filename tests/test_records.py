@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pickle
@@ -992,6 +993,7 @@ def test_from_pandas_refuses_two_columns_of_one_name(tmp_path):
     ([["a"], ["b", "c"]], "list<item: string>"),
     ([{"x": 1}, {"x": 2}], "struct<x: int64>"),
     ([[[1, 2], [3]], [[4]]], "list<item: list<item: int64>>"),
+    ([datetime.time(1, 2)], "time64[us]"),
 ])
 def test_from_arrow_refuses_a_type_no_field_holds_naming_field_and_type(tmp_path, column, arrow_type):
     import pyarrow as pa

@@ -1414,7 +1414,8 @@ def _arrow_holds(kind: Any) -> bool:
     import pyarrow.types as pt
 
     def number(t: Any) -> bool:
-        return bool(pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t) or pt.is_temporal(t))
+        return bool(pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t) or pt.is_timestamp(t)
+                    or pt.is_date(t) or pt.is_duration(t))  # NumPy has no time-of-day or interval type
 
     if pt.is_dictionary(kind):
         kind = kind.value_type
@@ -1435,9 +1436,9 @@ def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
 
     kind = column.type
     if not _arrow_holds(kind):
-        raise TypeError(f"field {name!r} has Arrow type {kind}, which no records field holds (numbers, dates and "
-                        f"times, strings, lists of numbers and fixed-size lists of numbers do); drop or convert the "
-                        f"column")
+        raise TypeError(f"field {name!r} has Arrow type {kind}, which no records field holds (numbers, dates, "
+                        f"timestamps, durations, strings, lists and fixed-size lists of numbers do); drop or "
+                        f"convert the column")
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
     if array.null_count:
