@@ -1042,3 +1042,18 @@ def test_a_numpy_array_of_str_is_a_strings_column(tmp_path):
     assert rec.schema["path"] == Field.strings() and rec.index_of("bb.jpg") == 1
     rec.append({"path": "a much longer file name.jpg", "y": 2})
     assert rec[2]["path"] == "a much longer file name.jpg" and type(rec[0]["path"]) is str
+
+
+def test_to_arrow_reads_compressed_fields_and_names_a_field_it_cannot_convert(tmp_path):
+    rows = [{"s": "x" * i, "z": np.arange(i, dtype=np.int32), "m": np.zeros((i + 1, 2))} for i in range(5)]
+    rec = RecordsMmap.from_generator(tmp_path / "m", rows, 2, schema={"s": ("strings", "zstd"),
+                                                                      "z": ("ragged", np.int32, "zstd"),
+                                                                      "m": ("ragged", np.float64)})
+    with pytest.raises(ValueError, match=r"field 'm': to_arrow\(\) needs 1-D samples"):
+        rec.to_arrow()
+    rec = RecordsMmap.from_generator(tmp_path / "c", [{"s": r["s"], "z": r["z"]} for r in rows], 2,
+                                     schema={"s": ("strings", "zstd"), "z": ("ragged", np.int32, "zstd")})
+    table = rec.to_arrow()
+    assert table.column("s").to_pylist() == [r["s"] for r in rows]
+    assert table.column("z").to_pylist() == [r["z"].tolist() for r in rows]
+    assert str(table.schema.field("z").type) == "large_list<item: int32>"

@@ -890,14 +890,23 @@ class RecordsMmap(MapBase):
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric
-        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow)."""
+        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow);
+        compressed fields are decompressed into new buffers. A ragged field of samples with other than one
+        dimension cannot be converted (Arrow's lists hold one): the error names the field."""
         import pyarrow as pa
 
         from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
 
         arrays = {}
+        schema = self.schema
         for name in self.fields:
             container = self.field(name)
+            if schema[name].codec is not None:  # no buffers of the values to share: decompress
+                try:
+                    arrays[name] = _compressed_to_arrow(container, schema[name])
+                except (TypeError, ValueError) as e:
+                    raise _as_error(e, f"field {name!r}: {e}") from None
+                continue
             if isinstance(container, NumpyMmap):
                 array = container.array
                 if array.ndim == 1:
@@ -912,7 +921,10 @@ class RecordsMmap(MapBase):
             elif isinstance(container, ImagesMmap):
                 arrays[name] = _images_to_arrow(container._view)
             else:
-                arrays[name] = ragged_to_arrow(container)
+                try:
+                    arrays[name] = ragged_to_arrow(container)
+                except (TypeError, ValueError) as e:
+                    raise _as_error(e, f"field {name!r}: {e}") from None
         return pa.table(arrays)
 
     # -------------------------------------------------------------- writing
@@ -1487,6 +1499,24 @@ def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: 
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
     return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+
+
+def _compressed_to_arrow(container: Any, field: Field) -> Any:
+    """A compressed strings or ragged field as a new Arrow array (``large_string``, ``large_list``)."""
+    import pyarrow as pa
+
+    samples = container[:]
+    if field.kind == "strings":
+        return pa.array(samples, type=pa.large_string())
+    bad = next((k for k, sample in enumerate(samples) if sample.ndim != 1), None)
+    if bad is not None:
+        raise ValueError(f"to_arrow() needs 1-D samples, but sample {bad} has shape {samples[bad].shape}; Arrow's "
+                         f"large_list holds one dimension")
+    dtype = container.dtype if container.dtype is not None else np.dtype(np.float64)
+    sizes = np.fromiter((len(sample) for sample in samples), dtype=np.int64, count=len(samples))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    values = np.concatenate(samples) if samples else np.empty(0, dtype)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values.astype(dtype.newbyteorder("="))))
 
 
 def _images_to_arrow(view: ImagesView) -> Any:
