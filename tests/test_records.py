@@ -1057,3 +1057,15 @@ def test_to_arrow_reads_compressed_fields_and_names_a_field_it_cannot_convert(tm
     assert table.column("s").to_pylist() == [r["s"] for r in rows]
     assert table.column("z").to_pylist() == [r["z"].tolist() for r in rows]
     assert str(table.schema.field("z").type) == "large_list<item: int32>"
+
+
+def test_extending_an_empty_handle_by_no_rows_writes_nothing(tmp_path):
+    m = RecordsMmap(tmp_path / "m")
+    m.extend([])
+    m.extend(iter([]))
+    m.extend({"text": [], "label": []})
+    assert not (tmp_path / "m").exists() and len(m) == 0
+    m.extend(rows(0, 2))  # the first rows still give the schema
+    assert m.fields == ("text", "tokens", "label") and len(m) == 2
+    with pytest.raises(TypeError, match="column 'text' is a single value"):
+        RecordsMmap(tmp_path / "n").extend({"text": np.array("one")})

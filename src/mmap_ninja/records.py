@@ -290,8 +290,10 @@ def infer_schema(rows: Any) -> dict[str, Field]:
                 dtype = storable_dtype(column.dtype, f"column {name!r}")
                 fields[name] = Field.numpy(dtype, column.shape[1:])
                 continue
-            if isinstance(column, (str, bytes)) or not hasattr(column, "__len__"):
-                raise TypeError(f"column {name!r} is {type(column).__name__}; a column is a sequence of values")
+            if (isinstance(column, (str, bytes)) or not hasattr(column, "__len__")
+                    or (isinstance(column, np.ndarray) and column.ndim == 0)):
+                raise TypeError(f"column {name!r} is a single value ({type(column).__name__}); a column is a "
+                                f"sequence of values")
             if not len(column):
                 raise ValueError(f"column {name!r} is empty: no value to infer its kind from; pass schema=")
             fields[name] = _infer_field(name, list(column[:_INFER_ROWS]))
@@ -939,10 +941,17 @@ class RecordsMmap(MapBase):
         """Add rows at the end, all or none, in one commit: an iterable of dicts (field -> value), or a dict of
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
-        call creates the map with the schema these rows suggest."""
+        call that gives rows creates the map with the schema these rows suggest (no rows: nothing is written)."""
         if self._store is None and self._mode == "r+" and self._legacy is None:
             layout = self.layout
             samples = samples if isinstance(samples, Mapping) else list(samples)
+            if isinstance(samples, Mapping):
+                no_rows = bool(samples) and all(hasattr(c, "__len__") and not isinstance(c, (str, bytes))
+                                                and getattr(c, "ndim", 1) >= 1 and not len(c) for c in samples.values())
+            else:
+                no_rows = not samples
+            if no_rows:  # no rows: nothing to write, and nothing to give the map its schema yet
+                return
             schema = infer_schema(samples)
             attrs = layout.attrs(schema=schema)
             empty = layout.empty_lengths(attrs)
