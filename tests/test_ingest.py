@@ -313,3 +313,14 @@ def test_from_image_folder_can_key_rows_by_path(tmp_path):
     with pytest.raises(ValueError, match="key='label'"):  # labels repeat: refused before anything is written
         RecordsMmap.from_image_folder(tmp_path / "n", root, key="label")
     assert not (tmp_path / "n").exists()
+
+
+def test_an_image_file_that_cannot_be_read_is_named_with_its_row(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2))]})
+    (root / "a" / "3.jpg").symlink_to(tmp_path / "gone.jpg")  # a dangling link
+    with pytest.raises(ValueError, match=r"^row 2, field 'image': file .*a/3\.jpg cannot be read: "):
+        RecordsMmap.from_image_folder(tmp_path / "m", root, batch_size=2)
+    with pytest.raises(ValueError, match=r"^row 2, field 'image': file .*a/3\.jpg cannot be read: "):
+        RecordsMmap.from_image_folder(tmp_path / "n", root)
+    assert not (tmp_path / "n").exists()

@@ -113,17 +113,19 @@ class _Rows:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         yield from self.first
-        yield from _read_rows(self.root, self.samples[len(self.first):])
+        yield from _read_rows(self.root, self.samples[len(self.first):], len(self.first))
 
 
-def _read_rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
-    for relative, label in samples:
+def _read_rows(root: Path, samples: list[tuple[str, int]], start: int = 0) -> Iterator[dict[str, Any]]:
+    """The rows of ``samples``, the first being row ``start``."""
+    for k, (relative, label) in enumerate(samples):
         path = root / relative
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise ValueError(f"{path} cannot be read: {e}") from None
+            raise ValueError(f"row {start + k}, field 'image': file {path} cannot be read: "
+                             f"{e.strerror or e}") from None
         yield {"image": data, "label": np.int64(label), "path": relative}
 
 
