@@ -157,3 +157,12 @@ def test_the_default_collate_on_a_field_batch_says_to_pass_the_datasets_collate(
     loader = DataLoader(RecordsDataset(rec, fields=["label"]), batch_size=4)
     with pytest.raises(TypeError, match=r"collate_fn=dataset\.collate"):
         next(iter(loader))
+
+
+def test_records_dataset_refuses_what_is_not_a_records_map(tmp_path):
+    from mmap_ninja import NumpyMmap
+
+    numbers = NumpyMmap.from_generator(tmp_path / "n", [np.arange(3)], 1)
+    for wrong in (numbers, [{"a": 1}]):
+        with pytest.raises(TypeError, match=r"RecordsDataset takes a records map .*got (NumpyMmap|list)"):
+            RecordsDataset(wrong)

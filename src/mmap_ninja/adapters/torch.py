@@ -325,6 +325,9 @@ class RecordsDataset(Dataset[Any]):
 
     def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
                  transform: Any = None):
+        if not (hasattr(records, "fields") and hasattr(records, "get_batch")):
+            raise TypeError(f"RecordsDataset takes a records map (a RecordsMmap), got {type(records).__name__}; "
+                            f"the other maps are map-style datasets as they are: DataLoader(m, collate_fn=collate)")
         names = tuple(records.fields)
         if isinstance(fields, str):
             raise TypeError(f"fields is a list of field names; got the str {fields!r} (for one field pass "
