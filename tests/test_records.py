@@ -1069,3 +1069,10 @@ def test_extending_an_empty_handle_by_no_rows_writes_nothing(tmp_path):
     assert m.fields == ("text", "tokens", "label") and len(m) == 2
     with pytest.raises(TypeError, match="column 'text' is a single value"):
         RecordsMmap(tmp_path / "n").extend({"text": np.array("one")})
+
+
+def test_get_batch_names_the_field_whose_samples_cannot_be_stacked(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"t": [np.arange(1), np.arange(2)], "y": [0, 1]},
+                              schema={"t": ("ragged", np.int64), "y": int})
+    with pytest.raises(ValueError, match=r"^field 't': cannot stack samples of different shapes"):
+        m.get_batch([0, 1])

@@ -847,17 +847,18 @@ class RecordsMmap(MapBase):
                 batch[name] = field_view.get_many(positions)
             elif isinstance(field_view, NumpyView):
                 batch[name] = np.take(field_view.array, positions, axis=0)
-            elif isinstance(field_view, ImagesView):
-                pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
-                result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
-                if pad is None:
-                    batch[name] = result
-                else:
-                    batch[name], lengths[name] = result
             else:
-                assert isinstance(field_view, RaggedView)
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
-                result = _ragged_batch(field_view, positions, pad)
+                try:
+                    if isinstance(field_view, ImagesView):
+                        result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
+                    else:
+                        assert isinstance(field_view, RaggedView)
+                        result = _ragged_batch(field_view, positions, pad)
+                except ValueError as e:
+                    if type(e) is not ValueError:  # damage and checksum errors keep their own type
+                        raise
+                    raise ValueError(f"field {name!r}: {e}") from None
                 if pad is None:
                     batch[name] = result
                 else:
