@@ -166,3 +166,12 @@ def test_records_dataset_refuses_what_is_not_a_records_map(tmp_path):
     for wrong in (numbers, [{"a": 1}]):
         with pytest.raises(TypeError, match=r"RecordsDataset takes a records map .*got (NumpyMmap|list)"):
             RecordsDataset(wrong)
+
+
+def test_a_field_torch_cannot_hold_is_named_by_the_collate(tmp_path):
+    when = RecordsMmap.from_dict(tmp_path / "d", {"when": np.array(["2020-01-01", "2021-01-01"], "datetime64[D]"),
+                                                  "y": np.arange(2)})
+    for transform in (None, dict):
+        dataset = RecordsDataset(when, transform=transform)
+        with pytest.raises(TypeError, match=r"^field 'when' \(datetime64\[D\]\): "):
+            next(iter(DataLoader(dataset, batch_size=2, collate_fn=dataset.collate)))

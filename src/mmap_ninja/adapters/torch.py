@@ -245,6 +245,17 @@ class FieldBatch(dict):  # type: ignore[type-arg]
         raise KeyError(key)
 
 
+def _dtype_of(value: Any) -> str:
+    return str(getattr(value, "dtype", type(value).__name__))
+
+
+def _field_tensor(name: str, value: Any) -> Any:
+    try:
+        return as_tensor(value)
+    except TypeError as e:  # a dtype torch has no tensor of (datetime64, ...)
+        raise TypeError(f"field {name!r} ({_dtype_of(value)}): {e}") from None
+
+
 def _field_pad(pad_value: Any, name: str) -> Any:
     return pad_value.get(name) if isinstance(pad_value, dict) else pad_value
 
@@ -269,7 +280,8 @@ class RecordsCollate:
 
     def __call__(self, batch: Any) -> Any:
         if isinstance(batch, FieldBatch):
-            columns = {name: value if isinstance(value, list) else as_tensor(value) for name, value in batch.items()}
+            columns = {name: value if isinstance(value, list) else _field_tensor(name, value)
+                       for name, value in batch.items()}
             lengths = {name: as_tensor(value) for name, value in batch.lengths.items()}
         else:
             columns, lengths = self._rows(batch)
@@ -301,6 +313,8 @@ class RecordsCollate:
                     columns[name] = collate(values)
                 except ValueError as e:
                     raise ValueError(f"field {name!r}: {e}") from None
+                except TypeError as e:  # a dtype torch has no tensor of (datetime64, ...)
+                    raise TypeError(f"field {name!r} ({_dtype_of(values[0])}): {e}") from None
         return columns, lengths
 
     def __repr__(self) -> str:
