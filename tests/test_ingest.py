@@ -324,3 +324,23 @@ def test_an_image_file_that_cannot_be_read_is_named_with_its_row(tmp_path):
     with pytest.raises(ValueError, match=r"^row 2, field 'image': file .*a/3\.jpg cannot be read: "):
         RecordsMmap.from_image_folder(tmp_path / "n", root)
     assert not (tmp_path / "n").exists()
+
+
+def test_columns_of_from_huggingface_and_from_parquet_are_checked(tmp_path):
+    ds = datasets.Dataset.from_dict({"ab": [1, 2], "a": [3, 4], "b": ["x", "y"]})
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    for build in (lambda out, columns: RecordsMmap.from_huggingface(out, ds, columns=columns),
+                  lambda out, columns: RecordsMmap.from_parquet(out, tmp_path / "d.parquet", columns=columns)):
+        with pytest.raises(TypeError, match=r"columns=\['ab'\]"):
+            build(tmp_path / "m", "ab")
+        with pytest.raises(ValueError, match="columns names 'a' twice"):
+            build(tmp_path / "m", ["a", "b", "a"])
+        with pytest.raises(ValueError, match=r"columns names 'nope', which the data does not have \(its columns: "
+                                             r"\['ab', 'a', 'b'\]\)"):
+            build(tmp_path / "m", ["b", "nope"])
+        assert not (tmp_path / "m").exists()
+        assert build(tmp_path / "ok", ["b", "a"]).fields == ("b", "a")
+        RecordsMmap(tmp_path / "ok").close()
+        import shutil
+
+        shutil.rmtree(tmp_path / "ok")

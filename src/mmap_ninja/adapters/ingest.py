@@ -262,7 +262,7 @@ def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int
                         f"materialize a split first), got {type(dataset).__name__}")
     batch_size = check_batch_size(batch_size)
     if columns is not None:
-        dataset = dataset.select_columns(list(columns))
+        dataset = dataset.select_columns(_check_columns(columns, list(dataset.column_names)))
     class_labels = {name: list(feature.names) for name, feature in dataset.features.items()
                     if type(feature).__name__ == "ClassLabel"}
     info = dict(metadata or {})
@@ -289,6 +289,7 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     source = pq.ParquetFile(str(path), pre_buffer=False)  # pre-buffering reads ahead without bound
     arrow_schema = source.schema_arrow
     if columns is not None:
+        columns = _check_columns(columns, list(arrow_schema.names))
         arrow_schema = pa.schema([arrow_schema.field(c) for c in columns])
     _check_statistics(source, arrow_schema, path)
     info = dict(metadata or {})
@@ -298,6 +299,20 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     batches = _parquet_batches(source, batch_size, None if columns is None else list(columns))
     return records_from_batches(out_dir, arrow_schema, batches, key=key, overwrite=overwrite, durable=durable,
                                 metadata=info or None)
+
+
+def _check_columns(columns: Any, available: list[str]) -> list[str]:
+    """``columns`` as a list of distinct names the data has; an error saying what is wrong otherwise."""
+    if isinstance(columns, str):
+        raise TypeError(f"columns is a list of column names; got the str {columns!r} (for one column pass "
+                        f"columns=[{columns!r}])")
+    names = list(columns)
+    for k, name in enumerate(names):
+        if name in names[:k]:
+            raise ValueError(f"columns names {name!r} twice; a records map's fields have distinct names")
+        if name not in available:
+            raise ValueError(f"columns names {name!r}, which the data does not have (its columns: {available})")
+    return names
 
 
 def _parquet_batches(source: Any, batch_size: int, columns: Optional[list[str]]) -> Iterator[pa.RecordBatch]:
