@@ -344,3 +344,11 @@ def test_columns_of_from_huggingface_and_from_parquet_are_checked(tmp_path):
         import shutil
 
         shutil.rmtree(tmp_path / "ok")
+
+
+def test_from_image_folder_refuses_to_build_the_map_inside_the_folder(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1))]})
+    with pytest.raises(ValueError, match="inside the image folder"):
+        RecordsMmap.from_image_folder(root / "cache", root)
+    assert sorted(p.name for p in root.iterdir()) == ["a"]

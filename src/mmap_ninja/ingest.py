@@ -147,6 +147,9 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
         raise ValueError(f"key={key!r}: only the field 'path' is unique in an image folder; pass key='path' or "
                          f"no key")
     root = Path(root)
+    if Path(os.path.abspath(out_dir)).is_relative_to(os.path.abspath(root)):
+        raise ValueError(f"{out_dir} is inside the image folder {root}: the map's folder would be read as a class "
+                         f"(or its files as images) when it is built again; build the map outside {root}")
     classes, samples = image_folder_samples(root, extensions)
     schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
     info = {**(metadata or {}), "classes": classes}
