@@ -245,3 +245,110 @@ def test_bench_records_images_runs_on_a_small_flat_folder(tmp_path):
     assert measures == ["build from the files", "size on disk", "decoded row (µs)", "raw row, no decoding (µs)",
                         "decoded batch of 4 (ms)"]
     assert "8 images (jpeg: 4, png: 4)" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------- adversarial round
+
+def test_a_bad_image_after_the_first_batch_is_named_by_its_file(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2)), ("3.png", b"hello, not an image")]})
+    with pytest.raises(ValueError, match=r"row 2, field 'image'.*\(file .*a/3\.png\)$"):
+        RecordsMmap.from_image_folder(tmp_path / "m", root, batch_size=1)
+
+
+def test_from_image_folder_skips_hidden_files_and_folders(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("._1.jpg", b"\x00\x05\x16\x07AppleDouble")],
+                   ".ipynb_checkpoints": [("x.jpg", _jpeg(2))], "b": [("2.JPG", _jpeg(3))]})
+    (root / "a" / ".cache").mkdir()
+    (root / "a" / ".cache" / "3.jpg").write_bytes(_jpeg(4))
+    rec = RecordsMmap.from_image_folder(tmp_path / "m", root)
+    assert rec.metadata["classes"] == ["a", "b"]
+    assert rec["path"][:] == ["a/1.jpg", "b/2.JPG"] and rec["label"].tolist() == [0, 1]
+
+
+def test_from_image_folder_follows_a_linked_folder_once(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1))], "b": [("2.jpg", _jpeg(2))]})
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # a cycle
+    (root / "b" / "other").symlink_to(root / "a", target_is_directory=True)  # another class's folder
+    _, samples = image_folder_samples(root)
+    assert samples == [("a/1.jpg", 0), ("b/2.jpg", 1), ("b/other/1.jpg", 1)]
+
+
+def test_from_huggingface_and_from_parquet_take_a_key(tmp_path):
+    ds = datasets.Dataset.from_dict({"path": [f"img/{i}.jpg" for i in range(7)], "label": list(range(7))})
+    rec = RecordsMmap.from_huggingface(tmp_path / "h", ds, key="path", batch_size=3)
+    assert rec.key == "path" and [rec.index_of(f"img/{i}.jpg") for i in range(7)] == list(range(7))
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    rec = RecordsMmap.from_parquet(tmp_path / "p", tmp_path / "d.parquet", key="label", batch_size=2)
+    assert rec.key == "label" and rec.index_of(5) == 5
+    with pytest.raises(ValueError, match="key='nope' names no field"):
+        RecordsMmap.from_huggingface(tmp_path / "x", ds, key="nope")
+    repeated = datasets.Dataset.from_dict({"path": ["a", "b", "a"]})
+    with pytest.raises(ValueError, match=r"row 2: key 'a' .*repeats the key of row 0"):
+        RecordsMmap.from_huggingface(tmp_path / "y", repeated, key="path")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_from_huggingface_stores_array_features_as_fixed_shape_fields(tmp_path):
+    values = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    features = datasets.Features({"a": datasets.Array2D((2, 3), "float32"), "y": datasets.Value("int8")})
+    ds = datasets.Dataset.from_dict({"a": list(values), "y": [1, 2, 3, 4]}, features=features)
+    rec = RecordsMmap.from_huggingface(tmp_path / "r", ds.select([3, 0, 2, 1]), batch_size=3)
+    assert rec.schema["a"] == Field.numpy(np.float32, (2, 3))
+    assert np.array_equal(rec["a"][:], values[[3, 0, 2, 1]]) and rec["y"].tolist() == [4, 1, 3, 2]
+    dynamic = datasets.Dataset.from_dict({"a": [np.zeros((1, 3)), np.zeros((2, 3))]},
+                                         features=datasets.Features({"a": datasets.Array2D((None, 3), "float32")}))
+    with pytest.raises(TypeError, match="field 'a' has Arrow type extension"):
+        RecordsMmap.from_huggingface(tmp_path / "d", dynamic)
+    assert not (tmp_path / "d").exists()
+
+
+def test_from_image_folder_can_key_rows_by_path(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2))], "b": [("3.jpg", _jpeg(3))]})
+    rec = RecordsMmap.from_image_folder(tmp_path / "m", root, key="path", batch_size=2)
+    assert rec.key == "path" and rec.index_of("b/3.jpg") == 2 and "a/2.jpg" in rec
+    with pytest.raises(ValueError, match="key='label'"):  # labels repeat: refused before anything is written
+        RecordsMmap.from_image_folder(tmp_path / "n", root, key="label")
+    assert not (tmp_path / "n").exists()
+
+
+def test_an_image_file_that_cannot_be_read_is_named_with_its_row(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1)), ("2.jpg", _jpeg(2))]})
+    (root / "a" / "3.jpg").symlink_to(tmp_path / "gone.jpg")  # a dangling link
+    with pytest.raises(ValueError, match=r"^row 2, field 'image': file .*a/3\.jpg cannot be read: "):
+        RecordsMmap.from_image_folder(tmp_path / "m", root, batch_size=2)
+    with pytest.raises(ValueError, match=r"^row 2, field 'image': file .*a/3\.jpg cannot be read: "):
+        RecordsMmap.from_image_folder(tmp_path / "n", root)
+    assert not (tmp_path / "n").exists()
+
+
+def test_columns_of_from_huggingface_and_from_parquet_are_checked(tmp_path):
+    ds = datasets.Dataset.from_dict({"ab": [1, 2], "a": [3, 4], "b": ["x", "y"]})
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    for build in (lambda out, columns: RecordsMmap.from_huggingface(out, ds, columns=columns),
+                  lambda out, columns: RecordsMmap.from_parquet(out, tmp_path / "d.parquet", columns=columns)):
+        with pytest.raises(TypeError, match=r"columns=\['ab'\]"):
+            build(tmp_path / "m", "ab")
+        with pytest.raises(ValueError, match="columns names 'a' twice"):
+            build(tmp_path / "m", ["a", "b", "a"])
+        with pytest.raises(ValueError, match=r"columns names 'nope', which the data does not have \(its columns: "
+                                             r"\['ab', 'a', 'b'\]\)"):
+            build(tmp_path / "m", ["b", "nope"])
+        assert not (tmp_path / "m").exists()
+        assert build(tmp_path / "ok", ["b", "a"]).fields == ("b", "a")
+        RecordsMmap(tmp_path / "ok").close()
+        import shutil
+
+        shutil.rmtree(tmp_path / "ok")
+
+
+def test_from_image_folder_refuses_to_build_the_map_inside_the_folder(tmp_path):
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", _jpeg(1))]})
+    with pytest.raises(ValueError, match="inside the image folder"):
+        RecordsMmap.from_image_folder(root / "cache", root)
+    assert sorted(p.name for p in root.iterdir()) == ["a"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -229,10 +231,10 @@ BAD_ROWS = [
     ({"text": "a", "tokens": [1], "label": [1, 2]}, ValueError,
      r"row 11, field 'label': expected a scalar of dtype int64, got shape \(2,\)"),
     ({"text": "a", "tokens": [1], "label": 2.5}, ValueError, "row 11, field 'label': cannot store"),
-    ({"text": "a", "tokens": [1.5], "label": 1}, ValueError, "field 'tokens': item 11"),
+    ({"text": "a", "tokens": [1.5], "label": 1}, ValueError, "row 11, field 'tokens': "),
     ({"text": "a", "tokens": "abc", "label": 1}, TypeError, "row 11, field 'tokens': expected an array of int32"),
     ({"text": "a", "tokens": None, "label": 1}, TypeError, "row 11, field 'tokens'"),
-    ({"text": "\ud800", "tokens": [1], "label": 1}, ValueError, "field 'text': item 11 cannot be stored as UTF-8"),
+    ({"text": "\ud800", "tokens": [1], "label": 1}, ValueError, "row 11, field 'text': cannot be stored as UTF-8"),
     (["not", "a", "dict"], TypeError, "row 11 is list"),
 ]
 
@@ -692,7 +694,7 @@ def test_index_of_finds_every_row_by_its_key(tmp_path):
     m = RecordsMmap.from_generator(tmp_path / "m", keyed_rows(0, 500), batch_size=37, key="path")
     assert m.key == "path" and all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(500))
     assert "images/000007.jpg" in m and "images/000500.jpg" not in m and 7 not in m
-    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path'\)"):
+    with pytest.raises(KeyError, match=r"has the key 'images/x.jpg' \(field 'path';"):
         m.index_of("images/x.jpg")
     with pytest.raises(TypeError, match="holds str keys, got int"):
         m.index_of(3)
@@ -956,3 +958,121 @@ def test_slots_left_by_a_dead_writer_never_name_a_row(tmp_path):
     rows = slots[key[0]:key[0] + key[1], 1]
     assert sorted(rows[rows >= 0].tolist()) == list(range(1000))
     assert all(m.index_of(f"images/{i:06d}.jpg") == i for i in range(1000)) and "ghost/0" not in m
+
+
+# ---------------------------------------------------------------------------------------------- adversarial round
+
+def test_a_value_refused_when_encoded_names_its_row_and_field(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"path": ["a", "b"], "y": np.arange(2)}, key="path")
+    before = snapshot(m._path)
+    with pytest.raises(ValueError, match=r"^row 2, field 'path': cannot be stored as UTF-8"):
+        m.append({"path": "\ud800", "y": 2})
+    assert snapshot(m._path) == before and len(m) == 2
+
+
+
+def test_get_batch_refuses_a_field_name_given_as_one_str_and_pad_values_for_unknown_fields(rec):
+    with pytest.raises(TypeError, match=r"fields=\['text'\]"):
+        rec.get_batch([0, 1], fields="text")
+    with pytest.raises(KeyError, match="pad_value names no field 'tokenz'"):
+        rec.get_batch([0, 1], pad_value={"tokenz": 0})
+    _, lengths = rec.get_batch([0, 1], pad_value={"tokens": 0})
+    assert set(lengths) == {"tokens"}
+
+
+def test_from_pandas_refuses_two_columns_of_one_name(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    with pytest.raises(ValueError, match="two columns named 'a'"):
+        RecordsMmap.from_pandas(tmp_path / "m", frame)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("column, arrow_type", [
+    ([["a"], ["b", "c"]], "list<item: string>"),
+    ([{"x": 1}, {"x": 2}], "struct<x: int64>"),
+    ([[[1, 2], [3]], [[4]]], "list<item: list<item: int64>>"),
+    ([datetime.time(1, 2)], "time64[us]"),
+])
+def test_from_arrow_refuses_a_type_no_field_holds_naming_field_and_type(tmp_path, column, arrow_type):
+    import pyarrow as pa
+
+    with pytest.raises(TypeError, match=rf"field 'a' has Arrow type {re.escape(arrow_type)}, which no records field"):
+        RecordsMmap.from_arrow(tmp_path / "m", pa.table({"a": pa.array(column)}))
+    assert not (tmp_path / "m").exists()
+
+
+def test_indexing_by_field_names_says_how_to_read_fields(rec):
+    for index in (["text", "label"], ("text", "label")):
+        with pytest.raises(TypeError, match=r"rec\['text'\].*get_batch\(.*fields="):
+            rec[index]
+
+
+def test_from_pandas_stores_datetime_columns_as_from_arrow_does_and_refuses_time_zones(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame({"when": pd.to_datetime(["2020-01-01 00:00", "2021-06-30 12:00"]),
+                          "took": pd.to_timedelta([1, 2], unit="s")})
+    rec = RecordsMmap.from_pandas(tmp_path / "m", frame)
+    assert rec["when"].dtype == frame["when"].dtype and rec["took"].dtype == frame["took"].dtype
+    assert rec[1]["when"] == np.datetime64("2021-06-30T12:00")
+    from_arrow = RecordsMmap.from_arrow(tmp_path / "a", pa.Table.from_pandas(frame))
+    assert np.array_equal(rec["when"][:], from_arrow["when"][:])
+    zoned = pd.DataFrame({"when": pd.to_datetime(["2020-01-01"]).tz_localize("UTC")})
+    with pytest.raises(TypeError, match=r"field 'when' holds time-zone-aware timestamps.*tz_convert\(None\)"):
+        RecordsMmap.from_pandas(tmp_path / "z", zoned)
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_missing_key_error_says_how_many_rows_were_searched_and_about_refresh(tmp_path):
+    writer = RecordsMmap.from_dict(tmp_path / "m", {"k": ["a"]}, key="k")
+    reader = RecordsMmap(tmp_path / "m", mode="r")
+    writer.append({"k": "b"})
+    with pytest.raises(KeyError, match=r"no row of .* has the key 'b' \(field 'k'; 1 row seen by this handle: "
+                                       r"refresh\(\) shows rows other handles added since"):
+        reader.index_of("b")
+    reader.refresh()
+    assert reader.index_of("b") == 1
+
+
+def test_a_numpy_array_of_str_is_a_strings_column(tmp_path):
+    rec = RecordsMmap.from_dict(tmp_path / "m", {"path": np.array(["a.jpg", "bb.jpg"]), "y": np.arange(2)}, key="path")
+    assert rec.schema["path"] == Field.strings() and rec.index_of("bb.jpg") == 1
+    rec.append({"path": "a much longer file name.jpg", "y": 2})
+    assert rec[2]["path"] == "a much longer file name.jpg" and type(rec[0]["path"]) is str
+
+
+def test_to_arrow_reads_compressed_fields_and_names_a_field_it_cannot_convert(tmp_path):
+    rows = [{"s": "x" * i, "z": np.arange(i, dtype=np.int32), "m": np.zeros((i + 1, 2))} for i in range(5)]
+    rec = RecordsMmap.from_generator(tmp_path / "m", rows, 2, schema={"s": ("strings", "zstd"),
+                                                                      "z": ("ragged", np.int32, "zstd"),
+                                                                      "m": ("ragged", np.float64)})
+    with pytest.raises(ValueError, match=r"field 'm': to_arrow\(\) needs 1-D samples"):
+        rec.to_arrow()
+    rec = RecordsMmap.from_generator(tmp_path / "c", [{"s": r["s"], "z": r["z"]} for r in rows], 2,
+                                     schema={"s": ("strings", "zstd"), "z": ("ragged", np.int32, "zstd")})
+    table = rec.to_arrow()
+    assert table.column("s").to_pylist() == [r["s"] for r in rows]
+    assert table.column("z").to_pylist() == [r["z"].tolist() for r in rows]
+    assert str(table.schema.field("z").type) == "large_list<item: int32>"
+
+
+def test_extending_an_empty_handle_by_no_rows_writes_nothing(tmp_path):
+    m = RecordsMmap(tmp_path / "m")
+    m.extend([])
+    m.extend(iter([]))
+    m.extend({"text": [], "label": []})
+    assert not (tmp_path / "m").exists() and len(m) == 0
+    m.extend(rows(0, 2))  # the first rows still give the schema
+    assert m.fields == ("text", "tokens", "label") and len(m) == 2
+    with pytest.raises(TypeError, match="column 'text' is a single value"):
+        RecordsMmap(tmp_path / "n").extend({"text": np.array("one")})
+
+
+def test_get_batch_names_the_field_whose_samples_cannot_be_stacked(tmp_path):
+    m = RecordsMmap.from_dict(tmp_path / "m", {"t": [np.arange(1), np.arange(2)], "y": [0, 1]},
+                              schema={"t": ("ragged", np.int64), "y": int})
+    with pytest.raises(ValueError, match=r"^field 't': cannot stack samples of different shapes"):
+        m.get_batch([0, 1])

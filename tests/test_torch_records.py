@@ -131,3 +131,47 @@ def test_records_dataset_refuses_unknown_fields(rec):
         RecordsDataset(rec, fields=["label", "nope"])
     with pytest.raises(TypeError, match="transform must be callable"):
         RecordsDataset(rec, transform=3)
+
+
+# ---------------------------------------------------------------------------------------------- adversarial round
+
+def test_records_dataset_refuses_a_str_for_fields_and_pad_values_for_unknown_fields(rec):
+    with pytest.raises(TypeError, match=r"fields=\['tokens'\]"):
+        RecordsDataset(rec, fields="tokens")
+    with pytest.raises(KeyError, match="pad_value names no field 'tokenz'"):
+        RecordsDataset(rec, pad_value={"tokenz": 0})
+
+
+def _tensor_row(row):
+    return {"tokens": torch.from_numpy(np.array(row["tokens"], dtype=np.int64)), "label": torch.tensor(row["label"])}
+
+
+def test_a_transform_returning_tensors_is_padded_like_arrays(rec):
+    dataset = RecordsDataset(rec, fields=["tokens", "label"], pad_value={"tokens": -1}, transform=_tensor_row)
+    batch, lengths = next(iter(DataLoader(dataset, batch_size=4, collate_fn=dataset.collate)))
+    assert batch["tokens"].tolist() == [[-1, -1, -1], [1, -1, -1], [2, 3, -1], [3, 4, 5]]
+    assert lengths["tokens"].tolist() == [0, 1, 2, 3] and batch["label"].tolist() == [0, 1, 2, 3]
+
+
+def test_the_default_collate_on_a_field_batch_says_to_pass_the_datasets_collate(rec):
+    loader = DataLoader(RecordsDataset(rec, fields=["label"]), batch_size=4)
+    with pytest.raises(TypeError, match=r"collate_fn=dataset\.collate"):
+        next(iter(loader))
+
+
+def test_records_dataset_refuses_what_is_not_a_records_map(tmp_path):
+    from mmap_ninja import NumpyMmap
+
+    numbers = NumpyMmap.from_generator(tmp_path / "n", [np.arange(3)], 1)
+    for wrong in (numbers, [{"a": 1}]):
+        with pytest.raises(TypeError, match=r"RecordsDataset takes a records map .*got (NumpyMmap|list)"):
+            RecordsDataset(wrong)
+
+
+def test_a_field_torch_cannot_hold_is_named_by_the_collate(tmp_path):
+    when = RecordsMmap.from_dict(tmp_path / "d", {"when": np.array(["2020-01-01", "2021-01-01"], "datetime64[D]"),
+                                                  "y": np.arange(2)})
+    for transform in (None, dict):
+        dataset = RecordsDataset(when, transform=transform)
+        with pytest.raises(TypeError, match=r"^field 'when' \(datetime64\[D\]\): "):
+            next(iter(DataLoader(dataset, batch_size=2, collate_fn=dataset.collate)))

@@ -6,6 +6,10 @@ included, links followed) whose name ends with one of the extensions, in ``torch
 ``sorted(os.walk(...))`` gives them and the files of each folder sorted by name. The same tree always gives the
 same rows in the same order.
 
+Unlike torchvision, hidden entries (names starting with ``.``: ``.ipynb_checkpoints``, macOS's ``._x.jpg``
+files, ``.git``) are skipped, as Hugging Face's ``imagefolder`` skips them: neither a class nor an image. A linked
+folder is followed once per class: a link back to a folder already walked (a cycle) is not entered again.
+
 Each image's bytes are stored as they are in the file (no decoding, no re-encoding): the map takes about the disk
 of the files. This module is also what the command line's ``convert`` calls for a folder of images.
 """
@@ -52,7 +56,7 @@ def find_classes(root: PathLike) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; an image folder is root/<class>/<image file>")
     with os.scandir(root) as entries:
-        classes = sorted(entry.name for entry in entries if entry.is_dir())
+        classes = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise FileNotFoundError(f"{root} has no class folders; an image folder is root/<class>/<image file> (one "
                                 f"sub-folder per class)")
@@ -71,9 +75,9 @@ def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = N
     for label, name in enumerate(classes):
         folder = root / name
         found = 0
-        for directory, _, files in sorted(os.walk(folder, followlinks=True)):
+        for directory, files in sorted(_walk(folder)):
             for file_name in sorted(files):
-                if file_name.lower().endswith(endings):
+                if file_name.lower().endswith(endings) and not file_name.startswith("."):
                     relative = Path(directory, file_name).relative_to(root).as_posix()
                     samples.append((relative, label))
                     found += 1
@@ -81,6 +85,21 @@ def image_folder_samples(root: PathLike, extensions: Optional[Sequence[str]] = N
             raise FileNotFoundError(f"class folder {folder} holds no file ending with {', '.join(endings)}; every "
                                     f"class needs at least one image (or pass extensions=)")
     return classes, samples
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """(directory, file names) of ``folder`` and every folder below it, links followed, hidden folders skipped;
+    a folder reached again (through a link: a cycle, or two links to one folder) is walked only the first time,
+    in sorted order."""
+    seen: set[tuple[int, int]] = set()
+    for directory, folders, files in os.walk(folder, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield directory, files
 
 
 class _Rows:
@@ -94,33 +113,43 @@ class _Rows:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         yield from self.first
-        yield from _read_rows(self.root, self.samples[len(self.first):])
+        yield from _read_rows(self.root, self.samples[len(self.first):], len(self.first))
 
 
-def _read_rows(root: Path, samples: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
-    for relative, label in samples:
+def _read_rows(root: Path, samples: list[tuple[str, int]], start: int = 0) -> Iterator[dict[str, Any]]:
+    """The rows of ``samples``, the first being row ``start``."""
+    for k, (relative, label) in enumerate(samples):
         path = root / relative
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise ValueError(f"{path} cannot be read: {e}") from None
+            raise ValueError(f"row {start + k}, field 'image': file {path} cannot be read: "
+                             f"{e.strerror or e}") from None
         yield {"image": data, "label": np.int64(label), "path": relative}
 
 
 def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
-                      extensions: Optional[Sequence[str]] = None, overwrite: bool = False, durable: bool = False,
-                      metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                      extensions: Optional[Sequence[str]] = None, key: Optional[str] = None, overwrite: bool = False,
+                      durable: bool = False, metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` with the fields ``image`` (the file's bytes, decoded on read), ``label`` (int64,
     the class index) and ``path`` (str, relative to ``root``) from an image folder ``root/<class>/<file>``;
-    the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``).
+    the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``). ``key="path"``
+    indexes the rows by path (``rec.index_of("cat/1.jpg")``, see `RecordsMmap.index_of`); only ``"path"`` is
+    unique, so only it can be the key.
 
     A root with no class folders, or a class folder with no image, raises FileNotFoundError before anything is
     written. A file that cannot be read or is not an image Pillow can read raises a ValueError naming its row
     and path; when it is in the first batch nothing is written, otherwise the map is left as an unfinished build
     (see `MapBase.from_generator`; build again with ``overwrite=True``). Returns the map open.
     """
+    if key not in (None, "path"):
+        raise ValueError(f"key={key!r}: only the field 'path' is unique in an image folder; pass key='path' or "
+                         f"no key")
     root = Path(root)
+    if Path(os.path.abspath(out_dir)).is_relative_to(os.path.abspath(root)):
+        raise ValueError(f"{out_dir} is inside the image folder {root}: the map's folder would be read as a class "
+                         f"(or its files as images) when it is built again; build the map outside {root}")
     classes, samples = image_folder_samples(root, extensions)
     schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
     info = {**(metadata or {}), "classes": classes}
@@ -129,7 +158,7 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
         inspect_image(row["image"], f"row {k}, field 'image': file {root / row['path']}")
     try:
         return RecordsMmap.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
-                                          overwrite=overwrite, durable=durable, metadata=info)
+                                          key=key, overwrite=overwrite, durable=durable, metadata=info)
     except ValueError as e:
         raise _with_path(e, root, samples) from None
 
@@ -139,7 +168,8 @@ def _with_path(error: ValueError, root: Path, samples: list[tuple[str, int]]) ->
     import re
 
     found = re.match(r"row (\d+), field 'image'", str(error))
-    if found and int(found[1]) < len(samples) and "file " not in str(error):
+    if found and int(found[1]) < len(samples):
         path = root / samples[int(found[1])][0]
-        return ValueError(f"{error} (file {path})")
+        if str(path) not in str(error):
+            return ValueError(f"{error} (file {path})")
     return error

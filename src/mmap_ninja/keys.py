@@ -15,6 +15,9 @@ later reused can only ever name the row holding the key. When the table would be
 writer appends a new one (twice as many slots as needed) through the ordinary append-and-publish path, so the
 index grows in amortized O(batch).
 
+Keys compare exactly: strings by their code points (no Unicode normalization, no case folding), integers by value
+(``index_of(np.int64(3))`` finds the key 3 of an int32 field; bools, floats and bytes are refused).
+
 Hashes: a string's is the first 8 bytes of BLAKE2b (``digest_size=8``) of its UTF-8 bytes, little-endian; an
 integer's is SplitMix64's finalizer of its value modulo 2**64. Both are stored as int64.
 """

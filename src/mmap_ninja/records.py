@@ -27,7 +27,8 @@ Python and NumPy scalars (bool, int, float, complex) and 0-d arrays a scalar fie
 of the first batch's values (``[1, 2.5]`` gives float64); arrays and lists of one or more dimensions a *ragged*
 field, even when the first batch's shapes agree (one batch cannot tell that later rows keep that shape; declare
 ``("numpy", dtype, shape)`` for a fixed shape). Building from a dict of columns (`from_dict`), an ndarray column of
-two or more dimensions makes a fixed-shape numpy field and a 1-D ndarray column a scalar field of its dtype.
+two or more dimensions makes a fixed-shape numpy field, a 1-D ndarray column of ``str`` (``np.array(["a", "b"])``)
+a strings field and any other 1-D ndarray column a scalar field of its dtype.
 """
 
 from __future__ import annotations
@@ -282,12 +283,17 @@ def infer_schema(rows: Any) -> dict[str, Field]:
         fields: dict[str, Field] = {}
         for name, column in rows.items():
             check_field_name(name)
+            if isinstance(column, np.ndarray) and column.ndim == 1 and column.dtype.kind == "U":
+                fields[name] = Field.strings()  # not a fixed-width field that a longer str would not fit
+                continue
             if isinstance(column, np.ndarray) and column.ndim >= 1 and column.dtype.kind != "O":
                 dtype = storable_dtype(column.dtype, f"column {name!r}")
                 fields[name] = Field.numpy(dtype, column.shape[1:])
                 continue
-            if isinstance(column, (str, bytes)) or not hasattr(column, "__len__"):
-                raise TypeError(f"column {name!r} is {type(column).__name__}; a column is a sequence of values")
+            if (isinstance(column, (str, bytes)) or not hasattr(column, "__len__")
+                    or (isinstance(column, np.ndarray) and column.ndim == 0)):
+                raise TypeError(f"column {name!r} is a single value ({type(column).__name__}); a column is a "
+                                f"sequence of values")
             if not len(column):
                 raise ValueError(f"column {name!r} is empty: no value to infer its kind from; pass schema=")
             fields[name] = _infer_field(name, list(column[:_INFER_ROWS]))
@@ -576,8 +582,7 @@ class RecordsLayout(Layout):
             except (TypeError, ValueError) as e:
                 if kind == "numpy":
                     _locate_numpy_error(name, values, field_attrs, first)
-                message = _field_message(name, str(e)) if kind == "images" else f"field {name!r}: {e}"
-                raise _as_error(e, message) from None
+                raise _as_error(e, _field_message(name, str(e))) from None
             for column, buffers in encoded.columns.items():
                 columns[f"{name}.{column}"] = buffers
             if encoded.attrs is not None:
@@ -757,6 +762,10 @@ class RecordsMmap(MapBase):
         try:
             position = operator.index(index)
         except TypeError:
+            if isinstance(index, (list, tuple)) and index and isinstance(index[0], str):
+                raise TypeError(f"a records map is indexed by rows; for one field use rec[{index[0]!r}], for "
+                                f"several rec.get_batch(indices, fields={list(index)!r}) or rec.columns(indices)"
+                                ) from None
             return self.__getitems__(index)
         return self[position]
 
@@ -818,10 +827,18 @@ class RecordsMmap(MapBase):
         """
         view = self._view
         positions = resolve_positions(indices, view.length)
+        if isinstance(fields, str):
+            raise TypeError(f"fields is a list of field names; got the str {fields!r} (for one field pass "
+                            f"fields=[{fields!r}])")
         names = view.names if fields is None else tuple(fields)
         for name in names:
             if name not in view.kinds:
                 raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        if isinstance(pad_value, Mapping):
+            for name in pad_value:
+                if name not in view.kinds:
+                    raise KeyError(f"pad_value names no field {name!r} of {self._path}; its fields are "
+                                   f"{list(view.names)}")
         batch: dict[str, Any] = {}
         lengths: dict[str, Any] = {}
         for name in names:
@@ -830,17 +847,18 @@ class RecordsMmap(MapBase):
                 batch[name] = field_view.get_many(positions)
             elif isinstance(field_view, NumpyView):
                 batch[name] = np.take(field_view.array, positions, axis=0)
-            elif isinstance(field_view, ImagesView):
-                pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
-                result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
-                if pad is None:
-                    batch[name] = result
-                else:
-                    batch[name], lengths[name] = result
             else:
-                assert isinstance(field_view, RaggedView)
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
-                result = _ragged_batch(field_view, positions, pad)
+                try:
+                    if isinstance(field_view, ImagesView):
+                        result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
+                    else:
+                        assert isinstance(field_view, RaggedView)
+                        result = _ragged_batch(field_view, positions, pad)
+                except ValueError as e:
+                    if type(e) is not ValueError:  # damage and checksum errors keep their own type
+                        raise
+                    raise ValueError(f"field {name!r}: {e}") from None
                 if pad is None:
                     batch[name] = result
                 else:
@@ -875,14 +893,23 @@ class RecordsMmap(MapBase):
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric
-        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow)."""
+        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow);
+        compressed fields are decompressed into new buffers. A ragged field of samples with other than one
+        dimension cannot be converted (Arrow's lists hold one): the error names the field."""
         import pyarrow as pa
 
         from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
 
         arrays = {}
+        schema = self.schema
         for name in self.fields:
             container = self.field(name)
+            if schema[name].codec is not None:  # no buffers of the values to share: decompress
+                try:
+                    arrays[name] = _compressed_to_arrow(container, schema[name])
+                except (TypeError, ValueError) as e:
+                    raise _as_error(e, f"field {name!r}: {e}") from None
+                continue
             if isinstance(container, NumpyMmap):
                 array = container.array
                 if array.ndim == 1:
@@ -897,7 +924,10 @@ class RecordsMmap(MapBase):
             elif isinstance(container, ImagesMmap):
                 arrays[name] = _images_to_arrow(container._view)
             else:
-                arrays[name] = ragged_to_arrow(container)
+                try:
+                    arrays[name] = ragged_to_arrow(container)
+                except (TypeError, ValueError) as e:
+                    raise _as_error(e, f"field {name!r}: {e}") from None
         return pa.table(arrays)
 
     # -------------------------------------------------------------- writing
@@ -912,10 +942,17 @@ class RecordsMmap(MapBase):
         """Add rows at the end, all or none, in one commit: an iterable of dicts (field -> value), or a dict of
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
-        call creates the map with the schema these rows suggest."""
+        call that gives rows creates the map with the schema these rows suggest (no rows: nothing is written)."""
         if self._store is None and self._mode == "r+" and self._legacy is None:
             layout = self.layout
             samples = samples if isinstance(samples, Mapping) else list(samples)
+            if isinstance(samples, Mapping):
+                no_rows = bool(samples) and all(hasattr(c, "__len__") and not isinstance(c, (str, bytes))
+                                                and getattr(c, "ndim", 1) >= 1 and not len(c) for c in samples.values())
+            else:
+                no_rows = not samples
+            if no_rows:  # no rows: nothing to write, and nothing to give the map its schema yet
+                return
             schema = infer_schema(samples)
             attrs = layout.attrs(schema=schema)
             empty = layout.empty_lengths(attrs)
@@ -1054,7 +1091,9 @@ class RecordsMmap(MapBase):
         index = self._key_index()
         row = index.find(index.check(key))
         if row is None:
-            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r})")
+            rows = f"{index.length} row{'' if index.length == 1 else 's'}"
+            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r}; {rows} seen by this "
+                           f"handle: refresh() shows rows other handles added since)")
         return row
 
     def __contains__(self, key: Any) -> bool:
@@ -1271,13 +1310,19 @@ class RecordsMmap(MapBase):
     @classmethod
     def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
                     **options: Any) -> R:
-        """Build a map from a pandas ``DataFrame`` (one field per column; numeric columns become scalar
-        fields, object columns of ``str`` strings fields, of arrays ragged fields). Options as `from_dict`.
+        """Build a map from a pandas ``DataFrame`` (one field per column; numeric, ``datetime64`` and
+        ``timedelta64`` columns become scalar fields, object columns of ``str`` strings fields, of arrays ragged
+        fields). Options as `from_dict`.
 
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
         with an error naming its row and field, so a nullable integer column is never turned into floats:
         ``fill_null={"label": -1}`` stores ``-1`` in its place instead."""
-        fill = _check_fill(fill_null, [str(name) for name in frame.columns])
+        names = [str(name) for name in frame.columns]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # a dict of columns would keep only the last of them
+            raise ValueError(f"the DataFrame has two columns named {repeated[0]!r}; a records map's fields have "
+                             f"distinct names (rename one of them)")
+        fill = _check_fill(fill_null, names)
         columns = {}
         for position, name in enumerate(frame.columns):
             series = frame.iloc[:, position]
@@ -1299,7 +1344,10 @@ class RecordsMmap(MapBase):
                         raise TypeError(f"field {field!r}: cannot fill its missing values with "
                                         f"{fill[field]!r}: {e}") from None
                     dtype = series.dtype
-            if getattr(dtype, "kind", "O") in "biufc":
+            if getattr(dtype, "tz", None) is not None:
+                raise TypeError(f"field {field!r} holds time-zone-aware timestamps ({dtype}), which a NumPy "
+                                f"datetime64 cannot hold; convert them to UTC first (series.dt.tz_convert(None))")
+            if getattr(dtype, "kind", "O") in "biufcmM":  # dates and times as datetime64 / timedelta64, as Arrow's
                 columns[field] = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
             else:
                 columns[field] = series.tolist()
@@ -1324,16 +1372,16 @@ class RecordsMmap(MapBase):
 
     @classmethod
     def from_image_folder(cls, out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
-                          extensions: Optional[Sequence[str]] = None, overwrite: bool = False,
-                          **options: Any) -> RecordsMmap:
+                          extensions: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                          overwrite: bool = False, **options: Any) -> RecordsMmap:
         """Build a map with the fields ``image`` (each file's bytes, not re-encoded), ``label`` (int64 class
         index) and ``path`` (relative to ``root``) from ``root/<class>/<file>``; the class names, sorted as
-        torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``. See
-        `mmap_ninja.ingest.from_image_folder`."""
+        torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``; ``key="path"`` indexes the rows
+        by path (`index_of`). See `mmap_ninja.ingest.from_image_folder`."""
         from mmap_ninja.ingest import from_image_folder
 
         return from_image_folder(out_dir, root, batch_size=batch_size, verbose=verbose, extensions=extensions,
-                                 overwrite=overwrite, **options)
+                                 key=key, overwrite=overwrite, **options)
 
     @classmethod
     def from_huggingface(cls, out_dir: PathLike, dataset: Any, **options: Any) -> RecordsMmap:
@@ -1383,6 +1431,25 @@ def _fill(array: Any, name: str, value: Any) -> Any:
                         f"{e}") from None
 
 
+def _arrow_holds(kind: Any) -> bool:
+    """Whether a column of this Arrow type can become a field (see `RecordsMmap.from_arrow`)."""
+    import pyarrow.types as pt
+
+    def number(t: Any) -> bool:
+        return bool(pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t) or pt.is_timestamp(t)
+                    or pt.is_date(t) or pt.is_duration(t))  # NumPy has no time-of-day or interval type
+
+    if pt.is_dictionary(kind):
+        kind = kind.value_type
+    if number(kind) or pt.is_string(kind) or pt.is_large_string(kind):
+        return True
+    if pt.is_list(kind) or pt.is_large_list(kind):
+        return number(kind.value_type)
+    while pt.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return number(kind)
+
+
 def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
     """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays;
     nulls refused (naming the row) or filled as ``fill`` says."""
@@ -1390,6 +1457,10 @@ def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
     import pyarrow.types as pt
 
     kind = column.type
+    if not _arrow_holds(kind):
+        raise TypeError(f"field {name!r} has Arrow type {kind}, which no records field holds (numbers, dates, "
+                        f"timestamps, durations, strings, lists and fixed-size lists of numbers do); drop or "
+                        f"convert the column")
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
     if array.null_count:
@@ -1438,6 +1509,24 @@ def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: 
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
     return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+
+
+def _compressed_to_arrow(container: Any, field: Field) -> Any:
+    """A compressed strings or ragged field as a new Arrow array (``large_string``, ``large_list``)."""
+    import pyarrow as pa
+
+    samples = container[:]
+    if field.kind == "strings":
+        return pa.array(samples, type=pa.large_string())
+    bad = next((k for k, sample in enumerate(samples) if sample.ndim != 1), None)
+    if bad is not None:
+        raise ValueError(f"to_arrow() needs 1-D samples, but sample {bad} has shape {samples[bad].shape}; Arrow's "
+                         f"large_list holds one dimension")
+    dtype = container.dtype if container.dtype is not None else np.dtype(np.float64)
+    sizes = np.fromiter((len(sample) for sample in samples), dtype=np.int64, count=len(samples))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    values = np.concatenate(samples) if samples else np.empty(0, dtype)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values.astype(dtype.newbyteorder("="))))
 
 
 def _images_to_arrow(view: ImagesView) -> Any:

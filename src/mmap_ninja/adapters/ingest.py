@@ -8,6 +8,7 @@ The schema comes from the Arrow types (never from the values), one field per col
 | ``string``, ``large_string`` (dictionary-encoded too) | strings field |
 | ``list`` / ``large_list`` of numbers or booleans | ragged field of the values' dtype |
 | nested ``fixed_size_list`` of numbers or booleans | numpy field of that shape |
+| Hugging Face ``Array2D`` ... ``Array5D`` of a fixed shape | numpy field of that shape |
 | ``binary`` / ``large_binary`` | ragged uint8 field (the bytes) |
 | ``struct<bytes: binary, path: string>`` (Hugging Face ``Image()``) | images field: the encoded bytes as they are |
 
@@ -38,6 +39,7 @@ import pyarrow as pa
 
 from mmap_ninja import Field, RecordsMmap
 from mmap_ninja.batch import check_batch_size
+from mmap_ninja.keys import check_unique
 from mmap_ninja.storage import PathLike
 
 __all__ = ["arrow_field", "records_from_batches", "records_from_huggingface", "records_from_parquet"]
@@ -82,6 +84,13 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
         return Field.ragged(np.uint8)
     if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and _is_number(arrow_type.value_type):
         return Field.ragged(_numpy_dtype(arrow_type.value_type))
+    shape_of_array = _array_feature_shape(arrow_type)
+    if shape_of_array is not None:
+        inner = arrow_type.storage_type
+        while pa.types.is_list(inner) or pa.types.is_large_list(inner):
+            inner = inner.value_type
+        if _is_number(inner):
+            return Field.numpy(_numpy_dtype(inner), shape_of_array)
     if pa.types.is_fixed_size_list(arrow_type):
         shape = []
         inner = arrow_type
@@ -92,6 +101,20 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
             return Field.numpy(_numpy_dtype(inner), shape)
     raise TypeError(f"field {name!r} has Arrow type {arrow_type}, which no records field holds (numbers, strings, "
                     f"lists of numbers, fixed-size lists, binary and image structs do); drop or convert the column")
+
+
+def _array_feature_shape(arrow_type: pa.DataType) -> Optional[tuple[int, ...]]:
+    """The fixed shape of a Hugging Face ``Array2D`` ... ``Array5D`` column (an extension type over nested lists
+    with a ``shape``), or None for another type or a shape with a dynamic (None) size."""
+    if not isinstance(arrow_type, pa.ExtensionType):
+        return None
+    shape = getattr(arrow_type, "shape", None)
+    if not isinstance(shape, tuple) or not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+        return None
+    inner, depth = arrow_type.storage_type, 0
+    while pa.types.is_list(inner) or pa.types.is_large_list(inner):
+        inner, depth = inner.value_type, depth + 1
+    return shape if depth == len(shape) else None
 
 
 # ---------------------------------------------------------------------------------------------------- columns
@@ -161,12 +184,17 @@ def _column(name: str, field: Field, array: pa.Array, first: int) -> Any:
     if field.kind == "numpy" and field.shape == ():
         return array.to_numpy(zero_copy_only=False)
     if field.kind == "numpy":
-        values = array
-        while pa.types.is_fixed_size_list(values.type):
+        values = array.storage if isinstance(array, pa.ExtensionArray) else array  # an Array2D's nested lists
+        while pa.types.is_fixed_size_list(values.type) or pa.types.is_list(values.type) or pa.types.is_large_list(
+                values.type):
             values = values.flatten()  # honours the slice
         if values.null_count:
             row = _first_null(values) // int(np.prod(field.shape or ()))
             raise _null_error(name, first + row, "holds a null value in its array")
+        size = int(np.prod(field.shape or ()))
+        if len(values) != len(array) * size:  # an Array feature's nested lists of the wrong sizes
+            raise ValueError(f"rows {first}..{first + len(array) - 1}, field {name!r}: {len(values)} values, "
+                             f"expected {size} per row (shape {field.shape})")
         return values.to_numpy(zero_copy_only=False).reshape(len(array), *(field.shape or ()))
     if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
         return _binary_values(array)
@@ -182,20 +210,26 @@ def _columns(schema: dict[str, Field], batch: pa.RecordBatch, first: int) -> dic
 # ---------------------------------------------------------------------------------------------------- building
 
 def records_from_batches(out_dir: PathLike, arrow_schema: pa.Schema, batches: Iterable[pa.RecordBatch], *,
-                         overwrite: bool = False, durable: bool = False,
+                         key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
                          metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from Arrow record batches of ``arrow_schema``, committing each batch (see the module
-    docstring for the fields and the null rule). The first batch is converted before anything is created."""
+    docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`). The
+    first batch is converted (and its keys checked) before anything is created."""
     schema = {field.name: arrow_field(field.name, field.type) for field in arrow_schema}
     if not schema:
         raise ValueError("the table has no columns; a records map needs at least one field")
+    RecordsMmap.layout.attrs(schema=schema, key=key)  # a key naming no field, or a float one, fails here
     pending = iter(batches)
     first_batch = next(pending, None)
     converted: Iterator[tuple[dict[str, Any], int]] = iter(())
     if first_batch is not None:
-        converted = iter([(_columns(schema, first_batch, 0), first_batch.num_rows)])
+        first_columns = _columns(schema, first_batch, 0)
+        if key is not None:
+            check_unique(first_columns[key], 0, key, schema[key].kind == "strings")
+        converted = iter([(first_columns, first_batch.num_rows)])
+    options: dict[str, Any] = {} if key is None else {"key": key}
     with RecordsMmap.build(out_dir, schema=schema, overwrite=overwrite, durable=durable,
-                           metadata=metadata) as target:
+                           metadata=metadata, **options) as target:
         for columns, count in chain(converted, _convert(schema, pending, first_batch)):
             if count:
                 target.extend(columns)
@@ -216,18 +250,19 @@ def _record_batches(tables: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
 
 
 def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                             columns: Optional[Sequence[str]] = None, overwrite: bool = False,
-                             durable: bool = False, metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                             columns: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                             overwrite: bool = False, durable: bool = False,
+                             metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from a Hugging Face ``datasets.Dataset`` (in its row order, ``select`` and
     ``shuffle`` included), ``batch_size`` rows per commit. ``columns`` picks and orders the fields (default:
     all). ``Image()`` columns become images fields holding the encoded bytes unchanged; ``ClassLabel`` names go
-    to the metadata (see the module docstring)."""
+    to the metadata (see the module docstring). ``key`` names the key field (see `RecordsMmap.index_of`)."""
     if type(dataset).__name__ != "Dataset" or not (type(dataset).__module__ or "").startswith("datasets"):
         raise TypeError(f"from_huggingface() takes a datasets.Dataset (an IterableDataset or DatasetDict: pick or "
                         f"materialize a split first), got {type(dataset).__name__}")
     batch_size = check_batch_size(batch_size)
     if columns is not None:
-        dataset = dataset.select_columns(list(columns))
+        dataset = dataset.select_columns(_check_columns(columns, list(dataset.column_names)))
     class_labels = {name: list(feature.names) for name, feature in dataset.features.items()
                     if type(feature).__name__ == "ClassLabel"}
     info = dict(metadata or {})
@@ -236,22 +271,25 @@ def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int
     tables = dataset.with_format("arrow").iter(batch_size=batch_size)
     arrow_schema = dataset.data.schema if columns is None else pa.schema([dataset.data.schema.field(c)
                                                                           for c in dataset.column_names])
-    return records_from_batches(out_dir, arrow_schema, _record_batches(tables), overwrite=overwrite,
+    return records_from_batches(out_dir, arrow_schema, _record_batches(tables), key=key, overwrite=overwrite,
                                 durable=durable, metadata=info or None)
 
 
 def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                         columns: Optional[Sequence[str]] = None, overwrite: bool = False, durable: bool = False,
+                         columns: Optional[Sequence[str]] = None, key: Optional[str] = None,
+                         overwrite: bool = False, durable: bool = False,
                          metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
     """Build a `RecordsMmap` from the Parquet file at ``path``, reading ``batch_size`` rows at a time (memory
     bounded by a batch). ``columns`` picks the fields (default: every column). A column whose row-group
-    statistics count nulls is refused before anything is written."""
+    statistics count nulls is refused before anything is written. ``key`` names the key field (see
+    `RecordsMmap.index_of`)."""
     import pyarrow.parquet as pq
 
     batch_size = check_batch_size(batch_size)
     source = pq.ParquetFile(str(path), pre_buffer=False)  # pre-buffering reads ahead without bound
     arrow_schema = source.schema_arrow
     if columns is not None:
+        columns = _check_columns(columns, list(arrow_schema.names))
         arrow_schema = pa.schema([arrow_schema.field(c) for c in columns])
     _check_statistics(source, arrow_schema, path)
     info = dict(metadata or {})
@@ -259,8 +297,22 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     if class_labels:
         info["class_labels"] = class_labels
     batches = _parquet_batches(source, batch_size, None if columns is None else list(columns))
-    return records_from_batches(out_dir, arrow_schema, batches, overwrite=overwrite, durable=durable,
+    return records_from_batches(out_dir, arrow_schema, batches, key=key, overwrite=overwrite, durable=durable,
                                 metadata=info or None)
+
+
+def _check_columns(columns: Any, available: list[str]) -> list[str]:
+    """``columns`` as a list of distinct names the data has; an error saying what is wrong otherwise."""
+    if isinstance(columns, str):
+        raise TypeError(f"columns is a list of column names; got the str {columns!r} (for one column pass "
+                        f"columns=[{columns!r}])")
+    names = list(columns)
+    for k, name in enumerate(names):
+        if name in names[:k]:
+            raise ValueError(f"columns names {name!r} twice; a records map's fields have distinct names")
+        if name not in available:
+            raise ValueError(f"columns names {name!r}, which the data does not have (its columns: {available})")
+    return names
 
 
 def _parquet_batches(source: Any, batch_size: int, columns: Optional[list[str]]) -> Iterator[pa.RecordBatch]:

@@ -237,6 +237,24 @@ class FieldBatch(dict):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[Any, ...]:
         return FieldBatch, (dict(self), self.lengths)
 
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, int):  # torch's default_collate reads batch[0]: it takes a list of samples
+            raise TypeError("this batch was gathered field by field by RecordsDataset.__getitems__; pass "
+                            "collate_fn=dataset.collate to the DataLoader (torch's default collate takes a list "
+                            "of samples)")
+        raise KeyError(key)
+
+
+def _dtype_of(value: Any) -> str:
+    return str(getattr(value, "dtype", type(value).__name__))
+
+
+def _field_tensor(name: str, value: Any) -> Any:
+    try:
+        return as_tensor(value)
+    except TypeError as e:  # a dtype torch has no tensor of (datetime64, ...)
+        raise TypeError(f"field {name!r} ({_dtype_of(value)}): {e}") from None
+
 
 def _field_pad(pad_value: Any, name: str) -> Any:
     return pad_value.get(name) if isinstance(pad_value, dict) else pad_value
@@ -262,7 +280,8 @@ class RecordsCollate:
 
     def __call__(self, batch: Any) -> Any:
         if isinstance(batch, FieldBatch):
-            columns = {name: value if isinstance(value, list) else as_tensor(value) for name, value in batch.items()}
+            columns = {name: value if isinstance(value, list) else _field_tensor(name, value)
+                       for name, value in batch.items()}
             lengths = {name: as_tensor(value) for name, value in batch.lengths.items()}
         else:
             columns, lengths = self._rows(batch)
@@ -284,8 +303,8 @@ class RecordsCollate:
                 j = next(j for j, row in enumerate(rows) if name not in row)
                 raise ValueError(f"row {j} of the batch has no field {name!r} (row 0 has {names})") from None
             pad = _field_pad(self.pad_value, name)
-            if pad is not None and isinstance(values[0], np.ndarray) and values[0].ndim:
-                try:
+            if pad is not None and isinstance(values[0], (np.ndarray, torch.Tensor)) and values[0].ndim:
+                try:  # a transform's CPU tensors are padded as the arrays they view
                     columns[name], lengths[name] = _pad([np.asarray(v) for v in values], pad, None)
                 except ValueError as e:
                     raise ValueError(f"field {name!r}: {e}") from None
@@ -294,6 +313,8 @@ class RecordsCollate:
                     columns[name] = collate(values)
                 except ValueError as e:
                     raise ValueError(f"field {name!r}: {e}") from None
+                except TypeError as e:  # a dtype torch has no tensor of (datetime64, ...)
+                    raise TypeError(f"field {name!r} ({_dtype_of(values[0])}): {e}") from None
         return columns, lengths
 
     def __repr__(self) -> str:
@@ -318,11 +339,20 @@ class RecordsDataset(Dataset[Any]):
 
     def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
                  transform: Any = None):
+        if not (hasattr(records, "fields") and hasattr(records, "get_batch")):
+            raise TypeError(f"RecordsDataset takes a records map (a RecordsMmap), got {type(records).__name__}; "
+                            f"the other maps are map-style datasets as they are: DataLoader(m, collate_fn=collate)")
         names = tuple(records.fields)
+        if isinstance(fields, str):
+            raise TypeError(f"fields is a list of field names; got the str {fields!r} (for one field pass "
+                            f"fields=[{fields!r}])")
         chosen = names if fields is None else tuple(fields)
         for name in chosen:
             if name not in names:
                 raise KeyError(f"{records.path} has no field {name!r}; its fields are {list(names)}")
+        for name in pad_value if isinstance(pad_value, dict) else ():
+            if name not in names:
+                raise KeyError(f"pad_value names no field {name!r} of {records.path}; its fields are {list(names)}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (row dict -> row dict), got {type(transform).__name__}")
         self.records = records
