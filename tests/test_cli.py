@@ -163,3 +163,20 @@ def test_deep_verify_can_show_a_progress_bar(maps, capsys):
     assert "verifying r" in capsys.readouterr().err
     assert verify(maps / "r", deep=True).ok
     assert capsys.readouterr().err == ""
+
+
+def test_info_on_records_names_each_fields_kind_and_the_key(tmp_path, capsys):
+    """A records map's info says what each field is (strings, numpy, ragged, images) and which field is the key:
+    without the kind, a strings field showed only ``{"codec": "none"}``."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"id": ["a", "b"], "x": np.arange(2), "r": [np.arange(1), np.arange(2)]},
+                          key="id")
+    assert main(["info", "--json", str(tmp_path / "rec")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["key"] == "id"
+    assert {name: spec["kind"] for name, spec in info["fields"].items()} == {"id": "strings", "x": "numpy",
+                                                                               "r": "ragged"}
+    assert main(["info", str(tmp_path / "rec")]) == 0
+    text = capsys.readouterr().out
+    assert 'id: kind "strings"' in text and "key:" in text

@@ -159,12 +159,16 @@ def _column_bytes(directory: Any, columns: Any) -> dict[str, int]:
 
 def _attributes(kind: str, attrs: dict[str, Any], length: Any) -> dict[str, Any]:
     """The dtype, codec and shape summary a header keeps (numpy: the whole array's shape; ragged: the numbers
-    of dimensions; records: each field's)."""
+    of dimensions; records: the key field, and each field's kind and summary)."""
     out: dict[str, Any] = {}
     if attrs.get("dtype") is not None:
         out["dtype"] = attrs["dtype"]
     if kind == "records":
-        out["fields"] = {name: _attributes(spec.get("kind", "?"), spec.get("attrs", {}), length)
+        key = attrs.get("key")
+        if isinstance(key, dict) and key.get("field") is not None:
+            out["key"] = key["field"]
+        out["fields"] = {name: {"kind": spec.get("kind", "?"),
+                                **_attributes(spec.get("kind", "?"), spec.get("attrs", {}), length)}
                          for name, spec in attrs.get("fields", {}).items() if isinstance(spec, dict)}
         return out
     if kind in ("strings", "ragged"):
