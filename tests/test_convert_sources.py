@@ -92,7 +92,7 @@ def test_json_lines_of_objects_become_records_and_strings_become_strings(tmp_pat
     assert list(StringsMmap(convert(plain, tmp_path / "plain", verbose=False).path)) == ["one", "two"]
 
 
-@pytest.mark.parametrize("content, message", [('{"a": 1}\n{"a": 2\n', "line 2 is not valid JSON"),
+@pytest.mark.parametrize("content, message", [('{"a": 1}\n{"a": 2\n', r"line 2 column \d+ is not valid JSON"),
                                               ('{"a": 1}\n"text"\n', "line 2 holds str, not an object"),
                                               ('[1, 2]\n', "line 1 holds list")])
 def test_bad_json_lines_name_the_line(tmp_path, content, message):
@@ -193,4 +193,32 @@ def test_unknown_files_are_refused_with_what_convert_takes(tmp_path):
     assert main(["convert", "-q", str(tmp_path / "data.csv"), str(tmp_path / "out")]) == 3
     (tmp_path / "empty").mkdir()
     assert main(["convert", "-q", str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad, message", [('{"a": null}', "field 'a'"), ('{"b": 1}', "no field 'a'"),
+                                          ('{"a": "x"}', "field 'a'"), ('{"a": 2.5}', "does not fit")])
+def test_a_bad_row_after_blank_lines_names_its_line_in_the_file(tmp_path, bad, message):
+    """A value the records map refuses is named by its line in the JSON-lines file (blank lines make a row's
+    number and its line differ), also in a later batch."""
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(f'{{"a": {i}}}\n\n' for i in range(6)) + bad + "\n")  # the bad row is line 13, row 6
+    with pytest.raises((ValueError, TypeError), match=rf"rows\.jsonl line 13: .*{message}"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_invalid_json_names_the_line_and_column_of_the_file(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"a": 1}\n{"a": 2}\n{"a": \n')
+    with pytest.raises(ValueError) as caught:
+        convert(src, tmp_path / "out", verbose=False)
+    assert str(caught.value) == f"{src} line 3 column 7 is not valid JSON: Expecting value"
+
+
+def test_a_bad_first_row_names_its_line(tmp_path):
+    src = tmp_path / "rows.jsonl"
+    src.write_text('\n\n{"a": {"nested": 1}}\n')
+    with pytest.raises((ValueError, TypeError), match=r"rows\.jsonl line 3: row 0, field 'a'"):
+        convert(src, tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()

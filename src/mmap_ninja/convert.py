@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -290,8 +291,10 @@ def _json_lines(src: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                yield number, json.loads(line.rstrip(b"\r\n"))
+            except json.JSONDecodeError as e:  # its line and column are within this line
+                raise ValueError(f"{src} line {number} column {e.colno} is not valid JSON: {e.msg}") from None
+            except UnicodeDecodeError as e:
                 raise ValueError(f"{src} line {number} is not valid JSON: {e}") from None
 
 
@@ -326,15 +329,29 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
         raise ValueError(f"{src} line {first[0]} holds {type(first[1]).__name__}; convert takes JSON lines that are "
                          f"objects (the rows of a records map) or strings")
 
-    def rows() -> Iterator[Any]:
+    def rows() -> Iterator[tuple[int, Any]]:
         for number, value in values:
             if not isinstance(value, dict):
                 raise ValueError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
                                  f"{first[0]}")
-            yield value
+            yield number, value
 
-    return _records_from_batches(_batched(rows(), batch_size), None, temporary, src.name, verbose, codec,
-                                 RecordsMmap)
+    row_lines: list[int] = []  # the line of each row of the batch being written
+
+    def batches() -> Iterator[list[Any]]:
+        for batch in _batched(rows(), batch_size):
+            row_lines[:] = [number for number, _ in batch]
+            yield [row for _, row in batch]
+
+    def where(error: Exception, first_row: int) -> str:
+        """The line of the file a records error's ``row N`` (a row of the map) comes from."""
+        found = re.match(r"row (\d+)\b", str(error))
+        k = int(found.group(1)) - first_row if found else -1
+        if 0 <= k < len(row_lines):
+            return f"{src} line {row_lines[k]}"
+        return f"{src} lines {row_lines[0]}..{row_lines[-1]}" if row_lines else str(src)
+
+    return _records_from_batches(batches(), None, temporary, src.name, verbose, codec, RecordsMmap, where)
 
 
 def _pick(src: Path, number: int, value: Any, field: str) -> Any:
@@ -415,9 +432,11 @@ def _table_columns(table: Any) -> dict[str, Any]:
 
 
 def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
-                          codec: Any, cls: Any) -> Any:
+                          codec: Any, cls: Any, where: Callable[[Exception, int], str] | None = None) -> Any:
     """Build a records map from batches (lists of rows or dicts of columns), the schema inferred from the first
-    batch (with ``codec`` on every strings and ragged field), one commit per batch."""
+    batch (with ``codec`` on every strings and ragged field), one commit per batch. ``where(error, first_row)``
+    names the place in the source of the batch starting at ``first_row`` that the map refused (prefixed to the
+    error)."""
     from dataclasses import replace
 
     from mmap_ninja.records import infer_schema
@@ -425,7 +444,10 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     first = next(batches, None)
     if first is None:
         raise ValueError(f"{name} holds no rows: there is nothing to convert")
-    schema = infer_schema(first)
+    try:
+        schema = infer_schema(first)
+    except (ValueError, TypeError) as e:
+        _raise_at(where, e, 0)
     if codec is not None:
         schema = {key: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
                   for key, f in schema.items()}
@@ -433,13 +455,24 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     try:
         with cls.build(temporary, schema=schema) as built:
             for batch in _chain_one(first, batches):
-                built.extend(batch)
+                try:
+                    built.extend(batch)
+                except (ValueError, TypeError) as e:
+                    _raise_at(where, e, len(built))
                 if bar is not None:
                     bar.update(len(batch) if not isinstance(batch, dict) else len(next(iter(batch.values()), ())))
     finally:
         if bar is not None:
             bar.close()
     return built
+
+
+def _raise_at(where: Callable[[Exception, int], str] | None, error: Exception, first_row: int) -> NoReturn:
+    """Raise ``error`` again, prefixed with ``where(error, first_row)`` (the place in the source)."""
+    if where is None:
+        raise error
+    raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{where(error, first_row)}: {error}") \
+        from None
 
 
 def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
