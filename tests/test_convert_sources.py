@@ -222,3 +222,15 @@ def test_a_bad_first_row_names_its_line(tmp_path):
     with pytest.raises((ValueError, TypeError), match=r"rows\.jsonl line 3: row 0, field 'a'"):
         convert(src, tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_images_with_one_other_file_is_refused_naming_both(tmp_path):
+    """A folder of images holding one stray file (a README) was taken for a folder of text files, and the error
+    then blamed an image for not being UTF-8 text."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.png").write_bytes(_image_bytes((1, 2, 3), "PNG"))
+    (src / "README.txt").write_text("notes")
+    with pytest.raises(ValueError, match=r"images \(e\.g\. a\.png\).*other files \(e\.g\. README\.txt\)"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

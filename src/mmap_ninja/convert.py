@@ -10,7 +10,7 @@ Sources (`source_kind` tells which one a path is):
 - a folder of images (every file, in sub-folders too, has an image suffix): an `ImagesMmap` of the files' bytes
   as they are, in the order of their sorted relative paths; with ``records=True`` and the ``root/<class>/<file>``
   layout, `RecordsMmap.from_image_folder` (image and label fields) instead;
-- a folder of text files (any other folder): a `StringsMmap`, one sample per file decoded as UTF-8, in the
+- a folder of text files (a folder with no image file): a `StringsMmap`, one sample per file decoded as UTF-8, in the
   order of their sorted relative paths (hidden files and folders are skipped);
 - a JSON-lines file (``.jsonl`` / ``.ndjson``): lines that are objects become the rows of a `RecordsMmap` (the
   schema inferred from the first batch), lines that are strings a `StringsMmap`; ``field=NAME`` keeps that one
@@ -73,7 +73,8 @@ class Converted(NamedTuple):
 def source_kind(src: PathLike) -> str:
     """What `convert` makes of ``src``: ``"legacy"``, ``"map"``, ``"sharded"``, ``"huggingface"``,
     ``"huggingface-dict"``, ``"images"``, ``"text"``, ``"json-lines"``, ``"parquet"`` or ``"arrow"``. Raises
-    `NotAMapError` if ``src`` does not exist or is a file of none of these kinds."""
+    `NotAMapError` if ``src`` does not exist or is a file of none of these kinds, ValueError for a folder that
+    mixes image files with other files."""
     from mmap_ninja.sharded import SHARDS_FILE
 
     path = Path(src)
@@ -92,8 +93,14 @@ def source_kind(src: PathLike) -> str:
         if not files:
             raise NotAMapError(f"{path} holds no map written by mmap_ninja 0.9.0 or later and no files to convert "
                                f"(it is empty)")
-        if all(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+        images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+        if len(images) == len(files):
             return "images"
+        if images:
+            other = next(f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES)
+            raise ValueError(f"{path} holds images (e.g. {images[0].relative_to(path)}) and other files (e.g. "
+                             f"{other.relative_to(path)}); convert takes a folder of images only, or of text files "
+                             f"only: move the other files out (hidden files are skipped)")
         return "text"
     if not path.exists():
         raise NotAMapError(f"{path} does not exist")
