@@ -180,3 +180,13 @@ def test_info_on_records_names_each_fields_kind_and_the_key(tmp_path, capsys):
     assert main(["info", str(tmp_path / "rec")]) == 0
     text = capsys.readouterr().out
     assert 'id: kind "strings"' in text and "key:" in text
+
+
+def test_head_shows_numpy_scalars_as_plain_numbers(tmp_path, capsys):
+    """A records map's scalar fields read as NumPy scalars, whose repr under NumPy 2 is ``np.int64(0)``."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"x": np.arange(2), "y": np.array([0.5, 1.5], dtype=np.float32)})
+    assert main(["head", str(tmp_path / "rec")]) == 0
+    out = capsys.readouterr().out
+    assert "[0] {'x': 0, 'y': 0.5}" in out and "np." not in out

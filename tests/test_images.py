@@ -366,3 +366,15 @@ def test_the_fast_png_decoder_gives_pillows_exact_pixels(tmp_path, channels):
     for i in range(len(default)):
         np.testing.assert_array_equal(default[i], pillow[i], err_msg=f"image {i}")
     assert default.get_batch(range(4), pad_value=0, threads=2)[0].shape[0] == 4
+
+
+def test_a_file_pillow_cannot_identify_is_named_without_a_memory_address(tmp_path):
+    """Pillow's message for an unreadable image names the BytesIO object it was given (``<_io.BytesIO object at
+    0x...>``), which tells the user nothing and changes from run to run."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError) as caught:
+        ImagesMmap.from_files(tmp_path / "m", [bad])
+    message = str(caught.value)
+    assert "broken.jpg" in message and "0x" not in message and "BytesIO" not in message
+    assert "b'not an i'" in message  # the first bytes, which say what the file is

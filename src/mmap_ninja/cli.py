@@ -271,6 +271,8 @@ def _short(sample: Any, width: int) -> str:
     elif isinstance(sample, np.ndarray):
         body = np.array2string(sample.reshape(-1)[:32], threshold=32, edgeitems=4, max_line_width=10**6)
         text = f"{sample.dtype}{list(sample.shape)} {' '.join(body.split())}"
+    elif isinstance(sample, np.generic):  # a records scalar field: 0, not np.int64(0)
+        text = repr(sample.item())
     elif isinstance(sample, dict):
         text = "{" + ", ".join(f"{key!r}: {_short(value, width)}" for key, value in sample.items()) + "}"
     else:

@@ -244,6 +244,9 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
         with Image.open(io.BytesIO(data)) as image:
             format_name, mode, (width, height) = image.format, image.mode, image.size
             channels = _channels_of(image)
+    except Image.UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
+        raise ValueError(f"{what} is not an image Pillow can read: its first bytes are of no image format Pillow "
+                         f"knows ({bytes(memoryview(data)[:8])!r})") from None
     except Exception as e:  # Pillow's plugins raise many kinds (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{what} is not an image Pillow can read: {type(e).__name__}: {e}") from None
     if channels is None:
