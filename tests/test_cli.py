@@ -190,3 +190,19 @@ def test_head_shows_numpy_scalars_as_plain_numbers(tmp_path, capsys):
     assert main(["head", str(tmp_path / "rec")]) == 0
     out = capsys.readouterr().out
     assert "[0] {'x': 0, 'y': 0.5}" in out and "np." not in out
+
+
+def test_a_deep_verify_of_a_map_without_checksums_does_not_claim_it_checked_them(tmp_path):
+    """A map written before checksums (or by 0.9.0) has none: the summary line said "checked every checksum"
+    while the note above it said there were none."""
+    StringsMmap.from_strings(tmp_path / "s", ["a", "b"])
+    header = json.loads((tmp_path / "s" / "header.json").read_text())
+    del header["checksums"], header["checksum"], header["columns"]["checksums"]
+    (tmp_path / "s" / "header.json").write_text(json.dumps(header))
+    status, out, _ = run("verify", "--deep", tmp_path / "s")
+    assert status == 0 and "every checksum" not in out and "it has no checksums" in out
+    status, out, _ = run("verify", "--deep", "--json", tmp_path / "s")
+    assert status == 0 and json.loads(out)["checksums_missing"] is True
+    StringsMmap.from_strings(tmp_path / "t", ["a", "b"])
+    status, out, _ = run("verify", "--deep", "--json", tmp_path / "t")
+    assert status == 0 and json.loads(out)["checksums_missing"] is False

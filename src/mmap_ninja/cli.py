@@ -237,13 +237,18 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"path": str(report.path), "ok": report.ok, "kind": report.kind, "length": report.length,
                           "deep": report.deep, "problems": report.problems, "notes": report.notes,
-                          "bytes_hashed": report.bytes_hashed}))
+                          "bytes_hashed": report.bytes_hashed, "checksums_missing": report.checksums_missing}))
     else:
         for note in report.notes:
             print(f"note: {note}")
         for problem in report.problems:
             print(f"damaged: {problem}")
-        what = "every checksum" if report.deep else "structure (use --deep for every checksum)"
+        if not report.deep:
+            what = "structure (use --deep for every checksum)"
+        elif report.checksums_missing:
+            what = "structure only: it has no checksums"
+        else:
+            what = "every checksum"
         print(f"{report.path}: {'sound' if report.ok else 'DAMAGED'} ({report.kind}, {report.length} samples; "
               f"checked {what})")
     return 0 if report.ok else 1

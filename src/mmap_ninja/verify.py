@@ -23,7 +23,8 @@ __all__ = ["Report", "verify"]
 @dataclass
 class Report:
     """What `verify` found: ``problems`` (each naming a file and, where it can, the samples affected) and
-    ``notes`` (facts that are not damage)."""
+    ``notes`` (facts that are not damage). ``checksums_missing``: the map (or a shard) has no checksums, so a deep
+    verify could check only its structure."""
 
     path: Path
     kind: Optional[str] = None
@@ -32,6 +33,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     bytes_hashed: int = 0
+    checksums_missing: bool = False
 
     @property
     def ok(self) -> bool:
@@ -160,6 +162,7 @@ def _verify_sharded(report: Report, progress: bool) -> Report:
             report.problems.append(f"{top.path / SHARDS_FILE} lists {where}, but {shard_path} holds no map")
             continue
         report.bytes_hashed += sub.bytes_hashed
+        report.checksums_missing |= sub.checksums_missing
         report.problems += [f"{where}: {problem}" for problem in sub.problems]
         report.notes += [f"{where}: {note}" for note in sub.notes]
         if not sub.ok:
@@ -185,6 +188,7 @@ def _verify_legacy(report: Report) -> Report:
         return report
     report.kind, report.length = reader.kind, len(reader)
     report.notes.append("written by mmap_ninja 0.9.0: no checksums to check; `mmap-ninja convert` upgrades it")
+    report.checksums_missing = True
     return report
 
 
@@ -245,6 +249,7 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
                      report: Report, progress: bool = False) -> None:
     if header.checksums is None or CHECKSUMS not in columns:
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
+        report.checksums_missing = True
         return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
     hash_bytes = hasher(header.checksums)
