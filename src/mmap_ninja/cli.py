@@ -112,8 +112,14 @@ def describe(path: str) -> dict[str, Any]:
     directory = absolute(path)
     if is_legacy_map(directory):
         reader = open_legacy(directory)
-        return {"path": str(directory), "kind": reader.kind, "format": "mmap_ninja 0.9.0 (read-only; convert it)",
-                "length": len(reader), "dtype": str(getattr(reader, "dtype", "")) or None}
+        legacy: dict[str, Any] = {"path": str(directory), "kind": reader.kind,
+                                  "format": "mmap_ninja 0.9.0 (read-only; convert it)", "length": len(reader),
+                                  "dtype": str(getattr(reader, "dtype", "")) or None}
+        if reader.kind == "strings":
+            level = getattr(reader, "zstd_level", None)
+            legacy["codec"] = "none" if level is None else {
+                "name": "zstd", "level": level, **({"dictionary": True} if getattr(reader, "zstd_dict", None) else {})}
+        return legacy
     if is_sharded(directory):
         top = ShardedMap(directory, mode="r")
         info: dict[str, Any] = {"path": str(directory), "kind": top.kind, "format": "sharded 1.0",
