@@ -206,3 +206,33 @@ def test_a_deep_verify_of_a_map_without_checksums_does_not_claim_it_checked_them
     StringsMmap.from_strings(tmp_path / "t", ["a", "b"])
     status, out, _ = run("verify", "--deep", "--json", tmp_path / "t")
     assert status == 0 and json.loads(out)["checksums_missing"] is False
+
+
+def test_json_output_stays_empty_on_an_error(tmp_path):
+    """As the README says: with --json an error prints nothing on stdout (one line on stderr), so a script checks
+    the exit status before parsing."""
+    for command in ("info", "verify", "head"):
+        status, out, err = run(command, "--json", tmp_path / "missing")
+        assert (status, out) == (3, "") and err.count("\n") == 1
+
+
+def test_ctrl_c_during_convert_leaves_nothing_behind(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a convert: exit 130, one line on stderr, no DST and no temporary folder."""
+    import signal
+    import time
+
+    src = tmp_path / "rows.jsonl"
+    with open(src, "w") as f:
+        for i in range(400_000):
+            f.write(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", str(src), str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.converting-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the conversion ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err == "mmap-ninja convert: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -234,3 +234,19 @@ def test_a_folder_of_images_with_one_other_file_is_refused_naming_both(tmp_path)
     with pytest.raises(ValueError, match=r"images \(e\.g\. a\.png\).*other files \(e\.g\. README\.txt\)"):
         convert(src, tmp_path / "out", verbose=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_an_option_for_another_source_is_refused_for_that_reason(tmp_path):
+    """--field on a map said the map was "already in the current format (pass a codec)", not that --field is for
+    JSON lines; a records or images map given --codec is named with its kind."""
+    StringsMmap.from_strings(tmp_path / "s", ["a"])
+    with pytest.raises(ValueError, match=r"field= .* picks a field of a JSON-lines file"):
+        convert(tmp_path / "s", tmp_path / "out", verbose=False, field="x")
+    with pytest.raises(ValueError, match=r"records=True .* is for a root/<class>/<file> folder of images"):
+        convert(tmp_path / "s", tmp_path / "out", verbose=False, records=True)
+    from mmap_ninja.images import ImagesMmap
+
+    ImagesMmap.from_generator(tmp_path / "i", [np.zeros((2, 2, 3), np.uint8)], 1)
+    with pytest.raises(ValueError, match="holds an images map; convert copies"):
+        convert(tmp_path / "i", tmp_path / "out", verbose=False, codec="zstd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i", "s"]

@@ -127,25 +127,22 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     directory behind. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many samples (rows)
     are held in memory at a time. ``verbose`` shows progress bars.
 
-    Maps: copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``; or, with
-    ``codec=``, copy a strings or ragged map of either format into one compressed with that codec.
+    Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
+    zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
+    samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=``. Their samples
+    are streamed (by default as many as fit in 64 MiB at a time, at most 10,000), read back and compared with the
+    source one by one before the rename.
 
-    The samples are streamed (about ``batch_size`` of them in memory at a time; by default as many as fit in
-    64 MiB, at most 10,000) into a temporary directory next to ``dst``, read back and compared with the source
-    one by one, and only then renamed to ``dst``: nothing appears at ``dst`` unless the whole map is there and
-    verified, and a failure leaves no temporary directory behind. ``src`` is only read. ``dst`` must not exist.
-    zstd-compressed strings stay zstd-compressed (at the same level). ``verbose`` shows progress bars.
-
-    Raises NotAMapError if ``src`` holds no 0.9.0 map, ValueError if it already is in the current format,
-    FileExistsError if ``dst`` exists, and the errors of `mmap_ninja.legacy.open_legacy` for damaged sources.
+    Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
+    ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
+    JSON lines, ``records=True`` on anything but images, no ``codec=`` on a map already in the current format) or
+    for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
+    `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
     """
     source_dir, target = Path(src), Path(dst)
     kind = source_kind(source_dir)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if kind == "map" and codec is None:
-        raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
-                         f"nothing to convert (pass a codec to re-encode it)")
     if kind == "huggingface-dict":
         splits = sorted(p.name for p in source_dir.iterdir() if p.is_dir())
         raise ValueError(f"{source_dir} is a Hugging Face DatasetDict; convert one split at a time, e.g. "
@@ -156,6 +153,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if field is not None and kind != "json-lines":
         raise ValueError(f"field= (--field) picks a field of a JSON-lines file's objects, and {source_dir} is a "
                          f"{kind} source")
+    if kind == "map" and codec is None:
+        raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
+                         f"nothing to convert (pass a codec to re-encode it)")
     parent = _check_target(source_dir, target)
     temporary = parent / f".{target.name}.converting-{uuid.uuid4().hex[:12]}"
     try:
@@ -498,8 +498,8 @@ class _NativeSource:
         self.map: Any = open_existing(path, mode="r")
         self.kind = self.map.kind if isinstance(self.map, ShardedMap) else self.map.layout.kind
         if self.kind not in ("strings", "ragged", "numpy"):
-            raise ValueError(f"{path} holds a {self.kind} map; convert copies maps of strings, ragged or numpy "
-                             f"samples")
+            raise ValueError(f"{path} holds {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} map; convert "
+                             f"copies (and re-encodes with a codec) maps of strings, ragged or numpy samples")
         self.dtype = getattr(self.map, "dtype", None)
         self.sample_shape = None
         if self.kind == "numpy":
