@@ -236,3 +236,13 @@ def test_ctrl_c_during_convert_leaves_nothing_behind(tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err == "mmap-ninja convert: interrupted\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_traceback_is_understood_after_the_subcommand_too(tmp_path):
+    """``mmap-ninja info PATH --traceback`` was a usage error (exit 2): only ``mmap-ninja --traceback info PATH``
+    worked."""
+    for argv in (["info", tmp_path / "missing", "--traceback"], ["--traceback", "info", tmp_path / "missing"]):
+        status, _, err = run(*argv)
+        assert status == 1 and "Traceback (most recent call last)" in err and "NotAMapError" in err
+    status, _, err = run("info", tmp_path / "missing")
+    assert status == 3 and "Traceback" not in err

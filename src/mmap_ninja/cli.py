@@ -230,7 +230,8 @@ def add_verify(subparsers: Any) -> None:
                                                "checksum. Exit status 0 when sound, 1 when damaged, 3 when PATH "
                                                "holds no map.")
     parser.add_argument("path", metavar="PATH")
-    parser.add_argument("--deep", action="store_true", help="re-hash every committed byte")
+    parser.add_argument("--deep", action="store_true",
+                        help="re-hash every committed byte (and look every key of a keyed records map up)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown for --deep on a terminal)")
     parser.set_defaults(handler=run_verify)
@@ -348,12 +349,19 @@ COMMANDS: list[Callable[[Any], None]] = [add_info, add_verify, add_head, add_con
 def build_parser() -> argparse.ArgumentParser:
     from mmap_ninja import __version__
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Tools for mmap_ninja maps.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Tools for mmap_ninja maps.",
+        epilog="An error is one line on stderr (nothing on stdout, also with --json): exit status 3 when PATH (or "
+               "SRC) holds no map, 1 for any other error or a damaged map (verify), 2 for a wrong command line, "
+               "130 when interrupted.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--traceback", action="store_true", help="on an error, show the full traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():  # also after the command; SUPPRESS keeps a --traceback given before it
+        sub.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                         help="on an error, show the full traceback")
     return parser
 
 
