@@ -246,3 +246,14 @@ def test_traceback_is_understood_after_the_subcommand_too(tmp_path):
         assert status == 1 and "Traceback (most recent call last)" in err and "NotAMapError" in err
     status, _, err = run("info", tmp_path / "missing")
     assert status == 3 and "Traceback" not in err
+
+
+def test_info_on_a_sharded_images_map_lists_the_formats_its_shards_hold(tmp_path, capsys):
+    """The formats live in each shard's header: a sharded images map's info said ``"formats": []``."""
+    from mmap_ninja import ImagesMmap, merge
+
+    ImagesMmap.from_generator(tmp_path / "a", [np.zeros((4, 5, 3), np.uint8)], 1).close()
+    ImagesMmap.from_generator(tmp_path / "b", [np.zeros((4, 5, 4), np.uint8)], 1).close()  # alpha: PNG
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"]).close()
+    assert main(["info", "--json", str(tmp_path / "sharded")]) == 0
+    assert json.loads(capsys.readouterr().out)["formats"] == ["JPEG", "PNG"]

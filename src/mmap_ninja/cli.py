@@ -126,13 +126,15 @@ def describe(path: str) -> dict[str, Any]:
                                 "length": len(top), "shards": len(top.shards)}
         algorithms: set[str] = set()
         sizes: dict[str, int] = {}
+        formats: list[str] = []  # an images map's, kept by each shard's header
         for shard in top.shards:
             header = read_header(directory / shard.path)
             algorithms.add(header.checksums or "none")
+            formats += [name for name in header.attrs.get("formats", []) if name not in formats]
             for name, size in _column_bytes(directory / shard.path, header.columns).items():
                 sizes[name] = sizes.get(name, 0) + size
         info["checksums"] = ", ".join(sorted(algorithms)) or "none"
-        info.update(_attributes(top.kind, top.attrs, len(top)))
+        info.update(_attributes(top.kind, {**top.attrs, "formats": formats}, len(top)))
         info["metadata"] = top.metadata
         info["bytes"] = sizes
         return info
