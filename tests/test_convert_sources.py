@@ -250,3 +250,23 @@ def test_an_option_for_another_source_is_refused_for_that_reason(tmp_path):
     with pytest.raises(ValueError, match="holds an images map; convert copies"):
         convert(tmp_path / "i", tmp_path / "out", verbose=False, codec="zstd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i", "s"]
+
+
+def test_a_hugging_face_dataset_with_images_converts_with_a_codec(tmp_path):
+    """--codec sent Arrow sources through another column reader, which refused an Image() column ("field 'img' is a
+    dict"); with a codec the fields are the same, only strings and ragged ones compressed."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"]),
+                                  "text": datasets.Value("string"),
+                                  "tokens": datasets.Sequence(datasets.Value("int32"))})
+    dataset = datasets.Dataset.from_dict({"img": [Image.new("RGB", (4, 3), (i, 0, 0)) for i in range(3)],
+                                          "label": [0, 1, 0], "text": ["a", "bb", ""], "tokens": [[1], [], [2, 3]]},
+                                         features=features)
+    dataset.save_to_disk(str(tmp_path / "hf"))
+    done = convert(tmp_path / "hf", tmp_path / "out", verbose=False, codec="lz4")
+    m = RecordsMmap(done.path, mode="r")
+    assert m.schema["img"].kind == "images" and m.schema["text"].codec.name == m.schema["tokens"].codec.name == "lz4"
+    assert m[1]["text"] == "bb" and m[2]["img"][0, 0].tolist() == [2, 0, 0] and m[2]["tokens"].tolist() == [2, 3]
+    assert m.metadata == {"class_labels": {"label": ["cat", "dog"]}}

@@ -233,16 +233,14 @@ def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose:
     if kind == "json-lines":
         return _from_json_lines(src, temporary, batch_size, verbose, codec, field)
     tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
-    if codec is None:  # the fields from the Arrow types (images columns, class labels: adapters.ingest)
-        from mmap_ninja.adapters.ingest import records_from_batches
+    from mmap_ninja.adapters.ingest import records_from_batches  # the fields from the Arrow types
 
-        bar = _progress(total or 0, f"converting {src.name}", verbose)
-        try:
-            return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata)
-        finally:
-            if bar is not None:
-                bar.close()
-    return _records_from_tables(tables, total, temporary, src.name, verbose, codec)
+    bar = _progress(total or 0, f"converting {src.name}", verbose)
+    try:
+        return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata, codec=codec)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _counted(tables: Iterator[Any], bar: Any) -> Iterator[Any]:
@@ -420,22 +418,6 @@ def _arrow_tables(kind: str, src: Path, batch_size: int) -> tuple[Iterator[Any],
 def _slices(batch: Any, size: int) -> Iterator[Any]:
     for start in range(0, batch.num_rows, size):
         yield batch.slice(start, size)
-
-
-def _records_from_tables(tables: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
-                         codec: Any) -> Any:
-    from mmap_ninja.records import RecordsMmap
-
-    return _records_from_batches((_table_columns(table) for table in tables), total, temporary, name, verbose,
-                                 codec, RecordsMmap)
-
-
-def _table_columns(table: Any) -> dict[str, Any]:
-    """A ``pyarrow.Table`` as the dict of columns ``RecordsMmap.extend`` takes, as `RecordsMmap.from_arrow`
-    reads a table (nulls refused, naming the row and the field)."""
-    from mmap_ninja.records import _arrow_column  # the one reading of Arrow columns, shared with from_arrow
-
-    return {name: _arrow_column(table.column(name), name, {}) for name in table.column_names}
 
 
 def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
