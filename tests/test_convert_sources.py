@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mmap_ninja import RecordsMmap, StringsMmap
+from mmap_ninja import NotAMapError, RecordsMmap, StringsMmap
 from mmap_ninja.cli import main
 from mmap_ninja.convert import convert, source_kind
 from mmap_ninja.generic import open_existing
@@ -270,3 +270,14 @@ def test_a_hugging_face_dataset_with_images_converts_with_a_codec(tmp_path):
     assert m.schema["img"].kind == "images" and m.schema["text"].codec.name == m.schema["tokens"].codec.name == "lz4"
     assert m[1]["text"] == "bb" and m[2]["img"][0, 0].tolist() == [2, 0, 0] and m[2]["tokens"].tolist() == [2, 3]
     assert m.metadata == {"class_labels": {"label": ["cat", "dog"]}}
+
+
+def test_a_folder_with_only_hidden_files_is_not_called_empty(tmp_path):
+    src = tmp_path / "repo"
+    (src / ".git").mkdir(parents=True)
+    (src / ".env").write_text("x")
+    with pytest.raises(NotAMapError, match=r"no files to convert \(only hidden files and folders, which are skipped"):
+        convert(src, tmp_path / "out", verbose=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotAMapError, match=r"no files to convert \(it is empty\)"):
+        convert(tmp_path / "empty", tmp_path / "out", verbose=False)

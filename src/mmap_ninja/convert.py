@@ -91,8 +91,10 @@ def source_kind(src: PathLike) -> str:
             return "huggingface"
         files = _folder_files(path)
         if not files:
+            why = "only hidden files and folders, which are skipped, or empty folders" if any(path.iterdir()) \
+                else "it is empty"
             raise NotAMapError(f"{path} holds no map written by mmap_ninja 0.9.0 or later and no files to convert "
-                               f"(it is empty)")
+                               f"({why})")
         images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
         if len(images) == len(files):
             return "images"
