@@ -257,3 +257,12 @@ def test_info_on_a_sharded_images_map_lists_the_formats_its_shards_hold(tmp_path
     merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"]).close()
     assert main(["info", "--json", str(tmp_path / "sharded")]) == 0
     assert json.loads(capsys.readouterr().out)["formats"] == ["JPEG", "PNG"]
+
+
+def test_verify_of_a_map_whose_header_is_unreadable_prints_no_none(tmp_path):
+    """The summary line read "DAMAGED (None, None samples; ...)" when the header could not be read."""
+    StringsMmap.from_strings(tmp_path / "s", ["a"])
+    (tmp_path / "s" / "header.json").write_text("garbage")
+    status, out, _ = run("verify", tmp_path / "s")
+    assert status == 1 and "None" not in out and "header.json is not valid JSON" in out
+    assert out.splitlines()[-1].startswith(f"{tmp_path / 's'}: DAMAGED (kind unknown")

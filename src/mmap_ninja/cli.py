@@ -258,8 +258,10 @@ def run_verify(args: argparse.Namespace) -> int:
             what = "structure only: it has no checksums"
         else:
             what = "every checksum"
-        print(f"{report.path}: {'sound' if report.ok else 'DAMAGED'} ({report.kind}, {report.length} samples; "
-              f"checked {what})")
+        what_map = "kind unknown" if report.kind is None else report.kind
+        if report.length is not None:
+            what_map += f", {report.length:,} samples"
+        print(f"{report.path}: {'sound' if report.ok else 'DAMAGED'} ({what_map}; checked {what})")
     return 0 if report.ok else 1
 
 
