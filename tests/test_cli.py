@@ -266,3 +266,15 @@ def test_verify_of_a_map_whose_header_is_unreadable_prints_no_none(tmp_path):
     status, out, _ = run("verify", tmp_path / "s")
     assert status == 1 and "None" not in out and "header.json is not valid JSON" in out
     assert out.splitlines()[-1].startswith(f"{tmp_path / 's'}: DAMAGED (kind unknown")
+
+
+def test_a_reader_that_stops_early_gets_no_broken_pipe_error(tmp_path):
+    """``mmap-ninja head -n 100000 PATH | head -1``: the pipe closes early; that printed "error: [Errno 32] Broken
+    pipe" and exited 1. Like other command-line tools it now stops quietly (status 141, 128 + SIGPIPE)."""
+    StringsMmap.from_strings(tmp_path / "s", [f"sample {i} " * 10 for i in range(100_000)])
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "head", "-n", "100000", str(tmp_path / "s")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(b"[0] 'sample 0")
+    process.stdout.close()  # the reader goes away
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and err == b""

@@ -18,7 +18,8 @@ A subcommand is a function ``add_<name>(subparsers)`` that declares its argument
 function of the parsed arguments returning the exit status; `COMMANDS` lists them. Errors end the command with
 one line on stderr, never a traceback (``--traceback`` shows it): status 3 when PATH holds no map (a missing
 path, a file, a folder without a header), 1 for any other error (a corrupt header, ...), 2 for a wrong command
-line (as argparse does), 130 when interrupted.
+line (as argparse does), 130 when interrupted, 141 (quietly) when the reader of stdout went away
+(``mmap-ninja head -n 1000 PATH | head -1``).
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ def run_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- verify
 
 NOT_A_MAP = 3
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 def add_verify(subparsers: Any) -> None:
@@ -389,6 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{where}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as other tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
+            os.close(devnull)
+            return BROKEN_PIPE
         except NotAMapError as error:
             if args.traceback:
                 raise
