@@ -378,3 +378,14 @@ def test_a_file_pillow_cannot_identify_is_named_without_a_memory_address(tmp_pat
     message = str(caught.value)
     assert "broken.jpg" in message and "0x" not in message and "BytesIO" not in message
     assert "b'not an i'" in message  # the first bytes, which say what the file is
+
+
+def test_sixteen_bit_and_float_images_are_refused_naming_the_file(tmp_path):
+    """As the README says: uint8 decoding would change their values, so they are refused when written."""
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "depth.png")
+    Image.fromarray(np.zeros((4, 5), np.float32)).save(tmp_path / "float.tif")
+    for name in ("depth.png", "float.tif"):
+        with pytest.raises(ValueError, match=rf"{name}\) is a \w+ image of mode .*\(not 8-bit samples\)"):
+            ImagesMmap.from_files(tmp_path / f"m-{name}", [tmp_path / name])
