@@ -278,3 +278,13 @@ def test_a_reader_that_stops_early_gets_no_broken_pipe_error(tmp_path):
     process.stdout.close()  # the reader goes away
     err = process.stderr.read()
     assert process.wait(timeout=60) == 141 and err == b""
+
+
+def test_info_json_keys_are_identifiers(maps, capsys):
+    """A script reads ``info["unfinished_build"]``; the key had a space ("unfinished build"), unlike every other
+    key of info's and verify's JSON. The text output keeps its readable label."""
+    assert main(["info", "--json", str(maps / "s")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["unfinished_build"] is False and all(" " not in key for key in info)
+    assert main(["info", str(maps / "s")]) == 0
+    assert "unfinished build: False" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def describe(path: str) -> dict[str, Any]:
     length = _count(header.kind, header.lengths, attrs)
     info = {
         "path": str(directory), "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
-        "length": length, "commit": header.commit, "unfinished build": header.building,
+        "length": length, "commit": header.commit, "unfinished_build": header.building,
         "requires": list(header.requires), "checksums": header.checksums or "none",
     }
     info.update(_attributes(header.kind, attrs, length))
@@ -218,7 +218,7 @@ def run_info(args: argparse.Namespace) -> int:
                               for name, spec in value.items())
         elif isinstance(value, (dict, list)):
             value = json.dumps(value)
-        print(f"{key + ':':<18}{value}")
+        print(f"{key.replace('_', ' ') + ':':<18}{value}")
     return 0
 
 
