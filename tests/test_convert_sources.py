@@ -281,3 +281,25 @@ def test_a_folder_with_only_hidden_files_is_not_called_empty(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NotAMapError, match=r"no files to convert \(it is empty\)"):
         convert(tmp_path / "empty", tmp_path / "out", verbose=False)
+
+
+def test_json_lines_of_strings_name_the_line_of_a_string_that_cannot_be_stored(tmp_path):
+    src = tmp_path / "texts.jsonl"
+    src.write_text('"fine"\n\n"also fine"\n"\\ud800"\n')  # a lone surrogate: valid JSON, not UTF-8
+    with pytest.raises(ValueError, match=r"texts\.jsonl line 4: item 2 cannot be stored as UTF-8"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=2)
+    src.write_text('"fine"\n{"a": 1}\n')  # an error the line book already names is not named twice
+    with pytest.raises(ValueError) as caught:
+        convert(src, tmp_path / "out", verbose=False)
+    assert str(caught.value) == f"{src} line 2 holds dict, not a string like line 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.jsonl"]
+
+
+def test_a_field_error_naming_an_item_names_its_line_and_one_line_is_not_a_range(tmp_path):
+    src = tmp_path / "rows.jsonl"
+    src.write_text('{"a": ["x"]}\n\n{"a": ["abc"]}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl line 3: field 'a': item 1"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=1)
+    src.write_text('{"a b": 1}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl line 1: field names must be"):
+        convert(src, tmp_path / "out", verbose=False)

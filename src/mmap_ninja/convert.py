@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -305,6 +306,36 @@ def _json_lines(src: Path) -> Iterator[tuple[int, Any]]:
                 raise ValueError(f"{src} line {number} is not valid JSON: {e}") from None
 
 
+class _SourceError(ValueError):
+    """Bad input that the message already places in the source (not prefixed again)."""
+
+
+class _Lines:
+    """The line of the file each of the last ``window`` samples came from, to place in the file an error that
+    names a sample (``row N`` or ``item N``, numbered in the map) of the batch being written."""
+
+    def __init__(self, src: Path, window: int):
+        self.src = src
+        self.recent: deque[tuple[int, int]] = deque(maxlen=window)  # (sample number, line)
+        self.count = 0
+
+    def add(self, line: int) -> None:
+        self.recent.append((self.count, line))
+        self.count += 1
+
+    def where(self, error: Exception) -> str:
+        found = re.search(r"\b(?:row|item) (\d+)\b", str(error))
+        if found is not None:
+            wanted = int(found.group(1))
+            for number, line in self.recent:
+                if number == wanted:
+                    return f"{self.src} line {line}"
+        if not self.recent:
+            return str(self.src)
+        low, high = self.recent[0][1], self.recent[-1][1]
+        return f"{self.src} line {low}" if low == high else f"{self.src} lines {low}..{high}"
+
+
 def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any,
                      field: str | None) -> Any:
     from itertools import chain
@@ -320,45 +351,37 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
     if field is not None:
         values = ((number, _pick(src, number, value, field)) for number, value in values)
         first = (first[0], _pick(src, first[0], first[1], field))
+    book = _Lines(src, batch_size)
     if isinstance(first[1], str):
         def strings() -> Iterator[str]:
             for number, value in values:
                 if not isinstance(value, str):
-                    raise ValueError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
-                                     f"{first[0]}")
+                    raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
+                                       f"{first[0]}")
+                book.add(number)
                 yield value
 
-        return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose), batch_size,
-                                          verbose=False, codec=codec)
+        try:
+            return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose),
+                                              batch_size, verbose=False, codec=codec)
+        except (ValueError, TypeError) as e:
+            _raise_at(book.where, e)
     if field is not None:
         values = ((number, {field: value}) for number, value in values)
     elif not isinstance(first[1], dict):
         raise ValueError(f"{src} line {first[0]} holds {type(first[1]).__name__}; convert takes JSON lines that are "
                          f"objects (the rows of a records map) or strings")
 
-    def rows() -> Iterator[tuple[int, Any]]:
+    def rows() -> Iterator[Any]:
         for number, value in values:
             if not isinstance(value, dict):
-                raise ValueError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
-                                 f"{first[0]}")
-            yield number, value
+                raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
+                                   f"{first[0]}")
+            book.add(number)
+            yield value
 
-    row_lines: list[int] = []  # the line of each row of the batch being written
-
-    def batches() -> Iterator[list[Any]]:
-        for batch in _batched(rows(), batch_size):
-            row_lines[:] = [number for number, _ in batch]
-            yield [row for _, row in batch]
-
-    def where(error: Exception, first_row: int) -> str:
-        """The line of the file a records error's ``row N`` (a row of the map) comes from."""
-        found = re.match(r"row (\d+)\b", str(error))
-        k = int(found.group(1)) - first_row if found else -1
-        if 0 <= k < len(row_lines):
-            return f"{src} line {row_lines[k]}"
-        return f"{src} lines {row_lines[0]}..{row_lines[-1]}" if row_lines else str(src)
-
-    return _records_from_batches(batches(), None, temporary, src.name, verbose, codec, RecordsMmap, where)
+    return _records_from_batches(_batched(rows(), batch_size), None, temporary, src.name, verbose, codec,
+                                 RecordsMmap, book.where)
 
 
 def _pick(src: Path, number: int, value: Any, field: str) -> Any:
@@ -423,11 +446,10 @@ def _slices(batch: Any, size: int) -> Iterator[Any]:
 
 
 def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
-                          codec: Any, cls: Any, where: Callable[[Exception, int], str] | None = None) -> Any:
+                          codec: Any, cls: Any, where: Callable[[Exception], str] | None = None) -> Any:
     """Build a records map from batches (lists of rows or dicts of columns), the schema inferred from the first
-    batch (with ``codec`` on every strings and ragged field), one commit per batch. ``where(error, first_row)``
-    names the place in the source of the batch starting at ``first_row`` that the map refused (prefixed to the
-    error)."""
+    batch (with ``codec`` on every strings and ragged field), one commit per batch. ``where(error)`` names the
+    place in the source of what the map refused (prefixed to the error)."""
     from dataclasses import replace
 
     from mmap_ninja.records import infer_schema
@@ -438,7 +460,7 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     try:
         schema = infer_schema(first)
     except (ValueError, TypeError) as e:
-        _raise_at(where, e, 0)
+        _raise_at(where, e)
     if codec is not None:
         schema = {key: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
                   for key, f in schema.items()}
@@ -449,7 +471,7 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
                 try:
                     built.extend(batch)
                 except (ValueError, TypeError) as e:
-                    _raise_at(where, e, len(built))
+                    _raise_at(where, e)
                 if bar is not None:
                     bar.update(len(batch) if not isinstance(batch, dict) else len(next(iter(batch.values()), ())))
     finally:
@@ -458,12 +480,11 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     return built
 
 
-def _raise_at(where: Callable[[Exception, int], str] | None, error: Exception, first_row: int) -> NoReturn:
-    """Raise ``error`` again, prefixed with ``where(error, first_row)`` (the place in the source)."""
-    if where is None:
+def _raise_at(where: Callable[[Exception], str] | None, error: Exception) -> NoReturn:
+    """Raise ``error`` again, prefixed with ``where(error)`` (the place in the source), unless it is placed."""
+    if where is None or isinstance(error, _SourceError):
         raise error
-    raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{where(error, first_row)}: {error}") \
-        from None
+    raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{where(error)}: {error}") from None
 
 
 def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
