@@ -288,3 +288,15 @@ def test_info_json_keys_are_identifiers(maps, capsys):
     assert info["unfinished_build"] is False and all(" " not in key for key in info)
     assert main(["info", str(maps / "s")]) == 0
     assert "unfinished build: False" in capsys.readouterr().out
+
+
+def test_head_json_is_standard_json_with_nan_and_infinity(tmp_path, capsys):
+    """``json.dumps(allow_nan=True)`` wrote bare NaN and Infinity, which JSON does not have (jq and JavaScript
+    refuse them); non-finite floats are written as the strings "nan", "inf" and "-inf"."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"x": np.array([np.nan, np.inf]), "v": [np.array([1.0, -np.inf])] * 2})
+    assert main(["head", "--json", str(tmp_path / "rec")]) == 0
+    out = capsys.readouterr().out
+    head = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert [s["x"] for s in head["samples"]] == ["nan", "inf"] and head["samples"][0]["v"]["values"] == [1.0, "-inf"]

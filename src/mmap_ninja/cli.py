@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -277,7 +278,8 @@ def add_head(subparsers: Any) -> None:
     parser.add_argument("-n", type=_batch_size, default=5, metavar="N", help="how many samples (default 5)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: the length and the samples (strings cut at 1,000 characters, "
-                             "arrays as dtype, shape and their first 32 values)")
+                             "arrays as dtype, shape and their first 32 values; NaN and infinities as the strings "
+                             "nan, inf, -inf)")
     parser.set_defaults(handler=run_head)
 
 
@@ -304,7 +306,8 @@ _JSON_VALUES = 32
 
 def _jsonable(sample: Any) -> Any:
     """A sample as JSON for `head --json`: a string (cut at 1,000 characters), an array as its dtype, shape and
-    first 32 values (``truncated`` says whether there are more), a record as an object of its fields."""
+    first 32 values (``truncated`` says whether there are more), a record as an object of its fields; NaN and the
+    infinities as the strings "nan", "inf" and "-inf"."""
     import numpy as np
 
     if isinstance(sample, str):
@@ -314,7 +317,7 @@ def _jsonable(sample: Any) -> Any:
     if isinstance(sample, (np.ndarray, np.generic)):
         array = np.asarray(sample)
         flat = array.reshape(-1)[:_JSON_VALUES]
-        values = flat.tolist() if array.dtype.kind in "biuf" else [str(v) for v in flat]
+        values = [_json_number(v) for v in flat.tolist()] if array.dtype.kind in "biuf" else [str(v) for v in flat]
         if array.ndim == 0:
             return values[0]
         return {"dtype": str(array.dtype), "shape": list(array.shape), "values": values,
@@ -322,8 +325,15 @@ def _jsonable(sample: Any) -> Any:
     if isinstance(sample, (bytes, bytearray, memoryview)):
         return bytes(sample)[:_JSON_VALUES].hex()
     if sample is None or isinstance(sample, (bool, int, float)):
-        return sample
+        return _json_number(sample)
     return repr(sample)[:_JSON_TEXT]
+
+
+def _json_number(value: Any) -> Any:
+    """A number as JSON has it: NaN and the infinities (which JSON lacks) as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def run_head(args: argparse.Namespace) -> int:
@@ -334,7 +344,7 @@ def run_head(args: argparse.Namespace) -> int:
         count = min(args.n, len(m))
         if args.json:
             print(json.dumps({"path": str(m.path), "length": len(m),
-                              "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=True))
+                              "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=False))
             return 0
         width = max(40, os.get_terminal_size().columns if sys.stdout.isatty() else 100)
         for i in range(count):
