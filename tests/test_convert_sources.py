@@ -3,6 +3,7 @@ Parquet, Arrow and Hugging Face datasets, and sharded maps; each made here from 
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -303,3 +304,23 @@ def test_a_field_error_naming_an_item_names_its_line_and_one_line_is_not_a_range
     src.write_text('{"a b": 1}\n')
     with pytest.raises(ValueError, match=r"rows\.jsonl line 1: field names must be"):
         convert(src, tmp_path / "out", verbose=False)
+
+
+@pytest.mark.parametrize("name", ["fake.parquet", "fake.arrow", "nocols.parquet", "nulls.parquet"])
+def test_a_bad_parquet_or_arrow_file_is_named(tmp_path, name):
+    """pyarrow's own messages ("Parquet magic bytes not found in footer", "Expected to read 1651663207 metadata
+    bytes") and the records map's ("the table has no columns", "row 2, field 's' is null") did not say which
+    file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / name
+    if name.startswith("fake"):
+        src.write_text("garbage")
+    elif name == "nocols.parquet":
+        pq.write_table(pa.table({}), src)
+    else:
+        pq.write_table(pa.table({"s": ["a", "b", None]}), src)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(src))}: "):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -235,12 +235,15 @@ def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose:
                                           batch_size, verbose=False, codec=codec)
     if kind == "json-lines":
         return _from_json_lines(src, temporary, batch_size, verbose, codec, field)
-    tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
     from mmap_ninja.adapters.ingest import records_from_batches  # the fields from the Arrow types
 
-    bar = _progress(total or 0, f"converting {src.name}", verbose)
-    try:
+    bar = None
+    try:  # pyarrow's messages and the map's ("row 2, field 's' is null") do not name the file
+        tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
+        bar = _progress(total or 0, f"converting {src.name}", verbose)
         return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata, codec=codec)
+    except (ValueError, TypeError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        _raise_at(lambda _: str(src), e)
     finally:
         if bar is not None:
             bar.close()
