@@ -3,6 +3,7 @@ Parquet, Arrow and Hugging Face datasets, and sharded maps; each made here from 
 
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -324,3 +325,21 @@ def test_a_bad_parquet_or_arrow_file_is_named(tmp_path, name):
     with pytest.raises(ValueError, match=rf"^{re.escape(str(src))}: "):
         convert(src, tmp_path / "out", verbose=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "broken link"])
+def test_a_file_that_is_not_a_regular_file_is_refused_before_anything_is_read(tmp_path, kind):
+    """A FIFO in a folder of text files made convert wait forever for a writer; a broken link gave a bare
+    "[Errno 2] No such file or directory"."""
+    src = tmp_path / "texts"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    odd = src / "sub" / "b.txt"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to(tmp_path / "missing")
+    what = "a FIFO" if kind == "fifo" else "a broken link"
+    with pytest.raises(ValueError, match=rf"{re.escape(str(odd))} is {what}"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]

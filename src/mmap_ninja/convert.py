@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -210,12 +211,26 @@ def _check_built(directory: Path) -> None:
 
 
 def _folder_files(root: Path) -> list[Path]:
-    """The regular files under ``root`` (sub-folders too), hidden ones skipped, sorted by relative path."""
+    """The files under ``root`` (sub-folders too), hidden ones skipped, sorted by relative path. A ValueError
+    names an entry that is not a regular file (or a link to one): reading a FIFO would wait for a writer."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(folder) / name for name in files if not name.startswith(".")]
+    for path in found:
+        _check_regular(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _check_regular(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path} is a broken link (to {os.readlink(path)}); convert reads regular files") \
+            from None
+    if not stat.S_ISREG(mode):
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ValueError(f"{path} is {what}, not a regular file; convert reads regular files (move it out)")
 
 
 def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool,
