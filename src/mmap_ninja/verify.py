@@ -115,7 +115,7 @@ def _check_key_index(directory: Path, report: Report) -> None:
     where = directory / ("derived-key.slots" + COLUMN_SUFFIX)
     missed = 0
     try:
-        rec = RecordsMmap(directory, mode="r")
+        rec = RecordsMmap(directory, mode="r", allow_unfinished=True)  # an unfinished build is checked too
     except (CorruptMapError, FormatVersionError, OSError, ValueError) as e:
         report.problems.append(f"{where}: the key index cannot be checked: {e}")
         return
