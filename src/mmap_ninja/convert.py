@@ -76,7 +76,7 @@ def source_kind(src: PathLike) -> str:
     """What `convert` makes of ``src``: ``"legacy"``, ``"map"``, ``"sharded"``, ``"huggingface"``,
     ``"huggingface-dict"``, ``"images"``, ``"text"``, ``"json-lines"``, ``"parquet"`` or ``"arrow"``. Raises
     `NotAMapError` if ``src`` does not exist or is a file of none of these kinds, ValueError for a folder that
-    mixes image files with other files."""
+    mixes image files with other files or holds an entry that is not a regular file (a FIFO, a broken link)."""
     from mmap_ninja.sharded import SHARDS_FILE
 
     path = Path(src)
