@@ -566,6 +566,7 @@ def _samples(legacy: Any, batch_size: int, bar: Any) -> Iterator[Any]:
 def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: Any) -> None:
     bar = _progress(len(legacy), f"converting {legacy.path.name}", verbose)
     samples = _samples(legacy, batch_size, bar)
+    keep = codec is None  # no codec given: 0.9.0's zstd strings stay zstd; "none": stored uncompressed
     codec = None if codec == "none" else codec
     if codec is not None and legacy.kind not in ("strings", "ragged"):
         raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
@@ -573,7 +574,7 @@ def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: 
         if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap
 
-            if codec is None and legacy.compressed:
+            if keep and legacy.compressed:
                 built: Any = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False,
                                                         zstd_level=legacy.zstd_level)
             else:
