@@ -343,3 +343,21 @@ def test_a_file_that_is_not_a_regular_file_is_refused_before_anything_is_read(tm
     with pytest.raises(ValueError, match=rf"{re.escape(str(odd))} is {what}"):
         convert(src, tmp_path / "out", verbose=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]
+
+
+def test_a_compressed_sharded_map_stays_compressed_without_codec(tmp_path):
+    """Without --codec a sharded map of zstd strings became one uncompressed map (decompressed, silently, many
+    times the disk); its codec is kept, at its level, and --codec none still stores it uncompressed."""
+    from mmap_ninja import RaggedMmap, merge
+
+    StringsMmap.from_strings(tmp_path / "a", ["x" * 50, "y"], codec="zstd")
+    StringsMmap.from_strings(tmp_path / "b", ["z"], codec="zstd")
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"])
+    kept = StringsMmap(convert(tmp_path / "sharded", tmp_path / "one", verbose=False).path, mode="r")
+    assert kept.codec == "zstd" and list(kept) == ["x" * 50, "y", "z"]
+    plain = StringsMmap(convert(tmp_path / "sharded", tmp_path / "plain", verbose=False, codec="none").path)
+    assert plain.codec is None and list(plain) == ["x" * 50, "y", "z"]
+    RaggedMmap.from_lists(tmp_path / "c", [np.arange(3)], codec="lz4")
+    RaggedMmap.from_lists(tmp_path / "d", [np.arange(2)], codec="lz4")
+    merge(tmp_path / "ragged", [tmp_path / "c", tmp_path / "d"])
+    assert RaggedMmap(convert(tmp_path / "ragged", tmp_path / "r1", verbose=False).path).codec == "lz4"

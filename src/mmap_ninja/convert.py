@@ -530,6 +530,9 @@ class _NativeSource:
                 else np.asarray(self.map).shape[1:]
         self.nbytes = sum(f.stat().st_size for f in path.rglob("*.bin"))
         self.compressed = False
+        # the codec a sharded map's shards share, kept when no codec is given (a single map needs one)
+        self.codec_spec: dict[str, Any] | None = self.map.attrs.get("codec") if isinstance(self.map, ShardedMap) \
+            else None
 
     def __len__(self) -> int:
         return len(self.map)
@@ -566,8 +569,12 @@ def _samples(legacy: Any, batch_size: int, bar: Any) -> Iterator[Any]:
 def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: Any) -> None:
     bar = _progress(len(legacy), f"converting {legacy.path.name}", verbose)
     samples = _samples(legacy, batch_size, bar)
-    keep = codec is None  # no codec given: 0.9.0's zstd strings stay zstd; "none": stored uncompressed
-    codec = None if codec == "none" else codec
+    keep = codec is None  # no codec given: 0.9.0's zstd strings stay zstd, so does a sharded map's codec
+    codec = None if codec == "none" else codec  # "none": stored uncompressed
+    if keep and getattr(legacy, "codec_spec", None):
+        from mmap_ninja.codecs import codec_from_spec
+
+        codec = codec_from_spec(legacy.codec_spec)
     if codec is not None and legacy.kind not in ("strings", "ragged"):
         raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
     try:
