@@ -133,9 +133,10 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
 
     Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
     zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
-    samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=``. Their samples
-    are streamed (by default as many as fit in 64 MiB at a time, at most 10,000), read back and compared with the
-    source one by one before the rename.
+    samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=`` (a sharded
+    map keeps its shards' codec when no ``codec=`` is given). Their samples are streamed (by default as many as
+    fit in 64 MiB at a time, at most 10,000), read back and compared with the source one by one before the
+    rename.
 
     Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
     ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
