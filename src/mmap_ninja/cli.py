@@ -72,7 +72,8 @@ def add_convert(subparsers: Any) -> None:
                         help="samples (rows) held in memory at a time (default: depends on the source)")
     parser.add_argument("--codec", choices=["zstd", "lz4", "none"], default=None,
                         help="compress every string and ragged sample (records: field) with this codec (none: "
-                             "store uncompressed)")
+                             "store uncompressed; default: a 0.9.0 or sharded map keeps its codec, other sources "
+                             "are stored uncompressed)")
     parser.add_argument("--records", action="store_true",
                         help="a folder of images laid out as root/<class>/<file> becomes a records map with the "
                              "image and its class label (without it: an images map of every file, no labels)")
