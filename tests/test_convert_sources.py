@@ -361,3 +361,26 @@ def test_a_compressed_sharded_map_stays_compressed_without_codec(tmp_path):
     RaggedMmap.from_lists(tmp_path / "d", [np.arange(2)], codec="lz4")
     merge(tmp_path / "ragged", [tmp_path / "c", tmp_path / "d"])
     assert RaggedMmap(convert(tmp_path / "ragged", tmp_path / "r1", verbose=False).path).codec == "lz4"
+
+
+@pytest.mark.parametrize("kind", ["text", "images"])
+def test_a_folder_of_big_files_is_read_a_bounded_number_of_bytes_at_a_time(tmp_path, monkeypatch, kind):
+    """The default batch of a folder was 1,024 text files (256 images) whatever their size: 1,024 books of 100 MB
+    would be held in memory at once. It is now as many files as fit in the batch budget (64 MiB), by their mean
+    size, as for maps; here the budget is made 2.5 MB to see it with 1 MB files."""
+    import mmap_ninja.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
+    src = tmp_path / "folder"
+    src.mkdir()
+    for i in range(5):
+        if kind == "text":
+            (src / f"{i}.txt").write_text(f"{i}" * 1_000_000)
+        else:
+            noise = np.random.default_rng(i).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+            from PIL import Image
+
+            Image.fromarray(noise).save(src / f"{i}.png")  # about 1 MB: noise does not compress
+    done = convert(src, tmp_path / "out", verbose=False)
+    header = json.loads((done.path / "header.json").read_text())
+    assert done.length == 5 and header["commit"] >= 5  # 3 batches of at most 2 files (3 commits), not 1 (3 in all)

@@ -171,7 +171,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _verify(legacy, temporary, size, verbose)
             result_kind, length = legacy.kind, len(legacy)
         else:
-            size = batch_size if batch_size is not None else _DEFAULT_ROWS[kind]
+            size = batch_size if batch_size is not None else _default_rows(kind, source_dir)
             built = _build_from(kind, source_dir, temporary, size, verbose, codec, records, field)
             result_kind, length = built.layout.kind, len(built)
             built.close()
@@ -540,6 +540,17 @@ class _NativeSource:
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         return list(self.map[positions])
+
+
+def _default_rows(kind: str, src: Path) -> int:
+    """How many samples (rows) of a source are read at a time by default: for a folder, as many files as fit in
+    about 64 MiB by their mean size (and at most the usual count), so that big files keep memory bounded."""
+    rows = _DEFAULT_ROWS[kind]
+    if kind in ("images", "text"):
+        files = _folder_files(src)
+        mean = max(1, sum(f.stat().st_size for f in files) // max(1, len(files)))
+        rows = int(min(rows, max(1, _BATCH_BYTES // mean)))
+    return rows
 
 
 def _default_batch_size(legacy: Any) -> int:
