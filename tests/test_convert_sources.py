@@ -384,3 +384,16 @@ def test_a_folder_of_big_files_is_read_a_bounded_number_of_bytes_at_a_time(tmp_p
     done = convert(src, tmp_path / "out", verbose=False)
     header = json.loads((done.path / "header.json").read_text())
     assert done.length == 5 and header["commit"] >= 5  # 3 batches of at most 2 files (3 commits), not 1 (3 in all)
+
+
+def test_json_lines_of_big_rows_are_read_a_bounded_number_of_bytes_at_a_time(tmp_path, monkeypatch):
+    """4,096 rows at a time whatever their size: rows of 1 MB each would be 4 GB in memory. The default now
+    fits the batch budget by the mean length of the file's first lines (budget made 2.5 MB here)."""
+    import mmap_ninja.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"text": str(i) * 1_000_000}) + "\n" for i in range(5)))
+    done = convert(src, tmp_path / "out", verbose=False)
+    header = json.loads((done.path / "header.json").read_text())
+    assert done.length == 5 and header["commit"] >= 5  # 3 batches of at most 2 rows, not 1

@@ -69,9 +69,9 @@ def add_convert(subparsers: Any) -> None:
     parser.add_argument("dst", metavar="DST", help="where to write the new map (must not exist)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                        help="samples (rows) held in memory at a time (default: maps and folders as many as fit "
-                             "in about 64 MiB, at most 10,000 samples, 256 images or 1,024 text files; JSON lines "
-                             "4,096 rows; Parquet, Arrow and Hugging Face 16,384 rows)")
+                        help="samples (rows) held in memory at a time (default: as many as fit in about 64 MiB "
+                             "for maps, folders and JSON lines, at most 10,000 samples, 256 images, 1,024 text "
+                             "files or 4,096 lines; Parquet, Arrow and Hugging Face: 16,384 rows)")
     parser.add_argument("--codec", choices=["zstd", "lz4", "none"], default=None,
                         help="compress every string and ragged sample (records: field) with this codec (none: "
                              "store uncompressed; default: a 0.9.0 or sharded map keeps its codec, other sources "

@@ -543,13 +543,20 @@ class _NativeSource:
 
 
 def _default_rows(kind: str, src: Path) -> int:
-    """How many samples (rows) of a source are read at a time by default: for a folder, as many files as fit in
-    about 64 MiB by their mean size (and at most the usual count), so that big files keep memory bounded."""
+    """How many samples (rows) of a source are read at a time by default: for a folder (a JSON-lines file), as
+    many files (lines) as fit in about 64 MiB by their mean size, at most the usual count, so that big files
+    (rows) keep memory bounded."""
     rows = _DEFAULT_ROWS[kind]
     if kind in ("images", "text"):
         files = _folder_files(src)
         mean = max(1, sum(f.stat().st_size for f in files) // max(1, len(files)))
         rows = int(min(rows, max(1, _BATCH_BYTES // mean)))
+    elif kind == "json-lines":  # the mean length of the lines in the first MiB (or the first line, if longer)
+        with open(src, "rb") as f:
+            head = f.read(1 << 20)
+            lines = head.count(b"\n")
+            mean = len(head) // lines if lines else len(head) + len(f.readline())
+        rows = int(min(rows, max(1, _BATCH_BYTES // max(1, mean))))
     return rows
 
 
