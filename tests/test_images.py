@@ -389,3 +389,19 @@ def test_sixteen_bit_and_float_images_are_refused_naming_the_file(tmp_path):
     for name in ("depth.png", "float.tif"):
         with pytest.raises(ValueError, match=rf"{name}\) is a \w+ image of mode .*\(not 8-bit samples\)"):
             ImagesMmap.from_files(tmp_path / f"m-{name}", [tmp_path / name])
+
+
+def test_an_image_damaged_on_disk_is_named_without_a_memory_address(tmp_path):
+    """Decoding bytes Pillow cannot identify gave "cannot identify image file <_io.BytesIO object at 0x...>"."""
+    m = ImagesMmap.from_generator(tmp_path / "m", [np.zeros((4, 4, 3), np.uint8)] * 2, 2)
+    m.close()
+    data = tmp_path / "m" / "data.bin"
+    raw = bytearray(data.read_bytes())
+    raw[:4] = b"XXXX"
+    data.write_bytes(bytes(raw))
+    m = ImagesMmap(tmp_path / "m")
+    for read in (lambda: m[0], lambda: m.get_batch([0, 1], threads=2)):
+        with pytest.raises(ValueError) as caught:
+            read()
+        message = str(caught.value)
+        assert "image 0" in message and "0x" not in message and "b'XXXX" in message and "verify" in message

@@ -190,6 +190,9 @@ class Decoder:
                 return out
         try:
             image = self._pillow_decode(raw, format_name, channels)
+        except _pillow().UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
+            raise ValueError(f"its bytes are of no image format Pillow knows ({bytes(memoryview(raw)[:8])!r}); the "
+                             f"map may be damaged (mmap-ninja verify --deep says where)") from None
         except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
             raise ValueError(f"{type(e).__name__}: {e}") from None
         if image.shape != shape:
