@@ -163,3 +163,140 @@ def test_deep_verify_can_show_a_progress_bar(maps, capsys):
     assert "verifying r" in capsys.readouterr().err
     assert verify(maps / "r", deep=True).ok
     assert capsys.readouterr().err == ""
+
+
+def test_info_on_records_names_each_fields_kind_and_the_key(tmp_path, capsys):
+    """A records map's info says what each field is (strings, numpy, ragged, images) and which field is the key:
+    without the kind, a strings field showed only ``{"codec": "none"}``."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"id": ["a", "b"], "x": np.arange(2), "r": [np.arange(1), np.arange(2)]},
+                          key="id")
+    assert main(["info", "--json", str(tmp_path / "rec")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["key"] == "id"
+    assert {name: spec["kind"] for name, spec in info["fields"].items()} == {"id": "strings", "x": "numpy",
+                                                                               "r": "ragged"}
+    assert main(["info", str(tmp_path / "rec")]) == 0
+    text = capsys.readouterr().out
+    assert 'id: kind "strings"' in text and "key:" in text
+
+
+def test_head_shows_numpy_scalars_as_plain_numbers(tmp_path, capsys):
+    """A records map's scalar fields read as NumPy scalars, whose repr under NumPy 2 is ``np.int64(0)``."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"x": np.arange(2), "y": np.array([0.5, 1.5], dtype=np.float32)})
+    assert main(["head", str(tmp_path / "rec")]) == 0
+    out = capsys.readouterr().out
+    assert "[0] {'x': 0, 'y': 0.5}" in out and "np." not in out
+
+
+def test_a_deep_verify_of_a_map_without_checksums_does_not_claim_it_checked_them(tmp_path):
+    """A map written before checksums (or by 0.9.0) has none: the summary line said "checked every checksum"
+    while the note above it said there were none."""
+    StringsMmap.from_strings(tmp_path / "s", ["a", "b"])
+    header = json.loads((tmp_path / "s" / "header.json").read_text())
+    del header["checksums"], header["checksum"], header["columns"]["checksums"]
+    (tmp_path / "s" / "header.json").write_text(json.dumps(header))
+    status, out, _ = run("verify", "--deep", tmp_path / "s")
+    assert status == 0 and "every checksum" not in out and "it has no checksums" in out
+    status, out, _ = run("verify", "--deep", "--json", tmp_path / "s")
+    assert status == 0 and json.loads(out)["checksums_missing"] is True
+    StringsMmap.from_strings(tmp_path / "t", ["a", "b"])
+    status, out, _ = run("verify", "--deep", "--json", tmp_path / "t")
+    assert status == 0 and json.loads(out)["checksums_missing"] is False
+
+
+def test_json_output_stays_empty_on_an_error(tmp_path):
+    """As the README says: with --json an error prints nothing on stdout (one line on stderr), so a script checks
+    the exit status before parsing."""
+    for command in ("info", "verify", "head"):
+        status, out, err = run(command, "--json", tmp_path / "missing")
+        assert (status, out) == (3, "") and err.count("\n") == 1
+
+
+def test_ctrl_c_during_convert_leaves_nothing_behind(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a convert: exit 130, one line on stderr, no DST and no temporary folder."""
+    import signal
+    import time
+
+    src = tmp_path / "rows.jsonl"
+    with open(src, "w") as f:
+        for i in range(400_000):
+            f.write(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", str(src), str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.converting-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the conversion ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err == "mmap-ninja convert: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_traceback_is_understood_after_the_subcommand_too(tmp_path):
+    """``mmap-ninja info PATH --traceback`` was a usage error (exit 2): only ``mmap-ninja --traceback info PATH``
+    worked."""
+    for argv in (["info", tmp_path / "missing", "--traceback"], ["--traceback", "info", tmp_path / "missing"]):
+        status, _, err = run(*argv)
+        assert status == 1 and "Traceback (most recent call last)" in err and "NotAMapError" in err
+    status, _, err = run("info", tmp_path / "missing")
+    assert status == 3 and "Traceback" not in err
+
+
+def test_info_on_a_sharded_images_map_lists_the_formats_its_shards_hold(tmp_path, capsys):
+    """The formats live in each shard's header: a sharded images map's info said ``"formats": []``."""
+    from mmap_ninja import ImagesMmap, merge
+
+    ImagesMmap.from_generator(tmp_path / "a", [np.zeros((4, 5, 3), np.uint8)], 1).close()
+    ImagesMmap.from_generator(tmp_path / "b", [np.zeros((4, 5, 4), np.uint8)], 1).close()  # alpha: PNG
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"]).close()
+    assert main(["info", "--json", str(tmp_path / "sharded")]) == 0
+    assert json.loads(capsys.readouterr().out)["formats"] == ["JPEG", "PNG"]
+
+
+def test_verify_of_a_map_whose_header_is_unreadable_prints_no_none(tmp_path):
+    """The summary line read "DAMAGED (None, None samples; ...)" when the header could not be read."""
+    StringsMmap.from_strings(tmp_path / "s", ["a"])
+    (tmp_path / "s" / "header.json").write_text("garbage")
+    status, out, _ = run("verify", tmp_path / "s")
+    assert status == 1 and "None" not in out and "header.json is not valid JSON" in out
+    assert out.splitlines()[-1].startswith(f"{tmp_path / 's'}: DAMAGED (kind unknown")
+
+
+def test_a_reader_that_stops_early_gets_no_broken_pipe_error(tmp_path):
+    """``mmap-ninja head -n 100000 PATH | head -1``: the pipe closes early; that printed "error: [Errno 32] Broken
+    pipe" and exited 1. Like other command-line tools it now stops quietly (status 141, 128 + SIGPIPE)."""
+    StringsMmap.from_strings(tmp_path / "s", [f"sample {i} " * 10 for i in range(100_000)])
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "head", "-n", "100000", str(tmp_path / "s")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().startswith(b"[0] 'sample 0")
+    process.stdout.close()  # the reader goes away
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and err == b""
+
+
+def test_info_json_keys_are_identifiers(maps, capsys):
+    """A script reads ``info["unfinished_build"]``; the key had a space ("unfinished build"), unlike every other
+    key of info's and verify's JSON. The text output keeps its readable label."""
+    assert main(["info", "--json", str(maps / "s")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["unfinished_build"] is False and all(" " not in key for key in info)
+    assert main(["info", str(maps / "s")]) == 0
+    assert "unfinished build: False" in capsys.readouterr().out
+
+
+def test_head_json_is_standard_json_with_nan_and_infinity(tmp_path, capsys):
+    """``json.dumps(allow_nan=True)`` wrote bare NaN and Infinity, which JSON does not have (jq and JavaScript
+    refuse them); non-finite floats are written as the strings "nan", "inf" and "-inf"."""
+    from mmap_ninja import RecordsMmap
+
+    RecordsMmap.from_dict(tmp_path / "rec", {"x": np.array([np.nan, np.inf]), "v": [np.array([1.0, -np.inf])] * 2})
+    assert main(["head", "--json", str(tmp_path / "rec")]) == 0
+    out = capsys.readouterr().out
+    head = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert [s["x"] for s in head["samples"]] == ["nan", "inf"] and head["samples"][0]["v"]["values"] == [1.0, "-inf"]

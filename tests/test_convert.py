@@ -200,3 +200,13 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert "usage: mmap-ninja" in capsys.readouterr().err
     done = run_cli("convert")
     assert done.returncode == 2 and "usage: mmap-ninja convert" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_codec_none_stores_a_090_zstd_map_uncompressed(legacy_maps: dict[str, Path], tmp_path: Path) -> None:
+    """--codec none (store uncompressed) on a 0.9.0 map of zstd strings kept zstd, as giving no codec does."""
+    source = legacy_maps["strings_zstd"]
+    convert(source, tmp_path / "plain", verbose=False, codec="none")
+    plain = StringsMmap(tmp_path / "plain", mode="r")
+    assert plain.codec is None and list(plain) == open_legacy(source).get_many(np.arange(len(plain)))
+    convert(source, tmp_path / "kept", verbose=False)  # no codec: zstd stays, at the same level
+    assert StringsMmap(tmp_path / "kept", mode="r").codec == "zstd"

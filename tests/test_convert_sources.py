@@ -3,11 +3,13 @@ Parquet, Arrow and Hugging Face datasets, and sharded maps; each made here from 
 
 import io
 import json
+import os
+import re
 
 import numpy as np
 import pytest
 
-from mmap_ninja import RecordsMmap, StringsMmap
+from mmap_ninja import NotAMapError, RecordsMmap, StringsMmap
 from mmap_ninja.cli import main
 from mmap_ninja.convert import convert, source_kind
 from mmap_ninja.generic import open_existing
@@ -92,7 +94,7 @@ def test_json_lines_of_objects_become_records_and_strings_become_strings(tmp_pat
     assert list(StringsMmap(convert(plain, tmp_path / "plain", verbose=False).path)) == ["one", "two"]
 
 
-@pytest.mark.parametrize("content, message", [('{"a": 1}\n{"a": 2\n', "line 2 is not valid JSON"),
+@pytest.mark.parametrize("content, message", [('{"a": 1}\n{"a": 2\n', r"line 2 column \d+ is not valid JSON"),
                                               ('{"a": 1}\n"text"\n', "line 2 holds str, not an object"),
                                               ('[1, 2]\n', "line 1 holds list")])
 def test_bad_json_lines_name_the_line(tmp_path, content, message):
@@ -194,3 +196,204 @@ def test_unknown_files_are_refused_with_what_convert_takes(tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["convert", "-q", str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad, message", [('{"a": null}', "field 'a'"), ('{"b": 1}', "no field 'a'"),
+                                          ('{"a": "x"}', "field 'a'"), ('{"a": 2.5}', "does not fit")])
+def test_a_bad_row_after_blank_lines_names_its_line_in_the_file(tmp_path, bad, message):
+    """A value the records map refuses is named by its line in the JSON-lines file (blank lines make a row's
+    number and its line differ), also in a later batch."""
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(f'{{"a": {i}}}\n\n' for i in range(6)) + bad + "\n")  # the bad row is line 13, row 6
+    with pytest.raises((ValueError, TypeError), match=rf"rows\.jsonl line 13: .*{message}"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_invalid_json_names_the_line_and_column_of_the_file(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"a": 1}\n{"a": 2}\n{"a": \n')
+    with pytest.raises(ValueError) as caught:
+        convert(src, tmp_path / "out", verbose=False)
+    assert str(caught.value) == f"{src} line 3 column 7 is not valid JSON: Expecting value"
+
+
+def test_a_bad_first_row_names_its_line(tmp_path):
+    src = tmp_path / "rows.jsonl"
+    src.write_text('\n\n{"a": {"nested": 1}}\n')
+    with pytest.raises((ValueError, TypeError), match=r"rows\.jsonl line 3: row 0, field 'a'"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_images_with_one_other_file_is_refused_naming_both(tmp_path):
+    """A folder of images holding one stray file (a README) was taken for a folder of text files, and the error
+    then blamed an image for not being UTF-8 text."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.png").write_bytes(_image_bytes((1, 2, 3), "PNG"))
+    (src / "README.txt").write_text("notes")
+    with pytest.raises(ValueError, match=r"images \(e\.g\. a\.png\).*other files \(e\.g\. README\.txt\)"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_an_option_for_another_source_is_refused_for_that_reason(tmp_path):
+    """--field on a map said the map was "already in the current format (pass a codec)", not that --field is for
+    JSON lines; a records or images map given --codec is named with its kind."""
+    StringsMmap.from_strings(tmp_path / "s", ["a"])
+    with pytest.raises(ValueError, match=r"field= .* picks a field of a JSON-lines file"):
+        convert(tmp_path / "s", tmp_path / "out", verbose=False, field="x")
+    with pytest.raises(ValueError, match=r"records=True .* is for a root/<class>/<file> folder of images"):
+        convert(tmp_path / "s", tmp_path / "out", verbose=False, records=True)
+    from mmap_ninja.images import ImagesMmap
+
+    ImagesMmap.from_generator(tmp_path / "i", [np.zeros((2, 2, 3), np.uint8)], 1)
+    with pytest.raises(ValueError, match="holds an images map; convert copies"):
+        convert(tmp_path / "i", tmp_path / "out", verbose=False, codec="zstd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i", "s"]
+
+
+def test_a_hugging_face_dataset_with_images_converts_with_a_codec(tmp_path):
+    """--codec sent Arrow sources through another column reader, which refused an Image() column ("field 'img' is a
+    dict"); with a codec the fields are the same, only strings and ragged ones compressed."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"]),
+                                  "text": datasets.Value("string"),
+                                  "tokens": datasets.Sequence(datasets.Value("int32"))})
+    dataset = datasets.Dataset.from_dict({"img": [Image.new("RGB", (4, 3), (i, 0, 0)) for i in range(3)],
+                                          "label": [0, 1, 0], "text": ["a", "bb", ""], "tokens": [[1], [], [2, 3]]},
+                                         features=features)
+    dataset.save_to_disk(str(tmp_path / "hf"))
+    done = convert(tmp_path / "hf", tmp_path / "out", verbose=False, codec="lz4")
+    m = RecordsMmap(done.path, mode="r")
+    assert m.schema["img"].kind == "images" and m.schema["text"].codec.name == m.schema["tokens"].codec.name == "lz4"
+    assert m[1]["text"] == "bb" and m[2]["img"][0, 0].tolist() == [2, 0, 0] and m[2]["tokens"].tolist() == [2, 3]
+    assert m.metadata == {"class_labels": {"label": ["cat", "dog"]}}
+
+
+def test_a_folder_with_only_hidden_files_is_not_called_empty(tmp_path):
+    src = tmp_path / "repo"
+    (src / ".git").mkdir(parents=True)
+    (src / ".env").write_text("x")
+    with pytest.raises(NotAMapError, match=r"no files to convert \(only hidden files and folders, which are skipped"):
+        convert(src, tmp_path / "out", verbose=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotAMapError, match=r"no files to convert \(it is empty\)"):
+        convert(tmp_path / "empty", tmp_path / "out", verbose=False)
+
+
+def test_json_lines_of_strings_name_the_line_of_a_string_that_cannot_be_stored(tmp_path):
+    src = tmp_path / "texts.jsonl"
+    src.write_text('"fine"\n\n"also fine"\n"\\ud800"\n')  # a lone surrogate: valid JSON, not UTF-8
+    with pytest.raises(ValueError, match=r"texts\.jsonl line 4: item 2 cannot be stored as UTF-8"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=2)
+    src.write_text('"fine"\n{"a": 1}\n')  # an error the line book already names is not named twice
+    with pytest.raises(ValueError) as caught:
+        convert(src, tmp_path / "out", verbose=False)
+    assert str(caught.value) == f"{src} line 2 holds dict, not a string like line 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.jsonl"]
+
+
+def test_a_field_error_naming_an_item_names_its_line_and_one_line_is_not_a_range(tmp_path):
+    src = tmp_path / "rows.jsonl"
+    src.write_text('{"a": ["x"]}\n\n{"a": ["abc"]}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl line 3: field 'a': item 1"):
+        convert(src, tmp_path / "out", verbose=False, batch_size=1)
+    src.write_text('{"a b": 1}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl line 1: field names must be"):
+        convert(src, tmp_path / "out", verbose=False)
+
+
+@pytest.mark.parametrize("name", ["fake.parquet", "fake.arrow", "nocols.parquet", "nulls.parquet"])
+def test_a_bad_parquet_or_arrow_file_is_named(tmp_path, name):
+    """pyarrow's own messages ("Parquet magic bytes not found in footer", "Expected to read 1651663207 metadata
+    bytes") and the records map's ("the table has no columns", "row 2, field 's' is null") did not say which
+    file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / name
+    if name.startswith("fake"):
+        src.write_text("garbage")
+    elif name == "nocols.parquet":
+        pq.write_table(pa.table({}), src)
+    else:
+        pq.write_table(pa.table({"s": ["a", "b", None]}), src)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(src))}: "):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "broken link"])
+def test_a_file_that_is_not_a_regular_file_is_refused_before_anything_is_read(tmp_path, kind):
+    """A FIFO in a folder of text files made convert wait forever for a writer; a broken link gave a bare
+    "[Errno 2] No such file or directory"."""
+    src = tmp_path / "texts"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    odd = src / "sub" / "b.txt"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to(tmp_path / "missing")
+    what = "a FIFO" if kind == "fifo" else "a broken link"
+    with pytest.raises(ValueError, match=rf"{re.escape(str(odd))} is {what}"):
+        convert(src, tmp_path / "out", verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]
+
+
+def test_a_compressed_sharded_map_stays_compressed_without_codec(tmp_path):
+    """Without --codec a sharded map of zstd strings became one uncompressed map (decompressed, silently, many
+    times the disk); its codec is kept, at its level, and --codec none still stores it uncompressed."""
+    from mmap_ninja import RaggedMmap, merge
+
+    StringsMmap.from_strings(tmp_path / "a", ["x" * 50, "y"], codec="zstd")
+    StringsMmap.from_strings(tmp_path / "b", ["z"], codec="zstd")
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"])
+    kept = StringsMmap(convert(tmp_path / "sharded", tmp_path / "one", verbose=False).path, mode="r")
+    assert kept.codec == "zstd" and list(kept) == ["x" * 50, "y", "z"]
+    plain = StringsMmap(convert(tmp_path / "sharded", tmp_path / "plain", verbose=False, codec="none").path)
+    assert plain.codec is None and list(plain) == ["x" * 50, "y", "z"]
+    RaggedMmap.from_lists(tmp_path / "c", [np.arange(3)], codec="lz4")
+    RaggedMmap.from_lists(tmp_path / "d", [np.arange(2)], codec="lz4")
+    merge(tmp_path / "ragged", [tmp_path / "c", tmp_path / "d"])
+    assert RaggedMmap(convert(tmp_path / "ragged", tmp_path / "r1", verbose=False).path).codec == "lz4"
+
+
+@pytest.mark.parametrize("kind", ["text", "images"])
+def test_a_folder_of_big_files_is_read_a_bounded_number_of_bytes_at_a_time(tmp_path, monkeypatch, kind):
+    """The default batch of a folder was 1,024 text files (256 images) whatever their size: 1,024 books of 100 MB
+    would be held in memory at once. It is now as many files as fit in the batch budget (64 MiB), by their mean
+    size, as for maps; here the budget is made 2.5 MB to see it with 1 MB files."""
+    import mmap_ninja.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
+    src = tmp_path / "folder"
+    src.mkdir()
+    for i in range(5):
+        if kind == "text":
+            (src / f"{i}.txt").write_text(f"{i}" * 1_000_000)
+        else:
+            noise = np.random.default_rng(i).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+            from PIL import Image
+
+            Image.fromarray(noise).save(src / f"{i}.png")  # about 1 MB: noise does not compress
+    done = convert(src, tmp_path / "out", verbose=False)
+    header = json.loads((done.path / "header.json").read_text())
+    assert done.length == 5 and header["commit"] >= 5  # 3 batches of at most 2 files (3 commits), not 1 (3 in all)
+
+
+def test_json_lines_of_big_rows_are_read_a_bounded_number_of_bytes_at_a_time(tmp_path, monkeypatch):
+    """4,096 rows at a time whatever their size: rows of 1 MB each would be 4 GB in memory. The default now
+    fits the batch budget by the mean length of the file's first lines (budget made 2.5 MB here)."""
+    import mmap_ninja.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"text": str(i) * 1_000_000}) + "\n" for i in range(5)))
+    done = convert(src, tmp_path / "out", verbose=False)
+    header = json.loads((done.path / "header.json").read_text())
+    assert done.length == 5 and header["commit"] >= 5  # 3 batches of at most 2 rows, not 1

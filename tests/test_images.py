@@ -366,3 +366,42 @@ def test_the_fast_png_decoder_gives_pillows_exact_pixels(tmp_path, channels):
     for i in range(len(default)):
         np.testing.assert_array_equal(default[i], pillow[i], err_msg=f"image {i}")
     assert default.get_batch(range(4), pad_value=0, threads=2)[0].shape[0] == 4
+
+
+def test_a_file_pillow_cannot_identify_is_named_without_a_memory_address(tmp_path):
+    """Pillow's message for an unreadable image names the BytesIO object it was given (``<_io.BytesIO object at
+    0x...>``), which tells the user nothing and changes from run to run."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError) as caught:
+        ImagesMmap.from_files(tmp_path / "m", [bad])
+    message = str(caught.value)
+    assert "broken.jpg" in message and "0x" not in message and "BytesIO" not in message
+    assert "b'not an i'" in message  # the first bytes, which say what the file is
+
+
+def test_sixteen_bit_and_float_images_are_refused_naming_the_file(tmp_path):
+    """As the README says: uint8 decoding would change their values, so they are refused when written."""
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "depth.png")
+    Image.fromarray(np.zeros((4, 5), np.float32)).save(tmp_path / "float.tif")
+    for name in ("depth.png", "float.tif"):
+        with pytest.raises(ValueError, match=rf"{name}\) is a \w+ image of mode .*\(not 8-bit samples\)"):
+            ImagesMmap.from_files(tmp_path / f"m-{name}", [tmp_path / name])
+
+
+def test_an_image_damaged_on_disk_is_named_without_a_memory_address(tmp_path):
+    """Decoding bytes Pillow cannot identify gave "cannot identify image file <_io.BytesIO object at 0x...>"."""
+    m = ImagesMmap.from_generator(tmp_path / "m", [np.zeros((4, 4, 3), np.uint8)] * 2, 2)
+    m.close()
+    data = tmp_path / "m" / "data.bin"
+    raw = bytearray(data.read_bytes())
+    raw[:4] = b"XXXX"
+    data.write_bytes(bytes(raw))
+    m = ImagesMmap(tmp_path / "m")
+    for read in (lambda: m[0], lambda: m.get_batch([0, 1], threads=2)):
+        with pytest.raises(ValueError) as caught:
+            read()
+        message = str(caught.value)
+        assert "image 0" in message and "0x" not in message and "b'XXXX" in message and "verify" in message

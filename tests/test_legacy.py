@@ -371,3 +371,17 @@ def test_bad_utf8_and_bad_zstd_frames_are_errors_naming_the_sample(legacy_maps: 
     assert zstd_map.get(0).startswith("record 0")
     with pytest.raises(CorruptMapError, match=r"sample 1 .* zstd frame does not decompress"):
         zstd_map.get(1)
+
+
+def test_info_names_a_090_maps_zstd_codec(legacy_maps: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """`mmap-ninja info` on a 0.9.0 map of zstd strings said nothing of its compression."""
+    import json
+
+    from mmap_ninja.cli import main
+
+    assert main(["info", "--json", str(legacy_maps["strings_zstd"])]) == 0
+    assert json.loads(capsys.readouterr().out)["codec"] == {"name": "zstd", "level": 5}
+    assert main(["info", "--json", str(legacy_maps["strings_zstd_dict"])]) == 0
+    assert json.loads(capsys.readouterr().out)["codec"] == {"name": "zstd", "level": 3, "dictionary": True}
+    assert main(["info", "--json", str(legacy_maps["strings"])]) == 0
+    assert json.loads(capsys.readouterr().out)["codec"] == "none"

@@ -129,3 +129,41 @@ def test_maps_without_checksums_still_verify_structurally(strings):
     m = StringsMmap(strings)
     m.append("still writable")  # and appends without records
     assert StringsMmap(strings)[-1] == "still writable"
+
+
+@pytest.mark.parametrize("item", [0, 1])  # a slot's hash, a slot's row
+def test_a_flipped_bit_in_the_key_index_is_found_by_a_deep_verify(tmp_path, item):
+    """The key index (derived-key.slots) has no checksum records (its writer updates it in place); a deep verify
+    checks it instead by looking every row's key up: a damaged slot makes ``index_of`` miss a row, and a deep
+    verify that called such a map sound would be wrong."""
+    from mmap_ninja import RecordsMmap
+
+    rec = RecordsMmap.from_dict(tmp_path / "rec", {"id": [f"k{i}" for i in range(20)], "x": np.arange(20)}, key="id")
+    rec.close()
+    assert verify(tmp_path / "rec", deep=True).ok
+    path = tmp_path / "rec" / "derived-key.slots.bin"
+    slots = np.fromfile(path, dtype="<i8").reshape(-1, 2)
+    used = int(np.flatnonzero(slots[:, 1] >= 0)[0])
+    slots[used, item] ^= 1 << 5
+    slots.tofile(path)
+    assert verify(tmp_path / "rec").ok  # structure only: the index is not looked at
+    report = verify(tmp_path / "rec", deep=True)
+    assert not report.ok
+    assert "derived-key.slots.bin" in report.problems[0] and "row" in report.problems[0]
+
+
+def test_a_deep_verify_checks_the_key_index_of_an_unfinished_build_too(tmp_path):
+    """An interrupted keyed build is sound (with a note) to a structural verify; the deep one could not open it to
+    check the key index and called it damaged."""
+    from mmap_ninja import RecordsMmap
+
+    def rows():
+        for i in range(5):
+            yield {"id": f"k{i}", "x": i}
+        raise RuntimeError("the source failed")
+
+    with pytest.raises(RuntimeError):
+        RecordsMmap.from_generator(tmp_path / "rec", rows(), 2, key="id")
+    report = verify(tmp_path / "rec", deep=True)
+    assert report.ok, report.problems
+    assert any("unfinished build" in note for note in report.notes)

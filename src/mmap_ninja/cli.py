@@ -18,13 +18,15 @@ A subcommand is a function ``add_<name>(subparsers)`` that declares its argument
 function of the parsed arguments returning the exit status; `COMMANDS` lists them. Errors end the command with
 one line on stderr, never a traceback (``--traceback`` shows it): status 3 when PATH holds no map (a missing
 path, a file, a folder without a header), 1 for any other error (a corrupt header, ...), 2 for a wrong command
-line (as argparse does), 130 when interrupted.
+line (as argparse does), 130 when interrupted, 141 (quietly) when the reader of stdout went away
+(``mmap-ninja head -n 1000 PATH | head -1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -67,10 +69,13 @@ def add_convert(subparsers: Any) -> None:
     parser.add_argument("dst", metavar="DST", help="where to write the new map (must not exist)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                        help="samples (rows) held in memory at a time (default: depends on the source)")
+                        help="samples (rows) held in memory at a time (default: as many as fit in about 64 MiB "
+                             "for maps, folders and JSON lines, at most 10,000 samples, 256 images, 1,024 text "
+                             "files or 4,096 lines; Parquet, Arrow and Hugging Face: 16,384 rows)")
     parser.add_argument("--codec", choices=["zstd", "lz4", "none"], default=None,
                         help="compress every string and ragged sample (records: field) with this codec (none: "
-                             "store uncompressed)")
+                             "store uncompressed; default: a 0.9.0 or sharded map keeps its codec, other sources "
+                             "are stored uncompressed)")
     parser.add_argument("--records", action="store_true",
                         help="a folder of images laid out as root/<class>/<file> becomes a records map with the "
                              "image and its class label (without it: an images map of every file, no labels)")
@@ -112,21 +117,29 @@ def describe(path: str) -> dict[str, Any]:
     directory = absolute(path)
     if is_legacy_map(directory):
         reader = open_legacy(directory)
-        return {"path": str(directory), "kind": reader.kind, "format": "mmap_ninja 0.9.0 (read-only; convert it)",
-                "length": len(reader), "dtype": str(getattr(reader, "dtype", "")) or None}
+        legacy: dict[str, Any] = {"path": str(directory), "kind": reader.kind,
+                                  "format": "mmap_ninja 0.9.0 (read-only; convert it)", "length": len(reader),
+                                  "dtype": str(getattr(reader, "dtype", "")) or None}
+        if reader.kind == "strings":
+            level = getattr(reader, "zstd_level", None)
+            legacy["codec"] = "none" if level is None else {
+                "name": "zstd", "level": level, **({"dictionary": True} if getattr(reader, "zstd_dict", None) else {})}
+        return legacy
     if is_sharded(directory):
         top = ShardedMap(directory, mode="r")
         info: dict[str, Any] = {"path": str(directory), "kind": top.kind, "format": "sharded 1.0",
                                 "length": len(top), "shards": len(top.shards)}
         algorithms: set[str] = set()
         sizes: dict[str, int] = {}
+        formats: list[str] = []  # an images map's, kept by each shard's header
         for shard in top.shards:
             header = read_header(directory / shard.path)
             algorithms.add(header.checksums or "none")
+            formats += [name for name in header.attrs.get("formats", []) if name not in formats]
             for name, size in _column_bytes(directory / shard.path, header.columns).items():
                 sizes[name] = sizes.get(name, 0) + size
         info["checksums"] = ", ".join(sorted(algorithms)) or "none"
-        info.update(_attributes(top.kind, top.attrs, len(top)))
+        info.update(_attributes(top.kind, {**top.attrs, "formats": formats}, len(top)))
         info["metadata"] = top.metadata
         info["bytes"] = sizes
         return info
@@ -135,7 +148,7 @@ def describe(path: str) -> dict[str, Any]:
     length = _count(header.kind, header.lengths, attrs)
     info = {
         "path": str(directory), "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
-        "length": length, "commit": header.commit, "unfinished build": header.building,
+        "length": length, "commit": header.commit, "unfinished_build": header.building,
         "requires": list(header.requires), "checksums": header.checksums or "none",
     }
     info.update(_attributes(header.kind, attrs, length))
@@ -159,12 +172,16 @@ def _column_bytes(directory: Any, columns: Any) -> dict[str, int]:
 
 def _attributes(kind: str, attrs: dict[str, Any], length: Any) -> dict[str, Any]:
     """The dtype, codec and shape summary a header keeps (numpy: the whole array's shape; ragged: the numbers
-    of dimensions; records: each field's)."""
+    of dimensions; records: the key field, and each field's kind and summary)."""
     out: dict[str, Any] = {}
     if attrs.get("dtype") is not None:
         out["dtype"] = attrs["dtype"]
     if kind == "records":
-        out["fields"] = {name: _attributes(spec.get("kind", "?"), spec.get("attrs", {}), length)
+        key = attrs.get("key")
+        if isinstance(key, dict) and key.get("field") is not None:
+            out["key"] = key["field"]
+        out["fields"] = {name: {"kind": spec.get("kind", "?"),
+                                **_attributes(spec.get("kind", "?"), spec.get("attrs", {}), length)}
                          for name, spec in attrs.get("fields", {}).items() if isinstance(spec, dict)}
         return out
     if kind in ("strings", "ragged"):
@@ -205,13 +222,14 @@ def run_info(args: argparse.Namespace) -> int:
                               for name, spec in value.items())
         elif isinstance(value, (dict, list)):
             value = json.dumps(value)
-        print(f"{key + ':':<18}{value}")
+        print(f"{key.replace('_', ' ') + ':':<18}{value}")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- verify
 
 NOT_A_MAP = 3
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 def add_verify(subparsers: Any) -> None:
@@ -220,7 +238,8 @@ def add_verify(subparsers: Any) -> None:
                                                "checksum. Exit status 0 when sound, 1 when damaged, 3 when PATH "
                                                "holds no map.")
     parser.add_argument("path", metavar="PATH")
-    parser.add_argument("--deep", action="store_true", help="re-hash every committed byte")
+    parser.add_argument("--deep", action="store_true",
+                        help="re-hash every committed byte (and look every key of a keyed records map up)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown for --deep on a terminal)")
     parser.set_defaults(handler=run_verify)
@@ -233,15 +252,22 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"path": str(report.path), "ok": report.ok, "kind": report.kind, "length": report.length,
                           "deep": report.deep, "problems": report.problems, "notes": report.notes,
-                          "bytes_hashed": report.bytes_hashed}))
+                          "bytes_hashed": report.bytes_hashed, "checksums_missing": report.checksums_missing}))
     else:
         for note in report.notes:
             print(f"note: {note}")
         for problem in report.problems:
             print(f"damaged: {problem}")
-        what = "every checksum" if report.deep else "structure (use --deep for every checksum)"
-        print(f"{report.path}: {'sound' if report.ok else 'DAMAGED'} ({report.kind}, {report.length} samples; "
-              f"checked {what})")
+        if not report.deep:
+            what = "structure (use --deep for every checksum)"
+        elif report.checksums_missing:
+            what = "structure only: it has no checksums"
+        else:
+            what = "every checksum"
+        what_map = "kind unknown" if report.kind is None else report.kind
+        if report.length is not None:
+            what_map += f", {report.length:,} samples"
+        print(f"{report.path}: {'sound' if report.ok else 'DAMAGED'} ({what_map}; checked {what})")
     return 0 if report.ok else 1
 
 
@@ -255,7 +281,8 @@ def add_head(subparsers: Any) -> None:
     parser.add_argument("-n", type=_batch_size, default=5, metavar="N", help="how many samples (default 5)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: the length and the samples (strings cut at 1,000 characters, "
-                             "arrays as dtype, shape and their first 32 values)")
+                             "arrays as dtype, shape and their first 32 values; NaN and infinities as the strings "
+                             "nan, inf, -inf)")
     parser.set_defaults(handler=run_head)
 
 
@@ -267,6 +294,8 @@ def _short(sample: Any, width: int) -> str:
     elif isinstance(sample, np.ndarray):
         body = np.array2string(sample.reshape(-1)[:32], threshold=32, edgeitems=4, max_line_width=10**6)
         text = f"{sample.dtype}{list(sample.shape)} {' '.join(body.split())}"
+    elif isinstance(sample, np.generic):  # a records scalar field: 0, not np.int64(0)
+        text = repr(sample.item())
     elif isinstance(sample, dict):
         text = "{" + ", ".join(f"{key!r}: {_short(value, width)}" for key, value in sample.items()) + "}"
     else:
@@ -280,7 +309,8 @@ _JSON_VALUES = 32
 
 def _jsonable(sample: Any) -> Any:
     """A sample as JSON for `head --json`: a string (cut at 1,000 characters), an array as its dtype, shape and
-    first 32 values (``truncated`` says whether there are more), a record as an object of its fields."""
+    first 32 values (``truncated`` says whether there are more), a record as an object of its fields; NaN and the
+    infinities as the strings "nan", "inf" and "-inf"."""
     import numpy as np
 
     if isinstance(sample, str):
@@ -290,7 +320,7 @@ def _jsonable(sample: Any) -> Any:
     if isinstance(sample, (np.ndarray, np.generic)):
         array = np.asarray(sample)
         flat = array.reshape(-1)[:_JSON_VALUES]
-        values = flat.tolist() if array.dtype.kind in "biuf" else [str(v) for v in flat]
+        values = [_json_number(v) for v in flat.tolist()] if array.dtype.kind in "biuf" else [str(v) for v in flat]
         if array.ndim == 0:
             return values[0]
         return {"dtype": str(array.dtype), "shape": list(array.shape), "values": values,
@@ -298,8 +328,15 @@ def _jsonable(sample: Any) -> Any:
     if isinstance(sample, (bytes, bytearray, memoryview)):
         return bytes(sample)[:_JSON_VALUES].hex()
     if sample is None or isinstance(sample, (bool, int, float)):
-        return sample
+        return _json_number(sample)
     return repr(sample)[:_JSON_TEXT]
+
+
+def _json_number(value: Any) -> Any:
+    """A number as JSON has it: NaN and the infinities (which JSON lacks) as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def run_head(args: argparse.Namespace) -> int:
@@ -310,7 +347,7 @@ def run_head(args: argparse.Namespace) -> int:
         count = min(args.n, len(m))
         if args.json:
             print(json.dumps({"path": str(m.path), "length": len(m),
-                              "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=True))
+                              "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=False))
             return 0
         width = max(40, os.get_terminal_size().columns if sys.stdout.isatty() else 100)
         for i in range(count):
@@ -331,12 +368,19 @@ COMMANDS: list[Callable[[Any], None]] = [add_info, add_verify, add_head, add_con
 def build_parser() -> argparse.ArgumentParser:
     from mmap_ninja import __version__
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Tools for mmap_ninja maps.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Tools for mmap_ninja maps.",
+        epilog="An error is one line on stderr (nothing on stdout, also with --json): exit status 3 when PATH (or "
+               "SRC) holds no map, 1 for any other error or a damaged map (verify), 2 for a wrong command line, "
+               "130 when interrupted.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--traceback", action="store_true", help="on an error, show the full traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():  # also after the command; SUPPRESS keeps a --traceback given before it
+        sub.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                         help="on an error, show the full traceback")
     return parser
 
 
@@ -360,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{where}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as other tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
+            os.close(devnull)
+            return BROKEN_PIPE
         except NotAMapError as error:
             if args.traceback:
                 raise

@@ -10,7 +10,7 @@ Sources (`source_kind` tells which one a path is):
 - a folder of images (every file, in sub-folders too, has an image suffix): an `ImagesMmap` of the files' bytes
   as they are, in the order of their sorted relative paths; with ``records=True`` and the ``root/<class>/<file>``
   layout, `RecordsMmap.from_image_folder` (image and label fields) instead;
-- a folder of text files (any other folder): a `StringsMmap`, one sample per file decoded as UTF-8, in the
+- a folder of text files (a folder with no image file): a `StringsMmap`, one sample per file decoded as UTF-8, in the
   order of their sorted relative paths (hidden files and folders are skipped);
 - a JSON-lines file (``.jsonl`` / ``.ndjson``): lines that are objects become the rows of a `RecordsMmap` (the
   schema inferred from the first batch), lines that are strings a `StringsMmap`; ``field=NAME`` keeps that one
@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -72,7 +75,8 @@ class Converted(NamedTuple):
 def source_kind(src: PathLike) -> str:
     """What `convert` makes of ``src``: ``"legacy"``, ``"map"``, ``"sharded"``, ``"huggingface"``,
     ``"huggingface-dict"``, ``"images"``, ``"text"``, ``"json-lines"``, ``"parquet"`` or ``"arrow"``. Raises
-    `NotAMapError` if ``src`` does not exist or is a file of none of these kinds."""
+    `NotAMapError` if ``src`` does not exist or is a file of none of these kinds, ValueError for a folder that
+    mixes image files with other files or holds an entry that is not a regular file (a FIFO, a broken link)."""
     from mmap_ninja.sharded import SHARDS_FILE
 
     path = Path(src)
@@ -89,10 +93,18 @@ def source_kind(src: PathLike) -> str:
             return "huggingface"
         files = _folder_files(path)
         if not files:
+            why = "only hidden files and folders, which are skipped, or empty folders" if any(path.iterdir()) \
+                else "it is empty"
             raise NotAMapError(f"{path} holds no map written by mmap_ninja 0.9.0 or later and no files to convert "
-                               f"(it is empty)")
-        if all(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+                               f"({why})")
+        images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+        if len(images) == len(files):
             return "images"
+        if images:
+            other = next(f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES)
+            raise ValueError(f"{path} holds images (e.g. {images[0].relative_to(path)}) and other files (e.g. "
+                             f"{other.relative_to(path)}); convert takes a folder of images only, or of text files "
+                             f"only: move the other files out (hidden files are skipped)")
         return "text"
     if not path.exists():
         raise NotAMapError(f"{path} does not exist")
@@ -119,25 +131,23 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     directory behind. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many samples (rows)
     are held in memory at a time. ``verbose`` shows progress bars.
 
-    Maps: copy the map mmap_ninja 0.9.0 wrote in ``src`` into a new map in the current format at ``dst``; or, with
-    ``codec=``, copy a strings or ragged map of either format into one compressed with that codec.
+    Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
+    zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
+    samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=`` (a sharded
+    map keeps its shards' codec when no ``codec=`` is given). Their samples are streamed (by default as many as
+    fit in 64 MiB at a time, at most 10,000), read back and compared with the source one by one before the
+    rename.
 
-    The samples are streamed (about ``batch_size`` of them in memory at a time; by default as many as fit in
-    64 MiB, at most 10,000) into a temporary directory next to ``dst``, read back and compared with the source
-    one by one, and only then renamed to ``dst``: nothing appears at ``dst`` unless the whole map is there and
-    verified, and a failure leaves no temporary directory behind. ``src`` is only read. ``dst`` must not exist.
-    zstd-compressed strings stay zstd-compressed (at the same level). ``verbose`` shows progress bars.
-
-    Raises NotAMapError if ``src`` holds no 0.9.0 map, ValueError if it already is in the current format,
-    FileExistsError if ``dst`` exists, and the errors of `mmap_ninja.legacy.open_legacy` for damaged sources.
+    Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
+    ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
+    JSON lines, ``records=True`` on anything but images, no ``codec=`` on a map already in the current format) or
+    for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
+    `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
     """
     source_dir, target = Path(src), Path(dst)
     kind = source_kind(source_dir)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if kind == "map" and codec is None:
-        raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
-                         f"nothing to convert (pass a codec to re-encode it)")
     if kind == "huggingface-dict":
         splits = sorted(p.name for p in source_dir.iterdir() if p.is_dir())
         raise ValueError(f"{source_dir} is a Hugging Face DatasetDict; convert one split at a time, e.g. "
@@ -148,6 +158,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if field is not None and kind != "json-lines":
         raise ValueError(f"field= (--field) picks a field of a JSON-lines file's objects, and {source_dir} is a "
                          f"{kind} source")
+    if kind == "map" and codec is None:
+        raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
+                         f"nothing to convert (pass a codec to re-encode it)")
     parent = _check_target(source_dir, target)
     temporary = parent / f".{target.name}.converting-{uuid.uuid4().hex[:12]}"
     try:
@@ -158,7 +171,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _verify(legacy, temporary, size, verbose)
             result_kind, length = legacy.kind, len(legacy)
         else:
-            size = batch_size if batch_size is not None else _DEFAULT_ROWS[kind]
+            size = batch_size if batch_size is not None else _default_rows(kind, source_dir)
             built = _build_from(kind, source_dir, temporary, size, verbose, codec, records, field)
             result_kind, length = built.layout.kind, len(built)
             built.close()
@@ -199,12 +212,26 @@ def _check_built(directory: Path) -> None:
 
 
 def _folder_files(root: Path) -> list[Path]:
-    """The regular files under ``root`` (sub-folders too), hidden ones skipped, sorted by relative path."""
+    """The files under ``root`` (sub-folders too), hidden ones skipped, sorted by relative path. A ValueError
+    names an entry that is not a regular file (or a link to one): reading a FIFO would wait for a writer."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(folder) / name for name in files if not name.startswith(".")]
+    for path in found:
+        _check_regular(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _check_regular(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path} is a broken link (to {os.readlink(path)}); convert reads regular files") \
+            from None
+    if not stat.S_ISREG(mode):
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ValueError(f"{path} is {what}, not a regular file; convert reads regular files (move it out)")
 
 
 def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool,
@@ -224,17 +251,18 @@ def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose:
                                           batch_size, verbose=False, codec=codec)
     if kind == "json-lines":
         return _from_json_lines(src, temporary, batch_size, verbose, codec, field)
-    tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
-    if codec is None:  # the fields from the Arrow types (images columns, class labels: adapters.ingest)
-        from mmap_ninja.adapters.ingest import records_from_batches
+    from mmap_ninja.adapters.ingest import records_from_batches  # the fields from the Arrow types
 
+    bar = None
+    try:  # pyarrow's messages and the map's ("row 2, field 's' is null") do not name the file
+        tables, total, arrow_schema, metadata = _arrow_tables(kind, src, batch_size)
         bar = _progress(total or 0, f"converting {src.name}", verbose)
-        try:
-            return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata)
-        finally:
-            if bar is not None:
-                bar.close()
-    return _records_from_tables(tables, total, temporary, src.name, verbose, codec)
+        return records_from_batches(temporary, arrow_schema, _counted(tables, bar), metadata=metadata, codec=codec)
+    except (ValueError, TypeError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        _raise_at(lambda _: str(src), e)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _counted(tables: Iterator[Any], bar: Any) -> Iterator[Any]:
@@ -290,9 +318,41 @@ def _json_lines(src: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                yield number, json.loads(line.rstrip(b"\r\n"))
+            except json.JSONDecodeError as e:  # its line and column are within this line
+                raise ValueError(f"{src} line {number} column {e.colno} is not valid JSON: {e.msg}") from None
+            except UnicodeDecodeError as e:
                 raise ValueError(f"{src} line {number} is not valid JSON: {e}") from None
+
+
+class _SourceError(ValueError):
+    """Bad input that the message already places in the source (not prefixed again)."""
+
+
+class _Lines:
+    """The line of the file each of the last ``window`` samples came from, to place in the file an error that
+    names a sample (``row N`` or ``item N``, numbered in the map) of the batch being written."""
+
+    def __init__(self, src: Path, window: int):
+        self.src = src
+        self.recent: deque[tuple[int, int]] = deque(maxlen=window)  # (sample number, line)
+        self.count = 0
+
+    def add(self, line: int) -> None:
+        self.recent.append((self.count, line))
+        self.count += 1
+
+    def where(self, error: Exception) -> str:
+        found = re.search(r"\b(?:row|item) (\d+)\b", str(error))
+        if found is not None:
+            wanted = int(found.group(1))
+            for number, line in self.recent:
+                if number == wanted:
+                    return f"{self.src} line {line}"
+        if not self.recent:
+            return str(self.src)
+        low, high = self.recent[0][1], self.recent[-1][1]
+        return f"{self.src} line {low}" if low == high else f"{self.src} lines {low}..{high}"
 
 
 def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any,
@@ -310,16 +370,21 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
     if field is not None:
         values = ((number, _pick(src, number, value, field)) for number, value in values)
         first = (first[0], _pick(src, first[0], first[1], field))
+    book = _Lines(src, batch_size)
     if isinstance(first[1], str):
         def strings() -> Iterator[str]:
             for number, value in values:
                 if not isinstance(value, str):
-                    raise ValueError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
-                                     f"{first[0]}")
+                    raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
+                                       f"{first[0]}")
+                book.add(number)
                 yield value
 
-        return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose), batch_size,
-                                          verbose=False, codec=codec)
+        try:
+            return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose),
+                                              batch_size, verbose=False, codec=codec)
+        except (ValueError, TypeError) as e:
+            _raise_at(book.where, e)
     if field is not None:
         values = ((number, {field: value}) for number, value in values)
     elif not isinstance(first[1], dict):
@@ -329,12 +394,13 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
     def rows() -> Iterator[Any]:
         for number, value in values:
             if not isinstance(value, dict):
-                raise ValueError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
-                                 f"{first[0]}")
+                raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
+                                   f"{first[0]}")
+            book.add(number)
             yield value
 
     return _records_from_batches(_batched(rows(), batch_size), None, temporary, src.name, verbose, codec,
-                                 RecordsMmap)
+                                 RecordsMmap, book.where)
 
 
 def _pick(src: Path, number: int, value: Any, field: str) -> Any:
@@ -398,26 +464,11 @@ def _slices(batch: Any, size: int) -> Iterator[Any]:
         yield batch.slice(start, size)
 
 
-def _records_from_tables(tables: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
-                         codec: Any) -> Any:
-    from mmap_ninja.records import RecordsMmap
-
-    return _records_from_batches((_table_columns(table) for table in tables), total, temporary, name, verbose,
-                                 codec, RecordsMmap)
-
-
-def _table_columns(table: Any) -> dict[str, Any]:
-    """A ``pyarrow.Table`` as the dict of columns ``RecordsMmap.extend`` takes, as `RecordsMmap.from_arrow`
-    reads a table (nulls refused, naming the row and the field)."""
-    from mmap_ninja.records import _arrow_column  # the one reading of Arrow columns, shared with from_arrow
-
-    return {name: _arrow_column(table.column(name), name, {}) for name in table.column_names}
-
-
 def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: Path, name: str, verbose: bool,
-                          codec: Any, cls: Any) -> Any:
+                          codec: Any, cls: Any, where: Callable[[Exception], str] | None = None) -> Any:
     """Build a records map from batches (lists of rows or dicts of columns), the schema inferred from the first
-    batch (with ``codec`` on every strings and ragged field), one commit per batch."""
+    batch (with ``codec`` on every strings and ragged field), one commit per batch. ``where(error)`` names the
+    place in the source of what the map refused (prefixed to the error)."""
     from dataclasses import replace
 
     from mmap_ninja.records import infer_schema
@@ -425,7 +476,10 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     first = next(batches, None)
     if first is None:
         raise ValueError(f"{name} holds no rows: there is nothing to convert")
-    schema = infer_schema(first)
+    try:
+        schema = infer_schema(first)
+    except (ValueError, TypeError) as e:
+        _raise_at(where, e)
     if codec is not None:
         schema = {key: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
                   for key, f in schema.items()}
@@ -433,13 +487,23 @@ def _records_from_batches(batches: Iterator[Any], total: int | None, temporary: 
     try:
         with cls.build(temporary, schema=schema) as built:
             for batch in _chain_one(first, batches):
-                built.extend(batch)
+                try:
+                    built.extend(batch)
+                except (ValueError, TypeError) as e:
+                    _raise_at(where, e)
                 if bar is not None:
                     bar.update(len(batch) if not isinstance(batch, dict) else len(next(iter(batch.values()), ())))
     finally:
         if bar is not None:
             bar.close()
     return built
+
+
+def _raise_at(where: Callable[[Exception], str] | None, error: Exception) -> NoReturn:
+    """Raise ``error`` again, prefixed with ``where(error)`` (the place in the source), unless it is placed."""
+    if where is None or isinstance(error, _SourceError):
+        raise error
+    raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{where(error)}: {error}") from None
 
 
 def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -458,8 +522,8 @@ class _NativeSource:
         self.map: Any = open_existing(path, mode="r")
         self.kind = self.map.kind if isinstance(self.map, ShardedMap) else self.map.layout.kind
         if self.kind not in ("strings", "ragged", "numpy"):
-            raise ValueError(f"{path} holds a {self.kind} map; convert copies maps of strings, ragged or numpy "
-                             f"samples")
+            raise ValueError(f"{path} holds {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} map; convert "
+                             f"copies (and re-encodes with a codec) maps of strings, ragged or numpy samples")
         self.dtype = getattr(self.map, "dtype", None)
         self.sample_shape = None
         if self.kind == "numpy":
@@ -467,12 +531,33 @@ class _NativeSource:
                 else np.asarray(self.map).shape[1:]
         self.nbytes = sum(f.stat().st_size for f in path.rglob("*.bin"))
         self.compressed = False
+        # the codec a sharded map's shards share, kept when no codec is given (a single map needs one)
+        self.codec_spec: dict[str, Any] | None = self.map.attrs.get("codec") if isinstance(self.map, ShardedMap) \
+            else None
 
     def __len__(self) -> int:
         return len(self.map)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         return list(self.map[positions])
+
+
+def _default_rows(kind: str, src: Path) -> int:
+    """How many samples (rows) of a source are read at a time by default: for a folder (a JSON-lines file), as
+    many files (lines) as fit in about 64 MiB by their mean size, at most the usual count, so that big files
+    (rows) keep memory bounded."""
+    rows = _DEFAULT_ROWS[kind]
+    if kind in ("images", "text"):
+        files = _folder_files(src)
+        mean = max(1, sum(f.stat().st_size for f in files) // max(1, len(files)))
+        rows = int(min(rows, max(1, _BATCH_BYTES // mean)))
+    elif kind == "json-lines":  # the mean length of the lines in the first MiB (or the first line, if longer)
+        with open(src, "rb") as f:
+            head = f.read(1 << 20)
+            lines = head.count(b"\n")
+            mean = len(head) // lines if lines else len(head) + len(f.readline())
+        rows = int(min(rows, max(1, _BATCH_BYTES // max(1, mean))))
+    return rows
 
 
 def _default_batch_size(legacy: Any) -> int:
@@ -503,14 +588,19 @@ def _samples(legacy: Any, batch_size: int, bar: Any) -> Iterator[Any]:
 def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: Any) -> None:
     bar = _progress(len(legacy), f"converting {legacy.path.name}", verbose)
     samples = _samples(legacy, batch_size, bar)
-    codec = None if codec == "none" else codec
+    keep = codec is None  # no codec given: 0.9.0's zstd strings stay zstd, so does a sharded map's codec
+    codec = None if codec == "none" else codec  # "none": stored uncompressed
+    if keep and getattr(legacy, "codec_spec", None):
+        from mmap_ninja.codecs import codec_from_spec
+
+        codec = codec_from_spec(legacy.codec_spec)
     if codec is not None and legacy.kind not in ("strings", "ragged"):
         raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
     try:
         if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap
 
-            if codec is None and legacy.compressed:
+            if keep and legacy.compressed:
                 built: Any = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False,
                                                         zstd_level=legacy.zstd_level)
             else:

@@ -190,6 +190,9 @@ class Decoder:
                 return out
         try:
             image = self._pillow_decode(raw, format_name, channels)
+        except _pillow().UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
+            raise ValueError(f"its bytes are of no image format Pillow knows ({bytes(memoryview(raw)[:8])!r}); the "
+                             f"map may be damaged (mmap-ninja verify --deep says where)") from None
         except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
             raise ValueError(f"{type(e).__name__}: {e}") from None
         if image.shape != shape:
@@ -244,6 +247,9 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
         with Image.open(io.BytesIO(data)) as image:
             format_name, mode, (width, height) = image.format, image.mode, image.size
             channels = _channels_of(image)
+    except Image.UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
+        raise ValueError(f"{what} is not an image Pillow can read: its first bytes are of no image format Pillow "
+                         f"knows ({bytes(memoryview(data)[:8])!r})") from None
     except Exception as e:  # Pillow's plugins raise many kinds (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{what} is not an image Pillow can read: {type(e).__name__}: {e}") from None
     if channels is None:

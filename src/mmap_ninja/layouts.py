@@ -186,7 +186,8 @@ def _refuse_in_place(attrs: dict[str, Any], position: int) -> None:
     spec = attrs.get("codec")
     if spec:
         raise ValueError(f"item {position} cannot be assigned in place: the map is compressed ({spec['name']}), and "
-                         f"a new value compresses to a different size")
+                         f"a compressed map is never assigned in place (a sample's compressed size depends on its "
+                         f"value); write a new map, or convert it with codec 'none' first")
 
 
 def check_lengths(lengths: Any, total: int) -> np.ndarray[Any, Any]:

@@ -23,7 +23,8 @@ __all__ = ["Report", "verify"]
 @dataclass
 class Report:
     """What `verify` found: ``problems`` (each naming a file and, where it can, the samples affected) and
-    ``notes`` (facts that are not damage)."""
+    ``notes`` (facts that are not damage). ``checksums_missing``: the map (or a shard) has no checksums, so a deep
+    verify could check only its structure."""
 
     path: Path
     kind: Optional[str] = None
@@ -32,6 +33,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     bytes_hashed: int = 0
+    checksums_missing: bool = False
 
     @property
     def ok(self) -> bool:
@@ -47,7 +49,8 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Rep
     again and every committed byte must be covered. A sharded map (a directory with ``shards.json``) is checked
     shard by shard, each shard against what ``shards.json`` records (its header id and length); a problem names
     the shard and the samples of the whole map it holds. ``progress=True`` shows a progress bar of the bytes
-    hashed (deep checks). Raises `NotAMapError` if ``path`` holds no map.
+    hashed (deep checks). A records map's key index (a derived column, which has no checksums) is checked by a
+    deep verify by looking every row's key up. Raises `NotAMapError` if ``path`` holds no map.
     """
     directory = absolute(path)
     report = Report(directory, deep=deep)
@@ -95,7 +98,48 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Rep
     report.length = cls.layout.count(header.lengths, header.attrs)
     if deep:
         _check_checksums(directory, header, columns, unit, report, progress)
+        if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
+            _check_key_index(directory, report)
     return report
+
+
+_KEY_BATCH = 65_536
+_MAX_KEY_PROBLEMS = 5
+
+
+def _check_key_index(directory: Path, report: Report) -> None:
+    """A records map's key index (the derived column ``derived-key.slots``, updated in place, so it has no
+    checksum records): every row's key must lead back to that row. O(rows), like the hashing it follows."""
+    from mmap_ninja.records import RecordsMmap
+
+    where = directory / ("derived-key.slots" + COLUMN_SUFFIX)
+    missed = 0
+    try:
+        rec = RecordsMmap(directory, mode="r", allow_unfinished=True)  # an unfinished build is checked too
+    except (CorruptMapError, FormatVersionError, OSError, ValueError) as e:
+        report.problems.append(f"{where}: the key index cannot be checked: {e}")
+        return
+    try:
+        name = rec.key
+        assert name is not None  # the header names a key
+        keys = rec.field(name)
+        for start in range(0, len(rec), _KEY_BATCH):
+            values = keys[start:start + _KEY_BATCH]
+            for row, value in enumerate(values.tolist() if isinstance(values, np.ndarray) else values, start):
+                try:
+                    found: Optional[int] = rec.index_of(value)
+                except KeyError:
+                    found = None
+                if found != row:
+                    missed += 1
+                    if missed <= _MAX_KEY_PROBLEMS:
+                        leads = "finds no row" if found is None else f"leads to row {found}"
+                        report.problems.append(f"{where}: the key index is damaged: the key {value!r} of row {row} "
+                                               f"(field {name!r}) {leads}")
+    finally:
+        rec.close()
+    if missed > _MAX_KEY_PROBLEMS:
+        report.problems.append(f"{where}: the key index misses {missed} rows in all")
 
 
 def _verify_sharded(report: Report, progress: bool) -> Report:
@@ -118,6 +162,7 @@ def _verify_sharded(report: Report, progress: bool) -> Report:
             report.problems.append(f"{top.path / SHARDS_FILE} lists {where}, but {shard_path} holds no map")
             continue
         report.bytes_hashed += sub.bytes_hashed
+        report.checksums_missing |= sub.checksums_missing
         report.problems += [f"{where}: {problem}" for problem in sub.problems]
         report.notes += [f"{where}: {note}" for note in sub.notes]
         if not sub.ok:
@@ -143,6 +188,7 @@ def _verify_legacy(report: Report) -> Report:
         return report
     report.kind, report.length = reader.kind, len(reader)
     report.notes.append("written by mmap_ninja 0.9.0: no checksums to check; `mmap-ninja convert` upgrades it")
+    report.checksums_missing = True
     return report
 
 
@@ -203,6 +249,7 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
                      report: Report, progress: bool = False) -> None:
     if header.checksums is None or CHECKSUMS not in columns:
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
+        report.checksums_missing = True
         return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
     hash_bytes = hasher(header.checksums)

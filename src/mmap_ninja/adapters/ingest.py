@@ -30,6 +30,7 @@ Uses pyarrow (and, for `records_from_huggingface`, the ``datasets`` package the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Optional
@@ -211,11 +212,15 @@ def _columns(schema: dict[str, Field], batch: pa.RecordBatch, first: int) -> dic
 
 def records_from_batches(out_dir: PathLike, arrow_schema: pa.Schema, batches: Iterable[pa.RecordBatch], *,
                          key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
-                         metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                         metadata: Optional[dict[str, Any]] = None, codec: Any = None) -> RecordsMmap:
     """Build a `RecordsMmap` from Arrow record batches of ``arrow_schema``, committing each batch (see the module
-    docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`). The
+    docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`).
+    ``codec`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`) compresses every strings and ragged field. The
     first batch is converted (and its keys checked) before anything is created."""
     schema = {field.name: arrow_field(field.name, field.type) for field in arrow_schema}
+    if codec is not None:
+        schema = {name: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
+                  for name, f in schema.items()}
     if not schema:
         raise ValueError("the table has no columns; a records map needs at least one field")
     RecordsMmap.layout.attrs(schema=schema, key=key)  # a key naming no field, or a float one, fails here
