@@ -297,10 +297,10 @@ def test_json_lines_of_strings_name_the_line_of_a_string_that_cannot_be_stored(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.jsonl"]
 
 
-def test_a_field_error_naming_an_item_names_its_line_and_one_line_is_not_a_range(tmp_path):
+def test_a_field_error_naming_a_row_names_its_line_and_one_line_is_not_a_range(tmp_path):
     src = tmp_path / "rows.jsonl"
     src.write_text('{"a": ["x"]}\n\n{"a": ["abc"]}\n')
-    with pytest.raises(ValueError, match=r"rows\.jsonl line 3: field 'a': item 1"):
+    with pytest.raises(ValueError, match=r"rows\.jsonl line 3: row 1, field 'a'"):
         convert(src, tmp_path / "out", verbose=False, batch_size=1)
     src.write_text('{"a b": 1}\n')
     with pytest.raises(ValueError, match=r"rows\.jsonl line 1: field names must be"):

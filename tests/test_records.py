@@ -157,6 +157,15 @@ def test_schema_inference(tmp_path):
         RecordsMmap.from_generator(tmp_path / "one", data, batch_size=1)
 
 
+def test_inference_is_not_decided_by_an_empty_list(tmp_path):
+    # An empty list is float64 to NumPy; a row of token ids that starts with [] must still be an integer field.
+    assert infer_schema([{"tok": []}, {"tok": [1, 2]}]) == {"tok": Field.ragged(np.int64)}
+    assert infer_schema([{"tok": np.zeros(0, np.int8)}, {"tok": [1, 2]}]) == {"tok": Field.ragged(np.int64)}
+    assert infer_schema([{"tok": []}, {"tok": []}]) == {"tok": Field.ragged(np.float64)}
+    m = RecordsMmap.from_generator(tmp_path / "m", [{"tok": []}, {"tok": [7, 8]}], batch_size=4)
+    assert m[1]["tok"].dtype == np.int64 and m[1]["tok"].tolist() == [7, 8]
+
+
 def test_inference_from_columns_makes_ndarray_columns_numpy_fields():
     schema = infer_schema({"emb": np.zeros((4, 8), np.float16), "y": np.arange(4, dtype=np.uint8),
                            "text": ["a", "b", "c", "d"], "tok": [np.arange(2)] * 4})

@@ -269,8 +269,12 @@ def _infer_field(name: str, values: list[Any]) -> Field:
         except (TypeError, ValueError):
             dtype = array.dtype
         return Field.scalar(storable_dtype(dtype, where))
+    arrays = [as_array(v, where) for v in like[:_INFER_ROWS]]
+    # An empty list has NumPy's default float64 dtype, which says nothing of the field: only arrays, and lists
+    # that hold values, decide (a field of empty lists alone is float64, as NumPy makes them).
+    telling = [a.dtype for v, a in zip(like, arrays) if isinstance(v, np.ndarray) or a.size] or [array.dtype]
     try:
-        dtype = np.result_type(*[as_array(v, where).dtype for v in like[:_INFER_ROWS]])
+        dtype = np.result_type(*telling)
     except (TypeError, ValueError):
         dtype = array.dtype
     return Field.ragged(storable_dtype(dtype, where))
