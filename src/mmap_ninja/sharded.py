@@ -250,6 +250,8 @@ class ShardedMap:
             self._getters: dict[int, Callable[[int], Any]] = {}
             self._used: dict[int, int] = {}
             self._clock = count()
+            # Whether any shard can ever be evicted: when all fit, hits skip the use clock.
+            self._evicting = len(header.shards) > self._max_open
 
     # -------------------------------------------------------------- properties
 
@@ -364,6 +366,14 @@ class ShardedMap:
 
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
+        if type(index) is int and 0 <= index < self._length:  # the hot path: a plain position in an open shard
+            starts = self._starts
+            k = bisect_right(starts, index) - 1
+            get = self._getters.get(k)
+            if get is not None and self.wrapper_fn is None:
+                if self._evicting:
+                    self._used[k] = next(self._clock)
+                return get(index - starts[k])
         if type(index) is not int:
             if isinstance(index, (bool, np.bool_)):
                 raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
