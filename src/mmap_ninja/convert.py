@@ -372,16 +372,9 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
         first = (first[0], _pick(src, first[0], first[1], field))
     book = _Lines(src, batch_size)
     if isinstance(first[1], str):
-        def strings() -> Iterator[str]:
-            for number, value in values:
-                if not isinstance(value, str):
-                    raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not a string like line "
-                                       f"{first[0]}")
-                book.add(number)
-                yield value
-
+        strings = _alike(values, str, "a string", first[0], book)
         try:
-            return StringsMmap.from_generator(temporary, _progress_over(strings(), None, src.name, verbose),
+            return StringsMmap.from_generator(temporary, _progress_over(strings, None, src.name, verbose),
                                               batch_size, verbose=False, codec=codec)
         except (ValueError, TypeError) as e:
             _raise_at(book.where, e)
@@ -390,17 +383,21 @@ def _from_json_lines(src: Path, temporary: Path, batch_size: int, verbose: bool,
     elif not isinstance(first[1], dict):
         raise ValueError(f"{src} line {first[0]} holds {type(first[1]).__name__}; convert takes JSON lines that are "
                          f"objects (the rows of a records map) or strings")
-
-    def rows() -> Iterator[Any]:
-        for number, value in values:
-            if not isinstance(value, dict):
-                raise _SourceError(f"{src} line {number} holds {type(value).__name__}, not an object like line "
-                                   f"{first[0]}")
-            book.add(number)
-            yield value
-
-    return _records_from_batches(_batched(rows(), batch_size), None, temporary, src.name, verbose, codec,
+    rows = _alike(values, dict, "an object", first[0], book)
+    return _records_from_batches(_batched(rows, batch_size), None, temporary, src.name, verbose, codec,
                                  RecordsMmap, book.where)
+
+
+def _alike(values: Iterator[tuple[int, Any]], kind: type, described: str, first_line: int, book: _Lines
+           ) -> Iterator[Any]:
+    """The values of numbered lines, each noted in ``book``; one that is not a ``kind`` like the first line's
+    stops the conversion, naming its line."""
+    for number, value in values:
+        if not isinstance(value, kind):
+            raise _SourceError(f"{book.src} line {number} holds {type(value).__name__}, not {described} like line "
+                               f"{first_line}")
+        book.add(number)
+        yield value
 
 
 def _pick(src: Path, number: int, value: Any, field: str) -> Any:
