@@ -36,10 +36,13 @@ def test_a_bad_lock_timeout_is_refused_when_opening(tmp_path, timeout):
     StringsMmap.from_strings(tmp_path / "m", ["a"]).close()
     with pytest.raises(ValueError, match="lock_timeout must be None"):
         StringsMmap(tmp_path / "m", lock_timeout=timeout)
+    # Ten refusals leak no descriptor each: the count may move by a few from other tests' background threads
+    # (fsspec's event loop, thread pools), never by ten.
     fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(ValueError, match="lock_timeout"):
-        StringsMmap.from_strings(tmp_path / "n", ["a"], lock_timeout=timeout)
-    assert len(os.listdir("/proc/self/fd")) == fds and not (tmp_path / "n").exists()
+    for _ in range(10):
+        with pytest.raises(ValueError, match="lock_timeout"):
+            StringsMmap.from_strings(tmp_path / "n", ["a"], lock_timeout=timeout)
+    assert len(os.listdir("/proc/self/fd")) - fds < 5 and not (tmp_path / "n").exists()
 
 
 def test_a_nested_block_that_raises_takes_its_appends_back(tmp_path):
