@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,8 +17,16 @@ import numpy as np
 import pytest
 
 from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap
+from mmap_ninja.testing import quick_gil_handoff
 
 BATCH = 7  # samples per extend
+
+
+@pytest.fixture(autouse=True)
+def quick_handoff() -> Iterator[None]:
+    """Writer and refresher threads must make progress beside four flat-out readers (see `quick_gil_handoff`)."""
+    with quick_gil_handoff():
+        yield
 
 
 def expected_sample(kind: str, i: int) -> Any:

@@ -38,7 +38,15 @@ What `MapConformance` checks, through the public API only:
 
 from __future__ import annotations
 
-from mmap_ninja.testing.conformance import QUICK, THOROUGH, Effort, MapConformance, assert_holds, directory_digest
+from mmap_ninja.testing.conformance import (
+    QUICK,
+    THOROUGH,
+    Effort,
+    MapConformance,
+    assert_holds,
+    directory_digest,
+    quick_gil_handoff,
+)
 from mmap_ninja.testing.processes import check_interleaved_batches
 from mmap_ninja.testing.registry import (
     BUILTIN_SPECS,
@@ -67,6 +75,7 @@ __all__ = [
     "check_interleaved_batches",
     "directory_digest",
     "make_state_machine",
+    "quick_gil_handoff",
     "register_spec",
     "spec_for",
     "specs",
