@@ -194,6 +194,29 @@ def test_wrapper_fn(tmp_path):
     assert all(map(equal, list(m), [e * 2 for e in expected]))
 
 
+def test_wrapper_fn_set_after_opening_and_taken_back(tmp_path):
+    paths, expected = make_shards("ragged", tmp_path)
+    m = ShardedMap(merge(tmp_path / "out", paths).path)
+    assert equal(m[3], expected[3])  # shard open: the next read takes the fast path
+    m.wrapper_fn = lambda a: a * 2
+    assert equal(m[3], expected[3] * 2) and equal(m[-1], expected[-1] * 2)
+    m.wrapper_fn = None
+    assert equal(m[3], expected[3])
+
+
+def test_every_position_and_the_ends_with_empty_shards_between(tmp_path):
+    paths, expected = make_shards("strings", tmp_path, [0, 2, 0, 0, 3, 1, 0])
+    m = ShardedMap(merge(tmp_path / "out", paths).path)
+    for _ in range(2):  # the first round opens the shards, the second reads the open ones
+        assert [m[i] for i in range(len(m))] == expected
+        assert [m[i] for i in range(-len(m), 0)] == expected
+        for bad in (len(m), len(m) + 5, -len(m) - 1):
+            with pytest.raises(IndexError, match="out of range"):
+                m[bad]
+    m.close()
+    assert m.open_shards == 0 and m[5] == expected[5]  # closed shards reopen on the next read
+
+
 def test_a_replaced_or_grown_shard_is_reported(tmp_path):
     paths, _ = make_shards("strings", tmp_path)
     m = merge(tmp_path / "out", paths)

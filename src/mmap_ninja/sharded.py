@@ -223,7 +223,7 @@ class ShardedMap:
             raise ValueError(f"max_open_shards must be a positive integer, got {max_open_shards!r}")
         self._path = absolute(out_dir)
         self._mode = mode
-        self.wrapper_fn = wrapper_fn
+        self._wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
         self._max_open = max_open_shards
         self._lock_timeout = lock_timeout
@@ -245,13 +245,35 @@ class ShardedMap:
             self._starts_array = np.asarray(starts, dtype=np.int64)
             self._length = starts[-1]
             # The open shards, their sample readers, and when each was last used (evicted least recently used
-            # first). Hits read these dicts without the lock: one dict lookup each, atomic under the GIL.
+            # first). Reads look these up without the lock: one dict or list item each, atomic under the GIL.
+            # ``_getters[k + 1]`` reads shard k while it is open, so that ``bisect_right(starts, i)`` indexes it
+            # directly; the first and last items stay None (a position below 0 or from ``len(m)`` on).
             self._open: dict[int, MapBase] = {}
-            self._getters: dict[int, Callable[[int], Any]] = {}
+            self._getters: list[Optional[Callable[[int], Any]]] = [None] * (len(header.shards) + 2)
             self._used: dict[int, int] = {}
             self._clock = count()
             # Whether any shard can ever be evicted: when all fit, hits skip the use clock.
             self._evicting = len(header.shards) > self._max_open
+            self._update_fast_path()
+
+    def _update_fast_path(self) -> None:
+        """``m[i]`` reads ``(starts, getters)`` from ``_fast`` in one step (a consistent pair, even while another
+        thread refreshes). The getters are the live ones when a hit needs nothing else: no ``wrapper_fn`` to
+        apply and no use clock to tick; otherwise a list of None, which sends every read the long way."""
+        getters = self._getters
+        hot = self._wrapper_fn is None and not self._evicting
+        self._fast = (self._starts, getters if hot else [None] * len(getters))
+
+    @property
+    def wrapper_fn(self) -> Optional[Callable[[Any], Any]]:
+        """The function applied to every sample read (None: samples as stored)."""
+        return self._wrapper_fn
+
+    @wrapper_fn.setter
+    def wrapper_fn(self, wrapper_fn: Optional[Callable[[Any], Any]]) -> None:
+        with self._lock:
+            self._wrapper_fn = wrapper_fn
+            self._update_fast_path()
 
     # -------------------------------------------------------------- properties
 
@@ -325,16 +347,21 @@ class ShardedMap:
             shard = self._open.get(k)
             if shard is None:
                 shard = self._load(k)
-                self._getters[k] = shard._view.get  # the shard's own reader: positions were checked here already
+                get = shard._view.get  # the shard's own reader: positions were checked here already
+                self._getters[k + 1] = get
                 self._open[k] = shard
                 while len(self._open) > self._max_open:
                     used = self._used
                     victim = min((j for j in self._open if j != k), key=lambda j: used.get(j, -1))
                     # Dropped, not closed: another thread may still be reading from it; its mappings go with it.
-                    del self._open[victim], self._getters[victim]
+                    del self._open[victim]
+                    self._getters[victim + 1] = None
                     used.pop(victim, None)
+            else:
+                get = self._getters[k + 1]
+                assert get is not None
             self._used[k] = next(self._clock)
-            return shard, self._getters[k]
+            return shard, get
 
     def open_shard(self, k: int) -> MapBase:
         """Open shard ``k`` read-only, unchecked: every read reaches a shard through this (and then checks it
@@ -366,15 +393,13 @@ class ShardedMap:
 
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
-        if type(index) is int and 0 <= index < self._length:  # the hot path: a plain position in an open shard
-            starts = self._starts
-            k = bisect_right(starts, index) - 1
-            get = self._getters.get(k)
-            if get is not None and self.wrapper_fn is None:
-                if self._evicting:
-                    self._used[k] = next(self._clock)
-                return get(index - starts[k])
-        if type(index) is not int:
+        if type(index) is int:  # the hot path: a plain position in an open shard (see _update_fast_path)
+            starts, getters = self._fast
+            k = bisect_right(starts, index)
+            get = getters[k]
+            if get is not None:
+                return get(index - starts[k - 1])
+        else:
             if isinstance(index, (bool, np.bool_)):
                 raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
             try:
@@ -387,13 +412,13 @@ class ShardedMap:
             raise IndexError(f"index {index} is out of range for a sharded map of length {length}")
         starts = self._starts
         k = bisect_right(starts, position) - 1
-        get = self._getters.get(k)
+        get = self._getters[k + 1]
         if get is None:
             get = self._admit(k)[1]
         else:
             self._used[k] = next(self._clock)
         sample = get(position - starts[k])
-        return sample if self.wrapper_fn is None else self._wrap(sample)
+        return sample if self._wrapper_fn is None else self._wrap(sample)
 
     def _wrap(self, sample: Any) -> Any:
         if self.copy_before_wrapper_fn and isinstance(sample, np.ndarray):
@@ -520,7 +545,7 @@ class ShardedMap:
             for shard in self._open.values():
                 shard.close()
             self._open.clear()
-            self._getters.clear()
+            self._getters[:] = [None] * len(self._getters)
             self._used.clear()
 
     def __enter__(self) -> ShardedMap:
