@@ -405,3 +405,36 @@ def test_an_image_damaged_on_disk_is_named_without_a_memory_address(tmp_path):
             read()
         message = str(caught.value)
         assert "image 0" in message and "0x" not in message and "b'XXXX" in message and "verify" in message
+
+
+def is_progressive(data: bytes) -> bool:
+    with Image.open(io.BytesIO(data)) as image:
+        return bool(image.info.get("progressive") or image.info.get("progression"))
+
+
+def test_baseline_jpeg_rewrites_progressive_jpegs_losslessly_and_keeps_the_rest(tmp_path):
+    simplejpeg = pytest.importorskip("simplejpeg")
+    progressive = {"rgb": encoded(picture(70, 90, 3, 7), "JPEG", quality=90, progressive=True),
+                   "gray": encoded(picture(31, 45, 1, 8), "JPEG", quality=80, progressive=True),
+                   "subsampled": encoded(picture(50, 33, 3, 9), "JPEG", progressive=True, subsampling="4:2:0")}
+    others = [encoded(picture(40, 60, 3), "JPEG", quality=90), encoded(picture(25, 35, 4, 2), "PNG")]
+    assert all(map(is_progressive, progressive.values())) and not is_progressive(others[0])
+    paths = []
+    for k, data in enumerate([*progressive.values(), *others]):
+        paths.append(tmp_path / f"{k}.img")
+        paths[-1].write_bytes(data)
+    m = ImagesMmap.from_files(tmp_path / "m", paths, baseline_jpeg=True)
+    for k, data in enumerate(progressive.values()):
+        stored = m.raw(k).tobytes()
+        assert not is_progressive(stored) and stored != data
+        channels = 1 if k == 1 else 3
+        assert np.array_equal(m[k], pillow_decode(data, "L" if channels == 1 else "RGB"))
+        assert np.array_equal(simplejpeg.decode_jpeg(stored), simplejpeg.decode_jpeg(data))
+    assert [m.raw(k).tobytes() for k in (3, 4)] == others  # baseline JPEGs and PNGs are stored as given
+    m.extend([progressive["rgb"]])  # the map keeps the rule for later writes, from any handle
+    assert not is_progressive(ImagesMmap(m.path).raw(5).tobytes())
+    plain = ImagesMmap.from_files(tmp_path / "plain", paths)
+    assert plain.raw(0).tobytes() == progressive["rgb"]  # the default stores every file's bytes as given
+    with pytest.raises(TypeError, match="baseline_jpeg must be True or False"):
+        ImagesMmap.from_files(tmp_path / "bad", paths, baseline_jpeg="yes")
+    assert not (tmp_path / "bad").exists()
