@@ -41,6 +41,30 @@ def test_a_folder_of_images_becomes_an_images_map_in_sorted_path_order(tmp_path)
     assert m[2].shape == (4, 6, 3) and tuple(m[2][0, 0]) == (255, 0, 0)
 
 
+def test_baseline_jpeg_option_on_a_folder_of_images(tmp_path, capsys):
+    from PIL import Image
+
+    from mmap_ninja.images import ImagesMmap
+
+    src = tmp_path / "pictures"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)).save(buffer, format="JPEG", progressive=True)
+    (src / "a.jpg").write_bytes(buffer.getvalue())
+    (src / "b.png").write_bytes(_image_bytes("red", "PNG"))
+    assert main(["convert", "-q", "--baseline-jpeg", str(src), str(tmp_path / "out")]) == 0
+    m = ImagesMmap(tmp_path / "out", mode="r")
+    with Image.open(io.BytesIO(bytes(m.raw(0)))) as stored, Image.open(src / "a.jpg") as given:
+        assert given.info.get("progressive") and not stored.info.get("progressive")
+        assert np.array_equal(np.asarray(stored), np.asarray(given)) and np.array_equal(m[0], np.asarray(given))
+    assert bytes(m.raw(1)) == (src / "b.png").read_bytes()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("words")
+    assert main(["convert", "-q", "--baseline-jpeg", str(tmp_path / "texts"), str(tmp_path / "out2")]) == 1
+    assert "--baseline-jpeg" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
 def test_records_option_on_a_class_folder(tmp_path):
     src = tmp_path / "classes"
     for label in ("cat", "dog"):

@@ -120,11 +120,13 @@ def source_kind(src: PathLike) -> str:
 
 
 def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: int | None = None,
-            codec: Any = None, records: bool = False, field: str | None = None) -> Converted:
+            codec: Any = None, records: bool = False, field: str | None = None,
+            baseline_jpeg: bool = False) -> Converted:
     """Make a new map at ``dst`` out of ``src`` (see the module's docstring for the sources); ``codec=``
     (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`, or ``"none"``) compresses strings and ragged samples.
     ``records=True`` turns a ``root/<class>/<file>`` folder of images into a records map with a label field;
-    ``field=`` keeps one field of a JSON-lines file's objects.
+    ``field=`` keeps one field of a JSON-lines file's objects. ``baseline_jpeg=True`` stores a folder's
+    progressive JPEGs as baseline ones, losslessly (see `ImagesMmap.from_files`).
 
     The map is built in a temporary directory next to ``dst`` and renamed to ``dst`` only when complete (and
     checked by `mmap_ninja.verify`): nothing appears at ``dst`` otherwise, and a failure leaves no temporary
@@ -140,7 +142,8 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
 
     Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
     ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
-    JSON lines, ``records=True`` on anything but images, no ``codec=`` on a map already in the current format) or
+    JSON lines, ``records=True`` on anything but images, ``baseline_jpeg=True`` on anything but a folder of images
+    without ``records=True``, no ``codec=`` on a map already in the current format) or
     for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
     `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
     """
@@ -155,6 +158,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if records and kind not in ("images", "text"):
         raise ValueError(f"records=True (--records) is for a root/<class>/<file> folder of images, and {source_dir} "
                          f"is a {kind} source")
+    if baseline_jpeg and (kind != "images" or records):
+        raise ValueError(f"baseline_jpeg=True (--baseline-jpeg) is for a folder of images converted into an images "
+                         f"map, and {source_dir} is a {kind} source{' converted with records=True' * records}")
     if field is not None and kind != "json-lines":
         raise ValueError(f"field= (--field) picks a field of a JSON-lines file's objects, and {source_dir} is a "
                          f"{kind} source")
@@ -172,7 +178,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             result_kind, length = legacy.kind, len(legacy)
         else:
             size = batch_size if batch_size is not None else _default_rows(kind, source_dir)
-            built = _build_from(kind, source_dir, temporary, size, verbose, codec, records, field)
+            built = _build_from(kind, source_dir, temporary, size, verbose, codec, records, field, baseline_jpeg)
             result_kind, length = built.layout.kind, len(built)
             built.close()
             _check_built(temporary)
@@ -235,10 +241,10 @@ def _check_regular(path: Path) -> None:
 
 
 def _build_from(kind: str, src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool,
-                field: str | None) -> Any:
+                field: str | None, baseline_jpeg: bool = False) -> Any:
     codec = None if codec == "none" else codec
     if kind == "images":
-        return _from_images(src, temporary, batch_size, verbose, codec, records)
+        return _from_images(src, temporary, batch_size, verbose, codec, records, baseline_jpeg)
     if kind == "text":
         if records:
             raise ValueError(f"records=True (--records) is for a root/<class>/<file> folder of images; {src} holds "
@@ -278,7 +284,8 @@ def _first_other(src: Path) -> str:
     return next((str(f.relative_to(src)) for f in _folder_files(src) if f.suffix.lower() not in IMAGE_SUFFIXES), "?")
 
 
-def _from_images(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool) -> Any:
+def _from_images(src: Path, temporary: Path, batch_size: int, verbose: bool, codec: Any, records: bool,
+                 baseline_jpeg: bool) -> Any:
     if codec is not None:
         raise ValueError("images keep their own encoding (JPEG, PNG, ...); a codec does not apply to them")
     if records:
@@ -291,7 +298,8 @@ def _from_images(src: Path, temporary: Path, batch_size: int, verbose: bool, cod
         return from_image_folder(temporary, src, batch_size=batch_size, verbose=verbose)
     from mmap_ninja.images import ImagesMmap
 
-    return ImagesMmap.from_files(temporary, _folder_files(src), batch_size, verbose=verbose)
+    return ImagesMmap.from_files(temporary, _folder_files(src), batch_size, verbose=verbose,
+                                 baseline_jpeg=baseline_jpeg)
 
 
 def _read_text(path: Path) -> str:
