@@ -147,3 +147,20 @@ def test_threads_share_one_map_object(kind: str, tmp_path: Path, writer_is_other
 def test_threads_share_one_map_object_for_10_seconds(kind: str, tmp_path: Path, writer_is_other_handle: bool) -> None:
     counts = run_threads(kind, tmp_path, 10.0, writer_is_other_handle)
     assert counts["written"] > 50 + 20 * BATCH and counts["prefix"] > 20 and counts["refresh"] > 20
+
+
+def test_a_view_taken_before_writes_reads_one_state_through_all_its_attributes(tmp_path: Path) -> None:
+    """A reader thread takes ``view = m._view`` and then reads several of its attributes (the length to resolve
+    positions, then the offsets to read them). When that view stands in for the state after a write, all its
+    attributes must come from one state, however many writes and refreshes happen between the reads: before, the
+    length came from one state and the offsets from another, an IndexError in a reader thread."""
+    m = StringsMmap.from_strings(tmp_path / "m", ["a", "b"])
+    other = StringsMmap(tmp_path / "m")
+    m.extend(["c"])
+    view = m._view  # stands in for the state after the extend, built when first used
+    length = view.length
+    other.extend(["d", "e"])
+    m.refresh()
+    m.extend(["f"])
+    assert length == 3 and len(view.offsets) == length + 1 and view.get_many(np.arange(length)) == ["a", "b", "c"]
+    assert m[:] == ["a", "b", "c", "d", "e", "f"]

@@ -86,17 +86,22 @@ def resolve_positions(index: Any, length: int) -> np.ndarray[Any, Any]:
 
 class _StaleView:
     """Stands in for a handle's view after it wrote: the first use builds the view of the new state, so a loop
-    of writes does not remap the files after every one of them."""
+    of writes does not remap the files after every one of them.
 
-    __slots__ = ("_owner",)
+    It resolves once: every attribute read through it, by any thread, comes from the same view. A reader that
+    took ``view = self._view`` and reads ``view.length`` and then ``view.get_many`` must get both from one
+    state, or it would compute positions from one state's length and read them from another's offsets."""
+
+    __slots__ = ("_owner", "_resolved")
 
     def __init__(self, owner: MapBase):
         self._owner = owner
+        self._resolved: Any = None
 
     def __getattr__(self, name: str) -> Any:
-        view = self._owner._view
-        if view is self:
-            view = self._owner._rebuild()
+        view = self._resolved
+        if view is None:
+            view = self._owner._resolve(self)
         return getattr(view, name)
 
 
@@ -274,14 +279,14 @@ class MapBase:
 
     def _rebuild(self) -> Any:
         """Build the view of the store's current state and install it unless a newer one is already in."""
-        with self._view_lock:
+        with self._view_lock:  # the ticket and the state it numbers are taken together, so tickets order states
             self._tickets += 1
             ticket = self._tickets
-        store = self._store
-        if store is None:
+            store = self._store
+            snapshot = store.snapshot() if store is not None else None
+        if store is None or snapshot is None:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
-            snapshot = store.snapshot()
             view = self.layout.view(snapshot)
             if self._verify_reads and store.header.checksums is not None:
                 view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
@@ -292,6 +297,14 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _resolve(self, stale: _StaleView) -> Any:
+        """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""
+        view = self._rebuild()
+        with self._view_lock:
+            if stale._resolved is None:
+                stale._resolved = view
+            return stale._resolved
 
     def _invalidate(self) -> None:
         """After a write: the next use builds the view of the new state; a view whose building started before
