@@ -97,6 +97,38 @@ def test_from_image_folder_orders_like_torchvision_and_keeps_the_bytes(tmp_path)
         from_image_folder(tmp_path / "m3", root, extensions=["png"])
 
 
+def _progressive_jpeg(seed):
+    array = np.random.default_rng(seed).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=85, progressive=True)
+    return buffer.getvalue()
+
+
+def _is_progressive(data):
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        return bool(image.info.get("progressive"))
+
+
+def test_baseline_jpeg_in_an_images_field_and_an_image_folder(tmp_path):
+    with pytest.raises(TypeError, match="baseline_jpeg is an option of images fields"):
+        Field("strings", baseline_jpeg=True)
+    given = [_progressive_jpeg(k) for k in range(3)]
+    pixels = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in given]
+    rec = RecordsMmap.from_generator(tmp_path / "r", ({"image": d} for d in given[:2]), 1,
+                                     schema={"image": Field.images(baseline_jpeg=True)})
+    reopened = RecordsMmap(tmp_path / "r")
+    assert reopened.schema["image"] == Field.images(baseline_jpeg=True)  # the rule is kept by the map
+    reopened.append({"image": given[2]})
+    rec.refresh()
+    assert not any(_is_progressive(rec["image"].raw(i)) for i in range(3))
+    assert all(np.array_equal(rec[i]["image"], pixels[i]) for i in range(3))
+    root = tmp_path / "root"
+    _folder(root, {"a": [("1.jpg", given[0])], "b": [("2.jpg", given[1])]})
+    folder = RecordsMmap.from_image_folder(tmp_path / "f", root, baseline_jpeg=True)
+    assert not _is_progressive(folder["image"].raw(0)) and np.array_equal(folder[1]["image"], pixels[1])
+    assert _is_progressive(RecordsMmap.from_image_folder(tmp_path / "g", root)["image"].raw(0))
+
+
 def test_from_image_folder_sorts_class_names_by_code_point_as_torchvision(tmp_path):
     # torchvision's find_classes: sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     root = tmp_path / "root"

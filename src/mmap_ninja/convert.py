@@ -142,8 +142,8 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
 
     Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
     ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
-    JSON lines, ``records=True`` on anything but images, ``baseline_jpeg=True`` on anything but a folder of images
-    without ``records=True``, no ``codec=`` on a map already in the current format) or
+    JSON lines, ``records=True`` and ``baseline_jpeg=True`` on anything but images, no ``codec=`` on a map already
+    in the current format) or
     for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
     `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
     """
@@ -158,9 +158,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if records and kind not in ("images", "text"):
         raise ValueError(f"records=True (--records) is for a root/<class>/<file> folder of images, and {source_dir} "
                          f"is a {kind} source")
-    if baseline_jpeg and (kind != "images" or records):
-        raise ValueError(f"baseline_jpeg=True (--baseline-jpeg) is for a folder of images converted into an images "
-                         f"map, and {source_dir} is a {kind} source{' converted with records=True' * records}")
+    if baseline_jpeg and kind != "images":
+        raise ValueError(f"baseline_jpeg=True (--baseline-jpeg) is for a folder of images, and {source_dir} is a "
+                         f"{kind} source")
     if field is not None and kind != "json-lines":
         raise ValueError(f"field= (--field) picks a field of a JSON-lines file's objects, and {source_dir} is a "
                          f"{kind} source")
@@ -295,7 +295,7 @@ def _from_images(src: Path, temporary: Path, batch_size: int, verbose: bool, cod
         if from_image_folder is None:
             raise ValueError("records=True (--records) needs RecordsMmap.from_image_folder, which this mmap_ninja "
                              "does not have")
-        return from_image_folder(temporary, src, batch_size=batch_size, verbose=verbose)
+        return from_image_folder(temporary, src, batch_size=batch_size, verbose=verbose, baseline_jpeg=baseline_jpeg)
     from mmap_ninja.images import ImagesMmap
 
     return ImagesMmap.from_files(temporary, _folder_files(src), batch_size, verbose=verbose,

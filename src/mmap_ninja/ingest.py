@@ -131,12 +131,14 @@ def _read_rows(root: Path, samples: list[tuple[str, int]], start: int = 0) -> It
 
 def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
                       extensions: Optional[Sequence[str]] = None, key: Optional[str] = None, overwrite: bool = False,
-                      durable: bool = False, metadata: Optional[dict[str, Any]] = None) -> RecordsMmap:
+                      durable: bool = False, metadata: Optional[dict[str, Any]] = None,
+                      baseline_jpeg: bool = False) -> RecordsMmap:
     """Build a `RecordsMmap` with the fields ``image`` (the file's bytes, decoded on read), ``label`` (int64,
     the class index) and ``path`` (str, relative to ``root``) from an image folder ``root/<class>/<file>``;
     the class names are the map's metadata ``{"classes": [...]}`` (merged into ``metadata``). ``key="path"``
     indexes the rows by path (``rec.index_of("cat/1.jpg")``, see `RecordsMmap.index_of`); only ``"path"`` is
-    unique, so only it can be the key.
+    unique, so only it can be the key. ``baseline_jpeg=True`` stores progressive JPEGs as baseline ones with the
+    same coefficients (the same pixels, decoded 2-3x faster; see `ImagesMmap.from_files`).
 
     A root with no class folders, or a class folder with no image, raises FileNotFoundError before anything is
     written. A file that cannot be read or is not an image Pillow can read raises a ValueError naming its row
@@ -151,7 +153,7 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
         raise ValueError(f"{out_dir} is inside the image folder {root}: the map's folder would be read as a class "
                          f"(or its files as images) when it is built again; build the map outside {root}")
     classes, samples = image_folder_samples(root, extensions)
-    schema = {"image": Field.images(), "label": Field.scalar(np.int64), "path": Field.strings()}
+    schema = {"image": Field.images(baseline_jpeg), "label": Field.scalar(np.int64), "path": Field.strings()}
     info = {**(metadata or {}), "classes": classes}
     first = list(islice(_read_rows(root, samples), batch_size))
     for k, row in enumerate(first):  # the first batch is checked before anything exists
