@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,17 @@ def write_header(directory: Path, content: dict) -> None:
     content = {key: value for key, value in content.items() if key != "checksum"}
     content["checksum"] = header_checksum(content)
     (Path(directory) / "header.json").write_text(json.dumps(content))
+
+
+def peak_bytes_in_a_fresh_process(setup: str, statement: str) -> int:
+    """tracemalloc's peak while ``statement`` runs, in a fresh interpreter, after ``setup`` and one warm-up run of
+    the statement (imports, caches). tracemalloc counts every thread's allocations: in the test process, the
+    threads other tests leave running (the session's Dask client, decoding pools) would be counted too."""
+    code = f"import tracemalloc\n{setup}\n{statement}\ntracemalloc.start()\n{statement}\n" \
+           f"print(tracemalloc.get_traced_memory()[1])\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
 
 
 def sample_for(kind: str, i: int):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from mmap_ninja import CorruptMapError, FormatVersionError, NotAMapError, RaggedMmap, StringsMmap, open_existing
 from mmap_ninja.storage import FORMAT_VERSION
 
-from conftest import build, equal, sample_for, snapshot, write_header
+from conftest import build, equal, peak_bytes_in_a_fresh_process, sample_for, snapshot, write_header
 
 
 def edit_header(path, **changes):
@@ -135,11 +134,8 @@ def test_opening_allocates_nothing_per_sample(tmp_path):
     StringsMmap.from_strings(tmp_path / "m", ["x"] * 1_000_000).close()
     RaggedMmap.from_lists(tmp_path / "r", [np.zeros(1, np.uint8)] * 200_000).close()
     for cls, path in ((StringsMmap, tmp_path / "m"), (RaggedMmap, tmp_path / "r")):
-        tracemalloc.start()
-        m = cls(path)
-        m[len(m) - 1]
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peak = peak_bytes_in_a_fresh_process(f"from mmap_ninja import {cls.__name__} as cls\npath = {str(path)!r}",
+                                             "m = cls(path)\nm[len(m) - 1]")
         assert peak < 64 * 1024, f"opening {cls.__name__} allocated {peak} bytes"
 
 

@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import threading
-import tracemalloc
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from mmap_ninja.legacy import (
 )
 from mmap_ninja.storage import CorruptMapError, NotAMapError
 
-from conftest import snapshot
+from conftest import peak_bytes_in_a_fresh_process, snapshot
 
 CLEAN = ["strings", "strings_zstd", "strings_zstd_dict", "ragged_flat", "ragged_nd", "ragged_float16", "numpy_c",
          "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime"]
@@ -192,13 +191,9 @@ def test_warning_names_the_disagreeing_files(legacy_maps: dict[str, Path]) -> No
 @pytest.mark.parametrize("kind", ["strings", "ragged_flat", "ragged_nd", "numpy"])
 def test_open_is_o1_in_memory(big_legacy_maps: dict[str, Path], kind: str) -> None:
     path = big_legacy_maps[kind]
-    open_legacy(path)  # warm imports and caches
-    tracemalloc.start()
-    try:
-        m: Any = open_legacy(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes_in_a_fresh_process(f"from mmap_ninja.legacy import open_legacy\npath = {str(path)!r}",
+                                         "m = open_legacy(path)")
+    m: Any = open_legacy(path)
     assert len(m) == 1_000_000
     assert peak < 64 * 1024, f"opening a 0.9.0 map of 1M samples allocated {peak} bytes"
     near_end = m.get(999_998)
