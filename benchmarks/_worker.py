@@ -133,11 +133,11 @@ def open_map(impl, kind, path):
     return ragged_cls(path)
 
 
-def build_map(impl, kind, path, samples, batch_size, codec=None):
+def build_map(impl, kind, path, samples, batch_size, codec=None, options=None):
     if kind == "images":
         from mmap_ninja.images import ImagesMmap
 
-        return ImagesMmap.from_files(path, samples, batch_size, overwrite=True)
+        return ImagesMmap.from_files(path, samples, batch_size, overwrite=True, **(options or {}))
     strings_cls, ragged_cls = map_classes()
     if codec is not None:  # ours only
         cls = strings_cls if kind == "strings" else ragged_cls
@@ -184,7 +184,7 @@ def task_build(spec):
     else:
         raise ValueError(source)
     t0 = perf()
-    m = build_map(impl, kind, path, samples, spec["batch_size"], spec.get("codec"))
+    m = build_map(impl, kind, path, samples, spec["batch_size"], spec.get("codec"), spec.get("options"))
     seconds = perf() - t0
     n = len(m)
     close(m)

@@ -52,7 +52,8 @@ TEXT_ROWS = ["in_memory", "read_from_disk", "mmap_ninja", "mmap_ninja zstd", "mm
              "pyarrow large_string (mmap)"]
 IMAGE_COLUMNS = ["Initial load (s)", "Cold pass (s)", "Warm pass (s)", "Warm pass (GB/s)",
                  "Memory: RSS growth (MB)", "Memory: anon growth (MB)", "Disk usage (MB)"]
-IMAGE_ROWS = ["in_memory", "ragged_mmap", "ImagesMmap", "ragged_mmap 0.9.0", "imread_from_disk"]
+IMAGE_ROWS = ["in_memory", "ragged_mmap", "ImagesMmap", "ImagesMmap baseline_jpeg", "ragged_mmap 0.9.0",
+              "imread_from_disk"]
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -157,12 +158,18 @@ class Bench:
         build["images"] = self.run({"task": "build", "impl": "ours", "kind": "images", "path": str(images_map),
                                     "source": {"type": "image_files", "path": image_dir}, "limit": s.image_limit,
                                     "batch_size": 256})
+        baseline_map = self.work / "images_baseline"
+        build["baseline"] = self.run({"task": "build", "impl": "ours", "kind": "images", "path": str(baseline_map),
+                                      "source": {"type": "image_files", "path": image_dir}, "limit": s.image_limit,
+                                      "batch_size": 256, "options": {"baseline_jpeg": True}})
         max_bytes = self.max_sample_bytes(ours_map)
         source_disk = _env.disk_usage_files(_env.image_paths(Path(image_dir))[:s.image_limit])
         specs = [("in_memory", {"impl": "in_memory"}, False, source_disk),
                  ("ragged_mmap", {"impl": "ours", "path": str(ours_map)}, False, build["ours"].get("disk_bytes")),
                  ("ImagesMmap", {"impl": "ours", "path": str(images_map), "map_kind": "images"}, False,
                   build["images"].get("disk_bytes")),
+                 ("ImagesMmap baseline_jpeg", {"impl": "ours", "path": str(baseline_map), "map_kind": "images"},
+                  False, build["baseline"].get("disk_bytes")),
                  ("ragged_mmap 0.9.0", {"impl": "upstream", "path": str(up_map)}, True,
                   build["upstream"].get("disk_bytes")),
                  ("imread_from_disk", {"impl": "imread_from_disk"}, False, source_disk)]
@@ -197,7 +204,9 @@ class Bench:
                 f"includes the page-cache pages it mapped, its anonymous memory does not. Build (s): ours "
                 f"{fmt(build['ours'].get('build_s'))} (decoding the pictures), 0.9.0 "
                 f"{fmt(build['upstream'].get('build_s'))} (from the decoded arrays in RAM), ImagesMmap "
-                f"{fmt(build['images'].get('build_s'))} (copying the files' bytes). `ImagesMmap` keeps the encoded "
+                f"{fmt(build['images'].get('build_s'))} (copying the files' bytes), ImagesMmap baseline_jpeg "
+                f"{fmt(build['baseline'].get('build_s'))} (progressive JPEGs rewritten losslessly as baseline ones, "
+                f"each checked to decode to the same pixels). `ImagesMmap` keeps the encoded "
                 f"files and decodes on read (`channels=3`: uint8 RGB like imread; simplejpeg for JPEG and pyspng "
                 f"for PNG when installed, else Pillow), so its passes decode every image, one thread.")
         return table + "\n\n" + note
