@@ -17,6 +17,8 @@ an index into the header attribute ``formats``, the list of Pillow format names 
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import operator
 import os
@@ -52,36 +54,21 @@ _UINT8 = np.dtype(np.uint8)
 
 # ---------------------------------------------------------------------------------------------------- decoders
 
-_simplejpeg_module: Any = None
-_simplejpeg_checked = False
+@functools.cache
+def _optional(name: str) -> Any:
+    """The module ``name``, or None when it is not installed (looked up once, at first use)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _simplejpeg() -> Any:
-    """The simplejpeg module, or None when it is not installed (looked up once)."""
-    global _simplejpeg_module, _simplejpeg_checked
-    if not _simplejpeg_checked:
-        try:
-            import simplejpeg
-        except ImportError:
-            simplejpeg = None
-        _simplejpeg_module, _simplejpeg_checked = simplejpeg, True
-    return _simplejpeg_module
-
-
-_pyspng_module: Any = None
-_pyspng_checked = False
+    return _optional("simplejpeg")
 
 
 def _pyspng() -> Any:
-    """The pyspng module, or None when it is not installed (looked up once)."""
-    global _pyspng_module, _pyspng_checked
-    if not _pyspng_checked:
-        try:
-            import pyspng
-        except ImportError:
-            pyspng = None
-        _pyspng_module, _pyspng_checked = pyspng, True
-    return _pyspng_module
+    return _optional("pyspng")
 
 
 _PNG_NATURAL_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, is left to Pillow)
@@ -100,10 +87,9 @@ def _spng_decodes(raw: Any, channels: int) -> bool:
 
 
 def _pillow() -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("ImagesMmap needs Pillow: pip install 'mmap_ninja[images]' (or pillow)") from None
+    Image = _optional("PIL.Image")
+    if Image is None:
+        raise ImportError("ImagesMmap needs Pillow: pip install 'mmap_ninja[images]' (or pillow)")
     return Image
 
 
@@ -342,10 +328,9 @@ def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes
 
 
 def _jpeglib() -> Any:
-    try:
-        import jpeglib
-    except ImportError:
-        raise ImportError("baseline_jpeg=True needs jpeglib: pip install 'mmap_ninja[baseline]'") from None
+    jpeglib = _optional("jpeglib")
+    if jpeglib is None:
+        raise ImportError("baseline_jpeg=True needs jpeglib: pip install 'mmap_ninja[baseline]'")
     return jpeglib
 
 
