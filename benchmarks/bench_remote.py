@@ -1,7 +1,7 @@
 """Maps in object storage: a sharded map of the real text files uploaded to a real S3 server on loopback
 (moto_server, started and stopped here) and read back through the cache.
 
-    PYTHONPATH=src python benchmarks/bench_remote.py [--shards 8] [--reads 100000] [--processes 2]
+    PYTHONPATH=src python benchmarks/bench_remote.py [--data data] [--shards 8] [--reads 100000] [--processes 2]
 
 Reports the upload, opening (the header only), the first full read (every shard downloaded, checked with its
 checksums and mapped), reopening from a warm cache, random reads against the same local sharded map, and
@@ -12,61 +12,20 @@ Loopback has no network latency: download figures are the client's and the serve
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from mmap_ninja import StringsMmap, merge, open_existing, upload
+from mmap_ninja.testing.s3 import moto_server
 
 try:
     from _tables import markdown_table
 except ImportError:  # run as a module: python -m benchmarks.bench_remote
     from benchmarks._tables import markdown_table
-
-TEXT = Path("/work/data/real/text")
-
-
-def _server(recording: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
-    process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
-                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return process, endpoint
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.05)
-
-
-def _gets(recording: Path, bucket: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in recording.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        parsed = urlparse(entry["url"])
-        if entry["method"] == "GET" and not parsed.query and parsed.path.startswith(f"/{bucket}/"):
-            counts[parsed.path] = counts.get(parsed.path, 0) + 1
-    return counts
 
 
 def _read_all(url: str, cache: str, options: dict, barrier: object, results: object) -> None:
@@ -78,20 +37,19 @@ def _read_all(url: str, cache: str, options: dict, barrier: object, results: obj
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data", help="folder holding text/*.txt (default ./data)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--reads", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
-    texts = [p.read_text(errors="replace") for p in sorted(TEXT.glob("*.txt"))]
+    texts = [p.read_text(errors="replace") for p in sorted((Path(args.data) / "text").glob("*.txt"))]
+    if not texts:
+        parser.error(f"no .txt files in {Path(args.data) / 'text'} (python scripts/get_data.py {args.data} makes them)")
     with tempfile.TemporaryDirectory(prefix="bench_remote_") as tmp:
         root = Path(tmp)
-        process, endpoint = _server(root / "requests.jsonl")
-        try:
-            options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
-            import s3fs
-
-            bucket = f"bench-{uuid.uuid4().hex[:12]}"
-            s3fs.S3FileSystem(**options).mkdir(bucket)
+        with moto_server(root / "requests.jsonl") as server:
+            options = server.options()
+            bucket = server.bucket()
             per = -(-len(texts) // args.shards)
             parts = []
             for k in range(args.shards):
@@ -145,7 +103,7 @@ def main() -> None:
 
             context = multiprocessing.get_context("spawn")
             barrier, results = context.Barrier(args.processes), context.Queue()
-            before = _gets(root / "requests.jsonl", bucket)
+            before = server.gets(bucket)
             readers = [context.Process(target=_read_all, args=(url, str(root / "cold"), options, barrier, results))
                        for _ in range(args.processes)]
             start = time.perf_counter()
@@ -155,7 +113,7 @@ def main() -> None:
             for reader in readers:
                 reader.join()
             took = time.perf_counter() - start
-            after = _gets(root / "requests.jsonl", bucket)
+            after = server.gets(bucket)
             fetched = {k: after[k] - before.get(k, 0) for k in after if k.endswith(".bin")}
             assert sums == [total] * args.processes
             print()
@@ -163,13 +121,6 @@ def main() -> None:
                 (f"{args.processes} processes, cold cache", [took, len(fetched),
                                                             f"{min(fetched.values())}..{max(fetched.values())}"]),
             ]))
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 if __name__ == "__main__":

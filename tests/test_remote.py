@@ -320,7 +320,7 @@ def test_a_shard_that_fails_its_check_names_the_url_and_the_file_and_leaves_no_p
 
 
 def test_bad_locations_fail_fast_and_clearly(tmp_path, s3_server, monkeypatch):
-    from conftest_s3 import free_port
+    from mmap_ninja.testing.s3 import free_port
 
     bucket = s3_server.bucket()
     with pytest.raises(NotAMapError, match=rf"s3://{bucket}/nothing/here holds no mmap_ninja map"):
