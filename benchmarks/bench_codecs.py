@@ -1,6 +1,6 @@
 """Per-sample codecs and checksums on the real text corpus: the targets of the codecs issue, side by side in one run.
 
-    python benchmarks/bench_codecs.py --data /work/data/real [--repeats 3]
+    python benchmarks/bench_codecs.py --data data [--repeats 3]
 
 Prints, for no codec, zstd-3 with a dictionary, zstd-3 without and lz4: the compression ratio, the build
 throughput (dictionary training timed on its own), the compress-only throughput and the random `str` read time

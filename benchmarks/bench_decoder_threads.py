@@ -1,7 +1,7 @@
 """Which image decoders gain from threads: each decodes the same encoded images (held in RAM) on one thread and
 split in two halves on two threads, best of ``--repeats``; a decoder that holds the GIL gains nothing.
 
-    python benchmarks/bench_decoder_threads.py --data /work/data/real [--limit 300] [--repeats 3]
+    python benchmarks/bench_decoder_threads.py --data data [--limit 300] [--repeats 3]
 
 This is why ``ImagesMmap.get_batch(..., threads=2)`` gains little on a PNG-heavy set: pyspng (the fastest PNG decoder
 here) holds the GIL, while simplejpeg and Pillow release it.

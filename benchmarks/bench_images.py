@@ -1,6 +1,6 @@
 """ImagesMmap against its targets (issue 11, "Encoded images"), side by side in one run.
 
-    python benchmarks/bench_images.py --data /work/data/real [--repeats 3] [--threads 2] [--limit N]
+    python benchmarks/bench_images.py --data data [--repeats 3] [--threads 2] [--limit N]
 
 Builds an `ImagesMmap` from ``DATA/images/*.jpg|*.jpeg|*.png`` (the files the seed's image table uses) in a
 temporary directory and prints Markdown tables with PASS/FAIL per target:

@@ -3,7 +3,7 @@
 Standalone: ``PYTHONPATH=src python benchmarks/bench_records_images.py [--images DIR] [--limit 500]``.
 
 ``DIR`` is a flat folder of image files with a ``MANIFEST.tsv`` (columns ``file`` and ``--class-column``,
-default ``orig_format`` or ``format``), such as ``/work/data/real/images``; the first ``--limit`` files (in name
+default ``orig_format`` or ``format``), such as ``data/images``; the first ``--limit`` files (in name
 order) are used.
 The same files' bytes (no re-encoding anywhere) are stored three ways:
 
@@ -70,7 +70,7 @@ def interleaved_best(fns: dict[str, Callable[[Any], Any]], items: list[Any], rep
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=Path("/work/data/real/images"))
+    parser.add_argument("--images", type=Path, default=Path("data/images"))
     parser.add_argument("--class-column", default=None, help="default: orig_format or format, whichever exists")
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--reads", type=int, default=1000)

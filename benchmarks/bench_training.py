@@ -2,7 +2,7 @@
 list, and a Hugging Face ``datasets`` dataset (memory-mapped Arrow; pyarrow directly if ``datasets`` is
 missing), on the same real text and images.
 
-    python benchmarks/bench_training.py --text /work/data/real/text --images /work/data/real/images
+    python benchmarks/bench_training.py --text data/text --images data/images
 
 For every (data, backend, start method) it runs a DataLoader with ``--workers`` persistent workers for
 ``--epochs`` epochs over every sample (batch size 64, a shuffled order), reports samples/s of the last
@@ -168,8 +168,8 @@ def run(dataset, method: str, workers: int, epochs: int, batch_size: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", type=Path, default=Path("/work/data/real/text"))
-    parser.add_argument("--images", type=Path, default=Path("/work/data/real/images"))
+    parser.add_argument("--text", type=Path, default=Path("data/text"))
+    parser.add_argument("--images", type=Path, default=Path("data/images"))
     parser.add_argument("--text-limit", type=int, default=0, help="0: every text file")
     parser.add_argument("--image-limit", type=int, default=800)
     parser.add_argument("--store-size", type=int, default=384)
