@@ -4,8 +4,9 @@
 
 ``--root`` is an image folder ``root/<class>/<file>`` (torchvision's ``ImageFolder`` layout). It may instead be a
 flat folder with a ``MANIFEST.tsv`` (columns ``file`` and ``--class-column``), such as the real image set
-``data/images`` made by ``scripts/get_data.py``: then the example first makes the class-folder layout in a temporary folder, with one
-symbolic link per image (no copies) in the folder named by that image's ``--class-column`` value. The default is
+``data/images`` made by ``scripts/get_data.py``: then the example first makes the class-folder layout in a
+temporary folder, with one symbolic link per image (no copies) in the folder named by that image's
+``--class-column`` value. The default is
 the image's file format (column ``format``, or ``orig_format`` in manifests that converted every file to JPEG and
 kept the original format there): ``PNG`` for screenshots and diagrams, ``JPEG`` for photographs, a real visual
 attribute, so the classes can be learned.
