@@ -238,6 +238,41 @@ def test_ctrl_c_during_convert_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_what_a_killed_convert_left_is_removed_by_the_next_one_to_the_same_destination(tmp_path):
+    """SIGKILL in the middle of a convert leaves its hidden build folder (possibly gigabytes) next to DST; the
+    next convert to DST removes it, and keeps the folder of a convert that is still running (its lock is held)."""
+    import fcntl
+    import signal
+    import time
+
+    src = tmp_path / "rows.jsonl"
+    with open(src, "w") as f:
+        for i in range(400_000):
+            f.write(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n")
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", str(src), str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not any(
+            p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".out.converting-*")):
+        time.sleep(0.005)
+    assert process.poll() is None, "the conversion ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    killed = sorted(p.name for p in tmp_path.glob(".out.converting-*"))
+    assert len(killed) == 2 and killed[1] == killed[0] + ".lock"  # the build folder and its lock file
+    running = tmp_path / ".out.converting-running"
+    running.mkdir()
+    with open(f"{running}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        status, _, err = run("convert", "-q", tmp_path / "rows.jsonl", tmp_path / "out")
+        assert (status, err) == (0, "")
+    assert sorted(p.name for p in tmp_path.glob(".out.converting-*")) == [running.name, running.name + ".lock"]
+    from mmap_ninja import open_existing
+
+    with open_existing(tmp_path / "out") as m:
+        assert len(m) == 400_000 and m[399_999]["i"] == 399_999
+
+
 def test_traceback_is_understood_after_the_subcommand_too(tmp_path):
     """``mmap-ninja info PATH --traceback`` was a usage error (exit 2): only ``mmap-ninja --traceback info PATH``
     worked."""

@@ -25,6 +25,8 @@ Sources (`source_kind` tells which one a path is):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -130,8 +132,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
 
     The map is built in a temporary directory next to ``dst`` and renamed to ``dst`` only when complete (and
     checked by `mmap_ninja.verify`): nothing appears at ``dst`` otherwise, and a failure leaves no temporary
-    directory behind. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many samples (rows)
-    are held in memory at a time. ``verbose`` shows progress bars.
+    directory behind. What a conversion killed outright (SIGKILL, a power cut) left there is removed by the next
+    conversion to the same ``dst``. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many
+    samples (rows) are held in memory at a time. ``verbose`` shows progress bars.
 
     Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
     zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
@@ -168,7 +171,9 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
     parent = _check_target(source_dir, target)
-    temporary = parent / f".{target.name}.converting-{uuid.uuid4().hex[:12]}"
+    _remove_abandoned(parent, target.name)
+    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
+    owner = _hold(temporary)
     try:
         if kind in ("map", "sharded", "legacy"):
             legacy: Any = _NativeSource(source_dir) if kind != "legacy" else open_legacy(source_dir)
@@ -190,7 +195,53 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    finally:
+        _release(temporary, owner)
     return Converted(target, result_kind, length)
+
+
+# A conversion builds in ``.DST.converting-ID`` and holds an flock on the file ``.DST.converting-ID.lock`` beside
+# it while it runs. A process killed there (SIGKILL, a power cut) leaves both behind, possibly many gigabytes; the
+# kernel has dropped its lock, so the next conversion to DST can tell them from a live one's and removes them.
+_CONVERTING = ".converting-"
+_LOCK_SUFFIX = ".lock"
+
+
+def _hold(temporary: Path) -> int:
+    fd = os.open(f"{temporary}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _release(temporary: Path, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{temporary}{_LOCK_SUFFIX}")
+    os.close(fd)
+
+
+def _remove_abandoned(parent: Path, name: str) -> None:
+    """Remove what conversions to ``parent / name`` killed before they finished left behind (the lock of a
+    running one is held, so its files are kept). Leftovers without a lock file are left alone."""
+    prefix = f".{name}{_CONVERTING}"
+    for entry in os.listdir(parent):
+        if not (entry.startswith(prefix) and entry.endswith(_LOCK_SUFFIX)):
+            continue
+        lock = parent / entry
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue  # removed meanwhile by its owner or another cleaner
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a conversion that is running
+        try:
+            shutil.rmtree(parent / entry[:-len(_LOCK_SUFFIX)], ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+        finally:
+            os.close(fd)
 
 
 def _check_target(source: Path, target: Path) -> Path:
