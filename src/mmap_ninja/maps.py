@@ -160,12 +160,29 @@ class MapBase:
     layout: ClassVar[Layout]
     _view: Any
     _legacy: Any  # the reader of a map written by mmap_ninja 0.9.0, or None
+    plain_reads: ClassVar[bool] = True
+    """Whether ``m[i]`` (an int in range) is its view's ``get(i)`` when no ``wrapper_fn`` is set. A subclass that
+    defines ``__getitem__`` is taken to read otherwise (read options such as an images map's decoder) unless it
+    sets this again; a sharded map's hot path then calls the container, not its view (see `sample_reader`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         layout = cls.__dict__.get("layout")
         if layout is not None:
             KINDS.setdefault(layout.kind, cls)
+        if "__getitem__" in cls.__dict__ and "plain_reads" not in cls.__dict__:
+            cls.plain_reads = False
+
+    def sample_reader(self) -> Callable[[int], Any]:
+        """A function of a position (known to be in range) giving the sample ``self[position]`` gives, with every
+        read option of this handle (decoder, ``channels``, ``verify_reads``, ``wrapper_fn``): the view's own
+        reader when that is the same, else the container's ``__getitem__``. Containers reading many maps (a
+        sharded map) call it once per map they open, and then it per sample."""
+        if self.wrapper_fn is None and self.plain_reads:
+            view = self._view
+            if not isinstance(view, _StaleView):
+                return view.get  # type: ignore[no-any-return]
+        return self.__getitem__
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,

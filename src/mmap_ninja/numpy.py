@@ -32,6 +32,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     """
 
     layout = NumpyLayout()
+    plain_reads = True  # m[i] is NumPy's row i, as the view's get(i) (which verify_reads checks too)
 
     # -------------------------------------------------------------- the ndarray face
 

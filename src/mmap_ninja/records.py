@@ -742,6 +742,7 @@ class RecordsMmap(MapBase):
     """
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()
+    plain_reads = True  # rec[i] is the view's row i (``__getitem__`` adds only rec["field"])
 
     # -------------------------------------------------------------- opening
 

@@ -42,6 +42,7 @@ from mmap_ninja.maps import KINDS, MapBase, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = [
+    "DEFAULT_MAX_OPEN_FILES",
     "DEFAULT_MAX_OPEN_SHARDS",
     "SHARDS_DIR",
     "SHARDS_FILE",
@@ -62,6 +63,7 @@ SHARDS_DIR = "shards"
 FORMAT_NAME = "mmap_ninja.sharded"
 FORMAT_VERSION = (1, 0)
 DEFAULT_MAX_OPEN_SHARDS = 64
+DEFAULT_MAX_OPEN_FILES = 256  # descriptors (each mapping holds one) of the open shards: well under the usual 1,024
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
 
 class SchemaMismatchError(ValueError):
@@ -206,13 +208,17 @@ class ShardedMap:
     ``m.get_batch(indices, ...)`` with the arguments of the shards' kind when it has one, iteration, and
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
-    are open at once. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes. Other options
+    are open at once, and ``max_open_files`` how many file descriptors they hold (a shard's mapped columns
+    hold one each; the least recently used shards are closed first, never the one being read): a records map of
+    many fields over many shards stays well under the usual limit of 1,024. Arrays read earlier keep their own
+    mapping alive. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes. Other options
     are the shards' own (``verify_reads=True``, an images map's ``channels=``, ...) and are given to every shard
     it opens; one the shards' kind does not take is refused here, with the shards' TypeError.
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS,
+                 max_open_files: int = DEFAULT_MAX_OPEN_FILES,
                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **shard_options: Any):
         if isinstance(wrapper_fn, str) and mode == "r+":
             wrapper_fn, mode = None, wrapper_fn
@@ -221,11 +227,14 @@ class ShardedMap:
             raise ValueError(f"mode must be 'r' (read-only) or 'r+' (read and add shards), got {mode!r}")
         if isinstance(max_open_shards, bool) or not isinstance(max_open_shards, int) or max_open_shards < 1:
             raise ValueError(f"max_open_shards must be a positive integer, got {max_open_shards!r}")
+        if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
+            raise ValueError(f"max_open_files must be a positive integer, got {max_open_files!r}")
         self._path = absolute(out_dir)
         self._mode = mode
         self._wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
         self._max_open = max_open_shards
+        self._max_files = max_open_files
         self._lock_timeout = lock_timeout
         self._lock = threading.Lock()
         self._install(_read_top_header(self._path))
@@ -251,6 +260,7 @@ class ShardedMap:
             self._open: dict[int, MapBase] = {}
             self._getters: list[Optional[Callable[[int], Any]]] = [None] * (len(header.shards) + 2)
             self._used: dict[int, int] = {}
+            self._files: dict[int, int] = {}  # the descriptors each open shard holds
             self._clock = count()
             # Whether any shard can ever be evicted: when all fit, hits skip the use clock.
             self._evicting = len(header.shards) > self._max_open
@@ -327,6 +337,12 @@ class ShardedMap:
         """How many shards are open right now (at most ``max_open_shards``)."""
         return len(self._open)
 
+    @property
+    def open_files(self) -> int:
+        """How many file descriptors the open shards hold (at most ``max_open_files``, unless one shard alone
+        holds more), not counting the mappings of arrays read earlier that are still alive."""
+        return sum(self._files.values())
+
     def shard(self, k: int) -> MapBase:
         """Shard ``k``, opened read-only (checked against ``shards.json``: same header id and length)."""
         n = len(self._header.shards)
@@ -347,21 +363,34 @@ class ShardedMap:
             shard = self._open.get(k)
             if shard is None:
                 shard = self._load(k)
-                get = shard._view.get  # the shard's own reader: positions were checked here already
-                self._getters[k + 1] = get
+                store = shard._store
+                if store is not None:  # a read-only shard never grows: its mappings need no descriptor of ours
+                    store.release_descriptors()
+                    self._files[k] = store.descriptors()
+                # The shard's reader with its read options (decoder, channels, verify_reads): positions were
+                # checked here already.
+                reader = shard.sample_reader()
+                self._getters[k + 1] = reader
                 self._open[k] = shard
-                while len(self._open) > self._max_open:
+                if not self._evicting and self._files.get(k, 0) * len(self._header.shards) > self._max_files:
+                    self._evicting = True  # all the shards cannot stay open: hits tick the use clock now
+                    self._update_fast_path()
+                while len(self._open) > 1 and (len(self._open) > self._max_open or
+                                               sum(self._files.values()) > self._max_files):
                     used = self._used
                     victim = min((j for j in self._open if j != k), key=lambda j: used.get(j, -1))
-                    # Dropped, not closed: another thread may still be reading from it; its mappings go with it.
+                    # Dropped, not closed: another thread may still be reading from it; its descriptors go
+                    # with it, and its mappings with the last array read from it.
                     del self._open[victim]
                     self._getters[victim + 1] = None
                     used.pop(victim, None)
+                    self._files.pop(victim, None)
             else:
-                get = self._getters[k + 1]
-                assert get is not None
+                known = self._getters[k + 1]
+                assert known is not None
+                reader = known
             self._used[k] = next(self._clock)
-            return shard, get
+            return shard, reader
 
     def open_shard(self, k: int) -> MapBase:
         """Open shard ``k`` read-only, unchecked: every read reaches a shard through this (and then checks it
@@ -447,7 +476,7 @@ class ShardedMap:
         positions = resolve_positions(indices, self._length)
         result: list[Any] = [None] * len(positions)
         for k, rows, local in self._groups(positions):
-            samples = MapBase.__getitems__(self._shard(k), local)
+            samples = self._shard(k).__getitems__(local)  # the shard's reads, with its read options
             if len(rows) == len(result):
                 result = samples
             else:
@@ -480,6 +509,8 @@ class ShardedMap:
             try:
                 parts.append((rows, self._shard(k).get_batch(local, **per_shard)))  # type: ignore[attr-defined]
             except ValueError as e:
+                if type(e) is not ValueError:  # damage, checksum errors, ...: every MapError keeps its class
+                    raise
                 raise ValueError(f"{e} (indices within shard {k}, whose samples start at {self._starts[k]})") \
                     from None
         return self._cls.combine_batches(parts, positions, arguments)
@@ -547,6 +578,7 @@ class ShardedMap:
             self._open.clear()
             self._getters[:] = [None] * len(self._getters)
             self._used.clear()
+            self._files.clear()
 
     def __enter__(self) -> ShardedMap:
         return self
@@ -562,6 +594,7 @@ class ShardedMap:
         # The path and the options, never the data or the open shards.
         options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "max_open_shards": self._max_open,
+                   "max_open_files": self._max_files,
                    "lock_timeout": self._lock_timeout, **self.shard_options}
         return _reopen, (str(self._path), options)
 

@@ -90,12 +90,13 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("__weakref__", "_finalizer", "dtype", "fd", "mapped", "path")
+    __slots__ = ("__weakref__", "_finalizer", "dtype", "fd", "mapped", "path", "released")
 
     def __init__(self, path: Path, dtype: np.dtype[Any]):
         self.path = path
         self.dtype = dtype
         self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
+        self.released = False  # its descriptor was closed once mapped (see `release`); opened again if needed
         try:
             self.fd: int | None = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -111,6 +112,33 @@ class _Column:
             self._finalizer = None
         self.fd = None
         self.mapped = None
+        self.released = False
+
+    def release(self) -> None:
+        """Close the descriptor of a mapped column: the mapping keeps the file (Python's mmap holds its own
+        descriptor), so a read-only handle that does not grow needs only that one. A later remap or size check
+        opens the file again by its path."""
+        if self.mapped is not None and self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+            self.fd = None
+            self.released = True
+
+    def descriptor(self) -> int | None:
+        """The column's open descriptor (opened again if it was released); None if the file is missing."""
+        if self.fd is None and self.released:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            self.released = False
+            self._finalizer = weakref.finalize(self, os.close, self.fd)
+        return self.fd
+
+    def descriptors(self) -> int:
+        """How many descriptors the column holds: its own, and the one of its mapping."""
+        mapped = self.mapped
+        return (self.fd is not None) + (mapped is not None and mapped.size > 0)
 
     def view(self, length: int) -> np.ndarray[Any, Any]:
         mapped = self.mapped
@@ -120,7 +148,7 @@ class _Column:
 
     def _map(self, length: int) -> np.ndarray[Any, Any]:
         need = length * self.dtype.itemsize
-        fd = self.fd
+        fd = self.descriptor()
         if fd is None:
             raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)")
         info = os.fstat(fd)
@@ -400,6 +428,16 @@ class Store:
         length = txn.lengths[name] if txn is not None else self._header.columns[name].length
         return self._columns[name].view(length)
 
+    def release_descriptors(self) -> None:
+        """Close the descriptors of the columns mapped so far, keeping their mappings: a read-only handle that
+        will not grow (a sharded map's shard) then holds one descriptor per mapped column instead of two."""
+        for column in self._columns.values():
+            column.release()
+
+    def descriptors(self) -> int:
+        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
+        return sum(column.descriptors() for column in self._columns.values())
+
     def refresh(self) -> bool:
         """Read the header again; True if it changed (another handle committed, or the map was replaced)."""
         with self._thread_lock:
@@ -434,9 +472,10 @@ class Store:
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
-        if column.fd is None:
+        fd = column.descriptor()
+        if fd is None:
             raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})")
-        info = os.fstat(column.fd)
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CorruptMapError(f"{column.path} is not a regular file")
         if info.st_size < need.length * need.dtype.itemsize:
