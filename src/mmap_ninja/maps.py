@@ -184,6 +184,15 @@ class MapBase:
                 return view.get  # type: ignore[no-any-return]
         return self.__getitem__
 
+    def release_files(self) -> int:
+        """For a read-only handle another container keeps open (a sharded map's shard): close the descriptors its
+        mappings do not need, and return how many descriptors it still holds."""
+        store = self._store
+        if store is None:
+            return 0
+        store.release_descriptors()
+        return store.descriptors()
+
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False):

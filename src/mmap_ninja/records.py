@@ -680,6 +680,14 @@ class _FieldStore(FieldColumns):
     def close(self) -> None:
         """The store belongs to the records map: closing a field's container leaves it open."""
 
+    def release_descriptors(self) -> None:
+        """The records map's store's (see `Store.release_descriptors`)."""
+        self._store.release_descriptors()
+
+    def descriptors(self) -> int:
+        """The records map's store's descriptors (its fields share them)."""
+        return self._store.descriptors()
+
 
 class _ReadOnlyField:
     """A field of a records map as a container of its kind: it reads, and refuses every write."""

@@ -39,6 +39,7 @@ from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedErro
 from mmap_ninja.format import Header, check_metadata, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
+from mmap_ninja.sharded_records import RecordsFace
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = [
@@ -201,7 +202,7 @@ def _read_top_header(directory: Path) -> _TopHeader:
 # ------------------------------------------------------------------ reading
 
 
-class ShardedMap:
+class ShardedMap(RecordsFace):
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),
@@ -214,6 +215,9 @@ class ShardedMap:
     mapping alive. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes. Other options
     are the shards' own (``verify_reads=True``, an images map's ``channels=``, ...) and are given to every shard
     it opens; one the shards' kind does not take is refused here, with the shards' TypeError.
+
+    Shards that are records maps give it their API too (`RecordsFace`): ``fields``, ``schema``,
+    ``columns(indices)``, and ``m["field"]``, a read-only sharded map of that field.
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
@@ -237,12 +241,15 @@ class ShardedMap:
         self._max_files = max_open_files
         self._lock_timeout = lock_timeout
         self._lock = threading.Lock()
+        self._field: Optional[str] = None  # a field's sharded container: that field of each records shard
+        self._source: Optional[ShardedMap] = None  # ... and the sharded records map it is a field of
         self._install(_read_top_header(self._path))
         inspect.signature(self._cls).bind(self._path, mode="r", **shard_options)  # the shards' TypeError, now
         self.shard_options = shard_options
 
     def _install(self, header: _TopHeader) -> None:
-        cls = KINDS.get(header.kind)
+        kind = header.kind if self._field is None else header.attrs["fields"][self._field]["kind"]
+        cls = KINDS.get(kind)
         if cls is None:
             raise UnknownFeatureError(f"{self._path} holds shards of kind {header.kind!r}, which this mmap_ninja "
                                       f"does not know; a newer mmap_ninja may read it")
@@ -298,7 +305,7 @@ class ShardedMap:
     @property
     def kind(self) -> str:
         """The kind of the shards (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
-        return self._header.kind
+        return self._cls.layout.kind
 
     @property
     def shard_class(self) -> type[MapBase]:
@@ -308,14 +315,15 @@ class ShardedMap:
     @property
     def attrs(self) -> dict[str, Any]:
         """The schema the shards share (their header attributes, without those derived from the samples)."""
-        return dict(self._header.attrs)
+        attrs = self._header.attrs if self._field is None else self._header.attrs["fields"][self._field]["attrs"]
+        return dict(attrs)
 
     @property
     def dtype(self) -> Optional[np.dtype[Any]]:
         """The samples' dtype, for kinds that have one."""
         from mmap_ninja.format import dtype_from_json
 
-        spec = self._header.attrs.get("dtype")
+        spec = self.attrs.get("dtype")
         return None if spec is None else dtype_from_json(spec)
 
     @property
@@ -362,11 +370,7 @@ class ShardedMap:
         with self._lock:
             shard = self._open.get(k)
             if shard is None:
-                shard = self._load(k)
-                store = shard._store
-                if store is not None:  # a read-only shard never grows: its mappings need no descriptor of ours
-                    store.release_descriptors()
-                    self._files[k] = store.descriptors()
+                shard, self._files[k] = self._load(k)
                 # The shard's reader with its read options (decoder, channels, verify_reads): positions were
                 # checked here already.
                 reader = shard.sample_reader()
@@ -395,9 +399,13 @@ class ShardedMap:
     def open_shard(self, k: int) -> MapBase:
         """Open shard ``k`` read-only, unchecked: every read reaches a shard through this (and then checks it
         against ``shards.json``). A subclass may override it to fetch the shard first, as the remote adapter does."""
+        if self._source is not None:
+            return self._source.open_shard(k)
         return self._cls(self._path / self._header.shards[k].path, mode="r", **self.shard_options)
 
-    def _load(self, k: int) -> MapBase:
+    def _load(self, k: int) -> tuple[MapBase, int]:
+        """Shard ``k`` opened and checked, and how many descriptors it holds (a read-only shard never grows: its
+        mappings need no descriptor of its own)."""
         info = self._header.shards[k]
         shard_path = self._path / info.path
         try:
@@ -413,7 +421,8 @@ class ShardedMap:
         if len(shard) != info.length:
             raise CorruptMapError(f"shard {k} ({shard_path}) holds {len(shard)} samples, but {SHARDS_FILE} records "
                                   f"{info.length}; it was changed after it was added")
-        return shard
+        files = shard.release_files()
+        return (shard if self._field is None else shard.field(self._field)), files  # type: ignore[attr-defined]
 
     # -------------------------------------------------------------- reading
 
@@ -434,6 +443,8 @@ class ShardedMap:
             try:
                 index = index.__index__()  # NumPy integers, 0-d integer arrays and tensors
             except (AttributeError, TypeError):
+                if isinstance(index, str):
+                    return self.field(index)  # records shards: the field's sharded container
                 return self.__getitems__(index)
         length = self._length
         position = index + length if index < 0 else index
@@ -554,9 +565,25 @@ class ShardedMap:
 
     # -------------------------------------------------------------- life cycle
 
+    def project(self, name: str) -> ShardedMap:
+        """Field ``name`` of records shards as a read-only sharded map of that field (see `field`)."""
+        projected = ShardedMap.__new__(ShardedMap)
+        projected._path, projected._mode, projected._wrapper_fn = self._path, "r", None
+        projected.copy_before_wrapper_fn = True
+        projected._max_open, projected._max_files = self._max_open, self._max_files
+        projected._lock_timeout, projected._lock, projected.shard_options = self._lock_timeout, threading.Lock(), {}
+        projected._field, projected._source = name, self
+        projected._install(self._header)
+        return projected
+
     def refresh(self) -> int:
         """Read ``shards.json`` again (to see shards added since); returns how many samples appeared."""
         before = self._length
+        if self._source is not None:  # a field: its records map's refresh
+            self._source.refresh()
+            if self._source._header is not self._header:
+                self._install(self._source._header)
+            return self._length - before
         header = _read_top_header(self._path)
         if header.id == self._header.id and header.commit == self._header.commit:
             return 0
@@ -587,10 +614,14 @@ class ShardedMap:
         self.close()
 
     def __repr__(self) -> str:
+        if self._source is not None:
+            return f"field {self._field!r} ({self.kind}) of {self._source!r}"
         return (f"ShardedMap({str(self._path)!r}, mode={self._mode!r}) of {len(self._header.shards)} "
                 f"{self.kind} shards, length {self._length}")
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._source is not None:
+            return _field_of, (self._source, self._field)
         # The path and the options, never the data or the open shards.
         options = {"wrapper_fn": self.wrapper_fn, "mode": self._mode,
                    "copy_before_wrapper_fn": self.copy_before_wrapper_fn, "max_open_shards": self._max_open,
@@ -601,6 +632,10 @@ class ShardedMap:
 
 def _reopen(path: str, options: dict[str, Any]) -> ShardedMap:
     return ShardedMap(path, **options)
+
+
+def _field_of(records: ShardedMap, name: str) -> ShardedMap:
+    return records.project(name)
 
 
 def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, ...],

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -51,7 +52,7 @@ from mmap_ninja.storage import COLUMN_SUFFIX, PathLike, absolute
 from mmap_ninja.verify import verify
 
 __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "default_cache_dir", "open_remote",
-           "upload"]
+           "remote_class", "upload"]
 
 _CHUNK = 8 << 20
 
@@ -421,7 +422,7 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
         if header.kind not in KINDS:
             raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
                                   f"not know")
-        return RemoteMap(remote, cache, raw, header, wrapper_fn, settings, options)
+        return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
 
     view, fd = _acquire_view(remote, cache, raw)
     try:
@@ -463,16 +464,20 @@ def _reopen(url: str, settings: dict[str, Any]) -> Any:
     return open_remote(url, **settings)
 
 
-_WRITERS = frozenset({"append", "extend", "extend_flat", "extend_utf8", "set_metadata", "transaction", "add_field"})
-"""The writing methods of the map kinds, which a `RemoteMap` refuses."""
+class RemoteMap(MapBase):
+    """A single map at a URL, read-only: an ordinary container of its kind (``open_existing`` gives a subclass of
+    both this class and the kind's class, e.g. ``RemoteMap`` and `RaggedMmap`), so that indexing in every form,
+    ``get_batch``, iteration, operators (``key in m``, ``m == 0``, ``m + 1`` for numpy maps) and pickling are the
+    kind's own. Its length, kind and metadata come from the header fetched at opening; the first use of anything
+    else downloads the map into the cache (once) and opens it there, with the options given (``verify_reads``,
+    ``channels``, ...). It opens with ``mode="r"``: every write is refused, naming the URL."""
 
-
-class RemoteMap:
-    """A single map at a URL: its length and header are known at once; the first read downloads the map into
-    the cache and every read and attribute after that is the local read-only map's (`local`)."""
+    _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_remote", "_cache", "_raw", "_settings",
+                               "_options", "_length", "_opening", "_ready", "_closed"})
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
+        inspect.signature(KINDS[header.kind]).bind(remote.url, mode="r", **options)  # the kind's TypeError, now
         self.url = remote.url
         self.header = header
         self.kind = header.kind
@@ -483,51 +488,55 @@ class RemoteMap:
         self._settings = settings
         self._options = options
         self._length = _length(header)
-        self._map: Optional[MapBase] = None
         self._opening = threading.Lock()
+        self._ready = False
+        self._closed = False
+
+    def _materialize(self) -> None:
+        """Download the map into the cache (unless there already) and open it there as this container."""
+        with self._opening:  # threads touching it first open it once
+            if self._ready:
+                return
+            key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
+            entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
+            try:
+                KINDS[self.kind].__init__(self, entry, self.wrapper_fn, mode="r", **self._options)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.__dict__["_release_entry"] = weakref.finalize(self, os.close, fd)  # the reader's shared lock
+            self._ready = True
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for what this instance does not hold yet: the state of the local map, made on first use.
+        if name.startswith("__") or self.__dict__.get("_ready", True):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._materialize()
+        return getattr(self, name)
 
     @property
     def local(self) -> MapBase:
-        """The map, downloaded into the cache (on first use) and opened read-only."""
-        local = self._map
-        if local is not None:
-            return local
-        with self._opening:  # threads touching it first open it once
-            if self._map is None:
-                key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
-                entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
-                try:
-                    opened = KINDS[self.kind](entry, self.wrapper_fn, mode="r", **self._options)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                weakref.finalize(opened, os.close, fd)  # the reader's shared lock lives as long as the map
-                self._map = opened
-            return self._map
+        """The map, downloaded into the cache (on first use) and opened read-only: this container itself."""
+        if not self._ready:
+            self._materialize()
+        return self
 
     def __len__(self) -> int:
         return self._length
 
-    def __getitem__(self, index: Any) -> Any:
-        return self.local[index]
+    @property
+    def mode(self) -> str:
+        return "r"
 
-    def __getitems__(self, indices: Any) -> Any:
-        return self.local.__getitems__(indices)
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.header.metadata)
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.local)
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name in _WRITERS and hasattr(KINDS[self.kind], name):
-            return self._refuse_write  # refused before anything is downloaded, naming the URL (not the cache)
-        return getattr(self.local, name)
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        self._refuse_write()
-
-    def _refuse_write(self, *args: Any, **kwargs: Any) -> Any:
+    def _writable_store(self) -> Any:
         raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
                               f"publish it with mmap_ninja.upload(path, url)")
 
@@ -546,27 +555,78 @@ class RemoteMap:
         with self._opening:
             before = self._length
             self.header, self._raw, self._length = header, raw, _length(header)
-            self._map = None  # dropped, not closed: another thread may be reading from it
+            # The local map's state is dropped, not closed (another thread may be reading from its view): the
+            # next use opens the new version.
+            for name in [n for n in self.__dict__ if n not in self._remote_state]:
+                del self.__dict__[name]
+            self._ready = False
         return self._length - before
 
     def close(self) -> None:
         """Close the local map and release the cache entry (samples read earlier stay valid)."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._closed = True
+        if self._ready:
+            super().close()
+            self.__dict__["_release_entry"]()
+        else:
+            self._ready = True  # nothing to open any more: reads now fail as on any closed map
+            self._view = _Closed(self.url)
 
     def __enter__(self) -> RemoteMap:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        return f"RemoteMap({self.url!r}) of kind {self.kind!r}, length {self._length}"
+        return f"{type(self).__name__}({self.url!r}) of kind {self.kind!r}, length {self._length}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The URL, the options and the header it was opened with (so copies read the same version), no data.
         return _reopen, (self.url, {**self._settings, "pinned": (HEADER_FILE, self._raw)})
+
+
+class _Closed:
+    """The view of a remote map closed before its first read."""
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: str):
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"I/O operation on a closed map ({self._url})")
+
+
+_REMOTE_CLASSES: dict[type[MapBase], type[RemoteMap]] = {}
+
+
+def remote_class(kind_class: type[MapBase]) -> type[RemoteMap]:
+    """The class of a map of ``kind_class`` at a URL: `RemoteMap` and ``kind_class`` both (made once per kind).
+
+    The kind's class attributes that hold per-handle state (names starting with ``_``, such as an images map's
+    decoder) are read through properties that open the local map first, so a default never stands in for the
+    option the handle was opened with."""
+    made = _REMOTE_CLASSES.get(kind_class)
+    if made is None:
+        namespace: dict[str, Any] = {"__module__": __name__, "__qualname__": f"Remote{kind_class.__name__}",
+                                     "__doc__": f"A {kind_class.__name__} at a URL (see `RemoteMap`)."}
+        for klass in kind_class.__mro__:
+            for name, value in vars(klass).items():
+                if (name.startswith("_") and not name.startswith("__") and name not in namespace
+                        and not callable(value) and not hasattr(value, "__get__")):
+                    namespace[name] = _state_property(name, value)
+        made = _REMOTE_CLASSES[kind_class] = type(f"Remote{kind_class.__name__}", (RemoteMap, kind_class), namespace)
+    return made
+
+
+def _state_property(name: str, default: Any) -> property:
+    def get(self: RemoteMap) -> Any:
+        if not self._ready:
+            self._materialize()
+        return self.__dict__.get(name, default)
+
+    def put(self: RemoteMap, value: Any) -> None:
+        self.__dict__[name] = value
+
+    return property(get, put)
 
 
 class RemoteShardedMap(ShardedMap):
