@@ -470,8 +470,10 @@ class ShardedMap(RecordsFace):
                                                                          np.ndarray[Any, Any]]]:
         """``(shard, rows, local positions)`` for every shard that ``positions`` touch: ``rows`` are where those
         samples go in the result."""
+        if not len(positions):
+            return
         shard_of = np.searchsorted(self._starts_array, positions, side="right") - 1
-        if len(shard_of) and shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
+        if shard_of[0] == shard_of[-1] and (shard_of == shard_of[0]).all():
             k = int(shard_of[0])
             yield k, np.arange(len(positions)), positions - self._starts[k]
             return

@@ -34,6 +34,10 @@ What `MapConformance` checks, through the public API only:
   every batch whole, each writer's in order; a writer thread and reader threads on one object never see a
   torn sample;
 - a Hypothesis state machine (`make_state_machine`) comparing the map with a list.
+
+`ContainerConformance` runs the read side (every indexing form, ``get_batch``, iteration, pickling, ``wrapper_fn``,
+``verify_reads`` against damaged bytes) on the containers that are not a kind's own map: sharded maps, maps at a
+URL (``memory://`` or a real store) and records' field containers; `container_cases` lists them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from mmap_ninja.testing.conformance import (
     directory_digest,
     quick_gil_handoff,
 )
+from mmap_ninja.testing.containers import ContainerCase, ContainerConformance, Place, container_cases
 from mmap_ninja.testing.processes import check_interleaved_batches
 from mmap_ninja.testing.registry import (
     BUILTIN_SPECS,
@@ -65,14 +70,18 @@ __all__ = [
     "QUICK",
     "THOROUGH",
     "BadSample",
+    "ContainerCase",
+    "ContainerConformance",
     "Effort",
     "KindSpec",
     "MapConformance",
     "MapStateMachine",
     "MissingSpecError",
+    "Place",
     "arrays_equal",
     "assert_holds",
     "check_interleaved_batches",
+    "container_cases",
     "directory_digest",
     "make_state_machine",
     "quick_gil_handoff",

@@ -1,0 +1,61 @@
+"""The kit's read-side conformance (mmap_ninja.testing.ContainerConformance) on every container that is not a kind's
+own map: sharded maps, maps at a URL (memory:// and the loopback S3 server), and records' field containers (of a
+records map and of a sharded records map). The default run is small; the ``slow`` classes add spawned workers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mmap_ninja.testing import ContainerConformance, Place, container_cases
+
+CASES = container_cases()
+
+
+def _class_name(case_name: str) -> str:
+    return "Test" + "".join(part.capitalize() for part in re.split(r"[^a-zA-Z0-9]+", case_name) if part)
+
+
+# verify_reads does not check NumpyMmap.get_batch, RecordsMmap.get_batch nor records' field containers yet: the
+# single-map read paths that issue 18's "one read path" work fixes (these cases then pass; strict=False until then).
+_UNCHECKED_SINGLE_MAP_PATHS = pytest.mark.xfail(
+    reason="verify_reads on NumpyMmap/RecordsMmap.get_batch and on field containers (issue 18, single-map part)",
+    strict=False)
+
+
+def _case_class(name, case, base=ContainerConformance, **attributes):
+    namespace = {"case": case, **attributes}
+    if case.field is not None or case.spec.kind in ("numpy", "records"):
+        def test_verify_reads_catches_damage_on_every_read_path(self, place):
+            ContainerConformance.test_verify_reads_catches_damage_on_every_read_path(self, place)
+
+        namespace["test_verify_reads_catches_damage_on_every_read_path"] = _UNCHECKED_SINGLE_MAP_PATHS(
+            test_verify_reads_catches_damage_on_every_read_path)
+    return type(_class_name(name), (base,), namespace)
+
+
+for _name, _case in CASES.items():
+    globals()[_class_name(_name)] = _case_class(_name, _case)
+
+
+class _OnS3(ContainerConformance):
+    @pytest.fixture
+    def place(self, tmp_path, s3_server):
+        return Place(tmp_path, f"s3://{s3_server.bucket()}/kit", s3_server.options())
+
+
+TestS3RemoteRecords = _case_class("s3-remote-records", CASES["remote-records"], _OnS3)
+TestS3RemoteShardedStrings = _case_class("s3-remote-sharded-strings", CASES["remote-sharded-strings"], _OnS3)
+
+
+TestShardedRecordsImagesInSpawnedWorkers = pytest.mark.slow(_case_class(
+    "sharded-records-images-in-spawned-workers", CASES["sharded-records-images"], spawn_workers=True, samples=40))
+TestRemoteShardedRaggedInSpawnedWorkers = pytest.mark.slow(_case_class(
+    "remote-sharded-ragged-in-spawned-workers", CASES["remote-sharded-ragged"], spawn_workers=True, samples=40))
+
+
+def test_every_builtin_kind_has_its_container_cases():
+    kinds = {case.spec.name if hasattr(case.spec, "name") else case.spec.kind for case in CASES.values()}
+    assert {"strings", "ragged", "numpy", "records", "images"} <= {str(k) for k in kinds}
+    assert {case.layout for case in CASES.values()} == {"sharded", "remote", "remote-sharded", "local"}
