@@ -123,3 +123,18 @@ def test_iterating_nine_fields_over_many_shards_under_a_low_file_limit(tmp_path)
 
     held, fds = map(int, result.stdout.split())
     assert held <= DEFAULT_MAX_OPEN_FILES and fds <= DEFAULT_MAX_OPEN_FILES + 40
+
+
+def test_a_handle_whose_descriptors_were_released_still_refreshes_and_grows(tmp_path):
+    import os
+
+    m = RaggedMmap.from_lists(tmp_path / "r", [np.arange(3), np.arange(4)])
+    reader = RaggedMmap(tmp_path / "r", mode="r")
+    reader[0]
+    before = len(os.listdir("/proc/self/fd"))
+    held = reader.release_files()
+    # 5 columns: 4 mapped (data, offsets, shape_offsets, dims), each with its own descriptor and its mapping's,
+    # and checksums, read only by verify_reads: the 4 own descriptors of the mapped columns are closed.
+    assert before - len(os.listdir("/proc/self/fd")) == 4 and held == 5
+    m.extend([np.arange(50) for _ in range(100)])  # the files grow past the mappings: they are opened again
+    assert reader.refresh() == 100 and reader[101].tolist() == list(range(50)) and reader[1].tolist() == [0, 1, 2, 3]
