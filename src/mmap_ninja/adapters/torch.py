@@ -47,8 +47,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+
+from mmap_ninja.extras import missing_extra
+
+try:
+    import torch
+    from torch.utils.data import Dataset, Sampler, get_worker_info
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
