@@ -189,10 +189,12 @@ class ShardedMap(RecordsFace):
 
     @property
     def path(self) -> Path:
+        """The sharded map's folder (absolute)."""
         return self._path
 
     @property
     def mode(self) -> str:
+        """``"r"`` (reads only) or ``"r+"`` (reads, and may add shards with `add_shards`)."""
         return self._mode
 
     @property
@@ -221,6 +223,7 @@ class ShardedMap(RecordsFace):
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The user metadata stored in ``shards.json`` (a copy)."""
         return dict(self._header.metadata)
 
     @property
