@@ -526,14 +526,17 @@ class RemoteMap(MapBase):
 
     @property
     def mode(self) -> str:
+        """Always ``"r"``: a map at a URL is read-only."""
         return "r"
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The user metadata stored with the map (from the header fetched at opening: no download)."""
         return dict(self.header.metadata)
 
     @property
     def closed(self) -> bool:
+        """Whether `close` was called."""
         return self._closed
 
     def _writable_store(self) -> Any:
