@@ -83,6 +83,10 @@ def test_other_kinds_have_no_records_api(tmp_path):
     assert not hasattr(m, "fields") and not hasattr(m, "schema")
     with pytest.raises(AttributeError, match="no fields"):
         m.columns([0])
+    with pytest.raises(TypeError, match="indexed by positions"):
+        m["text"]
+    with pytest.raises(TypeError):
+        RaggedMmap(tmp_path / "s" / m.shards[0].path, mode="r")["text"]  # as a single map of the kind
 
 
 def test_records_dataset_reads_a_sharded_records_map_as_one_map(tmp_path):

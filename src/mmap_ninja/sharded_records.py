@@ -70,7 +70,10 @@ class RecordsFace:
 
     def field(self, name: str) -> Any:
         """Field ``name`` as a read-only sharded container of its kind across the shards (same as ``m[name]``)."""
-        fields = self.fields
+        try:
+            fields = self.fields
+        except AttributeError as e:  # m["name"] on a sharded map of another kind: as a single map of it refuses
+            raise TypeError(f"a map is indexed by positions, not by the str {name!r}: {e}") from None
         if name not in fields:
             raise KeyError(f"{self.path} has no field {name!r}; its fields are {list(fields)}")
         return self.project(name)

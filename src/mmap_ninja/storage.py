@@ -781,8 +781,9 @@ class Store:
     def sync(self) -> None:
         """fsync every column file, the header and the directory."""
         for column in self._columns.values():
-            if column.fd is not None:
-                os.fsync(column.fd)
+            fd = column.descriptor()  # (opened again if it was released)
+            if fd is not None:
+                os.fsync(fd)
         fd = os.open(self.path / HEADER_FILE, os.O_RDONLY)
         try:
             os.fsync(fd)
