@@ -94,3 +94,15 @@ def test_operators_on_the_loopback_s3_server(tmp_path, s3_server):
     np.testing.assert_array_equal(m == 4, array == 4)
     assert 7 in m and len(m) == 4
     m.close()
+
+
+def test_threads_touching_a_map_at_a_url_first_open_it_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ImagesMmap.from_generator(tmp_path / "im", [image_sample(i) for i in range(6)], 2).close()
+    upload(tmp_path / "im", "memory://remote-containers/threads")
+    m = open_existing("memory://remote-containers/threads", cache_dir=tmp_path / "cache", channels=1)
+    with ThreadPoolExecutor(6) as pool:
+        shapes = list(pool.map(lambda i: m[i].shape, range(6)))
+    assert [shape[-1] for shape in shapes] == [1] * 6
+    assert len(list((tmp_path / "cache" / "entries").iterdir())) == 1
