@@ -1,6 +1,7 @@
 """A sharded map reads through its shards' containers: their read options (an images map's ``channels``,
 ``verify_reads``), their exceptions, and a bounded number of open files whatever the shards hold."""
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -99,11 +100,11 @@ def test_iterating_nine_fields_over_many_shards_under_a_low_file_limit(tmp_path)
     code = textwrap.dedent(f"""
         import os, resource, sys
         sys.path.insert(0, {SRC!r})
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_sharded_reads import records_rows
+        import numpy as np
         from mmap_ninja import RecordsMmap
         from mmap_ninja.sharded import ShardedMap, merge
         root = {str(tmp_path)!r}
+{textwrap.indent(inspect.getsource(records_rows), "        ")}
         paths = []
         for k in range(36):
             RecordsMmap.from_generator(f"{{root}}/p{{k}}", records_rows(2 * k, 2), 8).close()
