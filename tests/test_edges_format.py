@@ -2,6 +2,7 @@
 reported as such before any checksum is checked (issue 20)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mmap_ninja
 from mmap_ninja import FormatVersionError, RaggedMmap, StringsMmap, merge, open_existing, verify
 from mmap_ninja.format import FORMAT_VERSION
 from mmap_ninja.sharded import FORMAT_VERSION as SHARDS_VERSION
@@ -28,7 +30,8 @@ def test_new_maps_use_xxh3_whatever_is_importable(tmp_path):
     code = ("import sys; sys.modules['xxhash'] = None\n"
             "from mmap_ninja.checksums import default_algorithm\n"
             "print(default_algorithm())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=str(Path(mmap_ninja.__file__).resolve().parent.parent))  # this mmap_ninja
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "xxh3_64"
 
