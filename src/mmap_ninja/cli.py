@@ -88,7 +88,7 @@ def add_convert(subparsers: Any) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from mmap_ninja.convert import convert
+    from mmap_ninja.conversion import convert
 
     done = convert(args.src, args.dst, verbose=not args.quiet, batch_size=args.batch_size, codec=args.codec,
                    records=args.records, field=args.field, baseline_jpeg=args.baseline_jpeg)

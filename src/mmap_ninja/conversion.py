@@ -170,10 +170,14 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if kind == "map" and codec is None:
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
-    parent = _check_target(source_dir, target)
-    _remove_abandoned(parent, target.name)
-    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
-    owner = _hold(temporary)
+    parent, created = _check_target(source_dir, target)
+    try:
+        _remove_abandoned(parent, target.name)
+        temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
+        owner = _hold(temporary)
+    except BaseException:
+        _remove_created(created)
+        raise
     try:
         if kind in ("map", "sharded", "legacy"):
             legacy: Any = _NativeSource(source_dir) if kind != "legacy" else open_legacy(source_dir)
@@ -194,9 +198,10 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    finally:
         _release(temporary, owner)
+        _remove_created(created)
+        raise
+    _release(temporary, owner)
     return Converted(target, result_kind, length)
 
 
@@ -244,17 +249,33 @@ def _remove_abandoned(parent: Path, name: str) -> None:
             os.close(fd)
 
 
-def _check_target(source: Path, target: Path) -> Path:
-    """Refuse a destination that exists, has no parent folder or lies inside the source; returns its parent."""
+def _check_target(source: Path, target: Path) -> tuple[Path, list[Path]]:
+    """Refuse a destination that exists or lies inside the source; create its missing parent folders (as every
+    builder does). Returns its parent and the folders created, outermost first (removed again if it fails)."""
     if os.path.lexists(target):
         raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"the folder {parent} that would hold {target.name} does not exist")
     source_abs, target_abs = source.resolve(), parent.resolve() / target.name
     if target_abs == source_abs or source_abs in target_abs.parents:
         raise ValueError(f"{target} is inside the source {source}; convert never writes into the source")
-    return parent
+    missing = [folder for folder in (parent, *parent.parents) if not os.path.lexists(folder)][::-1]
+    if os.path.lexists(parent) and not parent.is_dir():
+        raise NotADirectoryError(f"{parent}, which would hold {target.name}, is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        _remove_created(missing)
+        raise
+    return parent, missing
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Remove the (empty) folders a failed conversion created for its destination, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (someone else's files), or gone: leave the rest
 
 
 def _check_built(directory: Path) -> None:
@@ -590,12 +611,26 @@ class _NativeSource:
         # the codec a sharded map's shards share, kept when no codec is given (a single map needs one)
         self.codec_spec: dict[str, Any] | None = self.map.attrs.get("codec") if isinstance(self.map, ShardedMap) \
             else None
+        self.metadata = _metadata_of(path, self.map)
 
     def __len__(self) -> int:
         return len(self.map)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         return list(self.map[positions])
+
+
+def _metadata_of(path: Path, opened: Any) -> dict[str, Any]:
+    """The metadata a conversion of the map at ``path`` keeps: a single map's own; a sharded map's, or when it has
+    none, the metadata its shards all share (as `merge` without ``metadata=`` leaves them)."""
+    from mmap_ninja.format import read_header
+    from mmap_ninja.sharded import ShardedMap
+
+    metadata: dict[str, Any] = dict(opened.metadata)
+    if metadata or not isinstance(opened, ShardedMap) or not opened.shards:
+        return metadata
+    shared = [read_header(path / info.path).metadata for info in opened.shards]
+    return dict(shared[0]) if all(m == shared[0] for m in shared) else {}
 
 
 def _default_rows(kind: str, src: Path) -> int:
@@ -652,25 +687,27 @@ def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: 
         codec = codec_from_spec(legacy.codec_spec)
     if codec is not None and legacy.kind not in ("strings", "ragged"):
         raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
+    metadata = getattr(legacy, "metadata", None) or None  # a map's metadata survives its conversion
     try:
         if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap
 
             if keep and legacy.compressed:
                 built: Any = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False,
-                                                        zstd_level=legacy.zstd_level)
+                                                        zstd_level=legacy.zstd_level, metadata=metadata)
             else:
-                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False, codec=codec)
+                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False, codec=codec,
+                                                   metadata=metadata)
         elif legacy.kind == "ragged":
             from mmap_ninja.ragged import RaggedMmap
 
             built = RaggedMmap.from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype,
-                                              codec=codec)
+                                              codec=codec, metadata=metadata)
         else:
             from mmap_ninja.numpy import from_generator
 
             built = from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype,
-                                   sample_shape=legacy.sample_shape)
+                                   sample_shape=legacy.sample_shape, metadata=metadata)
         built.close()
     finally:
         if bar is not None:
