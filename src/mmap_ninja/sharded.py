@@ -27,7 +27,7 @@ import uuid
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -705,6 +705,42 @@ def _first_difference(expected: Any, got: Any, where: str) -> Optional[str]:
     return None
 
 
+class _KeyCheck:
+    """The shards of one sharded map are all keyed by the same field, or none is (`index_of` asks each shard for
+    the same field): the first map seen (an existing shard, when appending) sets which."""
+
+    def __init__(self, out: Path, existing: Optional[_TopHeader]):
+        self.reference: Optional[tuple[Path, Optional[str]]] = None
+        if existing is not None and existing.shards:
+            path = out / existing.shards[0].path
+            with suppress(CorruptMapError, NotAMapError, FormatVersionError):  # damage: the schema check says it
+                self.reference = (path, _key_field(read_header(path)))
+
+    def check(self, path: Path, header: Header) -> None:
+        key = _key_field(header)
+        if self.reference is None:
+            self.reference = (path, key)
+            return
+        other_path, other_key = self.reference
+        if key == other_key:
+            return
+        if key is None or other_key is None:
+            keyed_path, keyed_by = (path, key) if key is not None else (other_path, other_key)
+            unkeyed = other_path if key is not None else path
+            raise SchemaMismatchError(f"{path} cannot be merged with {other_path}: {keyed_path} is keyed by the "
+                                      f"field {keyed_by!r} and {unkeyed} has no key; the shards of a sharded map "
+                                      f"are all keyed by one field, or none is")
+        raise SchemaMismatchError(f"{path} cannot be merged with {other_path}: it is keyed by the field {key!r}, "
+                                  f"the other by {other_key!r}; the shards of a sharded map are all keyed by one "
+                                  f"field (index_of would look up different fields)")
+
+
+def _key_field(header: Header) -> Optional[str]:
+    """The field a records map is keyed by (``key=``), or None."""
+    spec = header.attrs.get("key")
+    return spec.get("field") if isinstance(spec, dict) and isinstance(spec.get("field"), str) else None
+
+
 def _sample_count(source: _Source) -> int:
     cls = KINDS.get(source.header.kind)
     if cls is None:
@@ -779,8 +815,10 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
                 except NotAMapError:
                     raise CorruptMapError(f"{out / SHARDS_FILE} lists the shard {reference.path!r}, but "
                                           f"{reference_path} holds no map") from None
+        keyed = _KeyCheck(out, existing)
         for source in sources:
             schema = shard_schema(source.header)
+            keyed.check(source.path, source.header)
             if existing is not None and schema["kind"] != existing.kind:
                 raise SchemaMismatchError(f"{source.path} cannot be added to {out}: it holds a {schema['kind']!r} "
                                           f"map, the sharded map's shards are {existing.kind!r}")
