@@ -72,6 +72,8 @@ def _readers(tmp_path):
     yield "from_parquet", RecordsMmap.from_parquet(tmp_path / "parquet", tmp_path / "t.parquet")
     yield "convert", RecordsMmap(mmap_ninja.convert(tmp_path / "t.parquet", tmp_path / "c", verbose=False).path)
     yield "from_pandas", RecordsMmap.from_pandas(tmp_path / "pandas", table.drop_columns(["day64"]).to_pandas())
+    yield "from_pandas(ArrowDtype)", RecordsMmap.from_pandas(tmp_path / "pandas-arrow",
+                                                            table.to_pandas(types_mapper=pd.ArrowDtype))
     datasets = pytest.importorskip("datasets")
     from datasets.table import InMemoryTable
 

@@ -306,6 +306,15 @@ def records_from_pandas(cls: Any, out_dir: PathLike, frame: Any, fill_null: Opti
         series = frame.iloc[:, position]
         field = str(name)
         dtype = series.dtype
+        arrow_type = getattr(dtype, "pyarrow_dtype", None)
+        if arrow_type is not None:  # a pyarrow-backed column (pd.ArrowDtype): the Arrow rules, zones and dates too
+            import pyarrow as pa
+
+            columns[field] = _arrow_column(pa.array(series), field, fill)
+            special = arrow_time_field(arrow_type) or (Field.ragged(np.uint8) if _is_binary(arrow_type) else None)
+            if special is not None:
+                fields[field] = special
+            continue
         if not (isinstance(dtype, np.dtype) and dtype.kind in "fc"):  # elsewhere NaN means missing
             missing = np.asarray(series.isna(), dtype=bool)
             if missing.any():
