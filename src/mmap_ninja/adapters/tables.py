@@ -231,14 +231,15 @@ def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
 def records_from_arrow(cls: Any, out_dir: PathLike, table: Any, fill_null: Optional[Mapping[str, Any]],
                        options: dict[str, Any]) -> Any:
     """`RecordsMmap.from_arrow` (see there and the module docstring)."""
+    import pyarrow.types as pt
+
     fill = check_fill(fill_null, list(table.column_names))
     columns = {}
     fields: dict[str, Field] = {}
     for name in table.column_names:
         column = table.column(name)
         columns[name] = _arrow_column(column, name, fill)
-        kind = column.type.value_type if hasattr(column.type, "value_type") and \
-            type(column.type).__name__ == "DictionaryType" else column.type
+        kind = column.type.value_type if pt.is_dictionary(column.type) else column.type
         time_field = arrow_time_field(kind)
         if time_field is not None:
             fields[name] = time_field
