@@ -37,6 +37,7 @@ import numpy as np
 from mmap_ninja._fsio import fsync_dir, replace_file
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
@@ -717,31 +718,14 @@ class _KeyCheck:
         if existing is not None and existing.shards:
             path = out / existing.shards[0].path
             with suppress(CorruptMapError, NotAMapError, FormatVersionError):  # damage: the schema check says it
-                self.reference = (path, _key_field(read_header(path)))
+                self.reference = (path, key_field(read_header(path).attrs))
 
     def check(self, path: Path, header: Header) -> None:
-        key = _key_field(header)
         if self.reference is None:
-            self.reference = (path, key)
-            return
-        other_path, other_key = self.reference
-        if key == other_key:
-            return
-        if key is None or other_key is None:
-            keyed_path, keyed_by = (path, key) if key is not None else (other_path, other_key)
-            unkeyed = other_path if key is not None else path
-            raise SchemaMismatchError(f"{path} cannot be merged with {other_path}: {keyed_path} is keyed by the "
-                                      f"field {keyed_by!r} and {unkeyed} has no key; the shards of a sharded map "
-                                      f"are all keyed by one field, or none is")
-        raise SchemaMismatchError(f"{path} cannot be merged with {other_path}: it is keyed by the field {key!r}, "
-                                  f"the other by {other_key!r}; the shards of a sharded map are all keyed by one "
-                                  f"field (index_of would look up different fields)")
-
-
-def _key_field(header: Header) -> Optional[str]:
-    """The field a records map is keyed by (``key=``), or None."""
-    spec = header.attrs.get("key")
-    return spec.get("field") if isinstance(spec, dict) and isinstance(spec.get("field"), str) else None
+            self.reference = (path, key_field(header.attrs))
+        mismatch = key_mismatch(path, key_field(header.attrs), *self.reference)
+        if mismatch is not None:
+            raise SchemaMismatchError(f"{path} cannot be merged with {self.reference[0]}: {mismatch}")
 
 
 def _sample_count(source: _Source) -> int:
