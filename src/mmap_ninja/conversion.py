@@ -6,7 +6,8 @@ Sources (`source_kind` tells which one a path is):
 - a map written by mmap_ninja 0.9.0 (its folder holds ``type.ninja``): copied into the current format, every
   sample read back and compared;
 - a map in the current format, re-encoded with ``codec=``; a sharded map (``shards.json``) of strings, ragged or
-  numpy samples, copied into one map (re-encoded too with ``codec=``);
+  numpy samples, copied into one map (re-encoded too with ``codec=``); either one at a URL (``s3://...``),
+  downloaded through the cache; their metadata is kept;
 - a folder of images (every file, in sub-folders too, has an image suffix): an `ImagesMmap` of the files' bytes
   as they are, in the order of their sorted relative paths; with ``records=True`` and the ``root/<class>/<file>``
   layout, `RecordsMmap.from_image_folder` (image and label fields) instead;
@@ -134,13 +135,15 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     The map is built in a temporary directory next to ``dst`` and renamed to ``dst`` only when complete (and
     checked by `mmap_ninja.verify`): nothing appears at ``dst`` otherwise, and a failure leaves no temporary
     directory behind. What a conversion killed outright (SIGKILL, a power cut) left there is removed by the next
-    conversion to the same ``dst``. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many
+    conversion to the same ``dst``. ``src`` is only read. ``dst`` must not exist; its missing parent folders are
+    created, as every builder does (and removed again if the conversion fails). ``batch_size`` is how many
     samples (rows) are held in memory at a time. ``verbose`` shows progress bars.
 
     Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
     zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
     samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=`` (a sharded
-    map keeps its shards' codec when no ``codec=`` is given). Their samples are streamed (by default as many as
+    map keeps its shards' codec when no ``codec=`` is given), keeping the map's metadata (a sharded map's, or the
+    metadata its shards share when it has none). Their samples are streamed (by default as many as
     fit in 64 MiB at a time, at most 10,000), read back and compared with the source one by one before the
     rename.
 
