@@ -26,7 +26,7 @@ import time
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,8 +34,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja._fsio import fsync_dir, replace_file
-from mmap_ninja.errors import CorruptMapError, MapLockedError, NotAMapError, UnknownFeatureError
+from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
 from mmap_ninja.sharded_header import SHARDS_FILE, ShardInfo
@@ -671,6 +672,25 @@ def _first_difference(expected: Any, got: Any, where: str) -> Optional[str]:
     return None
 
 
+class _KeyCheck:
+    """The shards of one sharded map are all keyed by the same field, or none is (`index_of` asks each shard for
+    the same field): the first map seen (an existing shard, when appending) sets which."""
+
+    def __init__(self, out: Path, existing: Optional[_TopHeader]):
+        self.reference: Optional[tuple[Path, Optional[str]]] = None
+        if existing is not None and existing.shards:
+            path = out / existing.shards[0].path
+            with suppress(CorruptMapError, NotAMapError, FormatVersionError):  # damage: the schema check says it
+                self.reference = (path, key_field(read_header(path).attrs))
+
+    def check(self, path: Path, header: Header) -> None:
+        if self.reference is None:
+            self.reference = (path, key_field(header.attrs))
+        mismatch = key_mismatch(path, key_field(header.attrs), *self.reference)
+        if mismatch is not None:
+            raise SchemaMismatchError(f"{path} cannot be merged with {self.reference[0]}: {mismatch}")
+
+
 def _sample_count(source: _Source) -> int:
     cls = KINDS.get(source.header.kind)
     if cls is None:
@@ -745,8 +765,10 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
                 except NotAMapError:
                     raise CorruptMapError(f"{out / SHARDS_FILE} lists the shard {reference.path!r}, but "
                                           f"{reference_path} holds no map") from None
+        keyed = _KeyCheck(out, existing)
         for source in sources:
             schema = shard_schema(source.header)
+            keyed.check(source.path, source.header)
             if existing is not None and schema["kind"] != existing.kind:
                 raise SchemaMismatchError(f"{source.path} cannot be added to {out}: it holds a {schema['kind']!r} "
                                           f"map, the sharded map's shards are {existing.kind!r}")

@@ -95,15 +95,15 @@ def read_top_header(directory: Path) -> TopHeader:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja sharded map header")
-    stored = content.pop("checksum", None)
-    if stored is not None and stored != _checksum(content):
-        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     version = content.get("version")
     if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int for v in version)):
         raise CorruptMapError(f"{path} has no valid format version: {version!r}")
-    if version[0] > FORMAT_VERSION[0]:
+    if version[0] > FORMAT_VERSION[0]:  # before the checksum, which a newer major version may compute otherwise
         raise FormatVersionError(f"{directory} is a sharded map of format version {version[0]}.{version[1]}, newer "
                                  f"than this mmap_ninja reads ({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
+    stored = content.pop("checksum", None)
+    if stored is not None and stored != _checksum(content):
+        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     requires = content.get("requires", [])
     if not isinstance(requires, list) or requires:
         raise UnknownFeatureError(f"{directory} requires the feature(s) {requires!r} of sharded maps, which this "
