@@ -42,6 +42,20 @@ def test_operators_and_protocols_are_the_local_maps(tmp_path):
         m[0]
 
 
+def test_writes_are_refused_before_anything_is_downloaded(tmp_path):
+    RecordsMmap.from_generator(tmp_path / "rec", keyed_rows(0, 4), 3, key="path").close()
+    upload(tmp_path / "rec", "memory://remote-containers/refused")
+    m = open_existing("memory://remote-containers/refused", cache_dir=tmp_path / "cache")
+    row = keyed_rows(4, 1)[0]
+    for write in (lambda: m.append(row), lambda: m.extend([row]),
+                  lambda: m.add_field("extra", "strings", ""), lambda: m.set_metadata({}),
+                  lambda: m.transaction().__enter__()):
+        with pytest.raises(PermissionError, match="memory://remote-containers/refused is a map at a URL, read-only"):
+            write()
+    assert not (tmp_path / "cache" / "entries").exists() or not list((tmp_path / "cache" / "entries").iterdir())
+    assert len(m) == 4 and m[3]["path"] == "img/3.jpg"
+
+
 def test_key_in_a_records_map_at_a_url_is_what_index_of_finds(tmp_path):
     RecordsMmap.from_generator(tmp_path / "rec", keyed_rows(0, 8), 3, key="path").close()
     upload(tmp_path / "rec", "memory://remote-containers/rec")

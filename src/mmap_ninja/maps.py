@@ -503,7 +503,7 @@ class MapBase:
         """Add samples at the end, all or none: readers see them only once all are on disk. (``verbose`` is
         accepted for mmap_ninja 0.9.0's signature; one extend is one commit, with no progress to show.)"""
         layout = self.layout
-        if self._store is None and self._legacy is None and self._mode == "r+":
+        if self._mode == "r+" and self._store is None and self._legacy is None:
             # The first write creates the map: check the samples first, so that a refused one creates nothing.
             empty = EmptyColumns(self._path, layout)
             lengths = {name: len(empty.column(name)) for name in layout.columns}
@@ -556,7 +556,7 @@ class MapBase:
         Every value is checked before any is written. An in-place write is not a commit: readers see it at
         once, without ``refresh()``, and a process killed during it may leave that sample half written.
         """
-        if self._store is None and self._legacy is None and self._mode == "r+":
+        if self._mode == "r+" and self._store is None and self._legacy is None:
             raise IndexError(self._out_of_range(index, 0))  # before the write would create the map
         store = self._writable_store()
         with store.transaction():

@@ -127,7 +127,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         """In-place assignment with NumPy's semantics; values are cast only if none changes (see `MapBase`)."""
-        if self._store is None and self._legacy is None and self._mode == "r+":
+        if self._mode == "r+" and self._store is None and self._legacy is None:
             raise IndexError(self._out_of_range(index, 0))  # before the write would create the map
         store = self._writable_store()
         with store.transaction():

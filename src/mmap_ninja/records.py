@@ -973,7 +973,7 @@ class RecordsMmap(MapBase):
     # -------------------------------------------------------------- writing
 
     def _writable_store(self) -> Store:
-        if self._store is None and self._mode == "r+":
+        if self._mode == "r+" and self._store is None:
             raise ValueError(f"no records map exists at {self._path} yet: its schema comes from its first rows; "
                              f"create it with extend(rows), append(row), RecordsMmap.from_generator or from_dict")
         return super()._writable_store()
@@ -983,7 +983,7 @@ class RecordsMmap(MapBase):
         columns (field -> equal-length sequence of values). Every row is checked against the schema before
         anything is written; an error names the row and the field. On a handle with no map yet, the first
         call that gives rows creates the map with the schema these rows suggest (no rows: nothing is written)."""
-        if self._store is None and self._mode == "r+" and self._legacy is None:
+        if self._mode == "r+" and self._store is None and self._legacy is None:
             layout = self.layout
             samples = samples if isinstance(samples, Mapping) else list(samples)
             if isinstance(samples, Mapping):
@@ -1044,7 +1044,7 @@ class RecordsMmap(MapBase):
         build the map with it."""
         check_field_name(name)
         spec = _field_from_spec(name, field)
-        if self._store is None and self._legacy is None and self._mode == "r+":
+        if self._mode == "r+" and self._store is None and self._legacy is None:
             raise ValueError(f"no records map exists at {self._path} yet: add fields by giving rows that have them")
         store = self._writable_store()
         layout = _FIELD_LAYOUTS[spec.kind]
@@ -1189,7 +1189,7 @@ class RecordsMmap(MapBase):
         built until the block ends); if the block raises, the new map is removed again and nothing is left on
         disk. (A block nested in such a block before the map exists is
         part of the outer one: it is undone only with it.)"""
-        if self._store is not None or self._mode == "r" or self._legacy is not None:
+        if self._mode == "r" or self._store is not None or self._legacy is not None:
             with super().transaction():
                 yield
             return

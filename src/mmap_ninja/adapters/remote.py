@@ -472,8 +472,8 @@ class RemoteMap(MapBase):
     else downloads the map into the cache (once) and opens it there, with the options given (``verify_reads``,
     ``channels``, ...). It opens with ``mode="r"``: every write is refused, naming the URL."""
 
-    _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_remote", "_cache", "_raw", "_settings",
-                               "_options", "_length", "_opening", "_ready", "_closed"})
+    _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
+                               "_settings", "_options", "_length", "_opening", "_ready", "_closed"})
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
@@ -482,6 +482,7 @@ class RemoteMap(MapBase):
         self.header = header
         self.kind = header.kind
         self.wrapper_fn = wrapper_fn
+        self._mode = "r"  # known before the download: a write is refused (naming the URL) without one
         self._remote = remote
         self._cache = cache
         self._raw = raw
