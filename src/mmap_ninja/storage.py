@@ -117,10 +117,10 @@ class _Column:
         self.released = False
 
     def release(self) -> None:
-        """Close the descriptor of a mapped column: the mapping keeps the file (Python's mmap holds its own
-        descriptor), so a read-only handle that does not grow needs only that one. A later remap or size check
-        opens the file again by its path."""
-        if self.mapped is not None and self._finalizer is not None:
+        """Close the column's descriptor: a mapping keeps its file (Python's mmap holds its own descriptor), so a
+        read-only handle that does not grow needs only that one. A later mapping (of a column not read yet, such
+        as the checksums ``verify_reads`` reads), remap or size check opens the file again by its path."""
+        if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
             self.fd = None
@@ -431,8 +431,9 @@ class Store:
         return self._columns[name].view(length)
 
     def release_descriptors(self) -> None:
-        """Close the descriptors of the columns mapped so far, keeping their mappings: a read-only handle that
-        will not grow (a sharded map's shard) then holds one descriptor per mapped column instead of two."""
+        """Close the columns' own descriptors, keeping their mappings: a read-only handle that will not grow (a
+        sharded map's shard) then holds one descriptor per mapped column instead of two, and none for the others
+        (opened again by path when first needed)."""
         for column in self._columns.values():
             column.release()
 
