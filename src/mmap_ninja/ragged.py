@@ -48,6 +48,13 @@ class RaggedMmap(MapBase):
         """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``."""
         return self._view.offsets  # type: ignore[no-any-return]
 
+    @property
+    def ndims(self) -> Optional[list[int]]:
+        """The sorted numbers of dimensions the samples have (``[1]`` for token sequences, ``[]`` while empty),
+        from the header: None for a map written before format 2.0 kept it (its samples may have any)."""
+        ndims = self._view_attrs().get("ndims")
+        return None if ndims is None else [int(n) for n in ndims]
+
     def shape(self, index: int) -> tuple[int, ...]:
         """The shape of sample ``index``, without touching its data."""
         view = self._view

@@ -1,0 +1,186 @@
+"""Token maps for LLM pretraining: `PackedTokens` (fixed-length windows over the concatenation of every
+document, with their document boundaries) and its collate. Re-exported by `mmap_ninja.adapters.torch`.
+
+A 1-D `RaggedMmap` of token sequences already stores every document back to back, with n + 1 int64 offsets:
+the window of ``seq_len`` tokens starting at token ``t`` of the concatenation is the slice ``values[t:t + seq_len]``
+of the mapping (no copy), and the documents it crosses are found by a binary search of the offsets. So nothing is
+built at open (no sample index, no document index file): opening is O(1) at any number of tokens or documents,
+and every position is a 64-bit integer.
+"""
+
+from __future__ import annotations
+
+import operator
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["PackedTokens", "collate_packed"]
+
+# Above this many documents in one window, its boundaries are found with NumPy rather than a Python loop.
+_LOOP_DOCUMENTS = 16
+
+
+class PackedTokens(Dataset[dict[str, np.ndarray]]):
+    """A map-style dataset of fixed-length windows over the concatenation of all documents of ``tokens``.
+
+    ``tokens`` is a `RaggedMmap` of 1-D token sequences without a codec (or a remote map of one); no separator
+    is inserted between documents (store one at the end of each document if the model expects it). Item ``k`` is
+    the window of ``seq_len`` tokens starting at token ``k * stride`` (``stride`` defaults to ``seq_len``;
+    ``seq_len=L + 1, stride=L`` gives inputs and labels shifted by one), a dict of NumPy arrays:
+
+    - ``input_ids``: the ``seq_len`` tokens in the map's dtype, a read-only view of the mapping (no copy);
+    - ``cu_seqlens``: int32 boundaries of the documents inside the window, FlashAttention's
+      ``cu_seqlens`` convention: it starts at 0 (even when the window starts mid-document), ends at ``seq_len``,
+      has one entry per boundary, and empty documents are skipped;
+    - ``doc_ids``: int64, the index in ``tokens`` of the document of each segment (``len(cu_seqlens) - 1`` of them).
+
+    ``len`` is ``(T - seq_len) // stride + 1`` for ``T >= seq_len`` tokens in all, else 0; the tokens after the
+    last whole window are not read. The dataset sees the documents the map held when it was made (later appends
+    are not seen; make a new one). Opening reads only the map's header, and every read is two binary searches of
+    the offsets. It pickles as the map's path (DataLoader workers reopen the files). Use `collate_packed`
+    (also ``PackedTokens.collate``) as the DataLoader's ``collate_fn`` to get torch tensors.
+    """
+
+    def __init__(self, tokens: Any, seq_len: int, *, stride: Optional[int] = None):
+        seq_len = _positive("seq_len", seq_len)
+        stride = seq_len if stride is None else _positive("stride", stride)
+        ndims = getattr(tokens, "ndims", None)
+        if ndims is not None and ndims not in ([], [1]):
+            raise ValueError(f"PackedTokens needs a map of 1-D token sequences; {_name(tokens)} holds samples "
+                             f"with {ndims} dimensions")
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.stride = stride
+        self.documents = len(tokens)
+        self._attach()
+        self.total_tokens = int(self._offsets[-1])
+        self._length = (self.total_tokens - seq_len) // stride + 1 if self.total_tokens >= seq_len else 0
+
+    def _attach(self) -> None:
+        """Take the map's values and its first ``documents + 1`` offsets (read-only views of the mapping)."""
+        try:
+            values, offsets = self.tokens.values, self.tokens.offsets
+        except AttributeError:
+            raise TypeError(f"PackedTokens needs a RaggedMmap of token sequences (with values and offsets), got "
+                            f"{type(self.tokens).__name__}") from None
+        if values.ndim != 1 or len(offsets) < self.documents + 1:
+            raise ValueError(f"{_name(self.tokens)} does not hold the {self.documents} documents it was opened "
+                             f"with")
+        self._values = values
+        self._offsets = offsets[:self.documents + 1]
+        self._starts = self._offsets.data  # Python ints on indexing, for bisect
+        if int(self._offsets[-1]) > len(values):
+            raise ValueError(f"{_name(self.tokens)}'s offsets point past its {len(values)} tokens")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def window_start(self, index: int) -> int:
+        """The position in the concatenation of the first token of window ``index`` (negative counts from the end)."""
+        position = operator.index(index)
+        if position < 0:
+            position += self._length
+        if not 0 <= position < self._length:
+            raise IndexError(f"window {index} is out of range: {self._length} windows of {self.seq_len} tokens "
+                             f"(stride {self.stride}) fit in {self.total_tokens} tokens")
+        return position * self.stride
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        start = self.window_start(index)
+        stop = start + self.seq_len
+        starts = self._starts
+        first = bisect_right(starts, start) - 1  # the non-empty document holding token `start`
+        last = bisect_right(starts, stop - 1) - 1  # ... and the one holding the window's last token
+        if last - first <= _LOOP_DOCUMENTS:
+            cuts, doc_ids = [0], [first]
+            for doc in range(first + 1, last + 1):
+                offset = starts[doc]
+                if starts[doc + 1] != offset:  # empty documents have no segment
+                    cuts.append(offset - start)
+                    doc_ids.append(doc)
+            cuts.append(self.seq_len)
+            cu_seqlens = np.array(cuts, dtype=np.int32)
+            ids = np.array(doc_ids, dtype=np.int64)
+        else:
+            bounds = np.asarray(self._offsets[first:last + 2])
+            ids = first + np.flatnonzero(bounds[1:] != bounds[:-1])
+            cu_seqlens = np.empty(len(ids) + 1, dtype=np.int32)
+            cu_seqlens[0], cu_seqlens[-1] = 0, self.seq_len
+            cu_seqlens[1:-1] = bounds[ids[1:] - first] - start
+        return {"input_ids": self._values[start:stop], "cu_seqlens": cu_seqlens, "doc_ids": ids}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        return [self[i] for i in indices]
+
+    @staticmethod
+    def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """`collate_packed` with int64 ``input_ids``."""
+        return collate_packed(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "seq_len": self.seq_len, "stride": self.stride, "documents": self.documents,
+                "total_tokens": self.total_tokens, "length": self._length}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.tokens, self.seq_len, self.stride = state["tokens"], state["seq_len"], state["stride"]
+        self.documents, self.total_tokens, self._length = state["documents"], state["total_tokens"], state["length"]
+        self._attach()
+
+    def __repr__(self) -> str:
+        return (f"PackedTokens({_name(self.tokens)}, seq_len={self.seq_len}, stride={self.stride}: {self._length} "
+                f"windows over {self.total_tokens} tokens in {self.documents} documents)")
+
+
+def collate_packed(batch: Sequence[dict[str, Any]], dtype: torch.dtype = torch.int64) -> dict[str, Any]:
+    """Turn a list of `PackedTokens` items into one batch of torch tensors, for variable-length attention:
+
+    - ``input_ids``: ``(B, seq_len)`` of ``dtype`` (int64 by default, what ``nn.Embedding`` takes), one copy;
+    - ``cu_seqlens``: int32, every row's boundaries shifted by the row's offset ``b * seq_len`` and joined
+      without repeating the boundary between rows (FlashAttention's ``flash_attn_varlen_func`` on the batch
+      flattened to ``B * seq_len`` tokens);
+    - ``max_seqlen``: the longest segment, a Python int;
+    - ``doc_ids``: int64, the document of each segment of ``cu_seqlens``;
+    - ``position_ids``: ``(B, seq_len)`` int64, each token's position within its segment (restarting at 0 at
+      every boundary, as position ids of packed sequences do).
+    """
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    seq_len = len(batch[0]["input_ids"])
+    if any(len(item["input_ids"]) != seq_len for item in batch):
+        raise ValueError(f"the windows of a batch must have one length; got {[len(i['input_ids']) for i in batch]}")
+    rows = len(batch)
+    if rows * seq_len > np.iinfo(np.int32).max:
+        raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
+    input_ids = torch.empty((rows, seq_len), dtype=dtype)
+    ids_array = input_ids.numpy()
+    for row, item in zip(ids_array, batch):
+        np.copyto(row, item["input_ids"], casting="unsafe")
+    cuts = [np.zeros(1, dtype=np.int64)]
+    cuts.extend(item["cu_seqlens"][1:].astype(np.int64) + row * seq_len for row, item in enumerate(batch))
+    cu_seqlens = np.concatenate(cuts)
+    lengths = np.diff(cu_seqlens)
+    positions = np.arange(rows * seq_len, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
+    return {"input_ids": input_ids,
+            "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
+            "max_seqlen": int(lengths.max()),
+            "doc_ids": torch.from_numpy(np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64)
+                                                        for item in batch])),
+            "position_ids": torch.from_numpy(positions.reshape(rows, seq_len))}
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    number = operator.index(value)
+    if number < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def _name(tokens: Any) -> str:
+    return str(getattr(tokens, "path", None) or getattr(tokens, "url", None) or type(tokens).__name__)
