@@ -3,6 +3,7 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
+- `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory.
 """
 
 from mmap_ninja._version import __version__
@@ -26,6 +27,7 @@ from mmap_ninja.numpy import extend_dir as np_extend_dir
 from mmap_ninja.numpy import from_generator as np_from_generator
 from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
+from mmap_ninja.order import Order
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.records import Field, RecordsMmap
@@ -44,6 +46,7 @@ __all__ = [
     "MapLockedError",
     "NotAMapError",
     "NumpyMmap",
+    "Order",
     "RaggedMmap",
     "RaggedMmmap",
     "RecordsMmap",
