@@ -50,13 +50,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._tokens import PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
 __all__ = ["FieldBatch", "PadCollate", "RankSampler", "RecordsCollate", "RecordsDataset", "ShardedSampler", "as_tensor",
            "collate", "pad_collate", "rank_indices", "shard_indices"]
-__all__ += ["PackedTokens", "collate_packed"]  # token windows for pretraining (adapters/_tokens.py)
+# Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
+__all__ += ["PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
