@@ -60,6 +60,12 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         self._attach()
         self.total_tokens = int(self._offsets[-1])
         self._length = (self.total_tokens - seq_len) // stride + 1 if self.total_tokens >= seq_len else 0
+        self._templates()
+
+    def _templates(self) -> None:
+        """The boundaries and document id of a window inside one document, copied for each such window."""
+        self._whole = np.array([0, self.seq_len], dtype=np.int32)
+        self._one_id = np.zeros(1, dtype=np.int64)
 
     def _attach(self) -> None:
         """Take the map's values and its first ``documents + 1`` offsets (read-only views of the mapping)."""
@@ -91,11 +97,16 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         return position * self.stride
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        start = self.window_start(index)
+        fast = type(index) is int and 0 <= index < self._length  # a plain position: no checks to make
+        start = index * self.stride if fast else self.window_start(index)
         stop = start + self.seq_len
         starts = self._starts
         first = bisect_right(starts, start) - 1  # the non-empty document holding token `start`
-        last = bisect_right(starts, stop - 1) - 1  # ... and the one holding the window's last token
+        if starts[first + 1] >= stop:  # the window lies in one document
+            doc_id = self._one_id.copy()
+            doc_id[0] = first
+            return {"input_ids": self._values[start:stop], "cu_seqlens": self._whole.copy(), "doc_ids": doc_id}
+        last = bisect_right(starts, stop - 1, first + 1) - 1  # the document holding the window's last token
         if last - first <= _LOOP_DOCUMENTS:
             cuts, doc_ids = [0], [first]
             for doc in range(first + 1, last + 1):
@@ -130,6 +141,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         self.tokens, self.seq_len, self.stride = state["tokens"], state["seq_len"], state["stride"]
         self.documents, self.total_tokens, self._length = state["documents"], state["total_tokens"], state["length"]
         self._attach()
+        self._templates()
 
     def __repr__(self) -> str:
         return (f"PackedTokens({_name(self.tokens)}, seq_len={self.seq_len}, stride={self.stride}: {self._length} "
