@@ -57,13 +57,50 @@ def test_every_window_equals_the_oracle(tmp_path_factory, lengths, seq_len, stri
     step = stride or seq_len
     assert len(dataset) == ((total - seq_len) // step + 1 if total >= seq_len else 0)
     check_against_oracle(dataset, documents)
+    if len(dataset):
+        windows = [*range(len(dataset)), 0, len(dataset) - 1]
+        check_batch(dataset, windows)
     tokens.close()
+
+
+def check_batch(dataset, windows):
+    """get_batch equals collate_packed of the single windows."""
+    batch = dataset.get_batch(windows)
+    expected = collate_packed([dataset[k] for k in windows])
+    np.testing.assert_array_equal(batch["input_ids"], expected["input_ids"].numpy())
+    assert batch["input_ids"].dtype == dataset.tokens.dtype
+    assert batch["cu_seqlens"].dtype == np.int32 and batch["cu_seqlens"].tolist() == expected["cu_seqlens"].tolist()
+    assert batch["doc_ids"].tolist() == expected["doc_ids"].tolist()
+    assert batch["max_seqlen"] == expected["max_seqlen"]
+    tensors = collate_packed(batch)
+    for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
+        assert torch.equal(tensors[key], expected[key]), key
 
 
 def test_many_tiny_documents_in_one_window_take_the_vectorized_path(tmp_path):
     lengths = [1, 0, 0, 2, 1, 0, 3] * 20 + [50]
     documents, tokens = build(tmp_path / "m", lengths)
-    check_against_oracle(PackedTokens(tokens, 64, stride=5), documents)
+    dataset = PackedTokens(tokens, 64, stride=5)
+    check_against_oracle(dataset, documents)
+    check_batch(dataset, list(range(len(dataset))))
+
+
+def test_get_batch_into_out_and_bad_batches(tmp_path):
+    _, tokens = build(tmp_path / "m", [5, 0, 9, 3, 30], dtype=np.uint16)
+    dataset = PackedTokens(tokens, 8, stride=3)
+    check_batch(dataset, [3, -1, 0, 0, 7])
+    out = np.zeros((2, 8), dtype=np.int64)
+    batch = dataset.get_batch([1, 2], out=out)
+    assert batch["input_ids"] is out
+    np.testing.assert_array_equal(out, np.stack([dataset[1]["input_ids"], dataset[2]["input_ids"]]))
+    with pytest.raises(ValueError, match=r"out must be a writable C-contiguous array of shape \(2, 8\)"):
+        dataset.get_batch([1, 2], out=np.zeros((2, 9), np.int64))
+    with pytest.raises(TypeError, match="do not convert safely"):
+        dataset.get_batch([1, 2], out=np.zeros((2, 8), np.int8))
+    with pytest.raises(IndexError, match=f"window {len(dataset)} is out of range"):
+        dataset.get_batch([0, len(dataset)])
+    with pytest.raises(TypeError, match="must be integers"):
+        dataset.get_batch([0.5])
 
 
 def test_windows_are_read_only_views_of_the_mapping(tmp_path):
@@ -188,3 +225,4 @@ def test_windows_past_two_to_the_31_tokens(tmp_path):
     assert first["cu_seqlens"].tolist() == [0, 1000, seq_len] and first["doc_ids"].tolist() == [0, 1]
     assert first["input_ids"][999] == 1 and first["input_ids"][1000] == 2
     assert dataset[(2**31 - 5000) // (seq_len - 1)]["doc_ids"].tolist() == [1]
+    check_batch(dataset, [k, 0, -1, k - 1])

@@ -128,8 +128,53 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         return [self[i] for i in indices]
 
+    def get_batch(self, indices: Any, *, out: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """Windows ``indices`` as one batch of NumPy arrays, the boundaries found for all rows at once:
+
+        ``input_ids`` ``(B, seq_len)`` (a new array of the map's dtype, or ``out``: C-contiguous, writable, that
+        shape, any dtype the tokens convert to safely, such as int64), ``cu_seqlens`` (int32, flattened as
+        `collate_packed` does), ``max_seqlen`` (int) and ``doc_ids`` (int64, one per segment). `collate_packed`
+        turns this dict into tensors too.
+        """
+        windows = np.asarray(indices)
+        if windows.dtype == np.bool_ or (windows.size and windows.dtype.kind not in "iu"):
+            raise TypeError(f"window indices must be integers, got an array of {windows.dtype}")
+        windows = windows.astype(np.int64, copy=False).reshape(-1)
+        bad = (windows < -self._length) | (windows >= self._length)
+        if bad.any():
+            self.window_start(int(windows[bad][0]))  # raises the IndexError naming it
+        windows = np.where(windows < 0, windows + self._length, windows)
+        rows, seq_len, values, offsets = len(windows), self.seq_len, self._values, self._offsets
+        shape = (rows, seq_len)
+        if out is None:
+            out = np.empty(shape, dtype=values.dtype)
+        elif out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
+        elif not np.can_cast(values.dtype, out.dtype, "safe"):
+            raise TypeError(f"tokens of dtype {values.dtype} do not convert safely to out's {out.dtype}")
+        starts = windows * self.stride
+        for row, start in zip(out, starts.tolist()):
+            np.copyto(row, values[start:start + seq_len])
+        # Every document each row touches, then those that are not empty.
+        first = np.searchsorted(offsets, starts, side="right") - 1
+        last = np.searchsorted(offsets, starts + (seq_len - 1), side="right") - 1
+        counts = last - first + 1
+        row_of = np.repeat(np.arange(rows, dtype=np.int64), counts)
+        row_firsts = np.cumsum(counts) - counts
+        docs = first[row_of] + (np.arange(len(row_of), dtype=np.int64) - row_firsts[row_of])
+        keep = offsets[docs + 1] != offsets[docs]
+        keep[row_firsts] = True  # a row's first document holds its first token
+        docs, row_of = docs[keep], row_of[keep]
+        cuts = np.empty(len(docs) + 1, dtype=np.int64)
+        cuts[:-1] = np.maximum(offsets[docs] - starts[row_of], 0) + row_of * seq_len
+        cuts[-1] = rows * seq_len
+        if cuts[-1] > np.iinfo(np.int32).max:
+            raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
+        return {"input_ids": out, "cu_seqlens": cuts.astype(np.int32), "max_seqlen": int(np.diff(cuts).max()),
+                "doc_ids": docs}
+
     @staticmethod
-    def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def collate(batch: Any) -> dict[str, Any]:
         """`collate_packed` with int64 ``input_ids``."""
         return collate_packed(batch)
 
@@ -148,8 +193,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
                 f"windows over {self.total_tokens} tokens in {self.documents} documents)")
 
 
-def collate_packed(batch: Sequence[dict[str, Any]], dtype: torch.dtype = torch.int64) -> dict[str, Any]:
-    """Turn a list of `PackedTokens` items into one batch of torch tensors, for variable-length attention:
+def collate_packed(batch: Any, dtype: torch.dtype = torch.int64) -> dict[str, Any]:
+    """Turn a list of `PackedTokens` items (or the dict of `PackedTokens.get_batch`) into one batch of torch
+    tensors, for variable-length attention:
 
     - ``input_ids``: ``(B, seq_len)`` of ``dtype`` (int64 by default, what ``nn.Embedding`` takes), one copy;
     - ``cu_seqlens``: int32, every row's boundaries shifted by the row's offset ``b * seq_len`` and joined
@@ -160,6 +206,8 @@ def collate_packed(batch: Sequence[dict[str, Any]], dtype: torch.dtype = torch.i
     - ``position_ids``: ``(B, seq_len)`` int64, each token's position within its segment (restarting at 0 at
       every boundary, as position ids of packed sequences do).
     """
+    if isinstance(batch, dict):  # a batch from PackedTokens.get_batch
+        return _batch_tensors(batch, dtype)
     if not batch:
         raise ValueError("cannot collate an empty batch")
     seq_len = len(batch[0]["input_ids"])
@@ -183,6 +231,18 @@ def collate_packed(batch: Sequence[dict[str, Any]], dtype: torch.dtype = torch.i
             "doc_ids": torch.from_numpy(np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64)
                                                         for item in batch])),
             "position_ids": torch.from_numpy(positions.reshape(rows, seq_len))}
+
+
+def _batch_tensors(batch: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    input_ids = np.asarray(batch["input_ids"])
+    cu_seqlens = np.asarray(batch["cu_seqlens"]).astype(np.int64)
+    lengths = np.diff(cu_seqlens)
+    positions = np.arange(input_ids.size, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
+    tensor = torch.empty(input_ids.shape, dtype=dtype)
+    np.copyto(tensor.numpy(), input_ids, casting="unsafe")
+    return {"input_ids": tensor, "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
+            "max_seqlen": int(batch["max_seqlen"]), "doc_ids": torch.from_numpy(np.asarray(batch["doc_ids"])),
+            "position_ids": torch.from_numpy(positions.reshape(input_ids.shape))}
 
 
 def _positive(name: str, value: Any) -> int:
