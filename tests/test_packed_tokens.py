@@ -92,6 +92,8 @@ def test_get_batch_into_out_and_bad_batches(tmp_path):
     out = np.zeros((2, 8), dtype=np.int64)
     batch = dataset.get_batch([1, 2], out=out)
     assert batch["input_ids"] is out
+    assert dataset.get_batch([1, 2], boundaries=False).keys() == {"input_ids"}
+    np.testing.assert_array_equal(dataset.get_batch([1, 2], boundaries=False)["input_ids"], out)
     np.testing.assert_array_equal(out, np.stack([dataset[1]["input_ids"], dataset[2]["input_ids"]]))
     with pytest.raises(ValueError, match=r"out must be a writable C-contiguous array of shape \(2, 8\)"):
         dataset.get_batch([1, 2], out=np.zeros((2, 9), np.int64))

@@ -128,13 +128,14 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         return [self[i] for i in indices]
 
-    def get_batch(self, indices: Any, *, out: Optional[np.ndarray] = None) -> dict[str, Any]:
+    def get_batch(self, indices: Any, *, out: Optional[np.ndarray] = None, boundaries: bool = True) -> dict[str, Any]:
         """Windows ``indices`` as one batch of NumPy arrays, the boundaries found for all rows at once:
 
         ``input_ids`` ``(B, seq_len)`` (a new array of the map's dtype, or ``out``: C-contiguous, writable, that
         shape, any dtype the tokens convert to safely, such as int64), ``cu_seqlens`` (int32, flattened as
         `collate_packed` does), ``max_seqlen`` (int) and ``doc_ids`` (int64, one per segment). `collate_packed`
-        turns this dict into tensors too.
+        turns this dict into tensors too. ``boundaries=False`` gives ``input_ids`` alone (for plain causal attention
+        across documents, Megatron's default), skipping the search for boundaries.
         """
         windows = np.asarray(indices)
         if windows.dtype == np.bool_ or (windows.size and windows.dtype.kind not in "iu"):
@@ -155,6 +156,8 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         starts = windows * self.stride
         for row, start in zip(out, starts.tolist()):
             np.copyto(row, values[start:start + seq_len])
+        if not boundaries:
+            return {"input_ids": out}
         # Every document each row touches, then those that are not empty.
         first = np.searchsorted(offsets, starts, side="right") - 1
         last = np.searchsorted(offsets, starts + (seq_len - 1), side="right") - 1
