@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 from mmap_ninja import RaggedMmap  # noqa: E402
-from mmap_ninja.adapters.torch import PackedTokens, collate_packed  # noqa: E402
+from mmap_ninja.adapters.torch import PackedTokens, ResumableSampler, collate_packed  # noqa: E402
 
 from conftest import write_header  # noqa: E402
 
@@ -228,3 +228,28 @@ def test_windows_past_two_to_the_31_tokens(tmp_path):
     assert first["input_ids"][999] == 1 and first["input_ids"][1000] == 2
     assert dataset[(2**31 - 5000) // (seq_len - 1)]["doc_ids"].tolist() == [1]
     check_batch(dataset, [k, 0, -1, k - 1])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_windows_resume_exactly_through_stateful_dataloader(tmp_path, workers):
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    _, tokens = build(tmp_path / "m", [int(n) for n in np.random.default_rng(5).integers(0, 60, 80)])
+    dataset = PackedTokens(tokens, 17, stride=16)
+
+    def loader():
+        return stateful.StatefulDataLoader(dataset, batch_size=4, num_workers=workers, collate_fn=PackedTokens.collate,
+                                           sampler=ResumableSampler(dataset, seed=3))
+
+    full = [batch["doc_ids"].tolist() + batch["input_ids"].reshape(-1).tolist() for batch in loader()]
+    for saved_after in (0, 3, len(full) - 1):
+        first, seen = loader(), []
+        iterator = iter(first)
+        for _ in range(saved_after):
+            batch = next(iterator)
+            seen.append(batch["doc_ids"].tolist() + batch["input_ids"].reshape(-1).tolist())
+        state = first.state_dict()
+        del iterator
+        second = loader()
+        second.load_state_dict(state)
+        rest = [batch["doc_ids"].tolist() + batch["input_ids"].reshape(-1).tolist() for batch in second]
+        assert seen + rest == full

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
 
+from mmap_ninja.adapters._samplers import resolve_rank
 from mmap_ninja.order import Order
 
 __all__ = ["PaddingReport", "TokenBudgetBatchSampler"]
@@ -73,15 +73,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __init__(self, tokens: Any, max_tokens: int, *, rank: Optional[int] = None, world_size: Optional[int] = None,
                  seed: int = 0, shuffle: bool = True, drop_last: bool = False, pool_size: int = DEFAULT_POOL_SIZE):
-        if rank is None or world_size is None:
-            dist = torch.distributed
-            initialized = dist.is_available() and dist.is_initialized()
-            rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
-            world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
-        self.world_size = _integer("world_size", world_size, 1)
-        self.rank = _integer("rank", rank, 0)
-        if self.rank >= self.world_size:
-            raise ValueError(f"rank must be in [0, {self.world_size - 1}], got {self.rank}")
+        self.rank, self.world_size = resolve_rank(rank, world_size)
         self.max_tokens = _integer("max_tokens", max_tokens, 1)
         self.pool_size = _integer("pool_size", pool_size, 1)
         self.seed, self.shuffle, self.drop_last = _integer("seed", seed, None), bool(shuffle), bool(drop_last)
