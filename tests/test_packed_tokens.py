@@ -83,6 +83,10 @@ def test_many_tiny_documents_in_one_window_take_the_vectorized_path(tmp_path):
     dataset = PackedTokens(tokens, 64, stride=5)
     check_against_oracle(dataset, documents)
     check_batch(dataset, list(range(len(dataset))))
+    documents, tokens = build(tmp_path / "n", [1, 2, 1, 3] * 50)  # more than 64 documents, none empty
+    dataset = PackedTokens(tokens, 200, stride=7)
+    check_against_oracle(dataset, documents)
+    assert len(dataset[0]["doc_ids"]) > 64
 
 
 def test_get_batch_into_out_and_bad_batches(tmp_path):

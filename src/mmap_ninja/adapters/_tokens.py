@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 __all__ = ["PackedTokens", "collate_packed"]
 
-# Above this many documents in one window, its boundaries are found with NumPy rather than a Python loop.
-_LOOP_DOCUMENTS = 16
+# Below this many documents in one window, its boundaries are found with Python lists rather than NumPy.
+_LIST_DOCUMENTS = 64
 
 
 class PackedTokens(Dataset[dict[str, np.ndarray]]):
@@ -107,25 +107,23 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
             doc_id[0] = first
             return {"input_ids": self._values[start:stop], "cu_seqlens": self._whole.copy(), "doc_ids": doc_id}
         last = bisect_right(starts, stop - 1, first + 1) - 1  # the document holding the window's last token
-        if last - first <= _LOOP_DOCUMENTS:
-            cuts, doc_ids = [0], [first]
-            for doc in range(first + 1, last + 1):
-                offset = starts[doc]
-                if starts[doc + 1] != offset:  # empty documents have no segment
-                    cuts.append(offset - start)
-                    doc_ids.append(doc)
-            cuts.append(self.seq_len)
-            cu_seqlens = np.array(cuts, dtype=np.int32)
-            ids = np.array(doc_ids, dtype=np.int64)
-        else:
-            bounds = np.asarray(self._offsets[first:last + 2])
-            ids = first + np.flatnonzero(bounds[1:] != bounds[:-1])
-            cu_seqlens = np.empty(len(ids) + 1, dtype=np.int32)
-            cu_seqlens[0], cu_seqlens[-1] = 0, self.seq_len
-            cu_seqlens[1:-1] = bounds[ids[1:] - first] - start
+        if last - first < _LIST_DOCUMENTS:
+            bounds = starts[first:last + 2].tolist()
+            if len(set(bounds)) == len(bounds):  # no empty document: every offset inside is a boundary
+                cuts = [offset - start for offset in bounds]
+                cuts[0], cuts[-1] = 0, self.seq_len
+                return {"input_ids": self._values[start:stop], "cu_seqlens": np.array(cuts, dtype=np.int32),
+                        "doc_ids": np.arange(first, last + 1, dtype=np.int64)}
+        # Many documents, or empty ones (which have no segment): NumPy.
+        offsets = np.asarray(self._offsets[first:last + 2])
+        ids = first + np.flatnonzero(offsets[1:] != offsets[:-1])
+        cu_seqlens = np.empty(len(ids) + 1, dtype=np.int32)
+        cu_seqlens[0], cu_seqlens[-1] = 0, self.seq_len
+        cu_seqlens[1:-1] = offsets[ids[1:] - first] - start
         return {"input_ids": self._values[start:stop], "cu_seqlens": cu_seqlens, "doc_ids": ids}
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """The windows at ``indices`` as a list of items (PyTorch's batched fetch; see also `get_batch`)."""
         return [self[i] for i in indices]
 
     def get_batch(self, indices: Any, *, out: Optional[np.ndarray] = None, boundaries: bool = True) -> dict[str, Any]:
