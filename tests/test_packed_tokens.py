@@ -147,6 +147,18 @@ def test_bad_arguments_and_out_of_range_windows_are_named(tmp_path):
         PackedTokens([np.arange(3)], 2)
 
 
+def test_a_sharded_map_is_refused_with_a_way_out(tmp_path):
+    from mmap_ninja import merge, open_existing
+
+    for k in range(2):
+        RaggedMmap.from_lists(tmp_path / f"part{k}", [np.arange(10, dtype=np.int32)]).close()
+    sharded = merge(tmp_path / "sharded", [tmp_path / "part0", tmp_path / "part1"])
+    with pytest.raises(TypeError, match=r"not a sharded map .* one PackedTokens per shard"):
+        PackedTokens(open_existing(tmp_path / "sharded"), 4)
+    joined = torch.utils.data.ConcatDataset([PackedTokens(sharded.shard(k), 4) for k in range(2)])
+    assert len(joined) == 4 and joined[2]["input_ids"].tolist() == [0, 1, 2, 3]
+
+
 def test_a_compressed_map_is_refused(tmp_path):
     pytest.importorskip("lz4")
     tokens = RaggedMmap.from_lists(tmp_path / "m", [np.arange(9, dtype=np.int32)], codec="lz4")

@@ -72,6 +72,10 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         try:
             values, offsets = self.tokens.values, self.tokens.offsets
         except AttributeError:
+            if hasattr(self.tokens, "shard_starts"):
+                raise TypeError(f"PackedTokens reads one RaggedMmap, not a sharded map ({_name(self.tokens)}): use "
+                                f"one PackedTokens per shard (tokens.shard(k)) joined by torch's ConcatDataset "
+                                f"(windows then stay within a shard)") from None
             raise TypeError(f"PackedTokens needs a RaggedMmap of token sequences (with values and offsets), got "
                             f"{type(self.tokens).__name__}") from None
         if values.ndim != 1 or len(offsets) < self.documents + 1:
