@@ -243,3 +243,8 @@ def test_property_ratios_of_many_sources_over_long_prefixes(count: int, seed: in
     blended = blend([[0]] * count, weights, length=400_000)
     sources, _ = blended.sources_of(slice(None))
     assert_prefix_counts_close(sources, [(0, weights)], count)
+
+
+def test_tiny_and_huge_weights_are_only_ratios() -> None:
+    assert blend(lists([2, 2]), [0.0, 5e-324], length=4).sources_of(slice(None))[0].tolist() == [1, 1, 1, 1]
+    assert blend(lists([2, 2]), [1e300, 1e300], length=4).counts(4) == [2, 2]

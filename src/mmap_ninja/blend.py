@@ -154,6 +154,8 @@ def _check_weights(weights: Any, sources: int, what: str) -> list[float]:
 
 def _quantize(weights: Sequence[float]) -> list[int]:
     """Integer units out of about 2**23 (largest remainders), at least one for each positive weight."""
+    largest = max(weights)
+    weights = [w / largest for w in weights]  # first to about 1: subnormal weights would overflow the scale
     scale = (1 << QUANTUM_BITS) / sum(weights)
     exact = [w * scale for w in weights]
     units = [int(x) for x in exact]
