@@ -41,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.maps import resolve_positions
-from mmap_ninja.order import Order
+from mmap_ninja.order import Order, take_many
 
 __all__ = ["BlendedMap", "blend"]
 
@@ -49,7 +49,7 @@ QUANTUM_BITS = 23  # weights are integers out of 2**23 of their sum
 MAX_LENGTH = 1 << 39  # arrival numbers times quantized weights stay within int64
 DEFAULT_MAX_OPEN_SOURCES = 64
 _ITER_CHUNK = 1024
-_ORDER_CACHE = 256  # per-(source, source epoch) orders kept
+_ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
 
 
 class _Tree:
@@ -204,6 +204,8 @@ class BlendedMap:
                 span = self._starts[k + 1] - self._starts[k]
                 before = [b + c for b, c in zip(before, tree.counts(span, sources))]
         self._before_arrays = [np.array(b, dtype=np.int64) for b in self._before]
+        self._lengths_array = np.array(self._lengths, dtype=np.int64)
+        self._seeds_array = np.array([self._source_seed(k) for k in range(sources)], dtype=np.uint64)
         self._open: OrderedDict[int, Any] = OrderedDict()
         for k, source in (opened or {}).items():
             if len(self._open) < self._max_open:
@@ -242,11 +244,15 @@ class BlendedMap:
 
     # -------------------------------------------------------------- which source, which sample
 
+    def _source_seed(self, k: int) -> int:
+        """The seed of source ``k``'s orders (modulo 2**64, as `Order` takes it)."""
+        return ((self._seed << 32) + k) & ((1 << 64) - 1)
+
     def _order(self, k: int, epoch: int) -> Order:
         key = (k, epoch)
         order = self._orders.get(key)
         if order is None:
-            order = Order(self._lengths[k], seed=(self._seed << 32) + k, epoch=epoch, shuffle=self._shuffle)
+            order = Order(self._lengths[k], seed=self._source_seed(k), epoch=epoch, shuffle=self._shuffle)
             self._orders[key] = order
             if len(self._orders) > _ORDER_CACHE:
                 self._orders.popitem(last=False)
@@ -284,16 +290,11 @@ class BlendedMap:
             ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
             sources[rows] = ks
             draws[rows] = self._before_arrays[segment][ks] + drawn
-        local = np.empty(len(positions), dtype=np.int64)
-        for k in np.unique(sources).tolist():
-            rows = np.flatnonzero(sources == k) if self.num_sources > 1 else slice(None)
-            n = self._lengths[k]
-            epochs, within = np.divmod(draws[rows], n)
-            if len(epochs) and epochs[0] == epochs[-1] and (epochs == epochs[0]).all():
-                local[rows] = self._order(k, int(epochs[0])).take(within)
-            else:  # the rows run through several epochs of the source (a small source cycling)
-                local[rows] = self._order(k, 0).take_in_epochs(epochs, within)
-        return sources, local
+        lengths = self._lengths_array[sources]
+        epochs, within = np.divmod(draws, lengths)
+        if not self._shuffle:
+            return sources, within
+        return sources, take_many(lengths, self._seeds_array[sources], epochs, within)
 
     def counts(self, prefix: int) -> list[int]:
         """How many of the first ``prefix`` positions read each source."""

@@ -239,5 +239,51 @@ class Order:
         return self._walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)))
 
 
+def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarray:
+    """``[Order(n, seed=s, epoch=e)[p] for n, s, e, p in zip(lengths, seeds, epochs, positions)]`` vectorized over
+    all four (for reading many orders at once, as a blend of many sources does). Seeds are taken modulo 2**64 and
+    must fit in int64 or uint64 arrays; every position must lie in ``range(n)`` (not checked: an internal helper)."""
+    n = np.asarray(lengths, dtype=np.int64).reshape(-1).astype(np.uint64)
+    values = np.asarray(positions, dtype=np.int64).reshape(-1).astype(np.uint64)
+    seed_array = np.asarray(seeds).reshape(-1).astype(np.uint64)
+    epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1).astype(np.uint64)
+    one = np.uint64(1)
+    with np.errstate(over="ignore"):
+        bits = np.zeros(len(n), dtype=np.uint64)
+        big = n > one
+        # bits = (n - 1).bit_length(), exactly, through float64 and a correction step
+        guess = np.where(big, np.floor(np.log2(np.maximum(n, 2).astype(np.float64) - 1)) + 1, 0).astype(np.uint64)
+        guess = np.where(big & ((one << guess) < n), guess + one, guess)
+        guess = np.where(big & (guess > one) & ((one << (guess - one)) >= n), guess - one, guess)
+        bits[:] = guess
+        golden = np.uint64(_GOLDEN)
+        state = _mix64_array(_mix64_array(seed_array ^ golden) + epoch_array * golden)
+        keys = []
+        for round_number in range(_ROUNDS):
+            state = _mix64_array(state + golden + np.uint64(round_number))
+            keys.append(state)
+
+        def permute(v: np.ndarray, ks: list[np.ndarray], high_bits: np.ndarray, low_bits: np.ndarray) -> np.ndarray:
+            high, low = v >> low_bits, v & ((one << low_bits) - one)
+            for key in ks:
+                mixed = (low ^ key) * np.uint64(_MUL1)
+                mixed = (mixed ^ (mixed >> np.uint64(32))) * np.uint64(_MUL2)
+                has_bits = high_bits > 0
+                shifted = mixed >> np.where(has_bits, np.uint64(64) - high_bits, np.uint64(0))
+                high, low = low, high ^ np.where(has_bits, shifted, np.uint64(0))
+                high_bits, low_bits = low_bits, high_bits
+            result: np.ndarray = (high << low_bits) | low
+            return result
+
+        high_bits, low_bits = (bits + one) // np.uint64(2), bits // np.uint64(2)
+        values = permute(values, keys, high_bits, low_bits)
+        outside = np.flatnonzero(values >= n)
+        while outside.size:
+            walked = permute(values[outside], [key[outside] for key in keys], high_bits[outside], low_bits[outside])
+            values[outside] = walked
+            outside = outside[walked >= n[outside]]
+    return values.astype(np.int64)
+
+
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
     return Order(n, seed=seed, epoch=epoch, shuffle=shuffle)
