@@ -166,3 +166,25 @@ def test_property_bijection_and_scalar_agreement(n: int, seed: int, epoch: int) 
 def test_large_bijections(n: int) -> None:
     values = Order(n, seed=n).take(np.arange(n))
     assert np.array_equal(np.bincount(values, minlength=n), np.ones(n, dtype=np.int64))
+
+
+def test_take_many_equals_one_order_per_element() -> None:
+    from mmap_ninja.order import take_many
+
+    rng = np.random.default_rng(1)
+    lengths = np.r_[1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 2**20, 2**20 + 1, 10**9, 10**12, rng.integers(1, 10**6, 500)]
+    seeds = rng.integers(0, 2**62, len(lengths))
+    epochs = rng.integers(0, 1000, len(lengths))
+    positions = (rng.random(len(lengths)) * lengths).astype(np.int64)
+    want = [Order(int(n), seed=int(s), epoch=int(e))[int(p)] for n, s, e, p in zip(lengths, seeds, epochs, positions)]
+    assert take_many(lengths, seeds, epochs, positions).tolist() == want
+
+
+def test_take_in_epochs_equals_with_epoch() -> None:
+    order = Order(37, seed=5)
+    epochs = np.array([0, 1, 2, 3, 100, 2**40] * 10)
+    positions = np.arange(60) % 37
+    want = [order.with_epoch(int(e))[int(p)] for e, p in zip(epochs, positions)]
+    assert order.take_in_epochs(epochs, positions).tolist() == want
+    with pytest.raises(ValueError, match="one epoch per position"):
+        order.take_in_epochs([0, 1], [0])

@@ -3,10 +3,12 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
-- `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory.
+- `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
+  mixing several maps by weight.
 """
 
 from mmap_ninja._version import __version__
+from mmap_ninja.blend import BlendedMap, blend
 from mmap_ninja.checksums import ChecksumMismatchError
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -36,6 +38,7 @@ from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
 __all__ = [
+    "BlendedMap",
     "ChecksumMismatchError",
     "CorruptMapError",
     "Field",
@@ -59,6 +62,7 @@ __all__ = [
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
+    "blend",
     "merge",
     "np_append",
     "np_extend",

@@ -18,7 +18,7 @@ gives the identity order ``range(n)``. This module needs only NumPy (no torch): 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,26 @@ def _round_keys(seed: int, epoch: int) -> tuple[int, ...]:
         state = _mix64((state + _GOLDEN + round_number) & _MASK64)
         keys.append(state)
     return tuple(keys)
+
+
+def _mix64_array(values: np.ndarray) -> np.ndarray:
+    """`_mix64` on a uint64 array."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(_MUL1)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(_MUL2)
+    result: np.ndarray = values ^ (values >> np.uint64(31))
+    return result
+
+
+def _round_keys_array(seed: int, epochs: np.ndarray) -> list[np.ndarray]:
+    """`_round_keys` for a uint64 array of epochs: one array of keys per round."""
+    golden = np.uint64(_GOLDEN)
+    with np.errstate(over="ignore"):
+        state = _mix64_array(np.uint64(_mix64((seed & _MASK64) ^ _GOLDEN)) + epochs * golden)
+        keys = []
+        for round_number in range(_ROUNDS):
+            state = _mix64_array(state + golden + np.uint64(round_number))
+            keys.append(state)
+    return keys
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -149,15 +169,16 @@ class Order:
 
     # -- many positions at once --
 
-    def _permute_array(self, values: np.ndarray) -> np.ndarray:
-        """`_permute` on a uint64 array (multiplication wraps modulo 2**64, as the masking does in `_permute`)."""
+    def _permute_array(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
+        """`_permute` on a uint64 array (multiplication wraps modulo 2**64, as the masking does in `_permute`).
+        ``keys`` holds each round's key: a uint64 scalar, or an array of one key per value."""
         high_bits, low_bits = self._high_bits, self._low_bits
         high = values >> np.uint64(low_bits)
         low = values & np.uint64((1 << low_bits) - 1)
         mul1, mul2, shift32 = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32)
-        for key in self._keys:
+        for key in keys:
             if high_bits:
-                mixed = (low ^ np.uint64(key)) * mul1
+                mixed = (low ^ key) * mul1
                 mixed = (mixed ^ (mixed >> shift32)) * mul2
                 high, low = low, high ^ (mixed >> np.uint64(64 - high_bits))
             else:
@@ -166,12 +187,19 @@ class Order:
         result: np.ndarray = (high << np.uint64(low_bits)) | low
         return result
 
-    def take(self, positions: Any) -> np.ndarray:
-        """The indices at ``positions`` (any array-like of ints, negatives count from the end), as int64.
+    def _walk(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
+        """The Feistel network with cycle walking on a flat uint64 array of positions in ``range(n)``."""
+        per_value = any(isinstance(key, np.ndarray) for key in keys)
+        with np.errstate(over="ignore"):
+            values = self._permute_array(values, keys)
+            outside = np.flatnonzero(values >= np.uint64(self._n))
+            while outside.size:
+                walked = self._permute_array(values[outside], [key[outside] for key in keys] if per_value else keys)
+                values[outside] = walked
+                outside = outside[walked >= np.uint64(self._n)]
+        return values.astype(np.int64)
 
-        The result has the shape of ``positions``. A position outside ``range(-n, n)`` raises `IndexError`
-        naming it.
-        """
+    def _positions(self, positions: Any) -> np.ndarray:
         array = np.asarray(positions)
         if array.dtype == np.bool_ or (array.size and array.dtype.kind not in "iu"):
             raise TypeError(f"Order.take needs integer positions, got an array of {array.dtype}")
@@ -181,17 +209,80 @@ class Order:
             if low < -self._n or high >= self._n:
                 bad = low if low < -self._n else high
                 raise IndexError(f"Order position {bad} is out of range for an order of {self._n} indices")
-        array = np.where(array < 0, array + self._n, array)
+        result: np.ndarray = np.where(array < 0, array + self._n, array)
+        return result
+
+    def take(self, positions: Any) -> np.ndarray:
+        """The indices at ``positions`` (any array-like of ints, negatives count from the end), as int64.
+
+        The result has the shape of ``positions``. A position outside ``range(-n, n)`` raises `IndexError`
+        naming it.
+        """
+        array = self._positions(positions)
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
-        with np.errstate(over="ignore"):
-            values = self._permute_array(array.reshape(-1).astype(np.uint64))
-            outside = np.flatnonzero(values >= np.uint64(self._n))
-            while outside.size:
-                walked = self._permute_array(values[outside])
-                values[outside] = walked
-                outside = outside[walked >= np.uint64(self._n)]
-        return values.astype(np.int64).reshape(array.shape)
+        keys = [np.uint64(key) for key in self._keys]
+        return self._walk(array.reshape(-1).astype(np.uint64), keys).reshape(array.shape)
+
+    def take_in_epochs(self, epochs: Any, positions: Any) -> np.ndarray:
+        """``[self.with_epoch(e)[p] for e, p in zip(epochs, positions)]``, vectorized over the epochs too (for a
+        stream that runs through many epochs of a small dataset); ``self.epoch`` is not used."""
+        array = self._positions(positions).reshape(-1)
+        epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1)
+        if epoch_array.shape != array.shape:
+            raise ValueError(f"take_in_epochs needs one epoch per position: {epoch_array.size} epochs for "
+                             f"{array.size} positions")
+        if epoch_array.size and int(epoch_array.min()) < 0:
+            raise ValueError(f"epochs must be >= 0, got {int(epoch_array.min())}")
+        if not self.shuffle or self._n <= 1:
+            return np.array(array, dtype=np.int64, copy=True)
+        return self._walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)))
+
+
+def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarray:
+    """``[Order(n, seed=s, epoch=e)[p] for n, s, e, p in zip(lengths, seeds, epochs, positions)]`` vectorized over
+    all four (for reading many orders at once, as a blend of many sources does). Seeds are taken modulo 2**64 and
+    must fit in int64 or uint64 arrays; every position must lie in ``range(n)`` (not checked: an internal helper)."""
+    n = np.asarray(lengths, dtype=np.int64).reshape(-1).astype(np.uint64)
+    values = np.asarray(positions, dtype=np.int64).reshape(-1).astype(np.uint64)
+    seed_array = np.asarray(seeds).reshape(-1).astype(np.uint64)
+    epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1).astype(np.uint64)
+    one = np.uint64(1)
+    with np.errstate(over="ignore"):
+        bits = np.zeros(len(n), dtype=np.uint64)
+        big = n > one
+        # bits = (n - 1).bit_length(), exactly, through float64 and a correction step
+        guess = np.where(big, np.floor(np.log2(np.maximum(n, 2).astype(np.float64) - 1)) + 1, 0).astype(np.uint64)
+        guess = np.where(big & ((one << guess) < n), guess + one, guess)
+        guess = np.where(big & (guess > one) & ((one << (guess - one)) >= n), guess - one, guess)
+        bits[:] = guess
+        golden = np.uint64(_GOLDEN)
+        state = _mix64_array(_mix64_array(seed_array ^ golden) + epoch_array * golden)
+        keys = []
+        for round_number in range(_ROUNDS):
+            state = _mix64_array(state + golden + np.uint64(round_number))
+            keys.append(state)
+
+        def permute(v: np.ndarray, ks: list[np.ndarray], high_bits: np.ndarray, low_bits: np.ndarray) -> np.ndarray:
+            high, low = v >> low_bits, v & ((one << low_bits) - one)
+            for key in ks:
+                mixed = (low ^ key) * np.uint64(_MUL1)
+                mixed = (mixed ^ (mixed >> np.uint64(32))) * np.uint64(_MUL2)
+                has_bits = high_bits > 0
+                shifted = mixed >> np.where(has_bits, np.uint64(64) - high_bits, np.uint64(0))
+                high, low = low, high ^ np.where(has_bits, shifted, np.uint64(0))
+                high_bits, low_bits = low_bits, high_bits
+            result: np.ndarray = (high << low_bits) | low
+            return result
+
+        high_bits, low_bits = (bits + one) // np.uint64(2), bits // np.uint64(2)
+        values = permute(values, keys, high_bits, low_bits)
+        outside = np.flatnonzero(values >= n)
+        while outside.size:
+            walked = permute(values[outside], [key[outside] for key in keys], high_bits[outside], low_bits[outside])
+            values[outside] = walked
+            outside = outside[walked >= n[outside]]
+    return values.astype(np.int64)
 
 
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
