@@ -269,3 +269,23 @@ def test_windows_resume_exactly_through_stateful_dataloader(tmp_path, workers):
         second.load_state_dict(state)
         rest = [batch["doc_ids"].tolist() + batch["input_ids"].reshape(-1).tolist() for batch in second]
         assert seen + rest == full
+
+
+def test_blending_corpora_blends_windows(tmp_path):
+    from mmap_ninja import blend
+
+    _, a = build(tmp_path / "a", [40, 7, 30])
+    _, b = build(tmp_path / "b", [100, 3])
+    sources = [PackedTokens(a, 8), PackedTokens(b, 8)]
+    mixed = blend(sources, [0.25, 0.75], seed=1, length=40)
+    assert len(mixed) == 40
+    counts = [0, 0]
+    for i in range(len(mixed)):
+        k, local = mixed.source_of(i)
+        counts[k] += 1
+        item, expected = mixed[i], sources[k][local]
+        for key in ("input_ids", "cu_seqlens", "doc_ids"):
+            np.testing.assert_array_equal(item[key], expected[key])
+    assert abs(counts[0] - 10) <= 2
+    loader = torch.utils.data.DataLoader(mixed, batch_size=8, num_workers=2, collate_fn=PackedTokens.collate)
+    assert sum(batch["input_ids"].shape[0] for batch in loader) == 40
