@@ -216,6 +216,48 @@ def bench(name: str, tokens_array: np.ndarray, lengths: np.ndarray, root: Path, 
     return [(f"{name}: {goal}", ["PASS" if ok else "FAIL"]) for goal, ok in targets]
 
 
+def lm_epoch(name: str, tokens_array: np.ndarray, root: Path, block: int, batch_size: int) -> None:
+    """One shuffled epoch of packed ``block``-token blocks (inputs and labels: ``block - 1`` tokens apart) through a
+    DataLoader with 0 and 2 workers: `PackedTokens` + `ResumableSampler` + its collate (with boundaries and
+    position ids), against a Hugging Face ``datasets`` Dataset of the same blocks (the usual "group texts" layout:
+    one row per block, built here with NumPy) read as NumPy and collated by PyTorch's default."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.adapters.torch import ResumableSampler
+
+    rows: list[tuple[str, list]] = []
+    windows = PackedTokens(RaggedMmap(root / f"{name}-map", mode="r"), block, stride=block - 1)
+    try:
+        import datasets
+    except ImportError:
+        datasets = None
+    hf = None
+    if datasets is not None:
+        start = time.perf_counter()
+        count = (len(tokens_array) - block) // (block - 1) + 1
+        starts = np.arange(count, dtype=np.int64) * (block - 1)
+        blocks = tokens_array[starts[:, None] + np.arange(block)]
+        hf = datasets.Dataset.from_dict({"input_ids": blocks.astype(np.int64)}).with_format("numpy")
+        hf_build = time.perf_counter() - start
+        del blocks
+    for workers in (0, 2):
+        start = time.perf_counter()
+        loader = DataLoader(windows, batch_size=batch_size, num_workers=workers, collate_fn=PackedTokens.collate,
+                            sampler=ResumableSampler(windows, seed=0))
+        seen = sum(batch["input_ids"].shape[0] for batch in loader)
+        rows.append((f"PackedTokens + ResumableSampler, {workers} workers", [0.0, time.perf_counter() - start, seen]))
+        if hf is not None:
+            start = time.perf_counter()
+            loader = DataLoader(hf, batch_size=batch_size, num_workers=workers, shuffle=True,
+                                generator=torch.Generator().manual_seed(0))
+            seen = sum(batch["input_ids"].shape[0] for batch in loader)
+            rows.append((f"Hugging Face datasets {datasets.__version__}, {workers} workers",
+                         [hf_build, time.perf_counter() - start, seen]))
+    print(f"\n### {name}: one shuffled epoch of {block:,}-token blocks, batches of {batch_size}")
+    print(markdown_table(["build (s)", "epoch (s)", "blocks"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder with text/*.txt (scripts/get_data.py)")
@@ -223,11 +265,15 @@ def main() -> None:
     parser.add_argument("--synthetic-docs", type=int, default=1_000_000)
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--reads", type=int, default=20_000, help="random windows per timing run")
+    parser.add_argument("--no-epoch", dest="epoch", action="store_false",
+                        help="skip the LM epoch against Hugging Face datasets")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_tokens_") as tmp:
         targets = []
         tokens, lengths = byte_corpus(args.data / "text", args.limit)
         targets += bench("real text, byte-level", tokens, lengths, Path(tmp), args.seq_len, args.reads)
+        if args.epoch:
+            lm_epoch("real text, byte-level", tokens, Path(tmp), 2049, 16)
         del tokens
         tokens, lengths = synthetic_corpus(args.synthetic_docs)
         targets += bench("synthetic", tokens, lengths, Path(tmp), args.seq_len, args.reads)

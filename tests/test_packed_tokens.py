@@ -204,8 +204,17 @@ def test_dataloader_workers_read_windows(tmp_path):
     documents, tokens = build(tmp_path / "m", [30, 1, 0, 45, 12, 70])
     dataset = PackedTokens(tokens, 16, stride=8)
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=PackedTokens.collate)
-    rows = torch.cat([batch["input_ids"] for batch in loader]).numpy()
+    batches = list(loader)
+    rows = torch.cat([batch["input_ids"] for batch in batches]).numpy()
     np.testing.assert_array_equal(rows, np.stack([w[0] for w in oracle(documents, 16, 8)]))
+    for k, batch in enumerate(batches):  # the tensors made in the workers' shared memory hold the right values
+        expected = collate_packed([dataset[i] for i in range(3 * k, min(3 * k + 3, len(dataset)))])
+        for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
+            assert torch.equal(batch[key], expected[key]), key
+    narrow = collate_packed([dataset[0], dataset[1]], dtype=torch.int32)
+    assert narrow["input_ids"].dtype == torch.int32 and narrow["cu_seqlens"].dtype == torch.int32
+    assert torch.equal(narrow["input_ids"].long(), collate_packed([dataset[0], dataset[1]])["input_ids"])
+    assert narrow["position_ids"].dtype == torch.int64 and narrow["doc_ids"].dtype == torch.int64
 
 
 def test_windows_past_two_to_the_31_tokens(tmp_path):

@@ -221,33 +221,46 @@ def collate_packed(batch: Any, dtype: torch.dtype = torch.int64) -> dict[str, An
     rows = len(batch)
     if rows * seq_len > np.iinfo(np.int32).max:
         raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
-    input_ids = torch.empty((rows, seq_len), dtype=dtype)
-    ids_array = input_ids.numpy()
-    for row, item in zip(ids_array, batch):
-        np.copyto(row, item["input_ids"], casting="unsafe")
     cuts = [np.zeros(1, dtype=np.int64)]
     cuts.extend(item["cu_seqlens"][1:].astype(np.int64) + row * seq_len for row, item in enumerate(batch))
-    cu_seqlens = np.concatenate(cuts)
-    lengths = np.diff(cu_seqlens)
-    positions = np.arange(rows * seq_len, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
-    return {"input_ids": input_ids,
-            "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
-            "max_seqlen": int(lengths.max()),
-            "doc_ids": torch.from_numpy(np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64)
-                                                        for item in batch])),
-            "position_ids": torch.from_numpy(positions.reshape(rows, seq_len))}
+    doc_ids = np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64) for item in batch])
+    return _tensors([item["input_ids"] for item in batch], (rows, seq_len), np.concatenate(cuts), doc_ids, dtype)
 
 
 def _batch_tensors(batch: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
     input_ids = np.asarray(batch["input_ids"])
-    cu_seqlens = np.asarray(batch["cu_seqlens"]).astype(np.int64)
+    return _tensors(input_ids, input_ids.shape, np.asarray(batch["cu_seqlens"]).astype(np.int64),
+                    np.asarray(batch["doc_ids"], dtype=np.int64), dtype)
+
+
+def _tensors(rows: Any, shape: tuple[int, int], cu_seqlens: np.ndarray, doc_ids: np.ndarray,
+             dtype: torch.dtype) -> dict[str, Any]:
+    """The batch's tensors, as views of one new buffer (with int64 ``input_ids``; otherwise those have their own):
+    inside a DataLoader worker the buffer is made in shared memory, as ``default_collate`` makes its batches, and
+    one buffer is one shared segment to send to the training process instead of one per tensor."""
+    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
+
+    tokens = shape[0] * shape[1]
+    own_ids = dtype != torch.int64
+    segments, cuts_words = len(doc_ids), (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
+    buffer = _new_batch_tensor(((1 if own_ids else 2) * tokens + segments + cuts_words,), np.dtype(np.int64))
+    if own_ids:
+        input_ids = _new_batch_tensor(shape, torch.empty(0, dtype=dtype).numpy().dtype)
+        position_ids, rest = buffer[:tokens].view(shape), buffer[tokens:]
+    else:
+        input_ids, position_ids, rest = buffer[:tokens].view(shape), buffer[tokens:2 * tokens].view(shape), \
+            buffer[2 * tokens:]
+    for row, window in zip(input_ids.numpy(), rows):
+        np.copyto(row, window, casting="unsafe")
     lengths = np.diff(cu_seqlens)
-    positions = np.arange(input_ids.size, dtype=np.int64) - np.repeat(cu_seqlens[:-1], lengths)
-    tensor = torch.empty(input_ids.shape, dtype=dtype)
-    np.copyto(tensor.numpy(), input_ids, casting="unsafe")
-    return {"input_ids": tensor, "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
-            "max_seqlen": int(batch["max_seqlen"]), "doc_ids": torch.from_numpy(np.asarray(batch["doc_ids"])),
-            "position_ids": torch.from_numpy(positions.reshape(input_ids.shape))}
+    np.subtract(np.arange(tokens, dtype=np.int64), np.repeat(cu_seqlens[:-1], lengths),
+                out=position_ids.numpy().reshape(-1))
+    doc_tensor = rest[:segments]
+    doc_tensor.numpy()[:] = doc_ids
+    cu_tensor = rest[segments:].view(torch.int32)[:len(cu_seqlens)]
+    cu_tensor.numpy()[:] = cu_seqlens
+    return {"input_ids": input_ids, "cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()), "doc_ids": doc_tensor,
+            "position_ids": position_ids}
 
 
 def _positive(name: str, value: Any) -> int:
