@@ -132,6 +132,8 @@ def test_bad_arguments_and_out_of_range_windows_are_named(tmp_path):
     _, tokens = build(tmp_path / "m", [3, 4])
     with pytest.raises(ValueError, match="seq_len must be a positive integer, got 0"):
         PackedTokens(tokens, 0)
+    with pytest.raises(ValueError, match=r"seq_len must fit int32 cu_seqlens \(at most 2\*\*31 - 1\), got 2147483648"):
+        PackedTokens(tokens, 2**31)
     with pytest.raises(ValueError, match="stride must be a positive integer, got -1"):
         PackedTokens(tokens, 2, stride=-1)
     dataset = PackedTokens(tokens, 3)

@@ -49,6 +49,8 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     def __init__(self, tokens: Any, seq_len: int, *, stride: Optional[int] = None):
         seq_len = _positive("seq_len", seq_len)
         stride = seq_len if stride is None else _positive("stride", stride)
+        if seq_len > np.iinfo(np.int32).max:
+            raise ValueError(f"seq_len must fit int32 cu_seqlens (at most 2**31 - 1), got {seq_len}")
         ndims = getattr(tokens, "ndims", None)
         if ndims is not None and ndims not in ([], [1]):
             raise ValueError(f"PackedTokens needs a map of 1-D token sequences; {_name(tokens)} holds samples "
