@@ -221,3 +221,29 @@ def test_resume_through_stateful_dataloader_is_exact(tmp_path, workers, saved_af
             if len(collected) > len(full):
                 break
         assert collected == full
+
+
+def test_a_sharded_map_and_a_compressed_one(tmp_path):
+    from mmap_ninja import merge, open_existing
+
+    rng = np.random.default_rng(9)
+    parts = [rng.integers(1, 90, size=n).tolist() for n in (40, 0, 25, 60)]
+    for k, lengths in enumerate(parts):
+        token_map(tmp_path / f"part{k}", lengths).close()
+    merge(tmp_path / "sharded", [tmp_path / f"part{k}" for k in range(4)])
+    sharded = open_existing(tmp_path / "sharded")
+    lengths = [n for part in parts for n in part]
+    token_map(tmp_path / "single", lengths)
+    for world_size in (1, 3):
+        for rank in range(world_size):
+            options = {"rank": rank, "world_size": world_size, "pool_size": 30, "seed": 4}
+            got = run(TokenBudgetBatchSampler(sharded, 128, **options))
+            assert got == run(TokenBudgetBatchSampler(RaggedMmap(tmp_path / "single"), 128, **options))
+            assert all(padded_size(lengths, b) <= 128 for b in got)
+    longest = max(lengths)
+    with pytest.raises(ValueError, match=f"sample {lengths.index(longest)} of .*sharded has {longest} tokens"):
+        TokenBudgetBatchSampler(sharded, max(lengths) - 1)
+    pytest.importorskip("lz4")
+    compressed = RaggedMmap.from_lists(tmp_path / "lz4", [np.arange(9, dtype=np.int32)], codec="lz4")
+    with pytest.raises(TypeError, match="codec 'lz4': its offsets count compressed bytes"):
+        TokenBudgetBatchSampler(compressed, 64)

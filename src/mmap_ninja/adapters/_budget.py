@@ -46,13 +46,15 @@ class PaddingReport(NamedTuple):
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
-    """Batches of whole samples of ``tokens`` (a `RaggedMmap` of token sequences) whose padded size, longest
-    sample times batch size, is at most ``max_tokens``; pass it as a DataLoader's ``batch_sampler``.
+    """Batches of whole samples of ``tokens`` (a `RaggedMmap` of token sequences without a codec, or a sharded map
+    of them) whose padded size, longest sample times batch size, is at most ``max_tokens``; pass it as a
+    DataLoader's ``batch_sampler``.
 
     - Similar lengths are grouped within pools of ``pool_size`` samples drawn from the epoch's `mmap_ninja.Order`
       (``seed``, ``epoch``, ``shuffle``), so memory is bounded by the pool, not by the dataset. Lengths are read
       from the map's offsets without a copy; an empty sample counts as one token.
-    - A sample longer than ``max_tokens`` is refused at construction (a ValueError naming it).
+    - A sample longer than ``max_tokens`` is refused at construction (a ValueError naming it; one pass over the
+      offsets, a chunk at a time).
     - Every rank gets the same number of batches in every epoch, by construction: each pool's batch count is a
       multiple of ``world_size`` (``rank`` and ``world_size`` default to ``torch.distributed``'s, else 0 and 1).
       Splitting a batch never adds padding. Only a pool with fewer samples than ranks left needs more: it is padded
@@ -78,13 +80,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.pool_size = _integer("pool_size", pool_size, 1)
         self.seed, self.shuffle, self.drop_last = _integer("seed", seed, None), bool(shuffle), bool(drop_last)
         self.tokens = tokens
-        try:
-            offsets = tokens.offsets
-        except AttributeError:
-            raise TypeError(f"TokenBudgetBatchSampler needs a RaggedMmap of token sequences (with offsets), got "
-                            f"{type(tokens).__name__}") from None
-        self.n = len(offsets) - 1
-        self._offsets = np.asarray(offsets)
+        self._lengths = _Lengths(tokens)
+        self.n = self._lengths.n
         self._refuse_long_samples()
         self.epoch = 0
         self._pool = 0
@@ -94,9 +91,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._len_cache: dict[tuple[int, ...], int] = {}
 
     def _refuse_long_samples(self) -> None:
-        offsets = self._offsets
         for first in range(0, self.n, _SCAN_CHUNK):
-            lengths = np.diff(offsets[first:first + _SCAN_CHUNK + 1])
+            lengths = self._lengths.of(np.arange(first, min(first + _SCAN_CHUNK, self.n), dtype=np.int64))
             too_long = np.flatnonzero(lengths > self.max_tokens)
             if too_long.size:
                 j = int(too_long[0])
@@ -119,8 +115,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def _plan(self, samples: np.ndarray, world_size: int, pool: int, depth: int) -> list[np.ndarray]:
         """The batches of ``samples`` for ``world_size`` ranks: a list of index arrays, a multiple of world_size."""
-        offsets = self._offsets
-        lengths = np.maximum(offsets[samples + 1] - offsets[samples], 1)
+        lengths = np.maximum(self._lengths.of(samples), 1)
         by_length = np.argsort(lengths, kind="stable")
         samples, lengths = samples[by_length], lengths[by_length]
         cuts, count, budget = [0], 0, self.max_tokens
@@ -202,11 +197,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         saved = self.epoch
         self.epoch = saved if epoch is None else _integer("epoch", epoch, 0)
         try:
-            order, offsets = self._order(), self._offsets
+            order = self._order()
             batches = real = padded = 0
             for pool in range(self.pools):
                 for batch in self._plan(self._pool_samples(order, pool), self.world_size, pool, 0):
-                    lengths = offsets[batch + 1] - offsets[batch]
+                    lengths = self._lengths.of(batch)
                     batches += 1
                     real += int(lengths.sum())
                     padded += int(max(int(lengths.max()), 1)) * len(batch)
@@ -244,6 +239,53 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.epoch, self._pool = epoch, _integer("pool", state["pool"], 0)
         self._history = history
         self._pending = True
+
+
+class _Lengths:
+    """Sample lengths read from a token map's offsets (no copy): a `RaggedMmap` (or a remote one), or a sharded map
+    of them (each shard's own offsets, looked up by shard)."""
+
+    def __init__(self, tokens: Any):
+        offsets = getattr(tokens, "offsets", None)
+        _refuse_codec(tokens)
+        if offsets is not None:
+            self._shards = [np.asarray(offsets)]
+            self._starts = np.zeros(2, dtype=np.int64)
+            self.n = self._starts[1] = len(offsets) - 1
+        elif hasattr(tokens, "shard_starts") and hasattr(tokens, "shard"):
+            starts = tokens.shard_starts
+            self._shards = [self._shard_offsets(tokens, k) if starts[k + 1] > starts[k] else np.zeros(1, np.int64)
+                            for k in range(len(starts) - 1)]
+            self._starts = np.asarray(starts, dtype=np.int64)
+            self.n = int(starts[-1])
+        else:
+            raise TypeError(f"TokenBudgetBatchSampler needs a RaggedMmap of token sequences (with offsets) or a "
+                            f"sharded map of them, got {type(tokens).__name__}")
+
+    @staticmethod
+    def _shard_offsets(tokens: Any, k: int) -> np.ndarray:
+        shard = tokens.shard(k)
+        _refuse_codec(shard)
+        return np.asarray(shard.offsets)
+
+    def of(self, samples: np.ndarray) -> np.ndarray:
+        """The lengths of ``samples`` (global indices), int64."""
+        if len(self._shards) == 1:
+            offsets = self._shards[0]
+            return np.asarray(offsets[samples + 1] - offsets[samples], dtype=np.int64)
+        shard_of = np.searchsorted(self._starts, samples, side="right") - 1
+        lengths = np.empty(len(samples), dtype=np.int64)
+        for k in np.unique(shard_of).tolist():
+            rows = np.flatnonzero(shard_of == k)
+            local, offsets = samples[rows] - self._starts[k], self._shards[k]
+            lengths[rows] = offsets[local + 1] - offsets[local]
+        return lengths
+
+
+def _refuse_codec(tokens: Any) -> None:
+    if getattr(tokens, "codec", None) is not None:
+        raise TypeError(f"{_name(tokens)} has the codec {tokens.codec!r}: its offsets count compressed bytes, not "
+                        f"tokens, so TokenBudgetBatchSampler cannot read the lengths from them")
 
 
 def _rest(plan: list[np.ndarray], handed_out: int) -> np.ndarray:
