@@ -4,6 +4,7 @@ checked against a naive concatenate-and-slice oracle."""
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -219,6 +220,10 @@ def test_dataloader_workers_read_windows(tmp_path):
     assert narrow["position_ids"].dtype == torch.int64 and narrow["doc_ids"].dtype == torch.int64
 
 
+SPARSE = pytest.mark.skipif(sys.platform == "win32", reason="sparse files of gigabytes made with truncate and pwrite")
+
+
+@SPARSE
 def test_windows_past_two_to_the_31_tokens(tmp_path):
     """A map of 2**31 + 10_000 int8 tokens (a sparse data file: a few marked bytes, the rest holes) in 4 documents."""
     path = tmp_path / "big"
@@ -300,3 +305,35 @@ def test_blending_corpora_blends_windows(tmp_path):
     assert abs(counts[0] - 10) <= 2
     loader = torch.utils.data.DataLoader(mixed, batch_size=8, num_workers=2, collate_fn=PackedTokens.collate)
     assert sum(batch["input_ids"].shape[0] for batch in loader) == 40
+
+
+@SPARSE
+def test_opening_reads_no_index_at_1e11_tokens_and_1e9_documents(tmp_path):
+    """Sparse files: 10**9 documents (all empty but the last: 8 GB of offsets that are holes) holding 10**11 int8
+    tokens. Building any per-document or per-window index would need gigabytes; opening and reading windows touch a
+    few pages."""
+    path = tmp_path / "huge"
+    RaggedMmap.from_lists(path, [np.zeros(1, np.int8)], dtype=np.int8).close()
+    documents, total = 10**9, 10**11
+    header = json.loads((path / "header.json").read_text())
+    columns = header["columns"]
+    columns["data"]["length"], columns["dims"]["length"] = total, documents
+    columns["offsets"]["length"] = columns["shape_offsets"]["length"] = documents + 1
+    for name, size in (("data", total), ("offsets", 8 * (documents + 1)), ("shape_offsets", 8 * (documents + 1)),
+                       ("dims", 8 * documents)):
+        with open(path / f"{name}.bin", "r+b") as f:
+            f.truncate(0)
+            f.truncate(size)
+    with open(path / "offsets.bin", "r+b") as f:
+        os.pwrite(f.fileno(), np.int64(total).tobytes(), 8 * documents)
+    last_end = (total - 4096) // 4095 * 4095 + 4096  # the end of the last window of 4096 tokens, stride 4095
+    with open(path / "data.bin", "r+b") as f:
+        os.pwrite(f.fileno(), bytes([7]), last_end - 1)
+    write_header(path, header)
+    tokens = RaggedMmap(path, mode="r")
+    dataset = PackedTokens(tokens, 4096, stride=4095)
+    assert len(dataset) == (total - 4096) // 4095 + 1
+    last = dataset[-1]
+    assert last["doc_ids"].tolist() == [documents - 1] and last["cu_seqlens"].tolist() == [0, 4096]
+    assert last["input_ids"][-1] == 7 and dataset.total_tokens == total
+    assert pickle.loads(pickle.dumps(dataset))[len(dataset) // 2]["doc_ids"].tolist() == [documents - 1]
