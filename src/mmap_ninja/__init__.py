@@ -3,12 +3,9 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
-<<<<<<< HEAD
 - `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
   mixing several maps by weight.
-=======
 - `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
->>>>>>> main
 """
 
 from mmap_ninja._version import __version__
@@ -69,11 +66,8 @@ __all__ = [
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
-<<<<<<< HEAD
     "blend",
-=======
     "convert",
->>>>>>> main
     "merge",
     "np_append",
     "np_extend",
