@@ -247,3 +247,23 @@ def test_a_sharded_map_and_a_compressed_one(tmp_path):
     compressed = RaggedMmap.from_lists(tmp_path / "lz4", [np.arange(9, dtype=np.int32)], codec="lz4")
     with pytest.raises(TypeError, match="codec 'lz4': its offsets count compressed bytes"):
         TokenBudgetBatchSampler(compressed, 64)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_skip_steps_over_batches_without_reading_them(tmp_path, world_size):
+    tokens = token_map(tmp_path / "m", np.random.default_rng(2).integers(1, 100, size=200).tolist())
+    options = {"world_size": world_size, "pool_size": 37, "seed": 5}
+    for rank in range(world_size):
+        full = run(TokenBudgetBatchSampler(tokens, 256, rank=rank, **options))
+        for before, skipped in ((0, 3), (2, 5), (4, len(full))):
+            sampler = TokenBudgetBatchSampler(tokens, 256, rank=rank, **options)
+            iterator = iter(sampler)
+            seen = [next(iterator) for _ in range(before)]
+            sampler.skip(skipped)
+            assert seen + run(sampler) == full[:before] + full[before + skipped:]
+        fresh = TokenBudgetBatchSampler(tokens, 256, rank=rank, **options)
+        fresh.skip(1)
+        fresh.skip(2)
+        assert run(fresh) == full[3:]
+    with pytest.raises(ValueError, match="num_batches must be at least 0"):
+        TokenBudgetBatchSampler(tokens, 256).skip(-1)

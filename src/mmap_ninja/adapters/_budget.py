@@ -59,7 +59,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
       multiple of ``world_size`` (``rank`` and ``world_size`` default to ``torch.distributed``'s, else 0 and 1).
       Splitting a batch never adds padding. Only a pool with fewer samples than ranks left needs more: it is padded
       with repeated batches, or with ``drop_last=True`` those batches are dropped.
-    - ``set_epoch(e)`` before each epoch; `padding_report` gives an epoch's padding share.
+    - ``set_epoch(e)`` before each epoch; `skip` steps over batches without reading them; `padding_report` gives an
+      epoch's padding share.
     - ``state_dict()`` / ``load_state_dict(state)`` (torchdata's ``Stateful``, so ``StatefulDataLoader`` saves
       and restores it): the state is small JSON data (the pool reached and how many of its batches were handed out);
       a loaded state continues the same epoch exactly, with the same or another ``world_size`` (the rest of the
@@ -190,6 +191,26 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._epoch_set = epoch
         if epoch != self.epoch:
             self.epoch, self._pool, self._history, self._pending = epoch, 0, [], False
+
+    def skip(self, num_batches: int) -> None:
+        """Step over this rank's next ``num_batches`` batches of the epoch (every rank calls it with the same
+        number, so ``num_batches * world_size`` batches of the global stream go unread; after a loss spike, say),
+        from the place reached or loaded. It takes effect at the next ``iter()``; past the epoch's end the epoch
+        is done."""
+        left = _integer("num_batches", num_batches, 0)
+        order = self._order()
+        if not self._pending and not self._history:  # not started: from the epoch's start
+            self._pool = 0
+        while left and self._pool < self.pools:
+            plan = self._current_plan(order)
+            entry = self._history[-1]
+            here = (len(plan) - entry[1]) // self.world_size
+            if left < here:
+                entry[1] += left * self.world_size
+                break
+            left -= here
+            self._pool, self._history = self._pool + 1, []
+        self._pending = True
 
     def padding_report(self, epoch: Optional[int] = None) -> PaddingReport:
         """The batches and tokens of a whole epoch (default: the current one), every rank's, planned for this world
