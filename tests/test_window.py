@@ -88,6 +88,11 @@ def test_remote_single_and_sharded_maps_window_their_local_copy(tmp_path, monkey
            "memory://window-test/sharded")
     single = open_existing("memory://window-test/single")
     np.testing.assert_array_equal(single.window(0, 15, 5), np.arange(15, 20))
+    pytest.importorskip("torch")
+    from mmap_ninja.adapters.torch import PackedTokens
+
+    windows = PackedTokens(single, 8, stride=6)  # a remote map is read through its cached local copy
+    assert len(windows) == 3 and windows[2]["input_ids"].tolist() == list(range(12, 20))
     sharded = open_existing("memory://window-test/sharded")
     np.testing.assert_array_equal(sharded.window(1, 6, 3), [6, 7, 8])
     with pytest.raises(IndexError, match="length is 4"):
