@@ -38,7 +38,8 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 __all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
 
 DEFAULT_QUALITY = 95
-"""The JPEG/WebP quality arrays and PIL images are encoded at unless ``quality=`` says otherwise."""
+"""The quality of ``format="jpeg"`` / lossy ``"webp"`` unless ``quality=`` says otherwise (the default format,
+PNG, is lossless)."""
 
 # Decoded channels of each Pillow mode that holds 8-bit samples ("P", a palette, is decided by its transparency).
 _CHANNELS_OF_MODE = {"1": 1, "L": 1, "LA": 2, "La": 2, "PA": 4, "RGB": 3, "RGBX": 3, "YCbCr": 3, "LAB": 3,
@@ -151,9 +152,16 @@ class Decoder:
             decoded: Optional[np.ndarray[Any, Any]] = None
             try:
                 # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
-                if jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
+                colorspace = jpeg.decode_jpeg_header(raw)[2]  # ~1 µs
+                if colorspace in _CMYK_COLORSPACES:
+                    pass
+                elif channels == 1 and colorspace != "Gray":
+                    # libjpeg's gray output is the luma plane; Pillow converts the RGB pixels (the reference)
+                    decoded = gray_like_pillow(jpeg.decode_jpeg(raw, "RGB", fastdct=self.fast,
+                                                                fastupsample=self.fast), out)
+                else:
                     decoded = jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
-                                                     fastupsample=self.fast, buffer=out)
+                                               fastupsample=self.fast, buffer=out)
             except ValueError:
                 pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
             if decoded is not None:
@@ -206,6 +214,20 @@ class Decoder:
             return _to_array(image)
 
 
+def gray_like_pillow(rgb: np.ndarray[Any, Any], out: Optional[np.ndarray[Any, Any]] = None
+                     ) -> np.ndarray[Any, Any]:
+    """An ``(H, W, 3)`` uint8 RGB array as ``(H, W, 1)`` gray, exactly as Pillow's ``convert("L")`` computes it
+    (ITU-R 601-2 luma in 16-bit fixed point, rounded)."""
+    weighted = rgb[:, :, 0].astype(np.uint32) * 19595
+    weighted += rgb[:, :, 1].astype(np.uint32) * 38470
+    weighted += rgb[:, :, 2].astype(np.uint32) * 7471
+    weighted += 0x8000
+    weighted >>= 16
+    gray = out if out is not None else np.empty((*rgb.shape[:2], 1), np.uint8)
+    gray[:, :, 0] = weighted
+    return gray
+
+
 def _to_array(image: Any) -> np.ndarray[Any, Any]:
     """A loaded PIL image as a new writable ``(H, W, C)`` uint8 array."""
     array = np.array(image)  # a copy: np.asarray would give a read-only array over Pillow's bytes
@@ -225,6 +247,18 @@ def _channels_of(image: Any) -> Optional[int]:
     return _CHANNELS_OF_MODE.get(image.mode)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray + alpha", 6: "RGBA"}
+
+
+def _png_bit_depth(data: Any) -> Optional[int]:
+    """The bit depth a PNG's IHDR chunk states (bits per sample), or None for anything else."""
+    head = bytes(memoryview(data)[:26])
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
 def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
     """The Pillow format name and decoded ``(H, W, C)`` shape of an encoded image, read from its header only.
     A ValueError naming ``what`` if it is not an image Pillow can read, or not one of 8-bit samples."""
@@ -238,6 +272,12 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
                          f"knows ({bytes(memoryview(data)[:8])!r})") from None
     except Exception as e:  # Pillow's plugins raise many kinds (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{what} is not an image Pillow can read: {type(e).__name__}: {e}") from None
+    bit_depth = _png_bit_depth(data)
+    if bit_depth is not None and bit_depth > 8:
+        colour = _PNG_COLOUR_TYPES.get(data[25], f"colour type {data[25]}")
+        raise ValueError(f"{what} is a {bit_depth}-bit PNG ({colour}); ImagesMmap decodes to uint8 and would "
+                         f"cut its samples to 8 bits: store the exact "
+                         f"uint16 arrays in a RaggedMmap instead")
     if channels is None:
         raise ValueError(f"{what} is a {format_name} image of mode {mode!r} (not 8-bit samples); ImagesMmap decodes "
                          f"to uint8 and would change its values: store it in a RaggedMmap instead")
@@ -246,11 +286,14 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
     return str(format_name), (int(height), int(width), channels)
 
 
-def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> bytes:
+def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> tuple[bytes, int]:
+    """A PIL image encoded following ``policy``, and the channels it was given (which the map records: lossless
+    WebP has no gray mode and drops an opaque alpha channel, so its pixels are converted back on read)."""
     channels = _channels_of(image)
     if channels is None:
         raise ValueError(f"{what} is a PIL image of mode {image.mode!r} (not 8-bit samples); ImagesMmap stores "
                          f"uint8 images: store it in a RaggedMmap instead")
+    # A map written before the format was recorded (``format`` null) keeps its rule: JPEG unless alpha.
     format_name = policy.get("format") or ("JPEG" if channels in (1, 3) else "PNG")
     if format_name == "JPEG" and channels in (2, 4):
         raise ValueError(f"{what} has an alpha channel, which JPEG cannot store: build the map with format='png' "
@@ -262,13 +305,22 @@ def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> bytes:
     if format_name == "PNG":
         converted.save(buffer, format="PNG")
     elif format_name == "WEBP":
-        converted.save(buffer, format="WEBP", quality=quality, lossless=quality == 100)
+        if _webp_lossless(policy):
+            # exact: keep the RGB under fully transparent pixels (libwebp would blank it to compress better)
+            converted.save(buffer, format="WEBP", lossless=True, exact=True, quality=quality)
+        else:
+            converted.save(buffer, format="WEBP", quality=quality)
     else:
         converted.save(buffer, format=format_name, quality=quality)
-    return buffer.getvalue()
+    return buffer.getvalue(), channels
 
 
-def _encode_array(array: np.ndarray[Any, Any], policy: dict[str, Any], what: str) -> bytes:
+def _webp_lossless(policy: dict[str, Any]) -> bool:
+    """Whether the policy asks for WebP's lossless mode (``lossless=True``, or ``quality=100``)."""
+    return bool(policy.get("lossless")) or int(policy.get("quality", DEFAULT_QUALITY)) == 100
+
+
+def _encode_array(array: np.ndarray[Any, Any], policy: dict[str, Any], what: str) -> tuple[bytes, int]:
     if array.dtype != np.uint8:
         raise TypeError(f"{what} is an array of dtype {array.dtype}; ImagesMmap stores uint8 images (scale and cast "
                         f"it yourself, or store it in a RaggedMmap)")
@@ -294,7 +346,9 @@ def _is_pil_image(sample: Any) -> bool:
 
 def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes, str, tuple[int, int, int]]:
     """One sample as ``(encoded bytes, Pillow format name, decoded shape)``: files and encoded bytes are kept as
-    they are, arrays and PIL images are encoded following ``policy`` (the map's ``encode`` attribute)."""
+    they are, arrays and PIL images are encoded following ``policy`` (the map's ``encode`` attribute) and keep
+    the channels they were given."""
+    given_channels: Optional[int] = None
     if isinstance(sample, os.PathLike):
         path = os.fspath(sample)
         what = f"{what} ({path})"
@@ -308,15 +362,17 @@ def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes
     elif isinstance(sample, np.ndarray) and sample.ndim == 1 and sample.dtype == np.uint8:
         data = sample.tobytes()  # encoded bytes (an image array has two or three dimensions)
     elif isinstance(sample, np.ndarray):
-        data = _encode_array(sample, policy, what)
+        data, given_channels = _encode_array(sample, policy, what)
     elif isinstance(sample, str):
         raise TypeError(f"{what} is a str; pass pathlib.Path(...) for an image file, or its bytes")
     elif _is_pil_image(sample):
-        data = _encode_pil(sample, policy, what)
+        data, given_channels = _encode_pil(sample, policy, what)
     else:
         raise TypeError(f"{what} is {type(sample).__name__}; an image is encoded bytes, a pathlib.Path, a uint8 "
                         f"array or a PIL image")
     format_name, shape = inspect_image(data, what)
+    if given_channels is not None:
+        shape = (shape[0], shape[1], given_channels)
     if policy.get("baseline_jpeg") and format_name == "JPEG":
         data = as_baseline_jpeg(data)
     if policy.get("verify"):
@@ -439,20 +495,27 @@ class ImagesView(OffsetsView):
 # ---------------------------------------------------------------------------------------------------- layout
 
 def _encode_policy(format: Optional[str] = None, quality: int = DEFAULT_QUALITY, verify: bool = False,
-                   baseline_jpeg: bool = False) -> dict[str, Any]:
+                   baseline_jpeg: bool = False, lossless: bool = False) -> dict[str, Any]:
+    """A new map's rule for encoding arrays and PIL images, with its format recorded (PNG unless asked)."""
     if format is not None:
         if not isinstance(format, str) or format.lower() not in _ENCODE_FORMATS:
-            raise ValueError(f"format must be None (JPEG, or PNG for images with alpha), 'jpeg', 'png' or 'webp', "
-                             f"got {format!r}")
+            raise ValueError(f"format must be None (PNG, lossless), 'png', 'jpeg' (lossy) or 'webp' (lossy, or "
+                             f"lossless with lossless=True or quality=100), got {format!r}")
         format = _ENCODE_FORMATS[format.lower()]
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    for name, flag in (("verify", verify), ("baseline_jpeg", baseline_jpeg)):
+    for name, flag in (("verify", verify), ("baseline_jpeg", baseline_jpeg), ("lossless", lossless)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if lossless and format == "JPEG":
+        raise ValueError("format='jpeg' is lossy: lossless=True needs format='png' (the default) or 'webp'")
     if baseline_jpeg:
         _jpeglib()  # missing: refused before anything is written
-    return {"format": format, "quality": int(quality), "verify": verify, "baseline_jpeg": baseline_jpeg}
+    policy: dict[str, Any] = {"format": format or "PNG", "quality": int(quality), "verify": verify,
+                              "baseline_jpeg": baseline_jpeg}
+    if format == "WEBP":
+        policy["lossless"] = lossless or quality == 100
+    return policy
 
 
 class ImagesLayout(Layout):
@@ -466,11 +529,13 @@ class ImagesLayout(Layout):
     derived_attrs: ClassVar[frozenset[str]] = frozenset({"formats", "encode"})
 
     def attrs(self, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,  # type: ignore[override]
-              verify: bool = False, baseline_jpeg: bool = False) -> dict[str, Any]:
-        """``format``/``quality``: how arrays and PIL images are encoded (files and bytes are stored as given);
-        ``verify``: decode every image once when it is written, to refuse damaged data (not only headers);
-        ``baseline_jpeg``: store progressive JPEGs as baseline ones, losslessly (see `as_baseline_jpeg`)."""
-        return {"formats": [], "encode": _encode_policy(format, quality, verify, baseline_jpeg)}
+              verify: bool = False, baseline_jpeg: bool = False, lossless: bool = False) -> dict[str, Any]:
+        """``format``/``quality``/``lossless``: how arrays and PIL images are encoded (files and bytes are stored
+        as given): PNG (lossless) by default, JPEG (lossy) or WebP (lossy; lossless with ``lossless=True`` or
+        ``quality=100``) when asked; ``verify``: decode every image once when it is written, to refuse damaged
+        data (not only headers); ``baseline_jpeg``: store progressive JPEGs as baseline ones, losslessly (see
+        `as_baseline_jpeg`)."""
+        return {"formats": [], "encode": _encode_policy(format, quality, verify, baseline_jpeg, lossless)}
 
     def view(self, columns: Columns) -> ImagesView:
         return ImagesView(columns)
@@ -667,10 +732,12 @@ class ImagesMmap(MapBase):
 
         An image is its encoded bytes (``bytes``, ``bytearray``, ``memoryview`` or a 1-D uint8 array: stored as
         given), a ``pathlib.Path`` (the file's bytes, stored as given), a uint8 array of shape ``(H, W)`` or
-        ``(H, W, C)`` with C in 1..4, or a PIL image. Arrays and PIL images are encoded as JPEG at ``quality``
-        (default 95; lossy) when they have 1 or 3 channels and as PNG (lossless) when they have an alpha channel,
-        unless ``format="png"``, ``"jpeg"`` or ``"webp"`` says otherwise (WebP with ``quality=100`` is lossless).
-        A 2-D array reads back as ``(H, W, 1)``. ``verify=True`` decodes every image once while writing;
+        ``(H, W, C)`` with C in 1..4, or a PIL image. Arrays and PIL images are encoded losslessly as PNG (as
+        Hugging Face's ``Image()`` does), whatever format a PIL image was read from; lossy only when asked:
+        ``format="jpeg"`` at ``quality`` (default 95; no alpha), ``format="webp"`` (lossy at ``quality``, or
+        lossless, keeping the RGB under transparent pixels, with ``lossless=True`` or ``quality=100``). They read
+        back in the channels given (a 2-D array as ``(H, W, 1)``). 16-bit PNGs (any mode) are refused, naming
+        the file: store exact uint16 arrays in a `RaggedMmap`. ``verify=True`` decodes every image once while writing;
         ``baseline_jpeg=True`` rewrites progressive JPEGs losslessly as baseline ones (see `from_files`). These
         options are kept by the map for later ``extend`` and ``append`` calls. The reading options ``channels``,
         ``fast`` and ``decoder`` (see the class) apply to the returned handle. See `MapBase.from_generator` for

@@ -153,8 +153,8 @@ class Field:
 
     @classmethod
     def images(cls, baseline_jpeg: bool = False) -> Field:
-        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: JPEG, or PNG with
-        alpha), decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores progressive JPEGs as baseline
+        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: PNG, lossless),
+        decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores progressive JPEGs as baseline
         ones with the same coefficients: the same pixels, decoded 2-3x faster (see `ImagesMmap.from_files`)."""
         return cls("images", baseline_jpeg=baseline_jpeg)
 
