@@ -17,8 +17,6 @@ an index into the header attribute ``formats``, the list of Pillow format names 
 
 from __future__ import annotations
 
-import functools
-import importlib
 import io
 import operator
 import os
@@ -31,6 +29,15 @@ import numpy as np
 
 from mmap_ninja.batch import check_batch_size, check_out, pad_scalar
 from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.image_decoding import (
+    _MODE_OF_CHANNELS,
+    DEFAULT_DECODER,
+    Decoder,
+    _optional,
+    _pillow,
+    _simplejpeg,
+    drafted_sizes,
+)
 from mmap_ninja.layouts import Columns, Encoded, Layout, OffsetsView, View
 from mmap_ninja.maps import MapBase, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
@@ -44,197 +51,9 @@ PNG, is lossless)."""
 # Decoded channels of each Pillow mode that holds 8-bit samples ("P", a palette, is decided by its transparency).
 _CHANNELS_OF_MODE = {"1": 1, "L": 1, "LA": 2, "La": 2, "PA": 4, "RGB": 3, "RGBX": 3, "YCbCr": 3, "LAB": 3,
                      "HSV": 3, "CMYK": 3, "RGBA": 4, "RGBa": 4}
-# The Pillow mode an image is converted to for each number of channels.
-_MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-_SIMPLEJPEG_COLORSPACE = {1: "GRAY", 3: "RGB", 4: "RGBA"}
-_CMYK_COLORSPACES = ("CMYK", "YCCK")
 _ENCODE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _MAX_FORMATS = 256  # the formats column holds one uint8 per image
 _UINT8 = np.dtype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------------- decoders
-
-@functools.cache
-def _optional(name: str) -> Any:
-    """The module ``name``, or None when it is not installed (looked up once, at first use)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _simplejpeg() -> Any:
-    return _optional("simplejpeg")
-
-
-def _pyspng() -> Any:
-    return _optional("pyspng")
-
-
-_PNG_NATURAL_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, is left to Pillow)
-
-
-def _spng_decodes(raw: Any, channels: int) -> bool:
-    """Whether pyspng gives Pillow's exact pixels for this PNG read with ``channels``: 8 bits or less per sample,
-    and either RGB out or the image's own channels (not a palette image's, whose transparency Pillow resolves
-    its own way). Reads two bytes of the IHDR chunk."""
-    if len(raw) < 26:
-        return False
-    bit_depth, colour_type = raw[24], raw[25]
-    if bit_depth > 8:
-        return False
-    return channels == 3 or _PNG_NATURAL_CHANNELS.get(colour_type) == channels
-
-
-def _pillow() -> Any:
-    Image = _optional("PIL.Image")
-    if Image is None:
-        raise ImportError("ImagesMmap needs Pillow: pip install 'mmap_ninja[images]' (or pillow)")
-    return Image
-
-
-class Decoder:
-    """Turns an image's encoded bytes into an ``(H, W, C)`` uint8 array. It holds only settings, so one decoder
-    is safe to use from any number of threads (simplejpeg and Pillow both release the GIL while decoding).
-
-    ``channels``: None keeps each image's own channels (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; palette images
-    become RGB, or RGBA when they have transparency; CMYK becomes RGB); 1, 3 or 4 converts every image to gray,
-    RGB or RGBA (alpha dropped or set to 255). ``fast``: simplejpeg's ``fastdct`` and ``fastupsample`` (faster,
-    slightly different pixels; Pillow has no such flags). ``decoder``: ``"pillow"`` decodes everything with
-    Pillow; ``"simplejpeg"`` requires simplejpeg for JPEGs; None takes simplejpeg for JPEGs and pyspng for the
-    PNGs it decodes exactly as Pillow does, when they are installed.
-    """
-
-    def __init__(self, channels: Optional[int] = None, fast: bool = False, decoder: Optional[str] = None):
-        if channels is not None and (isinstance(channels, bool) or channels not in (1, 3, 4)):
-            raise ValueError(f"channels must be None (each image's own), 1, 3 or 4, got {channels!r}")
-        if not isinstance(fast, bool):
-            raise TypeError(f"fast must be True or False, got {fast!r}")
-        if decoder not in (None, "simplejpeg", "pillow"):
-            raise ValueError(f"decoder must be None (the fastest installed), 'simplejpeg' or 'pillow', got {decoder!r}")
-        if decoder == "simplejpeg" and _simplejpeg() is None:
-            raise ImportError("decoder='simplejpeg' needs simplejpeg: pip install simplejpeg")
-        self.channels = channels
-        self.fast = fast
-        self.requested = decoder
-
-    @property
-    def _jpeg(self) -> Any:
-        """simplejpeg when it decodes this decoder's JPEGs (imported at the first decode, not with the module)."""
-        return None if self.requested == "pillow" else _simplejpeg()
-
-    def __repr__(self) -> str:
-        return f"Decoder(channels={self.channels!r}, fast={self.fast!r}, decoder={self.requested!r})"
-
-    @property
-    def _png(self) -> Any:
-        """pyspng when it decodes this decoder's PNGs."""
-        return None if self.requested == "pillow" else _pyspng()
-
-    def name_for(self, format_name: str) -> str:
-        """Which library decodes images of this Pillow format name (``"JPEG"``, ``"PNG"``, ...); for PNG,
-        ``"pyspng"`` means pyspng where it gives Pillow's exact pixels and Pillow for the rest."""
-        if format_name == "JPEG" and self._jpeg is not None:
-            return "simplejpeg"
-        if format_name == "PNG" and self._png is not None:
-            return "pyspng"
-        return "Pillow"
-
-    def decode(self, raw: Any, format_name: str, shape: tuple[int, int, int],
-               out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
-        """Decode ``raw`` (bytes-like) into a new array of ``shape`` (the decoded shape the map recorded, with
-        this decoder's channels), or into ``out`` (a writable C-contiguous uint8 array of that shape). A
-        ValueError if the bytes cannot be decoded or decode to another shape."""
-        channels = shape[2]
-        jpeg = self._jpeg if format_name == "JPEG" else None
-        if jpeg is not None and channels != 2:
-            decoded: Optional[np.ndarray[Any, Any]] = None
-            try:
-                # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
-                colorspace = jpeg.decode_jpeg_header(raw)[2]  # ~1 µs
-                if colorspace in _CMYK_COLORSPACES:
-                    pass
-                elif channels == 1 and colorspace != "Gray":
-                    # libjpeg's gray output is the luma plane; Pillow converts the RGB pixels (the reference)
-                    decoded = gray_like_pillow(jpeg.decode_jpeg(raw, "RGB", fastdct=self.fast,
-                                                                fastupsample=self.fast), out)
-                else:
-                    decoded = jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
-                                               fastupsample=self.fast, buffer=out)
-            except ValueError:
-                pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
-            if decoded is not None:
-                if decoded.shape != shape:
-                    raise ValueError(f"the image decodes to shape {decoded.shape}, expected {shape}")
-                return decoded
-        png = self._png if format_name == "PNG" else None
-        if png is not None and _spng_decodes(raw, channels):
-            try:
-                pixels = png.load(bytes(raw), _MODE_OF_CHANNELS[channels])
-            except RuntimeError:
-                pixels = None  # libspng is strict (a bad CRC, ...): Pillow decodes it or says what is wrong
-            if pixels is not None:
-                pixels = pixels.reshape(shape) if pixels.size == np.prod(shape) else pixels
-                if pixels.shape != shape:
-                    raise ValueError(f"the image decodes to shape {pixels.shape}, expected {shape}")
-                if out is None:
-                    return pixels  # type: ignore[no-any-return]
-                out[...] = pixels
-                return out
-        try:
-            image = self._pillow_decode(raw, format_name, channels)
-        except _pillow().UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
-            raise ValueError(f"its bytes are of no image format Pillow knows ({bytes(memoryview(raw)[:8])!r}); the "
-                             f"map may be damaged (mmap-ninja verify --deep says where)") from None
-        except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
-            raise ValueError(f"{type(e).__name__}: {e}") from None
-        if image.shape != shape:
-            raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
-        if out is None:
-            return image
-        out[...] = image
-        return out
-
-    @staticmethod
-    def _pillow_decode(raw: Any, format_name: str, channels: int) -> np.ndarray[Any, Any]:
-        Image = _pillow()
-        with Image.open(io.BytesIO(raw), formats=(format_name,)) as image:
-            target = _MODE_OF_CHANNELS[channels]
-            if image.mode != target:
-                if image.mode == "P" and "transparency" in image.info and target != "RGBA":
-                    with image.convert("RGBA") as rgba:  # what Pillow asks for (it warns on a direct conversion)
-                        converted = rgba.convert(target)
-                else:
-                    converted = image.convert(target)
-                try:
-                    return _to_array(converted)
-                finally:
-                    converted.close()
-            return _to_array(image)
-
-
-def gray_like_pillow(rgb: np.ndarray[Any, Any], out: Optional[np.ndarray[Any, Any]] = None
-                     ) -> np.ndarray[Any, Any]:
-    """An ``(H, W, 3)`` uint8 RGB array as ``(H, W, 1)`` gray, exactly as Pillow's ``convert("L")`` computes it
-    (ITU-R 601-2 luma in 16-bit fixed point, rounded)."""
-    weighted = rgb[:, :, 0].astype(np.uint32) * 19595
-    weighted += rgb[:, :, 1].astype(np.uint32) * 38470
-    weighted += rgb[:, :, 2].astype(np.uint32) * 7471
-    weighted += 0x8000
-    weighted >>= 16
-    gray = out if out is not None else np.empty((*rgb.shape[:2], 1), np.uint8)
-    gray[:, :, 0] = weighted
-    return gray
-
-
-def _to_array(image: Any) -> np.ndarray[Any, Any]:
-    """A loaded PIL image as a new writable ``(H, W, C)`` uint8 array."""
-    array = np.array(image)  # a copy: np.asarray would give a read-only array over Pillow's bytes
-    return array if array.ndim == 3 else array.reshape(*array.shape, 1)
-
-
-DEFAULT_DECODER = Decoder()
 
 
 # ---------------------------------------------------------------------------------------------------- encoding
@@ -453,6 +272,9 @@ class ImagesView(OffsetsView):
         self.format_codes = formats
         self.format_items = formats.data
         self.format_names = tuple(store.attrs.get("formats", ()))
+        # What plain reads (``get``) decode with: a records map opened with ``draft=`` sets its own before the
+        # view is published (`ImagesMmap` passes its decoder to every read).
+        self.decoder = DEFAULT_DECODER
 
     def raw(self, position: int) -> memoryview:
         start, stop = self.starts[position], self.stops[position]
@@ -477,19 +299,32 @@ class ImagesView(OffsetsView):
             shapes[:, 2] = channels
         return shapes
 
+    def decoded_shapes(self, positions: np.ndarray[Any, Any], decoder: Decoder) -> np.ndarray[Any, Any]:
+        """The shapes ``decoder`` decodes the images at ``positions`` to (their channels, JPEGs' draft size)."""
+        shapes = self.shapes_at(positions, decoder.channels)
+        if decoder.draft is not None and "JPEG" in self.format_names:
+            jpegs = self.format_codes[positions] == self.format_names.index("JPEG")
+            shapes[jpegs, :2] = drafted_sizes(shapes[jpegs, :2], decoder.draft)
+        return shapes
+
     def decode(self, position: int, decoder: Decoder, out: Optional[np.ndarray[Any, Any]] = None
                ) -> np.ndarray[Any, Any]:
         raw = self.raw(position)
+        format_name = self.format_name(position)
+        height, width, channels = self.shape(position, decoder.channels)
+        if decoder.draft is not None:
+            height, width = decoder.decoded_size(format_name, height, width)
         try:
-            return decoder.decode(raw, self.format_name(position), self.shape(position, decoder.channels), out)
+            return decoder.decode(raw, format_name, (height, width, channels), out)
         except ValueError as e:
             raise ValueError(f"image {position} of {self.path} cannot be decoded: {e}") from None
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
-        return self.decode(position, DEFAULT_DECODER)
+        return self.decode(position, self.decoder)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
-        return [self.decode(p, DEFAULT_DECODER) for p in positions.tolist()]
+        decoder = self.decoder
+        return [self.decode(p, decoder) for p in positions.tolist()]
 
 
 # ---------------------------------------------------------------------------------------------------- layout
@@ -603,6 +438,10 @@ class ImagesMmap(MapBase):
       transparency; a CMYK JPEG gives RGB); 1, 3 or 4 converts every image to gray, RGB or RGBA.
     - ``fast``: simplejpeg's fast DCT and upsampling (about 20 % faster JPEG decoding, slightly different pixels).
     - ``decoder``: ``"simplejpeg"`` or ``"pillow"`` for JPEGs; None uses simplejpeg when installed.
+    - ``draft``: ``(height, width)`` decodes each JPEG at the smallest DCT scale (1/2, 1/4 or 1/8) whose output is
+      still at least that size (never smaller, and not resized: a 500 x 701 JPEG with ``draft=(224, 224)`` reads
+      as 250 x 351; one smaller than twice the size reads whole), several times faster for large pictures;
+      other formats decode fully. ``shape(i)`` keeps giving the stored size. None (the default) decodes fully.
 
     EXIF orientation is not applied (as in Pillow and torchvision by default). An animated image decodes to its
     first frame (``raw(i)`` keeps every frame). ``raw(i)`` gives the encoded bytes, e.g. for a GPU decoder.
@@ -614,11 +453,22 @@ class ImagesMmap(MapBase):
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  durable: bool = False, allow_unfinished: bool = False, channels: Optional[int] = None,
-                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False):
-        self._decoder = Decoder(channels, fast, decoder)  # checked before the map is opened
+                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False,
+                 draft: Optional[tuple[int, int]] = None):
+        self._decoder = Decoder(channels, fast, decoder, draft)  # checked before the map is opened
         super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
                          lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
                          verify_reads=verify_reads)
+
+    def _new_view(self, columns: Any) -> Any:
+        view = super()._new_view(columns)
+        view.decoder = self._decoder  # what the view's own reads decode with (a sharded map reads through them)
+        return view
+
+    def _use_decoder(self, decoder: Decoder) -> None:
+        """Read with ``decoder`` from now on (a handle built or attached before its options were known)."""
+        self._decoder = decoder
+        self._rebuild()
 
     # -------------------------------------------------------------- reading
 
@@ -687,7 +537,7 @@ class ImagesMmap(MapBase):
         return self._decoder
 
     def get_batch(self, indices: Any, *, threads: Optional[int] = None, out: Optional[np.ndarray[Any, Any]] = None,
-                  pad_value: Any = None) -> Any:
+                  pad_value: Any = None, draft: Any = None) -> Any:
         """Decode the images at ``indices`` (ints, a slice or a boolean mask) into one new uint8 array.
 
         With ``pad_value=None`` the images must share one shape (a ValueError names two that differ) and the
@@ -695,16 +545,20 @@ class ImagesMmap(MapBase):
         has every dimension of the largest image in the batch, filled with ``pad_value`` past each image, and
         ``shapes`` is the ``(k, 3)`` shapes. ``out=`` is decoded into instead of a new array (uint8,
         C-contiguous, writable, of the result's shape; when padding, H, W and C may be larger). ``threads`` > 1
-        decodes on that many threads. ``wrapper_fn`` is not applied.
+        decodes on that many threads. ``wrapper_fn`` is not applied. ``draft`` (see the class) overrides the
+        handle's for this call (``False``: full decoding); the shapes are then the decoded ones, and padding pads
+        to the largest of them.
         """
-        return decode_batch(self._view, resolve_positions(indices, self._view.length), self._decoder,
+        decoder = self._decoder if draft is None else self._decoder.with_draft(draft)
+        return decode_batch(self._view, resolve_positions(indices, self._view.length), decoder,
                             pad_value=pad_value, out=out, threads=threads,
                             hint=", or open the map with channels= to give them the same channels")
 
     def __reduce__(self) -> tuple[Any, ...]:
         reopen, (cls, path, options) = super().__reduce__()
         decoder = self._decoder
-        options = {**options, "channels": decoder.channels, "fast": decoder.fast, "decoder": decoder.requested}
+        options = {**options, "channels": decoder.channels, "fast": decoder.fast, "decoder": decoder.requested,
+                   "draft": decoder.draft}
         return reopen, (cls, path, options)
 
     # -------------------------------------------------------------- building
@@ -737,15 +591,16 @@ class ImagesMmap(MapBase):
         ``format="jpeg"`` at ``quality`` (default 95; no alpha), ``format="webp"`` (lossy at ``quality``, or
         lossless, keeping the RGB under transparent pixels, with ``lossless=True`` or ``quality=100``). They read
         back in the channels given (a 2-D array as ``(H, W, 1)``). 16-bit PNGs (any mode) are refused, naming
-        the file: store exact uint16 arrays in a `RaggedMmap`. ``verify=True`` decodes every image once while writing;
-        ``baseline_jpeg=True`` rewrites progressive JPEGs losslessly as baseline ones (see `from_files`). These
+        the file: store exact uint16 arrays in a `RaggedMmap`. ``verify=True`` decodes every image once while
+        writing; ``baseline_jpeg=True`` rewrites progressive JPEGs losslessly as baseline ones (see `from_files`). These
         options are kept by the map for later ``extend`` and ``append`` calls. The reading options ``channels``,
-        ``fast`` and ``decoder`` (see the class) apply to the returned handle. See `MapBase.from_generator` for
-        the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
+        ``fast``, ``decoder`` and ``draft`` (see the class) apply to the returned handle. See
+        `MapBase.from_generator` for the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
         """
-        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None))
+        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None),
+                          options.pop("draft", None))
         built = super().from_generator(out_dir, sample_generator, batch_size, verbose, **options)
-        built._decoder = decoder
+        built._use_decoder(decoder)
         return built
 
 
@@ -788,7 +643,7 @@ def decode_batch(view: ImagesView, positions: np.ndarray[Any, Any], decoder: Dec
     `ImagesMmap.get_batch` describes (records' images fields decode their batches here too)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-    shapes = view.shapes_at(positions, decoder.channels)
+    shapes = view.decoded_shapes(positions, decoder)
     count = len(positions)
     empty = (0, 0, decoder.channels or 0)
     if pad_value is None:

@@ -51,7 +51,8 @@ from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
-from mmap_ninja.images import DEFAULT_DECODER, ImagesMmap, ImagesView, decode_batch
+from mmap_ninja.image_decoding import DEFAULT_DECODER, Decoder
+from mmap_ninja.images import ImagesMmap, ImagesView, decode_batch
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -739,11 +740,41 @@ class RecordsMmap(MapBase):
     Build with `from_generator` (rows as dicts), `from_dict` (columns) or `from_indexable`; grow with `append`
     (one row) and `extend` (rows, or a dict of columns), each one commit. The schema is inferred from the first
     batch (see the module docstring) or given as ``schema=``. See `MapBase` for opening, modes and the writer model.
+
+    ``draft=(height, width)`` (a reading option, kept when pickled) decodes the JPEGs of images fields at the
+    smallest DCT scale that keeps them at least that size, in rows, `get_batch` and the fields' containers (see
+    `ImagesMmap`); ``get_batch(..., draft=...)`` overrides it for one call.
     """
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()
+    _images_decoder: Decoder = DEFAULT_DECODER
 
     # -------------------------------------------------------------- opening
+
+    def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
+                 copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                 durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False,
+                 draft: Optional[tuple[int, int]] = None):
+        if draft is not None:
+            self._images_decoder = Decoder(draft=draft)  # checked before the map is opened
+        super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
+                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                         verify_reads=verify_reads)
+
+    def _new_view(self, columns: Any) -> Any:
+        view = super()._new_view(columns)
+        decoder = self._images_decoder
+        if decoder is not DEFAULT_DECODER:
+            for field_view in view.views.values():
+                if isinstance(field_view, ImagesView):
+                    field_view.decoder = decoder  # before the view is published
+        return view
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reopen, (cls, path, options) = super().__reduce__()
+        if self._images_decoder.draft is not None:
+            options = {**options, "draft": self._images_decoder.draft}
+        return reopen, (cls, path, options)
 
     # -------------------------------------------------------------- reading
 
@@ -799,6 +830,8 @@ class RecordsMmap(MapBase):
         container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
+        if isinstance(container, ImagesMmap) and self._images_decoder is not DEFAULT_DECODER:
+            container._use_decoder(self._images_decoder)
         refs = self.__dict__.setdefault("_fields_given", [])
         refs.append(weakref.ref(container))
         if len(refs) >= self.__dict__.get("_fields_prune_at", 64):  # drop dead ones now and then: amortized O(1)
@@ -825,7 +858,8 @@ class RecordsMmap(MapBase):
             container._rebuild()
         return appeared
 
-    def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None) -> Any:
+    def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None,
+                  draft: Any = None) -> Any:
         """The rows at ``indices`` as a dict of field -> batch: a new array of shape ``(k, *shape)`` for array and
         scalar fields, a list of ``str`` for strings fields.
 
@@ -834,8 +868,10 @@ class RecordsMmap(MapBase):
         fields' samples padded as `RaggedMmap.get_batch` pads them and ``lengths`` a dict of their lengths
         (``(k,)`` for 1-D samples, ``(k, ndim)`` shapes otherwise). Images fields are decoded into one
         ``(k, H, W, C)`` uint8 array and follow the same rule (their lengths are the ``(k, 3)`` shapes).
-        ``fields`` picks the fields to read.
+        ``fields`` picks the fields to read. ``draft`` overrides the handle's (see the class; ``False``: full
+        decoding) for this call: the images' shapes are then the decoded ones.
         """
+        decoder = self._images_decoder if draft is None else self._images_decoder.with_draft(draft)
         view = self._view
         positions = resolve_positions(indices, view.length)
         if isinstance(fields, str):
@@ -862,7 +898,7 @@ class RecordsMmap(MapBase):
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
                 try:
                     if isinstance(field_view, ImagesView):
-                        result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
+                        result = decode_batch(field_view, positions, decoder, pad_value=pad)
                     else:
                         assert isinstance(field_view, RaggedView)
                         result = _ragged_batch(field_view, positions, pad)
