@@ -259,4 +259,45 @@ def drafted_sizes(sizes: np.ndarray[Any, Any], draft: tuple[int, int]) -> np.nda
     return drafted
 
 
+
+def decode_resized_crop(raw: Any, format_name: str, stored_size: tuple[int, int], box: tuple[int, int, int, int],
+                        size: tuple[int, int], decoder: Decoder,
+                        out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+    """The region ``box = (top, left, height, width)`` (in stored pixels) of an image of ``stored_size``, resized
+    to ``size = (height, width)`` with Pillow's ``BILINEAR`` filter, as a new ``(*size, C)`` uint8 array (C: the
+    decoder's channels, which must be set) or into ``out``.
+
+    A JPEG is decoded at the smallest DCT scale 1/s (s in 1, 2, 4, 8) at which the crop still covers ``size``, and
+    the crop's box is scaled with it (fractional edges are kept: Pillow's resize takes a float box), so only the
+    pixels the resize needs are computed, at about 1/s² of a full decode's cost; other formats decode fully."""
+    channels = decoder.channels
+    if channels is None:
+        raise ValueError("decode_resized_crop needs a decoder with channels set (1, 3 or 4)")
+    height, width = stored_size
+    top, left, crop_height, crop_width = box
+    scale = 1
+    if format_name == "JPEG":
+        scale = draft_scale(crop_height, crop_width, size)
+    if scale > 1:
+        # a draft of (height // s, width // s) makes the image decode at exactly 1/s (see draft_scale)
+        decoder = decoder.with_draft((height // scale, width // scale))
+    decoded = decoder.decode(raw, format_name, (-(-height // scale), -(-width // scale), channels))
+    Image = _pillow()
+    mode = _MODE_OF_CHANNELS[channels]
+    image = Image.frombuffer(mode, (decoded.shape[1], decoded.shape[0]), decoded, "raw", mode, 0, 1)
+    # Cut the whole decoded pixels the crop touches (the filter then stops at the crop's edges, as after
+    # torchvision's crop), and resize the crop's exact, possibly fractional, box within them.
+    x0, y0 = left // scale, top // scale
+    x1, y1 = -(-(left + crop_width) // scale), -(-(top + crop_height) // scale)
+    with image.crop((x0, y0, x1, y1)) as cut:
+        region = (left / scale - x0, top / scale - y0, (left + crop_width) / scale - x0,
+                  (top + crop_height) / scale - y0)
+        resized = cut.resize((size[1], size[0]), Image.BILINEAR, box=None if scale == 1 else region)
+    pixels = np.asarray(resized).reshape(size[0], size[1], channels)
+    if out is None:
+        return pixels.copy() if not pixels.flags.writeable else pixels
+    out[...] = pixels
+    return out
+
+
 DEFAULT_DECODER = Decoder()
