@@ -145,3 +145,20 @@ def test_records_images_fields_take_draft(tmp_path):
     assert full.get_batch([1])["image"].shape == (1, 480, 640, 3)
     assert full.get_batch([1], draft=(224, 224))["image"].shape == (1, 240, 320, 3)
     assert pickle.loads(pickle.dumps(rec)).get_batch([1])["image"].shape == (1, 240, 320, 3)
+
+
+def test_remote_maps_pass_draft_through(pictures, tmp_path):
+    pytest.importorskip("fsspec")
+    from mmap_ninja import open_existing, upload
+
+    path, _, _ = pictures
+    upload(path, "memory://draft-test/single")
+    remote = open_existing("memory://draft-test/single", cache_dir=tmp_path / "cache", draft=(224, 224))
+    assert remote[0].shape == (250, 351, 3) and remote.shape(0) == (500, 701, 3)
+    assert remote.get_batch([1]).shape == (1, 250, 225, 3)
+    assert pickle.loads(pickle.dumps(remote))[0].shape == (250, 351, 3)
+    merge(tmp_path / "sharded", [path])
+    upload(tmp_path / "sharded", "memory://draft-test/sharded")
+    sharded = open_existing("memory://draft-test/sharded", cache_dir=tmp_path / "cache", draft=(224, 224))
+    assert sharded[1].shape == (250, 225, 3)
+    assert sharded.get_batch([0, 1], pad_value=0)[1].tolist() == [[250, 351, 3], [250, 225, 3]]

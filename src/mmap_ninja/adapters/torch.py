@@ -29,6 +29,10 @@ Records maps (`RecordsMmap`) get `RecordsDataset`: its ``__getitems__`` reads a 
 that into tensors; with a per-row ``transform`` (resizing images, augmenting) the rows are read with one batched
 lookup, transformed, and the collate stacks or pads each field (`RecordsCollate`).
 
+`RandomResizedCropDecode` is torchvision's ``RandomResizedCrop`` done while decoding (JPEGs at the smallest DCT
+scale that keeps the crop at least the output size); ``RecordsDataset(..., decode=...)`` and `ImagesDataset`
+apply it per row inside the batched read.
+
 `rank_indices` and `RankSampler` split the indices of each epoch between DDP ranks exactly as
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
 sized dataset. (They were named ``shard_indices`` and ``ShardedSampler``, easily confused with the sampler for
