@@ -151,3 +151,23 @@ def test_channels_1_on_colour_jpegs_matches_pillow_convert_l(tmp_path):
             assert np.array_equal(gray[k], expected), (decoder, k)
         assert np.array_equal(gray.get_batch([1])[0], gray[1])
     assert len(m) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- records
+
+def test_records_images_fields_are_lossless_unless_the_field_asks(tmp_path):
+    from mmap_ninja import RecordsMmap
+    from mmap_ninja.records import Field
+
+    mask = noisy(32, 32, 1)
+    rec = RecordsMmap.from_generator(tmp_path / "r", [{"mask": mask}], batch_size=1, schema={"mask": Field.images()})
+    assert rec["mask"].format(0) == "PNG" and np.array_equal(rec[0]["mask"], mask[:, :, None])
+    lossy = RecordsMmap.from_generator(tmp_path / "j", [{"photo": noisy(32, 32, 3)}], batch_size=1,
+                                      schema={"photo": Field.images(format="jpeg", quality=80)})
+    assert lossy["photo"].format(0) == "JPEG"
+    assert lossy.schema["photo"] == Field.images(format="jpeg", quality=80)
+    webp = RecordsMmap.from_generator(tmp_path / "w", [{"rgba": noisy(8, 8, 4)}], batch_size=1,
+                                     schema={"rgba": Field.images(format="webp", lossless=True)})
+    assert webp["rgba"].format(0) == "WEBP" and np.array_equal(webp[0]["rgba"], noisy(8, 8, 4))
+    with pytest.raises(ValueError, match="format"):
+        Field.images(format="gif")

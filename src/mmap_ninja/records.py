@@ -52,7 +52,7 @@ from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
 from mmap_ninja.image_decoding import DEFAULT_DECODER, Decoder
-from mmap_ninja.images import ImagesMmap, ImagesView, decode_batch
+from mmap_ninja.images import DEFAULT_QUALITY, ImagesMmap, ImagesView, decode_batch
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -98,7 +98,8 @@ class Field:
     """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"``, ``"numpy"`` or ``"images"``), its
     ``dtype`` (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a
     scalar field), its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`)
-    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`).
+    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`) and ``encoding``, how arrays and PIL images
+    are encoded: ``(format, quality, lossless)``, or ``()`` for the default (PNG, lossless).
 
     Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
     ``Field.scalar(np.int64)``, ``Field.images()``.
@@ -109,6 +110,7 @@ class Field:
     shape: Optional[tuple[int, ...]] = None
     codec: Any = None
     baseline_jpeg: bool = False
+    encoding: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _FIELD_LAYOUTS:
@@ -134,6 +136,11 @@ class Field:
             raise TypeError(f"baseline_jpeg must be True or False, got {self.baseline_jpeg!r}")
         if self.baseline_jpeg and self.kind != "images":
             raise TypeError(f"baseline_jpeg is an option of images fields, not of {self.kind} fields")
+        if self.encoding:
+            if self.kind != "images":
+                raise TypeError(f"an encoding is an option of images fields, not of {self.kind} fields")
+            format_name, quality, lossless = self.encoding
+            ImagesMmap.layout.attrs(format=format_name, quality=quality, lossless=lossless)  # checks them
         codec_from_option(self.codec)  # an unknown codec fails here
 
     @classmethod
@@ -157,11 +164,18 @@ class Field:
         return cls("numpy", np.dtype(dtype), ())
 
     @classmethod
-    def images(cls, baseline_jpeg: bool = False) -> Field:
-        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: PNG, lossless),
-        decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores progressive JPEGs as baseline
-        ones with the same coefficients: the same pixels, decoded 2-3x faster (see `ImagesMmap.from_files`)."""
-        return cls("images", baseline_jpeg=baseline_jpeg)
+    def images(cls, baseline_jpeg: bool = False, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,
+               lossless: bool = False) -> Field:
+        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: PNG, lossless,
+        unless ``format="jpeg"`` or ``"webp"`` at ``quality`` asks for lossy encoding; see
+        `ImagesMmap.from_generator`), decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores
+        progressive JPEGs as baseline ones with the same coefficients: the same pixels, decoded 2-3x faster (see
+        `ImagesMmap.from_files`)."""
+        if format is None and quality == DEFAULT_QUALITY and not lossless:
+            return cls("images", baseline_jpeg=baseline_jpeg)
+        encoding = (None if format is None else format.upper().replace("JPG", "JPEG") if isinstance(format, str)
+                    else format, quality, lossless)
+        return cls("images", baseline_jpeg=baseline_jpeg, encoding=encoding)
 
     @property
     def is_scalar(self) -> bool:
@@ -176,7 +190,9 @@ class Field:
         if self.kind == "ragged":
             return layout.attrs(dtype=self.dtype, codec=self.codec)
         if self.kind == "images":
-            return layout.attrs(baseline_jpeg=self.baseline_jpeg)
+            format_name, quality, lossless = self.encoding or (None, DEFAULT_QUALITY, False)
+            return layout.attrs(baseline_jpeg=self.baseline_jpeg, format=format_name, quality=quality,
+                                lossless=lossless)
         return layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
 
     @classmethod
@@ -188,7 +204,11 @@ class Field:
         if kind == "numpy":
             return cls(kind, dtype, tuple(attrs["sample_shape"]))
         if kind == "images":
-            return cls(kind, baseline_jpeg=bool((attrs.get("encode") or {}).get("baseline_jpeg", False)))
+            encode = attrs.get("encode") or {}
+            return cls.images(bool(encode.get("baseline_jpeg", False)),
+                              None if encode.get("format") in (None, "PNG") else encode["format"],
+                              int(encode.get("quality", DEFAULT_QUALITY)),
+                              bool(encode.get("lossless", False)) and encode.get("quality") != 100)
         return cls(kind, dtype, codec=codec)
 
     def describe(self) -> str:
