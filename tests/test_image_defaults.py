@@ -171,3 +171,10 @@ def test_records_images_fields_are_lossless_unless_the_field_asks(tmp_path):
     assert webp["rgba"].format(0) == "WEBP" and np.array_equal(webp[0]["rgba"], noisy(8, 8, 4))
     with pytest.raises(ValueError, match="format"):
         Field.images(format="gif")
+
+
+def test_a_pil_image_opened_from_a_16_bit_png_is_refused(tmp_path):
+    """Pillow opens a 16-bit RGB PNG as mode "RGB" and would cut it to 8 bits on load."""
+    image = Image.open(io.BytesIO(png_16bit(4, 5, 2)))
+    with pytest.raises(ValueError, match=r"item 0 .*16-bit.*RaggedMmap"):
+        ImagesMmap.from_generator(tmp_path / "m", [image], batch_size=1)

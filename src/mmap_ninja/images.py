@@ -112,6 +112,10 @@ def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> tuple[bytes, i
     if channels is None:
         raise ValueError(f"{what} is a PIL image of mode {image.mode!r} (not 8-bit samples); ImagesMmap stores "
                          f"uint8 images: store it in a RaggedMmap instead")
+    if _loads_16_bit_samples(image):
+        raise ValueError(f"{what} is a PIL image opened from a 16-bit {image.format} file (Pillow would cut its "
+                         f"samples to 8 bits); ImagesMmap decodes to uint8: store the exact uint16 arrays in a "
+                         f"RaggedMmap instead")
     # A map written before the format was recorded (``format`` null) keeps its rule: JPEG unless alpha.
     format_name = policy.get("format") or ("JPEG" if channels in (1, 3) else "PNG")
     if format_name == "JPEG" and channels in (2, 4):
@@ -132,6 +136,18 @@ def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> tuple[bytes, i
     else:
         converted.save(buffer, format=format_name, quality=quality)
     return buffer.getvalue(), channels
+
+
+def _loads_16_bit_samples(image: Any) -> bool:
+    """Whether a PIL image not loaded yet reads 16-bit samples from its file (a tile's raw mode such as
+    ``"RGB;16B"``: Pillow opens 16-bit RGB and RGBA PNGs as 8-bit modes)."""
+    for tile in getattr(image, "tile", None) or ():
+        rawmode = tile[3] if len(tile) > 3 else None
+        if isinstance(rawmode, tuple) and rawmode:
+            rawmode = rawmode[0]
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
 
 
 def _webp_lossless(policy: dict[str, Any]) -> bool:
