@@ -162,3 +162,11 @@ def test_remote_maps_pass_draft_through(pictures, tmp_path):
     sharded = open_existing("memory://draft-test/sharded", cache_dir=tmp_path / "cache", draft=(224, 224))
     assert sharded[1].shape == (250, 225, 3)
     assert sharded.get_batch([0, 1], pad_value=0)[1].tolist() == [[250, 351, 3], [250, 225, 3]]
+
+
+def test_decoded_shapes_say_what_reads_return_without_decoding(pictures):
+    path, _, _ = pictures
+    drafted = ImagesMmap(path, draft=(224, 224))
+    assert drafted.decoded_shapes().tolist() == [list(drafted[i].shape) for i in range(4)]
+    assert drafted.decoded_shapes([1]).tolist() == [[250, 225, 3]]
+    assert ImagesMmap(path).decoded_shapes().tolist() == ImagesMmap(path).shapes().tolist()

@@ -521,7 +521,8 @@ class ImagesMmap(MapBase):
         return view.raw(resolve_index(index, view.length))  # type: ignore[no-any-return]
 
     def shape(self, index: int) -> tuple[int, int, int]:
-        """The ``(H, W, C)`` shape ``m[index]`` has, read from the index without decoding."""
+        """The ``(H, W, C)`` shape ``m[index]`` has, read from the index without decoding (the stored size: with
+        ``draft``, a JPEG reads smaller, see `decoded_shapes`)."""
         view = self._view
         return view.shape(resolve_index(index, view.length), self._decoder.channels)  # type: ignore[no-any-return]
 
@@ -530,6 +531,14 @@ class ImagesMmap(MapBase):
         view = self._view
         return view.shapes_at(resolve_positions(indices, view.length),  # type: ignore[no-any-return]
                               self._decoder.channels)
+
+    def decoded_shapes(self, indices: Any = slice(None)) -> np.ndarray[Any, Any]:
+        """The shapes reads of the images at ``indices`` (default: all) return with this handle's options, as a
+        new ``(k, 3)`` int64 array, no decoding: `shapes` with ``draft``'s reduced JPEG sizes (the same without
+        ``draft``)."""
+        view = self._view
+        return view.decoded_shapes(resolve_positions(indices, view.length),  # type: ignore[no-any-return]
+                                   self._decoder)
 
     def format(self, index: int) -> str:
         """The Pillow format name of image ``index`` (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ...)."""
