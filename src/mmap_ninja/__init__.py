@@ -5,17 +5,20 @@
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
 - `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
   mixing several maps by weight.
+- `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
 from mmap_ninja.blend import BlendedMap, blend
 from mmap_ninja.checksums import ChecksumMismatchError
+from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
     MapError,
     MapLockedError,
+    MapMovedError,
     NotAMapError,
     UnfinishedMapError,
     UnknownFeatureError,
@@ -47,6 +50,7 @@ __all__ = [
     "KindMismatchError",
     "MapError",
     "MapLockedError",
+    "MapMovedError",
     "NotAMapError",
     "NumpyMmap",
     "Order",
@@ -63,6 +67,7 @@ __all__ = [
     "Wrapped",
     "__version__",
     "blend",
+    "convert",
     "merge",
     "np_append",
     "np_extend",
