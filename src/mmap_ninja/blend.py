@@ -221,6 +221,7 @@ class BlendedMap:
 
     @property
     def num_sources(self) -> int:
+        """How many sources the blend mixes (weight 0 included)."""
         return len(self._recipes)
 
     @property
@@ -235,6 +236,7 @@ class BlendedMap:
 
     @property
     def seed(self) -> int:
+        """The seed of the sources' shuffled orders."""
         return self._seed
 
     def __repr__(self) -> str:
