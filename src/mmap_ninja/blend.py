@@ -27,6 +27,7 @@ so ``DataLoader`` workers reopen the files. The sources' lengths are taken when 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import numbers
@@ -311,7 +312,8 @@ class BlendedMap:
         """Source ``k``, opened if it is not (and counted in the open-sources budget)."""
         found = self._open.get(k)
         if found is not None:
-            self._open.move_to_end(k)
+            with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile: still usable
+                self._open.move_to_end(k)
             return found
         with self._lock:
             found = self._open.get(k)
