@@ -27,7 +27,6 @@ so ``DataLoader`` workers reopen the files. The sources' lengths are taken when 
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 import numbers
@@ -312,8 +311,10 @@ class BlendedMap:
         """Source ``k``, opened if it is not (and counted in the open-sources budget)."""
         found = self._open.get(k)
         if found is not None:
-            with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile: still usable
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on every read
                 self._open.move_to_end(k)
+            except KeyError:  # another thread evicted it meanwhile: it is still usable
+                pass
             return found
         with self._lock:
             found = self._open.get(k)
