@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_snippets_run(capsys):
     snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     remote = next(s for s in snippets if "memory://" in s)  # the object storage snippet, checked below
-    order = next(s for s in snippets if "ResumableSampler(" in s)  # the training order snippet, checked below
+    order = next(s for s in snippets if "blend(" in s)  # the training order snippet, checked below
     first, records, training = (s for s in snippets if s is not remote and s is not order)
     exec(compile(first, "README snippet 1", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
