@@ -37,7 +37,9 @@ apply it per row inside the batched read.
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
 sized dataset. (They were named ``shard_indices`` and ``ShardedSampler``, easily confused with the sampler for
 sharded maps, `mmap_ninja.adapters.shards.ShardAwareSampler`; the old names still work, with a
-``DeprecationWarning``.)
+``DeprecationWarning``.) For new code, `ResumableSampler` is recommended: the same contract, an O(1)-memory
+order (no permutation of the whole dataset on every rank), and a small state that ``StatefulDataLoader`` saves and
+that resumes exactly on any number of ranks (`mmap_ninja.adapters._samplers`).
 
 This module imports ``torch``; ``import mmap_ninja`` does not.
 """
@@ -61,11 +63,13 @@ except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
+from mmap_ninja.adapters._samplers import ResumableSampler
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
 __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode", "RankSampler", "RecordsCollate",
-           "RecordsDataset", "ShardedSampler", "as_tensor", "collate", "pad_collate", "rank_indices", "shard_indices"]
+           "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
+           "rank_indices", "shard_indices"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
@@ -458,6 +462,9 @@ def rank_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: in
 
 class RankSampler(Sampler[int]):
     """A sampler giving this rank its `rank_indices` of each epoch; call `set_epoch` before each epoch.
+
+    It reproduces ``DistributedSampler``'s order exactly (and, like it, builds a permutation of the whole dataset on
+    every rank each epoch and has no state to resume from). New code should prefer `ResumableSampler`.
 
     ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
     ``torch.distributed``'s when a process group is initialized, else to 0 and 1.
