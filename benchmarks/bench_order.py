@@ -157,22 +157,22 @@ def plot(path: Path) -> None:
     later = [0.1, 0.2, 0.3, 0.3999, 0.0001]
     change = 200_000
     m = blend([Virtual(10**6) for _ in weights], weights, length=400_000, schedule=[(change, later)])
-    grid = np.unique(np.geomspace(1, len(m), 400).astype(np.int64))
-    counts = np.array([m.counts(int(L)) for L in grid], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=80)
-    for k in range(len(weights)):
-        ratio = np.where(grid <= change, counts[:, k] / grid,
-                         (counts[:, k] - m.counts(change)[k]) / np.maximum(grid - change, 1))
-        line, = ax.plot(grid, ratio, lw=1.4, label=f"source {k}: {weights[k]:g} → {later[k]:g}")
-        ax.hlines([weights[k], later[k]], [1, change], [change, len(m)], colors=line.get_color(), lw=0.6,
-                  linestyles="dotted")
-    ax.axvline(change, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("position in the blend (log)")
-    ax.set_ylabel("realized ratio (log)")
-    ax.set_title("blend: each source's share of the prefix (of the segment after the change at 2e5)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    at_change = m.counts(change)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80, sharey=True)
+    for ax, start, stop, phase in ((axes[0], 0, change, weights), (axes[1], change, len(m), later)):
+        grid = np.unique(np.geomspace(1, stop - start, 300).astype(np.int64))
+        counts = np.array([m.counts(start + int(L)) for L in grid], dtype=float)
+        if start:
+            counts -= np.array(at_change, dtype=float)
+        for k in range(len(weights)):
+            line, = ax.plot(grid, counts[:, k] / grid, lw=1.3, label=f"source {k}: weight {phase[k]:g}")
+            ax.axhline(phase[k], color=line.get_color(), lw=0.6, linestyle="dotted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("positions since the start" if not start else f"positions since the change at {change:,}")
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.08, 0.02))
+    axes[0].set_ylabel("share of the prefix (log)")
+    fig.suptitle("blend: each source's realized share over every prefix (dotted: its weight)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 

@@ -248,3 +248,27 @@ def test_property_ratios_of_many_sources_over_long_prefixes(count: int, seed: in
 def test_tiny_and_huge_weights_are_only_ratios() -> None:
     assert blend(lists([2, 2]), [0.0, 5e-324], length=4).sources_of(slice(None))[0].tolist() == [1, 1, 1, 1]
     assert blend(lists([2, 2]), [1e300, 1e300], length=4).counts(4) == [2, 2]
+
+
+def test_empty_blends_and_empty_batches() -> None:
+    empty = blend(lists([3, 4]), [1, 1], length=0)
+    assert len(empty) == 0 and list(empty) == [] and empty[:] == [] and empty.counts(0) == [0, 0]
+    sources, local = empty.sources_of([])
+    assert sources.size == 0 and local.size == 0
+    with pytest.raises(IndexError):
+        empty[0]
+
+
+def test_threads_share_one_blend_with_a_tiny_open_budget(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    maps = [numpy_map(tmp_path / f"m{k}", 1000 * k, 9) for k in range(5)]
+    blended = blend(maps, [1] * 5, seed=2, max_open_sources=1)
+    want = [np.array(x) for x in blend(maps, [1] * 5, seed=2)]
+
+    def read_all(_: int) -> bool:
+        return all(np.array_equal(blended[i], want[i]) for i in range(len(blended)))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(read_all, range(8)))
+    assert blended.open_sources <= 1

@@ -7,7 +7,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmap_ninja import Order
 
 torch = pytest.importorskip("torch")
 stateful_dataloader = pytest.importorskip("torchdata.stateful_dataloader")
@@ -119,3 +124,52 @@ def test_plain_dataloader_three_resumes_from_state_at() -> None:
 def test_every_save_point_with_workers(step: int) -> None:
     assert run(2, [step]) == uninterrupted()
     assert run(2, [step, step + 1]) == uninterrupted()
+
+
+def loader_run(n: int, world_size: int, rank: int, batch: int, workers: int, seed: int,
+               stops: list[int]) -> list[list[int]]:
+    """Two epochs through a StatefulDataLoader, saving and restarting after each global step in ``stops``."""
+    pending, seen, saved, step = sorted(stops), [], None, 0
+    while True:
+        sampler = ResumableSampler(n, rank=rank, world_size=world_size, seed=seed)
+        options: dict[str, Any] = {"num_workers": workers}
+        if workers:
+            options["prefetch_factor"] = 2
+        loader = StatefulDataLoader(list(range(n)), batch_size=batch, sampler=sampler, **options)
+        start_epoch = 0
+        if saved is not None:
+            loader.load_state_dict(saved["loader"])
+            start_epoch = saved["epoch"]
+        crashed = False
+        for epoch in range(start_epoch, 2):
+            sampler.set_epoch(epoch)
+            for got in loader:
+                seen.append(got.tolist())
+                step += 1
+                if pending and step == pending[0]:
+                    pending.pop(0)
+                    saved, crashed = {"loader": loader.state_dict(), "epoch": epoch}, True
+                    break
+            if crashed:
+                break
+        if not crashed:
+            return seen
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 60), world_size=st.integers(1, 4), data=st.data(), batch=st.integers(1, 7),
+       workers=st.sampled_from([0, 2]), seed=st.integers(0, 1000))
+def test_property_stateful_dataloader_resumes_exactly(n: int, world_size: int, data: Any, batch: int, workers: int,
+                                                      seed: int) -> None:
+    rank = data.draw(st.integers(0, world_size - 1))
+    whole = loader_run(n, world_size, rank, batch, 0, seed, [])
+    stops = data.draw(st.lists(st.integers(1, len(whole)), max_size=3, unique=True))
+    assert loader_run(n, world_size, rank, batch, workers, seed, stops) == whole
+    # the reference stream, computed on the fly: epoch e is rank `rank`'s stripe of Order(n, seed, e)
+    per_rank = -(-n // world_size)
+    for epoch in range(2):
+        order = Order(n, seed=seed, epoch=epoch).take(np.arange(per_rank * world_size) % n).tolist()
+        want = order[rank::world_size]
+        got = [i for b in whole[len(whole) // 2 * epoch:len(whole) // 2 * (epoch + 1)] for i in b]
+        assert got == want

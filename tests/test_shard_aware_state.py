@@ -140,3 +140,14 @@ def test_through_a_stateful_dataloader(m: Any) -> None:
     second, _ = loader()
     second.load_state_dict(state)
     assert got + list(second) == want
+
+
+def test_state_at_counts_from_the_loaded_place_after_a_resume(m: Any) -> None:
+    sampler = ShardAwareSampler(m, rank=0, world_size=2, seed=3)
+    take(iter(sampler), 4)
+    fresh = ShardAwareSampler(m, rank=0, world_size=2, seed=3)
+    fresh.load_state_dict(sampler.state_dict())
+    assert fresh.state_at(0) == sampler.state_dict()
+    iterator = iter(fresh)
+    take(iterator, 3)
+    assert fresh.state_at(3) == fresh.state_dict()

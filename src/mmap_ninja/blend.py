@@ -221,6 +221,7 @@ class BlendedMap:
 
     @property
     def num_sources(self) -> int:
+        """How many sources the blend mixes (weight 0 included)."""
         return len(self._recipes)
 
     @property
@@ -235,6 +236,7 @@ class BlendedMap:
 
     @property
     def seed(self) -> int:
+        """The seed of the sources' shuffled orders."""
         return self._seed
 
     def __repr__(self) -> str:
@@ -309,7 +311,10 @@ class BlendedMap:
         """Source ``k``, opened if it is not (and counted in the open-sources budget)."""
         found = self._open.get(k)
         if found is not None:
-            self._open.move_to_end(k)
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on every read
+                self._open.move_to_end(k)
+            except KeyError:  # another thread evicted it meanwhile: it is still usable
+                pass
             return found
         with self._lock:
             found = self._open.get(k)

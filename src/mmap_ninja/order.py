@@ -88,7 +88,7 @@ class Order:
     is ``range(n)``. Memory is O(1) whatever ``n``; an order pickles as its four parameters.
     """
 
-    __slots__ = ("_bits", "_high_bits", "_keys", "_low_bits", "_n", "epoch", "seed", "shuffle")
+    __slots__ = ("_bits", "_high_bits", "_keys", "_low_bits", "_n", "_rounds", "epoch", "seed", "shuffle")
 
     def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
         n = _as_int(n, "n")
@@ -106,6 +106,9 @@ class Order:
         self._high_bits = (self._bits + 1) // 2
         self._low_bits = self._bits // 2
         self._keys = _round_keys(self.seed, self.epoch) if self.shuffle else ()
+        # Each round's key and the shift that keeps the top bits of its hash (the high half's width alternates).
+        widths = (self._high_bits, self._low_bits)
+        self._rounds = tuple((key, 64 - widths[r % 2]) for r, key in enumerate(self._keys))
 
     def __len__(self) -> int:
         return self._n
@@ -135,16 +138,14 @@ class Order:
 
     def _permute(self, value: int) -> int:
         """One pass of the Feistel network over ``range(2**bits)``."""
-        high_bits, low_bits = self._high_bits, self._low_bits
+        low_bits = self._low_bits
         high, low = value >> low_bits, value & ((1 << low_bits) - 1)
-        for key in self._keys:
+        for key, shift in self._rounds:
             # (high: h bits, low: l bits) -> (low, high ^ F(low)): widths swap every round. F keeps the top h bits
-            # of a multiply-xorshift-multiply hash of (low, key).
+            # of a multiply-xorshift-multiply hash of (low, key) (none when h is 0: a shift by 64 leaves nothing).
             mixed = ((low ^ key) * _MUL1) & _MASK64
-            mixed = ((mixed ^ (mixed >> 32)) * _MUL2) & _MASK64
-            high, low = low, high ^ (mixed >> (64 - high_bits) if high_bits else 0)
-            high_bits, low_bits = low_bits, high_bits
-        return (high << low_bits) | low
+            high, low = low, high ^ ((((mixed ^ (mixed >> 32)) * _MUL2) & _MASK64) >> shift)
+        return (high << low_bits) | low  # an even number of rounds: the widths are back where they started
 
     def __getitem__(self, position: Any) -> Any:
         if isinstance(position, slice):

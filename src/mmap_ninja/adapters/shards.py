@@ -164,6 +164,7 @@ class ShardAwareSampler(Sampler[int]):
         self.num_samples = _per_rank(self.n, self.world_size, drop_last)
         self._stages: list[tuple[int, int]] = [(self.world_size, 0)]  # (world size, samples per rank read)
         self._pending = False
+        self._pass_start = 0  # where in its plan this rank's current pass started (the loaded place, or 0)
         self._generation = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -188,6 +189,7 @@ class ShardAwareSampler(Sampler[int]):
         if not self._pending:
             self._stages = [(self.world_size, 0)]
         self._pending = False
+        self._pass_start = self._stages[-1][1]
         self._generation += 1
         return self._stream(self._generation)
 
@@ -215,7 +217,7 @@ class ShardAwareSampler(Sampler[int]):
         """The state after this rank consumed ``samples_consumed`` samples of its current plan (from the epoch's
         start, or from the loaded place after `load_state_dict`)."""
         world_size, taken = self._stages[-1]
-        start = taken if self._pending else 0
+        start = taken if self._pending else self._pass_start
         plan_length = len(self._plan())
         samples_consumed = int(samples_consumed)
         if not 0 <= start + samples_consumed <= plan_length:
