@@ -120,3 +120,13 @@ def test_threads_touching_a_map_at_a_url_first_open_it_once(tmp_path):
         shapes = list(pool.map(lambda i: m[i].shape, range(6)))
     assert [shape[-1] for shape in shapes] == [1] * 6
     assert len(list((tmp_path / "cache" / "entries").iterdir())) == 1
+
+
+def test_a_kind_whose_init_reads_its_class_defaults_opens_at_a_url(tmp_path):
+    # A kind's __init__ (records' view building) reads per-handle defaults before setting them: opening the map
+    # at first use must give it the default, not wait for itself (it deadlocked).
+    RecordsMmap.from_generator(tmp_path / "rec", [{"image": image_sample(i), "label": i} for i in range(3)], 2,
+                               schema={"image": "images", "label": ("scalar", "int64")}).close()
+    upload(tmp_path / "rec", "memory://remote-containers/defaults")
+    m = open_existing("memory://remote-containers/defaults", cache_dir=tmp_path / "cache")
+    assert m[2]["label"] == 2 and m["image"][1].shape == image_sample(1).shape

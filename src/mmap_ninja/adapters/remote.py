@@ -473,7 +473,8 @@ class RemoteMap(MapBase):
     ``channels``, ...). It opens with ``mode="r"``: every write is refused, naming the URL."""
 
     _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
-                               "_settings", "_options", "_length", "_opening", "_ready", "_closed"})
+                               "_settings", "_options", "_length", "_opening", "_ready", "_closed",
+                               "_materializing"})
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
@@ -492,6 +493,7 @@ class RemoteMap(MapBase):
         self._opening = threading.Lock()
         self._ready = False
         self._closed = False
+        self._materializing: Optional[int] = None  # the thread running the kind's __init__ (it reads defaults)
 
     def _materialize(self) -> None:
         """Download the map into the cache (unless there already) and open it there as this container."""
@@ -500,17 +502,21 @@ class RemoteMap(MapBase):
                 return
             key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
             entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
+            self._materializing = threading.get_ident()
             try:
                 KINDS[self.kind].__init__(self, entry, self.wrapper_fn, mode="r", **self._options)
             except BaseException:
                 os.close(fd)
                 raise
+            finally:
+                self._materializing = None
             self.__dict__["_release_entry"] = weakref.finalize(self, os.close, fd)  # the reader's shared lock
             self._ready = True
 
     def __getattr__(self, name: str) -> Any:
         # Called only for what this instance does not hold yet: the state of the local map, made on first use.
-        if name.startswith("__") or self.__dict__.get("_ready", True):
+        if (name.startswith("__") or self.__dict__.get("_ready", True)
+                or self.__dict__.get("_materializing") == threading.get_ident()):  # the kind's __init__ asks
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         self._materialize()
         return getattr(self, name)
@@ -623,7 +629,7 @@ def remote_class(kind_class: type[MapBase]) -> type[RemoteMap]:
 
 def _state_property(name: str, default: Any) -> property:
     def get(self: RemoteMap) -> Any:
-        if not self._ready:
+        if not self._ready and self._materializing != threading.get_ident():  # (the kind's __init__ reads it)
             self._materialize()
         return self.__dict__.get(name, default)
 
