@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file
+from mmap_ninja._fsio import check_entry, fsync_dir, open_inside, replace_file
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
 from mmap_ninja.legacy import is_legacy_map
@@ -584,7 +584,7 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -762,6 +762,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise
     try:
         _recover_locked(out)
+        for name in (SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE, JOURNAL_FILE + ".tmp"):
+            check_entry(out / name)  # before anything moves: the publishing writes never go through a link
+        if (out / SHARDS_DIR).is_symlink():
+            raise CorruptMapError(f"{out / SHARDS_DIR} is a symbolic link: merge moves maps into the sharded map's "
+                                  f"own folder only")
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
@@ -896,15 +901,15 @@ def _recover_locked(out: Path) -> int:
         return 0
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptMapError(f"{journal_path} is not valid JSON: {e}") from None
+    commit, copy, moves = _check_journal(out, journal_path, journal)
     top = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
-    if top is not None and top.commit >= journal["commit"]:
+    if top is not None and top.commit >= commit:
         os.unlink(journal_path)  # the merge published; only its journal was left
         return 0
     undone = 0
-    for move in journal["moves"]:
-        src, dest = Path(move["source"]), out / move["dest"]
+    for src, dest in moves:
         staging = dest.with_name(dest.name + ".copying")
-        if journal["copy"]:
+        if copy:
             for partial in (dest, staging):
                 if partial.exists():
                     shutil.rmtree(partial)
@@ -914,3 +919,43 @@ def _recover_locked(out: Path) -> int:
             undone += 1
     os.unlink(journal_path)
     return undone
+
+
+def _check_journal(out: Path, journal_path: Path, journal: Any) -> tuple[int, bool, list[tuple[Path, Path]]]:
+    """The commit, copy flag and moves (source, destination) of a merge journal, each checked before anything
+    moves: a journal is a file in a folder that may come from anyone, and recovery renames and deletes what it
+    names. Every destination must be a folder (not a link) directly in the map's ``shards/``; every source an
+    absolute, normalized path."""
+    def refuse(why: str) -> CorruptMapError:
+        return CorruptMapError(f"{journal_path} is not a journal a merge wrote ({why}); nothing was moved. Remove it "
+                               f"if this folder came from elsewhere (the shards it names stay where they are)")
+
+    if not isinstance(journal, dict):
+        raise refuse(f"it holds {type(journal).__name__}, not an object")
+    commit, copy, moves = journal.get("commit"), journal.get("copy"), journal.get("moves")
+    if not isinstance(commit, int) or isinstance(commit, bool) or commit < 0:
+        raise refuse(f"'commit' is {commit!r}, not a commit number")
+    if not isinstance(copy, bool):
+        raise refuse(f"'copy' is {copy!r}, not true or false")
+    if not isinstance(moves, list):
+        raise refuse(f"'moves' is {moves!r}, not a list")
+    shards_dir = out / SHARDS_DIR
+    checked: list[tuple[Path, Path]] = []
+    for k, move in enumerate(moves):
+        if not isinstance(move, dict) or not isinstance(move.get("source"), str) or \
+                not isinstance(move.get("dest"), str):
+            raise refuse(f"move {k} is {move!r}, not {{'source': <path>, 'dest': <path>}}")
+        source, dest = move["source"], move["dest"]
+        parts = dest.split("/")
+        if len(parts) != 2 or parts[0] != SHARDS_DIR or parts[1] in ("", ".", "..") or "\\" in dest or \
+                "\0" in dest or dest.startswith("/"):
+            raise refuse(f"move {k} goes to {dest!r}, not to a folder shards/<name> inside the map")
+        if "\0" in source or not os.path.isabs(source) or os.path.normpath(source) != source:
+            raise refuse(f"move {k} comes from {source!r}, not an absolute, normalized path")
+        checked.append((Path(source), out / dest))
+    for k, (_, dest) in enumerate(checked):
+        for entry in (shards_dir, dest, dest.with_name(dest.name + ".copying")):
+            if entry.is_symlink():
+                raise refuse(f"move {k}: {entry} is a symbolic link, and recovery never moves or deletes through "
+                             f"one")
+    return commit, copy, checked

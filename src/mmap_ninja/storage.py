@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file, write_all
+from mmap_ninja._fsio import fsync_dir, open_inside, replace_file, write_all
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -565,7 +565,7 @@ class Store:
         if fd is None:
             column_path = self._columns[name].path
             try:
-                fd = os.open(column_path, os.O_RDWR)
+                fd = open_inside(column_path, os.O_RDWR)  # never through a link: reads may follow one, writes not
             except PermissionError as e:
                 raise PermissionError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
                                       str(column_path)) from None
@@ -813,7 +813,7 @@ def _lock(path: Path, timeout: Optional[float]) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     lock_path = path / LOCK_FILE
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
     while True:
