@@ -381,6 +381,7 @@ class RaggedView(OffsetsView):
         self.dim_items = self.dims.data
         # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
         self.flat = ndims == [1]
+        self.known_ndims = None if ndims is None else np.asarray(ndims, dtype=np.int64)
 
     def shape(self, position: int) -> tuple[int, ...]:
         return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
@@ -394,7 +395,32 @@ class RaggedView(OffsetsView):
         first, last = self.shape_starts[position], self.shape_stops[position]
         if last - first == 1:
             return self.values[start:stop]
-        return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+        try:
+            return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+        except (ValueError, TypeError):  # a damaged dims.bin / shape_offsets.bin: the shape does not fit the span
+            raise self.corrupt_shape(position, stop - start) from None
+
+    def corrupt_shape(self, position: int, size: int) -> CorruptMapError:
+        """The error for sample ``position`` whose recorded shape does not hold its ``size`` elements."""
+        first, last = self.shape_starts[position], self.shape_stops[position]
+        shown = tuple(self.dim_items[first:last]) if 0 <= first <= last <= len(self.dim_items) and \
+            last - first <= 64 else f"dims[{first}:{last}]"
+        return CorruptMapError(f"{self.path / 'dims.bin'} (or shape_offsets.bin) is corrupt: sample {position} has "
+                               f"the shape {shown}, but its offsets give it {size} elements")
+
+    def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """`shapes_at` of ``positions``, checked against ``sizes`` (the elements each sample's offsets give): a
+        shape that does not hold exactly its sample's elements is a damaged ``dims.bin``, reported before any
+        batch is allocated from it."""
+        shapes = self.shapes_at(positions)
+        if len(positions):
+            exact = np.prod(shapes, axis=1, dtype=np.int64)
+            rough = np.prod(shapes.astype(np.float64), axis=1)  # an int64 product that overflowed differs from it
+            bad = (shapes < 0).any(axis=1) | (exact != sizes) | (rough != sizes)
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise self.corrupt_shape(int(positions[j]), int(sizes[j]))
+        return shapes
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         starts, stops = self.spans(positions)
@@ -421,6 +447,17 @@ class RaggedView(OffsetsView):
         """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""
         firsts = self.shape_offsets[positions]
         ndims = self.shape_offsets[positions + 1] - firsts
+        if len(ndims) and ((ndims < 0).any() or firsts.min() < 0 or (firsts + ndims).max() > len(self.dims)):
+            j = int(np.flatnonzero((ndims < 0) | (firsts < 0) | (firsts + ndims > len(self.dims)))[0])
+            raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: the shape of sample {positions[j]} "
+                                  f"would be dims[{firsts[j]}:{firsts[j] + ndims[j]}], outside the "
+                                  f"{len(self.dims)} committed dims")
+        known = self.known_ndims
+        if len(ndims) and known is not None and not np.isin(ndims, known).all():
+            j = int(np.flatnonzero(~np.isin(ndims, known))[0])
+            raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: sample {positions[j]} would have "
+                                  f"{ndims[j]} dimensions, but the header says the map's samples have "
+                                  f"{known.tolist()}")
         if len(ndims) and (ndims != ndims[0]).any():
             j = int(np.flatnonzero(ndims != ndims[0])[0])
             raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
@@ -444,7 +481,12 @@ class CompressedRaggedView(RaggedView):
             raise self.corrupt(position)
         array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
         first, last = self.shape_starts[position], self.shape_stops[position]
-        return array if self.flat or last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
+        if self.flat or last - first == 1:
+            return array
+        try:
+            return array.reshape(tuple(self.dim_items[first:last]))
+        except (ValueError, TypeError):
+            raise self.corrupt_shape(position, array.size) from None
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         self.spans(positions)  # checks the offsets of all of them at once
