@@ -5,6 +5,8 @@ The reads run in a subprocess whose data segment is limited (``RLIMIT_DATA``): a
 """
 
 import io
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -117,3 +119,47 @@ def test_ragged_batch_lengths_agree_with_single_reads(maps, tmp_path):
         m.get_batch([0, 1, 2], pad_value=0)
     with pytest.raises(CorruptMapError, match="sample 2"):
         m.get_batch([2], pad_value=0)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_verify_of_a_sparse_map_of_2_to_the_30_samples_scans_in_bounded_chunks(tmp_path, deep):
+    """A 300-byte header over a sparse file declares 2**30 empty strings: verify must not allocate per sample."""
+    from mmap_ninja import StringsMmap
+
+    from conftest import peak_bytes_in_a_fresh_process, write_header
+
+    path = tmp_path / "sparse"
+    StringsMmap.from_strings(path, []).close()
+    content = json.loads((path / "header.json").read_text())
+    n = 1 << 30
+    content["columns"]["offsets"]["length"] = n + 1
+    content.pop("checksums", None)  # no records: deep checks the structure only (hashing 8 GiB is not the point)
+    content["columns"].pop("checksums", None)
+    write_header(path, content)
+    os.truncate(path / "offsets.bin", (n + 1) * 8)  # all zeros: n empty strings
+    peak = peak_bytes_in_a_fresh_process("import mmap_ninja", f"r = mmap_ninja.verify({str(path)!r}, deep={deep})"
+                                         f"\nassert r.ok and r.length == {n}, r.problems")
+    assert peak < 64 << 20
+
+
+def test_verify_finds_a_decrease_next_to_the_holes_of_a_sparse_index(tmp_path):
+    from mmap_ninja import StringsMmap, verify
+
+    from conftest import write_header
+
+    path = tmp_path / "sparse"
+    StringsMmap.from_strings(path, []).close()
+    content = json.loads((path / "header.json").read_text())
+    n = 4 << 20
+    content["columns"]["offsets"]["length"] = n + 1
+    content.pop("checksums", None)
+    content["columns"].pop("checksums", None)
+    write_header(path, content)
+    os.truncate(path / "offsets.bin", (n + 1) * 8)
+    with open(path / "offsets.bin", "r+b") as f:
+        f.seek(1_000_000 * 8)
+        f.write(np.array([5], "<i8").tobytes())  # 0 -> 5 -> 0 (a hole follows): decreases at 1,000,000
+        f.seek(2_000_000 * 8)
+        f.write(np.array([5, 3], "<i8").tobytes())  # decreases at 2,000,000 (in data) and 2,000,001 (into a hole)
+    report = verify(path)
+    assert report.problems == ["offsets.bin decreases at sample(s) [1000000, 2000000, 2000001]"], report.problems
