@@ -163,3 +163,79 @@ def test_verify_finds_a_decrease_next_to_the_holes_of_a_sparse_index(tmp_path):
         f.write(np.array([5, 3], "<i8").tobytes())  # decreases at 2,000,000 (in data) and 2,000,001 (into a hole)
     report = verify(path)
     assert report.problems == ["offsets.bin decreases at sample(s) [1000000, 2000000, 2000001]"], report.problems
+
+
+def test_new_zstd_maps_write_frame_checksums_and_old_ones_keep_their_frames(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    from mmap_ninja import StringsMmap
+
+    texts = [f"text number {i} " * 20 for i in range(50)]
+    m = StringsMmap.from_strings(tmp_path / "new", texts, codec="zstd")
+    m.close()
+    header = json.loads((tmp_path / "new" / "header.json").read_text())
+    assert header["attrs"]["codec"]["checksum"] is True
+    assert "codec.zstd" in header["requires"] and not any("checksum" in r for r in header["requires"])
+    data = (tmp_path / "new" / "data.bin").read_bytes()
+    offsets = np.fromfile(tmp_path / "new" / "offsets.bin", "<i8")
+    assert zstandard.get_frame_parameters(data[offsets[3]:offsets[4]]).has_checksum
+    # A map written before frame checksums (no "checksum" in its codec) keeps writing frames without them.
+    from mmap_ninja.codecs import Zstd
+
+    StringsMmap.from_strings(tmp_path / "old", texts[:10], codec=Zstd(checksum=False)).close()
+    assert "checksum" not in json.loads((tmp_path / "old" / "header.json").read_text())["attrs"]["codec"]
+    old = StringsMmap(tmp_path / "old")
+    old.extend(texts[10:])
+    old.close()
+    data = (tmp_path / "old" / "data.bin").read_bytes()
+    offsets = np.fromfile(tmp_path / "old" / "offsets.bin", "<i8")
+    assert not zstandard.get_frame_parameters(data[offsets[40]:offsets[41]]).has_checksum
+    assert list(StringsMmap(tmp_path / "old")) == texts
+
+
+def test_flipped_bits_in_zstd_frames_never_decode_to_wrong_strings(tmp_path):
+    pytest.importorskip("zstandard")
+    from mmap_ninja import MapError, StringsMmap
+
+    texts = [f"sample {i}: " + "lorem ipsum dolor " * (i % 7 + 3) for i in range(200)]
+    StringsMmap.from_strings(tmp_path / "m", texts, codec="zstd").close()
+    data_path = tmp_path / "m" / "data.bin"
+    pristine = data_path.read_bytes()
+    offsets = np.fromfile(tmp_path / "m" / "offsets.bin", "<i8")
+    rng = np.random.default_rng(0)
+    wrong = 0
+    for _ in range(200):
+        sample = int(rng.integers(len(texts)))
+        byte = int(rng.integers(offsets[sample], offsets[sample + 1]))
+        damaged = bytearray(pristine)
+        damaged[byte] ^= 1 << int(rng.integers(8))
+        data_path.write_bytes(bytes(damaged))
+        m = StringsMmap(tmp_path / "m")
+        try:
+            wrong += m[sample] != texts[sample]
+        except MapError as e:
+            assert f"sample {sample}" in str(e)
+        m.close()
+    assert wrong == 0
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_a_crafted_frame_size_is_refused_before_allocating(tmp_path, codec):
+    pytest.importorskip("zstandard" if codec == "zstd" else "lz4")
+    from mmap_ninja import StringsMmap
+
+    StringsMmap.from_strings(tmp_path / "m", ["a" * 70_000, "b" * 50], codec=codec).close()
+    data_path = tmp_path / "m" / "data.bin"
+    data = bytearray(data_path.read_bytes())
+    if codec == "lz4":
+        data[0:4] = (1_500_000_000).to_bytes(4, "little")
+    else:  # a single-segment frame with an 8-byte content size field: frame header descriptor 0xE0 (FCS 8, single)
+        offsets = np.fromfile(tmp_path / "m" / "offsets.bin", "<i8")
+        descriptor = data[4]
+        field_size = {0: 1, 1: 2, 2: 4, 3: 8}[descriptor >> 6]
+        assert field_size == 4  # 70,000 bytes
+        position = 5 + (0 if descriptor & 0x20 else 1) + {0: 0, 1: 1, 2: 2, 3: 4}[descriptor & 3]
+        data[position:position + field_size] = (4_000_000_000).to_bytes(field_size, "little")
+        assert offsets[0] == 0
+    data_path.write_bytes(bytes(data))
+    outcome = read_under_limit(tmp_path / "m", "m[0]")
+    assert outcome.startswith("MapError CorruptMapError") and "sample 0" in outcome, outcome

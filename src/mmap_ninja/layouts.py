@@ -264,6 +264,12 @@ class StringsView(OffsetsView):
                 yield str(utf8[a:b], "utf-8")
 
 
+def damaged_sample(path: Path, position: int, error: Exception, column: str = "data") -> CorruptMapError:
+    """The error for a compressed sample whose bytes do not decode (``error`` says how)."""
+    reason = error.reason if isinstance(error, UnicodeDecodeError) else str(error)
+    return CorruptMapError(f"{path / (column + '.bin')} is damaged: sample {position} does not decode: {reason}")
+
+
 class CompressedStringsView(StringsView):
     """Strings each compressed on its own: a read decompresses one of them."""
 
@@ -275,17 +281,30 @@ class CompressedStringsView(StringsView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        return str(self.decompress(self.utf8[start:stop]), "utf-8")
+        try:
+            return str(self.decompress(self.utf8[start:stop]), "utf-8")
+        except (CorruptMapError, UnicodeDecodeError) as e:
+            raise damaged_sample(self.path, position, e) from None
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
         utf8, decompress = self.utf8, self.decompress
-        return [str(decompress(utf8[a:b]), "utf-8") for a, b in zip(*self.spans(positions))]
+        try:
+            return [str(decompress(utf8[a:b]), "utf-8") for a, b in zip(*self.spans(positions))]
+        except (CorruptMapError, UnicodeDecodeError):
+            for position in positions.tolist():
+                self.get(position)  # names the first damaged sample
+            raise
 
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8, decompress = self.utf8, self.decompress
+        position = start
         for offsets in self.chunks(start):
             for a, b in zip(offsets, offsets[1:]):
-                yield str(decompress(utf8[a:b]), "utf-8")
+                try:
+                    yield str(decompress(utf8[a:b]), "utf-8")
+                except (CorruptMapError, UnicodeDecodeError) as e:
+                    raise damaged_sample(self.path, position, e) from None
+                position += 1
 
 
 class StringsLayout(Layout):
@@ -479,7 +498,14 @@ class CompressedRaggedView(RaggedView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
+        try:
+            raw = self.decompress(self.values[start:stop])
+        except CorruptMapError as e:
+            raise damaged_sample(self.path, position, e) from None
+        if self.dtype is None or len(raw) % self.dtype.itemsize:
+            raise damaged_sample(self.path, position, CorruptMapError(
+                f"it decompresses to {len(raw)} bytes, not a whole number of {self.dtype} elements"))
+        array = np.frombuffer(raw, dtype=self.dtype)  # read-only
         first, last = self.shape_starts[position], self.shape_stops[position]
         if self.flat or last - first == 1:
             return array
