@@ -211,6 +211,9 @@ class OffsetsView(View):
 
     def __init__(self, store: Columns, values: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]):
         self.path = store.path
+        if len(offsets) == 0:
+            raise CorruptMapError(f"{store.path} is damaged: its header gives an offsets column no entries (it needs "
+                                  f"n + 1, from 0)")
         self.values = values
         self.offsets = offsets
         self.length = len(offsets) - 1
@@ -251,23 +254,38 @@ class StringsView(OffsetsView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        return str(self.utf8[start:stop], "utf-8")
+        try:
+            return str(self.utf8[start:stop], "utf-8")
+        except UnicodeDecodeError as e:  # damaged bytes, or offsets that cut a character
+            raise damaged_sample(self.path, position, e) from None
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
         utf8 = self.utf8
-        return [str(utf8[a:b], "utf-8") for a, b in zip(*self.spans(positions))]
+        try:
+            return [str(utf8[a:b], "utf-8") for a, b in zip(*self.spans(positions))]
+        except UnicodeDecodeError:
+            for position in positions.tolist():
+                self.get(position)  # names the first damaged sample
+            raise
 
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8 = self.utf8
-        for offsets in self.chunks(start):
-            for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
-                yield str(utf8[a:b], "utf-8")
+        try:
+            for offsets in self.chunks(start):
+                for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
+                    yield str(utf8[a:b], "utf-8")
+        except UnicodeDecodeError:
+            for position in range(start, self.length):
+                self.get(position)  # names the first damaged sample
+            raise
 
 
 def damaged_sample(path: Path, position: int, error: Exception, column: str = "data") -> CorruptMapError:
     """The error for a compressed sample whose bytes do not decode (``error`` says how)."""
-    reason = error.reason if isinstance(error, UnicodeDecodeError) else str(error)
-    return CorruptMapError(f"{path / (column + '.bin')} is damaged: sample {position} does not decode: {reason}")
+    if isinstance(error, UnicodeDecodeError):
+        return CorruptMapError(f"{path / (column + '.bin')} or offsets.bin is damaged: sample {position} is not "
+                               f"valid UTF-8 ({error.reason} at byte {error.start})")
+    return CorruptMapError(f"{path / (column + '.bin')} is damaged: sample {position} does not decode: {error}")
 
 
 class CompressedStringsView(StringsView):

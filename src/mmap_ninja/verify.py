@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
@@ -73,8 +74,9 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Rep
                                f"mmap_ninja does not know: nothing can read it")
         return report
     try:
+        check_attrs(header.kind, header.attrs)
         needed = cls.layout.columns_for(header.attrs)
-    except (CorruptMapError, KeyError, TypeError, ValueError) as e:
+    except (CorruptMapError, KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         report.problems.append(f"{directory / HEADER_FILE} has attributes a {header.kind!r} map cannot have: {e}")
         return report
     missing = [name for name in needed if name not in header.columns]
@@ -91,16 +93,20 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Rep
         report.notes.append("the map is an unfinished build (its from_* call did not return)")
     if (directory / (HEADER_FILE + ".tmp")).exists():
         report.notes.append(f"{HEADER_FILE}.tmp is left from a commit that did not finish; it is ignored")
-    columns = _mapped_columns(directory, header, report)
-    if columns is None:
-        return report
-    unit = _offset_unit(header)
-    _check_index(columns, unit, report)
-    report.length = cls.layout.count(header.lengths, header.attrs)
-    if deep:
-        _check_checksums(directory, header, columns, unit, report, progress)
-        if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
-            _check_key_index(directory, report)
+    try:
+        columns = _mapped_columns(directory, header, report)
+        if columns is None:
+            return report
+        unit = _offset_unit(header)
+        _check_index(columns, unit, report)
+        report.length = cls.layout.count(header.lengths, header.attrs)
+        if deep:
+            _check_checksums(directory, header, columns, unit, report, progress)
+            if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
+                _check_key_index(directory, report)
+    except (CorruptMapError, TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as e:
+        # What the checks above do not foresee in a hostile header is still damage to report, not to raise.
+        report.problems.append(f"{directory}: the map is damaged ({type(e).__name__}: {e})")
     return report
 
 
@@ -298,8 +304,16 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
         report.checksums_missing = True
         return
+    if header.columns[CHECKSUMS].dtype != RECORD_DTYPE:
+        report.problems.append(f"{directory / HEADER_FILE} gives the checksums column the dtype "
+                               f"{header.columns[CHECKSUMS].dtype}, not the records' {RECORD_DTYPE}")
+        return
+    try:
+        hash_bytes = hasher(header.checksums)
+    except ValueError as e:
+        report.problems.append(f"{directory / HEADER_FILE}: {e}")
+        return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
-    hash_bytes = hasher(header.checksums)
     bar: Any = None
     if progress:
         from tqdm.auto import tqdm
