@@ -67,6 +67,21 @@ def open_inside(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def fsync_tree(path: Path) -> None:
+    """fsync every regular file below ``path`` (links are not followed), then every folder, deepest first."""
+    for folder, _, files in sorted(os.walk(path), key=lambda walked: -len(walked[0])):
+        for name in files:
+            file = os.path.join(folder, name)
+            if not stat.S_ISREG(os.lstat(file).st_mode):
+                continue
+            fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
 def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
     """Write all of ``view`` at ``offset`` (looping over short writes); returns its size."""
     done = 0

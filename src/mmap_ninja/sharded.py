@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import check_entry, fsync_dir, open_inside, replace_file
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
 from mmap_ninja.format import Header, check_metadata, read_header
 from mmap_ninja.legacy import is_legacy_map
@@ -827,7 +827,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             for source, (src, dest) in zip(sources, moves):
                 infos.append(ShardInfo(dest, _sample_count(source), source.header.id))
                 _move_one(src, out / dest, source.header, copy, lock_timeout)
+            # What shards.json will name reaches the disk first: the moved maps' files and folders, the new
+            # entries in shards/, and the old ones' removal from the sources' folders (else a power cut could
+            # leave a map in both places, or in neither).
+            for _, dest in moves:
+                fsync_tree(out / dest)
             fsync_dir(out / SHARDS_DIR)
+            if not copy:
+                for parent in sorted({src.parent for src, _ in moves}):
+                    fsync_dir(parent)
         except Exception:
             _recover_locked(out)  # put back what was moved: the merge is all or nothing
             raise
@@ -907,6 +915,7 @@ def _recover_locked(out: Path) -> int:
         os.unlink(journal_path)  # the merge published; only its journal was left
         return 0
     undone = 0
+    moved_back: set[Path] = set()
     for src, dest in moves:
         staging = dest.with_name(dest.name + ".copying")
         if copy:
@@ -917,7 +926,13 @@ def _recover_locked(out: Path) -> int:
         elif dest.exists() and not src.exists():
             os.rename(dest, src)
             undone += 1
+            moved_back.add(src.parent)
+    for parent in sorted(moved_back):  # the maps are back for good before the journal that records them goes
+        fsync_dir(parent)
+    if moved_back:
+        fsync_dir(out / SHARDS_DIR)
     os.unlink(journal_path)
+    fsync_dir(out)
     return undone
 
 

@@ -732,6 +732,8 @@ class Store:
         if self.durable:
             for fd in txn.fds.values():
                 os.fsync(fd)
+            if txn.new_columns:  # the names of the files a header lists reach the disk before that header
+                fsync_dir(self.path)
         replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
         self._header = new
         txn.attrs = txn.metadata = None

@@ -30,6 +30,7 @@ from typing import Any, Optional
 from dask.base import compute, tokenize
 from dask.delayed import delayed
 
+from mmap_ninja._fsio import fsync_tree
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
@@ -98,6 +99,7 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
             trash = directory / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
+        fsync_tree(staging)  # the shard's files reach the disk before the name that says it is finished
         os.rename(staging, final)
         _fsync_directory(directory)
     except BaseException:

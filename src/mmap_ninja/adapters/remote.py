@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir
+from mmap_ninja._fsio import fsync_dir, fsync_tree
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
@@ -156,7 +156,7 @@ class Cache:
             stage.mkdir()
             try:
                 fill(stage)
-                _fsync_tree(stage)  # the files reach the disk before the name that says they are complete
+                fsync_tree(stage)  # the files reach the disk before the name that says they are complete
                 os.rename(stage, entry)
                 fsync_dir(self.entries)
             except BaseException:
@@ -225,18 +225,6 @@ class Cache:
             finally:
                 os.close(fd)
         return deleted
-
-
-def _fsync_tree(path: Path) -> None:
-    """fsync every file below ``path``, then the folders (a downloaded entry, before it is renamed into place)."""
-    for folder, _, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
 
 
 def check_cached_map(entry: Path) -> None:
