@@ -162,3 +162,27 @@ def test_format_md_plans_every_change_of_this_round():
         assert row is not None, topic
         assert row.split("|")[2].strip().startswith(kind), row
         assert row.split("|")[4].strip(), f"{topic}: how existing maps keep opening"
+
+
+def test_a_journal_never_moves_a_folder_that_holds_no_map_out_of_the_map(tmp_path, sentinel):
+    out = hostile_journal(tmp_path, [])
+    planted = out / "shards" / "shard-000009"
+    planted.mkdir()
+    (planted / "payload").write_text("not a map")
+    journal = {"commit": 99, "copy": False,
+               "moves": [{"source": str(sentinel / "victim" / "planted"), "dest": "shards/shard-000009"}]}
+    (out / JOURNAL_FILE).write_text(json.dumps(journal))
+    with pytest.raises(MapError, match="holds no map"):
+        recover_merge(out)
+    assert (planted / "payload").exists()
+
+
+def test_a_journal_never_creates_folders_outside_the_map(tmp_path, sentinel):
+    out = hostile_journal(tmp_path, [])
+    shard = out / "shards" / "shard-000000"
+    journal = {"commit": 99, "copy": False,
+               "moves": [{"source": str(sentinel / "new-folder" / "x"), "dest": "shards/shard-000000"}]}
+    (out / JOURNAL_FILE).write_text(json.dumps(journal))
+    with pytest.raises(MapError, match="not a folder"):
+        recover_merge(out)
+    assert shard.is_dir()

@@ -35,7 +35,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
-from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
+from mmap_ninja.errors import (
+    CorruptMapError,
+    FormatVersionError,
+    MapError,
+    MapLockedError,
+    NotAMapError,
+    UnknownFeatureError,
+)
 from mmap_ninja.format import Header, check_metadata, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, resolve_positions
@@ -968,9 +975,17 @@ def _check_journal(out: Path, journal_path: Path, journal: Any) -> tuple[int, bo
         if "\0" in source or not os.path.isabs(source) or os.path.normpath(source) != source:
             raise refuse(f"move {k} comes from {source!r}, not an absolute, normalized path")
         checked.append((Path(source), out / dest))
-    for k, (_, dest) in enumerate(checked):
+    for k, (source, dest) in enumerate(checked):
         for entry in (shards_dir, dest, dest.with_name(dest.name + ".copying")):
             if entry.is_symlink():
                 raise refuse(f"move {k}: {entry} is a symbolic link, and recovery never moves or deletes through "
                              f"one")
+        if not copy and dest.exists() and not source.exists():
+            # Moving back puts a folder where the journal says: only a map, into a folder that exists.
+            try:
+                read_header(dest)
+            except MapError as e:
+                raise refuse(f"move {k}: {dest} holds no map to move back ({e})") from None
+            if not source.parent.is_dir():
+                raise refuse(f"move {k}: {source.parent} is not a folder to move {dest} back into")
     return commit, copy, checked
