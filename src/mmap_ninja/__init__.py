@@ -3,16 +3,19 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
+- `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
 from mmap_ninja.checksums import ChecksumMismatchError
+from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
     MapError,
     MapLockedError,
+    MapMovedError,
     NotAMapError,
     UnfinishedMapError,
     UnknownFeatureError,
@@ -42,6 +45,7 @@ __all__ = [
     "KindMismatchError",
     "MapError",
     "MapLockedError",
+    "MapMovedError",
     "NotAMapError",
     "NumpyMmap",
     "RaggedMmap",
@@ -56,6 +60,7 @@ __all__ = [
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
+    "convert",
     "merge",
     "np_append",
     "np_extend",

@@ -12,6 +12,7 @@ __all__ = [
     "KindMismatchError",
     "MapError",
     "MapLockedError",
+    "MapMovedError",
     "NotAMapError",
     "UnfinishedMapError",
     "UnknownFeatureError",
@@ -24,6 +25,11 @@ class MapError(Exception):
 
 class NotAMapError(MapError, FileNotFoundError):
     """The path does not exist or holds no mmap_ninja map."""
+
+
+class MapMovedError(NotAMapError):
+    """The map an open handle refers to is no longer at its path: moved (`merge` moves maps into a sharded map's
+    ``shards/`` folder) or deleted. The message says where it is now when that can be found."""
 
 
 class CorruptMapError(MapError, ValueError):
