@@ -35,7 +35,6 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
-from mmap_ninja._fsio import fsync_tree
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
@@ -47,7 +46,7 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_tree
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 
