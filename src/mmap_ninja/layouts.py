@@ -419,6 +419,7 @@ class RaggedView(OffsetsView):
         # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
         self.flat = ndims == [1]
         self.known_ndims = None if ndims is None else np.asarray(ndims, dtype=np.int64)
+        self.known_ndim_set = frozenset(ndims or ())
 
     def shape(self, position: int) -> tuple[int, ...]:
         return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
@@ -451,9 +452,14 @@ class RaggedView(OffsetsView):
         batch is allocated from it."""
         shapes = self.shapes_at(positions)
         if len(positions):
-            exact = np.prod(shapes, axis=1, dtype=np.int64)
-            rough = np.prod(shapes.astype(np.float64), axis=1)  # an int64 product that overflowed differs from it
-            bad = (shapes < 0).any(axis=1) | (exact != sizes) | (rough != sizes)
+            if shapes.shape[1] == 1:
+                bad = shapes[:, 0] != sizes
+            else:
+                exact, rough = shapes[:, 0].copy(), shapes[:, 0].astype(np.float64)
+                for axis in range(1, shapes.shape[1]):  # a few columns: cheaper than np.prod(axis=1)
+                    exact *= shapes[:, axis]
+                    rough *= shapes[:, axis]  # an int64 product that overflowed differs from this one
+                bad = (exact != sizes) | (rough != sizes) | (shapes < 0).any(axis=1)
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
                 raise self.corrupt_shape(int(positions[j]), int(sizes[j]))
@@ -490,12 +496,15 @@ class RaggedView(OffsetsView):
                                   f"would be dims[{firsts[j]}:{firsts[j] + ndims[j]}], outside the "
                                   f"{len(self.dims)} committed dims")
         known = self.known_ndims
-        if len(ndims) and known is not None and not np.isin(ndims, known).all():
-            j = int(np.flatnonzero(~np.isin(ndims, known))[0])
-            raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: sample {positions[j]} would have "
-                                  f"{ndims[j]} dimensions, but the header says the map's samples have "
-                                  f"{known.tolist()}")
-        if len(ndims) and (ndims != ndims[0]).any():
+        mixed = len(ndims) and (ndims != ndims[0]).any()
+        if len(ndims) and known is not None and (mixed or int(ndims[0]) not in self.known_ndim_set):
+            unknown = ~np.isin(ndims, known)
+            if unknown.any():
+                j = int(np.flatnonzero(unknown)[0])
+                raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: sample {positions[j]} would "
+                                      f"have {ndims[j]} dimensions, but the header says the map's samples have "
+                                      f"{known.tolist()}")
+        if mixed:
             j = int(np.flatnonzero(ndims != ndims[0])[0])
             raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
                              f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
