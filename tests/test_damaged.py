@@ -70,6 +70,7 @@ def read_under_limit(path: Path, call: str) -> str:
 def maps(tmp_path_factory):
     root = tmp_path_factory.mktemp("damaged")
     RaggedMmap.from_lists(root / "ragged", [np.full((i % 4 + 1, 3), i, np.int32) for i in range(40)]).close()
+    RaggedMmap.from_lists(root / "empties", [np.zeros((i % 3, 4), np.int16) for i in range(12)]).close()
     RaggedMmap.from_lists(root / "flat", [np.arange(i % 5 + 1, dtype=np.int64) for i in range(40)]).close()
     ImagesMmap.from_generator(root / "images", [png(i) for i in range(16)], batch_size=4).close()
     rows = [{"image": png(i), "tokens": np.arange(i % 4 + 1, dtype=np.int32)} for i in range(16)]
@@ -87,6 +88,7 @@ CASES = [
     ("ragged", "dims.bin", 0, 30, "m[0]", "sample 0"),
     ("ragged", "shape_offsets.bin", 5, 50, "m.get_batch(list(range(8)), pad_value=0)", "sample 4"),
     ("ragged", "shape_offsets.bin", 5, 1, "m.get_batch(list(range(8)), pad_value=0)", "sample 4"),
+    ("empties", "dims.bin", 7, 40, "m.get_batch(list(range(6)), pad_value=0)", "sample 3"),
     ("flat", "dims.bin", 3, 16, "m.get_batch(list(range(32)), pad_value=0)", "sample 3"),
     ("flat", "dims.bin", 3, 63, "m.get_batch(list(range(32)), pad_value=0)", "sample 3"),
     ("images", "shapes.bin", 3 * 2, 34, "m.get_batch(list(range(8)), pad_value=0)", "image 2"),

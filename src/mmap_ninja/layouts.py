@@ -406,6 +406,11 @@ def _utf8(position: int, text: Any, what: str = "item") -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- ragged
 
+_EMPTY_DIM_BOUND = 1 << 16
+"""The largest dimension an empty ragged sample may have beyond its batch's largest sample size (a padded batch is
+sized by every dimension, also an empty sample's)."""
+
+
 class RaggedView(OffsetsView):
     def __init__(self, store: Columns, dtype: Optional[np.dtype[Any]], ndims: Optional[list[int]]):
         data = store.column("data")
@@ -460,6 +465,10 @@ class RaggedView(OffsetsView):
                     exact *= shapes[:, axis]
                     rough *= shapes[:, axis]  # an int64 product that overflowed differs from this one
                 bad = (exact != sizes) | (rough != sizes) | (shapes < 0).any(axis=1)
+                empty = sizes == 0
+                if empty.any():  # (0, n) holds no elements whatever n is: n must still not size a padded batch
+                    bound = max(int(sizes.max()), _EMPTY_DIM_BOUND)
+                    bad |= empty & (shapes > bound).any(axis=1)
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
                 raise self.corrupt_shape(int(positions[j]), int(sizes[j]))
