@@ -296,7 +296,7 @@ class MapBase:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
             try:
-                view = self.layout.view(snapshot)
+                view = self._new_view(snapshot)
             except MapError:
                 raise
             except _HEADER_DAMAGE as e:  # a hostile header or damaged index the attribute checks did not foresee
@@ -311,6 +311,10 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _new_view(self, columns: Any) -> Any:
+        """The layout's view of ``columns``, before it is published (a kind may set its read options on it)."""
+        return self.layout.view(columns)
 
     def _resolve(self, stale: _StaleView) -> Any:
         """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""
