@@ -474,7 +474,9 @@ class RaggedView(OffsetsView):
         batch is allocated from it."""
         shapes = self.shapes_at(positions)
         if len(positions):
-            if shapes.shape[1] == 1:
+            if shapes.shape[1] == 0:  # 0-d samples: one element each
+                bad = sizes != 1
+            elif shapes.shape[1] == 1:
                 bad = shapes[:, 0] != sizes
             else:
                 exact, rough = shapes[:, 0].copy(), shapes[:, 0].astype(np.float64)
