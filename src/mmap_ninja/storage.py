@@ -244,7 +244,7 @@ class Store:
             raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
         # Refusals come before the lock file is made, so that a refused create leaves nothing behind.
         if not (path / HEADER_FILE).exists():
-            _refuse_foreign_files(path)
+            _refuse_foreign_files(path, unless_a_map_appeared=True)
         else:
             _refuse_a_header_it_cannot_replace(path)
         lock_fd = _lock(path, lock_timeout)
@@ -794,8 +794,13 @@ def _refuse_a_header_it_cannot_replace(path: Path) -> None:
                               f"directory yourself if it is no longer needed") from None
 
 
-def _refuse_foreign_files(path: Path) -> None:
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
+def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> None:
+    names = [p.name for p in path.iterdir()]
+    if unless_a_map_appeared and HEADER_FILE in names:
+        # A racing creator wrote its header (then its columns) since we looked: not foreign files. The check
+        # under the lock decides, with the map's own header in hand.
+        return
+    foreign = sorted(name for name in names if name not in _OUR_FILES)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
