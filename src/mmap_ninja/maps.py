@@ -244,10 +244,15 @@ class MapBase:
 
     @classmethod
     def _attach(cls: type[M], store: Store, mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
-                copy_before_wrapper_fn: bool = True) -> M:
+                copy_before_wrapper_fn: bool = True, *,
+                verified: Optional[set[tuple[int, int, int, int]]] = None) -> M:
+        """A container over an open ``store``; ``verified`` (the set of checksum records another handle checked,
+        shared with it) makes it check its reads as that handle does (``verify_reads=True``)."""
         self = cls.__new__(cls)
         self._setup(store.path, _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, store.lock_timeout,
                     store.durable, False)
+        if verified is not None:
+            self._verify_reads, self._verified = True, verified
         self._store = store
         self._view = self._rebuild()
         return self
@@ -289,7 +294,7 @@ class MapBase:
         else:
             view = self.layout.view(snapshot)
             if self._verify_reads and store.header.checksums is not None:
-                view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
+                view = CheckedView(view, self._read_checker(snapshot, store.header.checksums, view.length))
         with self._view_lock:
             if ticket > self._installed:
                 self._installed = ticket
@@ -297,6 +302,32 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _read_checker(self, snapshot: Any, algorithm: str, length: int) -> ReadChecker:
+        """The checker ``verify_reads=True`` puts in front of a view of ``snapshot``."""
+        return ReadChecker(snapshot, algorithm, length, self._verified)
+
+    def _checker(self, view: Any) -> Optional[ReadChecker]:
+        """``view``'s read checker when this handle verifies its reads, else None: a read path that does not go
+        through the view's ``get``/``get_many``/``iterate`` (batches gathered from whole columns) checks with it."""
+        if not self._verify_reads:
+            return None
+        checker: Optional[ReadChecker] = getattr(view, "checker", None)
+        return checker
+
+    def _whole(self, name: str) -> Any:
+        """The view's whole-column array ``name`` (``values``, ``offsets``, ``array``), every committed byte it
+        covers checked first when this handle verifies its reads."""
+        view = self._view
+        self._check_all(view)
+        return getattr(view, name)
+
+    def _check_all(self, view: Any) -> None:
+        """When this handle verifies its reads: check every committed byte ``view`` reads from (each checksum
+        record once per handle), before a read of whole columns."""
+        checker = self._checker(view)
+        if checker is not None:
+            checker.check_all()
 
     def _resolve(self, stale: _StaleView) -> Any:
         """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""
@@ -418,6 +449,7 @@ class MapBase:
         before = len(self)
         if self._legacy is not None:
             return 0  # 0.9.0's format has no commits to catch up with
+        self._verified.clear()  # verify_reads: forget what was checked (in-place writes since are no commits)
         if self._store is None:
             try:
                 store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
@@ -425,9 +457,9 @@ class MapBase:
                 return 0
             self._check_kind(store)
             self._store = store
-        elif not self._store.refresh():
+        elif not self._store.refresh() and not self._verify_reads:
             return 0
-        self._rebuild()
+        self._rebuild()  # with verify_reads, also when nothing was committed: the checksums are read again
         return len(self) - before
 
     def __repr__(self) -> str:

@@ -48,6 +48,7 @@ import numpy as np
 from mmap_ninja import keys as _keys
 from mmap_ninja.batch import assemble, check_batch_size, join_batches
 from mmap_ninja.casting import as_array, cast, storable_dtype
+from mmap_ninja.checksums import ReadChecker
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
@@ -692,6 +693,11 @@ class _ReadOnlyField:
         raise PermissionError(f"field {self._field!r} of the records map {self._path} is read-only: write whole "
                               f"rows through the RecordsMmap (append/extend), so that its fields never drift apart")
 
+    def _read_checker(self, snapshot: Any, algorithm: str, length: int) -> ReadChecker:
+        # ``snapshot`` is the field's `FieldColumns`: check the field's own columns in the records map's snapshot.
+        return ReadChecker(snapshot._parent, algorithm, length, self._verified,  # type: ignore[attr-defined]
+                           prefix=snapshot._prefix)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return _open_field, (self._records, self._field)
 
@@ -796,7 +802,9 @@ class RecordsMmap(MapBase):
         store = self._store
         assert store is not None  # a map with a field exists
         cls = _FIELD_CLASSES[view.kinds[name]]
-        container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
+        verified = self._verified if self._verify_reads else None  # checked as this handle checks its reads
+        container = cls._attach(_FieldStore(self, store, name), mode="r",  # type: ignore[arg-type]
+                                verified=verified)
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
         refs = self.__dict__.setdefault("_fields_given", [])
@@ -845,6 +853,9 @@ class RecordsMmap(MapBase):
         for name in names:
             if name not in view.kinds:
                 raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        checker = self._checker(view)
+        if checker is not None:  # the batch is gathered from the fields' columns: check the bytes it reads first
+            checker.check_many(positions, names)
         if isinstance(pad_value, Mapping):
             for name in pad_value:
                 if name not in view.kinds:
@@ -911,6 +922,7 @@ class RecordsMmap(MapBase):
 
         from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
 
+        self._check_all(self._view)  # verify_reads: the table shares the columns' bytes, check all of them first
         arrays = {}
         schema = self.schema
         for name in self.fields:
