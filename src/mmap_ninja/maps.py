@@ -152,9 +152,12 @@ class MapBase:
     map yet, the handle is an empty map and its first write creates it (``mode="r"`` refuses a missing map).
     ``wrapper_fn`` is applied to every sample read, to a copy of it unless ``copy_before_wrapper_fn=False``.
     ``durable=True`` fsyncs every commit before publishing it. ``allow_unfinished=True`` opens a build that was
-    interrupted (read-only), to read what it committed. ``verify_reads=True`` checks every sample read against
-    the checksums of the bytes it is read from (each checksum record once per handle) and raises
-    `mmap_ninja.checksums.ChecksumMismatchError` on damage; reads are unchecked by default (no cost).
+    interrupted (read-only), to read what it committed. ``verify_reads=True`` checks every read against the
+    checksums of the bytes it is read from (each checksum record once per handle; ``refresh()`` forgets them) and
+    raises `mmap_ninja.checksums.ChecksumMismatchError` on damage: indexing in every form, iteration,
+    ``get_batch``, a records map's field containers, and whole-column reads (``values``, ``offsets``, ``array``,
+    ``to_arrow``), which check every committed byte first. Not checked: key lookups of a records map and shapes or
+    lengths read from the header. Reads are unchecked by default (no cost).
     """
 
     layout: ClassVar[Layout]
