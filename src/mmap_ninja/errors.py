@@ -13,6 +13,7 @@ __all__ = [
     "MapError",
     "MapLockedError",
     "NotAMapError",
+    "ShardedFolderError",
     "UnfinishedMapError",
     "UnknownFeatureError",
 ]
@@ -51,3 +52,9 @@ class UnfinishedMapError(MapError, ValueError):
 
 class KindMismatchError(MapError, TypeError):
     """The directory holds a map of another kind than the class opening it (or it was replaced by one)."""
+
+
+class ShardedFolderError(KindMismatchError):
+    """The class of a single map (``RaggedMmap(path)``, ...) was given the folder of a sharded map (one holding
+    ``shards.json``, as ``from_dask`` and ``merge`` build): open it with ``ShardedMap(path)`` or
+    ``open_existing(path)``."""

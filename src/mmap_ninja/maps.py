@@ -6,6 +6,7 @@ so that `open_existing` can open any map.
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -19,8 +20,15 @@ import numpy as np
 from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
-from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, UnfinishedMapError
-from mmap_ninja.format import HEADER_FILE, check_metadata
+from mmap_ninja.errors import (
+    CorruptMapError,
+    KindMismatchError,
+    MapError,
+    NotAMapError,
+    ShardedFolderError,
+    UnfinishedMapError,
+)
+from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
@@ -189,6 +197,8 @@ class MapBase:
                                      f"verify_reads=True cannot check it (mmap-ninja convert upgrades it)") from None
                 self._open_legacy()
                 return
+            if (self._path / SHARDS_FILE).is_file():  # from_dask or merge built it: never show it as an empty map
+                raise self._sharded_folder_error() from None
             if self._mode == "r":
                 raise
             # A header that appeared since: a racing process created the map. None: 0.9.0's incremental start, an
@@ -206,6 +216,20 @@ class MapBase:
                 raise ValueError(f"{self._path} has no checksums (it was written before mmap_ninja kept them): "
                                  f"verify_reads=True cannot check its reads")
         self._view = self._rebuild()
+
+    def _sharded_folder_error(self) -> ShardedFolderError:
+        """The error of opening the folder of a sharded map with the class of a single map."""
+        from mmap_ninja.sharded import ShardedMap
+
+        with ShardedMap(self._path, mode="r") as top:
+            kind, shards = top.kind, len(top.shards)
+        what = f"a sharded map of {shards} {kind!r} shard{'s' if shards != 1 else ''}"
+        if kind != self.layout.kind:
+            what += f", not a {self.layout.kind!r} map"
+        return ShardedFolderError(f"{self._path} holds {what} (as from_dask and merge build); a "
+                                  f"{type(self).__name__} opens one single map: open it with "
+                                  f"mmap_ninja.ShardedMap({str(self._path)!r}) or "
+                                  f"mmap_ninja.open_existing({str(self._path)!r})")
 
     def _open_store(self) -> Store:
         attempt = 0
@@ -242,6 +266,7 @@ class MapBase:
         self._view_lock = threading.Lock()
         self._tickets = 0  # views are numbered when their building starts; a newer one is never replaced by an older
         self._installed = 0
+        self._shard_checked = False  # whether a write checked that no sharded map lists this map as a shard
         self._verify_reads = False
         self._verified: set[tuple[int, int, int, int]] = set()  # checksum records this handle's reads verified
 
@@ -480,6 +505,9 @@ class MapBase:
                                   f"build without changing it; re-run the build (it replaces the unfinished one)")
         if self._mode == "r":
             raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+        if self._shard_checked is False:  # once per handle: a map becomes a shard only under another path
+            _refuse_shard(self._path)
+            self._shard_checked = True
         store = self._store
         if store is None:  # the first write creates the map (or joins one a racing process just created)
             attrs = self.layout.attrs()
@@ -599,11 +627,13 @@ class MapBase:
         mode = _normalize_mode(mode)
         layout = cls.layout
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
+        _refuse_shard(absolute(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
                              lock_timeout=lock_timeout)
         target = cls._attach(store, mode, wrapper_fn)
+        target._shard_checked = True
         try:
             yield target
             store.finish_build()
@@ -720,6 +750,34 @@ class MapBase:
         if self._verify_reads:
             options["verify_reads"] = True
         return _reopen, (type(self), str(self._path), options)
+
+
+def _sharded_owner(path: Path) -> Optional[Path]:
+    """The sharded map whose ``shards.json`` lists the map in ``path`` as one of its shards (``path``'s parent or
+    grandparent folder, as ``merge`` and ``from_dask`` place them), or None."""
+    for ancestor in (path.parent, path.parent.parent):
+        if not (ancestor / SHARDS_FILE).is_file():
+            continue
+        from mmap_ninja.sharded import ShardedMap
+
+        try:
+            with ShardedMap(ancestor, mode="r") as top:
+                listed = [Path(os.path.normpath(ancestor / info.path)) for info in top.shards]
+        except (MapError, OSError, ValueError):
+            continue  # a damaged top header is verify's to report; it does not make this map a shard
+        if path in listed:
+            return ancestor
+    return None
+
+
+def _refuse_shard(path: Path) -> None:
+    """Refuse to write to (or build over) a map that a sharded map lists as a shard: its ``shards.json`` records
+    the shard's length and id, so any write would make the sharded map refuse to read it."""
+    owner = _sharded_owner(path)
+    if owner is not None:
+        raise PermissionError(f"{path} is a shard of the sharded map {owner} (its {SHARDS_FILE} records the shard's "
+                              f"length and id), so it is read-only here: a write would break that map; add samples "
+                              f"as new shards with ShardedMap({str(owner)!r}).add_shards(...)")
 
 
 def _approx_size(sample: Any) -> int:

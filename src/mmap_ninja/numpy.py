@@ -14,7 +14,7 @@ import numpy as np
 from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
 from mmap_ninja.casting import as_array, cast
-from mmap_ninja.format import read_header
+from mmap_ninja.format import SHARDS_FILE, read_header
 from mmap_ninja.layouts import NumpyLayout, shaped
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import MapBase, resolve_positions
@@ -208,8 +208,9 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
 def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyMmap:
     """Open the same-shape map in ``out_dir`` (one written by mmap_ninja 0.9.0 too); a `NotAMapError` if there is
     none."""
-    if not is_legacy_map(absolute(out_dir)):
-        read_header(absolute(out_dir))  # refuse a missing map rather than start an empty one
+    directory = absolute(out_dir)
+    if not is_legacy_map(directory) and not (directory / SHARDS_FILE).is_file():  # NumpyMmap names a sharded map
+        read_header(directory)  # refuse a missing map rather than start an empty one
     return NumpyMmap(out_dir, mode=mode, **options)
 
 
