@@ -6,14 +6,25 @@
 """
 
 from mmap_ninja._version import __version__
-from mmap_ninja.checksums import ChecksumMismatchError
 from mmap_ninja.errors import (
+    ChecksumMismatchError,
+    ConversionError,
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
+    LegacyMapWarning,
     MapError,
+    MapExistsError,
     MapLockedError,
+    MissingKeyError,
+    MissingSpecError,
+    NoSuchFieldError,
     NotAMapError,
+    ReadOnlyMapError,
+    RemoteStorageError,
+    SampleFetchError,
+    SchemaMismatchError,
+    ShardedFolderError,
     UnfinishedMapError,
     UnknownFeatureError,
 )
@@ -26,7 +37,6 @@ from mmap_ninja.numpy import extend_dir as np_extend_dir
 from mmap_ninja.numpy import from_generator as np_from_generator
 from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
-from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.records import Field, RecordsMmap
 from mmap_ninja.sharded import ShardedMap, merge
@@ -35,20 +45,30 @@ from mmap_ninja.verify import Report, verify
 
 __all__ = [
     "ChecksumMismatchError",
+    "ConversionError",
     "CorruptMapError",
     "Field",
     "FormatVersionError",
     "ImagesMmap",
     "KindMismatchError",
+    "LegacyMapWarning",
     "MapError",
+    "MapExistsError",
     "MapLockedError",
+    "MissingKeyError",
+    "MissingSpecError",
+    "NoSuchFieldError",
     "NotAMapError",
     "NumpyMmap",
     "RaggedMmap",
     "RaggedMmmap",
+    "ReadOnlyMapError",
     "RecordsMmap",
+    "RemoteStorageError",
     "Report",
     "SampleFetchError",
+    "SchemaMismatchError",
+    "ShardedFolderError",
     "ShardedMap",
     "StringsMmap",
     "StringsMmmap",

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.errors import ChecksumMismatchError
 
 __all__ = ["ALGORITHMS", "RECORD_DTYPE", "CheckedView", "ChecksumMismatchError", "ReadChecker", "column_id",
            "default_algorithm", "hasher"]
@@ -82,10 +82,6 @@ def column_id(name: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- checked reads
-
-
-class ChecksumMismatchError(CorruptMapError):
-    """A checked read (``verify_reads=True``) found bytes that do not match their checksum."""
 
 
 _CHECKSUMS_COLUMN = "checksums"

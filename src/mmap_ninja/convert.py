@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 from mmap_ninja._fsio import fsync_dir
+from mmap_ninja.errors import ConversionError, MapExistsError
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
     NotAMapError,
@@ -51,10 +52,6 @@ from mmap_ninja.legacy import (
 
 _BATCH_BYTES = 64 << 20  # a batch of about this many bytes is held in memory (and committed) at a time
 _MAX_BATCH = 10_000
-
-
-class ConversionError(RuntimeError):
-    """The converted map did not read back equal to the source (nothing was published at the destination)."""
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -189,7 +186,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _check_built(temporary)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
-            raise FileExistsError(f"{target} appeared while {source_dir} was being converted; nothing was replaced")
+            raise MapExistsError(f"{target} appeared while {source_dir} was being converted; nothing was replaced")
         os.rename(temporary, target)
         fsync_dir(parent)
     except BaseException:
@@ -247,7 +244,7 @@ def _remove_abandoned(parent: Path, name: str) -> None:
 def _check_target(source: Path, target: Path) -> Path:
     """Refuse a destination that exists, has no parent folder or lies inside the source; returns its parent."""
     if os.path.lexists(target):
-        raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
+        raise MapExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
     if not parent.is_dir():
         raise FileNotFoundError(f"the folder {parent} that would hold {target.name} does not exist")

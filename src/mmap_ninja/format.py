@@ -27,11 +27,13 @@ __all__ = [
     "HEADER_FILE",
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
+    "SHARDS_FILE",
     "Header",
     "check_metadata",
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
+    "parse_header",
     "read_header",
     "register_feature",
 ]

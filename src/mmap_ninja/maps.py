@@ -6,7 +6,6 @@ so that `open_existing` can open any map.
 from __future__ import annotations
 
 import operator
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from mmap_ninja.errors import (
     KindMismatchError,
     MapError,
     NotAMapError,
+    ReadOnlyMapError,
     ShardedFolderError,
     UnfinishedMapError,
 )
@@ -40,6 +40,23 @@ M = TypeVar("M", bound="MapBase")
 
 KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
+
+_sharded_reader: Optional[Callable[[Path], tuple[str, list[Path]]]] = None
+
+
+def register_sharded_reader(reader: Callable[[Path], tuple[str, list[Path]]]) -> None:
+    """Called by `mmap_ninja.sharded` (which builds on this module, so it cannot be imported here) with the function
+    reading a sharded folder's ``shards.json``: its kind and its shards' folders. A single map's class uses it to
+    name what a sharded folder holds, and to refuse writes to a shard."""
+    global _sharded_reader
+    _sharded_reader = reader
+
+
+def _read_sharded(directory: Path) -> tuple[str, list[Path]]:
+    if _sharded_reader is None:  # `import mmap_ninja` imports mmap_ninja.sharded, which registers it
+        raise RuntimeError("mmap_ninja.sharded has not registered its reader of shards.json")
+    return _sharded_reader(directory)
+
 
 _INT64_MAX = np.iinfo(np.int64).max
 _CREATION_RETRIES = 10  # opening a map another process is creating retries for up to ~50 ms
@@ -219,10 +236,8 @@ class MapBase:
 
     def _sharded_folder_error(self) -> ShardedFolderError:
         """The error of opening the folder of a sharded map with the class of a single map."""
-        from mmap_ninja.sharded import ShardedMap
-
-        with ShardedMap(self._path, mode="r") as top:
-            kind, shards = top.kind, len(top.shards)
+        kind, shard_paths = _read_sharded(self._path)
+        shards = len(shard_paths)
         what = f"a sharded map of {shards} {kind!r} shard{'s' if shards != 1 else ''}"
         if kind != self.layout.kind:
             what += f", not a {self.layout.kind!r} map"
@@ -499,12 +514,12 @@ class MapBase:
 
     def _writable_store(self) -> Store:
         if self._legacy is not None:
-            raise PermissionError(legacy_write_refusal(self._path))
+            raise ReadOnlyMapError(legacy_write_refusal(self._path))
         if self._allow_unfinished:
-            raise PermissionError(f"{self._path} was opened with allow_unfinished=True, which reads an unfinished "
-                                  f"build without changing it; re-run the build (it replaces the unfinished one)")
+            raise ReadOnlyMapError(f"{self._path} was opened with allow_unfinished=True, which reads an unfinished "
+                                   f"build without changing it; re-run the build (it replaces the unfinished one)")
         if self._mode == "r":
-            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+            raise ReadOnlyMapError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         if self._shard_checked is False:  # once per handle: a map becomes a shard only under another path
             _refuse_shard(self._path)
             self._shard_checked = True
@@ -758,11 +773,8 @@ def _sharded_owner(path: Path) -> Optional[Path]:
     for ancestor in (path.parent, path.parent.parent):
         if not (ancestor / SHARDS_FILE).is_file():
             continue
-        from mmap_ninja.sharded import ShardedMap
-
         try:
-            with ShardedMap(ancestor, mode="r") as top:
-                listed = [Path(os.path.normpath(ancestor / info.path)) for info in top.shards]
+            listed = _read_sharded(ancestor)[1]
         except (MapError, OSError, ValueError):
             continue  # a damaged top header is verify's to report; it does not make this map a shard
         if path in listed:
@@ -775,9 +787,9 @@ def _refuse_shard(path: Path) -> None:
     the shard's length and id, so any write would make the sharded map refuse to read it."""
     owner = _sharded_owner(path)
     if owner is not None:
-        raise PermissionError(f"{path} is a shard of the sharded map {owner} (its {SHARDS_FILE} records the shard's "
-                              f"length and id), so it is read-only here: a write would break that map; add samples "
-                              f"as new shards with ShardedMap({str(owner)!r}).add_shards(...)")
+        raise ReadOnlyMapError(f"{path} is a shard of the sharded map {owner} (its {SHARDS_FILE} records the shard's "
+                               f"length and id), so it is read-only here: a write would break that map; add samples "
+                               f"as new shards with ShardedMap({str(owner)!r}).add_shards(...)")
 
 
 def _approx_size(sample: Any) -> int:

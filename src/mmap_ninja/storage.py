@@ -32,14 +32,16 @@ from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
+    MapExistsError,
     MapLockedError,
     NotAMapError,
+    ReadOnlyMapError,
     UnfinishedMapError,
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "is_derived"]
+           "absolute", "is_derived"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -235,11 +237,11 @@ class Store:
         path = absolute(path)
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
-            raise FileExistsError(f"{path} exists and is not a directory")
+            raise MapExistsError(f"{path} exists and is not a directory")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
+            raise ReadOnlyMapError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
         # Refusals come before the lock file is made, so that a refused create leaves nothing behind.
         if not (path / HEADER_FILE).exists():
             _refuse_foreign_files(path)
@@ -260,7 +262,7 @@ class Store:
                 os.close(lock_fd)
                 return cls.open(path, durable=durable, lock_timeout=lock_timeout)
             if old is not None and not old.building and not overwrite:
-                raise FileExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
+                raise MapExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:
                 _refuse_foreign_files(path)  # again, under the lock
             store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {}, tuple(requires),
@@ -567,8 +569,8 @@ class Store:
             try:
                 fd = os.open(column_path, os.O_RDWR)
             except PermissionError as e:
-                raise PermissionError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
-                                      str(column_path)) from None
+                raise ReadOnlyMapError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
+                                       str(column_path)) from None
             txn.fds[name] = fd
         return fd
 
@@ -782,16 +784,16 @@ def _refuse_a_header_it_cannot_replace(path: Path) -> None:
     try:
         read_header(path)
     except (CorruptMapError, FormatVersionError) as e:
-        raise FileExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); remove the "
-                              f"directory yourself if it is no longer needed") from None
+        raise MapExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); remove the "
+                             f"directory yourself if it is no longer needed") from None
 
 
 def _refuse_foreign_files(path: Path) -> None:
     foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
-                              f"files it did not write: choose an empty or new directory")
+        raise MapExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
+                             f"files it did not write: choose an empty or new directory")
 
 
 def _unlink(path: Path) -> None:
@@ -815,7 +817,7 @@ def _lock(path: Path, timeout: Optional[float]) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
+        raise ReadOnlyMapError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
