@@ -7,13 +7,16 @@
    pictures (OpenCV and GIMP manuals) from Debian/npm packages into DIR (default: data/ in the repo).
 2. The texts become a `StringsMmap` (files decoded as UTF-8, undecodable bytes replaced by U+FFFD and
    counted) and the pictures, decoded by Pillow to uint8 HxWx3 arrays, a `RaggedMmap`.
-3. Both maps are reopened read-only by path, checked against the source files, and timed against
+3. A later run reuses the maps an earlier one built from the same files (same names, sizes and modification
+   times), once they verify; ``--rebuild`` builds them anew.
+4. Both maps are reopened read-only by path, checked against the source files, and timed against
    reading the original files: random access (µs per item) and one full pass, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import random
@@ -26,6 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+import mmap_ninja
 from mmap_ninja import RaggedMmap, StringsMmap
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,6 +129,7 @@ class Built:
     seconds: float
     replaced: int = 0  # texts with bytes that were not UTF-8
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # pictures Pillow could not decode
+    reused: bool = False  # a map built by an earlier run from the same files, checked again rather than rebuilt
 
 
 def build_strings(files: Sequence[Path], out_dir: Path, batch_size: int = 2000,
@@ -140,8 +145,9 @@ def build_strings(files: Sequence[Path], out_dir: Path, batch_size: int = 2000,
             yield text
 
     start = time.perf_counter()
-    with StringsMmap.from_generator(out_dir, Counted(texts(), len(files)), batch_size, verbose=verbose, overwrite=True):
-        pass
+    with StringsMmap.from_generator(out_dir, Counted(texts(), len(files)), batch_size, verbose=verbose, overwrite=True,
+                                    metadata={"demo_sources": sources_digest(files)}) as m:
+        m.set_metadata({**m.metadata, "demo_replaced": replaced})
     return Built(out_dir, list(files), time.perf_counter() - start, replaced=replaced)
 
 
@@ -165,9 +171,56 @@ def build_images(files: Sequence[Path], out_dir: Path, batch_size: int = 64, ver
 
     start = time.perf_counter()
     with RaggedMmap.from_generator(out_dir, Counted(arrays(), len(files)), batch_size, verbose=verbose, overwrite=True,
-                                   dtype=np.uint8):
-        pass
+                                   dtype=np.uint8, metadata={"demo_sources": sources_digest(files)}) as m:
+        left_out = {str(path): reason for path, reason in skipped}
+        m.set_metadata({**m.metadata, "demo_skipped": [[files.index(Path(p)), r] for p, r in left_out.items()]})
     return Built(out_dir, stored, time.perf_counter() - start, skipped=skipped)
+
+
+def sources_digest(files: Sequence[Path]) -> str:
+    """A digest of the source files' names, sizes and modification times, in order: a map built from files with
+    the same digest was built from the same files (unless one was rewritten with its size and mtime kept)."""
+    digest = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def reusable(out_dir: Path, files: Sequence[Path], kind: type) -> Optional[dict]:
+    """The metadata of the map at ``out_dir`` if it can stand in for a new build from ``files``: a complete map of
+    ``kind`` that verifies (structure and sizes), built by this demo from files with the same digest. None if
+    there is no such map (the caller then builds it); the caller still checks its samples against the files."""
+    if not (out_dir / "header.json").is_file():
+        return None
+    try:
+        report = mmap_ninja.verify(out_dir)
+        with kind(out_dir, mode="r") as m:
+            metadata = m.metadata
+    except (mmap_ninja.MapError, OSError, ValueError):
+        return None
+    if not report.ok or metadata.get("demo_sources") != sources_digest(files):
+        return None
+    return metadata
+
+
+def build_or_reuse_strings(files: Sequence[Path], out_dir: Path, rebuild: bool = False) -> Built:
+    """`build_strings`, unless a map built earlier from the same files is there and sound (see `reusable`)."""
+    metadata = None if rebuild else reusable(out_dir, files, StringsMmap)
+    if metadata is None:
+        return build_strings(files, out_dir)
+    return Built(out_dir, list(files), 0.0, replaced=int(metadata.get("demo_replaced", 0)), reused=True)
+
+
+def build_or_reuse_images(files: Sequence[Path], out_dir: Path, rebuild: bool = False) -> Built:
+    """`build_images`, unless a map built earlier from the same files is there and sound (see `reusable`)."""
+    metadata = None if rebuild else reusable(out_dir, files, RaggedMmap)
+    if metadata is None or "demo_skipped" not in metadata:
+        return build_images(files, out_dir)
+    skipped = [(files[index], reason) for index, reason in metadata["demo_skipped"]]
+    left_out = {path for path, _ in skipped}
+    stored = [path for path in files if path not in left_out]
+    return Built(out_dir, stored, 0.0, skipped=skipped, reused=True)
 
 
 def bytes_on_disk(path: Path) -> int:
@@ -276,6 +329,10 @@ def time_images(m: RaggedMmap, sources: Sequence[Path], reads: int, seed: int = 
 # ----------------------------------------------------------------------------- report
 
 
+def _build_time(built: Built) -> str:
+    return "reused" if built.reused else f"{built.seconds:.1f}s"
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -311,6 +368,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--limit-text", type=int, default=None, metavar="N", help="use N documents (default: all)")
     parser.add_argument("--limit-images", type=int, default=None, metavar="N", help="use N pictures (default: all)")
     parser.add_argument("--reads", type=int, default=2000, help="random reads timed per map (default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build both maps again even if an earlier run left sound maps of the same files")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.data / "maps"
 
@@ -325,8 +384,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"building maps in {out}", file=sys.stderr)
-    texts = build_strings(text_files, out / "texts")
-    images = build_images(image_files, out / "images")
+    texts = build_or_reuse_strings(text_files, out / "texts", args.rebuild)
+    images = build_or_reuse_images(image_files, out / "images", args.rebuild)
+    for built in (texts, images):
+        if built.reused:
+            print(f"reusing {built.path}: built by an earlier run from the same {len(built.sources):,} files, "
+                  f"verified again (--rebuild builds it anew)", file=sys.stderr)
+
+    # A reused map is checked against its files like a new one; one that does not match them is built again.
+    try:
+        with StringsMmap(texts.path, mode="r") as sm:
+            check_strings(sm, texts.sources)
+    except AssertionError as mismatch:
+        if not texts.reused:
+            raise
+        print(f"rebuilding {texts.path}: {mismatch}", file=sys.stderr)
+        texts = build_strings(text_files, texts.path)
+    try:
+        with RaggedMmap(images.path, mode="r") as rm:
+            check_images(rm, images.sources, sample=100)
+    except AssertionError as mismatch:
+        if not images.reused:
+            raise
+        print(f"rebuilding {images.path}: {mismatch}", file=sys.stderr)
+        images = build_images(image_files, images.path)
 
     with StringsMmap(texts.path) as sm, RaggedMmap(images.path) as rm:
         n_text_checked = check_strings(sm, texts.sources)
@@ -339,9 +420,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mmap_ninja demo on real data from {paths.root}")
         print(f"{'map':<30}{'items':>8}{'source files':>15}{'map on disk':>15}{'build':>9}")
         print(f"{'StringsMmap  (UTF-8 texts)':<30}{len(sm):>8,}{_mb(apparent_bytes(texts.sources)):>15}"
-              f"{_mb(bytes_on_disk(texts.path)):>15}{texts.seconds:>8.1f}s")
+              f"{_mb(bytes_on_disk(texts.path)):>15}{_build_time(texts):>9}")
         print(f"{'RaggedMmap   (RGB pictures)':<30}{len(rm):>8,}{_mb(apparent_bytes(images.sources)):>15}"
-              f"{_mb(bytes_on_disk(images.path)):>15}{images.seconds:>8.1f}s")
+              f"{_mb(bytes_on_disk(images.path)):>15}{_build_time(images):>9}")
         print(f"  texts: {texts.replaced} with bytes that were not UTF-8 (replaced by U+FFFD); "
               f"all {n_text_checked:,} equal to their files")
         print(f"  pictures: dtype {rm.dtype}, {len(images.skipped)} left out by Pillow, "

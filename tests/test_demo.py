@@ -234,3 +234,27 @@ def test_demo_main_end_to_end_without_network(text_files: list[Path], picture_fi
         assert len(m) == len(text_files)
     with RaggedMmap(tmp_path / "maps" / "images") as m:
         assert len(m) == 4
+
+
+def test_demo_reuses_sound_maps_of_the_same_files_and_rebuilds_otherwise(
+        text_files: list[Path], picture_files: list[Path], tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    texts = demo.build_or_reuse_strings(text_files, maps / "texts")
+    images = demo.build_or_reuse_images(picture_files, maps / "images")
+    assert not texts.reused and not images.reused
+    again = demo.build_or_reuse_strings(text_files, maps / "texts")
+    pictures_again = demo.build_or_reuse_images(picture_files, maps / "images")
+    assert again.reused and pictures_again.reused
+    assert again.sources == texts.sources and again.replaced == texts.replaced
+    assert pictures_again.sources == images.sources and pictures_again.skipped == images.skipped
+    assert not demo.build_or_reuse_strings(text_files, maps / "texts", rebuild=True).reused
+
+    # Another set of files, a damaged map or an unfinished one: built again, never trusted.
+    assert not demo.build_or_reuse_strings(text_files[:-1], maps / "texts").reused
+    demo.build_strings(text_files, maps / "texts", verbose=False)
+    with (maps / "texts" / "offsets.bin").open("r+b") as f:
+        f.truncate(8)
+    rebuilt = demo.build_or_reuse_strings(text_files, maps / "texts")
+    assert not rebuilt.reused
+    with StringsMmap(maps / "texts") as m:
+        assert demo.check_strings(m, text_files) == len(text_files)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import mmap_ninja
+from mmap_ninja.errors import UnfinishedMapError
 from mmap_ninja.maps import KINDS
 from mmap_ninja.testing import (
     THOROUGH,
@@ -28,6 +29,7 @@ from mmap_ninja.testing import (
     spec_for,
     specs,
 )
+from mmap_ninja.testing.processes import kill_build_at_random
 from mmap_ninja.testing.registry import _SPECS, strings_sample
 
 
@@ -239,3 +241,16 @@ def test_the_interleaving_checker_finds_a_torn_batch() -> None:
     out_of_order = [spec.make_sample(i) for i in (4, 0, 2, 1, 3, 5)]
     with pytest.raises(AssertionError, match="not the first sample"):
         check_interleaved_batches(spec, out_of_order, plans)
+
+
+@pytest.mark.parametrize("spec", specs(), ids=lambda spec: spec.name)
+def test_a_build_killed_the_moment_it_is_ready_holds_an_unfinished_map(tmp_path: Path, spec: KindSpec) -> None:
+    """The building child says READY only once its "building" header exists, so a kill with no delay at all
+    still leaves a folder that opens as an unfinished map (a kind that infers its schema from the first rows
+    writes its header later than one that does not: the kill must never land before it)."""
+    for batch_size in (1, 5):
+        path = tmp_path / f"batch{batch_size}"
+        kill_build_at_random(spec, path, batch_size, seed=batch_size, max_delay=0.0)
+        assert (path / "header.json").is_file(), sorted(p.name for p in path.iterdir())
+        with pytest.raises(UnfinishedMapError):
+            spec.container(path)

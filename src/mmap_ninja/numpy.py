@@ -50,10 +50,12 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     @property
     def sample_shape(self) -> Optional[tuple[int, ...]]:
+        """The shape of one sample (the map's shape without its first axis); None before the first write."""
         return self._view.sample_shape  # type: ignore[no-any-return]
 
     @property
     def order(self) -> str:
+        """The memory order of the samples: ``"C"`` or ``"F"``."""
         order: str = self._view.order or "C"
         return order
 

@@ -139,18 +139,22 @@ class Field:
 
     @classmethod
     def strings(cls, codec: Any = None) -> Field:
+        """A field of strings (optionally compressed with ``codec``)."""
         return cls("strings", codec=codec)
 
     @classmethod
     def ragged(cls, dtype: Any = None, codec: Any = None) -> Field:
+        """A field of arrays of one dtype and any shapes (optionally compressed with ``codec``)."""
         return cls("ragged", None if dtype is None else np.dtype(dtype), codec=codec)
 
     @classmethod
     def numpy(cls, dtype: Any, shape: Sequence[int]) -> Field:
+        """A field of arrays of one dtype and one ``shape`` (a scalar field when ``shape`` is ``()``)."""
         return cls("numpy", np.dtype(dtype), tuple(shape))
 
     @classmethod
     def scalar(cls, dtype: Any) -> Field:
+        """A field of one value of ``dtype`` per row (a label, a score, a timestamp)."""
         return cls("numpy", np.dtype(dtype), ())
 
     @classmethod
@@ -162,6 +166,7 @@ class Field:
 
     @property
     def is_scalar(self) -> bool:
+        """Whether each row holds one value (a NumPy field of shape ``()``)."""
         return self.kind == "numpy" and self.shape == ()
 
     def layout_attrs(self) -> dict[str, Any]:
@@ -188,6 +193,7 @@ class Field:
         return cls(kind, dtype, codec=codec)
 
     def describe(self) -> str:
+        """A short description of the field, as ``info`` and error messages show it."""
         if self.kind == "strings":
             return "str"
         if self.kind == "ragged":
@@ -675,6 +681,7 @@ class _FieldStore(FieldColumns):
         return FieldColumns(self._store.snapshot(), self._field)
 
     def refresh(self) -> bool:
+        """See what other handles and processes committed since this handle last looked; True if anything changed."""
         self._records.refresh()
         seen, self._seen = self._seen, self._store.header
         return self._store.header is not seen
@@ -829,6 +836,8 @@ class RecordsMmap(MapBase):
             container._invalidate()
 
     def refresh(self) -> int:
+        """See the rows other handles and processes committed since this handle last looked (its field containers
+        too); returns how many rows appeared."""
         appeared = super().refresh()
         for container in self._field_containers():
             container._rebuild()

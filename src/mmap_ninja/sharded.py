@@ -285,10 +285,12 @@ class ShardedMap:
 
     @property
     def path(self) -> Path:
+        """The sharded map's folder (absolute)."""
         return self._path
 
     @property
     def mode(self) -> str:
+        """``"r"`` (reads only) or ``"r+"`` (reads, and may add shards with `add_shards`)."""
         return self._mode
 
     @property
@@ -316,6 +318,7 @@ class ShardedMap:
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The user metadata stored in ``shards.json`` (a copy)."""
         return dict(self._header.metadata)
 
     @property

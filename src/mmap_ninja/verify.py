@@ -37,6 +37,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """True when nothing damaged was found."""
         return not self.problems
 
 

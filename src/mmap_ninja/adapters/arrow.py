@@ -23,7 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+
+from mmap_ninja.extras import missing_extra
+
+try:
+    import pyarrow as pa
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.arrow (to_arrow, from_arrow)") from None
 
 from mmap_ninja.batch import check_batch_size, gather_index
 from mmap_ninja.casting import storable_dtype

@@ -27,8 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from dask.base import compute, tokenize
-from dask.delayed import delayed
+from mmap_ninja.extras import missing_extra
+
+try:
+    from dask.base import compute, tokenize
+    from dask.delayed import delayed
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
 from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
 from mmap_ninja.format import check_metadata, read_header

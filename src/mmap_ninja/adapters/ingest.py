@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pyarrow as pa
+
+from mmap_ninja.extras import missing_extra
+
+try:
+    import pyarrow as pa
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.ingest (from_parquet, from_huggingface)") from None
 
 from mmap_ninja import Field, RecordsMmap
 from mmap_ninja.batch import check_batch_size

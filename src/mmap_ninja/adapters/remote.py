@@ -587,6 +587,7 @@ class RemoteShardedMap(ShardedMap):
         self._release_view = weakref.finalize(self, os.close, fd)
 
     def open_shard(self, k: int) -> MapBase:
+        """Shard ``k`` as a local map, downloaded into the cache on first use."""
         info = self.shards[k]
         identity = info.id if info.id is not None else self._raw
         key = _key(self._remote.url_of(info.path), identity, info.length)

@@ -16,8 +16,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
-import torch.distributed
-from torch.utils.data import Sampler
+
+from mmap_ninja.extras import missing_extra
+
+try:
+    import torch.distributed
+    from torch.utils.data import Sampler
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.shards") from None
 
 __all__ = ["ShardAwareSampler", "shard_aware_indices"]
 

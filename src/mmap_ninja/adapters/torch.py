@@ -47,8 +47,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+
+from mmap_ninja.extras import missing_extra
+
+try:
+    import torch
+    from torch.utils.data import Dataset, Sampler, get_worker_info
+except ImportError as error:
+    raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
@@ -448,9 +454,11 @@ class RankSampler(Sampler[int]):
         rank_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
 
     def set_epoch(self, epoch: int) -> None:
+        """Use the shuffled order of ``epoch`` (call it at the start of every epoch, as with DistributedSampler)."""
         self.epoch = int(epoch)
 
     def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, in the order they are yielded."""
         return rank_indices(self.n, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
                             seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last)
 

@@ -110,13 +110,19 @@ def _extend_until_killed(spec: KindSpec, path: str, log_path: str, seed: int) ->
 
 def _build_until_killed(spec: KindSpec, path: str, log_path: str, batch_size: int) -> None:
     log = _Log(log_path)
+    header = Path(path) / "header.json"
+    ready = False
 
     def samples() -> Iterator[Any]:
+        nonlocal ready
         for i in count():
             if i % batch_size == 0:  # asked for the first sample of a batch: every earlier batch is committed
                 log("C", i)
-                if i == 0:
-                    _ready()  # the build has created the map
+                # Ready once the "building" header exists, never before: a kill before it would leave a folder
+                # holding no map yet (a kind that infers its schema from the first rows writes it only then).
+                if not ready and header.exists():
+                    ready = True
+                    _ready()
             if i >= _SAMPLES_CAP:
                 log("DONE")
                 _wait_forever()
