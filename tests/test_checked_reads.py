@@ -170,3 +170,15 @@ def test_refresh_forgets_what_was_checked(tmp_path):
     assert checked.refresh() == 0
     with pytest.raises(ChecksumMismatchError):
         checked[0]
+
+
+def test_every_read_path_of_an_images_map_is_checked(tmp_path):
+    from mmap_ninja import ImagesMmap
+
+    ImagesMmap.from_generator(tmp_path / "i", [np.full((4, 4, 3), k, np.uint8) for k in range(3)], 3)
+    flip(tmp_path / "i" / "data.bin", 10)
+    checked = ImagesMmap(tmp_path / "i", verify_reads=True)
+    for read in (lambda: checked[0], lambda: checked.get_batch([0, 1]), lambda: checked.get_batch([2], pad_value=0),
+                 lambda: list(checked), lambda: checked.raw(0), lambda: checked[0:2]):
+        with pytest.raises(ChecksumMismatchError, match=r"data\.bin"):
+            read()
