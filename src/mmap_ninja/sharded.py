@@ -46,7 +46,7 @@ from mmap_ninja.errors import (
     SchemaMismatchError,
     UnknownFeatureError,
 )
-from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
@@ -66,7 +66,6 @@ __all__ = [
     "shard_schema",
 ]
 
-SHARDS_FILE = "shards.json"
 JOURNAL_FILE = ".merge-journal.json"
 SHARDS_DIR = "shards"
 FORMAT_NAME = "mmap_ninja.sharded"
