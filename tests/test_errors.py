@@ -24,7 +24,8 @@ OLD_HOMES = {
 }
 
 BUILTINS = {
-    "NotAMapError": FileNotFoundError, "MapExistsError": FileExistsError, "ReadOnlyMapError": PermissionError,
+    "NotAMapError": FileNotFoundError, "ClosedMapError": ValueError, "MapExistsError": FileExistsError,
+    "ReadOnlyMapError": PermissionError,
     "CorruptMapError": ValueError, "ChecksumMismatchError": ValueError, "FormatVersionError": ValueError,
     "UnknownFeatureError": ValueError, "MapLockedError": BlockingIOError, "UnfinishedMapError": ValueError,
     "KindMismatchError": TypeError, "ShardedFolderError": TypeError, "SchemaMismatchError": ValueError,
@@ -64,6 +65,10 @@ def test_the_builtins_are_what_the_calls_raise(tmp_path):
     with pytest.raises(errors.ReadOnlyMapError) as refused:
         StringsMmap(tmp_path / "s", mode="r").append("b")
     assert isinstance(refused.value, PermissionError)
+    closed = StringsMmap(tmp_path / "s")
+    closed.close()
+    with pytest.raises(errors.ClosedMapError, match="closed map"):
+        closed[0]
     with pytest.raises(errors.MapExistsError) as exists:
         StringsMmap.from_strings(tmp_path / "s", ["b"])
     assert isinstance(exists.value, FileExistsError)

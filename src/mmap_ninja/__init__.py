@@ -8,6 +8,7 @@
 from mmap_ninja._version import __version__
 from mmap_ninja.errors import (
     ChecksumMismatchError,
+    ClosedMapError,
     ConversionError,
     CorruptMapError,
     FormatVersionError,
@@ -45,6 +46,7 @@ from mmap_ninja.verify import Report, verify
 
 __all__ = [
     "ChecksumMismatchError",
+    "ClosedMapError",
     "ConversionError",
     "CorruptMapError",
     "Field",

@@ -27,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from mmap_ninja.errors import ClosedMapError
+
 __all__ = ["ReadOnlyArrayMixin"]
 
 # NumPy functions that write into their first argument.
@@ -63,7 +65,7 @@ class ReadOnlyArrayMixin(NDArrayOperatorsMixin):
     def _readable_array(self) -> npt.NDArray[Any]:
         array = self.array
         if not isinstance(array, np.ndarray):  # a closed map swaps its array for a placeholder
-            raise ValueError(f"I/O operation on a closed {type(self).__name__}")
+            raise ClosedMapError(f"I/O operation on a closed {type(self).__name__}")
         return array
 
     def _described_array(self) -> npt.NDArray[Any]:

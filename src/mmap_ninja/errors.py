@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChecksumMismatchError",
+    "ClosedMapError",
     "ConversionError",
     "CorruptMapError",
     "FormatVersionError",
@@ -49,6 +50,11 @@ class ReadOnlyMapError(MapError, PermissionError):
     """The map, or this handle of it, does not take writes: ``mode="r"``, a map written by mmap_ninja 0.9.0, an
     unfinished build opened with ``allow_unfinished=True``, a field of a records map, a shard of a sharded map, a
     map at a URL; or the file system refused a write (then ``errno`` and ``filename`` say which)."""
+
+
+class ClosedMapError(MapError, ValueError):
+    """The map (or its store) was closed: ``close()`` or the end of its ``with`` block; reopen it to read again
+    (a closed file object raises ``ValueError`` the same way)."""
 
 
 class CorruptMapError(MapError, ValueError):

@@ -20,6 +20,7 @@ from mmap_ninja import parallel
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
 from mmap_ninja.errors import (
+    ClosedMapError,
     CorruptMapError,
     KindMismatchError,
     MapError,
@@ -163,7 +164,7 @@ class _ClosedView:
         self._path = path
 
     def __getattr__(self, name: str) -> Any:
-        raise ValueError(f"I/O operation on a closed map ({self._path})")
+        raise ClosedMapError(f"I/O operation on a closed map ({self._path})")
 
 
 class MapBase:

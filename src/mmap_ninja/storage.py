@@ -29,6 +29,7 @@ import numpy as np
 from mmap_ninja._fsio import fsync_dir, replace_file, write_all
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
+    ClosedMapError,
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
@@ -386,7 +387,7 @@ class Store:
         """The columns and attributes of this handle's current state, fixed: a view built from it is consistent
         even while another thread writes through the same handle."""
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         txn, header = self._txn, self._header
         if txn is None:
             return _Snapshot(self.path, self._columns, header.lengths, header.attrs)
@@ -397,7 +398,7 @@ class Store:
     def column(self, name: str) -> np.ndarray[Any, Any]:
         """The items of column ``name`` (see `lengths`) as a read-only 1-D array over the mapping."""
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         txn = self._txn
         length = txn.lengths[name] if txn is not None else self._header.columns[name].length
         return self._columns[name].view(length)
@@ -461,7 +462,7 @@ class Store:
 
     def _begin(self) -> None:
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         self._thread_lock.acquire()
         try:
             if self._txn is not None:
