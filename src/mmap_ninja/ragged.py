@@ -38,13 +38,15 @@ class RaggedMmap(MapBase):
     @property
     def values(self) -> np.ndarray[Any, Any]:
         """Every sample's elements back to back (read-only, 1-D): Arrow's list ``values``. A compressed map has
-        no such array (TypeError)."""
+        no such array (TypeError). With ``verify_reads=True`` every committed byte is checked first (each checksum
+        record once per handle)."""
         _refuse_compressed(self, "values")
         return self._whole("values")  # type: ignore[no-any-return]
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
-        """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``."""
+        """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``.
+        With ``verify_reads=True`` every committed byte of the map is checked first, as for ``values``."""
         return self._whole("offsets")  # type: ignore[no-any-return]
 
     def shape(self, index: int) -> tuple[int, ...]:

@@ -27,13 +27,15 @@ class StringsMmap(MapBase):
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
-        """The n + 1 byte offsets (read-only int64): string i is ``values[offsets[i]:offsets[i + 1]]``."""
+        """The n + 1 byte offsets (read-only int64): string i is ``values[offsets[i]:offsets[i + 1]]``. With
+        ``verify_reads=True`` every committed byte of the map is checked first, as for ``values``."""
         return self._whole("offsets")  # type: ignore[no-any-return]
 
     @property
     def values(self) -> np.ndarray[Any, Any]:
         """All strings' UTF-8 bytes back to back (read-only uint8); for a compressed map, the compressed bytes
-        (``offsets`` then count them)."""
+        (``offsets`` then count them). With ``verify_reads=True`` every committed byte is checked first (each
+        checksum record once per handle)."""
         return self._whole("values")  # type: ignore[no-any-return]
 
     def extend_utf8(self, utf8: Any, lengths: Any) -> None:
