@@ -17,7 +17,7 @@ from legacy_090 import copy_map
 import mmap_ninja
 from mmap_ninja import StringsMmap, open_existing
 from mmap_ninja.cli import main
-from mmap_ninja.convert import Converted, convert
+from mmap_ninja.conversion import Converted, convert
 from mmap_ninja.legacy import LegacyMapWarning, open_legacy
 from mmap_ninja.storage import CorruptMapError, NotAMapError
 
@@ -128,11 +128,11 @@ def test_refusals(legacy_maps: dict[str, Path], tmp_path: Path) -> None:
         convert(tmp_path / "empty", tmp_path / "new", verbose=False)
     with pytest.raises(FileExistsError, match="taken already exists"):
         convert(source, tmp_path / "taken", verbose=False)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        convert(source, tmp_path / "no" / "such" / "new", verbose=False)
+    with pytest.raises(NotAMapError, match="does not exist"):  # refused before any folder of DST is created
+        convert(tmp_path / "missing", tmp_path / "no" / "such" / "new", verbose=False)
     with pytest.raises(ValueError, match="inside the source"):
         convert(source, source / "v1", verbose=False)
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before and not (tmp_path / "no").exists()
     assert entries(tmp_path) == ["empty", "native", "source", "taken"]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from mmap_ninja import NotAMapError, RecordsMmap, StringsMmap
 from mmap_ninja.cli import main
-from mmap_ninja.convert import convert, source_kind
+from mmap_ninja.conversion import convert, source_kind
 from mmap_ninja.generic import open_existing
 
 
@@ -392,7 +392,7 @@ def test_a_folder_of_big_files_is_read_a_bounded_number_of_bytes_at_a_time(tmp_p
     """The default batch of a folder was 1,024 text files (256 images) whatever their size: 1,024 books of 100 MB
     would be held in memory at once. It is now as many files as fit in the batch budget (64 MiB), by their mean
     size, as for maps; here the budget is made 2.5 MB to see it with 1 MB files."""
-    import mmap_ninja.convert as convert_module
+    import mmap_ninja.conversion as convert_module
 
     monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
     src = tmp_path / "folder"
@@ -413,7 +413,7 @@ def test_a_folder_of_big_files_is_read_a_bounded_number_of_bytes_at_a_time(tmp_p
 def test_json_lines_of_big_rows_are_read_a_bounded_number_of_bytes_at_a_time(tmp_path, monkeypatch):
     """4,096 rows at a time whatever their size: rows of 1 MB each would be 4 GB in memory. The default now
     fits the batch budget by the mean length of the file's first lines (budget made 2.5 MB here)."""
-    import mmap_ninja.convert as convert_module
+    import mmap_ninja.conversion as convert_module
 
     monkeypatch.setattr(convert_module, "_BATCH_BYTES", 2_500_000)
     src = tmp_path / "rows.jsonl"

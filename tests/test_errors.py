@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(mmap_ninja.__file__).parent
 OLD_HOMES = {
     "ChecksumMismatchError": "mmap_ninja.checksums",
     "SchemaMismatchError": "mmap_ninja.sharded",
-    "ConversionError": "mmap_ninja.convert",
+    "ConversionError": "mmap_ninja.conversion",
     "SampleFetchError": "mmap_ninja.parallel",
     "RemoteStorageError": "mmap_ninja.adapters.remote",
     "LegacyMapWarning": "mmap_ninja.legacy",
@@ -24,7 +24,8 @@ OLD_HOMES = {
 }
 
 BUILTINS = {
-    "NotAMapError": FileNotFoundError, "ClosedMapError": ValueError, "MapExistsError": FileExistsError,
+    "NotAMapError": FileNotFoundError, "MapMovedError": FileNotFoundError, "ClosedMapError": ValueError,
+    "MapExistsError": FileExistsError,
     "ReadOnlyMapError": PermissionError,
     "CorruptMapError": ValueError, "ChecksumMismatchError": ValueError, "FormatVersionError": ValueError,
     "UnknownFeatureError": ValueError, "MapLockedError": BlockingIOError, "UnfinishedMapError": ValueError,

@@ -139,7 +139,7 @@ def test_0_9_0_calls_extend_verbose_and_flush(tmp_path):
 
 
 def test_convert_with_a_codec_refuses_kinds_it_cannot_compress(tmp_path):
-    from mmap_ninja.convert import convert
+    from mmap_ninja.conversion import convert
 
     np_from_ndarray(tmp_path / "n", np.zeros((2, 2))).close()
     with pytest.raises(ValueError, match="a numpy map cannot be re-encoded"):

@@ -135,8 +135,8 @@ def test_the_core_imports_no_adapter_at_module_level():
 def test_adapters_import_only_public_names(adapter):
     private = []
     for module, names, line in _imports(ast.parse(MODULES[adapter].read_text()), module_level=False):
-        if not module.startswith("mmap_ninja"):
-            continue
+        if not module.startswith("mmap_ninja") or module.startswith("mmap_ninja.adapters"):
+            continue  # an adapter may share helpers with another adapter: the rule is about the core's names
         parts = module.split(".")
         private += [f"line {line}: {module}" for part in parts if part.startswith("_")]
         private += [f"line {line}: {module}.{name}" for name in names if name.startswith("_")]
@@ -149,7 +149,7 @@ def test_adapters_import_only_names_their_module_publishes(adapter):
 
     unlisted = []
     for module, names, line in _imports(ast.parse(MODULES[adapter].read_text()), module_level=False):
-        if not module.startswith("mmap_ninja"):
+        if not module.startswith("mmap_ninja") or module.startswith("mmap_ninja.adapters"):
             continue
         published = set(getattr(importlib.import_module(module), "__all__", ()))
         unlisted += [f"line {line}: {module}.{name}" for name in names

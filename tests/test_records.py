@@ -1018,7 +1018,7 @@ def test_indexing_by_field_names_says_how_to_read_fields(rec):
             rec[index]
 
 
-def test_from_pandas_stores_datetime_columns_as_from_arrow_does_and_refuses_time_zones(tmp_path):
+def test_from_pandas_stores_datetime_columns_as_from_arrow_does_zones_included(tmp_path):
     import pandas as pd
     import pyarrow as pa
 
@@ -1030,9 +1030,10 @@ def test_from_pandas_stores_datetime_columns_as_from_arrow_does_and_refuses_time
     from_arrow = RecordsMmap.from_arrow(tmp_path / "a", pa.Table.from_pandas(frame))
     assert np.array_equal(rec["when"][:], from_arrow["when"][:])
     zoned = pd.DataFrame({"when": pd.to_datetime(["2020-01-01"]).tz_localize("UTC")})
-    with pytest.raises(TypeError, match=r"field 'when' holds time-zone-aware timestamps.*tz_convert\(None\)"):
-        RecordsMmap.from_pandas(tmp_path / "z", zoned)
-    assert not (tmp_path / "z").exists()
+    stored = RecordsMmap.from_pandas(tmp_path / "z", zoned)  # UTC values, the zone in the field (issue 20)
+    also = RecordsMmap.from_arrow(tmp_path / "za", pa.Table.from_pandas(zoned))
+    assert stored.schema["when"] == also.schema["when"] and stored.schema["when"].timezone == "UTC"
+    assert np.array_equal(stored["when"][:], also["when"][:])
 
 
 def test_a_missing_key_error_says_how_many_rows_were_searched_and_about_refresh(tmp_path):

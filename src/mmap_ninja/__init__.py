@@ -3,9 +3,11 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
+- `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
+from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
     ChecksumMismatchError,
     ClosedMapError,
@@ -17,6 +19,7 @@ from mmap_ninja.errors import (
     MapError,
     MapExistsError,
     MapLockedError,
+    MapMovedError,
     MissingKeyError,
     MissingSpecError,
     NoSuchFieldError,
@@ -57,6 +60,7 @@ __all__ = [
     "MapError",
     "MapExistsError",
     "MapLockedError",
+    "MapMovedError",
     "MissingKeyError",
     "MissingSpecError",
     "NoSuchFieldError",
@@ -78,6 +82,7 @@ __all__ = [
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
+    "convert",
     "merge",
     "np_append",
     "np_extend",

@@ -10,8 +10,9 @@ a sample is returned, the records covering the bytes it is read from are hashed 
 handle: reading a whole commit's samples hashes that commit once), and a mismatch raises
 `ChecksumMismatchError` naming the file, the byte range and the samples it holds.
 
-The hash is xxh3-64 from the ``xxhash`` package when it is installed (about 25 GB/s here: a build loses ~4%),
-otherwise the standard library's CRC-32 (about 7 GB/s). A map records which one it uses.
+New maps hash with xxh3-64 from the ``xxhash`` package, a core dependency (about 25 GB/s here: a build loses ~4%),
+so every installation can append to and deep-verify every map. Maps written by an installation that lacked it
+use the standard library's CRC-32 (about 7 GB/s) and keep it. A map records which one it uses.
 """
 
 from __future__ import annotations
@@ -54,11 +55,8 @@ ALGORITHMS: dict[str, Hasher] = {"xxh3_64": _xxh3, "crc32": _crc32}
 
 
 def default_algorithm() -> str:
-    """xxh3-64 if ``xxhash`` is installed, else CRC-32."""
-    try:
-        import xxhash  # noqa: F401
-    except ImportError:
-        return "crc32"
+    """The algorithm of new maps: always xxh3-64 (``xxhash`` is a core dependency), so a map's format never
+    depends on which packages happen to be installed."""
     return "xxh3_64"
 
 
@@ -68,8 +66,8 @@ def hasher(algorithm: str) -> Hasher:
         try:
             import xxhash  # noqa: F401
         except ImportError:
-            raise ImportError("this map's checksums are xxh3-64, which needs the 'xxhash' package: "
-                              "pip install xxhash") from None
+            raise ImportError("this map's checksums are xxh3-64, which needs the 'xxhash' package (a dependency "
+                              "of mmap_ninja that is missing from this installation): pip install xxhash") from None
     try:
         return ALGORITHMS[algorithm]
     except KeyError:

@@ -12,7 +12,9 @@ Subcommands:
   ``--codec``.
 
 Every subcommand understands single maps, sharded maps (a directory with ``shards.json``) and, for reading, maps
-written by 0.9.0.
+written by 0.9.0 and maps at URLs (``s3://bucket/path``, any fsspec URL; ``--storage-options JSON``): ``info`` and
+``verify`` read their headers and object sizes only, ``verify --deep``, ``head`` and ``convert`` download through
+the cache.
 
 A subcommand is a function ``add_<name>(subparsers)`` that declares its arguments and sets ``handler`` to a
 function of the parsed arguments returning the exit status; `COMMANDS` lists them. Errors end the command with
@@ -50,6 +52,22 @@ def _batch_size(text: str) -> int:
     return value
 
 
+def _storage_options(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def _add_url_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-options", type=_storage_options, default=None, metavar="JSON",
+                        help="for a URL: fsspec's options as a JSON object (S3: key, secret, client_kwargs with "
+                             "endpoint_url, ...); default: the environment's (AWS_* variables, ~/.aws)")
+
+
 # ---------------------------------------------------------------------------------------------- convert
 
 
@@ -84,14 +102,16 @@ def add_convert(subparsers: Any) -> None:
                              "coefficients (the same pixels, decoded 2-3x faster; needs mmap_ninja[baseline])")
     parser.add_argument("--field", metavar="NAME", default=None,
                         help="JSON lines: keep only this field of each object (strings: a strings map)")
+    _add_url_options(parser)
     parser.set_defaults(handler=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from mmap_ninja.convert import convert
+    from mmap_ninja.conversion import convert
 
     done = convert(args.src, args.dst, verbose=not args.quiet, batch_size=args.batch_size, codec=args.codec,
-                   records=args.records, field=args.field, baseline_jpeg=args.baseline_jpeg)
+                   records=args.records, field=args.field, baseline_jpeg=args.baseline_jpeg,
+                   storage_options=args.storage_options)
     print(f"converted {args.src} ({done.kind}, {done.length} samples) into {done.path}")
     return 0
 
@@ -105,18 +125,22 @@ def add_info(subparsers: Any) -> None:
                                                "version, metadata and the bytes of each column, from its header.")
     parser.add_argument("path", metavar="PATH")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_url_options(parser)
     parser.set_defaults(handler=run_info)
 
 
-def describe(path: str) -> dict[str, Any]:
+def describe(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `info` prints, as a dict, from headers alone: no sample is read and no data file is opened or mapped
     (the bytes per column come from the files' sizes), so it is instant whatever the number of samples. A sharded
-    map reads ``shards.json`` and each shard's header."""
+    map reads ``shards.json`` and each shard's header. ``path`` may be a URL (``s3://...``, any fsspec URL): its
+    headers are fetched and its objects' sizes listed, nothing else is downloaded."""
     from mmap_ninja.format import read_header
     from mmap_ninja.legacy import is_legacy_map, open_legacy
     from mmap_ninja.sharded import ShardedMap, is_sharded
-    from mmap_ninja.storage import absolute
+    from mmap_ninja.storage import absolute, is_url
 
+    if is_url(path):
+        return _describe_url(path, storage_options)
     directory = absolute(path)
     if is_legacy_map(directory):
         reader = open_legacy(directory)
@@ -130,33 +154,65 @@ def describe(path: str) -> dict[str, Any]:
         return legacy
     if is_sharded(directory):
         top = ShardedMap(directory, mode="r")
-        info: dict[str, Any] = {"path": str(directory), "kind": top.kind, "format": "sharded 1.0",
-                                "length": len(top), "shards": len(top.shards)}
-        algorithms: set[str] = set()
-        sizes: dict[str, int] = {}
-        formats: list[str] = []  # an images map's, kept by each shard's header
+        parts = []
         for shard in top.shards:
             header = read_header(directory / shard.path)
-            algorithms.add(header.checksums or "none")
-            formats += [name for name in header.attrs.get("formats", []) if name not in formats]
-            for name, size in _column_bytes(directory / shard.path, header.columns).items():
-                sizes[name] = sizes.get(name, 0) + size
-        info["checksums"] = ", ".join(sorted(algorithms)) or "none"
-        info.update(_attributes(top.kind, {**top.attrs, "formats": formats}, len(top)))
-        info["metadata"] = top.metadata
-        info["bytes"] = sizes
-        return info
+            parts.append((header, _column_bytes(directory / shard.path, header.columns)))
+        return _describe_sharded(str(directory), top.kind, top.attrs, len(top), top.metadata, parts)
     header = read_header(directory)
+    return _describe_map(str(directory), header, _column_bytes(directory, header.columns))
+
+
+def _describe_url(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    from mmap_ninja.adapters.remote_check import remote_listing
+    from mmap_ninja.errors import CorruptMapError
+    from mmap_ninja.storage import COLUMN_SUFFIX
+
+    listing = remote_listing(url, storage_options)
+    parts = []
+    for entry in listing.maps:
+        if entry.header is None:
+            raise CorruptMapError(entry.problem or f"{entry.url} has no readable header")
+        parts.append((entry.header, {name: entry.sizes.get(name + COLUMN_SUFFIX, 0) for name in entry.header.columns}))
+    if not listing.sharded:
+        return _describe_map(listing.url, *parts[0])
+    assert listing.kind is not None
+    return _describe_sharded(listing.url, listing.kind, listing.attrs, sum(info.length for info in listing.shards),
+                             listing.metadata, parts)
+
+
+def _describe_sharded(where: str, kind: str, attrs: dict[str, Any], length: int, metadata: dict[str, Any],
+                      parts: list[tuple[Any, dict[str, int]]]) -> dict[str, Any]:
+    """`info` of a sharded map from its top header and each shard's (header, bytes per column)."""
+    info: dict[str, Any] = {"path": where, "kind": kind, "format": "sharded 1.0", "length": length,
+                            "shards": len(parts)}
+    algorithms: set[str] = set()
+    sizes: dict[str, int] = {}
+    formats: list[str] = []  # an images map's, kept by each shard's header
+    for header, column_bytes in parts:
+        algorithms.add(header.checksums or "none")
+        formats += [name for name in header.attrs.get("formats", []) if name not in formats]
+        for name, size in column_bytes.items():
+            sizes[name] = sizes.get(name, 0) + size
+    info["checksums"] = ", ".join(sorted(algorithms)) or "none"
+    info.update(_attributes(kind, {**attrs, "formats": formats}, length))
+    info["metadata"] = metadata
+    info["bytes"] = sizes
+    return info
+
+
+def _describe_map(where: str, header: Any, column_bytes: dict[str, int]) -> dict[str, Any]:
+    """`info` of a single map from its header and the bytes of each column."""
     attrs = header.attrs
     length = _count(header.kind, header.lengths, attrs)
     info = {
-        "path": str(directory), "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
+        "path": where, "kind": header.kind, "format": f"{header.version[0]}.{header.version[1]}",
         "length": length, "commit": header.commit, "unfinished_build": header.building,
         "requires": list(header.requires), "checksums": header.checksums or "none",
     }
     info.update(_attributes(header.kind, attrs, length))
     info["metadata"] = header.metadata
-    info["bytes"] = _column_bytes(directory, header.columns)
+    info["bytes"] = column_bytes
     return info
 
 
@@ -213,7 +269,7 @@ def _count(kind: str, lengths: dict[str, int], attrs: dict[str, Any]) -> Any:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = describe(args.path)
+    info = describe(args.path, args.storage_options)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -245,13 +301,15 @@ def add_verify(subparsers: Any) -> None:
                         help="re-hash every committed byte (and look every key of a keyed records map up)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (shown for --deep on a terminal)")
+    _add_url_options(parser)
     parser.set_defaults(handler=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from mmap_ninja.verify import verify
 
-    report = verify(args.path, deep=args.deep, progress=args.deep and not args.quiet and sys.stderr.isatty())
+    report = verify(args.path, deep=args.deep, progress=args.deep and not args.quiet and sys.stderr.isatty(),
+                    storage_options=args.storage_options)
     if args.json:
         print(json.dumps({"path": str(report.path), "ok": report.ok, "kind": report.kind, "length": report.length,
                           "deep": report.deep, "problems": report.problems, "notes": report.notes,
@@ -286,6 +344,7 @@ def add_head(subparsers: Any) -> None:
                         help="print one JSON object: the length and the samples (strings cut at 1,000 characters, "
                              "arrays as dtype, shape and their first 32 values; NaN and infinities as the strings "
                              "nan, inf, -inf)")
+    _add_url_options(parser)
     parser.set_defaults(handler=run_head)
 
 
@@ -344,8 +403,10 @@ def _json_number(value: Any) -> Any:
 
 def run_head(args: argparse.Namespace) -> int:
     from mmap_ninja.generic import open_existing
+    from mmap_ninja.storage import is_url
 
-    m = open_existing(args.path, mode="r")
+    m = open_existing(args.path, mode="r",
+                      **({"storage_options": args.storage_options} if is_url(args.path) else {}))
     try:
         count = min(args.n, len(m))
         if args.json:

@@ -20,6 +20,7 @@ __all__ = [
     "MapError",
     "MapExistsError",
     "MapLockedError",
+    "MapMovedError",
     "MissingKeyError",
     "MissingSpecError",
     "NoSuchFieldError",
@@ -55,6 +56,11 @@ class ReadOnlyMapError(MapError, PermissionError):
 class ClosedMapError(MapError, ValueError):
     """The map (or its store) was closed: ``close()`` or the end of its ``with`` block; reopen it to read again
     (a closed file object raises ``ValueError`` the same way)."""
+
+
+class MapMovedError(NotAMapError):
+    """The map an open handle refers to is no longer at its path: moved (`merge` moves maps into a sharded map's
+    ``shards/`` folder) or deleted. The message says where it is now when that can be found."""
 
 
 class CorruptMapError(MapError, ValueError):

@@ -173,9 +173,8 @@ def parse_header(content: Any, path: Path) -> Header:
     """Check the decoded JSON of a header; ``path`` is only used in error messages."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
-    stored = content.pop("checksum", None)
-    if stored is not None and stored != header_checksum(content):
-        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
+    # The version first: a newer major version may compute its checksum differently, so whatever its checksum
+    # says, the reader can only say that it is too new.
     version = content.get("version")
     if (not isinstance(version, list) or len(version) != 2
             or not all(type(v) is int and v >= 0 for v in version)):
@@ -184,6 +183,9 @@ def parse_header(content: Any, path: Path) -> Header:
         raise FormatVersionError(
             f"{path.parent} uses format version {version[0]}.{version[1]}, newer than this mmap_ninja reads "
             f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade mmap_ninja to read it")
+    stored = content.pop("checksum", None)
+    if stored is not None and stored != header_checksum(content):
+        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     missing = _REQUIRED_KEYS - content.keys()
     if missing:
         raise CorruptMapError(f"{path} is missing the field(s) {', '.join(sorted(missing))}")

@@ -33,7 +33,8 @@ import numpy as np
 
 from mmap_ninja.errors import CorruptMapError
 
-__all__ = ["FEATURE", "SLOTS", "KeyIndex", "check_unique", "hash_keys", "hash_one", "insert_keys", "key_attrs"]
+__all__ = ["FEATURE", "SLOTS", "KeyIndex", "check_unique", "hash_keys", "hash_one", "insert_keys", "key_attrs",
+           "key_field", "key_mismatch"]
 
 FEATURE = "records.keys"
 """The name a records map with a key lists in its header's ``requires`` (see FORMAT.md, "Keys")."""
@@ -47,6 +48,25 @@ _EMPTY = -1
 def key_attrs(field: str) -> dict[str, Any]:
     """The ``attrs["key"]`` of a new map keyed by ``field`` (no table yet)."""
     return {"field": field, "hash": "blake2b-64/splitmix64", "table": [0, 0]}
+
+
+def key_field(attrs: dict[str, Any]) -> Optional[str]:
+    """The field a records map with these attributes is keyed by (``key=``), or None."""
+    spec = attrs.get("key")
+    return spec.get("field") if isinstance(spec, dict) and isinstance(spec.get("field"), str) else None
+
+
+def key_mismatch(path: Any, key: Optional[str], other_path: Any, other_key: Optional[str]) -> Optional[str]:
+    """Why the maps at ``path`` and ``other_path``, keyed by ``key`` and ``other_key`` (None: no key), cannot be
+    shards of one sharded map (whose `index_of` asks every shard for one field), or None if they can."""
+    if key == other_key:
+        return None
+    if key is None or other_key is None:
+        keyed, keyed_by, unkeyed = (path, key, other_path) if key is not None else (other_path, other_key, path)
+        return (f"{keyed} is keyed by the field {keyed_by!r} and {unkeyed} has no key; the shards of a sharded map "
+                f"are all keyed by one field, or none is")
+    return (f"it is keyed by the field {key!r}, the other by {other_key!r}; the shards of a sharded map are all "
+            f"keyed by one field (index_of would look up different fields)")
 
 
 def _signed(value: int) -> int:

@@ -99,7 +99,9 @@ class Field:
     """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"``, ``"numpy"`` or ``"images"``), its
     ``dtype`` (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a
     scalar field), its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`)
-    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`).
+    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`). A ``datetime64`` numpy field holds UTC
+    times; its ``timezone`` (an IANA name such as ``"Europe/Paris"`` or an offset such as ``"+01:00"``) is the zone
+    they were given in, kept for `RecordsMmap.to_arrow` (``Field.scalar("datetime64[us]", timezone="UTC")``).
 
     Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
     ``Field.scalar(np.int64)``, ``Field.images()``.
@@ -110,6 +112,7 @@ class Field:
     shape: Optional[tuple[int, ...]] = None
     codec: Any = None
     baseline_jpeg: bool = False
+    timezone: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in _FIELD_LAYOUTS:
@@ -136,6 +139,10 @@ class Field:
         if self.baseline_jpeg and self.kind != "images":
             raise TypeError(f"baseline_jpeg is an option of images fields, not of {self.kind} fields")
         codec_from_option(self.codec)  # an unknown codec fails here
+        if self.timezone is not None and (not isinstance(self.timezone, str) or not self.timezone
+                                          or self.dtype is None or self.dtype.kind != "M"):
+            raise TypeError(f"timezone= is the zone of a datetime64 field's times, a non-empty str; got "
+                            f"{self.timezone!r} for a {self.kind} field of dtype {self.dtype}")
 
     @classmethod
     def strings(cls, codec: Any = None) -> Field:
@@ -153,9 +160,9 @@ class Field:
         return cls("numpy", np.dtype(dtype), tuple(shape))
 
     @classmethod
-    def scalar(cls, dtype: Any) -> Field:
-        """A field of one value of ``dtype`` per row (a label, a score, a timestamp)."""
-        return cls("numpy", np.dtype(dtype), ())
+    def scalar(cls, dtype: Any, timezone: Optional[str] = None) -> Field:
+        """A field of one value of ``dtype`` per row (a label, a score, a timestamp; ``timezone``: see `Field`)."""
+        return cls("numpy", np.dtype(dtype), (), timezone=timezone)
 
     @classmethod
     def images(cls, baseline_jpeg: bool = False) -> Field:
@@ -178,7 +185,8 @@ class Field:
             return layout.attrs(dtype=self.dtype, codec=self.codec)
         if self.kind == "images":
             return layout.attrs(baseline_jpeg=self.baseline_jpeg)
-        return layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
+        attrs = layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
+        return attrs if self.timezone is None else {**attrs, "timezone": self.timezone}
 
     @classmethod
     def from_attrs(cls, kind: str, attrs: dict[str, Any]) -> Field:
@@ -187,7 +195,7 @@ class Field:
         codec = codec_from_spec(spec) if spec else None
         dtype = None if attrs.get("dtype") is None else dtype_from_json(attrs["dtype"])
         if kind == "numpy":
-            return cls(kind, dtype, tuple(attrs["sample_shape"]))
+            return cls(kind, dtype, tuple(attrs["sample_shape"]), timezone=attrs.get("timezone"))
         if kind == "images":
             return cls(kind, baseline_jpeg=bool((attrs.get("encode") or {}).get("baseline_jpeg", False)))
         return cls(kind, dtype, codec=codec)
@@ -925,7 +933,8 @@ class RecordsMmap(MapBase):
 
     def to_arrow(self) -> Any:
         """The map as a ``pyarrow.Table``, one column per field: zero-copy for uncompressed strings, 1-D numeric
-        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow);
+        ragged and numeric numpy fields, and images fields (``large_binary``, the encoded bytes; needs pyarrow); a
+        ``datetime64`` field with a `Field.timezone` as ``timestamp(unit, tz)``;
         compressed fields are decompressed into new buffers. A ragged field of samples with other than one
         dimension cannot be converted (Arrow's lists hold one): the error names the field."""
         import pyarrow as pa
@@ -945,10 +954,12 @@ class RecordsMmap(MapBase):
                 continue
             if isinstance(container, NumpyMmap):
                 array = container.array
+                zone = schema[name].timezone  # UTC times given in this zone: Arrow's timestamp(unit, tz)
+                value_type = None if zone is None else pa.timestamp(np.datetime_data(array.dtype)[0], tz=zone)
                 if array.ndim == 1:
-                    arrays[name] = pa.array(array)
+                    arrays[name] = pa.array(array, type=value_type)
                 else:
-                    arrow = pa.array(array.reshape(-1))
+                    arrow = pa.array(array.reshape(-1), type=value_type)
                     for size in array.shape[:0:-1]:
                         arrow = pa.FixedSizeListArray.from_arrays(arrow, size)
                     arrays[name] = arrow
@@ -1345,63 +1356,33 @@ class RecordsMmap(MapBase):
                     **options: Any) -> R:
         """Build a map from a pandas ``DataFrame`` (one field per column; numeric, ``datetime64`` and
         ``timedelta64`` columns become scalar fields, object columns of ``str`` strings fields, of arrays ragged
-        fields). Options as `from_dict`.
+        fields, of ``bytes`` ragged uint8 fields, of ``datetime.date`` ``datetime64[D]`` fields; time-zone-aware
+        timestamps are stored in UTC with their zone in the field, see `mmap_ninja.adapters.tables`). Options as
+        `from_dict`.
 
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
-        with an error naming its row and field, so a nullable integer column is never turned into floats:
-        ``fill_null={"label": -1}`` stores ``-1`` in its place instead."""
-        names = [str(name) for name in frame.columns]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:  # a dict of columns would keep only the last of them
-            raise ValueError(f"the DataFrame has two columns named {repeated[0]!r}; a records map's fields have "
-                             f"distinct names (rename one of them)")
-        fill = _check_fill(fill_null, names)
-        columns = {}
-        for position, name in enumerate(frame.columns):
-            series = frame.iloc[:, position]
-            field = str(name)
-            dtype = series.dtype
-            if not (isinstance(dtype, np.dtype) and dtype.kind in "fc"):  # elsewhere NaN means missing
-                missing = np.asarray(series.isna(), dtype=bool)
-                if missing.any():
-                    if field not in fill:
-                        row = int(np.flatnonzero(missing)[0])
-                        label = series.index[row]
-                        label = label.item() if isinstance(label, np.generic) else label
-                        raise ValueError(f"row {row}, field {field!r} is missing ({series.iloc[row]!r}, index label "
-                                         f"{label!r}); records fields cannot hold missing values: pass "
-                                         f"fill_null={{{field!r}: value}} to store a value in their place")
-                    try:
-                        series = series.fillna(fill[field])
-                    except (TypeError, ValueError) as e:
-                        raise TypeError(f"field {field!r}: cannot fill its missing values with "
-                                        f"{fill[field]!r}: {e}") from None
-                    dtype = series.dtype
-            if getattr(dtype, "tz", None) is not None:
-                raise TypeError(f"field {field!r} holds time-zone-aware timestamps ({dtype}), which a NumPy "
-                                f"datetime64 cannot hold; convert them to UTC first (series.dt.tz_convert(None))")
-            if getattr(dtype, "kind", "O") in "biufcmM":  # dates and times as datetime64 / timedelta64, as Arrow's
-                columns[field] = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", None))
-            else:
-                columns[field] = series.tolist()
-        return cls.from_dict(out_dir, columns, **options)
+        with an error naming its row, field and value, so a nullable integer column is never turned into floats:
+        ``fill_null={"label": -1}`` stores ``-1`` in its place instead (a value of the field's type exactly)."""
+        from mmap_ninja.adapters.tables import records_from_pandas
+
+        return records_from_pandas(cls, out_dir, frame, fill_null, options)  # type: ignore[no-any-return]
 
     @classmethod
     def from_arrow(cls: type[R], out_dir: PathLike, table: Any, *, fill_null: Optional[Mapping[str, Any]] = None,
                    **options: Any) -> R:
         """Build a map from a ``pyarrow.Table`` (one field per column; numeric columns become scalar fields,
-        string columns strings fields, list columns ragged fields, fixed-size lists fixed-shape fields).
-        Options as `from_dict`.
+        string columns strings fields, binary columns ragged uint8 fields, list columns ragged fields, fixed-size
+        lists fixed-shape fields; timestamps UTC ``datetime64`` at their unit with their zone in the field, dates
+        ``datetime64[D]``, see `mmap_ninja.adapters.tables`). Options as `from_dict`.
 
         A null (a row's value, or an element of a row's list) is refused with an error naming its row and
         field, never cast (an int column with a null would otherwise become floats with NaN):
         ``fill_null={"label": -1}`` stores ``-1`` in place of the field's nulls (of its list elements, for a
-        list column)."""
-        fill = _check_fill(fill_null, list(table.column_names))
-        columns = {}
-        for name in table.column_names:
-            columns[name] = _arrow_column(table.column(name), name, fill)
-        return cls.from_dict(out_dir, columns, **options)
+        list column); the value must be one of the field's type exactly (2.9 into an integer field is
+        refused)."""
+        from mmap_ninja.adapters.tables import records_from_arrow
+
+        return records_from_arrow(cls, out_dir, table, fill_null, options)  # type: ignore[no-any-return]
 
     @classmethod
     def from_image_folder(cls, out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
@@ -1432,101 +1413,6 @@ class RecordsMmap(MapBase):
         from mmap_ninja.adapters.ingest import records_from_parquet
 
         return records_from_parquet(out_dir, path, **options)
-
-
-def _check_fill(fill_null: Optional[Mapping[str, Any]], names: list[str]) -> dict[str, Any]:
-    if fill_null is None:
-        return {}
-    if not isinstance(fill_null, Mapping):
-        raise TypeError(f"fill_null must be a dict of field -> value, got {type(fill_null).__name__}")
-    unknown = [name for name in fill_null if name not in names]
-    if unknown:
-        raise ValueError(f"fill_null names a field {unknown[0]!r} that the data does not have (its columns: "
-                         f"{names})")
-    return dict(fill_null)
-
-
-def _refuse_nulls(array: Any, name: str, rows: Callable[[int], int], what: str) -> None:
-    """Raise naming the row of ``array``'s first null (``rows`` maps an item of ``array`` to its row)."""
-    nulls = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    row = rows(int(np.flatnonzero(nulls)[0]))
-    raise ValueError(f"row {row}, field {name!r} {what}; records fields cannot hold missing values: pass "
-                     f"fill_null={{{name!r}: value}} to store a value in their place")
-
-
-def _fill(array: Any, name: str, value: Any) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        return pc.fill_null(array, pa.scalar(value, type=array.type))
-    except (pa.ArrowException, TypeError, ValueError) as e:
-        raise TypeError(f"field {name!r}: cannot fill its nulls with {value!r} (its type is {array.type}): "
-                        f"{e}") from None
-
-
-def _arrow_holds(kind: Any) -> bool:
-    """Whether a column of this Arrow type can become a field (see `RecordsMmap.from_arrow`)."""
-    import pyarrow.types as pt
-
-    def number(t: Any) -> bool:
-        return bool(pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t) or pt.is_timestamp(t)
-                    or pt.is_date(t) or pt.is_duration(t))  # NumPy has no time-of-day or interval type
-
-    if pt.is_dictionary(kind):
-        kind = kind.value_type
-    if number(kind) or pt.is_string(kind) or pt.is_large_string(kind):
-        return True
-    if pt.is_list(kind) or pt.is_large_list(kind):
-        return number(kind.value_type)
-    while pt.is_fixed_size_list(kind):
-        kind = kind.value_type
-    return number(kind)
-
-
-def _arrow_column(column: Any, name: str, fill: dict[str, Any]) -> Any:
-    """An Arrow column as what `from_dict` takes: a 1-D or N-D ndarray, a list of str or a list of arrays;
-    nulls refused (naming the row) or filled as ``fill`` says."""
-    import pyarrow as pa
-    import pyarrow.types as pt
-
-    kind = column.type
-    if not _arrow_holds(kind):
-        raise TypeError(f"field {name!r} has Arrow type {kind}, which no records field holds (numbers, dates, "
-                        f"timestamps, durations, strings, lists and fixed-size lists of numbers do); drop or "
-                        f"convert the column")
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    nested = pt.is_fixed_size_list(kind) or pt.is_list(kind) or pt.is_large_list(kind)
-    if array.null_count:
-        if name not in fill or nested:
-            _refuse_nulls(array, name, lambda i: i, "is null")
-        array = _fill(array, name, fill[name])
-    if pt.is_string(kind) or pt.is_large_string(kind):
-        return array.to_pylist()
-    if pt.is_fixed_size_list(kind):
-        shape = []
-        while pt.is_fixed_size_list(array.type):
-            shape.append(array.type.list_size)
-            array = array.flatten()
-        if array.null_count:
-            size = int(np.prod(shape))
-            if name not in fill:
-                _refuse_nulls(array, name, lambda i: i // size, "holds a null element")
-            array = _fill(array, name, fill[name])
-        return array.to_numpy(zero_copy_only=False).reshape(-1, *shape)
-    if pt.is_list(kind) or pt.is_large_list(kind):
-        offsets = array.offsets.to_numpy()
-        flat = array.flatten()
-        if flat.null_count:
-            if name not in fill:
-                starts = offsets - offsets[0]
-                _refuse_nulls(flat, name, lambda i: int(np.searchsorted(starts, i, side="right")) - 1,
-                              "holds a null element")
-            flat = _fill(flat, name, fill[name])
-        values = flat.to_numpy(zero_copy_only=False)
-        base = offsets[0]
-        return [values[a - base:b - base] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-    return array.to_numpy(zero_copy_only=False)
 
 
 def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:

@@ -27,7 +27,7 @@ import uuid
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -47,6 +47,7 @@ from mmap_ninja.errors import (
     UnknownFeatureError,
 )
 from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
+from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
@@ -62,6 +63,7 @@ __all__ = [
     "is_sharded",
     "merge",
     "publish_shards",
+    "read_shards_header",
     "recover_merge",
     "shard_schema",
 ]
@@ -168,15 +170,15 @@ def _read_top_header(directory: Path) -> _TopHeader:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja sharded map header")
-    stored = content.pop("checksum", None)
-    if stored is not None and stored != _checksum(content):
-        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     version = content.get("version")
     if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int for v in version)):
         raise CorruptMapError(f"{path} has no valid format version: {version!r}")
-    if version[0] > FORMAT_VERSION[0]:
+    if version[0] > FORMAT_VERSION[0]:  # before the checksum, which a newer major version may compute otherwise
         raise FormatVersionError(f"{directory} is a sharded map of format version {version[0]}.{version[1]}, newer "
                                  f"than this mmap_ninja reads ({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
+    stored = content.pop("checksum", None)
+    if stored is not None and stored != _checksum(content):
+        raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     requires = content.get("requires", [])
     if not isinstance(requires, list) or requires:
         raise UnknownFeatureError(f"{directory} requires the feature(s) {requires!r} of sharded maps, which this "
@@ -713,6 +715,25 @@ def _first_difference(expected: Any, got: Any, where: str) -> Optional[str]:
     return None
 
 
+class _KeyCheck:
+    """The shards of one sharded map are all keyed by the same field, or none is (`index_of` asks each shard for
+    the same field): the first map seen (an existing shard, when appending) sets which."""
+
+    def __init__(self, out: Path, existing: Optional[_TopHeader]):
+        self.reference: Optional[tuple[Path, Optional[str]]] = None
+        if existing is not None and existing.shards:
+            path = out / existing.shards[0].path
+            with suppress(CorruptMapError, NotAMapError, FormatVersionError):  # damage: the schema check says it
+                self.reference = (path, key_field(read_header(path).attrs))
+
+    def check(self, path: Path, header: Header) -> None:
+        if self.reference is None:
+            self.reference = (path, key_field(header.attrs))
+        mismatch = key_mismatch(path, key_field(header.attrs), *self.reference)
+        if mismatch is not None:
+            raise SchemaMismatchError(f"{path} cannot be merged with {self.reference[0]}: {mismatch}")
+
+
 def _sample_count(source: _Source) -> int:
     cls = KINDS.get(source.header.kind)
     if cls is None:
@@ -787,8 +808,10 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
                 except NotAMapError:
                     raise CorruptMapError(f"{out / SHARDS_FILE} lists the shard {reference.path!r}, but "
                                           f"{reference_path} holds no map") from None
+        keyed = _KeyCheck(out, existing)
         for source in sources:
             schema = shard_schema(source.header)
+            keyed.check(source.path, source.header)
             if existing is not None and schema["kind"] != existing.kind:
                 raise SchemaMismatchError(f"{source.path} cannot be added to {out}: it holds a {schema['kind']!r} "
                                           f"map, the sharded map's shards are {existing.kind!r}")
@@ -931,3 +954,7 @@ def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
 
 
 register_sharded_reader(_kind_and_shards)
+
+
+read_shards_header = _read_top_header
+"""Read and check a sharded map's ``shards.json`` (size bound, checksum, version, shard paths) in ``directory``."""

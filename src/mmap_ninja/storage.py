@@ -33,8 +33,10 @@ from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
+    MapError,
     MapExistsError,
     MapLockedError,
+    MapMovedError,
     NotAMapError,
     ReadOnlyMapError,
     UnfinishedMapError,
@@ -408,6 +410,8 @@ class Store:
         with self._thread_lock:
             if self._txn is not None:
                 return False  # our own transaction is the newest state there is
+            if not os.path.isdir(self.path):
+                raise moved_error(self.path, self._header.id)
             header = read_header(self.path)
             if header.building and not self.allow_unfinished:
                 raise unfinished_error(self.path, header)
@@ -475,6 +479,8 @@ class Store:
                     f"{self.path} uses format version {v[0]}.{v[1]}, newer than this mmap_ninja writes "
                     f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}): it can read the map but not change it; "
                     f"upgrade mmap_ninja to write to it")
+            if not os.path.isdir(self.path):
+                raise moved_error(self.path, self._header.id)
             lock_fd = _lock(self.path, self.lock_timeout)
             try:
                 header = read_header(self.path)  # catch up with every commit made since our snapshot
@@ -809,6 +815,38 @@ def check_lock_timeout(timeout: Any) -> Optional[float]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
         raise ValueError(f"lock_timeout must be None (wait for ever) or a number of seconds >= 0, got {timeout!r}")
     return float(timeout)
+
+
+def moved_error(path: Path, map_id: Optional[str]) -> MapMovedError:
+    """The error for a handle whose map directory ``path`` is gone: moved (by `merge`, into a sharded map) or
+    deleted; it names the new place when this process still maps a file of the map with header id ``map_id``."""
+    found = _mapped_elsewhere(path, map_id)
+    where = f"it is now at {found}; open it there (or open the sharded map that holds it)" if found is not None \
+        else "merge() moves maps into a sharded map's shards/ folder: open the sharded map (or the map where it is now)"
+    return MapMovedError(f"the map this handle opened at {path} was moved or deleted (the folder no longer exists); "
+                         f"{where}")
+
+
+def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
+    """Where the map with header id ``map_id`` is now, found among the files this process maps (Linux names a
+    mapped file by its current path, after renames); None when unknown."""
+    if map_id is None:
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            folders = {Path(line.split(None, 5)[5].strip()).parent for line in maps
+                       if line.rstrip().endswith(COLUMN_SUFFIX) and len(line.split(None, 5)) == 6}
+    except OSError:
+        return None
+    for folder in sorted(folders):
+        if folder == path:
+            continue
+        try:
+            if read_header(folder).id == map_id:
+                return folder
+        except (MapError, OSError):
+            continue
+    return None
 
 
 def _lock(path: Path, timeout: Optional[float]) -> int:

@@ -15,7 +15,7 @@ from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.sharded import is_sharded
-from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
+from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived, is_url
 
 __all__ = ["Report", "verify"]
 
@@ -26,7 +26,7 @@ class Report:
     ``notes`` (facts that are not damage). ``checksums_missing``: the map (or a shard) has no checksums, so a deep
     verify could check only its structure."""
 
-    path: Path
+    path: Path | str  # a map at a URL: the URL (a Path would collapse its "//")
     kind: Optional[str] = None
     length: Optional[int] = None
     deep: bool = False
@@ -41,7 +41,8 @@ class Report:
         return not self.problems
 
 
-def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Report:
+def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
+           storage_options: Optional[dict[str, Any]] = None, cache_dir: Optional[PathLike] = None) -> Report:
     """Check the map in ``path``; returns a `Report` (``report.ok`` is True when nothing is wrong).
 
     Always (in time that does not grow with the data's bytes): the header and its own checksum, that every
@@ -52,7 +53,17 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False) -> Rep
     the shard and the samples of the whole map it holds. ``progress=True`` shows a progress bar of the bytes
     hashed (deep checks). A records map's key index (a derived column, which has no checksums) is checked by a
     deep verify by looking every row's key up. Raises `NotAMapError` if ``path`` holds no map.
+
+    ``path`` may be a URL (``s3://bucket/path``, any fsspec URL; ``storage_options`` go to fsspec): the shallow
+    check reads the headers and the objects' sizes only; ``deep=True`` downloads every map (shard) into the cache
+    (``cache_dir``, as for `mmap_ninja.open_existing`) and checks every checksum of the copy
+    (`mmap_ninja.adapters.remote_check.verify_remote`).
     """
+    if is_url(path):
+        from mmap_ninja.adapters.remote_check import verify_remote
+
+        return verify_remote(str(path), deep, progress=progress, storage_options=storage_options,
+                             cache_dir=cache_dir)
     directory = absolute(path)
     report = Report(directory, deep=deep)
     if is_legacy_map(directory):

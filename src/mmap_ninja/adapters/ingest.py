@@ -10,6 +10,9 @@ The schema comes from the Arrow types (never from the values), one field per col
 | nested ``fixed_size_list`` of numbers or booleans | numpy field of that shape |
 | Hugging Face ``Array2D`` ... ``Array5D`` of a fixed shape | numpy field of that shape |
 | ``binary`` / ``large_binary`` | ragged uint8 field (the bytes) |
+| ``timestamp(unit, tz)`` | scalar ``datetime64[unit]`` field in UTC, the zone kept in the field (`Field.timezone`) |
+| ``date32`` / ``date64`` | scalar ``datetime64[D]`` field |
+| ``duration(unit)`` | scalar ``timedelta64[unit]`` field |
 | ``struct<bytes: binary, path: string>`` (Hugging Face ``Image()``) | images field: the encoded bytes as they are |
 
 Rows are read ``batch_size`` at a time and each batch is committed before the next is read, so memory stays
@@ -45,6 +48,7 @@ except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.ingest (from_parquet, from_huggingface)") from None
 
 from mmap_ninja import Field, RecordsMmap
+from mmap_ninja.adapters.tables import arrow_time_field, arrow_time_values
 from mmap_ninja.batch import check_batch_size
 from mmap_ninja.keys import check_unique
 from mmap_ninja.storage import PathLike
@@ -83,6 +87,9 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
     field for a type with no field kind."""
     if _is_number(arrow_type):
         return Field.scalar(_numpy_dtype(arrow_type))
+    time_field = arrow_time_field(arrow_type)  # the rule every tabular reader shares (adapters/tables.py)
+    if time_field is not None:
+        return time_field
     if _is_string(arrow_type):
         return Field.strings()
     if _is_image_struct(arrow_type):
@@ -106,8 +113,9 @@ def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
             inner = inner.value_type
         if _is_number(inner):
             return Field.numpy(_numpy_dtype(inner), shape)
-    raise TypeError(f"field {name!r} has Arrow type {arrow_type}, which no records field holds (numbers, strings, "
-                    f"lists of numbers, fixed-size lists, binary and image structs do); drop or convert the column")
+    raise TypeError(f"field {name!r} has Arrow type {arrow_type}, which no records field holds (numbers, dates, "
+                    f"timestamps, durations, strings, lists of numbers, fixed-size lists, binary and image structs "
+                    f"do); drop or convert the column")
 
 
 def _array_feature_shape(arrow_type: pa.DataType) -> Optional[tuple[int, ...]]:
@@ -189,6 +197,8 @@ def _column(name: str, field: Field, array: pa.Array, first: int) -> Any:
             array = array.dictionary_decode()
         return array.to_pylist()
     if field.kind == "numpy" and field.shape == ():
+        if field.dtype is not None and field.dtype.kind in "mM":
+            return arrow_time_values(name, array, first)
         return array.to_numpy(zero_copy_only=False)
     if field.kind == "numpy":
         values = array.storage if isinstance(array, pa.ExtensionArray) else array  # an Array2D's nested lists

@@ -662,7 +662,7 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
                 shards = listing.shards
                 listing.close()
         # Every shard is checked before the first object is written: a refusal leaves the URL as it was.
-        checked = [(info.path, _checked_map(source / info.path, info.id)) for info in shards]
+        checked = [(info.path, _checked_map(source / info.path, info.id, info.length)) for info in shards]
         for rel, (header_raw, sizes) in checked:
             _upload_map(source / rel, remote, rel, header_raw, sizes)
         remote.pipe(SHARDS_FILE, raw)
@@ -676,9 +676,11 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
     remote.remove(SHARDS_FILE)
 
 
-def _checked_map(directory: Path, expect_id: Optional[str]) -> tuple[bytes, dict[str, int]]:
+def _checked_map(directory: Path, expect_id: Optional[str],
+                 expect_length: Optional[int] = None) -> tuple[bytes, dict[str, int]]:
     """The header of the finished map in ``directory`` (its bytes) and the committed bytes of each column file,
-    after checking that every column file is there and holds them."""
+    after checking that every column file is there and holds them (and, for a shard, that its id and length are
+    those ``shards.json`` lists)."""
     try:
         raw = (directory / HEADER_FILE).read_bytes()
     except FileNotFoundError:
@@ -692,6 +694,9 @@ def _checked_map(directory: Path, expect_id: Optional[str]) -> tuple[bytes, dict
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
     if expect_id is not None and header.id != expect_id:
         raise CorruptMapError(f"{directory} has the id {header.id!r}, but its sharded map lists {expect_id!r}")
+    if expect_length is not None and _length(header) != expect_length:
+        raise CorruptMapError(f"{directory} holds {_length(header)} samples, but its sharded map lists "
+                              f"{expect_length}: the shard was changed after the merge; nothing was uploaded")
     sizes = {}
     for name, column in header.columns.items():
         file = name + COLUMN_SUFFIX

@@ -6,7 +6,8 @@ Sources (`source_kind` tells which one a path is):
 - a map written by mmap_ninja 0.9.0 (its folder holds ``type.ninja``): copied into the current format, every
   sample read back and compared;
 - a map in the current format, re-encoded with ``codec=``; a sharded map (``shards.json``) of strings, ragged or
-  numpy samples, copied into one map (re-encoded too with ``codec=``);
+  numpy samples, copied into one map (re-encoded too with ``codec=``); either one at a URL (``s3://...``),
+  downloaded through the cache; their metadata is kept;
 - a folder of images (every file, in sub-folders too, has an image suffix): an `ImagesMmap` of the files' bytes
   as they are, in the order of their sorted relative paths; with ``records=True`` and the ``root/<class>/<file>``
   layout, `RecordsMmap.from_image_folder` (image and label fields) instead;
@@ -35,7 +36,7 @@ import stat
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
@@ -120,7 +121,8 @@ def source_kind(src: PathLike) -> str:
 
 def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: int | None = None,
             codec: Any = None, records: bool = False, field: str | None = None,
-            baseline_jpeg: bool = False) -> Converted:
+            baseline_jpeg: bool = False, storage_options: dict[str, Any] | None = None,
+            cache_dir: PathLike | None = None) -> Converted:
     """Make a new map at ``dst`` out of ``src`` (see the module's docstring for the sources); ``codec=``
     (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`, or ``"none"``) compresses strings and ragged samples.
     ``records=True`` turns a ``root/<class>/<file>`` folder of images into a records map with a label field;
@@ -130,15 +132,21 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     The map is built in a temporary directory next to ``dst`` and renamed to ``dst`` only when complete (and
     checked by `mmap_ninja.verify`): nothing appears at ``dst`` otherwise, and a failure leaves no temporary
     directory behind. What a conversion killed outright (SIGKILL, a power cut) left there is removed by the next
-    conversion to the same ``dst``. ``src`` is only read. ``dst`` must not exist. ``batch_size`` is how many
+    conversion to the same ``dst``. ``src`` is only read. ``dst`` must not exist; its missing parent folders are
+    created, as every builder does (and removed again if the conversion fails). ``batch_size`` is how many
     samples (rows) are held in memory at a time. ``verbose`` shows progress bars.
 
     Maps: a map mmap_ninja 0.9.0 wrote is copied into the current format (zstd-compressed strings stay
     zstd-compressed, at the same level); a map or sharded map in the current format (strings, ragged or numpy
     samples; records and images maps are refused) is copied into one map, re-encoded with ``codec=`` (a sharded
-    map keeps its shards' codec when no ``codec=`` is given). Their samples are streamed (by default as many as
+    map keeps its shards' codec when no ``codec=`` is given), keeping the map's metadata (a sharded map's, or the
+    metadata its shards share when it has none). Their samples are streamed (by default as many as
     fit in 64 MiB at a time, at most 10,000), read back and compared with the source one by one before the
     rename.
+
+    ``src`` may be the URL of a map or sharded map (``s3://bucket/path``, any fsspec URL; ``storage_options`` and
+    ``cache_dir`` as for `mmap_ninja.open_existing`): it is downloaded through the cache and copied into one local
+    map (re-encoded with ``codec=``, when given).
 
     Raises NotAMapError if ``src`` is none of the sources above (missing, a file of another kind, an empty folder),
     ValueError for an option that does not apply to the source (``codec=`` on images, ``field=`` on anything but
@@ -147,8 +155,11 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
     `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
     """
-    source_dir, target = Path(src), Path(dst)
-    kind = source_kind(source_dir)
+    from mmap_ninja.storage import is_url
+
+    remote = is_url(src)
+    source_dir, target = Path(src), Path(dst)  # (a URL's source_dir is only a name for messages)
+    kind = "url" if remote else source_kind(source_dir)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if kind == "huggingface-dict":
@@ -167,13 +178,18 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     if kind == "map" and codec is None:
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
-    parent = _check_target(source_dir, target)
-    _remove_abandoned(parent, target.name)
-    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
-    owner = _hold(temporary)
+    parent, created = _check_target(None if remote else source_dir, target)
     try:
-        if kind in ("map", "sharded", "legacy"):
-            legacy: Any = _NativeSource(source_dir) if kind != "legacy" else open_legacy(source_dir)
+        _remove_abandoned(parent, target.name)
+        temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
+        owner = _hold(temporary)
+    except BaseException:
+        _remove_created(created)
+        raise
+    try:
+        if kind in ("map", "sharded", "legacy", "url"):
+            legacy: Any = open_legacy(source_dir) if kind == "legacy" else \
+                _NativeSource(str(src) if remote else source_dir, storage_options, cache_dir)
             size = batch_size if batch_size is not None else _default_batch_size(legacy)
             _build(legacy, temporary, size, verbose, codec)
             _verify(legacy, temporary, size, verbose)
@@ -186,14 +202,15 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _check_built(temporary)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
-            raise MapExistsError(f"{target} appeared while {source_dir} was being converted; nothing was replaced")
+            raise MapExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
         os.rename(temporary, target)
         fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    finally:
         _release(temporary, owner)
+        _remove_created(created)
+        raise
+    _release(temporary, owner)
     return Converted(target, result_kind, length)
 
 
@@ -241,17 +258,34 @@ def _remove_abandoned(parent: Path, name: str) -> None:
             os.close(fd)
 
 
-def _check_target(source: Path, target: Path) -> Path:
-    """Refuse a destination that exists, has no parent folder or lies inside the source; returns its parent."""
+def _check_target(source: Path | None, target: Path) -> tuple[Path, list[Path]]:
+    """Refuse a destination that exists or lies inside the source; create its missing parent folders (as every
+    builder does). Returns its parent and the folders created, outermost first (removed again if it fails)."""
     if os.path.lexists(target):
         raise MapExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"the folder {parent} that would hold {target.name} does not exist")
-    source_abs, target_abs = source.resolve(), parent.resolve() / target.name
-    if target_abs == source_abs or source_abs in target_abs.parents:
-        raise ValueError(f"{target} is inside the source {source}; convert never writes into the source")
-    return parent
+    if source is not None:  # (None: the source is a URL)
+        source_abs, target_abs = source.resolve(), parent.resolve() / target.name
+        if target_abs == source_abs or source_abs in target_abs.parents:
+            raise ValueError(f"{target} is inside the source {source}; convert never writes into the source")
+    missing = [folder for folder in (parent, *parent.parents) if not os.path.lexists(folder)][::-1]
+    if os.path.lexists(parent) and not parent.is_dir():
+        raise NotADirectoryError(f"{parent}, which would hold {target.name}, is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        _remove_created(missing)
+        raise
+    return parent, missing
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Remove the (empty) folders a failed conversion created for its destination, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (someone else's files), or gone: leave the rest
 
 
 def _check_built(directory: Path) -> None:
@@ -565,14 +599,20 @@ def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 
 class _NativeSource:
-    """A map in the current format read like a 0.9.0 one (for re-encoding it with another codec)."""
+    """A map in the current format, local or at a URL, read like a 0.9.0 one (for re-encoding it with another
+    codec, or copying it into one local map)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str, storage_options: dict[str, Any] | None = None,
+                 cache_dir: PathLike | None = None):
         from mmap_ninja.generic import open_existing
         from mmap_ninja.sharded import ShardedMap
 
-        self.path = path
-        self.map: Any = open_existing(path, mode="r")
+        remote = isinstance(path, str)
+        options: dict[str, Any] = {"storage_options": storage_options, "cache_dir": cache_dir} if remote else {}
+        self.path: Any = PurePosixPath(path) if remote else path  # .name for progress bars and messages
+        self.opened: Any = open_existing(path, mode="r", **options)
+        # a single map at a URL: the local copy in the cache (the RemoteMap, kept open, holds it there)
+        self.map: Any = self.opened if isinstance(self.opened, ShardedMap) or not remote else self.opened.local
         self.kind = self.map.kind if isinstance(self.map, ShardedMap) else self.map.layout.kind
         if self.kind not in ("strings", "ragged", "numpy"):
             raise ValueError(f"{path} holds {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} map; convert "
@@ -582,17 +622,45 @@ class _NativeSource:
         if self.kind == "numpy":
             self.sample_shape = tuple(self.map.attrs["sample_shape"]) if isinstance(self.map, ShardedMap) \
                 else np.asarray(self.map).shape[1:]
-        self.nbytes = sum(f.stat().st_size for f in path.rglob("*.bin"))
+        self.nbytes = sum(f.stat().st_size for f in Path(path).rglob("*.bin")) if not remote else \
+            _local_bytes(self.map)
         self.compressed = False
         # the codec a sharded map's shards share, kept when no codec is given (a single map needs one)
         self.codec_spec: dict[str, Any] | None = self.map.attrs.get("codec") if isinstance(self.map, ShardedMap) \
             else None
+        self.metadata = _metadata_of(self.map)
 
     def __len__(self) -> int:
         return len(self.map)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         return list(self.map[positions])
+
+
+def _metadata_of(opened: Any) -> dict[str, Any]:
+    """The metadata a conversion of the map ``opened`` keeps: a single map's own; a sharded map's, or when it has
+    none, the metadata its shards all share (as `merge` without ``metadata=`` leaves them)."""
+    from mmap_ninja.sharded import ShardedMap
+
+    metadata: dict[str, Any] = dict(opened.metadata)
+    if metadata or not isinstance(opened, ShardedMap) or not opened.shards:
+        return metadata
+    shared = [opened.shard(k).metadata for k in range(len(opened.shards))]
+    return dict(shared[0]) if all(m == shared[0] for m in shared) else {}
+
+
+def _local_bytes(opened: Any) -> int:
+    """The bytes of a map read from a URL, as far as its local copies tell (a sharded map: by its first shard,
+    downloaded now, scaled to all samples)."""
+    from mmap_ninja.sharded import ShardedMap
+
+    if not isinstance(opened, ShardedMap):
+        return sum(f.stat().st_size for f in Path(opened.path).rglob("*.bin"))
+    if not opened.shards or not len(opened):
+        return 0
+    first = next((k for k, info in enumerate(opened.shards) if info.length), 0)
+    shard = opened.shard(first)
+    return sum(f.stat().st_size for f in Path(shard.path).rglob("*.bin")) * len(opened) // max(1, len(shard))
 
 
 def _default_rows(kind: str, src: Path) -> int:
@@ -649,25 +717,27 @@ def _build(legacy: Any, temporary: Path, batch_size: int, verbose: bool, codec: 
         codec = codec_from_spec(legacy.codec_spec)
     if codec is not None and legacy.kind not in ("strings", "ragged"):
         raise ValueError(f"codecs compress strings and ragged maps; a {legacy.kind} map cannot be re-encoded")
+    metadata = getattr(legacy, "metadata", None) or None  # a map's metadata survives its conversion
     try:
         if legacy.kind == "strings":
             from mmap_ninja.string import StringsMmap
 
             if keep and legacy.compressed:
                 built: Any = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False,
-                                                        zstd_level=legacy.zstd_level)
+                                                        zstd_level=legacy.zstd_level, metadata=metadata)
             else:
-                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False, codec=codec)
+                built = StringsMmap.from_generator(temporary, samples, batch_size, verbose=False, codec=codec,
+                                                   metadata=metadata)
         elif legacy.kind == "ragged":
             from mmap_ninja.ragged import RaggedMmap
 
             built = RaggedMmap.from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype,
-                                              codec=codec)
+                                              codec=codec, metadata=metadata)
         else:
             from mmap_ninja.numpy import from_generator
 
             built = from_generator(temporary, samples, batch_size, verbose=False, dtype=legacy.dtype,
-                                   sample_shape=legacy.sample_shape)
+                                   sample_shape=legacy.sample_shape, metadata=metadata)
         built.close()
     finally:
         if bar is not None:
