@@ -336,7 +336,7 @@ class MapBase:
         if store is None or snapshot is None:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
-            view = self.layout.view(snapshot)
+            view = self._new_view(snapshot)
             if self._verify_reads and store.header.checksums is not None:
                 view = CheckedView(view, self._read_checker(snapshot, store.header.checksums, view.length))
         with self._view_lock:
@@ -346,6 +346,10 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _new_view(self, columns: Any) -> Any:
+        """The layout's view of ``columns``, before it is published (a kind may set its read options on it)."""
+        return self.layout.view(columns)
 
     def _read_checker(self, snapshot: Any, algorithm: str, length: int) -> ReadChecker:
         """The checker ``verify_reads=True`` puts in front of a view of ``snapshot``."""

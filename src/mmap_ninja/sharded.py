@@ -956,5 +956,8 @@ def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
 register_sharded_reader(_kind_and_shards)
 
 
-read_shards_header = _read_top_header
-"""Read and check a sharded map's ``shards.json`` (size bound, checksum, version, shard paths) in ``directory``."""
+
+def read_shards_header(directory: PathLike) -> Any:
+    """The checked top header (``shards.json``) of the sharded map in ``directory``: its shards, their lengths and
+    ids, and its metadata. Raises `NotAMapError` where there is none and `CorruptMapError` if it is damaged."""
+    return _read_top_header(absolute(directory))
