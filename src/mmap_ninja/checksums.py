@@ -240,7 +240,7 @@ class ReadChecker:
         return f" (they hold samples {max(first, 0)}..{min(last, n - 1)})"
 
 
-_ONE = frozenset({"get", "decode", "raw", "format_name", "shape"})
+_ONE = frozenset({"get", "decode", "raw", "format_name", "shape", "window"})
 _MANY = frozenset({"get_many", "shapes_at", "columns_at"})
 
 

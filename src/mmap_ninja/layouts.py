@@ -369,6 +369,23 @@ def _utf8(position: int, text: Any, what: str = "item") -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- ragged
 
+def check_window(position: int, rows: int, offset: int, length: int) -> None:
+    """Refuse a window ``[offset, offset + length)`` that does not lie within sample ``position``'s ``rows``."""
+    if length < 0:
+        raise ValueError(f"a window's length cannot be negative, got {length} (sample {position})")
+    if offset < 0 or offset + length > rows:
+        raise IndexError(f"window [{offset}, {offset + length}) is out of range for sample {position}, whose "
+                         f"length is {rows}")
+
+
+def window_of(sample: np.ndarray[Any, Any], position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+    """``sample[offset:offset + length]`` after `check_window` (for samples read whole: compressed, 0.9.0)."""
+    if sample.ndim == 0:
+        raise IndexError(f"sample {position} is 0-d: it has no first axis to take a window of")
+    check_window(position, sample.shape[0], offset, length)
+    return sample[offset:offset + length]
+
+
 class RaggedView(OffsetsView):
     def __init__(self, store: Columns, dtype: Optional[np.dtype[Any]], ndims: Optional[list[int]]):
         data = store.column("data")
@@ -408,6 +425,21 @@ class RaggedView(OffsetsView):
         return [values[a:b].reshape(tuple(dims[c:d]))
                 for a, b, c, d in zip(starts, stops, firsts.tolist(), lasts.tolist())]
 
+    def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+        """Elements ``[offset, offset + length)`` of sample ``position`` along its first axis: a read-only view."""
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        if self.flat:
+            check_window(position, stop - start, offset, length)
+            return self.values[start + offset:start + offset + length]
+        shape = self.shape(position)
+        if not shape:
+            raise IndexError(f"sample {position} is 0-d: it has no first axis to take a window of")
+        check_window(position, shape[0], offset, length)
+        row = math.prod(shape[1:])
+        return self.values[start + offset * row:start + (offset + length) * row].reshape((length, *shape[1:]))
+
     def iterate(self, start: int = 0) -> Iterator[np.ndarray[Any, Any]]:
         if not self.flat:
             yield from super().iterate(start)
@@ -445,6 +477,10 @@ class CompressedRaggedView(RaggedView):
         array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
         first, last = self.shape_starts[position], self.shape_stops[position]
         return array if self.flat or last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
+
+    def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+        """The window of the decompressed sample: a new (read-only) array, not a view of the map."""
+        return window_of(self.get(position), position, offset, length)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         self.spans(positions)  # checks the offsets of all of them at once

@@ -49,7 +49,7 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_positions
+from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = [
@@ -493,6 +493,19 @@ class ShardedMap:
                 raise ValueError(f"{e} (indices within shard {k}, whose samples start at {self._starts[k]})") \
                     from None
         return self._cls.combine_batches(parts, positions, arguments)
+
+    def window(self, index: int, offset: int, length: int) -> Any:
+        """Elements ``[offset, offset + length)`` of sample ``index``, read by its shard's own ``window``
+        (`RaggedMmap.window`: a read-only view, or a copy for a codec); ``wrapper_fn`` is not applied."""
+        if getattr(self._cls, "window", None) is None:
+            raise AttributeError(f"maps of kind {self.kind!r} have no window(); only ragged maps do")
+        position = resolve_index(index, self._length)
+        k = bisect_right(self._starts, position) - 1
+        local = position - self._starts[k]
+        try:
+            return self._shard(k).window(local, offset, length)  # type: ignore[attr-defined]
+        except IndexError as e:
+            raise IndexError(f"{e} (sample {position} of {self._path} is sample {local} of shard {k})") from None
 
     def index_of(self, key: Any) -> int:
         """The position of the row whose key field holds ``key``, for shards built with a key (records maps'
