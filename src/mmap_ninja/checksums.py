@@ -241,7 +241,7 @@ class ReadChecker:
 
 
 _ONE = frozenset({"get", "decode", "raw", "format_name", "shape", "window"})
-_MANY = frozenset({"get_many", "shapes_at", "columns_at"})
+_MANY = frozenset({"get_many", "shapes_at", "checked_shapes", "columns_at"})
 
 
 class CheckedView:

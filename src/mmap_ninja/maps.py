@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 import numpy as np
 
 from mmap_ninja import parallel
+from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
 from mmap_ninja.errors import (
@@ -60,6 +61,8 @@ def _read_sharded(directory: Path) -> tuple[str, list[Path]]:
 
 
 _INT64_MAX = np.iinfo(np.int64).max
+_HEADER_DAMAGE = (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError)
+"""What building a view from a hostile header or damaged index may raise (reported as a `CorruptMapError`)."""
 _CREATION_RETRIES = 10  # opening a map another process is creating retries for up to ~50 ms
 
 
@@ -308,10 +311,15 @@ class MapBase:
                                     f"it with {KINDS[store.kind].__name__ if store.kind in KINDS else 'its class'} "
                                     f"or mmap_ninja.open_existing()")
         try:
+            check_attrs(store.kind, store.attrs)
             needed = self.layout.columns_for(store.attrs)
         except CorruptMapError as e:
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE}: {e}") from None
+        except _HEADER_DAMAGE as e:  # what the checks above do not foresee: still the header's fault
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE} has attributes a {store.kind!r} map cannot have "
+                                  f"({type(e).__name__}: {e})") from None
         missing = [name for name in needed if name not in store.header.columns]
         if missing:
             store.close()
@@ -336,7 +344,13 @@ class MapBase:
         if store is None or snapshot is None:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
-            view = self._new_view(snapshot)
+            try:
+                view = self._new_view(snapshot)
+            except MapError:
+                raise
+            except _HEADER_DAMAGE as e:  # a hostile header or damaged index the attribute checks did not foresee
+                raise CorruptMapError(f"{self._path} cannot be read: its header ({HEADER_FILE}) or an index column "
+                                      f"is damaged ({type(e).__name__}: {e})") from None
             if self._verify_reads and store.header.checksums is not None:
                 view = CheckedView(view, self._read_checker(snapshot, store.header.checksums, view.length))
         with self._view_lock:

@@ -113,7 +113,7 @@ class RaggedMmap(MapBase):
             sizes = view.offsets[positions + 1] - starts
             if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
                 raise view.corrupt(positions[:5].tolist())
-        return assemble(values, starts, sizes, view.shapes_at(positions), positions, pad_value, out)
+        return assemble(values, starts, sizes, view.checked_shapes(positions, sizes), positions, pad_value, out)
 
     def extend_flat(self, values: Any, lengths: Any) -> None:
         """Append ``len(lengths)`` 1-D samples given back to back in ``values`` (one commit).

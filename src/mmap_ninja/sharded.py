@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -47,6 +47,7 @@ from mmap_ninja.errors import (
     UnknownFeatureError,
 )
 from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
+from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
@@ -607,7 +608,7 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -804,6 +805,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise
     try:
         _recover_locked(out)
+        for name in (SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE, JOURNAL_FILE + ".tmp"):
+            check_entry(out / name)  # before anything moves: the publishing writes never go through a link
+        if (out / SHARDS_DIR).is_symlink():
+            raise CorruptMapError(f"{out / SHARDS_DIR} is a symbolic link: merge moves maps into the sharded map's "
+                                  f"own folder only")
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
@@ -866,7 +872,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             for source, (src, dest) in zip(sources, moves):
                 infos.append(ShardInfo(dest, _sample_count(source), source.header.id))
                 _move_one(src, out / dest, source.header, copy, lock_timeout)
+            # What shards.json will name reaches the disk first: the moved maps' files and folders, the new
+            # entries in shards/, and the old ones' removal from the sources' folders (else a power cut could
+            # leave a map in both places, or in neither).
+            for _, dest in moves:
+                fsync_tree(out / dest)
             fsync_dir(out / SHARDS_DIR)
+            if not copy:
+                for parent in sorted({src.parent for src, _ in moves}):
+                    fsync_dir(parent)
         except Exception:
             _recover_locked(out)  # put back what was moved: the merge is all or nothing
             raise
@@ -940,15 +954,16 @@ def _recover_locked(out: Path) -> int:
         return 0
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptMapError(f"{journal_path} is not valid JSON: {e}") from None
+    commit, copy, moves = check_journal(out, journal_path, journal, SHARDS_DIR)
     top = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
-    if top is not None and top.commit >= journal["commit"]:
+    if top is not None and top.commit >= commit:
         os.unlink(journal_path)  # the merge published; only its journal was left
         return 0
     undone = 0
-    for move in journal["moves"]:
-        src, dest = Path(move["source"]), out / move["dest"]
+    moved_back: set[Path] = set()
+    for src, dest in moves:
         staging = dest.with_name(dest.name + ".copying")
-        if journal["copy"]:
+        if copy:
             for partial in (dest, staging):
                 if partial.exists():
                     shutil.rmtree(partial)
@@ -956,7 +971,13 @@ def _recover_locked(out: Path) -> int:
         elif dest.exists() and not src.exists():
             os.rename(dest, src)
             undone += 1
+            moved_back.add(src.parent)
+    for parent in sorted(moved_back):  # the maps are back for good before the journal that records them goes
+        fsync_dir(parent)
+    if moved_back:
+        fsync_dir(out / SHARDS_DIR)
     os.unlink(journal_path)
+    fsync_dir(out)
     return undone
 
 
