@@ -35,7 +35,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
-from mmap_ninja.errors import CorruptMapError, MapError
+from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
 from mmap_ninja.sharded import (
@@ -276,5 +276,5 @@ def _refuse_foreign(out: Path) -> None:
         foreign += [f"{SHARDS_DIR}/{name}" for name in sorted(os.listdir(out / SHARDS_DIR))
                     if not name.startswith((_PART, "." + _PART))]
     if foreign:
-        raise FileExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
-                              f"directory (or one an earlier from_dask built)")
+        raise MapExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
+                             f"directory (or one an earlier from_dask built)")

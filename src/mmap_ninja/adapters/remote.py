@@ -45,7 +45,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
-from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
+from mmap_ninja.errors import (
+    CorruptMapError,
+    MapError,
+    NotAMapError,
+    ReadOnlyMapError,
+    RemoteStorageError,
+    UnfinishedMapError,
+)
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
@@ -57,11 +64,6 @@ __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "defa
            "upload"]
 
 _CHUNK = 8 << 20
-
-
-class RemoteStorageError(MapError, OSError):
-    """Object storage could not be reached or refused a request (no such endpoint, no credentials, no access);
-    the message names the URL."""
 
 
 def default_cache_dir() -> Path:
@@ -601,8 +603,8 @@ class RemoteMap:
         self._refuse_write()
 
     def _refuse_write(self, *args: Any, **kwargs: Any) -> Any:
-        raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
-                              f"publish it with mmap_ninja.upload(path, url)")
+        raise ReadOnlyMapError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
+                               f"publish it with mmap_ninja.upload(path, url)")
 
     def refresh(self) -> int:
         """Fetch the header at the URL again: a map uploaded there since takes this one's place (the next read
@@ -698,8 +700,8 @@ class RemoteShardedMap(ShardedMap):
 
     def add_shards(self, paths: Any, *, copy: bool = False) -> None:
         """Refused: a sharded map at a URL is read-only."""
-        raise PermissionError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
-                              f"map and upload it again (mmap_ninja.upload(path, url))")
+        raise ReadOnlyMapError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
+                               f"map and upload it again (mmap_ninja.upload(path, url))")
 
     def close(self) -> None:
         """Close every open shard and release the cache entries."""
