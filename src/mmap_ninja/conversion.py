@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 from mmap_ninja._fsio import fsync_dir
+from mmap_ninja.errors import ConversionError, MapExistsError
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
     NotAMapError,
@@ -52,10 +53,6 @@ from mmap_ninja.legacy import (
 
 _BATCH_BYTES = 64 << 20  # a batch of about this many bytes is held in memory (and committed) at a time
 _MAX_BATCH = 10_000
-
-
-class ConversionError(RuntimeError):
-    """The converted map did not read back equal to the source (nothing was published at the destination)."""
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -182,11 +179,13 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
     parent, created = _check_target(None if remote else source_dir, target)
+    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
     try:
         _remove_abandoned(parent, target.name)
-        temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
         owner = _hold(temporary)
-    except BaseException:
+    except BaseException:  # Ctrl-C included: a lock file made before it arrived is ours (its name is unique)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{temporary}{_LOCK_SUFFIX}")
         _remove_created(created)
         raise
     try:
@@ -205,7 +204,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _check_built(temporary)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
-            raise FileExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
+            raise MapExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
         os.rename(temporary, target)
         fsync_dir(parent)
     except BaseException:
@@ -265,7 +264,7 @@ def _check_target(source: Path | None, target: Path) -> tuple[Path, list[Path]]:
     """Refuse a destination that exists or lies inside the source; create its missing parent folders (as every
     builder does). Returns its parent and the folders created, outermost first (removed again if it fails)."""
     if os.path.lexists(target):
-        raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
+        raise MapExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
     if source is not None:  # (None: the source is a URL)
         source_abs, target_abs = source.resolve(), parent.resolve() / target.name

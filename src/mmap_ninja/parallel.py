@@ -16,9 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable
 
-
-class SampleFetchError(RuntimeError):
-    """Reading one item of the source raised; the message names the index and the original error."""
+from mmap_ninja.errors import SampleFetchError
 
 
 class FunctionIndexable:

@@ -33,13 +33,24 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file
-from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
-from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
+from mmap_ninja.errors import (
+    CorruptMapError,
+    FormatVersionError,
+    MapExistsError,
+    MapLockedError,
+    MissingKeyError,
+    NotAMapError,
+    ReadOnlyMapError,
+    SchemaMismatchError,
+    UnknownFeatureError,
+)
+from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
+from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase, resolve_index, resolve_positions
-from mmap_ninja.sharded_header import SHARDS_FILE, ShardInfo
+from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
+from mmap_ninja.sharded_header import ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
@@ -67,8 +78,6 @@ SHARDS_DIR = "shards"
 DEFAULT_MAX_OPEN_SHARDS = 64
 DEFAULT_MAX_OPEN_FILES = 256  # descriptors (each mapping holds one) of the open shards: well under the usual 1,024
 
-class SchemaMismatchError(ValueError):
-    """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
 
 
 def is_sharded(path: PathLike) -> bool:
@@ -460,7 +469,7 @@ class ShardedMap(RecordsFace):
                     raise TypeError(f"shard {k} ({self._path / info.path}) has no key field, so {self._path} "
                                     f"cannot be looked up by key") from None
                 raise
-        raise KeyError(f"no row of {self._path} has the key {key!r}")
+        raise MissingKeyError(f"no row of {self._path} has the key {key!r}")
 
     def __contains__(self, item: Any) -> bool:
         """For shards that define ``in`` (records maps with a key: whether a row has the key ``item``), whether
@@ -506,7 +515,7 @@ class ShardedMap(RecordsFace):
     def add_shards(self, paths: Sequence[PathLike], *, copy: bool = False) -> None:
         """Move the maps at ``paths`` into this sharded map as new shards, after the existing ones (see `merge`)."""
         if self._mode == "r":
-            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+            raise ReadOnlyMapError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         merge(self._path, paths, copy=copy, lock_timeout=self._lock_timeout)
         self.refresh()
 
@@ -565,7 +574,7 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -762,6 +771,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise
     try:
         _recover_locked(out)
+        for name in (SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE, JOURNAL_FILE + ".tmp"):
+            check_entry(out / name)  # before anything moves: the publishing writes never go through a link
+        if (out / SHARDS_DIR).is_symlink():
+            raise CorruptMapError(f"{out / SHARDS_DIR} is a symbolic link: merge moves maps into the sharded map's "
+                                  f"own folder only")
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
@@ -824,7 +838,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             for source, (src, dest) in zip(sources, moves):
                 infos.append(ShardInfo(dest, _sample_count(source), source.header.id))
                 _move_one(src, out / dest, source.header, copy, lock_timeout)
+            # What shards.json will name reaches the disk first: the moved maps' files and folders, the new
+            # entries in shards/, and the old ones' removal from the sources' folders (else a power cut could
+            # leave a map in both places, or in neither).
+            for _, dest in moves:
+                fsync_tree(out / dest)
             fsync_dir(out / SHARDS_DIR)
+            if not copy:
+                for parent in sorted({src.parent for src, _ in moves}):
+                    fsync_dir(parent)
         except Exception:
             _recover_locked(out)  # put back what was moved: the merge is all or nothing
             raise
@@ -857,8 +879,8 @@ def _refuse_foreign(out: Path, names_only: bool = False) -> None:
         return
     journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
     if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
-        raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
-                              f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
+        raise MapExistsError(f"{out} is not empty and holds no sharded map (found "
+                             f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
@@ -898,15 +920,16 @@ def _recover_locked(out: Path) -> int:
         return 0
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptMapError(f"{journal_path} is not valid JSON: {e}") from None
+    commit, copy, moves = check_journal(out, journal_path, journal, SHARDS_DIR)
     top = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
-    if top is not None and top.commit >= journal["commit"]:
+    if top is not None and top.commit >= commit:
         os.unlink(journal_path)  # the merge published; only its journal was left
         return 0
     undone = 0
-    for move in journal["moves"]:
-        src, dest = Path(move["source"]), out / move["dest"]
+    moved_back: set[Path] = set()
+    for src, dest in moves:
         staging = dest.with_name(dest.name + ".copying")
-        if journal["copy"]:
+        if copy:
             for partial in (dest, staging):
                 if partial.exists():
                     shutil.rmtree(partial)
@@ -914,8 +937,24 @@ def _recover_locked(out: Path) -> int:
         elif dest.exists() and not src.exists():
             os.rename(dest, src)
             undone += 1
+            moved_back.add(src.parent)
+    for parent in sorted(moved_back):  # the maps are back for good before the journal that records them goes
+        fsync_dir(parent)
+    if moved_back:
+        fsync_dir(out / SHARDS_DIR)
     os.unlink(journal_path)
+    fsync_dir(out)
     return undone
+
+
+def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
+    """The kind of the sharded map in ``directory`` and its shards' folders, from its ``shards.json``."""
+    top = _read_top_header(directory)
+    return top.kind, [Path(os.path.normpath(directory / info.path)) for info in top.shards]
+
+
+register_sharded_reader(_kind_and_shards)
+
 
 
 def read_shards_header(directory: PathLike) -> Any:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnknownFeatureError
+from mmap_ninja.format import SHARDS_FILE
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MAX_SHARDS_HEADER_BYTES", "SHARDS_FILE", "ShardInfo", "TopHeader",
            "read_top_header"]
 
-SHARDS_FILE = "shards.json"
 FORMAT_NAME = "mmap_ninja.sharded"
 FORMAT_VERSION = (1, 0)
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
