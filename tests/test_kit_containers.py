@@ -17,21 +17,8 @@ def _class_name(case_name: str) -> str:
     return "Test" + "".join(part.capitalize() for part in re.split(r"[^a-zA-Z0-9]+", case_name) if part)
 
 
-# verify_reads does not check NumpyMmap.get_batch, RecordsMmap.get_batch nor records' field containers yet: the
-# single-map read paths that issue 18's "one read path" work fixes (these cases then pass; strict=False until then).
-_UNCHECKED_SINGLE_MAP_PATHS = pytest.mark.xfail(
-    reason="verify_reads on NumpyMmap/RecordsMmap.get_batch and on field containers (issue 18, single-map part)",
-    strict=False)
-
-
 def _case_class(name, case, base=ContainerConformance, **attributes):
     namespace = {"case": case, **attributes}
-    if case.field is not None or case.spec.kind in ("numpy", "records"):
-        def test_verify_reads_catches_damage_on_every_read_path(self, place):
-            ContainerConformance.test_verify_reads_catches_damage_on_every_read_path(self, place)
-
-        namespace["test_verify_reads_catches_damage_on_every_read_path"] = _UNCHECKED_SINGLE_MAP_PATHS(
-            test_verify_reads_catches_damage_on_every_read_path)
     return type(_class_name(name), (base,), namespace)
 
 
