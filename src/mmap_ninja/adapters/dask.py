@@ -35,6 +35,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
+from mmap_ninja._osfile import fsync_directory
 from mmap_ninja.errors import CorruptMapError, MapError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
@@ -262,11 +263,7 @@ def _schema_of_a_shard(cls: type[MapBase], shards_dir: Path, partitions: list[in
 
 
 def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(path)
 
 
 def _refuse_foreign(out: Path) -> None:

@@ -28,7 +28,6 @@ every shard's column files, then that shard's ``header.json``, and the top heade
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from mmap_ninja import locks
 from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
 from mmap_ninja.legacy import is_legacy_map
@@ -116,11 +116,11 @@ class Cache:
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
         downloaded = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
+            locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
             if not entry.is_dir():
                 download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
                 try:
-                    fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+                    locks.lock(download, what=f"the cache entry {entry}")  # one downloader; the rest wait, then find it
                     if not entry.is_dir():
                         for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
                             shutil.rmtree(stale, ignore_errors=True)
@@ -172,9 +172,7 @@ class Cache:
                 break
             fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
                     continue  # a live reader maps it (or it is being downloaded)
                 trash = self.trash / uuid.uuid4().hex
                 try:
