@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 from mmap_ninja.errors import MapError
 
-__all__ = ["LockingUnavailableError", "available", "facility", "lock", "release", "try_lock"]
+__all__ = ["LockingUnavailableError", "available", "facility", "lock", "release", "require", "try_lock"]
 
 _POLL_SECONDS = 0.01  # how often a lock with a timeout is tried again
 
@@ -124,6 +124,13 @@ def _missing(what: str) -> LockingUnavailableError:
     return LockingUnavailableError(
         f"cannot lock {what}: this Python has neither the fcntl module (POSIX) nor the portalocker package "
         f"(Windows: pip install portalocker pywin32); writing a map needs a lock, reading does not")
+
+
+def require(what: str) -> None:
+    """Raise `LockingUnavailableError` naming ``what`` unless locks can be taken here (checked before a write
+    creates anything, so that a write refused for want of locks leaves the disk as it was)."""
+    if _try is None:
+        raise _missing(what)
 
 
 def try_lock(fd: int, *, shared: bool = False, what: str = "the lock file") -> bool:

@@ -238,6 +238,7 @@ class Store:
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
             raise FileExistsError(f"{path} exists and is not a directory")
+        locks.require(f"the map {path}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
