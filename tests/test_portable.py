@@ -309,3 +309,17 @@ def test_from_indexable_refuses_an_unpicklable_source_before_creating_the_map(tm
     with pytest.raises(TypeError, match=r"cannot be pickled.*<lambda>.*functools\.partial"):
         RaggedMmap.from_indexable(tmp_path / "m", lambda i: [i], 4, n_jobs=2)
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ the CI matrix
+
+
+def test_the_ci_matrix_runs_the_project_test_command_on_three_systems() -> None:
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parents[1]
+    workflow = yaml.safe_load((root / ".github" / "workflows" / "ci.yml").read_text())
+    job = workflow["jobs"]["test"]
+    assert sorted(job["strategy"]["matrix"]["os"]) == ["macos-latest", "ubuntu-latest", "windows-latest"]
+    commands = [step["run"] for step in job["steps"] if "run" in step]
+    assert commands == ["bash .ci/run"]  # the Linux job is exactly the project's CI command
+    assert "bash scripts/test.sh" in (root / ".ci" / "run").read_text()

@@ -2,7 +2,9 @@
 reaches the disk, and a directory fsync.
 
 - `pwrite`: ``os.pwrite`` where it exists (POSIX); elsewhere (Windows) a seek and a write, serialized by a lock
-  within the process, so threads writing through one descriptor never interleave their seeks.
+  within the process, so threads writing through one descriptor never interleave their seeks. On Windows a
+  descriptor from ``os.open`` translates ``\n`` to ``\r\n`` unless opened with ``O_BINARY``; `pwrite` switches it
+  to binary mode first, so every byte is written as given.
 - `fsync_file`: ``os.fsync`` on Linux and Windows (``FlushFileBuffers``). On macOS ``fsync`` only hands the data
   to the drive, whose cache may lose it at a power cut; ``fcntl(F_FULLFSYNC)`` asks the drive to write its cache
   out, so it is used there, falling back to ``fsync`` on file systems that refuse it (some network and FUSE ones).
@@ -19,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-__all__ = ["DIRECTORY_FSYNC", "FULL_FSYNC", "fsync_directory", "fsync_file", "pwrite"]
+__all__ = ["DIRECTORY_FSYNC", "FULL_FSYNC", "fsync_directory", "fsync_file", "fsync_path", "pwrite"]
 
 #: Whether `fsync_directory` does anything here (False on Windows).
 DIRECTORY_FSYNC: bool = sys.platform != "win32"
@@ -50,8 +52,16 @@ def pwrite(fd: int, data: Any, offset: int) -> int:
     if positional is not None:
         return positional(fd, data, offset)
     with _seek_and_write:
+        _binary_mode(fd)
         os.lseek(fd, offset, os.SEEK_SET)
         return os.write(fd, data)
+
+
+def _binary_mode(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.setmode(fd, os.O_BINARY)
 
 
 def fsync_file(fd: int) -> None:
@@ -66,6 +76,16 @@ def fsync_file(fd: int) -> None:
         except OSError:
             pass
     os.fsync(fd)
+
+
+def fsync_path(path: Path) -> None:
+    """`fsync_file` on the file at ``path``, opened read-only on POSIX and for writing on Windows (whose
+    ``FlushFileBuffers`` refuses a handle without write access)."""
+    fd = os.open(path, os.O_RDWR if sys.platform == "win32" else os.O_RDONLY)
+    try:
+        fsync_file(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_directory(path: Path) -> None:

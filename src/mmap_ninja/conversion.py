@@ -42,7 +42,7 @@ import numpy as np
 
 from mmap_ninja import locks
 from mmap_ninja._fsio import fsync_dir
-from mmap_ninja._osfile import fsync_file
+from mmap_ninja._osfile import fsync_path
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
     NotAMapError,
@@ -809,10 +809,6 @@ def _sync_tree(directory: Path) -> None:
     """fsync every file of the new map and its directories, so the rename publishes complete files."""
     for root, _, files in os.walk(directory):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                fsync_file(fd)
-            finally:
-                os.close(fd)
+            fsync_path(Path(root, name))
         fsync_dir(Path(root))
 

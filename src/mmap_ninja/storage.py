@@ -26,7 +26,7 @@ import numpy as np
 
 from mmap_ninja import locks
 from mmap_ninja._fsio import fsync_dir, replace_file, write_all
-from mmap_ninja._osfile import fsync_file
+from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -751,11 +751,7 @@ class Store:
         for column in self._columns.values():
             if column.fd is not None:
                 fsync_file(column.fd)
-        fd = os.open(self.path / HEADER_FILE, os.O_RDONLY)
-        try:
-            fsync_file(fd)
-        finally:
-            os.close(fd)
+        fsync_path(self.path / HEADER_FILE)
         fsync_dir(self.path)
 
     def flush(self) -> None:
