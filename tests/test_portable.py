@@ -323,3 +323,31 @@ def test_the_ci_matrix_runs_the_project_test_command_on_three_systems() -> None:
     commands = [step["run"] for step in job["steps"] if "run" in step]
     assert commands == ["bash .ci/run"]  # the Linux job is exactly the project's CI command
     assert "bash scripts/test.sh" in (root / ".ci" / "run").read_text()
+
+
+# ------------------------------------------------------------------ DataLoader workers under spawn and forkserver
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_dataloader_workers_read_images_and_sharded_maps_under_spawn_and_forkserver(tmp_path: Path,
+                                                                                    method: str) -> None:
+    # strings, ragged, numpy (tests/test_torch.py) and records (tests/test_torch_records.py) are checked the same
+    # way; these are the two other kinds of map a DataLoader reads.
+    torch_data = pytest.importorskip("torch.utils.data")
+    from mmap_ninja import ImagesMmap, StringsMmap, merge
+    from mmap_ninja.testing import spec_for
+
+    images = spec_for("images")
+    ImagesMmap.from_generator(tmp_path / "images", images.samples(0, 9), 4).close()
+    for part in ("a", "b"):
+        StringsMmap.from_strings(tmp_path / part, [f"{part}{i}" for i in range(4)]).close()
+    merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"])
+    dataset = torch_data.ConcatDataset([open_existing(tmp_path / "images"), open_existing(tmp_path / "sharded")])
+    order = [12, 0, 8, 16, 3, 9, 1, 15, 4, 7, 10, 2, 14, 6, 11, 5, 13]
+    loader = torch_data.DataLoader(dataset, batch_size=3, sampler=order, num_workers=2,
+                                   multiprocessing_context=method, collate_fn=list)
+    seen = [sample for batch in loader for sample in batch]
+    want = [*images.samples(0, 9), *[f"{p}{i}" for p in "ab" for i in range(4)]]
+    assert len(seen) == len(order)
+    for got, index in zip(seen, order):
+        assert images.equal(got, want[index]) if index < 9 else got == want[index]
