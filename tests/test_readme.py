@@ -11,7 +11,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_snippets_run(capsys):
     snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     remote = next(s for s in snippets if "memory://" in s)  # the object storage snippet, checked below
-    first, records, training = (s for s in snippets if s is not remote)
+    order = next(s for s in snippets if "blend(" in s)  # the training order snippet, checked below
+    first, records, training = (s for s in snippets if s is not remote and s is not order)
     exec(compile(first, "README snippet 1", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
 
@@ -36,3 +37,11 @@ def test_readme_snippets_run(capsys):
     exec(compile(remote, "README snippet (object storage)", "exec"), names)
     assert capsys.readouterr().out.splitlines()[-1] == "5 [0 1 2]"
     assert list((Path("cache") / "entries").iterdir())  # read through the cache
+
+    names = {}
+    exec(compile(order, "README snippet (training order)", "exec"), names)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1000000000 [0, 1, 2, 3, 4]"
+    counts, first_source = lines[1].rsplit(" ", 1)
+    assert counts == "[800, 200]" and first_source in ("0", "1")
+    assert lines[2] == "1 600 350"  # 300 of rank 0 of 2 = global position 600; 1400 left over 4 ranks

@@ -287,7 +287,7 @@ class MapBase:
         if store is None or snapshot is None:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
-            view = self.layout.view(snapshot)
+            view = self._new_view(snapshot)
             if self._verify_reads and store.header.checksums is not None:
                 view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
         with self._view_lock:
@@ -297,6 +297,10 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _new_view(self, columns: Any) -> Any:
+        """The layout's view of ``columns``, before it is published (a kind may set its read options on it)."""
+        return self.layout.view(columns)
 
     def _resolve(self, stale: _StaleView) -> Any:
         """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""

@@ -52,6 +52,7 @@ __all__ = [
     "is_sharded",
     "merge",
     "publish_shards",
+    "read_shards_header",
     "recover_merge",
     "shard_schema",
 ]
@@ -937,3 +938,9 @@ def _recover_locked(out: Path) -> int:
             undone += 1
     os.unlink(journal_path)
     return undone
+
+
+def read_shards_header(directory: PathLike) -> Any:
+    """The checked top header (``shards.json``) of the sharded map in ``directory``: its shards, their lengths and
+    ids, and its metadata. Raises `NotAMapError` where there is none and `CorruptMapError` if it is damaged."""
+    return _read_top_header(absolute(directory))
