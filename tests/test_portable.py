@@ -305,9 +305,10 @@ def test_from_indexable_workers_under_spawn_and_forkserver(tmp_path: Path, metho
 
 def test_from_indexable_refuses_an_unpicklable_source_before_creating_the_map(tmp_path: Path) -> None:
     from mmap_ninja import RaggedMmap
+    from mmap_ninja.parallel import make_indexable
 
     with pytest.raises(TypeError, match=r"cannot be pickled.*<lambda>.*functools\.partial"):
-        RaggedMmap.from_indexable(tmp_path / "m", lambda i: [i], 4, n_jobs=2)
+        RaggedMmap.from_indexable(tmp_path / "m", make_indexable(lambda i: [i], length=5), 4, n_jobs=2)
     assert not (tmp_path / "m").exists()
 
 
