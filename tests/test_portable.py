@@ -94,6 +94,17 @@ def test_the_facility_is_named() -> None:
     assert locks.facility() == ("fcntl.flock" if os.name == "posix" else "portalocker")
 
 
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
+def test_the_os_specific_modules_type_check_for_windows_and_macos(platform: str) -> None:
+    # mypy --strict reads their Windows and macOS branches as it would on those systems (pywin32 and msvcrt paths,
+    # F_FULLFSYNC), so a name missing there is caught on Linux.
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "mypy", "--platform", platform, "--follow-imports=silent",
+                           "--no-incremental", "src/mmap_ninja/locks.py", "src/mmap_ninja/_osfile.py"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # ------------------------------------------------------------------ without fcntl
 
 _HIDE_FCNTL = '''

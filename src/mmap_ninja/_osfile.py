@@ -67,7 +67,7 @@ def _binary_mode(fd: int) -> None:
 def fsync_file(fd: int) -> None:
     """Make what was written to ``fd`` durable: ``F_FULLFSYNC`` on macOS (``fsync`` where the file system refuses
     it), ``fsync`` elsewhere."""
-    if _F_FULLFSYNC is not None:
+    if sys.platform == "darwin" and _F_FULLFSYNC is not None:
         import fcntl
 
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,8 @@ _Unlock = Callable[[int], None]
 
 
 def _flock_backend() -> Optional[tuple[str, _TryLock, _Unlock, Callable[[int, bool], None]]]:
+    if sys.platform == "win32":  # no fcntl there (and mypy --platform win32 checks the rest of this module)
+        return None
     try:
         import fcntl
     except ImportError:
