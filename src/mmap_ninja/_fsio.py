@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mmap_ninja._osfile import fsync_directory, fsync_file, pwrite
+from mmap_ninja.errors import CorruptMapError
 
 # Linux writes at most 0x7ffff000 bytes per write call; stay below that and loop.
 _MAX_WRITE = 1 << 30
@@ -21,6 +23,60 @@ except (AttributeError, ValueError, OSError):
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in ``path`` durable (a no-op on Windows, see `_osfile`)."""
     fsync_directory(path)
+
+
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _not_regular(path: Path, what: str) -> CorruptMapError:
+    return CorruptMapError(f"{path} is {what}, not a regular file of the map: mmap_ninja never writes through a "
+                           f"link or into anything a map did not create (a map folder from another source may "
+                           f"hold one); remove it, or copy the map")
+
+
+def check_entry(path: Path) -> None:
+    """Refuse a write to ``path`` (a rename over it, a deletion) unless it is missing or a regular file: a map's
+    writes never touch a symbolic link's target or anything but the map's own files."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise _not_regular(path, f"a symbolic link (to {os.readlink(path)})")
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(path, "not a file")
+
+
+def open_inside(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags, mode)`` for a write to a map's own file: refused with a `CorruptMapError` (and
+    nothing created or changed) if ``path`` is a symbolic link or not a regular file. ``O_NOFOLLOW`` where the OS
+    has it; elsewhere ``lstat`` first."""
+    check_entry(path)  # also keeps a FIFO from blocking the open
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK, errno.EISDIR):  # a link made since the check (FreeBSD: EMLINK)
+            raise _not_regular(path, "a symbolic link or a folder") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_regular(path, "not a file")
+    return fd
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every regular file below ``path`` (links are not followed), then every folder, deepest first."""
+    for folder, _, files in sorted(os.walk(path), key=lambda walked: -len(walked[0])):
+        for name in files:
+            file = os.path.join(folder, name)
+            if not stat.S_ISREG(os.lstat(file).st_mode):
+                continue
+            fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
+            try:
+                fsync_file(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
@@ -64,7 +120,8 @@ def write_all(fd: int, buffers: Sequence[Any], offset: int) -> int:
 def replace_file(path: Path, data: bytes, *, durable: bool) -> None:
     """Atomically make ``path`` hold ``data``: write a temporary file beside it and rename it over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    check_entry(path)  # a rename over a link would not touch its target, but the map must not hold one
+    fd = open_inside(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         pwrite_all(fd, memoryview(data), 0)
         if durable:

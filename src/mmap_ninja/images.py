@@ -56,6 +56,27 @@ _MAX_FORMATS = 256  # the formats column holds one uint8 per image
 _UINT8 = np.dtype(np.uint8)
 
 
+def _encoded_size(raw: Any, format_name: str) -> Optional[tuple[int, int]]:
+    """The ``(height, width)`` an encoded image's header declares (read without decoding), or None if its header
+    cannot be read."""
+    head = bytes(memoryview(raw)[:24])
+    if format_name == "PNG" and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    jpeg = _simplejpeg() if format_name == "JPEG" else None
+    if jpeg is not None:
+        try:
+            height, width = jpeg.decode_jpeg_header(raw)[:2]
+            return int(height), int(width)
+        except ValueError:
+            pass  # Pillow reads more JPEGs' headers
+    try:
+        with _pillow().open(io.BytesIO(raw), formats=(format_name,)) as image:
+            width, height = image.size
+            return int(height), int(width)
+    except Exception:  # Pillow's plugins raise many kinds for damaged headers
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------- encoding
 
 def _channels_of(image: Any) -> Optional[int]:
@@ -315,9 +336,31 @@ class ImagesView(OffsetsView):
             shapes[:, 2] = channels
         return shapes
 
+    def checked_shapes(self, positions: np.ndarray[Any, Any], channels: Optional[int] = None) -> np.ndarray[Any, Any]:
+        """`shapes_at`, each checked against the height and width its image's encoded header gives (and its
+        channels against 1 to 4), so that a damaged ``shapes.bin`` never sizes a batch: a `CorruptMapError`
+        naming the image instead. Costs a header parse per image (a few bytes for PNG and JPEG)."""
+        shapes = self.shapes_at(positions)
+        for k, position in enumerate(positions.tolist()):
+            height, width, recorded = shapes[k].tolist()
+            declared = _encoded_size(self.raw(position), self.format_name(position))
+            if declared is None:
+                raise CorruptMapError(
+                    f"image {position} of {self.path} cannot be decoded: its bytes have no "
+                    f"{self.format_name(position)} header ({bytes(self.raw(position)[:8])!r}); the map may be "
+                    f"damaged (mmap-ninja verify --deep says where)")
+            if not 1 <= recorded <= 4 or (height, width) != declared:
+                said = f"declares {declared[0]}x{declared[1]}"
+                raise CorruptMapError(
+                    f"{self.path / 'shapes.bin'} is corrupt: image {position} is recorded as {height}x{width} with "
+                    f"{recorded} channels, but its encoded header {said}")
+        if channels is not None:
+            shapes[:, 2] = channels
+        return shapes
+
     def decoded_shapes(self, positions: np.ndarray[Any, Any], decoder: Decoder) -> np.ndarray[Any, Any]:
         """The shapes ``decoder`` decodes the images at ``positions`` to (their channels, JPEGs' draft size)."""
-        shapes = self.shapes_at(positions, decoder.channels)
+        shapes = self.checked_shapes(positions, decoder.channels)  # never from a damaged shapes.bin
         if decoder.draft is not None and "JPEG" in self.format_names:
             jpegs = self.format_codes[positions] == self.format_names.index("JPEG")
             shapes[jpegs, :2] = drafted_sizes(shapes[jpegs, :2], decoder.draft)
@@ -332,8 +375,10 @@ class ImagesView(OffsetsView):
             height, width = decoder.decoded_size(format_name, height, width)
         try:
             return decoder.decode(raw, format_name, (height, width, channels), out)
-        except ValueError as e:
-            raise ValueError(f"image {position} of {self.path} cannot be decoded: {e}") from None
+        except CorruptMapError:
+            raise
+        except ValueError as e:  # damaged bytes (or a shape that does not match them): the map is damaged
+            raise CorruptMapError(f"image {position} of {self.path} cannot be decoded: {e}") from None
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
         return self.decode(position, self.decoder)
@@ -668,7 +713,7 @@ def decode_batch(view: ImagesView, positions: np.ndarray[Any, Any], decoder: Dec
     `ImagesMmap.get_batch` describes (records' images fields decode their batches here too)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-    shapes = view.decoded_shapes(positions, decoder)
+    shapes = view.decoded_shapes(positions, decoder)  # checked: never sized from a damaged shapes.bin
     count = len(positions)
     empty = (0, 0, decoder.channels or 0)
     if pad_value is None:

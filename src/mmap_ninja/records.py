@@ -1461,17 +1461,17 @@ class RecordsMmap(MapBase):
 def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:
     if view.dtype is None:
         raise ValueError("the field holds no samples and has no dtype yet")
-    shapes = view.shapes_at(positions)
     if isinstance(view, CompressedRaggedView):
         samples = view.get_many(positions)
         sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
         values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
+        shapes = view.checked_shapes(positions, sizes)
         return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, None)
     starts = view.offsets[positions]
     sizes = view.offsets[positions + 1] - starts
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
-    return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+    return assemble(view.values, starts, sizes, view.checked_shapes(positions, sizes), positions, pad_value, None)
 
 
 def _compressed_to_arrow(container: Any, field: Field) -> Any:

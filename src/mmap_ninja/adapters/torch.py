@@ -62,14 +62,18 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
+from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
 from mmap_ninja.adapters._samplers import ResumableSampler
+from mmap_ninja.adapters._tokens import PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
 __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode", "RankSampler", "RecordsCollate",
            "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
            "rank_indices", "shard_indices"]
+# Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
+__all__ += ["PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
