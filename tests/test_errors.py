@@ -19,6 +19,7 @@ OLD_HOMES = {
     "ConversionError": "mmap_ninja.conversion",
     "SampleFetchError": "mmap_ninja.parallel",
     "RemoteStorageError": "mmap_ninja.adapters.remote",
+    "LockingUnavailableError": "mmap_ninja.locks",
     "LegacyMapWarning": "mmap_ninja.legacy",
     "MissingSpecError": "mmap_ninja.testing.registry",
 }
@@ -31,7 +32,7 @@ BUILTINS = {
     "UnknownFeatureError": ValueError, "MapLockedError": BlockingIOError, "UnfinishedMapError": ValueError,
     "KindMismatchError": TypeError, "ShardedFolderError": TypeError, "SchemaMismatchError": ValueError,
     "NoSuchFieldError": KeyError, "MissingKeyError": KeyError, "ConversionError": RuntimeError,
-    "RemoteStorageError": OSError,
+    "RemoteStorageError": OSError, "LockingUnavailableError": OSError,
 }
 NOT_ABOUT_A_MAP = {"SampleFetchError": RuntimeError, "MissingSpecError": LookupError, "LegacyMapWarning": UserWarning}
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmap_ninja._osfile import fsync_directory, fsync_file, pwrite
 from mmap_ninja.errors import CorruptMapError
 
 # Linux writes at most 0x7ffff000 bytes per write call; stay below that and loop.
@@ -20,12 +21,8 @@ except (AttributeError, ValueError, OSError):
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make a rename or a new file in ``path`` durable (a no-op on Windows, see `_osfile`)."""
+    fsync_directory(path)
 
 
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -76,7 +73,7 @@ def fsync_tree(path: Path) -> None:
                 continue
             fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
             try:
-                os.fsync(fd)
+                fsync_file(fd)
             finally:
                 os.close(fd)
         fsync_dir(Path(folder))
@@ -86,7 +83,7 @@ def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
     """Write all of ``view`` at ``offset`` (looping over short writes); returns its size."""
     done = 0
     while done < view.nbytes:
-        written = os.pwrite(fd, view[done:done + _MAX_WRITE], offset + done)
+        written = pwrite(fd, view[done:done + _MAX_WRITE], offset + done)
         if written <= 0:
             raise OSError(errno.EIO, "write returned no progress")
         done += written
@@ -102,7 +99,7 @@ def write_all(fd: int, buffers: Sequence[Any], offset: int) -> int:
     while i < len(views):
         group = views[i:i + _IOV_MAX]
         size = sum(v.nbytes for v in group)
-        if len(group) > 1 and size <= _MAX_WRITE:
+        if len(group) > 1 and size <= _MAX_WRITE and hasattr(os, "pwritev"):  # no pwritev: buffer by buffer
             written = os.pwritev(fd, group, offset + total)
             total += written
             if written < size:  # a short vector write: finish this group buffer by buffer from where it stopped
@@ -128,7 +125,7 @@ def replace_file(path: Path, data: bytes, *, durable: bool) -> None:
     try:
         pwrite_all(fd, memoryview(data), 0)
         if durable:
-            os.fsync(fd)
+            fsync_file(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -17,6 +17,7 @@ __all__ = [
     "FormatVersionError",
     "KindMismatchError",
     "LegacyMapWarning",
+    "LockingUnavailableError",
     "MapError",
     "MapExistsError",
     "MapLockedError",
@@ -139,3 +140,8 @@ class MissingSpecError(LookupError):
 
 class LegacyMapWarning(UserWarning):
     """A 0.9.0 map shows the traces of an interrupted 0.9.0 write; the reader reads what is complete."""
+
+
+class LockingUnavailableError(MapError, OSError):
+    """This Python has no file-locking facility mmap_ninja can use (no ``fcntl`` module and no ``portalocker``), so
+    it cannot write maps safely; reading needs no lock and works."""

@@ -16,13 +16,11 @@ they were (they are listed in ``.merge-journal.json`` before the first move).
 from __future__ import annotations
 
 import errno
-import fcntl
 import inspect
 import json
 import os
 import shutil
 import threading
-import time
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
@@ -33,6 +31,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -575,20 +574,19 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
     fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if deadline is not None and time.monotonic() >= deadline:
-                os.close(fd)
-                raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)") from None
-            time.sleep(0.005)
+    try:
+        taken = locks.lock(fd, timeout=timeout, what=f"the sharded map {directory}")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not taken:
+        os.close(fd)
+        raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)")
+    return fd
 
 
 def _unlock(fd: int) -> None:
-    os.close(fd)  # closing the descriptor releases the flock
+    locks.release(fd)
 
 
 @contextmanager

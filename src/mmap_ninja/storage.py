@@ -10,13 +10,11 @@ new header by an atomic rename, and releases the lock. Readers take no lock and 
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import re
 import stat
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +24,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja._fsio import fsync_dir, fsync_tree, open_inside, replace_file, write_all
+from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     ClosedMapError,
@@ -269,6 +269,7 @@ class Store:
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
             raise MapExistsError(f"{path} exists and is not a directory")
+        locks.require(f"the map {path}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -695,7 +696,7 @@ class Store:
         write_all(self._fd(txn, name), [view], start)
         self.rehash(name, start, start + view.nbytes)
         if self.durable:
-            os.fsync(self._fd(txn, name))
+            fsync_file(self._fd(txn, name))
 
     def write_items(self, name: str, writes: Sequence[tuple[int, np.ndarray[Any, Any]]]) -> None:
         """Overwrite items of the derived column ``name`` in place, inside a transaction: each ``(position,
@@ -780,7 +781,7 @@ class Store:
             commit=header.commit + 1, building=building, version=max(header.version, FORMAT_VERSION))
         if self.durable:
             for fd in txn.fds.values():
-                os.fsync(fd)
+                fsync_file(fd)
             if txn.new_columns:  # the names of the files a header lists reach the disk before that header
                 fsync_dir(self.path)
         replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
@@ -795,19 +796,15 @@ class Store:
         for column in self._columns.values():
             fd = column.descriptor()  # (opened again if it was released)
             if fd is not None:
-                os.fsync(fd)
-        fd = os.open(self.path / HEADER_FILE, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                fsync_file(fd)
+        fsync_path(self.path / HEADER_FILE)
         fsync_dir(self.path)
 
     def flush(self) -> None:
         """fsync the column files (in-place writes of a ``durable`` map are flushed by each write already)."""
         txn = self._txn
         for fd in (txn.fds.values() if txn is not None else ()):
-            os.fsync(fd)
+            fsync_file(fd)
 
     # ------------------------------------------------------------------ closing
 
@@ -899,27 +896,22 @@ def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
 
 def _lock(path: Path, timeout: Optional[float]) -> int:
     """Take the writer lock of the map directory ``path``; returns the descriptor that holds it."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     lock_path = path / LOCK_FILE
     try:
         fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise ReadOnlyMapError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-            return fd
-        except BlockingIOError:
-            assert deadline is not None
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise MapLockedError(
-                    f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
-                    f"longer (None waits for ever)") from None
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        except BaseException:
-            os.close(fd)
-            raise
+    try:
+        taken = locks.lock(fd, timeout=timeout, what=f"the map {path}")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not taken:
+        os.close(fd)
+        raise MapLockedError(
+            f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
+            f"longer (None waits for ever)")
+    return fd
 
 
 def _being_built(path: Path) -> bool:
@@ -929,10 +921,7 @@ def _being_built(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        return locks.available() and not locks.try_lock(fd, shared=True)  # no locks here: cannot tell, say no
     finally:
         os.close(fd)
 

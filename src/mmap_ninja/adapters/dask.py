@@ -46,7 +46,7 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_tree
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_dir, fsync_tree
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 
@@ -105,7 +105,7 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
             shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
         fsync_tree(staging)  # the shard's files reach the disk before the name that says it is finished
         os.rename(staging, final)
-        _fsync_directory(directory)
+        fsync_dir(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -261,13 +261,6 @@ def _schema_of_a_shard(cls: type[MapBase], shards_dir: Path, partitions: list[in
     raise ValueError("every partition of the input is empty, so there is no row to infer the schema from; pass "
                      "schema=")
 
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _refuse_foreign(out: Path) -> None:

@@ -28,7 +28,6 @@ every shard's column files, then that shard's ``header.json``, and the top heade
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
@@ -45,6 +44,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -125,7 +125,7 @@ class Cache:
         entry = self.entries / key
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
+            locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
             downloaded = self._fill_missing(key, entry, fill)
             if not downloaded and check is not None:
                 try:
@@ -149,7 +149,7 @@ class Cache:
             return False
         download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+            locks.lock(download, what=f"the cache entry {entry}")  # one downloader; the rest wait, then find it
             if entry.is_dir():
                 return False
             for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
@@ -173,7 +173,7 @@ class Cache:
         files keep them (they are unlinked, never truncated)."""
         download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(download, fcntl.LOCK_EX)
+            locks.lock(download, what=f"the cache entry {entry}")
             trash = self.trash / uuid.uuid4().hex
             try:
                 os.rename(entry, trash)
@@ -212,9 +212,7 @@ class Cache:
                 break
             fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
                     continue  # a live reader maps it (or it is being downloaded)
                 trash = self.trash / uuid.uuid4().hex
                 try:
