@@ -32,12 +32,8 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
-# A ragged batch of fewer bytes is joined into one buffer (fewer, larger writes); a larger one is written sample
-# by sample with vectored writes, so a batch never needs a second copy of more than this in memory.
-_JOIN_BELOW = 64 << 20
-# Strings longer than this on average are written one buffer each rather than joined first (measured: joining
-# 61 MB of documents took a third of the build's time).
-_WRITE_EACH_ABOVE = 1024
+# Whether a sample's buffer can go to a vectored write as it is.
+_C_CONTIGUOUS = attrgetter("flags.c_contiguous")
 
 
 class Columns(Protocol):
@@ -322,9 +318,8 @@ class StringsLayout(Layout):
             encoded = [_utf8(first + k, text) for k, text in enumerate(batch)]
         encoded = _compress_all(attrs, dictionary, encoded)
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        # Documents of a KiB or more go to the kernel as they are (vectored writes); joining short ones is cheaper.
-        data = encoded if len(sizes) and sizes.mean() >= _WRITE_EACH_ABOVE else [b"".join(encoded)]
-        return Encoded({"data": data, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+        # The documents' own bytes go to the kernel (vectored writes) and the hasher: no joining copy (issue 21).
+        return Encoded({"data": encoded, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
 
     def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
                     attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
@@ -343,7 +338,7 @@ class StringsLayout(Layout):
             pieces = _compress_all(attrs, dictionary, [data[a:b] for a, b in zip((ends - sizes).tolist(),
                                                                                    ends.tolist())])
             sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-            return Encoded({"data": [b"".join(pieces)], "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+            return Encoded({"data": pieces, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
         return Encoded({"data": [data], "offsets": ends + lengths["data"]}, None)
 
     def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
@@ -523,14 +518,11 @@ class RaggedLayout(Layout):
             compressed = _compress_all(attrs, dictionary, [np.ascontiguousarray(a).reshape(-1).view(np.uint8)
                                                            for a in arrays])
             sizes = np.fromiter(map(len, compressed), dtype=np.int64, count=count)
-            data: list[Any] = [b"".join(compressed)]
+            data: list[Any] = compressed
             offsets_base = lengths["data"]
-        elif int(sizes.sum()) * dtype.itemsize < _JOIN_BELOW:
-            try:  # every array has the map's dtype: join their buffers, 3x cheaper than np.concatenate
-                data = [b"".join(arrays)]
-            except (BufferError, TypeError, ValueError):  # a non-contiguous sample, or a dtype with no buffer
-                data = [raw_bytes(np.concatenate([np.ravel(a) for a in arrays], dtype=dtype))]
-        else:
+        elif dtype.kind not in "MmO" and all(map(_C_CONTIGUOUS, arrays)):
+            data = arrays  # the samples' own buffers go to the kernel and the hasher: no joining copy (issue 21)
+        else:  # a non-contiguous sample, or a dtype with no buffer format (datetime64)
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
             "data": data,

@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file, write_all
+from mmap_ninja._fsio import byte_sizes, fsync_dir, replace_file, write_all
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -605,10 +605,11 @@ class Store:
             column = self._columns[name]
             if not isinstance(buffers, (list, tuple)):
                 buffers = [buffers]
-            nbytes = sum(memoryview(b).nbytes for b in buffers)
+            sizes = byte_sizes(buffers)
+            nbytes = sum(sizes)
             if nbytes % column.dtype.itemsize:
                 raise ValueError(f"{nbytes} bytes is not a whole number of {name!r} items")
-            plan.append((name, column, buffers, nbytes // column.dtype.itemsize))
+            plan.append((name, column, buffers, sizes, nbytes // column.dtype.itemsize))
         before, attrs_before = txn.lengths, txn.attrs
         after = dict(before)
         algorithm = self._header.checksums
@@ -618,14 +619,15 @@ class Store:
             # never pairs new items with old attributes; new attributes with old items describe them still.
             txn.attrs = dict(attrs)
         try:
-            for name, column, buffers, count in plan:
+            for name, column, buffers, sizes, count in plan:
                 if count:
                     start = before[name] * column.dtype.itemsize
-                    write_all(self._fd(txn, name), buffers, start)
+                    write_all(self._fd(txn, name), buffers, start, sizes)
                     after[name] += count
                     if algorithm is not None and name != CHECKSUMS and not is_derived(name):
+                        # The same buffers, hashed as they are (the hashers take any contiguous buffer).
                         records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
-                                        hasher(algorithm)(memoryview(b).cast("B") for b in buffers)))
+                                        hasher(algorithm)(buffers)))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:

@@ -1,0 +1,110 @@
+"""The write path of issue 21: samples' own buffers go to bounded vectored writes and to the hasher, with no
+joining copy, and the bytes on disk (data, offsets, checksum records) are exactly those of the joined samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xxhash
+
+import mmap_ninja
+from mmap_ninja import RaggedMmap, StringsMmap, _fsio
+from mmap_ninja.checksums import RECORD_DTYPE, column_id
+from mmap_ninja.layouts import RaggedLayout, StringsLayout
+
+
+def _record_pwritev(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Every vectored write's buffer sizes (the real os.pwritev still does the writing)."""
+    calls: list[list[int]] = []
+    real = os.pwritev
+
+    def recording(fd: int, buffers: Any, offset: int) -> int:
+        calls.append([memoryview(b).nbytes for b in buffers])
+        return real(fd, buffers, offset)
+    monkeypatch.setattr(os, "pwritev", recording)
+    return calls
+
+
+def _records(path: Path, column: str) -> np.ndarray[Any, Any]:
+    records = np.fromfile(path / "checksums.bin", dtype=RECORD_DTYPE)
+    return records[records["column"] == column_id(column)]
+
+
+def test_ragged_encode_hands_over_the_samples_own_buffers():
+    samples = [np.arange(5, dtype=np.int32), np.arange(3, dtype=np.int32).reshape(3, 1)]
+    encoded = RaggedLayout().encode(samples, {"data": 0, "dims": 0, "offsets": 1, "shape_offsets": 1}, {"dtype": "<i4"})
+    assert len(encoded.columns["data"]) == 2
+    assert all(got is want for got, want in zip(encoded.columns["data"], samples))
+
+
+def test_strings_encode_hands_over_each_document():
+    encoded = StringsLayout().encode(["a", "bcd", ""], {"data": 0, "offsets": 1}, {})
+    assert list(encoded.columns["data"]) == [b"a", b"bcd", b""]
+
+
+@pytest.mark.parametrize("dtype", ["<i4", ">f8", "M8[s]", "?", "c8"])
+def test_ragged_bytes_equal_the_joined_samples(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 100, size=(40, 6)).astype(dtype)
+    samples = [base[k, :k % 7] for k in range(40)]  # contiguous rows of several lengths
+    samples += [base[:5, 1:4], base[::2, 0], np.asfortranarray(base[:4, :3]), base[0, 0]]  # strided, 0-d
+    m = RaggedMmap.from_lists(tmp_path / "m", samples, batch_size=16, dtype=dtype)
+    stored = m.dtype
+    m.close()
+    joined = b"".join(np.ascontiguousarray(s, dtype=stored).tobytes() for s in samples)  # stored little-endian
+    assert (tmp_path / "m" / "data.bin").read_bytes() == joined
+    sizes = [np.asarray(s).size for s in samples]
+    offsets = np.fromfile(tmp_path / "m" / "offsets.bin", dtype="<i8")
+    assert offsets.tolist() == np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    # One record per batch, hashing exactly that batch's bytes.
+    itemsize = stored.itemsize
+    for record in _records(tmp_path / "m", "data"):
+        assert record["digest"] == xxhash.xxh3_64_intdigest(joined[record["start"]:record["stop"]])
+    assert _records(tmp_path / "m", "data")["stop"].max() == len(joined) == sum(sizes) * itemsize
+    mmap_ninja.verify(tmp_path / "m", deep=True)
+    reopened = RaggedMmap(tmp_path / "m")
+    for got, want in zip(reopened, samples):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_strings_bytes_and_checksums_equal_the_joined_documents(tmp_path):
+    texts = ["", "é", "x" * 3000, "short", "ünïcode " * 50] * 7
+    StringsMmap.from_strings(tmp_path / "s", texts, batch_size=4).close()
+    joined = "".join(texts).encode("utf-8")
+    assert (tmp_path / "s" / "data.bin").read_bytes() == joined
+    for record in _records(tmp_path / "s", "data"):
+        assert record["digest"] == xxhash.xxh3_64_intdigest(joined[record["start"]:record["stop"]])
+    assert list(StringsMmap(tmp_path / "s")) == texts
+
+
+def test_vectored_writes_are_bounded_in_bytes_and_buffers(tmp_path, monkeypatch):
+    monkeypatch.setattr(_fsio, "_MAX_WRITE", 1000)
+    monkeypatch.setattr(_fsio, "_IOV_MAX", 16)
+    calls = _record_pwritev(monkeypatch)
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(0, 255, size=int(n), dtype=np.uint8) for n in rng.integers(0, 300, size=200)]
+    samples.insert(50, rng.integers(0, 255, size=5000, dtype=np.uint8))  # larger than one call
+    m = RaggedMmap.from_lists(tmp_path / "m", samples, batch_size=128)
+    m.close()
+    assert calls and all(sum(sizes) <= 1000 and len(sizes) <= 16 for sizes in calls)
+    assert (tmp_path / "m" / "data.bin").read_bytes() == b"".join(s.tobytes() for s in samples)
+    mmap_ninja.verify(tmp_path / "m", deep=True)
+
+
+def test_write_all_takes_any_contiguous_buffer(tmp_path, monkeypatch):
+    monkeypatch.setattr(_fsio, "_MAX_WRITE", 64)
+    monkeypatch.setattr(_fsio, "_IOV_MAX", 3)
+    buffers: list[Any] = [b"abc", bytearray(b"de"), np.arange(6, dtype=">i4").reshape(2, 3), b"",
+                          memoryview(np.arange(40, dtype=np.uint16)), np.zeros((), dtype="f8"), b"z" * 200]
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        written = _fsio.write_all(fd, buffers, 7)
+    finally:
+        os.close(fd)
+    joined = b"".join(memoryview(b).tobytes() for b in buffers)
+    assert written == len(joined) == sum(_fsio.byte_sizes(buffers))
+    assert (tmp_path / "f").read_bytes() == b"\0" * 7 + joined
