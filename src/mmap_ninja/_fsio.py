@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Optional
-
-import numpy as np
 
 # One system call writes at most this many bytes (Linux stops at 0x7ffff000 anyway). Bounded well below that: one
 # vectored write of a whole 257 MB batch ran at 0.35-4 GB/s under writeback pressure, while writes of tens of MiB
@@ -56,40 +56,53 @@ def byte_sizes(buffers: Sequence[Any]) -> list[int]:
 
 def write_all(fd: int, buffers: Sequence[Any], offset: int, sizes: Optional[Sequence[int]] = None) -> int:
     """Write ``buffers`` back to back at ``offset``; returns the bytes written. Each buffer is anything that
-    exports a C-contiguous buffer (bytes, a contiguous ndarray, ...); it goes to the kernel as it is, with no
+    exports the buffer protocol (bytes, an ndarray, ...); a C-contiguous one goes to the kernel as it is, with no
     copy. Vectored writes take up to ``_IOV_MAX`` buffers and about ``_MAX_WRITE`` bytes each; a buffer larger
-    than that is written alone, in pieces of ``_MAX_WRITE``. ``sizes``: each buffer's byte size, if known."""
+    than that is written alone, in pieces of ``_MAX_WRITE``. ``sizes``: each buffer's byte size, if known.
+
+    A buffer that is not C-contiguous is written as a C-order copy, and when ``buffers`` is a list the copy
+    replaces it there, so that hashing ``buffers`` afterwards sees exactly the bytes written."""
     if sizes is None:
         sizes = byte_sizes(buffers)
     count = len(sizes)
-    ends = np.cumsum(sizes, dtype=np.int64)
+    ends = list(accumulate(sizes))
     total = 0
     i = 0
     while i < count:
         # The longest run from i that fits in one call (at least one buffer).
-        stop = min(count, i + _IOV_MAX, int(np.searchsorted(ends, total + _MAX_WRITE, side="right")))
+        stop = bisect_right(ends, total + _MAX_WRITE, i, min(count, i + _IOV_MAX))
         if stop <= i + 1:
-            total += pwrite_all(fd, _bytes_view(buffers[i]), offset + total)
+            total += pwrite_all(fd, _bytes_view(buffers, i), offset + total)
             i += 1
             continue
         group = buffers[i:stop]
-        size = int(ends[stop - 1]) - total
-        written = os.pwritev(fd, group, offset + total)
+        try:
+            written = os.pwritev(fd, group, offset + total)  # takes every buffer before writing anything
+        except BufferError:  # a non-contiguous buffer: write C-order copies of those
+            group = [_bytes_view(buffers, k) for k in range(i, stop)]
+            written = os.pwritev(fd, group, offset + total)
+        size = ends[stop - 1] - total
         total += written
         if written < size:  # a short vector write: finish this group buffer by buffer from where it stopped
             skip = written
-            for buffer, nbytes in zip(group, sizes[i:stop]):
-                if skip >= nbytes:
-                    skip -= nbytes
+            for k in range(i, stop):
+                if skip >= sizes[k]:
+                    skip -= sizes[k]
                     continue
-                total += pwrite_all(fd, _bytes_view(buffer)[skip:], offset + total)
+                total += pwrite_all(fd, _bytes_view(buffers, k)[skip:], offset + total)
                 skip = 0
         i = stop
     return total
 
 
-def _bytes_view(buffer: Any) -> memoryview:
-    view = memoryview(buffer)
+def _bytes_view(buffers: Sequence[Any], k: int) -> memoryview:
+    """Buffer ``k`` as bytes (a C-order copy, put back into a list ``buffers``, if it is not C-contiguous)."""
+    view = memoryview(buffers[k])
+    if not view.c_contiguous:
+        copy = view.tobytes()
+        if isinstance(buffers, list):
+            buffers[k] = copy
+        return memoryview(copy)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 

@@ -32,10 +32,6 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
-# Whether a sample's buffer can go to a vectored write as it is.
-_C_CONTIGUOUS = attrgetter("flags.c_contiguous")
-
-
 class Columns(Protocol):
     """Where a view reads columns from: a `Store`, or `EmptyColumns`."""
 
@@ -520,9 +516,11 @@ class RaggedLayout(Layout):
             sizes = np.fromiter(map(len, compressed), dtype=np.int64, count=count)
             data: list[Any] = compressed
             offsets_base = lengths["data"]
-        elif dtype.kind not in "MmO" and all(map(_C_CONTIGUOUS, arrays)):
-            data = arrays  # the samples' own buffers go to the kernel and the hasher: no joining copy (issue 21)
-        else:  # a non-contiguous sample, or a dtype with no buffer format (datetime64)
+        elif dtype.kind not in "MmO":
+            # The samples' own buffers go to the kernel and the hasher: no joining copy (issue 21); the writer
+            # copies a non-contiguous one in C order.
+            data = arrays
+        else:  # a dtype with no buffer format (datetime64)
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
             "data": data,

@@ -603,8 +603,8 @@ class Store:
         plan = []
         for name, buffers in new_items.items():
             column = self._columns[name]
-            if not isinstance(buffers, (list, tuple)):
-                buffers = [buffers]
+            # A list of our own: the writer may put C-order copies of non-contiguous buffers in it for the hasher.
+            buffers = list(buffers) if isinstance(buffers, (list, tuple)) else [buffers]
             sizes = byte_sizes(buffers)
             nbytes = sum(sizes)
             if nbytes % column.dtype.itemsize:
