@@ -108,3 +108,33 @@ def test_write_all_takes_any_contiguous_buffer(tmp_path, monkeypatch):
     joined = b"".join(memoryview(b).tobytes() for b in buffers)
     assert written == len(joined) == sum(_fsio.byte_sizes(buffers))
     assert (tmp_path / "f").read_bytes() == b"\0" * 7 + joined
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps (Linux)")
+def test_opening_a_1d_map_maps_only_its_data_and_offsets(tmp_path):
+    samples = [np.arange(n, dtype=np.int32) for n in (3, 0, 5, 1)]
+    RaggedMmap.from_lists(tmp_path / "t", samples).close()
+    m = RaggedMmap(tmp_path / "t")
+    np.testing.assert_array_equal(m[2], samples[2])
+    mapped = _mapped_files()
+    assert str(tmp_path / "t" / "data.bin") in mapped and str(tmp_path / "t" / "offsets.bin") in mapped
+    assert str(tmp_path / "t" / "dims.bin") not in mapped and str(tmp_path / "t" / "shape_offsets.bin") not in mapped
+    # Shapes still come right, from the offsets.
+    view = m._view
+    assert [view.shape(k) for k in range(4)] == [(3,), (0,), (5,), (1,)]
+    assert view.shapes_at(np.array([2, 0, 1])).tolist() == [[5], [3], [0]]
+    m.close()
+
+
+def test_shapes_of_a_map_with_nd_samples_come_from_its_shape_columns(tmp_path):
+    samples = [np.zeros((2, 3), np.int16), np.zeros(4, np.int16), np.zeros((1, 1, 2), np.int16)]
+    RaggedMmap.from_lists(tmp_path / "t", samples).close()
+    m = RaggedMmap(tmp_path / "t")
+    assert [m._view.shape(k) for k in range(3)] == [(2, 3), (4,), (1, 1, 2)]
+    assert [x.shape for x in m[[2, 0]]] == [(1, 1, 2), (2, 3)]
+    m.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -365,15 +366,38 @@ class RaggedView(OffsetsView):
         data = store.column("data")
         super().__init__(store, data if dtype is None else data.view(dtype), store.column("offsets"))
         self.dtype = dtype
-        self.shape_offsets = store.column("shape_offsets")
-        self.dims = store.column("dims")
-        self.shape_starts = self.shape_offsets[:-1].data
-        self.shape_stops = self.shape_offsets[1:].data
-        self.dim_items = self.dims.data
-        # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
+        self._store = store
+        # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup,
+        # and the shape columns are mapped on first use only (opening a token map maps two files, issue 21).
         self.flat = ndims == [1]
+        # 1-D samples' shapes are their lengths: the offsets give them (no lazy mapping after a close).
+        self._lengths_are_shapes = self.flat and type(self) is RaggedView
+        if not self._lengths_are_shapes:
+            self.shape_starts  # noqa: B018 - mapped now, while the snapshot's files are surely open
+
+    @cached_property
+    def shape_offsets(self) -> np.ndarray[Any, Any]:
+        return self._store.column("shape_offsets")
+
+    @cached_property
+    def dims(self) -> np.ndarray[Any, Any]:
+        return self._store.column("dims")
+
+    @cached_property
+    def shape_starts(self) -> memoryview:
+        return self.shape_offsets[:-1].data
+
+    @cached_property
+    def shape_stops(self) -> memoryview:
+        return self.shape_offsets[1:].data
+
+    @cached_property
+    def dim_items(self) -> memoryview:
+        return self.dims.data
 
     def shape(self, position: int) -> tuple[int, ...]:
+        if self._lengths_are_shapes:
+            return (self.stops[position] - self.starts[position],)
         return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
@@ -410,6 +434,9 @@ class RaggedView(OffsetsView):
 
     def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""
+        if self._lengths_are_shapes:
+            lengths: np.ndarray[Any, Any] = (self.offsets[positions + 1] - self.offsets[positions])[:, None]
+            return lengths
         firsts = self.shape_offsets[positions]
         ndims = self.shape_offsets[positions + 1] - firsts
         if len(ndims) and (ndims != ndims[0]).any():
@@ -434,8 +461,10 @@ class CompressedRaggedView(RaggedView):
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
         array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
+        if self.flat:
+            return array
         first, last = self.shape_starts[position], self.shape_stops[position]
-        return array if self.flat or last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
+        return array if last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         self.spans(positions)  # checks the offsets of all of them at once

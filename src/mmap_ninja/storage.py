@@ -85,6 +85,8 @@ def absolute(path: PathLike) -> Path:
     if is_url(path):
         raise ValueError(f"{path} is a URL, not a local path: maps are written in a local directory and published "
                          f"with mmap_ninja.upload(path, url); mmap_ninja.open_existing(url) reads one")
+    if isinstance(path, Path) and path.is_absolute() and ".." not in path.parts:
+        return path  # already what abspath would make of it (a Path has no "." parts nor repeated slashes)
     return Path(os.path.abspath(os.fspath(path)))
 
 
@@ -92,20 +94,24 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("__weakref__", "_finalizer", "dtype", "fd", "mapped", "path")
+    __slots__ = ("__weakref__", "_file", "_finalizer", "dtype", "fd", "mapped")
 
-    def __init__(self, path: Path, dtype: np.dtype[Any]):
-        self.path = path
+    def __init__(self, path: Path | str, dtype: np.dtype[Any]):
+        self._file = os.fspath(path)  # a str: joining Paths was a tenth of opening a map (issue 21)
         self.dtype = dtype
         self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
         try:
-            self.fd: int | None = os.open(path, os.O_RDONLY)
+            self.fd: int | None = os.open(self._file, os.O_RDONLY)
         except FileNotFoundError:
             self.fd = None  # reported by the size check, with the file's name
         except IsADirectoryError:
             raise CorruptMapError(f"{path} is not a regular file") from None
         # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too.
         self._finalizer = weakref.finalize(self, os.close, self.fd) if self.fd is not None else None
+
+    @property
+    def path(self) -> Path:
+        return Path(self._file)
 
     def close(self) -> None:
         if self._finalizer is not None:
@@ -434,7 +440,9 @@ class Store:
         return True
 
     def _columns_of(self, header: Header) -> dict[str, _Column]:
-        return {name: _Column(self.path / (name + COLUMN_SUFFIX), col.dtype) for name, col in header.columns.items()}
+        directory = os.fspath(self.path)
+        return {name: _Column(os.path.join(directory, name + COLUMN_SUFFIX), col.dtype)
+                for name, col in header.columns.items()}
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
