@@ -66,7 +66,7 @@ def dtype_from_json(descr: Any) -> np.dtype[Any]:
     if isinstance(descr, str):  # a plain dtype: remembered, so opening a map parses each of its columns' once
         known = _DTYPES.get(descr)
         if known is None:
-            known = np.lib.format.descr_to_dtype(descr)
+            known = np.dtype(descr)  # what descr_to_dtype makes of a string
             if len(_DTYPES) < 4096:
                 _DTYPES[descr] = known
         return known
