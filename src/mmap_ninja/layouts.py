@@ -372,8 +372,8 @@ class RaggedView(OffsetsView):
         self.flat = ndims == [1]
         # 1-D samples' shapes are their lengths: the offsets give them (no lazy mapping after a close).
         self._lengths_are_shapes = self.flat and type(self) is RaggedView
-        if not self._lengths_are_shapes:
-            self.shape_starts  # noqa: B018 - mapped now, while the snapshot's files are surely open
+        if not self._lengths_are_shapes:  # mapped now, while the snapshot's files are surely open
+            self.shape_starts, self.shape_stops, self.dim_items  # noqa: B018
 
     @cached_property
     def shape_offsets(self) -> np.ndarray[Any, Any]:

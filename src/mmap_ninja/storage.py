@@ -94,7 +94,7 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("__weakref__", "_file", "_finalizer", "dtype", "fd", "mapped")
+    __slots__ = ("__weakref__", "_file", "dtype", "fd", "mapped")
 
     def __init__(self, path: Path | str, dtype: np.dtype[Any]):
         self._file = os.fspath(path)  # a str: joining Paths was a tenth of opening a map (issue 21)
@@ -106,19 +106,25 @@ class _Column:
             self.fd = None  # reported by the size check, with the file's name
         except IsADirectoryError:
             raise CorruptMapError(f"{path} is not a regular file") from None
-        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too.
-        self._finalizer = weakref.finalize(self, os.close, self.fd) if self.fd is not None else None
+
+    def __del__(self) -> None:
+        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too (a
+        # __del__, not a weakref.finalize: that cost a tenth of opening a map, issue 21).
+        fd = getattr(self, "fd", None)  # None too when __init__ failed
+        self.fd = None
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
 
     @property
     def path(self) -> Path:
         return Path(self._file)
 
     def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
-        self.fd = None
+        fd, self.fd = self.fd, None
         self.mapped = None
+        if fd is not None:
+            os.close(fd)
 
     def view(self, length: int) -> np.ndarray[Any, Any]:
         mapped = self.mapped
