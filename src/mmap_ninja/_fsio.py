@@ -42,9 +42,19 @@ def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
+class SizedBuffers(list):  # type: ignore[type-arg]
+    """A list of buffers that knows each one's size in bytes (``nbytes``), as an encoder computed them."""
+
+    def __init__(self, buffers: Sequence[Any], nbytes: list[int]):
+        super().__init__(buffers)
+        self.nbytes = nbytes
+
+
 def byte_sizes(buffers: Sequence[Any]) -> list[int]:
     """The size in bytes of each buffer (anything exporting the buffer protocol), without a Python step per
     buffer for the common lists of ndarrays or of bytes."""
+    if isinstance(buffers, SizedBuffers):
+        return buffers.nbytes
     try:
         return list(map(_NBYTES, buffers))  # ndarrays, memoryviews
     except AttributeError:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 
+from mmap_ninja._fsio import SizedBuffers
 from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
 from mmap_ninja.codecs import Codec, Zstd, codec_from_option, codec_from_spec, compressor_for
 from mmap_ninja.errors import CorruptMapError
@@ -316,7 +317,8 @@ class StringsLayout(Layout):
         encoded = _compress_all(attrs, dictionary, encoded)
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         # The documents' own bytes go to the kernel (vectored writes) and the hasher: no joining copy (issue 21).
-        return Encoded({"data": encoded, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+        return Encoded({"data": SizedBuffers(encoded, sizes.tolist()), "offsets": np.cumsum(sizes) + lengths["data"]},
+                       None)
 
     def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
                     attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
@@ -548,7 +550,7 @@ class RaggedLayout(Layout):
         elif dtype.kind not in "MmO":
             # The samples' own buffers go to the kernel and the hasher: no joining copy (issue 21); the writer
             # copies a non-contiguous one in C order.
-            data = arrays
+            data = SizedBuffers(arrays, (sizes * dtype.itemsize).tolist())
         else:  # a dtype with no buffer format (datetime64)
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {

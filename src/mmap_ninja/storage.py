@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import byte_sizes, fsync_dir, replace_file, write_all
+from mmap_ninja._fsio import SizedBuffers, byte_sizes, fsync_dir, replace_file, write_all
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -618,7 +618,8 @@ class Store:
         for name, buffers in new_items.items():
             column = self._columns[name]
             # A list of our own: the writer may put C-order copies of non-contiguous buffers in it for the hasher.
-            buffers = list(buffers) if isinstance(buffers, (list, tuple)) else [buffers]
+            if not isinstance(buffers, SizedBuffers):
+                buffers = list(buffers) if isinstance(buffers, (list, tuple)) else [buffers]
             sizes = byte_sizes(buffers)
             nbytes = sum(sizes)
             if nbytes % column.dtype.itemsize:
