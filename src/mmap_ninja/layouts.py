@@ -641,10 +641,43 @@ class NumpyView(View):
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         array = self.array
-        return [array[p] for p in positions.tolist()]  # read-only views, as m[i] gives
+        return Rows([array[p] for p in positions.tolist()], array, positions)  # read-only views, as m[i] gives
 
     def iterate(self, start: int = 0) -> Iterator[Any]:
         return iter(self.array[start:])
+
+
+class Rows(list):  # type: ignore[type-arg]
+    """Same-shape samples of one array (read-only views, as ``m[i]`` gives) that can also be gathered into one
+    batch with a single ``np.take``: what a numpy map's ``__getitems__`` returns, so a collate (the torch
+    adapter's) makes the batch with one gather instead of restacking the views (issue 21). Pickles as a list."""
+
+    def __init__(self, rows: list[Any], source: np.ndarray[Any, Any], positions: np.ndarray[Any, Any]):
+        super().__init__(rows)
+        self.source = source
+        self.positions = positions
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        shape: tuple[int, ...] = self.source.shape[1:]
+        return shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        dtype: np.dtype[Any] = self.source.dtype
+        return dtype
+
+    def gather_into(self, out: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Copy the rows into ``out`` (shape ``(len(self), *sample_shape)``, the rows' dtype) in one gather."""
+        if out.shape != (len(self), *self.sample_shape) or out.dtype != self.dtype:
+            raise ValueError(f"out must have shape {(len(self), *self.sample_shape)} and dtype {self.dtype}, got "
+                             f"{out.shape} {out.dtype}")
+        if len(self):
+            np.take(self.source, self.positions, axis=0, out=out)
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return list, (list(self),)  # never the whole map it points into
 
 
 def shaped(data: np.ndarray[Any, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...],
