@@ -12,7 +12,7 @@ import pytest
 import xxhash
 
 import mmap_ninja
-from mmap_ninja import RaggedMmap, StringsMmap, _fsio
+from mmap_ninja import RaggedMmap, StringsMmap, _fsio, layouts
 from mmap_ninja.checksums import RECORD_DTYPE, column_id
 from mmap_ninja.layouts import RaggedLayout, StringsLayout
 
@@ -34,16 +34,35 @@ def _records(path: Path, column: str) -> np.ndarray[Any, Any]:
     return records[records["column"] == column_id(column)]
 
 
+_EMPTY_RAGGED = {"data": 0, "dims": 0, "offsets": 1, "shape_offsets": 1}
+
+
 def test_ragged_encode_hands_over_the_samples_own_buffers():
-    samples = [np.arange(5, dtype=np.int32), np.arange(3, dtype=np.int32).reshape(3, 1)]
-    encoded = RaggedLayout().encode(samples, {"data": 0, "dims": 0, "offsets": 1, "shape_offsets": 1}, {"dtype": "<i4"})
+    samples = [np.arange(500, dtype=np.int32), np.arange(300, dtype=np.int32).reshape(100, 3)]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4"})
     assert len(encoded.columns["data"]) == 2
     assert all(got is want for got, want in zip(encoded.columns["data"], samples))
+    assert _fsio.byte_sizes(encoded.columns["data"]) == [2000, 1200]
 
 
-def test_strings_encode_hands_over_each_document():
-    encoded = StringsLayout().encode(["a", "bcd", ""], {"data": 0, "offsets": 1}, {})
-    assert list(encoded.columns["data"]) == [b"a", b"bcd", b""]
+def test_strings_encode_hands_over_each_long_document():
+    texts = ["a" * 2000, "é" * 1000, ""]
+    encoded = StringsLayout().encode(texts, {"data": 0, "offsets": 1}, {})
+    assert list(encoded.columns["data"]) == [t.encode() for t in texts]
+
+
+def test_small_samples_are_joined_into_bounded_pieces(monkeypatch):
+    monkeypatch.setattr(layouts, "_PIECE", 100)
+    samples = [np.full(n, n, dtype=np.int32) for n in [3, 40, 1, 0, 7] * 10]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4"})
+    pieces = encoded.columns["data"]
+    assert 1 < len(pieces) < len(samples)
+    assert all(len(piece) <= 160 for piece in pieces)  # at most one sample past the bound
+    assert b"".join(pieces) == b"".join(s.tobytes() for s in samples)
+    assert _fsio.byte_sizes(pieces) == [len(piece) for piece in pieces]
+    texts = ["ab", "", "cde"] * 30
+    assert b"".join(StringsLayout().encode(texts, {"data": 0, "offsets": 1}, {}).columns["data"]) == \
+        "".join(texts).encode()
 
 
 @pytest.mark.parametrize("dtype", ["<i4", ">f8", "M8[s]", "?", "c8"])
@@ -82,6 +101,7 @@ def test_strings_bytes_and_checksums_equal_the_joined_documents(tmp_path):
 
 
 def test_vectored_writes_are_bounded_in_bytes_and_buffers(tmp_path, monkeypatch):
+    monkeypatch.setattr(layouts, "_JOIN_MEAN_BELOW", 0)  # every sample its own buffer
     monkeypatch.setattr(_fsio, "_MAX_WRITE", 1000)
     monkeypatch.setattr(_fsio, "_IOV_MAX", 16)
     calls = _record_pwritev(monkeypatch)

@@ -34,6 +34,32 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
+# Samples this small on average are joined into pieces of at most _PIECE bytes before they are written: below
+# it, a kernel vectored write and a hash update per sample cost more than the joining copy (1M int32 token
+# sequences of 1-64 tokens: 0.33 s of pwritev of the samples' buffers against 0.13 s of join + 0.17 s of pwrite).
+# Larger samples go to the writer and the hasher as they are, with no copy.
+_JOIN_MEAN_BELOW = 1024
+_PIECE = 16 << 20
+
+
+def write_pieces(buffers: list[Any], nbytes: np.ndarray[Any, Any]) -> SizedBuffers:
+    """What to append for samples whose buffers are ``buffers`` (``nbytes`` bytes each, an int64 array): their
+    own buffers, or, for small samples, their bytes joined into a few pieces (same bytes, fewer calls)."""
+    count = len(buffers)
+    if count < 2 or int(nbytes.sum()) >= _JOIN_MEAN_BELOW * count:
+        return SizedBuffers(buffers, nbytes.tolist())
+    ends = np.cumsum(nbytes)
+    cuts = [0]
+    while cuts[-1] < count:  # each piece: at least one sample, at most about _PIECE bytes
+        done = int(ends[cuts[-1] - 1]) if cuts[-1] else 0
+        cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ends, done + _PIECE, side="right"))))
+    try:
+        pieces = [b"".join(buffers[a:b]) for a, b in zip(cuts, cuts[1:])]
+    except (BufferError, TypeError, ValueError):  # a non-contiguous sample: the writer copies it in C order
+        return SizedBuffers(buffers, nbytes.tolist())
+    return SizedBuffers(pieces, [len(piece) for piece in pieces])
+
+
 class Columns(Protocol):
     """Where a view reads columns from: a `Store`, or `EmptyColumns`."""
 
@@ -317,8 +343,7 @@ class StringsLayout(Layout):
         encoded = _compress_all(attrs, dictionary, encoded)
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         # The documents' own bytes go to the kernel (vectored writes) and the hasher: no joining copy (issue 21).
-        return Encoded({"data": SizedBuffers(encoded, sizes.tolist()), "offsets": np.cumsum(sizes) + lengths["data"]},
-                       None)
+        return Encoded({"data": write_pieces(encoded, sizes), "offsets": np.cumsum(sizes) + lengths["data"]}, None)
 
     def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
                     attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
@@ -550,7 +575,7 @@ class RaggedLayout(Layout):
         elif dtype.kind not in "MmO":
             # The samples' own buffers go to the kernel and the hasher: no joining copy (issue 21); the writer
             # copies a non-contiguous one in C order.
-            data = SizedBuffers(arrays, (sizes * dtype.itemsize).tolist())
+            data = write_pieces(arrays, sizes * dtype.itemsize)
         else:  # a dtype with no buffer format (datetime64)
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
