@@ -8,7 +8,7 @@ runs are interleaved: each repetition runs every variant once, in a rotating ord
 (``--worker``), so the machine's load hits every variant alike. Only ratios measured in one run mean anything.
 
 Build rows, per kind (strings: UTF-8 documents of 50-4,000 characters; tokens: 1M int32 sequences of 1-64
-tokens; images: uint8 arrays of 200-500 x 200-500 x 3), from samples already in RAM, with the library's default
+tokens; images: 600 uint8 arrays of 200-500 x 200-500 x 3, ~220 MB), from samples already in RAM, with the library's default
 batch size:
 
 - ``raw``: per batch, the samples' own buffers to ``os.writev`` (1,024 at a time), their offsets with NumPy
@@ -66,7 +66,7 @@ def samples(kind: str, scale: float) -> list[Any]:
         lengths = rng.integers(1, 65, size=n)
         flat = rng.integers(0, 50_000, size=int(lengths.sum()), dtype=np.int32)
         return list(np.split(flat, np.cumsum(lengths)[:-1]))
-    n = max(2, int(200 * scale))
+    n = max(2, int(600 * scale))
     shapes = rng.integers(200, 501, size=(n, 2))
     return [rng.integers(0, 256, size=(int(h), int(w), 3), dtype=np.uint8) for h, w in shapes]
 
