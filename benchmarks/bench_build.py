@@ -8,8 +8,8 @@ runs are interleaved: each repetition runs every variant once, in a rotating ord
 (``--worker``), so the machine's load hits every variant alike. Only ratios measured in one run mean anything.
 
 Build rows, per kind (strings: UTF-8 documents of 50-4,000 characters; tokens: 1M int32 sequences of 1-64
-tokens; images: 600 uint8 arrays of 200-500 x 200-500 x 3, ~220 MB), from samples already in RAM, with the library's default
-batch size:
+tokens; images: 600 uint8 arrays of 200-500 x 200-500 x 3, ~220 MB), from samples already in RAM, with the
+library's default batch size:
 
 - ``raw``: per batch, the samples' own buffers to ``os.writev`` (1,024 at a time), their offsets with NumPy
   (``np.fromiter`` of the lengths, ``np.cumsum``) in one write; for N-D samples their shapes too. No checks.

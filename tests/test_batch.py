@@ -184,5 +184,8 @@ def test_adapters_import_only_public_names_of_the_core():
                 imported += [(source.name, alias.name, "") for alias in node.names
                              if alias.name.startswith("mmap_ninja")]
     assert imported  # the adapters do use the core
-    private = [item for item in imported if any(part.startswith("_") for part in f"{item[1]}.{item[2]}".split("."))]
+    # An adapter may use its own package's private helpers (adapters/_tokens.py behind adapters/torch.py, say);
+    # what it takes from the core must be public.
+    core = [item for item in imported if not item[1].startswith("mmap_ninja.adapters")]
+    private = [item for item in core if any(part.startswith("_") for part in f"{item[1]}.{item[2]}".split("."))]
     assert not private, private

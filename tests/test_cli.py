@@ -287,8 +287,8 @@ def test_info_on_a_sharded_images_map_lists_the_formats_its_shards_hold(tmp_path
     """The formats live in each shard's header: a sharded images map's info said ``"formats": []``."""
     from mmap_ninja import ImagesMmap, merge
 
-    ImagesMmap.from_generator(tmp_path / "a", [np.zeros((4, 5, 3), np.uint8)], 1).close()
-    ImagesMmap.from_generator(tmp_path / "b", [np.zeros((4, 5, 4), np.uint8)], 1).close()  # alpha: PNG
+    ImagesMmap.from_generator(tmp_path / "a", [np.zeros((4, 5, 3), np.uint8)], 1, format="jpeg").close()
+    ImagesMmap.from_generator(tmp_path / "b", [np.zeros((4, 5, 4), np.uint8)], 1).close()  # PNG, the default
     merge(tmp_path / "sharded", [tmp_path / "a", tmp_path / "b"]).close()
     assert main(["info", "--json", str(tmp_path / "sharded")]) == 0
     assert json.loads(capsys.readouterr().out)["formats"] == ["JPEG", "PNG"]

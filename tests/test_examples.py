@@ -36,6 +36,16 @@ def test_train_text_on_stdlib_sources(tmp_path):
     assert math.isfinite(loss)
 
 
+def test_train_packed_windows_with_document_boundaries(tmp_path):
+    data = tmp_path / "texts"
+    data.mkdir()
+    for f in sorted(Path(json.__file__).parent.glob("*.py"))[:6]:
+        shutil.copy(f, data / f.name)
+    seen, loss = _run("train_packed.py", data, tmp_path, "--seq-len", "64")
+    assert seen == 12
+    assert math.isfinite(loss)
+
+
 def test_train_images_on_matplotlib_images(tmp_path):
     mpl_data = Path(matplotlib.get_data_path())
     data = tmp_path / "images"

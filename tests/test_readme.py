@@ -11,7 +11,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_snippets_run(capsys):
     snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     remote = next(s for s in snippets if "memory://" in s)  # the object storage snippet, checked below
-    first, records, training = (s for s in snippets if s is not remote)
+    tokens = next(s for s in snippets if "PackedTokens" in s)  # pretraining on token maps, checked below
+    order = next(s for s in snippets if "blend(" in s)  # the training order snippet, checked below
+    first, records, training = (s for s in snippets if s is not remote and s is not order and s is not tokens)
     exec(compile(first, "README snippet 1", "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["appended later", "(48, 64, 3)"]
 
@@ -36,3 +38,18 @@ def test_readme_snippets_run(capsys):
     exec(compile(remote, "README snippet (object storage)", "exec"), names)
     assert capsys.readouterr().out.splitlines()[-1] == "5 [0 1 2]"
     assert list((Path("cache") / "entries").iterdir())  # read through the cache
+
+    names = {}
+    exec(compile(order, "README snippet (training order)", "exec"), names)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1000000000 [0, 1, 2, 3, 4]"
+    counts, first_source = lines[1].rsplit(" ", 1)
+    assert counts == "[800, 200]" and first_source in ("0", "1")
+    assert lines[2] == "1 600 350"  # 300 of rank 0 of 2 = global position 600; 1400 left over 4 ranks
+
+    names = {}
+    exec(compile(tokens, "README snippet (token maps)", "exec"), names)
+    assert capsys.readouterr().out.splitlines()[-3:] == ["[4 5 6]", "[0 1 2 3 4 0 1 2 0] [0 5 8 9] [0 1 2]", "3 20%"]
+    batch = next(iter(names["loader"]))
+    assert batch["cu_seqlens"].tolist() == [0, 5, 8, 9, 18] and batch["max_seqlen"] == 9
+    assert sorted(i for b in names["budget"] for i in b) == [0, 1, 2, 3, 4]

@@ -663,7 +663,7 @@ def test_images_of_different_formats_and_writers_merge(tmp_path):
 
     rgb = np.full((4, 5, 3), 200, np.uint8)
     rgba = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(4, 6, 4)
-    ImagesMmap.from_generator(tmp_path / "jpeg", [rgb, rgb], 2, quality=80).close()  # JPEG, quality 80
+    ImagesMmap.from_generator(tmp_path / "jpeg", [rgb, rgb], 2, format="jpeg", quality=80).close()
     ImagesMmap.from_generator(tmp_path / "png", [rgba], 2, format="png", verify=True).close()
     assert ImagesMmap(tmp_path / "jpeg").formats != ImagesMmap(tmp_path / "png").formats
     m = merge(tmp_path / "out", [tmp_path / "jpeg", tmp_path / "png"])

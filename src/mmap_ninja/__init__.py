@@ -3,10 +3,13 @@
 - `StringsMmap`: a list of ``str``; `RaggedMmap`: a list of arrays of any shapes;
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
+- `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
+  mixing several maps by weight.
 - `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
+from mmap_ninja.blend import BlendedMap, blend
 from mmap_ninja.checksums import ChecksumMismatchError
 from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
@@ -29,6 +32,7 @@ from mmap_ninja.numpy import extend_dir as np_extend_dir
 from mmap_ninja.numpy import from_generator as np_from_generator
 from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
+from mmap_ninja.order import Order
 from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.records import Field, RecordsMmap
@@ -37,6 +41,7 @@ from mmap_ninja.string import StringsMmap, StringsMmmap
 from mmap_ninja.verify import Report, verify
 
 __all__ = [
+    "BlendedMap",
     "ChecksumMismatchError",
     "CorruptMapError",
     "Field",
@@ -48,6 +53,7 @@ __all__ = [
     "MapMovedError",
     "NotAMapError",
     "NumpyMmap",
+    "Order",
     "RaggedMmap",
     "RaggedMmmap",
     "RecordsMmap",
@@ -60,6 +66,7 @@ __all__ = [
     "UnknownFeatureError",
     "Wrapped",
     "__version__",
+    "blend",
     "convert",
     "merge",
     "np_append",

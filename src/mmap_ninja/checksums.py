@@ -204,8 +204,8 @@ class ReadChecker:
         return f" (they hold samples {max(first, 0)}..{min(last, n - 1)})"
 
 
-_ONE = frozenset({"get", "decode", "raw", "format_name", "shape"})
-_MANY = frozenset({"get_many", "shapes_at", "columns_at"})
+_ONE = frozenset({"get", "decode", "raw", "format_name", "shape", "window"})
+_MANY = frozenset({"get_many", "shapes_at", "checked_shapes", "columns_at"})
 
 
 class CheckedView:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Callable, ClassVar, Optional
 
+from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import register_feature
 
 __all__ = [
@@ -40,6 +41,8 @@ class Codec:
     """How the bytes of one sample are compressed. Subclasses set `name` and implement the methods."""
 
     name: ClassVar[str]
+    spec_defaults: ClassVar[dict[str, Any]] = {}
+    """What a parameter missing from a header's spec means (maps written before the parameter existed)."""
     train_samples: int = 0  # how many samples a dictionary is trained on
     train_window: int = 0  # how many samples of the first batches a builder gathers to draw them from
     train_window_bytes: int = 64 << 20  # ... or fewer, if they hold more bytes than this
@@ -102,14 +105,18 @@ class Zstd(Codec):
     compressed without a dictionary."""
 
     name: ClassVar[str] = "zstd"
+    spec_defaults: ClassVar[dict[str, Any]] = {"checksum": False}  # maps written before frames had checksums
 
     def __init__(self, level: int = 3, dictionary_size: int = 112_640, train_samples: int = 2_000,
-                 train_window: int = 20_000):
+                 train_window: int = 20_000, checksum: bool = True):
         if not isinstance(level, int) or not -131072 <= level <= 22:
             raise ValueError(f"zstd level must be an integer up to 22, got {level!r}")
         if not isinstance(dictionary_size, int) or dictionary_size < 0:
             raise ValueError(f"dictionary_size must be a non-negative number of bytes, got {dictionary_size!r}")
+        if not isinstance(checksum, bool):
+            raise ValueError(f"checksum must be True or False, got {checksum!r}")
         self.level = level
+        self.checksum = checksum
         self.dictionary_size = dictionary_size
         self.train_samples = train_samples
         self.train_window = train_window
@@ -118,8 +125,11 @@ class Zstd(Codec):
         return self.dictionary_size > 0
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "level": self.level, "dictionary_size": self.dictionary_size,
+        spec = {"name": self.name, "level": self.level, "dictionary_size": self.dictionary_size,
                 "train_samples": self.train_samples, "train_window": self.train_window}
+        if self.checksum:
+            spec["checksum"] = True  # each frame ends with zstd's content checksum (any zstd decoder checks it)
+        return spec
 
     def train(self, samples: Sequence[bytes]) -> Optional[bytes]:
         zstd = _need("zstandard", "zstd")
@@ -136,14 +146,41 @@ class Zstd(Codec):
     def compressor(self, dictionary: Optional[bytes]) -> Callable[[Any], bytes]:
         zstd = _need("zstandard", "zstd")
         dict_data = zstd.ZstdCompressionDict(dictionary) if dictionary else None
-        compressor = zstd.ZstdCompressor(level=self.level, dict_data=dict_data, write_content_size=True)
+        compressor = zstd.ZstdCompressor(level=self.level, dict_data=dict_data, write_content_size=True,
+                                         write_checksum=self.checksum)
         result: Callable[[Any], bytes] = compressor.compress
         return result
 
     def decompressor(self, dictionary: Optional[bytes]) -> Decompress:
         zstd = _need("zstandard", "zstd")
         dict_data = zstd.ZstdCompressionDict(dictionary) if dictionary else None
-        return _per_thread(lambda: zstd.ZstdDecompressor(dict_data=dict_data), "decompress")
+        decompress = _per_thread(lambda: zstd.ZstdDecompressor(dict_data=dict_data), "decompress")
+        content_size, error = zstd.frame_content_size, zstd.ZstdError
+
+        def checked(data: Any) -> bytes:
+            try:
+                size = content_size(data)
+            except error as e:
+                raise CorruptMapError(f"its zstd frame header is damaged ({e})") from None
+            if size < 0 or size > max_output(len(data), _ZSTD_MAX_RATIO):
+                raise CorruptMapError(f"its zstd frame declares {size if size >= 0 else 'no'} content size, more than "
+                                      f"{len(data)} compressed bytes can hold (the frame is damaged)")
+            try:
+                return decompress(data)
+            except error as e:
+                raise CorruptMapError(f"its zstd frame does not decompress ({e})") from None
+
+        return checked
+
+
+_ZSTD_MAX_RATIO = 1 << 15  # an RLE block: 4 bytes (3 of header) give at most 128 KiB
+_LZ4_MAX_RATIO = 255  # LZ4's format: a match copies at most 255 bytes per byte of its length
+
+
+def max_output(compressed: int, ratio: int) -> int:
+    """The most bytes ``compressed`` bytes of a frame can decompress to under a codec's format (``ratio``): a
+    frame whose header declares more is damaged, and is refused before anything is allocated for it."""
+    return compressed * ratio + 64
 
 
 @register_codec
@@ -165,7 +202,15 @@ class Lz4(Codec):
         block = _need("lz4.block", "lz4")
 
         def decompress(data: Any) -> bytes:
-            result: bytes = block.decompress(data)
+            view = memoryview(data)
+            size = int.from_bytes(view[:4], "little", signed=True) if len(view) >= 4 else -1
+            if size < 0 or size > max_output(len(view), _LZ4_MAX_RATIO):
+                raise CorruptMapError(f"its LZ4 block declares {size} bytes, more than {len(view)} compressed bytes "
+                                      f"can hold (the block is damaged)")
+            try:
+                result: bytes = block.decompress(data)
+            except block.LZ4BlockError as e:
+                raise CorruptMapError(f"its LZ4 block does not decompress ({e})") from None
             return result
 
         return decompress
@@ -184,7 +229,7 @@ def codec_from_spec(spec: dict[str, Any]) -> Codec:
     """The codec a header's attributes describe."""
     params = dict(spec)
     cls = CODECS[params.pop("name")]
-    return cls(**params)
+    return cls(**{**cls.spec_defaults, **params})
 
 
 @lru_cache(maxsize=16)

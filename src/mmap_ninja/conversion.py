@@ -182,11 +182,13 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
     parent, created = _check_target(None if remote else source_dir, target)
+    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
     try:
         _remove_abandoned(parent, target.name)
-        temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
         owner = _hold(temporary)
-    except BaseException:
+    except BaseException:  # Ctrl-C included: a lock file made before it arrived is ours (its name is unique)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{temporary}{_LOCK_SUFFIX}")
         _remove_created(created)
         raise
     try:

@@ -17,8 +17,6 @@ an index into the header attribute ``formats``, the list of Pillow format names 
 
 from __future__ import annotations
 
-import functools
-import importlib
 import io
 import operator
 import os
@@ -31,6 +29,15 @@ import numpy as np
 
 from mmap_ninja.batch import check_batch_size, check_out, pad_scalar
 from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.image_decoding import (
+    _MODE_OF_CHANNELS,
+    DEFAULT_DECODER,
+    Decoder,
+    _optional,
+    _pillow,
+    _simplejpeg,
+    drafted_sizes,
+)
 from mmap_ninja.layouts import Columns, Encoded, Layout, OffsetsView, View
 from mmap_ninja.maps import MapBase, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
@@ -38,181 +45,36 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 __all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
 
 DEFAULT_QUALITY = 95
-"""The JPEG/WebP quality arrays and PIL images are encoded at unless ``quality=`` says otherwise."""
+"""The quality of ``format="jpeg"`` / lossy ``"webp"`` unless ``quality=`` says otherwise (the default format,
+PNG, is lossless)."""
 
 # Decoded channels of each Pillow mode that holds 8-bit samples ("P", a palette, is decided by its transparency).
 _CHANNELS_OF_MODE = {"1": 1, "L": 1, "LA": 2, "La": 2, "PA": 4, "RGB": 3, "RGBX": 3, "YCbCr": 3, "LAB": 3,
                      "HSV": 3, "CMYK": 3, "RGBA": 4, "RGBa": 4}
-# The Pillow mode an image is converted to for each number of channels.
-_MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-_SIMPLEJPEG_COLORSPACE = {1: "GRAY", 3: "RGB", 4: "RGBA"}
-_CMYK_COLORSPACES = ("CMYK", "YCCK")
 _ENCODE_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _MAX_FORMATS = 256  # the formats column holds one uint8 per image
 _UINT8 = np.dtype(np.uint8)
 
 
-# ---------------------------------------------------------------------------------------------------- decoders
-
-@functools.cache
-def _optional(name: str) -> Any:
-    """The module ``name``, or None when it is not installed (looked up once, at first use)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _simplejpeg() -> Any:
-    return _optional("simplejpeg")
-
-
-def _pyspng() -> Any:
-    return _optional("pyspng")
-
-
-_PNG_NATURAL_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (3, palette, is left to Pillow)
-
-
-def _spng_decodes(raw: Any, channels: int) -> bool:
-    """Whether pyspng gives Pillow's exact pixels for this PNG read with ``channels``: 8 bits or less per sample,
-    and either RGB out or the image's own channels (not a palette image's, whose transparency Pillow resolves
-    its own way). Reads two bytes of the IHDR chunk."""
-    if len(raw) < 26:
-        return False
-    bit_depth, colour_type = raw[24], raw[25]
-    if bit_depth > 8:
-        return False
-    return channels == 3 or _PNG_NATURAL_CHANNELS.get(colour_type) == channels
-
-
-def _pillow() -> Any:
-    Image = _optional("PIL.Image")
-    if Image is None:
-        raise ImportError("ImagesMmap needs Pillow: pip install 'mmap_ninja[images]' (or pillow)")
-    return Image
-
-
-class Decoder:
-    """Turns an image's encoded bytes into an ``(H, W, C)`` uint8 array. It holds only settings, so one decoder
-    is safe to use from any number of threads (simplejpeg and Pillow both release the GIL while decoding).
-
-    ``channels``: None keeps each image's own channels (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA; palette images
-    become RGB, or RGBA when they have transparency; CMYK becomes RGB); 1, 3 or 4 converts every image to gray,
-    RGB or RGBA (alpha dropped or set to 255). ``fast``: simplejpeg's ``fastdct`` and ``fastupsample`` (faster,
-    slightly different pixels; Pillow has no such flags). ``decoder``: ``"pillow"`` decodes everything with
-    Pillow; ``"simplejpeg"`` requires simplejpeg for JPEGs; None takes simplejpeg for JPEGs and pyspng for the
-    PNGs it decodes exactly as Pillow does, when they are installed.
-    """
-
-    def __init__(self, channels: Optional[int] = None, fast: bool = False, decoder: Optional[str] = None):
-        if channels is not None and (isinstance(channels, bool) or channels not in (1, 3, 4)):
-            raise ValueError(f"channels must be None (each image's own), 1, 3 or 4, got {channels!r}")
-        if not isinstance(fast, bool):
-            raise TypeError(f"fast must be True or False, got {fast!r}")
-        if decoder not in (None, "simplejpeg", "pillow"):
-            raise ValueError(f"decoder must be None (the fastest installed), 'simplejpeg' or 'pillow', got {decoder!r}")
-        if decoder == "simplejpeg" and _simplejpeg() is None:
-            raise ImportError("decoder='simplejpeg' needs simplejpeg: pip install simplejpeg")
-        self.channels = channels
-        self.fast = fast
-        self.requested = decoder
-
-    @property
-    def _jpeg(self) -> Any:
-        """simplejpeg when it decodes this decoder's JPEGs (imported at the first decode, not with the module)."""
-        return None if self.requested == "pillow" else _simplejpeg()
-
-    def __repr__(self) -> str:
-        return f"Decoder(channels={self.channels!r}, fast={self.fast!r}, decoder={self.requested!r})"
-
-    @property
-    def _png(self) -> Any:
-        """pyspng when it decodes this decoder's PNGs."""
-        return None if self.requested == "pillow" else _pyspng()
-
-    def name_for(self, format_name: str) -> str:
-        """Which library decodes images of this Pillow format name (``"JPEG"``, ``"PNG"``, ...); for PNG,
-        ``"pyspng"`` means pyspng where it gives Pillow's exact pixels and Pillow for the rest."""
-        if format_name == "JPEG" and self._jpeg is not None:
-            return "simplejpeg"
-        if format_name == "PNG" and self._png is not None:
-            return "pyspng"
-        return "Pillow"
-
-    def decode(self, raw: Any, format_name: str, shape: tuple[int, int, int],
-               out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
-        """Decode ``raw`` (bytes-like) into a new array of ``shape`` (the decoded shape the map recorded, with
-        this decoder's channels), or into ``out`` (a writable C-contiguous uint8 array of that shape). A
-        ValueError if the bytes cannot be decoded or decode to another shape."""
-        channels = shape[2]
-        jpeg = self._jpeg if format_name == "JPEG" else None
-        if jpeg is not None and channels != 2:
-            decoded: Optional[np.ndarray[Any, Any]] = None
-            try:
-                # CMYK JPEGs go to Pillow, whose conversion to RGB (with Adobe's inverted CMYK) is the reference.
-                if jpeg.decode_jpeg_header(raw)[2] not in _CMYK_COLORSPACES:  # ~1 µs
-                    decoded = jpeg.decode_jpeg(raw, _SIMPLEJPEG_COLORSPACE[channels], fastdct=self.fast,
-                                                     fastupsample=self.fast, buffer=out)
-            except ValueError:
-                pass  # a JPEG simplejpeg calls damaged (it is strict): Pillow decodes it or says what is wrong
-            if decoded is not None:
-                if decoded.shape != shape:
-                    raise ValueError(f"the image decodes to shape {decoded.shape}, expected {shape}")
-                return decoded
-        png = self._png if format_name == "PNG" else None
-        if png is not None and _spng_decodes(raw, channels):
-            try:
-                pixels = png.load(bytes(raw), _MODE_OF_CHANNELS[channels])
-            except RuntimeError:
-                pixels = None  # libspng is strict (a bad CRC, ...): Pillow decodes it or says what is wrong
-            if pixels is not None:
-                pixels = pixels.reshape(shape) if pixels.size == np.prod(shape) else pixels
-                if pixels.shape != shape:
-                    raise ValueError(f"the image decodes to shape {pixels.shape}, expected {shape}")
-                if out is None:
-                    return pixels  # type: ignore[no-any-return]
-                out[...] = pixels
-                return out
+def _encoded_size(raw: Any, format_name: str) -> Optional[tuple[int, int]]:
+    """The ``(height, width)`` an encoded image's header declares (read without decoding), or None if its header
+    cannot be read."""
+    head = bytes(memoryview(raw)[:24])
+    if format_name == "PNG" and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    jpeg = _simplejpeg() if format_name == "JPEG" else None
+    if jpeg is not None:
         try:
-            image = self._pillow_decode(raw, format_name, channels)
-        except _pillow().UnidentifiedImageError:  # its message names the BytesIO object, at its memory address
-            raise ValueError(f"its bytes are of no image format Pillow knows ({bytes(memoryview(raw)[:8])!r}); the "
-                             f"map may be damaged (mmap-ninja verify --deep says where)") from None
-        except Exception as e:  # Pillow raises OSError, SyntaxError, ... for damaged data
-            raise ValueError(f"{type(e).__name__}: {e}") from None
-        if image.shape != shape:
-            raise ValueError(f"the image decodes to shape {image.shape}, expected {shape}")
-        if out is None:
-            return image
-        out[...] = image
-        return out
-
-    @staticmethod
-    def _pillow_decode(raw: Any, format_name: str, channels: int) -> np.ndarray[Any, Any]:
-        Image = _pillow()
-        with Image.open(io.BytesIO(raw), formats=(format_name,)) as image:
-            target = _MODE_OF_CHANNELS[channels]
-            if image.mode != target:
-                if image.mode == "P" and "transparency" in image.info and target != "RGBA":
-                    with image.convert("RGBA") as rgba:  # what Pillow asks for (it warns on a direct conversion)
-                        converted = rgba.convert(target)
-                else:
-                    converted = image.convert(target)
-                try:
-                    return _to_array(converted)
-                finally:
-                    converted.close()
-            return _to_array(image)
-
-
-def _to_array(image: Any) -> np.ndarray[Any, Any]:
-    """A loaded PIL image as a new writable ``(H, W, C)`` uint8 array."""
-    array = np.array(image)  # a copy: np.asarray would give a read-only array over Pillow's bytes
-    return array if array.ndim == 3 else array.reshape(*array.shape, 1)
-
-
-DEFAULT_DECODER = Decoder()
+            height, width = jpeg.decode_jpeg_header(raw)[:2]
+            return int(height), int(width)
+        except ValueError:
+            pass  # Pillow reads more JPEGs' headers
+    try:
+        with _pillow().open(io.BytesIO(raw), formats=(format_name,)) as image:
+            width, height = image.size
+            return int(height), int(width)
+    except Exception:  # Pillow's plugins raise many kinds for damaged headers
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------- encoding
@@ -223,6 +85,18 @@ def _channels_of(image: Any) -> Optional[int]:
         palette = image.palette
         return 4 if "transparency" in image.info or (palette is not None and palette.mode == "RGBA") else 3
     return _CHANNELS_OF_MODE.get(image.mode)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray + alpha", 6: "RGBA"}
+
+
+def _png_bit_depth(data: Any) -> Optional[int]:
+    """The bit depth a PNG's IHDR chunk states (bits per sample), or None for anything else."""
+    head = bytes(memoryview(data)[:26])
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return head[24]
 
 
 def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
@@ -238,6 +112,12 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
                          f"knows ({bytes(memoryview(data)[:8])!r})") from None
     except Exception as e:  # Pillow's plugins raise many kinds (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{what} is not an image Pillow can read: {type(e).__name__}: {e}") from None
+    bit_depth = _png_bit_depth(data)
+    if bit_depth is not None and bit_depth > 8:
+        colour = _PNG_COLOUR_TYPES.get(data[25], f"colour type {data[25]}")
+        raise ValueError(f"{what} is a {bit_depth}-bit PNG ({colour}); ImagesMmap decodes to uint8 and would "
+                         f"cut its samples to 8 bits: store the exact "
+                         f"uint16 arrays in a RaggedMmap instead")
     if channels is None:
         raise ValueError(f"{what} is a {format_name} image of mode {mode!r} (not 8-bit samples); ImagesMmap decodes "
                          f"to uint8 and would change its values: store it in a RaggedMmap instead")
@@ -246,11 +126,18 @@ def inspect_image(data: Any, what: str) -> tuple[str, tuple[int, int, int]]:
     return str(format_name), (int(height), int(width), channels)
 
 
-def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> bytes:
+def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> tuple[bytes, int]:
+    """A PIL image encoded following ``policy``, and the channels it was given (which the map records: lossless
+    WebP has no gray mode and drops an opaque alpha channel, so its pixels are converted back on read)."""
     channels = _channels_of(image)
     if channels is None:
         raise ValueError(f"{what} is a PIL image of mode {image.mode!r} (not 8-bit samples); ImagesMmap stores "
                          f"uint8 images: store it in a RaggedMmap instead")
+    if _loads_16_bit_samples(image):
+        raise ValueError(f"{what} is a PIL image opened from a 16-bit {image.format} file (Pillow would cut its "
+                         f"samples to 8 bits); ImagesMmap decodes to uint8: store the exact uint16 arrays in a "
+                         f"RaggedMmap instead")
+    # A map written before the format was recorded (``format`` null) keeps its rule: JPEG unless alpha.
     format_name = policy.get("format") or ("JPEG" if channels in (1, 3) else "PNG")
     if format_name == "JPEG" and channels in (2, 4):
         raise ValueError(f"{what} has an alpha channel, which JPEG cannot store: build the map with format='png' "
@@ -262,13 +149,34 @@ def _encode_pil(image: Any, policy: dict[str, Any], what: str) -> bytes:
     if format_name == "PNG":
         converted.save(buffer, format="PNG")
     elif format_name == "WEBP":
-        converted.save(buffer, format="WEBP", quality=quality, lossless=quality == 100)
+        if _webp_lossless(policy):
+            # exact: keep the RGB under fully transparent pixels (libwebp would blank it to compress better)
+            converted.save(buffer, format="WEBP", lossless=True, exact=True, quality=quality)
+        else:
+            converted.save(buffer, format="WEBP", quality=quality)
     else:
         converted.save(buffer, format=format_name, quality=quality)
-    return buffer.getvalue()
+    return buffer.getvalue(), channels
 
 
-def _encode_array(array: np.ndarray[Any, Any], policy: dict[str, Any], what: str) -> bytes:
+def _loads_16_bit_samples(image: Any) -> bool:
+    """Whether a PIL image not loaded yet reads 16-bit samples from its file (a tile's raw mode such as
+    ``"RGB;16B"``: Pillow opens 16-bit RGB and RGBA PNGs as 8-bit modes)."""
+    for tile in getattr(image, "tile", None) or ():
+        rawmode = tile[3] if len(tile) > 3 else None
+        if isinstance(rawmode, tuple) and rawmode:
+            rawmode = rawmode[0]
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def _webp_lossless(policy: dict[str, Any]) -> bool:
+    """Whether the policy asks for WebP's lossless mode (``lossless=True``, or ``quality=100``)."""
+    return bool(policy.get("lossless")) or int(policy.get("quality", DEFAULT_QUALITY)) == 100
+
+
+def _encode_array(array: np.ndarray[Any, Any], policy: dict[str, Any], what: str) -> tuple[bytes, int]:
     if array.dtype != np.uint8:
         raise TypeError(f"{what} is an array of dtype {array.dtype}; ImagesMmap stores uint8 images (scale and cast "
                         f"it yourself, or store it in a RaggedMmap)")
@@ -294,7 +202,9 @@ def _is_pil_image(sample: Any) -> bool:
 
 def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes, str, tuple[int, int, int]]:
     """One sample as ``(encoded bytes, Pillow format name, decoded shape)``: files and encoded bytes are kept as
-    they are, arrays and PIL images are encoded following ``policy`` (the map's ``encode`` attribute)."""
+    they are, arrays and PIL images are encoded following ``policy`` (the map's ``encode`` attribute) and keep
+    the channels they were given."""
+    given_channels: Optional[int] = None
     if isinstance(sample, os.PathLike):
         path = os.fspath(sample)
         what = f"{what} ({path})"
@@ -308,15 +218,17 @@ def encode_sample(sample: Any, policy: dict[str, Any], what: str) -> tuple[bytes
     elif isinstance(sample, np.ndarray) and sample.ndim == 1 and sample.dtype == np.uint8:
         data = sample.tobytes()  # encoded bytes (an image array has two or three dimensions)
     elif isinstance(sample, np.ndarray):
-        data = _encode_array(sample, policy, what)
+        data, given_channels = _encode_array(sample, policy, what)
     elif isinstance(sample, str):
         raise TypeError(f"{what} is a str; pass pathlib.Path(...) for an image file, or its bytes")
     elif _is_pil_image(sample):
-        data = _encode_pil(sample, policy, what)
+        data, given_channels = _encode_pil(sample, policy, what)
     else:
         raise TypeError(f"{what} is {type(sample).__name__}; an image is encoded bytes, a pathlib.Path, a uint8 "
                         f"array or a PIL image")
     format_name, shape = inspect_image(data, what)
+    if given_channels is not None:
+        shape = (shape[0], shape[1], given_channels)
     if policy.get("baseline_jpeg") and format_name == "JPEG":
         data = as_baseline_jpeg(data)
     if policy.get("verify"):
@@ -397,6 +309,9 @@ class ImagesView(OffsetsView):
         self.format_codes = formats
         self.format_items = formats.data
         self.format_names = tuple(store.attrs.get("formats", ()))
+        # What plain reads (``get``) decode with: a records map opened with ``draft=`` sets its own before the
+        # view is published (`ImagesMmap` passes its decoder to every read).
+        self.decoder = DEFAULT_DECODER
 
     def raw(self, position: int) -> memoryview:
         start, stop = self.starts[position], self.stops[position]
@@ -421,38 +336,82 @@ class ImagesView(OffsetsView):
             shapes[:, 2] = channels
         return shapes
 
+    def checked_shapes(self, positions: np.ndarray[Any, Any], channels: Optional[int] = None) -> np.ndarray[Any, Any]:
+        """`shapes_at`, each checked against the height and width its image's encoded header gives (and its
+        channels against 1 to 4), so that a damaged ``shapes.bin`` never sizes a batch: a `CorruptMapError`
+        naming the image instead. Costs a header parse per image (a few bytes for PNG and JPEG)."""
+        shapes = self.shapes_at(positions)
+        for k, position in enumerate(positions.tolist()):
+            height, width, recorded = shapes[k].tolist()
+            declared = _encoded_size(self.raw(position), self.format_name(position))
+            if declared is None:
+                raise CorruptMapError(
+                    f"image {position} of {self.path} cannot be decoded: its bytes have no "
+                    f"{self.format_name(position)} header ({bytes(self.raw(position)[:8])!r}); the map may be "
+                    f"damaged (mmap-ninja verify --deep says where)")
+            if not 1 <= recorded <= 4 or (height, width) != declared:
+                said = f"declares {declared[0]}x{declared[1]}"
+                raise CorruptMapError(
+                    f"{self.path / 'shapes.bin'} is corrupt: image {position} is recorded as {height}x{width} with "
+                    f"{recorded} channels, but its encoded header {said}")
+        if channels is not None:
+            shapes[:, 2] = channels
+        return shapes
+
+    def decoded_shapes(self, positions: np.ndarray[Any, Any], decoder: Decoder) -> np.ndarray[Any, Any]:
+        """The shapes ``decoder`` decodes the images at ``positions`` to (their channels, JPEGs' draft size)."""
+        shapes = self.checked_shapes(positions, decoder.channels)  # never from a damaged shapes.bin
+        if decoder.draft is not None and "JPEG" in self.format_names:
+            jpegs = self.format_codes[positions] == self.format_names.index("JPEG")
+            shapes[jpegs, :2] = drafted_sizes(shapes[jpegs, :2], decoder.draft)
+        return shapes
+
     def decode(self, position: int, decoder: Decoder, out: Optional[np.ndarray[Any, Any]] = None
                ) -> np.ndarray[Any, Any]:
         raw = self.raw(position)
+        format_name = self.format_name(position)
+        height, width, channels = self.shape(position, decoder.channels)
+        if decoder.draft is not None:
+            height, width = decoder.decoded_size(format_name, height, width)
         try:
-            return decoder.decode(raw, self.format_name(position), self.shape(position, decoder.channels), out)
-        except ValueError as e:
-            raise ValueError(f"image {position} of {self.path} cannot be decoded: {e}") from None
+            return decoder.decode(raw, format_name, (height, width, channels), out)
+        except CorruptMapError:
+            raise
+        except ValueError as e:  # damaged bytes (or a shape that does not match them): the map is damaged
+            raise CorruptMapError(f"image {position} of {self.path} cannot be decoded: {e}") from None
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
-        return self.decode(position, DEFAULT_DECODER)
+        return self.decode(position, self.decoder)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
-        return [self.decode(p, DEFAULT_DECODER) for p in positions.tolist()]
+        decoder = self.decoder
+        return [self.decode(p, decoder) for p in positions.tolist()]
 
 
 # ---------------------------------------------------------------------------------------------------- layout
 
 def _encode_policy(format: Optional[str] = None, quality: int = DEFAULT_QUALITY, verify: bool = False,
-                   baseline_jpeg: bool = False) -> dict[str, Any]:
+                   baseline_jpeg: bool = False, lossless: bool = False) -> dict[str, Any]:
+    """A new map's rule for encoding arrays and PIL images, with its format recorded (PNG unless asked)."""
     if format is not None:
         if not isinstance(format, str) or format.lower() not in _ENCODE_FORMATS:
-            raise ValueError(f"format must be None (JPEG, or PNG for images with alpha), 'jpeg', 'png' or 'webp', "
-                             f"got {format!r}")
+            raise ValueError(f"format must be None (PNG, lossless), 'png', 'jpeg' (lossy) or 'webp' (lossy, or "
+                             f"lossless with lossless=True or quality=100), got {format!r}")
         format = _ENCODE_FORMATS[format.lower()]
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    for name, flag in (("verify", verify), ("baseline_jpeg", baseline_jpeg)):
+    for name, flag in (("verify", verify), ("baseline_jpeg", baseline_jpeg), ("lossless", lossless)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if lossless and format == "JPEG":
+        raise ValueError("format='jpeg' is lossy: lossless=True needs format='png' (the default) or 'webp'")
     if baseline_jpeg:
         _jpeglib()  # missing: refused before anything is written
-    return {"format": format, "quality": int(quality), "verify": verify, "baseline_jpeg": baseline_jpeg}
+    policy: dict[str, Any] = {"format": format or "PNG", "quality": int(quality), "verify": verify,
+                              "baseline_jpeg": baseline_jpeg}
+    if format == "WEBP":
+        policy["lossless"] = lossless or quality == 100
+    return policy
 
 
 class ImagesLayout(Layout):
@@ -466,11 +425,13 @@ class ImagesLayout(Layout):
     derived_attrs: ClassVar[frozenset[str]] = frozenset({"formats", "encode"})
 
     def attrs(self, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,  # type: ignore[override]
-              verify: bool = False, baseline_jpeg: bool = False) -> dict[str, Any]:
-        """``format``/``quality``: how arrays and PIL images are encoded (files and bytes are stored as given);
-        ``verify``: decode every image once when it is written, to refuse damaged data (not only headers);
-        ``baseline_jpeg``: store progressive JPEGs as baseline ones, losslessly (see `as_baseline_jpeg`)."""
-        return {"formats": [], "encode": _encode_policy(format, quality, verify, baseline_jpeg)}
+              verify: bool = False, baseline_jpeg: bool = False, lossless: bool = False) -> dict[str, Any]:
+        """``format``/``quality``/``lossless``: how arrays and PIL images are encoded (files and bytes are stored
+        as given): PNG (lossless) by default, JPEG (lossy) or WebP (lossy; lossless with ``lossless=True`` or
+        ``quality=100``) when asked; ``verify``: decode every image once when it is written, to refuse damaged
+        data (not only headers); ``baseline_jpeg``: store progressive JPEGs as baseline ones, losslessly (see
+        `as_baseline_jpeg`)."""
+        return {"formats": [], "encode": _encode_policy(format, quality, verify, baseline_jpeg, lossless)}
 
     def view(self, columns: Columns) -> ImagesView:
         return ImagesView(columns)
@@ -538,6 +499,10 @@ class ImagesMmap(MapBase):
       transparency; a CMYK JPEG gives RGB); 1, 3 or 4 converts every image to gray, RGB or RGBA.
     - ``fast``: simplejpeg's fast DCT and upsampling (about 20 % faster JPEG decoding, slightly different pixels).
     - ``decoder``: ``"simplejpeg"`` or ``"pillow"`` for JPEGs; None uses simplejpeg when installed.
+    - ``draft``: ``(height, width)`` decodes each JPEG at the smallest DCT scale (1/2, 1/4 or 1/8) whose output is
+      still at least that size (never smaller, and not resized: a 500 x 701 JPEG with ``draft=(224, 224)`` reads
+      as 250 x 351; one smaller than twice the size reads whole), several times faster for large pictures;
+      other formats decode fully. ``shape(i)`` keeps giving the stored size. None (the default) decodes fully.
 
     EXIF orientation is not applied (as in Pillow and torchvision by default). An animated image decodes to its
     first frame (``raw(i)`` keeps every frame). ``raw(i)`` gives the encoded bytes, e.g. for a GPU decoder.
@@ -549,11 +514,22 @@ class ImagesMmap(MapBase):
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  durable: bool = False, allow_unfinished: bool = False, channels: Optional[int] = None,
-                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False):
-        self._decoder = Decoder(channels, fast, decoder)  # checked before the map is opened
+                 fast: bool = False, decoder: Optional[str] = None, verify_reads: bool = False,
+                 draft: Optional[tuple[int, int]] = None):
+        self._decoder = Decoder(channels, fast, decoder, draft)  # checked before the map is opened
         super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
                          lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
                          verify_reads=verify_reads)
+
+    def _new_view(self, columns: Any) -> Any:
+        view = super()._new_view(columns)
+        view.decoder = self._decoder  # what the view's own reads decode with (a sharded map reads through them)
+        return view
+
+    def _use_decoder(self, decoder: Decoder) -> None:
+        """Read with ``decoder`` from now on (a handle built or attached before its options were known)."""
+        self._decoder = decoder
+        self._rebuild()
 
     # -------------------------------------------------------------- reading
 
@@ -590,7 +566,8 @@ class ImagesMmap(MapBase):
         return view.raw(resolve_index(index, view.length))  # type: ignore[no-any-return]
 
     def shape(self, index: int) -> tuple[int, int, int]:
-        """The ``(H, W, C)`` shape ``m[index]`` has, read from the index without decoding."""
+        """The ``(H, W, C)`` shape ``m[index]`` has, read from the index without decoding (the stored size: with
+        ``draft``, a JPEG reads smaller, see `decoded_shapes`)."""
         view = self._view
         return view.shape(resolve_index(index, view.length), self._decoder.channels)  # type: ignore[no-any-return]
 
@@ -599,6 +576,14 @@ class ImagesMmap(MapBase):
         view = self._view
         return view.shapes_at(resolve_positions(indices, view.length),  # type: ignore[no-any-return]
                               self._decoder.channels)
+
+    def decoded_shapes(self, indices: Any = slice(None)) -> np.ndarray[Any, Any]:
+        """The shapes reads of the images at ``indices`` (default: all) return with this handle's options, as a
+        new ``(k, 3)`` int64 array, no decoding: `shapes` with ``draft``'s reduced JPEG sizes (the same without
+        ``draft``)."""
+        view = self._view
+        return view.decoded_shapes(resolve_positions(indices, view.length),  # type: ignore[no-any-return]
+                                   self._decoder)
 
     def format(self, index: int) -> str:
         """The Pillow format name of image ``index`` (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ...)."""
@@ -622,7 +607,7 @@ class ImagesMmap(MapBase):
         return self._decoder
 
     def get_batch(self, indices: Any, *, threads: Optional[int] = None, out: Optional[np.ndarray[Any, Any]] = None,
-                  pad_value: Any = None) -> Any:
+                  pad_value: Any = None, draft: Any = None) -> Any:
         """Decode the images at ``indices`` (ints, a slice or a boolean mask) into one new uint8 array.
 
         With ``pad_value=None`` the images must share one shape (a ValueError names two that differ) and the
@@ -630,16 +615,20 @@ class ImagesMmap(MapBase):
         has every dimension of the largest image in the batch, filled with ``pad_value`` past each image, and
         ``shapes`` is the ``(k, 3)`` shapes. ``out=`` is decoded into instead of a new array (uint8,
         C-contiguous, writable, of the result's shape; when padding, H, W and C may be larger). ``threads`` > 1
-        decodes on that many threads. ``wrapper_fn`` is not applied.
+        decodes on that many threads. ``wrapper_fn`` is not applied. ``draft`` (see the class) overrides the
+        handle's for this call (``False``: full decoding); the shapes are then the decoded ones, and padding pads
+        to the largest of them.
         """
-        return decode_batch(self._view, resolve_positions(indices, self._view.length), self._decoder,
+        decoder = self._decoder if draft is None else self._decoder.with_draft(draft)
+        return decode_batch(self._view, resolve_positions(indices, self._view.length), decoder,
                             pad_value=pad_value, out=out, threads=threads,
                             hint=", or open the map with channels= to give them the same channels")
 
     def __reduce__(self) -> tuple[Any, ...]:
         reopen, (cls, path, options) = super().__reduce__()
         decoder = self._decoder
-        options = {**options, "channels": decoder.channels, "fast": decoder.fast, "decoder": decoder.requested}
+        options = {**options, "channels": decoder.channels, "fast": decoder.fast, "decoder": decoder.requested,
+                   "draft": decoder.draft}
         return reopen, (cls, path, options)
 
     # -------------------------------------------------------------- building
@@ -667,18 +656,21 @@ class ImagesMmap(MapBase):
 
         An image is its encoded bytes (``bytes``, ``bytearray``, ``memoryview`` or a 1-D uint8 array: stored as
         given), a ``pathlib.Path`` (the file's bytes, stored as given), a uint8 array of shape ``(H, W)`` or
-        ``(H, W, C)`` with C in 1..4, or a PIL image. Arrays and PIL images are encoded as JPEG at ``quality``
-        (default 95; lossy) when they have 1 or 3 channels and as PNG (lossless) when they have an alpha channel,
-        unless ``format="png"``, ``"jpeg"`` or ``"webp"`` says otherwise (WebP with ``quality=100`` is lossless).
-        A 2-D array reads back as ``(H, W, 1)``. ``verify=True`` decodes every image once while writing;
-        ``baseline_jpeg=True`` rewrites progressive JPEGs losslessly as baseline ones (see `from_files`). These
+        ``(H, W, C)`` with C in 1..4, or a PIL image. Arrays and PIL images are encoded losslessly as PNG (as
+        Hugging Face's ``Image()`` does), whatever format a PIL image was read from; lossy only when asked:
+        ``format="jpeg"`` at ``quality`` (default 95; no alpha), ``format="webp"`` (lossy at ``quality``, or
+        lossless, keeping the RGB under transparent pixels, with ``lossless=True`` or ``quality=100``). They read
+        back in the channels given (a 2-D array as ``(H, W, 1)``). 16-bit PNGs (any mode) are refused, naming
+        the file: store exact uint16 arrays in a `RaggedMmap`. ``verify=True`` decodes every image once while
+        writing; ``baseline_jpeg=True`` rewrites progressive JPEGs losslessly as baseline ones (see `from_files`). These
         options are kept by the map for later ``extend`` and ``append`` calls. The reading options ``channels``,
-        ``fast`` and ``decoder`` (see the class) apply to the returned handle. See `MapBase.from_generator` for
-        the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
+        ``fast``, ``decoder`` and ``draft`` (see the class) apply to the returned handle. See
+        `MapBase.from_generator` for the rest (unfinished builds, ``overwrite``, ``metadata``, ...).
         """
-        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None))
+        decoder = Decoder(options.pop("channels", None), options.pop("fast", False), options.pop("decoder", None),
+                          options.pop("draft", None))
         built = super().from_generator(out_dir, sample_generator, batch_size, verbose, **options)
-        built._decoder = decoder
+        built._use_decoder(decoder)
         return built
 
 
@@ -721,7 +713,7 @@ def decode_batch(view: ImagesView, positions: np.ndarray[Any, Any], decoder: Dec
     `ImagesMmap.get_batch` describes (records' images fields decode their batches here too)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-    shapes = view.shapes_at(positions, decoder.channels)
+    shapes = view.decoded_shapes(positions, decoder)  # checked: never sized from a damaged shapes.bin
     count = len(positions)
     empty = (0, 0, decoder.channels or 0)
     if pad_value is None:

@@ -231,6 +231,9 @@ class OffsetsView(View):
 
     def __init__(self, store: Columns, values: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]):
         self.path = store.path
+        if len(offsets) == 0:
+            raise CorruptMapError(f"{store.path} is damaged: its header gives an offsets column no entries (it needs "
+                                  f"n + 1, from 0)")
         self.values = values
         self.offsets = offsets
         self.length = len(offsets) - 1
@@ -271,17 +274,38 @@ class StringsView(OffsetsView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        return str(self.utf8[start:stop], "utf-8")
+        try:
+            return str(self.utf8[start:stop], "utf-8")
+        except UnicodeDecodeError as e:  # damaged bytes, or offsets that cut a character
+            raise damaged_sample(self.path, position, e) from None
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
         utf8 = self.utf8
-        return [str(utf8[a:b], "utf-8") for a, b in zip(*self.spans(positions))]
+        try:
+            return [str(utf8[a:b], "utf-8") for a, b in zip(*self.spans(positions))]
+        except UnicodeDecodeError:
+            for position in positions.tolist():
+                self.get(position)  # names the first damaged sample
+            raise
 
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8 = self.utf8
-        for offsets in self.chunks(start):
-            for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
-                yield str(utf8[a:b], "utf-8")
+        try:
+            for offsets in self.chunks(start):
+                for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
+                    yield str(utf8[a:b], "utf-8")
+        except UnicodeDecodeError:
+            for position in range(start, self.length):
+                self.get(position)  # names the first damaged sample
+            raise
+
+
+def damaged_sample(path: Path, position: int, error: Exception, column: str = "data") -> CorruptMapError:
+    """The error for a compressed sample whose bytes do not decode (``error`` says how)."""
+    if isinstance(error, UnicodeDecodeError):
+        return CorruptMapError(f"{path / (column + '.bin')} or offsets.bin is damaged: sample {position} is not "
+                               f"valid UTF-8 ({error.reason} at byte {error.start})")
+    return CorruptMapError(f"{path / (column + '.bin')} is damaged: sample {position} does not decode: {error}")
 
 
 class CompressedStringsView(StringsView):
@@ -295,17 +319,30 @@ class CompressedStringsView(StringsView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        return str(self.decompress(self.utf8[start:stop]), "utf-8")
+        try:
+            return str(self.decompress(self.utf8[start:stop]), "utf-8")
+        except (CorruptMapError, UnicodeDecodeError) as e:
+            raise damaged_sample(self.path, position, e) from None
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[str]:
         utf8, decompress = self.utf8, self.decompress
-        return [str(decompress(utf8[a:b]), "utf-8") for a, b in zip(*self.spans(positions))]
+        try:
+            return [str(decompress(utf8[a:b]), "utf-8") for a, b in zip(*self.spans(positions))]
+        except (CorruptMapError, UnicodeDecodeError):
+            for position in positions.tolist():
+                self.get(position)  # names the first damaged sample
+            raise
 
     def iterate(self, start: int = 0) -> Iterator[str]:
         utf8, decompress = self.utf8, self.decompress
+        position = start
         for offsets in self.chunks(start):
             for a, b in zip(offsets, offsets[1:]):
-                yield str(decompress(utf8[a:b]), "utf-8")
+                try:
+                    yield str(decompress(utf8[a:b]), "utf-8")
+                except (CorruptMapError, UnicodeDecodeError) as e:
+                    raise damaged_sample(self.path, position, e) from None
+                position += 1
 
 
 class StringsLayout(Layout):
@@ -388,6 +425,28 @@ def _utf8(position: int, text: Any, what: str = "item") -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- ragged
 
+_EMPTY_DIM_BOUND = 1 << 16
+"""The largest dimension an empty ragged sample may have beyond its batch's largest sample size (a padded batch is
+sized by every dimension, also an empty sample's)."""
+
+
+def check_window(position: int, rows: int, offset: int, length: int) -> None:
+    """Refuse a window ``[offset, offset + length)`` that does not lie within sample ``position``'s ``rows``."""
+    if length < 0:
+        raise ValueError(f"a window's length cannot be negative, got {length} (sample {position})")
+    if offset < 0 or offset + length > rows:
+        raise IndexError(f"window [{offset}, {offset + length}) is out of range for sample {position}, whose "
+                         f"length is {rows}")
+
+
+def window_of(sample: np.ndarray[Any, Any], position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+    """``sample[offset:offset + length]`` after `check_window` (for samples read whole: compressed, 0.9.0)."""
+    if sample.ndim == 0:
+        raise IndexError(f"sample {position} is 0-d: it has no first axis to take a window of")
+    check_window(position, sample.shape[0], offset, length)
+    return sample[offset:offset + length]
+
+
 class RaggedView(OffsetsView):
     def __init__(self, store: Columns, dtype: Optional[np.dtype[Any]], ndims: Optional[list[int]]):
         data = store.column("data")
@@ -397,6 +456,8 @@ class RaggedView(OffsetsView):
         # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup,
         # and the shape columns are mapped on first use only (opening a token map maps two files, issue 21).
         self.flat = ndims == [1]
+        self.known_ndims = None if ndims is None else np.asarray(ndims, dtype=np.int64)
+        self.known_ndim_set = frozenset(ndims or ())
         # 1-D samples' shapes are their lengths: the offsets give them (no lazy mapping after a close).
         self._lengths_are_shapes = self.flat and type(self) is RaggedView
         if not self._lengths_are_shapes:  # mapped now, while the snapshot's files are surely open
@@ -436,7 +497,43 @@ class RaggedView(OffsetsView):
         first, last = self.shape_starts[position], self.shape_stops[position]
         if last - first == 1:
             return self.values[start:stop]
-        return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+        try:
+            return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+        except (ValueError, TypeError):  # a damaged dims.bin / shape_offsets.bin: the shape does not fit the span
+            raise self.corrupt_shape(position, stop - start) from None
+
+    def corrupt_shape(self, position: int, size: int) -> CorruptMapError:
+        """The error for sample ``position`` whose recorded shape does not hold its ``size`` elements."""
+        first, last = self.shape_starts[position], self.shape_stops[position]
+        shown = tuple(self.dim_items[first:last]) if 0 <= first <= last <= len(self.dim_items) and \
+            last - first <= 64 else f"dims[{first}:{last}]"
+        return CorruptMapError(f"{self.path / 'dims.bin'} (or shape_offsets.bin) is corrupt: sample {position} has "
+                               f"the shape {shown}, but its offsets give it {size} elements")
+
+    def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """`shapes_at` of ``positions``, checked against ``sizes`` (the elements each sample's offsets give): a
+        shape that does not hold exactly its sample's elements is a damaged ``dims.bin``, reported before any
+        batch is allocated from it."""
+        shapes = self.shapes_at(positions)
+        if len(positions):
+            if shapes.shape[1] == 0:  # 0-d samples: one element each
+                bad = sizes != 1
+            elif shapes.shape[1] == 1:
+                bad = shapes[:, 0] != sizes
+            else:
+                exact, rough = shapes[:, 0].copy(), shapes[:, 0].astype(np.float64)
+                for axis in range(1, shapes.shape[1]):  # a few columns: cheaper than np.prod(axis=1)
+                    exact *= shapes[:, axis]
+                    rough *= shapes[:, axis]  # an int64 product that overflowed differs from this one
+                bad = (exact != sizes) | (rough != sizes) | (shapes < 0).any(axis=1)
+                empty = sizes == 0
+                if empty.any():  # (0, n) holds no elements whatever n is: n must still not size a padded batch
+                    bound = max(int(sizes.max()), _EMPTY_DIM_BOUND)
+                    bad |= empty & (shapes > bound).any(axis=1)
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise self.corrupt_shape(int(positions[j]), int(sizes[j]))
+        return shapes
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         starts, stops = self.spans(positions)
@@ -449,6 +546,21 @@ class RaggedView(OffsetsView):
         dims = self.dim_items
         return [values[a:b].reshape(tuple(dims[c:d]))
                 for a, b, c, d in zip(starts, stops, firsts.tolist(), lasts.tolist())]
+
+    def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+        """Elements ``[offset, offset + length)`` of sample ``position`` along its first axis: a read-only view."""
+        start, stop = self.starts[position], self.stops[position]
+        if not 0 <= start <= stop <= self.size:
+            raise self.corrupt(position)
+        if self.flat:
+            check_window(position, stop - start, offset, length)
+            return self.values[start + offset:start + offset + length]
+        shape = self.shape(position)
+        if not shape:
+            raise IndexError(f"sample {position} is 0-d: it has no first axis to take a window of")
+        check_window(position, shape[0], offset, length)
+        row = math.prod(shape[1:])
+        return self.values[start + offset * row:start + (offset + length) * row].reshape((length, *shape[1:]))
 
     def iterate(self, start: int = 0) -> Iterator[np.ndarray[Any, Any]]:
         if not self.flat:
@@ -466,7 +578,21 @@ class RaggedView(OffsetsView):
             return lengths
         firsts = self.shape_offsets[positions]
         ndims = self.shape_offsets[positions + 1] - firsts
-        if len(ndims) and (ndims != ndims[0]).any():
+        if len(ndims) and ((ndims < 0).any() or firsts.min() < 0 or (firsts + ndims).max() > len(self.dims)):
+            j = int(np.flatnonzero((ndims < 0) | (firsts < 0) | (firsts + ndims > len(self.dims)))[0])
+            raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: the shape of sample {positions[j]} "
+                                  f"would be dims[{firsts[j]}:{firsts[j] + ndims[j]}], outside the "
+                                  f"{len(self.dims)} committed dims")
+        known = self.known_ndims
+        mixed = len(ndims) and (ndims != ndims[0]).any()
+        if len(ndims) and known is not None and (mixed or int(ndims[0]) not in self.known_ndim_set):
+            unknown = ~np.isin(ndims, known)
+            if unknown.any():
+                j = int(np.flatnonzero(unknown)[0])
+                raise CorruptMapError(f"{self.path / 'shape_offsets.bin'} is corrupt: sample {positions[j]} would "
+                                      f"have {ndims[j]} dimensions, but the header says the map's samples have "
+                                      f"{known.tolist()}")
+        if mixed:
             j = int(np.flatnonzero(ndims != ndims[0])[0])
             raise ValueError(f"samples {positions[0]} and {positions[j]} have different numbers of dimensions "
                              f"({self.shape(int(positions[0]))} and {self.shape(int(positions[j]))})")
@@ -487,11 +613,25 @@ class CompressedRaggedView(RaggedView):
         start, stop = self.starts[position], self.stops[position]
         if not 0 <= start <= stop <= self.size:
             raise self.corrupt(position)
-        array = np.frombuffer(self.decompress(self.values[start:stop]), dtype=self.dtype)  # read-only
-        if self.flat:
-            return array
+        try:
+            raw = self.decompress(self.values[start:stop])
+        except CorruptMapError as e:
+            raise damaged_sample(self.path, position, e) from None
+        if self.dtype is None or len(raw) % self.dtype.itemsize:
+            raise damaged_sample(self.path, position, CorruptMapError(
+                f"it decompresses to {len(raw)} bytes, not a whole number of {self.dtype} elements"))
+        array = np.frombuffer(raw, dtype=self.dtype)  # read-only
         first, last = self.shape_starts[position], self.shape_stops[position]
-        return array if last - first == 1 else array.reshape(tuple(self.dim_items[first:last]))
+        if self.flat or last - first == 1:
+            return array
+        try:
+            return array.reshape(tuple(self.dim_items[first:last]))
+        except (ValueError, TypeError):
+            raise self.corrupt_shape(position, array.size) from None
+
+    def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+        """The window of the decompressed sample: a new (read-only) array, not a view of the map."""
+        return window_of(self.get(position), position, offset, length)
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         self.spans(positions)  # checks the offsets of all of them at once

@@ -17,9 +17,10 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 import numpy as np
 
 from mmap_ninja import parallel
+from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
-from mmap_ninja.errors import CorruptMapError, KindMismatchError, NotAMapError, UnfinishedMapError
+from mmap_ninja.errors import CorruptMapError, KindMismatchError, MapError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
@@ -34,6 +35,8 @@ KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
 
 _INT64_MAX = np.iinfo(np.int64).max
+_HEADER_DAMAGE = (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError)
+"""What building a view from a hostile header or damaged index may raise (reported as a `CorruptMapError`)."""
 _CREATION_RETRIES = 10  # opening a map another process is creating retries for up to ~50 ms
 
 
@@ -259,10 +262,15 @@ class MapBase:
                                     f"it with {KINDS[store.kind].__name__ if store.kind in KINDS else 'its class'} "
                                     f"or mmap_ninja.open_existing()")
         try:
+            check_attrs(store.kind, store.attrs)
             needed = self.layout.columns_for(store.attrs)
         except CorruptMapError as e:
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE}: {e}") from None
+        except _HEADER_DAMAGE as e:  # what the checks above do not foresee: still the header's fault
+            store.close()
+            raise CorruptMapError(f"{self._path / HEADER_FILE} has attributes a {store.kind!r} map cannot have "
+                                  f"({type(e).__name__}: {e})") from None
         missing = [name for name in needed if name not in store.header.columns]
         if missing:
             store.close()
@@ -287,7 +295,13 @@ class MapBase:
         if store is None or snapshot is None:
             view: Any = self.layout.view(EmptyColumns(self._path, self.layout))
         else:
-            view = self.layout.view(snapshot)
+            try:
+                view = self._new_view(snapshot)
+            except MapError:
+                raise
+            except _HEADER_DAMAGE as e:  # a hostile header or damaged index the attribute checks did not foresee
+                raise CorruptMapError(f"{self._path} cannot be read: its header ({HEADER_FILE}) or an index column "
+                                      f"is damaged ({type(e).__name__}: {e})") from None
             if self._verify_reads and store.header.checksums is not None:
                 view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
         with self._view_lock:
@@ -297,6 +311,10 @@ class MapBase:
             elif not isinstance(self._view, _StaleView):
                 return self._view  # a newer view went in while this one was built
         return view
+
+    def _new_view(self, columns: Any) -> Any:
+        """The layout's view of ``columns``, before it is published (a kind may set its read options on it)."""
+        return self.layout.view(columns)
 
     def _resolve(self, stale: _StaleView) -> Any:
         """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from mmap_ninja.batch import assemble
-from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView
+from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, window_of
 from mmap_ninja.maps import MapBase, _dictionary, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
@@ -47,6 +48,13 @@ class RaggedMmap(MapBase):
         """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``."""
         return self._view.offsets  # type: ignore[no-any-return]
 
+    @property
+    def ndims(self) -> Optional[list[int]]:
+        """The sorted numbers of dimensions the samples have (``[1]`` for token sequences, ``[]`` while empty),
+        from the header: None for a map written before format 2.0 kept it (its samples may have any)."""
+        ndims = self._view_attrs().get("ndims")
+        return None if ndims is None else [int(n) for n in ndims]
+
     def shape(self, index: int) -> tuple[int, ...]:
         """The shape of sample ``index``, without touching its data."""
         view = self._view
@@ -57,6 +65,23 @@ class RaggedMmap(MapBase):
         from the index without touching the data; a ValueError if their numbers of dimensions differ."""
         view = self._view
         return view.shapes_at(resolve_positions(indices, view.length))  # type: ignore[no-any-return]
+
+    def window(self, index: int, offset: int, length: int) -> np.ndarray[Any, Any]:
+        """Elements ``[offset, offset + length)`` of sample ``index`` (along the first axis of an N-d sample):
+        Megatron's ``get(i, offset, length)``.
+
+        The result is a read-only view into the mapping, made without copying and without touching the rest of
+        the sample; for a map with a codec (and a 0.9.0 map) the sample is decompressed (read) whole and the
+        window is a slice of that copy. A window that does not lie within the sample raises IndexError naming
+        the sample's length; a negative ``length`` raises ValueError. ``wrapper_fn`` is not applied.
+        """
+        view = self._view
+        position = resolve_index(index, view.length)
+        offset, length = operator.index(offset), operator.index(length)
+        window = getattr(view, "window", None)
+        if window is None:  # a 0.9.0 map: read the sample, then slice it
+            return window_of(view.get(position), position, offset, length)
+        return window(position, offset, length)  # type: ignore[no-any-return]
 
     def get_batch(self, indices: Any, *, pad_value: Any = None, out: Optional[np.ndarray[Any, Any]] = None) -> Any:
         """Read the samples at ``indices`` (ints, a slice or a boolean mask) into one new array.
@@ -86,7 +111,7 @@ class RaggedMmap(MapBase):
             sizes = view.offsets[positions + 1] - starts
             if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
                 raise view.corrupt(positions[:5].tolist())
-        return assemble(values, starts, sizes, view.shapes_at(positions), positions, pad_value, out)
+        return assemble(values, starts, sizes, view.checked_shapes(positions, sizes), positions, pad_value, out)
 
     def extend_flat(self, values: Any, lengths: Any) -> None:
         """Append ``len(lengths)`` 1-D samples given back to back in ``values`` (one commit).

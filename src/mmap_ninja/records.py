@@ -51,7 +51,8 @@ from mmap_ninja.casting import as_array, cast, storable_dtype
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
 from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
-from mmap_ninja.images import DEFAULT_DECODER, ImagesMmap, ImagesView, decode_batch
+from mmap_ninja.image_decoding import DEFAULT_DECODER, Decoder
+from mmap_ninja.images import DEFAULT_QUALITY, ImagesMmap, ImagesView, decode_batch
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -97,9 +98,11 @@ class Field:
     """One field of a records map: its ``kind`` (``"strings"``, ``"ragged"``, ``"numpy"`` or ``"images"``), its
     ``dtype`` (ragged: None lets the first value decide; numpy: required), its ``shape`` (numpy only; ``()`` for a
     scalar field), its ``codec`` (strings and ragged only: ``"zstd"``, ``"lz4"`` or a `mmap_ninja.codecs.Codec`)
-    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`). A ``datetime64`` numpy field holds UTC
-    times; its ``timezone`` (an IANA name such as ``"Europe/Paris"`` or an offset such as ``"+01:00"``) is the zone
-    they were given in, kept for `RecordsMmap.to_arrow` (``Field.scalar("datetime64[us]", timezone="UTC")``).
+    and, for images, ``baseline_jpeg`` (see `ImagesMmap.from_files`) and ``encoding``, how arrays and PIL images
+    are encoded: ``(format, quality, lossless)``, or ``()`` for the default (PNG, lossless). A ``datetime64``
+    numpy field holds UTC times; its ``timezone`` (an IANA name such as ``"Europe/Paris"`` or an offset such as
+    ``"+01:00"``) is the zone they were given in, kept for `RecordsMmap.to_arrow`
+    (``Field.scalar("datetime64[us]", timezone="UTC")``).
 
     Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
     ``Field.scalar(np.int64)``, ``Field.images()``.
@@ -111,6 +114,7 @@ class Field:
     codec: Any = None
     baseline_jpeg: bool = False
     timezone: Optional[str] = None
+    encoding: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _FIELD_LAYOUTS:
@@ -136,6 +140,11 @@ class Field:
             raise TypeError(f"baseline_jpeg must be True or False, got {self.baseline_jpeg!r}")
         if self.baseline_jpeg and self.kind != "images":
             raise TypeError(f"baseline_jpeg is an option of images fields, not of {self.kind} fields")
+        if self.encoding:
+            if self.kind != "images":
+                raise TypeError(f"an encoding is an option of images fields, not of {self.kind} fields")
+            format_name, quality, lossless = self.encoding
+            ImagesMmap.layout.attrs(format=format_name, quality=quality, lossless=lossless)  # checks them
         codec_from_option(self.codec)  # an unknown codec fails here
         if self.timezone is not None and (not isinstance(self.timezone, str) or not self.timezone
                                           or self.dtype is None or self.dtype.kind != "M"):
@@ -163,11 +172,18 @@ class Field:
         return cls("numpy", np.dtype(dtype), (), timezone=timezone)
 
     @classmethod
-    def images(cls, baseline_jpeg: bool = False) -> Field:
-        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: JPEG, or PNG with
-        alpha), decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores progressive JPEGs as baseline
-        ones with the same coefficients: the same pixels, decoded 2-3x faster (see `ImagesMmap.from_files`)."""
-        return cls("images", baseline_jpeg=baseline_jpeg)
+    def images(cls, baseline_jpeg: bool = False, format: Optional[str] = None, quality: int = DEFAULT_QUALITY,
+               lossless: bool = False) -> Field:
+        """Encoded images, stored as given (files, bytes) or encoded once (arrays, PIL images: PNG, lossless,
+        unless ``format="jpeg"`` or ``"webp"`` at ``quality`` asks for lossy encoding; see
+        `ImagesMmap.from_generator`), decoded on read (see `ImagesMmap`). ``baseline_jpeg=True`` stores
+        progressive JPEGs as baseline ones with the same coefficients: the same pixels, decoded 2-3x faster (see
+        `ImagesMmap.from_files`)."""
+        if format is None and quality == DEFAULT_QUALITY and not lossless:
+            return cls("images", baseline_jpeg=baseline_jpeg)
+        encoding = (None if format is None else format.upper().replace("JPG", "JPEG") if isinstance(format, str)
+                    else format, quality, lossless)
+        return cls("images", baseline_jpeg=baseline_jpeg, encoding=encoding)
 
     @property
     def is_scalar(self) -> bool:
@@ -182,7 +198,9 @@ class Field:
         if self.kind == "ragged":
             return layout.attrs(dtype=self.dtype, codec=self.codec)
         if self.kind == "images":
-            return layout.attrs(baseline_jpeg=self.baseline_jpeg)
+            format_name, quality, lossless = self.encoding or (None, DEFAULT_QUALITY, False)
+            return layout.attrs(baseline_jpeg=self.baseline_jpeg, format=format_name, quality=quality,
+                                lossless=lossless)
         attrs = layout.attrs(dtype=self.dtype, sample_shape=self.shape, order="C")
         return attrs if self.timezone is None else {**attrs, "timezone": self.timezone}
 
@@ -195,7 +213,11 @@ class Field:
         if kind == "numpy":
             return cls(kind, dtype, tuple(attrs["sample_shape"]), timezone=attrs.get("timezone"))
         if kind == "images":
-            return cls(kind, baseline_jpeg=bool((attrs.get("encode") or {}).get("baseline_jpeg", False)))
+            encode = attrs.get("encode") or {}
+            return cls.images(bool(encode.get("baseline_jpeg", False)),
+                              None if encode.get("format") in (None, "PNG") else encode["format"],
+                              int(encode.get("quality", DEFAULT_QUALITY)),
+                              bool(encode.get("lossless", False)) and encode.get("quality") != 100)
         return cls(kind, dtype, codec=codec)
 
     def describe(self) -> str:
@@ -754,11 +776,41 @@ class RecordsMmap(MapBase):
     Build with `from_generator` (rows as dicts), `from_dict` (columns) or `from_indexable`; grow with `append`
     (one row) and `extend` (rows, or a dict of columns), each one commit. The schema is inferred from the first
     batch (see the module docstring) or given as ``schema=``. See `MapBase` for opening, modes and the writer model.
+
+    ``draft=(height, width)`` (a reading option, kept when pickled) decodes the JPEGs of images fields at the
+    smallest DCT scale that keeps them at least that size, in rows, `get_batch` and the fields' containers (see
+    `ImagesMmap`); ``get_batch(..., draft=...)`` overrides it for one call.
     """
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()
+    _images_decoder: Decoder = DEFAULT_DECODER
 
     # -------------------------------------------------------------- opening
+
+    def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
+                 copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                 durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False,
+                 draft: Optional[tuple[int, int]] = None):
+        if draft is not None:
+            self._images_decoder = Decoder(draft=draft)  # checked before the map is opened
+        super().__init__(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
+                         lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                         verify_reads=verify_reads)
+
+    def _new_view(self, columns: Any) -> Any:
+        view = super()._new_view(columns)
+        decoder = self._images_decoder
+        if decoder is not DEFAULT_DECODER:
+            for field_view in view.views.values():
+                if isinstance(field_view, ImagesView):
+                    field_view.decoder = decoder  # before the view is published
+        return view
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reopen, (cls, path, options) = super().__reduce__()
+        if self._images_decoder.draft is not None:
+            options = {**options, "draft": self._images_decoder.draft}
+        return reopen, (cls, path, options)
 
     # -------------------------------------------------------------- reading
 
@@ -814,6 +866,8 @@ class RecordsMmap(MapBase):
         container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
+        if isinstance(container, ImagesMmap) and self._images_decoder is not DEFAULT_DECODER:
+            container._use_decoder(self._images_decoder)
         refs = self.__dict__.setdefault("_fields_given", [])
         refs.append(weakref.ref(container))
         if len(refs) >= self.__dict__.get("_fields_prune_at", 64):  # drop dead ones now and then: amortized O(1)
@@ -842,7 +896,8 @@ class RecordsMmap(MapBase):
             container._rebuild()
         return appeared
 
-    def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None) -> Any:
+    def get_batch(self, indices: Any, fields: Optional[Sequence[str]] = None, pad_value: Any = None,
+                  draft: Any = None) -> Any:
         """The rows at ``indices`` as a dict of field -> batch: a new array of shape ``(k, *shape)`` for array and
         scalar fields, a list of ``str`` for strings fields.
 
@@ -851,8 +906,10 @@ class RecordsMmap(MapBase):
         fields' samples padded as `RaggedMmap.get_batch` pads them and ``lengths`` a dict of their lengths
         (``(k,)`` for 1-D samples, ``(k, ndim)`` shapes otherwise). Images fields are decoded into one
         ``(k, H, W, C)`` uint8 array and follow the same rule (their lengths are the ``(k, 3)`` shapes).
-        ``fields`` picks the fields to read.
+        ``fields`` picks the fields to read. ``draft`` overrides the handle's (see the class; ``False``: full
+        decoding) for this call: the images' shapes are then the decoded ones.
         """
+        decoder = self._images_decoder if draft is None else self._images_decoder.with_draft(draft)
         view = self._view
         positions = resolve_positions(indices, view.length)
         if isinstance(fields, str):
@@ -879,7 +936,7 @@ class RecordsMmap(MapBase):
                 pad = pad_value.get(name) if isinstance(pad_value, Mapping) else pad_value
                 try:
                     if isinstance(field_view, ImagesView):
-                        result = decode_batch(field_view, positions, DEFAULT_DECODER, pad_value=pad)
+                        result = decode_batch(field_view, positions, decoder, pad_value=pad)
                     else:
                         assert isinstance(field_view, RaggedView)
                         result = _ragged_batch(field_view, positions, pad)
@@ -1404,17 +1461,17 @@ class RecordsMmap(MapBase):
 def _ragged_batch(view: RaggedView, positions: np.ndarray[Any, Any], pad_value: Any) -> Any:
     if view.dtype is None:
         raise ValueError("the field holds no samples and has no dtype yet")
-    shapes = view.shapes_at(positions)
     if isinstance(view, CompressedRaggedView):
         samples = view.get_many(positions)
         sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
         values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
+        shapes = view.checked_shapes(positions, sizes)
         return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, None)
     starts = view.offsets[positions]
     sizes = view.offsets[positions + 1] - starts
     if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
         raise view.corrupt(positions[:5].tolist())
-    return assemble(view.values, starts, sizes, shapes, positions, pad_value, None)
+    return assemble(view.values, starts, sizes, view.checked_shapes(positions, sizes), positions, pad_value, None)
 
 
 def _compressed_to_arrow(container: Any, field: Field) -> Any:

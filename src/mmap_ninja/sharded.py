@@ -34,12 +34,19 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja._fsio import fsync_dir, replace_file
-from mmap_ninja.errors import CorruptMapError, FormatVersionError, MapLockedError, NotAMapError, UnknownFeatureError
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
+from mmap_ninja.errors import (
+    CorruptMapError,
+    FormatVersionError,
+    MapLockedError,
+    NotAMapError,
+    UnknownFeatureError,
+)
 from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase, resolve_positions
+from mmap_ninja.maps import KINDS, MapBase, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "is_sharded",
     "merge",
     "publish_shards",
+    "read_shards_header",
     "recover_merge",
     "shard_schema",
 ]
@@ -488,6 +496,19 @@ class ShardedMap:
                     from None
         return self._cls.combine_batches(parts, positions, arguments)
 
+    def window(self, index: int, offset: int, length: int) -> Any:
+        """Elements ``[offset, offset + length)`` of sample ``index``, read by its shard's own ``window``
+        (`RaggedMmap.window`: a read-only view, or a copy for a codec); ``wrapper_fn`` is not applied."""
+        if getattr(self._cls, "window", None) is None:
+            raise AttributeError(f"maps of kind {self.kind!r} have no window(); only ragged maps do")
+        position = resolve_index(index, self._length)
+        k = bisect_right(self._starts, position) - 1
+        local = position - self._starts[k]
+        try:
+            return self._shard(k).window(local, offset, length)  # type: ignore[attr-defined]
+        except IndexError as e:
+            raise IndexError(f"{e} (sample {position} of {self._path} is sample {local} of shard {k})") from None
+
     def index_of(self, key: Any) -> int:
         """The position of the row whose key field holds ``key``, for shards built with a key (records maps'
         ``key=``): each shard's on-disk index is probed in turn (O(number of shards)); keys are unique within a
@@ -588,7 +609,7 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -785,6 +806,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise
     try:
         _recover_locked(out)
+        for name in (SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE, JOURNAL_FILE + ".tmp"):
+            check_entry(out / name)  # before anything moves: the publishing writes never go through a link
+        if (out / SHARDS_DIR).is_symlink():
+            raise CorruptMapError(f"{out / SHARDS_DIR} is a symbolic link: merge moves maps into the sharded map's "
+                                  f"own folder only")
         existing: Optional[_TopHeader] = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
         if existing is None:
             _refuse_foreign(out)
@@ -847,7 +873,15 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
             for source, (src, dest) in zip(sources, moves):
                 infos.append(ShardInfo(dest, _sample_count(source), source.header.id))
                 _move_one(src, out / dest, source.header, copy, lock_timeout)
+            # What shards.json will name reaches the disk first: the moved maps' files and folders, the new
+            # entries in shards/, and the old ones' removal from the sources' folders (else a power cut could
+            # leave a map in both places, or in neither).
+            for _, dest in moves:
+                fsync_tree(out / dest)
             fsync_dir(out / SHARDS_DIR)
+            if not copy:
+                for parent in sorted({src.parent for src, _ in moves}):
+                    fsync_dir(parent)
         except Exception:
             _recover_locked(out)  # put back what was moved: the merge is all or nothing
             raise
@@ -921,15 +955,16 @@ def _recover_locked(out: Path) -> int:
         return 0
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptMapError(f"{journal_path} is not valid JSON: {e}") from None
+    commit, copy, moves = check_journal(out, journal_path, journal, SHARDS_DIR)
     top = _read_top_header(out) if (out / SHARDS_FILE).exists() else None
-    if top is not None and top.commit >= journal["commit"]:
+    if top is not None and top.commit >= commit:
         os.unlink(journal_path)  # the merge published; only its journal was left
         return 0
     undone = 0
-    for move in journal["moves"]:
-        src, dest = Path(move["source"]), out / move["dest"]
+    moved_back: set[Path] = set()
+    for src, dest in moves:
         staging = dest.with_name(dest.name + ".copying")
-        if journal["copy"]:
+        if copy:
             for partial in (dest, staging):
                 if partial.exists():
                     shutil.rmtree(partial)
@@ -937,5 +972,17 @@ def _recover_locked(out: Path) -> int:
         elif dest.exists() and not src.exists():
             os.rename(dest, src)
             undone += 1
+            moved_back.add(src.parent)
+    for parent in sorted(moved_back):  # the maps are back for good before the journal that records them goes
+        fsync_dir(parent)
+    if moved_back:
+        fsync_dir(out / SHARDS_DIR)
     os.unlink(journal_path)
+    fsync_dir(out)
     return undone
+
+
+def read_shards_header(directory: PathLike) -> Any:
+    """The checked top header (``shards.json``) of the sharded map in ``directory``: its shards, their lengths and
+    ids, and its metadata. Raises `NotAMapError` where there is none and `CorruptMapError` if it is damaged."""
+    return _read_top_header(absolute(directory))

@@ -26,7 +26,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja._fsio import SizedBuffers, byte_sizes, fsync_dir, replace_file, write_all
+from mmap_ninja._fsio import (
+    SizedBuffers,
+    byte_sizes,
+    fsync_dir,
+    fsync_tree,
+    open_inside,
+    replace_file,
+    write_all,
+)
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -41,7 +49,7 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "is_derived"]
+           "fsync_dir", "fsync_tree", "is_derived"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -585,7 +593,7 @@ class Store:
         if fd is None:
             column_path = self._columns[name].path
             try:
-                fd = os.open(column_path, os.O_RDWR)
+                fd = open_inside(column_path, os.O_RDWR)  # never through a link: reads may follow one, writes not
             except PermissionError as e:
                 raise PermissionError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
                                       str(column_path)) from None
@@ -755,6 +763,8 @@ class Store:
         if self.durable:
             for fd in txn.fds.values():
                 os.fsync(fd)
+            if txn.new_columns:  # the names of the files a header lists reach the disk before that header
+                fsync_dir(self.path)
         replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
         self._header = new
         txn.attrs = txn.metadata = None
@@ -868,7 +878,7 @@ def _lock(path: Path, timeout: Optional[float]) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     lock_path = path / LOCK_FILE
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
     while True:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError
 from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
@@ -84,8 +86,9 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
                                f"mmap_ninja does not know: nothing can read it")
         return report
     try:
+        check_attrs(header.kind, header.attrs)
         needed = cls.layout.columns_for(header.attrs)
-    except (CorruptMapError, KeyError, TypeError, ValueError) as e:
+    except (CorruptMapError, KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         report.problems.append(f"{directory / HEADER_FILE} has attributes a {header.kind!r} map cannot have: {e}")
         return report
     missing = [name for name in needed if name not in header.columns]
@@ -102,20 +105,25 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         report.notes.append("the map is an unfinished build (its from_* call did not return)")
     if (directory / (HEADER_FILE + ".tmp")).exists():
         report.notes.append(f"{HEADER_FILE}.tmp is left from a commit that did not finish; it is ignored")
-    columns = _mapped_columns(directory, header, report)
-    if columns is None:
-        return report
-    unit = _offset_unit(header)
-    _check_index(columns, unit, report)
-    report.length = cls.layout.count(header.lengths, header.attrs)
-    if deep:
-        _check_checksums(directory, header, columns, unit, report, progress)
-        if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
-            _check_key_index(directory, report)
+    try:
+        columns = _mapped_columns(directory, header, report)
+        if columns is None:
+            return report
+        unit = _offset_unit(header)
+        _check_index(columns, unit, report)
+        report.length = cls.layout.count(header.lengths, header.attrs)
+        if deep:
+            _check_checksums(directory, header, columns, unit, report, progress)
+            if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
+                _check_key_index(directory, report)
+    except (CorruptMapError, TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as e:
+        # What the checks above do not foresee in a hostile header is still damage to report, not to raise.
+        report.problems.append(f"{directory}: the map is damaged ({type(e).__name__}: {e})")
     return report
 
 
 _KEY_BATCH = 65_536
+_SCAN_CHUNK = 1 << 20  # index items checked at a time (8 MiB of int64), so a check's memory does not grow with n
 _MAX_KEY_PROBLEMS = 5
 
 
@@ -243,6 +251,37 @@ def _check_index(columns: dict[str, np.ndarray[Any, Any]], unit: int, report: Re
     return max(len(offsets) - 1, 0)
 
 
+def _item_ranges(items: np.ndarray[Any, Any]) -> Iterator[tuple[int, int, bool]]:
+    """``(start, stop, hole)`` item ranges covering ``items`` in order: ``hole`` ranges are holes of a sparse file
+    (all zeros, found with ``SEEK_DATA``/``SEEK_HOLE`` without reading them), so that a scan skips what a hostile
+    header's sparse file does not hold. One range of data where the file system cannot tell."""
+    count, itemsize = len(items), items.dtype.itemsize
+    filename = getattr(items, "filename", None)
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if not count or filename is None or seek_data is None or seek_hole is None or \
+            getattr(items, "offset", 0) != 0:
+        yield 0, count, False
+        return
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        position, end = 0, count * itemsize
+        while position < end:
+            try:
+                data = min(os.lseek(fd, position, seek_data), end)
+            except OSError:  # ENXIO: no data after position
+                data = end
+            if data > position:
+                yield position // itemsize, -(-data // itemsize), True  # hole boundaries are page-aligned
+                position = data
+            if position >= end:
+                break
+            hole = min(os.lseek(fd, position, seek_hole), end)
+            yield position // itemsize, -(-hole // itemsize), False
+            position = -(-hole // itemsize) * itemsize
+    finally:
+        os.close(fd)
+
+
 def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: Report) -> None:
     where = f"{name}{COLUMN_SUFFIX}"
     if len(offsets) == 0:
@@ -250,9 +289,23 @@ def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: R
         return
     if offsets[0] != 0:
         report.problems.append(f"{where} does not start at 0 (it starts at {int(offsets[0])})")
-    decreasing = np.flatnonzero(offsets[1:] < offsets[:-1])
-    if len(decreasing):
-        report.problems.append(f"{where} decreases at sample(s) {decreasing[:5].tolist()}")
+    decreasing: list[int] = []
+    for first, stop, hole in _item_ranges(offsets):
+        if hole:  # zeros: they decrease only from a positive offset before them
+            if first and offsets[first - 1] > 0:
+                decreasing.append(first - 1)
+        else:
+            for start in range(first, stop, _SCAN_CHUNK):  # in bounded chunks: the index may be gigabytes
+                low = max(start - 1, 0)
+                chunk = np.asarray(offsets[low:min(start + _SCAN_CHUNK, stop)])
+                decreasing += (np.flatnonzero(chunk[1:] < chunk[:-1])[:5] + low).tolist()
+                if len(decreasing) >= 5:
+                    break
+        if len(decreasing) >= 5:
+            break
+    decreasing = decreasing[:5]
+    if decreasing:
+        report.problems.append(f"{where} decreases at sample(s) {decreasing}")
     if offsets[-1] != end:
         report.problems.append(f"{where} ends at {int(offsets[-1])}, but the committed data holds {end}")
 
@@ -263,8 +316,16 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
         report.checksums_missing = True
         return
+    if header.columns[CHECKSUMS].dtype != RECORD_DTYPE:
+        report.problems.append(f"{directory / HEADER_FILE} gives the checksums column the dtype "
+                               f"{header.columns[CHECKSUMS].dtype}, not the records' {RECORD_DTYPE}")
+        return
+    try:
+        hash_bytes = hasher(header.checksums)
+    except ValueError as e:
+        report.problems.append(f"{directory / HEADER_FILE}: {e}")
+        return
     records = np.asarray(columns[CHECKSUMS]).view(RECORD_DTYPE)
-    hash_bytes = hasher(header.checksums)
     bar: Any = None
     if progress:
         from tqdm.auto import tqdm

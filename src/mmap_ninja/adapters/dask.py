@@ -46,7 +46,7 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_tree
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 
@@ -103,6 +103,7 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
             trash = directory / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
+        fsync_tree(staging)  # the shard's files reach the disk before the name that says it is finished
         os.rename(staging, final)
         _fsync_directory(directory)
     except BaseException:

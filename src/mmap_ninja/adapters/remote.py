@@ -42,12 +42,15 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
+from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
-from mmap_ninja.storage import COLUMN_SUFFIX, PathLike, absolute
+from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, fsync_dir, fsync_tree, is_derived
 from mmap_ninja.verify import verify
 
 __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "default_cache_dir", "open_remote",
@@ -103,10 +106,14 @@ class Cache:
             raise type(e)(e.errno, f"cannot use {self.root} as the cache (cache_dir): {e.strerror}",
                           e.filename) from None
 
-    def acquire(self, key: str, fill: Callable[[Path], None]) -> tuple[Path, int]:
+    def acquire(self, key: str, fill: Callable[[Path], None],
+                check: Optional[Callable[[Path], None]] = None) -> tuple[Path, int]:
         """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
         release the entry). If the entry is missing, ``fill(staging_dir)`` fills a fresh directory (raising if
-        what it got fails its checks), which is then renamed into place; concurrent callers wait for it.
+        what it got fails its checks), which is fsynced and then renamed into place (and the rename fsynced);
+        concurrent callers wait for it. An entry found in the cache is first given to ``check`` (if given): one
+        that fails it with a `CorruptMapError` (a power cut can leave an entry truncated or zero-filled) is
+        evicted and fetched again, once.
 
         Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
         deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
@@ -114,27 +121,17 @@ class Cache:
         self._dirs()
         entry = self.entries / key
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
-        downloaded = False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
-            if not entry.is_dir():
-                download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+            downloaded = self._fill_missing(key, entry, fill)
+            if not downloaded and check is not None:
                 try:
-                    fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
-                    if not entry.is_dir():
-                        for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
-                            shutil.rmtree(stale, ignore_errors=True)
-                        stage = self.staging / f"{key}.{uuid.uuid4().hex}"
-                        stage.mkdir()
-                        try:
-                            fill(stage)
-                            os.rename(stage, entry)
-                        except BaseException:
-                            shutil.rmtree(stage, ignore_errors=True)
-                            raise
-                        downloaded = True
-                finally:
-                    os.close(download)
+                    check(entry)
+                except CorruptMapError:
+                    self._discard_damaged(key, entry)
+                    downloaded = self._fill_missing(key, entry, fill)
+                    if not downloaded:  # another process fetched it again meanwhile
+                        check(entry)
             os.utime(entry)  # last use, for the least-recently-used eviction
             if downloaded and self.size_limit is not None:
                 self.evict()
@@ -142,6 +139,46 @@ class Cache:
         except BaseException:
             os.close(fd)
             raise
+
+    def _fill_missing(self, key: str, entry: Path, fill: Callable[[Path], None]) -> bool:
+        """Download the entry if it is missing (one process at a time); whether this call downloaded it."""
+        if entry.is_dir():
+            return False
+        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+            if entry.is_dir():
+                return False
+            for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
+                shutil.rmtree(stale, ignore_errors=True)
+            stage = self.staging / f"{key}.{uuid.uuid4().hex}"
+            stage.mkdir()
+            try:
+                fill(stage)
+                fsync_tree(stage)  # the files reach the disk before the name that says they are complete
+                os.rename(stage, entry)
+                fsync_dir(self.entries)
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
+            return True
+        finally:
+            os.close(download)
+
+    def _discard_damaged(self, key: str, entry: Path) -> None:
+        """Move a damaged entry out of the way (under its download lock) and delete it: readers that map its
+        files keep them (they are unlinked, never truncated)."""
+        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(download, fcntl.LOCK_EX)
+            trash = self.trash / uuid.uuid4().hex
+            try:
+                os.rename(entry, trash)
+            except FileNotFoundError:
+                return  # another process discarded it first
+            shutil.rmtree(trash, ignore_errors=True)
+        finally:
+            os.close(download)
 
     def usage(self) -> dict[str, int]:
         """The bytes every complete entry holds, by key."""
@@ -187,6 +224,41 @@ class Cache:
             finally:
                 os.close(fd)
         return deleted
+
+
+def check_cached_map(entry: Path) -> None:
+    """A cheap check of a map found in the cache (a `CorruptMapError` if it fails): its structure (`verify`
+    without hashing: every column holds its committed bytes, the offsets are sound) and the first and last
+    checksum record of every column, which a truncated or zero-filled file (what a power cut after an
+    un-fsynced rename can leave) fails. Hashes at most a few MiB."""
+    report = verify(entry, deep=False)
+    if not report.ok:
+        raise CorruptMapError(f"{entry} (a cached download) is damaged: {'; '.join(report.problems)}")
+    header = read_header(entry)
+    if header.checksums is None or CHECKSUMS not in header.columns:
+        return
+    records = np.fromfile(entry / (CHECKSUMS + COLUMN_SUFFIX), dtype=RECORD_DTYPE,
+                          count=header.columns[CHECKSUMS].length)
+    hash_bytes = hasher(header.checksums)
+    for name, column in header.columns.items():
+        if name == CHECKSUMS or is_derived(name) or not column.length:
+            continue
+        mine = records[records["column"] == column_id(name)]
+        if not len(mine):
+            continue
+        ends = {int(np.argmin(mine["start"])), int(np.argmax(mine["stop"]))}
+        with open(entry / (name + COLUMN_SUFFIX), "rb") as f:
+            for k in ends:
+                start, stop = int(mine["start"][k]), int(mine["stop"][k])
+                if stop - start > _SPOT_CHECK_BYTES:
+                    continue
+                f.seek(start)
+                if hash_bytes([f.read(stop - start)]) != int(mine["digest"][k]):
+                    raise CorruptMapError(f"{entry / (name + COLUMN_SUFFIX)} (a cached download) is damaged: bytes "
+                                          f"{start}..{stop} do not match their checksum")
+
+
+_SPOT_CHECK_BYTES = 4 << 20
 
 
 def _tree_size(path: Path) -> int:
@@ -495,7 +567,8 @@ class RemoteMap:
         with self._opening:  # threads touching it first open it once
             if self._map is None:
                 key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
-                entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw))
+                entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw),
+                                                check_cached_map)
                 try:
                     opened = KINDS[self.kind](entry, self.wrapper_fn, mode="r", **self._options)
                 except BaseException:
@@ -593,7 +666,7 @@ class RemoteShardedMap(ShardedMap):
         def fill(stage: Path) -> None:
             _download_map(self._remote, info.path, stage, expect_id=info.id, expect_length=info.length)
 
-        entry, fd = self._cache.acquire(key, fill)
+        entry, fd = self._cache.acquire(key, fill, check_cached_map)
         try:
             shard = self.shard_class(entry, mode="r", **self.shard_options)
         except BaseException:

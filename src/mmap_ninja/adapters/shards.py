@@ -47,24 +47,36 @@ def shard_aware_indices(shard_lengths: Sequence[int], *, rank: int, world_size: 
     A rank reads its whole shards first (each shard's samples shuffled within it), then its share of the rest.
     """
     rank, world_size = int(rank), int(world_size)
-    if world_size < 1:
-        raise ValueError(f"world_size must be at least 1, got {world_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    _check_rank(rank, world_size)
     lengths = np.asarray(shard_lengths, dtype=np.int64)
     if lengths.ndim != 1 or (lengths < 0).any():
         raise ValueError("shard_lengths must be a sequence of non-negative lengths")
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    n = int(starts[-1])
-    share = _per_rank(n, world_size, drop_last)
+    pieces = [np.arange(starts[k], starts[k + 1], dtype=np.int64) for k in range(len(lengths))]
     rng = np.random.default_rng([int(seed), int(epoch)])
-    shard_order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    return _plan(pieces, world_size, rng, shuffle, drop_last)[rank]
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+
+
+def _plan(pieces: Sequence[np.ndarray[Any, Any]], world_size: int, rng: np.random.Generator, shuffle: bool,
+          drop_last: bool) -> list[np.ndarray[Any, Any]]:
+    """Every rank's indices: ``pieces`` (each shard's samples to read) placed whole where they fit, the rest dealt
+    out (see `shard_aware_indices`)."""
+    n = sum(len(piece) for piece in pieces)
+    share = _per_rank(n, world_size, drop_last)
+    shard_order = rng.permutation(len(pieces)) if shuffle else np.arange(len(pieces))
 
     loads = [0] * world_size
     owned: list[list[int]] = [[] for _ in range(world_size)]
     leftover_shards: list[int] = []
     for k in shard_order.tolist():
-        size = int(lengths[k])
+        size = len(pieces[k])
         if size == 0:
             continue
         fits = [r for r in range(world_size) if loads[r] + size <= share]
@@ -76,8 +88,7 @@ def shard_aware_indices(shard_lengths: Sequence[int], *, rank: int, world_size: 
         loads[target] += size
 
     def samples_of(k: int) -> np.ndarray[Any, Any]:
-        block = np.arange(starts[k], starts[k + 1], dtype=np.int64)
-        return rng.permutation(block) if shuffle else block
+        return rng.permutation(pieces[k]) if shuffle else pieces[k]
 
     # Every rank draws the same random numbers in the same order, whichever rank it is.
     blocks = [[samples_of(k) for k in owned[r]] for r in range(world_size)]
@@ -93,8 +104,28 @@ def shard_aware_indices(shard_lengths: Sequence[int], *, rank: int, world_size: 
     else:
         rest = rest[:needed]
     cut = np.cumsum([0] + [share - loads[r] for r in range(world_size)])
-    mine = [*blocks[rank], rest[cut[rank]:cut[rank + 1]]]
-    return np.concatenate(mine).astype(np.int64, copy=False)
+    return [np.concatenate([*blocks[r], rest[cut[r]:cut[r + 1]]]).astype(np.int64, copy=False)
+            for r in range(world_size)]
+
+
+def _staged_plan(shard_lengths: Sequence[int], stages: Sequence[tuple[int, int]], *, epoch: int, seed: int,
+                 shuffle: bool, drop_last: bool) -> list[np.ndarray[Any, Any]]:
+    """The plan of the last of ``stages`` (``(world_size, taken)`` each): the first is the epoch's plan; each later
+    one re-plans, on its world size, the samples no rank of the earlier stages had read (grouped by shard)."""
+    lengths = np.asarray(shard_lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    pieces = [np.arange(starts[k], starts[k + 1], dtype=np.int64) for k in range(len(lengths))]
+    plans = _plan(pieces, stages[0][0], np.random.default_rng([int(seed), int(epoch)]), shuffle, drop_last)
+    remaining = np.arange(int(starts[-1]), dtype=np.int64)
+    for number, (world_size, _) in enumerate(stages[1:], start=1):
+        taken = stages[number - 1][1]
+        read = np.concatenate([plan[:taken] for plan in plans]) if plans else np.empty(0, dtype=np.int64)
+        remaining = np.setdiff1d(remaining, read)
+        shard_of = np.searchsorted(starts, remaining, side="right") - 1
+        bounds = np.searchsorted(shard_of, np.arange(len(lengths) + 1))
+        pieces = [remaining[bounds[k]:bounds[k + 1]] for k in range(len(lengths))]
+        plans = _plan(pieces, world_size, np.random.default_rng([int(seed), int(epoch), number]), shuffle, drop_last)
+    return plans
 
 
 class ShardAwareSampler(Sampler[int]):
@@ -102,7 +133,16 @@ class ShardAwareSampler(Sampler[int]):
     anything with ``shard_starts``) in each epoch; call `set_epoch` before each epoch, as with
     ``DistributedSampler``. Every rank gets ``len(sampler)`` samples, as many as ``DistributedSampler`` gives.
     ``rank`` and ``world_size`` default to ``torch.distributed``'s when a process group is initialized, else to
-    0 and 1."""
+    0 and 1.
+
+    It is ``Stateful`` (torchdata's protocol), like `mmap_ninja.adapters.torch.ResumableSampler`: `state_dict` is
+    JSON-able (the epoch and, per world size the epoch ran on, how many samples each rank had read);
+    `load_state_dict` continues that epoch on the next ``iter()``. With the same world size the rest is exactly
+    what an uninterrupted run reads; with another one the samples no rank has read yet are planned again on the new
+    ranks (whole shards' remainders first, so locality is kept as far as possible): each of them once, the same
+    count on every rank (padded or cut as ``DistributedSampler`` does). `state_at` gives the state after a number of
+    consumed samples, for a plain ``DataLoader``.
+    """
 
     def __init__(self, sharded_map: Any, rank: Optional[int] = None, world_size: Optional[int] = None,
                  shuffle: bool = True, seed: int = 0, drop_last: bool = False):
@@ -119,20 +159,88 @@ class ShardAwareSampler(Sampler[int]):
         self.seed = int(seed)
         self.drop_last = drop_last
         self.epoch = 0
-        shard_aware_indices([], rank=self.rank, world_size=self.world_size)  # checks rank and world_size
-        self.num_samples = _per_rank(sum(self.shard_lengths), self.world_size, drop_last)
+        _check_rank(self.rank, self.world_size)
+        self.n = sum(self.shard_lengths)
+        self.num_samples = _per_rank(self.n, self.world_size, drop_last)
+        self._stages: list[tuple[int, int]] = [(self.world_size, 0)]  # (world size, samples per rank read)
+        self._pending = False
+        self._pass_start = 0  # where in its plan this rank's current pass started (the loaded place, or 0)
+        self._generation = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` (the same on every rank for the same ``seed``)."""
-        self.epoch = int(epoch)
+        """Use the order of ``epoch`` (the same on every rank for the same ``seed``); after `load_state_dict` of a
+        state of that epoch, the loaded place is kept."""
+        epoch = int(epoch)
+        if epoch == self.epoch and self._pending:
+            return
+        self.epoch = epoch
+        self._stages, self._pending = [(self.world_size, 0)], False
+        self._generation += 1
+
+    def _plan(self) -> np.ndarray[Any, Any]:
+        return _staged_plan(self.shard_lengths, self._stages, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
+                            drop_last=self.drop_last)[self.rank]
 
     def indices(self) -> np.ndarray[Any, Any]:
-        """This rank's indices of the current epoch, as an int64 array."""
-        return shard_aware_indices(self.shard_lengths, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
-                                   seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last)
+        """This rank's indices of the current epoch (of its current plan, after an elastic resume), as int64."""
+        return self._plan()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+        if not self._pending:
+            self._stages = [(self.world_size, 0)]
+        self._pending = False
+        self._pass_start = self._stages[-1][1]
+        self._generation += 1
+        return self._stream(self._generation)
+
+    def _stream(self, generation: int) -> Iterator[int]:
+        plan = self._plan()
+        for index in plan[self._stages[-1][1]:].tolist():
+            if generation != self._generation:
+                return
+            world_size, taken = self._stages[-1]
+            self._stages[-1] = (world_size, taken + 1)
+            yield index
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def _state(self, stages: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        return {"version": 1, "n": self.n, "seed": self.seed, "shuffle": bool(self.shuffle),
+                "drop_last": bool(self.drop_last), "epoch": self.epoch, "stages": [list(stage) for stage in stages]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The place reached in the epoch: JSON-able; `load_state_dict` continues from it on any world size."""
+        return self._state(self._stages)
+
+    def state_at(self, samples_consumed: int) -> dict[str, Any]:
+        """The state after this rank consumed ``samples_consumed`` samples of its current plan (from the epoch's
+        start, or from the loaded place after `load_state_dict`)."""
+        world_size, taken = self._stages[-1]
+        start = taken if self._pending else self._pass_start
+        plan_length = len(self._plan())
+        samples_consumed = int(samples_consumed)
+        if not 0 <= start + samples_consumed <= plan_length:
+            raise ValueError(f"samples_consumed must be in [0, {plan_length - start}], got {samples_consumed}")
+        return self._state([*self._stages[:-1], (world_size, start + samples_consumed)])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the epoch saved in ``state`` on the next ``iter()``, on this sampler's world size."""
+        missing = [key for key in ("version", "n", "seed", "shuffle", "drop_last", "epoch", "stages")
+                   if key not in state]
+        if missing:
+            raise ValueError(f"not a ShardAwareSampler state: missing {', '.join(missing)}")
+        if state["version"] != 1:
+            raise ValueError(f"ShardAwareSampler state version {state['version']!r} is not supported (1 is)")
+        if int(state["n"]) != self.n:
+            raise ValueError(f"this ShardAwareSampler state was saved for a dataset of {int(state['n'])} samples, "
+                             f"but this sampler's sharded map has {self.n}")
+        stages = [(int(world_size), int(taken)) for world_size, taken in state["stages"]]
+        if not stages or any(world_size < 1 or taken < 0 for world_size, taken in stages):
+            raise ValueError(f"ShardAwareSampler state has bad stages: {state['stages']!r}")
+        self.seed, self.shuffle, self.drop_last = int(state["seed"]), bool(state["shuffle"]), bool(state["drop_last"])
+        self.epoch = int(state["epoch"])
+        if stages[-1][0] != self.world_size:
+            stages.append((self.world_size, 0))
+        self._stages, self._pending = stages, True
+        self._generation += 1

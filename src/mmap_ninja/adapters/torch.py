@@ -29,11 +29,17 @@ Records maps (`RecordsMmap`) get `RecordsDataset`: its ``__getitems__`` reads a 
 that into tensors; with a per-row ``transform`` (resizing images, augmenting) the rows are read with one batched
 lookup, transformed, and the collate stacks or pads each field (`RecordsCollate`).
 
+`RandomResizedCropDecode` is torchvision's ``RandomResizedCrop`` done while decoding (JPEGs at the smallest DCT
+scale that keeps the crop at least the output size); ``RecordsDataset(..., decode=...)`` and `ImagesDataset`
+apply it per row inside the batched read.
+
 `rank_indices` and `RankSampler` split the indices of each epoch between DDP ranks exactly as
 ``torch.utils.data.DistributedSampler`` does (same permutation for the same seed and epoch), for any
 sized dataset. (They were named ``shard_indices`` and ``ShardedSampler``, easily confused with the sampler for
 sharded maps, `mmap_ninja.adapters.shards.ShardAwareSampler`; the old names still work, with a
-``DeprecationWarning``.)
+``DeprecationWarning``.) For new code, `ResumableSampler` is recommended: the same contract, an O(1)-memory
+order (no permutation of the whole dataset on every rank), and a small state that ``StatefulDataLoader`` saves and
+that resumes exactly on any number of ranks (`mmap_ninja.adapters._samplers`).
 
 This module imports ``torch``; ``import mmap_ninja`` does not.
 """
@@ -56,11 +62,18 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
+from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
+from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
+from mmap_ninja.adapters._samplers import ResumableSampler
+from mmap_ninja.adapters._tokens import PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 
-__all__ = ["FieldBatch", "PadCollate", "RankSampler", "RecordsCollate", "RecordsDataset", "ShardedSampler", "as_tensor",
-           "collate", "pad_collate", "rank_indices", "shard_indices"]
+__all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode", "RankSampler", "RecordsCollate",
+           "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
+           "rank_indices", "shard_indices"]
+# Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
+__all__ += ["PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
@@ -343,13 +356,17 @@ class RecordsDataset(Dataset[Any]):
     function of a row dict returning a row dict, e.g. resizing the image), the batch's rows are read with one
     batched lookup, transformed one by one and the collate stacks or pads each field.
 
+    ``decode`` (e.g. `RandomResizedCropDecode(224)`) decodes every images field of each batch, row by row inside
+    the batched read, into one array (``decode(field, indices)``), instead of the full-size decode; the other
+    fields are read as without it, and a ``transform`` then sees the decoded rows.
+
     ``dataset[i]`` is row ``i`` (its chosen fields, transformed). The dataset pickles as the map's path and these
     options: DataLoader workers under ``fork``, ``spawn`` or ``forkserver`` reopen the map and share one page
     cache.
     """
 
     def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
-                 transform: Any = None):
+                 transform: Any = None, decode: Any = None):
         if not (hasattr(records, "fields") and hasattr(records, "get_batch")):
             raise TypeError(f"RecordsDataset takes a records map (a RecordsMmap), got {type(records).__name__}; "
                             f"the other maps are map-style datasets as they are: DataLoader(m, collate_fn=collate)")
@@ -366,6 +383,10 @@ class RecordsDataset(Dataset[Any]):
                 raise KeyError(f"pad_value names no field {name!r} of {records.path}; its fields are {list(names)}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (row dict -> row dict), got {type(transform).__name__}")
+        if decode is not None and not callable(decode):
+            raise TypeError(f"decode must be callable (images field, indices) -> batch array, e.g. "
+                            f"RandomResizedCropDecode(224); got {type(decode).__name__}")
+        self.decode = decode
         self.records = records
         self.fields = chosen
         self.pad_value = pad_value
@@ -385,9 +406,20 @@ class RecordsDataset(Dataset[Any]):
         return result
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.decode is not None:
+            return self._decoded([index], rows=True)[0]  # type: ignore[no-any-return]
         return self._row(self.records[index])
 
+    def _decoded(self, indices: Sequence[int], rows: bool) -> Any:
+        """The batch with its images fields decoded by ``decode``: a `FieldBatch`, or (``rows``) row dicts."""
+        columns, lengths = gather_decoded(self.records, indices, self.fields, self.pad_value, self.decode)
+        if not rows:
+            return FieldBatch(columns, lengths)
+        return [self._row({name: column[k] for name, column in columns.items()}) for k in range(len(indices))]
+
     def __getitems__(self, indices: Sequence[int]) -> Any:
+        if self.decode is not None:
+            return self._decoded(indices, rows=self.transform is not None)
         if self.transform is None:
             gathered = self.records.get_batch(indices, fields=self.fields, pad_value=self.pad_value)
             columns, lengths = gathered if self.pad_value is not None else (gathered, {})
@@ -401,7 +433,7 @@ class RecordsDataset(Dataset[Any]):
 
     def __repr__(self) -> str:
         return (f"RecordsDataset({self.records!r}, fields={list(self.fields)}, pad_value={self.pad_value!r}, "
-                f"transform={self.transform!r})")
+                f"transform={self.transform!r}, decode={self.decode!r})")
 
 
 # ------------------------------------------------------------------------------------------------ DDP
@@ -439,6 +471,9 @@ def rank_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: in
 
 class RankSampler(Sampler[int]):
     """A sampler giving this rank its `rank_indices` of each epoch; call `set_epoch` before each epoch.
+
+    It reproduces ``DistributedSampler``'s order exactly (and, like it, builds a permutation of the whole dataset on
+    every rank each epoch and has no state to resume from). New code should prefer `ResumableSampler`.
 
     ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
     ``torch.distributed``'s when a process group is initialized, else to 0 and 1.

@@ -1,0 +1,203 @@
+"""Training order: `ResumableSampler` against ``DistributedSampler``, and `blend` of 100 sources.
+
+    PYTHONPATH=src python benchmarks/bench_order.py [--sizes 100000000 1000000000] [--distributed-max 100000000]
+                                                    [--plot docs/blend_ratios.png] [--quick]
+
+Each sampler case runs in a fresh interpreter, so its memory is the growth of that process's peak RSS over an
+interpreter that has imported torch and mmap_ninja. "Time to first index" is construction, ``set_epoch`` (or
+``load_state_dict`` of a state in the middle of the epoch, for the resumable sampler) and the first 1,000 indices of
+rank 3 of 8. ``DistributedSampler`` builds a permutation of the whole dataset on every rank: it is run only up to
+``--distributed-max`` samples (10⁹ would need 8 GB per rank).
+
+The blend has 100 sources of 10⁹ samples each (sources whose sample ``i`` is ``i``, so a read costs nothing and the
+figures are the blend's own), with weights from 10⁻⁴ to 1 (log-uniform, normalized, floored at 10⁻⁴). ``m[i]``
+is timed on random positions; the batched figures are ``sources_of`` over 1,024 and 16,384 random positions, per
+index. The
+realized ratios are each source's count over a prefix divided by the prefix length, against its weight: the
+worst relative error over sources, and the worst count error in samples. ``--plot`` draws the ratios of a few
+sources over positions, across a schedule change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from _tables import markdown_table
+except ImportError:  # run as a module: python -m benchmarks.bench_order
+    from benchmarks._tables import markdown_table
+
+_CASE = r"""
+import json, resource, sys, time
+import torch
+import mmap_ninja
+from mmap_ninja.adapters.torch import ResumableSampler
+from torch.utils.data import DistributedSampler
+n, which = int(sys.argv[1]), sys.argv[2]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if which == "resumable":
+    sampler = ResumableSampler(n, rank=3, world_size=8, seed=1)
+    sampler.load_state_dict({**sampler.state_dict(), "epoch": 5, "position": (n // 2) // 8 * 8})
+else:
+    sampler = DistributedSampler(range(n), num_replicas=8, rank=3, seed=1)
+    sampler.set_epoch(5)
+iterator = iter(sampler)
+first = [next(iterator) for _ in range(1000)]
+elapsed = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": elapsed, "rss_mb": (after - before) / 1024}))
+"""
+
+
+class Virtual:
+    """A stand-in source of ``n`` samples whose sample ``i`` is ``i`` (it pickles as its length)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def sampler_case(n: int, which: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", _CASE, str(n), which], capture_output=True, text=True, timeout=1800)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def sampler_table(sizes: list[int], distributed_max: int) -> str:
+    rows = []
+    for n in sizes:
+        for which, name in (("resumable", "ResumableSampler"), ("distributed", "DistributedSampler")):
+            label = f"{name}, n = {n:.0e}".replace("e+0", "e")
+            if which == "distributed" and n > distributed_max:
+                rows.append((label, ["not run", f"≈ {n * 8 / 2**20:,.0f} (a permutation of n int64)"]))
+                continue
+            result = sampler_case(n, which)
+            if "error" in result:
+                rows.append((label, [result["error"], ""]))
+            else:
+                rows.append((label, [f"{result['seconds'] * 1000:.3g}", f"{result['rss_mb']:.3g}"]))
+    return markdown_table(["Time to first 1,000 indices (ms)", "Memory (MB)"], rows)
+
+
+def weights_of(count: int, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    raw = 10 ** rng.uniform(-4, 0, count)
+    return [float(w) for w in np.maximum(raw / raw.sum(), 1e-4)]
+
+
+def blend_table(sources: int, source_length: int, prefixes: list[int], reads: int) -> str:
+    from mmap_ninja import blend
+
+    weights = weights_of(sources)
+    tracemalloc.start()
+    start = time.perf_counter()
+    m = blend([Virtual(source_length) for _ in range(sources)], weights, seed=1)
+    build = time.perf_counter() - start
+    build_memory = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    rng = np.random.default_rng(0)
+    positions = rng.integers(0, len(m), reads).tolist()
+    m[positions[0]]
+    start = time.perf_counter()
+    for i in positions:
+        m[i]
+    per_read = (time.perf_counter() - start) / reads * 1e6
+    batched = {}
+    for size in (1024, 16384):
+        batches = [rng.integers(0, len(m), size) for _ in range(max(reads // size, 4))]
+        m.sources_of(batches[0])
+        start = time.perf_counter()
+        for batch in batches:
+            m.sources_of(batch)
+        batched[size] = (time.perf_counter() - start) / (len(batches) * size) * 1e6
+    total = sum(weights)
+    rows: list[tuple[str, list[Any]]] = [
+        (f"build ({sources} sources of {source_length:.0e}, length {len(m):.1e})".replace("e+0", "e"),
+         [f"{build * 1000:.3g} ms", f"{build_memory:.3g} MB traced"]),
+        ("m[i], random i", [f"{per_read:.3g} µs", ""]),
+        *[(f"sources_of({size:,} random positions), per index", [f"{cost:.3g} µs", ""])
+          for size, cost in batched.items()],
+    ]
+    for prefix in prefixes:
+        counts = np.array(m.counts(prefix), dtype=float)
+        expected = np.array(weights) / total * prefix
+        relative = np.abs(counts - expected) / expected
+        rows.append((f"realized ratios over the first {prefix:.0e} positions".replace("e+0", "e"),
+                     [f"worst relative error {relative.max():.2g}",
+                      f"worst count error {np.abs(counts - expected).max():.2f} samples"]))
+    return markdown_table(["Figure", "Note"], rows)
+
+
+def plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmap_ninja import blend
+
+    weights = [0.5, 0.3, 0.15, 0.0499, 0.0001]
+    later = [0.1, 0.2, 0.3, 0.3999, 0.0001]
+    change = 200_000
+    m = blend([Virtual(10**6) for _ in weights], weights, length=400_000, schedule=[(change, later)])
+    at_change = m.counts(change)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80, sharey=True)
+    for ax, start, stop, phase in ((axes[0], 0, change, weights), (axes[1], change, len(m), later)):
+        grid = np.unique(np.geomspace(1, stop - start, 300).astype(np.int64))
+        counts = np.array([m.counts(start + int(L)) for L in grid], dtype=float)
+        if start:
+            counts -= np.array(at_change, dtype=float)
+        for k in range(len(weights)):
+            line, = ax.plot(grid, counts[:, k] / grid, lw=1.3, label=f"source {k}: weight {phase[k]:g}")
+            ax.axhline(phase[k], color=line.get_color(), lw=0.6, linestyle="dotted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("positions since the start" if not start else f"positions since the change at {change:,}")
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.08, 0.02))
+    axes[0].set_ylabel("share of the prefix (log)")
+    fig.suptitle("blend: each source's realized share over every prefix (dotted: its weight)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**8, 10**9], help="dataset lengths")
+    parser.add_argument("--distributed-max", type=int, default=10**8, help="largest n DistributedSampler runs on")
+    parser.add_argument("--sources", type=int, default=100)
+    parser.add_argument("--source-length", type=int, default=10**9)
+    parser.add_argument("--reads", type=int, default=100_000)
+    parser.add_argument("--plot", type=Path, default=None, help="write the plot of realized ratios here (PNG)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.distributed_max, args.reads = [10**5], 10**5, 2000
+    print("## ResumableSampler against DistributedSampler (rank 3 of 8)\n")
+    print(sampler_table(args.sizes, args.distributed_max))
+    print(f"\n## blend of {args.sources} sources\n")
+    prefixes = [10**4, 10**6, 10**8] if not args.quick else [10**4]
+    print(blend_table(args.sources, args.source_length, prefixes, args.reads))
+    if args.plot:
+        plot(args.plot)
+        print(f"\nplot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

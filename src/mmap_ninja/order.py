@@ -1,0 +1,290 @@
+"""A shuffled order of ``range(n)`` computed per position, in O(1) time and memory.
+
+`Order(n, seed=..., epoch=...)` is a keyed bijection of ``range(n)``: ``order[k]`` is the index at position
+``k`` of the epoch's order, computed on its own, so nothing of size ``n`` is ever built (a permutation of 10⁹
+indices would take 8 GB and minutes; an `Order` of any size takes a few hundred bytes and opens at once).
+``order.take(positions)`` computes many positions at once with NumPy.
+
+How: a Feistel network over the smallest power of two ``2**b >= n`` (an unbalanced one when ``b`` is odd, so
+the domain is never more than twice ``n``), with round keys derived from ``(seed, epoch)`` by a 64-bit mixing
+function; a value that falls outside ``range(n)`` is sent through the network again ("cycle walking") until it
+lands inside, which keeps the map a bijection of ``range(n)``. On average fewer than two passes are needed.
+
+The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators,
+so it is the same on every rank, worker and machine and can be recomputed after a restart. ``shuffle=False``
+gives the identity order ``range(n)``. This module needs only NumPy (no torch): JAX and grain users can use it too.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Order"]
+
+_MASK64 = (1 << 64) - 1
+_ROUNDS = 6
+_MUL1 = 0xBF58476D1CE4E5B9
+_MUL2 = 0x94D049BB133111EB
+_GOLDEN = 0x9E3779B97F4A7C15
+# How many positions `__iter__` computes at once.
+_ITER_CHUNK = 4096
+
+
+def _mix64(value: int) -> int:
+    """A 64-bit mixing function (the splitmix64 finalizer) on a Python int in ``range(2**64)``."""
+    value = (value ^ (value >> 30)) * _MUL1 & _MASK64
+    value = (value ^ (value >> 27)) * _MUL2 & _MASK64
+    return value ^ (value >> 31)
+
+
+def _round_keys(seed: int, epoch: int) -> tuple[int, ...]:
+    """The Feistel round keys of ``(seed, epoch)``: each round's key depends on both through the mixing function."""
+    state = _mix64((seed & _MASK64) ^ _GOLDEN)
+    state = _mix64((state + (epoch & _MASK64) * _GOLDEN) & _MASK64)
+    keys = []
+    for round_number in range(_ROUNDS):
+        state = _mix64((state + _GOLDEN + round_number) & _MASK64)
+        keys.append(state)
+    return tuple(keys)
+
+
+def _mix64_array(values: np.ndarray) -> np.ndarray:
+    """`_mix64` on a uint64 array."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(_MUL1)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(_MUL2)
+    result: np.ndarray = values ^ (values >> np.uint64(31))
+    return result
+
+
+def _round_keys_array(seed: int, epochs: np.ndarray) -> list[np.ndarray]:
+    """`_round_keys` for a uint64 array of epochs: one array of keys per round."""
+    golden = np.uint64(_GOLDEN)
+    with np.errstate(over="ignore"):
+        state = _mix64_array(np.uint64(_mix64((seed & _MASK64) ^ _GOLDEN)) + epochs * golden)
+        keys = []
+        for round_number in range(_ROUNDS):
+            state = _mix64_array(state + golden + np.uint64(round_number))
+            keys.append(state)
+    return keys
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Order: {name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+class Order:
+    """The order of one epoch: a pseudo-random permutation of ``range(n)`` evaluated position by position.
+
+    ``Order(n, seed=0, epoch=0, shuffle=True)``; ``len(order) == n``; ``order[k]`` (``k`` in ``range(n)``,
+    negative ``k`` counts from the end) is the index at position ``k``; ``order.take(positions)`` is the same for
+    an array of positions (vectorized, int64 result); ``order.with_epoch(e)`` is the order of another epoch;
+    iterating yields ``order[0], order[1], ...``. Each ``(seed, epoch)`` gives another order; ``shuffle=False``
+    is ``range(n)``. Memory is O(1) whatever ``n``; an order pickles as its four parameters.
+    """
+
+    __slots__ = ("_bits", "_high_bits", "_keys", "_low_bits", "_n", "_rounds", "epoch", "seed", "shuffle")
+
+    def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
+        n = _as_int(n, "n")
+        if n < 0:
+            raise ValueError(f"Order: n must be >= 0, got {n}")
+        if n >= 1 << 63:
+            raise ValueError(f"Order: n must be below 2**63 (int64 positions), got {n}")
+        self._n = n
+        self.seed = _as_int(seed, "seed")
+        self.epoch = _as_int(epoch, "epoch")
+        if self.epoch < 0:
+            raise ValueError(f"Order: epoch must be >= 0, got {self.epoch}")
+        self.shuffle = bool(shuffle)
+        self._bits = max(n - 1, 0).bit_length()  # 2**bits >= n
+        self._high_bits = (self._bits + 1) // 2
+        self._low_bits = self._bits // 2
+        self._keys = _round_keys(self.seed, self.epoch) if self.shuffle else ()
+        # Each round's key and the shift that keeps the top bits of its hash (the high half's width alternates).
+        widths = (self._high_bits, self._low_bits)
+        self._rounds = tuple((key, 64 - widths[r % 2]) for r, key in enumerate(self._keys))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"Order({self._n}, seed={self.seed}, epoch={self.epoch}, shuffle={self.shuffle})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Order):
+            return NotImplemented
+        return self._parameters() == other._parameters()
+
+    def __hash__(self) -> int:
+        return hash(self._parameters())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, self._parameters())
+
+    def _parameters(self) -> tuple[int, int, int, bool]:
+        return (self._n, self.seed, self.epoch, self.shuffle)
+
+    def with_epoch(self, epoch: int) -> Order:
+        """The order of ``epoch`` with the same ``n``, seed and shuffle."""
+        return Order(self._n, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
+
+    # -- one position (pure Python ints: a few microseconds, no NumPy call overhead) --
+
+    def _permute(self, value: int) -> int:
+        """One pass of the Feistel network over ``range(2**bits)``."""
+        low_bits = self._low_bits
+        high, low = value >> low_bits, value & ((1 << low_bits) - 1)
+        for key, shift in self._rounds:
+            # (high: h bits, low: l bits) -> (low, high ^ F(low)): widths swap every round. F keeps the top h bits
+            # of a multiply-xorshift-multiply hash of (low, key) (none when h is 0: a shift by 64 leaves nothing).
+            mixed = ((low ^ key) * _MUL1) & _MASK64
+            high, low = low, high ^ ((((mixed ^ (mixed >> 32)) * _MUL2) & _MASK64) >> shift)
+        return (high << low_bits) | low  # an even number of rounds: the widths are back where they started
+
+    def __getitem__(self, position: Any) -> Any:
+        if isinstance(position, slice):
+            return self.take(np.arange(*position.indices(self._n), dtype=np.int64))
+        if type(position) is not int and (isinstance(position, bool) or not isinstance(position, numbers.Integral)):
+            raise TypeError(f"Order indices must be ints or slices, got {position!r} ({type(position).__name__})")
+        k = int(position)
+        if not -self._n <= k < self._n:
+            raise IndexError(f"Order position {k} is out of range for an order of {self._n} indices")
+        if k < 0:
+            k += self._n
+        if not self.shuffle:
+            return k
+        value = self._permute(k)
+        while value >= self._n:  # cycle walking: stays a bijection of range(n)
+            value = self._permute(value)
+        return value
+
+    def __iter__(self) -> Iterator[int]:
+        for start in range(0, self._n, _ITER_CHUNK):
+            yield from self.take(np.arange(start, min(start + _ITER_CHUNK, self._n), dtype=np.int64)).tolist()
+
+    # -- many positions at once --
+
+    def _permute_array(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
+        """`_permute` on a uint64 array (multiplication wraps modulo 2**64, as the masking does in `_permute`).
+        ``keys`` holds each round's key: a uint64 scalar, or an array of one key per value."""
+        high_bits, low_bits = self._high_bits, self._low_bits
+        high = values >> np.uint64(low_bits)
+        low = values & np.uint64((1 << low_bits) - 1)
+        mul1, mul2, shift32 = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32)
+        for key in keys:
+            if high_bits:
+                mixed = (low ^ key) * mul1
+                mixed = (mixed ^ (mixed >> shift32)) * mul2
+                high, low = low, high ^ (mixed >> np.uint64(64 - high_bits))
+            else:
+                high, low = low, high
+            high_bits, low_bits = low_bits, high_bits
+        result: np.ndarray = (high << np.uint64(low_bits)) | low
+        return result
+
+    def _walk(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
+        """The Feistel network with cycle walking on a flat uint64 array of positions in ``range(n)``."""
+        per_value = any(isinstance(key, np.ndarray) for key in keys)
+        with np.errstate(over="ignore"):
+            values = self._permute_array(values, keys)
+            outside = np.flatnonzero(values >= np.uint64(self._n))
+            while outside.size:
+                walked = self._permute_array(values[outside], [key[outside] for key in keys] if per_value else keys)
+                values[outside] = walked
+                outside = outside[walked >= np.uint64(self._n)]
+        return values.astype(np.int64)
+
+    def _positions(self, positions: Any) -> np.ndarray:
+        array = np.asarray(positions)
+        if array.dtype == np.bool_ or (array.size and array.dtype.kind not in "iu"):
+            raise TypeError(f"Order.take needs integer positions, got an array of {array.dtype}")
+        array = array.astype(np.int64, copy=False)
+        if array.size:
+            low, high = int(array.min()), int(array.max())
+            if low < -self._n or high >= self._n:
+                bad = low if low < -self._n else high
+                raise IndexError(f"Order position {bad} is out of range for an order of {self._n} indices")
+        result: np.ndarray = np.where(array < 0, array + self._n, array)
+        return result
+
+    def take(self, positions: Any) -> np.ndarray:
+        """The indices at ``positions`` (any array-like of ints, negatives count from the end), as int64.
+
+        The result has the shape of ``positions``. A position outside ``range(-n, n)`` raises `IndexError`
+        naming it.
+        """
+        array = self._positions(positions)
+        if not self.shuffle or self._n <= 1:
+            return np.array(array, dtype=np.int64, copy=True)
+        keys = [np.uint64(key) for key in self._keys]
+        return self._walk(array.reshape(-1).astype(np.uint64), keys).reshape(array.shape)
+
+    def take_in_epochs(self, epochs: Any, positions: Any) -> np.ndarray:
+        """``[self.with_epoch(e)[p] for e, p in zip(epochs, positions)]``, vectorized over the epochs too (for a
+        stream that runs through many epochs of a small dataset); ``self.epoch`` is not used."""
+        array = self._positions(positions).reshape(-1)
+        epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1)
+        if epoch_array.shape != array.shape:
+            raise ValueError(f"take_in_epochs needs one epoch per position: {epoch_array.size} epochs for "
+                             f"{array.size} positions")
+        if epoch_array.size and int(epoch_array.min()) < 0:
+            raise ValueError(f"epochs must be >= 0, got {int(epoch_array.min())}")
+        if not self.shuffle or self._n <= 1:
+            return np.array(array, dtype=np.int64, copy=True)
+        return self._walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)))
+
+
+def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarray:
+    """``[Order(n, seed=s, epoch=e)[p] for n, s, e, p in zip(lengths, seeds, epochs, positions)]`` vectorized over
+    all four (for reading many orders at once, as a blend of many sources does). Seeds are taken modulo 2**64 and
+    must fit in int64 or uint64 arrays; every position must lie in ``range(n)`` (not checked: an internal helper)."""
+    n = np.asarray(lengths, dtype=np.int64).reshape(-1).astype(np.uint64)
+    values = np.asarray(positions, dtype=np.int64).reshape(-1).astype(np.uint64)
+    seed_array = np.asarray(seeds).reshape(-1).astype(np.uint64)
+    epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1).astype(np.uint64)
+    one = np.uint64(1)
+    with np.errstate(over="ignore"):
+        bits = np.zeros(len(n), dtype=np.uint64)
+        big = n > one
+        # bits = (n - 1).bit_length(), exactly, through float64 and a correction step
+        guess = np.where(big, np.floor(np.log2(np.maximum(n, 2).astype(np.float64) - 1)) + 1, 0).astype(np.uint64)
+        guess = np.where(big & ((one << guess) < n), guess + one, guess)
+        guess = np.where(big & (guess > one) & ((one << (guess - one)) >= n), guess - one, guess)
+        bits[:] = guess
+        golden = np.uint64(_GOLDEN)
+        state = _mix64_array(_mix64_array(seed_array ^ golden) + epoch_array * golden)
+        keys = []
+        for round_number in range(_ROUNDS):
+            state = _mix64_array(state + golden + np.uint64(round_number))
+            keys.append(state)
+
+        def permute(v: np.ndarray, ks: list[np.ndarray], high_bits: np.ndarray, low_bits: np.ndarray) -> np.ndarray:
+            high, low = v >> low_bits, v & ((one << low_bits) - one)
+            for key in ks:
+                mixed = (low ^ key) * np.uint64(_MUL1)
+                mixed = (mixed ^ (mixed >> np.uint64(32))) * np.uint64(_MUL2)
+                has_bits = high_bits > 0
+                shifted = mixed >> np.where(has_bits, np.uint64(64) - high_bits, np.uint64(0))
+                high, low = low, high ^ np.where(has_bits, shifted, np.uint64(0))
+                high_bits, low_bits = low_bits, high_bits
+            result: np.ndarray = (high << low_bits) | low
+            return result
+
+        high_bits, low_bits = (bits + one) // np.uint64(2), bits // np.uint64(2)
+        values = permute(values, keys, high_bits, low_bits)
+        outside = np.flatnonzero(values >= n)
+        while outside.size:
+            walked = permute(values[outside], [key[outside] for key in keys], high_bits[outside], low_bits[outside])
+            values[outside] = walked
+            outside = outside[walked >= n[outside]]
+    return values.astype(np.int64)
+
+
+def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
+    return Order(n, seed=seed, epoch=epoch, shuffle=shuffle)

@@ -1,0 +1,153 @@
+"""`ShardAwareSampler` state: an exact resume on the same world size, a re-plan of the unread samples on another."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+from mmap_ninja.adapters.shards import ShardAwareSampler, shard_aware_indices
+
+pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
+
+
+def sharded(tmp_path: Path, lengths: list[int]) -> Any:
+    from mmap_ninja import StringsMmap, merge
+
+    paths = []
+    start = 0
+    for k, n in enumerate(lengths):
+        StringsMmap.from_generator(tmp_path / f"s{k}", (str(start + i) for i in range(n)), 8).close()
+        paths.append(tmp_path / f"s{k}")
+        start += n
+    return merge(tmp_path / "sharded", paths)
+
+
+LENGTHS = [10, 7, 13, 10, 4, 16, 10, 10]
+N = sum(LENGTHS)
+
+
+def ranks(m: Any, world_size: int, **options: Any) -> list[ShardAwareSampler]:
+    return [ShardAwareSampler(m, rank=r, world_size=world_size, seed=3, **options) for r in range(world_size)]
+
+
+def take(iterator: Any, count: int) -> list[int]:
+    return [next(iterator) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def m(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return sharded(tmp_path_factory.mktemp("shards"), LENGTHS)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_same_world_size_resume_is_exact(m: Any, world_size: int, drop_last: bool) -> None:
+    for epoch in (0, 1):
+        want = [shard_aware_indices(LENGTHS, rank=r, world_size=world_size, epoch=epoch, seed=3,
+                                    drop_last=drop_last).tolist() for r in range(world_size)]
+        for consumed in (0, 1, len(want[0]) // 2, len(want[0])):
+            samplers = ranks(m, world_size, drop_last=drop_last)
+            for sampler in samplers:
+                sampler.set_epoch(epoch)
+            got = [take(iter(sampler), consumed) for sampler in samplers]
+            state = json.loads(json.dumps(samplers[0].state_dict()))
+            assert all(s.state_dict() == samplers[0].state_dict() for s in samplers)
+            fresh = ranks(m, world_size, drop_last=drop_last)
+            for sampler in fresh:
+                sampler.load_state_dict(state)
+            assert [g + list(f) for g, f in zip(got, fresh)] == want
+            assert fresh[0].epoch == epoch
+
+
+@pytest.mark.parametrize(("old", "new"), [(2, 3), (3, 2), (4, 1), (1, 5)])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_another_world_size_replans_the_unread_samples_once_with_equal_counts(m: Any, old: int, new: int,
+                                                                             drop_last: bool) -> None:
+    first = ranks(m, old, drop_last=drop_last)
+    read = [index for sampler in first for index in take(iter(sampler), 9)]
+    state = first[0].state_dict()
+    second = ranks(m, new, drop_last=drop_last)
+    for sampler in second:
+        sampler.load_state_dict(state)
+    rest = [list(sampler) for sampler in second]
+    assert len({len(stream) for stream in rest}) == 1
+    unread = set(range(N)) - set(read)
+    rest_all = [index for stream in rest for index in stream]
+    if drop_last:
+        assert len(rest_all) == len(set(rest_all)) and set(rest_all) <= unread
+        assert len(unread) - len(rest_all) < new
+    else:
+        assert set(rest_all) == unread and len(rest_all) - len(unread) < new
+    # locality: each new rank reads few shards (whole remainders of shards first)
+    starts = np.cumsum([0, *LENGTHS])
+    for stream in rest:
+        shards = np.searchsorted(starts, stream, side="right") - 1
+        assert len(set(shards.tolist())) <= len(LENGTHS) // new + 3
+
+
+def test_three_resumes_on_changing_world_sizes_read_every_sample_once(m: Any) -> None:
+    state = None
+    read: list[int] = []
+    for world_size, steps in [(3, 5), (2, 8), (4, 3), (2, None)]:
+        samplers = ranks(m, world_size)
+        iterators = []
+        for sampler in samplers:
+            if state is not None:
+                sampler.load_state_dict(state)
+            iterators.append(iter(sampler))
+        if steps is None:
+            read += [index for iterator in iterators for index in iterator]
+        else:
+            read += [index for iterator in iterators for index in take(iterator, steps)]
+            state = json.loads(json.dumps(samplers[0].state_dict()))
+    assert set(read) == set(range(N)) and len(read) - N < 4
+
+
+def test_state_at_and_refusals(m: Any) -> None:
+    sampler = ShardAwareSampler(m, rank=0, world_size=2, seed=3)
+    iterator = iter(sampler)
+    states = []
+    for _ in range(5):
+        states.append(sampler.state_dict())
+        next(iterator)
+    assert [sampler.state_at(k) for k in range(5)] == states
+    with pytest.raises(ValueError, match="samples_consumed"):
+        sampler.state_at(len(sampler) + 1)
+    other = {**sampler.state_dict(), "n": N + 1}
+    with pytest.raises(ValueError, match=f"{N + 1} samples.*has {N}"):
+        sampler.load_state_dict(other)
+
+
+def test_through_a_stateful_dataloader(m: Any) -> None:
+    stateful_dataloader = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader() -> tuple[Any, ShardAwareSampler]:
+        sampler = ShardAwareSampler(m, rank=1, world_size=2, seed=3)
+        return stateful_dataloader.StatefulDataLoader(m, batch_size=4, sampler=sampler,
+                                                      collate_fn=list), sampler
+
+    whole, _ = loader()
+    want = [batch for batch in whole]
+    first, _ = loader()
+    iterator = iter(first)
+    got = take(iterator, 3)
+    state = first.state_dict()
+    second, _ = loader()
+    second.load_state_dict(state)
+    assert got + list(second) == want
+
+
+def test_state_at_counts_from_the_loaded_place_after_a_resume(m: Any) -> None:
+    sampler = ShardAwareSampler(m, rank=0, world_size=2, seed=3)
+    take(iter(sampler), 4)
+    fresh = ShardAwareSampler(m, rank=0, world_size=2, seed=3)
+    fresh.load_state_dict(sampler.state_dict())
+    assert fresh.state_at(0) == sampler.state_dict()
+    iterator = iter(fresh)
+    take(iterator, 3)
+    assert fresh.state_at(3) == fresh.state_dict()
