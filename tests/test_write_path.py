@@ -144,10 +144,11 @@ def test_opening_a_1d_map_maps_only_its_data_and_offsets(tmp_path):
     mapped = _mapped_files()
     assert str(tmp_path / "t" / "data.bin") in mapped and str(tmp_path / "t" / "offsets.bin") in mapped
     assert str(tmp_path / "t" / "dims.bin") not in mapped and str(tmp_path / "t" / "shape_offsets.bin") not in mapped
-    # Shapes still come right, from the offsets.
-    view = m._view
-    assert [view.shape(k) for k in range(4)] == [(3,), (0,), (5,), (1,)]
-    assert view.shapes_at(np.array([2, 0, 1])).tolist() == [[5], [3], [0]]
+    # A padded batch maps them (it checks the recorded shapes against the offsets).
+    padded, lengths = m.get_batch([2, 0, 1], pad_value=0)
+    assert lengths.tolist() == [5, 3, 0] and padded.shape == (3, 5)
+    assert str(tmp_path / "t" / "dims.bin") in _mapped_files()
+    assert [m._view.shape(k) for k in range(4)] == [(3,), (0,), (5,), (1,)]
     m.close()
 
 

@@ -454,13 +454,12 @@ class RaggedView(OffsetsView):
         self.dtype = dtype
         self._store = store
         # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup,
-        # and the shape columns are mapped on first use only (opening a token map maps two files, issue 21).
+        # and the shape columns are mapped on first use only (opening a token map maps two files, issue 21): by a
+        # padded batch, which checks the recorded shapes against the offsets.
         self.flat = ndims == [1]
         self.known_ndims = None if ndims is None else np.asarray(ndims, dtype=np.int64)
         self.known_ndim_set = frozenset(ndims or ())
-        # 1-D samples' shapes are their lengths: the offsets give them (no lazy mapping after a close).
-        self._lengths_are_shapes = self.flat and type(self) is RaggedView
-        if not self._lengths_are_shapes:  # mapped now, while the snapshot's files are surely open
+        if not self.flat:  # mapped now: every read needs them
             self.shape_starts, self.shape_stops, self.dim_items  # noqa: B018
 
     @cached_property
@@ -484,8 +483,6 @@ class RaggedView(OffsetsView):
         return self.dims.data
 
     def shape(self, position: int) -> tuple[int, ...]:
-        if self._lengths_are_shapes:
-            return (self.stops[position] - self.starts[position],)
         return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
@@ -573,9 +570,6 @@ class RaggedView(OffsetsView):
 
     def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""
-        if self._lengths_are_shapes:
-            lengths: np.ndarray[Any, Any] = (self.offsets[positions + 1] - self.offsets[positions])[:, None]
-            return lengths
         firsts = self.shape_offsets[positions]
         ndims = self.shape_offsets[positions + 1] - firsts
         if len(ndims) and ((ndims < 0).any() or firsts.min() < 0 or (firsts + ndims).max() > len(self.dims)):
