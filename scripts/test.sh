@@ -5,21 +5,29 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m slow` for the long stress runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
+# The virtualenv's python: .venv/bin/python on Linux and macOS, .venv/Scripts/python.exe on Windows (Git Bash).
+if [ "${OS:-}" = "Windows_NT" ]; then
+  venv_python=.venv/Scripts/python.exe
+  base_python=python
+else
+  venv_python=.venv/bin/python
+  base_python=python3
+fi
+if [ ! -x "$venv_python" ]; then
   echo "== creating the virtualenv .venv"
-  python3 -m venv .venv
+  "$base_python" -m venv .venv
 fi
 echo "== pip install -c constraints/ci.txt -e '.[dev]'"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints/ci.txt -e '.[dev]'
+"$venv_python" -m pip install -q --disable-pip-version-check -c constraints/ci.txt -e '.[dev]'
 
 failed=()
 echo "== ruff check ."
-.venv/bin/python -m ruff check . || failed+=(ruff)
+"$venv_python" -m ruff check . || failed+=(ruff)
 echo "== mypy (strict, src/)"
-.venv/bin/python -m mypy || failed+=(mypy)
+"$venv_python" -m mypy || failed+=(mypy)
 echo "== pytest $*"
 pytest_status=0
-.venv/bin/python -m pytest "$@" || pytest_status=$?
+"$venv_python" -m pytest "$@" || pytest_status=$?
 if [ "$pytest_status" -ne 0 ]; then
   failed+=("pytest (exit $pytest_status)")
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 from typing import Any
 
@@ -19,6 +20,18 @@ def text(i: int) -> str:
 def first_23_texts(i: int) -> str:
     if not 0 <= i < 23:
         raise IndexError(i)
+    return text(i)
+
+
+def first_n_texts(n: int, i: int) -> str:
+    if not 0 <= i < n:
+        raise IndexError(i)
+    return text(i)
+
+
+def texts_failing_at_12(error: type, i: int) -> str:
+    if i == 12:
+        raise error("bad record")
     return text(i)
 
 
@@ -46,12 +59,10 @@ class UnsizedWithLen(Unsized):
 @pytest.mark.parametrize("n_jobs", [None, 2])
 @pytest.mark.parametrize("n", [0, 1, 23, 40])
 def test_make_indexable_without_length_reads_until_index_error(tmp_path: Any, n: int, n_jobs: int | None) -> None:
-    def source(i: int) -> str:
-        if not 0 <= i < n:
-            raise IndexError(i)
-        return text(i)
-
-    m = StringsMmap.from_indexable(tmp_path / "m", make_indexable(source), 8, n_jobs=n_jobs)
+    # Module-level function and functools.partial: worker processes receive the source pickled (under every
+    # start method), so a nested function would be refused with n_jobs=2.
+    m = StringsMmap.from_indexable(tmp_path / "m", make_indexable(functools.partial(first_n_texts, n)), 8,
+                                   n_jobs=n_jobs)
     assert len(m) == n and list(m) == [text(i) for i in range(n)]
 
 
@@ -102,13 +113,9 @@ def test_unknown_length_sources_with_workers_read_at_most_one_batch_ahead() -> N
 @pytest.mark.parametrize("error", [KeyError, ValueError])
 def test_other_errors_of_an_unknown_length_source_are_errors_naming_the_index(tmp_path: Any, n_jobs: int | None,
                                                                               error: type) -> None:
-    def source(i: int) -> str:
-        if i == 12:
-            raise error("bad record")
-        return text(i)
-
+    source = make_indexable(functools.partial(texts_failing_at_12, error))
     with pytest.raises(SampleFetchError, match=f"reading item 12 of the source raised {error.__name__}"):
-        StringsMmap.from_indexable(tmp_path / "m", make_indexable(source), 5, n_jobs=n_jobs)
+        StringsMmap.from_indexable(tmp_path / "m", source, 5, n_jobs=n_jobs)
 
 
 def test_make_indexable_checks_its_arguments() -> None:

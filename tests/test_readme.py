@@ -53,3 +53,22 @@ def test_readme_snippets_run(capsys):
     batch = next(iter(names["loader"]))
     assert batch["cu_seqlens"].tolist() == [0, 5, 8, 9, 18] and batch["max_seqlen"] == 9
     assert sorted(i for b in names["budget"] for i in b) == [0, 1, 2, 3, 4]
+
+
+def test_every_snippet_names_its_extras_and_runs_pasted_twice(tmp_path):
+    """Each snippet's first line says what to pip install, and the snippet runs as a new user pastes it into a file:
+    in a fresh interpreter, twice in a row in the same folder (the second run finds the first one's maps)."""
+    import subprocess
+    import sys
+
+    snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(snippets) >= 5
+    for number, snippet in enumerate(snippets, 1):
+        first_line = snippet.splitlines()[0]
+        assert re.match(r"# pip install (mmap_ninja|'mmap_ninja\[[a-z0-9,]+\]')", first_line), (number, first_line)
+        script = tmp_path / f"snippet{number}.py"
+        script.write_text(snippet)
+        for attempt in (1, 2):
+            done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, f"snippet {number}, run {attempt}:\n{done.stderr[-3000:]}"

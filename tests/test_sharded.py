@@ -221,10 +221,18 @@ def test_a_replaced_or_grown_shard_is_reported(tmp_path):
     paths, _ = make_shards("strings", tmp_path)
     m = merge(tmp_path / "out", paths)
     shard_dir = m.path / m.shards[1].path
-    StringsMmap(shard_dir).append("one more")
+    with pytest.raises(PermissionError, match="is a shard of the sharded map"):
+        StringsMmap(shard_dir).append("one more")  # refused in place; grown elsewhere and put back, it is reported
+    shard_dir.rename(tmp_path / "grown")
+    StringsMmap(tmp_path / "grown").append("one more")
+    (tmp_path / "grown").rename(shard_dir)
     with pytest.raises(CorruptMapError, match=r"shard 1 .* holds 6 samples, but shards.json records 5"):
         ShardedMap(m.path)[4]
-    StringsMmap.from_strings(shard_dir, ["x"] * 5, overwrite=True)
+    with pytest.raises(PermissionError, match="is a shard of the sharded map"):
+        StringsMmap.from_strings(shard_dir, ["x"] * 5, overwrite=True)  # refused before anything changes
+    StringsMmap.from_strings(tmp_path / "other", ["x"] * 5)
+    shutil.rmtree(shard_dir)
+    (tmp_path / "other").rename(shard_dir)
     with pytest.raises(CorruptMapError, match=r"shard 1 .* was replaced"):
         ShardedMap(m.path)[4]
 

@@ -167,3 +167,22 @@ def test_a_deep_verify_checks_the_key_index_of_an_unfinished_build_too(tmp_path)
     report = verify(tmp_path / "rec", deep=True)
     assert report.ok, report.problems
     assert any("unfinished build" in note for note in report.notes)
+
+
+def test_a_shallow_verify_checks_every_field_index_of_a_records_map(tmp_path):
+    from mmap_ninja import RecordsMmap
+
+    rows = [{"text": f"row {i}", "values": np.arange(i + 1, dtype=np.int32), "label": i} for i in range(4)]
+    RecordsMmap.from_generator(tmp_path / "rec", rows, 2)
+    assert verify(tmp_path / "rec").ok
+    offsets = np.fromfile(tmp_path / "rec" / "text.offsets.bin", dtype="<i8")
+    offsets[-1] += 100  # past the committed data
+    offsets.tofile(tmp_path / "rec" / "text.offsets.bin")
+    values_offsets = np.fromfile(tmp_path / "rec" / "values.offsets.bin", dtype="<i8")
+    values_offsets[2] = values_offsets[1] - 1  # decreasing
+    values_offsets.tofile(tmp_path / "rec" / "values.offsets.bin")
+    problems = verify(tmp_path / "rec").problems
+    assert any("text.offsets.bin ends at 120, but the committed data holds 20" in p for p in problems), problems
+    assert any("values.offsets.bin decreases at sample(s) [1]" in p for p in problems), problems
+    deep = verify(tmp_path / "rec", deep=True).problems
+    assert any("text.offsets.bin bytes" in p and "(the offsets of samples" in p for p in deep), deep

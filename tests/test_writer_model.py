@@ -581,3 +581,30 @@ def test_a_closed_map_says_it_is_closed(kind: str, tmp_path: Path) -> None:
             read()
     with pytest.raises(ValueError, match="closed"):
         m.append(sample_for(kind, 0))
+
+
+def test_a_creator_that_sees_a_racing_creators_files_before_its_header_joins_the_map(tmp_path, monkeypatch):
+    """Two handles opened on an empty folder race to create the map. The later one may look for a header just
+    before the first writes it, then list the folder just after the first made its columns: those files are the
+    racing map's, not foreign ones, so it joins the map instead of refusing the folder (a kit test failed so under
+    load)."""
+    import pathlib
+
+    path = tmp_path / "m"
+    first, second = StringsMmap(path), StringsMmap(path)
+    first.append("from the first")
+    real_exists = pathlib.Path.exists
+    missed = []
+
+    def exists_but_missing_the_header_once(self, *args, **kwargs):
+        if self.name == "header.json" and self.parent == path and not missed:
+            missed.append(self)
+            return False  # as if the first creator wrote it a moment later
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", exists_but_missing_the_header_once)
+    second.append("from the second")
+    monkeypatch.undo()
+    assert missed  # the race was staged
+    with StringsMmap(path, mode="r") as m:
+        assert list(m) == ["from the first", "from the second"]

@@ -10,16 +10,29 @@
 
 from mmap_ninja._version import __version__
 from mmap_ninja.blend import BlendedMap, blend
-from mmap_ninja.checksums import ChecksumMismatchError
 from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
+    ChecksumMismatchError,
+    ClosedMapError,
+    ConversionError,
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
+    LegacyMapWarning,
+    LockingUnavailableError,
     MapError,
+    MapExistsError,
     MapLockedError,
     MapMovedError,
+    MissingKeyError,
+    MissingSpecError,
+    NoSuchFieldError,
     NotAMapError,
+    ReadOnlyMapError,
+    RemoteStorageError,
+    SampleFetchError,
+    SchemaMismatchError,
+    ShardedFolderError,
     UnfinishedMapError,
     UnknownFeatureError,
 )
@@ -33,7 +46,6 @@ from mmap_ninja.numpy import from_generator as np_from_generator
 from mmap_ninja.numpy import from_ndarray as np_from_ndarray
 from mmap_ninja.numpy import open_existing as np_open_existing
 from mmap_ninja.order import Order
-from mmap_ninja.parallel import SampleFetchError
 from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
 from mmap_ninja.records import Field, RecordsMmap
 from mmap_ninja.sharded import ShardedMap, merge
@@ -43,22 +55,34 @@ from mmap_ninja.verify import Report, verify
 __all__ = [
     "BlendedMap",
     "ChecksumMismatchError",
+    "ClosedMapError",
+    "ConversionError",
     "CorruptMapError",
     "Field",
     "FormatVersionError",
     "ImagesMmap",
     "KindMismatchError",
+    "LegacyMapWarning",
+    "LockingUnavailableError",
     "MapError",
+    "MapExistsError",
     "MapLockedError",
     "MapMovedError",
+    "MissingKeyError",
+    "MissingSpecError",
+    "NoSuchFieldError",
     "NotAMapError",
     "NumpyMmap",
     "Order",
     "RaggedMmap",
     "RaggedMmmap",
+    "ReadOnlyMapError",
     "RecordsMmap",
+    "RemoteStorageError",
     "Report",
     "SampleFetchError",
+    "SchemaMismatchError",
+    "ShardedFolderError",
     "ShardedMap",
     "StringsMmap",
     "StringsMmmap",

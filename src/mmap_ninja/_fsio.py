@@ -12,6 +12,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Optional
 
+from mmap_ninja._osfile import fsync_directory, fsync_file, pwrite
 from mmap_ninja.errors import CorruptMapError
 
 # One system call writes at most this many bytes (Linux stops at 0x7ffff000 anyway). Bounded well below that: one
@@ -26,12 +27,8 @@ _NBYTES = attrgetter("nbytes")
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make a rename or a new file in ``path`` durable (a no-op on Windows, see `_osfile`)."""
+    fsync_directory(path)
 
 
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -82,7 +79,7 @@ def fsync_tree(path: Path) -> None:
                 continue
             fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
             try:
-                os.fsync(fd)
+                fsync_file(fd)
             finally:
                 os.close(fd)
         fsync_dir(Path(folder))
@@ -92,7 +89,7 @@ def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
     """Write all of ``view`` at ``offset`` (looping over short writes); returns its size."""
     done = 0
     while done < view.nbytes:
-        written = os.pwrite(fd, view[done:done + _MAX_WRITE], offset + done)
+        written = pwrite(fd, view[done:done + _MAX_WRITE], offset + done)
         if written <= 0:
             raise OSError(errno.EIO, "write returned no progress")
         done += written
@@ -135,10 +132,11 @@ def write_all(fd: int, buffers: Sequence[Any], offset: int, sizes: Optional[Sequ
     ends = list(accumulate(sizes))
     total = 0
     i = 0
+    vectored = hasattr(os, "pwritev")  # none on Windows: buffer by buffer
     while i < count:
         # The longest run from i that fits in one call (at least one buffer).
         stop = bisect_right(ends, total + _MAX_WRITE, i, min(count, i + _IOV_MAX))
-        if stop <= i + 1:
+        if stop <= i + 1 or not vectored:
             total += pwrite_all(fd, _bytes_view(buffers, i), offset + total)
             i += 1
             continue
@@ -181,7 +179,7 @@ def replace_file(path: Path, data: bytes, *, durable: bool) -> None:
     try:
         pwrite_all(fd, memoryview(data), 0)
         if durable:
-            os.fsync(fd)
+            fsync_file(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

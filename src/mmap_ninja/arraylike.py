@@ -27,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from mmap_ninja.errors import ClosedMapError
+
 __all__ = ["ReadOnlyArrayMixin"]
 
 # NumPy functions that write into their first argument.
@@ -63,8 +65,13 @@ class ReadOnlyArrayMixin(NDArrayOperatorsMixin):
     def _readable_array(self) -> npt.NDArray[Any]:
         array = self.array
         if not isinstance(array, np.ndarray):  # a closed map swaps its array for a placeholder
-            raise ValueError(f"I/O operation on a closed {type(self).__name__}")
+            raise ClosedMapError(f"I/O operation on a closed {type(self).__name__}")
         return array
+
+    def _described_array(self) -> npt.NDArray[Any]:
+        """The array the properties that do not read values (``dtype``, ``shape``, ``nbytes``, ...) describe; a
+        host that checks reads of its values (``verify_reads=True``) returns it unchecked here."""
+        return self._readable_array()
 
     # -------------------------------------------------------------- conversion
 
@@ -127,39 +134,39 @@ class ReadOnlyArrayMixin(NDArrayOperatorsMixin):
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return self._readable_array().dtype
+        return self._described_array().dtype
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._readable_array().shape
+        return self._described_array().shape
 
     @property
     def ndim(self) -> int:
-        return self._readable_array().ndim
+        return self._described_array().ndim
 
     @property
     def size(self) -> int:
         """The number of elements."""
-        return self._readable_array().size
+        return self._described_array().size
 
     @property
     def nbytes(self) -> int:
         """The size of the elements in bytes."""
-        return self._readable_array().nbytes
+        return self._described_array().nbytes
 
     @property
     def itemsize(self) -> int:
         """The size of one element in bytes."""
-        return self._readable_array().itemsize
+        return self._described_array().itemsize
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return self._readable_array().strides
+        return self._described_array().strides
 
     @property
     def flags(self) -> Any:
         """The array's flags (``writeable`` is False)."""
-        return self._readable_array().flags
+        return self._described_array().flags
 
     @property
     def T(self) -> npt.NDArray[Any]:

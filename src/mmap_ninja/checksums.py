@@ -20,11 +20,11 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.errors import ChecksumMismatchError
 
 __all__ = ["ALGORITHMS", "RECORD_DTYPE", "CheckedView", "ChecksumMismatchError", "ReadChecker", "column_id",
            "default_algorithm", "hasher"]
@@ -82,10 +82,6 @@ def column_id(name: str) -> int:
 # ---------------------------------------------------------------------------------------------- checked reads
 
 
-class ChecksumMismatchError(CorruptMapError):
-    """A checked read (``verify_reads=True``) found bytes that do not match their checksum."""
-
-
 _CHECKSUMS_COLUMN = "checksums"
 _WHOLE_COLUMNS = ("dictionary",)  # read whole to decode any sample
 
@@ -95,9 +91,16 @@ class ReadChecker:
     in every column, its span (its data between its offsets, its offsets, its shape; a fixed-size sample's
     stride; a codec's whole dictionary). A record verified once is remembered in ``verified`` (shared by the
     views of one handle: key column, start, stop, digest), so reading many samples of one commit hashes it once.
-    Bytes that no record covers yet (written by this handle's open transaction) are not checked."""
+    Bytes that no record covers yet (written by this handle's open transaction) are not checked.
 
-    def __init__(self, snapshot: Any, algorithm: str, length: int, verified: set[tuple[int, int, int, int]]):
+    ``prefix`` restricts the checker to the columns of one field of a records map (``"text."``): a field's
+    container checks only its own bytes. A mismatch is confirmed before it is reported: another handle may have
+    rewritten the bytes in place (``m[i] = v``) and their record with them, so the record is read again from the
+    checksums file and the bytes hashed once more; only if they still differ is `ChecksumMismatchError` raised.
+    """
+
+    def __init__(self, snapshot: Any, algorithm: str, length: int, verified: set[tuple[int, int, int, int]],
+                 prefix: str = ""):
         self._path = snapshot.path
         self._hash = hasher(algorithm)
         self._length = length
@@ -105,36 +108,54 @@ class ReadChecker:
         lengths: dict[str, int] = snapshot.lengths
         self._bytes: dict[str, np.ndarray[Any, Any]] = {}
         for name in lengths:
-            if name != _CHECKSUMS_COLUMN:
+            if name != _CHECKSUMS_COLUMN and name.startswith(prefix):
                 self._bytes[name] = np.asarray(snapshot.column(name)).view(np.uint8).reshape(-1)
-        records = np.asarray(snapshot.column(_CHECKSUMS_COLUMN)).view(RECORD_DTYPE)
-        self._records: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+        # The records as they are in the file (a shared mapping: in-place rewrites by other handles show there).
+        self._live = np.asarray(snapshot.column(_CHECKSUMS_COLUMN)).view(RECORD_DTYPE)
+        records = self._live
+        self._records: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any],
+                                       np.ndarray[Any, Any]]] = {}
         for name in self._bytes:
-            mine = records[records["column"] == column_id(name)]
-            mine = mine[np.argsort(mine["start"], kind="stable")]
+            rows = np.flatnonzero(records["column"] == column_id(name))
+            rows = rows[np.argsort(records["start"][rows], kind="stable")]
+            mine = records[rows]
             self._records[name] = (mine["start"].astype(np.int64), mine["stop"].astype(np.int64),
-                                   mine["digest"].copy())
+                                   mine["digest"].copy(), rows)
         # Columns grouped by record field ("name." prefix) or "" for a plain map.
         self._groups: dict[str, list[str]] = {}
         for name in self._bytes:
-            prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
-            self._groups.setdefault(prefix, []).append(name)
+            group = name.rsplit(".", 1)[0] + "." if "." in name else ""
+            self._groups.setdefault(group, []).append(name)
 
-    def check(self, position: int) -> None:
-        """Raise `ChecksumMismatchError` if a byte that sample ``position`` is read from fails its checksum."""
-        for name, start, stop in self.spans(position):
+    def check(self, position: int, fields: Optional[Iterable[str]] = None) -> None:
+        """Raise `ChecksumMismatchError` if a byte that sample ``position`` is read from fails its checksum
+        (``fields``: only the columns of these fields of a records map)."""
+        for name, start, stop in self.spans(position, fields):
             self._check_range(name, start, stop, position)
 
-    def check_many(self, positions: Any) -> None:
+    def check_many(self, positions: Any, fields: Optional[Iterable[str]] = None) -> None:
+        """`check` every position of ``positions`` (each checksum record is still hashed once)."""
+        chosen = None if fields is None else list(fields)
         for position in np.asarray(positions, dtype=np.int64).reshape(-1).tolist():
-            self.check(position)
+            self.check(position, chosen)
 
-    def spans(self, position: int) -> list[tuple[str, int, int]]:
+    def check_all(self) -> None:
+        """Check every committed byte of the columns this checker covers: for reads of whole columns (a map's
+        ``array``, ``values`` or ``offsets``, ``np.asarray(m)``, ``to_arrow``)."""
+        for name, data in self._bytes.items():
+            starts, stops = self._records[name][:2]
+            for k in range(len(starts)):
+                if int(stops[k]) <= len(data):
+                    self._check_record(name, k, None)
+
+    def spans(self, position: int, fields: Optional[Iterable[str]] = None) -> list[tuple[str, int, int]]:
         """``(column, start byte, stop byte)`` of every span sample ``position`` is read from."""
         spans = []
         n = self._length
-        for prefix, names in self._groups.items():
-            data = self._bytes
+        groups = self._groups.items() if fields is None else [
+            (field + ".", self._groups.get(field + ".", [])) for field in fields]
+        data = self._bytes
+        for prefix, names in groups:
             done = set()
             offsets_name, data_name = prefix + "offsets", prefix + "data"
             if offsets_name in data and data_name in data:
@@ -164,24 +185,39 @@ class ReadChecker:
     def _check_range(self, name: str, start: int, stop: int, position: int) -> None:
         if stop <= start:
             return
-        starts, stops, digests = self._records[name]
+        starts, stops = self._records[name][:2]
         first = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)
         last = int(np.searchsorted(starts, stop, side="left"))
-        key_id = column_id(name)
-        data = self._bytes[name]
+        size = len(self._bytes[name])
         for k in range(first, last):
-            a, b, digest = int(starts[k]), int(stops[k]), int(digests[k])
-            if b <= start or b > len(data):
+            b = int(stops[k])
+            if b <= start or b > size:
                 continue
-            key = (key_id, a, b, digest)
-            if key in self._verified:
-                continue
-            if self._hash([data[a:b]]) != digest:
+            self._check_record(name, k, position)
+
+    def _check_record(self, name: str, k: int, position: Optional[int]) -> None:
+        starts, stops, digests, rows = self._records[name]
+        a, b, digest = int(starts[k]), int(stops[k]), int(digests[k])
+        key_id = column_id(name)
+        key = (key_id, a, b, digest)
+        if key in self._verified:
+            return
+        data = self._bytes[name]
+        if self._hash([data[a:b]]) != digest:
+            # Another handle may have rewritten these bytes in place (and then their record): read the record
+            # again from the file and hash the bytes once more before calling them damaged.
+            fresh = self._live[int(rows[k])]
+            digest = int(fresh["digest"])
+            same = int(fresh["column"]) == key_id and int(fresh["start"]) == a and int(fresh["stop"]) == b
+            if not same or self._hash([data[a:b]]) != digest:
+                read = "" if position is None else f": sample {position} is read from them"
                 raise ChecksumMismatchError(
-                    f"{self._path / (name + '.bin')} bytes {a}..{b} do not match their checksum: sample {position} "
-                    f"is read from them{self._holding(name, a, b)}; the map is damaged (mmap_ninja.verify(path, "
-                    f"deep=True) lists every damaged range)")
-            self._verified.add(key)
+                    f"{self._path / (name + '.bin')} bytes {a}..{b} do not match their checksum{read}"
+                    f"{self._holding(name, a, b)}; the map is damaged (mmap_ninja.verify(path, deep=True) lists "
+                    f"every damaged range)")
+            digests[k] = digest
+            key = (key_id, a, b, digest)
+        self._verified.add(key)
 
     def _holding(self, name: str, start: int, stop: int) -> str:
         """`` (they hold samples i..j)`` for a byte range of a column, where that can be told."""

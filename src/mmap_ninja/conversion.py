@@ -27,7 +27,6 @@ Sources (`source_kind` tells which one a path is):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -41,7 +40,10 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja._fsio import fsync_dir
+from mmap_ninja._osfile import fsync_path
+from mmap_ninja.errors import ConversionError, MapExistsError
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
     NotAMapError,
@@ -52,10 +54,6 @@ from mmap_ninja.legacy import (
 
 _BATCH_BYTES = 64 << 20  # a batch of about this many bytes is held in memory (and committed) at a time
 _MAX_BATCH = 10_000
-
-
-class ConversionError(RuntimeError):
-    """The converted map did not read back equal to the source (nothing was published at the destination)."""
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -207,7 +205,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             _check_built(temporary)
         _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
-            raise FileExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
+            raise MapExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
         os.rename(temporary, target)
         fsync_dir(parent)
     except BaseException:
@@ -219,7 +217,7 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     return Converted(target, result_kind, length)
 
 
-# A conversion builds in ``.DST.converting-ID`` and holds an flock on the file ``.DST.converting-ID.lock`` beside
+# A conversion builds in ``.DST.converting-ID`` and holds a lock on the file ``.DST.converting-ID.lock`` beside
 # it while it runs. A process killed there (SIGKILL, a power cut) leaves both behind, possibly many gigabytes; the
 # kernel has dropped its lock, so the next conversion to DST can tell them from a live one's and removes them.
 _CONVERTING = ".converting-"
@@ -228,7 +226,13 @@ _LOCK_SUFFIX = ".lock"
 
 def _hold(temporary: Path) -> int:
     fd = os.open(f"{temporary}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        locks.lock(fd, what=f"{temporary}{_LOCK_SUFFIX}")
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{temporary}{_LOCK_SUFFIX}")
+        raise
     return fd
 
 
@@ -251,8 +255,11 @@ def _remove_abandoned(parent: Path, name: str) -> None:
         except OSError:
             continue  # removed meanwhile by its owner or another cleaner
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            free = locks.try_lock(fd, what=str(lock))
+        except BaseException:
+            os.close(fd)
+            raise
+        if not free:
             os.close(fd)
             continue  # a conversion that is running
         try:
@@ -267,7 +274,7 @@ def _check_target(source: Path | None, target: Path) -> tuple[Path, list[Path]]:
     """Refuse a destination that exists or lies inside the source; create its missing parent folders (as every
     builder does). Returns its parent and the folders created, outermost first (removed again if it fails)."""
     if os.path.lexists(target):
-        raise FileExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
+        raise MapExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
     if source is not None:  # (None: the source is a URL)
         source_abs, target_abs = source.resolve(), parent.resolve() / target.name
@@ -801,10 +808,6 @@ def _sync_tree(directory: Path) -> None:
     """fsync every file of the new map and its directories, so the rename publishes complete files."""
     for root, _, files in os.walk(directory):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(Path(root, name))
         fsync_dir(Path(root))
 

@@ -1,19 +1,36 @@
-"""Every error mmap_ninja raises about a map, in one tree under `MapError`.
+"""Every exception mmap_ninja defines, in one module. Those about a map form one tree under `MapError`.
 
 Each one also derives from the builtin exception a caller would catch without knowing mmap_ninja
-(``FileNotFoundError``, ``ValueError``, ``TypeError``, ``BlockingIOError``).
+(``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``KeyError``, ``ValueError``, ``TypeError``,
+``BlockingIOError``, ``OSError``, ``RuntimeError``), so ``except KeyError`` keeps working where a dict would raise it.
+The modules that used to define some of them (``mmap_ninja.checksums.ChecksumMismatchError``,
+``mmap_ninja.sharded.SchemaMismatchError``, ...) still export them under their old names.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ChecksumMismatchError",
+    "ClosedMapError",
+    "ConversionError",
     "CorruptMapError",
     "FormatVersionError",
     "KindMismatchError",
+    "LegacyMapWarning",
+    "LockingUnavailableError",
     "MapError",
+    "MapExistsError",
     "MapLockedError",
     "MapMovedError",
+    "MissingKeyError",
+    "MissingSpecError",
+    "NoSuchFieldError",
     "NotAMapError",
+    "ReadOnlyMapError",
+    "RemoteStorageError",
+    "SampleFetchError",
+    "SchemaMismatchError",
+    "ShardedFolderError",
     "UnfinishedMapError",
     "UnknownFeatureError",
 ]
@@ -27,6 +44,21 @@ class NotAMapError(MapError, FileNotFoundError):
     """The path does not exist or holds no mmap_ninja map."""
 
 
+class MapExistsError(MapError, FileExistsError):
+    """The path already holds a map (or files mmap_ninja did not write) and the call would not replace it."""
+
+
+class ReadOnlyMapError(MapError, PermissionError):
+    """The map, or this handle of it, does not take writes: ``mode="r"``, a map written by mmap_ninja 0.9.0, an
+    unfinished build opened with ``allow_unfinished=True``, a field of a records map, a shard of a sharded map, a
+    map at a URL; or the file system refused a write (then ``errno`` and ``filename`` say which)."""
+
+
+class ClosedMapError(MapError, ValueError):
+    """The map (or its store) was closed: ``close()`` or the end of its ``with`` block; reopen it to read again
+    (a closed file object raises ``ValueError`` the same way)."""
+
+
 class MapMovedError(NotAMapError):
     """The map an open handle refers to is no longer at its path: moved (`merge` moves maps into a sharded map's
     ``shards/`` folder) or deleted. The message says where it is now when that can be found."""
@@ -34,6 +66,10 @@ class MapMovedError(NotAMapError):
 
 class CorruptMapError(MapError, ValueError):
     """A map's header or one of its files is damaged or truncated; the message names the file."""
+
+
+class ChecksumMismatchError(CorruptMapError):
+    """A checked read (``verify_reads=True``) found bytes that do not match their checksum."""
 
 
 class FormatVersionError(MapError, ValueError):
@@ -57,3 +93,55 @@ class UnfinishedMapError(MapError, ValueError):
 
 class KindMismatchError(MapError, TypeError):
     """The directory holds a map of another kind than the class opening it (or it was replaced by one)."""
+
+
+class ShardedFolderError(KindMismatchError):
+    """The class of a single map (``RaggedMmap(path)``, ...) was given the folder of a sharded map (one holding
+    ``shards.json``, as ``from_dask`` and ``merge`` build): open it with ``ShardedMap(path)`` or
+    ``open_existing(path)``."""
+
+
+class SchemaMismatchError(MapError, ValueError):
+    """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
+
+
+class NoSuchFieldError(MapError, KeyError):
+    """A records map has no field of that name; the message lists its fields."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class MissingKeyError(MapError, KeyError):
+    """No row of a keyed records map (or sharded map) has that key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class ConversionError(MapError, RuntimeError):
+    """The converted map did not read back equal to the source (nothing was published at the destination)."""
+
+
+class RemoteStorageError(MapError, OSError):
+    """Object storage could not be reached or refused a request (no such endpoint, no credentials, no access);
+    the message names the URL."""
+
+
+class SampleFetchError(RuntimeError):
+    """Reading one item of the source of a build (``from_indexable``) raised; the message names the index and
+    the original error. It is about the caller's data, not a map: not a `MapError`."""
+
+
+class MissingSpecError(LookupError):
+    """A kind registered in `mmap_ninja.maps.KINDS` has no `KindSpec`, so the conformance tests cannot run on it
+    (about the test kit, not a map: not a `MapError`)."""
+
+
+class LegacyMapWarning(UserWarning):
+    """A 0.9.0 map shows the traces of an interrupted 0.9.0 write; the reader reads what is complete."""
+
+
+class LockingUnavailableError(MapError, OSError):
+    """This Python has no file-locking facility mmap_ninja can use (no ``fcntl`` module and no ``portalocker``), so
+    it cannot write maps safely; reading needs no lock and works."""

@@ -3,6 +3,8 @@ that says so when one is missing (instead of a bare ``ModuleNotFoundError`` deep
 
 from __future__ import annotations
 
+__all__ = ["EXTRA_OF_MODULE", "missing_extra"]
+
 EXTRA_OF_MODULE = {
     "torch": "torch",
     "pyarrow": "arrow",

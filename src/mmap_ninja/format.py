@@ -27,11 +27,13 @@ __all__ = [
     "HEADER_FILE",
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
+    "SHARDS_FILE",
     "Header",
     "check_metadata",
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
+    "parse_header",
     "read_header",
     "register_feature",
 ]
@@ -39,6 +41,8 @@ __all__ = [
 FORMAT_NAME = "mmap_ninja"
 FORMAT_VERSION = (2, 0)
 HEADER_FILE = "header.json"
+SHARDS_FILE = "shards.json"
+"""The top-level header of a sharded map (see `mmap_ninja.sharded`), in place of a single map's ``header.json``."""
 # A header is a few hundred bytes plus the user's metadata; anything this large is damage or an attack.
 MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 4 << 20

@@ -11,6 +11,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+__all__ = ["DEFAULT_DECODER", "Decoder", "check_draft", "decode_resized_crop", "draft_scale", "drafted_size",
+           "drafted_sizes", "gray_like_pillow"]
+
 # The Pillow mode an image is converted to for each number of channels.
 _MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _SIMPLEJPEG_COLORSPACE = {1: "GRAY", 3: "RGB", 4: "RGBA"}

@@ -20,15 +20,18 @@ import os
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from mmap_ninja.images import inspect_image
-from mmap_ninja.records import Field, RecordsMmap
+from mmap_ninja.maps import KINDS
 from mmap_ninja.storage import PathLike
 
-__all__ = ["IMAGE_EXTENSIONS", "find_classes", "from_image_folder", "image_folder_samples"]
+if TYPE_CHECKING:  # for annotations only: records imports this module (RecordsMmap.from_image_folder builds here)
+    from mmap_ninja.records import RecordsMmap
+
+__all__ = ["IMAGE_EXTENSIONS", "build_image_folder", "find_classes", "from_image_folder", "image_folder_samples"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """The file name endings taken as images by default (torchvision's ``IMG_EXTENSIONS``), compared in lower case."""
@@ -143,8 +146,20 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
     A root with no class folders, or a class folder with no image, raises FileNotFoundError before anything is
     written. A file that cannot be read or is not an image Pillow can read raises a ValueError naming its row
     and path; when it is in the first batch nothing is written, otherwise the map is left as an unfinished build
-    (see `MapBase.from_generator`; build again with ``overwrite=True``). Returns the map open.
+    (see `MapBase.from_generator`; build again with ``overwrite=True``). Returns the map open. (The same as
+    `RecordsMmap.from_image_folder`.)
     """
+    records: Any = KINDS["records"]  # RecordsMmap, found through the kind registry: records imports this module
+    built: RecordsMmap = records.from_image_folder(out_dir, root, batch_size=batch_size, verbose=verbose,
+                                                   extensions=extensions, key=key, overwrite=overwrite,
+                                                   durable=durable, metadata=metadata, baseline_jpeg=baseline_jpeg)
+    return built
+
+
+def build_image_folder(records: type[RecordsMmap], out_dir: PathLike, root: PathLike, schema: dict[str, Any], *,
+                       batch_size: int, verbose: bool, extensions: Optional[Sequence[str]], key: Optional[str],
+                       overwrite: bool, durable: bool, metadata: Optional[dict[str, Any]]) -> RecordsMmap:
+    """What `RecordsMmap.from_image_folder` does, given the records class and the schema of the three fields."""
     if key not in (None, "path"):
         raise ValueError(f"key={key!r}: only the field 'path' is unique in an image folder; pass key='path' or "
                          f"no key")
@@ -153,14 +168,13 @@ def from_image_folder(out_dir: PathLike, root: PathLike, *, batch_size: int = 25
         raise ValueError(f"{out_dir} is inside the image folder {root}: the map's folder would be read as a class "
                          f"(or its files as images) when it is built again; build the map outside {root}")
     classes, samples = image_folder_samples(root, extensions)
-    schema = {"image": Field.images(baseline_jpeg), "label": Field.scalar(np.int64), "path": Field.strings()}
     info = {**(metadata or {}), "classes": classes}
     first = list(islice(_read_rows(root, samples), batch_size))
     for k, row in enumerate(first):  # the first batch is checked before anything exists
         inspect_image(row["image"], f"row {k}, field 'image': file {root / row['path']}")
     try:
-        return RecordsMmap.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
-                                          key=key, overwrite=overwrite, durable=durable, metadata=info)
+        return records.from_generator(out_dir, _Rows(root, samples, first), batch_size, verbose, schema=schema,
+                                      key=key, overwrite=overwrite, durable=durable, metadata=info)
     except ValueError as e:
         raise _with_path(e, root, samples) from None
 

@@ -39,7 +39,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
-from mmap_ninja.errors import CorruptMapError, NotAMapError
+from mmap_ninja.errors import CorruptMapError, LegacyMapWarning, NotAMapError
 
 __all__ = [
     "CorruptMapError", "LegacyMap", "LegacyMapWarning", "LegacyNumpy", "LegacyRagged", "LegacyStrings",
@@ -54,10 +54,6 @@ ZSTD_LEVEL_FILE = "zstd_level.ninja"
 ZSTD_DICT_FILE = "zstd_dict.ninja"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first four bytes; never valid UTF-8 (0xB5 continues a character)
 _TYPE_TO_KIND = {"string": "strings", "ragged": "ragged", "numpy": "numpy"}
-
-
-class LegacyMapWarning(UserWarning):
-    """A 0.9.0 map shows the traces of an interrupted 0.9.0 write; the reader reads what is complete."""
 
 
 def is_legacy_map(path: PathLike) -> bool:

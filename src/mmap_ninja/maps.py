@@ -20,8 +20,17 @@ from mmap_ninja import parallel
 from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
-from mmap_ninja.errors import CorruptMapError, KindMismatchError, MapError, NotAMapError, UnfinishedMapError
-from mmap_ninja.format import HEADER_FILE, check_metadata
+from mmap_ninja.errors import (
+    ClosedMapError,
+    CorruptMapError,
+    KindMismatchError,
+    MapError,
+    NotAMapError,
+    ReadOnlyMapError,
+    ShardedFolderError,
+    UnfinishedMapError,
+)
+from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
@@ -33,6 +42,23 @@ M = TypeVar("M", bound="MapBase")
 
 KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
+
+_sharded_reader: Optional[Callable[[Path], tuple[str, list[Path]]]] = None
+
+
+def register_sharded_reader(reader: Callable[[Path], tuple[str, list[Path]]]) -> None:
+    """Called by `mmap_ninja.sharded` (which builds on this module, so it cannot be imported here) with the function
+    reading a sharded folder's ``shards.json``: its kind and its shards' folders. A single map's class uses it to
+    name what a sharded folder holds, and to refuse writes to a shard."""
+    global _sharded_reader
+    _sharded_reader = reader
+
+
+def _read_sharded(directory: Path) -> tuple[str, list[Path]]:
+    if _sharded_reader is None:  # `import mmap_ninja` imports mmap_ninja.sharded, which registers it
+        raise RuntimeError("mmap_ninja.sharded has not registered its reader of shards.json")
+    return _sharded_reader(directory)
+
 
 _INT64_MAX = np.iinfo(np.int64).max
 _HEADER_DAMAGE = (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError)
@@ -141,7 +167,7 @@ class _ClosedView:
         self._path = path
 
     def __getattr__(self, name: str) -> Any:
-        raise ValueError(f"I/O operation on a closed map ({self._path})")
+        raise ClosedMapError(f"I/O operation on a closed map ({self._path})")
 
 
 class MapBase:
@@ -155,9 +181,12 @@ class MapBase:
     map yet, the handle is an empty map and its first write creates it (``mode="r"`` refuses a missing map).
     ``wrapper_fn`` is applied to every sample read, to a copy of it unless ``copy_before_wrapper_fn=False``.
     ``durable=True`` fsyncs every commit before publishing it. ``allow_unfinished=True`` opens a build that was
-    interrupted (read-only), to read what it committed. ``verify_reads=True`` checks every sample read against
-    the checksums of the bytes it is read from (each checksum record once per handle) and raises
-    `mmap_ninja.checksums.ChecksumMismatchError` on damage; reads are unchecked by default (no cost).
+    interrupted (read-only), to read what it committed. ``verify_reads=True`` checks every read against the
+    checksums of the bytes it is read from (each checksum record once per handle; ``refresh()`` forgets them) and
+    raises `mmap_ninja.checksums.ChecksumMismatchError` on damage: indexing in every form, iteration,
+    ``get_batch``, a records map's field containers, and whole-column reads (``values``, ``offsets``, ``array``,
+    ``to_arrow``), which check every committed byte first. Not checked: key lookups of a records map and shapes or
+    lengths read from the header. Reads are unchecked by default (no cost).
     """
 
     layout: ClassVar[Layout]
@@ -189,6 +218,8 @@ class MapBase:
                                      f"verify_reads=True cannot check it (mmap-ninja convert upgrades it)") from None
                 self._open_legacy()
                 return
+            if (self._path / SHARDS_FILE).is_file():  # from_dask or merge built it: never show it as an empty map
+                raise self._sharded_folder_error() from None
             if self._mode == "r":
                 raise
             # A header that appeared since: a racing process created the map. None: 0.9.0's incremental start, an
@@ -206,6 +237,18 @@ class MapBase:
                 raise ValueError(f"{self._path} has no checksums (it was written before mmap_ninja kept them): "
                                  f"verify_reads=True cannot check its reads")
         self._view = self._rebuild()
+
+    def _sharded_folder_error(self) -> ShardedFolderError:
+        """The error of opening the folder of a sharded map with the class of a single map."""
+        kind, shard_paths = _read_sharded(self._path)
+        shards = len(shard_paths)
+        what = f"a sharded map of {shards} {kind!r} shard{'s' if shards != 1 else ''}"
+        if kind != self.layout.kind:
+            what += f", not a {self.layout.kind!r} map"
+        return ShardedFolderError(f"{self._path} holds {what} (as from_dask and merge build); a "
+                                  f"{type(self).__name__} opens one single map: open it with "
+                                  f"mmap_ninja.ShardedMap({str(self._path)!r}) or "
+                                  f"mmap_ninja.open_existing({str(self._path)!r})")
 
     def _open_store(self) -> Store:
         attempt = 0
@@ -242,15 +285,21 @@ class MapBase:
         self._view_lock = threading.Lock()
         self._tickets = 0  # views are numbered when their building starts; a newer one is never replaced by an older
         self._installed = 0
+        self._shard_checked = False  # whether a write checked that no sharded map lists this map as a shard
         self._verify_reads = False
         self._verified: set[tuple[int, int, int, int]] = set()  # checksum records this handle's reads verified
 
     @classmethod
     def _attach(cls: type[M], store: Store, mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
-                copy_before_wrapper_fn: bool = True) -> M:
+                copy_before_wrapper_fn: bool = True, *,
+                verified: Optional[set[tuple[int, int, int, int]]] = None) -> M:
+        """A container over an open ``store``; ``verified`` (the set of checksum records another handle checked,
+        shared with it) makes it check its reads as that handle does (``verify_reads=True``)."""
         self = cls.__new__(cls)
         self._setup(store.path, _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, store.lock_timeout,
                     store.durable, False)
+        if verified is not None:
+            self._verify_reads, self._verified = True, verified
         self._store = store
         self._view = self._rebuild()
         return self
@@ -303,7 +352,7 @@ class MapBase:
                 raise CorruptMapError(f"{self._path} cannot be read: its header ({HEADER_FILE}) or an index column "
                                       f"is damaged ({type(e).__name__}: {e})") from None
             if self._verify_reads and store.header.checksums is not None:
-                view = CheckedView(view, ReadChecker(snapshot, store.header.checksums, view.length, self._verified))
+                view = CheckedView(view, self._read_checker(snapshot, store.header.checksums, view.length))
         with self._view_lock:
             if ticket > self._installed:
                 self._installed = ticket
@@ -315,6 +364,32 @@ class MapBase:
     def _new_view(self, columns: Any) -> Any:
         """The layout's view of ``columns``, before it is published (a kind may set its read options on it)."""
         return self.layout.view(columns)
+
+    def _read_checker(self, snapshot: Any, algorithm: str, length: int) -> ReadChecker:
+        """The checker ``verify_reads=True`` puts in front of a view of ``snapshot``."""
+        return ReadChecker(snapshot, algorithm, length, self._verified)
+
+    def _checker(self, view: Any) -> Optional[ReadChecker]:
+        """``view``'s read checker when this handle verifies its reads, else None: a read path that does not go
+        through the view's ``get``/``get_many``/``iterate`` (batches gathered from whole columns) checks with it."""
+        if not self._verify_reads:
+            return None
+        checker: Optional[ReadChecker] = getattr(view, "checker", None)
+        return checker
+
+    def _whole(self, name: str) -> Any:
+        """The view's whole-column array ``name`` (``values``, ``offsets``, ``array``), every committed byte it
+        covers checked first when this handle verifies its reads."""
+        view = self._view
+        self._check_all(view)
+        return getattr(view, name)
+
+    def _check_all(self, view: Any) -> None:
+        """When this handle verifies its reads: check every committed byte ``view`` reads from (each checksum
+        record once per handle), before a read of whole columns."""
+        checker = self._checker(view)
+        if checker is not None:
+            checker.check_all()
 
     def _resolve(self, stale: _StaleView) -> Any:
         """The view ``stale`` stands for: the first thread to ask builds it (or finds a newer one installed)."""
@@ -436,6 +511,7 @@ class MapBase:
         before = len(self)
         if self._legacy is not None:
             return 0  # 0.9.0's format has no commits to catch up with
+        self._verified.clear()  # verify_reads: forget what was checked (in-place writes since are no commits)
         if self._store is None:
             try:
                 store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
@@ -443,9 +519,9 @@ class MapBase:
                 return 0
             self._check_kind(store)
             self._store = store
-        elif not self._store.refresh():
+        elif not self._store.refresh() and not self._verify_reads:
             return 0
-        self._rebuild()
+        self._rebuild()  # with verify_reads, also when nothing was committed: the checksums are read again
         return len(self) - before
 
     def __repr__(self) -> str:
@@ -457,12 +533,15 @@ class MapBase:
 
     def _writable_store(self) -> Store:
         if self._legacy is not None:
-            raise PermissionError(legacy_write_refusal(self._path))
+            raise ReadOnlyMapError(legacy_write_refusal(self._path))
         if self._allow_unfinished:
-            raise PermissionError(f"{self._path} was opened with allow_unfinished=True, which reads an unfinished "
-                                  f"build without changing it; re-run the build (it replaces the unfinished one)")
+            raise ReadOnlyMapError(f"{self._path} was opened with allow_unfinished=True, which reads an unfinished "
+                                   f"build without changing it; re-run the build (it replaces the unfinished one)")
         if self._mode == "r":
-            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+            raise ReadOnlyMapError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+        if self._shard_checked is False:  # once per handle: a map becomes a shard only under another path
+            _refuse_shard(self._path)
+            self._shard_checked = True
         store = self._store
         if store is None:  # the first write creates the map (or joins one a racing process just created)
             attrs = self.layout.attrs()
@@ -582,11 +661,13 @@ class MapBase:
         mode = _normalize_mode(mode)
         layout = cls.layout
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
+        _refuse_shard(absolute(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
                              lock_timeout=lock_timeout)
         target = cls._attach(store, mode, wrapper_fn)
+        target._shard_checked = True
         try:
             yield target
             store.finish_build()
@@ -703,6 +784,31 @@ class MapBase:
         if self._verify_reads:
             options["verify_reads"] = True
         return _reopen, (type(self), str(self._path), options)
+
+
+def _sharded_owner(path: Path) -> Optional[Path]:
+    """The sharded map whose ``shards.json`` lists the map in ``path`` as one of its shards (``path``'s parent or
+    grandparent folder, as ``merge`` and ``from_dask`` place them), or None."""
+    for ancestor in (path.parent, path.parent.parent):
+        if not (ancestor / SHARDS_FILE).is_file():
+            continue
+        try:
+            listed = _read_sharded(ancestor)[1]
+        except (MapError, OSError, ValueError):
+            continue  # a damaged top header is verify's to report; it does not make this map a shard
+        if path in listed:
+            return ancestor
+    return None
+
+
+def _refuse_shard(path: Path) -> None:
+    """Refuse to write to (or build over) a map that a sharded map lists as a shard: its ``shards.json`` records
+    the shard's length and id, so any write would make the sharded map refuse to read it."""
+    owner = _sharded_owner(path)
+    if owner is not None:
+        raise ReadOnlyMapError(f"{path} is a shard of the sharded map {owner} (its {SHARDS_FILE} records the shard's "
+                               f"length and id), so it is read-only here: a write would break that map; add samples "
+                               f"as new shards with ShardedMap({str(owner)!r}).add_shards(...)")
 
 
 def _approx_size(sample: Any) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
 from mmap_ninja.casting import as_array, cast
-from mmap_ninja.format import read_header
+from mmap_ninja.format import SHARDS_FILE, read_header
 from mmap_ninja.layouts import NumpyLayout, shaped
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import MapBase, resolve_positions
@@ -37,8 +37,16 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     @property
     def array(self) -> np.ndarray[Any, Any]:
-        """The whole map as a read-only ndarray over the mapping (no copy)."""
-        return self._view.array  # type: ignore[no-any-return]
+        """The whole map as a read-only ndarray over the mapping (no copy). With ``verify_reads=True`` every
+        committed byte is checked first (each checksum record once per handle), as for ``np.asarray(m)`` and
+        the NumPy operators and functions, which read through it."""
+        return self._whole("array")  # type: ignore[no-any-return]
+
+    def _described_array(self) -> np.ndarray[Any, Any]:
+        array = self._view.array  # dtype, shape, nbytes, ...: no value is read, nothing to check
+        if not isinstance(array, np.ndarray):
+            return self._readable_array()  # raises the closed-map error
+        return array
 
     @property
     def sample_shape(self) -> Optional[tuple[int, ...]]:
@@ -65,31 +73,34 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         return wrapped if dtype is None else wrapped.astype(dtype)
 
     def __getitem__(self, index: Any) -> Any:
+        view = self._view
         if self._verify_reads:
-            self._check_rows(index)
-        result = self.array[index]
+            self._check_rows(index, view)
+        result = view.array[index]
         if self.wrapper_fn is None:
             return result
         if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
             return self._wrap(result)
         return [self._wrap(sample) for sample in result]
 
-    def _check_rows(self, index: Any) -> None:
-        """verify_reads=True: check the samples (rows) an index reads (whatever NumPy index it is)."""
-        checker = getattr(self._view, "checker", None)
+    def _check_rows(self, index: Any, view: Any) -> None:
+        """verify_reads=True: check the samples (rows) an index reads from ``view`` (whatever NumPy index it is)."""
+        checker = self._checker(view)
         if checker is None:
             return
+        length = view.length
         first = index[0] if isinstance(index, tuple) and index else index
         if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
-            rows: Any = [int(first) % max(len(self), 1)]
+            rows: Any = [int(first) % max(length, 1)]
         else:
-            rows = np.arange(len(self))[first]
+            rows = np.arange(length)[first]
         checker.check_many(rows)
 
     def __iter__(self) -> Iterator[Any]:
+        view = self._view
         if self._verify_reads:
-            self._check_rows(slice(None))
-        array = self.array
+            self._check_rows(slice(None), view)
+        array = view.array
         if self.wrapper_fn is None:
             return iter(array)
         return (self._wrap(sample) for sample in array)
@@ -102,6 +113,9 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         view = self._view
         array, sample_shape, dtype = view.array, view.sample_shape, view.dtype
         positions = resolve_positions(indices, view.length)
+        checker = self._checker(view)
+        if checker is not None:
+            checker.check_many(positions)
         k = len(positions)
         if dtype is None:
             raise ValueError("the map holds no samples and has no dtype yet")
@@ -196,8 +210,9 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
 def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyMmap:
     """Open the same-shape map in ``out_dir`` (one written by mmap_ninja 0.9.0 too); a `NotAMapError` if there is
     none."""
-    if not is_legacy_map(absolute(out_dir)):
-        read_header(absolute(out_dir))  # refuse a missing map rather than start an empty one
+    directory = absolute(out_dir)
+    if not is_legacy_map(directory) and not (directory / SHARDS_FILE).is_file():  # NumpyMmap names a sharded map
+        read_header(directory)  # refuse a missing map rather than start an empty one
     return NumpyMmap(out_dir, mode=mode, **options)
 
 

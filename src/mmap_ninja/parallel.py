@@ -11,14 +11,14 @@ A source is any of:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable
 
-
-class SampleFetchError(RuntimeError):
-    """Reading one item of the source raised; the message names the index and the original error."""
+from mmap_ninja.errors import SampleFetchError
 
 
 class FunctionIndexable:
@@ -92,9 +92,26 @@ def fetch_until_end(indexable: Any, start: int, stop: int) -> tuple[list[Any], b
 _worker_source: Any = None
 
 
-def _init_worker(indexable: Any) -> None:
+def _init_worker(pickled_source: bytes) -> None:
     global _worker_source
-    _worker_source = indexable
+    _worker_source = pickle.loads(pickled_source)
+
+
+def pickled_for_workers(source: Any, workers: int) -> bytes:
+    """``source`` pickled, as worker processes receive it under every start method (``spawn`` on macOS and
+    Windows, ``forkserver`` on Linux from Python 3.14, ``fork`` before): pickling it here, before any worker
+    starts, makes a source that cannot be sent fail at once on every OS, with a TypeError saying what to change."""
+    try:
+        return pickle.dumps(source, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # PicklingError, or the TypeError / AttributeError pickle raises for some objects
+        method = multiprocessing.get_start_method()
+        raise TypeError(
+            f"from_indexable(n_jobs={workers}) sends the source to its worker processes by pickling it (this "
+            f"Python starts them with {method!r}; macOS and Windows use 'spawn'), and the source {source!r:.200} "
+            f"cannot be pickled: {type(e).__name__}: {e}. Define the function or class at the top level of a "
+            f"module (not a lambda, a nested function or a class defined inside a function), bind its arguments "
+            f"with functools.partial, and keep open files or connections out of it (open them on first use); or "
+            f"read in this process with n_jobs=None") from e
 
 
 def _fetch_range(start: int, stop: int) -> list[Any]:
@@ -136,17 +153,25 @@ def indexed_batches(indexable: Any, batch_size: int, n_jobs: int | None, verbose
     while the caller writes the current one, so at most two batches are in memory.
 
     A source without ``len()`` (or a function) is read until it raises ``IndexError``; see the module's text.
+    The source and ``n_jobs`` are checked here, before the caller creates anything: a source that worker
+    processes cannot receive raises TypeError now (see `pickled_for_workers`).
     """
     source, length = as_source(indexable)
     workers = _workers(n_jobs)
+    pickled = pickled_for_workers(source, workers) if workers > 1 else b""
+    return _progress(source, length, batch_size, workers, pickled, verbose, desc)
+
+
+def _progress(source: Any, length: int | None, batch_size: int, workers: int, pickled: bytes, verbose: bool,
+              desc: str) -> Iterator[list[Any]]:
     bar = None
     if verbose:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=length, desc=desc, unit=" samples")
     try:
-        batches = (_sized_batches(source, length, batch_size, workers) if length is not None
-                   else _batches_until_end(source, batch_size, workers))
+        batches = (_sized_batches(source, length, batch_size, workers, pickled) if length is not None
+                   else _batches_until_end(source, batch_size, workers, pickled))
         for batch in batches:
             if bar is not None:
                 bar.update(len(batch))
@@ -161,13 +186,14 @@ def _split(start: int, stop: int, workers: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, stop)) for s in range(start, stop, step)]
 
 
-def _sized_batches(source: Any, length: int, batch_size: int, workers: int) -> Iterator[list[Any]]:
+def _sized_batches(source: Any, length: int, batch_size: int, workers: int,
+                   pickled: bytes) -> Iterator[list[Any]]:
     starts = range(0, length, batch_size)
     if workers == 1 or length == 0:
         for start in starts:
             yield [fetch(source, i) for i in range(start, min(start + batch_size, length))]
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(source,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(pickled,)) as pool:
         def submit(start: int) -> list[Future[Any]]:
             stop = min(start + batch_size, length)
             return [pool.submit(_fetch_range, a, b) for a, b in _split(start, stop, workers)]
@@ -180,7 +206,7 @@ def _sized_batches(source: Any, length: int, batch_size: int, workers: int) -> I
             yield [sample for future in current for sample in future.result()]
 
 
-def _batches_until_end(source: Any, batch_size: int, workers: int) -> Iterator[list[Any]]:
+def _batches_until_end(source: Any, batch_size: int, workers: int, pickled: bytes) -> Iterator[list[Any]]:
     if workers == 1:
         start = 0
         while True:
@@ -190,7 +216,7 @@ def _batches_until_end(source: Any, batch_size: int, workers: int) -> Iterator[l
             if ended:
                 return
             start += batch_size
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(source,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(pickled,)) as pool:
         def submit(start: int) -> list[Future[Any]]:
             return [pool.submit(_fetch_range_until_end, a, b) for a, b in _split(start, start + batch_size, workers)]
 

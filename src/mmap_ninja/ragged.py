@@ -39,14 +39,16 @@ class RaggedMmap(MapBase):
     @property
     def values(self) -> np.ndarray[Any, Any]:
         """Every sample's elements back to back (read-only, 1-D): Arrow's list ``values``. A compressed map has
-        no such array (TypeError)."""
+        no such array (TypeError). With ``verify_reads=True`` every committed byte is checked first (each checksum
+        record once per handle)."""
         _refuse_compressed(self, "values")
-        return self._view.values  # type: ignore[no-any-return]
+        return self._whole("values")  # type: ignore[no-any-return]
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
-        """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``."""
-        return self._view.offsets  # type: ignore[no-any-return]
+        """The n + 1 element offsets (read-only int64): sample i's elements are ``values[offsets[i]:offsets[i+1]]``.
+        With ``verify_reads=True`` every committed byte of the map is checked first, as for ``values``."""
+        return self._whole("offsets")  # type: ignore[no-any-return]
 
     @property
     def ndims(self) -> Optional[list[int]]:
@@ -133,6 +135,7 @@ class RaggedMmap(MapBase):
         """The map as a ``pyarrow.LargeListArray`` whose buffers are the map's own ``offsets`` and
         ``values`` (no copy; needs pyarrow and 1-D samples of a numeric dtype). A compressed map is refused."""
         _refuse_compressed(self, "to_arrow()")
+        self._check_all(self._view)  # verify_reads: the array shares the map's bytes, check all of them first
         from mmap_ninja.adapters.arrow import ragged_to_arrow
 
         return ragged_to_arrow(self)

@@ -48,11 +48,13 @@ import numpy as np
 from mmap_ninja import keys as _keys
 from mmap_ninja.batch import assemble, check_batch_size, join_batches
 from mmap_ninja.casting import as_array, cast, storable_dtype
+from mmap_ninja.checksums import ReadChecker
 from mmap_ninja.codecs import codec_from_option, codec_from_spec
-from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.errors import CorruptMapError, MissingKeyError, NoSuchFieldError, ReadOnlyMapError
 from mmap_ninja.format import HEADER_FILE, dtype_from_json, register_feature
 from mmap_ninja.image_decoding import DEFAULT_DECODER, Decoder
 from mmap_ninja.images import DEFAULT_QUALITY, ImagesMmap, ImagesView, decode_batch
+from mmap_ninja.ingest import build_image_folder
 from mmap_ninja.layouts import (
     Columns,
     CompressedRaggedView,
@@ -726,8 +728,13 @@ class _ReadOnlyField:
     _records: RecordsMmap
 
     def _writable_store(self) -> Store:
-        raise PermissionError(f"field {self._field!r} of the records map {self._path} is read-only: write whole "
-                              f"rows through the RecordsMmap (append/extend), so that its fields never drift apart")
+        raise ReadOnlyMapError(f"field {self._field!r} of the records map {self._path} is read-only: write whole "
+                               f"rows through the RecordsMmap (append/extend), so that its fields never drift apart")
+
+    def _read_checker(self, snapshot: Any, algorithm: str, length: int) -> ReadChecker:
+        # ``snapshot`` is the field's `FieldColumns`: check the field's own columns in the records map's snapshot.
+        return ReadChecker(snapshot._parent, algorithm, length, self._verified,  # type: ignore[attr-defined]
+                           prefix=snapshot._prefix)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _open_field, (self._records, self._field)
@@ -859,11 +866,13 @@ class RecordsMmap(MapBase):
         It shows the map as this handle sees it; its ``refresh()`` refreshes this handle too."""
         view = self._view
         if name not in view.kinds:
-            raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+            raise NoSuchFieldError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
         store = self._store
         assert store is not None  # a map with a field exists
         cls = _FIELD_CLASSES[view.kinds[name]]
-        container = cls._attach(_FieldStore(self, store, name), mode="r")  # type: ignore[arg-type]
+        verified = self._verified if self._verify_reads else None  # checked as this handle checks its reads
+        container = cls._attach(_FieldStore(self, store, name), mode="r",  # type: ignore[arg-type]
+                                verified=verified)
         container._field = name  # type: ignore[attr-defined]
         container._records = self  # type: ignore[attr-defined]
         if isinstance(container, ImagesMmap) and self._images_decoder is not DEFAULT_DECODER:
@@ -918,12 +927,15 @@ class RecordsMmap(MapBase):
         names = view.names if fields is None else tuple(fields)
         for name in names:
             if name not in view.kinds:
-                raise KeyError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+                raise NoSuchFieldError(f"{self._path} has no field {name!r}; its fields are {list(view.names)}")
+        checker = self._checker(view)
+        if checker is not None:  # the batch is gathered from the fields' columns: check the bytes it reads first
+            checker.check_many(positions, names)
         if isinstance(pad_value, Mapping):
             for name in pad_value:
                 if name not in view.kinds:
-                    raise KeyError(f"pad_value names no field {name!r} of {self._path}; its fields are "
-                                   f"{list(view.names)}")
+                    raise NoSuchFieldError(f"pad_value names no field {name!r} of {self._path}; its fields are "
+                                           f"{list(view.names)}")
         batch: dict[str, Any] = {}
         lengths: dict[str, Any] = {}
         for name in names:
@@ -986,6 +998,7 @@ class RecordsMmap(MapBase):
 
         from mmap_ninja.adapters.arrow import ragged_to_arrow, strings_to_arrow
 
+        self._check_all(self._view)  # verify_reads: the table shares the columns' bytes, check all of them first
         arrays = {}
         schema = self.schema
         for name in self.fields:
@@ -1180,8 +1193,8 @@ class RecordsMmap(MapBase):
         row = index.find(index.check(key))
         if row is None:
             rows = f"{index.length} row{'' if index.length == 1 else 's'}"
-            raise KeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r}; {rows} seen by this "
-                           f"handle: refresh() shows rows other handles added since)")
+            raise MissingKeyError(f"no row of {self._path} has the key {key!r} (field {index.field!r}; {rows} seen by "
+                                  f"this handle: refresh() shows rows other handles added since)")
         return row
 
     def __contains__(self, key: Any) -> bool:
@@ -1431,15 +1444,16 @@ class RecordsMmap(MapBase):
     @classmethod
     def from_image_folder(cls, out_dir: PathLike, root: PathLike, *, batch_size: int = 256, verbose: bool = False,
                           extensions: Optional[Sequence[str]] = None, key: Optional[str] = None,
-                          overwrite: bool = False, **options: Any) -> RecordsMmap:
+                          overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
+                          baseline_jpeg: bool = False) -> RecordsMmap:
         """Build a map with the fields ``image`` (each file's bytes, not re-encoded), ``label`` (int64 class
         index) and ``path`` (relative to ``root``) from ``root/<class>/<file>``; the class names, sorted as
         torchvision's ``ImageFolder`` sorts them, are the metadata's ``"classes"``; ``key="path"`` indexes the rows
         by path (`index_of`). See `mmap_ninja.ingest.from_image_folder`."""
-        from mmap_ninja.ingest import from_image_folder
-
-        return from_image_folder(out_dir, root, batch_size=batch_size, verbose=verbose, extensions=extensions,
-                                 key=key, overwrite=overwrite, **options)
+        schema = {"image": Field.images(baseline_jpeg), "label": Field.scalar(np.int64), "path": Field.strings()}
+        return build_image_folder(cls, out_dir, root, schema, batch_size=batch_size, verbose=verbose,
+                                  extensions=extensions, key=key, overwrite=overwrite, durable=durable,
+                                  metadata=metadata)
 
     @classmethod
     def from_huggingface(cls, out_dir: PathLike, dataset: Any, **options: Any) -> RecordsMmap:

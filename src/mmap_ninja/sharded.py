@@ -16,13 +16,11 @@ they were (they are listed in ``.merge-journal.json`` before the first move).
 from __future__ import annotations
 
 import errno
-import fcntl
 import inspect
 import json
 import os
 import shutil
 import threading
-import time
 import uuid
 import zlib
 from bisect import bisect_right
@@ -34,19 +32,24 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
+    MapExistsError,
     MapLockedError,
+    MissingKeyError,
     NotAMapError,
+    ReadOnlyMapError,
+    SchemaMismatchError,
     UnknownFeatureError,
 )
-from mmap_ninja.format import Header, check_metadata, read_header
+from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase, resolve_index, resolve_positions
+from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = [
@@ -65,17 +68,12 @@ __all__ = [
     "shard_schema",
 ]
 
-SHARDS_FILE = "shards.json"
 JOURNAL_FILE = ".merge-journal.json"
 SHARDS_DIR = "shards"
 FORMAT_NAME = "mmap_ninja.sharded"
 FORMAT_VERSION = (1, 0)
 DEFAULT_MAX_OPEN_SHARDS = 64
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
-
-class SchemaMismatchError(ValueError):
-    """Maps given to `merge` (or `add_shards`) do not share one kind, dtype, schema and codec."""
-
 
 class ShardInfo:
     """One shard as ``shards.json`` lists it: its path relative to the sharded map, its length and header id."""
@@ -530,7 +528,7 @@ class ShardedMap:
                     raise TypeError(f"shard {k} ({self._path / info.path}) has no key field, so {self._path} "
                                     f"cannot be looked up by key") from None
                 raise
-        raise KeyError(f"no row of {self._path} has the key {key!r}")
+        raise MissingKeyError(f"no row of {self._path} has the key {key!r}")
 
     def __contains__(self, item: Any) -> bool:
         """For shards that define ``in`` (records maps with a key: whether a row has the key ``item``), whether
@@ -560,7 +558,7 @@ class ShardedMap:
     def add_shards(self, paths: Sequence[PathLike], *, copy: bool = False) -> None:
         """Move the maps at ``paths`` into this sharded map as new shards, after the existing ones (see `merge`)."""
         if self._mode == "r":
-            raise PermissionError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
+            raise ReadOnlyMapError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         merge(self._path, paths, copy=copy, lock_timeout=self._lock_timeout)
         self.refresh()
 
@@ -610,20 +608,19 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
     fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if deadline is not None and time.monotonic() >= deadline:
-                os.close(fd)
-                raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)") from None
-            time.sleep(0.005)
+    try:
+        taken = locks.lock(fd, timeout=timeout, what=f"the sharded map {directory}")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not taken:
+        os.close(fd)
+        raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)")
+    return fd
 
 
 def _unlock(fd: int) -> None:
-    os.close(fd)  # closing the descriptor releases the flock
+    locks.release(fd)
 
 
 @contextmanager
@@ -914,8 +911,8 @@ def _refuse_foreign(out: Path, names_only: bool = False) -> None:
         return
     journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
     if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
-        raise FileExistsError(f"{out} is not empty and holds no sharded map (found "
-                              f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
+        raise MapExistsError(f"{out} is not empty and holds no sharded map (found "
+                             f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
@@ -980,6 +977,16 @@ def _recover_locked(out: Path) -> int:
     os.unlink(journal_path)
     fsync_dir(out)
     return undone
+
+
+def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
+    """The kind of the sharded map in ``directory`` and its shards' folders, from its ``shards.json``."""
+    top = _read_top_header(directory)
+    return top.kind, [Path(os.path.normpath(directory / info.path)) for info in top.shards]
+
+
+register_sharded_reader(_kind_and_shards)
+
 
 
 def read_shards_header(directory: PathLike) -> Any:

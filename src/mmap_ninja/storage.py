@@ -10,13 +10,11 @@ new header by an atomic rename, and releases the lock. Readers take no lock and 
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import re
 import stat
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +24,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja._fsio import (
     SizedBuffers,
     byte_sizes,
@@ -35,21 +34,25 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
+    ClosedMapError,
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
     MapError,
+    MapExistsError,
     MapLockedError,
     MapMovedError,
     NotAMapError,
+    ReadOnlyMapError,
     UnfinishedMapError,
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "fsync_dir", "fsync_tree", "is_derived"]
+           "absolute", "fsync_dir", "fsync_tree", "is_derived"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -257,14 +260,15 @@ class Store:
         path = absolute(path)
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
-            raise FileExistsError(f"{path} exists and is not a directory")
+            raise MapExistsError(f"{path} exists and is not a directory")
+        locks.require(f"the map {path}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise PermissionError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
+            raise ReadOnlyMapError(e.errno, f"cannot create the map directory {path}: {e.strerror}") from None
         # Refusals come before the lock file is made, so that a refused create leaves nothing behind.
         if not (path / HEADER_FILE).exists():
-            _refuse_foreign_files(path)
+            _refuse_foreign_files(path, unless_a_map_appeared=True)
         else:
             _refuse_a_header_it_cannot_replace(path)
         lock_fd = _lock(path, lock_timeout)
@@ -282,7 +286,7 @@ class Store:
                 os.close(lock_fd)
                 return cls.open(path, durable=durable, lock_timeout=lock_timeout)
             if old is not None and not old.building and not overwrite:
-                raise FileExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
+                raise MapExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:
                 _refuse_foreign_files(path)  # again, under the lock
             store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {}, tuple(requires),
@@ -406,7 +410,7 @@ class Store:
         """The columns and attributes of this handle's current state, fixed: a view built from it is consistent
         even while another thread writes through the same handle."""
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         txn, header = self._txn, self._header
         if txn is None:
             return _Snapshot(self.path, self._columns, header.lengths, header.attrs)
@@ -417,7 +421,7 @@ class Store:
     def column(self, name: str) -> np.ndarray[Any, Any]:
         """The items of column ``name`` (see `lengths`) as a read-only 1-D array over the mapping."""
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         txn = self._txn
         length = txn.lengths[name] if txn is not None else self._header.columns[name].length
         return self._columns[name].view(length)
@@ -485,7 +489,7 @@ class Store:
 
     def _begin(self) -> None:
         if self.closed:
-            raise ValueError(f"{self.path}: I/O operation on a closed map")
+            raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         self._thread_lock.acquire()
         try:
             if self._txn is not None:
@@ -595,8 +599,8 @@ class Store:
             try:
                 fd = open_inside(column_path, os.O_RDWR)  # never through a link: reads may follow one, writes not
             except PermissionError as e:
-                raise PermissionError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
-                                      str(column_path)) from None
+                raise ReadOnlyMapError(e.errno, f"cannot write to the map {self.path}: {e.strerror}",
+                                       str(column_path)) from None
             txn.fds[name] = fd
         return fd
 
@@ -677,7 +681,7 @@ class Store:
         write_all(self._fd(txn, name), [view], start)
         self.rehash(name, start, start + view.nbytes)
         if self.durable:
-            os.fsync(self._fd(txn, name))
+            fsync_file(self._fd(txn, name))
 
     def write_items(self, name: str, writes: Sequence[tuple[int, np.ndarray[Any, Any]]]) -> None:
         """Overwrite items of the derived column ``name`` in place, inside a transaction: each ``(position,
@@ -762,7 +766,7 @@ class Store:
             commit=header.commit + 1, building=building, version=max(header.version, FORMAT_VERSION))
         if self.durable:
             for fd in txn.fds.values():
-                os.fsync(fd)
+                fsync_file(fd)
             if txn.new_columns:  # the names of the files a header lists reach the disk before that header
                 fsync_dir(self.path)
         replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
@@ -776,19 +780,15 @@ class Store:
         """fsync every column file, the header and the directory."""
         for column in self._columns.values():
             if column.fd is not None:
-                os.fsync(column.fd)
-        fd = os.open(self.path / HEADER_FILE, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                fsync_file(column.fd)
+        fsync_path(self.path / HEADER_FILE)
         fsync_dir(self.path)
 
     def flush(self) -> None:
         """fsync the column files (in-place writes of a ``durable`` map are flushed by each write already)."""
         txn = self._txn
         for fd in (txn.fds.values() if txn is not None else ()):
-            os.fsync(fd)
+            fsync_file(fd)
 
     # ------------------------------------------------------------------ closing
 
@@ -815,16 +815,21 @@ def _refuse_a_header_it_cannot_replace(path: Path) -> None:
     try:
         read_header(path)
     except (CorruptMapError, FormatVersionError) as e:
-        raise FileExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); remove the "
-                              f"directory yourself if it is no longer needed") from None
+        raise MapExistsError(f"{path} holds a map this mmap_ninja cannot replace safely ({e}); remove the "
+                             f"directory yourself if it is no longer needed") from None
 
 
-def _refuse_foreign_files(path: Path) -> None:
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in _OUR_FILES)
+def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> None:
+    names = [p.name for p in path.iterdir()]
+    if unless_a_map_appeared and HEADER_FILE in names:
+        # A racing creator wrote its header (then its columns) since we looked: not foreign files. The check
+        # under the lock decides, with the map's own header in hand.
+        return
+    foreign = sorted(name for name in names if name not in _OUR_FILES)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise FileExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
-                              f"files it did not write: choose an empty or new directory")
+        raise MapExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
+                             f"files it did not write: choose an empty or new directory")
 
 
 def _unlink(path: Path) -> None:
@@ -875,27 +880,22 @@ def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
 
 def _lock(path: Path, timeout: Optional[float]) -> int:
     """Take the writer lock of the map directory ``path``; returns the descriptor that holds it."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     lock_path = path / LOCK_FILE
     try:
         fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
-        raise PermissionError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
-            return fd
-        except BlockingIOError:
-            assert deadline is not None
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise MapLockedError(
-                    f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
-                    f"longer (None waits for ever)") from None
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        except BaseException:
-            os.close(fd)
-            raise
+        raise ReadOnlyMapError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
+    try:
+        taken = locks.lock(fd, timeout=timeout, what=f"the map {path}")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not taken:
+        os.close(fd)
+        raise MapLockedError(
+            f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
+            f"longer (None waits for ever)")
+    return fd
 
 
 def _being_built(path: Path) -> bool:
@@ -905,10 +905,7 @@ def _being_built(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        return locks.available() and not locks.try_lock(fd, shared=True)  # no locks here: cannot tell, say no
     finally:
         os.close(fd)
 

@@ -27,14 +27,16 @@ class StringsMmap(MapBase):
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
-        """The n + 1 byte offsets (read-only int64): string i is ``values[offsets[i]:offsets[i + 1]]``."""
-        return self._view.offsets  # type: ignore[no-any-return]
+        """The n + 1 byte offsets (read-only int64): string i is ``values[offsets[i]:offsets[i + 1]]``. With
+        ``verify_reads=True`` every committed byte of the map is checked first, as for ``values``."""
+        return self._whole("offsets")  # type: ignore[no-any-return]
 
     @property
     def values(self) -> np.ndarray[Any, Any]:
         """All strings' UTF-8 bytes back to back (read-only uint8); for a compressed map, the compressed bytes
-        (``offsets`` then count them)."""
-        return self._view.values  # type: ignore[no-any-return]
+        (``offsets`` then count them). With ``verify_reads=True`` every committed byte is checked first (each
+        checksum record once per handle)."""
+        return self._whole("values")  # type: ignore[no-any-return]
 
     def extend_utf8(self, utf8: Any, lengths: Any) -> None:
         """Append ``len(lengths)`` strings given as their UTF-8 bytes back to back (one commit).
@@ -55,6 +57,7 @@ class StringsMmap(MapBase):
         """The map as a ``pyarrow.LargeStringArray`` whose buffers are the map's own ``offsets`` and
         ``values`` (no copy; needs pyarrow). A compressed map is refused: Arrow cannot use its buffers."""
         _refuse_compressed(self, "to_arrow()")
+        self._check_all(self._view)  # verify_reads: the array shares the map's bytes, check all of them first
         from mmap_ninja.adapters.arrow import strings_to_arrow
 
         return strings_to_arrow(self)

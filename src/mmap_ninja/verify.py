@@ -109,11 +109,12 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         columns = _mapped_columns(directory, header, report)
         if columns is None:
             return report
-        unit = _offset_unit(header)
-        _check_index(columns, unit, report)
+        units = _offset_units(header)
+        for prefix, unit in units.items():  # a records map's fields each have their own index
+            _check_index(columns, unit, report, prefix)
         report.length = cls.layout.count(header.lengths, header.attrs)
         if deep:
-            _check_checksums(directory, header, columns, unit, report, progress)
+            _check_checksums(directory, header, columns, units, report, progress)
             if header.kind == "records" and header.attrs.get("key") is not None and report.ok:
                 _check_key_index(directory, report)
     except (CorruptMapError, TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as e:
@@ -212,12 +213,21 @@ def _verify_legacy(report: Report) -> Report:
     return report
 
 
-def _offset_unit(header: Header) -> int:
+def _offset_unit(kind: str, attrs: Any) -> int:
     """How many bytes of ``data`` one unit of ``offsets`` counts (a ragged map's elements, or bytes)."""
-    dtype = header.attrs.get("dtype")
-    if header.kind == "ragged" and dtype is not None and not header.attrs.get("codec"):
+    dtype = attrs.get("dtype") if isinstance(attrs, dict) else None
+    if kind == "ragged" and dtype is not None and not attrs.get("codec"):
         return int(dtype_from_json(dtype).itemsize)
     return 1
+
+
+def _offset_units(header: Header) -> dict[str, int]:
+    """The column-name prefix of every index of the map (``""``; a records map's ``"<field>."``) and the bytes one
+    unit of its offsets counts."""
+    if header.kind != "records":
+        return {"": _offset_unit(header.kind, header.attrs)}
+    fields = header.attrs.get("fields", {})  # checked by the layout's columns_for before this is called
+    return {f"{name}.": _offset_unit(spec.get("kind", ""), spec.get("attrs")) for name, spec in fields.items()}
 
 
 def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional[dict[str, np.ndarray[Any, Any]]]:
@@ -240,15 +250,15 @@ def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional
     return None if report.problems else columns
 
 
-def _check_index(columns: dict[str, np.ndarray[Any, Any]], unit: int, report: Report) -> Optional[int]:
-    """Check the offsets of a variable-size kind; returns the number of samples."""
-    if "offsets" not in columns:
-        return None
-    offsets = columns["offsets"]
-    _check_offsets(offsets, len(columns["data"]) // unit, "offsets", report)
-    if "shape_offsets" in columns:
-        _check_offsets(columns["shape_offsets"], len(columns["dims"]), "shape_offsets", report)
-    return max(len(offsets) - 1, 0)
+def _check_index(columns: dict[str, np.ndarray[Any, Any]], unit: int, report: Report, prefix: str = "") -> None:
+    """Check the offsets of a variable-size kind (the columns named ``prefix`` + ``offsets``, ...: a records
+    map's fields are checked one by one)."""
+    if prefix + "offsets" not in columns or prefix + "data" not in columns:
+        return
+    _check_offsets(columns[prefix + "offsets"], len(columns[prefix + "data"]) // unit, prefix + "offsets", report)
+    if prefix + "shape_offsets" in columns and prefix + "dims" in columns:
+        _check_offsets(columns[prefix + "shape_offsets"], len(columns[prefix + "dims"]), prefix + "shape_offsets",
+                       report)
 
 
 def _item_ranges(items: np.ndarray[Any, Any]) -> Iterator[tuple[int, int, bool]]:
@@ -310,7 +320,7 @@ def _check_offsets(offsets: np.ndarray[Any, Any], end: int, name: str, report: R
         report.problems.append(f"{where} ends at {int(offsets[-1])}, but the committed data holds {end}")
 
 
-def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndarray[Any, Any]], unit: int,
+def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndarray[Any, Any]], units: dict[str, int],
                      report: Report, progress: bool = False) -> None:
     if header.checksums is None or CHECKSUMS not in columns:
         report.notes.append("the map has no checksums (it was written before mmap_ninja kept them)")
@@ -333,14 +343,14 @@ def _check_checksums(directory: Path, header: Header, columns: dict[str, np.ndar
         hashed = sum(c.nbytes for name, c in columns.items() if name != CHECKSUMS and not is_derived(name))
         bar = tqdm(total=hashed, unit="B", unit_scale=True, desc=f"verifying {directory.name}")
     try:
-        _hash_records(directory, columns, records, hash_bytes, unit, report, bar)
+        _hash_records(directory, columns, records, hash_bytes, units, report, bar)
     finally:
         if bar is not None:
             bar.close()
 
 
 def _hash_records(directory: Path, columns: dict[str, np.ndarray[Any, Any]], records: np.ndarray[Any, Any],
-                  hash_bytes: Any, unit: int, report: Report, bar: Any) -> None:
+                  hash_bytes: Any, units: dict[str, int], report: Report, bar: Any) -> None:
     for name, items in columns.items():
         if name == CHECKSUMS or is_derived(name):  # derived data (a key index) has no checksum records
             continue
@@ -349,7 +359,7 @@ def _hash_records(directory: Path, columns: dict[str, np.ndarray[Any, Any]], rec
         mine = mine[np.argsort(mine["start"], kind="stable")]
         covered = 0
         for start, stop, digest in zip(mine["start"].tolist(), mine["stop"].tolist(), mine["digest"].tolist()):
-            samples = _samples(name, start, stop, columns, unit)
+            samples = _samples(name, start, stop, columns, units)
             where = f"{directory / (name + COLUMN_SUFFIX)} bytes {start}..{stop}{samples}"
             if start != covered or stop > len(data) or stop < start:
                 report.problems.append(f"{where}: the checksum records do not tile the column (expected a range "
@@ -367,15 +377,19 @@ def _hash_records(directory: Path, columns: dict[str, np.ndarray[Any, Any]], rec
                                        f"committed but have no checksum")
 
 
-def _samples(name: str, start: int, stop: int, columns: dict[str, np.ndarray[Any, Any]], unit: int) -> str:
-    """`` (samples i..j)`` for a byte range of a data or offsets column (``unit``: bytes per offset unit)."""
-    offsets = columns.get("offsets")
-    if offsets is None or len(offsets) < 2:
+def _samples(name: str, start: int, stop: int, columns: dict[str, np.ndarray[Any, Any]], units: dict[str, int]) -> str:
+    """`` (samples i..j)`` for a byte range of a data or offsets column (``units``: bytes per offset unit, by the
+    prefix of the index's columns)."""
+    prefix, _, base = name.rpartition(".")
+    prefix = prefix + "." if prefix else ""
+    offsets = columns.get(prefix + "offsets")
+    if offsets is None or len(offsets) < 2 or prefix not in units:
         return ""
-    if name == "offsets":
+    if base == "offsets":
         first, last = start // 8, max(start // 8, (stop - 1) // 8)
         return f" (the offsets of samples {max(first - 1, 0)}..{min(last, len(offsets) - 2)})"
-    if name == "data":
+    if base == "data":
+        unit = units[prefix]
         first = int(np.searchsorted(offsets, start // unit, side="right")) - 1
         last = int(np.searchsorted(offsets, max(stop - 1, 0) // unit, side="right")) - 1
         return f" (samples {max(first, 0)}..{min(last, len(offsets) - 2)})"

@@ -35,7 +35,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
-from mmap_ninja.errors import CorruptMapError, MapError
+from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
 from mmap_ninja.sharded import (
@@ -46,7 +46,7 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_tree
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_dir, fsync_tree
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 
@@ -105,7 +105,7 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
             shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
         fsync_tree(staging)  # the shard's files reach the disk before the name that says it is finished
         os.rename(staging, final)
-        _fsync_directory(directory)
+        fsync_dir(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -262,13 +262,6 @@ def _schema_of_a_shard(cls: type[MapBase], shards_dir: Path, partitions: list[in
                      "schema=")
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _refuse_foreign(out: Path) -> None:
     foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp"})
@@ -276,5 +269,5 @@ def _refuse_foreign(out: Path) -> None:
         foreign += [f"{SHARDS_DIR}/{name}" for name in sorted(os.listdir(out / SHARDS_DIR))
                     if not name.startswith((_PART, "." + _PART))]
     if foreign:
-        raise FileExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
-                              f"directory (or one an earlier from_dask built)")
+        raise MapExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
+                             f"directory (or one an earlier from_dask built)")

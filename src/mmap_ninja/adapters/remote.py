@@ -28,7 +28,6 @@ every shard's column files, then that shard's ``header.json``, and the top heade
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -44,8 +43,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja import locks
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
-from mmap_ninja.errors import CorruptMapError, MapError, NotAMapError, UnfinishedMapError
+from mmap_ninja.errors import (
+    CorruptMapError,
+    MapError,
+    NotAMapError,
+    ReadOnlyMapError,
+    RemoteStorageError,
+    UnfinishedMapError,
+)
 from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
@@ -57,11 +64,6 @@ __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "defa
            "upload"]
 
 _CHUNK = 8 << 20
-
-
-class RemoteStorageError(MapError, OSError):
-    """Object storage could not be reached or refused a request (no such endpoint, no credentials, no access);
-    the message names the URL."""
 
 
 def default_cache_dir() -> Path:
@@ -122,7 +124,7 @@ class Cache:
         entry = self.entries / key
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an evictor deleting the entry
+            locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
             downloaded = self._fill_missing(key, entry, fill)
             if not downloaded and check is not None:
                 try:
@@ -146,7 +148,7 @@ class Cache:
             return False
         download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(download, fcntl.LOCK_EX)  # one downloader; the others wait here, then find it
+            locks.lock(download, what=f"the cache entry {entry}")  # one downloader; the rest wait, then find it
             if entry.is_dir():
                 return False
             for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
@@ -170,7 +172,7 @@ class Cache:
         files keep them (they are unlinked, never truncated)."""
         download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(download, fcntl.LOCK_EX)
+            locks.lock(download, what=f"the cache entry {entry}")
             trash = self.trash / uuid.uuid4().hex
             try:
                 os.rename(entry, trash)
@@ -209,9 +211,7 @@ class Cache:
                 break
             fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
                     continue  # a live reader maps it (or it is being downloaded)
                 trash = self.trash / uuid.uuid4().hex
                 try:
@@ -601,8 +601,8 @@ class RemoteMap:
         self._refuse_write()
 
     def _refuse_write(self, *args: Any, **kwargs: Any) -> Any:
-        raise PermissionError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
-                              f"publish it with mmap_ninja.upload(path, url)")
+        raise ReadOnlyMapError(f"{self.url} is a map at a URL, read-only: build or change the map locally and "
+                               f"publish it with mmap_ninja.upload(path, url)")
 
     def refresh(self) -> int:
         """Fetch the header at the URL again: a map uploaded there since takes this one's place (the next read
@@ -698,8 +698,8 @@ class RemoteShardedMap(ShardedMap):
 
     def add_shards(self, paths: Any, *, copy: bool = False) -> None:
         """Refused: a sharded map at a URL is read-only."""
-        raise PermissionError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
-                              f"map and upload it again (mmap_ninja.upload(path, url))")
+        raise ReadOnlyMapError(f"{self.url} is a sharded map at a URL, read-only: add the shards to the local sharded "
+                               f"map and upload it again (mmap_ninja.upload(path, url))")
 
     def close(self) -> None:
         """Close every open shard and release the cache entries."""

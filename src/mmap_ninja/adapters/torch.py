@@ -68,6 +68,7 @@ from mmap_ninja.adapters._samplers import ResumableSampler
 from mmap_ninja.adapters._tokens import PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
+from mmap_ninja.errors import NoSuchFieldError
 
 __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode", "RankSampler", "RecordsCollate",
            "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
@@ -377,10 +378,11 @@ class RecordsDataset(Dataset[Any]):
         chosen = names if fields is None else tuple(fields)
         for name in chosen:
             if name not in names:
-                raise KeyError(f"{records.path} has no field {name!r}; its fields are {list(names)}")
+                raise NoSuchFieldError(f"{records.path} has no field {name!r}; its fields are {list(names)}")
         for name in pad_value if isinstance(pad_value, dict) else ():
             if name not in names:
-                raise KeyError(f"pad_value names no field {name!r} of {records.path}; its fields are {list(names)}")
+                raise NoSuchFieldError(f"pad_value names no field {name!r} of {records.path}; its fields are "
+                                       f"{list(names)}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (row dict -> row dict), got {type(transform).__name__}")
         if decode is not None and not callable(decode):

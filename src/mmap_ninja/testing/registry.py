@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from mmap_ninja.errors import MissingSpecError
 from mmap_ninja.images import ImagesMmap
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.numpy import NumpyMmap
@@ -111,10 +112,6 @@ class KindSpec:
 
     def __repr__(self) -> str:
         return f"KindSpec({self.name!r}, {self.container.__name__})"
-
-
-class MissingSpecError(LookupError):
-    """A kind registered in `mmap_ninja.maps.KINDS` has no `KindSpec`, so the conformance tests cannot run on it."""
 
 
 _SPECS: dict[str, KindSpec] = {}

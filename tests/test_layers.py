@@ -1,0 +1,157 @@
+"""The package's layering, checked on its source: no import cycles, the core reaches adapters only lazily, and
+adapters use public names only (ARCHITECTURE.md, "Layers")."""
+
+import ast
+import pathlib
+
+import pytest
+
+import mmap_ninja
+
+PACKAGE = pathlib.Path(mmap_ninja.__file__).parent
+NOT_CORE = ("mmap_ninja.adapters", "mmap_ninja.testing", "mmap_ninja.cli", "mmap_ninja.__main__")
+
+
+def _module_names() -> dict[str, pathlib.Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+MODULES = _module_names()
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(tree: ast.AST, module_level: bool) -> list[tuple[str, list[str], int]]:
+    """``(module, names, line)`` of every runtime import of ``tree`` (not under ``if TYPE_CHECKING:``), at module
+    level only or anywhere."""
+    found = []
+    pending = list(ast.iter_child_nodes(tree))
+    while pending:
+        node = pending.pop()
+        if _is_type_checking(node):
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.module, [alias.name for alias in node.names], node.lineno))
+        if module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        pending += list(ast.iter_child_nodes(node))
+    return found
+
+
+def _graph(module_level: bool, only: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        if only and name.startswith(only):
+            continue
+        edges = set()
+        for module, names, _ in _imports(ast.parse(path.read_text()), module_level):
+            if not module.startswith("mmap_ninja"):
+                continue
+            for imported in names or [""]:
+                target = f"{module}.{imported}" if f"{module}.{imported}" in MODULES else module
+                if target in MODULES and target != name and not (only and target.startswith(only)):
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(sorted(component))
+    return components
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_at_module_level():
+    assert _cycles(_graph(module_level=True)) == []
+
+
+def test_no_import_cycle_in_the_core_even_through_imports_inside_functions():
+    # A lazy import inside a function hides a cycle from Python, not from the design: records -> ingest -> records
+    # was one. Lazy imports of adapters (``to_arrow``, ``from_dask``) are the core's declared entry points.
+    assert _cycles(_graph(module_level=False, only=NOT_CORE)) == []
+
+
+def test_the_core_imports_no_adapter_at_module_level():
+    offending = []
+    for name, path in MODULES.items():
+        if name.startswith(NOT_CORE):
+            continue
+        for module, _, line in _imports(ast.parse(path.read_text()), module_level=True):
+            if module.startswith(NOT_CORE):
+                offending.append(f"{name}:{line} imports {module}")
+    assert not offending
+
+
+@pytest.mark.parametrize("adapter", sorted(n for n in MODULES if n.startswith("mmap_ninja.adapters.")))
+def test_adapters_import_only_public_names(adapter):
+    private = []
+    for module, names, line in _imports(ast.parse(MODULES[adapter].read_text()), module_level=False):
+        if not module.startswith("mmap_ninja") or module.startswith("mmap_ninja.adapters"):
+            continue  # an adapter may share helpers with another adapter: the rule is about the core's names
+        parts = module.split(".")
+        private += [f"line {line}: {module}" for part in parts if part.startswith("_")]
+        private += [f"line {line}: {module}.{name}" for name in names if name.startswith("_")]
+    assert not private
+
+
+@pytest.mark.parametrize("adapter", sorted(n for n in MODULES if n.startswith("mmap_ninja.adapters.")))
+def test_adapters_import_only_names_their_module_publishes(adapter):
+    import importlib
+
+    unlisted = []
+    for module, names, line in _imports(ast.parse(MODULES[adapter].read_text()), module_level=False):
+        if not module.startswith("mmap_ninja") or module.startswith("mmap_ninja.adapters"):
+            continue
+        published = set(getattr(importlib.import_module(module), "__all__", ()))
+        unlisted += [f"line {line}: {module}.{name}" for name in names
+                     if f"{module}.{name}" not in MODULES and name not in published]
+    assert not unlisted
