@@ -67,7 +67,17 @@ def dtype_to_json(dtype: Any) -> Any:
 
 def dtype_from_json(descr: Any) -> np.dtype[Any]:
     """Inverse of `dtype_to_json`."""
+    if isinstance(descr, str):  # a plain dtype: remembered, so opening a map parses each of its columns' once
+        known = _DTYPES.get(descr)
+        if known is None:
+            known = np.dtype(descr)  # what descr_to_dtype makes of a string
+            if len(_DTYPES) < 4096:
+                _DTYPES[descr] = known
+        return known
     return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+
+
+_DTYPES: dict[str, np.dtype[Any]] = {}
 
 
 def _descr_from_json(descr: Any) -> Any:

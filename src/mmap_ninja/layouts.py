@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 
+from mmap_ninja._fsio import SizedBuffers
 from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
 from mmap_ninja.codecs import Codec, Zstd, codec_from_option, codec_from_spec, compressor_for
 from mmap_ninja.errors import CorruptMapError
@@ -32,12 +34,30 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
-# A ragged batch of fewer bytes is joined into one buffer (fewer, larger writes); a larger one is written sample
-# by sample with vectored writes, so a batch never needs a second copy of more than this in memory.
-_JOIN_BELOW = 64 << 20
-# Strings longer than this on average are written one buffer each rather than joined first (measured: joining
-# 61 MB of documents took a third of the build's time).
-_WRITE_EACH_ABOVE = 1024
+# Samples this small on average are joined into pieces of at most _PIECE bytes before they are written: below
+# it, a kernel vectored write and a hash update per sample cost more than the joining copy (1M int32 token
+# sequences of 1-64 tokens: 0.33 s of pwritev of the samples' buffers against 0.13 s of join + 0.17 s of pwrite).
+# Larger samples go to the writer and the hasher as they are, with no copy.
+_JOIN_MEAN_BELOW = 1024
+_PIECE = 16 << 20
+
+
+def write_pieces(buffers: list[Any], nbytes: np.ndarray[Any, Any]) -> SizedBuffers:
+    """What to append for samples whose buffers are ``buffers`` (``nbytes`` bytes each, an int64 array): their
+    own buffers, or, for small samples, their bytes joined into a few pieces (same bytes, fewer calls)."""
+    count = len(buffers)
+    if count < 2 or int(nbytes.sum()) >= _JOIN_MEAN_BELOW * count:
+        return SizedBuffers(buffers, nbytes.tolist())
+    ends = np.cumsum(nbytes)
+    cuts = [0]
+    while cuts[-1] < count:  # each piece: at least one sample, at most about _PIECE bytes
+        done = int(ends[cuts[-1] - 1]) if cuts[-1] else 0
+        cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ends, done + _PIECE, side="right"))))
+    try:
+        pieces = [b"".join(buffers[a:b]) for a, b in zip(cuts, cuts[1:])]
+    except (BufferError, TypeError, ValueError):  # a non-contiguous sample: the writer copies it in C order
+        return SizedBuffers(buffers, nbytes.tolist())
+    return SizedBuffers(pieces, [len(piece) for piece in pieces])
 
 
 class Columns(Protocol):
@@ -359,9 +379,8 @@ class StringsLayout(Layout):
             encoded = [_utf8(first + k, text) for k, text in enumerate(batch)]
         encoded = _compress_all(attrs, dictionary, encoded)
         sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        # Documents of a KiB or more go to the kernel as they are (vectored writes); joining short ones is cheaper.
-        data = encoded if len(sizes) and sizes.mean() >= _WRITE_EACH_ABOVE else [b"".join(encoded)]
-        return Encoded({"data": data, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+        # The documents' own bytes go to the kernel (vectored writes) and the hasher: no joining copy (issue 21).
+        return Encoded({"data": write_pieces(encoded, sizes), "offsets": np.cumsum(sizes) + lengths["data"]}, None)
 
     def encode_utf8(self, utf8: Any, lengths_of_strings: Any, lengths: dict[str, int],
                     attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
@@ -380,7 +399,7 @@ class StringsLayout(Layout):
             pieces = _compress_all(attrs, dictionary, [data[a:b] for a, b in zip((ends - sizes).tolist(),
                                                                                    ends.tolist())])
             sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-            return Encoded({"data": [b"".join(pieces)], "offsets": np.cumsum(sizes) + lengths["data"]}, None)
+            return Encoded({"data": pieces, "offsets": np.cumsum(sizes) + lengths["data"]}, None)
         return Encoded({"data": [data], "offsets": ends + lengths["data"]}, None)
 
     def encode_set(self, view: View, attrs: dict[str, Any], position: int, value: Any) -> tuple[str, int, Any]:
@@ -433,15 +452,35 @@ class RaggedView(OffsetsView):
         data = store.column("data")
         super().__init__(store, data if dtype is None else data.view(dtype), store.column("offsets"))
         self.dtype = dtype
-        self.shape_offsets = store.column("shape_offsets")
-        self.dims = store.column("dims")
-        self.shape_starts = self.shape_offsets[:-1].data
-        self.shape_stops = self.shape_offsets[1:].data
-        self.dim_items = self.dims.data
-        # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup.
+        self._store = store
+        # The header keeps which numbers of dimensions occur: with only 1-D samples a read needs no shape lookup,
+        # and the shape columns are mapped on first use only (opening a token map maps two files, issue 21): by a
+        # padded batch, which checks the recorded shapes against the offsets.
         self.flat = ndims == [1]
         self.known_ndims = None if ndims is None else np.asarray(ndims, dtype=np.int64)
         self.known_ndim_set = frozenset(ndims or ())
+        if not self.flat:  # mapped now: every read needs them
+            self.shape_starts, self.shape_stops, self.dim_items  # noqa: B018
+
+    @cached_property
+    def shape_offsets(self) -> np.ndarray[Any, Any]:
+        return self._store.column("shape_offsets")
+
+    @cached_property
+    def dims(self) -> np.ndarray[Any, Any]:
+        return self._store.column("dims")
+
+    @cached_property
+    def shape_starts(self) -> memoryview:
+        return self.shape_offsets[:-1].data
+
+    @cached_property
+    def shape_stops(self) -> memoryview:
+        return self.shape_offsets[1:].data
+
+    @cached_property
+    def dim_items(self) -> memoryview:
+        return self.dims.data
 
     def shape(self, position: int) -> tuple[int, ...]:
         return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
@@ -665,14 +704,13 @@ class RaggedLayout(Layout):
             compressed = _compress_all(attrs, dictionary, [np.ascontiguousarray(a).reshape(-1).view(np.uint8)
                                                            for a in arrays])
             sizes = np.fromiter(map(len, compressed), dtype=np.int64, count=count)
-            data: list[Any] = [b"".join(compressed)]
+            data: list[Any] = compressed
             offsets_base = lengths["data"]
-        elif int(sizes.sum()) * dtype.itemsize < _JOIN_BELOW:
-            try:  # every array has the map's dtype: join their buffers, 3x cheaper than np.concatenate
-                data = [b"".join(arrays)]
-            except (BufferError, TypeError, ValueError):  # a non-contiguous sample, or a dtype with no buffer
-                data = [raw_bytes(np.concatenate([np.ravel(a) for a in arrays], dtype=dtype))]
-        else:
+        elif dtype.kind not in "MmO":
+            # The samples' own buffers go to the kernel and the hasher: no joining copy (issue 21); the writer
+            # copies a non-contiguous one in C order.
+            data = write_pieces(arrays, sizes * dtype.itemsize)
+        else:  # a dtype with no buffer format (datetime64)
             data = [raw_bytes(np.ascontiguousarray(a)) for a in arrays]
         columns = {
             "data": data,
@@ -762,10 +800,43 @@ class NumpyView(View):
 
     def get_many(self, positions: np.ndarray[Any, Any]) -> list[Any]:
         array = self.array
-        return [array[p] for p in positions.tolist()]  # read-only views, as m[i] gives
+        return Rows([array[p] for p in positions.tolist()], array, positions)  # read-only views, as m[i] gives
 
     def iterate(self, start: int = 0) -> Iterator[Any]:
         return iter(self.array[start:])
+
+
+class Rows(list):  # type: ignore[type-arg]
+    """Same-shape samples of one array (read-only views, as ``m[i]`` gives) that can also be gathered into one
+    batch with a single ``np.take``: what a numpy map's ``__getitems__`` returns, so a collate (the torch
+    adapter's) makes the batch with one gather instead of restacking the views (issue 21). Pickles as a list."""
+
+    def __init__(self, rows: list[Any], source: np.ndarray[Any, Any], positions: np.ndarray[Any, Any]):
+        super().__init__(rows)
+        self.source = source
+        self.positions = positions
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        shape: tuple[int, ...] = self.source.shape[1:]
+        return shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        dtype: np.dtype[Any] = self.source.dtype
+        return dtype
+
+    def gather_into(self, out: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Copy the rows into ``out`` (shape ``(len(self), *sample_shape)``, the rows' dtype) in one gather."""
+        if out.shape != (len(self), *self.sample_shape) or out.dtype != self.dtype:
+            raise ValueError(f"out must have shape {(len(self), *self.sample_shape)} and dtype {self.dtype}, got "
+                             f"{out.shape} {out.dtype}")
+        if len(self):
+            np.take(self.source, self.positions, axis=0, out=out)
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return list, (list(self),)  # never the whole map it points into
 
 
 def shaped(data: np.ndarray[Any, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...],

@@ -25,7 +25,15 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from mmap_ninja import locks
-from mmap_ninja._fsio import fsync_dir, fsync_tree, open_inside, replace_file, write_all
+from mmap_ninja._fsio import (
+    SizedBuffers,
+    byte_sizes,
+    fsync_dir,
+    fsync_tree,
+    open_inside,
+    replace_file,
+    write_all,
+)
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
@@ -88,6 +96,8 @@ def absolute(path: PathLike) -> Path:
     if is_url(path):
         raise ValueError(f"{path} is a URL, not a local path: maps are written in a local directory and published "
                          f"with mmap_ninja.upload(path, url); mmap_ninja.open_existing(url) reads one")
+    if isinstance(path, Path) and path.is_absolute() and ".." not in path.parts:
+        return path  # already what abspath would make of it (a Path has no "." parts nor repeated slashes)
     return Path(os.path.abspath(os.fspath(path)))
 
 
@@ -95,49 +105,58 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("__weakref__", "_finalizer", "dtype", "fd", "mapped", "path", "released")
+    __slots__ = ("__weakref__", "_file", "dtype", "fd", "mapped", "released")
 
-    def __init__(self, path: Path, dtype: np.dtype[Any]):
-        self.path = path
+    def __init__(self, path: Path | str, dtype: np.dtype[Any]):
+        self._file = os.fspath(path)  # a str: joining Paths was a tenth of opening a map (issue 21)
         self.dtype = dtype
         self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
         self.released = False  # its descriptor was closed once mapped (see `release`); opened again if needed
         try:
-            self.fd: int | None = os.open(path, os.O_RDONLY)
+            self.fd: int | None = os.open(self._file, os.O_RDONLY)
         except FileNotFoundError:
             self.fd = None  # reported by the size check, with the file's name
         except IsADirectoryError:
             raise CorruptMapError(f"{path} is not a regular file") from None
-        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too.
-        self._finalizer = weakref.finalize(self, os.close, self.fd) if self.fd is not None else None
+
+    def __del__(self) -> None:
+        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too (a
+        # __del__, not a weakref.finalize: that cost a tenth of opening a map, issue 21).
+        fd = getattr(self, "fd", None)  # None too when __init__ failed
+        self.fd = None
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
+
+    @property
+    def path(self) -> Path:
+        return Path(self._file)
 
     def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
-        self.fd = None
+        fd, self.fd = self.fd, None
         self.mapped = None
         self.released = False
+        if fd is not None:
+            os.close(fd)
 
     def release(self) -> None:
         """Close the column's descriptor: a mapping keeps its file (Python's mmap holds its own descriptor), so a
         read-only handle that does not grow needs only that one. A later mapping (of a column not read yet, such
         as the checksums ``verify_reads`` reads), remap or size check opens the file again by its path."""
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
-            self.fd = None
+        fd, self.fd = self.fd, None
+        if fd is not None:
             self.released = True
+            with suppress(OSError):
+                os.close(fd)
 
     def descriptor(self) -> int | None:
         """The column's open descriptor (opened again if it was released); None if the file is missing."""
         if self.fd is None and self.released:
             try:
-                self.fd = os.open(self.path, os.O_RDONLY)
+                self.fd = os.open(self._file, os.O_RDONLY)
             except FileNotFoundError:
                 return None
             self.released = False
-            self._finalizer = weakref.finalize(self, os.close, self.fd)
         return self.fd
 
     def descriptors(self) -> int:
@@ -477,7 +496,9 @@ class Store:
         return True
 
     def _columns_of(self, header: Header) -> dict[str, _Column]:
-        return {name: _Column(self.path / (name + COLUMN_SUFFIX), col.dtype) for name, col in header.columns.items()}
+        directory = os.fspath(self.path)
+        return {name: _Column(os.path.join(directory, name + COLUMN_SUFFIX), col.dtype)
+                for name, col in header.columns.items()}
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
@@ -647,12 +668,14 @@ class Store:
         plan = []
         for name, buffers in new_items.items():
             column = self._columns[name]
-            if not isinstance(buffers, (list, tuple)):
-                buffers = [buffers]
-            nbytes = sum(memoryview(b).nbytes for b in buffers)
+            # A list of our own: the writer may put C-order copies of non-contiguous buffers in it for the hasher.
+            if not isinstance(buffers, SizedBuffers):
+                buffers = list(buffers) if isinstance(buffers, (list, tuple)) else [buffers]
+            sizes = byte_sizes(buffers)
+            nbytes = sum(sizes)
             if nbytes % column.dtype.itemsize:
                 raise ValueError(f"{nbytes} bytes is not a whole number of {name!r} items")
-            plan.append((name, column, buffers, nbytes // column.dtype.itemsize))
+            plan.append((name, column, buffers, sizes, nbytes // column.dtype.itemsize))
         before, attrs_before = txn.lengths, txn.attrs
         after = dict(before)
         algorithm = self._header.checksums
@@ -662,14 +685,15 @@ class Store:
             # never pairs new items with old attributes; new attributes with old items describe them still.
             txn.attrs = dict(attrs)
         try:
-            for name, column, buffers, count in plan:
+            for name, column, buffers, sizes, count in plan:
                 if count:
                     start = before[name] * column.dtype.itemsize
-                    write_all(self._fd(txn, name), buffers, start)
+                    write_all(self._fd(txn, name), buffers, start, sizes)
                     after[name] += count
                     if algorithm is not None and name != CHECKSUMS and not is_derived(name):
+                        # The same buffers, hashed as they are (the hashers take any contiguous buffer).
                         records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
-                                        hasher(algorithm)(memoryview(b).cast("B") for b in buffers)))
+                                        hasher(algorithm)(buffers)))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:

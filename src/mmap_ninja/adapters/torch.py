@@ -160,6 +160,11 @@ def collate(batch: Sequence[Any]) -> Any:
     fields are collated field by field; anything else goes to ``default_collate``."""
     if len(batch) == 0:
         return []
+    gather_into = getattr(batch, "gather_into", None)  # a numpy map's rows: one gather into the batch
+    if gather_into is not None and batch.dtype.kind in "biuf" and batch.dtype.isnative:  # type: ignore[attr-defined]
+        out = _new_batch_tensor((len(batch), *batch.sample_shape), batch.dtype)  # type: ignore[attr-defined]
+        gather_into(out.numpy())
+        return out
     elem = batch[0]
     if isinstance(elem, np.ndarray) and elem.dtype.kind in "biuf":
         return _stack([np.asarray(b) for b in batch])
