@@ -1,6 +1,8 @@
 """Merges and uploads at the edges (issue 20): shards keyed alike, shard lengths checked before an upload, and a
 handle whose map a merge moved away."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -42,8 +44,14 @@ def test_upload_refuses_a_shard_whose_length_differs_from_shards_json(tmp_path):
     for k in range(2):
         RaggedMmap.from_lists(tmp_path / f"p{k}", [np.arange(k + 1)]).close()
     merge(tmp_path / "s", [tmp_path / "p0", tmp_path / "p1"])
-    with RaggedMmap(tmp_path / "s" / "shards" / "shard-000001") as shard:
-        shard.append(np.arange(5))  # changed behind the sharded map's back: shards.json still says 1
+    # Changed behind the sharded map's back (a shard refuses writes at its own path, so grow a copy and put its
+    # files back, as a hand-made edit would): the shard keeps its id, and shards.json still says 1 sample.
+    shard_dir = tmp_path / "s" / "shards" / "shard-000001"
+    shutil.copytree(shard_dir, tmp_path / "grown")
+    with RaggedMmap(tmp_path / "grown") as grown:
+        grown.append(np.arange(5))
+    for path in (tmp_path / "grown").iterdir():
+        shutil.copyfile(path, shard_dir / path.name)
     assert not verify(tmp_path / "s").ok
     url = "memory://edges-upload/lengths"
     with pytest.raises(CorruptMapError, match=r"shard-000001 holds 2 samples, but its sharded map lists 1"):

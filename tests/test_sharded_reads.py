@@ -134,11 +134,14 @@ def test_a_handle_whose_descriptors_were_released_still_refreshes_and_grows(tmp_
     reader[0]
     before = len(os.listdir("/proc/self/fd"))
     held = reader.release_files()
-    # 5 columns: 4 mapped (data, offsets, shape_offsets, dims), each with its own descriptor and its mapping's,
-    # and checksums, read only by verify_reads: the 5 own descriptors are closed, the 4 mappings' stay.
-    assert before - len(os.listdir("/proc/self/fd")) == 5 and held == 4
+    # 5 columns: 2 mapped by a read of a 1-D map (data, offsets), each with its own descriptor and its mapping's;
+    # shape_offsets and dims (mapped when a batch needs shapes) and checksums (read only by verify_reads) are not
+    # mapped: the 5 own descriptors are closed, the 2 mappings' stay.
+    assert before - len(os.listdir("/proc/self/fd")) == 5 and held == 2
     m.extend([np.arange(50) for _ in range(100)])  # the files grow past the mappings: they are opened again
     assert reader.refresh() == 100 and reader[101].tolist() == list(range(50)) and reader[1].tolist() == [0, 1, 2, 3]
+    reader.get_batch([0, 1], pad_value=0)  # maps the shape columns now: opened for that, closed again once mapped
+    assert reader.open_files_held() == 4  # data, offsets, shape_offsets, dims: their mappings' descriptors only
     checked = RaggedMmap(tmp_path / "r", mode="r", verify_reads=True)
     checked.release_files()
     assert checked[101].tolist() == list(range(50))  # the checksums column, released unmapped, is opened again

@@ -152,6 +152,10 @@ class _LegacyView(View):
             raise ValueError(f"samples {positions[0]} and others have different numbers of dimensions")
         return np.array(shapes, dtype=np.int64).reshape(len(shapes), -1 if shapes else 1)
 
+    def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: Any = None) -> np.ndarray[Any, Any]:
+        """`shapes_at`: the 0.9.0 reader takes each shape from its sample, whose size it checks on every read."""
+        return self.shapes_at(positions)
+
     @property
     def values(self) -> np.ndarray[Any, Any]:
         raise TypeError(f"{self.reader.path} was written by mmap_ninja 0.9.0, which keeps no offsets and values "
@@ -224,6 +228,11 @@ class MapBase:
             return 0
         store.release_descriptors()
         return store.descriptors()
+
+    def open_files_held(self) -> int:
+        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
+        store = self._store
+        return 0 if store is None else store.descriptors()
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,

@@ -285,6 +285,9 @@ class ShardedMap(RecordsFace):
                 if not self._evicting and self._files.get(k, 0) * len(self._header.shards) > self._max_files:
                     self._evicting = True  # all the shards cannot stay open: hits tick the use clock now
                     self._update_fast_path()
+                # Shards map some columns only when first read (a ragged field's shapes): count what they hold now.
+                for j, opened in self._open.items():
+                    self._files[j] = opened.open_files_held()
                 while len(self._open) > 1 and (len(self._open) > self._max_open or
                                                sum(self._files.values()) > self._max_files):
                     used = self._used

@@ -167,7 +167,10 @@ class _Column:
     def view(self, length: int) -> np.ndarray[Any, Any]:
         mapped = self.mapped
         if mapped is None or len(mapped) < length:
+            released = self.released
             mapped = self.mapped = self._map(length)
+            if released:  # opened again only to map it (a column mapped lazily): the mapping keeps the file
+                self.release()
         return mapped[:length]
 
     def _map(self, length: int) -> np.ndarray[Any, Any]:
