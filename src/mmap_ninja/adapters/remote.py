@@ -97,7 +97,27 @@ def _key(*parts: Any) -> str:
 
 
 class Cache:
-    """The download cache in ``root`` shared by every process of a node (see the module's docstring)."""
+    """The download cache in ``root`` shared by every process of a node (see the module's docstring).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import Cache, open_remote, upload
+        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
+        >>> upload("local", "memory://cache-docs/tokens")
+        >>> remote = open_remote("memory://cache-docs/tokens", cache_dir="cache_demo")
+        >>> cache = Cache("cache_demo")
+        >>> cache.usage()  # opening read only the top header
+        {}
+        >>> remote[2]  # the first read downloads the map into an entry
+        array([0, 1, 2])
+        >>> list(cache.usage().values())
+        [...]
+        >>> remote.close()  # no reader holds the entry any more: evict can delete it
+        >>> len(cache.evict(limit=0)), cache.usage()
+        (1, {})
+    """
 
     def __init__(self, root: PathLike, size_limit: Optional[int] = None):
         if size_limit is not None and (isinstance(size_limit, bool) or not isinstance(size_limit, int)
