@@ -10,6 +10,7 @@ fetches the top header again, to see a map uploaded at the URL since.
 The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
 
     entries/<key>/     one downloaded map or shard (or a sharded map's shards.json); complete, or absent
+    meta/<key>.json    what the entry holds (its URL and the remote identity), written once it is complete
     locks/<key>        LOCK_SH by every live reader of the entry, LOCK_EX by an evictor deleting it
     locks/<key>.download   LOCK_EX by the one process downloading it (the others wait on it)
     staging/<key>.*    a download in progress (removed when it fails; a stale one by the next downloader)
@@ -100,23 +101,25 @@ class Cache:
         self.locks = self.root / "locks"
         self.staging = self.root / "staging"
         self.trash = self.root / "trash"
+        self.meta = self.root / "meta"
 
     def _dirs(self) -> None:
         try:
-            for d in (self.entries, self.locks, self.staging, self.trash):
+            for d in (self.entries, self.locks, self.staging, self.trash, self.meta):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise type(e)(e.errno, f"cannot use {self.root} as the cache (cache_dir): {e.strerror}",
                           e.filename) from None
 
-    def acquire(self, key: str, fill: Callable[[Path], None],
-                check: Optional[Callable[[Path], None]] = None) -> tuple[Path, int]:
+    def acquire(self, key: str, fill: Callable[[Path], None], check: Optional[Callable[[Path], None]] = None,
+                about: Optional[dict[str, Any]] = None) -> tuple[Path, int]:
         """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
         release the entry). If the entry is missing, ``fill(staging_dir)`` fills a fresh directory (raising if
         what it got fails its checks), which is fsynced and then renamed into place (and the rename fsynced);
         concurrent callers wait for it. An entry found in the cache is first given to ``check`` (if given): one
         that fails it with a `CorruptMapError` (a power cut can leave an entry truncated or zero-filled) is
-        evicted and fetched again, once.
+        evicted and fetched again, once. ``about`` (JSON-able: the URL, the remote identity) is written to
+        ``meta/<key>.json`` when this call downloads the entry (`mmap_ninja.adapters.cache` lists it).
 
         Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
         deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
@@ -126,13 +129,13 @@ class Cache:
         fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
-            downloaded = self._fill_missing(key, entry, fill)
+            downloaded = self._fill_missing(key, entry, fill, about)
             if not downloaded and check is not None:
                 try:
                     check(entry)
                 except CorruptMapError:
                     self._discard_damaged(key, entry)
-                    downloaded = self._fill_missing(key, entry, fill)
+                    downloaded = self._fill_missing(key, entry, fill, about)
                     if not downloaded:  # another process fetched it again meanwhile
                         check(entry)
             os.utime(entry)  # last use, for the least-recently-used eviction
@@ -143,7 +146,8 @@ class Cache:
             os.close(fd)
             raise
 
-    def _fill_missing(self, key: str, entry: Path, fill: Callable[[Path], None]) -> bool:
+    def _fill_missing(self, key: str, entry: Path, fill: Callable[[Path], None],
+                      about: Optional[dict[str, Any]] = None) -> bool:
         """Download the entry if it is missing (one process at a time); whether this call downloaded it."""
         if entry.is_dir():
             return False
@@ -164,9 +168,22 @@ class Cache:
             except BaseException:
                 shutil.rmtree(stage, ignore_errors=True)
                 raise
+            if about is not None:
+                self._describe(key, about)
             return True
         finally:
             os.close(download)
+
+    def _describe(self, key: str, about: dict[str, Any]) -> None:
+        """Write ``meta/<key>.json`` atomically; descriptive only, so a failure to write it fails nothing (an entry
+        without it, such as one from an older cache, is listed without its URL)."""
+        temporary = self.meta / f"{key}.json.{uuid.uuid4().hex}.tmp"
+        try:
+            temporary.write_text(json.dumps({"key": key, **about}, sort_keys=True, default=str))
+            os.replace(temporary, self.meta / f"{key}.json")
+        except OSError:
+            with suppress(OSError):
+                temporary.unlink()
 
     def _discard_damaged(self, key: str, entry: Path) -> None:
         """Move a damaged entry out of the way (under its download lock) and delete it: readers that map its
@@ -174,12 +191,7 @@ class Cache:
         download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             locks.lock(download, what=f"the cache entry {entry}")
-            trash = self.trash / uuid.uuid4().hex
-            try:
-                os.rename(entry, trash)
-            except FileNotFoundError:
-                return  # another process discarded it first
-            shutil.rmtree(trash, ignore_errors=True)
+            self._trash(key)  # False: another process discarded it first
         finally:
             os.close(download)
 
@@ -210,21 +222,39 @@ class Cache:
         for _, key, size in sorted(found):
             if total <= limit:
                 break
-            fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
-                    continue  # a live reader maps it (or it is being downloaded)
-                trash = self.trash / uuid.uuid4().hex
-                try:
-                    os.rename(self.entries / key, trash)
-                except FileNotFoundError:
-                    continue
-                shutil.rmtree(trash, ignore_errors=True)
+            if self.try_remove(key) == "removed":
                 total -= size
                 deleted.append(key)
-            finally:
-                os.close(fd)
         return deleted
+
+    def try_remove(self, key: str, *, dry_run: bool = False) -> str:
+        """Delete the entry ``key`` unless a live reader holds it: take ``locks/<key>`` exclusively without waiting
+        (readers hold it shared while they map the entry, a downloader while it fills it), rename the entry into
+        ``trash/`` (so a reader never sees half an entry) and delete it there, with its ``meta/<key>.json``.
+        Returns ``"removed"``, ``"held"`` (a reader holds it: left as it is) or ``"gone"`` (no such entry).
+        ``dry_run``: only say which (the lock is taken and released, nothing is deleted)."""
+        fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
+                return "held"
+            if dry_run:
+                return "removed" if (self.entries / key).is_dir() else "gone"
+            return "removed" if self._trash(key) else "gone"
+        finally:
+            locks.release(fd)
+
+    def _trash(self, key: str) -> bool:
+        """Rename the entry ``key`` into ``trash/`` and delete it (the caller holds its lock exclusively): readers
+        that still map its files keep them (unlinked, never truncated). False when there was no such entry."""
+        trash = self.trash / uuid.uuid4().hex
+        try:
+            os.rename(self.entries / key, trash)
+        except FileNotFoundError:
+            return False
+        with suppress(FileNotFoundError):
+            os.unlink(self.meta / f"{key}.json")
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
 
 def check_cached_map(entry: Path) -> None:
@@ -520,7 +550,8 @@ def _acquire_view(remote: _Remote, cache: Cache, raw: bytes) -> tuple[Path, int]
         with _named(stage, remote.url):
             ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
 
-    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+    about = {"url": remote.url, "holds": "sharded map header", "id": identity[0], "commit": identity[1]}
+    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill, about=about)
 
 
 def _refetch(remote: _Remote, expected: str) -> bytes:
@@ -573,8 +604,10 @@ class RemoteMap(MapBase):
             if self._ready:
                 return
             key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
+            about = {"url": self.url, "holds": f"{self.kind} map", "id": self.header.id,
+                     "commit": self.header.commit}
             entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw),
-                                            check_cached_map)
+                                            check_cached_map, about)
             self._materializing = threading.get_ident()
             try:
                 KINDS[self.kind].__init__(self, entry, self.wrapper_fn, mode="r", **self._options)
@@ -736,7 +769,9 @@ class RemoteShardedMap(ShardedMap):
         def fill(stage: Path) -> None:
             _download_map(self._remote, info.path, stage, expect_id=info.id, expect_length=info.length)
 
-        entry, fd = self._cache.acquire(key, fill, check_cached_map)
+        about = {"url": self._remote.url_of(info.path), "holds": f"shard {k} of {self.url}", "id": info.id,
+                 "length": info.length}
+        entry, fd = self._cache.acquire(key, fill, check_cached_map, about)
         try:
             shard = self.shard_class(entry, mode="r", **self.shard_options)
         except BaseException:
