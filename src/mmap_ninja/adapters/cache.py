@@ -34,7 +34,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 def parse_duration(text: str) -> float:
     """Seconds in a duration written as a number and a unit: ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` (also
-    combined: ``1d12h``). A `ValueError` names what is wrong."""
+    combined: ``1d12h``). A `ValueError` names what is wrong.
+
+    Example:
+
+        >>> from mmap_ninja.adapters.cache import parse_duration
+        >>> parse_duration("12h"), parse_duration("1d12h")
+        (43200.0, 129600.0)
+    """
     stripped = text.strip().lower()
     parts = _DURATION.findall(stripped)
     if not stripped or "".join(number + unit for number, unit in parts) != stripped:
@@ -131,7 +138,23 @@ def _entry(cache: Cache, directory: Path) -> Optional[CacheEntry]:
 
 def list_entries(path: Optional[PathLike] = None) -> list[CacheEntry]:
     """Every complete entry of the cache at ``path`` (default: `cache_dir`), least recently used first; an empty
-    list when the cache does not exist. Creates nothing."""
+    list when the cache does not exist. Creates nothing.
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, open_existing, upload
+        >>> from mmap_ninja.adapters.cache import list_entries
+        >>> StringsMmap.from_strings("listed", ["a", "b"], overwrite=True).close()
+        >>> upload("listed", "memory://cache-examples/listed")
+        >>> m = open_existing("memory://cache-examples/listed", cache_dir="cache-ls")
+        >>> m[0]  # the first read downloads the map into the cache
+        'a'
+        >>> [(entry.url, entry.size > 0) for entry in list_entries("cache-ls") if entry.held]  # m holds it
+        [('memory://cache-examples/listed', True)]
+        >>> m.close()
+        >>> any(entry.held for entry in list_entries("cache-ls"))
+        False
+    """
     cache = Cache(cache_dir(path))
     if cache.root.exists() and not cache.root.is_dir():
         raise NotADirectoryError(f"{cache.root} is not a directory, so it cannot be the cache")
@@ -149,7 +172,24 @@ def clear(path: Optional[PathLike] = None, *, older_than: Optional[float] = None
 
     An entry a live reader holds is kept and listed in the report's ``held``; the others are renamed into the
     cache's ``trash/`` and deleted there (the cache's eviction path), with their descriptions. ``dry_run`` deletes
-    nothing and reports what would be deleted."""
+    nothing and reports what would be deleted.
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, open_existing, upload
+        >>> from mmap_ninja.adapters.cache import clear
+        >>> StringsMmap.from_strings("cleared", ["a", "b"], overwrite=True).close()
+        >>> upload("cleared", "memory://cache-examples/cleared")
+        >>> m = open_existing("memory://cache-examples/cleared", cache_dir="cache-clear")
+        >>> m[1]
+        'b'
+        >>> report = clear("cache-clear")  # m maps its entry: kept
+        >>> [entry.url for entry in report.held], report.removed
+        (['memory://cache-examples/cleared'], [])
+        >>> m.close()
+        >>> [entry.url for entry in clear("cache-clear").removed]
+        ['memory://cache-examples/cleared']
+    """
     if older_than is not None and (isinstance(older_than, bool) or older_than < 0):
         raise ValueError(f"older_than must be a non-negative number of seconds, got {older_than!r}")
     cutoff = None if older_than is None else (time.time() if now is None else now) - older_than
