@@ -70,7 +70,7 @@ def test_ls_lists_each_entry_with_its_url_size_and_holder(remote, capsys):
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["KEY", "SIZE", "LAST", "USED", "HELD", "URL"]
-    assert entry.name in table[1] and table[1].endswith(f"{prefix}/a") and table[-1].startswith("1 entries")
+    assert entry.name in table[1] and table[1].endswith(f"{prefix}/a") and table[-1].startswith("1 entry, ")
     size = described["size"]
     assert (f"{size} B" if size < 1024 else f"{size / 1024:.1f} KiB") in table[1]
 

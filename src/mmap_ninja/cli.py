@@ -482,6 +482,10 @@ def _bytes(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
 def _when(timestamp: float) -> str:
     import time
 
@@ -510,7 +514,7 @@ def run_cache_ls(args: argparse.Namespace) -> int:
               for k, heading in enumerate(("KEY", "SIZE", "LAST USED", "HELD"))]
     for row in [("KEY", "SIZE", "LAST USED", "HELD", "URL"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
-    print(f"{len(entries)} entries, {_bytes(total)} in {cache_dir(args.cache_dir)}")
+    print(f"{_entries(len(entries))}, {_bytes(total)} in {cache_dir(args.cache_dir)}")
     return 0
 
 
@@ -528,7 +532,7 @@ def run_cache_clear(args: argparse.Namespace) -> int:
         print(f"{verb} {entry.key}  {_bytes(entry.size)}  {entry.url or '(unknown URL)'}")
     for entry in report.held:
         print(f"kept {entry.key}  {_bytes(entry.size)}  {entry.url or '(unknown URL)'}  (held by a live reader)")
-    print(f"{verb} {len(report.removed)} entries ({_bytes(report.freed)}), kept {len(report.held)} held by a "
+    print(f"{verb} {_entries(len(report.removed))} ({_bytes(report.freed)}), kept {len(report.held)} held by a "
           f"live reader")
     return 0
 
