@@ -55,6 +55,8 @@ def test_path_prints_the_option_else_the_environment(tmp_path, capsys, monkeypat
     assert main(["cache", "path"]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'env'}\n"
     assert not (tmp_path / "env").exists()  # asking creates nothing
+    assert main(["cache", "path", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cache_dir": str(tmp_path / "env"), "exists": False}
 
 
 def test_ls_lists_each_entry_with_its_url_size_and_holder(remote, capsys):

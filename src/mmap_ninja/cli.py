@@ -453,6 +453,7 @@ def add_cache(subparsers: Any) -> None:
         return sub
 
     path = action("path", "print the cache directory", "Print the cache directory (it may not exist yet).")
+    path.add_argument("--json", action="store_true", help="print one JSON object")
     path.set_defaults(handler=run_cache_path)
     listing = action("ls", "list the cache's entries", "List the cache's entries, least recently used first: key, "
                      "size, last use, whether a live reader holds it, and the URL it was downloaded from.")
@@ -495,7 +496,8 @@ def _when(timestamp: float) -> str:
 def run_cache_path(args: argparse.Namespace) -> int:
     from mmap_ninja.adapters.cache import cache_dir
 
-    print(cache_dir(args.cache_dir))
+    where = cache_dir(args.cache_dir)
+    print(json.dumps({"cache_dir": str(where), "exists": where.is_dir()}) if args.json else where)
     return 0
 
 
