@@ -182,6 +182,17 @@ def test_clear_by_url_prefix_and_entries_without_a_description(remote, capsys):
     assert [e.key for e in clear(cache).removed] == [b.name]
 
 
+def test_an_entry_without_a_description_gets_one_when_it_is_read_again(remote, capsys):
+    prefix, cache = remote
+    entry = fill(f"{prefix}/a", cache)
+    description = cache / "meta" / f"{entry.name}.json"
+    description.unlink()  # as an entry cached before descriptions were written
+    m = open_existing(f"{prefix}/a", cache_dir=cache)
+    assert m[0] == "alpha"  # served from the cache
+    m.close()
+    assert json.loads(description.read_text())["url"] == f"{prefix}/a"
+
+
 def test_durations():
     assert [parse_duration(t) for t in ("90s", "30m", "12h", "7d", "2w", "1d12h", "1.5h")] == [
         90, 1800, 43200, 7 * DAY, 14 * DAY, 1.5 * DAY, 5400]

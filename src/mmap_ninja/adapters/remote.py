@@ -119,7 +119,7 @@ class Cache:
         concurrent callers wait for it. An entry found in the cache is first given to ``check`` (if given): one
         that fails it with a `CorruptMapError` (a power cut can leave an entry truncated or zero-filled) is
         evicted and fetched again, once. ``about`` (JSON-able: the URL, the remote identity) is written to
-        ``meta/<key>.json`` when this call downloads the entry (`mmap_ninja.adapters.cache` lists it).
+        ``meta/<key>.json`` when the entry has none (`mmap_ninja.adapters.cache` lists it).
 
         Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
         deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
@@ -139,6 +139,8 @@ class Cache:
                     if not downloaded:  # another process fetched it again meanwhile
                         check(entry)
             os.utime(entry)  # last use, for the least-recently-used eviction
+            if about is not None and not downloaded and not (self.meta / f"{key}.json").exists():
+                self._describe(key, about)  # an entry cached before descriptions were written gets one now
             if downloaded and self.size_limit is not None:
                 self.evict()
             return entry, fd
