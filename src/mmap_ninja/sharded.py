@@ -49,7 +49,7 @@ from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
-from mmap_ninja.sharded_header import ShardInfo
+from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
@@ -58,6 +58,7 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolu
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
     "DEFAULT_MAX_OPEN_SHARDS",
+    "FORMAT_VERSION",
     "SHARDS_DIR",
     "SHARDS_FILE",
     "SchemaMismatchError",
@@ -67,7 +68,6 @@ __all__ = [
     "is_sharded",
     "merge",
     "publish_shards",
-    "read_shards_header",
     "recover_merge",
     "shard_schema",
 ]
@@ -955,10 +955,3 @@ def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
 
 
 register_sharded_reader(_kind_and_shards)
-
-
-
-def read_shards_header(directory: PathLike) -> Any:
-    """The checked top header (``shards.json``) of the sharded map in ``directory``: its shards, their lengths and
-    ids, and its metadata. Raises `NotAMapError` where there is none and `CorruptMapError` if it is damaged."""
-    return _read_top_header(absolute(directory))
