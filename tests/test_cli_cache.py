@@ -212,3 +212,20 @@ def test_errors_are_one_line_and_leave_stdout_empty(tmp_path, capsys):
         assert out == "" and err.count("\n") == 1
         assert err.startswith("mmap-ninja cache: error: ") and "is not a directory" in err
     assert (tmp_path / "file").read_text() == "not a cache"
+
+
+def run(*args):
+    """The command as a user runs it (a real process: exit status, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "mmap_ninja", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_as_a_user_runs_it(tmp_path):
+    status, out, err = run("cache", "ls", "--json", "--cache-dir", tmp_path / "none")
+    assert status == 0 and json.loads(out)["entries"] == [] and err == ""
+    status, out, err = run("cache")
+    assert status == 2 and out == "" and "ACTION" in err  # which action: path, ls or clear
+    (tmp_path / "file").write_text("")
+    status, out, err = run("cache", "clear", "--json", "--cache-dir", tmp_path / "file")
+    assert status == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
