@@ -193,6 +193,24 @@ def test_an_entry_without_a_description_gets_one_when_it_is_read_again(remote, c
     assert json.loads(description.read_text())["url"] == f"{prefix}/a"
 
 
+def test_url_is_a_path_prefix_so_a_sharded_map_goes_whole_and_its_siblings_stay(remote, tmp_path, capsys):
+    prefix, cache = remote
+    for k in range(2):
+        RaggedMmap.from_lists(tmp_path / f"part{k}", [np.arange(3) + k] * 5).close()
+    merge(tmp_path / "s", [tmp_path / "part0", tmp_path / "part1"])
+    upload(tmp_path / "s", f"{prefix}/s")
+    upload(tmp_path / "a", f"{prefix}/s2")  # a sibling whose URL starts with the same characters
+    m = open_existing(f"{prefix}/s", cache_dir=cache)
+    m[0], m[9]  # both shards
+    m.close()
+    sibling = fill(f"{prefix}/s2", cache)
+    assert main(["cache", "clear", "--url", f"{prefix}/s", "--json", "--cache-dir", str(cache)]) == 0
+    removed = json.loads(capsys.readouterr().out)["removed"]
+    assert sorted(e["url"] for e in removed) == [f"{prefix}/s", f"{prefix}/s/shards/shard-000000",
+                                                  f"{prefix}/s/shards/shard-000001"]
+    assert [e.key for e in list_entries(cache)] == [sibling.name]
+
+
 def test_durations():
     assert [parse_duration(t) for t in ("90s", "30m", "12h", "7d", "2w", "1d12h", "1.5h")] == [
         90, 1800, 43200, 7 * DAY, 14 * DAY, 1.5 * DAY, 5400]

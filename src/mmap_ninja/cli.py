@@ -465,7 +465,8 @@ def add_cache(subparsers: Any) -> None:
     clearing.add_argument("--older-than", type=_duration, default=None, metavar="DURATION",
                           help="only entries last used longer ago than this: 90s, 30m, 12h, 7d, 2w")
     clearing.add_argument("--url", metavar="PREFIX", default=None,
-                          help="only entries downloaded from a URL starting with PREFIX")
+                          help="only entries downloaded from PREFIX or from under it (a path prefix: s3://b/data "
+                               "matches s3://b/data and its shards, not s3://b/data2)")
     clearing.add_argument("--dry-run", action="store_true", help="delete nothing; say what would be deleted")
     clearing.add_argument("--json", action="store_true", help="print one JSON object")
     clearing.set_defaults(handler=run_cache_clear)

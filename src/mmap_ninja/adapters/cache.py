@@ -136,6 +136,13 @@ def _entry(cache: Cache, directory: Path) -> Optional[CacheEntry]:
                       held=_held(cache, directory.name), url=url if isinstance(url, str) else None, about=about)
 
 
+def _under(url: Optional[str], prefix: str) -> bool:
+    if url is None:
+        return False
+    folder = prefix.rstrip("/")
+    return url == folder or url.startswith(folder + "/")
+
+
 def list_entries(path: Optional[PathLike] = None) -> list[CacheEntry]:
     """Every complete entry of the cache at ``path`` (default: `cache_dir`), least recently used first; an empty
     list when the cache does not exist. Creates nothing.
@@ -167,8 +174,9 @@ def list_entries(path: Optional[PathLike] = None) -> list[CacheEntry]:
 def clear(path: Optional[PathLike] = None, *, older_than: Optional[float] = None, url_prefix: Optional[str] = None,
           dry_run: bool = False, now: Optional[float] = None) -> ClearReport:
     """Delete the entries of the cache at ``path`` (default: `cache_dir`) that match every filter given: last used
-    more than ``older_than`` seconds before ``now`` (default: the current time), downloaded from a URL starting
-    with ``url_prefix`` (an entry whose URL is unknown never matches a prefix). No filter: every entry.
+    more than ``older_than`` seconds before ``now`` (default: the current time), downloaded from ``url_prefix`` or
+    from under it (a path prefix: ``s3://b/data`` matches ``s3://b/data`` and ``s3://b/data/shards/...``, not
+    ``s3://b/data2``; an entry whose URL is unknown never matches). No filter: every entry.
 
     An entry a live reader holds is kept and listed in the report's ``held``; the others are renamed into the
     cache's ``trash/`` and deleted there (the cache's eviction path), with their descriptions. ``dry_run`` deletes
@@ -198,7 +206,7 @@ def clear(path: Optional[PathLike] = None, *, older_than: Optional[float] = None
     for entry in list_entries(path):
         if cutoff is not None and entry.last_used >= cutoff:
             continue
-        if url_prefix is not None and (entry.url is None or not entry.url.startswith(url_prefix)):
+        if url_prefix is not None and not _under(entry.url, url_prefix):
             continue
         outcome = cache.try_remove(entry.key, dry_run=dry_run)
         if outcome == "held":
