@@ -121,6 +121,17 @@ class ShardedMap(RecordsFace):
 
     Shards that are records maps give it their API too (`RecordsFace`): ``fields``, ``schema``,
     ``columns(indices)``, and ``m["field"]``, a read-only sharded map of that field.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import ShardedMap, merge, np_from_ndarray
+        >>> np_from_ndarray("part0", np.arange(3), overwrite=True).close()
+        >>> np_from_ndarray("part1", np.arange(3, 5), overwrite=True).close()
+        >>> merge("sharded", ["part0", "part1"]).close()
+        >>> whole = ShardedMap("sharded")
+        >>> len(whole), whole.shard_starts, whole[3], whole[1:4]
+        (5, [0, 3, 5], np.int64(3), [np.int64(1), np.int64(2), np.int64(3)])
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
@@ -740,6 +751,16 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     ``shards.json`` is replaced by one atomic rename, after every move: a reader sees the old sharded map or the
     new one. A refused merge leaves no folder it made. If the process dies midway, the next `merge` into
     ``out_dir`` (or `recover_merge`) moves the maps back to where they were.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap, merge
+        >>> for k in range(2):
+        ...     RaggedMmap.from_lists(f"day{k}", [np.arange(k + 1)], overwrite=True).close()
+        >>> days = merge("days", ["day0", "day1"])
+        >>> len(days), days[1], sorted(p.name for p in (days.path / "shards").iterdir())
+        (2, array([0, 1]), ['shard-000000', 'shard-000001'])
     """
     out = absolute(out_dir)
     if isinstance(paths, (str, bytes, os.PathLike)):
