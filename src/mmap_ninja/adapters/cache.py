@@ -50,13 +50,35 @@ def parse_duration(text: str) -> float:
 
 
 def cache_dir(path: Optional[PathLike] = None) -> Path:
-    """The cache directory: ``path`` if given, else `mmap_ninja.adapters.remote.default_cache_dir`."""
+    """The cache directory: ``path`` if given, else `mmap_ninja.adapters.remote.default_cache_dir`.
+
+    Example:
+
+        >>> from mmap_ninja.adapters.cache import cache_dir
+        >>> cache_dir("my-cache").is_absolute(), cache_dir("my-cache").name
+        (True, 'my-cache')
+    """
     return default_cache_dir() if path is None else Path(os.fspath(path)).expanduser().absolute()
 
 
 @dataclass
 class CacheEntry:
-    """One complete entry of the cache."""
+    """One complete entry of the cache.
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, open_existing, upload
+        >>> from mmap_ninja.adapters.cache import clear, list_entries
+        >>> _ = clear("cache-entry")  # start empty
+        >>> StringsMmap.from_strings("entry-example", ["a"], overwrite=True).close()
+        >>> upload("entry-example", "memory://cache-examples/entry")
+        >>> with open_existing("memory://cache-examples/entry", cache_dir="cache-entry") as m:
+        ...     m[0]
+        'a'
+        >>> [entry] = list_entries("cache-entry")
+        >>> entry.url, entry.held, entry.about["holds"], entry.size > 0
+        ('memory://cache-examples/entry', False, 'strings map', True)
+    """
 
     key: str
     """Its name under ``entries/`` (a hash of the URL and the remote map's identity)."""
@@ -83,7 +105,15 @@ class CacheEntry:
 
 @dataclass
 class ClearReport:
-    """What `clear` did (or, with ``dry_run``, would do)."""
+    """What `clear` did (or, with ``dry_run``, would do).
+
+    Example:
+
+        >>> from mmap_ninja.adapters.cache import clear
+        >>> report = clear("an-empty-cache", dry_run=True)
+        >>> report.removed, report.held, report.freed
+        ([], [], 0)
+    """
 
     removed: list[CacheEntry]
     """The entries deleted (``dry_run``: those that would be)."""
