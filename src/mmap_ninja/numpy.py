@@ -7,9 +7,10 @@ Fortran-contiguous (the map as a whole is sample-major, which is what lets it gr
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
@@ -17,7 +18,7 @@ from mmap_ninja.casting import as_array, cast
 from mmap_ninja.format import SHARDS_FILE, read_header
 from mmap_ninja.layouts import NumpyLayout, shaped
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import MapBase, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, absolute
 
 __all__ = ["NumpyMmap", "append", "extend", "extend_dir", "from_generator", "from_ndarray", "open_existing"]
@@ -73,6 +74,12 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         wrapped = self._readable_array()
         return wrapped if dtype is None else wrapped.astype(dtype)
 
+    @overload
+    def __getitem__(self, index: SampleIndex) -> Any: ...  # a sample: an array, or a NumPy scalar
+    @overload
+    def __getitem__(self, index: SampleIndices) -> npt.NDArray[Any]: ...
+    @overload
+    def __getitem__(self, index: tuple[Any, ...]) -> Any: ...  # m[i, j]: NumPy's indexing within samples
     def __getitem__(self, index: Any) -> Any:
         view = self._view
         if self._verify_reads:
@@ -160,7 +167,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     # -------------------------------------------------------------- growing
 
-    def append(self, sample: Any) -> None:
+    def append(self, sample: npt.ArrayLike) -> None:
         """Add one sample (an array of the map's sample shape)."""
         self.extend(np.expand_dims(as_array(sample, "the sample"), 0))
 
@@ -198,9 +205,10 @@ def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durabl
                             sample_shape=arr.shape[1:], order=order)
 
 
-def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int, verbose: bool = False,
-                   **options: Any) -> NumpyMmap:
-    """Build a map from an iterable of same-shape samples, committing every ``batch_size`` of them.
+def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: Optional[int] = None,
+                   verbose: bool = False, **options: Any) -> NumpyMmap:
+    """Build a map from an iterable of same-shape samples, committing every ``batch_size`` of them (default
+    `NumpyMmap.default_batch_size`).
 
     The first sample fixes the shape and dtype, unless ``dtype=`` and/or ``sample_shape=`` are given (then the
     samples are checked, and cast without changing a value, to them). Other options as `MapBase.from_generator`.

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from mmap_ninja.batch import assemble
 from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, window_of
-from mmap_ninja.maps import MapBase, _dictionary, resolve_index, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
 
@@ -30,6 +31,17 @@ class RaggedMmap(MapBase):
     """
 
     layout = RaggedLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the types a checker sees; at run time these are MapBase's (its read fast path unchanged)
+        @overload
+        def __getitem__(self, index: SampleIndex) -> npt.NDArray[Any]: ...
+        @overload
+        def __getitem__(self, index: SampleIndices) -> list[npt.NDArray[Any]]: ...
+        def __getitem__(self, index: Any) -> Any: ...
+        def __iter__(self) -> Iterator[npt.NDArray[Any]]: ...
+        def append(self, sample: npt.ArrayLike) -> None: ...
+        def extend(self, samples: Iterable[npt.ArrayLike], verbose: bool = False) -> None: ...
 
     @property
     def dtype(self) -> Optional[np.dtype[Any]]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 import numpy as np
 
 from mmap_ninja.layouts import StringsLayout
-from mmap_ninja.maps import MapBase, _dictionary
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
 __all__ = ["StringsMmap", "StringsMmmap"]
@@ -24,6 +24,17 @@ class StringsMmap(MapBase):
     """
 
     layout = StringsLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the types a checker sees; at run time these are MapBase's (its read fast path unchanged)
+        @overload
+        def __getitem__(self, index: SampleIndex) -> str: ...
+        @overload
+        def __getitem__(self, index: SampleIndices) -> list[str]: ...
+        def __getitem__(self, index: Any) -> Any: ...
+        def __iter__(self) -> Iterator[str]: ...
+        def append(self, sample: str) -> None: ...
+        def extend(self, samples: Iterable[str], verbose: bool = False) -> None: ...
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
