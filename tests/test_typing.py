@@ -138,9 +138,9 @@ def test_a_misspelled_build_keyword_names_the_public_call_and_creates_nothing(tm
 
 
 def test_a_misspelled_build_keyword_in_build_names_build(tmp_path):
-    with pytest.raises(TypeError, match=r"^RaggedMmap\.build\(\) got an unexpected keyword argument 'dtyp'"):
-        with RaggedMmap.build(tmp_path / "m", dtyp=np.int32):
-            pass
+    with pytest.raises(TypeError, match=r"^RaggedMmap\.build\(\) got an unexpected keyword argument 'dtyp'"), \
+            RaggedMmap.build(tmp_path / "m", dtyp=np.int32):
+        pass
     assert not (tmp_path / "m").exists()
 
 
