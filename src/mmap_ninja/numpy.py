@@ -77,9 +77,9 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     @overload
     def __getitem__(self, index: SampleIndex) -> Any: ...  # a sample: an array, or a NumPy scalar
     @overload
-    def __getitem__(self, index: SampleIndices) -> npt.NDArray[Any]: ...
-    @overload
     def __getitem__(self, index: tuple[Any, ...]) -> Any: ...  # m[i, j]: NumPy's indexing within samples
+    @overload
+    def __getitem__(self, index: SampleIndices) -> npt.NDArray[Any]: ...
     def __getitem__(self, index: Any) -> Any:
         view = self._view
         if self._verify_reads:
@@ -216,13 +216,17 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
     return NumpyMmap.from_generator(out_dir, sample_generator, batch_size, verbose, **options)
 
 
-def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyMmap:
+def open_existing(out_dir: PathLike, mode: str = "r+", *, wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                  durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False) -> NumpyMmap:
     """Open the same-shape map in ``out_dir`` (one written by mmap_ninja 0.9.0 too); a `NotAMapError` if there is
     none."""
     directory = absolute(out_dir)
     if not is_legacy_map(directory) and not (directory / SHARDS_FILE).is_file():  # NumpyMmap names a sharded map
         read_header(directory)  # refuse a missing map rather than start an empty one
-    return NumpyMmap(out_dir, mode=mode, **options)
+    return NumpyMmap(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
+                     lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                     verify_reads=verify_reads)
 
 
 def extend(np_mmap: NpTarget, arr: Any, **writer_options: Any) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from mmap_ninja import ImagesMmap, NumpyMmap, RaggedMmap, RecordsMmap, StringsMmap, open_existing
+from mmap_ninja import ImagesMmap, NumpyMmap, RaggedMmap, RecordsMmap, StringsMmap, np_open_existing, open_existing
 from mmap_ninja.maps import MapBase
 
 
@@ -57,9 +57,14 @@ def arrays(root: Path) -> None:
     rows: npt.NDArray[Any] = arr[1:3]
     chosen: npt.NDArray[Any] = arr[[0, 4]]
     batch: npt.NDArray[Any] = arr.get_batch([0, 1])
+    cell = arr[1, 2]  # NumPy's indexing within samples: a scalar here
+    assert float(cell) == 1.0
     assert row.shape == (4,) and rows.shape == (2, 4) and chosen.shape == (2, 4) and batch.shape == (2, 4)
     assert len(arr) == 6
     arr.close()
+    with np_open_existing(root / "numpy", "r", verify_reads=True) as again:
+        checked: npt.NDArray[Any] = again[np.array([5])]
+        assert checked.tolist() == [[0.0] * 4]
 
 
 def images(root: Path) -> None:
