@@ -180,7 +180,18 @@ def _reopen_source(recipe: Any) -> Any:
 
 
 class BlendedMap:
-    """A read-only map over several maps mixed by weight (see `blend`, which builds it, and the module's notes)."""
+    """A read-only map over several maps mixed by weight (see `blend`, which builds it, and the module's notes).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import blend, np_from_ndarray
+        >>> evens = np_from_ndarray("evens", np.arange(0, 20, 2), overwrite=True)
+        >>> odds = np_from_ndarray("odds", np.arange(1, 20, 2), overwrite=True)
+        >>> halves = blend([evens, odds], [0.5, 0.5], seed=0)
+        >>> len(halves), halves.counts(20)
+        (20, [10, 10])
+    """
 
     def __init__(self, recipes: Sequence[Any], lengths: Sequence[int], segments: Sequence[tuple[int, list[float]]],
                  *, seed: int, length: int, max_open_sources: int, shuffle: bool = True,
@@ -445,6 +456,16 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
     positions) changes the weights from each position on. ``seed`` selects the sources' shuffled orders
     (``shuffle=False`` reads each source in its stored order, cycling). Each source of positive weight must be
     non-empty. At most ``max_open_sources`` sources are kept open.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import blend, np_from_ndarray
+        >>> web = np_from_ndarray("web", np.arange(100), overwrite=True)
+        >>> books = np_from_ndarray("books", np.arange(100, 110), overwrite=True)
+        >>> mixed = blend([web, books], [0.8, 0.2], seed=0, length=50)
+        >>> len(mixed), mixed.counts(50), mixed.source_of(0)
+        (50, [40, 10], (0, 36))
     """
     if isinstance(sources, (str, bytes, os.PathLike)) or not isinstance(sources, Sequence):
         raise TypeError("blend() takes a sequence of maps (or paths of maps)")

@@ -155,6 +155,16 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
     in the current format) or
     for bad input (naming the file, line, row or field), FileExistsError if ``dst`` exists, and the errors of
     `mmap_ninja.legacy.open_legacy` for damaged 0.9.0 maps.
+
+    Example:
+
+        >>> from pathlib import Path
+        >>> from mmap_ninja import convert, open_existing
+        >>> _ = Path("lines.jsonl").write_text('{"text": "a", "label": 1}\\n{"text": "b", "label": 2}\\n')
+        >>> convert("lines.jsonl", "lines", verbose=False)
+        Converted(path=PosixPath('lines'), kind='records', length=2)
+        >>> open_existing("lines")[1]
+        {'text': 'b', 'label': np.int64(2)}
     """
     from mmap_ninja.storage import is_url
 

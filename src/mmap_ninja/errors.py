@@ -37,7 +37,23 @@ __all__ = [
 
 
 class MapError(Exception):
-    """Base class of the errors mmap_ninja raises about a map directory."""
+    """Base class of the errors mmap_ninja raises about a map directory.
+
+    Example:
+
+        >>> from mmap_ninja import MapError, MapExistsError, NotAMapError, StringsMmap, open_existing
+        >>> StringsMmap.from_strings("taken", ["a"], overwrite=True).close()
+        >>> try:
+        ...     StringsMmap.from_strings("taken", ["b"])  # no overwrite=True: the map is kept
+        ... except MapExistsError as error:
+        ...     print(isinstance(error, MapError), isinstance(error, FileExistsError), open_existing("taken")[:])
+        True True ['a']
+        >>> try:
+        ...     open_existing("no_such_map")
+        ... except NotAMapError as error:
+        ...     print(isinstance(error, FileNotFoundError))
+        True
+    """
 
 
 class NotAMapError(MapError, FileNotFoundError):

@@ -70,6 +70,14 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
     ``out_dir`` may be a URL (``s3://bucket/path``, any fsspec URL): the map is read through a local cache
     (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`),
     read-only: ``mode`` defaults to ``"r+"`` for a local map and to ``"r"`` (the only mode it takes) for a URL.
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, open_existing
+        >>> StringsMmap.from_strings("names", ["ada", "grace"], overwrite=True).close()
+        >>> names = open_existing("names")
+        >>> type(names).__name__, names[1]
+        ('StringsMmap', 'grace')
     """
     given = {name: value for name, value, default in (
         ("copy_before_wrapper_fn", copy_before_wrapper_fn, True), ("lock_timeout", lock_timeout, DEFAULT_LOCK_TIMEOUT),
@@ -110,14 +118,36 @@ def _open(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]], mode: O
 
 def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
     """Upload the map (single or sharded) in ``local_path`` to ``url`` (any fsspec URL), headers last; see
-    `mmap_ninja.adapters.remote.upload`. Needs the ``s3`` extra (fsspec, and s3fs for ``s3://``)."""
+    `mmap_ninja.adapters.remote.upload`. Needs the ``s3`` extra (fsspec, and s3fs for ``s3://``).
+
+    Example:
+
+        >>> import numpy as np
+        >>> import mmap_ninja
+        >>> local = mmap_ninja.RaggedMmap.from_lists("tokens_local", [np.arange(n) for n in (1, 2, 3)], overwrite=True)
+        >>> local.close()
+        >>> mmap_ninja.upload("tokens_local", "memory://docs-bucket/tokens")
+        >>> remote = mmap_ninja.open_existing("memory://docs-bucket/tokens", cache_dir="cache")
+        >>> len(remote), remote[2]
+        (3, array([0, 1, 2]))
+    """
     from mmap_ninja.adapters.remote import upload as upload_map
 
     upload_map(local_path, url, storage_options)
 
 
 class Wrapped:
-    """``data`` with ``wrapper_fn`` applied to each item read (to a copy of it by default)."""
+    """``data`` with ``wrapper_fn`` applied to each item read (to a copy of it by default).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import Wrapped, np_from_ndarray
+        >>> pixels = np_from_ndarray("pixels", np.array([[0, 255], [128, 64]], dtype=np.uint8), overwrite=True)
+        >>> scaled = Wrapped(pixels, lambda sample: sample / 255)
+        >>> len(scaled), scaled[0]
+        (2, array([0., 1.]))
+    """
 
     def __init__(self, data: Any, wrapper_fn: Callable[[Any], Any], copy_before_wrapper_fn: bool = True):
         self.data = data

@@ -508,6 +508,15 @@ class ImagesMmap(MapBase):
 
     EXIF orientation is not applied (as in Pillow and torchvision by default). An animated image decodes to its
     first frame (``raw(i)`` keeps every frame). ``raw(i)`` gives the encoded bytes, e.g. for a GPU decoder.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import ImagesMmap
+        >>> pictures = ImagesMmap.from_generator("pictures", [np.zeros((32, 48, 3), np.uint8)], batch_size=1,
+        ...                                  overwrite=True)
+        >>> pictures[0].shape, pictures.raw(0)[:4].tobytes()
+        ((32, 48, 3), b'\\x89PNG')
     """
 
     layout = ImagesLayout()

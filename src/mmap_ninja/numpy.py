@@ -30,6 +30,18 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
     Indexing is NumPy's own (any index NumPy accepts) and returns read-only views of the mapping;
     ``np.asarray(m)`` is the whole array without a copy. Open with ``NumpyMmap(path)`` or
     `np_open_existing`; create with `np_from_ndarray` or `np_from_generator`.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import NumpyMmap, np_from_ndarray
+        >>> grid = np_from_ndarray("grid", np.arange(6, dtype=np.int32).reshape(3, 2), overwrite=True)
+        >>> grid.extend(np.array([[6, 7]], dtype=np.int32))
+        >>> grid.shape, grid[1:3]
+        ((4, 2), array([[2, 3],
+               [4, 5]], dtype=int32))
+        >>> NumpyMmap("grid")[-1]
+        array([6, 7], dtype=int32)
     """
 
     layout = NumpyLayout()
@@ -195,6 +207,14 @@ def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durabl
 
     The dtype is kept exactly (byte order, structured fields, fixed-width strings); a Fortran-ordered
     ``arr`` is stored with every sample in Fortran order.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_from_ndarray
+        >>> embeddings = np_from_ndarray("embeddings", np.zeros((4, 3), dtype=np.float16), overwrite=True)
+        >>> embeddings.shape, embeddings.dtype
+        ((4, 3), dtype('float16'))
     """
     arr = as_array(arr, "the array")
     if arr.ndim == 0:
@@ -212,6 +232,14 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
 
     The first sample fixes the shape and dtype, unless ``dtype=`` and/or ``sample_shape=`` are given (then the
     samples are checked, and cast without changing a value, to them). Other options as `MapBase.from_generator`.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_from_generator
+        >>> squares = np_from_generator("squares", (np.full(2, i * i) for i in range(4)), batch_size=2, overwrite=True)
+        >>> squares[:, 0]
+        array([0, 1, 4, 9])
     """
     return NumpyMmap.from_generator(out_dir, sample_generator, batch_size, verbose, **options)
 
@@ -220,7 +248,17 @@ def open_existing(out_dir: PathLike, mode: str = "r+", *, wrapper_fn: Optional[C
                   copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                   durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False) -> NumpyMmap:
     """Open the same-shape map in ``out_dir`` (one written by mmap_ninja 0.9.0 too); a `NotAMapError` if there is
-    none."""
+    none.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_from_ndarray, np_open_existing
+        >>> np_from_ndarray("labels", np.array([3, 1, 2]), overwrite=True).close()
+        >>> labels = np_open_existing("labels")
+        >>> labels[:], len(labels)
+        (array([3, 1, 2]), 3)
+    """
     directory = absolute(out_dir)
     if not is_legacy_map(directory) and not (directory / SHARDS_FILE).is_file():  # NumpyMmap names a sharded map
         read_header(directory)  # refuse a missing map rather than start an empty one
@@ -233,6 +271,15 @@ def extend(np_mmap: NpTarget, arr: Any, **writer_options: Any) -> None:
     """Append the samples ``arr`` (shape ``(k, *sample_shape)``) to a map, given as an open map or a path.
 
     For a path, ``writer_options`` (``durable=``, ``lock_timeout=``) apply to the handle opened for the call.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_extend, np_from_ndarray
+        >>> counts = np_from_ndarray("counts", np.array([1, 2]), overwrite=True)
+        >>> np_extend(counts, np.array([3, 4]))
+        >>> counts[:]
+        array([1, 2, 3, 4])
     """
     if isinstance(np_mmap, NumpyMmap):
         np_mmap.extend(arr)
@@ -242,13 +289,33 @@ def extend(np_mmap: NpTarget, arr: Any, **writer_options: Any) -> None:
 
 def extend_dir(out_dir: PathLike, arr: Any, *, durable: bool = False,
                lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> None:
-    """Append the samples ``arr`` to the map in ``out_dir`` (a handle is opened for the call and closed)."""
+    """Append the samples ``arr`` to the map in ``out_dir`` (a handle is opened for the call and closed).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_extend_dir, np_from_ndarray, np_open_existing
+        >>> np_from_ndarray("steps", np.array([1, 2]), overwrite=True).close()
+        >>> np_extend_dir("steps", np.array([3]))
+        >>> np_open_existing("steps")[:]
+        array([1, 2, 3])
+    """
     with open_existing(out_dir, durable=durable, lock_timeout=lock_timeout) as target:
         target.extend(arr)
 
 
 def append(np_mmap: NpTarget, sample: Any, **writer_options: Any) -> None:
-    """Append one sample to a map, given as an open map or a path (see `extend` for ``writer_options``)."""
+    """Append one sample to a map, given as an open map or a path (see `extend` for ``writer_options``).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_append, np_from_ndarray
+        >>> points = np_from_ndarray("points", np.zeros((1, 2)), overwrite=True)
+        >>> np_append(points, np.array([1.0, 2.0]))
+        >>> points.shape, points[1]
+        ((2, 2), array([1., 2.]))
+    """
     extend(np_mmap, np.expand_dims(as_array(sample, "the sample"), 0), **writer_options)
 
 

@@ -86,6 +86,17 @@ class Order:
     an array of positions (vectorized, int64 result); ``order.with_epoch(e)`` is the order of another epoch;
     iterating yields ``order[0], order[1], ...``. Each ``(seed, epoch)`` gives another order; ``shuffle=False``
     is ``range(n)``. Memory is O(1) whatever ``n``; an order pickles as its four parameters.
+
+    Example:
+
+        >>> from mmap_ninja import Order
+        >>> order = Order(10, seed=0, epoch=1)
+        >>> len(order), sorted(order.take(range(10)).tolist()) == list(range(10))
+        (10, True)
+        >>> order[0], order.with_epoch(2)[0]
+        (6, 5)
+        >>> Order(4, shuffle=False).take([0, 1, 2, 3])
+        array([0, 1, 2, 3])
     """
 
     __slots__ = ("_bits", "_high_bits", "_keys", "_low_bits", "_n", "_rounds", "epoch", "seed", "shuffle")

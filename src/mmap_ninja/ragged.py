@@ -28,6 +28,17 @@ class RaggedMmap(MapBase):
     The dtype is set by ``dtype=`` or by the first sample; later samples are cast to it only when no
     value changes (storing 300 in a uint8 map raises). Create with `from_lists`, `from_generator` or
     `from_indexable`; open with ``RaggedMmap(path)`` (see `MapBase` for the modes and the writer model).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> rag = RaggedMmap.from_lists("ragged", [np.arange(3), np.ones((2, 2), dtype=int)], overwrite=True)
+        >>> rag[0], rag[1].shape, rag.dtype
+        (array([0, 1, 2]), (2, 2), dtype('int64'))
+        >>> rag.extend([np.arange(5)])
+        >>> len(rag), rag[-1]
+        (3, array([0, 1, 2, 3, 4]))
     """
 
     layout = RaggedLayout()

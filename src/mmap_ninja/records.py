@@ -108,6 +108,16 @@ class Field:
 
     Use the constructors: ``Field.strings()``, ``Field.ragged(np.int32)``, ``Field.numpy(np.float32, (768,))``,
     ``Field.scalar(np.int64)``, ``Field.images()``.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import Field, RecordsMmap
+        >>> schema = {"text": Field.strings(), "vec": Field.numpy(np.float32, (2,)), "label": Field.scalar(np.int64)}
+        >>> rows = [{"text": "hi", "vec": np.ones(2, np.float32), "label": 3}]
+        >>> rec = RecordsMmap.from_generator("fields", rows, batch_size=8, schema=schema, overwrite=True)
+        >>> schema["vec"].kind, schema["vec"].shape, rec[0]["vec"]
+        ('numpy', (2,), array([1., 1.], dtype=float32))
     """
 
     kind: str
@@ -795,6 +805,21 @@ class RecordsMmap(MapBase):
     ``draft=(height, width)`` (a reading option, kept when pickled) decodes the JPEGs of images fields at the
     smallest DCT scale that keeps them at least that size, in rows, `get_batch` and the fields' containers (see
     `ImagesMmap`); ``get_batch(..., draft=...)`` overrides it for one call.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RecordsMmap
+        >>> rows = ({"text": f"doc {i}", "tokens": np.arange(i % 3, dtype=np.int32), "label": i % 2} for i in range(5))
+        >>> rec = RecordsMmap.from_generator("rows", rows, batch_size=2, overwrite=True)
+        >>> rec[2]
+        {'text': 'doc 2', 'tokens': array([0, 1], dtype=int32), 'label': np.int64(0)}
+        >>> rec["label"][:]
+        array([0, 1, 0, 1, 0])
+        >>> files = RecordsMmap.from_dict("files", {"path": ["a.jpg", "b.jpg"], "label": np.array([3, 5])}, key="path",
+        ...                               overwrite=True)
+        >>> files.index_of("b.jpg"), "c.jpg" in files
+        (1, False)
     """
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()

@@ -49,7 +49,7 @@ from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, _DatasetBase, register_sharded_reader, resolve_index, resolve_positions
-from mmap_ninja.sharded_header import ShardInfo
+from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
@@ -58,6 +58,7 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolu
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
     "DEFAULT_MAX_OPEN_SHARDS",
+    "FORMAT_VERSION",
     "SHARDS_DIR",
     "SHARDS_FILE",
     "SchemaMismatchError",
@@ -67,7 +68,6 @@ __all__ = [
     "is_sharded",
     "merge",
     "publish_shards",
-    "read_shards_header",
     "recover_merge",
     "shard_schema",
 ]
@@ -121,6 +121,17 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
 
     Shards that are records maps give it their API too (`RecordsFace`): ``fields``, ``schema``,
     ``columns(indices)``, and ``m["field"]``, a read-only sharded map of that field.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import ShardedMap, merge, np_from_ndarray
+        >>> np_from_ndarray("part0", np.arange(3), overwrite=True).close()
+        >>> np_from_ndarray("part1", np.arange(3, 5), overwrite=True).close()
+        >>> merge("sharded", ["part0", "part1"]).close()
+        >>> whole = ShardedMap("sharded")
+        >>> len(whole), whole.shard_starts, whole[3], whole[1:4]
+        (5, [0, 3, 5], np.int64(3), [np.int64(1), np.int64(2), np.int64(3)])
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
@@ -740,6 +751,16 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
     ``shards.json`` is replaced by one atomic rename, after every move: a reader sees the old sharded map or the
     new one. A refused merge leaves no folder it made. If the process dies midway, the next `merge` into
     ``out_dir`` (or `recover_merge`) moves the maps back to where they were.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap, merge
+        >>> for k in range(2):
+        ...     RaggedMmap.from_lists(f"day{k}", [np.arange(k + 1)], overwrite=True).close()
+        >>> days = merge("days", ["day0", "day1"])
+        >>> len(days), days[1], sorted(p.name for p in (days.path / "shards").iterdir())
+        (2, array([0, 1]), ['shard-000000', 'shard-000001'])
     """
     out = absolute(out_dir)
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -955,10 +976,3 @@ def _kind_and_shards(directory: Path) -> tuple[str, list[Path]]:
 
 
 register_sharded_reader(_kind_and_shards)
-
-
-
-def read_shards_header(directory: PathLike) -> Any:
-    """The checked top header (``shards.json``) of the sharded map in ``directory``: its shards, their lengths and
-    ids, and its metadata. Raises `NotAMapError` where there is none and `CorruptMapError` if it is damaged."""
-    return _read_top_header(absolute(directory))

@@ -21,6 +21,16 @@ class StringsMmap(MapBase):
 
     Create with `from_strings`, `from_generator` or `from_indexable`; open with ``StringsMmap(path)``
     (see `MapBase` for the modes and the writer model).
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap
+        >>> texts = StringsMmap.from_strings("texts", ["a document", "another one"], overwrite=True)
+        >>> texts.append("appended later")
+        >>> len(texts), texts[2]
+        (3, 'appended later')
+        >>> texts[:2]
+        ['a document', 'another one']
     """
 
     layout = StringsLayout()

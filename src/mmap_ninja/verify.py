@@ -26,7 +26,15 @@ __all__ = ["Report", "verify"]
 class Report:
     """What `verify` found: ``problems`` (each naming a file and, where it can, the samples affected) and
     ``notes`` (facts that are not damage). ``checksums_missing``: the map (or a shard) has no checksums, so a deep
-    verify could check only its structure."""
+    verify could check only its structure.
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, verify
+        >>> StringsMmap.from_strings("reported", ["x"], overwrite=True).close()
+        >>> verify("reported")
+        Report(path=PosixPath('.../reported'), kind='strings', length=1, deep=False, problems=[], notes=[], ...)
+    """
 
     path: Path | str  # a map at a URL: the URL (a Path would collapse its "//")
     kind: Optional[str] = None
@@ -60,6 +68,14 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
     check reads the headers and the objects' sizes only; ``deep=True`` downloads every map (shard) into the cache
     (``cache_dir``, as for `mmap_ninja.open_existing`) and checks every checksum of the copy
     (`mmap_ninja.adapters.remote_check.verify_remote`).
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap, verify
+        >>> StringsMmap.from_strings("checked", ["a", "b"], overwrite=True).close()
+        >>> report = verify("checked", deep=True)
+        >>> report.ok, report.kind, report.length, report.problems
+        (True, 'strings', 2, [])
     """
     if is_url(path):
         from mmap_ninja.adapters.remote_check import verify_remote

@@ -33,7 +33,19 @@ _SCAN_CHUNK = 1 << 20
 
 
 class PaddingReport(NamedTuple):
-    """The tokens of one epoch's batches (every rank's): real ones, and real plus padding."""
+    """The tokens of one epoch's batches (every rank's): real ones, and real plus padding.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import TokenBudgetBatchSampler
+        >>> report = TokenBudgetBatchSampler(docs, max_tokens=16, rank=0, world_size=1, seed=0).padding_report()
+        >>> report
+        PaddingReport(batches=3, real_tokens=24, padded_tokens=30)
+    """
 
     batches: int
     real_tokens: int
@@ -72,6 +84,19 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     ``len()`` is the number of batches this rank gets in a whole epoch (computed once per epoch by planning every
     pool: O(n) time, one pool of memory).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import TokenBudgetBatchSampler
+        >>> budget = TokenBudgetBatchSampler(docs, max_tokens=16, rank=0, world_size=1, seed=0)
+        >>> len(budget), list(budget)  # longest sample x batch size <= 16
+        (3, [[2], [3, 1, 0], [4]])
+        >>> f"{budget.padding_report().padding_share:.0%}"
+        '20%'
     """
 
     def __init__(self, tokens: Any, max_tokens: int, *, rank: Optional[int] = None, world_size: Optional[int] = None,

@@ -56,6 +56,18 @@ class RandomResizedCropDecode:
 
     ``decode(images, indices)`` takes an `ImagesMmap` (or an images field, ``rec["image"]``) and gives a new
     ``(k, height, width, channels)`` uint8 array.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import ImagesMmap
+        >>> photos = ImagesMmap.from_generator("photos", [np.full((64, 80, 3), 90, np.uint8)] * 4, batch_size=4,
+        ...                                    format="jpeg", overwrite=True)
+        >>> from mmap_ninja.adapters.torch import RandomResizedCropDecode
+        >>> decode = RandomResizedCropDecode(32, seed=0, hflip=0.5)
+        >>> decode.set_epoch(1)
+        >>> decode(photos, [0, 2]).shape
+        (2, 32, 32, 3)
     """
 
     def __init__(self, size: Any, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
@@ -178,7 +190,21 @@ class ImagesDataset(Dataset[Any]):
     """A map-style dataset over an `ImagesMmap` whose batched fetch decodes a whole DataLoader batch into one
     array, each image through ``decode`` (e.g. `RandomResizedCropDecode`), or with ``images.get_batch`` when
     ``decode`` is None (the images must then share one shape). Pass ``collate_fn=dataset.collate``; a batch
-    becomes one ``(k, H, W, C)`` uint8 tensor. Pickles as the map's path and ``decode``."""
+    becomes one ``(k, H, W, C)`` uint8 tensor. Pickles as the map's path and ``decode``.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import ImagesMmap
+        >>> photos = ImagesMmap.from_generator("photos", [np.full((64, 80, 3), 90, np.uint8)] * 4, batch_size=4,
+        ...                                    format="jpeg", overwrite=True)
+        >>> from torch.utils.data import DataLoader
+        >>> from mmap_ninja.adapters.torch import ImagesDataset, RandomResizedCropDecode
+        >>> crops = ImagesDataset(photos, decode=RandomResizedCropDecode(32, seed=0))
+        >>> batch = next(iter(DataLoader(crops, batch_size=4, collate_fn=crops.collate)))
+        >>> batch.shape, batch.dtype
+        (torch.Size([4, 32, 32, 3]), torch.uint8)
+    """
 
     def __init__(self, images: Any, decode: Any = None):
         if not (hasattr(images, "raw") and hasattr(images, "shapes") and hasattr(images, "get_batch")):

@@ -82,6 +82,26 @@ class ResumableSampler(Sampler[int]):
       The state's seed, shuffle and drop_last replace the sampler's; a state for another dataset length is refused.
     - `state_at` gives the state after a number of consumed samples (for a plain ``DataLoader``, which prefetches
       ahead of what the training loop consumed), and `skip` steps over part of the epoch without reading it.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import ResumableSampler
+        >>> sampler = ResumableSampler(docs, rank=0, world_size=2, seed=0)
+        >>> sampler.set_epoch(1)
+        >>> read = iter(sampler)
+        >>> len(sampler), [next(read), next(read)]
+        (3, [1, 2])
+        >>> state = sampler.state_dict()
+        >>> state["epoch"], state["position"]
+        (1, 4)
+        >>> resumed = ResumableSampler(docs, rank=0, world_size=1, seed=0)  # restarted on one rank
+        >>> resumed.load_state_dict(state)
+        >>> list(resumed)  # the one index of epoch 1 no rank had read
+        [3]
     """
 
     n: int

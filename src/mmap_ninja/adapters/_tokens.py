@@ -44,6 +44,20 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     are not seen; make a new one). Opening reads only the map's header, and every read is two binary searches of
     the offsets. It pickles as the map's path (DataLoader workers reopen the files). Use `collate_packed`
     (also ``PackedTokens.collate``) as the DataLoader's ``collate_fn`` to get torch tensors.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PackedTokens
+        >>> windows = PackedTokens(docs, 9, stride=8)
+        >>> len(windows)
+        2
+        >>> item = windows[0]
+        >>> item["input_ids"], item["cu_seqlens"], item["doc_ids"]
+        (array([0, 1, 2, 3, 4, 0, 1, 2, 0], dtype=int32), array([0, 5, 8, 9], dtype=int32), array([0, 1, 2]))
     """
 
     def __init__(self, tokens: Any, seq_len: int, *, stride: Optional[int] = None):
@@ -212,6 +226,18 @@ def collate_packed(batch: Any, dtype: torch.dtype = torch.int64) -> dict[str, An
     - ``doc_ids``: int64, the document of each segment of ``cu_seqlens``;
     - ``position_ids``: ``(B, seq_len)`` int64, each token's position within its segment (restarting at 0 at
       every boundary, as position ids of packed sequences do).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PackedTokens, collate_packed
+        >>> windows = PackedTokens(docs, 9, stride=8)
+        >>> batch = collate_packed([windows[0], windows[1]])
+        >>> batch["input_ids"].shape, batch["cu_seqlens"], batch["max_seqlen"]
+        (torch.Size([2, 9]), tensor([ 0,  5,  8,  9, 18], dtype=torch.int32), 9)
     """
     if isinstance(batch, dict):  # a batch from PackedTokens.get_batch
         return _batch_tensors(batch, dtype)

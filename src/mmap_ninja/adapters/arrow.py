@@ -44,7 +44,16 @@ __all__ = ["arrow_chunks", "ragged_from_arrow", "ragged_to_arrow", "strings_from
 
 
 def strings_to_arrow(strings_map: Any) -> pa.LargeStringArray:
-    """``StringsMmap`` -> ``pyarrow.LargeStringArray`` over the map's own buffers (zero-copy)."""
+    """``StringsMmap`` -> ``pyarrow.LargeStringArray`` over the map's own buffers (zero-copy).
+
+    Example:
+
+        >>> from mmap_ninja import StringsMmap
+        >>> from mmap_ninja.adapters.arrow import strings_to_arrow
+        >>> texts = StringsMmap.from_strings("texts", ["a", "bc"], overwrite=True)
+        >>> strings_to_arrow(texts).to_pylist()
+        ['a', 'bc']
+    """
     offsets, values = strings_map.offsets, strings_map.values
     return pa.Array.from_buffers(pa.large_string(), len(offsets) - 1,
                                  [None, pa.py_buffer(offsets), pa.py_buffer(values)], null_count=0)
@@ -55,6 +64,15 @@ def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
 
     Zero-copy for native-endian integer and float dtypes; a bool map's values are copied (Arrow packs
     booleans into bits). Samples with other than one dimension, or other dtypes, raise.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.arrow import ragged_to_arrow
+        >>> tokens = RaggedMmap.from_lists("tokens", [np.arange(2), np.arange(3)], overwrite=True)
+        >>> ragged_to_arrow(tokens).to_pylist()
+        [[0, 1], [0, 1, 2]]
     """
     dtype = ragged_map.dtype
     n = len(ragged_map)
@@ -87,7 +105,15 @@ def ragged_to_arrow(ragged_map: Any) -> pa.LargeListArray:
 def arrow_chunks(data: Any) -> list[pa.Array]:
     """The Arrow arrays behind ``data``: an Array, a ChunkedArray, a one-column Table or RecordBatch, a
     Hugging Face ``datasets`` column (``ds["text"]``) or one-column ``datasets.Dataset``, or anything with
-    ``__arrow_array__``."""
+    ``__arrow_array__``.
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> from mmap_ninja.adapters.arrow import arrow_chunks
+        >>> [chunk.to_pylist() for chunk in arrow_chunks(pa.chunked_array([["a"], ["b", "c"]]))]
+        [['a'], ['b', 'c']]
+    """
     if isinstance(data, pa.ChunkedArray):
         return list(data.chunks)
     if isinstance(data, pa.Array):
@@ -151,7 +177,17 @@ def strings_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, batch_size: in
     """Build a ``StringsMmap`` from Arrow ``string`` / ``large_string`` / ``string_view`` data, or
     dictionary-encoded strings (Parquet's and pandas categoricals'; each chunk may have its own dictionary),
     which are decoded batch by batch. ``large_string`` buffers are written as they are; other types are
-    converted to it one batch at a time."""
+    converted to it one batch at a time.
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> from mmap_ninja import StringsMmap
+        >>> from mmap_ninja.adapters.arrow import strings_from_arrow
+        >>> texts = strings_from_arrow(StringsMmap, "texts", pa.array(["x", "y"]).dictionary_encode(), overwrite=True)
+        >>> texts[:]
+        ['x', 'y']
+    """
     batch_size = check_batch_size(batch_size)
     chunks = arrow_chunks(data)
     for chunk in chunks:
@@ -210,7 +246,17 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
     """Build a ``RaggedMmap`` of 1-D samples from Arrow ``list`` / ``large_list`` / ``fixed_size_list`` /
     ``list_view`` / ``large_list_view`` data of integers, floats or booleans. ``dtype=`` stores another dtype
     (only if no value changes, see `mmap_ninja.casting`). ``large_list`` values are read without a copy;
-    list views, whose lists may be out of order or overlap, are gathered list by list (by offset and size)."""
+    list views, whose lists may be out of order or overlap, are gathered list by list (by offset and size).
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.arrow import ragged_from_arrow
+        >>> tokens = ragged_from_arrow(RaggedMmap, "tokens", pa.array([[1, 2], [3]]), overwrite=True)
+        >>> tokens[0], tokens.dtype, len(tokens)
+        (array([1, 2]), dtype('int64'), 2)
+    """
     batch_size = check_batch_size(batch_size)
     chunks = arrow_chunks(data)
     value_type: pa.DataType | None = None

@@ -170,6 +170,19 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     in the input) builds only the partitions that have no complete shard for this same input. ``metadata`` is
     stored in ``shards.json``. With records' ``key=``, each shard refuses a repeated key, but a key repeated in
     two partitions is not checked (the sharded map's ``index_of`` gives the first).
+
+    Example:
+
+        >>> import dask
+        >>> import dask.bag
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.dask import from_dask
+        >>> bag = dask.bag.from_sequence([np.arange(n) for n in range(1, 5)], npartitions=2)
+        >>> with dask.config.set(scheduler="synchronous"):
+        ...     built = from_dask(RaggedMmap, "from_dask", bag, overwrite=True)
+        >>> len(built), built.shard_starts, built[3]
+        (4, [0, 2, 4], array([0, 1, 2, 3]))
     """
     out = absolute(out_dir)
     from_frame = _is_dataframe(collection)

@@ -84,7 +84,15 @@ def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype[Any]:
 
 def arrow_field(name: str, arrow_type: pa.DataType) -> Field:
     """The records field a column of this Arrow type becomes (see the module docstring); a TypeError naming the
-    field for a type with no field kind."""
+    field for a type with no field kind.
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> from mmap_ninja.adapters.ingest import arrow_field
+        >>> arrow_field("tokens", pa.list_(pa.int32())).kind, arrow_field("label", pa.int64()).shape
+        ('ragged', ())
+    """
     if _is_number(arrow_type):
         return Field.scalar(_numpy_dtype(arrow_type))
     time_field = arrow_time_field(arrow_type)  # the rule every tabular reader shares (adapters/tables.py)
@@ -232,7 +240,17 @@ def records_from_batches(out_dir: PathLike, arrow_schema: pa.Schema, batches: It
     """Build a `RecordsMmap` from Arrow record batches of ``arrow_schema``, committing each batch (see the module
     docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`).
     ``codec`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`) compresses every strings and ragged field. The
-    first batch is converted (and its keys checked) before anything is created."""
+    first batch is converted (and its keys checked) before anything is created.
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> from mmap_ninja.adapters.ingest import records_from_batches
+        >>> table = pa.table({"text": ["a", "b"], "label": [1, 2]})
+        >>> rec = records_from_batches("from_batches", table.schema, table.to_batches(max_chunksize=1), overwrite=True)
+        >>> rec[1]
+        {'text': 'b', 'label': np.int64(2)}
+    """
     schema = {field.name: arrow_field(field.name, field.type) for field in arrow_schema}
     if codec is not None:
         schema = {name: replace(f, codec=codec) if f.kind in ("strings", "ragged") else f
@@ -277,7 +295,17 @@ def records_from_huggingface(out_dir: PathLike, dataset: Any, *, batch_size: int
     """Build a `RecordsMmap` from a Hugging Face ``datasets.Dataset`` (in its row order, ``select`` and
     ``shuffle`` included), ``batch_size`` rows per commit. ``columns`` picks and orders the fields (default:
     all). ``Image()`` columns become images fields holding the encoded bytes unchanged; ``ClassLabel`` names go
-    to the metadata (see the module docstring). ``key`` names the key field (see `RecordsMmap.index_of`)."""
+    to the metadata (see the module docstring). ``key`` names the key field (see `RecordsMmap.index_of`).
+
+    Example:
+
+        >>> import datasets
+        >>> from mmap_ninja.adapters.ingest import records_from_huggingface
+        >>> dataset = datasets.Dataset.from_dict({"text": ["x", "y"], "label": [0, 1]})
+        >>> rec = records_from_huggingface("from_hf", dataset, overwrite=True)
+        >>> rec[1]
+        {'text': 'y', 'label': np.int64(1)}
+    """
     if type(dataset).__name__ != "Dataset" or not (type(dataset).__module__ or "").startswith("datasets"):
         raise TypeError(f"from_huggingface() takes a datasets.Dataset (an IterableDataset or DatasetDict: pick or "
                         f"materialize a split first), got {type(dataset).__name__}")
@@ -303,7 +331,18 @@ def records_from_parquet(out_dir: PathLike, path: PathLike, *, batch_size: int =
     """Build a `RecordsMmap` from the Parquet file at ``path``, reading ``batch_size`` rows at a time (memory
     bounded by a batch). ``columns`` picks the fields (default: every column). A column whose row-group
     statistics count nulls is refused before anything is written. ``key`` names the key field (see
-    `RecordsMmap.index_of`)."""
+    `RecordsMmap.index_of`).
+
+    Example:
+
+        >>> import pyarrow as pa
+        >>> import pyarrow.parquet as pq
+        >>> from mmap_ninja.adapters.ingest import records_from_parquet
+        >>> pq.write_table(pa.table({"text": ["a", "b"], "label": [1, 2]}), "table.parquet")
+        >>> rec = records_from_parquet("from_parquet", "table.parquet", key="text", overwrite=True)
+        >>> len(rec), rec.index_of("b")
+        (2, 1)
+    """
     import pyarrow.parquet as pq
 
     batch_size = check_batch_size(batch_size)

@@ -68,7 +68,17 @@ _CHUNK = 8 << 20
 
 
 def default_cache_dir() -> Path:
-    """``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``."""
+    """``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``.
+
+    Example:
+
+        >>> import os
+        >>> from mmap_ninja.adapters.remote import default_cache_dir
+        >>> os.environ["MMAP_NINJA_CACHE"] = "my_cache"
+        >>> default_cache_dir().name
+        'my_cache'
+        >>> del os.environ["MMAP_NINJA_CACHE"]
+    """
     explicit = os.environ.get("MMAP_NINJA_CACHE")
     if explicit:
         return Path(explicit).expanduser().absolute()
@@ -87,7 +97,27 @@ def _key(*parts: Any) -> str:
 
 
 class Cache:
-    """The download cache in ``root`` shared by every process of a node (see the module's docstring)."""
+    """The download cache in ``root`` shared by every process of a node (see the module's docstring).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import Cache, open_remote, upload
+        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
+        >>> upload("local", "memory://cache-docs/tokens")
+        >>> remote = open_remote("memory://cache-docs/tokens", cache_dir="cache_demo")
+        >>> cache = Cache("cache_demo")
+        >>> cache.usage()  # opening read only the top header
+        {}
+        >>> remote[2]  # the first read downloads the map into an entry
+        array([0, 1, 2])
+        >>> list(cache.usage().values())
+        [...]
+        >>> remote.close()  # no reader holds the entry any more: evict can delete it
+        >>> len(cache.evict(limit=0)), cache.usage()
+        (1, {})
+    """
 
     def __init__(self, root: PathLike, size_limit: Optional[int] = None):
         if size_limit is not None and (isinstance(size_limit, bool) or not isinstance(size_limit, int)
@@ -476,7 +506,19 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     """Open the map at ``url`` (any fsspec URL) read-only through the cache: a `RemoteShardedMap` for a sharded
     map, a `RemoteMap` for a single one. Fetches only the top header (none when ``pinned``, the top header's
     ``(file name, content)`` a pickled map carries). ``storage_options`` go to fsspec (for S3: ``key``,
-    ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``)."""
+    ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import open_remote, upload
+        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
+        >>> upload("local", "memory://remote-docs/tokens")
+        >>> remote = open_remote("memory://remote-docs/tokens", cache_dir="cache")
+        >>> type(remote).__name__, remote[2]
+        ('RemoteRaggedMmap', array([0, 1, 2]))
+    """
     if isinstance(wrapper_fn, str) and mode == "r":
         wrapper_fn, mode = None, wrapper_fn
     if mode not in ("r", "rb"):
@@ -542,7 +584,20 @@ class RemoteMap(MapBase):
     ``get_batch``, iteration, operators (``key in m``, ``m == 0``, ``m + 1`` for numpy maps) and pickling are the
     kind's own. Its length, kind and metadata come from the header fetched at opening; the first use of anything
     else downloads the map into the cache (once) and opens it there, with the options given (``verify_reads``,
-    ``channels``, ...). It opens with ``mode="r"``: every write is refused, naming the URL."""
+    ``channels``, ...). It opens with ``mode="r"``: every write is refused, naming the URL.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import open_remote, upload
+        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
+        >>> upload("local", "memory://remote-docs/tokens")
+        >>> from mmap_ninja.adapters.remote import RemoteMap
+        >>> remote = open_remote("memory://remote-docs/tokens", cache_dir="cache")
+        >>> isinstance(remote, RemoteMap), isinstance(remote, RaggedMmap), remote.mode
+        (True, True, 'r')
+    """
 
     _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
                                "_settings", "_options", "_length", "_opening", "_ready", "_closed",
@@ -686,7 +741,15 @@ def remote_class(kind_class: type[MapBase]) -> type[RemoteMap]:
 
     The kind's class attributes that hold per-handle state (names starting with ``_``, such as an images map's
     decoder) are read through properties that open the local map first, so a default never stands in for the
-    option the handle was opened with."""
+    option the handle was opened with.
+
+    Example:
+
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import RemoteMap, remote_class
+        >>> remote_class(RaggedMmap).__name__, issubclass(remote_class(RaggedMmap), RemoteMap)
+        ('RemoteRaggedMmap', True)
+    """
     made = _REMOTE_CLASSES.get(kind_class)
     if made is None:
         namespace: dict[str, Any] = {"__module__": __name__, "__qualname__": f"Remote{kind_class.__name__}",
@@ -714,7 +777,21 @@ def _state_property(name: str, default: Any) -> property:
 
 class RemoteShardedMap(ShardedMap):
     """A sharded map at a URL, read with the API of `ShardedMap`: ``shards.json`` is in the cache, and each shard
-    is downloaded into the cache when a read first needs it."""
+    is downloaded into the cache when a read first needs it.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import merge, np_from_ndarray
+        >>> from mmap_ninja.adapters.remote import open_remote, upload
+        >>> np_from_ndarray("day0", np.arange(3), overwrite=True).close()
+        >>> np_from_ndarray("day1", np.arange(3, 5), overwrite=True).close()
+        >>> merge("days", ["day0", "day1"]).close()
+        >>> upload("days", "memory://remote-docs/days")
+        >>> days = open_remote("memory://remote-docs/days", cache_dir="cache")
+        >>> type(days).__name__, len(days), days.shard_starts, days[4]
+        ('RemoteShardedMap', 5, [0, 3, 5], np.int64(4))
+    """
 
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):
@@ -791,7 +868,19 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
     header naming missing objects: each map's committed column bytes, then its ``header.json``; the sharded map's
     ``shards.json`` last. Commits made to the local map while it uploads are not included. A map already at
     ``url`` is replaced (see FORMAT.md): a single map uploaded where a sharded map was deletes its
-    ``shards.json`` last, which publishes the single map."""
+    ``shards.json`` last, which publishes the single map.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.remote import open_remote, upload
+        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
+        >>> upload("local", "memory://remote-docs/tokens")
+        >>> remote = open_remote("memory://remote-docs/tokens", cache_dir="cache")
+        >>> len(remote), remote[1]
+        (3, array([0, 1]))
+    """
     source = absolute(local_path)
     remote = _Remote(url, storage_options)
     if is_sharded(source):

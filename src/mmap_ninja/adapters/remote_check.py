@@ -28,7 +28,8 @@ from mmap_ninja.adapters.remote import (
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header
 from mmap_ninja.maps import KINDS
-from mmap_ninja.sharded import SHARDS_FILE, ShardInfo, read_shards_header
+from mmap_ninja.sharded import SHARDS_FILE, ShardInfo
+from mmap_ninja.sharded_header import read_top_header
 from mmap_ninja.storage import COLUMN_SUFFIX, PathLike
 from mmap_ninja.verify import Report, verify
 
@@ -73,7 +74,7 @@ def remote_listing(url: str, storage_options: Optional[dict[str, Any]] = None) -
     with tempfile.TemporaryDirectory() as scratch:  # parse exactly these bytes, as a local reader would
         (Path(scratch) / SHARDS_FILE).write_bytes(raw)
         with _named(Path(scratch), remote.url):
-            top = read_shards_header(Path(scratch))
+            top = read_top_header(Path(scratch))
     listing = RemoteListing(remote.url, True, top.kind, dict(top.attrs), dict(top.metadata), list(top.shards))
     for info in top.shards:
         listing.maps.append(_shard_listing(remote, info))

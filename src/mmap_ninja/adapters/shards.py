@@ -45,6 +45,15 @@ def shard_aware_indices(shard_lengths: Sequence[int], *, rank: int, world_size: 
     shard below its share; the samples of the shards that fit nowhere are then dealt out (shuffled) to fill every
     rank to exactly its share, padded by repeating them from the start, or cut, as ``DistributedSampler`` does.
     A rank reads its whole shards first (each shard's samples shuffled within it), then its share of the rest.
+
+    Example:
+
+        >>> from mmap_ninja.adapters.shards import shard_aware_indices
+        >>> shard_lengths = [3, 2]  # samples 0-2 in shard 0, 3-4 in shard 1
+        >>> shard_aware_indices(shard_lengths, rank=0, world_size=2, seed=0)
+        array([2, 0, 1])
+        >>> shard_aware_indices(shard_lengths, rank=1, world_size=2, seed=0)
+        array([4, 3, 2])
     """
     rank, world_size = int(rank), int(world_size)
     _check_rank(rank, world_size)
@@ -142,6 +151,19 @@ class ShardAwareSampler(Sampler[int]):
     ranks (whole shards' remainders first, so locality is kept as far as possible): each of them once, the same
     count on every rank (padded or cut as ``DistributedSampler`` does). `state_at` gives the state after a number of
     consumed samples, for a plain ``DataLoader``.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import merge, np_from_ndarray
+        >>> np_from_ndarray("part0", np.arange(3), overwrite=True).close()
+        >>> np_from_ndarray("part1", np.arange(3, 5), overwrite=True).close()
+        >>> sharded = merge("sharded", ["part0", "part1"])
+        >>> from mmap_ninja.adapters.shards import ShardAwareSampler
+        >>> sampler = ShardAwareSampler(sharded, rank=0, world_size=2, seed=0)
+        >>> sampler.set_epoch(0)
+        >>> len(sampler), list(sampler)  # whole shards go to each rank: fewer shards opened per worker
+        (3, [2, 0, 1])
     """
 
     def __init__(self, sharded_map: Any, rank: Optional[int] = None, world_size: Optional[int] = None,

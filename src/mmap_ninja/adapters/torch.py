@@ -89,6 +89,17 @@ def as_tensor(array: Any, *, copy: bool | None = None) -> torch.Tensor:
     written in place. ``copy=True`` always copies. As in ``torch.as_tensor``, ``copy=False`` shares whenever
     it can: an array in big-endian byte order (which tensors do not have) is converted to native order, an
     exact copy, and so is one with negative strides.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> from mmap_ninja.adapters.torch import as_tensor
+        >>> tokens = RaggedMmap.from_lists("tokens", [np.arange(4, dtype=np.int32)], overwrite=True)
+        >>> as_tensor(tokens[0])  # zero-copy, no non-writable warning (do not write into it)
+        tensor([0, 1, 2, 3], dtype=torch.int32)
+        >>> as_tensor(tokens[0], copy=True).add_(1)  # a copy is writable
+        tensor([1, 2, 3, 4], dtype=torch.int32)
     """
     if isinstance(array, torch.Tensor):
         return array.clone() if copy else array
@@ -157,7 +168,18 @@ def collate(batch: Sequence[Any]) -> Any:
     common dtype (``np.result_type``) only if every value survives (see `mmap_ninja.casting`; else a
     ValueError naming the sample's position and the value); big-endian samples are converted exactly to
     native byte order. Strings and bytes stay a list; numbers become a tensor; tuples, lists and dicts of
-    fields are collated field by field; anything else goes to ``default_collate``."""
+    fields are collated field by field; anything else goes to ``default_collate``.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import np_from_ndarray
+        >>> from mmap_ninja.adapters.torch import collate
+        >>> rows = np_from_ndarray("rows", np.arange(6).reshape(3, 2), overwrite=True)
+        >>> collate([rows[0], rows[2]])
+        tensor([[0, 1],
+                [4, 5]])
+    """
     if len(batch) == 0:
         return []
     gather_into = getattr(batch, "gather_into", None)  # a numpy map's rows: one gather into the batch
@@ -226,6 +248,18 @@ class PadCollate:
     naming the sample's position in the batch and the value. Without ``dtype``, samples of different dtypes
     are padded into their common dtype (``np.result_type``) under the same rule. Picklable, so it works with
     ``spawn`` workers.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PadCollate
+        >>> padded, lengths = PadCollate(pad_value=0, dtype="int64")([docs[0], docs[1]])
+        >>> padded, lengths
+        (tensor([[0, 1, 2, 3, 4],
+                [0, 1, 2, 0, 0]]), tensor([5, 3]))
     """
 
     def __init__(self, pad_value: Any = 0, dtype: Any = None):
@@ -253,7 +287,20 @@ pad_collate = PadCollate(0)
 class FieldBatch(dict):  # type: ignore[type-arg]
     """A batch of rows already gathered field by field (`RecordsMmap.get_batch`'s dict of batched arrays and
     lists of ``str``), with the padded fields' ``lengths``: what `RecordsDataset.__getitems__` returns and
-    `RecordsCollate` turns into tensors."""
+    `RecordsCollate` turns into tensors.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from torch.utils.data import DataLoader
+        >>> from mmap_ninja import RecordsMmap
+        >>> rec = RecordsMmap.from_dict("rows", {"tokens": [np.arange(2), np.arange(3)], "label": np.array([0, 1])},
+        ...                             overwrite=True)
+        >>> from mmap_ninja.adapters.torch import FieldBatch, RecordsDataset
+        >>> batch = RecordsDataset(rec, pad_value=0).__getitems__([1, 0])
+        >>> isinstance(batch, FieldBatch), batch.lengths["tokens"]
+        (True, array([3, 2]))
+    """
 
     def __init__(self, columns: dict[str, Any], lengths: dict[str, Any] | None = None):
         super().__init__(columns)
@@ -298,6 +345,19 @@ class RecordsCollate:
     The result is a dict of field -> tensor (or list of ``str``); with a ``pad_value`` it is ``(batch,
     lengths)``, ``lengths`` a dict of the padded fields' lengths as `PadCollate` gives them (for images fields,
     their ``(k, 3)`` shapes). Picklable, so it works with ``spawn`` workers.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from torch.utils.data import DataLoader
+        >>> from mmap_ninja import RecordsMmap
+        >>> rec = RecordsMmap.from_dict("rows", {"tokens": [np.arange(2), np.arange(3)], "label": np.array([0, 1])},
+        ...                             overwrite=True)
+        >>> from mmap_ninja.adapters.torch import RecordsCollate
+        >>> fields, lengths = RecordsCollate(pad_value=-1)([rec[0], rec[1]])  # a list of row dicts
+        >>> fields["tokens"], lengths["tokens"]
+        (tensor([[ 0,  1, -1],
+                [ 0,  1,  2]]), tensor([2, 3]))
     """
 
     def __init__(self, pad_value: Any = None):
@@ -364,6 +424,20 @@ class RecordsDataset(Dataset[Any]):
     ``dataset[i]`` is row ``i`` (its chosen fields, transformed). The dataset pickles as the map's path and these
     options: DataLoader workers under ``fork``, ``spawn`` or ``forkserver`` reopen the map and share one page
     cache.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from torch.utils.data import DataLoader
+        >>> from mmap_ninja import RecordsMmap
+        >>> rec = RecordsMmap.from_dict("rows", {"tokens": [np.arange(2), np.arange(3)], "label": np.array([0, 1])},
+        ...                             overwrite=True)
+        >>> from mmap_ninja.adapters.torch import RecordsDataset
+        >>> dataset = RecordsDataset(rec, pad_value=0)
+        >>> fields, lengths = next(iter(DataLoader(dataset, batch_size=2, collate_fn=dataset.collate)))
+        >>> fields["tokens"], fields["label"], lengths["tokens"]
+        (tensor([[0, 1, 0],
+                [0, 1, 2]]), tensor([0, 1]), tensor([2, 3]))
     """
 
     def __init__(self, records: Any, fields: Sequence[str] | None = None, pad_value: Any = None,
@@ -450,6 +524,12 @@ def rank_indices(n: int, *, rank: int, world_size: int, epoch: int = 0, seed: in
     start (``drop_last=False``) or cut (``drop_last=True``) to a multiple of ``world_size``, and rank
     ``r`` takes every ``world_size``-th index starting at ``r``. Every rank gets the same number; within
     one epoch the ranks' shards are disjoint when ``drop_last=True`` or ``n`` divides evenly.
+
+    Example:
+
+        >>> from mmap_ninja.adapters.torch import rank_indices
+        >>> rank_indices(5, rank=0, world_size=2, shuffle=False), rank_indices(5, rank=1, world_size=2, shuffle=False)
+        (array([0, 2, 4]), array([1, 3, 0]))
     """
     n, rank, world_size = int(n), int(rank), int(world_size)
     if world_size < 1:
@@ -479,6 +559,18 @@ class RankSampler(Sampler[int]):
 
     ``data_source`` is the dataset (or its length). ``rank`` and ``world_size`` default to
     ``torch.distributed``'s when a process group is initialized, else to 0 and 1.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> lengths = (5, 3, 9, 1, 6)
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in lengths], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import RankSampler
+        >>> sampler = RankSampler(docs, rank=1, world_size=2, shuffle=False)
+        >>> sampler.set_epoch(0)
+        >>> len(sampler), list(sampler)
+        (3, [1, 3, 0])
     """
 
     def __init__(self, data_source: Any, *, rank: int | None = None, world_size: int | None = None,
