@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, overload
 
 import numpy as np
 
@@ -824,6 +824,9 @@ class RecordsMmap(MapBase):
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()
     default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the type a checker sees; at run time iteration is MapBase's
+        def __iter__(self) -> Iterator[dict[str, Any]]: ...
     plain_reads = True  # rec[i] is the view's row i (``__getitem__`` adds only rec["field"])
     _images_decoder: Decoder = DEFAULT_DECODER
 

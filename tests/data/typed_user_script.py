@@ -84,6 +84,8 @@ def records(root: Path) -> None:
     row: dict[str, Any] = rec[0]
     rows: list[dict[str, Any]] = rec[1:]
     labels: MapBase = rec["label"]
+    texts: list[str] = [row["text"] for row in rec]
+    assert texts == ["a", "b", "c"]
     assert row == {"text": "a", "label": 0} and [r["text"] for r in rows] == ["b", "c"] and len(labels) == 3
     opened = open_existing(root / "records", kind=RecordsMmap)
     assert opened[2]["label"] == 2
