@@ -125,6 +125,9 @@ def test_batch_size_keeps_its_position_from_0_9_0(tmp_path):
     lambda p: StringsMmap.from_generator(p, ["a"], codek="zstd"),
     lambda p: ImagesMmap.from_generator(p, [np.zeros((2, 2, 3), dtype=np.uint8)], codek="zstd"),
     lambda p: RecordsMmap.from_generator(p, [{"a": 1}], codek="zstd"),
+    lambda p: ImagesMmap.from_files(p, [], channels=3, codek="zstd"),
+    lambda p: StringsMmap.from_arrow(p, ["a"], codek="zstd"),
+    lambda p: RaggedMmap.from_arrow(p, [[1]], codek="zstd"),
 ])
 def test_a_misspelled_build_keyword_names_the_public_call_and_creates_nothing(tmp_path, build):
     with pytest.raises(TypeError) as raised:
@@ -133,7 +136,8 @@ def test_a_misspelled_build_keyword_names_the_public_call_and_creates_nothing(tm
     assert "'codek'" in message and "Layout" not in message
     assert message.split("(")[0] in {"RaggedMmap.from_lists", "RaggedMmap.from_generator",
                                      "RaggedMmap.from_indexable", "StringsMmap.from_generator",
-                                     "ImagesMmap.from_generator", "RecordsMmap.from_generator"}
+                                     "ImagesMmap.from_generator", "RecordsMmap.from_generator",
+                                     "ImagesMmap.from_files", "StringsMmap.from_arrow", "RaggedMmap.from_arrow"}
     assert not (tmp_path / "m").exists()
 
 

@@ -46,6 +46,7 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 __all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
 
 DEFAULT_QUALITY = 95
+_READ_OPTIONS = ("channels", "fast", "decoder", "draft")  # from_generator's options for the handle
 DEFAULT_BATCH_SIZE = 256  # images per commit of a build: encoded images are large, a batch is held in memory
 """The quality of ``format="jpeg"`` / lossy ``"webp"`` unless ``quality=`` says otherwise (the default format,
 PNG, is lossless)."""
@@ -664,6 +665,7 @@ class ImagesMmap(MapBase):
         (``overwrite``, ``durable``, ``metadata``, ``mode``, ``lock_timeout``). Returns the map open.
         """
         batch_size = check_batch_size(batch_size)
+        cls._check_options({k: v for k, v in options.items() if k not in _READ_OPTIONS}, "from_files")
         return cls.from_generator(out_dir, (_as_path(p) for p in paths), batch_size, verbose, **options)
 
     @classmethod

@@ -164,13 +164,16 @@ class RaggedMmap(MapBase):
         return ragged_to_arrow(self)
 
     @classmethod
-    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> RaggedMmap:
+    def from_arrow(cls, out_dir: PathLike, array: Any, *, dtype: Any = None, batch_size: Optional[int] = None,
+                   overwrite: bool = False, durable: bool = False) -> RaggedMmap:
         """Build a map of 1-D samples from an Arrow list array (``list``, ``large_list`` or
         ``fixed_size_list`` of numbers), a chunked array, or a Hugging Face ``datasets`` column.
         Options: ``dtype``, ``batch_size``, ``overwrite``, ``durable``. Returns the map open."""
         from mmap_ninja.adapters.arrow import ragged_from_arrow
 
-        return ragged_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
+        sized = {} if batch_size is None else {"batch_size": batch_size}  # None: the Arrow builders' own default
+        return ragged_from_arrow(cls, out_dir, array, dtype=dtype, overwrite=overwrite,  # type: ignore[no-any-return]
+                                 durable=durable, **sized)
 
     @classmethod
     def from_lists(cls, out_dir: PathLike, lists: Iterable[Any], dtype: Any = None, mode: str = "r+",

@@ -84,13 +84,16 @@ class StringsMmap(MapBase):
         return strings_to_arrow(self)
 
     @classmethod
-    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> StringsMmap:
+    def from_arrow(cls, out_dir: PathLike, array: Any, *, batch_size: Optional[int] = None, overwrite: bool = False,
+                   durable: bool = False) -> StringsMmap:
         """Build a map from an Arrow ``string``/``large_string`` array, a chunked array, or a Hugging Face
         ``datasets`` column, copying the UTF-8 bytes and offsets without decoding a string.
         Options: ``batch_size``, ``overwrite``, ``durable``. Returns the map open."""
         from mmap_ninja.adapters.arrow import strings_from_arrow
 
-        return strings_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
+        sized = {} if batch_size is None else {"batch_size": batch_size}  # None: the Arrow builders' own default
+        return strings_from_arrow(cls, out_dir, array, overwrite=overwrite, durable=durable,  # type: ignore[no-any-return]
+                                  **sized)
 
     @classmethod
     def from_strings(cls, out_dir: PathLike, strings: Iterable[str], verbose: bool = False, mode: str = "r+",
