@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = ["mmap_ninja"] + [f"mmap_ninja.adapters.{name}"
-                                   for name in ("torch", "shards", "arrow", "ingest", "dask", "remote")]
+                                   for name in ("torch", "shards", "arrow", "ingest", "dask", "remote", "cache")]
 
 
 def test_the_documentation_builds_with_warnings_as_errors(tmp_path: Path) -> None:

@@ -10,6 +10,9 @@ Subcommands:
 - ``mmap-ninja convert SRC DST``: make a map out of a 0.9.0 map, a folder of images or text files, a JSON-lines,
   Parquet or Arrow file or a Hugging Face dataset folder (see `mmap_ninja.convert`); re-encode a map with
   ``--codec``.
+- ``mmap-ninja cache path | ls [--json] | clear [--older-than 7d] [--url PREFIX] [--dry-run] [--json]``: the
+  cache that maps at URLs are downloaded into (`mmap_ninja.adapters.cache`): where it is, what it holds, and
+  deleting entries, never one a live reader holds (it is kept and reported).
 
 Every subcommand understands single maps, sharded maps (a directory with ``shards.json``) and, for reading, maps
 written by 0.9.0 and maps at URLs (``s3://bucket/path``, any fsspec URL; ``--storage-options JSON``): ``info`` and
@@ -423,7 +426,121 @@ def run_head(args: argparse.Namespace) -> int:
         m.close()
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_info, add_verify, add_head, add_convert]
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def _duration(text: str) -> float:
+    from mmap_ninja.adapters.cache import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_cache(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="show or clear the cache of maps read from URLs",
+        description="The local cache that maps at URLs are downloaded into: where it is (path), what it holds "
+                    "(ls) and deleting entries (clear). An entry a live reader maps is never deleted.")
+    actions = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+
+    def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=help, description=description)
+        sub.add_argument("--cache-dir", metavar="DIR", default=None,
+                         help="the cache (default: $MMAP_NINJA_CACHE, else $XDG_CACHE_HOME/mmap_ninja, else "
+                              "~/.cache/mmap_ninja)")
+        return sub
+
+    path = action("path", "print the cache directory", "Print the cache directory (it may not exist yet).")
+    path.add_argument("--json", action="store_true", help="print one JSON object")
+    path.set_defaults(handler=run_cache_path)
+    listing = action("ls", "list the cache's entries", "List the cache's entries, least recently used first: key, "
+                     "size, last use, whether a live reader holds it, and the URL it was downloaded from.")
+    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    listing.set_defaults(handler=run_cache_ls)
+    clearing = action("clear", "delete cache entries (never one a live reader holds)",
+                      "Delete the cache's entries that match every filter given (none: all of them). An entry a "
+                      "live reader holds is kept and reported.")
+    clearing.add_argument("--older-than", type=_duration, default=None, metavar="DURATION",
+                          help="only entries last used longer ago than this: 90s, 30m, 12h, 7d, 2w")
+    clearing.add_argument("--url", metavar="PREFIX", default=None,
+                          help="only entries downloaded from PREFIX or from under it (a path prefix: s3://b/data "
+                               "matches s3://b/data and its shards, not s3://b/data2)")
+    clearing.add_argument("--dry-run", action="store_true", help="delete nothing; say what would be deleted")
+    clearing.add_argument("--json", action="store_true", help="print one JSON object")
+    clearing.set_defaults(handler=run_cache_clear)
+
+
+def _bytes(size: int) -> str:
+    """``size`` for a person: bytes below 1 KiB, else KiB, MiB, GiB or TiB with one decimal."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.1f} {unit}"
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def run_cache_path(args: argparse.Namespace) -> int:
+    from mmap_ninja.adapters.cache import cache_dir
+
+    where = cache_dir(args.cache_dir)
+    print(json.dumps({"cache_dir": str(where), "exists": where.is_dir()}) if args.json else where)
+    return 0
+
+
+def run_cache_ls(args: argparse.Namespace) -> int:
+    from mmap_ninja.adapters.cache import cache_dir, list_entries
+
+    entries = list_entries(args.cache_dir)
+    total = sum(entry.size for entry in entries)
+    if args.json:
+        print(json.dumps({"cache_dir": str(cache_dir(args.cache_dir)), "total_bytes": total,
+                          "entries": [entry.as_json() for entry in entries]}))
+        return 0
+    rows = [(entry.key, _bytes(entry.size), _when(entry.last_used), "held" if entry.held else "-",
+             entry.url or "(unknown)") for entry in entries]
+    widths = [max([len(heading)] + [len(row[k]) for row in rows])
+              for k, heading in enumerate(("KEY", "SIZE", "LAST USED", "HELD"))]
+    for row in [("KEY", "SIZE", "LAST USED", "HELD", "URL"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    print(f"{_entries(len(entries))}, {_bytes(total)} in {cache_dir(args.cache_dir)}")
+    return 0
+
+
+def run_cache_clear(args: argparse.Namespace) -> int:
+    from mmap_ninja.adapters.cache import cache_dir, clear
+
+    report = clear(args.cache_dir, older_than=args.older_than, url_prefix=args.url, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"cache_dir": str(cache_dir(args.cache_dir)), "dry_run": report.dry_run,
+                          "freed_bytes": report.freed, "removed": [entry.as_json() for entry in report.removed],
+                          "held": [entry.as_json() for entry in report.held]}))
+        return 0
+    verb = "would remove" if report.dry_run else "removed"
+    for entry in report.removed:
+        print(f"{verb} {entry.key}  {_bytes(entry.size)}  {entry.url or '(unknown URL)'}")
+    for entry in report.held:
+        print(f"kept {entry.key}  {_bytes(entry.size)}  {entry.url or '(unknown URL)'}  (held by a live reader)")
+    print(f"{verb} {_entries(len(report.removed))} ({_bytes(report.freed)}), kept {len(report.held)} held by a "
+          f"live reader")
+    return 0
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_info, add_verify, add_head, add_convert, add_cache]
 
 
 # ---------------------------------------------------------------------------------------------- main

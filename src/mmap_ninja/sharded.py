@@ -32,12 +32,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja import locks
-from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, open_inside, replace_file
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     MapExistsError,
-    MapLockedError,
     MissingKeyError,
     NotAMapError,
     ReadOnlyMapError,
@@ -53,7 +52,7 @@ from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -587,16 +586,7 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
 
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
-    fd = open_inside(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
-    try:
-        taken = locks.lock(fd, timeout=timeout, what=f"the sharded map {directory}")
-    except BaseException:
-        os.close(fd)
-        raise
-    if not taken:
-        os.close(fd)
-        raise MapLockedError(f"{directory} is locked by another writer (waited {timeout} s)")
-    return fd
+    return lock_directory(directory, timeout, what="the sharded map")
 
 
 def _unlock(fd: int) -> None:

@@ -52,7 +52,7 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "absolute", "fsync_dir", "fsync_tree", "is_derived"]
+           "absolute", "fsync_dir", "fsync_tree", "is_derived", "lock_directory"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -922,14 +922,19 @@ def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
 
 
 def _lock(path: Path, timeout: Optional[float]) -> int:
-    """Take the writer lock of the map directory ``path``; returns the descriptor that holds it."""
+    return lock_directory(path, timeout)
+
+
+def lock_directory(path: Path, timeout: Optional[float], what: str = "the map") -> int:
+    """Take the writer lock of the map (or sharded map) directory ``path``, waiting up to ``timeout`` seconds
+    (None: for ever), and return the descriptor that holds it; `MapLockedError` if another writer keeps it."""
     lock_path = path / LOCK_FILE
     try:
         fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as e:
-        raise ReadOnlyMapError(e.errno, f"cannot write to the map {path}: {e.strerror}", str(lock_path)) from None
+        raise ReadOnlyMapError(e.errno, f"cannot write to {what} {path}: {e.strerror}", str(lock_path)) from None
     try:
-        taken = locks.lock(fd, timeout=timeout, what=f"the map {path}")
+        taken = locks.lock(fd, timeout=timeout, what=f"{what} {path}")
     except BaseException:
         os.close(fd)
         raise

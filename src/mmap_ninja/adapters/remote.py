@@ -10,6 +10,7 @@ fetches the top header again, to see a map uploaded at the URL since.
 The cache (default ``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``)::
 
     entries/<key>/     one downloaded map or shard (or a sharded map's shards.json); complete, or absent
+    meta/<key>.json    what the entry holds (its URL and the remote identity), written once it is complete
     locks/<key>        LOCK_SH by every live reader of the entry, LOCK_EX by an evictor deleting it
     locks/<key>.download   LOCK_EX by the one process downloading it (the others wait on it)
     staging/<key>.*    a download in progress (removed when it fails; a stale one by the next downloader)
@@ -32,19 +33,17 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
 import tempfile
 import threading
-import uuid
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja.adapters.cache import Cache, default_cache_dir
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -58,7 +57,7 @@ from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
-from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, fsync_dir, fsync_tree, is_derived
+from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
 from mmap_ninja.verify import verify
 
 __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "default_cache_dir", "open_remote",
@@ -67,194 +66,11 @@ __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "defa
 _CHUNK = 8 << 20
 
 
-def default_cache_dir() -> Path:
-    """``$MMAP_NINJA_CACHE``, else ``$XDG_CACHE_HOME/mmap_ninja``, else ``~/.cache/mmap_ninja``.
-
-    Example:
-
-        >>> import os
-        >>> from mmap_ninja.adapters.remote import default_cache_dir
-        >>> os.environ["MMAP_NINJA_CACHE"] = "my_cache"
-        >>> default_cache_dir().name
-        'my_cache'
-        >>> del os.environ["MMAP_NINJA_CACHE"]
-    """
-    explicit = os.environ.get("MMAP_NINJA_CACHE")
-    if explicit:
-        return Path(explicit).expanduser().absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser().absolute() / "mmap_ninja"
-
-
 def _key(*parts: Any) -> str:
     """A cache key: a hash of the location (first part) and a hash of the identity (the rest)."""
     where = hashlib.sha256(str(parts[0]).encode()).hexdigest()[:16]
     what = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
     return f"{where}-{what}"
-
-
-# ------------------------------------------------------------------ the cache
-
-
-class Cache:
-    """The download cache in ``root`` shared by every process of a node (see the module's docstring).
-
-    Example:
-
-        >>> import numpy as np
-        >>> from mmap_ninja import RaggedMmap
-        >>> from mmap_ninja.adapters.remote import Cache, open_remote, upload
-        >>> RaggedMmap.from_lists("local", [np.arange(n) for n in (1, 2, 3)], overwrite=True).close()
-        >>> upload("local", "memory://cache-docs/tokens")
-        >>> remote = open_remote("memory://cache-docs/tokens", cache_dir="cache_demo")
-        >>> cache = Cache("cache_demo")
-        >>> cache.usage()  # opening read only the top header
-        {}
-        >>> remote[2]  # the first read downloads the map into an entry
-        array([0, 1, 2])
-        >>> list(cache.usage().values())
-        [...]
-        >>> remote.close()  # no reader holds the entry any more: evict can delete it
-        >>> len(cache.evict(limit=0)), cache.usage()
-        (1, {})
-    """
-
-    def __init__(self, root: PathLike, size_limit: Optional[int] = None):
-        if size_limit is not None and (isinstance(size_limit, bool) or not isinstance(size_limit, int)
-                                       or size_limit < 0):
-            raise ValueError(f"cache_size_limit must be a number of bytes (a non-negative int) or None, "
-                             f"got {size_limit!r}")
-        self.root = absolute(root)
-        self.size_limit = size_limit
-        self.entries = self.root / "entries"
-        self.locks = self.root / "locks"
-        self.staging = self.root / "staging"
-        self.trash = self.root / "trash"
-
-    def _dirs(self) -> None:
-        try:
-            for d in (self.entries, self.locks, self.staging, self.trash):
-                d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise type(e)(e.errno, f"cannot use {self.root} as the cache (cache_dir): {e.strerror}",
-                          e.filename) from None
-
-    def acquire(self, key: str, fill: Callable[[Path], None],
-                check: Optional[Callable[[Path], None]] = None) -> tuple[Path, int]:
-        """The entry ``key``, complete, and an open file descriptor holding a shared lock on it (close it to
-        release the entry). If the entry is missing, ``fill(staging_dir)`` fills a fresh directory (raising if
-        what it got fails its checks), which is fsynced and then renamed into place (and the rename fsynced);
-        concurrent callers wait for it. An entry found in the cache is first given to ``check`` (if given): one
-        that fails it with a `CorruptMapError` (a power cut can leave an entry truncated or zero-filled) is
-        evicted and fetched again, once.
-
-        Two locks per entry: ``locks/<key>``, shared by every reader for as long as it maps the entry (an evictor
-        deletes only what it can lock exclusively), and ``locks/<key>.download``, exclusive around a download (so
-        one process downloads and the others wait for it, not for the readers)."""
-        self._dirs()
-        entry = self.entries / key
-        fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
-            downloaded = self._fill_missing(key, entry, fill)
-            if not downloaded and check is not None:
-                try:
-                    check(entry)
-                except CorruptMapError:
-                    self._discard_damaged(key, entry)
-                    downloaded = self._fill_missing(key, entry, fill)
-                    if not downloaded:  # another process fetched it again meanwhile
-                        check(entry)
-            os.utime(entry)  # last use, for the least-recently-used eviction
-            if downloaded and self.size_limit is not None:
-                self.evict()
-            return entry, fd
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def _fill_missing(self, key: str, entry: Path, fill: Callable[[Path], None]) -> bool:
-        """Download the entry if it is missing (one process at a time); whether this call downloaded it."""
-        if entry.is_dir():
-            return False
-        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            locks.lock(download, what=f"the cache entry {entry}")  # one downloader; the rest wait, then find it
-            if entry.is_dir():
-                return False
-            for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
-                shutil.rmtree(stale, ignore_errors=True)
-            stage = self.staging / f"{key}.{uuid.uuid4().hex}"
-            stage.mkdir()
-            try:
-                fill(stage)
-                fsync_tree(stage)  # the files reach the disk before the name that says they are complete
-                os.rename(stage, entry)
-                fsync_dir(self.entries)
-            except BaseException:
-                shutil.rmtree(stage, ignore_errors=True)
-                raise
-            return True
-        finally:
-            os.close(download)
-
-    def _discard_damaged(self, key: str, entry: Path) -> None:
-        """Move a damaged entry out of the way (under its download lock) and delete it: readers that map its
-        files keep them (they are unlinked, never truncated)."""
-        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            locks.lock(download, what=f"the cache entry {entry}")
-            trash = self.trash / uuid.uuid4().hex
-            try:
-                os.rename(entry, trash)
-            except FileNotFoundError:
-                return  # another process discarded it first
-            shutil.rmtree(trash, ignore_errors=True)
-        finally:
-            os.close(download)
-
-    def usage(self) -> dict[str, int]:
-        """The bytes every complete entry holds, by key."""
-        sizes = {}
-        if self.entries.is_dir():
-            for entry in self.entries.iterdir():
-                sizes[entry.name] = _tree_size(entry)
-        return sizes
-
-    def evict(self, limit: Optional[int] = None) -> list[str]:
-        """Delete least recently used entries that no reader holds until the cache holds at most ``limit`` bytes
-        (default: the cache's ``size_limit``); returns the keys deleted."""
-        limit = self.size_limit if limit is None else limit
-        if limit is None or not self.entries.is_dir():
-            return []
-        for left in (self.trash.iterdir() if self.trash.is_dir() else ()):  # left by an evictor that died
-            shutil.rmtree(left, ignore_errors=True)
-        found = []
-        for entry in self.entries.iterdir():
-            try:
-                found.append((entry.stat().st_mtime, entry.name, _tree_size(entry)))
-            except FileNotFoundError:
-                continue  # evicted by another process just now
-        total = sum(size for _, _, size in found)
-        deleted = []
-        for _, key, size in sorted(found):
-            if total <= limit:
-                break
-            fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
-                    continue  # a live reader maps it (or it is being downloaded)
-                trash = self.trash / uuid.uuid4().hex
-                try:
-                    os.rename(self.entries / key, trash)
-                except FileNotFoundError:
-                    continue
-                shutil.rmtree(trash, ignore_errors=True)
-                total -= size
-                deleted.append(key)
-            finally:
-                os.close(fd)
-        return deleted
 
 
 def check_cached_map(entry: Path) -> None:
@@ -290,15 +106,6 @@ def check_cached_map(entry: Path) -> None:
 
 
 _SPOT_CHECK_BYTES = 4 << 20
-
-
-def _tree_size(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with suppress(FileNotFoundError):
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
 
 
 # ------------------------------------------------------------------ the remote side
@@ -562,7 +369,8 @@ def _acquire_view(remote: _Remote, cache: Cache, raw: bytes) -> tuple[Path, int]
         with _named(stage, remote.url):
             ShardedMap(stage, mode="r").close()  # checks the header before the entry is published
 
-    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill)
+    about = {"url": remote.url, "holds": "sharded map header", "id": identity[0], "commit": identity[1]}
+    return cache.acquire(_key(remote.url, SHARDS_FILE, *identity), fill, about=about)
 
 
 def _refetch(remote: _Remote, expected: str) -> bytes:
@@ -628,8 +436,10 @@ class RemoteMap(MapBase):
             if self._ready:
                 return
             key = _key(self.url, HEADER_FILE, self.header.id, self.header.commit)
+            about = {"url": self.url, "holds": f"{self.kind} map", "id": self.header.id,
+                     "commit": self.header.commit}
             entry, fd = self._cache.acquire(key, lambda stage: _download_map(self._remote, "", stage, self._raw),
-                                            check_cached_map)
+                                            check_cached_map, about)
             self._materializing = threading.get_ident()
             try:
                 KINDS[self.kind].__init__(self, entry, self.wrapper_fn, mode="r", **self._options)
@@ -813,7 +623,9 @@ class RemoteShardedMap(ShardedMap):
         def fill(stage: Path) -> None:
             _download_map(self._remote, info.path, stage, expect_id=info.id, expect_length=info.length)
 
-        entry, fd = self._cache.acquire(key, fill, check_cached_map)
+        about = {"url": self._remote.url_of(info.path), "holds": f"shard {k} of {self.url}", "id": info.id,
+                 "length": info.length}
+        entry, fd = self._cache.acquire(key, fill, check_cached_map, about)
         try:
             shard = self.shard_class(entry, mode="r", **self.shard_options)
         except BaseException:
