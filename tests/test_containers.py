@@ -223,7 +223,7 @@ def test_creation_refuses_foreign_files_and_makes_parents(kind, tmp_path):
     assert len(m) == 2
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, True, 1.5, None])
+@pytest.mark.parametrize("batch_size", [0, -1, True, 1.5])  # None: the kind's default_batch_size (test_typing.py)
 def test_bad_batch_size(kind, tmp_path, batch_size):
     cls = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}[kind]
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):

@@ -4,23 +4,68 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from copy import copy
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, overload
 
-from mmap_ninja.errors import UnknownFeatureError
+from mmap_ninja.errors import KindMismatchError, UnknownFeatureError
 from mmap_ninja.format import read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.maps import KINDS
-from mmap_ninja.sharded import ShardedMap, is_sharded
-from mmap_ninja.storage import PathLike, absolute, is_url
+from mmap_ninja.sharded import DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OPEN_SHARDS, ShardedMap, is_sharded
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, absolute, is_url
 
-__all__ = ["Wrapped", "is_url", "open_existing", "upload"]
+if TYPE_CHECKING:
+    from mmap_ninja.images import ImagesMmap
+    from mmap_ninja.maps import MapBase
+    from mmap_ninja.numpy import NumpyMmap
+    from mmap_ninja.ragged import RaggedMmap
+    from mmap_ninja.records import RecordsMmap
+    from mmap_ninja.string import StringsMmap
+
+__all__ = ["OpenedMap", "Wrapped", "is_url", "open_existing", "upload"]
+
+M = TypeVar("M", bound="MapBase | ShardedMap")
 
 
-def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None,
-                  mode: Optional[str] = None, **options: Any) -> Any:
+OpenedMap = Union["StringsMmap", "RaggedMmap", "NumpyMmap", "ImagesMmap", "RecordsMmap", "ShardedMap"]
+"""What `open_existing` gives when not told the kind: a map of one of the kinds, or a sharded map (its class
+tells which; a map at a URL is an instance of its kind's class too). Pass ``kind=`` to have the checker know it."""
+
+
+@overload
+def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None,
+                  *, kind: type[M], copy_before_wrapper_fn: bool = True,
+                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, durable: bool = False,
+                  allow_unfinished: bool = False, verify_reads: bool = False, channels: Optional[int] = None,
+                  fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
+                  max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                  cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
+                  cache_size_limit: Optional[int] = None) -> M: ...
+@overload
+def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None,
+                  *, kind: None = None, copy_before_wrapper_fn: bool = True,
+                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, durable: bool = False,
+                  allow_unfinished: bool = False, verify_reads: bool = False, channels: Optional[int] = None,
+                  fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
+                  max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                  cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
+                  cache_size_limit: Optional[int] = None) -> OpenedMap: ...
+def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None,
+                  *, kind: Optional[type[Any]] = None, copy_before_wrapper_fn: bool = True,
+                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, durable: bool = False,
+                  allow_unfinished: bool = False, verify_reads: bool = False, channels: Optional[int] = None,
+                  fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
+                  max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                  cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
+                  cache_size_limit: Optional[int] = None) -> Any:
     """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ..., or a `ShardedMap`
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
+
+    ``kind`` (a map class, e.g. ``kind=StringsMmap``, or ``ShardedMap``) says what the caller expects: the map is
+    checked to be one (a `KindMismatchError` if not), and a type checker knows the result's type. The other
+    keywords are those of the class that opens the map (see `MapBase`; ``channels``, ``fast``, ``decoder`` and
+    ``draft`` for images; ``max_open_shards`` and ``max_open_files`` for a sharded map); only the ones given are
+    passed on, and one the map's class does not take is a `TypeError` naming it.
 
     ``out_dir`` may be a URL (``s3://bucket/path``, any fsspec URL): the map is read through a local cache
     (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`),
@@ -34,6 +79,26 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
         >>> type(names).__name__, names[1]
         ('StringsMmap', 'grace')
     """
+    given = {name: value for name, value, default in (
+        ("copy_before_wrapper_fn", copy_before_wrapper_fn, True), ("lock_timeout", lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        ("durable", durable, False), ("allow_unfinished", allow_unfinished, False),
+        ("verify_reads", verify_reads, False), ("channels", channels, None), ("fast", fast, False),
+        ("decoder", decoder, None), ("draft", draft, None),
+        ("max_open_shards", max_open_shards, DEFAULT_MAX_OPEN_SHARDS),
+        ("max_open_files", max_open_files, DEFAULT_MAX_OPEN_FILES), ("cache_dir", cache_dir, None),
+        ("storage_options", storage_options, None), ("cache_size_limit", cache_size_limit, None),
+    ) if value != default}
+    opened = _open(out_dir, wrapper_fn, mode, given)
+    if kind is not None and not isinstance(opened, kind):
+        what = f"a sharded map of {opened.kind!r} maps" if isinstance(opened, ShardedMap) else \
+            f"a map of kind {opened.layout.kind!r} ({type(opened).__name__})"
+        opened.close()
+        raise KindMismatchError(f"{out_dir} holds {what}, not the {kind.__name__} open_existing(kind=...) expects")
+    return opened
+
+
+def _open(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]], mode: Optional[str],
+          options: dict[str, Any]) -> Any:
     if is_url(out_dir):
         from mmap_ninja.adapters.remote import open_remote
 

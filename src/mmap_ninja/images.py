@@ -23,9 +23,10 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from mmap_ninja.batch import check_batch_size, check_out, pad_scalar
 from mmap_ninja.errors import CorruptMapError
@@ -39,12 +40,14 @@ from mmap_ninja.image_decoding import (
     drafted_sizes,
 )
 from mmap_ninja.layouts import Columns, Encoded, Layout, OffsetsView, View
-from mmap_ninja.maps import MapBase, resolve_index, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
 __all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
 
 DEFAULT_QUALITY = 95
+_READ_OPTIONS = ("channels", "fast", "decoder", "draft")  # from_generator's options for the handle
+DEFAULT_BATCH_SIZE = 256  # images per commit of a build: encoded images are large, a batch is held in memory
 """The quality of ``format="jpeg"`` / lossy ``"webp"`` unless ``quality=`` says otherwise (the default format,
 PNG, is lossless)."""
 
@@ -518,6 +521,7 @@ class ImagesMmap(MapBase):
     """
 
     layout = ImagesLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
     _decoder: Decoder = DEFAULT_DECODER
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
@@ -542,6 +546,10 @@ class ImagesMmap(MapBase):
 
     # -------------------------------------------------------------- reading
 
+    @overload
+    def __getitem__(self, index: SampleIndex) -> npt.NDArray[np.uint8]: ...
+    @overload
+    def __getitem__(self, index: SampleIndices) -> list[npt.NDArray[np.uint8]]: ...
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` decodes image ``i``; a slice, a sequence of ints or a boolean mask gives a list of images."""
         if isinstance(index, (bool, np.bool_)):
@@ -561,7 +569,7 @@ class ImagesMmap(MapBase):
         images = [view.decode(p, decoder) for p in resolve_positions(indices, view.length).tolist()]
         return images if self.wrapper_fn is None else [self.wrapper_fn(image) for image in images]
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
         """Every image in order, decoded, from the snapshot the iteration started with."""
         view = self._view
         decoder, wrapper_fn = self._decoder, self.wrapper_fn
@@ -643,7 +651,8 @@ class ImagesMmap(MapBase):
     # -------------------------------------------------------------- building
 
     @classmethod
-    def from_files(cls, out_dir: PathLike, paths: Iterable[PathLike], batch_size: int = 256, verbose: bool = False,
+    def from_files(cls, out_dir: PathLike, paths: Iterable[PathLike], batch_size: int = DEFAULT_BATCH_SIZE,
+                   verbose: bool = False,
                    **options: Any) -> ImagesMmap:
         """Build a map from image files, copying each file's bytes unchanged (no re-encoding), in order.
 
@@ -656,11 +665,12 @@ class ImagesMmap(MapBase):
         (``overwrite``, ``durable``, ``metadata``, ``mode``, ``lock_timeout``). Returns the map open.
         """
         batch_size = check_batch_size(batch_size)
+        cls._check_options({k: v for k, v in options.items() if k not in _READ_OPTIONS}, "from_files")
         return cls.from_generator(out_dir, (_as_path(p) for p in paths), batch_size, verbose, **options)
 
     @classmethod
     def from_generator(cls, out_dir: PathLike, sample_generator: Iterable[Any],
-                       batch_size: int, verbose: bool = False, **options: Any) -> ImagesMmap:
+                       batch_size: Optional[int] = None, verbose: bool = False, **options: Any) -> ImagesMmap:
         """Build a map from any iterable of images, committing every ``batch_size`` of them; returns it open.
 
         An image is its encoded bytes (``bytes``, ``bytearray``, ``memoryview`` or a 1-D uint8 array: stored as

@@ -5,14 +5,15 @@ so that `open_existing` can open any map.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -35,10 +36,26 @@ from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
 
-__all__ = ["KINDS", "MapBase", "resolve_index", "resolve_positions"]
+__all__ = ["KINDS", "MapBase", "SampleIndex", "SampleIndices", "resolve_index", "resolve_positions"]
 
 
 M = TypeVar("M", bound="MapBase")
+
+SampleIndex = Union[int, "np.integer[Any]"]
+"""An index that selects one sample (``m[i]``): an int or a NumPy integer (negative counts from the end)."""
+SampleIndices = Union[slice, Sequence[int], "np.ndarray[Any, Any]"]
+"""An index that selects many samples (``m[2:5]``, ``m[[0, 3]]``, ``m[mask]``): a slice, a sequence of ints, or
+an int or boolean array."""
+
+if TYPE_CHECKING:
+    # To a type checker every map is a `torch.utils.data.Dataset`, so `DataLoader(m)` and `random_split(m, ...)`
+    # check; at run time the base is `object`: the core never imports torch. (Without torch installed the name is
+    # `Any`, which strict mypy refuses to subclass: hence the ignore, unused when torch's inline types are seen.)
+    from torch.utils.data import Dataset
+
+    _DatasetBase = Dataset[Any]
+else:
+    _DatasetBase = object
 
 KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
@@ -174,7 +191,7 @@ class _ClosedView:
         raise ClosedMapError(f"I/O operation on a closed map ({self._path})")
 
 
-class MapBase:
+class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
     """Base of `StringsMmap`, `RaggedMmap`, `NumpyMmap`: a map of samples stored in the directory ``out_dir``.
 
     Opening reads only the header: ``MapClass(out_dir)`` is O(1) and needs only read access. With the default
@@ -196,6 +213,8 @@ class MapBase:
     layout: ClassVar[Layout]
     _view: Any
     _legacy: Any  # the reader of a map written by mmap_ninja 0.9.0, or None
+    default_batch_size: ClassVar[int] = 1024
+    """The samples per commit of a builder (``from_generator``, ``from_indexable``, ...) given no ``batch_size``."""
     plain_reads: ClassVar[bool] = True
     """Whether ``m[i]`` (an int in range) is its view's ``get(i)`` when no ``wrapper_fn`` is set. A subclass that
     defines ``__getitem__`` is taken to read otherwise (read options such as an images map's decoder) unless it
@@ -695,6 +714,7 @@ class MapBase:
         """
         mode = _normalize_mode(mode)
         layout = cls.layout
+        cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
         _refuse_shard(absolute(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
@@ -711,6 +731,18 @@ class MapBase:
             target.close()
             raise
         target._invalidate()
+
+    @classmethod
+    def _check_options(cls, options: dict[str, Any], call: str) -> None:
+        """Refuse an option the kind's builders do not take, as Python refuses a keyword: naming the public call
+        (``RaggedMmap.from_generator()``), not the layout that would take it further."""
+        accepted = [name for name, parameter in inspect.signature(cls.layout.attrs).parameters.items()
+                    if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+        for name in options:
+            if name not in accepted:
+                known = f"its options are {', '.join(accepted)}" if accepted else "it takes no kind options"
+                raise TypeError(f"{cls.__name__}.{call}() got an unexpected keyword argument {name!r} "
+                                f"({known}, besides the builder's own keywords)")
 
     @classmethod
     def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], **build_options: Any) -> M:
@@ -736,8 +768,9 @@ class MapBase:
         return target
 
     @classmethod
-    def from_generator(cls: type[M], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
-                       verbose: bool = False, *, overwrite: bool = False, durable: bool = False,
+    def from_generator(cls: type[M], out_dir: PathLike, sample_generator: Iterable[Any],
+                       batch_size: Optional[int] = None, verbose: bool = False, *, overwrite: bool = False,
+                       durable: bool = False,
                        metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                        wrapper_fn: Optional[Callable[[Any], Any]] = None,
                        lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, **options: Any) -> M:
@@ -748,7 +781,8 @@ class MapBase:
         `UnfinishedMapError`, re-running the build replaces it without ``overwrite=True``, and
         ``allow_unfinished=True`` reads the batches it committed. ``metadata`` is stored with the map.
         """
-        batch_size = check_batch_size(batch_size)
+        cls._check_options(options, "from_generator")
+        batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         samples: Iterable[Any] = sample_generator
         if verbose:
             from tqdm.auto import tqdm
@@ -758,7 +792,7 @@ class MapBase:
                           metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
-    def from_indexable(cls: type[M], out_dir: PathLike, indexable: Any, batch_size: int,
+    def from_indexable(cls: type[M], out_dir: PathLike, indexable: Any, batch_size: Optional[int] = None,
                        n_jobs: Optional[int] = None, verbose: bool = False, *, overwrite: bool = False,
                        durable: bool = False, metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                        wrapper_fn: Optional[Callable[[Any], Any]] = None,
@@ -769,7 +803,8 @@ class MapBase:
         indexable once and then only index ranges. Any exception raised reading an item stops the build with
         an error naming the index.
         """
-        batch_size = check_batch_size(batch_size)
+        cls._check_options(options, "from_indexable")
+        batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
                           wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)

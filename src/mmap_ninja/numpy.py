@@ -7,9 +7,10 @@ Fortran-contiguous (the map as a whole is sample-major, which is what lets it gr
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
@@ -17,7 +18,7 @@ from mmap_ninja.casting import as_array, cast
 from mmap_ninja.format import SHARDS_FILE, read_header
 from mmap_ninja.layouts import NumpyLayout, shaped
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import MapBase, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, absolute
 
 __all__ = ["NumpyMmap", "append", "extend", "extend_dir", "from_generator", "from_ndarray", "open_existing"]
@@ -85,6 +86,12 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
         wrapped = self._readable_array()
         return wrapped if dtype is None else wrapped.astype(dtype)
 
+    @overload
+    def __getitem__(self, index: SampleIndex) -> Any: ...  # a sample: an array, or a NumPy scalar
+    @overload
+    def __getitem__(self, index: tuple[Any, ...]) -> Any: ...  # m[i, j]: NumPy's indexing within samples
+    @overload
+    def __getitem__(self, index: SampleIndices) -> npt.NDArray[Any]: ...
     def __getitem__(self, index: Any) -> Any:
         view = self._view
         if self._verify_reads:
@@ -172,7 +179,7 @@ class NumpyMmap(ReadOnlyArrayMixin, MapBase):
 
     # -------------------------------------------------------------- growing
 
-    def append(self, sample: Any) -> None:
+    def append(self, sample: npt.ArrayLike) -> None:
         """Add one sample (an array of the map's sample shape)."""
         self.extend(np.expand_dims(as_array(sample, "the sample"), 0))
 
@@ -218,9 +225,10 @@ def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durabl
                             sample_shape=arr.shape[1:], order=order)
 
 
-def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int, verbose: bool = False,
-                   **options: Any) -> NumpyMmap:
-    """Build a map from an iterable of same-shape samples, committing every ``batch_size`` of them.
+def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: Optional[int] = None,
+                   verbose: bool = False, **options: Any) -> NumpyMmap:
+    """Build a map from an iterable of same-shape samples, committing every ``batch_size`` of them (default
+    `NumpyMmap.default_batch_size`).
 
     The first sample fixes the shape and dtype, unless ``dtype=`` and/or ``sample_shape=`` are given (then the
     samples are checked, and cast without changing a value, to them). Other options as `MapBase.from_generator`.
@@ -236,7 +244,9 @@ def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_siz
     return NumpyMmap.from_generator(out_dir, sample_generator, batch_size, verbose, **options)
 
 
-def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyMmap:
+def open_existing(out_dir: PathLike, mode: str = "r+", *, wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                  copy_before_wrapper_fn: bool = True, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
+                  durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False) -> NumpyMmap:
     """Open the same-shape map in ``out_dir`` (one written by mmap_ninja 0.9.0 too); a `NotAMapError` if there is
     none.
 
@@ -252,7 +262,9 @@ def open_existing(out_dir: PathLike, mode: str = "r+", **options: Any) -> NumpyM
     directory = absolute(out_dir)
     if not is_legacy_map(directory) and not (directory / SHARDS_FILE).is_file():  # NumpyMmap names a sharded map
         read_header(directory)  # refuse a missing map rather than start an empty one
-    return NumpyMmap(out_dir, mode=mode, **options)
+    return NumpyMmap(out_dir, wrapper_fn, mode, copy_before_wrapper_fn=copy_before_wrapper_fn,
+                     lock_timeout=lock_timeout, durable=durable, allow_unfinished=allow_unfinished,
+                     verify_reads=verify_reads)
 
 
 def extend(np_mmap: NpTarget, arr: Any, **writer_options: Any) -> None:

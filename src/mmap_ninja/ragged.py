@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from mmap_ninja.batch import assemble
 from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, window_of
-from mmap_ninja.maps import MapBase, _dictionary, resolve_index, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
 
@@ -41,6 +42,17 @@ class RaggedMmap(MapBase):
     """
 
     layout = RaggedLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the types a checker sees; at run time these are MapBase's (its read fast path unchanged)
+        @overload
+        def __getitem__(self, index: SampleIndex) -> npt.NDArray[Any]: ...
+        @overload
+        def __getitem__(self, index: SampleIndices) -> list[npt.NDArray[Any]]: ...
+        def __getitem__(self, index: Any) -> Any: ...
+        def __iter__(self) -> Iterator[npt.NDArray[Any]]: ...
+        def append(self, sample: npt.ArrayLike) -> None: ...
+        def extend(self, samples: Iterable[npt.ArrayLike], verbose: bool = False) -> None: ...
 
     @property
     def dtype(self) -> Optional[np.dtype[Any]]:
@@ -152,13 +164,16 @@ class RaggedMmap(MapBase):
         return ragged_to_arrow(self)
 
     @classmethod
-    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> RaggedMmap:
+    def from_arrow(cls, out_dir: PathLike, array: Any, *, dtype: Any = None, batch_size: Optional[int] = None,
+                   overwrite: bool = False, durable: bool = False) -> RaggedMmap:
         """Build a map of 1-D samples from an Arrow list array (``list``, ``large_list`` or
         ``fixed_size_list`` of numbers), a chunked array, or a Hugging Face ``datasets`` column.
         Options: ``dtype``, ``batch_size``, ``overwrite``, ``durable``. Returns the map open."""
         from mmap_ninja.adapters.arrow import ragged_from_arrow
 
-        return ragged_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
+        sized = {} if batch_size is None else {"batch_size": batch_size}  # None: the Arrow builders' own default
+        return ragged_from_arrow(cls, out_dir, array, dtype=dtype, overwrite=overwrite,  # type: ignore[no-any-return]
+                                 durable=durable, **sized)
 
     @classmethod
     def from_lists(cls, out_dir: PathLike, lists: Iterable[Any], dtype: Any = None, mode: str = "r+",

@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, overload
 
 import numpy as np
 
@@ -65,7 +65,7 @@ from mmap_ninja.layouts import (
     StringsView,
     View,
 )
-from mmap_ninja.maps import MapBase, _batches, _length_or_none, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _batches, _length_or_none, resolve_positions
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store
@@ -823,6 +823,10 @@ class RecordsMmap(MapBase):
     """
 
     layout: ClassVar[RecordsLayout] = RecordsLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the type a checker sees; at run time iteration is MapBase's
+        def __iter__(self) -> Iterator[dict[str, Any]]: ...
     plain_reads = True  # rec[i] is the view's row i (``__getitem__`` adds only rec["field"])
     _images_decoder: Decoder = DEFAULT_DECODER
 
@@ -865,6 +869,12 @@ class RecordsMmap(MapBase):
         """The field names, in order."""
         return tuple(self._view.names)
 
+    @overload
+    def __getitem__(self, index: SampleIndex) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: str) -> MapBase: ...
+    @overload
+    def __getitem__(self, index: SampleIndices) -> list[dict[str, Any]]: ...
     def __getitem__(self, index: Any) -> Any:
         view = self._view
         if type(index) is int:  # the common case first
@@ -1299,7 +1309,7 @@ class RecordsMmap(MapBase):
                 self._deferred = None
                 self._invalidate()
 
-    def append(self, sample: Any) -> None:
+    def append(self, sample: Mapping[str, Any]) -> None:
         """Add one row (a dict of field -> value) at the end (one commit)."""
         if not isinstance(sample, Mapping):
             raise TypeError(f"append() takes one row, a dict of field -> value; got {type(sample).__name__}")
@@ -1367,8 +1377,9 @@ class RecordsMmap(MapBase):
         return cls._build(out_dir, pending, schema=fields, **options, **build_options)
 
     @classmethod
-    def from_generator(cls: type[R], out_dir: PathLike, sample_generator: Iterable[Any], batch_size: int,
-                       verbose: bool = False, *, schema: Optional[Mapping[str, Any]] = None,
+    def from_generator(cls: type[R], out_dir: PathLike, sample_generator: Iterable[Any],
+                       batch_size: Optional[int] = None, verbose: bool = False, *,
+                       schema: Optional[Mapping[str, Any]] = None,
                        key: Optional[str] = None, overwrite: bool = False, durable: bool = False,
                        metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                        wrapper_fn: Optional[Callable[[Any], Any]] = None,
@@ -1380,9 +1391,8 @@ class RecordsMmap(MapBase):
         error names the row and the field (or the key repeated); a bad row in the first batch leaves nothing on
         disk, a later one leaves an unfinished build (see `MapBase.from_generator`).
         """
-        if options:
-            raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
-        batch_size = check_batch_size(batch_size)
+        cls._check_options(options, "from_generator")
+        batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         rows: Iterable[Any] = sample_generator
         if verbose:
             from tqdm.auto import tqdm
@@ -1393,7 +1403,7 @@ class RecordsMmap(MapBase):
                                   lock_timeout=lock_timeout)
 
     @classmethod
-    def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: int,
+    def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: Optional[int] = None,
                        n_jobs: Optional[int] = None, verbose: bool = False, *,
                        schema: Optional[Mapping[str, Any]] = None, key: Optional[str] = None,
                        overwrite: bool = False, durable: bool = False,
@@ -1404,9 +1414,8 @@ class RecordsMmap(MapBase):
         ``n_jobs`` worker processes read them)."""
         from mmap_ninja import parallel
 
-        if options:
-            raise TypeError(f"unexpected option(s) for a records map: {', '.join(options)}")
-        batch_size = check_batch_size(batch_size)
+        cls._check_options(options, "from_indexable")
+        batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)

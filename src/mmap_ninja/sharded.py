@@ -47,7 +47,7 @@ from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.journal import check_journal
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase, register_sharded_reader, resolve_index, resolve_positions
+from mmap_ninja.maps import KINDS, MapBase, _DatasetBase, register_sharded_reader, resolve_index, resolve_positions
 from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
@@ -104,7 +104,7 @@ def _same_schema(a: dict[str, Any], b: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------ reading
 
 
-class ShardedMap(RecordsFace):
+class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),

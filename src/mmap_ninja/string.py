@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 import numpy as np
 
 from mmap_ninja.layouts import StringsLayout
-from mmap_ninja.maps import MapBase, _dictionary
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
 __all__ = ["StringsMmap", "StringsMmmap"]
@@ -34,6 +34,17 @@ class StringsMmap(MapBase):
     """
 
     layout = StringsLayout()
+    default_batch_size = DEFAULT_BATCH_SIZE
+
+    if TYPE_CHECKING:  # the types a checker sees; at run time these are MapBase's (its read fast path unchanged)
+        @overload
+        def __getitem__(self, index: SampleIndex) -> str: ...
+        @overload
+        def __getitem__(self, index: SampleIndices) -> list[str]: ...
+        def __getitem__(self, index: Any) -> Any: ...
+        def __iter__(self) -> Iterator[str]: ...
+        def append(self, sample: str) -> None: ...
+        def extend(self, samples: Iterable[str], verbose: bool = False) -> None: ...
 
     @property
     def offsets(self) -> np.ndarray[Any, Any]:
@@ -73,13 +84,16 @@ class StringsMmap(MapBase):
         return strings_to_arrow(self)
 
     @classmethod
-    def from_arrow(cls, out_dir: PathLike, array: Any, **options: Any) -> StringsMmap:
+    def from_arrow(cls, out_dir: PathLike, array: Any, *, batch_size: Optional[int] = None, overwrite: bool = False,
+                   durable: bool = False) -> StringsMmap:
         """Build a map from an Arrow ``string``/``large_string`` array, a chunked array, or a Hugging Face
         ``datasets`` column, copying the UTF-8 bytes and offsets without decoding a string.
         Options: ``batch_size``, ``overwrite``, ``durable``. Returns the map open."""
         from mmap_ninja.adapters.arrow import strings_from_arrow
 
-        return strings_from_arrow(cls, out_dir, array, **options)  # type: ignore[no-any-return]
+        sized = {} if batch_size is None else {"batch_size": batch_size}  # None: the Arrow builders' own default
+        return strings_from_arrow(cls, out_dir, array, overwrite=overwrite, durable=durable,  # type: ignore[no-any-return]
+                                  **sized)
 
     @classmethod
     def from_strings(cls, out_dir: PathLike, strings: Iterable[str], verbose: bool = False, mode: str = "r+",
