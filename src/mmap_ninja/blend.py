@@ -41,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.maps import resolve_positions
-from mmap_ninja.order import Order, take_many
+from mmap_ninja.order import Order, OrderFamily
 
 __all__ = ["BlendedMap", "blend"]
 
@@ -55,7 +55,7 @@ _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred byt
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("depth", "half", "left", "left_weight", "nodes", "right", "root", "total")
+    __slots__ = ("depth", "half", "left", "left_weight", "nodes", "right", "root", "table", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -85,7 +85,17 @@ class _Tree:
         self.total = np.array(total, dtype=np.int64)
         self.half = self.total // 2
         # The same, as Python ints per node, for one position at a time (NumPy scalars are slower there).
-        self.nodes = [(left[k], right[k], left_weight[k], total[k], total[k] // 2) for k in range(len(total))]
+        self.nodes = [(left[k], right[k] if left[k] >= 0 else k, left_weight[k], total[k], total[k] // 2)
+                      for k in range(len(total))]
+        # For batches, one row per node: (left weight, total, half, left child, right child). A leaf is a fixed
+        # point (weight 0 of 1: every arrival goes "right", to itself, unchanged).
+        table = np.zeros((len(total), 5), dtype=np.int64)
+        for k in range(len(total)):
+            if left[k] >= 0:
+                table[k] = (left_weight[k], total[k], total[k] // 2, left[k], right[k])
+            else:
+                table[k] = (0, 1, 0, k, k)
+        self.table = table
         depth, stack = 0, [(self.root, 0)]
         while stack:
             node, level = stack.pop()
@@ -95,32 +105,48 @@ class _Tree:
         self.depth = depth
 
     def descend(self, arrival: int) -> tuple[int, int]:
-        """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position."""
-        node, nodes = self.root, self.nodes
-        left, right, a, d, h = nodes[node]
+        """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
+
+        A node whose left side weighs ``a`` of ``d`` sends arrival ``j`` left when ``(j·a + h) // d`` steps up
+        from ``j`` to ``j + 1``: with ``before, rest = divmod(j·a + h, d)``, exactly when ``rest + a >= d``."""
+        nodes = self.nodes
+        left, right, a, d, h = nodes[self.root]
         while left >= 0:
-            before = (arrival * a + h) // d
-            if ((arrival + 1) * a + h) // d > before:
-                node, arrival = left, before
+            before, rest = divmod(arrival * a + h, d)
+            if rest + a >= d:
+                left, right, a, d, h = nodes[left]
+                arrival = before
             else:
-                node, arrival = right, arrival - before
-            left, right, a, d, h = nodes[node]
-        return node, arrival
+                left, right, a, d, h = nodes[right]
+                arrival -= before
+        return right, arrival  # a leaf's entry holds its own number as ``right``
 
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`descend` for an int64 array of arrivals."""
+        """`descend` for an int64 array of arrivals (every level over the positions still above a leaf)."""
+        table = self.table
         nodes = np.full(arrivals.shape, self.root, dtype=np.int64)
         arrivals = arrivals.copy()
-        active = np.flatnonzero(self.left[nodes] >= 0)
-        while active.size:
-            node, arrival = nodes[active], arrivals[active]
-            a, d, h = self.left_weight[node], self.total[node], self.half[node]
-            before = (arrival * a + h) // d
-            goes_left = ((arrival + 1) * a + h) // d > before
-            nodes[active] = np.where(goes_left, self.left[node], self.right[node])
-            arrivals[active] = np.where(goes_left, before, arrival - before)
-            active = active[self.left[nodes[active]] >= 0]
-        return nodes, arrivals
+        if self.left[self.root] < 0 or not len(arrivals):
+            return nodes, arrivals
+        active = np.arange(len(arrivals))
+        node, arrival = nodes, arrivals.copy()
+        while True:
+            row = table[node]
+            a, d = row[:, 0], row[:, 1]
+            before, rest = np.divmod(arrival * a + row[:, 2], d)
+            goes_left = rest + a >= d
+            node = np.where(goes_left, row[:, 3], row[:, 4])
+            arrival = np.where(goes_left, before, arrival - before)
+            inner = self.left[node] >= 0
+            if inner.all():
+                continue
+            leaf = ~inner
+            done = active[leaf]
+            nodes[done] = node[leaf]
+            arrivals[done] = arrival[leaf]
+            if not inner.any():
+                return nodes, arrivals
+            active, node, arrival = active[inner], node[inner], arrival[inner]
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -216,7 +242,10 @@ class BlendedMap:
                 before = [b + c for b, c in zip(before, tree.counts(span, sources))]
         self._before_arrays = [np.array(b, dtype=np.int64) for b in self._before]
         self._lengths_array = np.array(self._lengths, dtype=np.int64)
-        self._seeds_array = np.array([self._source_seed(k) for k in range(sources)], dtype=np.uint64)
+        self._starts_array = np.array(self._starts, dtype=np.int64)
+        self._family = OrderFamily(self._lengths, [self._source_seed(k) for k in range(sources)], shuffle=self._shuffle)
+        # Each source's order of the source epoch read last: consecutive reads of a source mostly share its epoch.
+        self._current: list[Optional[Order]] = [None] * sources
         self._open: OrderedDict[int, Any] = OrderedDict()
         for k, source in (opened or {}).items():
             if len(self._open) < self._max_open:
@@ -283,31 +312,40 @@ class BlendedMap:
 
     def source_of(self, index: Any) -> tuple[int, int]:
         """``(k, local)``: position ``index`` reads ``sources[k][local]``."""
-        position = self._position(index)
-        segment = bisect_right(self._starts, position) - 1
+        return self._locate(self._position(index))
+
+    def _locate(self, position: int) -> tuple[int, int]:
+        """`source_of` for a position in ``range(len(self))``, with Python ints only (no NumPy scalars)."""
+        segment = bisect_right(self._starts, position) - 1 if len(self._starts) > 1 else 0
         k, drawn = self._trees[segment].descend(position - self._starts[segment])
         draw = self._before[segment][k] + drawn
         n = self._lengths[k]
-        return k, self._order(k, draw // n)[draw % n]
+        epoch, within = divmod(draw, n) if draw >= n else (0, draw)
+        order = self._current[k]
+        if order is None or order.epoch != epoch:
+            order = self._current[k] = self._order(k, epoch)
+        return k, order._index(within)
 
     def sources_of(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
         """`source_of` for many positions (any indexing form but an int): two int64 arrays, sources and locals."""
         return self._sources_of(resolve_positions(indices, self._length))
 
     def _sources_of(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sources = np.empty(len(positions), dtype=np.int64)
-        draws = np.empty(len(positions), dtype=np.int64)
-        segment_of = np.searchsorted(np.array(self._starts, dtype=np.int64), positions, side="right") - 1
-        for segment in np.unique(segment_of).tolist():
-            rows = np.flatnonzero(segment_of == segment) if len(self._starts) > 1 else slice(None)
-            ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
-            sources[rows] = ks
-            draws[rows] = self._before_arrays[segment][ks] + drawn
+        if len(self._starts) == 1:
+            sources, drawn = self._trees[0].descend_many(positions)
+            draws = drawn + self._before_arrays[0][sources] if len(self._trees) > 1 else drawn
+        else:
+            sources = np.empty(len(positions), dtype=np.int64)
+            draws = np.empty(len(positions), dtype=np.int64)
+            segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
+            for segment in np.unique(segment_of).tolist():
+                rows = np.flatnonzero(segment_of == segment)
+                ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
+                sources[rows] = ks
+                draws[rows] = self._before_arrays[segment][ks] + drawn
         lengths = self._lengths_array[sources]
         epochs, within = np.divmod(draws, lengths)
-        if not self._shuffle:
-            return sources, within
-        return sources, take_many(lengths, self._seeds_array[sources], epochs, within)
+        return sources, self._family.take(sources, epochs, within)
 
     def counts(self, prefix: int) -> list[int]:
         """How many of the first ``prefix`` positions read each source."""
@@ -348,18 +386,37 @@ class BlendedMap:
 
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` is one sample; a slice, a sequence of ints or a boolean mask gives a list of samples."""
-        if type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
+        if type(index) is int and 0 <= index < self._length:
+            k, local = self._locate(index)
+        elif type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
                 isinstance(index, np.ndarray) and index.ndim == 0):
             return self.__getitems__(index)
-        k, local = self.source_of(index)
-        return self.source(k)[local]
+        else:
+            k, local = self._locate(self._position(index))
+        found = self._open.get(k)
+        if found is None:
+            return self.source(k)[local]
+        if next(reversed(self._open), k) != k:  # least recently used first out: mark it used (if not already last)
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on every read
+                self._open.move_to_end(k)
+            except KeyError:  # another thread evicted it meanwhile: it is still usable
+                pass
+        return found[local]
 
     def _groups(self, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
         sources, local = self._sources_of(positions)
+        if not len(sources):
+            return
         order = np.argsort(sources, kind="stable")
-        bounds = np.flatnonzero(np.diff(sources[order])) + 1
-        for rows in np.split(order, bounds) if len(order) else []:
-            yield int(sources[rows[0]]), rows, local[rows]
+        counts = np.bincount(sources, minlength=self.num_sources)
+        touched = np.flatnonzero(counts).tolist()
+        ends = np.cumsum(counts)
+        local_sorted = local[order]
+        for k in touched:
+            end = int(ends[k])
+            start = end - int(counts[k])
+            yield k, order[start:end], local_sorted[start:end]
 
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
