@@ -12,7 +12,15 @@ rank 3 of 8. ``DistributedSampler`` builds a permutation of the whole dataset on
 The blend has 100 sources of 10⁹ samples each (sources whose sample ``i`` is ``i``, so a read costs nothing and the
 figures are the blend's own), with weights from 10⁻⁴ to 1 (log-uniform, normalized, floored at 10⁻⁴). ``m[i]``
 is timed on random positions; the batched figures are ``sources_of`` over 1,024 and 16,384 random positions, per
-index. The
+index.
+
+The read-cost table puts a blend's reads beside its sources' own reads of the same samples, in one run: 100
+`NumpyMmap` sources on disk (rows of four int64, the same weights), all open (``max_open_sources`` above the
+source count). Each round times ``m[i]`` over random positions and then ``source[local]`` for the same
+``(source, local)`` pairs, and ``m.get_batch(batch)`` (and ``__getitems__``) against one ``get_batch`` (or
+``__getitems__``) per source touched on the same rows; the table gives the median over the rounds (at least 5) of
+each and of the difference, which is what the blend adds. The load average before and after is printed: the machine
+may be shared. The
 realized ratios are each source's count over a prefix divided by the prefix length, against its weight: the
 worst relative error over sources, and the worst count error in samples. ``--plot`` draws the ratios of a few
 sources over positions, across a schedule change.
@@ -22,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -145,6 +155,66 @@ def blend_table(sources: int, source_length: int, prefixes: list[int], reads: in
     return markdown_table(["Figure", "Note"], rows)
 
 
+def _median_rounds(rounds: int, cases: list[Any]) -> list[float]:
+    """Each case's median time over ``rounds`` rounds, the cases run one after the other within each round."""
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(rounds):
+        for k, case in enumerate(cases):
+            start = time.perf_counter()
+            case()
+            times[k].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def read_cost_table(sources: int, rows: int, reads: int, batch_sizes: list[int], rounds: int, folder: Path) -> str:
+    """``m[i]`` and batched reads of a blend of ``sources`` maps on disk, beside the sources' own reads of the same
+    samples, interleaved in rounds (medians)."""
+    from mmap_ninja import blend, np_from_ndarray
+
+    maps = [np_from_ndarray(folder / f"source{k}", np.arange(k * rows * 4, (k + 1) * rows * 4,
+                                                            dtype=np.int64).reshape(rows, 4), overwrite=True)
+            for k in range(sources)]
+    m = blend(maps, weights_of(sources), seed=1, max_open_sources=sources + 1)
+    rng = np.random.default_rng(2)
+    positions = rng.integers(0, len(m), reads).tolist()
+    which, local = m.sources_of(positions)
+    pairs = list(zip(which.tolist(), local.tolist()))
+
+    def blend_reads() -> None:
+        for i in positions:
+            m[i]
+
+    def source_reads() -> None:
+        for k, j in pairs:
+            maps[k][j]
+
+    single = _median_rounds(rounds, [blend_reads, source_reads])
+    rows_out: list[tuple[str, list[Any]]] = [
+        ("m[i], random i", [f"{single[0] / reads * 1e6:.3g}", f"{single[1] / reads * 1e6:.3g}",
+                            f"{(single[0] - single[1]) / reads * 1e6:.3g}"])]
+    for size in batch_sizes:
+        batch = rng.integers(0, len(m), size)
+        groups = list(m._groups(batch))
+        for name in ("get_batch", "__getitems__"):
+            read_blend = getattr(m, name)
+
+            def blend_batch() -> None:
+                read_blend(batch)  # noqa: B023 - called within this iteration
+
+            def source_batches() -> None:
+                for k, _, rows_of in groups:  # noqa: B023
+                    getattr(maps[k], name)(rows_of)  # noqa: B023
+
+            blended, own = _median_rounds(rounds, [blend_batch, source_batches])
+            rows_out.append((f"{name}({size:,} random positions), per index",
+                             [f"{blended / size * 1e6:.3g}", f"{own / size * 1e6:.3g}",
+                              f"{(blended - own) / size * 1e6:.3g}"]))
+    m.close()
+    for source in maps:
+        source.close()
+    return markdown_table(["Blend (µs)", "Sources' own reads (µs)", "Added by the blend (µs)"], rows_out)
+
+
 def plot(path: Path) -> None:
     import matplotlib
 
@@ -184,16 +254,28 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=100)
     parser.add_argument("--source-length", type=int, default=10**9)
     parser.add_argument("--reads", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the read-cost table (median)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of each source of the read-cost table")
     parser.add_argument("--plot", type=Path, default=None, help="write the plot of realized ratios here (PNG)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.distributed_max, args.reads = [10**5], 10**5, 2000
+        args.sizes, args.distributed_max, args.reads, args.rounds, args.rows = [10**5], 10**5, 2000, 5, 200
     print("## ResumableSampler against DistributedSampler (rank 3 of 8)\n")
     print(sampler_table(args.sizes, args.distributed_max))
     print(f"\n## blend of {args.sources} sources\n")
     prefixes = [10**4, 10**6, 10**8] if not args.quick else [10**4]
     print(blend_table(args.sources, args.source_length, prefixes, args.reads))
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        table = read_cost_table(args.sources, args.rows, min(args.reads, 20_000), [1024, 4096], args.rounds,
+                                Path(folder))
+    load_after = os.getloadavg()
+    print(f"\n## blend of {args.sources} sources on disk: reads beside the sources' own (median of {args.rounds} "
+          f"interleaved rounds)\n")
+    print(table)
+    print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores")
     if args.plot:
         plot(args.plot)
         print(f"\nplot written to {args.plot}")

@@ -55,7 +55,8 @@ _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred byt
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("depth", "half", "left", "left_weight", "nodes", "right", "root", "table", "total")
+    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "half", "inner",
+                 "left", "left_weight", "nodes", "right", "root", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -87,15 +88,15 @@ class _Tree:
         # The same, as Python ints per node, for one position at a time (NumPy scalars are slower there).
         self.nodes = [(left[k], right[k] if left[k] >= 0 else k, left_weight[k], total[k], total[k] // 2)
                       for k in range(len(total))]
-        # For batches, one row per node: (left weight, total, half, left child, right child). A leaf is a fixed
-        # point (weight 0 of 1: every arrival goes "right", to itself, unchanged).
-        table = np.zeros((len(total), 5), dtype=np.int64)
-        for k in range(len(total)):
-            if left[k] >= 0:
-                table[k] = (left_weight[k], total[k], total[k] // 2, left[k], right[k])
-            else:
-                table[k] = (0, 1, 0, k, k)
-        self.table = table
+        # For batches, per node: a leaf is a fixed point (weight 0 of 1: every arrival goes "right", to itself).
+        inner = [left[k] >= 0 for k in range(len(total))]
+        self.batch_left = np.array([left[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
+        self.batch_right = np.array([right[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
+        self.batch_a = np.where(inner, self.left_weight, 0)
+        self.batch_d = np.where(inner, self.total, 1)
+        self.batch_h = np.where(inner, self.half, 0)
+        self.batch_b = self.batch_d - self.batch_a  # goes left when the remainder reaches the right side's weight
+        self.inner = np.array(inner, dtype=bool)
         depth, stack = 0, [(self.root, 0)]
         while stack:
             node, level = stack.pop()
@@ -122,31 +123,43 @@ class _Tree:
         return right, arrival  # a leaf's entry holds its own number as ``right``
 
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`descend` for an int64 array of arrivals (every level over the positions still above a leaf)."""
-        table = self.table
-        nodes = np.full(arrivals.shape, self.root, dtype=np.int64)
-        arrivals = arrivals.copy()
-        if self.left[self.root] < 0 or not len(arrivals):
-            return nodes, arrivals
-        active = np.arange(len(arrivals))
-        node, arrival = nodes, arrivals.copy()
+        """`descend` for an int64 array of arrivals. Leaves are fixed points of a step, so the positions that reached
+        one are dropped only when they are most of those left (fewer NumPy calls per level on small batches)."""
+        if not self.inner[self.root] or not len(arrivals):
+            return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
+        a_of, d_of, h_of, b_of = self.batch_a, self.batch_d, self.batch_h, self.batch_b
+        left_of, right_of, inner_of = self.batch_left, self.batch_right, self.inner
+        # The root's step, with its constants as scalars.
+        root = self.root
+        scaled = arrivals * a_of[root] + h_of[root]
+        before = scaled // d_of[root]
+        goes_left = scaled - before * d_of[root] >= b_of[root]
+        node = np.where(goes_left, left_of[root], right_of[root])
+        arrival = np.where(goes_left, before, arrivals - before)
+        nodes, found = node, arrival
+        active: Any = None  # the rows of ``nodes`` still descending (None: all of them, in place)
         while True:
-            row = table[node]
-            a, d = row[:, 0], row[:, 1]
-            before, rest = np.divmod(arrival * a + row[:, 2], d)
-            goes_left = rest + a >= d
-            node = np.where(goes_left, row[:, 3], row[:, 4])
+            inner = inner_of[node]
+            left = int(np.count_nonzero(inner))
+            if left < len(node):
+                if active is None:
+                    nodes, found = node.copy(), arrival.copy()
+                    active = np.arange(len(node))
+                if 2 * left <= len(node):  # drop the finished ones
+                    leaf = ~inner
+                    done = active[leaf]
+                    nodes[done] = node[leaf]
+                    found[done] = arrival[leaf]
+                    if not left:
+                        return nodes, found
+                    active, node, arrival = active[inner], node[inner], arrival[inner]
+            scaled = arrival * a_of[node]
+            scaled += h_of[node]
+            before = scaled // d_of[node]
+            scaled -= before * d_of[node]  # the remainder
+            goes_left = scaled >= b_of[node]
+            node = np.where(goes_left, left_of[node], right_of[node])
             arrival = np.where(goes_left, before, arrival - before)
-            inner = self.left[node] >= 0
-            if inner.all():
-                continue
-            leaf = ~inner
-            done = active[leaf]
-            nodes[done] = node[leaf]
-            arrivals[done] = arrival[leaf]
-            if not inner.any():
-                return nodes, arrivals
-            active, node, arrival = active[inner], node[inner], arrival[inner]
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -244,6 +257,9 @@ class BlendedMap:
         self._lengths_array = np.array(self._lengths, dtype=np.int64)
         self._starts_array = np.array(self._starts, dtype=np.int64)
         self._family = OrderFamily(self._lengths, [self._source_seed(k) for k in range(sources)], shuffle=self._shuffle)
+        if self._shuffle and self._length:  # every (source, source epoch) the blend reaches, if they are not too many
+            reached = self.counts(self._length)
+            self._family.cache_keys([(c - 1) // n if c and n else -1 for c, n in zip(reached, self._lengths)])
         # Each source's order of the source epoch read last: consecutive reads of a source mostly share its epoch.
         self._current: list[Optional[Order]] = [None] * sources
         self._open: OrderedDict[int, Any] = OrderedDict()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,6 +30,8 @@ _ROUNDS = 6
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
+# Values still cycle-walking below which `OrderFamily.take` finishes them one by one in Python.
+_STRAGGLERS = 16
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
 
@@ -351,9 +353,35 @@ class OrderFamily:
         self._width_masks = (np.array([(1 << b) - 1 for b in high_bits], dtype=np.uint64),
                              np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64))
         self._seed_states = np.array([_mix64((int(seed) & _MASK64) ^ _GOLDEN) for seed in seeds], dtype=np.uint64)
+        self._key_table: Optional[np.ndarray] = None  # see `cache_keys`
+        self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._n)
+
+    def cache_keys(self, max_epochs: Sequence[int], limit: int = 1 << 16) -> bool:
+        """Precompute the round keys of epochs ``0 .. max_epochs[k]`` of every member ``k`` (when they are at most
+        ``limit`` in all), so that `take` looks them up instead of deriving them; True if they were cached."""
+        counts = np.maximum(np.asarray(max_epochs, dtype=np.int64) + 1, 0)
+        if counts.shape != self._n.shape or int(counts.sum()) > limit:
+            return False
+        members = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        epochs = np.arange(len(members), dtype=np.int64) - np.repeat(starts, counts)
+        self._key_table = np.stack(self._derive_keys(members, epochs), axis=1) if len(members) else None
+        self._key_starts, self._key_epochs = starts, counts
+        return self._key_table is not None
+
+    def _derive_keys(self, members: np.ndarray, epochs: np.ndarray) -> list[np.ndarray]:
+        """The six round keys of each ``(members[j], epochs[j])`` (as `_round_keys` derives them)."""
+        golden = np.uint64(_GOLDEN)
+        with np.errstate(over="ignore"):
+            state = _mix64_array(self._seed_states[members] + epochs.astype(np.uint64) * golden)
+            keys = []
+            for round_number in range(_ROUNDS):
+                state = _mix64_array(state + (golden + np.uint64(round_number)))
+                keys.append(state)
+        return keys
 
     def take(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The index at ``positions[j]`` of member ``members[j]``'s order of epoch ``epochs[j]``, for every ``j``
@@ -362,26 +390,47 @@ class OrderFamily:
         if not self.shuffle or not positions.size:
             return np.array(positions, dtype=np.int64, copy=True)
         members = np.asarray(members, dtype=np.int64)
-        golden = np.uint64(_GOLDEN)
+        epochs = np.asarray(epochs, dtype=np.int64)
+        keys: list[np.ndarray]
+        if self._key_table is not None and bool((epochs < self._key_epochs[members]).all()):
+            rows = self._key_table[self._key_starts[members] + epochs]
+            keys = [rows[:, r] for r in range(_ROUNDS)]
+        else:
+            keys = self._derive_keys(members, epochs)
+        params = [self._n[members], self._low_bits[members], self._low_mask[members],
+                  self._shifts[0][members], self._shifts[1][members]]
+        if self._narrow:
+            params += [self._width_masks[0][members], self._width_masks[1][members]]
         with np.errstate(over="ignore"):
-            state = self._seed_states[members] + np.asarray(epochs, dtype=np.int64).astype(np.uint64) * golden
-            state = _mix64_array(state)
-            keys = []
-            for round_number in range(_ROUNDS):
-                state = _mix64_array(state + (golden + np.uint64(round_number)))
-                keys.append(state)
-            params = [self._n[members], self._low_bits[members], self._low_mask[members],
-                      self._shifts[0][members], self._shifts[1][members]]
-            if self._narrow:
-                params += [self._width_masks[0][members], self._width_masks[1][members]]
             values = self._pass(positions.astype(np.uint64), keys, params)
             outside = np.flatnonzero(values >= params[0])
-            while outside.size:  # cycle walking, on the values that fell outside their member's range
+            while len(outside) > _STRAGGLERS:  # cycle walking, on the values that fell outside their member's range
                 walked = self._pass(values[outside], [key[outside] for key in keys],
                                     [param[outside] for param in params])
                 values[outside] = walked
                 outside = outside[walked >= params[0][outside]]
+        for j in outside.tolist():  # the last few walk on in Python: cheaper than more rounds of NumPy calls
+            values[j] = self._walk_one(int(values[j]), [int(key[j]) for key in keys], [int(p[j]) for p in params])
         return values.astype(np.int64)
+
+    def _walk_one(self, value: int, keys: list[int], params: list[int]) -> int:
+        """`_pass` on one value (Python ints) until it lands in its member's range."""
+        n, low_bits, low_mask, shift_high, shift_low = params[:5]
+        masks = params[5:7] if self._narrow else [_MASK64, _MASK64]
+        shifts = (shift_high, shift_low)
+        while value >= n:
+            high, low = value >> low_bits, value & low_mask
+            for round_number, key in enumerate(keys):
+                source = low if round_number % 2 == 0 else high
+                mixed = (source ^ key) * _MUL1 & _MASK64
+                mixed = (((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> shifts[round_number % 2]) & masks[
+                    round_number % 2]
+                if round_number % 2 == 0:
+                    high ^= mixed
+                else:
+                    low ^= mixed
+            value = (high << low_bits) | low
+        return value
 
     def _pass(self, values: np.ndarray, keys: list[np.ndarray], params: list[np.ndarray]) -> np.ndarray:
         """One pass of the Feistel network (`Order._index`, unrolled) on uint64 arrays, in place where it can."""
