@@ -17,6 +17,7 @@ from mmap_ninja import (
     BlockOrder,
     Order,
     RaggedMmap,
+    ShardedMap,
     StringsMmap,
     blend,
     block_layout,
@@ -133,6 +134,15 @@ def test_block_layout_of_sharded_maps_and_blends(tmp_path: Path) -> None:
     sharded = merge(tmp_path / "sharded", parts)
     layout = block_layout(sharded, block_bytes=64)  # two rows a block, never across shards
     assert layout.bounds.tolist() == [0, 2, 4, 5, 7, 8, 10, 12, 14]
+
+    class ReadByBlocks(ShardedMap):  # as a remote map opened with fetch="blocks": its shards are its blocks
+        fetch_block_size = 4096
+
+    blocky = ReadByBlocks(tmp_path / "sharded", mode="r")
+    assert block_layout(blocky).bounds.tolist() == [0, 5, 8, 14]  # the shards, none opened
+    assert blocky.open_shards == 0
+    with pytest.raises(ValueError, match="read by blocks of 4096 bytes"):
+        block_layout(blocky, 64)
     a = np_from_ndarray(tmp_path / "a", np.arange(24, dtype=np.int64).reshape(6, 4))
     b = np_from_ndarray(tmp_path / "b", np.arange(24, 40, dtype=np.int64).reshape(4, 4))
     mixed = blend([a, b], [0.5, 0.5], seed=1, length=14)

@@ -165,6 +165,14 @@ def block_layout(m: Any, block_bytes: Optional[int] = None) -> BlockLayout:
         counts = np.bincount(blocks, minlength=int(first_block[-1]) + layouts[-1].num_blocks)
         bounds = np.concatenate([[0], np.cumsum(counts[counts > 0])])
         return BlockLayout(bounds, members, block_bytes)
+    if isinstance(m, ShardedMap) and getattr(m, "fetch_block_size", None) is not None:
+        # A map read by blocks (a remote map opened with fetch="blocks") is a sharded map whose shards are its
+        # blocks: its shard starts are the layout, and no block is fetched to find it.
+        fetched = getattr(m, "fetch_block_size", None)
+        if fetched != block_bytes:
+            raise ValueError(f"this map is read by blocks of {fetched} bytes: block_bytes must be that "
+                             f"(or None), got {block_bytes}")
+        return BlockLayout(np.unique(np.asarray(m.shard_starts, dtype=np.int64)), None, block_bytes)
     if isinstance(m, ShardedMap):
         starts = m.shard_starts
         pieces = [np.zeros(1, dtype=np.int64)]
