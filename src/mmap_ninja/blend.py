@@ -49,6 +49,7 @@ QUANTUM_BITS = 23  # weights are integers out of 2**23 of their sum
 MAX_LENGTH = 1 << 39  # arrival numbers times quantized weights stay within int64
 DEFAULT_MAX_OPEN_SOURCES = 64
 _ITER_CHUNK = 1024
+_STRAGGLERS = 16  # positions still descending below which a batch finishes them one by one
 _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
 
 
@@ -105,13 +106,13 @@ class _Tree:
                 stack += [(left[node], level + 1), (right[node], level + 1)]
         self.depth = depth
 
-    def descend(self, arrival: int) -> tuple[int, int]:
+    def descend(self, arrival: int, node: int = -1) -> tuple[int, int]:
         """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
 
         A node whose left side weighs ``a`` of ``d`` sends arrival ``j`` left when ``(j·a + h) // d`` steps up
         from ``j`` to ``j + 1``: with ``before, rest = divmod(j·a + h, d)``, exactly when ``rest + a >= d``."""
         nodes = self.nodes
-        left, right, a, d, h = nodes[self.root]
+        left, right, a, d, h = nodes[self.root if node < 0 else node]  # or from ``node`` on, if given
         while left >= 0:
             before, rest = divmod(arrival * a + h, d)
             if rest + a >= d:
@@ -153,6 +154,10 @@ class _Tree:
                     if not left:
                         return nodes, found
                     active, node, arrival = active[inner], node[inner], arrival[inner]
+                    if left <= _STRAGGLERS:  # the last few go on one by one: cheaper than more levels of NumPy calls
+                        for row, at, count in zip(active.tolist(), node.tolist(), arrival.tolist()):
+                            nodes[row], found[row] = self.descend(count, at)
+                        return nodes, found
             scaled = arrival * a_of[node]
             scaled += h_of[node]
             before = scaled // d_of[node]
@@ -482,7 +487,7 @@ class BlendedMap:
         from mmap_ninja.sharded import _batch_arguments
 
         cls = self._batch_kind()
-        arguments = _batch_arguments(cls.get_batch, indices, args, options)
+        arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
         positions = resolve_positions(indices, self._length)
         groups = list(self._groups(positions))
         if len(groups) == 1 or not len(positions):
@@ -490,6 +495,13 @@ class BlendedMap:
             return self.source(k).get_batch(local, **arguments)
         per_source = {name: value for name, value in arguments.items() if name != "out"}
         parts = [(rows, self.source(k).get_batch(local, **per_source)) for k, rows, local in groups]
+        first = parts[0][1]
+        if not arguments and all(type(part) is np.ndarray and part.dtype == first.dtype
+                                 and part.shape[1:] == first.shape[1:] for _, part in parts):
+            # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
+            stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
+            stacked[np.concatenate([rows for rows, _ in parts])] = np.concatenate([part for _, part in parts])
+            return stacked
         return cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:

@@ -353,7 +353,7 @@ class OrderFamily:
         self._width_masks = (np.array([(1 << b) - 1 for b in high_bits], dtype=np.uint64),
                              np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64))
         self._seed_states = np.array([_mix64((int(seed) & _MASK64) ^ _GOLDEN) for seed in seeds], dtype=np.uint64)
-        self._key_table: Optional[np.ndarray] = None  # see `cache_keys`
+        self._key_table: Optional[list[np.ndarray]] = None  # see `cache_keys`: each round's keys
         self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
 
     def __len__(self) -> int:
@@ -368,7 +368,7 @@ class OrderFamily:
         members = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         epochs = np.arange(len(members), dtype=np.int64) - np.repeat(starts, counts)
-        self._key_table = np.stack(self._derive_keys(members, epochs), axis=1) if len(members) else None
+        self._key_table = self._derive_keys(members, epochs) if len(members) else None
         self._key_starts, self._key_epochs = starts, counts
         return self._key_table is not None
 
@@ -393,8 +393,8 @@ class OrderFamily:
         epochs = np.asarray(epochs, dtype=np.int64)
         keys: list[np.ndarray]
         if self._key_table is not None and bool((epochs < self._key_epochs[members]).all()):
-            rows = self._key_table[self._key_starts[members] + epochs]
-            keys = [rows[:, r] for r in range(_ROUNDS)]
+            rows = self._key_starts[members] + epochs
+            keys = [table[rows] for table in self._key_table]
         else:
             keys = self._derive_keys(members, epochs)
         params = [self._n[members], self._low_bits[members], self._low_mask[members],
