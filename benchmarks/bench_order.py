@@ -17,8 +17,9 @@ is timed on random positions (median of 5 rounds), with every source open and wi
 
 The read-cost table puts a blend's reads beside its sources' own reads of the same samples, in one run: 100
 `NumpyMmap` sources on disk (rows of four int64, the same weights), all open (``max_open_sources`` above the
-source count). Each round times ``m[i]`` over random positions and then ``source[local]`` for the same
-``(source, local)`` pairs, and ``m.get_batch(batch)`` (and ``__getitems__``) against one ``get_batch`` (or
+source count). Each round times ``m[i]`` over random positions and ``source[local]`` for the same
+``(source, local)`` pairs (in turns: every other round the other first, the CPU caches flushed before each), and
+``m.get_batch(batch)`` (and ``__getitems__``) against one ``get_batch`` (or
 ``__getitems__``) per source touched on the same rows; the table gives the median over the rounds (at least 5) of
 each and of the difference, which is what the blend adds. Times are CPU times of the process (a shared machine's
 waits are not counted); the load average before and after is printed. The
@@ -165,16 +166,22 @@ def blend_table(sources: int, source_length: int, prefixes: list[int], reads: in
     return markdown_table(["Figure", "Note"], rows)
 
 
+_FLUSH = np.zeros(8 * 2**20, dtype=np.int64)  # 64 MB, larger than the CPU caches
+
+
 def _median_rounds(rounds: int, cases: list[Any]) -> list[float]:
     """Each case's median CPU time over ``rounds`` rounds, the cases run one after the other within each round.
 
     CPU time of this process (``time.process_time``), not wall time: on a machine shared with other work a case
     that waits for a core is not charged for the wait, so the figures and their differences hold."""
     times: list[list[float]] = [[] for _ in cases]
-    for _ in range(rounds):
-        for k, case in enumerate(cases):
+    for number in range(rounds):
+        # Every other round in reverse, and the CPU caches flushed before each case: a case that reads the samples
+        # another case has just read would find them cached.
+        for k in (range(len(cases)) if number % 2 == 0 else reversed(range(len(cases)))):
+            _FLUSH[::8] += 1
             start = time.process_time()
-            case()
+            cases[k]()
             times[k].append(time.process_time() - start)
     return [float(np.median(t)) for t in times]
 

@@ -424,27 +424,32 @@ class BlendedMap:
                 pass
         return found[local]
 
-    def _groups(self, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
         sources, local = self._sources_of(positions)
         if not len(sources):
-            return
+            return []
         order = np.argsort(sources, kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
-        touched = np.flatnonzero(counts).tolist()
-        ends = np.cumsum(counts)
+        touched = np.flatnonzero(counts)
+        ends = np.cumsum(counts)[touched].tolist()
+        starts = (np.cumsum(counts)[touched] - counts[touched]).tolist()
         local_sorted = local[order]
-        for k in touched:
-            end = int(ends[k])
-            start = end - int(counts[k])
-            yield k, order[start:end], local_sorted[start:end]
+        return [(k, order[start:end], local_sorted[start:end])
+                for k, start, end in zip(touched.tolist(), starts, ends)]
+
+    def _opened(self, k: int) -> Any:
+        """Source ``k`` for a batch: the open one as it is (a batch touches many sources; the LRU order is kept
+        by `source` when one has to be opened), else `source`."""
+        found = self._open.get(k)
+        return found if found is not None else self.source(k)
 
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = resolve_positions(indices, self._length)
         result: list[Any] = [None] * len(positions)
         for k, rows, local in self._groups(positions):
-            source = self.source(k)
+            source = self._opened(k)
             getitems = getattr(source, "__getitems__", None)
             samples = getitems(local) if getitems is not None else [source[i] for i in local.tolist()]
             for row, sample in zip(rows.tolist(), samples):
@@ -489,19 +494,22 @@ class BlendedMap:
         cls = self._batch_kind()
         arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
         positions = resolve_positions(indices, self._length)
-        groups = list(self._groups(positions))
+        groups = self._groups(positions)
         if len(groups) == 1 or not len(positions):
             k, local = (groups[0][0], groups[0][2]) if groups else (0, positions)
             return self.source(k).get_batch(local, **arguments)
         per_source = {name: value for name, value in arguments.items() if name != "out"}
-        parts = [(rows, self.source(k).get_batch(local, **per_source)) for k, rows, local in groups]
-        first = parts[0][1]
-        if not arguments and all(type(part) is np.ndarray and part.dtype == first.dtype
-                                 and part.shape[1:] == first.shape[1:] for _, part in parts):
-            # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
-            stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
-            stacked[np.concatenate([rows for rows, _ in parts])] = np.concatenate([part for _, part in parts])
-            return stacked
+        opened = self._opened
+        parts = [(rows, opened(k).get_batch(local, **per_source)) for k, rows, local in groups]
+        if not arguments:
+            arrays = [part for _, part in parts]
+            first = arrays[0]
+            if type(first) is np.ndarray and all(type(part) is np.ndarray for part in arrays) and len(
+                    {(part.dtype, part.shape[1:]) for part in arrays}) == 1:
+                # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
+                stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
+                stacked[np.concatenate([rows for rows, _ in parts])] = np.concatenate(arrays)
+                return stacked
         return cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:

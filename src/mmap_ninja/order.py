@@ -31,7 +31,7 @@ _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
 # Values still cycle-walking below which `OrderFamily.take` finishes them one by one in Python.
-_STRAGGLERS = 16
+_STRAGGLERS = 4
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
 
