@@ -52,7 +52,7 @@ from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory, resolved
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -146,7 +146,7 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
             raise ValueError(f"max_open_shards must be a positive integer, got {max_open_shards!r}")
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
             raise ValueError(f"max_open_files must be a positive integer, got {max_open_files!r}")
-        self._path = absolute(out_dir)
+        self._path = resolved(out_dir)  # once: shards are never read from another folder a link names later
         self._mode = mode
         self._wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
@@ -209,7 +209,7 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
 
     @property
     def path(self) -> Path:
-        """The sharded map's folder (absolute)."""
+        """The sharded map's folder: an absolute path with its symbolic links resolved once, when it was opened."""
         return self._path
 
     @property

@@ -52,7 +52,7 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "absolute", "fsync_dir", "fsync_tree", "is_derived", "lock_directory"]
+           "absolute", "fsync_dir", "fsync_tree", "is_derived", "lock_directory", "resolved"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -99,6 +99,15 @@ def absolute(path: PathLike) -> Path:
     if isinstance(path, Path) and path.is_absolute() and ".." not in path.parts:
         return path  # already what abspath would make of it (a Path has no "." parts nor repeated slashes)
     return Path(os.path.abspath(os.fspath(path)))
+
+
+def resolved(path: PathLike) -> Path:
+    """``path`` made absolute with every symbolic link in it resolved (``os.path.realpath``): a map's root, resolved
+    once when the map is opened or created. The root may be a link (the data on another disk, a link switched
+    between versions); the handle keeps to the folder it resolved, whatever the link names later, and the checks
+    of its writes (no link, nothing but the map's own files) apply inside that folder. A URL is refused as by
+    `absolute`."""
+    return Path(os.path.realpath(absolute(path)))
 
 
 class _Column:
@@ -258,9 +267,10 @@ class Store:
 
     @classmethod
     def open(cls, path: PathLike, *, durable: bool = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
-             allow_unfinished: bool = False) -> Store:
-        """Open the map in ``path`` for reading (no lock, no write access needed)."""
-        path = absolute(path)
+             allow_unfinished: bool = False, resolve: bool = True) -> Store:
+        """Open the map in ``path`` for reading (no lock, no write access needed). ``path`` is `resolved` (its
+        symbolic links), unless ``resolve=False`` says the caller resolved it already."""
+        path = resolved(path) if resolve else absolute(path)
         header = read_header(path)
         if header.building and not allow_unfinished:
             raise unfinished_error(path, header)
@@ -285,9 +295,10 @@ class Store:
         that map them keep their data). A file the map did not write is never deleted: a directory holding one
         is refused. With ``building=True`` the header marks the map unfinished and the returned store keeps the
         writer lock until `finish_build`. With ``join_existing=True`` a finished map of the same kind found in
-        ``path`` (one a racing process just created) is opened instead of failing.
+        ``path`` (one a racing process just created) is opened instead of failing. ``path`` is `resolved`: a
+        link to a folder that does not exist yet creates the map there.
         """
-        path = absolute(path)
+        path = resolved(path)
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
             raise MapExistsError(f"{path} exists and is not a directory")
@@ -314,7 +325,7 @@ class Store:
                 if old.kind != kind:
                     raise KindMismatchError(f"{path} holds a {old.kind!r} map, not a {kind!r} one")
                 os.close(lock_fd)
-                return cls.open(path, durable=durable, lock_timeout=lock_timeout)
+                return cls.open(path, durable=durable, lock_timeout=lock_timeout, resolve=False)
             if old is not None and not old.building and not overwrite:
                 raise MapExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:
