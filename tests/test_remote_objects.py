@@ -223,6 +223,14 @@ def test_a_header_naming_an_object_of_another_map_or_commit_is_refused(tmp_path,
     assert not verify(url).ok
 
 
+def test_a_header_listing_objects_without_requiring_the_feature_is_refused(tmp_path):
+    url = "memory://objects-test/no-feature"
+    upload(single(tmp_path, "m", OLD), url)
+    rewrite_header(url, lambda content: content["requires"].remove("objects"))  # older readers would read data.bin
+    with pytest.raises(CorruptMapError, match=rf"{url}/header\.json lists 'objects' but does not require"):
+        open_existing(url, cache_dir=tmp_path / "cache")
+
+
 def test_an_object_shorter_than_its_header_commits_is_refused_naming_it(tmp_path):
     url = "memory://objects-test/short"
     upload(single(tmp_path, "m", OLD), url)
@@ -233,16 +241,18 @@ def test_an_object_shorter_than_its_header_commits_is_refused_naming_it(tmp_path
         open_existing(url, cache_dir=tmp_path / "cache")[0]
 
 
-def test_a_map_uploaded_before_object_names_still_reads(tmp_path):
-    # What upload wrote before: the local header as it is, and each column under <column>.bin.
-    local = single(tmp_path, "m", OLD)
+@pytest.mark.parametrize("layout", [single, sharded])
+def test_a_map_uploaded_before_object_names_still_reads(tmp_path, layout):
+    # What upload wrote before: the local headers as they are, and each column under <column>.bin.
+    local = layout(tmp_path, "m", OLD)
+    url = f"memory://objects-test/old-style-{layout.__name__}"
     memory = fsspec.filesystem("memory")
-    for file in local.iterdir():
-        if file.name == "header.json" or file.suffix == ".bin":
-            memory.pipe_file(f"/objects-test/old-style/{file.name}", file.read_bytes())
-    reader = open_existing("memory://objects-test/old-style", cache_dir=tmp_path / "cache")
+    for file in local.rglob("*"):
+        if file.name in ("header.json", "shards.json") or file.suffix == ".bin":
+            memory.pipe_file(f"{url.split('://', 1)[1]}/{file.relative_to(local).as_posix()}", file.read_bytes())
+    reader = open_existing(url, cache_dir=tmp_path / "cache")
     assert np.array_equal(np.stack(list(reader)), OLD)
-    assert verify("memory://objects-test/old-style").ok
+    assert verify(url).ok and verify(url, deep=True, cache_dir=tmp_path / "cache").ok
     reader.close()
 
 
