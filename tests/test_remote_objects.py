@@ -287,3 +287,17 @@ def test_superseded_objects_stay_unless_pruned(tmp_path):
     assert set(memory_objects(prefix)) == {"header.json", "README.txt", *third}
     assert np.array_equal(np.stack(list(open_existing(url, cache_dir=tmp_path / "cache"))), np.concatenate(
         [OLD[:10], OLD[:5], OLD[:5]]))
+
+
+def test_without_objects_gives_a_header_a_local_reader_opens(tmp_path):
+    from mmap_ninja.adapters.remote_objects import without_objects
+    from mmap_ninja.format import encode_header, parse_header
+
+    url = "memory://objects-test/without"
+    upload(single(tmp_path, "m", OLD), url)
+    header = remote_module._parse(json.dumps(uploaded_header(url)).encode(), f"{url}/header.json")
+    with pytest.raises(UnknownFeatureError):
+        parse_header(json.loads(encode_header(header)), tmp_path / "header.json")
+    local = without_objects(header)
+    assert "objects" not in local.requires and "objects" not in local.extra
+    assert parse_header(json.loads(encode_header(local)), tmp_path / "header.json").lengths == header.lengths

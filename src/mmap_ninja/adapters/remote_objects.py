@@ -29,8 +29,8 @@ from mmap_ninja.storage import COLUMN_SUFFIX
 if TYPE_CHECKING:
     from mmap_ninja.adapters.remote import _Remote
 
-__all__ = ["OBJECTS", "column_objects", "header_to_keep", "header_to_upload", "object_name", "prune",
-           "uploaded_name"]
+__all__ = ["OBJECTS", "column_objects", "header_to_keep", "header_to_upload", "object_name", "previous_folders",
+           "prune", "uploaded_name", "without_objects"]
 
 OBJECTS = "objects"
 """The ``requires`` feature and the header key of maps uploaded with named objects."""
@@ -139,6 +139,15 @@ def header_to_keep(raw: bytes, header: Header) -> bytes:
     content["requires"] = [feature for feature in content["requires"] if feature != OBJECTS]
     content["checksum"] = header_checksum(content)
     return json.dumps(content).encode()
+
+
+def without_objects(header: Header) -> Header:
+    """``header`` (an uploaded one, parsed) as a local map's: without the ``objects`` key and its feature. What a
+    reader that writes a header of its own into the cache (rather than `header_to_keep`'s bytes) starts from."""
+    if OBJECTS not in header.requires and OBJECTS not in header.extra:
+        return header
+    return header.evolve(requires=tuple(feature for feature in header.requires if feature != OBJECTS),
+                         extra={key: value for key, value in header.extra.items() if key != OBJECTS})
 
 
 def previous_folders(top: Optional[tuple[str, bytes]]) -> list[str]:
