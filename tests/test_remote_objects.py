@@ -135,10 +135,21 @@ def test_an_uploader_sigkilled_after_its_objects_leaves_s3_readers_the_old_map(t
     got = np.stack(list(reader))
     assert got.dtype == np.float32 and np.array_equal(got, OLD)
     reader.close()
-    upload(new, url, storage_options=options)
+    upload(new, url, storage_options=options, prune=True)
     reader = open_existing(url, cache_dir=tmp_path / "cache", storage_options=options)
     assert np.array_equal(np.stack(list(reader)), NEW)
     reader.close()
+
+    import s3fs  # pruned: what is left is what the new headers name, and the headers
+
+    fs = s3fs.S3FileSystem(**options)
+    left = {key.split("/m/", 1)[1] for key in fs.find(f"{bucket}/m")}
+    folders = {key.rsplit("/", 1)[0] if "/" in key else "" for key in left if key.endswith("header.json")}
+    named = {"shards.json"} if layout is sharded else set()
+    for folder in folders:
+        header = json.loads(fs.cat_file(f"{bucket}/m/{folder}/header.json" if folder else f"{bucket}/m/header.json"))
+        named |= {f"{folder}/{name}" if folder else name for name in [*header["objects"].values(), "header.json"]}
+    assert left == named and len(folders) == (2 if layout is sharded else 1)
 
 
 def uploaded_header(url, rel=""):
