@@ -173,6 +173,10 @@ class RecordsLayout(Layout):
             columns[_keys.SLOTS] = "<i8"
         return columns
 
+    def index_units(self, attrs: dict[str, Any]) -> dict[str, int]:
+        return {f"{name}.{prefix}": unit for name, _, layout in self.fields(attrs)
+                for prefix, unit in layout.index_units(attrs["fields"][name]["attrs"]).items()}
+
     def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
         """The items each column of a new map with these attributes starts with (the offsets' leading 0)."""
         return {f"{name}.{column}": items for name, _, layout in self.fields(attrs)
