@@ -91,7 +91,7 @@ def test_a_reader_without_the_kind_refuses_the_map_by_its_feature(audio, tmp_pat
     import mmap_ninja.format as format_module
 
     monkeypatch.setattr(format_module, "_FEATURES", format_module._FEATURES - {"records.audio"})
-    with pytest.raises(UnknownFeatureError, match="records.audio"):
+    with pytest.raises(UnknownFeatureError, match=r"records\.audio"):
         RecordsMmap(tmp_path / "rec", mode="r")
 
 
