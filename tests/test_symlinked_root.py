@@ -107,3 +107,19 @@ def test_a_sharded_map_opened_through_a_link_reads_the_shards_of_the_folder_it_o
     assert list(s) == WORDS  # shards opened later come from v1 still (they were refused as replaced shards)
     assert list(ShardedMap(link, mode="r")) == ["x", "y", "z"]  # a new handle resolves the link anew
     s.close()
+
+
+def test_merge_sees_through_links_when_it_checks_where_maps_are(tmp_path):
+    source = tmp_path / "disk" / "m"
+    StringsMmap.from_strings(source, WORDS).close()
+    (source / "inner").mkdir()
+    os.symlink(source / "inner", tmp_path / "out")  # the sharded map would lie inside the map moved into it
+    before = sorted(p.name for p in source.iterdir())
+    with pytest.raises(ValueError, match="lies inside the map"):
+        merge(tmp_path / "out", [source])
+    assert sorted(p.name for p in source.iterdir()) == before  # nothing moved (out holds merge's .lock only)
+    assert [p.name for p in (source / "inner").iterdir()] in ([], [".lock"])
+    os.symlink(tmp_path / "disk", tmp_path / "disk-link")
+    with pytest.raises(ValueError, match="given twice"):  # one map under two names
+        merge(tmp_path / "out2", [source, tmp_path / "disk-link" / "m"])
+    assert not (tmp_path / "out2").exists() and list(StringsMmap(source, mode="r")) == WORDS
