@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import stat
 import threading
 import uuid
@@ -20,7 +19,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from mmap_ninja._fsio import (
     write_all,
 )
 from mmap_ninja._osfile import fsync_file, fsync_path
+from mmap_ninja._paths import PathLike, absolute, is_url, resolved
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     ClosedMapError,
@@ -52,9 +52,8 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "absolute", "fsync_dir", "fsync_tree", "is_derived", "lock_directory", "resolved"]
+           "absolute", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory", "resolved"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
 COLUMN_SUFFIX = ".bin"
 CHECKSUMS = "checksums"  # the column of checksum records (see checksums.py)
@@ -80,34 +79,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
-    return isinstance(path, str) and _URL.match(path) is not None
-
-
-def absolute(path: PathLike) -> Path:
-    """``path`` made absolute once, so that a later ``os.chdir`` changes nothing (symlinks are kept). A URL is
-    refused: every local reader and writer comes here, and would otherwise make a folder named ``s3:``."""
-    if is_url(path):
-        raise ValueError(f"{path} is a URL, not a local path: maps are written in a local directory and published "
-                         f"with mmap_ninja.upload(path, url); mmap_ninja.open_existing(url) reads one")
-    if isinstance(path, Path) and path.is_absolute() and ".." not in path.parts:
-        return path  # already what abspath would make of it (a Path has no "." parts nor repeated slashes)
-    return Path(os.path.abspath(os.fspath(path)))
-
-
-def resolved(path: PathLike) -> Path:
-    """``path`` made absolute with every symbolic link in it resolved (``os.path.realpath``): a map's root, resolved
-    once when the map is opened or created. The root may be a link (the data on another disk, a link switched
-    between versions); the handle keeps to the folder it resolved, whatever the link names later, and the checks
-    of its writes (no link, nothing but the map's own files) apply inside that folder. A URL is refused as by
-    `absolute`."""
-    return Path(os.path.realpath(absolute(path)))
 
 
 class _Column:
