@@ -35,6 +35,7 @@ __all__ = [
     "dtype_to_json",
     "encode_header",
     "parse_header",
+    "plain_header",
     "read_header",
     "register_feature",
 ]
@@ -276,6 +277,16 @@ def parse_header(content: Any, path: Path) -> Header:
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
                   building=building, checksums=None if checksums is None else checksums["algorithm"],
                   extra={k: v for k, v in content.items() if k not in _KEYS})
+
+
+def plain_header(directory: Path) -> bytes:
+    """The header of the map in ``directory`` as a plain map's ``header.json`` (a slot map's without the feature:
+    what `mmap_ninja.upload` publishes, whose readers fetch ``<column>.bin`` objects and ``header.json``)."""
+    header = read_header(directory)
+    if header.extra.get("file_suffix"):
+        raise ValueError(f"{directory} names its column files with a suffix (it replaced a map while readers held "
+                         f"it); upload a copy made with mmap-ninja convert, or overwrite it once no reader holds it")
+    return encode_header(header.evolve(requires=tuple(r for r in header.requires if r != header_slots.FEATURE)))
 
 
 def encode_header(header: Header) -> bytes:

@@ -19,6 +19,7 @@ operations, and `format.read_header` and `storage.Store` call them (nothing else
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -33,10 +34,29 @@ from mmap_ninja.errors import CorruptMapError, MapInUseError
 if TYPE_CHECKING:
     from mmap_ninja.format import Header
 
-__all__ = ["COMMIT_ENV", "DEFERRED_FILE", "FEATURE", "READERS_PREFIX", "SLOTS_FILE", "SLOT_SIZE", "STUB", "ReaderLock",
-           "Generation", "hold", "hold_reader_lock", "publish", "write_stub",
-           "choose_protocol", "defer_deletions", "is_our_file", "open_reader_lock", "read_slots", "reader_lock_name",
-           "run_deferred_deletions", "write_slot"]
+__all__ = [
+    "COMMIT_ENV",
+    "DEFERRED_FILE",
+    "FEATURE",
+    "READERS_PREFIX",
+    "SLOTS_FILE",
+    "SLOT_SIZE",
+    "STUB",
+    "Generation",
+    "ReaderLock",
+    "choose_protocol",
+    "defer_deletions",
+    "hold",
+    "hold_reader_lock",
+    "is_our_file",
+    "open_reader_lock",
+    "publish",
+    "read_slots",
+    "reader_lock_name",
+    "run_deferred_deletions",
+    "write_slot",
+    "write_stub",
+]
 
 FEATURE = "commit.slots"
 SLOTS_FILE = "header.slots"
@@ -272,10 +292,8 @@ class ReaderLock:
     def __del__(self) -> None:
         fd, self.fd = getattr(self, "fd", None), None
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def hold_reader_lock(directory: Path, map_id: Optional[str]) -> Optional[ReaderLock]:

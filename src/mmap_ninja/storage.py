@@ -360,7 +360,7 @@ class Store:
         generation = header_slots.Generation(path, old if slots else None, list(dtypes), map_id, SLOTS in requires)
         for name in (old.columns if old is not None and not slots else {}):
             if name not in dtypes:
-                _unlink(path / old.file_of(name))
+                _unlink(path / (name + COLUMN_SUFFIX))  # (a plain map's names)
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
                         attrs=dict(attrs), id=map_id, commit=0, requires=requires, metadata=dict(metadata),
                         building=True, checksums=default_algorithm(),
