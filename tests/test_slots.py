@@ -259,6 +259,10 @@ def test_overwrite_defers_deleting_files_a_reader_holds(tmp_path: Path) -> None:
     assert (path / "data.bin").exists()  # held by the reader: not deleted, not written over
     assert "data.bin" in (path / ".deferred-deletions").read_text()
     assert reader[4] == old_data and len(reader) == 5
+    assert verify(path, deep=True).ok  # the new map's files have their own names, which every reader follows
+    from mmap_ninja.cli import main
+
+    assert main(["info", str(path)]) == 0
     with StringsMmap(path) as writer:
         writer.append("while held")  # a writer that cannot take the old generation's lock keeps the files
     assert (path / "data.bin").exists()
@@ -327,3 +331,20 @@ def test_builders_without_a_commit_keyword_follow_the_environment(tmp_path: Path
         images.append(SPECS["images"].make_sample(3))
     assert len(ImagesMmap(tmp_path / "i", mode="r")) == 4
     assert issubclass(MapInUseError, mmap_ninja.MapLockedError)
+
+
+def test_a_durable_slots_commit_fsyncs_the_data_then_the_slot(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m"
+    m = build("strings", path, 3, commit="slots", durable=True)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    m.append("durable")
+    assert synced[-1] == "header.slots" and {"data.bin", "offsets.bin"} <= set(synced[:-1]), synced
+    m.close()

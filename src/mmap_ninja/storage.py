@@ -34,6 +34,7 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._open_errors import moved_error, unfinished_error
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
@@ -41,13 +42,10 @@ from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
-    MapError,
     MapExistsError,
     MapLockedError,
-    MapMovedError,
     NotAMapError,
     ReadOnlyMapError,
-    UnfinishedMapError,
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 from mmap_ninja.header_slots import FEATURE as SLOTS
@@ -372,6 +370,8 @@ class Store:
             if old is not None and not slots:
                 _unlink(column_path)
             os.close(os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+        if durable and slots:  # their names reach the disk before a slot lists them (no rename fsyncs the folder)
+            fsync_dir(path)
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=True)
         store._thread_lock.acquire()
         store._txn = _Transaction(lock_fd, header.lengths)
@@ -925,38 +925,6 @@ def check_lock_timeout(timeout: Any) -> Optional[float]:
     return float(timeout)
 
 
-def moved_error(path: Path, map_id: Optional[str]) -> MapMovedError:
-    """The error for a handle whose map directory ``path`` is gone: moved (by `merge`, into a sharded map) or
-    deleted; it names the new place when this process still maps a file of the map with header id ``map_id``."""
-    found = _mapped_elsewhere(path, map_id)
-    where = f"it is now at {found}; open it there (or open the sharded map that holds it)" if found is not None \
-        else "merge() moves maps into a sharded map's shards/ folder: open the sharded map (or the map where it is now)"
-    return MapMovedError(f"the map this handle opened at {path} was moved or deleted (the folder no longer exists); "
-                         f"{where}")
-
-
-def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
-    """Where the map with header id ``map_id`` is now, found among the files this process maps (Linux names a
-    mapped file by its current path, after renames); None when unknown."""
-    if map_id is None:
-        return None
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            folders = {Path(line.split(None, 5)[5].strip()).parent for line in maps
-                       if line.rstrip().endswith(COLUMN_SUFFIX) and len(line.split(None, 5)) == 6}
-    except OSError:
-        return None
-    for folder in sorted(folders):
-        if folder == path:
-            continue
-        try:
-            if read_header(folder).id == map_id:
-                return folder
-        except (MapError, OSError):
-            continue
-    return None
-
-
 def _lock(path: Path, timeout: Optional[float]) -> int:
     return lock_directory(path, timeout)
 
@@ -980,26 +948,3 @@ def lock_directory(path: Path, timeout: Optional[float], what: str = "the map") 
             f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
             f"longer (None waits for ever)")
     return fd
-
-
-def _being_built(path: Path) -> bool:
-    """Whether a live process holds the writer lock of ``path`` (a build in progress, not an interrupted one)."""
-    try:
-        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return locks.available() and not locks.try_lock(fd, shared=True)  # no locks here: cannot tell, say no
-    finally:
-        os.close(fd)
-
-
-def unfinished_error(path: Path, header: Header) -> UnfinishedMapError:
-    in_progress = _being_built(path)
-    state = ("is still being built by another process" if in_progress
-             else "is an unfinished build: the from_* call that made it was interrupted or failed")
-    error = UnfinishedMapError(
-        f"{path} {state}. Re-running the build replaces it (no overwrite=True needed); to read what it committed "
-        f"so far, open it with allow_unfinished=True")
-    error.in_progress = in_progress
-    return error

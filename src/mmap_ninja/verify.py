@@ -249,7 +249,7 @@ def _offset_units(header: Header) -> dict[str, int]:
 def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional[dict[str, np.ndarray[Any, Any]]]:
     columns = {}
     for name, column in header.columns.items():
-        path = directory / (name + COLUMN_SUFFIX)
+        path = directory / header.file_of(name)
         need = column.length * column.dtype.itemsize
         try:
             info = os.stat(path)
