@@ -301,16 +301,17 @@ def test_a_reader_on_read_only_media_reads_without_a_lock(tmp_path: Path) -> Non
 
 
 def test_a_reader_that_cannot_create_its_lock_still_reads(tmp_path: Path) -> None:
-    # The fallback itself (root ignores folder permissions, so a lock path that cannot be made stands in for
-    # read-only media): a name taken by a folder.
+    # The fallback itself (root ignores folder permissions, so a lock file that can be neither made nor opened
+    # stands in for read-only media): a link into a folder that does not exist.
     path = tmp_path / "m"
     build("strings", path, 3, commit="slots").close()
     header = read_header(path)
     lock = path / f".readers-{header.id}"
     lock.unlink()
-    lock.mkdir()
+    lock.symlink_to(tmp_path / "no-such-folder" / "lock")
     with StringsMmap(path, mode="r") as m:
         assert list(m) == SPECS["strings"].samples(0, 3)
+        assert m._store._reader_lock is not None and m._store._reader_lock.fd is None  # read without a lock
 
 
 def test_builders_without_a_commit_keyword_follow_the_environment(tmp_path: Path,
