@@ -349,3 +349,40 @@ def test_a_durable_slots_commit_fsyncs_the_data_then_the_slot(tmp_path: Path,
     m.append("durable")
     assert synced[-1] == "header.slots" and {"data.bin", "offsets.bin"} <= set(synced[:-1]), synced
     m.close()
+
+
+_HOLDER = """
+import sys
+from mmap_ninja import StringsMmap
+m = StringsMmap(sys.argv[1], mode="r")
+print(m[len(m) - 1], flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_reader_in_another_process_keeps_the_replaced_files_until_it_closes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "m"
+    build("strings", path, 5, commit="slots").close()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == SPECS["strings"].make_sample(4)  # it maps the map now
+        build("strings", path, 2, overwrite=True).close()
+        with StringsMmap(path) as writer:
+            writer.append("x")
+        assert (path / "data.bin").exists(), "a file another process maps was deleted"
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    with StringsMmap(path) as writer:
+        writer.append("y")
+    assert not (path / "data.bin").exists()
+    assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 2), "x", "y"]

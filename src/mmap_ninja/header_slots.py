@@ -174,10 +174,11 @@ def reader_lock_name(map_id: Optional[str]) -> str:
     return f"{READERS_PREFIX}{map_id or 'none'}"
 
 
-def open_reader_lock(directory: Path, map_id: Optional[str], *, exclusive: bool) -> tuple[Optional[int], bool]:
-    """Open the reader lock of the map generation ``map_id`` and try to take it (shared, or exclusive) without
-    waiting: ``(descriptor or None, taken)``. ``(None, True)`` when no lock can be made here (read-only media, no
-    locking facility): then nothing can delete the files either."""
+def open_reader_lock(directory: Path, map_id: Optional[str], *, exclusive: bool,
+                     wait: Optional[float] = 0) -> tuple[Optional[int], bool]:
+    """Open the reader lock of the map generation ``map_id`` and take it (shared, or exclusive), waiting at most
+    ``wait`` seconds (0: one try; None: for ever): ``(descriptor or None, taken)``. ``(None, True)`` when no lock
+    can be made here (read-only media, no locking facility): then nothing can delete the files either."""
     if not locks.available():
         return None, True
     path = directory / reader_lock_name(map_id)
@@ -189,7 +190,7 @@ def open_reader_lock(directory: Path, map_id: Optional[str], *, exclusive: bool)
         except OSError:
             return None, True
     try:
-        taken = locks.try_lock(fd, shared=not exclusive)
+        taken = locks.lock(fd, shared=not exclusive, timeout=wait)
     except OSError:
         os.close(fd)
         return None, True
@@ -296,10 +297,10 @@ class ReaderLock:
                 os.close(fd)
 
 
-def hold_reader_lock(directory: Path, map_id: Optional[str]) -> Optional[ReaderLock]:
+def hold_reader_lock(directory: Path, map_id: Optional[str], wait: Optional[float]) -> Optional[ReaderLock]:
     """The shared reader lock of generation ``map_id`` of a slot map (a `ReaderLock` holding no descriptor where no
-    lock can be made), or None while a writer holds it exclusively (it is replacing that generation)."""
-    fd, taken = open_reader_lock(directory, map_id, exclusive=False)
+    lock can be made), or None if a writer replacing that generation held it exclusively for ``wait`` seconds."""
+    fd, taken = open_reader_lock(directory, map_id, exclusive=False, wait=wait)
     return ReaderLock(fd) if taken else None
 
 
@@ -324,14 +325,16 @@ def publish(directory: Path, header: bytes, *, durable: bool, created: bool) -> 
         write_stub(directory, durable=durable)
 
 
-def hold(path: Path, header: Header) -> Optional[ReaderLock]:
-    """A handle's hold on the files of the slot map ``header`` describes (None for a plain map)."""
+def hold(path: Path, header: Header, wait: Optional[float]) -> Optional[ReaderLock]:
+    """A handle's hold on the files of the slot map ``header`` describes (None for a plain map), waiting at most
+    ``wait`` seconds for a writer that is replacing the map (it holds the lock exclusively until the new header is
+    published; the caller then reads the header again)."""
     if FEATURE not in header.requires:
         return None
-    held = hold_reader_lock(path, header.id)
+    held = hold_reader_lock(path, header.id, wait)
     if held is None:
-        raise MapInUseError(f"{path} is being replaced (overwrite=True) by another writer; open it again once that "
-                            f"is done")
+        raise MapInUseError(f"{path} is being replaced (overwrite=True) by another writer, which held it for "
+                            f"{wait:g} s; open it again once that is done")
     return held
 
 

@@ -247,7 +247,7 @@ class Store:
         self.allow_unfinished = allow_unfinished
         self.closed = False
         self._header = header
-        self._reader_lock = header_slots.hold(path, header)  # a slot map's files stay while this handle maps them
+        self._reader_lock = header_slots.hold(path, header, self.lock_timeout)  # a slot map's files stay while held
         self._columns = self._columns_of(header)
         self._txn: _Transaction | None = None
         self._thread_lock = threading.RLock()
@@ -506,7 +506,7 @@ class Store:
             for column in replaced.values():
                 column.close()
             self.close_reader_lock()
-            self._reader_lock = header_slots.hold(self.path, header)
+            self._reader_lock = header_slots.hold(self.path, header, self.lock_timeout)
         elif header == old:
             return False
         for name, col in header.columns.items():  # columns another handle added (a new records field)
