@@ -386,3 +386,13 @@ def test_a_reader_in_another_process_keeps_the_replaced_files_until_it_closes(tm
         writer.append("y")
     assert not (path / "data.bin").exists()
     assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 2), "x", "y"]
+
+
+def test_a_slot_map_folder_copied_to_a_url_is_refused_never_misread(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    build("strings", tmp_path / "m", 3, commit="slots").close()
+    memory = fsspec.filesystem("memory")
+    for file in (tmp_path / "m").iterdir():
+        memory.pipe(f"/slots-test/raw/{file.name}", file.read_bytes())
+    with pytest.raises(CorruptMapError, match=r"stub of a map kept with 'commit\.slots'"):
+        open_existing("memory://slots-test/raw", cache_dir=tmp_path / "cache")
