@@ -80,7 +80,7 @@ def test_stub_is_refused_by_a_reader_that_does_not_know_slots(tmp_path: Path,
 
 def test_a_plain_map_keeps_the_rename_protocol(tmp_path: Path) -> None:
     path = tmp_path / "m"
-    with build("ragged", path, 5) as m:
+    with build("ragged", path, 5, commit="rename") as m:
         m.extend(SPECS["ragged"].samples(5, 8))
     assert not (path / "header.slots").exists()
     assert json.loads((path / "header.json").read_bytes())["columns"]["offsets"]["length"] == 9
@@ -240,7 +240,7 @@ def test_a_slots_commit_renames_truncates_and_deletes_nothing(tmp_path: Path, na
 
 
 def test_the_recorder_sees_the_rename_protocol(tmp_path: Path, file_operations: list[tuple[str, str]]) -> None:
-    m = build("strings", tmp_path / "m", 5)
+    m = build("strings", tmp_path / "m", 5, commit="rename")
     file_operations.clear()
     m.append("x")
     assert [op for op, _ in file_operations] == ["replace"]  # the check above would catch a rename
