@@ -396,3 +396,20 @@ def test_a_slot_map_folder_copied_to_a_url_is_refused_never_misread(tmp_path: Pa
         memory.pipe(f"/slots-test/raw/{file.name}", file.read_bytes())
     with pytest.raises(CorruptMapError, match=r"stub of a map kept with 'commit\.slots'"):
         open_existing("memory://slots-test/raw", cache_dir=tmp_path / "cache")
+
+
+def test_a_hostile_deletion_journal_deletes_nothing_outside_the_map_nor_its_live_files(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    build("strings", path, 3, commit="slots").close()
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    live = read_header(path).id
+    (path / ".deferred-deletions").write_text(
+        f"0123abcd ../precious.txt\n../.. precious.txt\n0123abcd data.bin\n{live} offsets.bin\n"
+        f"0123abcd header.slots\n0123abcd header.json\n0123abcd .lock\n")
+    with StringsMmap(path) as m:
+        m.append("x")
+    assert outside.read_text() == "keep me"
+    for name in ("data.bin", "offsets.bin", "header.slots", "header.json", ".lock"):
+        assert (path / name).exists(), name
+    assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 3), "x"]

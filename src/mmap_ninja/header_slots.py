@@ -10,17 +10,19 @@ operations, and `format.read_header` and `storage.Store` call them (nothing else
 - ``header.json``: a stub, written once when the map is created, that lists ``commit.slots`` in ``requires`` and
   no columns, so a reader that does not know the feature refuses the map by its name.
 - ``.readers-<id>``: the reader lock of one map generation (a map ``id``). Every handle of a slot map holds it
-  shared while it maps the map's files; a writer that must delete them (``overwrite=True``) takes it exclusively
-  without waiting, and refuses when it cannot. Where it cannot be created (read-only media) a reader reads without
-  it: nothing can delete files there either.
-- ``.deferred-deletions``: names (one a line) of files of the map a writer could not delete when it wanted to
-  (a handle held them open); the next writer deletes those whose deletion nothing prevents any more.
+  shared while it maps the map's files; a writer replacing the map (``overwrite=True``) takes it exclusively
+  without waiting: taken, the old files go at once; not taken, they stay and the new generation names its files
+  ``<column>.<file_suffix>.bin`` (`Generation`). Where the lock cannot be created (read-only media) a reader reads
+  without it: nothing can delete files there either.
+- ``.deferred-deletions``: lines ``<id> <file>``, the files of generation ``<id>`` waiting for no handle to hold
+  it; every writer of the map deletes those of the generations whose reader lock it can take exclusively.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import zlib
@@ -216,6 +218,7 @@ def defer_deletions(directory: Path, map_id: Optional[str], names: list[str], *,
         os.close(fd)
 
 
+_GENERATION = re.compile(r"[0-9a-f]{1,64}|none")
 _PROTECTED = {".", "..", SLOTS_FILE, DEFERRED_FILE, "header.json", "header.json.tmp", ".lock"}
 
 
@@ -228,7 +231,7 @@ def _deferred(directory: Path) -> dict[str, list[str]]:
     for line in raw.decode("utf-8", "replace").splitlines():
         map_id, _, name = line.partition(" ")
         # Only plain names of the map's own files: a damaged or hostile journal must not name anything else.
-        if map_id and name and "/" not in name and "\\" not in name and name not in _PROTECTED:
+        if _GENERATION.fullmatch(map_id) and name and "/" not in name and "\\" not in name and name not in _PROTECTED:
             pending.setdefault(map_id, [])
             if name not in pending[map_id]:
                 pending[map_id].append(name)
