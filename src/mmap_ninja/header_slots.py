@@ -47,6 +47,7 @@ __all__ = [
     "Generation",
     "ReaderLock",
     "choose_protocol",
+    "current_id",
     "defer_deletions",
     "hold",
     "hold_reader_lock",
@@ -146,6 +147,18 @@ def read_slots(directory: Path) -> bytes:
         os.close(fd)
     raise CorruptMapError(f"{path} is corrupt: neither of its two header slots is valid (each failed its CRC-32 "
                           f"or is empty)")
+
+
+def current_id(directory: Path) -> object:
+    """The ``id`` in the newest valid slot (what a reader that just took its reader lock compares with the header
+    it read: a different one means the map was replaced in between)."""
+    import json
+
+    try:
+        content = json.loads(read_slots(directory))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return content.get("id") if isinstance(content, dict) else None
 
 
 def write_slot(directory: Path, header: bytes, *, durable: bool) -> None:

@@ -265,7 +265,8 @@ class Store:
         if header.building and not allow_unfinished:
             raise unfinished_error(path, header)
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
-        if store._reader_lock is not None and store._reader_lock.fd is not None and read_header(path).id != header.id:
+        if store._reader_lock is not None and store._reader_lock.fd is not None and \
+                header_slots.current_id(path) != header.id:
             store.close()  # replaced between reading the header and holding its files: open the new map
             return cls.open(path, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
         if header.building and header.commit == 0:
