@@ -413,3 +413,15 @@ def test_a_hostile_deletion_journal_deletes_nothing_outside_the_map_nor_its_live
     for name in ("data.bin", "offsets.bin", "header.slots", "header.json", ".lock"):
         assert (path / name).exists(), name
     assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 3), "x"]
+
+
+def test_new_maps_are_slot_maps_by_default_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmap_ninja import header_slots
+
+    monkeypatch.delenv("MMAP_NINJA_COMMIT", raising=False)
+    monkeypatch.setattr(header_slots.sys, "platform", "win32")
+    assert header_slots.choose_protocol(None) == "slots"
+    assert header_slots.choose_protocol("rename") == "rename"
+    monkeypatch.setattr(header_slots.sys, "platform", "linux")
+    assert header_slots.choose_protocol(None) == "rename"
+    assert header_slots.choose_protocol(None, existing_slots=True) == "slots"  # a replaced slot map stays one
