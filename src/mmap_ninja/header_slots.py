@@ -71,6 +71,7 @@ SLOT_SIZE = _MAX_HEADER_BYTES + 4096
 _PREFIX = struct.Struct("<QQ")
 _CRC = struct.Struct("<I")
 _BINARY = getattr(os, "O_BINARY", 0)
+_FIRST_READ = 8192
 _READ_ATTEMPTS = 3  # both slots torn at once needs two commits during one read: read again before giving up
 
 #: The whole ``header.json`` of a slot map (constant: nothing in it changes when the map is replaced).
@@ -112,19 +113,21 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
 def _read_slot(fd: int, index: int) -> Optional[tuple[int, bytes]]:
     """``(sequence, header bytes)`` of slot ``index``, or None when it is empty, torn or damaged."""
     base = index * SLOT_SIZE
-    prefix = _read_at(fd, base, _PREFIX.size)
-    if len(prefix) < _PREFIX.size:
+    head = _read_at(fd, base, _FIRST_READ)  # most headers fit: one read per slot
+    if len(head) < _PREFIX.size:
         return None
-    sequence, length = _PREFIX.unpack(prefix)
+    sequence, length = _PREFIX.unpack_from(head)
     if sequence == 0 or length > _MAX_HEADER_BYTES:
         return None
-    rest = _read_at(fd, base + _PREFIX.size, length + _CRC.size)
-    if len(rest) < length + _CRC.size:
+    end = _PREFIX.size + length + _CRC.size
+    if len(head) < end:
+        head += _read_at(fd, base + len(head), end - len(head))
+        if len(head) < end:
+            return None
+    (stored,) = _CRC.unpack_from(head, end - _CRC.size)
+    if zlib.crc32(head[:end - _CRC.size]) != stored:
         return None
-    (stored,) = _CRC.unpack_from(rest, length)
-    if zlib.crc32(rest[:length], zlib.crc32(prefix)) != stored:
-        return None
-    return sequence, rest[:length]
+    return sequence, head[_PREFIX.size:end - _CRC.size]
 
 
 def read_slots(directory: Path) -> bytes:
