@@ -30,6 +30,7 @@ def test_bench_tokens_prints_its_tables(tmp_path):
     assert out.count("LitData optimize + TokensLoader (tokens only, windows within a chunk): not run (pass "
                      "--peers-python") == 2
     for peer in ("LitData StreamingDataset + TokensLoader", "MosaicML streaming StreamingDataset"):
-        assert len(re.findall(rf"\| {re.escape(peer)}[^|]*, [02] workers: not run \(pass --peers-python", out)) == 2, peer
+        rows = re.findall(rf"\| {re.escape(peer)}[^|]*, [02] workers: not run \(pass --peers-python", out)
+        assert len(rows) == 2, peer
     assert re.search(r"\| TokenBudgetBatchSampler, max_tokens=[\d,]+ \| [\d.]+", out)
     assert len(re.findall(r"\| (PASS|FAIL) \|", out)) == 8

@@ -91,7 +91,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     def _templates(self) -> None:
         """The boundaries and document id of a window inside one document, copied for each such window."""
         self._whole = np.array([0, self.seq_len], dtype=np.int32)
-        self._coarse: Optional[tuple[int, np.ndarray]] = None
+        self._coarse: Optional[tuple[int, np.ndarray, np.ndarray]] = None
         self._one_id = np.zeros(1, dtype=np.int64)
         # Row k is window k: a read-only 2-D view of the mapping, from which a batch is one gather of rows.
         step = self._values.strides[0]
@@ -229,20 +229,20 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         offsets = self._offsets
         if len(offsets) <= _COARSE_ENTRIES:
             return np.searchsorted(offsets, positions, side="right")
+        last = len(offsets) - 1  # offsets[last] is the total, past every position searched
         if self._coarse is None:
             step = _COARSE_STEP
             while len(offsets) > step * _COARSE_ENTRIES:
                 step *= 2
-            self._coarse = (step, np.ascontiguousarray(offsets[::step]))
-        step, coarse = self._coarse
-        low = np.searchsorted(coarse, positions, side="right")
-        low -= 1
-        low *= step
-        # Kept below the last offset (the total, past every position): offsets[low] <= position < offsets[low + step].
-        np.minimum(low, len(offsets) - 1 - step, out=low)
+            # Where each search starts: every step-th offset, the last ones held at last - step, so that a search
+            # from any of them ends within [start, start + step] and never reads past the offsets.
+            starts = np.minimum(np.arange(0, last + step, step, dtype=np.int64), last - step)
+            self._coarse = (step, starts, np.ascontiguousarray(offsets[starts[1:]]))
+        step, starts, values = self._coarse
+        low = starts[np.searchsorted(values, positions, side="right")]  # offsets[low] <= position < offsets[low+step]
         half = step // 2
         while half:  # one level of the search for every key at once
-            np.add(low, half, out=low, where=offsets[low + half] <= positions)
+            np.add(low, half, out=low, where=offsets[half:][low] <= positions)
             half //= 2
         low += 1
         return low
@@ -429,29 +429,46 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
 
 
 def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray) -> dict[str, Any]:
-    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and ``position_ids`` as views of one new buffer: inside a
-    DataLoader worker the buffer is made in shared memory, as ``default_collate`` makes its batches, and one buffer
-    is one shared segment to send to the training process instead of one per tensor."""
+    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and ``position_ids``. In the training process: the batch's own
+    arrays (``torch.from_numpy``) and a new one for the positions. Inside a DataLoader worker: views of one new
+    buffer in shared memory (as ``default_collate`` makes its batches), one shared segment to send to the training
+    process instead of one per tensor."""
     from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
 
     tokens, segments = rows * seq_len, len(doc_ids)
-    cuts_words = (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
-    buffer = _new_batch_tensor((tokens + segments + cuts_words,), np.dtype(np.int64))
-    position_ids, doc_tensor = buffer[:tokens].view(rows, seq_len), buffer[tokens:tokens + segments]
-    cu_tensor = buffer[tokens + segments:].view(torch.int32)[:len(cu_seqlens)]
-    cuts = cu_tensor.numpy()
-    cuts[:] = cu_seqlens
-    doc_tensor.numpy()[:] = doc_ids
-    lengths = np.diff(cuts)
-    # Each token's position in its segment: ones, minus each segment's length at the next segment's first token,
-    # summed up.
-    positions = position_ids.numpy().reshape(-1)
-    positions.fill(1)
-    positions[cuts[1:-1]] = 1 - lengths[:-1]
-    positions[0] = 0
-    np.cumsum(positions, out=positions)
+    if get_worker_info() is None:
+        cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
+            cu_seqlens.astype(np.int32)
+        doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+        positions = np.empty((rows, seq_len), dtype=np.int64)
+        lengths = _positions_into(positions.reshape(-1), cuts)
+        cu_tensor, doc_tensor, position_ids = torch.from_numpy(cuts), torch.from_numpy(doc_ids), \
+            torch.from_numpy(positions)
+    else:
+        cuts_words = (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
+        buffer = _new_batch_tensor((tokens + segments + cuts_words,), np.dtype(np.int64))
+        position_ids, doc_tensor = buffer[:tokens].view(rows, seq_len), buffer[tokens:tokens + segments]
+        cu_tensor = buffer[tokens + segments:].view(torch.int32)[:len(cu_seqlens)]
+        cuts = cu_tensor.numpy()
+        cuts[:] = cu_seqlens
+        doc_tensor.numpy()[:] = doc_ids
+        lengths = _positions_into(position_ids.numpy().reshape(-1), cuts)
     return {"cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()) if len(lengths) else 0,
             "doc_ids": doc_tensor, "position_ids": position_ids}
+
+
+_COUNTING: np.ndarray = np.arange(0, dtype=np.int64)
+
+
+def _positions_into(positions: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Write each token's position within its segment (``cuts`` its boundaries) into ``positions``: the token's
+    index minus its segment's start. Returns the segments' lengths."""
+    global _COUNTING
+    if len(_COUNTING) < len(positions):  # 0, 1, 2, ... kept for the next batches
+        _COUNTING = np.arange(len(positions), dtype=np.int64)
+    lengths: np.ndarray = np.subtract(cuts[1:], cuts[:-1])
+    np.subtract(_COUNTING[:len(positions)], np.repeat(cuts[:-1], lengths), out=positions)
+    return lengths
 
 
 def _positive(name: str, value: Any) -> int:
