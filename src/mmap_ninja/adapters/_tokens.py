@@ -52,6 +52,10 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     the offsets. It pickles as the map's path (DataLoader workers reopen the files). Use `collate_packed`
     (also ``PackedTokens.collate``) as the DataLoader's ``collate_fn`` to get torch tensors.
 
+    A DataLoader batch is read at once (``__getitems__``, see `get_batch` and `PackedBatch`): the windows gathered
+    into one ``(B, seq_len)`` array of ``dtype`` (default: the map's own; give e.g. ``np.int64`` to have batches
+    widened as they are read, or widen them where they are used), the boundaries of all rows found in one search.
+
     Example:
 
         >>> import numpy as np
