@@ -18,9 +18,9 @@ from typing import Any, Optional, overload
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-__all__ = ["PackedBatch", "PackedTokens", "collate_packed"]
+__all__ = ["PackedBatch", "PackedTensors", "PackedTokens", "collate_packed"]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -173,8 +173,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
 
         - ``input_ids``: ``(B, seq_len)``, each window copied once from the mapping into a new array of the
           dataset's ``dtype`` (the stored dtype unless one was given), or into ``out`` (C-contiguous, writable,
-          that shape, any dtype the tokens convert to safely, such as int64). Inside a DataLoader worker the new
-          array is in shared memory, so sending the batch to the training process copies nothing;
+          that shape, any dtype the tokens convert to safely, such as int64);
         - ``cu_seqlens``: int32, every row's boundaries shifted by ``row * seq_len``, flattened as `collate_packed`
           does (no repeated boundary between rows); ``max_seqlen``: the longest segment (int);
         - ``doc_ids``: int64, the document of each segment.
@@ -270,22 +269,18 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
 
     def _copy_rows(self, windows: np.ndarray, starts: np.ndarray,
                    out: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[torch.Tensor]]:
-        """Copy the windows into the batch array (once, from the mapping); with the shared-memory tensor holding it
-        when one is made in a DataLoader worker."""
+        """Copy the windows into the batch array (once, from the mapping)."""
         shape, tensor = (len(windows), self.seq_len), None
         if out is not None:
             if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
                 raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
             if not np.can_cast(self._values.dtype, out.dtype, "safe"):
                 raise TypeError(f"tokens of dtype {self._values.dtype} do not convert safely to out's {out.dtype}")
-        elif self.dtype == self._values.dtype and get_worker_info() is None:
+        elif self.dtype == self._values.dtype:
             # One gather of rows from the 2-D view of every window over the mapping.
             return self._windows_view[windows], None
         else:
-            from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
-            tensor = _new_batch_tensor(shape, self.dtype)
-            out = tensor.numpy()
+            out = np.empty(shape, dtype=self.dtype)
         values, seq_len = self._values, self.seq_len
         for row, start in zip(out, starts.tolist()):
             np.copyto(row, values[start:start + seq_len])
@@ -368,7 +363,7 @@ class PackedBatch(Sequence[dict[str, np.ndarray]]):
         return f"PackedBatch({len(self)} windows of {self.seq_len} tokens)"
 
 
-def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
+def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None, *, position_ids: bool = True) -> dict[str, Any]:
     """Turn a batch of `PackedTokens` windows (the `PackedBatch` a DataLoader hands over, the dict of
     `PackedTokens.get_batch`, or a list of items) into torch tensors, for variable-length attention:
 
@@ -397,8 +392,6 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         >>> batch["input_ids"].shape, batch["cu_seqlens"], batch["max_seqlen"]
         (torch.Size([2, 9]), tensor([ 0,  5,  8,  9, 18], dtype=torch.int32), 9)
     """
-    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
     if isinstance(batch, PackedBatch):
         batch = batch.arrays
     if isinstance(batch, dict):  # read at once: the tokens are already one array
@@ -419,7 +412,7 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         if rows * seq_len > _INT32_MAX:
             raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
         stored = np.asarray(batch[0]["input_ids"]).dtype
-        input_ids = _new_batch_tensor((rows, seq_len), stored if dtype is None else _numpy_dtype(dtype))
+        input_ids = torch.from_numpy(np.empty((rows, seq_len), stored if dtype is None else _numpy_dtype(dtype)))
         for row, item in zip(input_ids.numpy(), batch):
             np.copyto(row, item["input_ids"], casting="unsafe")
         cuts = [np.zeros(1, dtype=np.int64)]
@@ -427,38 +420,71 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         cu_seqlens = np.concatenate(cuts)
         doc_ids = np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64) for item in batch])
     if dtype is not None and input_ids.dtype != dtype:
-        converted = _new_batch_tensor((rows, seq_len), _numpy_dtype(dtype))
-        input_ids = converted.copy_(input_ids)
-    return {"input_ids": input_ids, **_boundary_tensors(rows, seq_len, cu_seqlens, doc_ids)}
+        input_ids = input_ids.to(dtype)
+    tensors = PackedTensors(input_ids=input_ids, **_boundary_tensors(rows, seq_len, cu_seqlens, doc_ids, position_ids))
+    tensors.derived_positions = tensors.get("position_ids")
+    return tensors
 
 
-def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray) -> dict[str, Any]:
-    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and ``position_ids``. In the training process: the batch's own
-    arrays (``torch.from_numpy``) and a new one for the positions. Inside a DataLoader worker: views of one new
-    buffer in shared memory (as ``default_collate`` makes its batches), one shared segment to send to the training
-    process instead of one per tensor."""
-    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
-    tokens, segments = rows * seq_len, len(doc_ids)
-    if get_worker_info() is None:
-        cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
-            cu_seqlens.astype(np.int32)
-        doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray,
+                      with_positions: bool) -> dict[str, Any]:
+    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and (``with_positions``) ``position_ids``: the batch's own arrays
+    (``torch.from_numpy``) and a new one for the positions."""
+    cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
+        cu_seqlens.astype(np.int32)
+    doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+    tensors: dict[str, Any] = {"cu_seqlens": torch.from_numpy(cuts), "max_seqlen": 0,
+                               "doc_ids": torch.from_numpy(doc_ids)}
+    if with_positions:
         positions = np.empty((rows, seq_len), dtype=np.int64)
         lengths = _positions_into(positions.reshape(-1), cuts)
-        cu_tensor, doc_tensor, position_ids = torch.from_numpy(cuts), torch.from_numpy(doc_ids), \
-            torch.from_numpy(positions)
+        tensors["position_ids"] = torch.from_numpy(positions)
     else:
-        cuts_words = (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
-        buffer = _new_batch_tensor((tokens + segments + cuts_words,), np.dtype(np.int64))
-        position_ids, doc_tensor = buffer[:tokens].view(rows, seq_len), buffer[tokens:tokens + segments]
-        cu_tensor = buffer[tokens + segments:].view(torch.int32)[:len(cu_seqlens)]
-        cuts = cu_tensor.numpy()
-        cuts[:] = cu_seqlens
-        doc_tensor.numpy()[:] = doc_ids
-        lengths = _positions_into(position_ids.numpy().reshape(-1), cuts)
-    return {"cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()) if len(lengths) else 0,
-            "doc_ids": doc_tensor, "position_ids": position_ids}
+        lengths = np.subtract(cuts[1:], cuts[:-1])
+    tensors["max_seqlen"] = int(lengths.max()) if len(lengths) else 0
+    return tensors
+
+
+class PackedTensors(dict[str, Any]):
+    """The dict of tensors `collate_packed` returns, made to cross processes cheaply: pickled (as a DataLoader
+    worker sends its batches to the training process), its CPU tensors go by value as NumPy arrays through the
+    worker's pipe, not as one shared-memory segment each (each costs a connection to the worker to pass its file
+    descriptor), and ``position_ids``, while still the ones `collate_packed` made (``derived_positions``), are not
+    sent at all but rebuilt from ``cu_seqlens`` when the batch arrives. Keys added or replaced by a ``collate_fn``
+    wrapping `collate_packed` are sent as they are."""
+
+    derived_positions: Optional[torch.Tensor] = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields: list[tuple[str, int, Any]] = []  # (key, how to rebuild it, what is sent)
+        for key, value in self.items():
+            if value is not None and value is self.derived_positions:
+                fields.append((key, _DERIVED, None))
+            elif type(value) is torch.Tensor and value.device.type == "cpu" and not value.requires_grad and \
+                    value.dtype in _NUMPY_DTYPES:
+                fields.append((key, _ARRAY, value.numpy()))
+            else:
+                fields.append((key, _AS_IS, value))
+        return _rebuild_packed_tensors, (fields,)
+
+
+_AS_IS, _ARRAY, _DERIVED = 0, 1, 2
+_NUMPY_DTYPES = frozenset({torch.uint8, torch.int8, torch.uint16, torch.int16, torch.uint32, torch.int32, torch.uint64,
+                           torch.int64, torch.float16, torch.float32, torch.float64, torch.bool})
+
+
+def _rebuild_packed_tensors(fields: list[tuple[str, int, Any]]) -> PackedTensors:
+    """A pickled `PackedTensors` back: the arrays as tensors, derived position ids rebuilt from ``cu_seqlens``."""
+    tensors = PackedTensors()
+    for key, how, value in fields:
+        tensors[key] = torch.from_numpy(value) if how == _ARRAY else value
+    for key, how, _ in fields:
+        if how == _DERIVED:
+            rows, seq_len = tensors["input_ids"].shape
+            positions = np.empty((rows, seq_len), dtype=np.int64)
+            _positions_into(positions.reshape(-1), tensors["cu_seqlens"].numpy())
+            tensors[key] = tensors.derived_positions = torch.from_numpy(positions)
+    return tensors
 
 
 _COUNTING: np.ndarray = np.arange(0, dtype=np.int64)
