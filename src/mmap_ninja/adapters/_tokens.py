@@ -369,16 +369,19 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None, *, position_
 
     - ``input_ids``: ``(B, seq_len)``, in the dtype the batch was read in (the map's stored dtype, or the
       ``dtype=`` given to `PackedTokens`), or ``dtype`` if given (one conversion). A batch read at once is
-      handed over without copying its tokens (``torch.from_numpy``, or the shared-memory tensor a DataLoader
-      worker made); widen it where it is used (``batch["input_ids"].long()`` on the device) rather than before
-      it crosses processes;
+      handed over without copying its tokens (``torch.from_numpy``); widen it where it is used
+      (``batch["input_ids"].long()`` on the device) rather than before it crosses processes;
     - ``cu_seqlens``: int32, every row's boundaries shifted by the row's offset ``b * seq_len`` and joined
       without repeating the boundary between rows (FlashAttention's ``flash_attn_varlen_func`` on the batch
       flattened to ``B * seq_len`` tokens);
     - ``max_seqlen``: the longest segment, a Python int;
     - ``doc_ids``: int64, the document of each segment of ``cu_seqlens``;
-    - ``position_ids``: ``(B, seq_len)`` int64, each token's position within its segment (restarting at 0 at
-      every boundary, as position ids of packed sequences do).
+    - ``position_ids`` (unless ``position_ids=False``): ``(B, seq_len)`` int64, each token's position within its
+      segment (restarting at 0 at every boundary, as position ids of packed sequences do).
+
+    The result is a `PackedTensors` (a dict): sent from a DataLoader worker to the training process it carries
+    only the tokens in their dtype and the small boundary arrays, by value, with no shared-memory segment per
+    tensor; the position ids (four times the bytes of uint16 tokens) are rebuilt from ``cu_seqlens`` on arrival.
 
     Example:
 
@@ -451,7 +454,21 @@ class PackedTensors(dict[str, Any]):
     worker's pipe, not as one shared-memory segment each (each costs a connection to the worker to pass its file
     descriptor), and ``position_ids``, while still the ones `collate_packed` made (``derived_positions``), are not
     sent at all but rebuilt from ``cu_seqlens`` when the batch arrives. Keys added or replaced by a ``collate_fn``
-    wrapping `collate_packed` are sent as they are."""
+    wrapping `collate_packed` are sent as they are.
+
+    Example:
+
+        >>> import pickle
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.uint16) for n in (5, 3, 9)], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PackedTokens, collate_packed
+        >>> batch = collate_packed(PackedTokens(docs, 6).__getitems__([1, 0]))
+        >>> received = pickle.loads(pickle.dumps(batch))  # the position ids are rebuilt, not sent
+        >>> received["position_ids"]
+        tensor([[0, 1, 0, 1, 2, 3],
+                [0, 1, 2, 3, 4, 0]])
+    """
 
     derived_positions: Optional[torch.Tensor] = None
 
