@@ -184,9 +184,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         windows = self._positions(indices)
         rows, seq_len = len(windows), self.seq_len
         starts = windows * self.stride
-        input_ids, tensor = self._copy_rows(windows, starts, out)
+        input_ids = self._copy_rows(windows, starts, out)
         if not boundaries:
-            return {"input_ids": input_ids} if tensor is None else {"input_ids": input_ids, "tensor": tensor}
+            return {"input_ids": input_ids}
         if rows * seq_len > _INT32_MAX:
             raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
         if not rows:
@@ -217,8 +217,6 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
             cu_seqlens = cu_seqlens[np.append(segment, True)]
         max_seqlen = int(lengths.max())
         batch = {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
-        if tensor is not None:
-            batch["tensor"] = tensor
         return batch
 
     def _search(self, positions: np.ndarray) -> np.ndarray:
@@ -268,9 +266,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         return windows
 
     def _copy_rows(self, windows: np.ndarray, starts: np.ndarray,
-                   out: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+                   out: Optional[np.ndarray]) -> np.ndarray:
         """Copy the windows into the batch array (once, from the mapping)."""
-        shape, tensor = (len(windows), self.seq_len), None
+        shape = (len(windows), self.seq_len)
         if out is not None:
             if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
                 raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
@@ -278,13 +276,14 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
                 raise TypeError(f"tokens of dtype {self._values.dtype} do not convert safely to out's {out.dtype}")
         elif self.dtype == self._values.dtype:
             # One gather of rows from the 2-D view of every window over the mapping.
-            return self._windows_view[windows], None
+            gathered: np.ndarray = self._windows_view[windows]
+            return gathered
         else:
             out = np.empty(shape, dtype=self.dtype)
         values, seq_len = self._values, self.seq_len
         for row, start in zip(out, starts.tolist()):
             np.copyto(row, values[start:start + seq_len])
-        return out, tensor
+        return out
 
     @staticmethod
     def collate(batch: Any) -> dict[str, Any]:
@@ -398,10 +397,8 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None, *, position_
     if isinstance(batch, PackedBatch):
         batch = batch.arrays
     if isinstance(batch, dict):  # read at once: the tokens are already one array
-        input_ids = batch.get("tensor")
-        if input_ids is None:
-            array = batch["input_ids"]
-            input_ids = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+        array = batch["input_ids"]
+        input_ids = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
         cu_seqlens, doc_ids = np.asarray(batch["cu_seqlens"]), np.asarray(batch["doc_ids"], dtype=np.int64)
         rows, seq_len = input_ids.shape
     else:
