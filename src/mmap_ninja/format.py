@@ -74,7 +74,13 @@ def dtype_from_json(descr: Any) -> np.dtype[Any]:
             if len(_DTYPES) < 4096:
                 _DTYPES[descr] = known
         return known
-    return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+    key = repr(descr)  # a structured dtype (the checksum records'): remembered too (repr tells JSON values apart)
+    known = _DTYPES.get(key)
+    if known is None:
+        known = np.lib.format.descr_to_dtype(_descr_from_json(descr))
+        if len(_DTYPES) < 4096 and len(key) < 4096:
+            _DTYPES[key] = known
+    return known
 
 
 _DTYPES: dict[str, np.dtype[Any]] = {}
@@ -176,11 +182,12 @@ def read_header(directory: Path) -> Header:
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
-    return parse_header(content, path)
+    return parse_header(content, path, raw)
 
 
-def parse_header(content: Any, path: Path) -> Header:
-    """Check the decoded JSON of a header; ``path`` is only used in error messages."""
+def parse_header(content: Any, path: Path, raw: Optional[bytes] = None) -> Header:
+    """Check the decoded JSON of a header; ``path`` is only used in error messages. ``raw``: the bytes ``content``
+    was decoded from, if known (checking the header's own checksum on them skips encoding it again)."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum
@@ -194,7 +201,7 @@ def parse_header(content: Any, path: Path) -> Header:
             f"{path.parent} uses format version {version[0]}.{version[1]}, newer than this mmap_ninja reads "
             f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade mmap_ninja to read it")
     stored = content.pop("checksum", None)
-    if stored is not None and stored != header_checksum(content):
+    if stored is not None and not _raw_checksum_matches(raw, stored) and stored != header_checksum(content):
         raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     missing = _REQUIRED_KEYS - content.keys()
     if missing:
@@ -274,6 +281,21 @@ def encode_header(header: Header) -> bytes:
     content.update(header.extra)
     content["checksum"] = header_checksum(content)
     return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+
+
+_CHECKSUM_TAIL = re.compile(rb', "checksum": "(crc32:[0-9a-f]{8})"}\Z')
+
+
+def _raw_checksum_matches(raw: Optional[bytes], stored: Any) -> bool:
+    """Whether ``raw``, a header file as `encode_header` writes it (``, "checksum": "crc32:..."}`` last), holds
+    the checksum ``stored`` of its own bytes before that key: then the header is its canonical encoding, which
+    `header_checksum` would compute again (a header written any other way is checked that way)."""
+    if raw is None or not isinstance(stored, str):
+        return False
+    tail = _CHECKSUM_TAIL.search(raw, max(0, len(raw) - 40))
+    if tail is None or tail.group(1).decode() != stored:
+        return False
+    return f"crc32:{zlib.crc32(b'}', zlib.crc32(raw[:tail.start()])):08x}" == stored
 
 
 def header_checksum(content: dict[str, Any]) -> str:

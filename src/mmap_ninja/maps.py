@@ -31,7 +31,7 @@ from mmap_ninja.errors import (
     ShardedFolderError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
+from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata, dtype_from_json
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
@@ -379,7 +379,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
                                   f"{store.kind!r} map has")
-        wrong = [(name, dtype) for name, dtype in needed.items() if store.header.columns[name].dtype != np.dtype(dtype)]
+        wrong = [(name, dt) for name, dt in needed.items() if store.header.columns[name].dtype != dtype_from_json(dt)]
         if wrong:
             store.close()
             name, dtype = wrong[0]
