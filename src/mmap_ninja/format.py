@@ -65,6 +65,19 @@ def dtype_to_json(dtype: Any) -> Any:
     return np.lib.format.dtype_to_descr(np.dtype(dtype))
 
 
+def _column_descr(dtype: np.dtype[Any]) -> Any:
+    """`dtype_to_json` of a column's dtype, remembered (every commit describes every column), never modified."""
+    descr = _DESCRS.get(dtype)
+    if descr is None:
+        descr = dtype_to_json(dtype)
+        if len(_DESCRS) < 4096:
+            _DESCRS[dtype] = descr
+    return descr
+
+
+_DESCRS: dict[np.dtype[Any], Any] = {}
+
+
 def dtype_from_json(descr: Any) -> np.dtype[Any]:
     """Inverse of `dtype_to_json`."""
     if isinstance(descr, str):  # a plain dtype: remembered, so opening a map parses each of its columns' once
@@ -271,7 +284,7 @@ def encode_header(header: Header) -> bytes:
         "requires": list(header.requires),
         "attrs": header.attrs,
         "metadata": header.metadata,
-        "columns": {name: {"dtype": dtype_to_json(col.dtype), "length": col.length}
+        "columns": {name: {"dtype": _column_descr(col.dtype), "length": col.length}
                     for name, col in header.columns.items()},
     }
     if header.building:
@@ -279,8 +292,9 @@ def encode_header(header: Header) -> bytes:
     if header.checksums is not None:
         content["checksums"] = {"algorithm": header.checksums}
     content.update(header.extra)
-    content["checksum"] = header_checksum(content)
-    return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    encoded = json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    # The checksum key last: the same bytes as encoding the content with it, without encoding it twice.
+    return encoded[:-1] + f', "checksum": "crc32:{zlib.crc32(encoded):08x}"}}'.encode()
 
 
 _CHECKSUM_TAIL = re.compile(rb', "checksum": "(crc32:[0-9a-f]{8})"}\Z')

@@ -11,13 +11,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 
-from mmap_ninja import parallel
+from mmap_ninja import _batching, parallel
 from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
@@ -788,7 +788,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             from tqdm.auto import tqdm
 
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
-        return cls._build(out_dir, _batches(samples, batch_size), overwrite=overwrite, durable=durable,
+        return cls._build(out_dir, _batching.batches(samples, batch_size), overwrite=overwrite, durable=durable,
                           metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
@@ -893,14 +893,6 @@ def _dictionary(store: Store) -> bytes:
 
 def _reopen(cls: type[M], path: str, options: dict[str, Any]) -> M:
     return cls(path, **options)
-
-
-def _batches(samples: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
-    iterator = iter(samples)
-    batch = list(islice(iterator, batch_size))  # batching in C: no Python step per sample
-    while batch:
-        yield batch
-        batch = list(islice(iterator, batch_size))
 
 
 def _length_or_none(iterable: Any) -> Optional[int]:

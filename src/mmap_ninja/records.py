@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, ov
 
 import numpy as np
 
+from mmap_ninja import _batching
 from mmap_ninja import keys as _keys
 from mmap_ninja.batch import assemble, check_batch_size, join_batches
 from mmap_ninja.casting import as_array, cast, storable_dtype
@@ -65,7 +66,7 @@ from mmap_ninja.layouts import (
     StringsView,
     View,
 )
-from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _batches, _length_or_none, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _length_or_none, resolve_positions
 from mmap_ninja.numpy import NumpyMmap
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store
@@ -1398,7 +1399,7 @@ class RecordsMmap(MapBase):
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
-        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, key, overwrite=overwrite,
+        return cls._build_batches(out_dir, _batching.batches(rows, batch_size), schema, key, overwrite=overwrite,
                                   durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
                                   lock_timeout=lock_timeout)
 
