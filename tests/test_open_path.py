@@ -98,3 +98,22 @@ def test_a_column_that_grew_is_mapped_at_its_new_size(tmp_path):
     reader.refresh()
     assert len(reader) == 2001 and reader[-1].tolist() == list(range(2009))
     reader.close()
+
+
+def test_a_column_mapped_after_a_writer_cut_its_tail_is_mapped_to_what_is_committed(tmp_path):
+    # The open checked dims.bin with the tail a killed writer left; the next writer cuts that tail before this
+    # reader first maps the column (a 1-D map maps its shape columns on first use): mapping the size seen at open
+    # would reach past the end of the file.
+    path = tmp_path / "m"
+    RaggedMmap.from_lists(path, [np.arange(k + 1) for k in range(50)]).close()
+    with open(path / "dims.bin", "ab") as dims:
+        dims.write(b"\0" * 4096)  # an uncommitted tail
+    reader = RaggedMmap(path, mode="r")
+    writer = RaggedMmap(path)
+    with pytest.raises(RuntimeError, match="no write"), writer.transaction():  # catching up cuts the tail
+        raise RuntimeError("no write")
+    writer.close()
+    assert (path / "dims.bin").stat().st_size == 50 * 8
+    padded, lengths = reader.get_batch([49, 0], pad_value=-1)
+    assert lengths.tolist() == [50, 1] and padded.shape == (2, 50)
+    reader.close()

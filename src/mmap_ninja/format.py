@@ -12,7 +12,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -195,12 +195,14 @@ def read_header(directory: Path) -> Header:
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
-    return parse_header(content, path, raw)
+    return parse_header(content, path, raw=raw)
 
 
-def parse_header(content: Any, path: Path, raw: Optional[bytes] = None) -> Header:
-    """Check the decoded JSON of a header; ``path`` is only used in error messages. ``raw``: the bytes ``content``
-    was decoded from, if known (checking the header's own checksum on them skips encoding it again)."""
+def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: Optional[bytes] = None) -> Header:
+    """Check the decoded JSON of a header; ``path`` is only used in error messages. ``features``: ``requires``
+    entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``). ``raw``:
+    the bytes ``content`` was decoded from, if known (checking the header's own checksum on them skips encoding it
+    again)."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum
@@ -222,7 +224,7 @@ def parse_header(content: Any, path: Path, raw: Optional[bytes] = None) -> Heade
     requires = content.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise CorruptMapError(f"{path}: 'requires' must be a list of feature names, got {requires!r}")
-    unknown = [r for r in requires if r not in _FEATURES]
+    unknown = [r for r in requires if r not in _FEATURES and r not in features]
     if unknown:
         raise UnknownFeatureError(
             f"{path.parent} requires the feature {unknown[0]!r}, which this mmap_ninja does not know "
