@@ -384,8 +384,12 @@ def without_process_groups(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_crash_harness_kills_and_checks_without_process_groups(tmp_path: Path,
                                                                   without_process_groups: None) -> None:
     from mmap_ninja.testing import assert_holds, check_interleaved_batches, spec_for
-    from mmap_ninja.testing.processes import kill_build_at_random, kill_extender_at_random, run_concurrent_writers, \
-        writer_batches
+    from mmap_ninja.testing.processes import (
+        kill_build_at_random,
+        kill_extender_at_random,
+        run_concurrent_writers,
+        writer_batches,
+    )
 
     spec = spec_for("strings")
     path = tmp_path / "extended"
@@ -409,7 +413,7 @@ def test_the_portable_harness_tells_a_kill_from_an_exit(tmp_path: Path, without_
 
     failing = _Child({"action": "no such action"}, tmp_path, "failing")
     try:
-        with pytest.raises(AssertionError, match="failed before it was ready(.|\n)*unknown child action"):
+        with pytest.raises(AssertionError, match=r"(?s)failed before it was ready.*unknown child action"):
             failing.wait_ready()  # the thread that reads its pipe sees it close
         failing.kill()
         assert not failing.killed(), "a child that had exited on its own is reported as killed"

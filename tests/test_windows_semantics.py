@@ -254,3 +254,38 @@ def test_locks_behave_as_on_windows(tmp_path: Path) -> None:
     finally:
         os.close(first)
         os.close(second)
+
+
+# -------------------------------------------------------------------------------- the library's Windows paths
+
+def _parts(tmp_path: Path) -> list[Path]:
+    from mmap_ninja import StringsMmap
+
+    parts = [tmp_path / name for name in ("a", "b")]
+    for number, part in enumerate(parts):
+        StringsMmap.from_strings(part, [f"{number}-{i}" for i in range(3)]).close()
+    return parts
+
+
+def test_merge_moves_maps_where_a_folder_holding_an_open_lock_cannot_be_renamed(tmp_path: Path,
+                                                                               windows_semantics_mode: Path) -> None:
+    from mmap_ninja import merge
+
+    with merge(tmp_path / "all", _parts(tmp_path)) as merged:
+        assert list(merged) == [f"{n}-{i}" for n in range(2) for i in range(3)]
+
+
+def test_merge_is_refused_whole_while_a_source_is_held(tmp_path: Path, windows_semantics_mode: Path) -> None:
+    from mmap_ninja import StringsMmap, merge
+
+    parts = _parts(tmp_path)
+    reader = StringsMmap(parts[1], mode="r")
+    assert reader[0] == "1-0"  # maps its files
+    with pytest.raises(PermissionError, match="WinError 32"):
+        merge(tmp_path / "all", parts)
+    for number, part in enumerate(parts):  # all or nothing: both maps are back where they were
+        with StringsMmap(part, mode="r") as m:
+            assert list(m) == [f"{number}-{i}" for i in range(3)]
+    reader.close()
+    with merge(tmp_path / "all", parts) as merged:
+        assert len(merged) == 6

@@ -11,6 +11,7 @@ time a reader holds a file. While this mode is active (Linux only: it reads ``/p
 - ``os.truncate`` and ``os.ftruncate`` raise `WindowsMappedFileError` when they would shrink a file that is
   mapped in any process of the test (Windows lets open handles be truncated, and files grow, but refuses to cut a
   file below a mapped section);
+- the library takes the paths it takes on Windows where it chooses by OS (``mmap_ninja._osfile.HELD_FILES_PINNED``);
 - locks taken through `mmap_ninja.locks` go through portalocker (the Windows facility) with Windows' per-handle
   rule: a handle that holds a lock cannot take it again exclusively, nor exclusively-held again shared (flock would
   convert it); a second handle, even in the same process, never takes a lock another handle holds.
@@ -61,6 +62,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import pytest
 
 __all__ = [
+    "COMMIT_VARIABLE",
     "ENVIRONMENT_VARIABLE",
     "Holder",
     "WindowsMappedFileError",
@@ -70,11 +72,15 @@ __all__ = [
     "active",
     "deactivate",
     "holders",
+    "slots_protocol_available",
     "windows_semantics",
 ]
 
 #: The environment variable that carries the mode to child processes: the registry folder's path (or ``1``).
 ENVIRONMENT_VARIABLE = "MMAP_NINJA_WINDOWS_SEMANTICS"
+#: The library's choice of commit protocol for new maps; the mode sets it to ``slots`` (Windows' default) when
+#: the library has that protocol and the variable is unset.
+COMMIT_VARIABLE = "MMAP_NINJA_COMMIT"
 
 _StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -125,6 +131,8 @@ class _State:
     originals: ClassVar[dict[str, Any]] = {}
     restore_locks: Optional[Callable[[], None]] = None
     previous_variable: Optional[str] = None
+    set_commit = False  # this process set COMMIT_VARIABLE
+    pinned_before = False  # mmap_ninja._osfile.HELD_FILES_PINNED before the mode
     lock = threading.Lock()
 
 
@@ -335,6 +343,10 @@ def _install() -> None:
             if original in support:
                 support.add(wrapper)
     _State.restore_locks = _windows_locks()
+    from mmap_ninja import _osfile
+
+    _State.pinned_before = _osfile.HELD_FILES_PINNED
+    _osfile.HELD_FILES_PINNED = True  # the library's code for Windows
 
 
 def _uninstall() -> None:
@@ -347,6 +359,9 @@ def _uninstall() -> None:
     if _State.restore_locks is not None:
         _State.restore_locks()
         _State.restore_locks = None
+    from mmap_ninja import _osfile
+
+    _osfile.HELD_FILES_PINNED = _State.pinned_before
 
 
 # ------------------------------------------------------------------------------------------------ locks
@@ -383,6 +398,14 @@ def _windows_locks() -> Optional[Callable[[], None]]:
 
 # ------------------------------------------------------------------------------------------------ on and off
 
+def slots_protocol_available() -> bool:
+    """Whether this mmap_ninja has the commit protocol that never renames over, cuts or deletes a file a reader
+    holds (``commit.slots``, FORMAT.md), which is what maps are created with on Windows."""
+    import importlib.util
+
+    return importlib.util.find_spec("mmap_ninja.header_slots") is not None
+
+
 def active() -> bool:
     """Whether the mode is active in this process."""
     return _State.registry is not None
@@ -407,6 +430,9 @@ def activate(registry: Optional[_StrPath] = None) -> Path:
             _State.owner = False
         _State.previous_variable = os.environ.get(ENVIRONMENT_VARIABLE)
         os.environ[ENVIRONMENT_VARIABLE] = str(folder)
+        if slots_protocol_available() and COMMIT_VARIABLE not in os.environ:
+            os.environ[COMMIT_VARIABLE] = "slots"  # new maps as on Windows
+            _State.set_commit = True
         _State.registry = folder
         _register(folder)
         _install()
@@ -426,6 +452,9 @@ def deactivate() -> None:
             os.environ.pop(ENVIRONMENT_VARIABLE, None)
         else:
             os.environ[ENVIRONMENT_VARIABLE] = _State.previous_variable
+        if _State.set_commit:
+            os.environ.pop(COMMIT_VARIABLE, None)
+            _State.set_commit = False
         if _State.owner:
             shutil.rmtree(registry, ignore_errors=True)
         _State.owner = False
