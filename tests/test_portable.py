@@ -90,8 +90,11 @@ def test_lock_with_a_timeout_returns_false_while_another_handle_holds_it(tmp_pat
 
 
 def test_the_facility_is_named() -> None:
+    from mmap_ninja.testing import windows_semantics
+
     assert locks.available()
-    assert locks.facility() == ("fcntl.flock" if os.name == "posix" else "portalocker")
+    assert locks.facility() == ("portalocker (Windows-semantics mode)" if windows_semantics.active() else
+                                "fcntl.flock" if os.name == "posix" else "portalocker")
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin"])

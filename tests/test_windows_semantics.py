@@ -289,3 +289,14 @@ def test_merge_is_refused_whole_while_a_source_is_held(tmp_path: Path, windows_s
     reader.close()
     with merge(tmp_path / "all", parts) as merged:
         assert len(merged) == 6
+
+
+def test_a_refused_merge_leaves_no_folder_where_a_held_lock_cannot_be_deleted(tmp_path: Path,
+                                                                            windows_semantics_mode: Path) -> None:
+    from mmap_ninja import merge
+    from mmap_ninja.errors import NotAMapError
+
+    parts = _parts(tmp_path)
+    with pytest.raises(NotAMapError, match="missing"):
+        merge(tmp_path / "new" / "out", [parts[0], tmp_path / "missing"])
+    assert not (tmp_path / "new").exists()

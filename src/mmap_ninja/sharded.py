@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja import _osfile, locks
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -874,10 +874,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         os.unlink(out / JOURNAL_FILE)
     except BaseException:
         if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            if _osfile.HELD_FILES_PINNED:  # Windows: the lock file cannot be deleted while held (nor, if another
+                lock_fd, held = -1, lock_fd  # merge opens it meanwhile, then: it stays)
+                _unlock(held)
             shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
         raise
     finally:
-        _unlock(lock_fd)
+        if lock_fd >= 0:
+            _unlock(lock_fd)
     return ShardedMap(out)
 
 
