@@ -40,7 +40,8 @@ fixture and a ``windows_semantics`` marker, each of which activates the mode for
 
 What it does not model: Windows' mandatory byte-range locks (reading or writing a locked range through another
 handle fails there; mmap_ninja locks only files nobody reads or writes), sharing modes other than Python's
-defaults (Python opens files without ``FILE_SHARE_DELETE``), and handles of processes outside the registry.
+defaults (Python opens files without ``FILE_SHARE_DELETE``), handles of processes outside the registry, and
+files under ``/dev`` (POSIX shared memory, which multiprocessing unlinks while it holds it, has no Windows twin).
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ def holders(path: _StrPath, *, dir_fd: Optional[int] = None, mapped_only: bool =
     the processes of the test that refers to it. ``mapped_only``: mappings only. Empty if ``path`` is missing or
     a symbolic link."""
     name = _resolve(path, dir_fd)
+    if name.startswith("/dev/"):
+        return []  # devices and POSIX shared memory (multiprocessing's /dev/shm arenas): nothing Windows has
     try:
         info = os.lstat(name)
     except OSError:
