@@ -4,46 +4,47 @@ child processes (crashes, concurrent writers). The whole kit runs in the mode wi
 
     pytest tests/test_kit.py tests/test_kit_containers.py tests/test_remote.py tests/test_torch.py --windows-semantics
 
-Tests that need the commit protocol that never cuts or deletes a held file (``commit.slots``, FORMAT.md) are marked
-here: with the rename protocol they fail on Windows (and in the mode), and the mode makes the map kept with it
-(``commit.slots``) the default, as on Windows, once the library has it.
+In the mode new maps are slot maps (``commit.slots``), as on Windows. The tests below the classes run the kit's
+tests that need that protocol on ``"rename"`` maps, and check that the mode fails them, as Windows would.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from mmap_ninja.testing import MapConformance, spec_for
-from mmap_ninja.testing.windows_semantics import slots_protocol_available
+from mmap_ninja.testing.windows_semantics import COMMIT_VARIABLE, slots_protocol_available
 
 pytestmark = [pytest.mark.windows_semantics,
               pytest.mark.skipif(sys.platform != "linux", reason="the mode reads /proc (Windows itself needs none)")]
 
-_NEEDS_SLOTS = pytest.mark.xfail(
-    not slots_protocol_available(), strict=True, raises=(AssertionError, PermissionError),
-    reason="needs commit.slots: the rename protocol cuts the uncommitted tail of a column this process maps, or "
-           "deletes the files of a build a handle still maps; Windows refuses both")
+# What a "rename" map cannot do on Windows: cut a failed write's uncommitted tail from a column this process maps
+# (a raising transaction, a refused batch), and replace an unfinished build while a handle maps it.
+NEEDS_SLOTS = ["test_a_raising_transaction_commits_nothing", "test_bad_input_is_refused_and_changes_no_file",
+               "test_crash_while_building"]
 
 
-class _WindowsKinds(MapConformance):
-    @_NEEDS_SLOTS
-    def test_a_raising_transaction_commits_nothing(self, tmp_path):  # type: ignore[no-untyped-def]
-        super().test_a_raising_transaction_commits_nothing(tmp_path)
-
-    @_NEEDS_SLOTS
-    def test_bad_input_is_refused_and_changes_no_file(self, tmp_path):  # type: ignore[no-untyped-def]
-        super().test_bad_input_is_refused_and_changes_no_file(tmp_path)
-
-    @_NEEDS_SLOTS
-    def test_crash_while_building(self, tmp_path):  # type: ignore[no-untyped-def]
-        super().test_crash_while_building(tmp_path)
-
-
-class TestStringsWindows(_WindowsKinds):
+class TestStringsWindows(MapConformance):
     spec = spec_for("strings")
 
 
-class TestRecordsWindows(_WindowsKinds):
+class TestRecordsWindows(MapConformance):
     spec = spec_for("records")
+
+
+def test_the_mode_makes_new_maps_slot_maps() -> None:
+    import os
+
+    assert os.environ.get(COMMIT_VARIABLE) == ("slots" if slots_protocol_available() else None)
+
+
+@pytest.mark.parametrize("name", NEEDS_SLOTS)
+def test_the_rename_protocol_fails_where_windows_would(name: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(COMMIT_VARIABLE, "rename")
+    with pytest.raises((AssertionError, PermissionError)) as failed:
+        getattr(MapConformance, name)(TestStringsWindows(), tmp_path)
+    assert "changed a file" in str(failed.value) or "WinError" in str(failed.value), failed.value

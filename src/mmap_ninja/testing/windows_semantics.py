@@ -11,6 +11,7 @@ time a reader holds a file. While this mode is active (Linux only: it reads ``/p
 - ``os.truncate`` and ``os.ftruncate`` raise `WindowsMappedFileError` when they would shrink a file that is
   mapped in any process of the test (Windows lets open handles be truncated, and files grow, but refuses to cut a
   file below a mapped section);
+- new maps are slot maps (``MMAP_NINJA_COMMIT=slots`` unless it is set), as on Windows;
 - the library takes the paths it takes on Windows where it chooses by OS (``mmap_ninja._osfile.HELD_FILES_PINNED``);
 - locks taken through `mmap_ninja.locks` go through portalocker (the Windows facility) with Windows' per-handle
   rule: a handle that holds a lock cannot take it again exclusively, nor exclusively-held again shared (flock would
