@@ -515,12 +515,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; start the mode for the session if asked (the option, or the environment variable)."""
     config.addinivalue_line("markers", "windows_semantics: run this test in the Windows-semantics mode")
     if config.getoption("--windows-semantics", default=False) or os.environ.get(ENVIRONMENT_VARIABLE):
         activate()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the session's mode (and remove the registry this process made)."""
     deactivate()
 
 
