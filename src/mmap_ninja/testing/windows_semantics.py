@@ -139,8 +139,9 @@ class _State:
 
 
 def _register(registry: Path) -> None:
-    start = _start_time(os.getpid())
-    (registry / str(os.getpid())).write_text(start or "")
+    pid = str(os.getpid())
+    (registry / f".{pid}.tmp").write_text(_start_time(pid) or "")
+    _original("replace")(registry / f".{pid}.tmp", registry / pid)  # others never read half of it
 
 
 def _unregister() -> None:
@@ -168,6 +169,9 @@ def _test_processes() -> list[int]:
                 continue
             if recorded and _start_time(name) == recorded:  # alive, and not a later process given the same id
                 pids.add(int(name))
+            elif recorded:  # a process that died (a child killed by the crash tests): forget it
+                with contextlib.suppress(OSError):
+                    _original("unlink")(registry / name)
     return sorted(pids)
 
 
