@@ -300,3 +300,34 @@ def test_a_refused_merge_leaves_no_folder_where_a_held_lock_cannot_be_deleted(tm
     with pytest.raises(NotAMapError, match="missing"):
         merge(tmp_path / "new" / "out", [parts[0], tmp_path / "missing"])
     assert not (tmp_path / "new").exists()
+
+
+class ModeProbe:
+    """A dataset whose items say, from a DataLoader worker, whether the worker is in the mode and whether it may
+    delete a file the test process holds open."""
+
+    def __init__(self, held: str):
+        self.held = held
+        self.holder = os.getpid()  # the test process (under forkserver, a worker's parent is the fork server)
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[bool, int, str]:
+        try:
+            os.rename(self.held, self.held)  # a rename onto itself: refused while held, a no-op otherwise
+            verdict = "allowed"
+        except PermissionError as e:
+            verdict = "refused" if f"held by process {self.holder} " in str(e) else str(e)
+        return ws.active(), os.getpid(), verdict
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_dataloader_workers_join_the_mode(data_file: Path, method: str) -> None:
+    torch_data = pytest.importorskip("torch.utils.data")
+    with ws.windows_semantics(), open(data_file, "rb"):
+        loader = torch_data.DataLoader(ModeProbe(str(data_file)), batch_size=None, num_workers=2,
+                                       multiprocessing_context=method)
+        seen = list(loader)
+    assert [(active, verdict) for active, _, verdict in seen] == [(True, "refused")] * 2, seen
+    assert all(pid != os.getpid() for _, pid, _ in seen)
