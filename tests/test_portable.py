@@ -183,11 +183,19 @@ def test_without_fcntl_every_kind_of_map_reads_and_writes_say_what_is_missing(tm
 
 
 def _comparable(directory: Path) -> dict[str, Any]:
+    def without_id(header: dict[str, Any]) -> dict[str, Any]:
+        header.pop("id", None)  # a new uuid per map
+        header.pop("checksum", None)  # the header's own checksum covers the id
+        return header
+
     files: dict[str, Any] = dict(_files(directory))
-    header = json.loads(files.pop("header.json"))
-    header.pop("id")  # a new uuid per map
-    header.pop("checksum", None)  # the header's own checksum covers the id
-    files["header.json"] = header
+    for name in [name for name in files if name.startswith(".readers-")]:  # a slot map's reader lock, named by id
+        files[".readers-ID"] = files.pop(name)
+    if files.pop("header.slots", None) is not None:  # a slot map (the default in the Windows-semantics mode)
+        from mmap_ninja.header_slots import read_slots
+
+        files["header.slots"] = without_id(json.loads(read_slots(directory)))
+    files["header.json"] = without_id(json.loads(files.pop("header.json")))
     return files
 
 
