@@ -80,7 +80,7 @@ def test_stub_is_refused_by_a_reader_that_does_not_know_slots(tmp_path: Path,
 
 def test_a_plain_map_keeps_the_rename_protocol(tmp_path: Path) -> None:
     path = tmp_path / "m"
-    with build("ragged", path, 5) as m:
+    with build("ragged", path, 5, commit="rename") as m:
         m.extend(SPECS["ragged"].samples(5, 8))
     assert not (path / "header.slots").exists()
     assert json.loads((path / "header.json").read_bytes())["columns"]["offsets"]["length"] == 9
@@ -240,7 +240,7 @@ def test_a_slots_commit_renames_truncates_and_deletes_nothing(tmp_path: Path, na
 
 
 def test_the_recorder_sees_the_rename_protocol(tmp_path: Path, file_operations: list[tuple[str, str]]) -> None:
-    m = build("strings", tmp_path / "m", 5)
+    m = build("strings", tmp_path / "m", 5, commit="rename")
     file_operations.clear()
     m.append("x")
     assert [op for op, _ in file_operations] == ["replace"]  # the check above would catch a rename
@@ -386,3 +386,42 @@ def test_a_reader_in_another_process_keeps_the_replaced_files_until_it_closes(tm
         writer.append("y")
     assert not (path / "data.bin").exists()
     assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 2), "x", "y"]
+
+
+def test_a_slot_map_folder_copied_to_a_url_is_refused_never_misread(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    build("strings", tmp_path / "m", 3, commit="slots").close()
+    memory = fsspec.filesystem("memory")
+    for file in (tmp_path / "m").iterdir():
+        memory.pipe(f"/slots-test/raw/{file.name}", file.read_bytes())
+    with pytest.raises(CorruptMapError, match=r"stub of a map kept with 'commit\.slots'"):
+        open_existing("memory://slots-test/raw", cache_dir=tmp_path / "cache")
+
+
+def test_a_hostile_deletion_journal_deletes_nothing_outside_the_map_nor_its_live_files(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    build("strings", path, 3, commit="slots").close()
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    live = read_header(path).id
+    (path / ".deferred-deletions").write_text(
+        f"0123abcd ../precious.txt\n../.. precious.txt\n0123abcd data.bin\n{live} offsets.bin\n"
+        f"0123abcd header.slots\n0123abcd header.json\n0123abcd .lock\n")
+    with StringsMmap(path) as m:
+        m.append("x")
+    assert outside.read_text() == "keep me"
+    for name in ("data.bin", "offsets.bin", "header.slots", "header.json", ".lock"):
+        assert (path / name).exists(), name
+    assert list(StringsMmap(path, mode="r")) == [*SPECS["strings"].samples(0, 3), "x"]
+
+
+def test_new_maps_are_slot_maps_by_default_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmap_ninja import header_slots
+
+    monkeypatch.delenv("MMAP_NINJA_COMMIT", raising=False)
+    monkeypatch.setattr(header_slots.sys, "platform", "win32")
+    assert header_slots.choose_protocol(None) == "slots"
+    assert header_slots.choose_protocol("rename") == "rename"
+    monkeypatch.setattr(header_slots.sys, "platform", "linux")
+    assert header_slots.choose_protocol(None) == "rename"
+    assert header_slots.choose_protocol(None, existing_slots=True) == "slots"  # a replaced slot map stays one

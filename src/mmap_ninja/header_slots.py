@@ -10,17 +10,19 @@ operations, and `format.read_header` and `storage.Store` call them (nothing else
 - ``header.json``: a stub, written once when the map is created, that lists ``commit.slots`` in ``requires`` and
   no columns, so a reader that does not know the feature refuses the map by its name.
 - ``.readers-<id>``: the reader lock of one map generation (a map ``id``). Every handle of a slot map holds it
-  shared while it maps the map's files; a writer that must delete them (``overwrite=True``) takes it exclusively
-  without waiting, and refuses when it cannot. Where it cannot be created (read-only media) a reader reads without
-  it: nothing can delete files there either.
-- ``.deferred-deletions``: names (one a line) of files of the map a writer could not delete when it wanted to
-  (a handle held them open); the next writer deletes those whose deletion nothing prevents any more.
+  shared while it maps the map's files; a writer replacing the map (``overwrite=True``) takes it exclusively
+  without waiting: taken, the old files go at once; not taken, they stay and the new generation names its files
+  ``<column>.<file_suffix>.bin`` (`Generation`). Where the lock cannot be created (read-only media) a reader reads
+  without it: nothing can delete files there either.
+- ``.deferred-deletions``: lines ``<id> <file>``, the files of generation ``<id>`` waiting for no handle to hold
+  it; every writer of the map deletes those of the generations whose reader lock it can take exclusively.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import zlib
@@ -45,6 +47,7 @@ __all__ = [
     "Generation",
     "ReaderLock",
     "choose_protocol",
+    "current_id",
     "defer_deletions",
     "hold",
     "hold_reader_lock",
@@ -68,6 +71,7 @@ SLOT_SIZE = _MAX_HEADER_BYTES + 4096
 _PREFIX = struct.Struct("<QQ")
 _CRC = struct.Struct("<I")
 _BINARY = getattr(os, "O_BINARY", 0)
+_FIRST_READ = 8192
 _READ_ATTEMPTS = 3  # both slots torn at once needs two commits during one read: read again before giving up
 
 #: The whole ``header.json`` of a slot map (constant: nothing in it changes when the map is replaced).
@@ -109,19 +113,21 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
 def _read_slot(fd: int, index: int) -> Optional[tuple[int, bytes]]:
     """``(sequence, header bytes)`` of slot ``index``, or None when it is empty, torn or damaged."""
     base = index * SLOT_SIZE
-    prefix = _read_at(fd, base, _PREFIX.size)
-    if len(prefix) < _PREFIX.size:
+    head = _read_at(fd, base, _FIRST_READ)  # most headers fit: one read per slot
+    if len(head) < _PREFIX.size:
         return None
-    sequence, length = _PREFIX.unpack(prefix)
+    sequence, length = _PREFIX.unpack_from(head)
     if sequence == 0 or length > _MAX_HEADER_BYTES:
         return None
-    rest = _read_at(fd, base + _PREFIX.size, length + _CRC.size)
-    if len(rest) < length + _CRC.size:
+    end = _PREFIX.size + length + _CRC.size
+    if len(head) < end:
+        head += _read_at(fd, base + len(head), end - len(head))
+        if len(head) < end:
+            return None
+    (stored,) = _CRC.unpack_from(head, end - _CRC.size)
+    if zlib.crc32(head[:end - _CRC.size]) != stored:
         return None
-    (stored,) = _CRC.unpack_from(rest, length)
-    if zlib.crc32(rest[:length], zlib.crc32(prefix)) != stored:
-        return None
-    return sequence, rest[:length]
+    return sequence, head[_PREFIX.size:end - _CRC.size]
 
 
 def read_slots(directory: Path) -> bytes:
@@ -144,6 +150,18 @@ def read_slots(directory: Path) -> bytes:
         os.close(fd)
     raise CorruptMapError(f"{path} is corrupt: neither of its two header slots is valid (each failed its CRC-32 "
                           f"or is empty)")
+
+
+def current_id(directory: Path) -> object:
+    """The ``id`` in the newest valid slot (what a reader that just took its reader lock compares with the header
+    it read: a different one means the map was replaced in between)."""
+    import json
+
+    try:
+        content = json.loads(read_slots(directory))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return content.get("id") if isinstance(content, dict) else None
 
 
 def write_slot(directory: Path, header: bytes, *, durable: bool) -> None:
@@ -216,6 +234,7 @@ def defer_deletions(directory: Path, map_id: Optional[str], names: list[str], *,
         os.close(fd)
 
 
+_GENERATION = re.compile(r"[0-9a-f]{1,64}|none")
 _PROTECTED = {".", "..", SLOTS_FILE, DEFERRED_FILE, "header.json", "header.json.tmp", ".lock"}
 
 
@@ -228,7 +247,7 @@ def _deferred(directory: Path) -> dict[str, list[str]]:
     for line in raw.decode("utf-8", "replace").splitlines():
         map_id, _, name = line.partition(" ")
         # Only plain names of the map's own files: a damaged or hostile journal must not name anything else.
-        if map_id and name and "/" not in name and "\\" not in name and name not in _PROTECTED:
+        if _GENERATION.fullmatch(map_id) and name and "/" not in name and "\\" not in name and name not in _PROTECTED:
             pending.setdefault(map_id, [])
             if name not in pending[map_id]:
                 pending[map_id].append(name)
