@@ -360,3 +360,26 @@ def test_resume_through_a_stateful_dataloader_is_exact(tmp_path: Path, num_worke
     assert len(whole) == 2 * 8  # 31 indices on rank 0 of 2, in batches of 4
     for save_at in (1, 5, 8, 11):
         assert epochs(save_at) == whole
+
+
+def test_skip_on_several_ranks_reads_the_rest_once() -> None:
+    layout = layout_of([5, 3, 8, 2, 6, 4, 7, 1, 9, 5])
+    n, world = len(layout), 3
+    whole = rank_streams(layout, world, window_blocks=2, seed=4)
+    interleaved = [whole[r][k] for k in range(len(whole[0])) for r in range(world)]
+    for skipped in (6, 7):  # a multiple of the world size continues each rank's stream; another re-plans
+        ranks = [BlockShuffleSampler(layout, window_blocks=2, seed=4, rank=r, world_size=world) for r in range(world)]
+        for sampler in ranks:
+            sampler.skip(skipped)
+        rest = [list(sampler) for sampler in ranks]
+        assert len({len(stream) for stream in rest}) == 1
+        if skipped % world == 0:
+            assert rest == [stream[skipped // world:] for stream in whole]
+        else:
+            assert set(interleaved[:skipped]) | {i for stream in rest for i in stream} == set(range(n))
+            assert not set(interleaved[:skipped]) & {i for stream in rest for i in stream}
+    running = BlockShuffleSampler(layout, window_blocks=2, seed=4, rank=1, world_size=world)
+    iterator = iter(running)
+    first = [next(iterator), next(iterator)]
+    running.skip(3)  # a running iterator continues after the skipped positions
+    assert first + list(iterator) == whole[1][:2] + whole[1][3:]

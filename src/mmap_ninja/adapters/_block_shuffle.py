@@ -55,10 +55,20 @@ class BlockShuffleSampler(ResumableSampler):
     ``window_blocks`` consecutive blocks of that order together: a larger window mixes more and keeps more blocks
     in use at once (`mmap_ninja.shuffle_quality` measures both).
 
-    Everything else is `ResumableSampler`'s contract: every rank gets ``len(sampler)`` indices per epoch (padded or
-    cut as ``DistributedSampler`` does), and `state_dict` / `load_state_dict` / `state_at` / `skip` work the same
-    way, with the same small JSON state plus ``block_bytes``, ``blocks`` and ``window_blocks`` (a state of another
-    layout is refused, naming both).
+    With ``world_size`` ranks the shuffled blocks are dealt as contiguous runs of whole blocks balanced by sample
+    count (`mmap_ninja.block_order.BlockOrder` with ``parts=world_size``): each block is read by one rank per epoch,
+    and a rank's windows hold only its own blocks. Every rank gets ``len(sampler)`` indices: the longest run's
+    length, a shorter run padded by re-reading its own last samples (a rank without blocks, when there are fewer
+    blocks than ranks, repeats one block), or with ``drop_last`` the shortest run's length; `padding` counts the
+    epoch's repeated indices (negative: dropped ones).
+
+    `state_dict` / `load_state_dict` / `state_at` / `skip` are `ResumableSampler`'s, over the interleaved stream of
+    the ranks (position ``k * world_size + r`` is rank ``r``'s ``k``-th index). The same world size resumes exactly
+    from a position every rank reached together; another world size (or an uneven position, or a `skip` of a number
+    that is not a multiple of the world size) re-plans the samples no rank read, padding excluded, as equal
+    contiguous runs over the ranks. The state is small JSON: ``ResumableSampler``'s keys plus ``block_bytes``,
+    ``blocks``, ``window_blocks``, ``world_size`` and ``parts``, and after a re-plan the ``queue`` of remaining
+    position ranges (a state of another layout is refused, naming both).
 
     Example:
 
