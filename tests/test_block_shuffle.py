@@ -296,6 +296,8 @@ def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None
     assert list(skipping) == order[30:]
     with pytest.raises(ValueError, match="blocks of 256 bytes"):
         BlockShuffleSampler(m, 256, window_blocks=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="queue must hold ranges"):
+        BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "queue": [[90, 120]]})
     with pytest.raises(ValueError, match="not a BlockShuffleSampler state"):
         BlockShuffleSampler(m, 128).load_state_dict(ResumableSampler(100).state_dict())
     with pytest.raises(ValueError, match="window_blocks"):

@@ -282,6 +282,9 @@ class BlockShuffleSampler(ResumableSampler):
         order = BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=epoch,
                            parts=int(state["parts"]))
         queue = np.asarray(state.get("queue", [[0, self.n]]), dtype=np.int64).reshape(-1, 2)
+        if (queue[:, 0] < 0).any() or (queue[:, 1] < queue[:, 0]).any() or (queue[:, 1] > self.n).any():
+            raise ValueError(f"BlockShuffleSampler state's queue must hold ranges [start, end) within [0, {self.n}], "
+                             f"got {queue.tolist()[:4]}...")
         # the deal the state was saved in (rebuilt on its world size to know what its ranks read)
         here = self.world_size
         self.world_size = saved_world
