@@ -24,7 +24,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja import _granularity, locks
 from mmap_ninja._fsio import (
     SizedBuffers,
     byte_sizes,
@@ -34,6 +34,7 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._granularity import checksum_records
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
@@ -350,7 +351,8 @@ class Store:
                 _unlink(path / (name + COLUMN_SUFFIX))
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
                         attrs=dict(attrs), id=uuid.uuid4().hex, commit=0, requires=requires,
-                        metadata=dict(metadata), building=True, checksums=default_algorithm())
+                        metadata=dict(metadata), building=True, checksums=default_algorithm(),
+                        checksum_granularity=_granularity.DEFAULT_GRANULARITY)
         replace_file(path / HEADER_FILE, _encode(header), durable=durable)
         for name in dtypes:
             column_path = path / (name + COLUMN_SUFFIX)
@@ -694,9 +696,11 @@ class Store:
                     write_all(self._fd(txn, name), buffers, start, sizes)
                     after[name] += count
                     if algorithm is not None and name != CHECKSUMS and not is_derived(name):
-                        # The same buffers, hashed as they are (the hashers take any contiguous buffer).
-                        records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
-                                        hasher(algorithm)(buffers)))
+                        # The same buffers, hashed as they are (the hashers take any contiguous buffer), in
+                        # records cut near the map's checksum granularity (one record without one).
+                        records.extend(checksum_records(name, start, buffers, sizes, column.dtype.itemsize,
+                                                        hasher(algorithm), self._header.checksum_granularity,
+                                                        new_items, txn.attrs or self._header.attrs))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:
