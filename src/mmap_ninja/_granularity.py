@@ -10,6 +10,7 @@ every column a write grows; a write no larger than the granularity keeps its sin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any, Callable
 
 import numpy as np
@@ -59,10 +60,8 @@ def _boundaries(name: str, start: int, nbytes: int, itemsize: int, new_items: Ma
     stride = nbytes // samples if samples and nbytes % samples == 0 else itemsize
     shape = attrs.get("sample_shape")
     if name == "data" and isinstance(shape, list) and all(isinstance(d, int) and d > 0 for d in shape):
-        try:  # a numpy map: rows of the sample shape, in elements of its dtype
+        with suppress(KeyError, TypeError, ValueError):  # a numpy map: rows of the sample shape, in its dtype
             stride = np.dtype(attrs["dtype"]).itemsize * int(np.prod(shape))
-        except (KeyError, TypeError, ValueError):
-            pass
     stride = max(stride, itemsize)
     return np.arange(stride, nbytes, stride, dtype=np.int64)
 
