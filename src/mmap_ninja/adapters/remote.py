@@ -449,6 +449,8 @@ class RemoteMap(MapBase):
     _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
                                "_settings", "_options", "_length", "_opening", "_ready", "_closed",
                                "_materializing"})
+    fetch_block_size: Optional[int] = None
+    """None: the map is downloaded whole (a map read by blocks is a `RemoteBlockMap`)."""
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
@@ -641,6 +643,9 @@ class RemoteShardedMap(ShardedMap):
         >>> type(days).__name__, len(days), days.shard_starts, days[4]
         ('RemoteShardedMap', 5, [0, 3, 5], np.int64(4))
     """
+
+    fetch_block_size: Optional[int] = None
+    """None: the shards are downloaded whole."""
 
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):
