@@ -122,14 +122,16 @@ def _bad_records(data: bytes, wanted: Range, hash_bytes: Any) -> list[tuple[int,
     return bad
 
 
-def fetch_checked(remote: Any, rel: str, header: Header, wanted: list[Range]) -> list[bytes]:
+def fetch_checked(remote: Any, rel: str, header: Header, wanted: list[Range],
+                  fetched: Optional[list[bytes]] = None) -> list[bytes]:
     """The bytes of every range of ``wanted`` (columns of the map at ``rel``), fetched by ranged requests in one
-    concurrent batch and each checked against its records. A range that fails is fetched again once; if it fails
-    again, `ChecksumMismatchError` names the URL and the byte range."""
+    concurrent batch (or given: ``fetched``) and each checked against its records. A range that fails is fetched
+    again once; if it fails again, `ChecksumMismatchError` names the URL and the byte range."""
     algorithm = header.checksums
     assert algorithm is not None
     hash_bytes = hasher(algorithm)
-    got: list[bytes] = remote.cat_ranges(rel, [(column_object(header, r.column), r.start, r.stop) for r in wanted])
+    got: list[bytes] = (list(fetched) if fetched is not None else
+                        remote.cat_ranges(rel, [(column_object(header, r.column), r.start, r.stop) for r in wanted]))
 
     def failing_ranges() -> list[int]:
         return [k for k, r in enumerate(wanted)
@@ -280,8 +282,12 @@ def fill_index(remote: Any, rel: str, raw: bytes, header: Header, roles: dict[st
         raise CorruptMapError(f"{url} is truncated: it holds {len(records_bytes)} bytes of checksum records, the "
                               f"header commits {plain[0][2]}")
     records = np.frombuffer(records_bytes, dtype=RECORD_DTYPE)
+    # Whole columns: their records cover exactly the bytes fetched, so they are checked as they came.
     wanted = [widen(records_of(records, name), name, a, b) for name, a, b in plain[1:]]
-    checked = fetch_checked(remote, rel, header, wanted) if wanted else []
+    if any((r.start, r.stop) != (a, b) for r, (_, a, b) in zip(wanted, plain[1:])):
+        raise CorruptMapError(f"{remote.url_of(rel)}: the checksum records do not cover exactly the committed bytes "
+                              f"of an index column")
+    checked = fetch_checked(remote, rel, header, wanted, got[1:]) if wanted else []
     (stage / (CHECKSUMS + COLUMN_SUFFIX)).write_bytes(records_bytes)
     for r, data in zip(wanted, checked):
         (stage / (r.column + COLUMN_SUFFIX)).write_bytes(data)
