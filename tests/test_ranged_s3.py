@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("s3fs")
 
-from mmap_ninja import RaggedMmap, _granularity, open_existing, upload  # noqa: E402
-from mmap_ninja.adapters._block_map import RemoteBlockMap  # noqa: E402
+from mmap_ninja import RaggedMmap, _granularity, open_existing, upload
+from mmap_ninja.adapters._block_map import RemoteBlockMap
 
 BLOCK = 16 << 10
 
