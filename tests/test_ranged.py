@@ -279,3 +279,19 @@ def test_kit_maps_are_read_by_blocks(tmp_path):
     m = case.open(place)
     assert isinstance(m, RemoteBlockMap) and len(m.shards) > 1
     assert Path(place.folder / "cache").exists() or True
+
+
+def test_auto_downloads_a_map_of_a_few_blocks_whole_and_kind_names_the_block_reader(tmp_path, fine):
+    from mmap_ninja import ShardedMap
+    from mmap_ninja.errors import KindMismatchError
+
+    url = f"memory://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    _built(tmp_path, url, samples)
+    data_bytes = (tmp_path / "local" / "data.bin").stat().st_size
+    few = open_existing(url, cache_dir=tmp_path / "c", block_size=data_bytes // 3)  # 4 blocks or fewer: whole
+    assert isinstance(few, RaggedMmap) and few.fetch_block_size is None
+    assert isinstance(open_existing(url, cache_dir=tmp_path / "c", block_size=BLOCK, kind=ShardedMap), RemoteBlockMap)
+    with pytest.raises(KindMismatchError, match="fetch='whole'"):
+        open_existing(url, cache_dir=tmp_path / "c", block_size=BLOCK, kind=RaggedMmap)
+    assert isinstance(open_existing(url, cache_dir=tmp_path / "c", fetch="whole", kind=RaggedMmap), RaggedMmap)

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
     "SHARDS_FILE",
+    "Column",
     "Header",
     "check_metadata",
     "dtype_from_json",

@@ -42,6 +42,10 @@ DEFAULT_BLOCK_SIZE = 8 << 20
 
 FETCH_MODES = ("auto", "whole", "blocks")
 
+AUTO_MIN_BLOCKS = 4
+"""``fetch="auto"`` reads a map by blocks only when its largest column holds more than this many blocks (a smaller
+map is downloaded whole: about the same bytes, in one cache entry, as an instance of its kind's class)."""
+
 _SHARDS_FILE = "shards.json"
 _warned_over_limit = False
 
@@ -62,8 +66,9 @@ def _length(header: Header) -> int:
 
 def choose_fetch(fetch: str, header: Header, block_size: int, url: str) -> str:
     """``"blocks"`` or ``"whole"`` for the single map whose header is ``header``: ``"auto"`` reads by blocks when
-    the map's checksum records are fine-grained enough (``checksums.granularity`` at most twice the block size)
-    and its columns allow it, else whole; ``"blocks"`` refuses a map that cannot be read by blocks, naming why."""
+    the map's checksum records are fine-grained enough (``checksums.granularity`` at most twice the block size),
+    its columns allow it and it holds more than `AUTO_MIN_BLOCKS` blocks, else whole; ``"blocks"`` refuses a map
+    that cannot be read by blocks, naming why."""
     if fetch not in FETCH_MODES:
         raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
@@ -79,7 +84,10 @@ def choose_fetch(fetch: str, header: Header, block_size: int, url: str) -> str:
     if fetch == "blocks":
         return "blocks"
     granularity = header.checksum_granularity
-    return "blocks" if granularity is not None and granularity <= 2 * block_size else "whole"
+    largest = max((column.length * column.dtype.itemsize for name, column in header.columns.items()
+                   if name != "checksums"), default=0)
+    fine = granularity is not None and granularity <= 2 * block_size
+    return "blocks" if fine and largest > AUTO_MIN_BLOCKS * block_size else "whole"
 
 
 class RemoteBlockMap(ShardedMap):
