@@ -1,7 +1,8 @@
 """Whole-file against ranged block fetching of one map on a real S3 server on loopback (moto_server, started and
 stopped here); bytes are counted from the server's request log (each GET's Range, or the whole object).
 
-    PYTHONPATH=src python benchmarks/bench_remote.py --fetch-mb 256 [--block-mb 1] [--sample-kb 32] [--shuffle-reads 512]
+    PYTHONPATH=src python benchmarks/bench_remote.py --fetch-mb 256 [--block-mb 1] [--sample-kb 32] \
+        [--shuffle-reads 512]
 
 A ragged map of random bytes (``--fetch-mb`` MB in samples of about ``--sample-kb`` KB) is uploaded, then read from
 cold caches:
@@ -60,8 +61,8 @@ class _Log:
                     continue
                 if entry.get("method") != "GET":
                     continue
-                key = entry["url"].rsplit("/", 1)[-1].split("?")[0]
-                if key not in self.sizes:
+                key = entry["url"].rsplit("/", 1)[-1]
+                if key not in self.sizes:  # (requests with a query string are not object reads)
                     continue
                 requests += 1
                 wanted = (entry.get("headers") or {}).get("Range")

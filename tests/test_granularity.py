@@ -71,3 +71,20 @@ def test_a_header_with_a_bad_granularity_is_refused(tmp_path):
     content["checksums"]["granularity"] = -1
     with pytest.raises(CorruptMapError, match="granularity"):
         parse_header(content, tmp_path / "s" / "header.json")
+
+
+def test_records_start_at_the_first_sample_at_or_after_every_multiple_of_the_granularity(tmp_path,
+                                                                                        small_granularity):
+    # Many small writes (no write is larger than the granularity): a block of a multiple of it starts where a
+    # record does, so a block reader fetches no record beyond its block's samples.
+    samples = [np.arange(n % 50 + 10, dtype=np.int32) for n in range(400)]
+    m = RaggedMmap.from_lists(tmp_path / "r", samples[:1], batch_size=1)
+    for k in range(1, 400, 3):
+        m.extend(samples[k:k + 3])
+    m.close()
+    starts = {a for a, _ in _records(tmp_path / "r", "data")}
+    boundaries = np.cumsum([0, *[s.nbytes for s in samples]])
+    for multiple in range(1000, int(boundaries[-1]), 1000):
+        first_sample_start = int(boundaries[np.searchsorted(boundaries, multiple)])
+        assert first_sample_start in starts or first_sample_start == boundaries[-1], multiple
+    assert verify(tmp_path / "r", deep=True).ok

@@ -66,12 +66,14 @@ def _boundaries(name: str, start: int, nbytes: int, itemsize: int, new_items: Ma
     return np.arange(stride, nbytes, stride, dtype=np.int64)
 
 
-def split_points(boundaries: np.ndarray[Any, Any], nbytes: int, granularity: int) -> list[int]:
-    """Where to cut ``nbytes`` bytes into pieces near ``granularity`` bytes: for every multiple of it, the first
-    boundary at or after it (sorted, without duplicates, strictly between 0 and ``nbytes``)."""
-    if nbytes <= granularity or not len(boundaries):
+def split_points(boundaries: np.ndarray[Any, Any], nbytes: int, granularity: int, start: int = 0) -> list[int]:
+    """Where to cut ``nbytes`` bytes written at byte ``start`` of a column into pieces near ``granularity`` bytes:
+    for every multiple of it in the column (so that blocks of a multiple of it start where records do), the first
+    boundary at or after it (relative to ``start``; sorted, without duplicates, strictly between 0 and ``nbytes``)."""
+    if not len(boundaries):
         return []
-    targets = np.arange(granularity, nbytes, granularity, dtype=np.int64)
+    first = (start // granularity + 1) * granularity
+    targets = np.arange(first, start + nbytes, granularity, dtype=np.int64) - start
     found = np.searchsorted(boundaries, targets, side="left")
     found = found[found < len(boundaries)]
     return sorted(set(boundaries[found].tolist()))
@@ -81,13 +83,14 @@ def checksum_records(name: str, start: int, buffers: Sequence[Any], sizes: Seque
                      hash_buffers: Callable[[Any], int], granularity: int | None,
                      new_items: Mapping[str, Sequence[Any]], attrs: Mapping[str, Any]) -> list[Record]:
     """The checksum records of one write of ``buffers`` (``sizes`` bytes each) to column ``name`` at byte
-    ``start``: a single record, or (with a ``granularity``) records cut at sample boundaries near every multiple
-    of it, each hashing its own bytes (``attrs``: the map's, for a numpy map's sample shape)."""
+    ``start``: a single record, or (with a ``granularity``) records cut at the first sample boundary at or after
+    every multiple of it in the column (a write crossing none keeps one record), each hashing its own bytes
+    (``attrs``: the map's, for a numpy map's sample shape)."""
     nbytes = int(sum(sizes))
     key = column_id(name)
-    if granularity is None or nbytes <= granularity:
-        return [(key, 0, start, start + nbytes, hash_buffers(buffers))]
-    cuts = split_points(_boundaries(name, start, nbytes, itemsize, new_items, attrs), nbytes, granularity)
+    if granularity is None or not nbytes or start // granularity == (start + nbytes - 1) // granularity:
+        return [(key, 0, start, start + nbytes, hash_buffers(buffers))]  # no multiple of the granularity inside
+    cuts = split_points(_boundaries(name, start, nbytes, itemsize, new_items, attrs), nbytes, granularity, start)
     if not cuts:
         return [(key, 0, start, start + nbytes, hash_buffers(buffers))]
     ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
