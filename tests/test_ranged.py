@@ -119,7 +119,7 @@ def test_a_damaged_object_is_fetched_again_once_then_refused_naming_url_and_rang
     m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK)
     np.testing.assert_array_equal(m[0], samples[0])  # another block: unaffected
     with pytest.raises(ChecksumMismatchError, match=rf"{url}/data.bin bytes \d+\.\.\d+ do not match"):
-        for i in range(len(samples)):
+        for i in reversed(range(len(samples))):  # (backwards: no read-ahead fetches the damaged block meanwhile)
             CountingMemoryFileSystem.reset()
             np.testing.assert_array_equal(m[i], samples[i])  # never a wrong sample
     # The failing read: the block's ranges (data and dims), then the damaged data range once more.
@@ -295,3 +295,28 @@ def test_auto_downloads_a_map_of_a_few_blocks_whole_and_kind_names_the_block_rea
     with pytest.raises(KindMismatchError, match="fetch='whole'"):
         open_existing(url, cache_dir=tmp_path / "c", block_size=BLOCK, kind=RaggedMmap)
     assert isinstance(open_existing(url, cache_dir=tmp_path / "c", fetch="whole", kind=RaggedMmap), RaggedMmap)
+
+
+def test_sequential_reads_fetch_the_next_block_ahead(tmp_path, fine):
+    from mmap_ninja.adapters._block_map import _read_ahead_pool
+
+    url = f"memory://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    _built(tmp_path, url, samples)
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK)
+    entries = tmp_path / "cache" / "entries"
+
+    def blocks_cached():
+        return len([p for p in entries.iterdir() if (p / "data.bin").exists()])
+
+    starts = m.shard_starts
+    m[starts[2]]  # block 2, then block 5: no pattern, nothing ahead
+    m[starts[5]]
+    _read_ahead_pool().submit(lambda: None).result()  # (one thread, in order: what was submitted is done)
+    assert blocks_cached() == 2
+    m[starts[6]]  # 5 then 6: block 7 is fetched ahead
+    _read_ahead_pool().submit(lambda: None).result()
+    assert blocks_cached() == 4
+    for k in (7, 8):
+        np.testing.assert_array_equal(m[starts[k]], samples[starts[k]])
+    m.close()

@@ -23,6 +23,7 @@ import os
 import threading
 import warnings
 import weakref
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -210,8 +211,9 @@ class RemoteBlockMap(ShardedMap):
 
     # -------------------------------------------------------------- blocks
 
-    def open_shard(self, k: int) -> MapBase:
-        """Block ``k`` (in order) as a local map of the kind, fetched into the cache on first use and checked."""
+    def _acquire_block(self, k: int) -> tuple[Path, int, bool]:
+        """Block ``k``'s cache entry (fetched and checked if missing), the descriptor holding its shared lock, and
+        whether this call fetched it."""
         number, first, stop = self._blocks[k]
         header = self.header
         key = _key(self.url, "block", header.id, header.commit, self._block_size, number)
@@ -226,6 +228,28 @@ class RemoteBlockMap(ShardedMap):
         about = {"url": self.url, "holds": _blocks.describe(self.url, first, stop, number), "id": header.id,
                  "commit": header.commit, "block": number}
         entry, fd = self._cache.acquire(key, fill, _blocks.check_block, about)
+        return entry, fd, bool(fetched)
+
+    def _read_ahead(self, k: int) -> None:
+        """After block ``k - 1`` then ``k`` were opened, fetch block ``k + 1`` in a background thread (sequential
+        reads then overlap a block's fetch with the reading of the one before). Its errors are left to the read
+        that needs the block (which fetches it again)."""
+        previous = self.__dict__.get("_last_opened")
+        self.__dict__["_last_opened"] = k
+        if previous != k - 1 or k + 1 >= len(self._blocks):
+            return
+        pool = _read_ahead_pool()
+
+        def fetch() -> None:
+            with suppress(Exception):  # the foreground read fetches it again and reports what fails
+                os.close(self._acquire_block(k + 1)[1])
+
+        pool.submit(fetch)
+
+    def open_shard(self, k: int) -> MapBase:
+        """Block ``k`` (in order) as a local map of the kind, fetched into the cache on first use and checked."""
+        entry, fd, fetched = self._acquire_block(k)
+        self._read_ahead(k)
         try:
             shard = self._cls(entry, mode="r", **self.shard_options)
         except BaseException:
@@ -295,6 +319,19 @@ class RemoteBlockMap(ShardedMap):
         from mmap_ninja.adapters.remote import _reopen
 
         return _reopen, (self.url, {**self._settings, "pinned": ("header.json", self._raw)})
+
+
+_pool: Optional[tuple[int, Any]] = None
+
+
+def _read_ahead_pool() -> Any:
+    """This process's read-ahead thread (one per process: a forked child makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="mmap_ninja-read-ahead"))
+    return _pool[1]
 
 
 def _warn_if_over(cache: Cache) -> None:
