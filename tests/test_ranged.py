@@ -320,3 +320,26 @@ def test_sequential_reads_fetch_the_next_block_ahead(tmp_path, fine):
     for k in (7, 8):
         np.testing.assert_array_equal(m[starts[k]], samples[starts[k]])
     m.close()
+
+
+def test_refresh_and_pickling_of_a_block_read_map(tmp_path, fine):
+    import pickle
+
+    url = f"memory://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    _built(tmp_path, url, samples)
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK)
+    np.testing.assert_array_equal(m[10], samples[10])
+    copy = pickle.loads(pickle.dumps(m))
+    assert isinstance(copy, RemoteBlockMap) and copy.fetch_block_size == BLOCK
+    np.testing.assert_array_equal(copy[599], samples[599])
+    assert m.refresh() == 0
+    more = samples + _samples(50)
+    RaggedMmap.from_lists(tmp_path / "newer", more, batch_size=1000).close()
+    upload(tmp_path / "newer", url)
+    assert m.refresh() == 50
+    np.testing.assert_array_equal(m[len(more) - 1], more[-1])
+    np.testing.assert_array_equal(copy[599], samples[599])  # the copy keeps the version it was opened with
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        m[0]

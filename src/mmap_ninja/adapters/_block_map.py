@@ -248,6 +248,8 @@ class RemoteBlockMap(ShardedMap):
 
     def open_shard(self, k: int) -> MapBase:
         """Block ``k`` (in order) as a local map of the kind, fetched into the cache on first use and checked."""
+        if self._closed:
+            raise ValueError(f"I/O operation on a closed map ({self.url})")
         entry, fd, fetched = self._acquire_block(k)
         self._read_ahead(k)
         try:
