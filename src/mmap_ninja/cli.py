@@ -168,15 +168,16 @@ def describe(path: str, storage_options: dict[str, Any] | None = None) -> dict[s
 
 def _describe_url(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
     from mmap_ninja.adapters.remote_check import remote_listing
+    from mmap_ninja.adapters.remote_objects import column_objects
     from mmap_ninja.errors import CorruptMapError
-    from mmap_ninja.storage import COLUMN_SUFFIX
 
     listing = remote_listing(url, storage_options)
     parts = []
     for entry in listing.maps:
         if entry.header is None:
             raise CorruptMapError(entry.problem or f"{entry.url} has no readable header")
-        parts.append((entry.header, {name: entry.sizes.get(name + COLUMN_SUFFIX, 0) for name in entry.header.columns}))
+        objects = column_objects(entry.header, entry.url)
+        parts.append((entry.header, {name: entry.sizes.get(objects[name], 0) for name in entry.header.columns}))
     if not listing.sharded:
         return _describe_map(listing.url, *parts[0])
     assert listing.kind is not None

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -181,8 +181,9 @@ def read_header(directory: Path) -> Header:
     return parse_header(content, path)
 
 
-def parse_header(content: Any, path: Path) -> Header:
-    """Check the decoded JSON of a header; ``path`` is only used in error messages."""
+def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> Header:
+    """Check the decoded JSON of a header; ``path`` is only used in error messages. ``features``: ``requires``
+    entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``)."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum
@@ -204,7 +205,7 @@ def parse_header(content: Any, path: Path) -> Header:
     requires = content.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise CorruptMapError(f"{path}: 'requires' must be a list of feature names, got {requires!r}")
-    unknown = [r for r in requires if r not in _FEATURES]
+    unknown = [r for r in requires if r not in _FEATURES and r not in features]
     if unknown:
         raise UnknownFeatureError(
             f"{path.parent} requires the feature {unknown[0]!r}, which this mmap_ninja does not know "

@@ -126,8 +126,10 @@ def _open(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]], mode: O
     return cls(out_dir, wrapper_fn, mode, **options)
 
 
-def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
-    """Upload the map (single or sharded) in ``local_path`` to ``url`` (any fsspec URL), headers last; see
+def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None, *,
+           prune: bool = False) -> None:
+    """Upload the map (single or sharded) in ``local_path`` to ``url`` (any fsspec URL), headers last, never over an
+    object a published header names; ``prune=True`` then deletes the column objects no header names any more. See
     `mmap_ninja.adapters.remote.upload`. Needs the ``s3`` extra (fsspec, and s3fs for ``s3://``).
 
     Example:
@@ -143,7 +145,7 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
     """
     from mmap_ninja.adapters.remote import upload as upload_map
 
-    upload_map(local_path, url, storage_options)
+    upload_map(local_path, url, storage_options, prune=prune)
 
 
 class Wrapped:

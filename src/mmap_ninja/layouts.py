@@ -150,6 +150,11 @@ class Layout:
         which the shards of one sharded map must agree on, with its keys sorted."""
         return {key: attrs[key] for key in sorted(attrs) if key not in self.derived_attrs}
 
+    def index_units(self, attrs: dict[str, Any]) -> dict[str, int]:
+        """For each group of columns (by column-name prefix: ``""``, a records field's ``"<field>."``), how many
+        bytes of its ``data`` one unit of its ``offsets`` counts: what `verify` checks the offsets against."""
+        return {"": 1}
+
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         """The features a reader must know to read such a map (a codec's, for one)."""
         codec = self.codec(attrs)
@@ -645,6 +650,10 @@ class RaggedLayout(Layout):
     def attrs(self, dtype: Any = None, codec: Any = None) -> dict[str, Any]:  # type: ignore[override]
         return {"dtype": None if dtype is None else dtype_to_json(storable_dtype(dtype, "dtype")), "ndims": [],
                 **codec_attrs(codec)}
+
+    def index_units(self, attrs: dict[str, Any]) -> dict[str, int]:
+        dtype = attrs.get("dtype")  # offsets count elements of an uncompressed map, bytes of a compressed one
+        return {"": 1 if dtype is None or attrs.get("codec") else int(dtype_from_json(dtype).itemsize)}
 
     def view(self, store: Columns) -> RaggedView:
         attrs = store.attrs

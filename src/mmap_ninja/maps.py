@@ -34,7 +34,7 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, check_lock_timeout, resolved
 
 __all__ = ["KINDS", "MapBase", "SampleIndex", "SampleIndices", "resolve_index", "resolve_positions"]
 
@@ -258,7 +258,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                  durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False):
         if isinstance(wrapper_fn, str) and mode == "r+":  # MapClass(path, "r"): the mode given positionally
             wrapper_fn, mode = None, wrapper_fn
-        self._setup(absolute(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
+        self._setup(resolved(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
                     durable, allow_unfinished)
         self._verify_reads = bool(verify_reads)
         if allow_unfinished:
@@ -309,7 +309,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         while True:
             try:
                 return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
-                                  allow_unfinished=self._allow_unfinished)
+                                  allow_unfinished=self._allow_unfinished, resolve=False)
             except UnfinishedMapError as error:
                 attempt += 1
                 if not error.in_progress or attempt > _CREATION_RETRIES:
@@ -465,7 +465,8 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
     @property
     def path(self) -> Path:
-        """The map's directory, as an absolute path (resolved once, when the map was opened)."""
+        """The map's directory, as an absolute path with its symbolic links resolved once, when the map was opened:
+        a map opened through a link reports (and its pickled copies reopen) the folder the link named then."""
         return self._path
 
     @property
@@ -568,7 +569,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         self._verified.clear()  # verify_reads: forget what was checked (in-place writes since are no commits)
         if self._store is None:
             try:
-                store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
+                store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout, resolve=False)
             except NotAMapError:
                 return 0
             self._check_kind(store)
@@ -716,7 +717,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         layout = cls.layout
         cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
-        _refuse_shard(absolute(out_dir))
+        _refuse_shard(resolved(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import stat
 import threading
 import uuid
@@ -20,7 +19,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from mmap_ninja._fsio import (
 )
 from mmap_ninja._granularity import checksum_records
 from mmap_ninja._osfile import fsync_file, fsync_path
+from mmap_ninja._paths import PathLike, absolute, is_url, resolved
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
 from mmap_ninja.errors import (
     ClosedMapError,
@@ -53,9 +53,8 @@ from mmap_ninja.errors import (
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "absolute", "fsync_dir", "fsync_tree", "is_derived", "lock_directory"]
+           "absolute", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory", "resolved"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
 COLUMN_SUFFIX = ".bin"
 CHECKSUMS = "checksums"  # the column of checksum records (see checksums.py)
@@ -81,25 +80,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL with a scheme (``s3://...``, ``memory://...``, ``file://...``): a string only."""
-    return isinstance(path, str) and _URL.match(path) is not None
-
-
-def absolute(path: PathLike) -> Path:
-    """``path`` made absolute once, so that a later ``os.chdir`` changes nothing (symlinks are kept). A URL is
-    refused: every local reader and writer comes here, and would otherwise make a folder named ``s3:``."""
-    if is_url(path):
-        raise ValueError(f"{path} is a URL, not a local path: maps are written in a local directory and published "
-                         f"with mmap_ninja.upload(path, url); mmap_ninja.open_existing(url) reads one")
-    if isinstance(path, Path) and path.is_absolute() and ".." not in path.parts:
-        return path  # already what abspath would make of it (a Path has no "." parts nor repeated slashes)
-    return Path(os.path.abspath(os.fspath(path)))
 
 
 class _Column:
@@ -259,9 +239,10 @@ class Store:
 
     @classmethod
     def open(cls, path: PathLike, *, durable: bool = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
-             allow_unfinished: bool = False) -> Store:
-        """Open the map in ``path`` for reading (no lock, no write access needed)."""
-        path = absolute(path)
+             allow_unfinished: bool = False, resolve: bool = True) -> Store:
+        """Open the map in ``path`` for reading (no lock, no write access needed). ``path`` is `resolved` (its
+        symbolic links), unless ``resolve=False`` says the caller resolved it already."""
+        path = resolved(path) if resolve else absolute(path)
         header = read_header(path)
         if header.building and not allow_unfinished:
             raise unfinished_error(path, header)
@@ -286,9 +267,10 @@ class Store:
         that map them keep their data). A file the map did not write is never deleted: a directory holding one
         is refused. With ``building=True`` the header marks the map unfinished and the returned store keeps the
         writer lock until `finish_build`. With ``join_existing=True`` a finished map of the same kind found in
-        ``path`` (one a racing process just created) is opened instead of failing.
+        ``path`` (one a racing process just created) is opened instead of failing. ``path`` is `resolved`: a
+        link to a folder that does not exist yet creates the map there.
         """
-        path = absolute(path)
+        path = resolved(path)
         lock_timeout = check_lock_timeout(lock_timeout)
         if path.exists() and not path.is_dir():
             raise MapExistsError(f"{path} exists and is not a directory")
@@ -315,7 +297,7 @@ class Store:
                 if old.kind != kind:
                     raise KindMismatchError(f"{path} holds a {old.kind!r} map, not a {kind!r} one")
                 os.close(lock_fd)
-                return cls.open(path, durable=durable, lock_timeout=lock_timeout)
+                return cls.open(path, durable=durable, lock_timeout=lock_timeout, resolve=False)
             if old is not None and not old.building and not overwrite:
                 raise MapExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:

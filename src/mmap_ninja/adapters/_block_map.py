@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 from mmap_ninja.adapters import _blocks
 from mmap_ninja.adapters._blocks import BlockPlan, BlocksUnsupported
 from mmap_ninja.adapters.cache import Cache
+from mmap_ninja.adapters.remote_objects import without_objects
 from mmap_ninja.errors import CorruptMapError, NotAMapError, ReadOnlyMapError, UnfinishedMapError
 from mmap_ninja.format import Header
 from mmap_ninja.maps import KINDS, MapBase
@@ -152,7 +153,7 @@ class RemoteBlockMap(ShardedMap):
                 plan = BlockPlan(header, self._length, roles, stage, block_size)
                 blocks = plan.blocks()
                 shards = [ShardInfo(f"blocks/{number}", stop - first, None) for number, first, stop in blocks]
-                schema = shard_schema(header)
+                schema = shard_schema(without_objects(header))  # (the blocks are local maps: no object names)
                 top = TopHeader(header.kind, schema["attrs"], shards, id=header.id or "", commit=header.commit,
                                 requires=schema["requires"], metadata=header.metadata)
                 (stage / _SHARDS_FILE).write_bytes(top.encode())

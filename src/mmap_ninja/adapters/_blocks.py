@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja.adapters.remote_objects import object_name, without_objects
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import ChecksumMismatchError, CorruptMapError
 from mmap_ninja.format import HEADER_FILE, Column, Header, encode_header
@@ -32,8 +33,8 @@ PLAN_FILE = "blocks.json"
 
 def column_object(header: Header, column: str) -> str:
     """The name of the object holding ``column`` of the map whose header is ``header`` (relative to its URL): the
-    one place that knows it (uploads that name objects by id and commit change only this function)."""
-    return column + COLUMN_SUFFIX
+    one place block reads ask (`mmap_ninja.adapters.remote_objects` checks the names an uploaded header lists)."""
+    return object_name(header, column)
 
 
 class BlocksUnsupported(ValueError):
@@ -255,7 +256,7 @@ class BlockPlan:
         table.tofile(stage / (CHECKSUMS + COLUMN_SUFFIX))
         columns[CHECKSUMS] = Column(RECORD_DTYPE, len(table))
         block_header = Header(kind=self.header.kind, columns=columns, attrs=self.header.attrs, id=self.header.id,
-                              commit=self.header.commit, requires=self.header.requires,
+                              commit=self.header.commit, requires=without_objects(self.header).requires,
                               metadata=self.header.metadata, checksums=algorithm)
         (stage / HEADER_FILE).write_bytes(encode_header(block_header))
 
