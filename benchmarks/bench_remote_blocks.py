@@ -95,7 +95,14 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
             bucket = server.bucket()
             url = f"s3://{bucket}/map"
             upload(root / "local", url, storage_options=options)
-            log = _Log(root / "requests.jsonl", sizes)
+            import s3fs
+
+            fs = s3fs.S3FileSystem(**options)
+            # The uploaded objects are named after the map's id and commit (data.<id>-<commit>.bin).
+            objects = [path.rsplit("/", 1)[-1] for path in fs.ls(f"{bucket}/map", detail=False)]
+            remote_sizes = {name: sizes[name.split(".")[0] + ".bin"] for name in objects if name.endswith(".bin")}
+            data_object = f"{bucket}/map/" + next(name for name in objects if name.startswith("data."))
+            log = _Log(root / "requests.jsonl", remote_sizes)
             rows = []
             for fetch in ("whole", "blocks"):
                 m = open_existing(url, cache_dir=root / f"first-{fetch}", storage_options=options, fetch=fetch,
@@ -107,13 +114,10 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
                 requests, sent = log.take()
                 rows.append((f"first sample, fetch={fetch!r}", [sent / 1e6, requests, took * 1e3]))
                 m.close()
-            import s3fs
-
-            fs = s3fs.S3FileSystem(**options)
             offsets = np.fromfile(root / "local" / "offsets.bin", dtype="<i8")
             first = int(np.searchsorted(offsets, offsets[n // 2] // block * block))
             start = time.perf_counter()
-            fs.cat_ranges([f"{bucket}/map/data.bin"], [int(offsets[first])], [int(offsets[first]) + block])
+            fs.cat_ranges([data_object], [int(offsets[first])], [int(offsets[first]) + block])
             one_get = time.perf_counter() - start
             log.take()
             rows.append(("one ranged GET of a block (s3fs cat_ranges)", [block / 1e6, 1, one_get * 1e3]))
@@ -154,7 +158,7 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
             m.close()
             start = time.perf_counter()
             for r in ranges:
-                fs.cat_ranges([f"{bucket}/map/data.bin"], [r.start], [r.stop])
+                fs.cat_ranges([data_object], [r.start], [r.stop])
             theirs = time.perf_counter() - start
             got = sum(r.stop - r.start for r in ranges)
             print()
