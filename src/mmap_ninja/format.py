@@ -34,6 +34,7 @@ __all__ = [
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
+    "header_checksum",
     "parse_header",
     "read_header",
     "register_feature",
