@@ -62,6 +62,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
+from mmap_ninja.adapters._block_shuffle import BlockShuffleSampler
 from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
 from mmap_ninja.adapters._samplers import ResumableSampler
@@ -75,6 +76,8 @@ __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode
            "rank_indices", "shard_indices"]
 # Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
 __all__ += ["PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
+# A locality-aware shuffle for maps read by blocks (adapters/_block_shuffle.py, mmap_ninja/block_order.py).
+__all__ += ["BlockShuffleSampler"]
 
 _NOT_WRITABLE = ".*not writable.*"
 
