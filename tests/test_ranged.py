@@ -72,7 +72,8 @@ def test_first_sample_of_a_cold_map_fetches_one_block_and_the_index(tmp_path, fi
     samples = _samples()
     local = _built(tmp_path, url, samples)
     data_bytes = (local / "data.bin").stat().st_size
-    index_bytes = sum((local / f).stat().st_size for f in ("offsets.bin", "shape_offsets.bin", "checksums.bin"))
+    index_bytes = sum((local / f).stat().st_size for f in ("offsets.bin", "shape_offsets.bin", "checksums.bin",
+                                                            "dims.bin"))  # (dims: small, fetched whole)
     CountingMemoryFileSystem.reset()
     m = open_existing(url, cache_dir=tmp_path / "cache", block_size=BLOCK)  # auto: the records are fine
     assert isinstance(m, RemoteBlockMap) and m.fetch_block_size == BLOCK
@@ -124,8 +125,8 @@ def test_a_damaged_object_is_fetched_again_once_then_refused_naming_url_and_rang
         for i in reversed(range(len(samples))):  # (backwards: no read-ahead fetches the damaged block meanwhile)
             CountingMemoryFileSystem.reset()
             np.testing.assert_array_equal(m[i], samples[i])  # never a wrong sample
-    # The failing read: the block's ranges (data and dims), then the damaged data range once more.
-    assert CountingMemoryFileSystem.requests == 3
+    # The failing read: the block's data range (dims, small, came whole with the index), then once more.
+    assert CountingMemoryFileSystem.requests == 2
     assert not list((tmp_path / "cache" / "staging").iterdir())  # nothing of the refused block stays
 
 
@@ -345,3 +346,30 @@ def test_refresh_and_pickling_of_a_block_read_map(tmp_path, fine):
     m.close()
     with pytest.raises(ValueError, match="closed"):
         m[0]
+
+
+def test_an_epoch_under_block_shuffle_fetches_each_block_about_once_with_a_small_cache(tmp_path, fine):
+    pytest.importorskip("torch")
+    from mmap_ninja.adapters.torch import BlockShuffleSampler
+
+    url = f"countingmem://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    local = _built(tmp_path, url, samples)
+    data_bytes = (local / "data.bin").stat().st_size
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK, max_open_shards=2,
+                      cache_size_limit=4 * BLOCK)
+    m[0]  # the index
+    CountingMemoryFileSystem.reset()
+    sampler = BlockShuffleSampler(m, window_blocks=2, seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(samples)))
+    for i in order:
+        np.testing.assert_array_equal(m[i], samples[i])
+    # Every block fetched about once (records widen a block by at most one record on each side).
+    assert CountingMemoryFileSystem.bytes_served <= 1.1 * data_bytes
+    fully_shuffled = CountingMemoryFileSystem.bytes_served
+    CountingMemoryFileSystem.reset()
+    for i in np.random.default_rng(0).permutation(len(samples))[:len(samples) // 4].tolist():
+        m[i]  # a full shuffle: a quarter of an epoch already fetches more than a whole one above
+    assert CountingMemoryFileSystem.bytes_served > fully_shuffled
+    m.close()

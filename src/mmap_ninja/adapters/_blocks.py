@@ -90,6 +90,28 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
     return roles
 
 
+def _nbytes(header: Header, name: str) -> int:
+    column = header.columns[name]
+    return column.length * column.dtype.itemsize
+
+
+def largest_column(header: Header, roles: dict[str, tuple[str, Any]]) -> Optional[str]:
+    """The map's largest data column (the one blocks are measured in), or None."""
+    ranged = [name for name, (role, _) in roles.items() if role in ("indexed", "stride")]
+    return max(ranged, key=lambda name: _nbytes(header, name)) if ranged else None
+
+
+def side_columns(header: Header, roles: dict[str, tuple[str, Any]]) -> set[str]:
+    """The data columns far smaller than the largest (at most 1/16 of its bytes: a ragged map's ``dims``, an
+    images map's shapes and formats): fetched whole with the index, since a block of them checked by whole
+    records would cost more than all of them."""
+    largest = largest_column(header, roles)
+    if largest is None:
+        return set()
+    return {name for name, (role, _) in roles.items() if role in ("indexed", "stride") and name != largest
+            and 16 * _nbytes(header, name) <= _nbytes(header, largest)}
+
+
 def records_of(records: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
     """The checksum records of column ``name``, sorted by start."""
     mine: np.ndarray[Any, Any] = records[records["column"] == column_id(name)]
@@ -174,9 +196,10 @@ class BlockPlan:
         for name, (role, _) in roles.items():
             if role == "index":
                 self.index[name] = np.fromfile(folder / (name + COLUMN_SUFFIX), dtype="<i8", count=length + 1)
+        self.side = side_columns(header, roles)
         self._own_records = {name: records_of(self.records, name) for name, (role, _) in roles.items()
-                             if role in ("indexed", "stride")}
-        self.largest = max(self._own_records, key=lambda name: self.nbytes(name)) if self._own_records else None
+                             if role in ("indexed", "stride") and name not in self.side}
+        self.largest = largest_column(header, roles)
 
     def nbytes(self, name: str) -> int:
         column = self.header.columns[name]
@@ -244,6 +267,11 @@ class BlockPlan:
                 content: Any = np.ascontiguousarray(index[first:stop + 1] - index[first]).astype("<i8")
             elif role == "whole":
                 content = (self.folder / (name + COLUMN_SUFFIX)).read_bytes()
+            elif name in self.side:
+                lo, hi = self.byte_range(name, first, stop)
+                with open(self.folder / (name + COLUMN_SUFFIX), "rb") as f:
+                    f.seek(lo)
+                    content = f.read(hi - lo)
             else:
                 lo, hi = self.byte_range(name, first, stop)
                 got_range, data = by_column[name]
@@ -262,10 +290,11 @@ class BlockPlan:
 
 
 def index_ranges(header: Header, roles: dict[str, tuple[str, Any]]) -> list[tuple[str, int, int]]:
-    """``(column, start, stop)`` of the columns a map's index entry holds: the index and whole columns."""
+    """``(column, start, stop)`` of the columns a map's index entry holds: the index, whole and side columns."""
     wanted = [(CHECKSUMS, 0, header.columns[CHECKSUMS].length * RECORD_DTYPE.itemsize)]
+    side = side_columns(header, roles)
     for name, (role, _) in roles.items():
-        if role in ("index", "whole"):
+        if role in ("index", "whole") or name in side:
             column = header.columns[name]
             wanted.append((name, 0, column.length * column.dtype.itemsize))
     return wanted
