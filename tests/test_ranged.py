@@ -373,3 +373,21 @@ def test_an_epoch_under_block_shuffle_fetches_each_block_about_once_with_a_small
         m[i]  # a full shuffle: a quarter of an epoch already fetches more than a whole one above
     assert CountingMemoryFileSystem.bytes_served > fully_shuffled
     m.close()
+
+
+def test_a_corrupted_cached_index_is_fetched_again(tmp_path, fine):
+    url = f"countingmem://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    _built(tmp_path, url, samples)
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK)
+    np.testing.assert_array_equal(m[300], samples[300])
+    m.close()
+    [index] = [p for p in (tmp_path / "cache" / "entries").iterdir() if (p / "remote-header.json").exists()]
+    offsets = np.fromfile(index / "offsets.bin", dtype="<i8")
+    offsets[11] += 1  # a plausible, wrong offset, in a block not fetched yet
+    offsets.tofile(index / "offsets.bin")
+    CountingMemoryFileSystem.reset()
+    again = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK)
+    for i in (10, 11, 300):
+        np.testing.assert_array_equal(again[i], samples[i])
+    assert CountingMemoryFileSystem.requests >= 1  # the index was fetched again

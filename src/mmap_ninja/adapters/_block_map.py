@@ -31,7 +31,7 @@ from mmap_ninja.adapters import _blocks
 from mmap_ninja.adapters._blocks import BlockPlan, BlocksUnsupported
 from mmap_ninja.adapters.cache import Cache
 from mmap_ninja.adapters.remote_objects import without_objects
-from mmap_ninja.errors import CorruptMapError, NotAMapError, ReadOnlyMapError, UnfinishedMapError
+from mmap_ninja.errors import NotAMapError, ReadOnlyMapError, UnfinishedMapError
 from mmap_ninja.format import Header
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import ShardedMap, shard_schema
@@ -161,7 +161,7 @@ class RemoteBlockMap(ShardedMap):
 
             about = {"url": self.url, "holds": f"index of a {header.kind} map (blocks of {block_size} bytes)",
                      "id": header.id, "commit": header.commit}
-            entry, fd = self._cache.acquire(key, fill, about=about)
+            entry, fd = self._cache.acquire(key, fill, _blocks.check_index, about)
             try:
                 plan = BlockPlan(header, self._length, roles, entry, block_size)
                 options = dict(self._options)
@@ -350,7 +350,3 @@ def _warn_if_over(cache: Cache) -> None:
                       f"that live readers hold fill it (each process holds at most max_open_shards blocks)",
                       CacheOverLimitWarning, stacklevel=3)
 
-
-def check_cached_entry(entry: Path) -> None:
-    if not (entry / _blocks.INDEX_HEADER).is_file():
-        raise CorruptMapError(f"{entry} (a cached index) is incomplete")

@@ -12,7 +12,6 @@ map. See `mmap_ninja.adapters._block_map` for the container and FORMAT.md ("Fine
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -328,8 +327,23 @@ def write_plan(stage: Path, blocks: list[tuple[int, int, int]], block_size: int)
     (stage / PLAN_FILE).write_text(json.dumps({"block_size": block_size, "blocks": blocks}))
 
 
-def size_of(path: Path) -> int:
-    return os.stat(path).st_size
+def check_index(entry: Path) -> None:
+    """A map's index found in the cache, checked before use: every column file it holds against its checksum
+    records (a `CorruptMapError` if a byte is damaged, or the records are)."""
+    from mmap_ninja.adapters.remote import _parse
+
+    header = _parse((entry / INDEX_HEADER).read_bytes(), str(entry / INDEX_HEADER))
+    assert header.checksums is not None
+    hash_bytes = hasher(header.checksums)
+    records = np.fromfile(entry / (CHECKSUMS + COLUMN_SUFFIX), dtype=RECORD_DTYPE)
+    for path in entry.glob("*" + COLUMN_SUFFIX):
+        name = path.name[:-len(COLUMN_SUFFIX)]
+        if name == CHECKSUMS or name not in header.columns:
+            continue
+        data = path.read_bytes()
+        wanted = widen(records_of(records, name), name, 0, len(data))
+        if len(data) != _nbytes(header, name) or _bad_records(data, wanted, hash_bytes):
+            raise CorruptMapError(f"{path} (a cached index) is damaged")
 
 
 def check_block(entry: Path) -> None:
@@ -339,10 +353,6 @@ def check_block(entry: Path) -> None:
     report = verify(entry, deep=True)
     if not report.ok:
         raise CorruptMapError(f"{entry} (a cached block) is damaged: {'; '.join(report.problems)}")
-
-
-def remote_path(rel: str, name: str) -> str:
-    return f"{rel}/{name}" if rel else name
 
 
 def describe(url: str, first: int, stop: int, number: Optional[int]) -> str:
