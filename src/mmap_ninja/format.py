@@ -29,6 +29,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
     "SHARDS_FILE",
+    "Column",
     "Header",
     "check_metadata",
     "dtype_from_json",
@@ -157,6 +158,7 @@ class Header:
     metadata: dict[str, Any] = field(default_factory=dict)
     building: bool = False
     checksums: Optional[str] = None  # the algorithm of the map's checksum records (None: the map has none)
+    checksum_granularity: Optional[int] = None  # bytes near which writes split their records (None: they do not)
     extra: dict[str, Any] = field(default_factory=dict)  # optional fields of a newer minor version, kept as they are
 
     @property
@@ -297,9 +299,14 @@ def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: 
     if checksums is not None and not (isinstance(checksums, dict) and isinstance(checksums.get("algorithm"), str)
                                       and "checksums" in parsed):
         raise CorruptMapError(f"{path}: 'checksums' must name an algorithm and come with a checksums column")
+    granularity = None if checksums is None else checksums.get("granularity")
+    if granularity is not None and (type(granularity) is not int or granularity <= 0):
+        raise CorruptMapError(f"{path}: 'checksums.granularity' must be a positive number of bytes, got "
+                              f"{granularity!r}")
     return Header(kind=kind, columns=parsed, attrs=attrs, id=map_id, commit=commit,
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
                   building=building, checksums=None if checksums is None else checksums["algorithm"],
+                  checksum_granularity=granularity,
                   extra={k: v for k, v in content.items() if k not in _KEYS})
 
 
@@ -333,6 +340,8 @@ def encode_header(header: Header) -> bytes:
         content["building"] = True
     if header.checksums is not None:
         content["checksums"] = {"algorithm": header.checksums}
+        if header.checksum_granularity is not None:
+            content["checksums"]["granularity"] = header.checksum_granularity
     content.update(header.extra)
     encoded = json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
     # The checksum key last: the same bytes as encoding the content with it, without encoding it twice.

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja import header_slots, locks
+from mmap_ninja import _granularity, header_slots, locks
 from mmap_ninja._fsio import (
     SizedBuffers,
     byte_sizes,
@@ -33,6 +33,7 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._granularity import checksum_records
 from mmap_ninja._open_errors import moved_error, unfinished_error
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja._paths import PathLike, absolute, is_url, resolved
@@ -354,6 +355,7 @@ class Store:
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
                         attrs=dict(attrs), id=map_id, commit=0, requires=requires, metadata=dict(metadata),
                         building=True, checksums=default_algorithm(),
+                        checksum_granularity=_granularity.DEFAULT_GRANULARITY,
                         extra={"file_suffix": generation.suffix} if generation.suffix else {})
         _write_header(path, header, durable, created=True)
         generation.retire(header, durable=durable)
@@ -700,9 +702,11 @@ class Store:
                     write_all(self._fd(txn, name), buffers, start, sizes)
                     after[name] += count
                     if algorithm is not None and name != CHECKSUMS and not is_derived(name):
-                        # The same buffers, hashed as they are (the hashers take any contiguous buffer).
-                        records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
-                                        hasher(algorithm)(buffers)))
+                        # The same buffers, hashed as they are (the hashers take any contiguous buffer), in
+                        # records cut near the map's checksum granularity (one record without one).
+                        records.extend(checksum_records(name, start, buffers, sizes, column.dtype.itemsize,
+                                                        hasher(algorithm), self._header.checksum_granularity,
+                                                        new_items, txn.attrs or self._header.attrs))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:
