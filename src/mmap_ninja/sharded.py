@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja import _osfile, locks
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -44,7 +44,7 @@ from mmap_ninja.errors import (
     UnknownFeatureError,
 )
 from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
-from mmap_ninja.journal import check_journal
+from mmap_ninja.journal import check_journal, move_map
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, _DatasetBase, register_sharded_reader, resolve_index, resolve_positions
@@ -877,10 +877,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         os.unlink(out / JOURNAL_FILE)
     except BaseException:
         if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            if _osfile.HELD_FILES_PINNED:  # Windows: the lock file cannot be deleted while held (nor, if another
+                lock_fd, held = -1, lock_fd  # merge opens it meanwhile, then: it stays)
+                _unlock(held)
             shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
         raise
     finally:
-        _unlock(lock_fd)
+        if lock_fd >= 0:
+            _unlock(lock_fd)
     return ShardedMap(out)
 
 
@@ -899,20 +903,8 @@ def _refuse_foreign(out: Path, names_only: bool = False) -> None:
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
-    """Move (or copy) one map, holding its writer lock so that no append races the move."""
-    lock_fd = _flock(src, lock_timeout)
-    try:
-        now = read_header(src)
-        if now.id != header.id or now.commit != header.commit:
-            raise ValueError(f"{src} changed while it was being merged (commit {header.commit} -> {now.commit})")
-        if copy:
-            staging = dest.with_name(dest.name + ".copying")
-            shutil.copytree(src, staging, ignore=shutil.ignore_patterns(LOCK_FILE))
-            os.rename(staging, dest)
-        else:
-            os.rename(src, dest)
-    finally:
-        os.close(lock_fd)
+    """Move (or copy) one map, holding its writer lock so that no append races the move (see `move_map`)."""
+    move_map(src, dest, header, copy, _flock(src, lock_timeout))
 
 
 def recover_merge(out_dir: PathLike) -> int:
