@@ -20,6 +20,11 @@ def _sharded(tmp_path, name="s"):
     return tmp_path / name
 
 
+def _object(fs, folder, column="data"):
+    """The key of ``column``'s object in the uploaded map folder ``folder`` (named after the map's id and commit)."""
+    return f"{folder}/{json.loads(fs.cat_file(f'{folder}/header.json'))['objects'][column]}"
+
+
 def _column_gets(server, bucket):
     return {key: n for key, n in server.gets(bucket).items() if key.endswith(".bin")}
 
@@ -60,9 +65,11 @@ def test_shallow_verify_of_a_url_finds_a_truncated_object_without_downloading(tm
     assert main(["verify", url, "--storage-options", options]) == 0
     assert capsys.readouterr().out.startswith(f"{url}: sound")
     fs = s3fs.S3FileSystem(**s3_server.options())
-    fs.pipe_file(f"{bucket}/s/shards/shard-000001/data.bin", b"\0")  # cut short
+    truncated = _object(fs, f"{bucket}/s/shards/shard-000001")
+    fs.pipe_file(truncated, b"\0")  # cut short
     report = verify(url, storage_options=s3_server.options())
-    assert not report.ok and "shard 1" in report.problems[0] and "data.bin is truncated" in report.problems[0]
+    assert not report.ok and "shard 1" in report.problems[0]
+    assert f"{truncated.rsplit('/', 1)[1]} is truncated" in report.problems[0]
     assert main(["verify", url, "--storage-options", options]) == 1
     assert "DAMAGED" in capsys.readouterr().out
     assert _column_gets(s3_server, bucket) == {}
@@ -84,11 +91,11 @@ def test_deep_verify_of_a_url_downloads_into_the_cache_and_hashes_everything(tmp
     assert "checked every checksum" in capsys.readouterr().out
 
     fs = s3fs.S3FileSystem(**s3_server.options())
-    data = fs.cat_file(f"{bucket}/s/shards/shard-000000/data.bin")
+    data = fs.cat_file(_object(fs, f"{bucket}/s/shards/shard-000000"))
     flipped = bytes([data[0] ^ 1]) + data[1:]  # same size: only a deep check can see it
     other = f"s3://{bucket}/flipped"
     upload(local, other, storage_options=s3_server.options())
-    fs.pipe_file(f"{bucket}/flipped/shards/shard-000000/data.bin", flipped)
+    fs.pipe_file(_object(fs, f"{bucket}/flipped/shards/shard-000000"), flipped)
     assert verify(other, storage_options=s3_server.options()).ok
     deep = verify(other, deep=True, storage_options=s3_server.options(), cache_dir=tmp_path / "cache2")
     assert not deep.ok and "shard 0" in deep.problems[0] and "checksum" in deep.problems[0]

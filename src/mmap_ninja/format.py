@@ -12,13 +12,14 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja import header_slots
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnknownFeatureError
 
 __all__ = [
@@ -28,12 +29,15 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
     "SHARDS_FILE",
+    "Column",
     "Header",
     "check_metadata",
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
+    "header_checksum",
     "parse_header",
+    "plain_header",
     "read_header",
     "register_feature",
 ]
@@ -48,11 +52,12 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 4 << 20
 MAX_METADATA_KEY_LENGTH = 256
 
+_SUFFIX = re.compile(r"[0-9a-f]{1,32}")
 _COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "building", "columns",
          "checksums", "checksum"}
 _REQUIRED_KEYS = {"format", "version", "kind", "attrs", "columns"}  # all a 1.0 header has besides "id"
-_FEATURES: set[str] = set()
+_FEATURES: set[str] = {header_slots.FEATURE}
 
 
 def register_feature(name: str) -> None:
@@ -65,6 +70,19 @@ def dtype_to_json(dtype: Any) -> Any:
     return np.lib.format.dtype_to_descr(np.dtype(dtype))
 
 
+def _column_descr(dtype: np.dtype[Any]) -> Any:
+    """`dtype_to_json` of a column's dtype, remembered (every commit describes every column), never modified."""
+    descr = _DESCRS.get(dtype)
+    if descr is None:
+        descr = dtype_to_json(dtype)
+        if len(_DESCRS) < 4096:
+            _DESCRS[dtype] = descr
+    return descr
+
+
+_DESCRS: dict[np.dtype[Any], Any] = {}
+
+
 def dtype_from_json(descr: Any) -> np.dtype[Any]:
     """Inverse of `dtype_to_json`."""
     if isinstance(descr, str):  # a plain dtype: remembered, so opening a map parses each of its columns' once
@@ -74,7 +92,13 @@ def dtype_from_json(descr: Any) -> np.dtype[Any]:
             if len(_DTYPES) < 4096:
                 _DTYPES[descr] = known
         return known
-    return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+    key = repr(descr)  # a structured dtype (the checksum records'): remembered too (repr tells JSON values apart)
+    known = _DTYPES.get(key)
+    if known is None:
+        known = np.lib.format.descr_to_dtype(_descr_from_json(descr))
+        if len(_DTYPES) < 4096 and len(key) < 4096:
+            _DTYPES[key] = known
+    return known
 
 
 _DTYPES: dict[str, np.dtype[Any]] = {}
@@ -134,6 +158,7 @@ class Header:
     metadata: dict[str, Any] = field(default_factory=dict)
     building: bool = False
     checksums: Optional[str] = None  # the algorithm of the map's checksum records (None: the map has none)
+    checksum_granularity: Optional[int] = None  # bytes near which writes split their records (None: they do not)
     extra: dict[str, Any] = field(default_factory=dict)  # optional fields of a newer minor version, kept as they are
 
     @property
@@ -147,6 +172,12 @@ class Header:
 
     def evolve(self, **changes: Any) -> Header:
         return replace(self, **changes)
+
+    def file_of(self, column: str) -> str:
+        """The name of ``column``'s file: ``<column>.bin``, or ``<column>.<file_suffix>.bin`` in a slot map
+        generation made while readers still held the files of the one it replaced (FORMAT.md, commit.slots)."""
+        suffix = self.extra.get("file_suffix")
+        return f"{column}.{suffix}.bin" if suffix else f"{column}.bin"
 
 
 def read_header(directory: Path) -> Header:
@@ -176,11 +207,25 @@ def read_header(directory: Path) -> Header:
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
-    return parse_header(content, path)
+    if isinstance(content, dict) and isinstance(content.get("requires"), list) \
+            and header_slots.FEATURE in content["requires"] and content.get("format") == FORMAT_NAME:
+        # A slot map (FORMAT.md, "commit.slots"): header.json is a stub; the header is the newest valid slot.
+        path = directory / header_slots.SLOTS_FILE
+        try:
+            raw = header_slots.read_slots(directory)
+            content = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise CorruptMapError(f"{path} holds a slot that is not valid JSON: {e}") from None
+        if not isinstance(content, dict) or header_slots.FEATURE not in (content.get("requires") or ()):
+            raise CorruptMapError(f"{path} holds a header that does not require {header_slots.FEATURE!r}")
+    return parse_header(content, path, raw=raw)
 
 
-def parse_header(content: Any, path: Path) -> Header:
-    """Check the decoded JSON of a header; ``path`` is only used in error messages."""
+def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: Optional[bytes] = None) -> Header:
+    """Check the decoded JSON of a header; ``path`` is only used in error messages. ``features``: ``requires``
+    entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``). ``raw``:
+    the bytes ``content`` was decoded from, if known (checking the header's own checksum on them skips encoding it
+    again)."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum
@@ -194,7 +239,7 @@ def parse_header(content: Any, path: Path) -> Header:
             f"{path.parent} uses format version {version[0]}.{version[1]}, newer than this mmap_ninja reads "
             f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade mmap_ninja to read it")
     stored = content.pop("checksum", None)
-    if stored is not None and stored != header_checksum(content):
+    if stored is not None and not _raw_checksum_matches(raw, stored) and stored != header_checksum(content):
         raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     missing = _REQUIRED_KEYS - content.keys()
     if missing:
@@ -202,7 +247,7 @@ def parse_header(content: Any, path: Path) -> Header:
     requires = content.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise CorruptMapError(f"{path}: 'requires' must be a list of feature names, got {requires!r}")
-    unknown = [r for r in requires if r not in _FEATURES]
+    unknown = [r for r in requires if r not in _FEATURES and r not in features]
     if unknown:
         raise UnknownFeatureError(
             f"{path.parent} requires the feature {unknown[0]!r}, which this mmap_ninja does not know "
@@ -212,8 +257,17 @@ def parse_header(content: Any, path: Path) -> Header:
         raise CorruptMapError(f"{path}: 'kind' must be a string, got {kind!r}")
     if not isinstance(attrs, dict):
         raise CorruptMapError(f"{path}: 'attrs' must be an object, got {type(attrs).__name__}")
+    if columns == {} and header_slots.FEATURE in requires:
+        raise CorruptMapError(f"{path} is the stub of a map kept with {header_slots.FEATURE!r}: its header is in "
+                              f"{header_slots.SLOTS_FILE}, which only a local reader reads (mmap_ninja.upload "
+                              f"publishes such a map as a plain one)")
     if not isinstance(columns, dict) or not columns:
         raise CorruptMapError(f"{path}: 'columns' must be a non-empty object")
+    suffix = content.get("file_suffix")
+    if suffix is not None and not (isinstance(suffix, str) and _SUFFIX.fullmatch(suffix)
+                                   and header_slots.FEATURE in requires):
+        raise CorruptMapError(f"{path}: 'file_suffix' must be 1 to 32 lowercase hex digits, in a map that requires "
+                              f"{header_slots.FEATURE!r}; got {suffix!r}")
     parsed = {}
     for name, spec in columns.items():
         if not _COLUMN_NAME.fullmatch(name) or ".." in name:
@@ -245,10 +299,25 @@ def parse_header(content: Any, path: Path) -> Header:
     if checksums is not None and not (isinstance(checksums, dict) and isinstance(checksums.get("algorithm"), str)
                                       and "checksums" in parsed):
         raise CorruptMapError(f"{path}: 'checksums' must name an algorithm and come with a checksums column")
+    granularity = None if checksums is None else checksums.get("granularity")
+    if granularity is not None and (type(granularity) is not int or granularity <= 0):
+        raise CorruptMapError(f"{path}: 'checksums.granularity' must be a positive number of bytes, got "
+                              f"{granularity!r}")
     return Header(kind=kind, columns=parsed, attrs=attrs, id=map_id, commit=commit,
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
                   building=building, checksums=None if checksums is None else checksums["algorithm"],
+                  checksum_granularity=granularity,
                   extra={k: v for k, v in content.items() if k not in _KEYS})
+
+
+def plain_header(directory: Path) -> bytes:
+    """The header of the map in ``directory`` as a plain map's ``header.json`` (a slot map's without the feature:
+    what `mmap_ninja.upload` publishes, whose readers fetch ``<column>.bin`` objects and ``header.json``)."""
+    header = read_header(directory)
+    if header.extra.get("file_suffix"):
+        raise ValueError(f"{directory} names its column files with a suffix (it replaced a map while readers held "
+                         f"it); upload a copy made with mmap-ninja convert, or overwrite it once no reader holds it")
+    return encode_header(header.evolve(requires=tuple(r for r in header.requires if r != header_slots.FEATURE)))
 
 
 def encode_header(header: Header) -> bytes:
@@ -264,16 +333,34 @@ def encode_header(header: Header) -> bytes:
         "requires": list(header.requires),
         "attrs": header.attrs,
         "metadata": header.metadata,
-        "columns": {name: {"dtype": dtype_to_json(col.dtype), "length": col.length}
+        "columns": {name: {"dtype": _column_descr(col.dtype), "length": col.length}
                     for name, col in header.columns.items()},
     }
     if header.building:
         content["building"] = True
     if header.checksums is not None:
         content["checksums"] = {"algorithm": header.checksums}
+        if header.checksum_granularity is not None:
+            content["checksums"]["granularity"] = header.checksum_granularity
     content.update(header.extra)
-    content["checksum"] = header_checksum(content)
-    return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    encoded = json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    # The checksum key last: the same bytes as encoding the content with it, without encoding it twice.
+    return encoded[:-1] + f', "checksum": "crc32:{zlib.crc32(encoded):08x}"}}'.encode()
+
+
+_CHECKSUM_TAIL = re.compile(rb', "checksum": "(crc32:[0-9a-f]{8})"}\Z')
+
+
+def _raw_checksum_matches(raw: Optional[bytes], stored: Any) -> bool:
+    """Whether ``raw``, a header file as `encode_header` writes it (``, "checksum": "crc32:..."}`` last), holds
+    the checksum ``stored`` of its own bytes before that key: then the header is its canonical encoding, which
+    `header_checksum` would compute again (a header written any other way is checked that way)."""
+    if raw is None or not isinstance(stored, str):
+        return False
+    tail = _CHECKSUM_TAIL.search(raw, max(0, len(raw) - 40))
+    if tail is None or tail.group(1).decode() != stored:
+        return False
+    return f"crc32:{zlib.crc32(b'}', zlib.crc32(raw[:tail.start()])):08x}" == stored
 
 
 def header_checksum(content: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import io
 import operator
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Optional, overload
 
@@ -30,6 +30,8 @@ import numpy.typing as npt
 
 from mmap_ninja.batch import check_batch_size, check_out, pad_scalar
 from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.fields import Field, FieldKind, register_field_kind
+from mmap_ninja.format import register_feature
 from mmap_ninja.image_decoding import (
     _MODE_OF_CHANNELS,
     DEFAULT_DECODER,
@@ -46,6 +48,9 @@ from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 __all__ = ["DEFAULT_QUALITY", "Decoder", "ImagesLayout", "ImagesMmap"]
 
 DEFAULT_QUALITY = 95
+RECORDS_FEATURE = "records.images"
+"""Listed in ``requires`` by a records map with an images field (a reader knowing only the first field kinds
+refuses it by name instead of calling its schema corrupt)."""
 _READ_OPTIONS = ("channels", "fast", "decoder", "draft")  # from_generator's options for the handle
 DEFAULT_BATCH_SIZE = 256  # images per commit of a build: encoded images are large, a batch is held in memory
 """The quality of ``format="jpeg"`` / lossy ``"webp"`` unless ``quality=`` says otherwise (the default format,
@@ -781,3 +786,68 @@ def _run(task: Callable[[int], None], count: int, threads: Optional[int]) -> Non
     share(0)  # the calling thread decodes a share too
     for future in futures:
         future.result()  # re-raises the first failure
+
+
+class ImagesField(FieldKind):
+    """Encoded images as a field of a records map: stored as given or encoded once, decoded on read (with the
+    handle's decoder and ``draft``), padded in batches when `RecordsMmap.get_batch` gets ``pad_value``."""
+
+    name = "images"
+    holds_images = True
+    records_feature = RECORDS_FEATURE
+    default_quality = DEFAULT_QUALITY
+
+    @property
+    def map_class(self) -> type[ImagesMmap]:
+        return ImagesMmap
+
+    def check(self, field: Field) -> None:
+        if field.codec is not None:
+            raise TypeError("an images field keeps the images' own encoding and takes no codec")
+        super().check(field)
+        if field.encoding:
+            format_name, quality, lossless = field.encoding
+            self.layout.attrs(format=format_name, quality=quality, lossless=lossless)  # checks them
+
+    def layout_attrs(self, field: Field) -> dict[str, Any]:
+        format_name, quality, lossless = field.encoding or (None, DEFAULT_QUALITY, False)
+        return self.layout.attrs(baseline_jpeg=field.baseline_jpeg, format=format_name, quality=quality,
+                                 lossless=lossless)
+
+    def from_attrs(self, attrs: dict[str, Any]) -> Field:
+        encode = attrs.get("encode") or {}
+        return Field.images(bool(encode.get("baseline_jpeg", False)),
+                            None if encode.get("format") in (None, "PNG") else encode["format"],
+                            int(encode.get("quality", DEFAULT_QUALITY)),
+                            bool(encode.get("lossless", False)) and encode.get("quality") != 100)
+
+    def describe(self, field: Field) -> str:
+        return "an image (encoded bytes, a pathlib.Path, a uint8 array or a PIL image)"
+
+    def check_values(self, name: str, field: Field, values: Any, first: int) -> Any:
+        for k, value in enumerate(values):
+            if value is None or isinstance(value, (str, Mapping)):
+                raise TypeError(f"row {first + k}, field {name!r}: expected {field.describe()}, got "
+                                f"{type(value).__name__}")
+        return values
+
+    def pads(self) -> bool:
+        return True
+
+    def read_batch(self, view: View, positions: np.ndarray[Any, Any], pad_value: Any, decoder: Any) -> Any:
+        assert isinstance(view, ImagesView)
+        return decode_batch(view, positions, decoder, pad_value=pad_value)
+
+    def to_arrow(self, container: Any, field: Field) -> Any:
+        import pyarrow as pa  # the encoded images as large_binary over the mapped data and offsets (no copy)
+
+        view = container._view
+        offsets = view.offsets
+        if len(offsets) and (offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] > view.size):
+            raise view.corrupt("(to_arrow)")
+        return pa.Array.from_buffers(pa.large_binary(), view.length,
+                                     [None, pa.py_buffer(offsets), pa.py_buffer(view.values)])
+
+
+register_feature(RECORDS_FEATURE)
+register_field_kind(ImagesField())

@@ -11,13 +11,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 
-from mmap_ninja import parallel
+from mmap_ninja import _batching, parallel
 from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
@@ -31,10 +31,10 @@ from mmap_ninja.errors import (
     ShardedFolderError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
+from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata, dtype_from_json
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, absolute, check_lock_timeout
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, check_lock_timeout, resolved
 
 __all__ = ["KINDS", "MapBase", "SampleIndex", "SampleIndices", "resolve_index", "resolve_positions"]
 
@@ -258,7 +258,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                  durable: bool = False, allow_unfinished: bool = False, verify_reads: bool = False):
         if isinstance(wrapper_fn, str) and mode == "r+":  # MapClass(path, "r"): the mode given positionally
             wrapper_fn, mode = None, wrapper_fn
-        self._setup(absolute(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
+        self._setup(resolved(out_dir), _normalize_mode(mode), wrapper_fn, copy_before_wrapper_fn, lock_timeout,
                     durable, allow_unfinished)
         self._verify_reads = bool(verify_reads)
         if allow_unfinished:
@@ -309,7 +309,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         while True:
             try:
                 return Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout,
-                                  allow_unfinished=self._allow_unfinished)
+                                  allow_unfinished=self._allow_unfinished, resolve=False)
             except UnfinishedMapError as error:
                 attempt += 1
                 if not error.in_progress or attempt > _CREATION_RETRIES:
@@ -379,7 +379,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
                                   f"{store.kind!r} map has")
-        wrong = [(name, dtype) for name, dtype in needed.items() if store.header.columns[name].dtype != np.dtype(dtype)]
+        wrong = [(name, dt) for name, dt in needed.items() if store.header.columns[name].dtype != dtype_from_json(dt)]
         if wrong:
             store.close()
             name, dtype = wrong[0]
@@ -465,7 +465,8 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
     @property
     def path(self) -> Path:
-        """The map's directory, as an absolute path (resolved once, when the map was opened)."""
+        """The map's directory, as an absolute path with its symbolic links resolved once, when the map was opened:
+        a map opened through a link reports (and its pickled copies reopen) the folder the link named then."""
         return self._path
 
     @property
@@ -568,7 +569,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         self._verified.clear()  # verify_reads: forget what was checked (in-place writes since are no commits)
         if self._store is None:
             try:
-                store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout)
+                store = Store.open(self._path, durable=self._durable, lock_timeout=self._lock_timeout, resolve=False)
             except NotAMapError:
                 return 0
             self._check_kind(store)
@@ -710,17 +711,20 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
         Until the block ends without an error the map is marked unfinished and this build keeps its writer
         lock: see `from_generator`. ``options`` are the kind's own (``dtype=`` for ragged maps, ...). The map
-        stays open after the block. This is what every ``from_*`` builder uses.
+        stays open after the block. This is what every ``from_*`` builder uses. ``commit="slots"`` (every builder
+        takes it) keeps the header in two slots written in place (FORMAT.md, ``commit.slots``); the default is
+        ``$MMAP_NINJA_COMMIT``, else ``"slots"`` on Windows and ``"rename"`` elsewhere.
         """
         mode = _normalize_mode(mode)
         layout = cls.layout
+        commit = options.pop("commit", None)
         cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
-        _refuse_shard(absolute(out_dir))
+        _refuse_shard(resolved(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
-                             lock_timeout=lock_timeout)
+                             lock_timeout=lock_timeout, commit=commit)
         target = cls._attach(store, mode, wrapper_fn)
         target._shard_checked = True
         try:
@@ -739,7 +743,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         accepted = [name for name, parameter in inspect.signature(cls.layout.attrs).parameters.items()
                     if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
         for name in options:
-            if name not in accepted:
+            if name not in accepted and name != "commit":  # (the protocol: `build` takes it, not the layout)
                 known = f"its options are {', '.join(accepted)}" if accepted else "it takes no kind options"
                 raise TypeError(f"{cls.__name__}.{call}() got an unexpected keyword argument {name!r} "
                                 f"({known}, besides the builder's own keywords)")
@@ -788,7 +792,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             from tqdm.auto import tqdm
 
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
-        return cls._build(out_dir, _batches(samples, batch_size), overwrite=overwrite, durable=durable,
+        return cls._build(out_dir, _batching.batches(samples, batch_size), overwrite=overwrite, durable=durable,
                           metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
@@ -893,14 +897,6 @@ def _dictionary(store: Store) -> bytes:
 
 def _reopen(cls: type[M], path: str, options: dict[str, Any]) -> M:
     return cls(path, **options)
-
-
-def _batches(samples: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
-    iterator = iter(samples)
-    batch = list(islice(iterator, batch_size))  # batching in C: no Python step per sample
-    while batch:
-        yield batch
-        batch = list(islice(iterator, batch_size))
 
 
 def _length_or_none(iterable: Any) -> Optional[int]:

@@ -6,7 +6,8 @@ Fortran-contiguous (the map as a whole is sample-major, which is what lets it gr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Optional, Union, overload
 
 import numpy as np
@@ -15,8 +16,9 @@ import numpy.typing as npt
 from mmap_ninja.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.batch import check_out, pad_scalar
 from mmap_ninja.casting import as_array, cast
-from mmap_ninja.format import SHARDS_FILE, read_header
-from mmap_ninja.layouts import NumpyLayout, shaped
+from mmap_ninja.fields import Field, FieldKind, register_field_kind
+from mmap_ninja.format import SHARDS_FILE, dtype_from_json, read_header
+from mmap_ninja.layouts import NumpyLayout, View, shaped
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, absolute
@@ -319,4 +321,83 @@ def append(np_mmap: NpTarget, sample: Any, **writer_options: Any) -> None:
     extend(np_mmap, np.expand_dims(as_array(sample, "the sample"), 0), **writer_options)
 
 
+class NumpyField(FieldKind):
+    """Arrays of one fixed shape and dtype as a field of a records map; with shape ``()`` a scalar field (labels,
+    scores, times), whose integer values may key the rows. Batches are one array, gathered at once."""
 
+    name = "numpy"
+    takes_dtype = True
+    fixed_size_rows = True
+
+    @property
+    def map_class(self) -> type[NumpyMmap]:
+        return NumpyMmap
+
+    def check(self, field: Field) -> None:
+        if field.dtype is None or field.shape is None:
+            raise TypeError("a numpy field needs a dtype and a shape (() for a scalar field)")
+        shape = tuple(operator.index(s) for s in field.shape)
+        if any(s <= 0 for s in shape):
+            raise ValueError(f"a numpy field's shape must hold positive sizes, got {shape}")
+        object.__setattr__(field, "shape", shape)
+        if field.codec is not None:
+            raise TypeError("numpy fields are not compressed; use a ragged field for a codec")
+
+    def layout_attrs(self, field: Field) -> dict[str, Any]:
+        attrs = self.layout.attrs(dtype=field.dtype, sample_shape=field.shape, order="C")
+        return attrs if field.timezone is None else {**attrs, "timezone": field.timezone}
+
+    def from_attrs(self, attrs: dict[str, Any]) -> Field:
+        return Field(self.name, dtype_from_json(attrs["dtype"]), tuple(attrs["sample_shape"]),
+                     timezone=attrs.get("timezone"))
+
+    def describe(self, field: Field) -> str:
+        if field.is_scalar:
+            return f"a scalar of dtype {field.dtype}"
+        return f"an array of shape {field.shape} and dtype {field.dtype}"
+
+    def can_be_key(self, field: Field) -> bool:
+        return field.is_scalar and field.dtype is not None and field.dtype.kind in "iu"
+
+    def check_values(self, name: str, field: Field, values: Any, first: int) -> Any:
+        shape = field.shape
+        if isinstance(values, np.ndarray):
+            if values.ndim < 1 or values.shape[1:] != shape:
+                raise ValueError(f"field {name!r}: a column of shape {values.shape} cannot hold rows of shape "
+                                 f"{shape}")
+            return values
+        if shape == () and all(issubclass(t, _SCALAR_TYPES) for t in set(map(type, values))):
+            return values
+        for k, value in enumerate(values):
+            if value is None or isinstance(value, (str, bytes, Mapping)) or np.shape(value) != shape:
+                got = type(value).__name__ if np.ndim(value) == 0 or isinstance(value, (str, bytes)) \
+                    else f"shape {np.shape(value)}"
+                raise (TypeError if np.ndim(value) == 0 and shape == () else ValueError)(
+                    f"row {first + k}, field {name!r}: expected {field.describe()}, got {got}")
+        return values
+
+    def locate_encode_error(self, name: str, values: Any, attrs: dict[str, Any], first: int) -> None:
+        dtype = dtype_from_json(attrs["dtype"])
+        for k, value in enumerate(values):
+            where = f"row {first + k}, field {name!r}"
+            cast(as_array(value, where, dtype), dtype, where)
+
+    def read_batch(self, view: View, positions: np.ndarray[Any, Any], pad_value: Any, decoder: Any) -> Any:
+        return np.take(view.array, positions, axis=0)  # type: ignore[attr-defined]
+
+    def to_arrow(self, container: Any, field: Field) -> Any:
+        import pyarrow as pa
+
+        array = container.array
+        zone = field.timezone  # UTC times given in this zone: Arrow's timestamp(unit, tz)
+        value_type = None if zone is None else pa.timestamp(np.datetime_data(array.dtype)[0], tz=zone)
+        if array.ndim == 1:
+            return pa.array(array, type=value_type)
+        arrow = pa.array(array.reshape(-1), type=value_type)
+        for size in array.shape[:0:-1]:
+            arrow = pa.FixedSizeListArray.from_arrays(arrow, size)
+        return arrow
+
+
+_SCALAR_TYPES = (bool, int, float, complex, np.generic)
+register_field_kind(NumpyField())

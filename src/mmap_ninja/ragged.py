@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mmap_ninja.batch import assemble
-from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, window_of
+from mmap_ninja.fields import Field, FieldKind, register_field_kind
+from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, View, window_of
 from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary, resolve_index, resolve_positions
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
@@ -191,3 +192,63 @@ class RaggedMmap(MapBase):
 
 
 RaggedMmmap = RaggedMmap  # the spelling used in the original README
+
+
+class RaggedField(FieldKind):
+    """Arrays of one dtype and any shapes as a field of a records map, optionally compressed; batches are stacked,
+    or padded when `RecordsMmap.get_batch` gets ``pad_value``."""
+
+    name = "ragged"
+    takes_dtype = True
+    takes_codec = True
+
+    @property
+    def map_class(self) -> type[RaggedMmap]:
+        return RaggedMmap
+
+    def layout_attrs(self, field: Field) -> dict[str, Any]:
+        return self.layout.attrs(dtype=field.dtype, codec=field.codec)
+
+    def describe(self, field: Field) -> str:
+        return "an array" + ("" if field.dtype is None else f" of {field.dtype}")
+
+    def pads(self) -> bool:
+        return True
+
+    def read_batch(self, view: View, positions: np.ndarray[Any, Any], pad_value: Any, decoder: Any) -> Any:
+        assert isinstance(view, RaggedView)
+        if view.dtype is None:
+            raise ValueError("the field holds no samples and has no dtype yet")
+        if isinstance(view, CompressedRaggedView):
+            samples = view.get_many(positions)
+            sizes = np.fromiter((s.size for s in samples), dtype=np.int64, count=len(samples))
+            values = np.concatenate([s.reshape(-1) for s in samples]) if samples else np.empty(0, view.dtype)
+            shapes = view.checked_shapes(positions, sizes)
+            return assemble(values, np.cumsum(sizes) - sizes, sizes, shapes, positions, pad_value, None)
+        starts = view.offsets[positions]
+        sizes = view.offsets[positions + 1] - starts
+        if len(positions) and ((sizes < 0).any() or starts.min() < 0 or (starts + sizes).max() > view.size):
+            raise view.corrupt(positions[:5].tolist())
+        return assemble(view.values, starts, sizes, view.checked_shapes(positions, sizes), positions, pad_value,
+                        None)
+
+    def to_arrow(self, container: Any, field: Field) -> Any:
+        if field.codec is None:
+            from mmap_ninja.adapters.arrow import ragged_to_arrow
+
+            return ragged_to_arrow(container)
+        import pyarrow as pa  # no buffers of the values to share: decompress into new ones
+
+        samples = container[:]
+        bad = next((k for k, sample in enumerate(samples) if sample.ndim != 1), None)
+        if bad is not None:
+            raise ValueError(f"to_arrow() needs 1-D samples, but sample {bad} has shape {samples[bad].shape}; "
+                             f"Arrow's large_list holds one dimension")
+        dtype = container.dtype if container.dtype is not None else np.dtype(np.float64)
+        sizes = np.fromiter((len(sample) for sample in samples), dtype=np.int64, count=len(samples))
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        values = np.concatenate(samples) if samples else np.empty(0, dtype)
+        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values.astype(dtype.newbyteorder("="))))
+
+
+register_field_kind(RaggedField())

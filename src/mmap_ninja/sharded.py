@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja import _osfile, locks
 from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, replace_file
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -44,7 +44,7 @@ from mmap_ninja.errors import (
     UnknownFeatureError,
 )
 from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
-from mmap_ninja.journal import check_journal
+from mmap_ninja.journal import check_journal, move_map
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase, _DatasetBase, register_sharded_reader, resolve_index, resolve_positions
@@ -52,7 +52,7 @@ from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.sharded_records import RecordsFace
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory, resolved
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -146,7 +146,7 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
             raise ValueError(f"max_open_shards must be a positive integer, got {max_open_shards!r}")
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
             raise ValueError(f"max_open_files must be a positive integer, got {max_open_files!r}")
-        self._path = absolute(out_dir)
+        self._path = resolved(out_dir)  # once: shards are never read from another folder a link names later
         self._mode = mode
         self._wrapper_fn = wrapper_fn
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
@@ -209,7 +209,7 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
 
     @property
     def path(self) -> Path:
-        """The sharded map's folder (absolute)."""
+        """The sharded map's folder: an absolute path with its symbolic links resolved once, when it was opened."""
         return self._path
 
     @property
@@ -665,9 +665,10 @@ def _check_source(path: Path, out_dir: Path, copy: bool) -> _Source:
     header = read_header(path)  # NotAMapError / CorruptMapError / UnknownFeatureError name the path
     if header.building:
         raise ValueError(f"{path} is an unfinished build; finish (or re-run) it before merging it")
-    if path == out_dir or out_dir in path.parents:
+    real, real_out = resolved(path), resolved(out_dir)  # where they are, whatever links their paths go through
+    if real == real_out or real_out in real.parents:
         raise ValueError(f"{path} is inside the sharded map {out_dir} already")
-    if path in out_dir.parents:
+    if real in real_out.parents:
         raise ValueError(f"{out_dir} lies inside the map {path}, which cannot be moved into it")
     return _Source(path, header)
 
@@ -757,9 +758,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise TypeError("merge() takes a sequence of map paths, not a single path")
     checked_metadata = None if metadata is None else check_metadata(metadata)  # before anything is moved
     sources_paths = [absolute(p) for p in paths]
-    if len(set(sources_paths)) != len(sources_paths):
+    real_paths = [resolved(p) for p in sources_paths]  # one map given under two names (through a link) too
+    if len(set(real_paths)) != len(real_paths):
         seen: set[Path] = set()
-        duplicate = next(p for p in sources_paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]
+        duplicate = next(p for p, real in zip(sources_paths, real_paths)
+                         if real in seen or seen.add(real))  # type: ignore[func-returns-value]
         raise ValueError(f"{duplicate} is given twice")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a directory")
@@ -874,10 +877,14 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         os.unlink(out / JOURNAL_FILE)
     except BaseException:
         if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
+            if _osfile.HELD_FILES_PINNED:  # Windows: the lock file cannot be deleted while held (nor, if another
+                lock_fd, held = -1, lock_fd  # merge opens it meanwhile, then: it stays)
+                _unlock(held)
             shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
         raise
     finally:
-        _unlock(lock_fd)
+        if lock_fd >= 0:
+            _unlock(lock_fd)
     return ShardedMap(out)
 
 
@@ -896,20 +903,8 @@ def _refuse_foreign(out: Path, names_only: bool = False) -> None:
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
-    """Move (or copy) one map, holding its writer lock so that no append races the move."""
-    lock_fd = _flock(src, lock_timeout)
-    try:
-        now = read_header(src)
-        if now.id != header.id or now.commit != header.commit:
-            raise ValueError(f"{src} changed while it was being merged (commit {header.commit} -> {now.commit})")
-        if copy:
-            staging = dest.with_name(dest.name + ".copying")
-            shutil.copytree(src, staging, ignore=shutil.ignore_patterns(LOCK_FILE))
-            os.rename(staging, dest)
-        else:
-            os.rename(src, dest)
-    finally:
-        os.close(lock_fd)
+    """Move (or copy) one map, holding its writer lock so that no append races the move (see `move_map`)."""
+    move_map(src, dest, header, copy, _flock(src, lock_timeout))
 
 
 def recover_merge(out_dir: PathLike) -> int:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 import numpy as np
 
-from mmap_ninja.layouts import StringsLayout
+from mmap_ninja.fields import Field, FieldKind, register_field_kind
+from mmap_ninja.layouts import StringsLayout, View
 from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 
@@ -126,3 +127,46 @@ def _refuse_compressed(m: MapBase, what: str) -> None:
 
 
 StringsMmmap = StringsMmap  # the spelling used in the original README
+
+
+class StringsField(FieldKind):
+    """Strings as a field of a records map: ``str`` values, optionally compressed; they may key the rows."""
+
+    name = "strings"
+    takes_codec = True
+    keys_are_str = True
+
+    @property
+    def map_class(self) -> type[StringsMmap]:
+        return StringsMmap
+
+    def layout_attrs(self, field: Field) -> dict[str, Any]:
+        return self.layout.attrs(codec=field.codec)
+
+    def describe(self, field: Field) -> str:
+        return "str"
+
+    def can_be_key(self, field: Field) -> bool:
+        return True
+
+    def check_values(self, name: str, field: Field, values: Any, first: int) -> Any:
+        if isinstance(values, np.ndarray) or set(map(type, values)) - {str}:
+            for k, value in enumerate(values):
+                if not isinstance(value, str):
+                    raise TypeError(f"row {first + k}, field {name!r}: expected str, got {type(value).__name__}")
+        return values
+
+    def read_batch(self, view: View, positions: np.ndarray[Any, Any], pad_value: Any, decoder: Any) -> Any:
+        return view.get_many(positions)
+
+    def to_arrow(self, container: Any, field: Field) -> Any:
+        import pyarrow as pa
+
+        if field.codec is not None:  # no buffers of the values to share: decompress
+            return pa.array(container[:], type=pa.large_string())
+        from mmap_ninja.adapters.arrow import strings_to_arrow
+
+        return strings_to_arrow(container)
+
+
+register_field_kind(StringsField())

@@ -14,7 +14,7 @@ import numpy as np
 from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError
-from mmap_ninja.format import HEADER_FILE, Header, dtype_from_json, read_header
+from mmap_ninja.format import HEADER_FILE, Header, read_header
 from mmap_ninja.legacy import is_legacy_map, open_legacy
 from mmap_ninja.sharded import is_sharded
 from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived, is_url
@@ -125,7 +125,7 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         columns = _mapped_columns(directory, header, report)
         if columns is None:
             return report
-        units = _offset_units(header)
+        units = cls.layout.index_units(header.attrs)
         for prefix, unit in units.items():  # a records map's fields each have their own index
             _check_index(columns, unit, report, prefix)
         report.length = cls.layout.count(header.lengths, header.attrs)
@@ -229,27 +229,10 @@ def _verify_legacy(report: Report) -> Report:
     return report
 
 
-def _offset_unit(kind: str, attrs: Any) -> int:
-    """How many bytes of ``data`` one unit of ``offsets`` counts (a ragged map's elements, or bytes)."""
-    dtype = attrs.get("dtype") if isinstance(attrs, dict) else None
-    if kind == "ragged" and dtype is not None and not attrs.get("codec"):
-        return int(dtype_from_json(dtype).itemsize)
-    return 1
-
-
-def _offset_units(header: Header) -> dict[str, int]:
-    """The column-name prefix of every index of the map (``""``; a records map's ``"<field>."``) and the bytes one
-    unit of its offsets counts."""
-    if header.kind != "records":
-        return {"": _offset_unit(header.kind, header.attrs)}
-    fields = header.attrs.get("fields", {})  # checked by the layout's columns_for before this is called
-    return {f"{name}.": _offset_unit(spec.get("kind", ""), spec.get("attrs")) for name, spec in fields.items()}
-
-
 def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional[dict[str, np.ndarray[Any, Any]]]:
     columns = {}
     for name, column in header.columns.items():
-        path = directory / (name + COLUMN_SUFFIX)
+        path = directory / header.file_of(name)
         need = column.length * column.dtype.itemsize
         try:
             info = os.stat(path)

@@ -24,7 +24,8 @@ ends by evicting the least recently used entries that no live reader holds until
 
 `upload` publishes a local map (single or sharded) so that a reader never sees a header naming missing objects:
 every shard's column files, then that shard's ``header.json``, and the top header (``shards.json`` or
-``header.json``) last.
+``header.json``) last. Column objects are named after the map's id and commit (`mmap_ninja.adapters.remote_objects`),
+so an upload never overwrites an object a published header names.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.adapters.cache import Cache, default_cache_dir
+from mmap_ninja.adapters.remote_objects import (
+    OBJECTS,
+    column_objects,
+    header_to_keep,
+    header_to_upload,
+    previous_folders,
+)
+from mmap_ninja.adapters.remote_objects import prune as prune_objects
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import (
     CorruptMapError,
@@ -53,7 +62,7 @@ from mmap_ninja.errors import (
     RemoteStorageError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
+from mmap_ninja.format import HEADER_FILE, Header, parse_header, plain_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
@@ -166,6 +175,26 @@ class _Remote:
             data: bytes = self.fs.cat_file(path)
             return data
 
+    def cat_ranges(self, rel: str, ranges: list[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes ``[start, stop)`` of each ``(object, start, stop)`` under the map at ``rel``, fetched by
+        ranged requests in one call (concurrent where the file system is asynchronous: s3fs, gcsfs, HTTP)."""
+        names = [f"{rel}/{name}" if rel else name for name, _, _ in ranges]
+        wanted = [k for k, (_, a, b) in enumerate(ranges) if b > a]
+        got: list[bytes] = [b""] * len(ranges)
+        if not wanted:
+            return got
+        with _remote_errors(self.url_of(names[wanted[0]])):
+            paths = [self._path(names[k]) for k in wanted]
+            fetched = self.fs.cat_ranges(paths, [ranges[k][1] for k in wanted], [ranges[k][2] for k in wanted])
+        for k, data in zip(wanted, fetched):
+            if isinstance(data, FileNotFoundError):
+                raise CorruptMapError(f"{self.url_of(names[k])} is missing (its map's header lists it)"
+                                      f"{self.missing_hint}")
+            if isinstance(data, BaseException):
+                raise RemoteStorageError(f"cannot access {self.url_of(names[k])}: {type(data).__name__}: {data}")
+            got[k] = bytes(data)
+        return got
+
     def get(self, rel: str, local: Path) -> None:
         with _remote_errors(self.url_of(rel)):
             path = self._path(rel)
@@ -186,6 +215,17 @@ class _Remote:
                         raise CorruptMapError(f"{local} ended while it was uploaded")
                     target.write(chunk)
                     left -= len(chunk)
+
+    def names_in(self, rel: str) -> list[str]:
+        """The names of the objects directly in the folder ``rel`` (none if there is no such folder)."""
+        with _remote_errors(self.url_of(rel)):
+            path = self._path(rel)
+            self.fs.invalidate_cache(path)  # a listing cached by the client may predate an upload
+            try:
+                entries = self.fs.ls(path, detail=True)
+            except FileNotFoundError:
+                return []
+        return [str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file"]
 
     def remove(self, rel: str) -> bool:
         """Delete the object ``rel`` if it is there; whether it was."""
@@ -253,13 +293,16 @@ def _named(local: Path, url: str) -> Iterator[None]:
 
 
 def _parse(raw: bytes, url: str) -> Header:
+    """The uploaded header ``raw`` fetched from ``url`` (a map's ``header.json``), checked: its objects too."""
     try:
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{url} is not valid JSON: {e}") from None
     local = Path("/", HEADER_FILE)
     with _named(local, url):
-        return parse_header(content, local)
+        header = parse_header(content, local, features=(OBJECTS,))
+    column_objects(header, url.removesuffix(f"/{HEADER_FILE}"))  # a header naming other maps' objects: refused now
+    return header
 
 
 def _length(header: Header) -> int:
@@ -284,23 +327,31 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
                               f"the shard was replaced")
     if expect_length is not None and _length(header) != expect_length:
         raise CorruptMapError(f"{url} holds {_length(header)} samples, but the sharded map lists {expect_length}")
-    (stage / HEADER_FILE).write_bytes(raw)
+    objects = column_objects(header, url)
+    (stage / HEADER_FILE).write_bytes(header_to_keep(raw, header))  # a downloaded map is an ordinary local map
+    renamed = {}
     for name, column in header.columns.items():
         file = name + COLUMN_SUFFIX
+        source = f"{rel}/{objects[name]}" if rel else objects[name]
+        renamed[str(stage / file)] = remote.url_of(source)
         try:
-            remote.get(f"{rel}/{file}" if rel else file, stage / file)
+            remote.get(source, stage / file)
         except FileNotFoundError:
-            raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is missing (the header "
-                                  f"lists column {name!r}){remote.missing_hint}") from None
+            raise CorruptMapError(f"{remote.url_of(source)} is missing (the header lists column {name!r})"
+                                  f"{remote.missing_hint}") from None
         need = column.length * column.dtype.itemsize
         got = os.stat(stage / file).st_size
         if got < need:
-            raise CorruptMapError(f"{remote.url_of(f'{rel}/{file}' if rel else file)} is truncated: it holds "
-                                  f"{got} bytes, the header commits {need}")
+            raise CorruptMapError(f"{remote.url_of(source)} is truncated: it holds {got} bytes, the header commits "
+                                  f"{need}")
     report = verify(stage, deep=True)
     if not report.ok:
-        problems = "; ".join(p.replace(str(stage), url) for p in report.problems)
-        raise CorruptMapError(f"{url} failed its check after download: {problems}")
+        problems = []
+        for problem in report.problems:
+            for local, remote_url in renamed.items():
+                problem = problem.replace(local, remote_url)
+            problems.append(problem.replace(str(stage), url))
+        raise CorruptMapError(f"{url} failed its check after download: {'; '.join(problems)}")
 
 
 # ------------------------------------------------------------------ reading
@@ -309,11 +360,17 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
 def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r", *,
                 cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
                 cache_size_limit: Optional[int] = None, pinned: Optional[tuple[str, bytes]] = None,
-                **options: Any) -> Any:
+                fetch: str = "auto", block_size: Optional[int] = None, **options: Any) -> Any:
     """Open the map at ``url`` (any fsspec URL) read-only through the cache: a `RemoteShardedMap` for a sharded
     map, a `RemoteMap` for a single one. Fetches only the top header (none when ``pinned``, the top header's
     ``(file name, content)`` a pickled map carries). ``storage_options`` go to fsspec (for S3: ``key``,
     ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``).
+
+    ``fetch`` says how a single map's bytes are fetched: ``"whole"`` (the map is downloaded whole on first
+    use), ``"blocks"`` (each read fetches the block of ``block_size`` bytes holding its sample, by ranged
+    requests: a `RemoteBlockMap`, see `mmap_ninja.adapters._block_map`) or ``"auto"`` (blocks when the map's
+    checksum records are fine-grained enough, whole otherwise). A sharded map's shards are downloaded whole.
+    With ``cache_size_limit``, opening evicts unused entries down to the limit.
 
     Example:
 
@@ -331,11 +388,18 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     if mode not in ("r", "rb"):
         raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
                          f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
+    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, RemoteBlockMap, choose_fetch
+
+    if fetch not in FETCH_MODES:
+        raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
     remote = _Remote(url, storage_options)
     cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
+    if cache_size_limit is not None:
+        cache.evict()  # a cache over its limit is brought under it now, not at the next download
     name, raw = pinned if pinned is not None else _fetch_top(remote)
     settings = {"cache_dir": str(cache.root), "storage_options": storage_options,
-                "cache_size_limit": cache_size_limit, "wrapper_fn": wrapper_fn, **options}
+                "cache_size_limit": cache_size_limit, "wrapper_fn": wrapper_fn, "fetch": fetch,
+                "block_size": block_size, **options}
     if name == HEADER_FILE:
         header = _parse(raw, remote.url_of(HEADER_FILE))
         if header.building:
@@ -343,7 +407,13 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
         if header.kind not in KINDS:
             raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
                                   f"not know")
+        size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+        if choose_fetch(fetch, header, size, remote.url) == "blocks":
+            return RemoteBlockMap(remote, cache, raw, header, wrapper_fn, settings, options, size)
         return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
+    if fetch == "blocks":
+        raise ValueError(f"{remote.url} is a sharded map: its shards are downloaded whole (fetch='blocks' reads "
+                         f"single maps); open it with fetch='auto' or 'whole'")
 
     view, fd = _acquire_view(remote, cache, raw)
     try:
@@ -410,6 +480,8 @@ class RemoteMap(MapBase):
     _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
                                "_settings", "_options", "_length", "_opening", "_ready", "_closed",
                                "_materializing"})
+    fetch_block_size: Optional[int] = None
+    """None: the map is downloaded whole (a map read by blocks is a `RemoteBlockMap`)."""
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
@@ -603,6 +675,9 @@ class RemoteShardedMap(ShardedMap):
         ('RemoteShardedMap', 5, [0, 3, 5], np.int64(4))
     """
 
+    fetch_block_size: Optional[int] = None
+    """None: the shards are downloaded whole."""
+
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):
         options.pop("lock_timeout", None)
@@ -675,12 +750,19 @@ class RemoteShardedMap(ShardedMap):
 # ------------------------------------------------------------------ writing
 
 
-def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
+def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, Any]] = None, *,
+           prune: bool = False) -> None:
     """Upload the map in ``local_path`` (single or sharded) to ``url``, in an order that never shows a reader a
     header naming missing objects: each map's committed column bytes, then its ``header.json``; the sharded map's
     ``shards.json`` last. Commits made to the local map while it uploads are not included. A map already at
     ``url`` is replaced (see FORMAT.md): a single map uploaded where a sharded map was deletes its
     ``shards.json`` last, which publishes the single map.
+
+    Column objects are named ``<column>.<id>-<commit>.bin`` and listed in the uploaded ``header.json`` (FORMAT.md,
+    "Upload object names"), so an object a published header names is never overwritten: an upload that dies
+    midway leaves readers the map that was there. The objects it replaces stay; with ``prune=True`` the upload
+    ends, once its headers are published, by deleting the column objects its headers do not name (in its map
+    folders and those of the map it replaced). Prune only when no reader still reads the map it replaced.
 
     Example:
 
@@ -695,6 +777,8 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
     """
     source = absolute(local_path)
     remote = _Remote(url, storage_options)
+    replaced = previous_folders(_published_top(remote)) if prune else []
+    published: dict[str, set[str]] = {}
     if is_sharded(source):
         raw = (source / SHARDS_FILE).read_bytes()
         with tempfile.TemporaryDirectory() as scratch:  # parse exactly these bytes
@@ -705,24 +789,36 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
                 listing.close()
         # Every shard is checked before the first object is written: a refusal leaves the URL as it was.
         checked = [(info.path, _checked_map(source / info.path, info.id, info.length)) for info in shards]
-        for rel, (header_raw, sizes) in checked:
-            _upload_map(source / rel, remote, rel, header_raw, sizes)
+        for rel, (header_raw, names, sizes) in checked:
+            published[rel] = _upload_map(source / rel, remote, rel, header_raw, names, sizes)
         remote.pipe(SHARDS_FILE, raw)
+        if prune:
+            prune_objects(remote, published, replaced)
         return
     if is_legacy_map(source):
         raise NotAMapError(f"{source} is a map of mmap_ninja 0.9.0; convert it first (mmap-ninja convert SRC DST)")
     read_header(source)  # NotAMapError naming the path when there is no map at all
-    _upload_map(source, remote, "", *_checked_map(source, None))
+    published[""] = _upload_map(source, remote, "", *_checked_map(source, None))
     # A sharded map uploaded here before would still be read (readers look for shards.json first): deleting its
     # shards.json, after the new header.json is in place, publishes this map. (Its shards' objects stay.)
     remote.remove(SHARDS_FILE)
+    if prune:
+        prune_objects(remote, published, replaced)
+
+
+def _published_top(remote: _Remote) -> Optional[tuple[str, bytes]]:
+    """The top header at ``remote`` before an upload (what `prune` removes the remains of), or None."""
+    try:
+        return _fetch_top(remote)
+    except NotAMapError:
+        return None
 
 
 def _checked_map(directory: Path, expect_id: Optional[str],
-                 expect_length: Optional[int] = None) -> tuple[bytes, dict[str, int]]:
-    """The header of the finished map in ``directory`` (its bytes) and the committed bytes of each column file,
-    after checking that every column file is there and holds them (and, for a shard, that its id and length are
-    those ``shards.json`` lists)."""
+                 expect_length: Optional[int] = None) -> tuple[bytes, dict[str, str], dict[str, int]]:
+    """The header to upload for the finished map in ``directory`` (its bytes, with the object names), the object
+    name of each column, and the committed bytes of each column, after checking that every column file is there
+    and holds them (and, for a shard, that its id and length are those ``shards.json`` lists)."""
     try:
         raw = (directory / HEADER_FILE).read_bytes()
     except FileNotFoundError:
@@ -731,6 +827,9 @@ def _checked_map(directory: Path, expect_id: Optional[str],
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{directory / HEADER_FILE} is not valid JSON: {e}") from None
+    if isinstance(content, dict) and "commit.slots" in (content.get("requires") or ()):
+        raw = plain_header(directory)  # a slot map is published as a plain one (FORMAT.md, commit.slots)
+        content = json.loads(raw)
     header = parse_header(content, directory / HEADER_FILE)
     if header.building:
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
@@ -750,12 +849,16 @@ def _checked_map(directory: Path, expect_id: Optional[str],
         if have < need:
             raise CorruptMapError(f"{directory / file} is truncated: it holds {have} bytes, the header commits "
                                   f"{need}")
-        sizes[file] = need
-    return raw, sizes
+        sizes[name] = need
+    uploaded, names = header_to_upload(raw, header, directory / HEADER_FILE)
+    return uploaded, names, sizes
 
 
-def _upload_map(directory: Path, remote: _Remote, rel: str, raw: bytes, sizes: dict[str, int]) -> None:
-    """Upload a map `_checked_map` checked: the committed bytes of its column files, then its header."""
-    for file, need in sizes.items():
-        remote.put(directory / file, f"{rel}/{file}" if rel else file, need)
+def _upload_map(directory: Path, remote: _Remote, rel: str, raw: bytes, names: dict[str, str],
+                sizes: dict[str, int]) -> set[str]:
+    """Upload a map `_checked_map` checked: the committed bytes of its column files, each to its object name,
+    then its header. Returns the names of the objects its header names (and the header's)."""
+    for column, need in sizes.items():
+        remote.put(directory / (column + COLUMN_SUFFIX), f"{rel}/{names[column]}" if rel else names[column], need)
     remote.pipe(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE, raw)
+    return {*names.values(), HEADER_FILE}

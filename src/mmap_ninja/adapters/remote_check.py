@@ -25,12 +25,13 @@ from mmap_ninja.adapters.remote import (
     _remote_errors,
     open_remote,
 )
+from mmap_ninja.adapters.remote_objects import column_objects
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header
 from mmap_ninja.maps import KINDS
 from mmap_ninja.sharded import SHARDS_FILE, ShardInfo
 from mmap_ninja.sharded_header import read_top_header
-from mmap_ninja.storage import COLUMN_SUFFIX, PathLike
+from mmap_ninja.storage import PathLike
 from mmap_ninja.verify import Report, verify
 
 __all__ = ["RemoteListing", "RemoteMapListing", "remote_listing", "verify_remote"]
@@ -176,8 +177,9 @@ def _check_listed(entry: RemoteMapListing, where: str, report: Report) -> Option
     if header.building:
         report.notes.append(f"{where}{entry.url} is an unfinished build (its from_* call did not return)")
     sound = True
+    objects = column_objects(header, entry.url)  # checked when the header was parsed
     for name, column in header.columns.items():
-        file = name + COLUMN_SUFFIX
+        file = objects[name]
         need = column.length * column.dtype.itemsize
         have = entry.sizes.get(file)
         if have is None:
