@@ -34,6 +34,8 @@ __all__ = [
     "ShardedFolderError",
     "UnfinishedMapError",
     "UnknownFeatureError",
+    "WindowsMappedFileError",
+    "WindowsSharingError",
 ]
 
 
@@ -167,3 +169,19 @@ class LegacyMapWarning(UserWarning):
 class LockingUnavailableError(MapError, OSError):
     """This Python has no file-locking facility mmap_ninja can use (no ``fcntl`` module and no ``portalocker``), so
     it cannot write maps safely; reading needs no lock and works."""
+
+
+# What the Windows-semantics test mode (`mmap_ninja.testing.windows_semantics`) raises where Windows would.
+
+class WindowsSharingError(PermissionError):
+    """What Windows raises for a rename or deletion of a file (or a folder holding one) that is open or mapped:
+    ``[WinError 32] The process cannot access the file because it is being used by another process``."""
+
+    winerror = 32
+
+
+class WindowsMappedFileError(PermissionError):
+    """What Windows raises for cutting a file below a mapped section: ``[WinError 1224] The requested operation
+    cannot be performed on a file with a user-mapped section open``."""
+
+    winerror = 1224

@@ -63,6 +63,8 @@ from typing import Any, Callable, ClassVar, Optional, Union
 
 import pytest
 
+from mmap_ninja.errors import WindowsMappedFileError, WindowsSharingError
+
 __all__ = [
     "COMMIT_VARIABLE",
     "ENVIRONMENT_VARIABLE",
@@ -85,20 +87,6 @@ ENVIRONMENT_VARIABLE = "MMAP_NINJA_WINDOWS_SEMANTICS"
 COMMIT_VARIABLE = "MMAP_NINJA_COMMIT"
 
 _StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-
-
-class WindowsSharingError(PermissionError):
-    """What Windows raises for a rename or deletion of a file (or a folder holding one) that is open or mapped:
-    ``[WinError 32] The process cannot access the file because it is being used by another process``."""
-
-    winerror = 32
-
-
-class WindowsMappedFileError(PermissionError):
-    """What Windows raises for cutting a file below a mapped section: ``[WinError 1224] The requested operation
-    cannot be performed on a file with a user-mapped section open``."""
-
-    winerror = 1224
 
 
 @dataclass(frozen=True)
@@ -444,6 +432,7 @@ def activate(registry: Optional[_StrPath] = None) -> Path:
         _State.registry = folder
         _register(folder)
         _install()
+        _restart_forkserver()
         return folder
 
 
@@ -466,6 +455,18 @@ def deactivate() -> None:
         if _State.owner:
             shutil.rmtree(registry, ignore_errors=True)
         _State.owner = False
+        _restart_forkserver()
+
+
+def _restart_forkserver() -> None:
+    """Stop this process's forkserver, if one runs: its children inherit the server's environment, not ours, so
+    a server started before the mode changed would start workers in the wrong mode. The next forkserver worker
+    starts a new server with the environment as it is now."""
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 def activate_from_environment() -> bool:
