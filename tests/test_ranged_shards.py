@@ -150,6 +150,35 @@ def test_a_copy_or_a_second_opening_reads_cached_shard_headers_index_and_blocks_
         opened.close()
 
 
+def test_the_cache_limit_evicts_the_blocks_of_shards_nobody_holds(tmp_path, fine, monkeypatch):
+    import gc
+    import warnings
+
+    from mmap_ninja.adapters.cache import Cache
+
+    url = f"memory://ranged/{uuid.uuid4().hex}"
+    samples = _samples(900)
+    _built(tmp_path, url, samples, cut=400)
+    cache = Cache(tmp_path / "cache")
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=BLOCK, max_open_shards=1,
+                      cache_size_limit=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (held entries fill a limit of one byte: it warns once per process)
+        for i in range(0, len(samples), 25):
+            np.testing.assert_array_equal(m[i], samples[i])
+    gc.collect()
+    # Left at most: the view of shards.json, the open shard's header, index and open block, and what the last
+    # fetch kept before its shard was dropped; every other block was evicted as the reads went on.
+    held = cache.usage()
+    assert len(held) <= 6
+    assert len([p for p in cache.entries.iterdir() if (p / "data.bin").exists()]) <= 2
+    m.close()
+    gc.collect()
+    open_existing(url, cache_dir=tmp_path / "cache", cache_size_limit=0).close()  # the limit, enforced at opening
+    # Left: only the view of shards.json that this opening made after evicting.
+    assert [sorted(p.name for p in (cache.entries / key).iterdir()) for key in cache.usage()] == [["shards.json"]]
+
+
 # ---------------------------------------------------------------------------------------------- the kit
 
 
