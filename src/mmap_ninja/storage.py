@@ -85,13 +85,14 @@ class _Column:
     """One column file, held open read-only from when its header was read (so a handle keeps reading its own
     files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
 
-    __slots__ = ("__weakref__", "_file", "dtype", "fd", "mapped", "released")
+    __slots__ = ("__weakref__", "_file", "dtype", "fd", "mapped", "released", "size")
 
     def __init__(self, path: Path | str, dtype: np.dtype[Any]):
         self._file = os.fspath(path)  # a str: joining Paths was a tenth of opening a map (issue 21)
         self.dtype = dtype
         self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
         self.released = False  # its descriptor was closed once mapped (see `release`); opened again if needed
+        self.size = -1  # the file's size in bytes when it was last checked (a regular file then), -1: not checked
         try:
             self.fd: int | None = os.open(self._file, os.O_RDONLY)
         except FileNotFoundError:
@@ -133,10 +134,10 @@ class _Column:
         """The column's open descriptor (opened again if it was released); None if the file is missing."""
         if self.fd is None and self.released:
             try:
-                self.fd = os.open(self._file, os.O_RDONLY)
+                fd = os.open(self._file, os.O_RDONLY)
             except FileNotFoundError:
                 return None
-            self.released = False
+            self.size, self.fd, self.released = -1, fd, False  # maybe another file: its size is checked anew
         return self.fd
 
     def descriptors(self) -> int:
@@ -155,6 +156,19 @@ class _Column:
 
     def _map(self, length: int) -> np.ndarray[Any, Any]:
         need = length * self.dtype.itemsize
+        fd, size = self.descriptor(), self.size  # read once (threads share the column), in this order
+        # Enough: map what the open checked the file holds (not its size then: a writer may have cut a tail since).
+        fd, size = (fd, need) if fd is not None and size >= need else self.check(need)
+        if size < self.dtype.itemsize:
+            empty = np.empty(0, dtype=self.dtype)
+            empty.flags.writeable = False
+            return empty
+        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        # Read-only, as the mapping is. Arrays handed out earlier keep their own (older) mapping alive.
+        return np.frombuffer(mapping, dtype=self.dtype, count=size // self.dtype.itemsize)
+
+    def check(self, need: int) -> tuple[int, int]:
+        """Check that the file is a regular file of ``need`` bytes or more; its descriptor and size (noted: `size`)."""
         fd = self.descriptor()
         if fd is None:
             raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)")
@@ -164,13 +178,8 @@ class _Column:
         if info.st_size < need:
             raise CorruptMapError(f"{self.path} is truncated: it holds {info.st_size} bytes, the header commits "
                                   f"{need}")
-        if info.st_size < self.dtype.itemsize:
-            empty = np.empty(0, dtype=self.dtype)
-            empty.flags.writeable = False
-            return empty
-        mapping = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
-        # Read-only, as the mapping is. Arrays handed out earlier keep their own (older) mapping alive.
-        return np.frombuffer(mapping, dtype=self.dtype, count=info.st_size // self.dtype.itemsize)
+        self.size = info.st_size
+        return fd, info.st_size
 
 
 class _Snapshot:
@@ -503,21 +512,12 @@ class Store:
         return True
 
     def _columns_of(self, header: Header) -> dict[str, _Column]:
-        directory = os.fspath(self.path)
-        return {name: _Column(os.path.join(directory, header.file_of(name)), col.dtype)
-                for name, col in header.columns.items()}
+        directory = os.fspath(self.path) + os.sep  # joined as strings: a Path join per column cost microseconds
+        return {name: _Column(directory + header.file_of(name), col.dtype) for name, col in header.columns.items()}
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
-        fd = column.descriptor()
-        if fd is None:
-            raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})")
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptMapError(f"{column.path} is not a regular file")
-        if info.st_size < need.length * need.dtype.itemsize:
-            raise CorruptMapError(f"{column.path} is truncated: it holds {info.st_size} bytes, the header "
-                                  f"commits {need.length * need.dtype.itemsize}")
+        column.check(need.length * need.dtype.itemsize)
 
     # ------------------------------------------------------------------ writing
 
