@@ -167,7 +167,8 @@ def block_layout(m: Any, block_bytes: Optional[int] = None) -> BlockLayout:
         counts = np.bincount(blocks, minlength=int(first_block[-1]) + layouts[-1].num_blocks)
         bounds = np.concatenate([[0], np.cumsum(counts[counts > 0])])
         return BlockLayout(bounds, members, block_bytes)
-    if isinstance(m, ShardedMap) and getattr(m, "fetch_block_size", None) is not None:
+    if isinstance(m, ShardedMap) and getattr(m, "fetch_block_size", None) is not None and \
+            getattr(m, "blocks_are_shards", True):
         # A map read by blocks (a remote map opened with fetch="blocks") is a sharded map whose shards are its
         # blocks: its shard starts are the layout, and no block is fetched to find it.
         fetched = getattr(m, "fetch_block_size", None)
@@ -180,7 +181,10 @@ def block_layout(m: Any, block_bytes: Optional[int] = None) -> BlockLayout:
         pieces = [np.zeros(1, dtype=np.int64)]
         for k in range(len(starts) - 1):
             if starts[k + 1] > starts[k]:
-                pieces.append(starts[k] + _map_bounds(m.shard(k), block_bytes)[1:])
+                shard = m.shard(k)  # (a shard read by blocks: its own blocks)
+                bounds = block_layout(shard, block_bytes).bounds if isinstance(shard, ShardedMap) else \
+                    _map_bounds(shard, block_bytes)
+                pieces.append(starts[k] + bounds[1:])
         return BlockLayout(np.concatenate(pieces), None, block_bytes)
     return BlockLayout(_map_bounds(m, block_bytes), None, block_bytes)
 

@@ -25,6 +25,7 @@ import warnings
 import weakref
 from contextlib import suppress
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from mmap_ninja.adapters import _blocks
@@ -108,6 +109,9 @@ class RemoteBlockMap(ShardedMap):
         >>> m.fetch_block_size, len(m), m[99][-1]
         (4096, 100, np.int64(98))
     """
+
+    blocks_are_shards = True
+    """Its shards are its blocks (`mmap_ninja.block_order.block_layout` takes them as the layout)."""
 
     _base_state = frozenset({"url", "header", "_remote", "_cache", "_raw", "_settings", "_options", "_length",
                              "_opening", "_ready", "_closed", "_block_size", "_pending_wrapper", "_plan",
@@ -262,6 +266,25 @@ class RemoteBlockMap(ShardedMap):
         if fetched and self._cache.size_limit is not None:
             _warn_if_over(self._cache)
         return shard
+
+    # -------------------------------------------------------------- as a shard of a sharded map at a URL
+
+    @property
+    def _store(self) -> Any:
+        """What a sharded map holding this map as a shard checks against ``shards.json`` (its header)."""
+        return SimpleNamespace(header=self.header)
+
+    def sample_reader(self) -> Callable[[int], Any]:
+        """A function of a position (in range) giving ``self[position]``: how a sharded map reads its shards."""
+        return self.__getitem__
+
+    def release_files(self) -> int:
+        """How many descriptors the open blocks hold (each block releases its own as it is opened)."""
+        return self.open_files_held()
+
+    def open_files_held(self) -> int:
+        """How many file descriptors the open blocks hold (none before the first read)."""
+        return int(self.open_files) if self.__dict__.get("_ready") else 0
 
     # -------------------------------------------------------------- the rest
 

@@ -369,7 +369,8 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     ``fetch`` says how a single map's bytes are fetched: ``"whole"`` (the map is downloaded whole on first
     use), ``"blocks"`` (each read fetches the block of ``block_size`` bytes holding its sample, by ranged
     requests: a `RemoteBlockMap`, see `mmap_ninja.adapters._block_map`) or ``"auto"`` (blocks when the map's
-    checksum records are fine-grained enough, whole otherwise). A sharded map's shards are downloaded whole.
+    checksum records are fine-grained enough, whole otherwise). A sharded map's shards are read the same way,
+    each shard deciding for itself (see `mmap_ninja.adapters._block_shards`).
     With ``cache_size_limit``, opening evicts unused entries down to the limit.
 
     Example:
@@ -392,6 +393,8 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
 
     if fetch not in FETCH_MODES:
         raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0):
+        raise ValueError(f"block_size must be a positive number of bytes, got {block_size!r}")
     remote = _Remote(url, storage_options)
     cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
     if cache_size_limit is not None:
@@ -411,10 +414,6 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
         if choose_fetch(fetch, header, size, remote.url) == "blocks":
             return RemoteBlockMap(remote, cache, raw, header, wrapper_fn, settings, options, size)
         return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
-    if fetch == "blocks":
-        raise ValueError(f"{remote.url} is a sharded map: its shards are downloaded whole (fetch='blocks' reads "
-                         f"single maps); open it with fetch='auto' or 'whole'")
-
     view, fd = _acquire_view(remote, cache, raw)
     try:
         with _named(view, remote.url):
@@ -676,7 +675,10 @@ class RemoteShardedMap(ShardedMap):
     """
 
     fetch_block_size: Optional[int] = None
-    """None: the shards are downloaded whole."""
+    """None: the shards are downloaded whole; else the block size of the shards read by blocks (with
+    ``fetch="blocks"`` all of them, with ``"auto"`` those whose checksum records are fine enough)."""
+    blocks_are_shards = False
+    """Its shards are maps, each with blocks of its own (`mmap_ninja.block_order.block_layout` reads them)."""
 
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):
@@ -688,15 +690,32 @@ class RemoteShardedMap(ShardedMap):
         self._raw = raw
         self._settings = settings
         self._release_view = weakref.finalize(self, os.close, fd)
+        self._fetch = settings.get("fetch", "auto")
+        if self._fetch != "whole":
+            from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE
+
+            self.fetch_block_size = settings.get("block_size") or DEFAULT_BLOCK_SIZE
+            self._block_options = {"lock_timeout": self._lock_timeout, **options}
+            self._shard_headers: dict[tuple[str, Optional[str]], bytes] = {}
 
     def open_shard(self, k: int) -> MapBase:
-        """Shard ``k`` as a local map, downloaded into the cache on first use."""
+        """Shard ``k``: read by blocks (a `RemoteBlockMap`, see `mmap_ninja.adapters._block_shards`), or a local
+        map downloaded into the cache on first use."""
         info = self.shards[k]
         identity = info.id if info.id is not None else self._raw
         key = _key(self._remote.url_of(info.path), identity, info.length)
+        raw: Optional[bytes] = None
+        if self.fetch_block_size is not None:
+            from mmap_ninja.adapters._block_shards import shard_by_blocks
+
+            by_blocks, raw = shard_by_blocks(self._remote, self._cache, k, info, self._raw, self._fetch,
+                                             self.fetch_block_size, self._settings, self._block_options,
+                                             self._shard_headers, (self._cache.entries / key).is_dir())
+            if by_blocks is not None:
+                return by_blocks  # type: ignore[return-value]  # a ShardedMap of its blocks, read as a shard
 
         def fill(stage: Path) -> None:
-            _download_map(self._remote, info.path, stage, expect_id=info.id, expect_length=info.length)
+            _download_map(self._remote, info.path, stage, raw=raw, expect_id=info.id, expect_length=info.length)
 
         about = {"url": self._remote.url_of(info.path), "holds": f"shard {k} of {self.url}", "id": info.id,
                  "length": info.length}
