@@ -35,7 +35,8 @@ BUILTINS = {
     "NoSuchFieldError": KeyError, "MissingKeyError": KeyError, "ConversionError": RuntimeError,
     "RemoteStorageError": OSError, "LockingUnavailableError": OSError,
 }
-NOT_ABOUT_A_MAP = {"SampleFetchError": RuntimeError, "MissingSpecError": LookupError, "LegacyMapWarning": UserWarning}
+NOT_ABOUT_A_MAP = {"SampleFetchError": RuntimeError, "MissingSpecError": LookupError, "LegacyMapWarning": UserWarning,
+                   "CacheOverLimitWarning": ResourceWarning}
 
 
 def test_every_exception_class_of_the_package_is_defined_in_errors():

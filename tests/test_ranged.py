@@ -21,8 +21,15 @@ fsspec = pytest.importorskip("fsspec")
 
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
 
-from mmap_ninja import RaggedMmap, StringsMmap, _granularity, open_existing, upload  # noqa: E402
-from mmap_ninja.adapters._block_map import CacheOverLimitWarning, RemoteBlockMap  # noqa: E402
+from mmap_ninja import (  # noqa: E402
+    CacheOverLimitWarning,
+    RaggedMmap,
+    StringsMmap,
+    _granularity,
+    open_existing,
+    upload,
+)
+from mmap_ninja.adapters._block_map import RemoteBlockMap  # noqa: E402
 from mmap_ninja.errors import ChecksumMismatchError  # noqa: E402
 from mmap_ninja.testing import ContainerCase, ContainerConformance, Place, container_cases  # noqa: E402
 

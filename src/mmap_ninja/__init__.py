@@ -14,6 +14,7 @@ from mmap_ninja.blend import BlendedMap, blend
 from mmap_ninja.block_order import BlockLayout, BlockOrder, block_layout, shuffle_quality
 from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
+    CacheOverLimitWarning,
     ChecksumMismatchError,
     ClosedMapError,
     ConversionError,
@@ -59,6 +60,7 @@ __all__ = [
     "BlendedMap",
     "BlockLayout",
     "BlockOrder",
+    "CacheOverLimitWarning",
     "ChecksumMismatchError",
     "ClosedMapError",
     "ConversionError",

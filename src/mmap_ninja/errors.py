@@ -10,6 +10,7 @@ The modules that used to define some of them (``mmap_ninja.checksums.ChecksumMis
 from __future__ import annotations
 
 __all__ = [
+    "CacheOverLimitWarning",
     "ChecksumMismatchError",
     "ClosedMapError",
     "ConversionError",
@@ -34,8 +35,6 @@ __all__ = [
     "ShardedFolderError",
     "UnfinishedMapError",
     "UnknownFeatureError",
-    "WindowsMappedFileError",
-    "WindowsSharingError",
 ]
 
 
@@ -162,6 +161,10 @@ class MissingSpecError(LookupError):
     (about the test kit, not a map: not a `MapError`)."""
 
 
+class CacheOverLimitWarning(ResourceWarning):
+    """A block was fetched although the cache is over ``cache_size_limit``: the blocks live readers hold fill it."""
+
+
 class LegacyMapWarning(UserWarning):
     """A 0.9.0 map shows the traces of an interrupted 0.9.0 write; the reader reads what is complete."""
 
@@ -171,7 +174,8 @@ class LockingUnavailableError(MapError, OSError):
     it cannot write maps safely; reading needs no lock and works."""
 
 
-# What the Windows-semantics test mode (`mmap_ninja.testing.windows_semantics`) raises where Windows would.
+# What the Windows-semantics test mode (`mmap_ninja.testing.windows_semantics`) raises where Windows would; exported
+# by that module, not by the package.
 
 class WindowsSharingError(PermissionError):
     """What Windows raises for a rename or deletion of a file (or a folder holding one) that is open or mapped:

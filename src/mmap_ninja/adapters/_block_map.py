@@ -29,16 +29,16 @@ from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from mmap_ninja.adapters import _blocks
-from mmap_ninja.adapters._blocks import BlockPlan, BlocksUnsupported
+from mmap_ninja.adapters._blocks import BlockPlan, _BlocksUnsupported
 from mmap_ninja.adapters.cache import Cache
 from mmap_ninja.adapters.remote_objects import without_objects
-from mmap_ninja.errors import NotAMapError, ReadOnlyMapError, UnfinishedMapError
+from mmap_ninja.errors import CacheOverLimitWarning, NotAMapError, ReadOnlyMapError, UnfinishedMapError
 from mmap_ninja.format import Header
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import ShardedMap, shard_schema
 from mmap_ninja.sharded_header import ShardInfo, TopHeader
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "FETCH_MODES", "CacheOverLimitWarning", "RemoteBlockMap", "choose_fetch"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "FETCH_MODES", "RemoteBlockMap", "choose_fetch"]
 
 DEFAULT_BLOCK_SIZE = 8 << 20
 """Bytes per block of the largest data column when ``block_size`` is not given."""
@@ -51,10 +51,6 @@ map is downloaded whole: about the same bytes, in one cache entry, as an instanc
 
 _SHARDS_FILE = "shards.json"
 _warned_over_limit = False
-
-
-class CacheOverLimitWarning(ResourceWarning):
-    """A block was fetched although the cache is over ``cache_size_limit``: the blocks live readers hold fill it."""
 
 
 def _key(*parts: Any) -> str:
@@ -80,7 +76,7 @@ def choose_fetch(fetch: str, header: Header, block_size: int, url: str) -> str:
         return "whole"
     try:
         _blocks.plan_columns(header, _length(header))
-    except BlocksUnsupported as e:
+    except _BlocksUnsupported as e:
         if fetch == "blocks":
             raise ValueError(f"{url} cannot be read by blocks (fetch='blocks'): {e}; use fetch='whole'") from None
         return "whole"

@@ -24,7 +24,7 @@ from mmap_ninja.errors import ChecksumMismatchError, CorruptMapError
 from mmap_ninja.format import HEADER_FILE, Column, Header, encode_header
 from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, is_derived
 
-__all__ = ["BlockPlan", "BlocksUnsupported", "Range", "column_object", "fetch_checked", "plan_columns"]
+__all__ = ["BlockPlan", "Range", "column_object", "fetch_checked", "plan_columns"]
 
 INDEX_HEADER = "remote-header.json"  # the remote header, kept beside a map's fetched index
 PLAN_FILE = "blocks.json"
@@ -36,7 +36,7 @@ def column_object(header: Header, column: str) -> str:
     return object_name(header, column)
 
 
-class BlocksUnsupported(ValueError):
+class _BlocksUnsupported(ValueError):
     """The map cannot be read by blocks (no checksum records, derived columns, a column of unknown shape)."""
 
 
@@ -62,19 +62,19 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
     """The role of every column but ``checksums``: ``("index", None)`` (offsets: fetched whole, rebased per
     block), ``("whole", None)`` (fetched whole, copied into each block), ``("indexed", index column)`` (fetched by
     block between the index's entries) or ``("stride", items per sample)`` (fetched by block). Raises
-    `BlocksUnsupported` naming what prevents block reads."""
+    `_BlocksUnsupported` naming what prevents block reads."""
     if header.checksums is None or CHECKSUMS not in header.columns:
-        raise BlocksUnsupported("it has no checksum records to check blocks against")
+        raise _BlocksUnsupported("it has no checksum records to check blocks against")
     roles: dict[str, tuple[str, Any]] = {}
     for name, column in header.columns.items():
         if name == CHECKSUMS:
             continue
         if is_derived(name):
-            raise BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole")
+            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole")
         prefix, base = _split(name)
         if base in ("offsets", "shape_offsets"):
             if column.length != length + 1 or column.dtype != np.dtype("<i8"):
-                raise BlocksUnsupported(f"its index column {name!r} does not hold one entry per sample and one more")
+                raise _BlocksUnsupported(f"its index column {name!r} does not hold one entry per sample and one more")
             roles[name] = ("index", None)
         elif base in _INDEXED and prefix + _INDEXED[base] in header.columns:
             roles[name] = ("indexed", prefix + _INDEXED[base])
@@ -85,7 +85,7 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
         elif not column.length:
             roles[name] = ("stride", 0)
         else:
-            raise BlocksUnsupported(f"its column {name!r} holds {column.length} items for {length} samples")
+            raise _BlocksUnsupported(f"its column {name!r} holds {column.length} items for {length} samples")
     return roles
 
 
