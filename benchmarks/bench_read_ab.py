@@ -14,7 +14,9 @@ Two measures, in one table with the ratio new / base and PASS or FAIL against 1.
    On a shared machine whose load swings, these swing by tens of percent, so a FAIL here alone decides nothing.
 2. **instructions** under ``valgrind --tool=callgrind`` (one process per tree per kind, smaller counts): the
    instructions executed by each workload alone (the process marks where a workload starts and ends by calling
-   ``os.getppid()``, and callgrind dumps its counters there: ``--dump-before=getppid``), with a fixed hash seed.
+   ``os.getppid()``, and callgrind dumps its counters there: ``--dump-before=getppid``), with a fixed hash seed
+   and the objects alive before the workloads frozen out of the garbage collector (``gc.freeze()``: else a
+   collection that happens to fall in a short workload walks every module the tree imported).
    They do not depend on the load, so **the instruction ratio is the deciding figure on a loaded machine.**
 """
 
@@ -79,7 +81,7 @@ _BUILD = textwrap.dedent("""
 """)
 
 _READ = textwrap.dedent("""
-    import json, os, sys, time
+    import gc, json, os, sys, time
     from pathlib import Path
     import numpy as np
     from mmap_ninja import ImagesMmap, NumpyMmap, RaggedMmap, RecordsMmap, ShardedMap, StringsMmap
@@ -106,6 +108,8 @@ _READ = textwrap.dedent("""
             for _x in m:
                 pass
     random(); batched()  # warm: pages mapped, lazy state built, in both trees alike
+    gc.collect()
+    gc.freeze()  # what is alive now (modules, the map) is not walked by collections during the workloads
     out = {}
     for name, work in (("random", random), ("batch", batched), ("pass", passed)):
         os.getppid()  # callgrind dumps its counters here (--dump-before=getppid)
