@@ -11,8 +11,18 @@ rank 3 of 8. ``DistributedSampler`` builds a permutation of the whole dataset on
 
 The blend has 100 sources of 10⁹ samples each (sources whose sample ``i`` is ``i``, so a read costs nothing and the
 figures are the blend's own), with weights from 10⁻⁴ to 1 (log-uniform, normalized, floored at 10⁻⁴). ``m[i]``
-is timed on random positions; the batched figures are ``sources_of`` over 1,024 and 16,384 random positions, per
-index. The
+is timed on random positions (median of 5 rounds), with every source open and with the default open-sources budget
+(64: the other sources are reopened as they are read); the batched figures are ``sources_of`` over 1,024 and
+16,384 random positions, per index.
+
+The read-cost table puts a blend's reads beside its sources' own reads of the same samples, in one run: 100
+`NumpyMmap` sources on disk (rows of four int64, the same weights), all open (``max_open_sources`` above the
+source count). Each round times ``m[i]`` over random positions and ``source[local]`` for the same
+``(source, local)`` pairs (in turns: every other round the other first, the CPU caches flushed before each), and
+``m.get_batch(batch)`` (and ``__getitems__``) against one ``get_batch`` (or
+``__getitems__``) per source touched on the same rows; the table gives the median over the rounds (at least 5) of
+each and of the difference, which is what the blend adds. Times are CPU times of the process (a shared machine's
+waits are not counted); the load average before and after is printed. The
 realized ratios are each source's count over a prefix divided by the prefix length, against its weight: the
 worst relative error over sources, and the worst count error in samples. ``--plot`` draws the ratios of a few
 sources over positions, across a schedule change.
@@ -22,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -104,34 +116,43 @@ def weights_of(count: int, seed: int = 0) -> list[float]:
 
 def blend_table(sources: int, source_length: int, prefixes: list[int], reads: int) -> str:
     from mmap_ninja import blend
+    from mmap_ninja.blend import DEFAULT_MAX_OPEN_SOURCES
 
     weights = weights_of(sources)
     tracemalloc.start()
     start = time.perf_counter()
-    m = blend([Virtual(source_length) for _ in range(sources)], weights, seed=1)
+    m = blend([Virtual(source_length) for _ in range(sources)], weights, seed=1, max_open_sources=sources + 1)
     build = time.perf_counter() - start
     build_memory = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    budget = blend([Virtual(source_length) for _ in range(sources)], weights, seed=1)  # the default open budget
     rng = np.random.default_rng(0)
     positions = rng.integers(0, len(m), reads).tolist()
     m[positions[0]]
-    start = time.perf_counter()
-    for i in positions:
-        m[i]
-    per_read = (time.perf_counter() - start) / reads * 1e6
+
+    def reads_of(blended: Any) -> None:
+        for i in positions:
+            blended[i]
+
+    per_read, per_read_budget = (t / reads * 1e6 for t in _median_rounds(5, [lambda: reads_of(m),
+                                                                              lambda: reads_of(budget)]))
     batched = {}
     for size in (1024, 16384):
         batches = [rng.integers(0, len(m), size) for _ in range(max(reads // size, 4))]
         m.sources_of(batches[0])
-        start = time.perf_counter()
-        for batch in batches:
-            m.sources_of(batch)
-        batched[size] = (time.perf_counter() - start) / (len(batches) * size) * 1e6
+
+        def lookups() -> None:
+            for batch in batches:  # noqa: B023 - called within this iteration
+                m.sources_of(batch)
+
+        batched[size] = _median_rounds(5, [lookups])[0] / (len(batches) * size) * 1e6
     total = sum(weights)
     rows: list[tuple[str, list[Any]]] = [
         (f"build ({sources} sources of {source_length:.0e}, length {len(m):.1e})".replace("e+0", "e"),
          [f"{build * 1000:.3g} ms", f"{build_memory:.3g} MB traced"]),
-        ("m[i], random i", [f"{per_read:.3g} µs", ""]),
+        ("m[i], random i", [f"{per_read:.3g} µs", "every source open"]),
+        (f"m[i], random i, default open budget ({DEFAULT_MAX_OPEN_SOURCES} of {sources} sources open)",
+         [f"{per_read_budget:.3g} µs", "sources past the budget are reopened (here: unpickled)"]),
         *[(f"sources_of({size:,} random positions), per index", [f"{cost:.3g} µs", ""])
           for size, cost in batched.items()],
     ]
@@ -143,6 +164,75 @@ def blend_table(sources: int, source_length: int, prefixes: list[int], reads: in
                      [f"worst relative error {relative.max():.2g}",
                       f"worst count error {np.abs(counts - expected).max():.2f} samples"]))
     return markdown_table(["Figure", "Note"], rows)
+
+
+_FLUSH = np.zeros(8 * 2**20, dtype=np.int64)  # 64 MB, larger than the CPU caches
+
+
+def _median_rounds(rounds: int, cases: list[Any]) -> list[float]:
+    """Each case's median CPU time over ``rounds`` rounds, the cases run one after the other within each round.
+
+    CPU time of this process (``time.process_time``), not wall time: on a machine shared with other work a case
+    that waits for a core is not charged for the wait, so the figures and their differences hold."""
+    times: list[list[float]] = [[] for _ in cases]
+    for number in range(rounds):
+        # Every other round in reverse, and the CPU caches flushed before each case: a case that reads the samples
+        # another case has just read would find them cached.
+        for k in (range(len(cases)) if number % 2 == 0 else reversed(range(len(cases)))):
+            _FLUSH[::8] += 1
+            start = time.process_time()
+            cases[k]()
+            times[k].append(time.process_time() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def read_cost_table(sources: int, rows: int, reads: int, batch_sizes: list[int], rounds: int, folder: Path) -> str:
+    """``m[i]`` and batched reads of a blend of ``sources`` maps on disk, beside the sources' own reads of the same
+    samples, interleaved in rounds (medians)."""
+    from mmap_ninja import blend, np_from_ndarray
+
+    maps = [np_from_ndarray(folder / f"source{k}", np.arange(k * rows * 4, (k + 1) * rows * 4,
+                                                            dtype=np.int64).reshape(rows, 4), overwrite=True)
+            for k in range(sources)]
+    m = blend(maps, weights_of(sources), seed=1, max_open_sources=sources + 1)
+    rng = np.random.default_rng(2)
+    positions = rng.integers(0, len(m), reads).tolist()
+    which, local = m.sources_of(positions)
+    pairs = list(zip(which.tolist(), local.tolist()))
+
+    def blend_reads() -> None:
+        for i in positions:
+            m[i]
+
+    def source_reads() -> None:
+        for k, j in pairs:
+            maps[k][j]
+
+    single = _median_rounds(rounds, [blend_reads, source_reads])
+    rows_out: list[tuple[str, list[Any]]] = [
+        ("m[i], random i", [f"{single[0] / reads * 1e6:.3g}", f"{single[1] / reads * 1e6:.3g}",
+                            f"{(single[0] - single[1]) / reads * 1e6:.3g}"])]
+    for size in batch_sizes:
+        batch = rng.integers(0, len(m), size)
+        groups = list(m._groups(batch))
+        for name in ("get_batch", "__getitems__"):
+            read_blend = getattr(m, name)
+
+            def blend_batch() -> None:
+                read_blend(batch)  # noqa: B023 - called within this iteration
+
+            def source_batches() -> None:
+                for k, _, rows_of in groups:  # noqa: B023
+                    getattr(maps[k], name)(rows_of)  # noqa: B023
+
+            blended, own = _median_rounds(rounds, [blend_batch, source_batches])
+            rows_out.append((f"{name}({size:,} random positions), per index",
+                             [f"{blended / size * 1e6:.3g}", f"{own / size * 1e6:.3g}",
+                              f"{(blended - own) / size * 1e6:.3g}"]))
+    m.close()
+    for source in maps:
+        source.close()
+    return markdown_table(["Blend (µs)", "Sources' own reads (µs)", "Added by the blend (µs)"], rows_out)
 
 
 def plot(path: Path) -> None:
@@ -184,16 +274,28 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=100)
     parser.add_argument("--source-length", type=int, default=10**9)
     parser.add_argument("--reads", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the read-cost table (median)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of each source of the read-cost table")
     parser.add_argument("--plot", type=Path, default=None, help="write the plot of realized ratios here (PNG)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.distributed_max, args.reads = [10**5], 10**5, 2000
+        args.sizes, args.distributed_max, args.reads, args.rounds, args.rows = [10**5], 10**5, 2000, 5, 200
     print("## ResumableSampler against DistributedSampler (rank 3 of 8)\n")
     print(sampler_table(args.sizes, args.distributed_max))
     print(f"\n## blend of {args.sources} sources\n")
     prefixes = [10**4, 10**6, 10**8] if not args.quick else [10**4]
     print(blend_table(args.sources, args.source_length, prefixes, args.reads))
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        table = read_cost_table(args.sources, args.rows, min(args.reads, 20_000), [1024, 4096], args.rounds,
+                                Path(folder))
+    load_after = os.getloadavg()
+    print(f"\n## blend of {args.sources} sources on disk: reads beside the sources' own (median of {args.rounds} "
+          f"interleaved rounds)\n")
+    print(table)
+    print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores")
     if args.plot:
         plot(args.plot)
         print(f"\nplot written to {args.plot}")

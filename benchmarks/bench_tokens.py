@@ -27,10 +27,13 @@ Every figure is wall time on a shared machine: compare the rows of one run, not 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -139,23 +142,25 @@ def per_call_us(read, indices: list[int], runs: int = 5) -> float:
 def batch_vs_copy(dataset: PackedTokens, batches: int, size: int,
                   rng: np.random.Generator) -> tuple[float, float, float]:
     """Median us of get_batch (with and without boundaries) and of np.copyto one window at a time into a
-    preallocated array, interleaved on the same random windows."""
+    preallocated array. Interleaved: each round runs the three once, in a rotating order, each on its own fresh
+    random windows (reading windows another method just read would find them in the CPU caches)."""
     values, seq_len, stride = dataset.tokens.values, dataset.seq_len, dataset.stride
     out = np.empty((size, seq_len), dtype=values.dtype)
-    batched, stacked, copied = [], [], []
-    for _ in range(batches):
-        windows = rng.integers(0, len(dataset), size)
-        start = time.perf_counter()
-        dataset.get_batch(windows)
-        batched.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        dataset.get_batch(windows, boundaries=False)
-        stacked.append(time.perf_counter() - start)
-        start = time.perf_counter()
+
+    def copy_one_by_one(windows: np.ndarray) -> None:
         for row, first in zip(out, (windows * stride).tolist()):
             np.copyto(row, values[first:first + seq_len])
-        copied.append(time.perf_counter() - start)
-    return tuple(statistics.median(times) * 1e6 for times in (batched, stacked, copied))  # type: ignore[return-value]
+
+    methods = [dataset.get_batch, lambda windows: dataset.get_batch(windows, boundaries=False), copy_one_by_one]
+    times: list[list[float]] = [[] for _ in methods]
+    for round_ in range(batches):
+        for k in range(len(methods)):
+            method = (round_ + k) % len(methods)
+            windows = rng.integers(0, len(dataset), size)
+            start = time.perf_counter()
+            methods[method](windows)
+            times[method].append(time.perf_counter() - start)
+    return tuple(statistics.median(t) * 1e6 for t in times)  # type: ignore[return-value]
 
 
 def padding(tokens: RaggedMmap, lengths: np.ndarray, rng: np.random.Generator) -> tuple[int, float, float, float]:
@@ -168,8 +173,37 @@ def padding(tokens: RaggedMmap, lengths: np.ndarray, rng: np.random.Generator) -
     return max_tokens, report.padding_share, 1 - int(lengths.sum()) / padded, len(lengths) / report.batches
 
 
+def run_peers(peers_python: Optional[str], command: str, work: Path, *options: str) -> dict[str, dict]:
+    """Run ``_token_peers.py COMMAND`` with the peers' interpreter; its JSON lines by peer (empty without one)."""
+    if not peers_python:
+        return {}
+    done = subprocess.run([peers_python, str(Path(__file__).with_name("_token_peers.py")), command, "--work",
+                           str(work), *options], capture_output=True, text=True, cwd=work)
+    found = {}
+    for line in done.stdout.splitlines():
+        if line.startswith('{"peer"'):
+            result = json.loads(line)
+            found[result["peer"]] = result
+    if not found:
+        error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        found = {peer: {"peer": peer, "error": error} for peer in ("litdata", "mosaicml-streaming")}
+    return found
+
+
+def peer_row(result: Optional[dict], name: str, figures: list[str], missing: str) -> tuple[str, list]:
+    """A table row for a peer: its figures, or why it did not run."""
+    if result is None:
+        return (f"{name}: not run ({missing})", ["-"] * len(figures))
+    if "error" in result:
+        return (f"{name}: failed ({result['error'][:150]})", ["-"] * len(figures))
+    return (f"{name} {result['version']}", [result.get(key, "-") for key in figures])
+
+
+NO_PEERS = "pass --peers-python: a virtualenv with litdata and mosaicml-streaming, benchmarks/make_peers_venv.sh"
+
+
 def bench(name: str, tokens_array: np.ndarray, lengths: np.ndarray, root: Path, seq_len: int,
-          reads: int) -> list[tuple[str, list]]:
+          reads: int, batches: int, peers_python: Optional[str], with_mds: bool) -> list[tuple[str, list]]:
     rng = np.random.default_rng(1)
     start = time.perf_counter()
     tokens = RaggedMmap(root / f"{name}-map")
@@ -186,17 +220,38 @@ def bench(name: str, tokens_array: np.ndarray, lengths: np.ndarray, root: Path, 
     megatron = MegatronStyle(root / f"{name}-megatron", seq_len)
     megatron_index = time.perf_counter() - start
 
+    peers: dict[str, dict] = {}
+    if peers_python:
+        work = root / f"{name}-peers"
+        work.mkdir()
+        np.save(work / "tokens.npy", tokens_array)
+        np.save(work / "lengths.npy", lengths)
+        peers = run_peers(peers_python, "build", work, "--tokens", str(work / "tokens.npy"), "--lengths",
+                          str(work / "lengths.npy"), "--block", "2049", *([] if with_mds else ["--no-mds"]))
+        (work / "builds.json").write_text(json.dumps(peers))
+        window = run_peers(peers_python, "window", work, "--seq-len", str(seq_len), "--reads", str(reads))
+        for peer, result in window.items():
+            peers.setdefault(peer, {}).update(result)
+        (work / "tokens.npy").unlink()
+
     windows = rng.integers(0, min(len(dataset), len(megatron)), reads).tolist()
     ours_us = per_call_us(dataset.__getitem__, windows)
     megatron_us = per_call_us(megatron.__getitem__, windows)
-    batch_us, stack_us, copy_us = batch_vs_copy(dataset, 200, 64, rng)
+    batch_us, stack_us, copy_us = batch_vs_copy(dataset, batches, 64, rng)
     max_tokens, budget_share, fixed_share, mean_batch = padding(tokens, lengths, rng)
     print(f"\n### {name}: {len(lengths):,} documents, {int(lengths.sum()):,} tokens, {len(dataset):,} windows "
           f"of {seq_len}")
+    lit = peers.get("litdata")
+    if lit is not None and "error" not in lit and "window_us" not in lit:
+        lit = {"peer": "litdata", "error": "its window reads did not run"}
     print(markdown_table(["build (s)", "index build or open (s)", "index memory (MB)", "window (us)"], [
-        ("mmap_ninja RaggedMmap + PackedTokens", [ours_build, ours_open, 0.0, ours_us]),
-        ("Megatron-style IndexedDataset + NumPy sample index", [megatron_write, megatron_index,
-                                                                 megatron.index_bytes() / 1e6, megatron_us]),
+        ("mmap_ninja RaggedMmap + PackedTokens (window with cu_seqlens, doc ids)",
+         [ours_build, ours_open, 0.0, ours_us]),
+        ("Megatron-style IndexedDataset + NumPy sample index (window with cu_seqlens)",
+         [megatron_write, megatron_index, megatron.index_bytes() / 1e6, megatron_us]),
+        peer_row({**lit, "index_mb": lit.get("index_mb", 0.0)} if lit else None,
+                 "LitData optimize + TokensLoader (tokens only, windows within a chunk)",
+                 ["build_s", "open_s", "index_mb", "window_us"], NO_PEERS),
     ]))
     print()
     print(markdown_table(["time (us)", "x copyto"], [
@@ -204,6 +259,8 @@ def bench(name: str, tokens_array: np.ndarray, lengths: np.ndarray, root: Path, 
         ("64 windows: PackedTokens.get_batch(boundaries=False)", [stack_us, stack_us / copy_us]),
         ("64 windows: np.copyto one by one into a preallocated array", [copy_us, 1.0]),
     ]))
+    print(f"\nbatch of 64 with boundaries / np.copyto one by one: {batch_us / copy_us:.2f}x (median of {batches} "
+          f"interleaved rounds)")
     print()
     print(markdown_table(["padding share", "mean batch (samples)"], [
         (f"TokenBudgetBatchSampler, max_tokens={max_tokens:,}", [budget_share, mean_batch]),
@@ -216,23 +273,26 @@ def bench(name: str, tokens_array: np.ndarray, lengths: np.ndarray, root: Path, 
     return [(f"{name}: {goal}", ["PASS" if ok else "FAIL"]) for goal, ok in targets]
 
 
-def lm_epoch(name: str, tokens_array: np.ndarray, root: Path, block: int, batch_size: int) -> None:
-    """One shuffled epoch of packed ``block``-token blocks (inputs and labels: ``block - 1`` tokens apart) through a
-    DataLoader with 0 and 2 workers: `PackedTokens` + `ResumableSampler` + its collate (with boundaries and
-    position ids), against a Hugging Face ``datasets`` Dataset of the same blocks (the usual "group texts" layout:
-    one row per block, built here with NumPy) read as NumPy and collated by PyTorch's default."""
+def lm_epoch(name: str, tokens_array: np.ndarray, root: Path, block: int, batch_size: int, rounds: int,
+             peers_python: Optional[str]) -> None:
+    """One shuffled epoch of packed ``block``-token blocks (inputs and labels: blocks taken every ``block - 1``
+    tokens) through a DataLoader with 0 and 2 workers, ``rounds`` times each, the systems interleaved in each round:
+    `PackedTokens` + `ResumableSampler` + its collate (the batch read at once, with boundaries and position ids),
+    a Hugging Face ``datasets`` Dataset of the same blocks (the usual "group texts" layout: one row per block, built
+    here with NumPy) read as NumPy and collated by PyTorch's default, and with ``peers_python`` LitData
+    (``TokensLoader`` blocks of the documents' chunks from ``bench``'s build) and MosaicML streaming (an MDS
+    dataset of the blocks), each epoch in a child process of the peers' interpreter."""
     import torch
     from torch.utils.data import DataLoader
 
     from mmap_ninja.adapters.torch import ResumableSampler
 
-    rows: list[tuple[str, list]] = []
     windows = PackedTokens(RaggedMmap(root / f"{name}-map", mode="r"), block, stride=block - 1)
     try:
         import datasets
     except ImportError:
         datasets = None
-    hf = None
+    hf, hf_build = None, 0.0
     if datasets is not None:
         start = time.perf_counter()
         count = (len(tokens_array) - block) // (block - 1) + 1
@@ -241,21 +301,49 @@ def lm_epoch(name: str, tokens_array: np.ndarray, root: Path, block: int, batch_
         hf = datasets.Dataset.from_dict({"input_ids": blocks.astype(np.int64)}).with_format("numpy")
         hf_build = time.perf_counter() - start
         del blocks
+    work = root / f"{name}-peers"
+    rows: list[tuple[str, list]] = []
+    builds = json.loads((work / "builds.json").read_text()) if (work / "builds.json").exists() else {}
     for workers in (0, 2):
-        start = time.perf_counter()
-        loader = DataLoader(windows, batch_size=batch_size, num_workers=workers, collate_fn=PackedTokens.collate,
-                            sampler=ResumableSampler(windows, seed=0))
-        seen = sum(batch["input_ids"].shape[0] for batch in loader)
-        rows.append((f"PackedTokens + ResumableSampler, {workers} workers", [0.0, time.perf_counter() - start, seen]))
-        if hf is not None:
+        times: dict[str, list[float]] = {}
+        seen: dict[str, int] = {}
+        results: dict[str, dict] = {}
+        for _ in range(rounds):
             start = time.perf_counter()
-            loader = DataLoader(hf, batch_size=batch_size, num_workers=workers, shuffle=True,
-                                generator=torch.Generator().manual_seed(0))
-            seen = sum(batch["input_ids"].shape[0] for batch in loader)
-            rows.append((f"Hugging Face datasets {datasets.__version__}, {workers} workers",
-                         [hf_build, time.perf_counter() - start, seen]))
-    print(f"\n### {name}: one shuffled epoch of {block:,}-token blocks, batches of {batch_size}")
-    print(markdown_table(["build (s)", "epoch (s)", "blocks"], rows))
+            loader = DataLoader(windows, batch_size=batch_size, num_workers=workers,
+                                collate_fn=PackedTokens.collate, sampler=ResumableSampler(windows, seed=0))
+            seen["ours"] = sum(batch["input_ids"].shape[0] for batch in loader)
+            times.setdefault("ours", []).append(time.perf_counter() - start)
+            if hf is not None:
+                start = time.perf_counter()
+                loader = DataLoader(hf, batch_size=batch_size, num_workers=workers, shuffle=True,
+                                    generator=torch.Generator().manual_seed(0))
+                seen["hf"] = sum(batch["input_ids"].shape[0] for batch in loader)
+                times.setdefault("hf", []).append(time.perf_counter() - start)
+            if peers_python and work.exists():
+                for peer, result in run_peers(peers_python, "epoch", work, "--block", str(block), "--batch-size",
+                                              str(batch_size), "--workers", str(workers)).items():
+                    results[peer] = result
+                    if "error" not in result:
+                        times.setdefault(peer, []).append(result["epoch_s"])
+        median = {system: statistics.median(values) for system, values in times.items()}
+        rows.append((f"PackedTokens + ResumableSampler + PackedTokens.collate (cu_seqlens, position ids), "
+                     f"{workers} workers", [0.0, median["ours"], seen["ours"], seen["ours"] / median["ours"]]))
+        if hf is not None:
+            rows.append((f"Hugging Face datasets {datasets.__version__}, one row per block, {workers} workers",
+                         [hf_build, median["hf"], seen["hf"], seen["hf"] / median["hf"]]))
+        for peer, label in (("litdata", "LitData StreamingDataset + TokensLoader"),
+                            ("mosaicml-streaming", "MosaicML streaming StreamingDataset (MDS, one row per block)")):
+            result = results.get(peer)
+            if result is not None and "error" not in result:
+                build_s = builds.get(peer, {}).get("build_s", "-")
+                rows.append((f"{label} {result['version']}, {workers} workers",
+                             [build_s, median[peer], result["blocks"], result["blocks"] / median[peer]]))
+            else:
+                rows.append(peer_row(result, f"{label}, {workers} workers", ["-"] * 4, NO_PEERS))
+    print(f"\n### {name}: one shuffled epoch of {block:,}-token blocks, batches of {batch_size}, median of {rounds} "
+          f"interleaved rounds")
+    print(markdown_table(["build (s)", "epoch (s)", "blocks", "blocks/s"], rows))
 
 
 def main() -> None:
@@ -265,18 +353,25 @@ def main() -> None:
     parser.add_argument("--synthetic-docs", type=int, default=1_000_000)
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--reads", type=int, default=20_000, help="random windows per timing run")
+    parser.add_argument("--batches", type=int, default=300, help="interleaved rounds of the batch-of-64 timing")
+    parser.add_argument("--epoch-rounds", type=int, default=3, help="interleaved rounds of the LM epoch")
+    parser.add_argument("--peers-python", default=None,
+                        help="the Python of a virtualenv with litdata and mosaicml-streaming (benchmarks/"
+                             "make_peers_venv.sh); without it the peers' rows say they did not run")
     parser.add_argument("--no-epoch", dest="epoch", action="store_false",
-                        help="skip the LM epoch against Hugging Face datasets")
+                        help="skip the LM epoch against Hugging Face datasets and the peers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_tokens_") as tmp:
         targets = []
         tokens, lengths = byte_corpus(args.data / "text", args.limit)
-        targets += bench("real text, byte-level", tokens, lengths, Path(tmp), args.seq_len, args.reads)
+        targets += bench("real text, byte-level", tokens, lengths, Path(tmp), args.seq_len, args.reads, args.batches,
+                         args.peers_python, with_mds=args.epoch)
         if args.epoch:
-            lm_epoch("real text, byte-level", tokens, Path(tmp), 2049, 16)
+            lm_epoch("real text, byte-level", tokens, Path(tmp), 2049, 16, args.epoch_rounds, args.peers_python)
         del tokens
         tokens, lengths = synthetic_corpus(args.synthetic_docs)
-        targets += bench("synthetic", tokens, lengths, Path(tmp), args.seq_len, args.reads)
+        targets += bench("synthetic", tokens, lengths, Path(tmp), args.seq_len, args.reads, args.batches,
+                         args.peers_python, with_mds=False)
         print("\n### Targets")
         print(markdown_table(["result"], targets))
 

@@ -106,7 +106,7 @@ def main(argv=None):
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         seen, loss_value, t0 = 0, math.nan, time.perf_counter()
         for step, batch in enumerate(loader):
-            ids, positions = batch["input_ids"], batch["position_ids"]
+            ids, positions = batch["input_ids"].long(), batch["position_ids"]  # stored uint16, widened here
             segment = segments(batch["cu_seqlens"], ids.shape)
             logits = model(ids[:, :-1], positions[:, :-1], segment[:, :-1])
             labels = ids[:, 1:].clone()

@@ -24,6 +24,13 @@ def test_bench_tokens_prints_its_tables(tmp_path):
     for heading in ("### real text, byte-level", "one shuffled epoch of 2,049-token blocks", "### synthetic",
                     "### Targets"):
         assert heading in out, out
-    assert "| mmap_ninja RaggedMmap + PackedTokens |" in out and "| Megatron-style IndexedDataset" in out
+    assert "| mmap_ninja RaggedMmap + PackedTokens (" in out and "| Megatron-style IndexedDataset" in out
+    assert re.search(r"batch of 64 with boundaries / np.copyto one by one: [\d.]+x", out)
+    # Without --peers-python the peers' rows are there and say why they did not run.
+    assert out.count("LitData optimize + TokensLoader (tokens only, windows within a chunk): not run (pass "
+                     "--peers-python") == 2
+    for peer in ("LitData StreamingDataset + TokensLoader", "MosaicML streaming StreamingDataset"):
+        rows = re.findall(rf"\| {re.escape(peer)}[^|]*, [02] workers: not run \(pass --peers-python", out)
+        assert len(rows) == 2, peer
     assert re.search(r"\| TokenBudgetBatchSampler, max_tokens=[\d,]+ \| [\d.]+", out)
     assert len(re.findall(r"\| (PASS|FAIL) \|", out)) == 8

@@ -272,3 +272,20 @@ def test_threads_share_one_blend_with_a_tiny_open_budget(tmp_path: Path) -> None
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(read_all, range(8)))
     assert blended.open_sources <= 1
+
+
+@pytest.mark.parametrize("size", [1, 7, 300, 5000])
+def test_batched_lookups_of_many_sources_equal_the_scalar_path(size: int) -> None:
+    # a deep tree (100 sources, weights down to 1e-4), small and cycling sources, a schedule: the batched descent
+    # (finished positions dropped, the last few finished one by one) and the vectorized orders (round keys looked
+    # up or derived, the cycle walk's stragglers finished in Python) against one position at a time
+    rng = np.random.default_rng(size)
+    weights = [max(w, 1e-4) for w in 10 ** rng.uniform(-4, 0, 100)]
+    lengths = rng.integers(1, 3000, 100).tolist()
+    later = list(reversed(weights))
+    blended = blend([list(range(n)) for n in lengths], weights, seed=5, length=400_000,
+                    schedule=[(150_000, later)])
+    positions = rng.integers(0, len(blended), size)
+    sources, local = blended.sources_of(positions)
+    assert list(zip(sources.tolist(), local.tolist())) == [blended.source_of(int(i)) for i in positions]
+    assert blended[positions.tolist()] == [blended[int(i)] for i in positions]

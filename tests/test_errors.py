@@ -30,6 +30,7 @@ BUILTINS = {
     "ReadOnlyMapError": PermissionError,
     "CorruptMapError": ValueError, "ChecksumMismatchError": ValueError, "FormatVersionError": ValueError,
     "UnknownFeatureError": ValueError, "MapLockedError": BlockingIOError, "UnfinishedMapError": ValueError,
+    "MapInUseError": BlockingIOError,
     "KindMismatchError": TypeError, "ShardedFolderError": TypeError, "SchemaMismatchError": ValueError,
     "NoSuchFieldError": KeyError, "MissingKeyError": KeyError, "ConversionError": RuntimeError,
     "RemoteStorageError": OSError, "LockingUnavailableError": OSError,

@@ -188,3 +188,32 @@ def test_take_in_epochs_equals_with_epoch() -> None:
     assert order.take_in_epochs(epochs, positions).tolist() == want
     with pytest.raises(ValueError, match="one epoch per position"):
         order.take_in_epochs([0, 1], [0])
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_order_family_equals_one_order_per_element(cached: bool) -> None:
+    from mmap_ninja.order import OrderFamily
+
+    rng = np.random.default_rng(2)
+    lengths = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 2**20 + 1, 10**9, 10**12, *rng.integers(1, 10**6, 40).tolist()]
+    seeds = rng.integers(0, 2**62, len(lengths)).tolist()
+    family = OrderFamily(lengths, seeds)
+    if cached:
+        assert family.cache_keys([3] * len(lengths))
+        assert not OrderFamily(lengths, seeds).cache_keys([10**6] * len(lengths))  # too many: derived instead
+    for size in (1, 5, 3000):  # one straggler walked in Python, and long vectorized walks
+        members = rng.integers(0, len(lengths), size)
+        epochs = rng.integers(0, 6, size)  # past the cached epochs too
+        positions = (rng.random(size) * np.array(lengths)[members]).astype(np.int64)
+        want = [Order(lengths[k], seed=seeds[k], epoch=e)[p]
+                for k, e, p in zip(members.tolist(), epochs.tolist(), positions.tolist())]
+        assert family.take(members, epochs, positions).tolist() == want
+    # a member just above a power of two walks a lot: many values, all landing inside
+    walker = OrderFamily([2**16 + 1], [9])
+    values = walker.take(np.zeros(2**16 + 1, dtype=np.int64), np.zeros(2**16 + 1, dtype=np.int64),
+                         np.arange(2**16 + 1))
+    assert np.array_equal(np.sort(values), np.arange(2**16 + 1))
+    unshuffled = OrderFamily([5], [1], shuffle=False)
+    assert unshuffled.take(np.zeros(3), np.zeros(3), np.array([4, 0, 2])).tolist() == [4, 0, 2]
+    with pytest.raises(ValueError, match="one seed per member"):
+        OrderFamily([5, 6], [1])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 from mmap_ninja import RaggedMmap  # noqa: E402
-from mmap_ninja.adapters.torch import PackedTokens, ResumableSampler, collate_packed  # noqa: E402
+from mmap_ninja.adapters.torch import PackedBatch, PackedTokens, ResumableSampler, collate_packed  # noqa: E402
 
 from conftest import write_header  # noqa: E402
 
@@ -76,6 +76,74 @@ def check_batch(dataset, windows):
     tensors = collate_packed(batch)
     for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
         assert torch.equal(tensors[key], expected[key]), key
+
+
+def check_items_of_batch(dataset, windows):
+    """The batch read at once (what the DataLoader gets from __getitems__) holds the single items, in order, and
+    collates to the same tensors as they do, its tokens handed over without a copy."""
+    batch = dataset.__getitems__(windows)
+    assert isinstance(batch, PackedBatch) and len(batch) == len(windows)
+    for j, k in enumerate(windows):
+        item, single = batch[j], dataset[k]
+        assert item.keys() == single.keys()
+        np.testing.assert_array_equal(item["input_ids"], single["input_ids"])
+        assert item["input_ids"].dtype == dataset.dtype
+        assert item["cu_seqlens"].dtype == np.int32 and item["cu_seqlens"].tolist() == single["cu_seqlens"].tolist()
+        assert item["doc_ids"].dtype == np.int64 and item["doc_ids"].tolist() == single["doc_ids"].tolist()
+    assert [i["doc_ids"].tolist() for i in batch[::-1]] == [dataset[k]["doc_ids"].tolist() for k in windows[::-1]]
+    wanted = torch.from_numpy(np.empty(0, dataset.dtype)).dtype  # single items are views in the stored dtype
+    tensors, expected = collate_packed(batch), collate_packed([dataset[k] for k in windows], dtype=wanted)
+    assert tensors.keys() == expected.keys() and tensors["max_seqlen"] == expected["max_seqlen"]
+    for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
+        assert tensors[key].dtype == expected[key].dtype and torch.equal(tensors[key], expected[key]), key
+    assert np.shares_memory(tensors["input_ids"].numpy(), batch.arrays["input_ids"])  # no copy of the tokens
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=30), st.integers(1, 40), st.one_of(st.none(), st.integers(1, 50)),
+       st.lists(st.integers(-10_000, 10_000), min_size=1, max_size=12))
+def test_a_batch_read_at_once_equals_its_windows_read_one_by_one(tmp_path_factory, lengths, seq_len, stride, picks):
+    _, tokens = build(tmp_path_factory.mktemp("b") / "m", lengths, dtype=np.uint16)
+    dataset = PackedTokens(tokens, seq_len, stride=stride)
+    if len(dataset):
+        windows = [p % (2 * len(dataset)) - len(dataset) for p in picks]  # negative ones too, and repeats
+        check_items_of_batch(dataset, windows)
+        check_batch(dataset, windows)
+        wide = PackedTokens(tokens, seq_len, stride=stride, dtype=np.int64)
+        assert wide.get_batch(windows)["input_ids"].dtype == np.int64
+        check_items_of_batch(wide, windows)
+    tokens.close()
+
+
+def test_batches_of_a_map_of_many_documents_find_the_same_boundaries(tmp_path):
+    """Past 2**15 documents a batch's boundaries are searched in two steps (a sparse copy of the offsets, then
+    level by level for all rows at once): every row still equals its window read alone, the last ones included."""
+    lengths = np.random.default_rng(5).integers(0, 6, 150_000)  # empty documents among them
+    lengths[-1] = 9  # the last windows end in a long last document
+    tokens = RaggedMmap(tmp_path / "m")
+    tokens.extend_flat(np.arange(int(lengths.sum())) % 65_000, lengths)
+    for seq_len, stride in ((7, 3), (64, 64), (1, 1)):
+        dataset = PackedTokens(tokens, seq_len, stride=stride)
+        windows = [0, 1, len(dataset) - 1, len(dataset) - 2, *np.random.default_rng(seq_len).integers(0, len(dataset),
+                                                                                                        300).tolist()]
+        check_items_of_batch(dataset, windows)
+        check_batch(dataset, windows)
+
+
+def test_dtype_widens_batches_only_when_asked(tmp_path):
+    _, tokens = build(tmp_path / "m", [7, 0, 12, 5], dtype=np.uint16)
+    stored = PackedTokens(tokens, 5, stride=3)
+    assert stored.dtype == np.uint16 and stored.get_batch([0, 2])["input_ids"].dtype == np.uint16
+    assert collate_packed(stored.__getitems__([0, 2]))["input_ids"].dtype == torch.uint16
+    wide = PackedTokens(tokens, 5, stride=3, dtype=torch.int64)
+    assert wide.dtype == np.int64
+    batch = collate_packed(wide.__getitems__([0, 2]))
+    assert batch["input_ids"].dtype == torch.int64
+    assert torch.equal(batch["input_ids"], collate_packed(stored.__getitems__([0, 2]), dtype=torch.int64)["input_ids"])
+    assert pickle.loads(pickle.dumps(wide)).get_batch([1])["input_ids"].dtype == np.int64
+    assert wide[1]["input_ids"].dtype == np.uint16  # a single item stays a view of the mapping
+    with pytest.raises(TypeError, match=r"tokens of dtype uint16 do not convert safely to dtype=int8"):
+        PackedTokens(tokens, 5, dtype=np.int8)
 
 
 def test_many_tiny_documents_in_one_window_take_the_vectorized_path(tmp_path):
@@ -185,8 +253,9 @@ def test_collate_flattens_cu_seqlens_without_repeated_boundaries(tmp_path):
     _, tokens = build(tmp_path / "m", [3, 10, 2, 9], dtype=np.uint16)
     dataset = PackedTokens(tokens, 6)  # windows: [0..6) [6..12) [12..18) [18..24)
     items = [dataset[k] for k in range(4)]
-    batch = collate_packed(items)
-    assert batch["input_ids"].shape == (4, 6) and batch["input_ids"].dtype == torch.int64
+    batch = collate_packed(items)  # input_ids in the stored dtype unless another is asked for
+    assert batch["input_ids"].shape == (4, 6) and batch["input_ids"].dtype == torch.uint16
+    assert collate_packed(items, dtype=torch.int64)["input_ids"].dtype == torch.int64
     np.testing.assert_array_equal(batch["input_ids"].numpy(), np.stack([i["input_ids"] for i in items]))
     expected = [0]
     for row, item in enumerate(items):

@@ -151,3 +151,82 @@ def test_state_at_counts_from_the_loaded_place_after_a_resume(m: Any) -> None:
     iterator = iter(fresh)
     take(iterator, 3)
     assert fresh.state_at(3) == fresh.state_dict()
+
+
+def interleaved(plans: list[list[int]]) -> list[int]:
+    """The epoch's global stream: step t holds sample t of rank 0, of rank 1, ..."""
+    return [plan[t] for t in range(len(plans[0])) for plan in plans]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_skip_of_whole_steps_continues_the_reference_stream(m: Any, world_size: int, drop_last: bool) -> None:
+    want = [shard_aware_indices(LENGTHS, rank=r, world_size=world_size, epoch=1, seed=3,
+                                drop_last=drop_last).tolist() for r in range(world_size)]
+    for read, steps in [(0, 2), (3, 1), (2, 0), (1, 1000)]:
+        samplers = ranks(m, world_size, drop_last=drop_last)
+        got = []
+        for sampler in samplers:
+            sampler.set_epoch(1)
+            iterator = iter(sampler)
+            first = take(iterator, read)
+            sampler.skip(steps * world_size)  # while the iterator runs
+            got.append(first + list(iterator))
+        kept = min(read + steps, len(want[0]))
+        assert got == [plan[:read] + plan[kept:] for plan in want]
+        # before iter(): the skip counts from the epoch's start (or the loaded place)
+        fresh = ranks(m, world_size, drop_last=drop_last)
+        for sampler in fresh:
+            sampler.set_epoch(1)
+            sampler.skip(steps * world_size)
+        assert [list(sampler) for sampler in fresh] == [plan[min(steps, len(plan)):] for plan in want]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+@pytest.mark.parametrize("skipped", [1, 5, 7])
+def test_skip_of_part_of_a_step_reads_every_other_sample_once_with_equal_counts(m: Any, world_size: int,
+                                                                                skipped: int) -> None:
+    want = [shard_aware_indices(LENGTHS, rank=r, world_size=world_size, seed=3).tolist() for r in range(world_size)]
+    stream = interleaved(want)
+    samplers = ranks(m, world_size)
+    iterators = [iter(sampler) for sampler in samplers]
+    read = [index for iterator in iterators for index in take(iterator, 2)]
+    for sampler in samplers:
+        sampler.skip(skipped)
+    state = json.loads(json.dumps(samplers[0].state_dict()))
+    rest = [list(iterator) for iterator in iterators]
+    assert len({len(r) for r in rest}) == 1
+    skipped_samples = stream[2 * world_size:2 * world_size + skipped]
+    rest_all = [index for r in rest for index in r]
+    assert set(read + skipped_samples + rest_all) == set(range(N))
+    assert not set(rest_all) & (set(read) | set(skipped_samples))
+    assert len(set(rest_all)) == len(set(range(N)) - set(read) - set(skipped_samples))
+    assert len(rest_all) - len(set(rest_all)) < world_size  # padding only
+    # the state after the partial skip resumes the same rest on the same world size
+    fresh = ranks(m, world_size)
+    for sampler in fresh:
+        sampler.load_state_dict(state)
+    assert [list(sampler) for sampler in fresh] == rest
+
+
+def test_skip_after_an_elastic_resume_and_past_the_end(m: Any) -> None:
+    first = ranks(m, 3)
+    read = [index for sampler in first for index in take(iter(sampler), 4)]
+    state = first[0].state_dict()
+    second = ranks(m, 2)
+    for sampler in second:
+        sampler.load_state_dict(state)
+    planned = [sampler.indices().tolist() for sampler in second]  # the re-plan of the unread samples on 2 ranks
+    for sampler in second:
+        sampler.skip(6)  # 3 steps of the new plan's global stream
+    rest = [list(sampler) for sampler in second]
+    assert rest == [plan[3:] for plan in planned]
+    skipped = [index for plan in planned for index in plan[:3]]
+    assert set(read) | set(skipped) | {i for r in rest for i in r} == set(range(N))
+    for sampler in second:
+        sampler.load_state_dict(state)
+        sampler.skip(10 * N)
+    assert [list(sampler) for sampler in second] == [[], []]
+    assert second[0].state_dict()["stages"][-1][1] == len(planned[0])
+    with pytest.raises(ValueError, match="num_samples >= 0"):
+        second[0].skip(-1)

@@ -4,12 +4,14 @@
   `NumpyMmap` (with the ``np_*`` functions): same-shape samples as one growing ndarray.
 - `open_existing(path)` opens any of them. The on-disk format is described in FORMAT.md.
 - `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
-  mixing several maps by weight.
+  mixing several maps by weight; `BlockOrder`: a shuffle of blocks of the stored data, for maps read by blocks, and
+  `shuffle_quality` to measure an order's locality and mixing.
 - `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
 from mmap_ninja.blend import BlendedMap, blend
+from mmap_ninja.block_order import BlockLayout, BlockOrder, block_layout, shuffle_quality
 from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
     ChecksumMismatchError,
@@ -22,6 +24,7 @@ from mmap_ninja.errors import (
     LockingUnavailableError,
     MapError,
     MapExistsError,
+    MapInUseError,
     MapLockedError,
     MapMovedError,
     MissingKeyError,
@@ -54,6 +57,8 @@ from mmap_ninja.verify import Report, verify
 
 __all__ = [
     "BlendedMap",
+    "BlockLayout",
+    "BlockOrder",
     "ChecksumMismatchError",
     "ClosedMapError",
     "ConversionError",
@@ -66,6 +71,7 @@ __all__ = [
     "LockingUnavailableError",
     "MapError",
     "MapExistsError",
+    "MapInUseError",
     "MapLockedError",
     "MapMovedError",
     "MissingKeyError",
@@ -91,6 +97,7 @@ __all__ = [
     "Wrapped",
     "__version__",
     "blend",
+    "block_layout",
     "convert",
     "merge",
     "np_append",
@@ -100,6 +107,7 @@ __all__ = [
     "np_from_ndarray",
     "np_open_existing",
     "open_existing",
+    "shuffle_quality",
     "upload",
     "verify",
 ]

@@ -41,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.maps import resolve_positions
-from mmap_ninja.order import Order, take_many
+from mmap_ninja.order import Order, OrderFamily
 
 __all__ = ["BlendedMap", "blend"]
 
@@ -49,13 +49,15 @@ QUANTUM_BITS = 23  # weights are integers out of 2**23 of their sum
 MAX_LENGTH = 1 << 39  # arrival numbers times quantized weights stay within int64
 DEFAULT_MAX_OPEN_SOURCES = 64
 _ITER_CHUNK = 1024
+_STRAGGLERS = 16  # positions still descending below which a batch finishes them one by one
 _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
 
 
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("depth", "half", "left", "left_weight", "nodes", "right", "root", "total")
+    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "half", "inner",
+                 "left", "left_weight", "nodes", "right", "root", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -85,7 +87,17 @@ class _Tree:
         self.total = np.array(total, dtype=np.int64)
         self.half = self.total // 2
         # The same, as Python ints per node, for one position at a time (NumPy scalars are slower there).
-        self.nodes = [(left[k], right[k], left_weight[k], total[k], total[k] // 2) for k in range(len(total))]
+        self.nodes = [(left[k], right[k] if left[k] >= 0 else k, left_weight[k], total[k], total[k] // 2)
+                      for k in range(len(total))]
+        # For batches, per node: a leaf is a fixed point (weight 0 of 1: every arrival goes "right", to itself).
+        inner = [left[k] >= 0 for k in range(len(total))]
+        self.batch_left = np.array([left[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
+        self.batch_right = np.array([right[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
+        self.batch_a = np.where(inner, self.left_weight, 0)
+        self.batch_d = np.where(inner, self.total, 1)
+        self.batch_h = np.where(inner, self.half, 0)
+        self.batch_b = self.batch_d - self.batch_a  # goes left when the remainder reaches the right side's weight
+        self.inner = np.array(inner, dtype=bool)
         depth, stack = 0, [(self.root, 0)]
         while stack:
             node, level = stack.pop()
@@ -94,33 +106,65 @@ class _Tree:
                 stack += [(left[node], level + 1), (right[node], level + 1)]
         self.depth = depth
 
-    def descend(self, arrival: int) -> tuple[int, int]:
-        """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position."""
-        node, nodes = self.root, self.nodes
-        left, right, a, d, h = nodes[node]
+    def descend(self, arrival: int, node: int = -1) -> tuple[int, int]:
+        """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
+
+        A node whose left side weighs ``a`` of ``d`` sends arrival ``j`` left when ``(j·a + h) // d`` steps up
+        from ``j`` to ``j + 1``: with ``before, rest = divmod(j·a + h, d)``, exactly when ``rest + a >= d``."""
+        nodes = self.nodes
+        left, right, a, d, h = nodes[self.root if node < 0 else node]  # or from ``node`` on, if given
         while left >= 0:
-            before = (arrival * a + h) // d
-            if ((arrival + 1) * a + h) // d > before:
-                node, arrival = left, before
+            before, rest = divmod(arrival * a + h, d)
+            if rest + a >= d:
+                left, right, a, d, h = nodes[left]
+                arrival = before
             else:
-                node, arrival = right, arrival - before
-            left, right, a, d, h = nodes[node]
-        return node, arrival
+                left, right, a, d, h = nodes[right]
+                arrival -= before
+        return right, arrival  # a leaf's entry holds its own number as ``right``
 
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`descend` for an int64 array of arrivals."""
-        nodes = np.full(arrivals.shape, self.root, dtype=np.int64)
-        arrivals = arrivals.copy()
-        active = np.flatnonzero(self.left[nodes] >= 0)
-        while active.size:
-            node, arrival = nodes[active], arrivals[active]
-            a, d, h = self.left_weight[node], self.total[node], self.half[node]
-            before = (arrival * a + h) // d
-            goes_left = ((arrival + 1) * a + h) // d > before
-            nodes[active] = np.where(goes_left, self.left[node], self.right[node])
-            arrivals[active] = np.where(goes_left, before, arrival - before)
-            active = active[self.left[nodes[active]] >= 0]
-        return nodes, arrivals
+        """`descend` for an int64 array of arrivals. Leaves are fixed points of a step, so the positions that reached
+        one are dropped only when they are most of those left (fewer NumPy calls per level on small batches)."""
+        if not self.inner[self.root] or not len(arrivals):
+            return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
+        a_of, d_of, h_of, b_of = self.batch_a, self.batch_d, self.batch_h, self.batch_b
+        left_of, right_of, inner_of = self.batch_left, self.batch_right, self.inner
+        # The root's step, with its constants as scalars.
+        root = self.root
+        scaled = arrivals * a_of[root] + h_of[root]
+        before = scaled // d_of[root]
+        goes_left = scaled - before * d_of[root] >= b_of[root]
+        node = np.where(goes_left, left_of[root], right_of[root])
+        arrival = np.where(goes_left, before, arrivals - before)
+        nodes, found = node, arrival
+        active: Any = None  # the rows of ``nodes`` still descending (None: all of them, in place)
+        while True:
+            inner = inner_of[node]
+            left = int(np.count_nonzero(inner))
+            if left < len(node):
+                if active is None:
+                    nodes, found = node.copy(), arrival.copy()
+                    active = np.arange(len(node))
+                if 2 * left <= len(node):  # drop the finished ones
+                    leaf = ~inner
+                    done = active[leaf]
+                    nodes[done] = node[leaf]
+                    found[done] = arrival[leaf]
+                    if not left:
+                        return nodes, found
+                    active, node, arrival = active[inner], node[inner], arrival[inner]
+                    if left <= _STRAGGLERS:  # the last few go on one by one: cheaper than more levels of NumPy calls
+                        for row, at, count in zip(active.tolist(), node.tolist(), arrival.tolist()):
+                            nodes[row], found[row] = self.descend(count, at)
+                        return nodes, found
+            scaled = arrival * a_of[node]
+            scaled += h_of[node]
+            before = scaled // d_of[node]
+            scaled -= before * d_of[node]  # the remainder
+            goes_left = scaled >= b_of[node]
+            node = np.where(goes_left, left_of[node], right_of[node])
+            arrival = np.where(goes_left, before, arrival - before)
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -216,7 +260,13 @@ class BlendedMap:
                 before = [b + c for b, c in zip(before, tree.counts(span, sources))]
         self._before_arrays = [np.array(b, dtype=np.int64) for b in self._before]
         self._lengths_array = np.array(self._lengths, dtype=np.int64)
-        self._seeds_array = np.array([self._source_seed(k) for k in range(sources)], dtype=np.uint64)
+        self._starts_array = np.array(self._starts, dtype=np.int64)
+        self._family = OrderFamily(self._lengths, [self._source_seed(k) for k in range(sources)], shuffle=self._shuffle)
+        if self._shuffle and self._length:  # every (source, source epoch) the blend reaches, if they are not too many
+            reached = self.counts(self._length)
+            self._family.cache_keys([(c - 1) // n if c and n else -1 for c, n in zip(reached, self._lengths)])
+        # Each source's order of the source epoch read last: consecutive reads of a source mostly share its epoch.
+        self._current: list[Optional[Order]] = [None] * sources
         self._open: OrderedDict[int, Any] = OrderedDict()
         for k, source in (opened or {}).items():
             if len(self._open) < self._max_open:
@@ -283,31 +333,40 @@ class BlendedMap:
 
     def source_of(self, index: Any) -> tuple[int, int]:
         """``(k, local)``: position ``index`` reads ``sources[k][local]``."""
-        position = self._position(index)
-        segment = bisect_right(self._starts, position) - 1
+        return self._locate(self._position(index))
+
+    def _locate(self, position: int) -> tuple[int, int]:
+        """`source_of` for a position in ``range(len(self))``, with Python ints only (no NumPy scalars)."""
+        segment = bisect_right(self._starts, position) - 1 if len(self._starts) > 1 else 0
         k, drawn = self._trees[segment].descend(position - self._starts[segment])
         draw = self._before[segment][k] + drawn
         n = self._lengths[k]
-        return k, self._order(k, draw // n)[draw % n]
+        epoch, within = divmod(draw, n) if draw >= n else (0, draw)
+        order = self._current[k]
+        if order is None or order.epoch != epoch:
+            order = self._current[k] = self._order(k, epoch)
+        return k, order._index(within)
 
     def sources_of(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
         """`source_of` for many positions (any indexing form but an int): two int64 arrays, sources and locals."""
         return self._sources_of(resolve_positions(indices, self._length))
 
     def _sources_of(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sources = np.empty(len(positions), dtype=np.int64)
-        draws = np.empty(len(positions), dtype=np.int64)
-        segment_of = np.searchsorted(np.array(self._starts, dtype=np.int64), positions, side="right") - 1
-        for segment in np.unique(segment_of).tolist():
-            rows = np.flatnonzero(segment_of == segment) if len(self._starts) > 1 else slice(None)
-            ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
-            sources[rows] = ks
-            draws[rows] = self._before_arrays[segment][ks] + drawn
+        if len(self._starts) == 1:
+            sources, drawn = self._trees[0].descend_many(positions)
+            draws = drawn + self._before_arrays[0][sources] if len(self._trees) > 1 else drawn
+        else:
+            sources = np.empty(len(positions), dtype=np.int64)
+            draws = np.empty(len(positions), dtype=np.int64)
+            segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
+            for segment in np.unique(segment_of).tolist():
+                rows = np.flatnonzero(segment_of == segment)
+                ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
+                sources[rows] = ks
+                draws[rows] = self._before_arrays[segment][ks] + drawn
         lengths = self._lengths_array[sources]
         epochs, within = np.divmod(draws, lengths)
-        if not self._shuffle:
-            return sources, within
-        return sources, take_many(lengths, self._seeds_array[sources], epochs, within)
+        return sources, self._family.take(sources, epochs, within)
 
     def counts(self, prefix: int) -> list[int]:
         """How many of the first ``prefix`` positions read each source."""
@@ -348,25 +407,49 @@ class BlendedMap:
 
     def __getitem__(self, index: Any) -> Any:
         """``m[i]`` is one sample; a slice, a sequence of ints or a boolean mask gives a list of samples."""
-        if type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
+        if type(index) is int and 0 <= index < self._length:
+            k, local = self._locate(index)
+        elif type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
                 isinstance(index, np.ndarray) and index.ndim == 0):
             return self.__getitems__(index)
-        k, local = self.source_of(index)
-        return self.source(k)[local]
+        else:
+            k, local = self._locate(self._position(index))
+        found = self._open.get(k)
+        if found is None:
+            return self.source(k)[local]
+        if next(reversed(self._open), k) != k:  # least recently used first out: mark it used (if not already last)
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on every read
+                self._open.move_to_end(k)
+            except KeyError:  # another thread evicted it meanwhile: it is still usable
+                pass
+        return found[local]
 
-    def _groups(self, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
         sources, local = self._sources_of(positions)
+        if not len(sources):
+            return []
         order = np.argsort(sources, kind="stable")
-        bounds = np.flatnonzero(np.diff(sources[order])) + 1
-        for rows in np.split(order, bounds) if len(order) else []:
-            yield int(sources[rows[0]]), rows, local[rows]
+        counts = np.bincount(sources, minlength=self.num_sources)
+        touched = np.flatnonzero(counts)
+        ends = np.cumsum(counts)[touched].tolist()
+        starts = (np.cumsum(counts)[touched] - counts[touched]).tolist()
+        local_sorted = local[order]
+        return [(k, order[start:end], local_sorted[start:end])
+                for k, start, end in zip(touched.tolist(), starts, ends)]
+
+    def _opened(self, k: int) -> Any:
+        """Source ``k`` for a batch: the open one as it is (a batch touches many sources; the LRU order is kept
+        by `source` when one has to be opened), else `source`."""
+        found = self._open.get(k)
+        return found if found is not None else self.source(k)
 
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = resolve_positions(indices, self._length)
         result: list[Any] = [None] * len(positions)
         for k, rows, local in self._groups(positions):
-            source = self.source(k)
+            source = self._opened(k)
             getitems = getattr(source, "__getitems__", None)
             samples = getitems(local) if getitems is not None else [source[i] for i in local.tolist()]
             for row, sample in zip(rows.tolist(), samples):
@@ -409,14 +492,24 @@ class BlendedMap:
         from mmap_ninja.sharded import _batch_arguments
 
         cls = self._batch_kind()
-        arguments = _batch_arguments(cls.get_batch, indices, args, options)
+        arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
         positions = resolve_positions(indices, self._length)
-        groups = list(self._groups(positions))
+        groups = self._groups(positions)
         if len(groups) == 1 or not len(positions):
             k, local = (groups[0][0], groups[0][2]) if groups else (0, positions)
             return self.source(k).get_batch(local, **arguments)
         per_source = {name: value for name, value in arguments.items() if name != "out"}
-        parts = [(rows, self.source(k).get_batch(local, **per_source)) for k, rows, local in groups]
+        opened = self._opened
+        parts = [(rows, opened(k).get_batch(local, **per_source)) for k, rows, local in groups]
+        if not arguments:
+            arrays = [part for _, part in parts]
+            first = arrays[0]
+            if type(first) is np.ndarray and all(type(part) is np.ndarray for part in arrays) and len(
+                    {(part.dtype, part.shape[1:]) for part in arrays}) == 1:
+                # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
+                stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
+                stacked[np.concatenate([rows for rows, _ in parts])] = np.concatenate(arrays)
+                return stacked
         return cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:

@@ -160,10 +160,10 @@ def describe(path: str, storage_options: dict[str, Any] | None = None) -> dict[s
         parts = []
         for shard in top.shards:
             header = read_header(directory / shard.path)
-            parts.append((header, _column_bytes(directory / shard.path, header.columns)))
+            parts.append((header, _column_bytes(directory / shard.path, header)))
         return _describe_sharded(str(directory), top.kind, top.attrs, len(top), top.metadata, parts)
     header = read_header(directory)
-    return _describe_map(str(directory), header, _column_bytes(directory, header.columns))
+    return _describe_map(str(directory), header, _column_bytes(directory, header))
 
 
 def _describe_url(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -220,14 +220,12 @@ def _describe_map(where: str, header: Any, column_bytes: dict[str, int]) -> dict
     return info
 
 
-def _column_bytes(directory: Any, columns: Any) -> dict[str, int]:
+def _column_bytes(directory: Any, header: Any) -> dict[str, int]:
     """Each column's file size (0 for a missing file: `verify` says what is wrong)."""
-    from mmap_ninja.storage import COLUMN_SUFFIX
-
     sizes = {}
-    for name in columns:
+    for name in header.columns:
         try:
-            sizes[name] = os.path.getsize(directory / (name + COLUMN_SUFFIX))
+            sizes[name] = os.path.getsize(directory / header.file_of(name))
         except OSError:
             sizes[name] = 0
     return sizes

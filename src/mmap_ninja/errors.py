@@ -20,6 +20,7 @@ __all__ = [
     "LockingUnavailableError",
     "MapError",
     "MapExistsError",
+    "MapInUseError",
     "MapLockedError",
     "MapMovedError",
     "MissingKeyError",
@@ -98,6 +99,11 @@ class UnknownFeatureError(FormatVersionError):
 
 class MapLockedError(MapError, BlockingIOError):
     """Another writer held the map's lock for longer than ``lock_timeout``."""
+
+
+class MapInUseError(MapLockedError):
+    """A map kept with ``commit="slots"`` cannot be replaced (``overwrite=True``) while a handle, in this process or
+    another, still maps its files: a file a reader holds is never deleted or overwritten under it."""
 
 
 class UnfinishedMapError(MapError, ValueError):

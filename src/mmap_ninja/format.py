@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mmap_ninja import header_slots
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnknownFeatureError
 
 __all__ = [
@@ -33,7 +34,9 @@ __all__ = [
     "dtype_from_json",
     "dtype_to_json",
     "encode_header",
+    "header_checksum",
     "parse_header",
+    "plain_header",
     "read_header",
     "register_feature",
 ]
@@ -48,11 +51,12 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_METADATA_BYTES = 4 << 20
 MAX_METADATA_KEY_LENGTH = 256
 
+_SUFFIX = re.compile(r"[0-9a-f]{1,32}")
 _COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _KEYS = {"format", "version", "id", "commit", "kind", "requires", "attrs", "metadata", "building", "columns",
          "checksums", "checksum"}
 _REQUIRED_KEYS = {"format", "version", "kind", "attrs", "columns"}  # all a 1.0 header has besides "id"
-_FEATURES: set[str] = set()
+_FEATURES: set[str] = {header_slots.FEATURE}
 
 
 def register_feature(name: str) -> None:
@@ -148,6 +152,12 @@ class Header:
     def evolve(self, **changes: Any) -> Header:
         return replace(self, **changes)
 
+    def file_of(self, column: str) -> str:
+        """The name of ``column``'s file: ``<column>.bin``, or ``<column>.<file_suffix>.bin`` in a slot map
+        generation made while readers still held the files of the one it replaced (FORMAT.md, commit.slots)."""
+        suffix = self.extra.get("file_suffix")
+        return f"{column}.{suffix}.bin" if suffix else f"{column}.bin"
+
 
 def read_header(directory: Path) -> Header:
     """Read and check ``directory/header.json`` (see FORMAT.md); raises `NotAMapError`, `CorruptMapError`,
@@ -176,6 +186,16 @@ def read_header(directory: Path) -> Header:
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(content, dict) and isinstance(content.get("requires"), list) \
+            and header_slots.FEATURE in content["requires"] and content.get("format") == FORMAT_NAME:
+        # A slot map (FORMAT.md, "commit.slots"): header.json is a stub; the header is the newest valid slot.
+        path = directory / header_slots.SLOTS_FILE
+        try:
+            content = json.loads(header_slots.read_slots(directory))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise CorruptMapError(f"{path} holds a slot that is not valid JSON: {e}") from None
+        if not isinstance(content, dict) or header_slots.FEATURE not in (content.get("requires") or ()):
+            raise CorruptMapError(f"{path} holds a header that does not require {header_slots.FEATURE!r}")
     return parse_header(content, path)
 
 
@@ -213,8 +233,17 @@ def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> He
         raise CorruptMapError(f"{path}: 'kind' must be a string, got {kind!r}")
     if not isinstance(attrs, dict):
         raise CorruptMapError(f"{path}: 'attrs' must be an object, got {type(attrs).__name__}")
+    if columns == {} and header_slots.FEATURE in requires:
+        raise CorruptMapError(f"{path} is the stub of a map kept with {header_slots.FEATURE!r}: its header is in "
+                              f"{header_slots.SLOTS_FILE}, which only a local reader reads (mmap_ninja.upload "
+                              f"publishes such a map as a plain one)")
     if not isinstance(columns, dict) or not columns:
         raise CorruptMapError(f"{path}: 'columns' must be a non-empty object")
+    suffix = content.get("file_suffix")
+    if suffix is not None and not (isinstance(suffix, str) and _SUFFIX.fullmatch(suffix)
+                                   and header_slots.FEATURE in requires):
+        raise CorruptMapError(f"{path}: 'file_suffix' must be 1 to 32 lowercase hex digits, in a map that requires "
+                              f"{header_slots.FEATURE!r}; got {suffix!r}")
     parsed = {}
     for name, spec in columns.items():
         if not _COLUMN_NAME.fullmatch(name) or ".." in name:
@@ -250,6 +279,16 @@ def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> He
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
                   building=building, checksums=None if checksums is None else checksums["algorithm"],
                   extra={k: v for k, v in content.items() if k not in _KEYS})
+
+
+def plain_header(directory: Path) -> bytes:
+    """The header of the map in ``directory`` as a plain map's ``header.json`` (a slot map's without the feature:
+    what `mmap_ninja.upload` publishes, whose readers fetch ``<column>.bin`` objects and ``header.json``)."""
+    header = read_header(directory)
+    if header.extra.get("file_suffix"):
+        raise ValueError(f"{directory} names its column files with a suffix (it replaced a map while readers held "
+                         f"it); upload a copy made with mmap-ninja convert, or overwrite it once no reader holds it")
+    return encode_header(header.evolve(requires=tuple(r for r in header.requires if r != header_slots.FEATURE)))
 
 
 def encode_header(header: Header) -> bytes:

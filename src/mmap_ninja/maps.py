@@ -711,17 +711,20 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
         Until the block ends without an error the map is marked unfinished and this build keeps its writer
         lock: see `from_generator`. ``options`` are the kind's own (``dtype=`` for ragged maps, ...). The map
-        stays open after the block. This is what every ``from_*`` builder uses.
+        stays open after the block. This is what every ``from_*`` builder uses. ``commit="slots"`` (every builder
+        takes it) keeps the header in two slots written in place (FORMAT.md, ``commit.slots``); the default is
+        ``$MMAP_NINJA_COMMIT``, else ``"slots"`` on Windows and ``"rename"`` elsewhere.
         """
         mode = _normalize_mode(mode)
         layout = cls.layout
+        commit = options.pop("commit", None)
         cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
         _refuse_shard(resolved(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
-                             lock_timeout=lock_timeout)
+                             lock_timeout=lock_timeout, commit=commit)
         target = cls._attach(store, mode, wrapper_fn)
         target._shard_checked = True
         try:
@@ -740,7 +743,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         accepted = [name for name, parameter in inspect.signature(cls.layout.attrs).parameters.items()
                     if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
         for name in options:
-            if name not in accepted:
+            if name not in accepted and name != "commit":  # (the protocol: `build` takes it, not the layout)
                 known = f"its options are {', '.join(accepted)}" if accepted else "it takes no kind options"
                 raise TypeError(f"{cls.__name__}.{call}() got an unexpected keyword argument {name!r} "
                                 f"({known}, besides the builder's own keywords)")

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["Order"]
+__all__ = ["Order", "OrderFamily"]
 
 _MASK64 = (1 << 64) - 1
 _ROUNDS = 6
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
+# Values still cycle-walking below which `OrderFamily.take` finishes them one by one in Python.
+_STRAGGLERS = 4
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
 
@@ -147,16 +149,34 @@ class Order:
 
     # -- one position (pure Python ints: a few microseconds, no NumPy call overhead) --
 
-    def _permute(self, value: int) -> int:
-        """One pass of the Feistel network over ``range(2**bits)``."""
-        low_bits = self._low_bits
-        high, low = value >> low_bits, value & ((1 << low_bits) - 1)
-        for key, shift in self._rounds:
-            # (high: h bits, low: l bits) -> (low, high ^ F(low)): widths swap every round. F keeps the top h bits
-            # of a multiply-xorshift-multiply hash of (low, key) (none when h is 0: a shift by 64 leaves nothing).
-            mixed = ((low ^ key) * _MUL1) & _MASK64
-            high, low = low, high ^ ((((mixed ^ (mixed >> 32)) * _MUL2) & _MASK64) >> shift)
-        return (high << low_bits) | low  # an even number of rounds: the widths are back where they started
+    def _index(self, position: int, mul1: int = _MUL1, mul2: int = _MUL2, mask: int = _MASK64) -> int:
+        """The index at ``position`` (an int in ``range(n)``, not checked): the Feistel network, unrolled, with cycle
+        walking. Each round maps (high: h bits, low: l bits) to (low, high ^ F(low)), so the halves swap roles every
+        round; unrolled, the same is ``high ^= F(low)`` then ``low ^= F(high)``. F keeps the top bits of a
+        multiply-xorshift-multiply hash of (half, key) (none when the width is 0: a shift by 64 leaves nothing)."""
+        if not self.shuffle:
+            return position
+        n, low_bits = self._n, self._low_bits
+        low_mask = (1 << low_bits) - 1
+        (k0, s0), (k1, s1), (k2, s2), (k3, s3), (k4, s4), (k5, s5) = self._rounds
+        value = position
+        while True:
+            high, low = value >> low_bits, value & low_mask
+            mixed = (low ^ k0) * mul1 & mask
+            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s0
+            mixed = (high ^ k1) * mul1 & mask
+            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s1
+            mixed = (low ^ k2) * mul1 & mask
+            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s2
+            mixed = (high ^ k3) * mul1 & mask
+            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s3
+            mixed = (low ^ k4) * mul1 & mask
+            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s4
+            mixed = (high ^ k5) * mul1 & mask
+            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s5
+            value = (high << low_bits) | low
+            if value < n:  # cycle walking: stays a bijection of range(n)
+                return value
 
     def __getitem__(self, position: Any) -> Any:
         if isinstance(position, slice):
@@ -168,12 +188,7 @@ class Order:
             raise IndexError(f"Order position {k} is out of range for an order of {self._n} indices")
         if k < 0:
             k += self._n
-        if not self.shuffle:
-            return k
-        value = self._permute(k)
-        while value >= self._n:  # cycle walking: stays a bijection of range(n)
-            value = self._permute(value)
-        return value
+        return self._index(k)
 
     def __iter__(self) -> Iterator[int]:
         for start in range(0, self._n, _ITER_CHUNK):
@@ -182,7 +197,8 @@ class Order:
     # -- many positions at once --
 
     def _permute_array(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
-        """`_permute` on a uint64 array (multiplication wraps modulo 2**64, as the masking does in `_permute`).
+        """One pass of the Feistel network (as in `_index`) on a uint64 array (multiplication wraps modulo 2**64, as
+        the masking does in `_index`).
         ``keys`` holds each round's key: a uint64 scalar, or an array of one key per value."""
         high_bits, low_bits = self._high_bits, self._low_bits
         high = values >> np.uint64(low_bits)
@@ -295,6 +311,149 @@ def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarr
             values[outside] = walked
             outside = outside[walked >= n[outside]]
     return values.astype(np.int64)
+
+
+class OrderFamily:
+    """The orders of many datasets at once, for reading many of them in one vectorized call (a blend's batches).
+
+    ``OrderFamily(lengths, seeds, shuffle=True).take(members, epochs, positions)`` is
+    ``[Order(lengths[k], seed=seeds[k], epoch=e, shuffle=shuffle)[p] for k, e, p in zip(members, epochs,
+    positions)]`` as an int64 array, computed with NumPy over all the positions together: each member's constants
+    (domain split, seed state) once when the family is built, the round keys of each ``(member, epoch)`` on the fly,
+    then the Feistel rounds and the cycle walking over the whole array. Memory is O(members), nothing of the
+    datasets' size. Positions must lie in ``range(lengths[k])`` (not checked: the caller computed them).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja.order import Order, OrderFamily
+        >>> family = OrderFamily([10, 1000], seeds=[3, 4])
+        >>> family.take(np.array([0, 1, 1]), np.array([2, 0, 5]), np.array([7, 7, 999])).tolist() == [
+        ...     Order(10, seed=3, epoch=2)[7], Order(1000, seed=4)[7], Order(1000, seed=4, epoch=5)[999]]
+        True
+    """
+
+    def __init__(self, lengths: Sequence[int], seeds: Sequence[int], *, shuffle: bool = True):
+        lengths = [int(n) for n in lengths]
+        if len(seeds) != len(lengths):
+            raise ValueError(f"OrderFamily needs one seed per member: {len(seeds)} seeds for {len(lengths)} lengths")
+        self.shuffle = bool(shuffle)
+        bits = [max(n - 1, 0).bit_length() for n in lengths]
+        high_bits = [(b + 1) // 2 for b in bits]
+        low_bits = [b // 2 for b in bits]
+        self._n = np.array(lengths, dtype=np.uint64)
+        self._low_bits = np.array(low_bits, dtype=np.uint64)
+        self._low_mask = np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64)
+        # Rounds 0, 2, 4 write the high half (h bits), rounds 1, 3, 5 the low one (l bits): F keeps the top bits of
+        # its hash with a shift of 64 - width. A width of 0 (members of at most 2 elements) would need a shift by 64,
+        # which NumPy does not define: those shift by 63 and mask the result to nothing.
+        self._shifts = (np.array([64 - max(b, 1) for b in high_bits], dtype=np.uint64),
+                        np.array([64 - max(b, 1) for b in low_bits], dtype=np.uint64))
+        self._narrow = min(bits, default=2) < 2
+        self._width_masks = (np.array([(1 << b) - 1 for b in high_bits], dtype=np.uint64),
+                             np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64))
+        self._seed_states = np.array([_mix64((int(seed) & _MASK64) ^ _GOLDEN) for seed in seeds], dtype=np.uint64)
+        self._key_table: Optional[list[np.ndarray]] = None  # see `cache_keys`: each round's keys
+        self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._n)
+
+    def cache_keys(self, max_epochs: Sequence[int], limit: int = 1 << 16) -> bool:
+        """Precompute the round keys of epochs ``0 .. max_epochs[k]`` of every member ``k`` (when they are at most
+        ``limit`` in all), so that `take` looks them up instead of deriving them; True if they were cached."""
+        counts = np.maximum(np.asarray(max_epochs, dtype=np.int64) + 1, 0)
+        if counts.shape != self._n.shape or int(counts.sum()) > limit:
+            return False
+        members = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        epochs = np.arange(len(members), dtype=np.int64) - np.repeat(starts, counts)
+        self._key_table = self._derive_keys(members, epochs) if len(members) else None
+        self._key_starts, self._key_epochs = starts, counts
+        return self._key_table is not None
+
+    def _derive_keys(self, members: np.ndarray, epochs: np.ndarray) -> list[np.ndarray]:
+        """The six round keys of each ``(members[j], epochs[j])`` (as `_round_keys` derives them)."""
+        golden = np.uint64(_GOLDEN)
+        with np.errstate(over="ignore"):
+            state = _mix64_array(self._seed_states[members] + epochs.astype(np.uint64) * golden)
+            keys = []
+            for round_number in range(_ROUNDS):
+                state = _mix64_array(state + (golden + np.uint64(round_number)))
+                keys.append(state)
+        return keys
+
+    def take(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The index at ``positions[j]`` of member ``members[j]``'s order of epoch ``epochs[j]``, for every ``j``
+        (three int64 arrays of one length), as an int64 array."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not self.shuffle or not positions.size:
+            return np.array(positions, dtype=np.int64, copy=True)
+        members = np.asarray(members, dtype=np.int64)
+        epochs = np.asarray(epochs, dtype=np.int64)
+        keys: list[np.ndarray]
+        if self._key_table is not None and bool((epochs < self._key_epochs[members]).all()):
+            rows = self._key_starts[members] + epochs
+            keys = [table[rows] for table in self._key_table]
+        else:
+            keys = self._derive_keys(members, epochs)
+        params = [self._n[members], self._low_bits[members], self._low_mask[members],
+                  self._shifts[0][members], self._shifts[1][members]]
+        if self._narrow:
+            params += [self._width_masks[0][members], self._width_masks[1][members]]
+        with np.errstate(over="ignore"):
+            values = self._pass(positions.astype(np.uint64), keys, params)
+            outside = np.flatnonzero(values >= params[0])
+            while len(outside) > _STRAGGLERS:  # cycle walking, on the values that fell outside their member's range
+                walked = self._pass(values[outside], [key[outside] for key in keys],
+                                    [param[outside] for param in params])
+                values[outside] = walked
+                outside = outside[walked >= params[0][outside]]
+        for j in outside.tolist():  # the last few walk on in Python: cheaper than more rounds of NumPy calls
+            values[j] = self._walk_one(int(values[j]), [int(key[j]) for key in keys], [int(p[j]) for p in params])
+        return values.astype(np.int64)
+
+    def _walk_one(self, value: int, keys: list[int], params: list[int]) -> int:
+        """`_pass` on one value (Python ints) until it lands in its member's range."""
+        n, low_bits, low_mask, shift_high, shift_low = params[:5]
+        masks = params[5:7] if self._narrow else [_MASK64, _MASK64]
+        shifts = (shift_high, shift_low)
+        while value >= n:
+            high, low = value >> low_bits, value & low_mask
+            for round_number, key in enumerate(keys):
+                source = low if round_number % 2 == 0 else high
+                mixed = (source ^ key) * _MUL1 & _MASK64
+                mixed = (((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> shifts[round_number % 2]) & masks[
+                    round_number % 2]
+                if round_number % 2 == 0:
+                    high ^= mixed
+                else:
+                    low ^= mixed
+            value = (high << low_bits) | low
+        return value
+
+    def _pass(self, values: np.ndarray, keys: list[np.ndarray], params: list[np.ndarray]) -> np.ndarray:
+        """One pass of the Feistel network (`Order._index`, unrolled) on uint64 arrays, in place where it can."""
+        low_bits, low_mask, shifts = params[1], params[2], params[3:5]
+        high = values >> low_bits
+        low = values & low_mask
+        mixed = np.empty_like(values)
+        spread = np.empty_like(values)
+        mul1, mul2, shift32 = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32)
+        for round_number, key in enumerate(keys):
+            source, target = (low, high) if round_number % 2 == 0 else (high, low)
+            np.bitwise_xor(source, key, out=mixed)
+            np.multiply(mixed, mul1, out=mixed)
+            np.right_shift(mixed, shift32, out=spread)
+            np.bitwise_xor(mixed, spread, out=mixed)
+            np.multiply(mixed, mul2, out=mixed)
+            np.right_shift(mixed, shifts[round_number % 2], out=mixed)
+            if self._narrow:
+                np.bitwise_and(mixed, params[5 + round_number % 2], out=mixed)
+            np.bitwise_xor(target, mixed, out=target)
+        np.left_shift(high, low_bits, out=high)
+        result: np.ndarray = np.bitwise_or(high, low, out=high)
+        return result
 
 
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:

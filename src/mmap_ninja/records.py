@@ -639,7 +639,7 @@ class RecordsMmap(MapBase):
             rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
         return cls._build_batches(out_dir, _batches(rows, batch_size), schema, key, overwrite=overwrite,
                                   durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
-                                  lock_timeout=lock_timeout)
+                                  lock_timeout=lock_timeout, **options)  # (commit=: see MapBase.build)
 
     @classmethod
     def from_indexable(cls: type[R], out_dir: PathLike, indexable: Any, batch_size: Optional[int] = None,
@@ -657,7 +657,8 @@ class RecordsMmap(MapBase):
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
-                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
+                                  **options)
 
     @classmethod
     def from_dict(cls: type[R], out_dir: PathLike, columns: Mapping[str, Any], *,

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja import locks
+from mmap_ninja import header_slots, locks
 from mmap_ninja._fsio import (
     SizedBuffers,
     byte_sizes,
@@ -33,6 +33,7 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._open_errors import moved_error, unfinished_error
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja._paths import PathLike, absolute, is_url, resolved
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
@@ -41,15 +42,13 @@ from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
-    MapError,
     MapExistsError,
     MapLockedError,
-    MapMovedError,
     NotAMapError,
     ReadOnlyMapError,
-    UnfinishedMapError,
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
+from mmap_ninja.header_slots import FEATURE as SLOTS
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
            "absolute", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory", "resolved"]
@@ -228,6 +227,7 @@ class Store:
         self.allow_unfinished = allow_unfinished
         self.closed = False
         self._header = header
+        self._reader_lock = header_slots.hold(path, header, self.lock_timeout)  # a slot map's files stay while held
         self._columns = self._columns_of(header)
         self._txn: _Transaction | None = None
         self._thread_lock = threading.RLock()
@@ -246,6 +246,10 @@ class Store:
         if header.building and not allow_unfinished:
             raise unfinished_error(path, header)
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
+        if store._reader_lock is not None and store._reader_lock.fd is not None and \
+                header_slots.current_id(path) != header.id:
+            store.close()  # replaced between reading the header and holding its files: open the new map
+            return cls.open(path, durable=durable, lock_timeout=lock_timeout, allow_unfinished=allow_unfinished)
         if header.building and header.commit == 0:
             return store  # a build killed while laying out its files: it committed nothing, not even them
         for name in header.columns:
@@ -257,7 +261,7 @@ class Store:
                initial: Optional[Mapping[str, Sequence[Any]]] = None, metadata: Optional[Mapping[str, Any]] = None,
                requires: Sequence[str] = (), building: bool = False, overwrite: bool = False,
                durable: bool = False, lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
-               join_existing: bool = False) -> Store:
+               join_existing: bool = False, commit: Optional[str] = None) -> Store:
         """Make a new map of ``kind`` in ``path`` (missing parents are created) and return it open.
 
         ``columns`` maps each column to its item dtype; ``initial`` gives items a column starts with (such as
@@ -267,10 +271,12 @@ class Store:
         is refused. With ``building=True`` the header marks the map unfinished and the returned store keeps the
         writer lock until `finish_build`. With ``join_existing=True`` a finished map of the same kind found in
         ``path`` (one a racing process just created) is opened instead of failing. ``path`` is `resolved`: a
-        link to a folder that does not exist yet creates the map there.
+        link to a folder that does not exist yet creates the map there. ``commit`` is the protocol of the new map
+        (`header_slots.choose_protocol`: ``"slots"``, ``"rename"`` or None for the default).
         """
         path = resolved(path)
         lock_timeout = check_lock_timeout(lock_timeout)
+        header_slots.choose_protocol(commit)  # a bad value fails before anything exists
         if path.exists() and not path.is_dir():
             raise MapExistsError(f"{path} exists and is not a directory")
         locks.require(f"the map {path}")
@@ -301,7 +307,9 @@ class Store:
                 raise MapExistsError(f"{path} already holds a map; pass overwrite=True to replace it")
             if old is None:
                 _refuse_foreign_files(path)  # again, under the lock
-            store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {}, tuple(requires),
+            slots = header_slots.choose_protocol(commit, old is not None and SLOTS in old.requires) == "slots"
+            store = cls._lay_out(path, old, kind, columns, attrs, initial or {}, metadata or {},
+                                 tuple(requires) + ((SLOTS,) if slots and SLOTS not in requires else ()),
                                  building, durable, lock_timeout, lock_fd)
         except BaseException:
             if lock_fd >= 0:
@@ -327,18 +335,26 @@ class Store:
         # truncated); (4) their initial items are published by a second header (still unfinished for a build).
         dtypes = {name: np.dtype(dt) for name, dt in columns.items()}
         dtypes[CHECKSUMS] = RECORD_DTYPE
-        for name in (old.columns if old else {}):
+        # A slot map (new or old) instead: the header first, then the old generation's files go, or wait in
+        # .deferred-deletions while readers map them (the new files then have their own names).
+        map_id, slots = uuid.uuid4().hex, SLOTS in requires or (old is not None and SLOTS in old.requires)
+        generation = header_slots.Generation(path, old if slots else None, list(dtypes), map_id, SLOTS in requires)
+        for name in (old.columns if old is not None and not slots else {}):
             if name not in dtypes:
-                _unlink(path / (name + COLUMN_SUFFIX))
+                _unlink(path / (name + COLUMN_SUFFIX))  # (a plain map's names)
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
-                        attrs=dict(attrs), id=uuid.uuid4().hex, commit=0, requires=requires,
-                        metadata=dict(metadata), building=True, checksums=default_algorithm())
-        replace_file(path / HEADER_FILE, _encode(header), durable=durable)
+                        attrs=dict(attrs), id=map_id, commit=0, requires=requires, metadata=dict(metadata),
+                        building=True, checksums=default_algorithm(),
+                        extra={"file_suffix": generation.suffix} if generation.suffix else {})
+        _write_header(path, header, durable, created=True)
+        generation.retire(header, durable=durable)
         for name in dtypes:
-            column_path = path / (name + COLUMN_SUFFIX)
-            if old is not None:
+            column_path = path / header.file_of(name)
+            if old is not None and not slots:
                 _unlink(column_path)
             os.close(os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644))
+        if durable and slots:  # their names reach the disk before a slot lists them (no rename fsyncs the folder)
+            fsync_dir(path)
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=True)
         store._thread_lock.acquire()
         store._txn = _Transaction(lock_fd, header.lengths)
@@ -368,7 +384,9 @@ class Store:
             txn.dirty = True  # publish even a block that wrote nothing: the header must drop "building"
             self._end_transaction(ok=True)
             return
-        names = [name + COLUMN_SUFFIX for name in self._header.columns] + [HEADER_FILE, HEADER_FILE + ".tmp"]
+        self.close_reader_lock()
+        names = [self._header.file_of(name) for name in self._header.columns] + [HEADER_FILE, HEADER_FILE + ".tmp",
+                 header_slots.SLOTS_FILE, header_slots.reader_lock_name(self._header.id)]
         for name in names:
             _unlink(self.path / name)
         _unlink(self.path / LOCK_FILE)  # while still holding it: a waiting creator then finds no map
@@ -470,11 +488,13 @@ class Store:
             replaced, self._columns = self._columns, self._columns_of(header)  # new files: drop the old ones
             for column in replaced.values():
                 column.close()
+            self.close_reader_lock()
+            self._reader_lock = header_slots.hold(self.path, header, self.lock_timeout)
         elif header == old:
             return False
         for name, col in header.columns.items():  # columns another handle added (a new records field)
             if name not in self._columns:
-                self._columns[name] = _Column(self.path / (name + COLUMN_SUFFIX), col.dtype)
+                self._columns[name] = _Column(self.path / header.file_of(name), col.dtype)
         self._header = header
         for name in header.columns:
             self._check_size(name)
@@ -482,7 +502,7 @@ class Store:
 
     def _columns_of(self, header: Header) -> dict[str, _Column]:
         directory = os.fspath(self.path)
-        return {name: _Column(os.path.join(directory, name + COLUMN_SUFFIX), col.dtype)
+        return {name: _Column(os.path.join(directory, header.file_of(name)), col.dtype)
                 for name, col in header.columns.items()}
 
     def _check_size(self, name: str) -> None:
@@ -535,6 +555,8 @@ class Store:
                     raise unfinished_error(self.path, header)
                 self._adopt(header)
                 self._txn = txn = _Transaction(lock_fd, header.lengths)
+                if SLOTS in header.requires:  # nothing is cut (`_discard_tail`); deletions deferred earlier, now
+                    header_slots.run_deferred_deletions(self.path, header.id, set(map(header.file_of, header.columns)))
                 for name in header.columns:
                     self._discard_tail(txn, name)
             except BaseException:
@@ -598,7 +620,7 @@ class Store:
             if fd is not None:
                 os.close(fd)
             self._columns.pop(name).close()
-            _unlink(self.path / (name + COLUMN_SUFFIX))
+            _unlink(self.path / self._header.file_of(name))
 
     def _forget_transaction(self) -> None:
         """In a forked child: drop the inherited transaction (its lock belongs to the parent)."""
@@ -632,6 +654,8 @@ class Store:
         """Cut column ``name`` back to ``to`` items (default: its committed length): the tail of a write that
         never published. Only files that are longer are opened for writing."""
         column = self._columns[name]
+        if SLOTS in self._header.requires:
+            return  # a slot map's files are never cut: the next write overwrites the tail, readers ignore it
         committed = self._header.columns[name].length if name in self._header.columns else 0
         keep = (committed if to is None else to) * column.dtype.itemsize
         fd = txn.fds.get(name)
@@ -734,7 +758,7 @@ class Store:
         for name, dtype in columns.items():
             if name in self._columns:
                 raise ValueError(f"{self.path} already has a column {name!r}")
-            column_path = self.path / (name + COLUMN_SUFFIX)
+            column_path = self.path / self._header.file_of(name)
             _unlink(column_path)
             fd = os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             os.close(fd)
@@ -793,7 +817,7 @@ class Store:
                 fsync_file(fd)
             if txn.new_columns:  # the names of the files a header lists reach the disk before that header
                 fsync_dir(self.path)
-        replace_file(self.path / HEADER_FILE, _encode(new), durable=self.durable)
+        _write_header(self.path, new, self.durable)
         self._header = new
         txn.attrs = txn.metadata = None
         txn.new_columns = {}
@@ -806,7 +830,7 @@ class Store:
             fd = column.descriptor()  # (opened again if it was released)
             if fd is not None:
                 fsync_file(fd)
-        fsync_path(self.path / HEADER_FILE)
+        fsync_path(self.path / (header_slots.SLOTS_FILE if SLOTS in self._header.requires else HEADER_FILE))
         fsync_dir(self.path)
 
     def flush(self) -> None:
@@ -827,13 +851,26 @@ class Store:
                 self._end_transaction(ok=False)
         for column in self._columns.values():
             column.close()
+        self.close_reader_lock()
         self.closed = True
+
+    def close_reader_lock(self) -> None:
+        lock, self._reader_lock = self._reader_lock, None
+        if lock is not None:
+            lock.release()
 
 
 def _encode(header: Header) -> bytes:
     from mmap_ninja.format import encode_header
 
     return encode_header(header)
+
+
+def _write_header(path: Path, header: Header, durable: bool, created: bool = False) -> None:
+    if SLOTS in header.requires:  # in place into a slot of header.slots (and the stub header.json, once)
+        header_slots.publish(path, _encode(header), durable=durable, created=created)
+    else:
+        replace_file(path / HEADER_FILE, _encode(header), durable=durable)
 
 
 def _refuse_a_header_it_cannot_replace(path: Path) -> None:
@@ -850,7 +887,7 @@ def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> No
         # A racing creator wrote its header (then its columns) since we looked: not foreign files. The check
         # under the lock decides, with the map's own header in hand.
         return
-    foreign = sorted(name for name in names if name not in _OUR_FILES)
+    foreign = sorted(name for name in names if name not in _OUR_FILES and not header_slots.is_our_file(name))
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise MapExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
@@ -869,38 +906,6 @@ def check_lock_timeout(timeout: Any) -> Optional[float]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
         raise ValueError(f"lock_timeout must be None (wait for ever) or a number of seconds >= 0, got {timeout!r}")
     return float(timeout)
-
-
-def moved_error(path: Path, map_id: Optional[str]) -> MapMovedError:
-    """The error for a handle whose map directory ``path`` is gone: moved (by `merge`, into a sharded map) or
-    deleted; it names the new place when this process still maps a file of the map with header id ``map_id``."""
-    found = _mapped_elsewhere(path, map_id)
-    where = f"it is now at {found}; open it there (or open the sharded map that holds it)" if found is not None \
-        else "merge() moves maps into a sharded map's shards/ folder: open the sharded map (or the map where it is now)"
-    return MapMovedError(f"the map this handle opened at {path} was moved or deleted (the folder no longer exists); "
-                         f"{where}")
-
-
-def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
-    """Where the map with header id ``map_id`` is now, found among the files this process maps (Linux names a
-    mapped file by its current path, after renames); None when unknown."""
-    if map_id is None:
-        return None
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            folders = {Path(line.split(None, 5)[5].strip()).parent for line in maps
-                       if line.rstrip().endswith(COLUMN_SUFFIX) and len(line.split(None, 5)) == 6}
-    except OSError:
-        return None
-    for folder in sorted(folders):
-        if folder == path:
-            continue
-        try:
-            if read_header(folder).id == map_id:
-                return folder
-        except (MapError, OSError):
-            continue
-    return None
 
 
 def _lock(path: Path, timeout: Optional[float]) -> int:
@@ -926,26 +931,3 @@ def lock_directory(path: Path, timeout: Optional[float], what: str = "the map") 
             f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
             f"longer (None waits for ever)")
     return fd
-
-
-def _being_built(path: Path) -> bool:
-    """Whether a live process holds the writer lock of ``path`` (a build in progress, not an interrupted one)."""
-    try:
-        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return locks.available() and not locks.try_lock(fd, shared=True)  # no locks here: cannot tell, say no
-    finally:
-        os.close(fd)
-
-
-def unfinished_error(path: Path, header: Header) -> UnfinishedMapError:
-    in_progress = _being_built(path)
-    state = ("is still being built by another process" if in_progress
-             else "is an unfinished build: the from_* call that made it was interrupted or failed")
-    error = UnfinishedMapError(
-        f"{path} {state}. Re-running the build replaces it (no overwrite=True needed); to read what it committed "
-        f"so far, open it with allow_unfinished=True")
-    error.in_progress = in_progress
-    return error

@@ -232,7 +232,7 @@ def _verify_legacy(report: Report) -> Report:
 def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional[dict[str, np.ndarray[Any, Any]]]:
     columns = {}
     for name, column in header.columns.items():
-        path = directory / (name + COLUMN_SUFFIX)
+        path = directory / header.file_of(name)
         need = column.length * column.dtype.itemsize
         try:
             info = os.stat(path)

@@ -117,7 +117,7 @@ class ResumableSampler(Sampler[int]):
     _generation: int
     _plan: int
     _live: int | None
-    _order: Order
+    _order: Any  # an Order (a BlockOrder in BlockShuffleSampler): len, epoch, seed and take(positions)
 
     def __init__(self, data_source: Any, *, rank: int | None = None, world_size: int | None = None, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False):

@@ -13,16 +13,23 @@ from __future__ import annotations
 import operator
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, overload
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from numpy.lib.stride_tricks import as_strided
+from torch.utils.data import Dataset, get_worker_info
 
-__all__ = ["PackedTokens", "collate_packed"]
+__all__ = ["PackedBatch", "PackedTokens", "collate_packed"]
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 # Below this many documents in one window, its boundaries are found with Python lists rather than NumPy.
 _LIST_DOCUMENTS = 64
+# A batch's boundaries in a map of more than this many documents are searched in two steps (PackedTokens._search):
+# every _COARSE_STEP-th offset or more sparsely, at most _COARSE_ENTRIES of them kept in memory.
+_COARSE_ENTRIES = 1 << 15
+_COARSE_STEP = 32
 
 
 class PackedTokens(Dataset[dict[str, np.ndarray]]):
@@ -45,6 +52,10 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     the offsets. It pickles as the map's path (DataLoader workers reopen the files). Use `collate_packed`
     (also ``PackedTokens.collate``) as the DataLoader's ``collate_fn`` to get torch tensors.
 
+    A DataLoader batch is read at once (``__getitems__``, see `get_batch` and `PackedBatch`): the windows gathered
+    into one ``(B, seq_len)`` array of ``dtype`` (default: the map's own; give e.g. ``np.int64`` to have batches
+    widened as they are read, or widen them where they are used), the boundaries of all rows found in one search.
+
     Example:
 
         >>> import numpy as np
@@ -60,7 +71,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         (array([0, 1, 2, 3, 4, 0, 1, 2, 0], dtype=int32), array([0, 5, 8, 9], dtype=int32), array([0, 1, 2]))
     """
 
-    def __init__(self, tokens: Any, seq_len: int, *, stride: Optional[int] = None):
+    def __init__(self, tokens: Any, seq_len: int, *, stride: Optional[int] = None, dtype: Any = None):
         seq_len = _positive("seq_len", seq_len)
         stride = seq_len if stride is None else _positive("stride", stride)
         if seq_len > np.iinfo(np.int32).max:
@@ -76,12 +87,20 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         self._attach()
         self.total_tokens = int(self._offsets[-1])
         self._length = (self.total_tokens - seq_len) // stride + 1 if self.total_tokens >= seq_len else 0
+        self.dtype: np.dtype = self._values.dtype if dtype is None else _numpy_dtype(dtype)
+        if not np.can_cast(self._values.dtype, self.dtype, "safe"):
+            raise TypeError(f"tokens of dtype {self._values.dtype} do not convert safely to dtype={self.dtype}")
         self._templates()
 
     def _templates(self) -> None:
         """The boundaries and document id of a window inside one document, copied for each such window."""
         self._whole = np.array([0, self.seq_len], dtype=np.int32)
+        self._coarse: Optional[tuple[int, np.ndarray, np.ndarray]] = None
         self._one_id = np.zeros(1, dtype=np.int64)
+        # Row k is window k: a read-only 2-D view of the mapping, from which a batch is one gather of rows.
+        step = self._values.strides[0]
+        self._windows_view = as_strided(self._values, shape=(self._length, self.seq_len),
+                                        strides=(self.stride * step, step), writeable=False)
 
     def _attach(self) -> None:
         """Take the map's values and its first ``documents + 1`` offsets (read-only views of the mapping)."""
@@ -142,70 +161,149 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         cu_seqlens[1:-1] = offsets[ids[1:] - first] - start
         return {"input_ids": self._values[start:stop], "cu_seqlens": cu_seqlens, "doc_ids": ids}
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        """The windows at ``indices`` as a list of items (PyTorch's batched fetch; see also `get_batch`)."""
-        return [self[i] for i in indices]
+    def __getitems__(self, indices: Sequence[int]) -> PackedBatch:
+        """The windows at ``indices`` read as one batch (`get_batch`): PyTorch's DataLoader calls this for each
+        batch of indices and hands the result to the ``collate_fn``. It is a sequence of the items (``batch[j]``
+        equals ``self[indices[j]]``, with ``input_ids`` a row of the batch) that `collate_packed` turns into
+        tensors without copying the tokens again."""
+        return PackedBatch(self.get_batch(indices), self.seq_len)
 
     def get_batch(self, indices: Any, *, out: Optional[np.ndarray] = None, boundaries: bool = True) -> dict[str, Any]:
-        """Windows ``indices`` as one batch of NumPy arrays, the boundaries found for all rows at once:
+        """Windows ``indices`` as one batch of NumPy arrays, the boundaries of all rows found at once:
 
-        ``input_ids`` ``(B, seq_len)`` (a new array of the map's dtype, or ``out``: C-contiguous, writable, that
-        shape, any dtype the tokens convert to safely, such as int64), ``cu_seqlens`` (int32, flattened as
-        `collate_packed` does), ``max_seqlen`` (int) and ``doc_ids`` (int64, one per segment). `collate_packed`
-        turns this dict into tensors too. ``boundaries=False`` gives ``input_ids`` alone (for plain causal attention
-        across documents, Megatron's default), skipping the search for boundaries.
+        - ``input_ids``: ``(B, seq_len)``, each window copied once from the mapping into a new array of the
+          dataset's ``dtype`` (the stored dtype unless one was given), or into ``out`` (C-contiguous, writable,
+          that shape, any dtype the tokens convert to safely, such as int64). Inside a DataLoader worker the new
+          array is in shared memory, so sending the batch to the training process copies nothing;
+        - ``cu_seqlens``: int32, every row's boundaries shifted by ``row * seq_len``, flattened as `collate_packed`
+          does (no repeated boundary between rows); ``max_seqlen``: the longest segment (int);
+        - ``doc_ids``: int64, the document of each segment.
+
+        ``boundaries=False`` gives ``input_ids`` alone (for plain causal attention across documents, Megatron's
+        default), skipping the search for boundaries.
         """
+        windows = self._positions(indices)
+        rows, seq_len = len(windows), self.seq_len
+        starts = windows * self.stride
+        input_ids, tensor = self._copy_rows(windows, starts, out)
+        if not boundaries:
+            return {"input_ids": input_ids} if tensor is None else {"input_ids": input_ids, "tensor": tensor}
+        if rows * seq_len > _INT32_MAX:
+            raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
+        if not rows:
+            empty = np.zeros(1, dtype=np.int32)
+            return {"input_ids": input_ids, "cu_seqlens": empty, "max_seqlen": 0, "doc_ids": np.empty(0, np.int64)}
+        # The documents holding each row's first and last token: one search for both ends of every row, each
+        # row's two ends side by side (the second search then walks the cache lines the first one brought in).
+        ends = np.empty((rows, 2), dtype=np.int64)
+        ends[:, 0] = starts
+        np.add(starts, seq_len - 1, out=ends[:, 1])
+        found = self._search(ends.reshape(-1))
+        first = found[0::2] - 1
+        counts = found[1::2] - first  # documents from the first to the last of each row
+        row_ends = np.cumsum(counts)
+        segments = int(row_ends[-1])
+        row_starts = row_ends - counts  # where each row's segments start in the flattened lists
+        doc_ids = np.repeat(first - row_starts, counts)
+        doc_ids += np.arange(segments, dtype=np.int64)  # every document touched, row after row
+        row_bases = np.arange(0, rows * seq_len, seq_len, dtype=np.int64)
+        cu_seqlens = np.empty(segments + 1, dtype=np.int32)
+        np.add(self._offsets[doc_ids], np.repeat(row_bases - starts, counts), out=cu_seqlens[:-1], casting="unsafe")
+        cu_seqlens[row_starts] = row_bases  # each row's first segment starts at the row (mid-document or not)
+        cu_seqlens[-1] = rows * seq_len
+        lengths = np.subtract(cu_seqlens[1:], cu_seqlens[:-1])
+        if not lengths.all():  # empty documents: a boundary repeated; the empty one has no segment
+            segment = lengths != 0
+            doc_ids, lengths = doc_ids[segment], lengths[segment]
+            cu_seqlens = cu_seqlens[np.append(segment, True)]
+        max_seqlen = int(lengths.max())
+        batch = {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
+        if tensor is not None:
+            batch["tensor"] = tensor
+        return batch
+
+    def _search(self, positions: np.ndarray) -> np.ndarray:
+        """``np.searchsorted(offsets, positions, side="right")`` for token positions below ``total_tokens``.
+
+        A binary search of a large offsets array waits on a cache miss at every one of its last levels, one key
+        after the other. For a map of many documents the search is done in two steps instead: every
+        ``_COARSE_STEP``-th offset (at most ``_COARSE_ENTRIES`` of them, copied once per process on the first
+        batch) is searched first, then the remaining levels are done for all keys at once, one gather per level,
+        so the misses of different keys overlap."""
+        offsets = self._offsets
+        if len(offsets) <= _COARSE_ENTRIES:
+            return np.searchsorted(offsets, positions, side="right")
+        last = len(offsets) - 1  # offsets[last] is the total, past every position searched
+        if self._coarse is None:
+            step = _COARSE_STEP
+            while len(offsets) > step * _COARSE_ENTRIES:
+                step *= 2
+            # Where each search starts: every step-th offset, the last ones held at last - step, so that a search
+            # from any of them ends within [start, start + step] and never reads past the offsets.
+            starts = np.minimum(np.arange(0, last + step, step, dtype=np.int64), last - step)
+            self._coarse = (step, starts, np.ascontiguousarray(offsets[starts[1:]]))
+        step, starts, values = self._coarse
+        low = starts[np.searchsorted(values, positions, side="right")]  # offsets[low] <= position < offsets[low+step]
+        half = step // 2
+        while half:  # one level of the search for every key at once
+            np.add(low, half, out=low, where=offsets[half:][low] <= positions)
+            half //= 2
+        low += 1
+        return low
+
+    def _positions(self, indices: Any) -> np.ndarray:
+        """``indices`` as an int64 array of window positions (negative ones counted from the end), checked."""
         windows = np.asarray(indices)
-        if windows.dtype == np.bool_ or (windows.size and windows.dtype.kind not in "iu"):
+        not_integers = windows.dtype.kind not in "iu" or windows.dtype == np.uint64
+        if not_integers and (windows.size or windows.dtype.kind not in "fO"):  # [] is an empty float array
             raise TypeError(f"window indices must be integers, got an array of {windows.dtype}")
         windows = windows.astype(np.int64, copy=False).reshape(-1)
-        bad = (windows < -self._length) | (windows >= self._length)
-        if bad.any():
-            self.window_start(int(windows[bad][0]))  # raises the IndexError naming it
-        windows = np.where(windows < 0, windows + self._length, windows)
-        rows, seq_len, values, offsets = len(windows), self.seq_len, self._values, self._offsets
-        shape = (rows, seq_len)
-        if out is None:
-            out = np.empty(shape, dtype=values.dtype)
-        elif out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
-        elif not np.can_cast(values.dtype, out.dtype, "safe"):
-            raise TypeError(f"tokens of dtype {values.dtype} do not convert safely to out's {out.dtype}")
-        starts = windows * self.stride
+        if windows.size:
+            low, high = int(windows.min()), int(windows.max())
+            if high >= self._length:
+                self.window_start(high)  # raises the IndexError naming it
+            if low < 0:
+                if low < -self._length:
+                    self.window_start(low)
+                windows = np.where(windows < 0, windows + self._length, windows)
+        return windows
+
+    def _copy_rows(self, windows: np.ndarray, starts: np.ndarray,
+                   out: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+        """Copy the windows into the batch array (once, from the mapping); with the shared-memory tensor holding it
+        when one is made in a DataLoader worker."""
+        shape, tensor = (len(windows), self.seq_len), None
+        if out is not None:
+            if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
+                raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
+            if not np.can_cast(self._values.dtype, out.dtype, "safe"):
+                raise TypeError(f"tokens of dtype {self._values.dtype} do not convert safely to out's {out.dtype}")
+        elif self.dtype == self._values.dtype and get_worker_info() is None:
+            # One gather of rows from the 2-D view of every window over the mapping.
+            return self._windows_view[windows], None
+        else:
+            from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
+
+            tensor = _new_batch_tensor(shape, self.dtype)
+            out = tensor.numpy()
+        values, seq_len = self._values, self.seq_len
         for row, start in zip(out, starts.tolist()):
             np.copyto(row, values[start:start + seq_len])
-        if not boundaries:
-            return {"input_ids": out}
-        # Every document each row touches, then those that are not empty.
-        first = np.searchsorted(offsets, starts, side="right") - 1
-        last = np.searchsorted(offsets, starts + (seq_len - 1), side="right") - 1
-        counts = last - first + 1
-        row_of = np.repeat(np.arange(rows, dtype=np.int64), counts)
-        row_firsts = np.cumsum(counts) - counts
-        docs = first[row_of] + (np.arange(len(row_of), dtype=np.int64) - row_firsts[row_of])
-        keep = offsets[docs + 1] != offsets[docs]
-        keep[row_firsts] = True  # a row's first document holds its first token
-        docs, row_of = docs[keep], row_of[keep]
-        cuts = np.empty(len(docs) + 1, dtype=np.int64)
-        cuts[:-1] = np.maximum(offsets[docs] - starts[row_of], 0) + row_of * seq_len
-        cuts[-1] = rows * seq_len
-        if cuts[-1] > np.iinfo(np.int32).max:
-            raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
-        return {"input_ids": out, "cu_seqlens": cuts.astype(np.int32), "max_seqlen": int(np.diff(cuts).max()),
-                "doc_ids": docs}
+        return out, tensor
 
     @staticmethod
     def collate(batch: Any) -> dict[str, Any]:
-        """`collate_packed` with int64 ``input_ids``."""
+        """`collate_packed`: the batch's tensors, ``input_ids`` in the dtype the batch was read in."""
         return collate_packed(batch)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "seq_len": self.seq_len, "stride": self.stride, "documents": self.documents,
-                "total_tokens": self.total_tokens, "length": self._length}
+                "total_tokens": self.total_tokens, "length": self._length, "dtype": self.dtype}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.tokens, self.seq_len, self.stride = state["tokens"], state["seq_len"], state["stride"]
         self.documents, self.total_tokens, self._length = state["documents"], state["total_tokens"], state["length"]
+        self.dtype = state["dtype"]
         self._attach()
         self._templates()
 
@@ -214,11 +312,71 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
                 f"windows over {self.total_tokens} tokens in {self.documents} documents)")
 
 
-def collate_packed(batch: Any, dtype: torch.dtype = torch.int64) -> dict[str, Any]:
-    """Turn a list of `PackedTokens` items (or the dict of `PackedTokens.get_batch`) into one batch of torch
-    tensors, for variable-length attention:
+class PackedBatch(Sequence[dict[str, np.ndarray]]):
+    """A batch of `PackedTokens` windows read at once (what ``PackedTokens.__getitems__`` gives the DataLoader's
+    ``collate_fn``): ``arrays`` holds the batch as `PackedTokens.get_batch` returns it, and the batch is also the
+    sequence of its items, ``batch[j]`` equal to the dataset's item for the ``j``-th index (its ``input_ids`` a
+    row of the batch), so a ``collate_fn`` written for a list of items works too. `collate_packed` makes the
+    batch's tensors from ``arrays`` without copying the tokens again.
 
-    - ``input_ids``: ``(B, seq_len)`` of ``dtype`` (int64 by default, what ``nn.Embedding`` takes), one copy;
+    Example:
+
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.int32) for n in (5, 3, 9)], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PackedTokens
+        >>> batch = PackedTokens(docs, 6).__getitems__([1, 0])
+        >>> batch.arrays["input_ids"].shape, batch.arrays["cu_seqlens"]
+        ((2, 6), array([ 0,  2,  6, 11, 12], dtype=int32))
+        >>> batch[1]["cu_seqlens"], batch[1]["doc_ids"]
+        (array([0, 5, 6], dtype=int32), array([0, 1]))
+    """
+
+    def __init__(self, arrays: dict[str, Any], seq_len: int):
+        self.arrays = arrays
+        self.seq_len = seq_len
+        self._row_starts: Optional[list[int]] = None
+
+    def __len__(self) -> int:
+        return len(self.arrays["input_ids"])
+
+    @overload
+    def __getitem__(self, row: int) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> list[dict[str, np.ndarray]]: ...
+
+    def __getitem__(self, row: int | slice) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
+        if isinstance(row, slice):
+            return [self[j] for j in range(*row.indices(len(self)))]
+        rows = len(self)
+        position = operator.index(row)
+        if position < 0:
+            position += rows
+        if not 0 <= position < rows:
+            raise IndexError(f"row {row} is out of range for a batch of {rows} windows")
+        cu_seqlens = self.arrays["cu_seqlens"]
+        if self._row_starts is None:  # where each row's boundaries start in the flattened cu_seqlens
+            bases = np.arange(rows + 1, dtype=np.int64) * self.seq_len
+            self._row_starts = np.searchsorted(cu_seqlens, bases).tolist()
+        first, last = self._row_starts[position], self._row_starts[position + 1]
+        return {"input_ids": self.arrays["input_ids"][position],
+                "cu_seqlens": (cu_seqlens[first:last + 1] - position * self.seq_len).astype(np.int32),
+                "doc_ids": self.arrays["doc_ids"][first:last]}
+
+    def __repr__(self) -> str:
+        return f"PackedBatch({len(self)} windows of {self.seq_len} tokens)"
+
+
+def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
+    """Turn a batch of `PackedTokens` windows (the `PackedBatch` a DataLoader hands over, the dict of
+    `PackedTokens.get_batch`, or a list of items) into torch tensors, for variable-length attention:
+
+    - ``input_ids``: ``(B, seq_len)``, in the dtype the batch was read in (the map's stored dtype, or the
+      ``dtype=`` given to `PackedTokens`), or ``dtype`` if given (one conversion). A batch read at once is
+      handed over without copying its tokens (``torch.from_numpy``, or the shared-memory tensor a DataLoader
+      worker made); widen it where it is used (``batch["input_ids"].long()`` on the device) rather than before
+      it crosses processes;
     - ``cu_seqlens``: int32, every row's boundaries shifted by the row's offset ``b * seq_len`` and joined
       without repeating the boundary between rows (FlashAttention's ``flash_attn_varlen_func`` on the batch
       flattened to ``B * seq_len`` tokens);
@@ -239,56 +397,82 @@ def collate_packed(batch: Any, dtype: torch.dtype = torch.int64) -> dict[str, An
         >>> batch["input_ids"].shape, batch["cu_seqlens"], batch["max_seqlen"]
         (torch.Size([2, 9]), tensor([ 0,  5,  8,  9, 18], dtype=torch.int32), 9)
     """
-    if isinstance(batch, dict):  # a batch from PackedTokens.get_batch
-        return _batch_tensors(batch, dtype)
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    seq_len = len(batch[0]["input_ids"])
-    if any(len(item["input_ids"]) != seq_len for item in batch):
-        raise ValueError(f"the windows of a batch must have one length; got {[len(i['input_ids']) for i in batch]}")
-    rows = len(batch)
-    if rows * seq_len > np.iinfo(np.int32).max:
-        raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
-    cuts = [np.zeros(1, dtype=np.int64)]
-    cuts.extend(item["cu_seqlens"][1:].astype(np.int64) + row * seq_len for row, item in enumerate(batch))
-    doc_ids = np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64) for item in batch])
-    return _tensors([item["input_ids"] for item in batch], (rows, seq_len), np.concatenate(cuts), doc_ids, dtype)
-
-
-def _batch_tensors(batch: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-    input_ids = np.asarray(batch["input_ids"])
-    return _tensors(input_ids, input_ids.shape, np.asarray(batch["cu_seqlens"]).astype(np.int64),
-                    np.asarray(batch["doc_ids"], dtype=np.int64), dtype)
-
-
-def _tensors(rows: Any, shape: tuple[int, int], cu_seqlens: np.ndarray, doc_ids: np.ndarray,
-             dtype: torch.dtype) -> dict[str, Any]:
-    """The batch's tensors, as views of one new buffer (with int64 ``input_ids``; otherwise those have their own):
-    inside a DataLoader worker the buffer is made in shared memory, as ``default_collate`` makes its batches, and
-    one buffer is one shared segment to send to the training process instead of one per tensor."""
     from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
 
-    tokens = shape[0] * shape[1]
-    own_ids = dtype != torch.int64
-    segments, cuts_words = len(doc_ids), (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
-    buffer = _new_batch_tensor(((1 if own_ids else 2) * tokens + segments + cuts_words,), np.dtype(np.int64))
-    if own_ids:
-        input_ids = _new_batch_tensor(shape, torch.empty(0, dtype=dtype).numpy().dtype)
-        position_ids, rest = buffer[:tokens].view(shape), buffer[tokens:]
+    if isinstance(batch, PackedBatch):
+        batch = batch.arrays
+    if isinstance(batch, dict):  # read at once: the tokens are already one array
+        input_ids = batch.get("tensor")
+        if input_ids is None:
+            array = batch["input_ids"]
+            input_ids = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+        cu_seqlens, doc_ids = np.asarray(batch["cu_seqlens"]), np.asarray(batch["doc_ids"], dtype=np.int64)
+        rows, seq_len = input_ids.shape
     else:
-        input_ids, position_ids, rest = buffer[:tokens].view(shape), buffer[tokens:2 * tokens].view(shape), \
-            buffer[2 * tokens:]
-    for row, window in zip(input_ids.numpy(), rows):
-        np.copyto(row, window, casting="unsafe")
-    lengths = np.diff(cu_seqlens)
-    np.subtract(np.arange(tokens, dtype=np.int64), np.repeat(cu_seqlens[:-1], lengths),
-                out=position_ids.numpy().reshape(-1))
-    doc_tensor = rest[:segments]
-    doc_tensor.numpy()[:] = doc_ids
-    cu_tensor = rest[segments:].view(torch.int32)[:len(cu_seqlens)]
-    cu_tensor.numpy()[:] = cu_seqlens
-    return {"input_ids": input_ids, "cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()), "doc_ids": doc_tensor,
-            "position_ids": position_ids}
+        if not batch:
+            raise ValueError("cannot collate an empty batch")
+        seq_len = len(batch[0]["input_ids"])
+        if any(len(item["input_ids"]) != seq_len for item in batch):
+            raise ValueError(f"the windows of a batch must have one length; got "
+                             f"{[len(i['input_ids']) for i in batch]}")
+        rows = len(batch)
+        if rows * seq_len > _INT32_MAX:
+            raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
+        stored = np.asarray(batch[0]["input_ids"]).dtype
+        input_ids = _new_batch_tensor((rows, seq_len), stored if dtype is None else _numpy_dtype(dtype))
+        for row, item in zip(input_ids.numpy(), batch):
+            np.copyto(row, item["input_ids"], casting="unsafe")
+        cuts = [np.zeros(1, dtype=np.int64)]
+        cuts.extend(item["cu_seqlens"][1:].astype(np.int64) + row * seq_len for row, item in enumerate(batch))
+        cu_seqlens = np.concatenate(cuts)
+        doc_ids = np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64) for item in batch])
+    if dtype is not None and input_ids.dtype != dtype:
+        converted = _new_batch_tensor((rows, seq_len), _numpy_dtype(dtype))
+        input_ids = converted.copy_(input_ids)
+    return {"input_ids": input_ids, **_boundary_tensors(rows, seq_len, cu_seqlens, doc_ids)}
+
+
+def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray) -> dict[str, Any]:
+    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and ``position_ids``. In the training process: the batch's own
+    arrays (``torch.from_numpy``) and a new one for the positions. Inside a DataLoader worker: views of one new
+    buffer in shared memory (as ``default_collate`` makes its batches), one shared segment to send to the training
+    process instead of one per tensor."""
+    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
+
+    tokens, segments = rows * seq_len, len(doc_ids)
+    if get_worker_info() is None:
+        cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
+            cu_seqlens.astype(np.int32)
+        doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+        positions = np.empty((rows, seq_len), dtype=np.int64)
+        lengths = _positions_into(positions.reshape(-1), cuts)
+        cu_tensor, doc_tensor, position_ids = torch.from_numpy(cuts), torch.from_numpy(doc_ids), \
+            torch.from_numpy(positions)
+    else:
+        cuts_words = (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
+        buffer = _new_batch_tensor((tokens + segments + cuts_words,), np.dtype(np.int64))
+        position_ids, doc_tensor = buffer[:tokens].view(rows, seq_len), buffer[tokens:tokens + segments]
+        cu_tensor = buffer[tokens + segments:].view(torch.int32)[:len(cu_seqlens)]
+        cuts = cu_tensor.numpy()
+        cuts[:] = cu_seqlens
+        doc_tensor.numpy()[:] = doc_ids
+        lengths = _positions_into(position_ids.numpy().reshape(-1), cuts)
+    return {"cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()) if len(lengths) else 0,
+            "doc_ids": doc_tensor, "position_ids": position_ids}
+
+
+_COUNTING: np.ndarray = np.arange(0, dtype=np.int64)
+
+
+def _positions_into(positions: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Write each token's position within its segment (``cuts`` its boundaries) into ``positions``: the token's
+    index minus its segment's start. Returns the segments' lengths."""
+    global _COUNTING
+    if len(_COUNTING) < len(positions):  # 0, 1, 2, ... kept for the next batches
+        _COUNTING = np.arange(len(positions), dtype=np.int64)
+    lengths: np.ndarray = np.subtract(cuts[1:], cuts[:-1])
+    np.subtract(_COUNTING[:len(positions)], np.repeat(cuts[:-1], lengths), out=positions)
+    return lengths
 
 
 def _positive(name: str, value: Any) -> int:
@@ -298,6 +482,13 @@ def _positive(name: str, value: Any) -> int:
     if number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return number
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    """A NumPy dtype from a NumPy or torch one."""
+    converted: np.dtype = torch.empty(0, dtype=dtype).numpy().dtype if isinstance(dtype, torch.dtype) else \
+        np.dtype(dtype)
+    return converted
 
 
 def _name(tokens: Any) -> str:

@@ -62,7 +62,7 @@ from mmap_ninja.errors import (
     RemoteStorageError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, Header, parse_header, read_header
+from mmap_ninja.format import HEADER_FILE, Header, parse_header, plain_header, read_header
 from mmap_ninja.legacy import is_legacy_map
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
@@ -783,6 +783,9 @@ def _checked_map(directory: Path, expect_id: Optional[str],
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{directory / HEADER_FILE} is not valid JSON: {e}") from None
+    if isinstance(content, dict) and "commit.slots" in (content.get("requires") or ()):
+        raw = plain_header(directory)  # a slot map is published as a plain one (FORMAT.md, commit.slots)
+        content = json.loads(raw)
     header = parse_header(content, directory / HEADER_FILE)
     if header.building:
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")

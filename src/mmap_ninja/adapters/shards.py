@@ -117,18 +117,21 @@ def _plan(pieces: Sequence[np.ndarray[Any, Any]], world_size: int, rng: np.rando
             for r in range(world_size)]
 
 
-def _staged_plan(shard_lengths: Sequence[int], stages: Sequence[tuple[int, int]], *, epoch: int, seed: int,
+def _staged_plan(shard_lengths: Sequence[int], stages: Sequence[tuple[int, ...]], *, epoch: int, seed: int,
                  shuffle: bool, drop_last: bool) -> list[np.ndarray[Any, Any]]:
-    """The plan of the last of ``stages`` (``(world_size, taken)`` each): the first is the epoch's plan; each later
-    one re-plans, on its world size, the samples no rank of the earlier stages had read (grouped by shard)."""
+    """The plan of the last of ``stages`` (``(world_size, taken)`` or ``(world_size, taken, extra)`` each: every
+    rank read ``taken`` samples of its plan, and the ranks below ``extra`` one more): the first is the epoch's plan;
+    each later one re-plans, on its world size, the samples no rank of the earlier stages had read (grouped by
+    shard)."""
     lengths = np.asarray(shard_lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     pieces = [np.arange(starts[k], starts[k + 1], dtype=np.int64) for k in range(len(lengths))]
     plans = _plan(pieces, stages[0][0], np.random.default_rng([int(seed), int(epoch)]), shuffle, drop_last)
     remaining = np.arange(int(starts[-1]), dtype=np.int64)
-    for number, (world_size, _) in enumerate(stages[1:], start=1):
-        taken = stages[number - 1][1]
-        read = np.concatenate([plan[:taken] for plan in plans]) if plans else np.empty(0, dtype=np.int64)
+    for number, (world_size, *_) in enumerate(stages[1:], start=1):
+        taken, extra = stages[number - 1][1], (stages[number - 1][2:] or (0,))[0]
+        read = (np.concatenate([plan[:taken + (rank < extra)] for rank, plan in enumerate(plans)]) if plans
+                else np.empty(0, dtype=np.int64))
         remaining = np.setdiff1d(remaining, read)
         shard_of = np.searchsorted(starts, remaining, side="right") - 1
         bounds = np.searchsorted(shard_of, np.arange(len(lengths) + 1))
@@ -184,10 +187,13 @@ class ShardAwareSampler(Sampler[int]):
         _check_rank(self.rank, self.world_size)
         self.n = sum(self.shard_lengths)
         self.num_samples = _per_rank(self.n, self.world_size, drop_last)
-        self._stages: list[tuple[int, int]] = [(self.world_size, 0)]  # (world size, samples per rank read)
+        # (world size, samples per rank read[, ranks that read one more]): the last has two items
+        self._stages: list[tuple[int, ...]] = [(self.world_size, 0)]
+        self._live_generation: Optional[int] = None  # the generation of the running iterator, if any
         self._pending = False
         self._pass_start = 0  # where in its plan this rank's current pass started (the loaded place, or 0)
         self._generation = 0
+        self._skips = 0  # bumped by skip: a running iterator recomputes its plan
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` (the same on every rank for the same ``seed``); after `load_state_dict` of a
@@ -216,19 +222,28 @@ class ShardAwareSampler(Sampler[int]):
         return self._stream(self._generation)
 
     def _stream(self, generation: int) -> Iterator[int]:
-        plan = self._plan()
-        for index in plan[self._stages[-1][1]:].tolist():
-            if generation != self._generation:
-                return
-            world_size, taken = self._stages[-1]
-            self._stages[-1] = (world_size, taken + 1)
-            yield index
+        self._live_generation = generation
+        try:
+            while generation == self._generation:
+                plan, skips = self._plan(), self._skips
+                for index in plan[self._stages[-1][1]:].tolist():
+                    world_size, taken = self._stages[-1]
+                    self._stages[-1] = (world_size, taken + 1)
+                    yield index
+                    if generation != self._generation or skips != self._skips:
+                        break  # a load or a skip changed the place: recompute the plan from there
+                else:
+                    return
+        finally:
+            if self._live_generation == generation:
+                self._live_generation = None
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def _state(self, stages: Sequence[tuple[int, int]]) -> dict[str, Any]:
-        return {"version": 1, "n": self.n, "seed": self.seed, "shuffle": bool(self.shuffle),
+    def _state(self, stages: Sequence[tuple[int, ...]]) -> dict[str, Any]:
+        version = 2 if any(len(stage) > 2 for stage in stages) else 1  # a skip's partial step needs version 2
+        return {"version": version, "n": self.n, "seed": self.seed, "shuffle": bool(self.shuffle),
                 "drop_last": bool(self.drop_last), "epoch": self.epoch, "stages": [list(stage) for stage in stages]}
 
     def state_dict(self) -> dict[str, Any]:
@@ -252,13 +267,17 @@ class ShardAwareSampler(Sampler[int]):
                    if key not in state]
         if missing:
             raise ValueError(f"not a ShardAwareSampler state: missing {', '.join(missing)}")
-        if state["version"] != 1:
-            raise ValueError(f"ShardAwareSampler state version {state['version']!r} is not supported (1 is)")
+        if state["version"] not in (1, 2):
+            raise ValueError(f"ShardAwareSampler state version {state['version']!r} is not supported (1 and 2 are)")
         if int(state["n"]) != self.n:
             raise ValueError(f"this ShardAwareSampler state was saved for a dataset of {int(state['n'])} samples, "
                              f"but this sampler's sharded map has {self.n}")
-        stages = [(int(world_size), int(taken)) for world_size, taken in state["stages"]]
-        if not stages or any(world_size < 1 or taken < 0 for world_size, taken in stages):
+        try:
+            stages = [tuple(int(item) for item in stage) for stage in state["stages"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"ShardAwareSampler state has bad stages: {state['stages']!r}") from None
+        if not stages or any(len(stage) not in (2, 3) or stage[0] < 1 or min(stage[1:]) < 0
+                             or (len(stage) == 3 and stage[2] >= stage[0]) for stage in stages) or len(stages[-1]) != 2:
             raise ValueError(f"ShardAwareSampler state has bad stages: {state['stages']!r}")
         self.seed, self.shuffle, self.drop_last = int(state["seed"]), bool(state["shuffle"]), bool(state["drop_last"])
         self.epoch = int(state["epoch"])
@@ -266,3 +285,32 @@ class ShardAwareSampler(Sampler[int]):
             stages.append((self.world_size, 0))
         self._stages, self._pending = stages, True
         self._generation += 1
+
+    def skip(self, num_samples: int) -> None:
+        """Step over the next ``num_samples`` samples of the epoch's global stream without reading them (every
+        rank calls it with the same number); past the epoch's end the epoch is done. A running iterator continues
+        after them; otherwise the next ``iter()`` does.
+
+        The global stream interleaves the ranks' plans: its step ``t`` is sample ``t`` of rank 0, of rank 1, ...,
+        so a skip of a multiple of ``world_size`` steps every rank over the same count of its plan and the rest is
+        exactly what an uninterrupted run reads after them. Otherwise the ranks below the remainder step over one
+        more, and the samples no rank has read or skipped are planned again on the same ranks (each once, equal
+        counts, shard locality kept as in an elastic resume).
+        """
+        num_samples = int(num_samples)
+        if num_samples < 0:
+            raise ValueError(f"skip needs num_samples >= 0, got {num_samples}")
+        world_size, taken = self._stages[-1]
+        plan_length = len(self._plan())
+        steps, extra = divmod(taken * world_size + num_samples, world_size)
+        if steps >= plan_length:
+            steps, extra = plan_length, 0
+        stages: list[tuple[int, ...]] = list(self._stages[:-1])
+        if extra:
+            stages += [(world_size, steps, extra), (world_size, 0)]
+        else:
+            stages.append((world_size, steps))
+        self._stages = stages
+        self._skips += 1
+        if self._live_generation != self._generation:
+            self._pending = True

@@ -62,10 +62,11 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.torch") from None
 
+from mmap_ninja.adapters._block_shuffle import BlockShuffleSampler
 from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
 from mmap_ninja.adapters._samplers import ResumableSampler
-from mmap_ninja.adapters._tokens import PackedTokens, collate_packed
+from mmap_ninja.adapters._tokens import PackedBatch, PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 from mmap_ninja.errors import NoSuchFieldError
@@ -74,7 +75,9 @@ __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode
            "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
            "rank_indices", "shard_indices"]
 # Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
-__all__ += ["PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
+__all__ += ["PackedBatch", "PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
+# A locality-aware shuffle for maps read by blocks (adapters/_block_shuffle.py, mmap_ninja/block_order.py).
+__all__ += ["BlockShuffleSampler"]
 
 _NOT_WRITABLE = ".*not writable.*"
 

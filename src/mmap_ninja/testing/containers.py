@@ -134,7 +134,7 @@ class ContainerCase:
         first (`open_all`), as a cache entry found damaged when it is opened is fetched again."""
         prefix = "" if self.field is None else self.field + "."
         for folder in self.map_folders(place):
-            columns = sorted((p for p in folder.glob(f"{prefix}*.bin") if p.name != "checksums.bin"
+            columns = sorted((p for p in folder.glob(f"{prefix}*.bin") if not p.name.startswith("checksums.")
                               and "offsets" not in p.name and p.stat().st_size),
                              key=lambda p: (p.name != f"{prefix}data.bin", -p.stat().st_size))
             if not columns:
