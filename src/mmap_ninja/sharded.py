@@ -577,18 +577,13 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
                      options: dict[str, Any]) -> dict[str, Any]:
     """The arguments of a call ``shard.get_batch(indices, *args, **options)`` but ``self`` and ``indices``, by
     name (a call the shard class's own ``get_batch`` would refuse raises the same TypeError here)."""
-    signature, self_name, indices_name = _signature_of(method)
+    signature = _signature_of(method)
     bound = signature.bind(None, indices, *args, **options)
+    self_name, indices_name = list(signature.parameters)[:2]
     return {name: value for name, value in bound.arguments.items() if name not in (self_name, indices_name)}
 
 
-@lru_cache(maxsize=64)
-def _signature_of(method: Callable[..., Any]) -> tuple[inspect.Signature, str, str]:
-    """``method``'s signature and the names of its first two parameters (``self`` and ``indices``), computed
-    once per class's method: ``inspect.signature`` costs more than a small batch's read."""
-    signature = inspect.signature(method)
-    self_name, indices_name = list(signature.parameters)[:2]
-    return signature, self_name, indices_name
+_signature_of = lru_cache(maxsize=64)(inspect.signature)  # once per shard class's get_batch, not per call
 
 
 # ------------------------------------------------------------------ merging
