@@ -1,13 +1,14 @@
 """Build from RAM against a raw writer, and open + first read against a raw memmap: issue 21's rows.
 
-    python benchmarks/bench_build.py [--src DIR ...] [--repeats 5] [--scale 1.0] [--work DIR]
+    python benchmarks/bench_build.py [--src DIR ...] [--repeats 5] [--scale 1.0] [--work DIR] [--text DIR]
 
 Each ``--src`` is a tree holding the ``mmap_ninja`` package (default: this checkout's ``src``); give two (the old
 tree and this one) to print before/after side by side. Every figure is the median of ``--repeats`` runs, and the
 runs are interleaved: each repetition runs every variant once, in a rotating order, each in a fresh process
 (``--worker``), so the machine's load hits every variant alike. Only ratios measured in one run mean anything.
 
-Build rows, per kind (strings: UTF-8 documents of 50-4,000 characters; tokens: 1M int32 sequences of 1-64
+Build rows, per kind (strings: UTF-8 documents of 50-4,000 characters, or with ``--text DIR`` the ``*.txt``
+files of DIR, such as the real corpus ``scripts/get_data.py`` fetches; tokens: 1M int32 sequences of 1-64
 tokens; images: 600 uint8 arrays of 200-500 x 200-500 x 3, ~220 MB), from samples already in RAM, with the
 library's default batch size:
 
@@ -52,9 +53,15 @@ _IOV = 1024
 # ---------------------------------------------------------------------------------------------- data
 
 
-def samples(kind: str, scale: float) -> list[Any]:
-    """Deterministic samples of ``kind`` (the same in every process)."""
+def samples(kind: str, scale: float, text_dir: Optional[Path] = None) -> list[Any]:
+    """Deterministic samples of ``kind`` (the same in every process); ``text_dir``: strings are its ``*.txt``
+    files (the first ``scale`` share of them by name, read as UTF-8 with bad bytes replaced)."""
     rng = np.random.default_rng(21)
+    if kind == "strings" and text_dir is not None:
+        files = sorted(text_dir.glob("*.txt"))
+        if not files:
+            raise SystemExit(f"no .txt files in {text_dir}")
+        return [f.read_text(encoding="utf-8", errors="replace") for f in files[:max(1, int(len(files) * scale))]]
     if kind == "strings":
         n = int(40_000 * scale)
         lengths = rng.integers(50, 4_001, size=n)
@@ -145,9 +152,12 @@ def _build_ours(folder: Path, kind: str, items: list[Any], checksums: bool) -> C
     return build
 
 
-def worker_build(kind: str, variant: str, scale: float, work: Path) -> float:
-    """Seconds of one build of ``kind`` by ``variant`` into a fresh folder (removed afterwards)."""
-    items = samples(kind, scale)
+def worker_build(kind: str, variant: str, scale: float, work: Path,
+                 text_dir: Optional[Path] = None) -> dict[str, float]:
+    """Seconds of one build of ``kind`` by ``variant`` into a fresh folder (removed afterwards): ``wall`` (elapsed)
+    and ``cpu`` (this process's user + system time: the work itself, without the time spent waiting for a core or
+    for the disk, which is what a loaded machine changes most)."""
+    items = samples(kind, scale, text_dir)
     folder = work / f"{kind}-{variant}".replace(" ", "").replace(",", "").replace("+", "")
     shutil.rmtree(folder, ignore_errors=True)
     batch_size = 10_000 if kind == "strings" else 16_384  # the library's defaults
@@ -156,9 +166,9 @@ def worker_build(kind: str, variant: str, scale: float, work: Path) -> float:
             raw_build(folder, kind, items, batch_size, variant == "raw+xxh3")
     else:
         run = _build_ours(folder, kind, items, variant == "ours")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run()
-    seconds = time.perf_counter() - start
+    seconds = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
     shutil.rmtree(folder, ignore_errors=True)
     return seconds
 
@@ -219,13 +229,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
     parser.add_argument("--no-open", action="store_true", help="skip the open + first read row")
+    parser.add_argument("--text", type=Path, default=None, help="strings: the *.txt files of this folder")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         task, *rest = args.worker
         work = Path(rest[-1])
         if task == "build":
-            print(json.dumps(worker_build(rest[0], rest[1], float(rest[2]), work)))
+            text_dir = Path(rest[3]) if len(rest) > 4 else None
+            print(json.dumps(worker_build(rest[0], rest[1], float(rest[2]), work, text_dir)))
         else:
             print(json.dumps(worker_open(float(rest[0]), work)))
         return
@@ -246,27 +258,31 @@ def _report(srcs: list[str], kinds: list[str], args: Any) -> None:
     work: Path = args.work
     labels = {src: f"{src} ({_commit_of(src)})" for src in srcs}
     print(f"# bench_build: median of {args.repeats} interleaved runs, scale {args.scale}, "
-          f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs"
+          + (f", strings from {args.text}" if args.text is not None else ""))
     for i, src in enumerate(srcs):
         print(f"- tree {i}: {labels[src]}")
-    print("\nBuild from RAM, seconds (speed ratio = reference time / ours; targets >= 0.9):\n")
-    print("| kind | tree | ours, no checksums | raw | ratio | ours | raw+xxh3 | ratio |")
-    print("|:--|:--|--:|--:|--:|--:|--:|--:|")
+    print("\nBuild from RAM, seconds (speed ratio = reference time / ours; targets >= 0.9). Wall: elapsed time; "
+          "cpu: the process's user + system time (robust to a loaded machine, blind to waits):\n")
+    print("| kind | tree | clock | ours, no checksums | raw | ratio | ours | raw+xxh3 | ratio |")
+    print("|:--|:--|:--|--:|--:|--:|--:|--:|--:|")
     for kind in kinds:
         variants: list[tuple[Optional[str], str]] = [(None, v) for v in RAW_VARIANTS]
         variants += [(src, v) for src in srcs for v in OURS_VARIANTS]
-        times: dict[tuple[Optional[str], str], list[float]] = {v: [] for v in variants}
+        times: dict[tuple[Optional[str], str], list[dict[str, float]]] = {v: [] for v in variants}
         for repeat in range(args.repeats):
             shift = repeat % len(variants)
             for src, variant in variants[shift:] + variants[:shift]:
+                text = [str(args.text)] if args.text is not None and kind == "strings" else []
                 times[(src, variant)].append(_run_worker(src or srcs[-1], ["build", kind, variant, str(args.scale),
-                                                                          str(work)]))
-        med = {v: statistics.median(t) for v, t in times.items()}
-        for i, src in enumerate(srcs):
-            off, on = med[(src, "ours, no checksums")], med[(src, "ours")]
-            raw, hashed = med[(None, "raw")], med[(None, "raw+xxh3")]
-            print(f"| {kind} | {i} | {off:.3f} | {raw:.3f} | {raw / off:.2f} | {on:.3f} | {hashed:.3f} | "
-                  f"{hashed / on:.2f} |", flush=True)
+                                                                          *text, str(work)]))
+        for clock in ("wall", "cpu"):
+            med = {v: statistics.median(t[clock] for t in runs) for v, runs in times.items()}
+            for i, src in enumerate(srcs):
+                off, on = med[(src, "ours, no checksums")], med[(src, "ours")]
+                raw, hashed = med[(None, "raw")], med[(None, "raw+xxh3")]
+                print(f"| {kind} | {i} | {clock} | {off:.3f} | {raw:.3f} | {raw / off:.2f} | {on:.3f} | "
+                      f"{hashed:.3f} | {hashed / on:.2f} |", flush=True)
     if args.no_open:
         return
     print("\nOpen + first read of one sample of a 1M-sequence token map, µs (ratio = raw / ours; target >= 0.8):\n")

@@ -1,7 +1,17 @@
-"""Training order: `ResumableSampler` against ``DistributedSampler``, and `blend` of 100 sources.
+"""Training order: `ResumableSampler` against ``DistributedSampler``, `blend` of 100 sources, and what
+`BlockShuffleSampler` reads on several ranks.
 
     PYTHONPATH=src python benchmarks/bench_order.py [--sizes 100000000 1000000000] [--distributed-max 100000000]
-                                                    [--plot docs/blend_ratios.png] [--quick]
+                                                    [--plot docs/blend_ratios.png] [--quick] [--only-blocks]
+
+The block-shuffle table (``--only-blocks`` prints only it) takes ``--block-samples`` samples (10⁶) of log-normal
+sizes (an image-like case, median 60 KB, and a text-like case, median 2 KB), cut into blocks of 4, 8 and 16 MiB as
+`mmap_ninja.block_order.block_layout` cuts a map, and runs every rank of 8 for one epoch (window of 8 blocks). The
+bytes ratio is the sum over ranks of the bytes of the distinct blocks each rank touches, over the data's bytes:
+what ranks on separate nodes (separate block caches) fetch together, padding included. Beside it: the same ratio
+when ranks stripe one global block-shuffled stream (rank ``r`` reads positions ``r, r + 8, ...``, the first
+`BlockShuffleSampler`) and under a full shuffle (`ResumableSampler`). Padding share: repeated indices over ``n``;
+dropped share: the indices ``drop_last`` leaves out, over ``n``.
 
 Each sampler case runs in a fresh interpreter, so its memory is the growth of that process's peak RSS over an
 interpreter that has imported torch and mmap_ninja. "Time to first index" is construction, ``set_epoch`` (or
@@ -267,6 +277,54 @@ def plot(path: Path) -> None:
     fig.savefig(path)
 
 
+def _layout_of_sizes(sample_bytes: np.ndarray, block_bytes: int) -> tuple[Any, np.ndarray]:
+    """The block layout of samples of ``sample_bytes`` stored end to end (as `block_layout` cuts a map), and the
+    bytes of each block."""
+    from mmap_ninja import BlockLayout
+
+    starts = np.concatenate([[0], np.cumsum(sample_bytes)[:-1]])
+    total = int(sample_bytes.sum())
+    thresholds = np.arange(0, total + block_bytes, block_bytes, dtype=np.int64)
+    bounds = np.unique(np.concatenate([[0], np.minimum(np.searchsorted(starts, thresholds), len(starts)),
+                                       [len(starts)]]))
+    block_data = np.add.reduceat(sample_bytes, bounds[:-1])
+    return BlockLayout(bounds, None, block_bytes), block_data
+
+
+def block_shuffle_table(n: int, world: int, window: int = 8) -> str:
+    from mmap_ninja import BlockOrder
+    from mmap_ninja.adapters.torch import BlockShuffleSampler, ResumableSampler
+
+    rng = np.random.default_rng(0)
+    rows: list[Any] = []
+    for case, median in (("image-like", 60_000), ("text-like", 2_000)):
+        sample_bytes = np.maximum(rng.lognormal(np.log(median), 1.0, n).astype(np.int64), 1)
+        data = int(sample_bytes.sum())
+        for block_mib in (4, 8, 16):
+            layout, block_data = _layout_of_sizes(sample_bytes, block_mib * 2**20)
+
+            def fetched(streams: list[np.ndarray], layout: Any = layout, block_data: np.ndarray = block_data,
+                        data: int = data) -> float:
+                return sum(int(block_data[np.unique(layout.block_of(s))].sum()) for s in streams) / data
+
+            start = time.perf_counter()
+            ranks = [BlockShuffleSampler(layout, window_blocks=window, seed=1, rank=r, world_size=world)
+                     for r in range(world)]
+            streams = [np.fromiter(sampler, dtype=np.int64) for sampler in ranks]
+            seconds = time.perf_counter() - start
+            dropping = BlockShuffleSampler(layout, window_blocks=window, seed=1, rank=0, world_size=world,
+                                           drop_last=True)
+            global_stream = BlockOrder(layout, window_blocks=window, seed=1)
+            striped = [global_stream.take(np.arange(r, n, world)) for r in range(world)]
+            full = [np.fromiter(ResumableSampler(n, rank=r, world_size=world, seed=1), dtype=np.int64)
+                    for r in range(world)]
+            rows.append((case, [f"{data / 2**30:.1f}", f"{block_mib} MiB", f"{layout.num_blocks:,}",
+                         f"{ranks[0].padding / n:.3%}", f"{-dropping.padding / n:.3%}", f"{fetched(streams):.3f}",
+                         f"{fetched(striped):.2f}", f"{fetched(full):.2f}", f"{seconds:.1f}"]))
+    return markdown_table(["data GiB", "block", "blocks", "padding share", "dropped (drop_last)",
+                           "bytes ratio", "striped (before)", "full shuffle", "s (8 ranks' epochs)"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**8, 10**9], help="dataset lengths")
@@ -278,9 +336,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="rows of each source of the read-cost table")
     parser.add_argument("--plot", type=Path, default=None, help="write the plot of realized ratios here (PNG)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--block-samples", type=int, default=10**6, help="samples of the block-shuffle table")
+    parser.add_argument("--only-blocks", action="store_true", help="print only the block-shuffle table")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.distributed_max, args.reads, args.rounds, args.rows = [10**5], 10**5, 2000, 5, 200
+        args.block_samples = 20_000
+    print(f"## BlockShuffleSampler on 8 ranks: bytes read by all ranks over the data's bytes "
+          f"({args.block_samples:,} samples, window 8 blocks)\n")
+    load_before = os.getloadavg()
+    print(block_shuffle_table(args.block_samples, 8))
+    print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after, on {os.cpu_count()} cores\n")
+    if args.only_blocks:
+        return
     print("## ResumableSampler against DistributedSampler (rank 3 of 8)\n")
     print(sampler_table(args.sizes, args.distributed_max))
     print(f"\n## blend of {args.sources} sources\n")

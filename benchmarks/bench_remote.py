@@ -2,6 +2,8 @@
 (moto_server, started and stopped here) and read back through the cache.
 
     PYTHONPATH=src python benchmarks/bench_remote.py [--data data] [--shards 8] [--reads 100000] [--processes 2]
+    PYTHONPATH=src python benchmarks/bench_remote.py --fetch-mb 256  # whole-file against block fetching
+
 
 Reports the upload, opening (the header only), the first full read (every shard downloaded, checked with its
 checksums and mapped), reopening from a warm cache, random reads against the same local sharded map, and
@@ -41,7 +43,20 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--reads", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--fetch-mb", type=int, default=0,
+                        help="instead: whole-file against block fetching of a map of this many MB "
+                             "(benchmarks/bench_remote_blocks.py)")
+    parser.add_argument("--block-mb", type=float, default=1.0)
+    parser.add_argument("--sample-kb", type=int, default=32)
+    parser.add_argument("--shuffle-reads", type=int, default=512)
     args = parser.parse_args()
+    if args.fetch_mb:
+        try:
+            from bench_remote_blocks import run
+        except ImportError:  # run as a module
+            from benchmarks.bench_remote_blocks import run
+        run(args.fetch_mb, args.block_mb, args.sample_kb, args.shuffle_reads)
+        return
     texts = [p.read_text(errors="replace") for p in sorted((Path(args.data) / "text").glob("*.txt"))]
     if not texts:
         parser.error(f"no .txt files in {Path(args.data) / 'text'} (python scripts/get_data.py {args.data} makes them)")

@@ -8,6 +8,10 @@ import pytest
 from mmap_ninja.format import header_checksum
 from mmap_ninja.testing import arrays_equal, spec_for
 
+# --windows-semantics (and the windows_semantics marker, the windows_semantics_mode fixture): Windows' refusals of
+# renames, deletions and truncations of held files, on Linux (mmap_ninja.testing.windows_semantics).
+pytest_plugins = ["mmap_ninja.testing.windows_semantics"]
+
 
 def snapshot(directory: Path) -> dict:
     """Every file's bytes below ``directory`` (to check that a failed call left the disk as it was)."""

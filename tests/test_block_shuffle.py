@@ -3,6 +3,7 @@ epoch, each block read inside one window, blocks found from the maps' offsets, a
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -166,30 +167,98 @@ def rows_map(tmp_path: Path, n: int) -> Any:
     return np_from_ndarray(tmp_path / f"rows{n}", np.arange(n * 4, dtype=np.int64).reshape(n, 4), overwrite=True)
 
 
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 120), rows_per_block=st.integers(1, 9), window=st.integers(1, 4), world=st.integers(1, 5),
-       drop_last=st.booleans(), epoch=st.integers(0, 2))
-def test_sampler_every_index_once_per_epoch_equal_counts(tmp_path_factory: pytest.TempPathFactory, n: int,
-                                                          rows_per_block: int, window: int, world: int,
-                                                          drop_last: bool, epoch: int) -> None:
-    layout = BlockLayout(np.unique(np.r_[np.arange(0, n, rows_per_block), n]))
+def rank_streams(layout: BlockLayout, world: int, **options: Any) -> list[list[int]]:
+    samplers = [BlockShuffleSampler(layout, rank=r, world_size=world, **options) for r in range(world)]
+    return [list(sampler) for sampler in samplers]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 12), min_size=1, max_size=40), window=st.integers(1, 4),
+       world=st.integers(2, 8), drop_last=st.booleans(), epoch=st.integers(0, 2))
+def test_each_block_is_read_by_one_rank(sizes: list[int], window: int, world: int, drop_last: bool,
+                                        epoch: int) -> None:
+    layout = layout_of(sizes)
+    n, block_bytes = len(layout), layout.block_bytes
     samplers = [BlockShuffleSampler(layout, window_blocks=window, seed=5, rank=r, world_size=world,
                                     drop_last=drop_last) for r in range(world)]
-    streams = []
     for sampler in samplers:
         sampler.set_epoch(epoch)
-        streams.append(list(sampler))
-    assert len({len(s) for s in streams}) == 1 and len(streams[0]) == len(samplers[0])
-    read = [i for s in streams for i in s]
+    streams = [list(sampler) for sampler in samplers]
+    length = len(samplers[0])
+    assert all(len(stream) == length == len(sampler) for stream, sampler in zip(streams, samplers))
+    read = [i for stream in streams for i in stream]
+    assert samplers[0].padding == len(read) - n
     if drop_last:
-        assert len(set(read)) == len(read) and n - len(read) < world
+        assert len(set(read)) == len(read)
     else:
-        assert set(read) == set(range(n)) and len(read) - n < world
-    # the ranks share the epoch's global stream, striped
-    order = BlockOrder(layout, window_blocks=window, seed=5, epoch=epoch)
-    global_stream = order.take(np.arange(n)).tolist()
-    assert [streams[r][k] for k in range(len(streams[0])) for r in range(world)][:min(n, len(read))] == \
-        global_stream[:min(n, len(read))]
+        assert set(read) == set(range(n))
+        assert len(read) - n <= world * max(sizes)  # padding: at most about one block per rank
+    # each rank's own run: whole blocks, none shared with another rank
+    order = samplers[0]._order
+    touched = [set(layout.block_of(np.array(stream, dtype=np.int64)).tolist()) for stream in streams]
+    owners = [r for r in range(world) if order.part_bounds[r + 1] > order.part_bounds[r]]
+    for r in owners:
+        for q in owners:
+            if q != r:
+                assert not touched[r] & touched[q]
+        run = order.take(np.arange(order.part_bounds[r], order.part_bounds[r + 1]))
+        assert set(streams[r]) <= set(run.tolist())  # padding comes from the rank's own blocks
+    distinct_bytes = sum(len(blocks) for blocks in touched) * block_bytes
+    assert distinct_bytes <= 1.1 * layout.num_blocks * block_bytes + world * block_bytes
+    # a rank's windows hold window_blocks of its own blocks
+    for r in owners:
+        ends = [int(e) for e in order._window_ends if order.part_bounds[r] < e <= order.part_bounds[r + 1]]
+        starts = [int(order.part_bounds[r]), *ends[:-1]]
+        assert all(len(set(layout.block_of(order.take(np.arange(a, e))).tolist())) <= window
+                   for a, e in zip(starts, ends))
+
+
+def test_one_rank_reads_the_block_order_and_parts_balance_unequal_blocks() -> None:
+    layout = layout_of([4, 1, 7, 3, 9, 2, 2, 5, 8, 1] * 10)
+    single = BlockShuffleSampler(layout, window_blocks=3, seed=2)
+    single.set_epoch(1)
+    assert list(single) == BlockOrder(layout, window_blocks=3, seed=2, epoch=1).take(np.arange(len(layout))).tolist()
+    assert single.padding == 0
+    order = BlockOrder(layout, window_blocks=3, seed=2, parts=8)
+    runs = np.diff(order.part_bounds)
+    assert runs.sum() == len(layout) and runs.max() - runs.min() <= 2 * 9  # within a block or so of n / 8
+    with pytest.raises(ValueError, match="parts"):
+        BlockOrder(layout, parts=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=25), window=st.integers(1, 3),
+       worlds=st.lists(st.integers(1, 6), min_size=2, max_size=3), fractions=st.lists(st.floats(0, 1), min_size=2,
+                                                                                    max_size=2))
+def test_elastic_resumes_read_the_rest_once(sizes: list[int], window: int, worlds: list[int],
+                                            fractions: list[float]) -> None:
+    layout = layout_of(sizes)
+    n = len(layout)
+    read_before: set[int] = set()
+    state: Any = None
+    for step, world in enumerate(worlds):
+        samplers = [BlockShuffleSampler(layout, window_blocks=window, seed=9, rank=r, world_size=world)
+                    for r in range(world)]
+        for sampler in samplers:
+            if state is not None:
+                sampler.load_state_dict(state)
+            else:
+                sampler.set_epoch(1)
+        length = len(samplers[0])
+        assert all(len(sampler) == length for sampler in samplers)
+        last = step == len(worlds) - 1
+        steps = length if last else int(fractions[step] * length)
+        now = [list(itertools.islice(sampler, steps)) for sampler in samplers]
+        assert len({len(stream) for stream in now}) == 1  # the same count on every rank
+        done = samplers[0]._base // world  # steps each rank had taken in this deal (an exact resume)
+        runs = np.diff(samplers[0]._cuts).tolist()  # each rank's own samples; what follows is padding
+        fresh = [i for stream, run in zip(now, runs) for i in stream[:max(run - done, 0)]]
+        assert len(set(fresh)) == len(fresh) and not set(fresh) & read_before  # nothing read twice
+        read_before |= set(fresh)
+        if last:
+            assert read_before == set(range(n))
+        state = json.loads(json.dumps(samplers[0].state_dict()))
+        assert all(sampler.state_dict() == state for sampler in samplers)
 
 
 def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None:
@@ -207,13 +276,19 @@ def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None
     fresh = BlockShuffleSampler(m, 128, window_blocks=2, seed=0, rank=1, world_size=3)
     fresh.load_state_dict(state)  # continues epoch 2 without set_epoch, with the state's seed
     assert first + list(fresh) == whole
-    # another world size: the remaining positions re-striped, each once
+    # another world size: what no rank read is re-planned over the new ranks, each once
+    before: list[int] = []
+    for r in range(3):
+        peer = BlockShuffleSampler(m, 128, window_blocks=2, seed=3, rank=r, world_size=3)
+        peer.set_epoch(2)
+        before += list(peer)[:10]
     ranks = [BlockShuffleSampler(m, 128, window_blocks=2, rank=r, world_size=2) for r in range(2)]
     for r in ranks:
         r.load_state_dict(state)
     rest = [i for r in ranks for i in r]
+    assert len(ranks[0]) == len(ranks[1]) and len(rest) - len(set(rest)) < 2
+    assert not set(rest) & set(before) and set(rest) | set(before) == set(range(100))
     order = BlockOrder(sampler.layout, window_blocks=2, seed=3, epoch=2).take(np.arange(100)).tolist()
-    assert sorted(rest) == sorted(order[state["position"]:])
     # skip: the global stream's next positions are stepped over
     skipping = BlockShuffleSampler(m, 128, window_blocks=2, seed=3, rank=0, world_size=1)
     skipping.set_epoch(2)
@@ -221,6 +296,8 @@ def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None
     assert list(skipping) == order[30:]
     with pytest.raises(ValueError, match="blocks of 256 bytes"):
         BlockShuffleSampler(m, 256, window_blocks=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="queue must hold ranges"):
+        BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "queue": [[90, 120]]})
     with pytest.raises(ValueError, match="not a BlockShuffleSampler state"):
         BlockShuffleSampler(m, 128).load_state_dict(ResumableSampler(100).state_dict())
     with pytest.raises(ValueError, match="window_blocks"):
@@ -285,3 +362,26 @@ def test_resume_through_a_stateful_dataloader_is_exact(tmp_path: Path, num_worke
     assert len(whole) == 2 * 8  # 31 indices on rank 0 of 2, in batches of 4
     for save_at in (1, 5, 8, 11):
         assert epochs(save_at) == whole
+
+
+def test_skip_on_several_ranks_reads_the_rest_once() -> None:
+    layout = layout_of([5, 3, 8, 2, 6, 4, 7, 1, 9, 5])
+    n, world = len(layout), 3
+    whole = rank_streams(layout, world, window_blocks=2, seed=4)
+    interleaved = [whole[r][k] for k in range(len(whole[0])) for r in range(world)]
+    for skipped in (6, 7):  # a multiple of the world size continues each rank's stream; another re-plans
+        ranks = [BlockShuffleSampler(layout, window_blocks=2, seed=4, rank=r, world_size=world) for r in range(world)]
+        for sampler in ranks:
+            sampler.skip(skipped)
+        rest = [list(sampler) for sampler in ranks]
+        assert len({len(stream) for stream in rest}) == 1
+        if skipped % world == 0:
+            assert rest == [stream[skipped // world:] for stream in whole]
+        else:
+            assert set(interleaved[:skipped]) | {i for stream in rest for i in stream} == set(range(n))
+            assert not set(interleaved[:skipped]) & {i for stream in rest for i in stream}
+    running = BlockShuffleSampler(layout, window_blocks=2, seed=4, rank=1, world_size=world)
+    iterator = iter(running)
+    first = [next(iterator), next(iterator)]
+    running.skip(3)  # a running iterator continues after the skipped positions
+    assert first + list(iterator) == whole[1][:2] + whole[1][3:]

@@ -120,11 +120,18 @@ def test_register_spec_adds_a_spec(monkeypatch: pytest.MonkeyPatch) -> None:
         KindSpec(list, strings_sample)  # type: ignore[arg-type]
 
 
+def _plain_environment() -> dict[str, str]:
+    """This test's environment for a child, without the Windows-semantics mode (whose hook imports the kit)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("MMAP_NINJA_WINDOWS_SEMANTICS", None)
+    return env
+
+
 def test_importing_mmap_ninja_imports_no_test_tool() -> None:
     code = ("import sys, mmap_ninja, mmap_ninja.adapters; "
             "print(sorted(m for m in ('pytest', 'hypothesis', 'mmap_ninja.testing') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))).stdout
+                         env=_plain_environment()).stdout
     assert out.strip() == "[]"
 
 

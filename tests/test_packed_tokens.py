@@ -279,7 +279,7 @@ def test_dataloader_workers_read_windows(tmp_path):
     batches = list(loader)
     rows = torch.cat([batch["input_ids"] for batch in batches]).numpy()
     np.testing.assert_array_equal(rows, np.stack([w[0] for w in oracle(documents, 16, 8)]))
-    for k, batch in enumerate(batches):  # the tensors made in the workers' shared memory hold the right values
+    for k, batch in enumerate(batches):  # the batches sent by the workers hold the right values
         expected = collate_packed([dataset[i] for i in range(3 * k, min(3 * k + 3, len(dataset)))])
         for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
             assert torch.equal(batch[key], expected[key]), key
@@ -287,6 +287,41 @@ def test_dataloader_workers_read_windows(tmp_path):
     assert narrow["input_ids"].dtype == torch.int32 and narrow["cu_seqlens"].dtype == torch.int32
     assert torch.equal(narrow["input_ids"].long(), collate_packed([dataset[0], dataset[1]])["input_ids"])
     assert narrow["position_ids"].dtype == torch.int64 and narrow["doc_ids"].dtype == torch.int64
+
+
+def test_collated_batch_crosses_processes_small_and_rebuilds_position_ids(tmp_path):
+    """A collated batch pickles (as a DataLoader worker sends it) to its tokens and boundaries by value: no int64
+    position ids and no shared-memory segments; they are rebuilt from cu_seqlens on arrival, equal to the original."""
+    from multiprocessing.reduction import ForkingPickler
+
+    _, tokens = build(tmp_path / "m", [300, 1, 0, 450, 120, 700], dtype=np.uint16)
+    dataset = PackedTokens(tokens, 257, stride=256)
+    batch = collate_packed(dataset.__getitems__([4, 0, 2, 1]))
+    sent = bytes(ForkingPickler.dumps(batch))
+    assert len(sent) < batch["input_ids"].numel() * 2 + 1024  # the uint16 tokens, not 8 bytes per position
+    received = pickle.loads(sent)
+    assert isinstance(received, dict) and list(received) == list(batch)
+    for key in ("input_ids", "cu_seqlens", "doc_ids", "position_ids"):
+        assert received[key].dtype == batch[key].dtype and torch.equal(received[key], batch[key]), key
+    assert received["max_seqlen"] == batch["max_seqlen"]
+    tensors = [value for value in (*batch.values(), *received.values()) if isinstance(value, torch.Tensor)]
+    assert not any(tensor.is_shared() for tensor in tensors)  # no shared-memory segment (one fd passing each)
+    # Keys a wrapping collate_fn adds or replaces travel as they are.
+    batch["labels"] = batch["input_ids"].long()
+    batch["position_ids"] = torch.zeros(4, 257, dtype=torch.int64)
+    received = pickle.loads(ForkingPickler.dumps(batch))
+    assert torch.equal(received["labels"], batch["labels"]) and not received["position_ids"].any()
+
+
+def test_collate_without_position_ids(tmp_path):
+    _, tokens = build(tmp_path / "m", [3, 10, 2, 9], dtype=np.uint16)
+    dataset = PackedTokens(tokens, 6)
+    batch = collate_packed(dataset.__getitems__([0, 1, 2]), position_ids=False)
+    assert "position_ids" not in batch
+    full = collate_packed(dataset.__getitems__([0, 1, 2]))
+    for key in ("input_ids", "cu_seqlens", "doc_ids", "max_seqlen"):
+        assert torch.equal(torch.as_tensor(batch[key]), torch.as_tensor(full[key])), key
+    assert "position_ids" not in pickle.loads(pickle.dumps(batch))
 
 
 SPARSE = pytest.mark.skipif(sys.platform == "win32", reason="sparse files of gigabytes made with truncate and pwrite")

@@ -90,8 +90,11 @@ def test_lock_with_a_timeout_returns_false_while_another_handle_holds_it(tmp_pat
 
 
 def test_the_facility_is_named() -> None:
+    from mmap_ninja.testing import windows_semantics
+
     assert locks.available()
-    assert locks.facility() == ("fcntl.flock" if os.name == "posix" else "portalocker")
+    assert locks.facility() == ("portalocker (Windows-semantics mode)" if windows_semantics.active() else
+                                "fcntl.flock" if os.name == "posix" else "portalocker")
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin"])
@@ -180,11 +183,19 @@ def test_without_fcntl_every_kind_of_map_reads_and_writes_say_what_is_missing(tm
 
 
 def _comparable(directory: Path) -> dict[str, Any]:
+    def without_id(header: dict[str, Any]) -> dict[str, Any]:
+        header.pop("id", None)  # a new uuid per map
+        header.pop("checksum", None)  # the header's own checksum covers the id
+        return header
+
     files: dict[str, Any] = dict(_files(directory))
-    header = json.loads(files.pop("header.json"))
-    header.pop("id")  # a new uuid per map
-    header.pop("checksum", None)  # the header's own checksum covers the id
-    files["header.json"] = header
+    for name in [name for name in files if name.startswith(".readers-")]:  # a slot map's reader lock, named by id
+        files[".readers-ID"] = files.pop(name)
+    if files.pop("header.slots", None) is not None:  # a slot map (the default in the Windows-semantics mode)
+        from mmap_ninja.header_slots import read_slots
+
+        files["header.slots"] = without_id(json.loads(read_slots(directory)))
+    files["header.json"] = without_id(json.loads(files.pop("header.json")))
     return files
 
 
@@ -363,3 +374,67 @@ def test_dataloader_workers_read_images_and_sharded_maps_under_spawn_and_forkser
     assert len(seen) == len(order)
     for got, index in zip(seen, order):
         assert images.equal(got, want[index]) if index < 9 else got == want[index]
+
+
+# ---------------------------------------------------------------------------------------------- the crash harness
+
+@pytest.fixture
+def without_process_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kit's crash harness as it runs on Windows (forced on Linux): no session of its own for a child, no
+    signal to a process group (it is killed by Popen.kill, TerminateProcess there), no select on its pipe."""
+    from mmap_ninja.testing import processes
+
+    monkeypatch.setattr(processes, "_PROCESS_GROUPS", False)
+
+    def no_process_groups(*args: Any) -> None:
+        raise AssertionError("the portable path signalled a process group")
+
+    monkeypatch.setattr(os, "killpg", no_process_groups)
+
+
+def test_the_crash_harness_kills_and_checks_without_process_groups(tmp_path: Path,
+                                                                  without_process_groups: None) -> None:
+    from mmap_ninja.testing import assert_holds, check_interleaved_batches, spec_for
+    from mmap_ninja.testing.processes import (
+        kill_build_at_random,
+        kill_extender_at_random,
+        run_concurrent_writers,
+        writer_batches,
+    )
+
+    spec = spec_for("strings")
+    path = tmp_path / "extended"
+    spec.container.from_generator(path, spec.samples(0, 10), 4).close()
+    outcome = kill_extender_at_random(spec, path, seed=3, max_delay=0.05)
+    with spec.container(path, mode="r") as m:
+        assert len(m) in outcome.allowed_lengths()
+        assert_holds(spec, m, len(m))
+    built = kill_build_at_random(spec, tmp_path / "built", batch_size=5, seed=4, max_delay=0.05)
+    with spec.container(tmp_path / "built", allow_unfinished=True) as m:
+        assert built.committed <= len(m) <= built.in_flight
+    plans = [writer_batches(w, 2, 6, seed=5) for w in range(2)]
+    run_concurrent_writers(spec, tmp_path / "shared", plans)
+    with spec.container(tmp_path / "shared", mode="r") as m:
+        check_interleaved_batches(spec, list(m), plans)
+
+
+def test_the_portable_harness_tells_a_kill_from_an_exit(tmp_path: Path, without_process_groups: None) -> None:
+    from mmap_ninja.testing import spec_for
+    from mmap_ninja.testing.processes import _Child
+
+    failing = _Child({"action": "no such action"}, tmp_path, "failing")
+    try:
+        with pytest.raises(AssertionError, match=r"(?s)failed before it was ready.*unknown child action"):
+            failing.wait_ready()  # the thread that reads its pipe sees it close
+        failing.kill()
+        assert not failing.killed(), "a child that had exited on its own is reported as killed"
+    finally:
+        failing.close()
+    waiting = _Child({"action": "write_batches", "spec": spec_for("strings"), "path": str(tmp_path / "m"),
+                      "batches": [[0]]}, tmp_path, "waiting")  # ready, then waits for GO
+    try:
+        waiting.wait_ready()
+        waiting.kill()
+        assert waiting.killed() and waiting.process.returncode != 0
+    finally:
+        waiting.close()

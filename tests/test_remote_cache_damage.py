@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("fsspec")
 
-from mmap_ninja import StringsMmap, merge, open_existing, upload
+from mmap_ninja import StringsMmap, _osfile, merge, open_existing, upload
 
 TEXTS = [f"string number {i} " * (i % 5 + 1) for i in range(2_000)]
 
@@ -27,6 +27,8 @@ def test_a_damaged_cached_entry_is_evicted_and_fetched_again(tmp_path, damage):
     name = "offsets.bin" if damage == "zero-filled-offsets" else "data.bin"
     (cached,) = cached_files(cache, name)
     size = cached.stat().st_size
+    if _osfile.HELD_FILES_PINNED:
+        first.close()  # Windows: a damaged entry that a handle still maps cannot be moved away (nor damaged so)
     if damage == "truncated":
         os.truncate(cached, size // 2)
     else:

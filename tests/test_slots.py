@@ -285,21 +285,6 @@ def test_overwrite_without_readers_deletes_at_once(tmp_path: Path) -> None:
     assert not (path / ".deferred-deletions").exists()
 
 
-def test_a_reader_on_read_only_media_reads_without_a_lock(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes to read-only folders")
-    path = tmp_path / "m"
-    build("strings", path, 3, commit="slots").close()
-    for lock in path.glob(".readers-*"):
-        lock.unlink()
-    path.chmod(0o555)
-    try:
-        with StringsMmap(path, mode="r") as m:
-            assert len(m) == 3
-    finally:
-        path.chmod(0o755)
-
-
 def test_a_reader_that_cannot_create_its_lock_still_reads(tmp_path: Path) -> None:
     # The fallback itself (root ignores folder permissions, so a lock file that can be neither made nor opened
     # stands in for read-only media): a link into a folder that does not exist.

@@ -12,7 +12,7 @@ import pytest
 import xxhash
 
 import mmap_ninja
-from mmap_ninja import RaggedMmap, StringsMmap, _fsio, layouts
+from mmap_ninja import RaggedMmap, StringsMmap, _batching, _fsio
 from mmap_ninja.checksums import RECORD_DTYPE, column_id
 from mmap_ninja.layouts import RaggedLayout, StringsLayout
 
@@ -52,7 +52,7 @@ def test_strings_encode_hands_over_each_long_document():
 
 
 def test_small_samples_are_joined_into_bounded_pieces(monkeypatch):
-    monkeypatch.setattr(layouts, "_PIECE", 100)
+    monkeypatch.setattr(_batching, "_PIECE", 100)
     samples = [np.full(n, n, dtype=np.int32) for n in [3, 40, 1, 0, 7] * 10]
     encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4"})
     pieces = encoded.columns["data"]
@@ -101,7 +101,7 @@ def test_strings_bytes_and_checksums_equal_the_joined_documents(tmp_path):
 
 
 def test_vectored_writes_are_bounded_in_bytes_and_buffers(tmp_path, monkeypatch):
-    monkeypatch.setattr(layouts, "_JOIN_MEAN_BELOW", 0)  # every sample its own buffer
+    monkeypatch.setattr(_batching, "_JOIN_MEAN_BELOW", 0)  # every sample its own buffer
     monkeypatch.setattr(_fsio, "_MAX_WRITE", 1000)
     monkeypatch.setattr(_fsio, "_IOV_MAX", 16)
     calls = _record_pwritev(monkeypatch)
@@ -159,3 +159,56 @@ def test_shapes_of_a_map_with_nd_samples_come_from_its_shape_columns(tmp_path):
     assert [m._view.shape(k) for k in range(3)] == [(2, 3), (4,), (1, 1, 2)]
     assert [x.shape for x in m[[2, 0]]] == [(1, 1, 2), (2, 3)]
     m.close()
+
+
+@pytest.mark.parametrize("source", [list, tuple, iter])
+def test_batches_of_a_list_a_tuple_and_an_iterator_are_the_same_lists(source):
+    items = list(range(10))
+    got = list(_batching.batches(source(items), 4))
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and all(type(b) is list for b in got)
+    assert list(_batching.batches(source([]), 4)) == []
+
+
+def test_the_first_batch_of_a_new_map_takes_the_first_samples_dtype_without_converting_each():
+    samples = [np.arange(5, dtype=np.int16), np.arange(2, dtype=np.int16)]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, RaggedLayout().attrs())
+    assert encoded.attrs is not None and encoded.attrs["dtype"] == "<i2" and encoded.attrs["ndims"] == [1]
+    assert _batching.uniform_arrays(samples, None) == np.dtype(np.int16)
+    # Not the common batch: a subclass, a list, another dtype, an object dtype, nothing at all.
+    for batch in ([np.arange(2).view(np.ma.MaskedArray)], [[1, 2]], [samples[0], np.arange(2, dtype=np.int32)],
+                  [np.array([None])], []):
+        assert _batching.uniform_arrays(batch, None) is None
+
+
+def test_a_first_batch_of_mixed_dtypes_is_refused_naming_the_sample(tmp_path):
+    samples = [np.arange(3, dtype=np.int16), np.array([1.5])]
+    with pytest.raises(ValueError, match="item 1"):
+        RaggedMmap.from_lists(tmp_path / "m", samples)
+    with pytest.raises(TypeError, match="item 0"):
+        RaggedMmap.from_lists(tmp_path / "n", [np.array([None, 1])])
+
+
+def test_strings_of_a_str_subclass_are_stored_and_bad_ones_named(tmp_path):
+    class Text(str):
+        pass
+    assert _batching.utf8_all([Text("é"), "x"]) == ["é".encode(), b"x"]
+    assert _batching.utf8_all(["a", b"b"]) is None and _batching.utf8_all(["\ud800"]) is None
+    StringsMmap.from_strings(tmp_path / "s", [Text("é"), "x"]).close()
+    assert list(StringsMmap(tmp_path / "s")) == ["é", "x"]
+    with pytest.raises(ValueError, match="item 1 cannot be stored as UTF-8"):
+        StringsMmap.from_strings(tmp_path / "t", ["ok", "\ud800"])
+
+
+def test_an_encoded_header_is_the_json_of_its_content_with_the_checksum_last():
+    import json
+
+    from mmap_ninja.format import Column, Header, encode_header, header_checksum
+    header = Header(kind="ragged", columns={"data": Column(np.dtype("u1"), 5), "checksums": Column(RECORD_DTYPE, 2)},
+                    attrs={"x": "é"}, id="abc", metadata={"k": [1, 2.5]}, building=True, checksums="xxh3_64",
+                    extra={"later": {"a": 1}})
+    encoded = encode_header(header)
+    content = json.loads(encoded)
+    checksum = content.pop("checksum")
+    assert checksum == header_checksum(content) and list(json.loads(encoded))[-1] == "checksum"
+    assert json.dumps({**content, "checksum": checksum}).encode() == encoded
+    assert encode_header(header) == encoded  # the remembered column descriptions are not changed by encoding

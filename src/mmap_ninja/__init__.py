@@ -111,3 +111,17 @@ __all__ = [
     "upload",
     "verify",
 ]
+
+
+def _join_test_mode() -> None:
+    """A process started by a test in the kit's Windows-semantics mode (`mmap_ninja.testing.windows_semantics`)
+    receives it through an environment variable and joins it here, when it imports mmap_ninja."""
+    import os
+
+    if os.environ.get("MMAP_NINJA_WINDOWS_SEMANTICS"):
+        from mmap_ninja.testing.windows_semantics import activate_from_environment
+
+        activate_from_environment()
+
+
+_join_test_mode()

@@ -489,7 +489,7 @@ class BlendedMap:
     def get_batch(self, indices: Any, *args: Any, **options: Any) -> Any:
         """The samples at ``indices`` as one batch, as the sources' own ``get_batch`` gives it (they must share
         kind and schema); each source touched reads its rows with one ``get_batch``."""
-        from mmap_ninja.sharded import _batch_arguments
+        from mmap_ninja.sharded_map import _batch_arguments
 
         cls = self._batch_kind()
         arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}

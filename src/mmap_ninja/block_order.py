@@ -10,7 +10,9 @@ than the data) each sample may cost a block. `BlockOrder` keeps the reads local 
   those of each shard; a blend's are those of its sources, gathered over the blend's positions.
 - *Order.* The blocks go in a shuffled order (`mmap_ninja.Order` over the blocks, keyed by seed and epoch); each
   window of ``window_blocks`` consecutive blocks of that order is read in a shuffled order of its samples (one
-  `mmap_ninja.Order` per window). Each block is read once per epoch, inside one window.
+  `mmap_ninja.Order` per window). Each block is read once per epoch, inside one window. With ``parts`` (one per
+  rank) the shuffled blocks are cut into contiguous runs of whole blocks balanced by sample count, windows
+  restarting at each run, so each rank reads its own blocks and no block is read by two ranks.
 
 `shuffle_quality` measures an order against a block assignment: how many pairs of a batch come from one block,
 and how far samples move from their stored place, so a window size can be chosen knowingly. Only NumPy is needed
@@ -193,6 +195,11 @@ class BlockOrder:
     are shuffled together. ``order[k]`` and ``order.take(positions)`` as for `mmap_ninja.Order`; memory is
     O(blocks) (plus the layout's members for a blend).
 
+    ``parts`` (one per rank) cuts the shuffled blocks into that many contiguous runs of whole blocks, balanced by
+    sample count (a block goes to the part holding its middle sample): part ``r`` is the stream's positions
+    ``part_bounds[r]:part_bounds[r + 1]`` and its windows restart at its first block, so a part reads only its own
+    blocks. ``parts=1`` is one run.
+
     Example:
 
         >>> from mmap_ninja.block_order import BlockLayout, BlockOrder
@@ -206,6 +213,8 @@ class BlockOrder:
     window_blocks: int
     seed: int
     epoch: int
+    parts: int
+    part_bounds: np.ndarray
     shuffle: bool
     _block_order: np.ndarray
     _slot_ends: np.ndarray
@@ -215,21 +224,31 @@ class BlockOrder:
     _family: OrderFamily
 
     def __init__(self, layout: BlockLayout, *, window_blocks: int = DEFAULT_WINDOW_BLOCKS, seed: int = 0,
-                 epoch: int = 0):
+                 epoch: int = 0, parts: int = 1):
         if isinstance(window_blocks, bool) or not isinstance(window_blocks, numbers.Integral) or window_blocks < 1:
             raise ValueError(f"window_blocks must be a positive int, got {window_blocks!r}")
+        if isinstance(parts, bool) or not isinstance(parts, numbers.Integral) or parts < 1:
+            raise ValueError(f"parts must be a positive int, got {parts!r}")
         self.layout = layout
         self.window_blocks = int(window_blocks)
         self.seed = int(seed)
         self.epoch = int(epoch)
+        self.parts = int(parts)
         self.shuffle = True
         blocks = layout.num_blocks
+        n = len(layout)
         self._block_order = Order(blocks, seed=self.seed, epoch=self.epoch).take(np.arange(blocks, dtype=np.int64))
         sizes = np.diff(layout.bounds)[self._block_order]
         self._slot_ends = np.cumsum(sizes)  # where each block of the shuffled order ends in the epoch's stream
         self._slot_starts = self._slot_ends - sizes
-        window_last = np.minimum(np.arange(self.window_blocks - 1, blocks + self.window_blocks - 1,
-                                           self.window_blocks), blocks - 1)
+        # part of each slot: the part holding the slot's middle sample (contiguous runs balanced by sample count)
+        part_of_slot = np.minimum((self.parts * (2 * self._slot_starts + sizes)) // (2 * max(n, 1)), self.parts - 1)
+        first_slot = np.searchsorted(part_of_slot, np.arange(self.parts + 1), side="left")
+        self.part_bounds = np.concatenate([self._slot_starts, [n]]).astype(np.int64)[first_slot]
+        # windows of window_blocks consecutive slots, restarting at each part
+        within = np.arange(blocks, dtype=np.int64) - first_slot[part_of_slot]
+        key = part_of_slot * (blocks + 1) + within // self.window_blocks
+        window_last = np.flatnonzero(np.r_[key[1:] != key[:-1], True]) if blocks else np.zeros(0, dtype=np.int64)
         self._window_ends = self._slot_ends[window_last] if blocks else np.zeros(0, dtype=np.int64)
         self._window_starts = np.concatenate([[0], self._window_ends[:-1]]).astype(np.int64)
         windows = len(self._window_ends)
@@ -241,7 +260,7 @@ class BlockOrder:
 
     def __repr__(self) -> str:
         return (f"BlockOrder({len(self)} samples, {self.layout.num_blocks} blocks, window_blocks={self.window_blocks},"
-                f" seed={self.seed}, epoch={self.epoch})")
+                f" seed={self.seed}, epoch={self.epoch}, parts={self.parts})")
 
     @property
     def num_windows(self) -> int:
@@ -250,7 +269,7 @@ class BlockOrder:
 
     def with_epoch(self, epoch: int) -> BlockOrder:
         """The order of ``epoch`` over the same layout."""
-        return BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=epoch)
+        return BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=epoch, parts=self.parts)
 
     def take(self, positions: Any) -> np.ndarray:
         """The indices at ``positions`` (ints in ``range(n)``; negatives count from the end), as int64."""

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_METADATA_BYTES",
     "SHARDS_FILE",
+    "Column",
     "Header",
     "check_metadata",
     "dtype_from_json",
@@ -69,6 +70,19 @@ def dtype_to_json(dtype: Any) -> Any:
     return np.lib.format.dtype_to_descr(np.dtype(dtype))
 
 
+def _column_descr(dtype: np.dtype[Any]) -> Any:
+    """`dtype_to_json` of a column's dtype, remembered (every commit describes every column), never modified."""
+    descr = _DESCRS.get(dtype)
+    if descr is None:
+        descr = dtype_to_json(dtype)
+        if len(_DESCRS) < 4096:
+            _DESCRS[dtype] = descr
+    return descr
+
+
+_DESCRS: dict[np.dtype[Any], Any] = {}
+
+
 def dtype_from_json(descr: Any) -> np.dtype[Any]:
     """Inverse of `dtype_to_json`."""
     if isinstance(descr, str):  # a plain dtype: remembered, so opening a map parses each of its columns' once
@@ -78,7 +92,13 @@ def dtype_from_json(descr: Any) -> np.dtype[Any]:
             if len(_DTYPES) < 4096:
                 _DTYPES[descr] = known
         return known
-    return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+    key = repr(descr)  # a structured dtype (the checksum records'): remembered too (repr tells JSON values apart)
+    known = _DTYPES.get(key)
+    if known is None:
+        known = np.lib.format.descr_to_dtype(_descr_from_json(descr))
+        if len(_DTYPES) < 4096 and len(key) < 4096:
+            _DTYPES[key] = known
+    return known
 
 
 _DTYPES: dict[str, np.dtype[Any]] = {}
@@ -138,6 +158,7 @@ class Header:
     metadata: dict[str, Any] = field(default_factory=dict)
     building: bool = False
     checksums: Optional[str] = None  # the algorithm of the map's checksum records (None: the map has none)
+    checksum_granularity: Optional[int] = None  # bytes near which writes split their records (None: they do not)
     extra: dict[str, Any] = field(default_factory=dict)  # optional fields of a newer minor version, kept as they are
 
     @property
@@ -191,17 +212,20 @@ def read_header(directory: Path) -> Header:
         # A slot map (FORMAT.md, "commit.slots"): header.json is a stub; the header is the newest valid slot.
         path = directory / header_slots.SLOTS_FILE
         try:
-            content = json.loads(header_slots.read_slots(directory))
+            raw = header_slots.read_slots(directory)
+            content = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CorruptMapError(f"{path} holds a slot that is not valid JSON: {e}") from None
         if not isinstance(content, dict) or header_slots.FEATURE not in (content.get("requires") or ()):
             raise CorruptMapError(f"{path} holds a header that does not require {header_slots.FEATURE!r}")
-    return parse_header(content, path)
+    return parse_header(content, path, raw=raw)
 
 
-def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> Header:
+def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: Optional[bytes] = None) -> Header:
     """Check the decoded JSON of a header; ``path`` is only used in error messages. ``features``: ``requires``
-    entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``)."""
+    entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``). ``raw``:
+    the bytes ``content`` was decoded from, if known (checking the header's own checksum on them skips encoding it
+    again)."""
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum
@@ -215,7 +239,7 @@ def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> He
             f"{path.parent} uses format version {version[0]}.{version[1]}, newer than this mmap_ninja reads "
             f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade mmap_ninja to read it")
     stored = content.pop("checksum", None)
-    if stored is not None and stored != header_checksum(content):
+    if stored is not None and not _raw_checksum_matches(raw, stored) and stored != header_checksum(content):
         raise CorruptMapError(f"{path} is corrupt: its checksum {stored!r} does not match its content")
     missing = _REQUIRED_KEYS - content.keys()
     if missing:
@@ -275,9 +299,14 @@ def parse_header(content: Any, path: Path, features: Collection[str] = ()) -> He
     if checksums is not None and not (isinstance(checksums, dict) and isinstance(checksums.get("algorithm"), str)
                                       and "checksums" in parsed):
         raise CorruptMapError(f"{path}: 'checksums' must name an algorithm and come with a checksums column")
+    granularity = None if checksums is None else checksums.get("granularity")
+    if granularity is not None and (type(granularity) is not int or granularity <= 0):
+        raise CorruptMapError(f"{path}: 'checksums.granularity' must be a positive number of bytes, got "
+                              f"{granularity!r}")
     return Header(kind=kind, columns=parsed, attrs=attrs, id=map_id, commit=commit,
                   version=(version[0], version[1]), requires=tuple(requires), metadata=metadata,
                   building=building, checksums=None if checksums is None else checksums["algorithm"],
+                  checksum_granularity=granularity,
                   extra={k: v for k, v in content.items() if k not in _KEYS})
 
 
@@ -304,16 +333,34 @@ def encode_header(header: Header) -> bytes:
         "requires": list(header.requires),
         "attrs": header.attrs,
         "metadata": header.metadata,
-        "columns": {name: {"dtype": dtype_to_json(col.dtype), "length": col.length}
+        "columns": {name: {"dtype": _column_descr(col.dtype), "length": col.length}
                     for name, col in header.columns.items()},
     }
     if header.building:
         content["building"] = True
     if header.checksums is not None:
         content["checksums"] = {"algorithm": header.checksums}
+        if header.checksum_granularity is not None:
+            content["checksums"]["granularity"] = header.checksum_granularity
     content.update(header.extra)
-    content["checksum"] = header_checksum(content)
-    return json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    encoded = json.dumps(content).encode()  # no indent: the C encoder, a third of the cost of a commit
+    # The checksum key last: the same bytes as encoding the content with it, without encoding it twice.
+    return encoded[:-1] + f', "checksum": "crc32:{zlib.crc32(encoded):08x}"}}'.encode()
+
+
+_CHECKSUM_TAIL = re.compile(rb', "checksum": "(crc32:[0-9a-f]{8})"}\Z')
+
+
+def _raw_checksum_matches(raw: Optional[bytes], stored: Any) -> bool:
+    """Whether ``raw``, a header file as `encode_header` writes it (``, "checksum": "crc32:..."}`` last), holds
+    the checksum ``stored`` of its own bytes before that key: then the header is its canonical encoding, which
+    `header_checksum` would compute again (a header written any other way is checked that way)."""
+    if raw is None or not isinstance(stored, str):
+        return False
+    tail = _CHECKSUM_TAIL.search(raw, max(0, len(raw) - 40))
+    if tail is None or tail.group(1).decode() != stored:
+        return False
+    return f"crc32:{zlib.crc32(b'}', zlib.crc32(raw[:tail.start()])):08x}" == stored
 
 
 def header_checksum(content: dict[str, Any]) -> str:

@@ -39,7 +39,8 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
                   fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
                   max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
                   cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
-                  cache_size_limit: Optional[int] = None) -> M: ...
+                  cache_size_limit: Optional[int] = None, fetch: str = "auto",
+                  block_size: Optional[int] = None) -> M: ...
 @overload
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None,
                   *, kind: None = None, copy_before_wrapper_fn: bool = True,
@@ -48,7 +49,8 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
                   fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
                   max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
                   cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
-                  cache_size_limit: Optional[int] = None) -> OpenedMap: ...
+                  cache_size_limit: Optional[int] = None, fetch: str = "auto",
+                  block_size: Optional[int] = None) -> OpenedMap: ...
 def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None,
                   *, kind: Optional[type[Any]] = None, copy_before_wrapper_fn: bool = True,
                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, durable: bool = False,
@@ -56,7 +58,8 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
                   fast: bool = False, decoder: Optional[str] = None, draft: Optional[tuple[int, int]] = None,
                   max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
                   cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
-                  cache_size_limit: Optional[int] = None) -> Any:
+                  cache_size_limit: Optional[int] = None, fetch: str = "auto",
+                  block_size: Optional[int] = None) -> Any:
     """Open whatever map ``out_dir`` holds, as a `StringsMmap`, `RaggedMmap`, `NumpyMmap`, ..., or a `ShardedMap`
 
     Raises `NotAMapError` if there is none (the kind of an empty map would be unknown).
@@ -68,7 +71,8 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
     passed on, and one the map's class does not take is a `TypeError` naming it.
 
     ``out_dir`` may be a URL (``s3://bucket/path``, any fsspec URL): the map is read through a local cache
-    (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``; see `mmap_ninja.adapters.remote`),
+    (keywords ``cache_dir``, ``storage_options``, ``cache_size_limit``, ``fetch`` and ``block_size``: whole
+    downloads or ranged block reads; see `mmap_ninja.adapters.remote`),
     read-only: ``mode`` defaults to ``"r+"`` for a local map and to ``"r"`` (the only mode it takes) for a URL.
 
     Example:
@@ -87,8 +91,14 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
         ("max_open_shards", max_open_shards, DEFAULT_MAX_OPEN_SHARDS),
         ("max_open_files", max_open_files, DEFAULT_MAX_OPEN_FILES), ("cache_dir", cache_dir, None),
         ("storage_options", storage_options, None), ("cache_size_limit", cache_size_limit, None),
+        ("fetch", fetch, "auto"), ("block_size", block_size, None),
     ) if value != default}
     opened = _open(out_dir, wrapper_fn, mode, given)
+    if kind is not None and not isinstance(opened, kind) and getattr(opened, "fetch_block_size", None):
+        opened.close()
+        raise KindMismatchError(f"{out_dir} is read by blocks, as a ShardedMap of its {opened.kind!r} blocks, not "
+                                f"the {kind.__name__} open_existing(kind=...) expects: pass kind=ShardedMap, or "
+                                f"fetch='whole' to download it whole as a {kind.__name__}")
     if kind is not None and not isinstance(opened, kind):
         what = f"a sharded map of {opened.kind!r} maps" if isinstance(opened, ShardedMap) else \
             f"a map of kind {opened.layout.kind!r} ({type(opened).__name__})"

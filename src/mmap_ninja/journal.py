@@ -1,4 +1,5 @@
-"""Checks of a merge journal (``.merge-journal.json``) before recovery acts on it.
+"""Checks of a merge journal (``.merge-journal.json``) before recovery acts on it, and the move of one map
+into a sharded map that the journal records.
 
 A journal is a file in a folder that may come from anyone (a tarball, a shared file system), and recovery renames
 and deletes what it names: every entry is checked, whole, before anything moves.
@@ -7,13 +8,48 @@ and deletes what it names: every entry is checked, whole, before anything moves.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from mmap_ninja import _osfile
 from mmap_ninja.errors import CorruptMapError, MapError
-from mmap_ninja.format import read_header
+from mmap_ninja.format import Header, read_header
+from mmap_ninja.storage import LOCK_FILE
 
-__all__ = ["check_journal"]
+__all__ = ["check_journal", "move_map"]
+
+
+def move_map(src: Path, dest: Path, header: Header, copy: bool, lock_fd: int) -> None:
+    """Move (or copy) the map ``src`` to ``dest``; ``lock_fd`` holds its writer lock, and is closed here. The map
+    must still be the commit ``header`` describes (ValueError if a write came in meanwhile).
+
+    The lock is held through the move, so no append races it; except where a folder holding an open file cannot
+    be renamed (Windows: the lock file is one), where it is released just before the rename. The rename itself
+    then fails (``PermissionError``) while any handle, a writer's included, holds a file of the map, and the
+    header is read again at ``dest``: a commit that slipped in between moves the map back, and raises."""
+    try:
+        now = read_header(src)
+        if now.id != header.id or now.commit != header.commit:
+            raise ValueError(f"{src} changed while it was being merged (commit {header.commit} -> {now.commit})")
+        if copy:
+            staging = dest.with_name(dest.name + ".copying")
+            shutil.copytree(src, staging, ignore=shutil.ignore_patterns(LOCK_FILE))
+            os.rename(staging, dest)
+            return
+        if _osfile.HELD_FILES_PINNED:
+            fd, lock_fd = lock_fd, -1
+            os.close(fd)
+        os.rename(src, dest)
+        if lock_fd < 0:
+            moved = read_header(dest)
+            if moved.id != header.id or moved.commit != header.commit:
+                os.rename(dest, src)
+                raise ValueError(f"{src} changed while it was being merged (commit {header.commit} -> "
+                                 f"{moved.commit})")
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
 
 
 def check_journal(out: Path, journal_path: Path, journal: Any, shards_dir_name: str

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 
-from mmap_ninja._fsio import SizedBuffers
+from mmap_ninja._batching import ndims_of, uniform_arrays, utf8_all, write_pieces
 from mmap_ninja._lazy import mapped_on_first_use
 from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
 from mmap_ninja.codecs import Codec, Zstd, codec_from_option, codec_from_spec, compressor_for
@@ -34,32 +34,6 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
-# Samples this small on average are joined into pieces of at most _PIECE bytes before they are written: below
-# it, a kernel vectored write and a hash update per sample cost more than the joining copy (1M int32 token
-# sequences of 1-64 tokens: 0.33 s of pwritev of the samples' buffers against 0.13 s of join + 0.17 s of pwrite).
-# Larger samples go to the writer and the hasher as they are, with no copy.
-_JOIN_MEAN_BELOW = 1024
-_PIECE = 16 << 20
-
-
-def write_pieces(buffers: list[Any], nbytes: np.ndarray[Any, Any]) -> SizedBuffers:
-    """What to append for samples whose buffers are ``buffers`` (``nbytes`` bytes each, an int64 array): their
-    own buffers, or, for small samples, their bytes joined into a few pieces (same bytes, fewer calls)."""
-    count = len(buffers)
-    if count < 2 or int(nbytes.sum()) >= _JOIN_MEAN_BELOW * count:
-        return SizedBuffers(buffers, nbytes.tolist())
-    ends = np.cumsum(nbytes)
-    cuts = [0]
-    while cuts[-1] < count:  # each piece: at least one sample, at most about _PIECE bytes
-        done = int(ends[cuts[-1] - 1]) if cuts[-1] else 0
-        cuts.append(max(cuts[-1] + 1, int(np.searchsorted(ends, done + _PIECE, side="right"))))
-    try:
-        pieces = [b"".join(buffers[a:b]) for a, b in zip(cuts, cuts[1:])]
-    except (BufferError, TypeError, ValueError):  # a non-contiguous sample: the writer copies it in C order
-        return SizedBuffers(buffers, nbytes.tolist())
-    return SizedBuffers(pieces, [len(piece) for piece in pieces])
-
-
 class Columns(Protocol):
     """Where a view reads columns from: a `Store`, or `EmptyColumns`."""
 
@@ -375,11 +349,8 @@ class StringsLayout(Layout):
 
     def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
                dictionary: bytes = b"") -> Encoded:
-        try:
-            if set(map(type, batch)) != {str}:
-                raise TypeError
-            encoded = [text.encode("utf-8") for text in batch]
-        except (TypeError, UnicodeEncodeError):
+        encoded = utf8_all(batch)
+        if encoded is None:  # a sample that is no str, or cannot be UTF-8: found and named
             first = self.count(lengths, attrs)
             encoded = [_utf8(first + k, text) for k, text in enumerate(batch)]
         encoded = _compress_all(attrs, dictionary, encoded)
@@ -682,9 +653,9 @@ class RaggedLayout(Layout):
     def _arrays(self, batch: list[Any], first: int, dtype: Optional[np.dtype[Any]]
                 ) -> tuple[list[Any], np.dtype[Any]]:
         """The samples as arrays of one storable dtype, and that dtype (set by the first sample if new)."""
-        if (dtype is not None and set(map(type, batch)) == {np.ndarray}
-                and set(map(attrgetter("dtype"), batch)) == {dtype}):
-            return batch, dtype  # the common case, checked without a Python step per sample
+        uniform = uniform_arrays(batch, dtype)
+        if uniform is not None:
+            return batch, uniform  # the common case, checked without a Python step per sample
         arrays = []
         for k, sample in enumerate(batch):
             array = as_sample(sample, dtype, f"item {first + k}")
@@ -699,7 +670,7 @@ class RaggedLayout(Layout):
         old_dtype = _dtype(attrs)
         arrays, dtype = self._arrays(batch, self.count(lengths, attrs), old_dtype)
         count = len(arrays)
-        ndim_set = set(map(attrgetter("ndim"), arrays))
+        ndim_set = ndims_of(arrays)
         if ndim_set == {1}:
             sizes = np.fromiter(map(len, arrays), dtype=np.int64, count=count)
             ndims, dims = np.ones(count, dtype=np.int64), sizes

@@ -27,7 +27,8 @@ from typing import Any, Callable, Optional
 
 from mmap_ninja.errors import LockingUnavailableError
 
-__all__ = ["LockingUnavailableError", "available", "facility", "lock", "release", "require", "try_lock"]
+__all__ = ["LockingUnavailableError", "available", "facility", "lock", "release", "require", "try_lock",
+           "use_facility"]
 
 _POLL_SECONDS = 0.01  # how often a lock with a timeout is tried again
 
@@ -155,6 +156,21 @@ def lock(fd: int, *, shared: bool = False, timeout: Optional[float] = None, what
             return False
         time.sleep(_POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
     return True
+
+
+def use_facility(name: str, try_lock: Callable[[int, bool], bool], unlock: Callable[[int], None]) -> Callable[[], None]:
+    """Take every lock through ``try_lock(fd, shared)`` (True when taken, False when another holder keeps it, never
+    waiting) and ``unlock(fd)`` until the returned function is called, which restores the facility chosen at
+    import. The hook of the test kit's Windows-semantics mode (`mmap_ninja.testing.windows_semantics`)."""
+    global _facility, _try, _unlock, _wait
+    previous = _facility, _try, _unlock, _wait
+    _facility, _try, _unlock, _wait = name, try_lock, unlock, None
+
+    def restore() -> None:
+        global _facility, _try, _unlock, _wait
+        _facility, _try, _unlock, _wait = previous
+
+    return restore
 
 
 def release(fd: int) -> None:

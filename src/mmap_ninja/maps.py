@@ -11,13 +11,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 
-from mmap_ninja import parallel
+from mmap_ninja import _batching, parallel
 from mmap_ninja.attrs_check import check_attrs
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.checksums import CheckedView, ReadChecker
@@ -31,7 +31,7 @@ from mmap_ninja.errors import (
     ShardedFolderError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata
+from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata, dtype_from_json
 from mmap_ninja.layouts import EmptyColumns, Layout, View
 from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, check_lock_timeout, resolved
@@ -379,7 +379,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             store.close()
             raise CorruptMapError(f"{self._path / HEADER_FILE} lists no column {missing[0]!r}, which a "
                                   f"{store.kind!r} map has")
-        wrong = [(name, dtype) for name, dtype in needed.items() if store.header.columns[name].dtype != np.dtype(dtype)]
+        wrong = [(name, dt) for name, dt in needed.items() if store.header.columns[name].dtype != dtype_from_json(dt)]
         if wrong:
             store.close()
             name, dtype = wrong[0]
@@ -792,7 +792,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             from tqdm.auto import tqdm
 
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
-        return cls._build(out_dir, _batches(samples, batch_size), overwrite=overwrite, durable=durable,
+        return cls._build(out_dir, _batching.batches(samples, batch_size), overwrite=overwrite, durable=durable,
                           metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
 
     @classmethod
@@ -897,14 +897,6 @@ def _dictionary(store: Store) -> bytes:
 
 def _reopen(cls: type[M], path: str, options: dict[str, Any]) -> M:
     return cls(path, **options)
-
-
-def _batches(samples: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
-    iterator = iter(samples)
-    batch = list(islice(iterator, batch_size))  # batching in C: no Python step per sample
-    while batch:
-        yield batch
-        batch = list(islice(iterator, batch_size))
 
 
 def _length_or_none(iterable: Any) -> Optional[int]:

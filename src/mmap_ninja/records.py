@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, ov
 
 import numpy as np
 
+from mmap_ninja import _batching
 from mmap_ninja import keys as _keys
 from mmap_ninja.batch import check_batch_size, join_batches
 from mmap_ninja.errors import MissingKeyError, NoSuchFieldError
@@ -46,7 +47,7 @@ from mmap_ninja.image_decoding import DEFAULT_DECODER, Decoder
 from mmap_ninja.images import RECORDS_FEATURE as IMAGES_FEATURE
 from mmap_ninja.images import ImagesMmap, ImagesView
 from mmap_ninja.ingest import build_image_folder
-from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _batches, _length_or_none, resolve_positions
+from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _length_or_none, resolve_positions
 from mmap_ninja.records_fields import FieldStore, field_class
 from mmap_ninja.records_layout import FEATURE, FieldColumns, RecordsBatch, RecordsLayout, _as_error
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store
@@ -637,7 +638,7 @@ class RecordsMmap(MapBase):
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" rows")
-        return cls._build_batches(out_dir, _batches(rows, batch_size), schema, key, overwrite=overwrite,
+        return cls._build_batches(out_dir, _batching.batches(rows, batch_size), schema, key, overwrite=overwrite,
                                   durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
                                   lock_timeout=lock_timeout, **options)  # (commit=: see MapBase.build)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import threading
 import uuid
 import weakref
@@ -23,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja import header_slots, locks
+from mmap_ninja import _granularity, header_slots, locks
 from mmap_ninja._fsio import (
     SizedBuffers,
     byte_sizes,
@@ -33,6 +32,7 @@ from mmap_ninja._fsio import (
     replace_file,
     write_all,
 )
+from mmap_ninja._granularity import checksum_records
 from mmap_ninja._open_errors import moved_error, unfinished_error
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja._paths import PathLike, absolute, is_url, resolved
@@ -49,6 +49,7 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
 from mmap_ninja.header_slots import FEATURE as SLOTS
+from mmap_ninja.mapped_columns import MappedColumn, Snapshot
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
            "absolute", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory", "resolved"]
@@ -62,6 +63,8 @@ DERIVED_PREFIX = "derived-"  # columns of derived data (a key index), updated in
 def is_derived(name: str) -> bool:
     """Whether column ``name`` holds derived data (FORMAT.md, "Derived columns"): no checksum records."""
     return name.startswith(DERIVED_PREFIX)
+
+
 DEFAULT_LOCK_TIMEOUT = 5.0  # seconds a write waits for another writer, as SQLite's default busy timeout
 _OUR_FILES = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp"}
 
@@ -78,113 +81,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Column:
-    """One column file, held open read-only from when its header was read (so a handle keeps reading its own
-    files even if the map is replaced: those are unlinked, never truncated), and (lazily) a mapping of it."""
-
-    __slots__ = ("__weakref__", "_file", "dtype", "fd", "mapped", "released")
-
-    def __init__(self, path: Path | str, dtype: np.dtype[Any]):
-        self._file = os.fspath(path)  # a str: joining Paths was a tenth of opening a map (issue 21)
-        self.dtype = dtype
-        self.mapped: np.ndarray[Any, Any] | None = None  # the whole file as items, when it was last mapped
-        self.released = False  # its descriptor was closed once mapped (see `release`); opened again if needed
-        try:
-            self.fd: int | None = os.open(self._file, os.O_RDONLY)
-        except FileNotFoundError:
-            self.fd = None  # reported by the size check, with the file's name
-        except IsADirectoryError:
-            raise CorruptMapError(f"{path} is not a regular file") from None
-
-    def __del__(self) -> None:
-        # A handle dropped without close() (an evicted shard, a map in a finished function) releases it too (a
-        # __del__, not a weakref.finalize: that cost a tenth of opening a map, issue 21).
-        fd = getattr(self, "fd", None)  # None too when __init__ failed
-        self.fd = None
-        if fd is not None:
-            with suppress(OSError):
-                os.close(fd)
-
-    @property
-    def path(self) -> Path:
-        return Path(self._file)
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, None
-        self.mapped = None
-        self.released = False
-        if fd is not None:
-            os.close(fd)
-
-    def release(self) -> None:
-        """Close the column's descriptor: a mapping keeps its file (Python's mmap holds its own descriptor), so a
-        read-only handle that does not grow needs only that one. A later mapping (of a column not read yet, such
-        as the checksums ``verify_reads`` reads), remap or size check opens the file again by its path."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            self.released = True
-            with suppress(OSError):
-                os.close(fd)
-
-    def descriptor(self) -> int | None:
-        """The column's open descriptor (opened again if it was released); None if the file is missing."""
-        if self.fd is None and self.released:
-            try:
-                self.fd = os.open(self._file, os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            self.released = False
-        return self.fd
-
-    def descriptors(self) -> int:
-        """How many descriptors the column holds: its own, and the one of its mapping."""
-        mapped = self.mapped
-        return (self.fd is not None) + (mapped is not None and mapped.size > 0)
-
-    def view(self, length: int) -> np.ndarray[Any, Any]:
-        mapped = self.mapped
-        if mapped is None or len(mapped) < length:
-            released = self.released
-            mapped = self.mapped = self._map(length)
-            if released:  # opened again only to map it (a column mapped lazily): the mapping keeps the file
-                self.release()
-        return mapped[:length]
-
-    def _map(self, length: int) -> np.ndarray[Any, Any]:
-        need = length * self.dtype.itemsize
-        fd = self.descriptor()
-        if fd is None:
-            raise CorruptMapError(f"{self.path} is missing (the header lists it as a column)")
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptMapError(f"{self.path} is not a regular file")
-        if info.st_size < need:
-            raise CorruptMapError(f"{self.path} is truncated: it holds {info.st_size} bytes, the header commits "
-                                  f"{need}")
-        if info.st_size < self.dtype.itemsize:
-            empty = np.empty(0, dtype=self.dtype)
-            empty.flags.writeable = False
-            return empty
-        mapping = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
-        # Read-only, as the mapping is. Arrays handed out earlier keep their own (older) mapping alive.
-        return np.frombuffer(mapping, dtype=self.dtype, count=info.st_size // self.dtype.itemsize)
-
-
-class _Snapshot:
-    """One state of a map's columns (the `Columns` a layout builds a view from)."""
-
-    __slots__ = ("_columns", "attrs", "lengths", "path")
-
-    def __init__(self, path: Path, columns: dict[str, _Column], lengths: dict[str, int], attrs: dict[str, Any]):
-        self.path = path
-        self._columns = columns
-        self.lengths = lengths
-        self.attrs = attrs
-
-    def column(self, name: str) -> np.ndarray[Any, Any]:
-        return self._columns[name].view(self.lengths[name])
 
 
 class _Transaction:
@@ -345,6 +241,7 @@ class Store:
         header = Header(kind=kind, columns={name: Column(dt, 0) for name, dt in dtypes.items()},
                         attrs=dict(attrs), id=map_id, commit=0, requires=requires, metadata=dict(metadata),
                         building=True, checksums=default_algorithm(),
+                        checksum_granularity=_granularity.DEFAULT_GRANULARITY,
                         extra={"file_suffix": generation.suffix} if generation.suffix else {})
         _write_header(path, header, durable, created=True)
         generation.retire(header, durable=durable)
@@ -436,17 +333,17 @@ class Store:
         txn = self._txn
         return dict(txn.lengths) if txn is not None else self._header.lengths
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self) -> Snapshot:
         """The columns and attributes of this handle's current state, fixed: a view built from it is consistent
         even while another thread writes through the same handle."""
         if self.closed:
             raise ClosedMapError(f"{self.path}: I/O operation on a closed map")
         txn, header = self._txn, self._header
         if txn is None:
-            return _Snapshot(self.path, self._columns, header.lengths, header.attrs)
+            return Snapshot(self.path, self._columns, header.lengths, header.attrs)
         lengths = txn.lengths  # lengths before attributes: see `append`
         attrs = txn.attrs
-        return _Snapshot(self.path, self._columns, lengths, header.attrs if attrs is None else attrs)
+        return Snapshot(self.path, self._columns, lengths, header.attrs if attrs is None else attrs)
 
     def column(self, name: str) -> np.ndarray[Any, Any]:
         """The items of column ``name`` (see `lengths`) as a read-only 1-D array over the mapping."""
@@ -494,28 +391,19 @@ class Store:
             return False
         for name, col in header.columns.items():  # columns another handle added (a new records field)
             if name not in self._columns:
-                self._columns[name] = _Column(self.path / header.file_of(name), col.dtype)
+                self._columns[name] = MappedColumn(self.path / header.file_of(name), col.dtype)
         self._header = header
         for name in header.columns:
             self._check_size(name)
         return True
 
-    def _columns_of(self, header: Header) -> dict[str, _Column]:
-        directory = os.fspath(self.path)
-        return {name: _Column(os.path.join(directory, header.file_of(name)), col.dtype)
-                for name, col in header.columns.items()}
+    def _columns_of(self, header: Header) -> dict[str, MappedColumn]:
+        directory = os.fspath(self.path) + os.sep  # joined as strings: a Path join per column cost microseconds
+        return {name: MappedColumn(directory + header.file_of(name), col.dtype) for name, col in header.columns.items()}
 
     def _check_size(self, name: str) -> None:
         column, need = self._columns[name], self._header.columns[name]
-        fd = column.descriptor()
-        if fd is None:
-            raise CorruptMapError(f"{column.path} is missing (the header lists column {name!r})")
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptMapError(f"{column.path} is not a regular file")
-        if info.st_size < need.length * need.dtype.itemsize:
-            raise CorruptMapError(f"{column.path} is truncated: it holds {info.st_size} bytes, the header "
-                                  f"commits {need.length * need.dtype.itemsize}")
+        column.check(need.length * need.dtype.itemsize)
 
     # ------------------------------------------------------------------ writing
 
@@ -700,9 +588,11 @@ class Store:
                     write_all(self._fd(txn, name), buffers, start, sizes)
                     after[name] += count
                     if algorithm is not None and name != CHECKSUMS and not is_derived(name):
-                        # The same buffers, hashed as they are (the hashers take any contiguous buffer).
-                        records.append((column_id(name), 0, start, start + count * column.dtype.itemsize,
-                                        hasher(algorithm)(buffers)))
+                        # The same buffers, hashed as they are (the hashers take any contiguous buffer), in
+                        # records cut near the map's checksum granularity (one record without one).
+                        records.extend(checksum_records(name, start, buffers, sizes, column.dtype.itemsize,
+                                                        hasher(algorithm), self._header.checksum_granularity,
+                                                        new_items, txn.attrs or self._header.attrs))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:
@@ -762,7 +652,7 @@ class Store:
             _unlink(column_path)
             fd = os.open(column_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             os.close(fd)
-            self._columns[name] = _Column(column_path, np.dtype(dtype))
+            self._columns[name] = MappedColumn(column_path, np.dtype(dtype))
             txn.new_columns[name] = np.dtype(dtype)
             txn.lengths = {**txn.lengths, name: 0}
             txn.dirty = True

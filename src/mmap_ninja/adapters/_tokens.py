@@ -18,9 +18,9 @@ from typing import Any, Optional, overload
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-__all__ = ["PackedBatch", "PackedTokens", "collate_packed"]
+__all__ = ["PackedBatch", "PackedTensors", "PackedTokens", "collate_packed"]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -173,8 +173,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
 
         - ``input_ids``: ``(B, seq_len)``, each window copied once from the mapping into a new array of the
           dataset's ``dtype`` (the stored dtype unless one was given), or into ``out`` (C-contiguous, writable,
-          that shape, any dtype the tokens convert to safely, such as int64). Inside a DataLoader worker the new
-          array is in shared memory, so sending the batch to the training process copies nothing;
+          that shape, any dtype the tokens convert to safely, such as int64);
         - ``cu_seqlens``: int32, every row's boundaries shifted by ``row * seq_len``, flattened as `collate_packed`
           does (no repeated boundary between rows); ``max_seqlen``: the longest segment (int);
         - ``doc_ids``: int64, the document of each segment.
@@ -185,9 +184,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         windows = self._positions(indices)
         rows, seq_len = len(windows), self.seq_len
         starts = windows * self.stride
-        input_ids, tensor = self._copy_rows(windows, starts, out)
+        input_ids = self._copy_rows(windows, starts, out)
         if not boundaries:
-            return {"input_ids": input_ids} if tensor is None else {"input_ids": input_ids, "tensor": tensor}
+            return {"input_ids": input_ids}
         if rows * seq_len > _INT32_MAX:
             raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
         if not rows:
@@ -218,8 +217,6 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
             cu_seqlens = cu_seqlens[np.append(segment, True)]
         max_seqlen = int(lengths.max())
         batch = {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
-        if tensor is not None:
-            batch["tensor"] = tensor
         return batch
 
     def _search(self, positions: np.ndarray) -> np.ndarray:
@@ -269,27 +266,24 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         return windows
 
     def _copy_rows(self, windows: np.ndarray, starts: np.ndarray,
-                   out: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[torch.Tensor]]:
-        """Copy the windows into the batch array (once, from the mapping); with the shared-memory tensor holding it
-        when one is made in a DataLoader worker."""
-        shape, tensor = (len(windows), self.seq_len), None
+                   out: Optional[np.ndarray]) -> np.ndarray:
+        """Copy the windows into the batch array (once, from the mapping)."""
+        shape = (len(windows), self.seq_len)
         if out is not None:
             if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
                 raise ValueError(f"out must be a writable C-contiguous array of shape {shape}, got shape {out.shape}")
             if not np.can_cast(self._values.dtype, out.dtype, "safe"):
                 raise TypeError(f"tokens of dtype {self._values.dtype} do not convert safely to out's {out.dtype}")
-        elif self.dtype == self._values.dtype and get_worker_info() is None:
+        elif self.dtype == self._values.dtype:
             # One gather of rows from the 2-D view of every window over the mapping.
-            return self._windows_view[windows], None
+            gathered: np.ndarray = self._windows_view[windows]
+            return gathered
         else:
-            from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
-            tensor = _new_batch_tensor(shape, self.dtype)
-            out = tensor.numpy()
+            out = np.empty(shape, dtype=self.dtype)
         values, seq_len = self._values, self.seq_len
         for row, start in zip(out, starts.tolist()):
             np.copyto(row, values[start:start + seq_len])
-        return out, tensor
+        return out
 
     @staticmethod
     def collate(batch: Any) -> dict[str, Any]:
@@ -368,22 +362,25 @@ class PackedBatch(Sequence[dict[str, np.ndarray]]):
         return f"PackedBatch({len(self)} windows of {self.seq_len} tokens)"
 
 
-def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
+def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None, *, position_ids: bool = True) -> dict[str, Any]:
     """Turn a batch of `PackedTokens` windows (the `PackedBatch` a DataLoader hands over, the dict of
     `PackedTokens.get_batch`, or a list of items) into torch tensors, for variable-length attention:
 
     - ``input_ids``: ``(B, seq_len)``, in the dtype the batch was read in (the map's stored dtype, or the
       ``dtype=`` given to `PackedTokens`), or ``dtype`` if given (one conversion). A batch read at once is
-      handed over without copying its tokens (``torch.from_numpy``, or the shared-memory tensor a DataLoader
-      worker made); widen it where it is used (``batch["input_ids"].long()`` on the device) rather than before
-      it crosses processes;
+      handed over without copying its tokens (``torch.from_numpy``); widen it where it is used
+      (``batch["input_ids"].long()`` on the device) rather than before it crosses processes;
     - ``cu_seqlens``: int32, every row's boundaries shifted by the row's offset ``b * seq_len`` and joined
       without repeating the boundary between rows (FlashAttention's ``flash_attn_varlen_func`` on the batch
       flattened to ``B * seq_len`` tokens);
     - ``max_seqlen``: the longest segment, a Python int;
     - ``doc_ids``: int64, the document of each segment of ``cu_seqlens``;
-    - ``position_ids``: ``(B, seq_len)`` int64, each token's position within its segment (restarting at 0 at
-      every boundary, as position ids of packed sequences do).
+    - ``position_ids`` (unless ``position_ids=False``): ``(B, seq_len)`` int64, each token's position within its
+      segment (restarting at 0 at every boundary, as position ids of packed sequences do).
+
+    The result is a `PackedTensors` (a dict): sent from a DataLoader worker to the training process it carries
+    only the tokens in their dtype and the small boundary arrays, by value, with no shared-memory segment per
+    tensor; the position ids (four times the bytes of uint16 tokens) are rebuilt from ``cu_seqlens`` on arrival.
 
     Example:
 
@@ -397,15 +394,11 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         >>> batch["input_ids"].shape, batch["cu_seqlens"], batch["max_seqlen"]
         (torch.Size([2, 9]), tensor([ 0,  5,  8,  9, 18], dtype=torch.int32), 9)
     """
-    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
     if isinstance(batch, PackedBatch):
         batch = batch.arrays
     if isinstance(batch, dict):  # read at once: the tokens are already one array
-        input_ids = batch.get("tensor")
-        if input_ids is None:
-            array = batch["input_ids"]
-            input_ids = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+        array = batch["input_ids"]
+        input_ids = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
         cu_seqlens, doc_ids = np.asarray(batch["cu_seqlens"]), np.asarray(batch["doc_ids"], dtype=np.int64)
         rows, seq_len = input_ids.shape
     else:
@@ -419,7 +412,7 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         if rows * seq_len > _INT32_MAX:
             raise ValueError(f"{rows} windows of {seq_len} tokens are more than int32 cu_seqlens can count")
         stored = np.asarray(batch[0]["input_ids"]).dtype
-        input_ids = _new_batch_tensor((rows, seq_len), stored if dtype is None else _numpy_dtype(dtype))
+        input_ids = torch.from_numpy(np.empty((rows, seq_len), stored if dtype is None else _numpy_dtype(dtype)))
         for row, item in zip(input_ids.numpy(), batch):
             np.copyto(row, item["input_ids"], casting="unsafe")
         cuts = [np.zeros(1, dtype=np.int64)]
@@ -427,38 +420,85 @@ def collate_packed(batch: Any, dtype: Optional[torch.dtype] = None) -> dict[str,
         cu_seqlens = np.concatenate(cuts)
         doc_ids = np.concatenate([np.asarray(item["doc_ids"], dtype=np.int64) for item in batch])
     if dtype is not None and input_ids.dtype != dtype:
-        converted = _new_batch_tensor((rows, seq_len), _numpy_dtype(dtype))
-        input_ids = converted.copy_(input_ids)
-    return {"input_ids": input_ids, **_boundary_tensors(rows, seq_len, cu_seqlens, doc_ids)}
+        input_ids = input_ids.to(dtype)
+    tensors = PackedTensors(input_ids=input_ids, **_boundary_tensors(rows, seq_len, cu_seqlens, doc_ids, position_ids))
+    tensors.derived_positions = tensors.get("position_ids")
+    return tensors
 
 
-def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray) -> dict[str, Any]:
-    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and ``position_ids``. In the training process: the batch's own
-    arrays (``torch.from_numpy``) and a new one for the positions. Inside a DataLoader worker: views of one new
-    buffer in shared memory (as ``default_collate`` makes its batches), one shared segment to send to the training
-    process instead of one per tensor."""
-    from mmap_ninja.adapters.torch import _new_batch_tensor  # imported here: torch.py imports this module
-
-    tokens, segments = rows * seq_len, len(doc_ids)
-    if get_worker_info() is None:
-        cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
-            cu_seqlens.astype(np.int32)
-        doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+def _boundary_tensors(rows: int, seq_len: int, cu_seqlens: np.ndarray, doc_ids: np.ndarray,
+                      with_positions: bool) -> dict[str, Any]:
+    """``cu_seqlens``, ``max_seqlen``, ``doc_ids`` and (``with_positions``) ``position_ids``: the batch's own arrays
+    (``torch.from_numpy``) and a new one for the positions."""
+    cuts = cu_seqlens if cu_seqlens.dtype == np.int32 and cu_seqlens.flags.writeable else \
+        cu_seqlens.astype(np.int32)
+    doc_ids = doc_ids if doc_ids.flags.writeable else doc_ids.copy()
+    tensors: dict[str, Any] = {"cu_seqlens": torch.from_numpy(cuts), "max_seqlen": 0,
+                               "doc_ids": torch.from_numpy(doc_ids)}
+    if with_positions:
         positions = np.empty((rows, seq_len), dtype=np.int64)
         lengths = _positions_into(positions.reshape(-1), cuts)
-        cu_tensor, doc_tensor, position_ids = torch.from_numpy(cuts), torch.from_numpy(doc_ids), \
-            torch.from_numpy(positions)
+        tensors["position_ids"] = torch.from_numpy(positions)
     else:
-        cuts_words = (len(cu_seqlens) + 1) // 2  # int32 boundaries, two per int64 word
-        buffer = _new_batch_tensor((tokens + segments + cuts_words,), np.dtype(np.int64))
-        position_ids, doc_tensor = buffer[:tokens].view(rows, seq_len), buffer[tokens:tokens + segments]
-        cu_tensor = buffer[tokens + segments:].view(torch.int32)[:len(cu_seqlens)]
-        cuts = cu_tensor.numpy()
-        cuts[:] = cu_seqlens
-        doc_tensor.numpy()[:] = doc_ids
-        lengths = _positions_into(position_ids.numpy().reshape(-1), cuts)
-    return {"cu_seqlens": cu_tensor, "max_seqlen": int(lengths.max()) if len(lengths) else 0,
-            "doc_ids": doc_tensor, "position_ids": position_ids}
+        lengths = np.subtract(cuts[1:], cuts[:-1])
+    tensors["max_seqlen"] = int(lengths.max()) if len(lengths) else 0
+    return tensors
+
+
+class PackedTensors(dict[str, Any]):
+    """The dict of tensors `collate_packed` returns, made to cross processes cheaply: pickled (as a DataLoader
+    worker sends its batches to the training process), its CPU tensors go by value as NumPy arrays through the
+    worker's pipe, not as one shared-memory segment each (each costs a connection to the worker to pass its file
+    descriptor), and ``position_ids``, while still the ones `collate_packed` made (``derived_positions``), are not
+    sent at all but rebuilt from ``cu_seqlens`` when the batch arrives. Keys added or replaced by a ``collate_fn``
+    wrapping `collate_packed` are sent as they are.
+
+    Example:
+
+        >>> import pickle
+        >>> import numpy as np
+        >>> from mmap_ninja import RaggedMmap
+        >>> docs = RaggedMmap.from_lists("docs", [np.arange(n, dtype=np.uint16) for n in (5, 3, 9)], overwrite=True)
+        >>> from mmap_ninja.adapters.torch import PackedTokens, collate_packed
+        >>> batch = collate_packed(PackedTokens(docs, 6).__getitems__([1, 0]))
+        >>> received = pickle.loads(pickle.dumps(batch))  # the position ids are rebuilt, not sent
+        >>> received["position_ids"]
+        tensor([[0, 1, 0, 1, 2, 3],
+                [0, 1, 2, 3, 4, 0]])
+    """
+
+    derived_positions: Optional[torch.Tensor] = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields: list[tuple[str, int, Any]] = []  # (key, how to rebuild it, what is sent)
+        for key, value in self.items():
+            if value is not None and value is self.derived_positions:
+                fields.append((key, _DERIVED, None))
+            elif type(value) is torch.Tensor and value.device.type == "cpu" and not value.requires_grad and \
+                    value.dtype in _NUMPY_DTYPES:
+                fields.append((key, _ARRAY, value.numpy()))
+            else:
+                fields.append((key, _AS_IS, value))
+        return _rebuild_packed_tensors, (fields,)
+
+
+_AS_IS, _ARRAY, _DERIVED = 0, 1, 2
+_NUMPY_DTYPES = frozenset({torch.uint8, torch.int8, torch.uint16, torch.int16, torch.uint32, torch.int32, torch.uint64,
+                           torch.int64, torch.float16, torch.float32, torch.float64, torch.bool})
+
+
+def _rebuild_packed_tensors(fields: list[tuple[str, int, Any]]) -> PackedTensors:
+    """A pickled `PackedTensors` back: the arrays as tensors, derived position ids rebuilt from ``cu_seqlens``."""
+    tensors = PackedTensors()
+    for key, how, value in fields:
+        tensors[key] = torch.from_numpy(value) if how == _ARRAY else value
+    for key, how, _ in fields:
+        if how == _DERIVED:
+            rows, seq_len = tensors["input_ids"].shape
+            positions = np.empty((rows, seq_len), dtype=np.int64)
+            _positions_into(positions.reshape(-1), tensors["cu_seqlens"].numpy())
+            tensors[key] = tensors.derived_positions = torch.from_numpy(positions)
+    return tensors
 
 
 _COUNTING: np.ndarray = np.arange(0, dtype=np.int64)

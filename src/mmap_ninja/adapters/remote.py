@@ -175,6 +175,26 @@ class _Remote:
             data: bytes = self.fs.cat_file(path)
             return data
 
+    def cat_ranges(self, rel: str, ranges: list[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes ``[start, stop)`` of each ``(object, start, stop)`` under the map at ``rel``, fetched by
+        ranged requests in one call (concurrent where the file system is asynchronous: s3fs, gcsfs, HTTP)."""
+        names = [f"{rel}/{name}" if rel else name for name, _, _ in ranges]
+        wanted = [k for k, (_, a, b) in enumerate(ranges) if b > a]
+        got: list[bytes] = [b""] * len(ranges)
+        if not wanted:
+            return got
+        with _remote_errors(self.url_of(names[wanted[0]])):
+            paths = [self._path(names[k]) for k in wanted]
+            fetched = self.fs.cat_ranges(paths, [ranges[k][1] for k in wanted], [ranges[k][2] for k in wanted])
+        for k, data in zip(wanted, fetched):
+            if isinstance(data, FileNotFoundError):
+                raise CorruptMapError(f"{self.url_of(names[k])} is missing (its map's header lists it)"
+                                      f"{self.missing_hint}")
+            if isinstance(data, BaseException):
+                raise RemoteStorageError(f"cannot access {self.url_of(names[k])}: {type(data).__name__}: {data}")
+            got[k] = bytes(data)
+        return got
+
     def get(self, rel: str, local: Path) -> None:
         with _remote_errors(self.url_of(rel)):
             path = self._path(rel)
@@ -340,11 +360,17 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
 def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r", *,
                 cache_dir: Optional[PathLike] = None, storage_options: Optional[dict[str, Any]] = None,
                 cache_size_limit: Optional[int] = None, pinned: Optional[tuple[str, bytes]] = None,
-                **options: Any) -> Any:
+                fetch: str = "auto", block_size: Optional[int] = None, **options: Any) -> Any:
     """Open the map at ``url`` (any fsspec URL) read-only through the cache: a `RemoteShardedMap` for a sharded
     map, a `RemoteMap` for a single one. Fetches only the top header (none when ``pinned``, the top header's
     ``(file name, content)`` a pickled map carries). ``storage_options`` go to fsspec (for S3: ``key``,
     ``secret``, ``client_kwargs={"endpoint_url": ...}``, ``config_kwargs={"retries": ...}``).
+
+    ``fetch`` says how a single map's bytes are fetched: ``"whole"`` (the map is downloaded whole on first
+    use), ``"blocks"`` (each read fetches the block of ``block_size`` bytes holding its sample, by ranged
+    requests: a `RemoteBlockMap`, see `mmap_ninja.adapters._block_map`) or ``"auto"`` (blocks when the map's
+    checksum records are fine-grained enough, whole otherwise). A sharded map's shards are downloaded whole.
+    With ``cache_size_limit``, opening evicts unused entries down to the limit.
 
     Example:
 
@@ -362,11 +388,18 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     if mode not in ("r", "rb"):
         raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
                          f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
+    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, RemoteBlockMap, choose_fetch
+
+    if fetch not in FETCH_MODES:
+        raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
     remote = _Remote(url, storage_options)
     cache = Cache(default_cache_dir() if cache_dir is None else cache_dir, cache_size_limit)
+    if cache_size_limit is not None:
+        cache.evict()  # a cache over its limit is brought under it now, not at the next download
     name, raw = pinned if pinned is not None else _fetch_top(remote)
     settings = {"cache_dir": str(cache.root), "storage_options": storage_options,
-                "cache_size_limit": cache_size_limit, "wrapper_fn": wrapper_fn, **options}
+                "cache_size_limit": cache_size_limit, "wrapper_fn": wrapper_fn, "fetch": fetch,
+                "block_size": block_size, **options}
     if name == HEADER_FILE:
         header = _parse(raw, remote.url_of(HEADER_FILE))
         if header.building:
@@ -374,7 +407,13 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
         if header.kind not in KINDS:
             raise CorruptMapError(f"{remote.url} holds a map of kind {header.kind!r}, which this mmap_ninja does "
                                   f"not know")
+        size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+        if choose_fetch(fetch, header, size, remote.url) == "blocks":
+            return RemoteBlockMap(remote, cache, raw, header, wrapper_fn, settings, options, size)
         return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
+    if fetch == "blocks":
+        raise ValueError(f"{remote.url} is a sharded map: its shards are downloaded whole (fetch='blocks' reads "
+                         f"single maps); open it with fetch='auto' or 'whole'")
 
     view, fd = _acquire_view(remote, cache, raw)
     try:
@@ -441,6 +480,8 @@ class RemoteMap(MapBase):
     _remote_state = frozenset({"url", "header", "kind", "wrapper_fn", "_mode", "_remote", "_cache", "_raw",
                                "_settings", "_options", "_length", "_opening", "_ready", "_closed",
                                "_materializing"})
+    fetch_block_size: Optional[int] = None
+    """None: the map is downloaded whole (a map read by blocks is a `RemoteBlockMap`)."""
 
     def __init__(self, remote: _Remote, cache: Cache, raw: bytes, header: Header,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], options: dict[str, Any]):
@@ -633,6 +674,9 @@ class RemoteShardedMap(ShardedMap):
         >>> type(days).__name__, len(days), days.shard_starts, days[4]
         ('RemoteShardedMap', 5, [0, 3, 5], np.int64(4))
     """
+
+    fetch_block_size: Optional[int] = None
+    """None: the shards are downloaded whole."""
 
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):

@@ -64,9 +64,9 @@ except ImportError as error:
 
 from mmap_ninja.adapters._block_shuffle import BlockShuffleSampler
 from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
-from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded
+from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded, tensor_of
 from mmap_ninja.adapters._samplers import ResumableSampler
-from mmap_ninja.adapters._tokens import PackedBatch, PackedTokens, collate_packed
+from mmap_ninja.adapters._tokens import PackedBatch, PackedTensors, PackedTokens, collate_packed
 from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
 from mmap_ninja.casting import cast
 from mmap_ninja.errors import NoSuchFieldError
@@ -75,7 +75,8 @@ __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode
            "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
            "rank_indices", "shard_indices"]
 # Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
-__all__ += ["PackedBatch", "PackedTokens", "PaddingReport", "TokenBudgetBatchSampler", "collate_packed"]
+__all__ += ["PackedBatch", "PackedTensors", "PackedTokens", "PaddingReport", "TokenBudgetBatchSampler",
+            "collate_packed"]
 # A locality-aware shuffle for maps read by blocks (adapters/_block_shuffle.py, mmap_ninja/block_order.py).
 __all__ += ["BlockShuffleSampler"]
 
@@ -107,6 +108,9 @@ def as_tensor(array: Any, *, copy: bool | None = None) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
         return array.clone() if copy else array
     array = np.asarray(array)
+    whole = tensor_of(array) if not copy else None  # the .numpy() of a tensor (a batch in shared memory)
+    if whole is not None:
+        return whole
     if not array.dtype.isnative:
         return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")))  # a copy with the same values
     if copy or (copy is None and not array.flags.writeable) or any(stride < 0 for stride in array.strides):

@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 _CHILD_CODE = "import sys; from mmap_ninja.testing.processes import child_main; child_main(sys.argv[1:])"
+# POSIX: a child runs in its own session and is killed by SIGKILL to its process group, its pipe is polled with
+# select. Elsewhere (Windows: no process groups to signal, no select on pipes) a child gets a new process group
+# (CREATE_NEW_PROCESS_GROUP), is killed by TerminateProcess (Popen.kill), and its pipe is read by a thread.
+# Tests force the portable path on Linux by setting this to False.
+_PROCESS_GROUPS = hasattr(os, "killpg")
 _READY_TIMEOUT = 60.0
 _SAMPLES_CAP = 20_000  # an extending or building child stops writing (and waits to be killed) at this length
 
@@ -168,7 +173,8 @@ def read_log(path: Path) -> list[tuple[str, int]]:
 
 
 class _Child:
-    """A child process running ``job``, in its own session (so that killing its group kills all of it)."""
+    """A child process running ``job``, in its own session on POSIX (so that killing its group kills all of it; see
+    ``_PROCESS_GROUPS`` for Windows)."""
 
     def __init__(self, job: dict[str, Any], workdir: Path, name: str):
         self.workdir = workdir
@@ -177,10 +183,14 @@ class _Child:
             pickle.dump(job, f)
         self.stderr_path = workdir / f"{name}.stderr"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.process_group = _PROCESS_GROUPS
+        isolation: dict[str, Any] = ({"start_new_session": True} if self.process_group else
+                                     {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
+        self.exited_before_kill = False
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(job_path)], env=env,
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                            start_new_session=True, text=True)
+                                            text=True, **isolation)
 
     @property
     def stdout(self) -> IO[str]:
@@ -191,7 +201,7 @@ class _Child:
         return self.stderr_path.read_text()[-3000:]
 
     def wait_ready(self) -> None:
-        line = _readline(self.stdout, _READY_TIMEOUT)
+        line = (_readline if self.process_group else _readline_in_thread)(self.stdout, _READY_TIMEOUT)
         if line.strip() != "READY":
             self.kill()
             raise AssertionError(f"the child process failed before it was ready:\n{self.stderr()}")
@@ -202,9 +212,19 @@ class _Child:
         self.process.stdin.flush()
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.exited_before_kill = self.process.poll() is not None
+        if self.process_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        elif not self.exited_before_kill:
+            self.process.kill()
         self.process.wait()
+
+    def killed(self) -> bool:
+        """Whether the last `kill` is what ended the child (not an exit of its own before it)."""
+        if self.process_group:
+            return self.process.returncode == -signal.SIGKILL
+        return not self.exited_before_kill
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -213,6 +233,18 @@ class _Child:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def _readline_in_thread(stream: IO[str], timeout: float) -> str:
+    """A line of ``stream``, or "" if none came within ``timeout`` seconds (the reading thread then ends when the
+    child is killed and its pipe closes)."""
+    import threading
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0] if lines else ""
 
 
 def _readline(stream: IO[str], timeout: float) -> str:
@@ -263,7 +295,7 @@ def kill_extender_at_random(spec: KindSpec, path: Path, seed: int, max_delay: fl
             child.wait_ready()
             time.sleep(random.Random(seed).uniform(0, max_delay))
             child.kill()
-            if child.process.returncode != -signal.SIGKILL:
+            if not child.killed():
                 raise AssertionError(f"the extending child exited with {child.process.returncode} before the "
                                      f"kill:\n{child.stderr()}")
             return _outcome(read_log(log), start)
@@ -282,7 +314,7 @@ def kill_build_at_random(spec: KindSpec, path: Path, batch_size: int, seed: int,
             child.wait_ready()
             time.sleep(random.Random(seed).uniform(0, max_delay))
             child.kill()
-            if child.process.returncode != -signal.SIGKILL:
+            if not child.killed():
                 raise AssertionError(f"the building child exited with {child.process.returncode} before the "
                                      f"kill:\n{child.stderr()}")
             events = read_log(log)
