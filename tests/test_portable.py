@@ -179,6 +179,37 @@ def test_without_fcntl_every_kind_of_map_reads_and_writes_say_what_is_missing(tm
     assert _files(tmp_path) == before  # the refused writes changed nothing (nor did the reads)
 
 
+def test_without_fcntl_maps_are_written_and_read_with_the_portable_lock(tmp_path: Path) -> None:
+    # As on Windows: mmap_ninja finds no fcntl module and locks through portalocker. On POSIX portalocker itself
+    # locks through fcntl, so it is imported before the module is hidden from every later import.
+    out = _run_without_fcntl('''
+        sys.meta_path.pop(0)
+        import portalocker  # its POSIX backend keeps the fcntl it imports
+        sys.meta_path.insert(0, HideFcntl())
+        sys.modules.pop("fcntl", None)
+        import mmap_ninja
+        from mmap_ninja import RaggedMmap, StringsMmap, locks, merge, open_existing
+        assert locks.available() and locks.facility() == "portalocker", locks.facility()
+        texts = StringsMmap.from_strings("texts", ["a", "b"])
+        texts.append("c")
+        with texts.transaction():
+            texts.extend(["d", "e"])
+        texts.close()
+        import numpy as np
+        RaggedMmap.from_lists("part", [np.arange(3), np.arange(2)]).close()
+        StringsMmap.from_strings("more", ["f"]).close()
+        merge("sharded", ["more"]).close()
+        with open_existing("texts") as reopened:
+            reopened.append("g")
+        with open_existing("texts", mode="r") as m:
+            print(list(m))
+        with open_existing("sharded", mode="r") as m:
+            print(list(m))
+        assert "fcntl" not in sys.modules or sys.modules["fcntl"] is portalocker.portalocker.fcntl
+        ''', tmp_path)
+    assert out.splitlines() == ["['a', 'b', 'c', 'd', 'e', 'g']", "['f']"]
+
+
 # ------------------------------------------------------------------ positional writes without pwrite / pwritev
 
 
