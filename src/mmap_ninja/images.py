@@ -96,6 +96,8 @@ def _channels_of(image: Any) -> Optional[int]:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_HEAD = 24  # signature, IHDR length and type, width, height: what _encoded_size reads of a PNG
+_PNG_LEADER = np.frombuffer(_PNG_SIGNATURE + b"\x00\x00\x00\x0dIHDR", dtype=np.uint8)
 _PNG_COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray + alpha", 6: "RGBA"}
 
 
@@ -349,7 +351,9 @@ class ImagesView(OffsetsView):
         channels against 1 to 4), so that a damaged ``shapes.bin`` never sizes a batch: a `CorruptMapError`
         naming the image instead. Costs a header parse per image (a few bytes for PNG and JPEG)."""
         shapes = self.shapes_at(positions)
-        for k, position in enumerate(positions.tolist()):
+        sound = self._sound_png_rows(positions, shapes)
+        for k in np.flatnonzero(~sound).tolist():  # what the vectorized PNG check did not settle, one by one
+            position = int(positions[k])
             height, width, recorded = shapes[k].tolist()
             declared = _encoded_size(self.raw(position), self.format_name(position))
             if declared is None:
@@ -365,6 +369,24 @@ class ImagesView(OffsetsView):
         if channels is not None:
             shapes[:, 2] = channels
         return shapes
+
+    def _sound_png_rows(self, positions: np.ndarray[Any, Any], shapes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Which rows of ``positions`` are PNGs whose header (signature, IHDR) declares exactly the recorded
+        height and width, with 1 to 4 recorded channels: the check of `checked_shapes`, for all PNGs at once."""
+        sound = np.zeros(len(positions), dtype=bool)
+        if "PNG" not in self.format_names or not len(positions):
+            return sound
+        starts, stops = self.offsets[positions], self.offsets[positions + 1]
+        rows = np.flatnonzero((self.format_codes[positions] == self.format_names.index("PNG")) & (starts >= 0)
+                              & (stops <= self.size) & (stops - starts >= _PNG_HEAD))
+        if not len(rows):
+            return sound
+        heads = self.values[starts[rows, None] + np.arange(_PNG_HEAD)]
+        sizes = heads[:, 16:24].astype(np.int64).reshape(-1, 2, 4) @ np.array([1 << 24, 1 << 16, 1 << 8, 1])
+        recorded = shapes[rows]
+        sound[rows] = ((heads[:, :16] == _PNG_LEADER).all(axis=1) & (sizes[:, 1] == recorded[:, 0])
+                       & (sizes[:, 0] == recorded[:, 1]) & (recorded[:, 2] >= 1) & (recorded[:, 2] <= 4))
+        return sound
 
     def decoded_shapes(self, positions: np.ndarray[Any, Any], decoder: Decoder) -> np.ndarray[Any, Any]:
         """The shapes ``decoder`` decodes the images at ``positions`` to (their channels, JPEGs' draft size)."""

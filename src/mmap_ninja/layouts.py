@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 import numpy as np
 
 from mmap_ninja._batching import ndims_of, uniform_arrays, utf8_all, write_pieces
+from mmap_ninja._lazy import mapped_on_first_use
 from mmap_ninja.casting import as_array, as_sample, cast, raw_bytes, storable_dtype
 from mmap_ninja.codecs import Codec, Zstd, codec_from_option, codec_from_spec, compressor_for
 from mmap_ninja.errors import CorruptMapError
@@ -438,23 +438,23 @@ class RaggedView(OffsetsView):
         if not self.flat:  # mapped now: every read needs them
             self.shape_starts, self.shape_stops, self.dim_items  # noqa: B018
 
-    @cached_property
+    @mapped_on_first_use
     def shape_offsets(self) -> np.ndarray[Any, Any]:
         return self._store.column("shape_offsets")
 
-    @cached_property
+    @mapped_on_first_use
     def dims(self) -> np.ndarray[Any, Any]:
         return self._store.column("dims")
 
-    @cached_property
+    @mapped_on_first_use
     def shape_starts(self) -> memoryview:
         return self.shape_offsets[:-1].data
 
-    @cached_property
+    @mapped_on_first_use
     def shape_stops(self) -> memoryview:
         return self.shape_offsets[1:].data
 
-    @cached_property
+    @mapped_on_first_use
     def dim_items(self) -> memoryview:
         return self.dims.data
 

@@ -13,6 +13,7 @@ import inspect
 import threading
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from itertools import accumulate, count
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -522,7 +523,10 @@ def _batch_arguments(method: Callable[..., Any], indices: Any, args: tuple[Any, 
                      options: dict[str, Any]) -> dict[str, Any]:
     """The arguments of a call ``shard.get_batch(indices, *args, **options)`` but ``self`` and ``indices``, by
     name (a call the shard class's own ``get_batch`` would refuse raises the same TypeError here)."""
-    signature = inspect.signature(method)
+    signature = _signature_of(method)
     bound = signature.bind(None, indices, *args, **options)
     self_name, indices_name = list(signature.parameters)[:2]
     return {name: value for name, value in bound.arguments.items() if name not in (self_name, indices_name)}
+
+
+_signature_of = lru_cache(maxsize=64)(inspect.signature)  # once per shard class's get_batch, not per call
