@@ -2,7 +2,7 @@
 (which on CPython 3.11+ would slow every later attribute read of a view, hence every m[i])."""
 
 from mmap_ninja._lazy import mapped_on_first_use
-from mmap_ninja.layouts import RaggedView
+from mmap_ninja.ragged_layout import RaggedView
 
 
 class Probe:

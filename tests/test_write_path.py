@@ -14,7 +14,8 @@ import xxhash
 import mmap_ninja
 from mmap_ninja import RaggedMmap, StringsMmap, _batching, _fsio
 from mmap_ninja.checksums import RECORD_DTYPE, column_id
-from mmap_ninja.layouts import RaggedLayout, StringsLayout
+from mmap_ninja.layouts import StringsLayout
+from mmap_ninja.ragged_layout import RaggedLayout
 
 
 def _record_pwritev(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:

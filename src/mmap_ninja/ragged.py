@@ -11,8 +11,9 @@ import numpy.typing as npt
 
 from mmap_ninja.batch import assemble
 from mmap_ninja.fields import Field, FieldKind, register_field_kind
-from mmap_ninja.layouts import CompressedRaggedView, RaggedLayout, RaggedView, View, window_of
+from mmap_ninja.layouts import View
 from mmap_ninja.maps import MapBase, SampleIndex, SampleIndices, _dictionary, resolve_index, resolve_positions
+from mmap_ninja.ragged_layout import CompressedRaggedView, RaggedLayout, RaggedView, window_of
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike
 from mmap_ninja.string import _refuse_compressed
 
