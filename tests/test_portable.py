@@ -189,7 +189,7 @@ def test_without_fcntl_maps_are_written_and_read_with_the_portable_lock(tmp_path
         sys.modules.pop("fcntl", None)
         import mmap_ninja
         from mmap_ninja import RaggedMmap, StringsMmap, locks, merge, open_existing
-        assert locks.available() and locks.facility() == "portalocker", locks.facility()
+        assert locks.available() and (locks.facility() or "").startswith("portalocker"), locks.facility()
         texts = StringsMmap.from_strings("texts", ["a", "b"])
         texts.append("c")
         with texts.transaction():
