@@ -30,7 +30,7 @@ from mmap_ninja import (  # noqa: E402
     upload,
 )
 from mmap_ninja.adapters._block_map import RemoteBlockMap  # noqa: E402
-from mmap_ninja.errors import ChecksumMismatchError  # noqa: E402
+from mmap_ninja.errors import ChecksumMismatchError, NotAMapError  # noqa: E402
 from mmap_ninja.testing import ContainerCase, ContainerConformance, Place, container_cases  # noqa: E402
 
 BLOCK = 16 << 10
@@ -398,3 +398,18 @@ def test_a_corrupted_cached_index_is_fetched_again(tmp_path, fine):
     for i in (10, 11, 300):
         np.testing.assert_array_equal(again[i], samples[i])
     assert CountingMemoryFileSystem.requests >= 1  # the index was fetched again
+
+
+@pytest.mark.parametrize("fetch", ["whole", "blocks"])
+def test_refresh_refuses_a_map_of_another_kind_uploaded_at_the_url(tmp_path, fine, fetch):
+    url = f"memory://ranged/{uuid.uuid4().hex}"
+    samples = _samples()
+    _built(tmp_path, url, samples)
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch=fetch, block_size=BLOCK)
+    np.testing.assert_array_equal(m[3], samples[3])
+    StringsMmap.from_strings(tmp_path / "texts", ["a", "b"]).close()
+    upload(tmp_path / "texts", url)
+    with pytest.raises(NotAMapError, match=r"holds a map of kind 'strings' now, not 'ragged'; open it again"):
+        m.refresh()
+    np.testing.assert_array_equal(m[3], samples[3])  # the handle keeps reading the version it has
+    m.close()

@@ -32,7 +32,7 @@ from mmap_ninja.adapters import _blocks
 from mmap_ninja.adapters._blocks import BlockPlan, _BlocksUnsupported
 from mmap_ninja.adapters.cache import Cache
 from mmap_ninja.adapters.remote_objects import without_objects
-from mmap_ninja.errors import CacheOverLimitWarning, NotAMapError, ReadOnlyMapError, UnfinishedMapError
+from mmap_ninja.errors import CacheOverLimitWarning, NotAMapError, ReadOnlyMapError
 from mmap_ninja.format import Header
 from mmap_ninja.maps import KINDS, MapBase
 from mmap_ninja.sharded import ShardedMap, shard_schema
@@ -290,14 +290,9 @@ class RemoteBlockMap(ShardedMap):
         name, raw = self._remote_top()
         if raw == self._raw:
             return 0
-        from mmap_ninja.adapters.remote import _parse
+        from mmap_ninja.adapters.remote import _parse_refreshed
 
-        header = _parse(raw, self._remote.url_of(name))
-        if header.building:
-            raise UnfinishedMapError(f"{self.url} is an unfinished build; it cannot be read")
-        if header.kind != self.header.kind:
-            raise NotAMapError(f"{self.url} holds a map of kind {header.kind!r} now, not {self.header.kind!r}; "
-                               f"open it again with open_existing()")
+        header = _parse_refreshed(raw, self._remote.url_of(name), self.url, self.header.kind)
         with self._opening:
             before = self._length
             self.header, self._raw, self._length = header, raw, _length(header)

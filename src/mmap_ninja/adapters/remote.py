@@ -305,6 +305,18 @@ def _parse(raw: bytes, url: str) -> Header:
     return header
 
 
+def _parse_refreshed(raw: bytes, header_url: str, map_url: str, kind: str) -> Header:
+    """The header a `refresh` fetched again (see `_parse`), refused if it is an unfinished build or another kind's
+    map than the one the handle reads."""
+    header = _parse(raw, header_url)
+    if header.building:
+        raise UnfinishedMapError(f"{map_url} is an unfinished build; it cannot be read")
+    if header.kind != kind:
+        raise NotAMapError(f"{map_url} holds a map of kind {header.kind!r} now, not {kind!r}; open it again with "
+                           f"open_existing()")
+    return header
+
+
 def _length(header: Header) -> int:
     return KINDS[header.kind].layout.count(header.lengths, header.attrs) if header.kind in KINDS else 0
 
@@ -565,12 +577,7 @@ class RemoteMap(MapBase):
         raw = _refetch(self._remote, HEADER_FILE)
         if raw == self._raw:
             return 0
-        header = _parse(raw, self._remote.url_of(HEADER_FILE))
-        if header.building:
-            raise UnfinishedMapError(f"{self.url} is an unfinished build; it cannot be read")
-        if header.kind != self.kind:
-            raise NotAMapError(f"{self.url} holds a map of kind {header.kind!r} now, not {self.kind!r}; open it "
-                               f"again with open_existing()")
+        header = _parse_refreshed(raw, self._remote.url_of(HEADER_FILE), self.url, self.kind)
         with self._opening:
             before = self._length
             self.header, self._raw, self._length = header, raw, _length(header)
