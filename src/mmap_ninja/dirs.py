@@ -187,8 +187,6 @@ def replace_file(path: Path, data: bytes, *, durable: bool, unique: bool = False
         fsync_dir(path.parent)
 
 
-
-
 class Stage:
     """A new directory being built at ``path``, where nobody looks, until `publish` renames it to
     ``destination``. Made by `stage`; the builder creates ``path`` (or `stage` made it empty)."""
@@ -218,17 +216,17 @@ class Stage:
             _drop_lock_file(Path(f"{self.path}{_GUARD_SUFFIX}"), fd)
 
 
-def stage(destination: Path, marker: str, *, folder: Optional[Path] = None, name: Optional[str] = None,
-          guarded: bool = False, make: bool = False) -> Stage:
+def stage(destination: Path, marker: str, *, folder: Optional[Path] = None, guarded: bool = False,
+          make: bool = False) -> Stage:
     """Reserve a hidden, unique name to build ``destination`` under: ``.<destination name><marker><12 hex
-    digits>`` beside it, or ``<name><marker><32 hex digits>`` in ``folder`` (a staging folder of its own).
+    digits>`` beside it, or ``<destination name><marker><32 hex digits>`` in ``folder`` (a staging folder).
     ``guarded``: create and lock ``<stage>.lock`` (O_EXCL: the name is new), which the stage holds until
     `Stage.release`, so that `sweep` removes it only once its process is gone. ``make``: create the (empty) stage
     folder too. An interruption (Ctrl-C) while the stage is being made leaves nothing behind."""
     if folder is None:
         path = destination.parent / f".{destination.name}{marker}{uuid.uuid4().hex[:12]}"
     else:
-        path = folder / f"{destination.name if name is None else name}{marker}{uuid.uuid4().hex}"
+        path = folder / f"{destination.name}{marker}{uuid.uuid4().hex}"
     guard: Optional[int] = None
     guard_path = Path(f"{path}{_GUARD_SUFFIX}")
     try:
@@ -289,16 +287,11 @@ def sweep(folder: Path, ours: Names, *, guarded: bool = False) -> list[str]:
             continue  # a stage without its lock file is left alone: its owner may be making the lock right now
         lock_path = folder / entry
         try:
-            fd = os.open(lock_path, os.O_RDWR)
+            opened = os.open(lock_path, os.O_RDWR)
         except OSError:
             continue  # removed meanwhile by its owner or another sweeper
-        try:
-            free = locks.try_lock(fd, what=str(lock_path))
-        except BaseException:
-            os.close(fd)
-            raise
-        if not free:
-            os.close(fd)
+        fd = _lock(opened, shared=False, timeout=0, what=str(lock_path))
+        if fd is None:
             continue  # a live stage
         shutil.rmtree(folder / entry[:-len(_GUARD_SUFFIX)], ignore_errors=True)
         _drop_lock_file(lock_path, fd)
