@@ -162,8 +162,8 @@ class Cache:
 
     def _describe(self, key: str, about: dict[str, Any]) -> None:
         """Write ``meta/<key>.json`` atomically; descriptive only, so a failure to write it fails nothing (an entry
-        without it, such as one from an older cache, is listed without its URL)."""
-        with suppress(OSError):
+        without it, such as one from an older cache, is listed without its URL; a link there is not written through)."""
+        with suppress(OSError, CorruptMapError):
             replace_file(self.meta / f"{key}.json", json.dumps({"key": key, **about}, sort_keys=True,
                                                                 default=str).encode(), durable=False, unique=True)
 
