@@ -199,3 +199,19 @@ def test_merge_into_a_folder_of_foreign_files_is_refused_naming_one(tmp_path):
     with pytest.raises(MapExistsError, match=r"holds no sharded map \(found 'notes.txt'\)"):
         merge(tmp_path / "out", [tmp_path / "a"])
     assert os.listdir(tmp_path / "out") == ["notes.txt"] and (tmp_path / "a" / "header.json").exists()
+
+
+def test_the_cache_sweeps_a_dead_download_and_fills_an_entry_through_a_stage(tmp_path):
+    from mmap_ninja.adapters.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    for folder in ("staging", "meta"):
+        (tmp_path / "cache" / folder).mkdir(parents=True)
+    (tmp_path / "cache" / "staging" / "k.0123abcd").mkdir()  # a downloader of entry k that died
+    (tmp_path / "cache" / "staging" / "other.0123abcd").mkdir()  # another entry's: its own downloader sweeps it
+    (tmp_path / "precious").write_text("mine")
+    os.symlink(tmp_path / "precious", tmp_path / "cache" / "meta" / "k.json")  # written through by nothing
+    entry, fd = cache.acquire("k", lambda stage: (stage / "data.bin").write_bytes(b"1"), about={"url": "memory://k"})
+    dirs.release(fd)
+    assert (entry / "data.bin").read_bytes() == b"1" and (tmp_path / "precious").read_text() == "mine"
+    assert os.listdir(tmp_path / "cache" / "staging") == ["other.0123abcd"]
