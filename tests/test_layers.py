@@ -172,7 +172,11 @@ def _bare_imports_of_test_modules(source: str) -> list[str]:
     conftest``, ``from legacy_090 import ...``): they work only from the folder the module is in. The tests' own
     modules are imported by their package path (``from tests.support import snapshot``); fixtures come from
     ``conftest.py`` by name, never by import."""
-    local = {p.stem for p in _test_sources()} | {p.name for p in TESTS.rglob("*") if p.is_dir()} | {"conftest"}
+    # The tests' own folders only: tests/ also holds 0.9.0's virtualenv after a first run (.venv-090), whose
+    # folders (numpy, tests, ...) are not the tests' modules.
+    sources = _test_sources()
+    folders = {part for p in sources for part in p.relative_to(TESTS).parts[:-1]}
+    local = {p.stem for p in sources} | folders | {"conftest"}
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
