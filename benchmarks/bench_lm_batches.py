@@ -205,7 +205,8 @@ def run_epoch(row: str, store: Path, workers: int, batch_size: int) -> dict[str,
     import resource
 
     import torch  # noqa: F401 - imported before the CPU clock starts, with the row's own module
-    __import__({OURS: "mmap_ninja.adapters.torch", FLOOR: "numpy", HF: "datasets", LITDATA: "litdata"}.get(row, "numpy"))
+    modules = {OURS: "mmap_ninja.adapters.torch", HF: "datasets", LITDATA: "litdata"}
+    __import__(modules.get(row, "numpy"))
     if row == MOSAIC:
         _mosaic()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
