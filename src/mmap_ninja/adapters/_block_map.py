@@ -221,9 +221,8 @@ class RemoteBlockMap(ShardedMap):
         fetched = []
 
         def fill(stage: Path) -> None:
-            wanted = self._plan.ranges(first, stop)
-            got = _blocks.fetch_checked(self._remote, "", header, wanted)
-            self._plan.write_block(stage, first, stop, wanted, got)
+            wanted, got, entries = self._plan.fetch(self._remote, first, stop)
+            self._plan.write_block(stage, first, stop, wanted, got, entries)
             fetched.append(True)
 
         about = {"url": self.url, "holds": _blocks.describe(self.url, first, stop, number), "id": header.id,
