@@ -2,7 +2,7 @@
 stopped here); bytes are counted from the server's request log (each GET's Range, or the whole object).
 
     PYTHONPATH=src python benchmarks/bench_remote.py --fetch-mb 256 [--block-mb 1] [--sample-kb 32] \
-        [--shuffle-reads 512]
+        [--shuffle-reads 512] [--first-only]
 
 A ragged map of random bytes (``--fetch-mb`` MB in samples of about ``--sample-kb`` KB) is uploaded, then read from
 cold caches:
@@ -17,6 +17,10 @@ cold caches:
 The upload gives the server a long read timeout: moto_server joins the parts of a multipart upload in memory, and
 for a 1 GiB column that takes longer than botocore's default 60 s read timeout on a loaded machine (the client
 then retries ``CompleteMultipartUpload``, which fails with a 500 while the first one is still joining).
+
+moto_server answers a ranged GET by reading the whole object and slicing it, so each request of a large object
+costs the server the object's size: at 1 GiB an epoch of ranged reads takes hours under load. ``--first-only``
+measures the first sample only (whole against blocks against one ranged GET, all paying that cost once per GET).
 
 Loopback has no network latency: the times are the client's and the server's costs, not a network's.
 """
@@ -78,7 +82,7 @@ class _Log:
         return requests, sent
 
 
-def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> None:
+def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int, first_only: bool = False) -> None:
     block = int(block_mb * (1 << 20))
     _granularity.DEFAULT_GRANULARITY = max(block // 4, 4096)
     rng = np.random.default_rng(0)
@@ -134,6 +138,8 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
                   f"(checksum records every {_granularity.DEFAULT_GRANULARITY >> 10} KiB), moto_server on loopback, "
                   f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} now")
             print(markdown_table(["MB fetched", "GETs", "ms"], rows), flush=True)
+            if first_only:
+                return
 
             limit = sizes["data.bin"] // 4
             order_rows = []

@@ -128,3 +128,20 @@ def test_a_damaged_index_block_is_refused_naming_the_url_and_range(tmp_path, sma
         m[target]
     assert not list((tmp_path / "cache" / "staging").iterdir())
     m.close()
+
+
+def test_a_map_with_a_key_index_is_downloaded_whole_and_looks_keys_up(tmp_path, small_limit):
+    # The key index is a derived column written in place, without checksum records: a block reader could not
+    # check the slots it fetches, so `auto` downloads such a map whole (checked) and `blocks` refuses, saying why.
+    from mmap_ninja import RecordsMmap
+
+    url = f"indexcountingmem://ranged-index/{uuid.uuid4().hex}"
+    paths = [f"file-{k:05d}.jpg" for k in range(5_000)]
+    RecordsMmap.from_dict(tmp_path / "local", {"path": paths, "label": np.arange(5_000) % 7}, key="path").close()
+    upload(tmp_path / "local", url)
+    m = open_existing(url, cache_dir=tmp_path / "cache", block_size=4096)  # auto: many blocks, fine records
+    assert not isinstance(m, RemoteBlockMap) and m.fetch_block_size is None
+    assert m.index_of("file-04321.jpg") == 4321
+    m.close()
+    with pytest.raises(ValueError, match=r"cannot be read by blocks .*derived-key\.slots.*key index"):
+        open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=4096)

@@ -146,7 +146,8 @@ class RemoteBlockMap(ShardedMap):
             header = self.header
             roles = _blocks.plan_columns(header, self._length)
             block_size = self._block_size
-            key = _key(self.url, "index", header.id, header.commit, block_size)
+            # (the limit decides which index columns the entry holds and how blocks are cut)
+            key = _key(self.url, "index", header.id, header.commit, block_size, _blocks.INDEX_WHOLE_LIMIT)
 
             def fill(stage: Path) -> None:
                 _blocks.fill_index(self._remote, "", self._raw, header, roles, stage)
@@ -217,7 +218,8 @@ class RemoteBlockMap(ShardedMap):
         whether this call fetched it."""
         number, first, stop = self._blocks[k]
         header = self.header
-        key = _key(self.url, "block", header.id, header.commit, self._block_size, number)
+        by_count = "by count" if self._plan.by_count() else "by bytes"  # (block k differs between the two)
+        key = _key(self.url, "block", header.id, header.commit, self._block_size, number, by_count)
         fetched = []
 
         def fill(stage: Path) -> None:

@@ -79,7 +79,9 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
         if name == CHECKSUMS:
             continue
         if is_derived(name):
-            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole")
+            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole: it is "
+                                     f"written in place without checksum records, so a block of it could not be "
+                                     f"checked")
         prefix, base = _split(name)
         if base in ("offsets", "shape_offsets"):
             if column.length != length + 1 or column.dtype != np.dtype("<i8"):
@@ -437,9 +439,9 @@ def describe(url: str, first: int, stop: int, number: Optional[int]) -> str:
     return f"block {number} (samples {first}..{stop - 1}) of {url}"
 
 
-DOWNLOAD_PART = 8 << 20
+DOWNLOAD_PART = 32 << 20
 """Bytes per ranged request of a whole download (`download_by_ranges`); `DOWNLOAD_PARTS_AT_ONCE` at a time."""
-DOWNLOAD_PARTS_AT_ONCE = 8
+DOWNLOAD_PARTS_AT_ONCE = 4
 
 
 def download_by_ranges(fs: Any, path: str, local: Path, size: int) -> None:
