@@ -324,10 +324,13 @@ def test_sequential_reads_fetch_the_next_block_ahead(tmp_path, fine):
     m[starts[5]]
     _read_ahead_pool().submit(lambda: None).result()  # (one thread, in order: what was submitted is done)
     assert blocks_cached() == 2
-    m[starts[6]]  # 5 then 6: block 7 is fetched ahead
+    m[starts[6]]  # 5 then 6: not yet (a shuffled window opens two neighbours in order often enough)
     _read_ahead_pool().submit(lambda: None).result()
-    assert blocks_cached() == 4
-    for k in (7, 8):
+    assert blocks_cached() == 3
+    m[starts[7]]  # 5, 6, 7, each opened for the first time: block 8 is fetched ahead
+    _read_ahead_pool().submit(lambda: None).result()
+    assert blocks_cached() == 5
+    for k in (8, 9):
         np.testing.assert_array_equal(m[starts[k]], samples[starts[k]])
     m.close()
 

@@ -195,10 +195,16 @@ class _Remote:
             got[k] = bytes(data)
         return got
 
-    def get(self, rel: str, local: Path) -> None:
+    def get(self, rel: str, local: Path, size: Optional[int] = None) -> None:
+        """Download ``rel`` to ``local``: its first ``size`` bytes by ranged requests when ``size`` is known."""
         with _remote_errors(self.url_of(rel)):
             path = self._path(rel)
-            self.fs.get_file(path, str(local))
+            if size is None:
+                self.fs.get_file(path, str(local))
+            else:
+                from mmap_ninja.adapters._blocks import download_by_ranges
+
+                download_by_ranges(self.fs, path, local, size)
 
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
@@ -347,7 +353,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
         source = f"{rel}/{objects[name]}" if rel else objects[name]
         renamed[str(stage / file)] = remote.url_of(source)
         try:
-            remote.get(source, stage / file)
+            remote.get(source, stage / file, column.length * column.dtype.itemsize)
         except FileNotFoundError:
             raise CorruptMapError(f"{remote.url_of(source)} is missing (the header lists column {name!r})"
                                   f"{remote.missing_hint}") from None
