@@ -203,7 +203,8 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         return store.descriptors()
 
     def open_files_held(self) -> int:
-        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
+        """How many file descriptors this handle holds: its columns' (their own and their mappings') and, for a map
+        kept with ``commit="slots"``, its reader lock."""
         store = self._store
         return 0 if store is None else store.descriptors()
 
