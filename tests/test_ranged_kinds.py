@@ -171,3 +171,26 @@ def test_numpy_indexing_is_numpys_over_the_blocks(tmp_path):
     assert np.array_equal(m[..., 0], array[..., 0])  # another NumPy index: read whole
     m.wrapper_fn = list
     assert m[2:4] == [list(array[2]), list(array[3])]
+
+
+def test_maps_whose_header_requires_features_are_read_by_blocks(tmp_path):
+    # A records map's header requires "records", a compressed map's its codec: the block index's shards.json (whose
+    # requires are features of the sharded format) must not copy them, or no block could be read.
+    from mmap_ninja import RecordsMmap
+
+    rows = [{"text": f"doc {i} " * 5, "tokens": np.arange(i % 7 + 3, dtype=np.int32), "label": i % 3}
+            for i in range(300)]
+    local = RecordsMmap.from_generator(tmp_path / "r", rows, 100)
+    url = _uploaded(tmp_path / "r", _url())
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=1024, kind=RecordsMmap)
+    assert isinstance(m, RemoteBlockMap) and len(m.shards) > 2 and m.fields == local.fields
+    assert m[299]["text"] == rows[299]["text"] and m.columns([1, 2])["text"] == local.columns([1, 2])["text"]
+    got, want = m.get_batch([299, 0, 150], pad_value=0), local.get_batch([299, 0, 150], pad_value=0)
+    assert all(np.array_equal(got[0][name], want[0][name]) for name in ("tokens", "label"))
+    assert m.to_arrow().equals(local.to_arrow())
+    with pytest.raises(ReadOnlyMapError, match=url):
+        m.append(rows[0])
+    RaggedMmap.from_lists(tmp_path / "z", [np.arange(k % 50 + 100) for k in range(300)], codec="zstd").close()
+    zstd_url = _uploaded(tmp_path / "z", _url())
+    z = open_existing(zstd_url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=4096, kind=RaggedMmap)
+    assert len(z.shards) > 2 and z.codec == "zstd" and np.array_equal(z[299], np.arange(299 % 50 + 100))
