@@ -243,11 +243,8 @@ def test_a_reader_killed_mid_fetch_leaves_no_partial_block(tmp_path, fine):
 
 
 class _BlockCase(ContainerCase):
-    """A single map at a URL read by blocks of 64 bytes (several blocks even for the kit's small maps)."""
-
-    @property
-    def sharded(self):
-        return True  # its blocks are its shards: a sharded map's API (no get_batch when the kind has none)
+    """A single map at a URL read by blocks of 64 bytes (several blocks even for the kit's small maps): an instance
+    of its kind's class, so it has a ``get_batch`` only when the kind has one."""
 
     def build(self, place, n):
         self._build_one(place.folder / "local", 0, n)

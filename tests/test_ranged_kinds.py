@@ -194,3 +194,15 @@ def test_maps_whose_header_requires_features_are_read_by_blocks(tmp_path):
     zstd_url = _uploaded(tmp_path / "z", _url())
     z = open_existing(zstd_url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=4096, kind=RaggedMmap)
     assert len(z.shards) > 2 and z.codec == "zstd" and np.array_equal(z[299], np.arange(299 % 50 + 100))
+
+
+def test_it_has_the_methods_its_kinds_maps_have(tmp_path):
+    StringsMmap.from_strings(tmp_path / "s", [f"text {i} " * (i % 9) for i in range(400)]).close()
+    url = _uploaded(tmp_path / "s", _url())
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=512)
+    assert isinstance(m, StringsMmap) and len(m.shards) > 2
+    for name in ("get_batch", "window", "index_of"):  # a ShardedMap has them for every kind; a StringsMmap not
+        assert not hasattr(m, name) and not hasattr(type(m), name)
+    with pytest.raises(AttributeError, match="get_batch"):
+        m.get_batch([0])
+    assert np.array_equal(m.offsets, StringsMmap(tmp_path / "s", mode="r").offsets)

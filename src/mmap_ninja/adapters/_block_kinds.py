@@ -35,6 +35,20 @@ __all__ = ["block_class"]
 
 _BLOCK_CLASSES: dict[type[MapBase], type[RemoteBlockMap]] = {}
 _SHARDED_ONLY = ("max_open_shards", "max_open_files")
+_KIND_OPTIONAL = ("get_batch", "window", "index_of")
+"""The methods a sharded map has for every kind (refusing the call when its shards' kind has none), which a map read
+by blocks has only when its kind's class has them (``hasattr(m, "get_batch")`` answers as for the kind's maps)."""
+
+
+class _Absent:
+    """An attribute the kind's class does not have: reading it raises AttributeError, as on the kind's own maps."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        kind = owner.__name__ if owner is not None else type(instance).__name__
+        raise AttributeError(f"{kind!r} object has no attribute {self.name!r} (its kind's maps have none)")
 
 
 def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
@@ -59,6 +73,9 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
             "_whole": _whole, "_checker": _checker, "_check_all": _check_all, "flush": _flush, "close": _close,
             "_verify_reads": property(_verify_reads),
         }
+        for optional in _KIND_OPTIONAL:
+            if not hasattr(kind_class, optional):
+                namespace[optional] = _Absent(optional)
         if issubclass(kind_class, ReadOnlyArrayMixin):
             namespace["__getitem__"] = _array_indexing(kind_class.__getitem__)
         if hasattr(kind_class, "to_arrow"):
