@@ -155,8 +155,10 @@ class RemoteBlockMap(ShardedMap):
                 blocks = plan.blocks()
                 shards = [ShardInfo(f"blocks/{number}", stop - first, None) for number, first, stop in blocks]
                 schema = shard_schema(without_objects(header))  # (the blocks are local maps: no object names)
+                # (shards.json's requires are features of the sharded format, as merge writes it: the map's own,
+                # a records map's or a codec's, are in each block's header)
                 top = TopHeader(header.kind, schema["attrs"], shards, id=header.id or "", commit=header.commit,
-                                requires=schema["requires"], metadata=header.metadata)
+                                metadata=header.metadata)
                 (stage / _SHARDS_FILE).write_bytes(top.encode())
                 _blocks.write_plan(stage, blocks, block_size)
 

@@ -407,7 +407,7 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     if mode not in ("r", "rb"):
         raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
                          f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
-    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, RemoteBlockMap, choose_fetch
+    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, choose_fetch
 
     if fetch not in FETCH_MODES:
         raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
@@ -430,7 +430,9 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
                                   f"not know")
         size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         if choose_fetch(fetch, header, size, remote.url) == "blocks":
-            return RemoteBlockMap(remote, cache, raw, header, wrapper_fn, settings, options, size)
+            from mmap_ninja.adapters._block_kinds import block_class
+
+            return block_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options, size)
         return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
     view, fd = _acquire_view(remote, cache, raw)
     try:
