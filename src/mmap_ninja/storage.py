@@ -585,6 +585,7 @@ class Store:
         before, attrs_before = txn.lengths, txn.attrs
         after = dict(before)
         algorithm = self._header.checksums
+        buffers_of = {name: buffers for name, _, buffers, _, _ in plan}  # (a lone array is one buffer, not its items)
         records = []
         if attrs is not None:
             # Attributes before lengths (and `snapshot` reads them the other way round), so a thread building a view
@@ -601,7 +602,7 @@ class Store:
                         # records cut near the map's checksum granularity (one record without one).
                         records.extend(checksum_records(name, start, buffers, sizes, column.dtype.itemsize,
                                                         hasher(algorithm), self._header.checksum_granularity,
-                                                        new_items, txn.attrs or self._header.attrs))
+                                                        buffers_of, txn.attrs or self._header.attrs))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:
