@@ -48,7 +48,8 @@ from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.journal import check_journal, move_map
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, register_sharded_reader
+from mmap_ninja.maps import KINDS
+from mmap_ninja.shard_guard import register_sharded_reader
 from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header

@@ -367,8 +367,11 @@ class Store:
             column.release()
 
     def descriptors(self) -> int:
-        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
-        return sum(column.descriptors() for column in self._columns.values())
+        """How many file descriptors this handle holds: its columns' (their own and their mappings'), and a slot
+        map's reader lock (``.readers-<id>``, held while the handle is open)."""
+        lock = self._reader_lock
+        held = 1 if lock is not None and lock.fd is not None else 0
+        return held + sum(column.descriptors() for column in self._columns.values())
 
     def refresh(self) -> bool:
         """Read the header again; True if it changed (another handle committed, or the map was replaced)."""
