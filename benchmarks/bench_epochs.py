@@ -433,6 +433,8 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=ROWS, metavar="ROW", help=f"rows: {ROWS}")
     parser.add_argument("--copies", type=int, default=4, help="times each large picture is stored in its set")
     parser.add_argument("--limit", type=int, default=0, help="use the first N pictures only (0: all)")
+    parser.add_argument("--sets", nargs="+", choices=["large", "whole"], default=["large", "whole"],
+                        help="picture sets: both sides at least 448 (large), every picture (whole)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one epoch may take")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     parser.add_argument("--work", type=Path, help="where the stores are written (default: a temporary folder)")
@@ -446,9 +448,9 @@ def main() -> int:
 
     pictures = load_pictures(args.data, args.limit)
     large = [(str(p), label) for p, label, h, w in pictures if h >= LARGE and w >= LARGE]
-    sets = {f"both sides ≥ {LARGE} ({len(large)} x {args.copies})": large * args.copies,
-            f"whole set ({len(pictures)})": [(str(p), label) for p, label, _, _ in pictures]}
-    sets = {name: items for name, items in sets.items() if items}
+    chosen = {"large": (f"both sides ≥ {LARGE} ({len(large)} x {args.copies})", large * args.copies),
+              "whole": (f"whole set ({len(pictures)})", [(str(p), label) for p, label, _, _ in pictures])}
+    sets = {chosen[key][0]: chosen[key][1] for key in ("large", "whole") if key in args.sets and chosen[key][1]}
     work = Path(tempfile.mkdtemp(prefix="bench_epochs-", dir=args.work))
     build_errors: dict[tuple[str, str], str] = {}
     try:
