@@ -3,6 +3,7 @@
 
     PYTHONPATH=src python benchmarks/bench_order.py [--sizes 100000000 1000000000] [--distributed-max 100000000]
                                                     [--plot docs/blend_ratios.png] [--quick] [--only-blocks]
+                                                    [--only-reads] [--batch-sizes 256 1024 4096]
 
 The block-shuffle table (``--only-blocks`` prints only it) takes ``--block-samples`` samples (10⁶) of log-normal
 sizes (an image-like case, median 60 KB, and a text-like case, median 2 KB), cut into blocks of 4, 8 and 16 MiB as
@@ -29,8 +30,9 @@ The read-cost table puts a blend's reads beside its sources' own reads of the sa
 `NumpyMmap` sources on disk (rows of four int64, the same weights), all open (``max_open_sources`` above the
 source count). Each round times ``m[i]`` over random positions and ``source[local]`` for the same
 ``(source, local)`` pairs (in turns: every other round the other first, the CPU caches flushed before each), and
-``m.get_batch(batch)`` (and ``__getitems__``) against one ``get_batch`` (or
-``__getitems__``) per source touched on the same rows; the table gives the median over the rounds (at least 5) of
+``m.get_batch(batch)`` (and ``__getitems__``, batches of ``--batch-sizes`` random positions) against one
+``get_batch`` (or ``__getitems__``) per source touched on the same rows (``--only-reads``: this table alone); the
+table gives the median over the rounds (at least 5) of
 each and of the difference, which is what the blend adds. Times are CPU times of the process (a shared machine's
 waits are not counted); the load average before and after is printed. The
 realized ratios are each source's count over a prefix divided by the prefix length, against its weight: the
@@ -325,6 +327,19 @@ def block_shuffle_table(n: int, world: int, window: int = 8) -> str:
                            "bytes ratio", "striped (before)", "full shuffle", "s (8 ranks' epochs)"], rows)
 
 
+def read_costs(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        table = read_cost_table(args.sources, args.rows, min(args.reads, 20_000), args.batch_sizes, args.rounds,
+                                Path(folder))
+    load_after = os.getloadavg()
+    print(f"\n## blend of {args.sources} sources on disk: reads beside the sources' own (median of {args.rounds} "
+          f"interleaved rounds)\n")
+    print(table)
+    print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**8, 10**9], help="dataset lengths")
@@ -338,10 +353,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--block-samples", type=int, default=10**6, help="samples of the block-shuffle table")
     parser.add_argument("--only-blocks", action="store_true", help="print only the block-shuffle table")
+    parser.add_argument("--only-reads", action="store_true", help="print only the read-cost table of the blend")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096],
+                        help="batch sizes of the read-cost table")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.distributed_max, args.reads, args.rounds, args.rows = [10**5], 10**5, 2000, 5, 200
         args.block_samples = 20_000
+    if args.only_reads:
+        read_costs(args)
+        return
     print(f"## BlockShuffleSampler on 8 ranks: bytes read by all ranks over the data's bytes "
           f"({args.block_samples:,} samples, window 8 blocks)\n")
     load_before = os.getloadavg()
@@ -355,16 +376,7 @@ def main() -> None:
     print(f"\n## blend of {args.sources} sources\n")
     prefixes = [10**4, 10**6, 10**8] if not args.quick else [10**4]
     print(blend_table(args.sources, args.source_length, prefixes, args.reads))
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as folder:
-        table = read_cost_table(args.sources, args.rows, min(args.reads, 20_000), [1024, 4096], args.rounds,
-                                Path(folder))
-    load_after = os.getloadavg()
-    print(f"\n## blend of {args.sources} sources on disk: reads beside the sources' own (median of {args.rounds} "
-          f"interleaved rounds)\n")
-    print(table)
-    print(f"\nload average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores")
+    read_costs(args)
     if args.plot:
         plot(args.plot)
         print(f"\nplot written to {args.plot}")

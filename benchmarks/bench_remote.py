@@ -49,13 +49,14 @@ def main() -> None:
     parser.add_argument("--block-mb", type=float, default=1.0)
     parser.add_argument("--sample-kb", type=int, default=32)
     parser.add_argument("--shuffle-reads", type=int, default=512)
+    parser.add_argument("--first-only", action="store_true", help="with --fetch-mb: the first-sample table only")
     args = parser.parse_args()
     if args.fetch_mb:
         try:
             from bench_remote_blocks import run
         except ImportError:  # run as a module
             from benchmarks.bench_remote_blocks import run
-        run(args.fetch_mb, args.block_mb, args.sample_kb, args.shuffle_reads)
+        run(args.fetch_mb, args.block_mb, args.sample_kb, args.shuffle_reads, args.first_only)
         return
     texts = [p.read_text(errors="replace") for p in sorted((Path(args.data) / "text").glob("*.txt"))]
     if not texts:

@@ -2,17 +2,25 @@
 stopped here); bytes are counted from the server's request log (each GET's Range, or the whole object).
 
     PYTHONPATH=src python benchmarks/bench_remote.py --fetch-mb 256 [--block-mb 1] [--sample-kb 32] \
-        [--shuffle-reads 512]
+        [--shuffle-reads 512] [--first-only]
 
 A ragged map of random bytes (``--fetch-mb`` MB in samples of about ``--sample-kb`` KB) is uploaded, then read from
 cold caches:
 
 - first sample: the bytes and the time to ``m[n // 2]`` (opening excluded: one request), whole against blocks,
   beside the time of one ranged GET of a block (s3fs ``cat_ranges``);
-- an epoch with a cache limit of a quarter of the map: bytes fetched per sample read, in the stored order and in a
-  full shuffle (its first ``--shuffle-reads`` reads: a full shuffle refetches blocks, the counter-example a block
-  shuffle avoids);
+- an epoch with a cache limit of a quarter of the map, by blocks: bytes fetched per sample read, in the stored order,
+  in the order of `BlockShuffleSampler` (two ranks sharing the cache, padding included) and in a full shuffle (its
+  first ``--shuffle-reads`` reads: a full shuffle refetches blocks, the counter-example a block shuffle avoids);
 - a cold sequential pass by blocks against s3fs ``cat_ranges`` of the same byte ranges, one block at a time.
+
+The upload gives the server a long read timeout: moto_server joins the parts of a multipart upload in memory, and
+for a 1 GiB column that takes longer than botocore's default 60 s read timeout on a loaded machine (the client
+then retries ``CompleteMultipartUpload``, which fails with a 500 while the first one is still joining).
+
+moto_server answers a ranged GET by reading the whole object and slicing it, so each request of a large object
+costs the server the object's size: at 1 GiB an epoch of ranged reads takes hours under load. ``--first-only``
+measures the first sample only (whole against blocks against one ranged GET, all paying that cost once per GET).
 
 Loopback has no network latency: the times are the client's and the server's costs, not a network's.
 """
@@ -74,7 +82,7 @@ class _Log:
         return requests, sent
 
 
-def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> None:
+def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int, first_only: bool = False) -> None:
     block = int(block_mb * (1 << 20))
     _granularity.DEFAULT_GRANULARITY = max(block // 4, 4096)
     rng = np.random.default_rng(0)
@@ -94,7 +102,12 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
             options = server.options()
             bucket = server.bucket()
             url = f"s3://{bucket}/map"
-            upload(root / "local", url, storage_options=options)
+            patient = server.options(config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 5,
+                                                    "read_timeout": 3600})
+            load_before = os.getloadavg()[0]
+            start = time.perf_counter()
+            upload(root / "local", url, storage_options=patient)
+            print(f"upload of {sum(sizes.values()) / 1e6:.0f} MB: {time.perf_counter() - start:.0f} s", flush=True)
             import s3fs
 
             fs = s3fs.S3FileSystem(**options)
@@ -123,29 +136,43 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
             rows.append(("one ranged GET of a block (s3fs cat_ranges)", [block / 1e6, 1, one_get * 1e3]))
             print(f"ragged map of {n:,} samples, {sizes['data.bin'] / 1e6:.0f} MB of data, blocks of {block_mb} MiB "
                   f"(checksum records every {_granularity.DEFAULT_GRANULARITY >> 10} KiB), moto_server on loopback, "
-                  f"load average {os.getloadavg()[0]:.1f}")
-            print(markdown_table(["MB fetched", "GETs", "ms"], rows))
+                  f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} now")
+            print(markdown_table(["MB fetched", "GETs", "ms"], rows), flush=True)
+            if first_only:
+                return
 
             limit = sizes["data.bin"] // 4
             order_rows = []
             shuffled = rng.permutation(n)[:shuffle_reads].tolist()
-            for fetch in ("whole", "blocks"):
-                for name, order in (("stored order, every sample", range(n)),
-                                    (f"full shuffle, first {len(shuffled)} reads", shuffled)):
-                    cache = root / f"epoch-{fetch}-{len(order_rows)}"
-                    extra = {"max_open_shards": 2} if fetch == "blocks" else {}
-                    m = open_existing(url, cache_dir=cache, storage_options=options, fetch=fetch, block_size=block,
-                                      cache_size_limit=limit, **extra)
-                    log.take()
-                    read = 0
-                    for i in order:
+            from mmap_ninja.adapters.torch import BlockShuffleSampler
+
+            probe = open_existing(url, cache_dir=root / "probe", storage_options=options, fetch="blocks",
+                                  block_size=block)
+            ranks = 2
+            sampled = [list(BlockShuffleSampler(probe, window_blocks=4, seed=0, rank=r, world_size=ranks))
+                       for r in range(ranks)]
+            probe.close()
+            orders: list[tuple[str, list[Any]]] = [
+                ("stored order, every sample", [range(n)]),
+                (f"BlockShuffleSampler, {ranks} ranks, window 4 blocks, padding included", sampled),
+                (f"full shuffle, first {len(shuffled)} reads", [shuffled])]
+            for name, parts in orders:
+                cache = root / f"epoch-{len(order_rows)}"
+                log.take()
+                read = 0
+                for part in parts:  # each rank opens the map on the node's one cache
+                    m = open_existing(url, cache_dir=cache, storage_options=options, fetch="blocks",
+                                      block_size=block, cache_size_limit=limit, max_open_shards=2)
+                    for i in part:
                         read += len(m[i])
-                    requests, sent = log.take()
-                    order_rows.append((f"fetch={fetch!r}, {name}", [sent / 1e6, sent / read, requests]))
                     m.close()
+                requests, sent = log.take()
+                order_rows.append((f"fetch='blocks', {name}", [sent / 1e6, sent / sizes["data.bin"], sent / read,
+                                                              requests]))
             print()
-            print(f"cache_size_limit = a quarter of the data ({limit / 1e6:.0f} MB)")
-            print(markdown_table(["MB fetched", "bytes fetched / bytes read", "GETs"], order_rows))
+            print(f"cache_size_limit = a quarter of the data ({limit / 1e6:.0f} MB); load average "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+            print(markdown_table(["MB fetched", "x data bytes", "bytes fetched / bytes read", "GETs"], order_rows))
 
             m = open_existing(url, cache_dir=root / "sequential", storage_options=options, fetch="blocks",
                               block_size=block)
@@ -167,4 +194,5 @@ def run(fetch_mb: int, block_mb: float, sample_kb: int, shuffle_reads: int) -> N
                                                                                      (sent / ours) / (got / theirs)]),
                 ("s3fs cat_ranges of the same data ranges, one block at a time", [theirs, got / 1e6 / theirs, 1.0]),
             ]))
+            print(f"load average {os.getloadavg()[0]:.1f}")
             assert read == int(offsets[-1])

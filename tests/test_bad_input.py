@@ -28,7 +28,7 @@ from mmap_ninja import (
     open_existing,
 )
 
-from conftest import write_header
+from tests.support import write_header
 
 
 def snapshot(directory: Path) -> dict:

@@ -289,3 +289,18 @@ def test_batched_lookups_of_many_sources_equal_the_scalar_path(size: int) -> Non
     sources, local = blended.sources_of(positions)
     assert list(zip(sources.tolist(), local.tolist())) == [blended.source_of(int(i)) for i in positions]
     assert blended[positions.tolist()] == [blended[int(i)] for i in positions]
+
+
+def test_batches_over_many_sources_equal_the_samples_read_one_by_one(tmp_path: Path) -> None:
+    # many sources touched by one batch (its rows grouped by source, then put back in place), one source alone,
+    # one position, none, and repeated positions: get_batch and __getitems__ against m[i]
+    maps = [numpy_map(tmp_path / f"m{k}", 1000 * k, 20 + k) for k in range(40)]
+    rng = np.random.default_rng(4)
+    blended = blend(maps, [max(w, 1e-3) for w in 10 ** rng.uniform(-3, 0, 40)], seed=2)
+    alone = next(i for i in range(len(blended)) if blended.source_of(i)[0] == 0)
+    for picked in (rng.integers(0, len(blended), 700).tolist(), [alone, alone], [5], [], [3, 3, 9, 3]):
+        batch = blended.get_batch(picked)
+        assert batch.shape == (len(picked), 2) and batch.dtype == np.int32
+        assert np.array_equal(batch, np.array([blended[i] for i in picked], dtype=np.int32).reshape(-1, 2))
+        items = blended.__getitems__(picked)
+        assert len(items) == len(picked) and all(np.array_equal(a, blended[i]) for a, i in zip(items, picked))

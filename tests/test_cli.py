@@ -1,7 +1,9 @@
 """The mmap-ninja command line: info, verify, head and convert --codec; one clear line on bad input, never a
 traceback."""
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 
@@ -216,55 +218,67 @@ def test_json_output_stays_empty_on_an_error(tmp_path):
         assert (status, out) == (3, "") and err.count("\n") == 1
 
 
+def _rows(first: int, count: int) -> bytes:
+    return "".join(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n" for i in range(first, first + count)).encode()
+
+
+@contextlib.contextmanager
+def _convert_waiting_on_a_pipe(tmp_path, written_batches: int):
+    """A ``convert`` of a JSON-lines named pipe into ``tmp_path/out`` (batches of 1,000 rows), fed
+    ``written_batches`` batches and then kept waiting for more: the pipe stays open, so the process cannot finish
+    however slow the machine is. Returns the process and the pipe's open end once the build folder holds a
+    batch's files (nothing here depends on timing: the loop waits for a state the process must reach); the pipe
+    closes when the block ends."""
+    import time
+
+    pipe = tmp_path / "stream.jsonl"
+    os.mkfifo(pipe)
+    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", "--batch-size", "1000",
+                                str(pipe), str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(pipe, "wb") as writer:  # opening blocks until the process opens the pipe
+        writer.write(_rows(0, written_batches * 1000 + 1))
+        writer.flush()
+        deadline = time.monotonic() + 300  # bounds a broken build only: the process cannot end before the pipe closes
+        while process.poll() is None and time.monotonic() < deadline and not any(
+                p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".out.converting-*")):
+            time.sleep(0.01)
+        assert process.poll() is None, f"the conversion stopped while its source was open: {process.communicate()}"
+        yield process
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_ctrl_c_during_convert_leaves_nothing_behind(tmp_path):
     """SIGINT (Ctrl-C) in the middle of a convert: exit 130, one line on stderr, no DST and no temporary folder."""
     import signal
-    import time
 
-    src = tmp_path / "rows.jsonl"
-    with open(src, "w") as f:
-        for i in range(400_000):
-            f.write(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n")
-    before = sorted(p.name for p in tmp_path.iterdir())
-    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", str(src), str(tmp_path / "out")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.converting-*")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert process.poll() is None, "the conversion ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    before = sorted([p.name for p in tmp_path.iterdir()] + ["stream.jsonl"])
+    with _convert_waiting_on_a_pipe(tmp_path, written_batches=3) as process:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err == "mmap-ninja convert: interrupted\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_what_a_killed_convert_left_is_removed_by_the_next_one_to_the_same_destination(tmp_path):
     """SIGKILL in the middle of a convert leaves its hidden build folder (possibly gigabytes) next to DST; the
     next convert to DST removes it, and keeps the folder of a convert that is still running (its lock is held)."""
     import fcntl
     import signal
-    import time
 
-    src = tmp_path / "rows.jsonl"
-    with open(src, "w") as f:
-        for i in range(400_000):
-            f.write(json.dumps({"i": i, "text": f"line {i} " * 4}) + "\n")
-    process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", str(src), str(tmp_path / "out")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline and not any(
-            p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".out.converting-*")):
-        time.sleep(0.005)
-    assert process.poll() is None, "the conversion ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    with _convert_waiting_on_a_pipe(tmp_path, written_batches=3) as process:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=120)
     killed = sorted(p.name for p in tmp_path.glob(".out.converting-*"))
     assert len(killed) == 2 and killed[1] == killed[0] + ".lock"  # the build folder and its lock file
+    src = tmp_path / "rows.jsonl"
+    src.write_bytes(_rows(0, 400_000))
     running = tmp_path / ".out.converting-running"
     running.mkdir()
     with open(f"{running}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        status, _, err = run("convert", "-q", tmp_path / "rows.jsonl", tmp_path / "out")
+        status, _, err = run("convert", "-q", src, tmp_path / "out")
         assert (status, err) == (0, "")
     assert sorted(p.name for p in tmp_path.glob(".out.converting-*")) == [running.name, running.name + ".lock"]
     from mmap_ninja import open_existing

@@ -8,7 +8,7 @@ import pytest
 import mmap_ninja
 from mmap_ninja import MapLockedError, NumpyMmap, RaggedMmap, StringsMmap, open_existing
 
-from conftest import build, equal, sample_for, snapshot
+from tests.support import build, equal, sample_for, snapshot
 
 N = 12
 

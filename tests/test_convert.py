@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from legacy_090 import copy_map
 
 import mmap_ninja
 from mmap_ninja import StringsMmap, open_existing
@@ -21,7 +20,8 @@ from mmap_ninja.conversion import Converted, convert
 from mmap_ninja.legacy import LegacyMapWarning, open_legacy
 from mmap_ninja.storage import CorruptMapError, NotAMapError
 
-from conftest import snapshot
+from tests.support import snapshot
+from tests.support.legacy_090 import copy_map
 
 CONVERTIBLE = ["strings", "ragged_flat", "ragged_nd", "ragged_float16", "numpy_c", "numpy_f", "numpy_f_extended",
                "numpy_int16", "numpy_datetime"]

@@ -11,12 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from test_draft import jpeg, psnr, smooth  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from mmap_ninja import RecordsMmap  # noqa: E402
 from mmap_ninja.adapters.torch import ImagesDataset, RandomResizedCropDecode, RecordsDataset  # noqa: E402
 from mmap_ninja.images import ImagesMmap  # noqa: E402
+
+from tests.test_draft import jpeg, psnr, smooth  # noqa: E402
 
 
 def reference(data: bytes, box, size) -> np.ndarray:

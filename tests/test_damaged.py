@@ -128,7 +128,7 @@ def test_verify_of_a_sparse_map_of_2_to_the_30_samples_scans_in_bounded_chunks(t
     """A 300-byte header over a sparse file declares 2**30 empty strings: verify must not allocate per sample."""
     from mmap_ninja import StringsMmap
 
-    from conftest import peak_bytes_in_a_fresh_process, write_header
+    from tests.support import peak_bytes_in_a_fresh_process, write_header
 
     path = tmp_path / "sparse"
     StringsMmap.from_strings(path, []).close()
@@ -147,7 +147,7 @@ def test_verify_of_a_sparse_map_of_2_to_the_30_samples_scans_in_bounded_chunks(t
 def test_verify_finds_a_decrease_next_to_the_holes_of_a_sparse_index(tmp_path):
     from mmap_ninja import StringsMmap, verify
 
-    from conftest import write_header
+    from tests.support import write_header
 
     path = tmp_path / "sparse"
     StringsMmap.from_strings(path, []).close()

@@ -9,7 +9,7 @@ import pytest
 from mmap_ninja import CorruptMapError, MapMovedError, NotAMapError, RaggedMmap, RecordsMmap, merge, upload, verify
 from mmap_ninja.sharded import SchemaMismatchError
 
-from conftest import snapshot
+from tests.support import snapshot
 
 
 def _rows(path, start, key=None):

@@ -9,7 +9,7 @@ import pytest
 from mmap_ninja import CorruptMapError, FormatVersionError, NotAMapError, RaggedMmap, StringsMmap, open_existing
 from mmap_ninja.storage import FORMAT_VERSION
 
-from conftest import build, equal, peak_bytes_in_a_fresh_process, sample_for, snapshot, write_header
+from tests.support import build, equal, peak_bytes_in_a_fresh_process, sample_for, snapshot, write_header
 
 
 def edit_header(path, **changes):

@@ -8,7 +8,7 @@ import pytest
 
 from mmap_ninja import CorruptMapError, StringsMmap, np_from_ndarray, np_open_existing, verify
 
-from conftest import snapshot, write_header
+from tests.support import snapshot, write_header
 
 
 def test_a_header_cannot_name_files_outside_its_map(tmp_path):

@@ -16,7 +16,7 @@ from mmap_ninja import MapError, NotAMapError, RaggedMmap, RecordsMmap, StringsM
 from mmap_ninja import verify as verify_map
 from mmap_ninja.records import Field
 
-from conftest import write_header
+from tests.support import write_header
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=False)

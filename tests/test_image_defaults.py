@@ -12,7 +12,7 @@ import pytest
 
 from mmap_ninja.images import ImagesMmap
 
-from conftest import write_header
+from tests.support import write_header
 
 Image = pytest.importorskip("PIL.Image")
 

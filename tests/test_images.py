@@ -10,7 +10,7 @@ from mmap_ninja import open_existing
 from mmap_ninja.errors import UnfinishedMapError
 from mmap_ninja.images import ImagesMmap
 
-from conftest import snapshot
+from tests.support import snapshot
 
 Image = pytest.importorskip("PIL.Image")
 PngImagePlugin = pytest.importorskip("PIL.PngImagePlugin")

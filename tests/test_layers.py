@@ -155,3 +155,55 @@ def test_adapters_import_only_names_their_module_publishes(adapter):
         unlisted += [f"line {line}: {module}.{name}" for name in names
                      if f"{module}.{name}" not in MODULES and name not in published]
     assert not unlisted
+
+
+# ---------------------------------------------------------------------------------------------- the tests' own layout
+
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def _test_sources() -> list[pathlib.Path]:
+    return sorted(p for p in TESTS.rglob("*.py")
+                  if not any(part.startswith(".") or part == "data" for part in p.relative_to(TESTS).parts[:-1]))
+
+
+def _bare_imports_of_test_modules(source: str) -> list[str]:
+    """Imports in ``source`` of ``conftest`` or of a module of the tests' folders by a bare name (``import
+    conftest``, ``from legacy_090 import ...``): they work only from the folder the module is in. The tests' own
+    modules are imported by their package path (``from tests.support import snapshot``); fixtures come from
+    ``conftest.py`` by name, never by import."""
+    # The tests' own folders only: tests/ also holds 0.9.0's virtualenv after a first run (.venv-090), whose
+    # folders (numpy, tests, ...) are not the tests' modules.
+    sources = _test_sources()
+    folders = {part for p in sources for part in p.relative_to(TESTS).parts[:-1]}
+    local = {p.stem for p in sources} | folders | {"conftest"}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] in local]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module.split(".")[0] in local:
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.append(f"line {node.lineno}: a relative import")
+    return found
+
+
+def test_the_check_of_test_imports_finds_conftest_and_bare_names():
+    assert _bare_imports_of_test_modules("from conftest import snapshot") == ["line 1: from conftest import ..."]
+    assert _bare_imports_of_test_modules("def f():\n    import conftest") == ["line 2: import conftest"]
+    assert _bare_imports_of_test_modules("from support.legacy_090 import copy_map") != []
+    assert _bare_imports_of_test_modules("from . import support") != []
+    assert _bare_imports_of_test_modules("from tests.support import snapshot\nimport numpy") == []
+
+
+def test_no_test_module_imports_conftest_or_a_test_module_by_a_bare_name():
+    found = {str(p.relative_to(TESTS)): _bare_imports_of_test_modules(p.read_text()) for p in _test_sources()}
+    assert not {name: imports for name, imports in found.items() if imports}
+
+
+def test_every_folder_of_tests_is_a_package():
+    # Test modules are named by their package path (tests.<folder>.test_x), so the same file name may be used in
+    # two folders, and tests.support imports the same way from every depth.
+    folders = {p.parent for p in _test_sources()}
+    assert sorted(str(f.relative_to(TESTS.parent)) for f in folders if not (f / "__init__.py").exists()) == []

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from legacy_090 import Read090, copy_map
 
 from mmap_ninja import StringsMmap
 from mmap_ninja.legacy import (
@@ -29,7 +28,8 @@ from mmap_ninja.legacy import (
 )
 from mmap_ninja.storage import CorruptMapError, NotAMapError
 
-from conftest import peak_bytes_in_a_fresh_process, snapshot
+from tests.support import peak_bytes_in_a_fresh_process, snapshot
+from tests.support.legacy_090 import Read090, copy_map
 
 CLEAN = ["strings", "strings_zstd", "strings_zstd_dict", "ragged_flat", "ragged_nd", "ragged_float16", "numpy_c",
          "numpy_f", "numpy_f_extended", "numpy_int16", "numpy_datetime"]

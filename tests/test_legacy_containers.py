@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-from legacy_090 import copy_map
 
 from mmap_ninja import KindMismatchError, NumpyMmap, RaggedMmap, StringsMmap, np_open_existing, open_existing
 
-from conftest import snapshot
+from tests.support import snapshot
+from tests.support.legacy_090 import copy_map
 
 CLASSES = {"strings": StringsMmap, "strings_zstd": StringsMmap, "strings_zstd_dict": StringsMmap,
            "ragged_flat": RaggedMmap, "ragged_nd": RaggedMmap, "numpy_c": NumpyMmap, "numpy_f": NumpyMmap}

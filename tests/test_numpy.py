@@ -13,7 +13,7 @@ from mmap_ninja import (
 )
 from mmap_ninja import numpy as np_module
 
-from conftest import snapshot
+from tests.support import snapshot
 
 DTYPES = [np.dtype(d) for d in ["u1", "<i4", ">i4", ">f8", "c16", "?", "S5", "<U3", "M8[ms]",
                                  [("x", "<f4"), ("name", "S4"), ("pos", ">i2", (2,))]]]

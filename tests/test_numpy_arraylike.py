@@ -20,7 +20,7 @@ import pytest
 import mmap_ninja
 from mmap_ninja import NumpyMmap, np_extend, np_from_ndarray, np_open_existing
 
-from conftest import snapshot
+from tests.support import snapshot
 
 SHAPES = {
     "1d-float32": np.arange(1, 13, dtype=np.float32) - 6.5,

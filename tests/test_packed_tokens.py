@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from mmap_ninja import RaggedMmap  # noqa: E402
 from mmap_ninja.adapters.torch import PackedBatch, PackedTokens, ResumableSampler, collate_packed  # noqa: E402
 
-from conftest import write_header  # noqa: E402
+from tests.support import write_header  # noqa: E402
 
 
 def oracle(documents, seq_len, stride):

@@ -8,7 +8,7 @@ import pytest
 
 from mmap_ninja import RaggedMmap, SampleFetchError, StringsMmap, UnfinishedMapError, open_existing
 
-from conftest import build, equal, sample_for
+from tests.support import build, equal, sample_for
 
 
 def _read_in_child(m, positions):

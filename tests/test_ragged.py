@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 from mmap_ninja import RaggedMmap, RaggedMmmap
 from mmap_ninja.ragged import RaggedMmmap as seed_spelling
 
-from conftest import snapshot
+from tests.support import snapshot
 
 settings_fast = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 dtypes = st.sampled_from(["u1", "i2", "<i4", ">i8", "f4", ">f8", "c8", "?", "S3", "U2", "M8[s]"])

@@ -22,7 +22,7 @@ from mmap_ninja import KindMismatchError, StringsMmap, UnfinishedMapError, Unkno
 from mmap_ninja import format as mformat
 from mmap_ninja.records import Field, RecordsMmap, infer_schema, parse_schema
 
-from conftest import snapshot
+from tests.support import snapshot
 
 SRC = str(Path(mmap_ninja.__file__).resolve().parents[1])
 

@@ -114,10 +114,10 @@ def test_processes_on_one_node_download_each_file_once(tmp_path, s3_server):
     for reader in readers:
         reader.start()
     try:
-        sums = [results.get(timeout=30) for _ in readers]
+        sums = [results.get(timeout=300) for _ in readers]
     finally:
         for reader in readers:
-            reader.join(timeout=30)
+            reader.join(timeout=300)
             if reader.is_alive():  # a reader stuck on a lock: stop it (the test fails on the missing sum)
                 reader.kill()
                 reader.join()
@@ -134,7 +134,7 @@ def _read_all(url, cache_dir, options, barrier, results):
     barrier.wait()  # all three race for the same shards
     total = sum(int(s.sum()) for s in m)
     results.put(total)
-    barrier.wait(timeout=20)  # every reader keeps its shards mapped until all have read (as DataLoader workers do)
+    barrier.wait(timeout=300)  # every reader keeps its shards mapped until all have read (as DataLoader workers do)
     m.close()
 
 

@@ -26,8 +26,8 @@ from mmap_ninja.sharded import (
     recover_merge,
 )
 
-from conftest import build, equal, snapshot
-from conftest import sample_for as kit_sample
+from tests.support import build, equal, snapshot
+from tests.support import sample_for as kit_sample
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SIZES = [3, 5, 1, 4]

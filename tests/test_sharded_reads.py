@@ -2,6 +2,7 @@
 ``verify_reads``), their exceptions, and a bounded number of open files whatever the shards hold."""
 
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -124,6 +125,37 @@ def test_iterating_nine_fields_over_many_shards_under_a_low_file_limit(tmp_path)
 
     held, fds = map(int, result.stdout.split())
     assert held <= DEFAULT_MAX_OPEN_FILES and fds <= DEFAULT_MAX_OPEN_FILES + 40
+
+
+def _fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts this process's descriptors in /proc")
+def test_max_open_files_counts_the_reader_locks_of_slot_shards(tmp_path):
+    # Each open slot map holds its generation's reader lock (.readers-<id>) besides its columns: a sharded map of
+    # slot maps must count it, or it keeps a third more descriptors open than its budget.
+    paths = []
+    for k in range(8):
+        RaggedMmap.from_generator(tmp_path / f"p{k}", [np.arange(k + i, dtype=np.int32) for i in range(1, 4)],
+                                  commit="slots").close()
+        paths.append(tmp_path / f"p{k}")
+    path = merge(tmp_path / "s", paths).path
+    shards = sorted((path / "shards").iterdir())
+    assert len(shards) == 8 and all((folder / "header.slots").is_file() for folder in shards)
+    shard = RaggedMmap(shards[0], mode="r")
+    shard[0]
+    assert shard.release_files() == 3  # data and offsets mapped, and the reader lock
+    shard.close()
+    before = _fds()
+    m = ShardedMap(path, max_open_files=8)
+    assert sum(int(sample.size) for sample in m) == sum(k + i for k in range(8) for i in range(1, 4))
+    for k in (7, 0, 5, 2):
+        assert m[3 * k + 2].tolist() == list(range(k + 3))
+    assert 0 < m.open_files <= 8 and m.open_shards == 2
+    assert _fds() - before <= 8  # what it really holds: its columns' mappings and the shards' reader locks
+    m.close()
+    assert _fds() == before
 
 
 def test_a_handle_whose_descriptors_were_released_still_refreshes_and_grows(tmp_path):

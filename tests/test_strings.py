@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from mmap_ninja import StringsMmap, StringsMmmap
 from mmap_ninja.string import StringsMmmap as seed_spelling
 
-from conftest import snapshot
+from tests.support import snapshot
 
 # Any text UTF-8 can hold: every code point but lone surrogates, NUL included.
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)

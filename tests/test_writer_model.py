@@ -38,7 +38,7 @@ from mmap_ninja import (
     open_existing,
 )
 
-from conftest import build, equal, sample_for, snapshot, write_header
+from tests.support import build, equal, sample_for, snapshot, write_header
 
 CLASSES: dict[str, type[Any]] = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}
 

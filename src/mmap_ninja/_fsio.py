@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
@@ -32,6 +33,7 @@ def fsync_dir(path: Path) -> None:
 
 
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_FOR_FSYNC = os.O_RDWR if sys.platform == "win32" else os.O_RDONLY  # FlushFileBuffers needs write access
 
 
 def _not_regular(path: Path, what: str) -> CorruptMapError:
@@ -77,7 +79,7 @@ def fsync_tree(path: Path) -> None:
             file = os.path.join(folder, name)
             if not stat.S_ISREG(os.lstat(file).st_mode):
                 continue
-            fd = os.open(file, os.O_RDONLY | _NOFOLLOW)
+            fd = os.open(file, _FOR_FSYNC | _NOFOLLOW)
             try:
                 fsync_file(fd)
             finally:
@@ -169,19 +171,3 @@ def _bytes_view(buffers: Sequence[Any], k: int) -> memoryview:
             buffers[k] = copy
         return memoryview(copy)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def replace_file(path: Path, data: bytes, *, durable: bool) -> None:
-    """Atomically make ``path`` hold ``data``: write a temporary file beside it and rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    check_entry(path)  # a rename over a link would not touch its target, but the map must not hold one
-    fd = open_inside(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        pwrite_all(fd, memoryview(data), 0)
-        if durable:
-            fsync_file(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)

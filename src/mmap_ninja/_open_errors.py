@@ -5,17 +5,15 @@ which tells one still under way from an interrupted one). Kept apart from `mmap_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
-from mmap_ninja import locks
+from mmap_ninja.dirs import LOCK_FILE, is_held
 from mmap_ninja.errors import MapError, MapMovedError, UnfinishedMapError
 from mmap_ninja.format import Header, read_header
 
 __all__ = ["moved_error", "unfinished_error"]
 
-_LOCK_FILE = ".lock"  # storage.LOCK_FILE (storage imports this module)
 _COLUMN_SUFFIX = ".bin"
 
 
@@ -53,14 +51,7 @@ def _mapped_elsewhere(path: Path, map_id: Optional[str]) -> Optional[Path]:
 
 def _being_built(path: Path) -> bool:
     """Whether a live process holds the writer lock of ``path`` (a build in progress, not an interrupted one)."""
-    try:
-        fd = os.open(path / _LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return locks.available() and not locks.try_lock(fd, shared=True)  # no locks here: cannot tell, say no
-    finally:
-        os.close(fd)
+    return is_held(path / LOCK_FILE, exclusively=True)  # no locks here: cannot tell, say no
 
 
 def unfinished_error(path: Path, header: Header) -> UnfinishedMapError:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 import numbers
+import operator
 import os
 import pickle
 import threading
@@ -56,8 +57,9 @@ _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred byt
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "half", "inner",
-                 "left", "left_weight", "nodes", "right", "root", "total")
+    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "first_inner",
+                 "half", "inner", "left", "left_weight", "nodes", "right", "root", "shallowest_leaf", "step_a",
+                 "step_b", "step_child", "step_d", "step_h", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -98,13 +100,24 @@ class _Tree:
         self.batch_h = np.where(inner, self.half, 0)
         self.batch_b = self.batch_d - self.batch_a  # goes left when the remainder reaches the right side's weight
         self.inner = np.array(inner, dtype=bool)
-        depth, stack = 0, [(self.root, 0)]
+        depth, shallowest, stack = 0, len(total), [(self.root, 0)]
         while stack:
             node, level = stack.pop()
             depth = max(depth, level)
             if left[node] >= 0:
                 stack += [(left[node], level + 1), (right[node], level + 1)]
-        self.depth = depth
+            else:
+                shallowest = min(shallowest, level)
+        self.depth, self.shallowest_leaf = depth, shallowest
+        # `descend_many`'s tables, indexed by twice a node's number: its constants at 2·k, and the doubled number
+        # of the child an arrival goes to at 2·k + went_left. Leaves are the nodes below ``first_inner``.
+        self.first_inner = sources
+        doubled = np.arange(0, 2 * len(total), 2)
+        self.step_a, self.step_h, self.step_d, self.step_b = (np.repeat(column, 2) for column in (
+            self.batch_a, self.batch_h, self.batch_d, self.batch_b))
+        self.step_child = np.empty(2 * len(total), dtype=np.int64)
+        self.step_child[doubled] = 2 * self.batch_right
+        self.step_child[doubled + 1] = 2 * self.batch_left
 
     def descend(self, arrival: int, node: int = -1) -> tuple[int, int]:
         """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
@@ -124,47 +137,58 @@ class _Tree:
         return right, arrival  # a leaf's entry holds its own number as ``right``
 
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`descend` for an int64 array of arrivals. Leaves are fixed points of a step, so the positions that reached
-        one are dropped only when they are most of those left (fewer NumPy calls per level on small batches)."""
+        """`descend` for an int64 array of arrivals, one tree level per step for all of them.
+
+        Nodes are numbered twice over in the step (``2·k``), so that the child taken is one lookup of
+        ``2·k + went_left``; a leaf is a fixed point of a step (weight 0 of 1: every arrival goes "right", to
+        itself). The rows that reached a leaf are dropped once they are most of those left, and the last few
+        finish one by one (cheaper than more levels of NumPy calls)."""
         if not self.inner[self.root] or not len(arrivals):
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
-        a_of, d_of, h_of, b_of = self.batch_a, self.batch_d, self.batch_h, self.batch_b
-        left_of, right_of, inner_of = self.batch_left, self.batch_right, self.inner
+        a_of, h_of, d_of, b_of, child_of = self.step_a, self.step_h, self.step_d, self.step_b, self.step_child
+        first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
         # The root's step, with its constants as scalars.
         root = self.root
-        scaled = arrivals * a_of[root] + h_of[root]
-        before = scaled // d_of[root]
-        goes_left = scaled - before * d_of[root] >= b_of[root]
-        node = np.where(goes_left, left_of[root], right_of[root])
-        arrival = np.where(goes_left, before, arrivals - before)
+        before, rest = np.divmod(arrivals * int(self.batch_a[root]) + int(self.batch_h[root]),
+                                 int(self.batch_d[root]))
+        went_left = rest >= int(self.batch_b[root])
+        node = np.where(went_left, 2 * int(self.batch_left[root]), 2 * int(self.batch_right[root]))
+        arrival = np.subtract(arrivals, before)
+        np.copyto(arrival, before, where=went_left)
         nodes, found = node, arrival
         active: Any = None  # the rows of ``nodes`` still descending (None: all of them, in place)
-        while True:
-            inner = inner_of[node]
-            left = int(np.count_nonzero(inner))
-            if left < len(node):
-                if active is None:
-                    nodes, found = node.copy(), arrival.copy()
-                    active = np.arange(len(node))
+        for level in range(1, self.depth + 1):  # the rows at depth ``level``: finished ones dropped, then a step
+            if level >= self.shallowest_leaf:
+                inner = node >= first_leaf
+                left = int(np.count_nonzero(inner))
                 if 2 * left <= len(node):  # drop the finished ones
-                    leaf = ~inner
-                    done = active[leaf]
-                    nodes[done] = node[leaf]
-                    found[done] = arrival[leaf]
+                    if active is None:
+                        nodes, found = node.copy(), arrival.copy()
+                        active = np.flatnonzero(inner)
+                    else:
+                        leaf = ~inner
+                        done = active[leaf]
+                        nodes[done] = node[leaf]
+                        found[done] = arrival[leaf]
+                        active = active[inner]
                     if not left:
-                        return nodes, found
-                    active, node, arrival = active[inner], node[inner], arrival[inner]
-                    if left <= _STRAGGLERS:  # the last few go on one by one: cheaper than more levels of NumPy calls
+                        break
+                    node, arrival = node[inner], arrival[inner]
+                    if left <= _STRAGGLERS:  # the last few go on one by one
                         for row, at, count in zip(active.tolist(), node.tolist(), arrival.tolist()):
-                            nodes[row], found[row] = self.descend(count, at)
-                        return nodes, found
-            scaled = arrival * a_of[node]
-            scaled += h_of[node]
-            before = scaled // d_of[node]
-            scaled -= before * d_of[node]  # the remainder
-            goes_left = scaled >= b_of[node]
-            node = np.where(goes_left, left_of[node], right_of[node])
-            arrival = np.where(goes_left, before, arrival - before)
+                            k, drawn = self.descend(count, at >> 1)
+                            nodes[row], found[row] = 2 * k, drawn
+                        break
+            scaled = arrival * a_of.take(node)
+            scaled += h_of.take(node)
+            before, rest = np.divmod(scaled, d_of.take(node))
+            went_left = rest >= b_of.take(node)
+            node = child_of.take(node + went_left)
+            arrival -= before
+            np.copyto(arrival, before, where=went_left)
+        else:  # not reached: after ``depth`` steps every row is at a leaf, found at the last level's check
+            raise AssertionError("a blend's tree walk went past the tree's depth")
+        return nodes >> 1, found
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -424,19 +448,26 @@ class BlendedMap:
                 pass
         return found[local]
 
-    def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
+    def _grouped(self, positions: np.ndarray) -> tuple[np.ndarray, list[int], list[int], np.ndarray]:
+        """The positions grouped by source: ``(order, touched, bounds, local)`` where ``order`` lists the rows by
+        source (rows of one source in increasing order), ``touched`` the sources read, and the rows
+        ``order[bounds[j]:bounds[j + 1]]`` read ``local[bounds[j]:bounds[j + 1]]`` of source ``touched[j]``."""
         sources, local = self._sources_of(positions)
-        if not len(sources):
-            return []
-        order = np.argsort(sources, kind="stable")
+        # A stable sort of small integers is a radix sort: sort the sources as 16-bit numbers when they fit.
+        keys = sources.astype(np.uint16) if self.num_sources <= 1 << 16 else sources
+        order = np.argsort(keys, kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
         touched = np.flatnonzero(counts)
-        ends = np.cumsum(counts)[touched].tolist()
-        starts = (np.cumsum(counts)[touched] - counts[touched]).tolist()
-        local_sorted = local[order]
-        return [(k, order[start:end], local_sorted[start:end])
-                for k, start, end in zip(touched.tolist(), starts, ends)]
+        bounds = np.zeros(len(touched) + 1, dtype=np.int64)
+        np.cumsum(counts.take(touched), out=bounds[1:])
+        return order, touched.tolist(), bounds.tolist(), local.take(order)
+
+    def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
+        if not len(positions):
+            return []
+        order, touched, bounds, local = self._grouped(positions)
+        return [(k, order[start:end], local[start:end]) for k, start, end in zip(touched, bounds, bounds[1:])]
 
     def _opened(self, k: int) -> Any:
         """Source ``k`` for a batch: the open one as it is (a batch touches many sources; the LRU order is kept
@@ -447,14 +478,20 @@ class BlendedMap:
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = resolve_positions(indices, self._length)
-        result: list[Any] = [None] * len(positions)
-        for k, rows, local in self._groups(positions):
+        if not len(positions):
+            return []
+        order, touched, bounds, local = self._grouped(positions)
+        by_source: list[Any] = []  # the samples in the order of ``order``
+        for k, start, end in zip(touched, bounds, bounds[1:]):
             source = self._opened(k)
             getitems = getattr(source, "__getitems__", None)
-            samples = getitems(local) if getitems is not None else [source[i] for i in local.tolist()]
-            for row, sample in zip(rows.tolist(), samples):
-                result[row] = sample
-        return result
+            rows = local[start:end]
+            by_source.extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
+        if len(positions) == 1:
+            return by_source
+        where = np.empty(len(order), dtype=np.int64)  # where each row's sample is in ``by_source``
+        where[order] = np.arange(len(order), dtype=np.int64)
+        return list(operator.itemgetter(*where.tolist())(by_source))
 
     def _batch_kind(self) -> Any:
         """The class whose ``get_batch`` and ``combine_batches`` serve the blend: every source must have the same
@@ -494,22 +531,25 @@ class BlendedMap:
         cls = self._batch_kind()
         arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
         positions = resolve_positions(indices, self._length)
-        groups = self._groups(positions)
-        if len(groups) == 1 or not len(positions):
-            k, local = (groups[0][0], groups[0][2]) if groups else (0, positions)
-            return self.source(k).get_batch(local, **arguments)
+        if not len(positions):
+            return self.source(0).get_batch(positions, **arguments)
+        order, touched, bounds, local = self._grouped(positions)
+        if len(touched) == 1:
+            return self.source(touched[0]).get_batch(local, **arguments)  # one source: rows in their order
         per_source = {name: value for name, value in arguments.items() if name != "out"}
         opened = self._opened
-        parts = [(rows, opened(k).get_batch(local, **per_source)) for k, rows, local in groups]
+        arrays = [opened(k).get_batch(local[start:end], **per_source)
+                  for k, start, end in zip(touched, bounds, bounds[1:])]
         if not arguments:
-            arrays = [part for _, part in parts]
             first = arrays[0]
-            if type(first) is np.ndarray and all(type(part) is np.ndarray for part in arrays) and len(
-                    {(part.dtype, part.shape[1:]) for part in arrays}) == 1:
-                # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
-                stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
-                stacked[np.concatenate([rows for rows, _ in parts])] = np.concatenate(arrays)
-                return stacked
+            if type(first) is np.ndarray:
+                kind = (first.dtype, first.shape[1:])
+                if all(type(part) is np.ndarray and (part.dtype, part.shape[1:]) == kind for part in arrays):
+                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
+                    stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
+                    stacked[order] = np.concatenate(arrays)
+                    return stacked
+        parts = [(order[start:end], part) for start, end, part in zip(bounds, bounds[1:], arrays)]
         return cls.combine_batches(parts, positions, arguments)
 
     def __iter__(self) -> Iterator[Any]:

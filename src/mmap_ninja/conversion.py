@@ -26,13 +26,10 @@ Sources (`source_kind` tells which one a path is):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import stat
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -40,9 +37,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
-from mmap_ninja import locks
-from mmap_ninja._fsio import fsync_dir
-from mmap_ninja._osfile import fsync_path
+from mmap_ninja.dirs import make_folders, stage, sweep, unmake_folders
 from mmap_ninja.errors import ConversionError, MapExistsError
 from mmap_ninja.legacy import (
     NATIVE_HEADER_FILE,
@@ -190,15 +185,14 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
         raise ValueError(f"{source_dir} is already in the current format (it has a {NATIVE_HEADER_FILE}); there is "
                          f"nothing to convert (pass a codec to re-encode it)")
     parent, created = _check_target(None if remote else source_dir, target)
-    temporary = parent / f".{target.name}{_CONVERTING}{uuid.uuid4().hex[:12]}"
     try:
-        _remove_abandoned(parent, target.name)
-        owner = _hold(temporary)
-    except BaseException:  # Ctrl-C included: a lock file made before it arrived is ours (its name is unique)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{temporary}{_LOCK_SUFFIX}")
-        _remove_created(created)
+        # What conversions to the same destination killed outright left (their lock files are free), then ours.
+        sweep(parent, lambda entry: entry.startswith(f".{target.name}{_CONVERTING}"), guarded=True)
+        staged = stage(parent / target.name, _CONVERTING, guarded=True)
+    except BaseException:  # Ctrl-C included (stage leaves nothing of its own)
+        unmake_folders(created, parent, only_empty=True)
         raise
+    temporary = staged.path
     try:
         if kind in ("map", "sharded", "legacy", "url"):
             legacy: Any = open_legacy(source_dir) if kind == "legacy" else \
@@ -213,76 +207,27 @@ def convert(src: PathLike, dst: PathLike, *, verbose: bool = True, batch_size: i
             result_kind, length = built.layout.kind, len(built)
             built.close()
             _check_built(temporary)
-        _sync_tree(temporary)
         if os.path.lexists(target):  # appeared while we were converting
             raise MapExistsError(f"{target} appeared while {src} was being converted; nothing was replaced")
-        os.rename(temporary, target)
-        fsync_dir(parent)
+        staged.publish()
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        _release(temporary, owner)
-        _remove_created(created)
+        staged.discard()
+        unmake_folders(created, parent, only_empty=True)
         raise
-    _release(temporary, owner)
+    staged.release()
     return Converted(target, result_kind, length)
 
 
 # A conversion builds in ``.DST.converting-ID`` and holds a lock on the file ``.DST.converting-ID.lock`` beside
-# it while it runs. A process killed there (SIGKILL, a power cut) leaves both behind, possibly many gigabytes; the
-# kernel has dropped its lock, so the next conversion to DST can tell them from a live one's and removes them.
+# it while it runs (`mmap_ninja.dirs.stage` with ``guarded=True``). A process killed there (SIGKILL, a power cut)
+# leaves both behind, possibly many gigabytes; the kernel has dropped its lock, so the next conversion to DST can
+# tell them from a live one's and removes them (`mmap_ninja.dirs.sweep`).
 _CONVERTING = ".converting-"
-_LOCK_SUFFIX = ".lock"
 
 
-def _hold(temporary: Path) -> int:
-    fd = os.open(f"{temporary}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        locks.lock(fd, what=f"{temporary}{_LOCK_SUFFIX}")
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{temporary}{_LOCK_SUFFIX}")
-        raise
-    return fd
-
-
-def _release(temporary: Path, fd: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{temporary}{_LOCK_SUFFIX}")
-    os.close(fd)
-
-
-def _remove_abandoned(parent: Path, name: str) -> None:
-    """Remove what conversions to ``parent / name`` killed before they finished left behind (the lock of a
-    running one is held, so its files are kept). Leftovers without a lock file are left alone."""
-    prefix = f".{name}{_CONVERTING}"
-    for entry in os.listdir(parent):
-        if not (entry.startswith(prefix) and entry.endswith(_LOCK_SUFFIX)):
-            continue
-        lock = parent / entry
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            continue  # removed meanwhile by its owner or another cleaner
-        try:
-            free = locks.try_lock(fd, what=str(lock))
-        except BaseException:
-            os.close(fd)
-            raise
-        if not free:
-            os.close(fd)
-            continue  # a conversion that is running
-        try:
-            shutil.rmtree(parent / entry[:-len(_LOCK_SUFFIX)], ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
-        finally:
-            os.close(fd)
-
-
-def _check_target(source: Path | None, target: Path) -> tuple[Path, list[Path]]:
+def _check_target(source: Path | None, target: Path) -> tuple[Path, Path | None]:
     """Refuse a destination that exists or lies inside the source; create its missing parent folders (as every
-    builder does). Returns its parent and the folders created, outermost first (removed again if it fails)."""
+    builder does). Returns its parent and the outermost folder created (removed again if the conversion fails)."""
     if os.path.lexists(target):
         raise MapExistsError(f"{target} already exists; convert writes a new map and never replaces anything")
     parent = target.absolute().parent
@@ -290,24 +235,9 @@ def _check_target(source: Path | None, target: Path) -> tuple[Path, list[Path]]:
         source_abs, target_abs = source.resolve(), parent.resolve() / target.name
         if target_abs == source_abs or source_abs in target_abs.parents:
             raise ValueError(f"{target} is inside the source {source}; convert never writes into the source")
-    missing = [folder for folder in (parent, *parent.parents) if not os.path.lexists(folder)][::-1]
     if os.path.lexists(parent) and not parent.is_dir():
         raise NotADirectoryError(f"{parent}, which would hold {target.name}, is not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except BaseException:
-        _remove_created(missing)
-        raise
-    return parent, missing
-
-
-def _remove_created(folders: list[Path]) -> None:
-    """Remove the (empty) folders a failed conversion created for its destination, innermost first."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            return  # not empty (someone else's files), or gone: leave the rest
+    return parent, make_folders(parent)
 
 
 def _check_built(directory: Path) -> None:
@@ -812,12 +742,3 @@ def _compare_arrays(position: int, got: Any, want: Any, what: str) -> None:
         raise ConversionError(f"{what} {position} read{'s' if what == 'sample' else ''} back as {got.dtype} of shape "
                               f"{got.shape}, which differs from the source's {want.dtype} of shape {want.shape} or "
                               f"its values")
-
-
-def _sync_tree(directory: Path) -> None:
-    """fsync every file of the new map and its directories, so the rename publishes complete files."""
-    for root, _, files in os.walk(directory):
-        for name in files:
-            fsync_path(Path(root, name))
-        fsync_dir(Path(root))
-

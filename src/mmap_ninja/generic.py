@@ -94,14 +94,11 @@ def open_existing(out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] 
         ("fetch", fetch, "auto"), ("block_size", block_size, None),
     ) if value != default}
     opened = _open(out_dir, wrapper_fn, mode, given)
-    if kind is not None and not isinstance(opened, kind) and getattr(opened, "fetch_block_size", None):
-        opened.close()
-        raise KindMismatchError(f"{out_dir} is read by blocks, as a ShardedMap of its {opened.kind!r} blocks, not "
-                                f"the {kind.__name__} open_existing(kind=...) expects: pass kind=ShardedMap, or "
-                                f"fetch='whole' to download it whole as a {kind.__name__}")
     if kind is not None and not isinstance(opened, kind):
-        what = f"a sharded map of {opened.kind!r} maps" if isinstance(opened, ShardedMap) else \
-            f"a map of kind {opened.layout.kind!r} ({type(opened).__name__})"
+        # (a single map read by blocks is a ShardedMap of its blocks too, and an instance of its kind's class)
+        single = not isinstance(opened, ShardedMap) or getattr(opened, "blocks_are_shards", False)
+        what = f"a map of kind {opened.layout.kind!r} ({type(opened).__name__})" if single else \
+            f"a sharded map of {opened.kind!r} maps"
         opened.close()
         raise KindMismatchError(f"{out_dir} holds {what}, not the {kind.__name__} open_existing(kind=...) expects")
     return opened

@@ -325,7 +325,7 @@ def hold_reader_lock(directory: Path, map_id: Optional[str], wait: Optional[floa
 
 def write_stub(directory: Path, *, durable: bool) -> None:
     """Make ``directory/header.json`` the stub (done once, when a slot map is created over anything else)."""
-    from mmap_ninja._fsio import replace_file
+    from mmap_ninja.dirs import replace_file
 
     path = directory / "header.json"
     try:

@@ -40,9 +40,10 @@ from typing import Any, Literal, Union
 import numpy as np
 
 from mmap_ninja.errors import CorruptMapError, LegacyMapWarning, NotAMapError
+from mmap_ninja.layouts import View
 
 __all__ = [
-    "CorruptMapError", "LegacyMap", "LegacyMapWarning", "LegacyNumpy", "LegacyRagged", "LegacyStrings",
+    "CorruptMapError", "LegacyMap", "LegacyMapWarning", "LegacyNumpy", "LegacyRagged", "LegacyStrings", "LegacyView",
     "NotAMapError", "PathLike", "is_legacy_map", "legacy_write_refusal", "open_legacy", "parse_dtype",
 ]
 
@@ -519,3 +520,33 @@ def open_legacy(path: PathLike) -> LegacyMap:
         return LegacyNumpy(directory)
     raise CorruptMapError(f"{directory / TYPE_FILE} holds {type_name!r}; mmap_ninja 0.9.0 writes 'string', "
                           f"'ragged' or 'numpy' there")
+
+
+class LegacyView(View):
+    """The view a container reads a map written by mmap_ninja 0.9.0 through (one of this module's readers)."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.length = len(reader)
+        self.get = reader.get  # type: ignore[method-assign]
+        self.get_many = reader.get_many  # type: ignore[method-assign]
+        for name in ("dtype", "array", "sample_shape", "order", "shape"):
+            if hasattr(reader, name):
+                setattr(self, name, getattr(reader, name))
+
+    def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        shapes = [self.reader.shape(p) for p in positions.tolist()]
+        if len({len(s) for s in shapes}) > 1:
+            raise ValueError(f"samples {positions[0]} and others have different numbers of dimensions")
+        return np.array(shapes, dtype=np.int64).reshape(len(shapes), -1 if shapes else 1)
+
+    def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: Any = None) -> np.ndarray[Any, Any]:
+        """`shapes_at`: the 0.9.0 reader takes each shape from its sample, whose size it checks on every read."""
+        return self.shapes_at(positions)
+
+    @property
+    def values(self) -> np.ndarray[Any, Any]:
+        raise TypeError(f"{self.reader.path} was written by mmap_ninja 0.9.0, which keeps no offsets and values "
+                        f"arrays; convert it with `mmap-ninja convert` to get them")
+
+    offsets = values

@@ -32,8 +32,9 @@ from mmap_ninja.errors import (
     UnfinishedMapError,
 )
 from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, check_metadata, dtype_from_json
-from mmap_ninja.layouts import EmptyColumns, Layout, View
-from mmap_ninja.legacy import is_legacy_map, legacy_write_refusal, open_legacy
+from mmap_ninja.layouts import EmptyColumns, Layout
+from mmap_ninja.legacy import LegacyView, is_legacy_map, legacy_write_refusal, open_legacy
+from mmap_ninja.shard_guard import refuse_shard, sharded_folder_error
 from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, PathLike, Store, check_lock_timeout, resolved
 
 __all__ = ["KINDS", "MapBase", "SampleIndex", "SampleIndices", "resolve_index", "resolve_positions"]
@@ -59,23 +60,6 @@ else:
 
 KINDS: dict[str, type[MapBase]] = {}
 """Every kind of map, by the name its header gives (``"strings"``, ``"ragged"``, ``"numpy"``, ...)."""
-
-_sharded_reader: Optional[Callable[[Path], tuple[str, list[Path]]]] = None
-
-
-def register_sharded_reader(reader: Callable[[Path], tuple[str, list[Path]]]) -> None:
-    """Called by `mmap_ninja.sharded` (which builds on this module, so it cannot be imported here) with the function
-    reading a sharded folder's ``shards.json``: its kind and its shards' folders. A single map's class uses it to
-    name what a sharded folder holds, and to refuse writes to a shard."""
-    global _sharded_reader
-    _sharded_reader = reader
-
-
-def _read_sharded(directory: Path) -> tuple[str, list[Path]]:
-    if _sharded_reader is None:  # `import mmap_ninja` imports mmap_ninja.sharded, which registers it
-        raise RuntimeError("mmap_ninja.sharded has not registered its reader of shards.json")
-    return _sharded_reader(directory)
-
 
 _INT64_MAX = np.iinfo(np.int64).max
 _HEADER_DAMAGE = (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError)
@@ -151,36 +135,6 @@ class _StaleView:
         return getattr(view, name)
 
 
-class _LegacyView(View):
-    """A map written by mmap_ninja 0.9.0, read through `mmap_ninja.legacy`'s reader."""
-
-    def __init__(self, reader: Any):
-        self.reader = reader
-        self.length = len(reader)
-        self.get = reader.get  # type: ignore[method-assign]
-        self.get_many = reader.get_many  # type: ignore[method-assign]
-        for name in ("dtype", "array", "sample_shape", "order", "shape"):
-            if hasattr(reader, name):
-                setattr(self, name, getattr(reader, name))
-
-    def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        shapes = [self.reader.shape(p) for p in positions.tolist()]
-        if len({len(s) for s in shapes}) > 1:
-            raise ValueError(f"samples {positions[0]} and others have different numbers of dimensions")
-        return np.array(shapes, dtype=np.int64).reshape(len(shapes), -1 if shapes else 1)
-
-    def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: Any = None) -> np.ndarray[Any, Any]:
-        """`shapes_at`: the 0.9.0 reader takes each shape from its sample, whose size it checks on every read."""
-        return self.shapes_at(positions)
-
-    @property
-    def values(self) -> np.ndarray[Any, Any]:
-        raise TypeError(f"{self.reader.path} was written by mmap_ninja 0.9.0, which keeps no offsets and values "
-                        f"arrays; convert it with `mmap-ninja convert` to get them")
-
-    offsets = values
-
-
 class _ClosedView:
     __slots__ = ("_path",)
 
@@ -249,7 +203,8 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         return store.descriptors()
 
     def open_files_held(self) -> int:
-        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
+        """How many file descriptors this handle holds: its columns' (their own and their mappings') and, for a map
+        kept with ``commit="slots"``, its reader lock."""
         store = self._store
         return 0 if store is None else store.descriptors()
 
@@ -294,15 +249,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
     def _sharded_folder_error(self) -> ShardedFolderError:
         """The error of opening the folder of a sharded map with the class of a single map."""
-        kind, shard_paths = _read_sharded(self._path)
-        shards = len(shard_paths)
-        what = f"a sharded map of {shards} {kind!r} shard{'s' if shards != 1 else ''}"
-        if kind != self.layout.kind:
-            what += f", not a {self.layout.kind!r} map"
-        return ShardedFolderError(f"{self._path} holds {what} (as from_dask and merge build); a "
-                                  f"{type(self).__name__} opens one single map: open it with "
-                                  f"mmap_ninja.ShardedMap({str(self._path)!r}) or "
-                                  f"mmap_ninja.open_existing({str(self._path)!r})")
+        return sharded_folder_error(self._path, self.layout.kind, type(self).__name__)
 
     def _open_store(self) -> Store:
         attempt = 0
@@ -323,7 +270,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                                     f"{self.layout.kind!r} one; open it with mmap_ninja.open_existing()")
         self._legacy = reader
         self._store = None
-        self._view = _LegacyView(reader)
+        self._view = LegacyView(reader)
 
     def _setup(self, path: Path, mode: str, wrapper_fn: Optional[Callable[[Any], Any]],
                copy_before_wrapper_fn: bool, lock_timeout: Optional[float], durable: bool,
@@ -595,7 +542,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         if self._mode == "r":
             raise ReadOnlyMapError(f"{self._path} is open with mode='r', which never writes; open it with mode='r+'")
         if self._shard_checked is False:  # once per handle: a map becomes a shard only under another path
-            _refuse_shard(self._path)
+            refuse_shard(self._path)
             self._shard_checked = True
         store = self._store
         if store is None:  # the first write creates the map (or joins one a racing process just created)
@@ -720,7 +667,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         commit = options.pop("commit", None)
         cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
-        _refuse_shard(resolved(out_dir))
+        refuse_shard(resolved(out_dir))
         store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
                              initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
@@ -858,31 +805,6 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         if self._verify_reads:
             options["verify_reads"] = True
         return _reopen, (type(self), str(self._path), options)
-
-
-def _sharded_owner(path: Path) -> Optional[Path]:
-    """The sharded map whose ``shards.json`` lists the map in ``path`` as one of its shards (``path``'s parent or
-    grandparent folder, as ``merge`` and ``from_dask`` place them), or None."""
-    for ancestor in (path.parent, path.parent.parent):
-        if not (ancestor / SHARDS_FILE).is_file():
-            continue
-        try:
-            listed = _read_sharded(ancestor)[1]
-        except (MapError, OSError, ValueError):
-            continue  # a damaged top header is verify's to report; it does not make this map a shard
-        if path in listed:
-            return ancestor
-    return None
-
-
-def _refuse_shard(path: Path) -> None:
-    """Refuse to write to (or build over) a map that a sharded map lists as a shard: its ``shards.json`` records
-    the shard's length and id, so any write would make the sharded map refuse to read it."""
-    owner = _sharded_owner(path)
-    if owner is not None:
-        raise ReadOnlyMapError(f"{path} is a shard of the sharded map {owner} (its {SHARDS_FILE} records the shard's "
-                               f"length and id), so it is read-only here: a write would break that map; add samples "
-                               f"as new shards with ShardedMap({str(owner)!r}).add_shards(...)")
 
 
 def _approx_size(sample: Any) -> int:

@@ -20,13 +20,22 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Optional
 
-from mmap_ninja import _osfile, locks
-from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree, replace_file
+from mmap_ninja import _osfile
+from mmap_ninja._fsio import check_entry, fsync_dir, fsync_tree
+from mmap_ninja.dirs import (
+    directory_lock,
+    lock_directory,
+    make_folders,
+    refuse_foreign,
+    release,
+    replace_file,
+    unmake_folders,
+)
 from mmap_ninja.errors import (
     CorruptMapError,
     FormatVersionError,
@@ -39,7 +48,8 @@ from mmap_ninja.format import SHARDS_FILE, Header, check_metadata, read_header
 from mmap_ninja.journal import check_journal, move_map
 from mmap_ninja.keys import key_field, key_mismatch
 from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, register_sharded_reader
+from mmap_ninja.maps import KINDS
+from mmap_ninja.shard_guard import register_sharded_reader
 from mmap_ninja.sharded_header import FORMAT_VERSION, ShardInfo
 from mmap_ninja.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.sharded_header import read_top_header as _read_top_header
@@ -49,7 +59,7 @@ from mmap_ninja.sharded_map import (
     ShardedMap,
     register_merge,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, lock_directory, resolved
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, resolved
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -101,22 +111,6 @@ def _same_schema(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _flock(directory: Path, timeout: Optional[float]) -> int:
     return lock_directory(directory, timeout, what="the sharded map")
-
-
-def _unlock(fd: int) -> None:
-    locks.release(fd)
-
-
-@contextmanager
-def directory_lock(directory: PathLike, timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the exclusive lock of a sharded map's directory (``.lock``) for the block: `merge`, `add_shards`
-    and the Dask build take it, so only one of them changes a sharded map at a time. Waits at most ``timeout``
-    seconds (``None``: for ever), then raises `MapLockedError`."""
-    fd = _flock(absolute(directory), timeout)
-    try:
-        yield
-    finally:
-        _unlock(fd)
 
 
 def publish_shards(out_dir: PathLike, shard_paths: Sequence[str], kind: str, *,
@@ -282,21 +276,11 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         raise NotADirectoryError(f"{out} is a file, not a directory")
     if out.is_dir() and not (out / SHARDS_FILE).exists():
         _refuse_foreign(out, names_only=True)  # before the lock file is created in it (again under the lock)
-    created: Optional[Path] = None  # the outermost folder this merge made (out, or a parent of it)
-    for folder in (out, *out.parents):
-        if folder.exists():
-            break
-        created = folder
-    if created is not None:
-        try:
-            out.mkdir(parents=True)
-        except FileExistsError:  # another merge made it just now: it is that merge's to clean up; append to it
-            created = None
+    created = make_folders(out)  # the outermost folder this merge made (None: another merge's, appended to)
     try:
         lock_fd = _flock(out, lock_timeout)
     except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        unmake_folders(created, out)
         raise
     try:
         _recover_locked(out)
@@ -393,27 +377,30 @@ def merge(out_dir: PathLike, paths: Sequence[PathLike], *, copy: bool = False,
         if created is not None and not (out / SHARDS_FILE).exists() and not (out / JOURNAL_FILE).exists():
             if _osfile.HELD_FILES_PINNED:  # Windows: the lock file cannot be deleted while held (nor, if another
                 lock_fd, held = -1, lock_fd  # merge opens it meanwhile, then: it stays)
-                _unlock(held)
-            shutil.rmtree(created, ignore_errors=True)  # nothing was moved: leave no trace
+                release(held)
+            unmake_folders(created, out)  # nothing was moved: leave no trace
         raise
     finally:
         if lock_fd >= 0:
-            _unlock(lock_fd)
+            release(lock_fd)
     return ShardedMap(out)
+
+
+_MERGE_FILES = frozenset({LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE,
+                          JOURNAL_FILE + ".tmp"})  # what a merge writes in the sharded map's folder
 
 
 def _refuse_foreign(out: Path, names_only: bool = False) -> None:
     """Refuse a directory holding something a merge did not write. ``names_only``: look only for foreign names
     (without the lock, a concurrent merge may be publishing: its ``shards/`` is filled and its journal gone just
     before its ``shards.json`` appears)."""
-    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp", JOURNAL_FILE,
-                                             JOURNAL_FILE + ".tmp"})
-    if names_only and not foreign:
+    refuse_foreign(out, _MERGE_FILES, lambda foreign: MapExistsError(
+        f"{out} is not empty and holds no sharded map (found {foreign[0]!r}); merge into a new directory"))
+    if names_only or (out / JOURNAL_FILE).exists():  # a journal: a dead merge's moves, which recovery undoes
         return
-    journal = (out / JOURNAL_FILE).exists()  # a dead merge's moves, which recovery undoes
-    if foreign or (not journal and (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR)):
-        raise MapExistsError(f"{out} is not empty and holds no sharded map (found "
-                             f"{(foreign or [SHARDS_DIR])[0]!r}); merge into a new directory")
+    if (out / SHARDS_DIR).exists() and os.listdir(out / SHARDS_DIR):
+        raise MapExistsError(f"{out} is not empty and holds no sharded map (found {SHARDS_DIR!r}); merge into a new "
+                             f"directory")
 
 
 def _move_one(src: Path, dest: Path, header: Header, copy: bool, lock_timeout: Optional[float]) -> None:
@@ -426,11 +413,8 @@ def recover_merge(out_dir: PathLike) -> int:
     were (or delete its partial copies, with ``copy=True``). Returns how many maps were moved back or deleted.
     `merge` and `add_shards` do this first on their own."""
     out = absolute(out_dir)
-    lock_fd = _flock(out, DEFAULT_LOCK_TIMEOUT)
-    try:
+    with directory_lock(out, DEFAULT_LOCK_TIMEOUT):
         return _recover_locked(out)
-    finally:
-        _unlock(lock_fd)
 
 
 def _recover_locked(out: Path) -> int:

@@ -57,8 +57,9 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
     are open at once, and ``max_open_files`` how many file descriptors they hold (a shard's mapped columns
-    hold one each; the least recently used shards are dropped first, never the one being read): a records map of
-    many fields over many shards stays well under the usual limit of 1,024. Arrays read earlier keep their own
+    hold one each, and a slot map's reader lock one; the least recently used shards are dropped first, never
+    the one being read): a records map of many fields over many shards stays well under the usual limit of
+    1,024. Arrays read earlier keep their own
     mapping alive. ``mode="r+"`` (the default) allows `add_shards`; ``mode="r"`` never writes. Other options
     are the shards' own (``verify_reads=True``, an images map's ``channels=``, ...) and are given to every shard
     it opens; one the shards' kind does not take is refused here, with the shards' TypeError.

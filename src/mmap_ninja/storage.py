@@ -29,7 +29,6 @@ from mmap_ninja._fsio import (
     fsync_dir,
     fsync_tree,
     open_inside,
-    replace_file,
     write_all,
 )
 from mmap_ninja._granularity import checksum_records
@@ -37,13 +36,21 @@ from mmap_ninja._open_errors import moved_error, unfinished_error
 from mmap_ninja._osfile import fsync_file, fsync_path
 from mmap_ninja._paths import PathLike, absolute, is_url, resolved
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, default_algorithm, hasher
+from mmap_ninja.dirs import (
+    DEFAULT_LOCK_TIMEOUT,
+    LOCK_FILE,
+    check_lock_timeout,
+    listed,
+    lock_directory,
+    refuse_foreign,
+    replace_file,
+)
 from mmap_ninja.errors import (
     ClosedMapError,
     CorruptMapError,
     FormatVersionError,
     KindMismatchError,
     MapExistsError,
-    MapLockedError,
     NotAMapError,
     ReadOnlyMapError,
 )
@@ -52,9 +59,9 @@ from mmap_ninja.header_slots import FEATURE as SLOTS
 from mmap_ninja.mapped_columns import MappedColumn, Snapshot
 
 __all__ = ["CHECKSUMS", "COLUMN_SUFFIX", "DEFAULT_LOCK_TIMEOUT", "DERIVED_PREFIX", "LOCK_FILE", "PathLike", "Store",
-           "absolute", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory", "resolved"]
+           "absolute", "check_lock_timeout", "fsync_dir", "fsync_tree", "is_derived", "is_url", "lock_directory",
+           "resolved"]
 
-LOCK_FILE = ".lock"
 COLUMN_SUFFIX = ".bin"
 CHECKSUMS = "checksums"  # the column of checksum records (see checksums.py)
 DERIVED_PREFIX = "derived-"  # columns of derived data (a key index), updated in place, without checksum records
@@ -65,7 +72,6 @@ def is_derived(name: str) -> bool:
     return name.startswith(DERIVED_PREFIX)
 
 
-DEFAULT_LOCK_TIMEOUT = 5.0  # seconds a write waits for another writer, as SQLite's default busy timeout
 _OUR_FILES = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp"}
 
 # Every open Store, so that a forked child (a DataLoader or from_indexable worker) can drop the lock and the
@@ -185,7 +191,7 @@ class Store:
             _refuse_foreign_files(path, unless_a_map_appeared=True)
         else:
             _refuse_a_header_it_cannot_replace(path)
-        lock_fd = _lock(path, lock_timeout)
+        lock_fd = lock_directory(path, lock_timeout)
         try:
             try:
                 old: Header | None = read_header(path)
@@ -361,8 +367,11 @@ class Store:
             column.release()
 
     def descriptors(self) -> int:
-        """How many file descriptors this handle holds for its columns (their own and their mappings')."""
-        return sum(column.descriptors() for column in self._columns.values())
+        """How many file descriptors this handle holds: its columns' (their own and their mappings'), and a slot
+        map's reader lock (``.readers-<id>``, held while the handle is open)."""
+        lock = self._reader_lock
+        held = 1 if lock is not None and lock.fd is not None else 0
+        return held + sum(column.descriptors() for column in self._columns.values())
 
     def refresh(self) -> bool:
         """Read the header again; True if it changed (another handle committed, or the map was replaced)."""
@@ -436,7 +445,7 @@ class Store:
                     f"upgrade mmap_ninja to write to it")
             if not os.path.isdir(self.path):
                 raise moved_error(self.path, self._header.id)
-            lock_fd = _lock(self.path, self.lock_timeout)
+            lock_fd = lock_directory(self.path, self.lock_timeout)
             try:
                 header = read_header(self.path)  # catch up with every commit made since our snapshot
                 if header.building:
@@ -576,6 +585,7 @@ class Store:
         before, attrs_before = txn.lengths, txn.attrs
         after = dict(before)
         algorithm = self._header.checksums
+        buffers_of = {name: buffers for name, _, buffers, _, _ in plan}  # (a lone array is one buffer, not its items)
         records = []
         if attrs is not None:
             # Attributes before lengths (and `snapshot` reads them the other way round), so a thread building a view
@@ -592,7 +602,7 @@ class Store:
                         # records cut near the map's checksum granularity (one record without one).
                         records.extend(checksum_records(name, start, buffers, sizes, column.dtype.itemsize,
                                                         hasher(algorithm), self._header.checksum_granularity,
-                                                        new_items, txn.attrs or self._header.attrs))
+                                                        buffers_of, txn.attrs or self._header.attrs))
         except BaseException:
             txn.attrs = attrs_before
             for name, *_ in plan:
@@ -772,52 +782,15 @@ def _refuse_a_header_it_cannot_replace(path: Path) -> None:
 
 
 def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> None:
-    names = [p.name for p in path.iterdir()]
-    if unless_a_map_appeared and HEADER_FILE in names:
+    if unless_a_map_appeared and os.path.lexists(path / HEADER_FILE):
         # A racing creator wrote its header (then its columns) since we looked: not foreign files. The check
         # under the lock decides, with the map's own header in hand.
         return
-    foreign = sorted(name for name in names if name not in _OUR_FILES and not header_slots.is_our_file(name))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise MapExistsError(f"{path} is not empty and holds no map (it holds {shown}); mmap_ninja never deletes "
-                             f"files it did not write: choose an empty or new directory")
+    refuse_foreign(path, lambda name: name in _OUR_FILES or header_slots.is_our_file(name), lambda foreign: (
+        MapExistsError(f"{path} is not empty and holds no map (it holds {listed(foreign)}); mmap_ninja never "
+                       f"deletes files it did not write: choose an empty or new directory")))
 
 
 def _unlink(path: Path) -> None:
     with suppress(FileNotFoundError):
         path.unlink()
-
-
-def check_lock_timeout(timeout: Any) -> Optional[float]:
-    """``lock_timeout`` as None (wait for ever) or a finite number of seconds >= 0, or a ValueError."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < float("inf"):
-        raise ValueError(f"lock_timeout must be None (wait for ever) or a number of seconds >= 0, got {timeout!r}")
-    return float(timeout)
-
-
-def _lock(path: Path, timeout: Optional[float]) -> int:
-    return lock_directory(path, timeout)
-
-
-def lock_directory(path: Path, timeout: Optional[float], what: str = "the map") -> int:
-    """Take the writer lock of the map (or sharded map) directory ``path``, waiting up to ``timeout`` seconds
-    (None: for ever), and return the descriptor that holds it; `MapLockedError` if another writer keeps it."""
-    lock_path = path / LOCK_FILE
-    try:
-        fd = open_inside(lock_path, os.O_RDWR | os.O_CREAT)
-    except OSError as e:
-        raise ReadOnlyMapError(e.errno, f"cannot write to {what} {path}: {e.strerror}", str(lock_path)) from None
-    try:
-        taken = locks.lock(fd, timeout=timeout, what=f"{what} {path}")
-    except BaseException:
-        os.close(fd)
-        raise
-    if not taken:
-        os.close(fd)
-        raise MapLockedError(
-            f"{path} is locked by another writer (waited {timeout:g} s); pass lock_timeout= to wait "
-            f"longer (None waits for ever)")
-    return fd

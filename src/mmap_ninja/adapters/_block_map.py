@@ -146,7 +146,8 @@ class RemoteBlockMap(ShardedMap):
             header = self.header
             roles = _blocks.plan_columns(header, self._length)
             block_size = self._block_size
-            key = _key(self.url, "index", header.id, header.commit, block_size)
+            # (the limit decides which index columns the entry holds and how blocks are cut)
+            key = _key(self.url, "index", header.id, header.commit, block_size, _blocks.INDEX_WHOLE_LIMIT)
 
             def fill(stage: Path) -> None:
                 _blocks.fill_index(self._remote, "", self._raw, header, roles, stage)
@@ -154,8 +155,10 @@ class RemoteBlockMap(ShardedMap):
                 blocks = plan.blocks()
                 shards = [ShardInfo(f"blocks/{number}", stop - first, None) for number, first, stop in blocks]
                 schema = shard_schema(without_objects(header))  # (the blocks are local maps: no object names)
+                # (shards.json's requires are features of the sharded format, as merge writes it: the map's own,
+                # a records map's or a codec's, are in each block's header)
                 top = TopHeader(header.kind, schema["attrs"], shards, id=header.id or "", commit=header.commit,
-                                requires=schema["requires"], metadata=header.metadata)
+                                metadata=header.metadata)
                 (stage / _SHARDS_FILE).write_bytes(top.encode())
                 _blocks.write_plan(stage, blocks, block_size)
 
@@ -217,13 +220,13 @@ class RemoteBlockMap(ShardedMap):
         whether this call fetched it."""
         number, first, stop = self._blocks[k]
         header = self.header
-        key = _key(self.url, "block", header.id, header.commit, self._block_size, number)
+        by_count = "by count" if self._plan.by_count() else "by bytes"  # (block k differs between the two)
+        key = _key(self.url, "block", header.id, header.commit, self._block_size, number, by_count)
         fetched = []
 
         def fill(stage: Path) -> None:
-            wanted = self._plan.ranges(first, stop)
-            got = _blocks.fetch_checked(self._remote, "", header, wanted)
-            self._plan.write_block(stage, first, stop, wanted, got)
+            wanted, got, entries = self._plan.fetch(self._remote, first, stop)
+            self._plan.write_block(stage, first, stop, wanted, got, entries)
             fetched.append(True)
 
         about = {"url": self.url, "holds": _blocks.describe(self.url, first, stop, number), "id": header.id,
@@ -232,12 +235,19 @@ class RemoteBlockMap(ShardedMap):
         return entry, fd, bool(fetched)
 
     def _read_ahead(self, k: int) -> None:
-        """After block ``k - 1`` then ``k`` were opened, fetch block ``k + 1`` in a background thread (sequential
-        reads then overlap a block's fetch with the reading of the one before). Its errors are left to the read
-        that needs the block (which fetches it again)."""
-        previous = self.__dict__.get("_last_opened")
+        """After blocks ``k - 2``, ``k - 1`` and ``k`` were opened one after the other, each for the first time,
+        fetch block ``k + 1`` in a background thread (sequential reads then overlap a block's fetch with the
+        reading of the one before). A shuffled window (`BlockShuffleSampler`) reopens its blocks and rarely opens
+        three neighbours first in order: a block fetched ahead for it would belong to a later window or another
+        rank and could be evicted before its turn, fetched twice. Errors are left to the read that needs the
+        block (which fetches it again)."""
+        seen = self.__dict__.setdefault("_opened_blocks", set())
+        ascending = k - 1 == self.__dict__.get("_last_opened") and k not in seen
+        run = self.__dict__.get("_ascending_run", 0) + 1 if ascending else 0
+        seen.add(k)
         self.__dict__["_last_opened"] = k
-        if previous != k - 1 or k + 1 >= len(self._blocks):
+        self.__dict__["_ascending_run"] = run
+        if run < 2 or k + 1 >= len(self._blocks):
             return
         pool = _read_ahead_pool()
 

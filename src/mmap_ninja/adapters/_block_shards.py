@@ -15,10 +15,12 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from mmap_ninja.adapters._block_kinds import block_class
 from mmap_ninja.adapters._block_map import RemoteBlockMap, _key, choose_fetch
 from mmap_ninja.adapters.cache import Cache
 from mmap_ninja.errors import CorruptMapError, UnfinishedMapError
 from mmap_ninja.format import HEADER_FILE, Header
+from mmap_ninja.maps import KINDS
 from mmap_ninja.sharded_header import ShardInfo
 
 __all__ = ["shard_by_blocks"]
@@ -51,7 +53,8 @@ def shard_by_blocks(remote: Any, cache: Cache, k: int, info: ShardInfo, top_raw:
     from mmap_ninja.adapters.remote import _Remote
 
     shard_remote = _Remote(shard_url, remote._options)
-    return RemoteBlockMap(shard_remote, cache, raw, header, None, settings, options, block_size), raw
+    made = block_class(KINDS[header.kind])(shard_remote, cache, raw, header, None, settings, options, block_size)
+    return made, raw
 
 
 def _fetch_header(remote: Any, k: int, info: ShardInfo) -> bytes:

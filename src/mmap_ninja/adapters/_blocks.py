@@ -5,8 +5,12 @@ own container reads.
 
 A block of size ``B`` (bytes) holds the samples whose first byte in the map's largest data column lies in
 ``[k·B, (k+1)·B)``; its bytes in every data column are widened to whole checksum records, so every byte fetched is
-checked before it is used. Index columns (offsets) and whole columns (a codec's dictionary) are fetched once per
-map. See `mmap_ninja.adapters._block_map` for the container and FORMAT.md ("Finer-grained checksum records").
+checked before it is used. Index columns (offsets) up to `INDEX_WHOLE_LIMIT` bytes and whole columns (a codec's
+dictionary) are fetched once per map. A larger index column (a map of 10⁹ documents has 8 GB of offsets) is fetched
+by block too: its blocks are then cut by sample count (about ``block_size`` bytes of the largest data column each,
+from the column's mean bytes per sample), and a block fetches first the entries of the index it needs (widened to
+whole checksum records of the index column, checked), then the data they point to. See
+`mmap_ninja.adapters._block_map` for the container and FORMAT.md ("Finer-grained checksum records").
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from mmap_ninja.adapters.remote_objects import object_name, without_objects
 from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import ChecksumMismatchError, CorruptMapError
 from mmap_ninja.format import HEADER_FILE, Column, Header, encode_header
+from mmap_ninja.maps import KINDS
 from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, is_derived
 
 __all__ = ["BlockPlan", "Range", "column_object", "fetch_checked", "plan_columns"]
 
 INDEX_HEADER = "remote-header.json"  # the remote header, kept beside a map's fetched index
 PLAN_FILE = "blocks.json"
+
+INDEX_WHOLE_LIMIT = 64 << 20
+"""Index columns of at most this many bytes are fetched whole with a map's index entry; a larger one is fetched by
+block, the entries each block needs (read when a plan is made, so a test may lower it)."""
 
 
 def column_object(header: Header, column: str) -> str:
@@ -70,7 +79,9 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
         if name == CHECKSUMS:
             continue
         if is_derived(name):
-            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole")
+            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole: it is "
+                                     f"written in place without checksum records, so a block of it could not be "
+                                     f"checked")
         prefix, base = _split(name)
         if base in ("offsets", "shape_offsets"):
             if column.length != length + 1 or column.dtype != np.dtype("<i8"):
@@ -107,8 +118,15 @@ def side_columns(header: Header, roles: dict[str, tuple[str, Any]]) -> set[str]:
     largest = largest_column(header, roles)
     if largest is None:
         return set()
-    return {name for name, (role, _) in roles.items() if role in ("indexed", "stride") and name != largest
-            and 16 * _nbytes(header, name) <= _nbytes(header, largest)}
+    ranged = ranged_indexes(header, roles)
+    return {name for name, (role, arg) in roles.items() if role in ("indexed", "stride") and name != largest
+            and 16 * _nbytes(header, name) <= _nbytes(header, largest) and _nbytes(header, name) <= INDEX_WHOLE_LIMIT
+            and not (role == "indexed" and arg in ranged)}
+
+
+def ranged_indexes(header: Header, roles: dict[str, tuple[str, Any]]) -> set[str]:
+    """The index columns larger than `INDEX_WHOLE_LIMIT`: fetched by block, not whole."""
+    return {name for name, (role, _) in roles.items() if role == "index" and _nbytes(header, name) > INDEX_WHOLE_LIMIT}
 
 
 def records_of(records: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
@@ -180,7 +198,9 @@ def fetch_checked(remote: Any, rel: str, header: Header, wanted: list[Range],
 
 class BlockPlan:
     """The blocks of one map: from its header, its checksum records and its index columns (read from a local
-    directory holding them), which samples each block holds and which bytes of each column it needs."""
+    directory holding them), which samples each block holds and which bytes of each column it needs. Index columns
+    larger than `INDEX_WHOLE_LIMIT` (``ranged``) are not in the directory: a block fetches the entries it needs
+    (`fetch`)."""
 
     def __init__(self, header: Header, length: int, roles: dict[str, tuple[str, Any]], folder: Path,
                  block_size: int):
@@ -191,13 +211,14 @@ class BlockPlan:
         self.block_size = block_size
         count = header.columns[CHECKSUMS].length
         self.records = np.fromfile(folder / (CHECKSUMS + COLUMN_SUFFIX), dtype=RECORD_DTYPE, count=count)
+        self.ranged = ranged_indexes(header, roles)
         self.index: dict[str, np.ndarray[Any, Any]] = {}
         for name, (role, _) in roles.items():
-            if role == "index":
+            if role == "index" and name not in self.ranged:
                 self.index[name] = np.fromfile(folder / (name + COLUMN_SUFFIX), dtype="<i8", count=length + 1)
         self.side = side_columns(header, roles)
         self._own_records = {name: records_of(self.records, name) for name, (role, _) in roles.items()
-                             if role in ("indexed", "stride") and name not in self.side}
+                             if (role in ("indexed", "stride") and name not in self.side) or name in self.ranged}
         self.largest = largest_column(header, roles)
 
     def nbytes(self, name: str) -> int:
@@ -206,17 +227,32 @@ class BlockPlan:
 
     def _unit(self, name: str) -> int:
         """Bytes per index unit of an indexed column (ragged data is bytes indexed in elements)."""
-        index = self.index[self.roles[name][1]]
-        end = int(index[-1])
+        index_name = self.roles[name][1]
+        if index_name in self.ranged:  # the last entry is not at hand: what the kind says its offsets count
+            if _split(name)[1] != "data":
+                return int(self.header.columns[name].dtype.itemsize)
+            units = KINDS[self.header.kind].layout.index_units(self.header.attrs) if self.header.kind in KINDS else {}
+            return int(units.get(_split(name)[0], 1))
+        end = int(self.index[index_name][-1])
         return self.nbytes(name) // end if end else 1
 
-    def byte_range(self, name: str, first: int, stop: int) -> tuple[int, int]:
-        """The bytes of column ``name`` holding samples ``first .. stop - 1``."""
+    def _entries(self, index_name: str, first: int, stop: int,
+                 entries: Optional[dict[str, np.ndarray[Any, Any]]]) -> np.ndarray[Any, Any]:
+        if index_name in self.index:
+            return self.index[index_name][first:stop + 1]
+        if entries is None or index_name not in entries:
+            raise KeyError(f"the entries {first}..{stop} of the index column {index_name!r} were not fetched")
+        return entries[index_name]
+
+    def byte_range(self, name: str, first: int, stop: int,
+                   entries: Optional[dict[str, np.ndarray[Any, Any]]] = None) -> tuple[int, int]:
+        """The bytes of column ``name`` holding samples ``first .. stop - 1`` (``entries``: the entries
+        ``first .. stop`` of the ranged index columns, fetched for this block)."""
         role, arg = self.roles[name]
         if role == "indexed":
             unit = self._unit(name)
-            index = self.index[arg]
-            return int(index[first]) * unit, int(index[stop]) * unit
+            index = self._entries(arg, first, stop, entries)
+            return int(index[0]) * unit, int(index[-1]) * unit
         stride = int(arg) * self.header.columns[name].dtype.itemsize
         return first * stride, stop * stride
 
@@ -231,25 +267,68 @@ class BlockPlan:
         stride = int(arg) * self.header.columns[name].dtype.itemsize
         return np.arange(self.length, dtype=np.int64) * stride
 
+    def by_count(self) -> bool:
+        """Whether blocks are cut by sample count: the largest data column's index is fetched by block, so where
+        its samples start is not known before a block is fetched."""
+        return self.largest is not None and self.roles[self.largest][0] == "indexed" and \
+            self.roles[self.largest][1] in self.ranged
+
     def blocks(self) -> list[tuple[int, int, int]]:
         """``(block number, first sample, stop sample)`` of every block holding samples, in order."""
         if not self.length:
             return []
+        if self.by_count():
+            assert self.largest is not None
+            per = max(1, self.block_size * self.length // max(self.nbytes(self.largest), 1))
+            return [(k, first, min(first + per, self.length)) for k, first in enumerate(range(0, self.length, per))]
         numbers = self.sample_starts() // self.block_size
         cuts = (np.flatnonzero(np.diff(numbers)) + 1).tolist()
         firsts = [0, *cuts]
         stops = [*cuts, self.length]
         return [(int(numbers[a]), a, b) for a, b in zip(firsts, stops)]
 
-    def ranges(self, first: int, stop: int) -> list[Range]:
-        """The ranges of whole records of every data column holding samples ``first .. stop - 1``."""
+    def ranges(self, first: int, stop: int, entries: Optional[dict[str, np.ndarray[Any, Any]]] = None,
+               columns: Optional[list[str]] = None) -> list[Range]:
+        """The ranges of whole records of every data column (or of ``columns``) holding samples
+        ``first .. stop - 1``."""
         found = []
-        for name, records in self._own_records.items():
-            lo, hi = self.byte_range(name, first, stop)
-            found.append(widen(records, name, lo, hi))
+        for name in (columns if columns is not None else [n for n in self._own_records if n not in self.ranged]):
+            lo, hi = self.byte_range(name, first, stop, entries)
+            found.append(widen(self._own_records[name], name, lo, hi))
         return found
 
-    def write_block(self, stage: Path, first: int, stop: int, wanted: list[Range], fetched: list[bytes]) -> None:
+    def fetch(self, remote: Any, first: int, stop: int) -> tuple[list[Range], list[bytes],
+                                                                 dict[str, np.ndarray[Any, Any]]]:
+        """Fetch (and check) what the block of samples ``first .. stop - 1`` needs: the ranges of its data columns,
+        their bytes and the entries ``first .. stop`` of the ranged index columns. Entries of ranged index columns
+        come first, with the ranges that do not depend on them, in one batch; the ranges they locate next."""
+        data_columns = [n for n in self._own_records if n not in self.ranged]
+        later = [n for n in data_columns if self.roles[n][0] == "indexed" and self.roles[n][1] in self.ranged]
+        now = [n for n in data_columns if n not in later]
+        index_wanted = [widen(self._own_records[name], name, first * 8, (stop + 1) * 8) for name in sorted(self.ranged)]
+        wanted = index_wanted + self.ranges(first, stop, columns=now)
+        got = fetch_checked(remote, "", self.header, wanted) if wanted else []
+        entries: dict[str, np.ndarray[Any, Any]] = {}
+        for r, data in zip(index_wanted, got):
+            values = np.frombuffer(data[first * 8 - r.start:(stop + 1) * 8 - r.start], dtype="<i8")
+            if len(values) != stop + 1 - first or np.any(values[1:] < values[:-1]) or (len(values) and values[0] < 0):
+                url = remote.url_of(column_object(self.header, r.column))
+                raise CorruptMapError(f"{url} bytes {first * 8}..{(stop + 1) * 8} (the offsets of samples {first}.."
+                                      f"{stop - 1}) are not non-decreasing entries: the index is damaged")
+            entries[r.column] = values
+        if later:
+            more = self.ranges(first, stop, entries, later)
+            for r in more:
+                if r.stop > self.nbytes(r.column):
+                    raise CorruptMapError(f"{remote.url_of(column_object(self.header, r.column))}: the index points "
+                                          f"past its {self.nbytes(r.column)} committed bytes")
+            wanted += more
+            got += fetch_checked(remote, "", self.header, more)
+        keep = len(index_wanted)
+        return wanted[keep:], got[keep:], entries
+
+    def write_block(self, stage: Path, first: int, stop: int, wanted: list[Range], fetched: list[bytes],
+                    entries: Optional[dict[str, np.ndarray[Any, Any]]] = None) -> None:
         """Write samples ``first .. stop - 1`` into ``stage`` as an ordinary map of the kind: the data columns'
         bytes (cut out of the fetched ranges), the index columns rebased, whole columns copied, one checksum
         record per column and a header."""
@@ -262,17 +341,17 @@ class BlockPlan:
         for name, (role, _) in self.roles.items():
             dtype = self.header.columns[name].dtype
             if role == "index":
-                index = self.index[name]
-                content: Any = np.ascontiguousarray(index[first:stop + 1] - index[first]).astype("<i8")
+                index = self._entries(name, first, stop, entries)
+                content: Any = np.ascontiguousarray(index - index[0]).astype("<i8")
             elif role == "whole":
                 content = (self.folder / (name + COLUMN_SUFFIX)).read_bytes()
             elif name in self.side:
-                lo, hi = self.byte_range(name, first, stop)
+                lo, hi = self.byte_range(name, first, stop, entries)
                 with open(self.folder / (name + COLUMN_SUFFIX), "rb") as f:
                     f.seek(lo)
                     content = f.read(hi - lo)
             else:
-                lo, hi = self.byte_range(name, first, stop)
+                lo, hi = self.byte_range(name, first, stop, entries)
                 got_range, data = by_column[name]
                 content = memoryview(data)[lo - got_range.start:hi - got_range.start]
             raw = memoryview(content).cast("B") if not isinstance(content, bytes) else memoryview(content)
@@ -292,8 +371,9 @@ def index_ranges(header: Header, roles: dict[str, tuple[str, Any]]) -> list[tupl
     """``(column, start, stop)`` of the columns a map's index entry holds: the index, whole and side columns."""
     wanted = [(CHECKSUMS, 0, header.columns[CHECKSUMS].length * RECORD_DTYPE.itemsize)]
     side = side_columns(header, roles)
+    ranged = ranged_indexes(header, roles)
     for name, (role, _) in roles.items():
-        if role in ("index", "whole") or name in side:
+        if (role == "index" and name not in ranged) or role == "whole" or name in side:
             column = header.columns[name]
             wanted.append((name, 0, column.length * column.dtype.itemsize))
     return wanted
@@ -357,3 +437,30 @@ def check_block(entry: Path) -> None:
 
 def describe(url: str, first: int, stop: int, number: Optional[int]) -> str:
     return f"block {number} (samples {first}..{stop - 1}) of {url}"
+
+
+DOWNLOAD_PART = 32 << 20
+"""Bytes per ranged request of a whole download (`download_by_ranges`); `DOWNLOAD_PARTS_AT_ONCE` at a time."""
+DOWNLOAD_PARTS_AT_ONCE = 4
+
+
+def download_by_ranges(fs: Any, path: str, local: Path, size: int) -> None:
+    """Write the first ``size`` bytes of the object ``path`` of the fsspec file system ``fs`` to ``local``, by
+    ranged requests of `DOWNLOAD_PART` bytes, `DOWNLOAD_PARTS_AT_ONCE` concurrently (``cat_ranges``), in order.
+
+    Whole downloads come here rather than to ``fs.get_file`` because the map's header says the size: s3fs's
+    ``get_file`` of an object over its ``default_block_size`` (50 MiB) first opens a GET of the whole object to
+    learn its size, closes it, and then fetches the object again in ranged parts, so the server sends (and logs)
+    up to twice the object. A short object gives a short file (the caller checks the size); a missing one raises
+    `FileNotFoundError`."""
+    with open(local, "wb") as f:
+        step = DOWNLOAD_PART * DOWNLOAD_PARTS_AT_ONCE
+        for at in range(0, size, step):
+            starts = list(range(at, min(size, at + step), DOWNLOAD_PART))
+            stops = [min(start + DOWNLOAD_PART, size) for start in starts]
+            for data in fs.cat_ranges([path] * len(starts), starts, stops):
+                if isinstance(data, BaseException):
+                    raise data
+                f.write(data)
+                if len(data) < DOWNLOAD_PART:
+                    return

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from contextlib import suppress
@@ -26,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mmap_ninja import locks
+from mmap_ninja.dirs import hold_lock, is_held, release, remove_aside, replace_file, stage, sweep, try_hold
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.storage import PathLike, absolute, fsync_dir, fsync_tree
+from mmap_ninja.storage import PathLike, absolute
 
 __all__ = ["Cache", "CacheEntry", "ClearReport", "cache_dir", "clear", "default_cache_dir", "list_entries",
            "parse_duration"]
@@ -115,9 +114,9 @@ class Cache:
         one process downloads and the others wait for it, not for the readers)."""
         self._dirs()
         entry = self.entries / key
-        fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+        # Waits only for an evictor deleting the entry.
+        fd = hold_lock(self.locks / key, shared=True, what=f"the cache entry {entry}")
         try:
-            locks.lock(fd, shared=True, what=f"the cache entry {entry}")  # waits only for an evictor deleting the entry
             downloaded = self._fill_missing(key, entry, fill, about)
             if not downloaded and check is not None:
                 try:
@@ -134,7 +133,7 @@ class Cache:
                 self.evict()
             return entry, fd
         except BaseException:
-            os.close(fd)
+            release(fd)
             raise
 
     def _fill_missing(self, key: str, entry: Path, fill: Callable[[Path], None],
@@ -142,49 +141,40 @@ class Cache:
         """Download the entry if it is missing (one process at a time); whether this call downloaded it."""
         if entry.is_dir():
             return False
-        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+        # One downloader; the rest wait, then find it.
+        download = hold_lock(self.locks / (key + ".download"), what=f"the cache entry {entry}")
         try:
-            locks.lock(download, what=f"the cache entry {entry}")  # one downloader; the rest wait, then find it
             if entry.is_dir():
                 return False
-            for stale in self.staging.glob(key + ".*"):  # left by a downloader that died
-                shutil.rmtree(stale, ignore_errors=True)
-            stage = self.staging / f"{key}.{uuid.uuid4().hex}"
-            stage.mkdir()
+            sweep(self.staging, lambda name: name.startswith(key + "."))  # left by a downloader that died
+            staged = stage(entry, ".", folder=self.staging, make=True)
             try:
-                fill(stage)
-                fsync_tree(stage)  # the files reach the disk before the name that says they are complete
-                os.rename(stage, entry)
-                fsync_dir(self.entries)
+                fill(staged.path)
+                staged.publish()  # the files reach the disk before the name that says they are complete
             except BaseException:
-                shutil.rmtree(stage, ignore_errors=True)
+                staged.discard()
                 raise
             if about is not None:
                 self._describe(key, about)
             return True
         finally:
-            os.close(download)
+            release(download)
 
     def _describe(self, key: str, about: dict[str, Any]) -> None:
         """Write ``meta/<key>.json`` atomically; descriptive only, so a failure to write it fails nothing (an entry
-        without it, such as one from an older cache, is listed without its URL)."""
-        temporary = self.meta / f"{key}.json.{uuid.uuid4().hex}.tmp"
-        try:
-            temporary.write_text(json.dumps({"key": key, **about}, sort_keys=True, default=str))
-            os.replace(temporary, self.meta / f"{key}.json")
-        except OSError:
-            with suppress(OSError):
-                temporary.unlink()
+        without it, such as one from an older cache, is listed without its URL; a link there is not written through)."""
+        with suppress(OSError, CorruptMapError):
+            replace_file(self.meta / f"{key}.json", json.dumps({"key": key, **about}, sort_keys=True,
+                                                                default=str).encode(), durable=False, unique=True)
 
     def _discard_damaged(self, key: str, entry: Path) -> None:
         """Move a damaged entry out of the way (under its download lock) and delete it: readers that map its
         files keep them (they are unlinked, never truncated)."""
-        download = os.open(self.locks / (key + ".download"), os.O_RDWR | os.O_CREAT, 0o644)
+        download = hold_lock(self.locks / (key + ".download"), what=f"the cache entry {entry}")
         try:
-            locks.lock(download, what=f"the cache entry {entry}")
             self._trash(key)  # False: another process discarded it first
         finally:
-            os.close(download)
+            release(download)
 
     def usage(self) -> dict[str, int]:
         """The bytes every complete entry holds, by key."""
@@ -200,8 +190,7 @@ class Cache:
         limit = self.size_limit if limit is None else limit
         if limit is None or not self.entries.is_dir():
             return []
-        for left in (self.trash.iterdir() if self.trash.is_dir() else ()):  # left by an evictor that died
-            shutil.rmtree(left, ignore_errors=True)
+        sweep(self.trash, lambda name: True)  # left by an evictor that died (every name there is the cache's)
         found = []
         for entry in self.entries.iterdir():
             try:
@@ -224,27 +213,23 @@ class Cache:
         ``trash/`` (so a reader never sees half an entry) and delete it there, with its ``meta/<key>.json``.
         Returns ``"removed"``, ``"held"`` (a reader holds it: left as it is) or ``"gone"`` (no such entry).
         ``dry_run``: only say which (the lock is taken and released, nothing is deleted)."""
-        fd = os.open(self.locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = try_hold(self.locks / key, what=f"the cache entry {self.entries / key}")
+        if fd is None:
+            return "held"
         try:
-            if not locks.try_lock(fd, what=f"the cache entry {self.entries / key}"):
-                return "held"
             if dry_run:
                 return "removed" if (self.entries / key).is_dir() else "gone"
             return "removed" if self._trash(key) else "gone"
         finally:
-            locks.release(fd)
+            release(fd)
 
     def _trash(self, key: str) -> bool:
         """Rename the entry ``key`` into ``trash/`` and delete it (the caller holds its lock exclusively): readers
         that still map its files keep them (unlinked, never truncated). False when there was no such entry."""
-        trash = self.trash / uuid.uuid4().hex
-        try:
-            os.rename(self.entries / key, trash)
-        except FileNotFoundError:
+        if not remove_aside(self.entries / key, self.trash / uuid.uuid4().hex):
             return False
         with suppress(FileNotFoundError):
             os.unlink(self.meta / f"{key}.json")
-        shutil.rmtree(trash, ignore_errors=True)
         return True
 
 
@@ -359,17 +344,6 @@ class ClearReport:
         return sum(entry.size for entry in self.removed)
 
 
-def _held(cache: Cache, key: str) -> bool:
-    try:
-        fd = os.open(cache.locks / key, os.O_RDWR)
-    except FileNotFoundError:
-        return False  # no reader has ever locked it
-    try:
-        return not locks.try_lock(fd, what=f"the cache entry {cache.entries / key}")
-    finally:
-        locks.release(fd)
-
-
 def _about(cache: Cache, key: str) -> dict[str, Any]:
     try:
         about = json.loads((cache.meta / f"{key}.json").read_text())
@@ -386,7 +360,8 @@ def _entry(cache: Cache, directory: Path) -> Optional[CacheEntry]:
     about = _about(cache, directory.name)
     url = about.get("url")
     return CacheEntry(key=directory.name, path=str(directory), size=_tree_size(directory), last_used=last_used,
-                      held=_held(cache, directory.name), url=url if isinstance(url, str) else None, about=about)
+                      held=is_held(cache.locks / directory.name), url=url if isinstance(url, str) else None,
+                      about=about)
 
 
 def _under(url: Optional[str], prefix: str) -> bool:

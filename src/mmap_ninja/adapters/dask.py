@@ -19,7 +19,6 @@ This module imports ``dask``; ``import mmap_ninja`` does not.
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
+from mmap_ninja.dirs import make_folders, refuse_foreign, remove_aside, stage, sweep, unmake_folders
 from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
 from mmap_ninja.format import check_metadata, read_header
 from mmap_ninja.maps import MapBase
@@ -46,7 +46,7 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, fsync_dir, fsync_tree
+from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 
@@ -54,6 +54,13 @@ PROVENANCE_KEY = "mmap_ninja.dask"
 """The key of a shard's metadata that says which partition of which input it holds."""
 _PART = "part-"
 _STAGING = ".staging-"
+_OLD = ".old-"  # a replaced shard, renamed aside while it is deleted
+
+
+def _leftover(name: str) -> bool:
+    """Whether ``name`` in ``shards/`` is a staging or trash folder of a build (one that died, if the build's lock
+    is free)."""
+    return name.startswith(".") and (_STAGING in name or _OLD in name)
 
 
 def _part_name(index: int) -> str:
@@ -87,27 +94,23 @@ def _build_partition(samples: Any, shards_dir: str, cls: type[MapBase], provenan
         samples = samples if from_frame else list(samples)
         if len(samples) == 0:
             return None
-    staging = directory / f".{final.name}{_STAGING}{uuid.uuid4().hex[:12]}"
+    staged = stage(final, _STAGING)
     try:
         metadata = {PROVENANCE_KEY: provenance}
         with _in_partition(provenance["partition"]):
             if from_frame:
-                cls.from_pandas(staging, samples, batch_size=batch_size,  # type: ignore[attr-defined]
+                cls.from_pandas(staged.path, samples, batch_size=batch_size,  # type: ignore[attr-defined]
                                 metadata=metadata, **options).close()
             else:
-                cls.from_generator(staging, samples, batch_size, metadata=metadata, **options).close()
+                cls.from_generator(staged.path, samples, batch_size, metadata=metadata, **options).close()
         if final.exists():  # a stale shard (another input), or an attempt that raced this one
             if _complete(final, provenance):
-                shutil.rmtree(staging)
+                staged.discard()
                 return final.name
-            trash = directory / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)  # unlinked, so readers that map the old files keep them
-        fsync_tree(staging)  # the shard's files reach the disk before the name that says it is finished
-        os.rename(staging, final)
-        fsync_dir(directory)
+            remove_aside(final, directory / f".{final.name}{_OLD}{uuid.uuid4().hex[:12]}")
+        staged.publish()  # the shard's files reach the disk before the name that says it is finished
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staged.discard()
         raise
     return final.name
 
@@ -197,20 +200,13 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
     checked_metadata = check_metadata(metadata)
     # A builder that infers a schema from the rows cannot build an empty partition: the driver builds those.
     infers_schema = "schema" in inspect.signature(cls.from_generator).parameters and options.get("schema") is None
-    created: Optional[Path] = None  # the outermost folder this build makes (out, or a parent of it)
-    for folder in (out, *out.parents):
-        if folder.exists():
-            break
-        created = folder
-    out.mkdir(parents=True, exist_ok=True)
+    created = make_folders(out)  # the outermost folder this build made (None: it existed)
     with directory_lock(out, lock_timeout):
         try:
             shards_dir = out / SHARDS_DIR
             _refuse_foreign(out)
             shards_dir.mkdir(exist_ok=True)
-            for leftover in shards_dir.iterdir():  # staging names of a build that died; this build holds the lock
-                if leftover.name.startswith(".") and (_STAGING in leftover.name or ".old-" in leftover.name):
-                    shutil.rmtree(leftover, ignore_errors=True)
+            sweep(shards_dir, _leftover)  # what a build that died left; this build holds the lock
             provenances = [_provenance(token, i, npartitions) for i in range(npartitions)]
             todo = [i for i in range(npartitions) if not _complete(shards_dir / _part_name(i), provenances[i])]
             if todo:
@@ -242,9 +238,8 @@ def from_dask(cls: type[MapBase], out_dir: PathLike, collection: Any, *, batch_s
                     shutil.rmtree(stale, ignore_errors=True)
         except BaseException:
             shards = out / SHARDS_DIR
-            if created is not None and not (shards.is_dir() and any(p.name.startswith(_PART)
-                                                                     for p in shards.iterdir())):
-                shutil.rmtree(created, ignore_errors=True)  # nothing was built: leave no trace
+            if not (shards.is_dir() and any(p.name.startswith(_PART) for p in shards.iterdir())):
+                unmake_folders(created, out)  # nothing was built: leave no trace
             raise
     return sharded
 
@@ -277,10 +272,11 @@ def _schema_of_a_shard(cls: type[MapBase], shards_dir: Path, partitions: list[in
 
 
 def _refuse_foreign(out: Path) -> None:
-    foreign = sorted(set(os.listdir(out)) - {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp"})
+    def refusal(foreign: list[str]) -> MapExistsError:
+        return MapExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
+                              f"directory (or one an earlier from_dask built)")
+
+    refuse_foreign(out, {LOCK_FILE, SHARDS_DIR, SHARDS_FILE, SHARDS_FILE + ".tmp"}, refusal)
     if (out / SHARDS_DIR).is_dir():
-        foreign += [f"{SHARDS_DIR}/{name}" for name in sorted(os.listdir(out / SHARDS_DIR))
-                    if not name.startswith((_PART, "." + _PART))]
-    if foreign:
-        raise MapExistsError(f"{out} holds {foreign[0]!r}, which a Dask build did not write; build into an empty "
-                             f"directory (or one an earlier from_dask built)")
+        refuse_foreign(out / SHARDS_DIR, lambda name: name.startswith((_PART, "." + _PART)),
+                       lambda foreign: refusal([f"{SHARDS_DIR}/{name}" for name in foreign]))

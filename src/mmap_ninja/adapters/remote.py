@@ -195,10 +195,16 @@ class _Remote:
             got[k] = bytes(data)
         return got
 
-    def get(self, rel: str, local: Path) -> None:
+    def get(self, rel: str, local: Path, size: Optional[int] = None) -> None:
+        """Download ``rel`` to ``local``: its first ``size`` bytes by ranged requests when ``size`` is known."""
         with _remote_errors(self.url_of(rel)):
             path = self._path(rel)
-            self.fs.get_file(path, str(local))
+            if size is None:
+                self.fs.get_file(path, str(local))
+            else:
+                from mmap_ninja.adapters._blocks import download_by_ranges
+
+                download_by_ranges(self.fs, path, local, size)
 
     def put(self, local: Path, rel: str, size: int) -> None:
         """Upload the first ``size`` bytes of ``local``."""
@@ -347,7 +353,7 @@ def _download_map(remote: _Remote, rel: str, stage: Path, raw: Optional[bytes] =
         source = f"{rel}/{objects[name]}" if rel else objects[name]
         renamed[str(stage / file)] = remote.url_of(source)
         try:
-            remote.get(source, stage / file)
+            remote.get(source, stage / file, column.length * column.dtype.itemsize)
         except FileNotFoundError:
             raise CorruptMapError(f"{remote.url_of(source)} is missing (the header lists column {name!r})"
                                   f"{remote.missing_hint}") from None
@@ -401,7 +407,7 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
     if mode not in ("r", "rb"):
         raise ValueError(f"{url.rstrip('/')} opens read-only (mode 'r'), got mode={mode!r}: a map at a URL is "
                          f"written by building it locally and publishing it with mmap_ninja.upload(path, url)")
-    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, RemoteBlockMap, choose_fetch
+    from mmap_ninja.adapters._block_map import DEFAULT_BLOCK_SIZE, FETCH_MODES, choose_fetch
 
     if fetch not in FETCH_MODES:
         raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
@@ -424,7 +430,9 @@ def open_remote(url: str, wrapper_fn: Optional[Callable[[Any], Any]] = None, mod
                                   f"not know")
         size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         if choose_fetch(fetch, header, size, remote.url) == "blocks":
-            return RemoteBlockMap(remote, cache, raw, header, wrapper_fn, settings, options, size)
+            from mmap_ninja.adapters._block_kinds import block_class
+
+            return block_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options, size)
         return remote_class(KINDS[header.kind])(remote, cache, raw, header, wrapper_fn, settings, options)
     view, fd = _acquire_view(remote, cache, raw)
     try:

@@ -244,6 +244,15 @@ class ContainerConformance:
             with pytest.raises(IndexError):
                 m[out_of_range]
 
+    def test_one_maps_container_is_an_instance_of_its_kind(self, place: Place) -> None:
+        """A container of one map at a URL (downloaded whole or read by blocks) is an instance of the kind's class,
+        so ``isinstance`` and ``open_existing(url, kind=...)`` hold whichever way it is fetched."""
+        if self.case.layout != "remote" or self.case.field is not None:
+            return
+        m = self._built(place)
+        kind_class = self.case.spec.container
+        assert isinstance(m, kind_class), f"{type(m).__name__} is not a {kind_class.__name__}"
+
     def test_get_batch_is_a_single_maps(self, place: Place) -> None:
         m = self._built(place)
         reference = self.case.reference(place, self.samples)

@@ -32,6 +32,8 @@ __all__ = [
     "child_main",
     "kill_build_at_random",
     "kill_extender_at_random",
+    "kill_while_staging",
+    "lock_held_by_child",
     "read_log",
     "run_concurrent_writers",
     "writer_batches",
@@ -78,6 +80,10 @@ def child_main(argv: Sequence[str]) -> None:
         _build_until_killed(job["spec"], job["path"], job["log"], job["batch_size"])
     elif action == "write_batches":
         _write_batches(job["spec"], job["path"], job["batches"])
+    elif action == "stage":
+        _stage_until_killed(job["destination"], job["marker"], job["guarded"], job["log"])
+    elif action == "hold_lock":
+        _hold_lock_until_killed(job["lock"], job["shared"])
     else:
         raise ValueError(f"unknown child action {action!r}")
 
@@ -134,6 +140,24 @@ def _build_until_killed(spec: KindSpec, path: str, log_path: str, batch_size: in
             yield spec.make_sample(i)
 
     spec.container.from_generator(path, samples(), batch_size, **spec.build_options)
+
+
+def _stage_until_killed(destination: str, marker: str, guarded: bool, log_path: str) -> None:
+    from mmap_ninja.dirs import stage
+
+    staged = stage(Path(destination), marker, guarded=guarded, make=True)
+    _Log(log_path)("S", staged.path)
+    (staged.path / "partial.bin").write_bytes(b"half of a build")
+    _ready()  # the stage (and its lock file, if guarded) and a file in it exist: a kill now leaves them
+    _wait_forever()
+
+
+def _hold_lock_until_killed(lock: str, shared: bool) -> None:
+    from mmap_ninja.dirs import hold_lock
+
+    hold_lock(Path(lock), shared=shared, timeout=None)
+    _ready()
+    _wait_forever()
 
 
 def _write_batches(spec: KindSpec, path: str, batches: list[list[int]]) -> None:
@@ -322,6 +346,39 @@ def kill_build_at_random(spec: KindSpec, path: Path, batch_size: int, seed: int,
             # The builder logs only "C": a batch after the last one logged may have been committed too.
             outcome.in_flight = outcome.committed + batch_size
             return outcome
+        finally:
+            child.close()
+
+
+def kill_while_staging(destination: Path, marker: str, *, guarded: bool) -> Path:
+    """Run a child that stages ``destination`` with `mmap_ninja.dirs.stage` (``marker``, ``guarded``) and writes a
+    file into the stage, SIGKILL it once it reports that the stage exists, and return the stage's path: what a
+    build killed mid-staging leaves for `mmap_ninja.dirs.sweep`. Decided by state, not timing."""
+    with tempfile.TemporaryDirectory(prefix="mmap_ninja_kit_") as workdir:
+        log = Path(workdir) / "log"
+        child = _Child({"action": "stage", "destination": str(destination), "marker": marker, "guarded": guarded,
+                        "log": str(log)}, Path(workdir), "stager")
+        try:
+            child.wait_ready()
+            child.kill()
+            if not child.killed():
+                raise AssertionError(f"the staging child exited with {child.process.returncode} before the "
+                                     f"kill:\n{child.stderr()}")
+            return Path(log.read_text().split(" ", 1)[1].rstrip("\n"))
+        finally:
+            child.close()
+
+
+@contextlib.contextmanager
+def lock_held_by_child(lock: Path, *, shared: bool = False) -> Iterator[None]:
+    """For the block, a child process holds the lock file ``lock`` (taken by `mmap_ninja.dirs.hold_lock`, shared or
+    exclusive): the block starts once the child reports that it holds it, and the child is killed at its end (so
+    the lock is free once the block is left)."""
+    with tempfile.TemporaryDirectory(prefix="mmap_ninja_kit_") as workdir:
+        child = _Child({"action": "hold_lock", "lock": str(lock), "shared": shared}, Path(workdir), "holder")
+        try:
+            child.wait_ready()
+            yield
         finally:
             child.close()
 

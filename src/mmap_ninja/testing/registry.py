@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -109,6 +110,12 @@ class KindSpec:
     def samples(self, start: int, stop: int) -> list[Any]:
         """Samples ``start .. stop - 1``."""
         return [self.make_sample(i) for i in range(start, stop)]
+
+    def build(self, path: str | Path, length: int, batch_size: int = 64) -> MapBase:
+        """A map at ``path`` holding samples ``0 .. length - 1``, built by the container's ``from_generator`` with
+        the spec's ``build_options``."""
+        return self.container.from_generator(path, (self.make_sample(i) for i in range(length)), batch_size,
+                                             **self.build_options)
 
     def __repr__(self) -> str:
         return f"KindSpec({self.name!r}, {self.container.__name__})"

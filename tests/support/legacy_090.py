@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 REQUIREMENTS = ["mmap-ninja==0.9.0", "zstandard"]
-VENV = Path(os.environ.get("MMAP_NINJA_090_VENV", Path(__file__).resolve().parent / ".venv-090"))
+# tests/.venv-090, beside this folder (where it was made before the helpers moved into tests/support/)
+VENV = Path(os.environ.get("MMAP_NINJA_090_VENV", Path(__file__).resolve().parents[1] / ".venv-090"))
 
 
 def _clean_env() -> dict[str, str]:
