@@ -229,13 +229,17 @@ def _convert_waiting_on_a_pipe(tmp_path, written_batches: int):
     however slow the machine is. Returns the process and the pipe's open end once the build folder holds a
     batch's files (nothing here depends on timing: the loop waits for a state the process must reach); the pipe
     closes when the block ends."""
+    import signal
     import time
 
     pipe = tmp_path / "stream.jsonl"
     os.mkfifo(pipe)
+    # Ctrl-C as in a terminal: a job started in the background (`cmd &` in a script, as a CI runner may start
+    # the tests) ignores SIGINT, and a Python started with SIGINT ignored keeps ignoring it.
     process = subprocess.Popen([sys.executable, "-m", "mmap_ninja", "convert", "-q", "--batch-size", "1000",
                                 str(pipe), str(tmp_path / "out")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with open(pipe, "wb") as writer:  # opening blocks until the process opens the pipe
         writer.write(_rows(0, written_batches * 1000 + 1))
         writer.flush()
