@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 
 import mmap_ninja
-from mmap_ninja import KindMismatchError, StringsMmap, UnfinishedMapError, UnknownFeatureError, open_existing
+from mmap_ninja import (
+    KindMismatchError,
+    MapLockedError,
+    StringsMmap,
+    UnfinishedMapError,
+    UnknownFeatureError,
+    open_existing,
+)
 from mmap_ninja import format as mformat
 from mmap_ninja.records import Field, RecordsMmap, infer_schema, parse_schema
 
@@ -691,6 +698,25 @@ def test_an_aborted_transaction_on_a_new_handle_leaves_nothing(tmp_path):
     assert header(tmp_path / "b").get("building") is None
     again = RecordsMmap(tmp_path / "b")
     assert len(again) == 4 and same_row(again[3], make_row(3))
+
+
+def test_a_block_on_a_new_handle_stays_one_transaction_when_another_process_created_the_map_first(tmp_path):
+    """A handle opened before the map existed joins the map a racing writer created at its block's first write:
+    the block must still hold the lock and commit once (it committed each write on its own, so the other writer's
+    rows could land between them: found by the kit's concurrent writers, one run in ~30)."""
+    late = RecordsMmap(tmp_path / "m")  # no map yet
+    RecordsMmap.from_generator(tmp_path / "m", rows(0, 2), batch_size=2).close()  # the racing writer wins
+    other = RecordsMmap(tmp_path / "m", lock_timeout=0)
+    with late.transaction():
+        late.extend(rows(2, 3))
+        with pytest.raises(MapLockedError):  # the block holds the lock: nobody writes inside it
+            other.append(make_row(99))
+        assert len(RecordsMmap(tmp_path / "m", mode="r")) == 2  # and readers see none of it yet
+        late.extend(rows(3, 5))
+    again = RecordsMmap(tmp_path / "m", mode="r")
+    assert [int(row["label"]) for row in again] == [make_row(i)["label"] for i in range(5)]
+    other.append(make_row(5))
+    assert len(RecordsMmap(tmp_path / "m", mode="r")) == 6
 
 
 # ---------------------------------------------------------------------------------------------- keys

@@ -504,8 +504,9 @@ class RecordsMmap(RecordsBuilding):
                              durable=self._durable, lock_timeout=self._lock_timeout, join_existing=True)
         self._store = store
         self._check_kind(store)
-        if not store.header.building:  # a racing process created the map first: write to it as to any map
-            yield
+        if not store.header.building:  # a racing process created the map first: the block is a transaction on it
+            with store.transaction():
+                yield
             return
         store.hold_creation()
         try:
