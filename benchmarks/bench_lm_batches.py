@@ -39,7 +39,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    from _children import rotated, run_child
+except ImportError:  # run as a module: python -m benchmarks.<name>
+    from benchmarks._children import rotated, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,22 +235,7 @@ def run_epoch(row: str, store: Path, workers: int, batch_size: int) -> dict[str,
 def measure(row: str, store: Path, workers: int, batch_size: int, timeout: float) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", row, "--store", str(store), "--child-workers", str(workers),
                "--child-batch", str(batch_size)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=tempfile.gettempdir())
-    except subprocess.TimeoutExpired:
-        return {"error": f"no result in {timeout:.0f} s"}
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return dict(json.loads(line[len("RESULT "):]))
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return {"error": lines[-1][-200:] if lines else f"exit status {done.returncode}"}
-
-
-def rotated(items: Sequence[str], shift: int) -> list[str]:
-    shift %= len(items)
-    return list(items[shift:]) + list(items[:shift])
+    return run_child(command, ROOT / "src", timeout)
 
 
 def versions() -> str:
