@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -34,3 +35,20 @@ def rotated(items: Sequence[str], shift: int) -> list[str]:
     load hits every row alike."""
     shift %= len(items)
     return list(items[shift:]) + list(items[:shift])
+
+
+def medians(results: dict[Any, list[dict[str, Any]]], unit: str
+            ) -> tuple[dict[Any, float], dict[Any, float], dict[Any, str]]:
+    """Per row key: the median of ``unit`` per second and of ``unit`` per CPU second over its runs, or (when any
+    run failed) the first failed run's error."""
+    speed: dict[Any, float] = {}
+    per_cpu: dict[Any, float] = {}
+    errors: dict[Any, str] = {}
+    for key, runs in results.items():
+        good = [run[unit] / run["seconds"] for run in runs if "error" not in run]
+        if good and len(good) == len(runs):
+            speed[key] = statistics.median(good)
+            per_cpu[key] = statistics.median(run[unit] / run["cpu"] for run in runs)
+        else:
+            errors[key] = next(run["error"] for run in runs if "error" in run)
+    return speed, per_cpu, errors

@@ -50,7 +50,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -64,9 +63,9 @@ SIZE = 224
 BATCH = 64
 LARGE = 2 * SIZE  # both sides at least this: the "large pictures" set
 try:
-    from _children import rotated, run_child
+    from _children import medians, rotated, run_child
 except ImportError:  # run as a module: python -m benchmarks.<name>
-    from benchmarks._children import rotated, run_child
+    from benchmarks._children import medians, rotated, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -364,16 +363,7 @@ def versions() -> str:
 
 def table(results: dict[tuple[str, str, int], list[dict[str, Any]]], sets: dict[str, int], workers: Sequence[int],
           rows: Sequence[str]) -> tuple[list[str], dict[tuple[str, str, int], float]]:
-    speed: dict[tuple[str, str, int], float] = {}
-    errors: dict[tuple[str, str, int], str] = {}
-    per_cpu: dict[tuple[str, str, int], float] = {}
-    for key, runs in results.items():
-        good = [run["images"] / run["seconds"] for run in runs if "error" not in run]
-        if good and len(good) == len(runs):
-            speed[key] = statistics.median(good)
-            per_cpu[key] = statistics.median(run["images"] / run["cpu"] for run in runs)
-        else:
-            errors[key] = next(run["error"] for run in runs if "error" in run)
+    speed, per_cpu, errors = medians(results, "images")
     lines = ["| pictures | workers | loader | images/s | ours (crop decode) ÷ this | images per CPU second |",
              "|:--|--:|:--|--:|--:|--:|"]
     for set_name in sets:

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -49,9 +48,9 @@ from typing import Any
 import numpy as np
 
 try:
-    from _children import rotated, run_child
+    from _children import medians, rotated, run_child
 except ImportError:  # run as a module: python -m benchmarks.<name>
-    from benchmarks._children import rotated, run_child
+    from benchmarks._children import medians, rotated, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -254,16 +253,7 @@ def versions() -> str:
 
 def table(results: dict[tuple[int, str, int], list[dict[str, Any]]], batch_sizes: Sequence[int],
           workers: Sequence[int], rows: Sequence[str]) -> tuple[list[str], dict[tuple[int, str, int], float]]:
-    speed: dict[tuple[int, str, int], float] = {}
-    per_cpu: dict[tuple[int, str, int], float] = {}
-    errors: dict[tuple[int, str, int], str] = {}
-    for key, runs in results.items():
-        good = [run["sequences"] / run["seconds"] for run in runs if "error" not in run]
-        if good and len(good) == len(runs):
-            speed[key] = statistics.median(good)
-            per_cpu[key] = statistics.median(run["sequences"] / run["cpu"] for run in runs)
-        else:
-            errors[key] = next(run["error"] for run in runs if "error" in run)
+    speed, per_cpu, errors = medians(results, "sequences")
     lines = ["| batch | workers | loader | sequences/s | ours ÷ this | sequences per CPU second |",
              "|--:|--:|:--|--:|--:|--:|"]
     for batch_size in batch_sizes:
