@@ -138,7 +138,7 @@ def raw_build(folder: Path, kind: str, items: list[Any], batch_size: int, hash_b
 
 def _build_ours(folder: Path, kind: str, items: list[Any], checksums: bool) -> Callable[[], None]:
     import mmap_ninja
-    from mmap_ninja import storage
+    from mmap_ninja.storage import store as storage
 
     if not checksums:
         storage.default_algorithm = lambda: None  # type: ignore[assignment,return-value]

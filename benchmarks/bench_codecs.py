@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmap_ninja.codecs import Zstd
 
 import mmap_ninja
-from mmap_ninja import storage
-from mmap_ninja.codecs import Zstd
+from mmap_ninja.storage import store as storage
 
 
 def texts(data: Path) -> list[str]:

@@ -101,7 +101,7 @@ def main() -> int:
     # Pillow warns on every palette image with transparency that imread converts to RGB (the seed's row).
     warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
 
-    from mmap_ninja.image_decoding import Decoder, _pyspng, _simplejpeg, _spng_decodes
+    from mmap_ninja.kinds.image_decoding import Decoder, _pyspng, _simplejpeg, _spng_decodes
 
     simplejpeg = _simplejpeg()
     pyspng = _pyspng()

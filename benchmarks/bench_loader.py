@@ -67,8 +67,8 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     import mmap_ninja
-    from mmap_ninja import numpy as numpy_maps
     from mmap_ninja.adapters.torch import PadCollate, collate
+    from mmap_ninja.kinds import numpy as numpy_maps
 
     batch_size = 256
     rng = np.random.default_rng(0)

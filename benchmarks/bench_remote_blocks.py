@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from mmap_ninja import RaggedMmap, _granularity, open_existing, upload
+from mmap_ninja import RaggedMmap, open_existing, upload
+from mmap_ninja.storage import _granularity
 from mmap_ninja.testing.s3 import moto_server
 
 try:

@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmap_ninja.maps import MapBase
 
 import mmap_ninja
 from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, UnfinishedMapError
-from mmap_ninja.maps import MapBase
 
 HERE = Path(__file__).resolve()
 KINDS = ("strings", "ragged", "numpy")
@@ -355,7 +355,7 @@ def record_fsyncs(record_path: Path) -> None:
     """
     import stat
 
-    from mmap_ninja import storage
+    from mmap_ninja.storage import store as storage
 
     out = os.open(record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     real_fsync, real_publish = os.fsync, storage.Store._publish

@@ -9,7 +9,7 @@ import pytest
 import mmap_ninja
 
 PACKAGE = pathlib.Path(mmap_ninja.__file__).parent
-NOT_CORE = ("mmap_ninja.adapters", "mmap_ninja.testing", "mmap_ninja.cli", "mmap_ninja.__main__")
+NOT_CORE = ("mmap_ninja.adapters", "mmap_ninja.testing", "mmap_ninja.tools.cli", "mmap_ninja.__main__")
 
 
 def _module_names() -> dict[str, pathlib.Path]:
@@ -207,3 +207,79 @@ def test_every_folder_of_tests_is_a_package():
     # two folders, and tests.support imports the same way from every depth.
     folders = {p.parent for p in _test_sources()}
     assert sorted(str(f.relative_to(TESTS.parent)) for f in folders if not (f / "__init__.py").exists()) == []
+
+
+# ------------------------------------------------------------------------------------------- layers as folders
+
+# Bottom to top (ARCHITECTURE.md, "Layers as folders"): a module of a layer imports its own layer and the layers
+# below, and the foundation every layer may use; a layer reaches an adapter only inside a function (the declared
+# lazy entry points: ``to_arrow``, ``from_dask``, URLs). The top-level modules other than the foundation are
+# compatibility paths that only re-export (tests/test_public_paths.py); no layer imports them.
+LAYERS = ("storage", "kinds", "containers", "tools")
+ROOT_TESTS = ['test_errors.py', 'test_extras.py', 'test_layers.py', 'test_public_paths.py', 'test_typing.py']
+FOUNDATION = ("mmap_ninja.errors", "mmap_ninja.extras", "mmap_ninja._version")
+
+
+def _layer_of(name: str):
+    parts = name.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def _targets(module: str, names: list[str]) -> list[str]:
+    return [f"{module}.{n}" if f"{module}.{n}" in MODULES else module for n in names or [""]]
+
+
+def _layer_violations(name: str, source: str) -> list[str]:
+    layer = _layer_of(name)
+    tree = ast.parse(source)
+    at_top = {(m, line) for m, _, line in _imports(tree, module_level=True)}
+    wrong = []
+    for module, names, line in _imports(tree, module_level=False):
+        if not module.startswith("mmap_ninja"):
+            continue
+        for target in _targets(module, names):
+            if target in FOUNDATION or (target.startswith("mmap_ninja.adapters") and (module, line) not in at_top):
+                continue
+            if target == "mmap_ninja" and LAYERS[layer] == "tools":
+                continue  # the command line may use the package's public names
+            other = _layer_of(target)
+            if other is None or other > layer:
+                wrong.append(f"{name}:{line} imports {target}")
+    return wrong
+
+
+def test_the_layer_check_finds_an_import_from_above():
+    assert _layer_violations("mmap_ninja.storage.x", "from mmap_ninja.kinds.maps import MapBase") == [
+        "mmap_ninja.storage.x:1 imports mmap_ninja.kinds.maps"]
+    assert _layer_violations("mmap_ninja.kinds.x", "import mmap_ninja.string") != []  # a compatibility path
+    assert _layer_violations("mmap_ninja.kinds.x", "def f():\n    from mmap_ninja.adapters.arrow import y") == []
+    assert _layer_violations("mmap_ninja.containers.x", "from mmap_ninja.storage.format import read_header") == []
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_imports_only_itself_the_layers_below_and_the_foundation(layer):
+    wrong = []
+    for name, path in MODULES.items():
+        if _layer_of(name) == LAYERS.index(layer):
+            wrong += _layer_violations(name, path.read_text())
+    assert not wrong
+
+
+def test_every_module_is_in_a_layer_folder_or_is_the_foundation_or_a_compatibility_path():
+    top = sorted(n for n in MODULES if n.count(".") == 1 and _layer_of(n) is None
+                 and not n.startswith(("mmap_ninja.adapters", "mmap_ninja.testing")))
+    for name in top:
+        if name in FOUNDATION or name in ("mmap_ninja.__main__", "mmap_ninja.base"):
+            continue
+        body = ast.parse(MODULES[name].read_text()).body
+        statements = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        assert all(isinstance(n, (ast.ImportFrom, ast.Assign, ast.AnnAssign)) for n in statements), \
+            f"{name} is at the top of the package: a new module goes into its layer's folder"
+
+
+def test_the_tests_mirror_the_package():
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    package = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert package <= folders, sorted(package - folders)
+    assert sorted(p.name for p in TESTS.glob("test_*.py")) == ROOT_TESTS, \
+        "a test of one layer goes into that layer's folder of tests"

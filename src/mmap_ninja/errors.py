@@ -3,8 +3,8 @@
 Each one also derives from the builtin exception a caller would catch without knowing mmap_ninja
 (``FileNotFoundError``, ``FileExistsError``, ``PermissionError``, ``KeyError``, ``ValueError``, ``TypeError``,
 ``BlockingIOError``, ``OSError``, ``RuntimeError``), so ``except KeyError`` keeps working where a dict would raise it.
-The modules that used to define some of them (``mmap_ninja.checksums.ChecksumMismatchError``,
-``mmap_ninja.sharded.SchemaMismatchError``, ...) still export them under their old names.
+The modules that used to define some of them (``mmap_ninja.storage.checksums.ChecksumMismatchError``,
+``mmap_ninja.containers.sharded.SchemaMismatchError``, ...) still export them under their old names.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class SampleFetchError(RuntimeError):
 
 
 class MissingSpecError(LookupError):
-    """A kind registered in `mmap_ninja.maps.KINDS` has no `KindSpec`, so the conformance tests cannot run on it
+    """A kind registered in `mmap_ninja.kinds.maps.KINDS` has no `KindSpec`, so the conformance tests cannot run on it
     (about the test kit, not a map: not a `MapError`)."""
 
 

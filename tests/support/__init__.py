@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmap_ninja.format import header_checksum
-from mmap_ninja.maps import MapBase
+from mmap_ninja.kinds.maps import MapBase
+from mmap_ninja.storage.format import header_checksum
 from mmap_ninja.testing import arrays_equal, spec_for
 
 __all__ = ["build", "equal", "peak_bytes_in_a_fresh_process", "sample_for", "snapshot", "write_header"]

@@ -1,4 +1,5 @@
-"""The session's S3 server for tests/test_remote.py: `mmap_ninja.testing.s3.moto_server`, one per test session."""
+"""The session's S3 server for tests/adapters/test_remote.py: `mmap_ninja.testing.s3.moto_server`, one per test
+session."""
 
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ from typing import Any, Callable, Optional, cast
 import numpy as np
 
 from mmap_ninja.adapters._block_map import RemoteBlockMap
-from mmap_ninja.arraylike import ReadOnlyArrayMixin
+from mmap_ninja.containers.sharded import ShardedMap
 from mmap_ninja.errors import ReadOnlyMapError
-from mmap_ninja.maps import MapBase, resolve_index, resolve_positions
-from mmap_ninja.sharded import ShardedMap
+from mmap_ninja.kinds.arraylike import ReadOnlyArrayMixin
+from mmap_ninja.kinds.maps import MapBase, resolve_index, resolve_positions
 
 __all__ = ["block_class"]
 

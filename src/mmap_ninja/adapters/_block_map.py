@@ -32,11 +32,11 @@ from mmap_ninja.adapters import _blocks
 from mmap_ninja.adapters._blocks import BlockPlan, _BlocksUnsupported
 from mmap_ninja.adapters.cache import Cache
 from mmap_ninja.adapters.remote_objects import without_objects
+from mmap_ninja.containers.sharded import ShardedMap, shard_schema
+from mmap_ninja.containers.sharded_header import ShardInfo, TopHeader
 from mmap_ninja.errors import CacheOverLimitWarning, NotAMapError, ReadOnlyMapError
-from mmap_ninja.format import Header
-from mmap_ninja.maps import KINDS, MapBase
-from mmap_ninja.sharded import ShardedMap, shard_schema
-from mmap_ninja.sharded_header import ShardInfo, TopHeader
+from mmap_ninja.kinds.maps import KINDS, MapBase
+from mmap_ninja.storage.format import Header
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FETCH_MODES", "RemoteBlockMap", "choose_fetch"]
 
@@ -107,7 +107,7 @@ class RemoteBlockMap(ShardedMap):
     """
 
     blocks_are_shards = True
-    """Its shards are its blocks (`mmap_ninja.block_order.block_layout` takes them as the layout)."""
+    """Its shards are its blocks (`mmap_ninja.containers.block_order.block_layout` takes them as the layout)."""
 
     _base_state = frozenset({"url", "header", "_remote", "_cache", "_raw", "_settings", "_options", "_length",
                              "_opening", "_ready", "_closed", "_block_size", "_pending_wrapper", "_plan",

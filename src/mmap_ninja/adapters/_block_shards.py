@@ -18,10 +18,10 @@ from typing import Any, Optional
 from mmap_ninja.adapters._block_kinds import block_class
 from mmap_ninja.adapters._block_map import RemoteBlockMap, _key, choose_fetch
 from mmap_ninja.adapters.cache import Cache
+from mmap_ninja.containers.sharded_header import ShardInfo
 from mmap_ninja.errors import CorruptMapError, UnfinishedMapError
-from mmap_ninja.format import HEADER_FILE, Header
-from mmap_ninja.maps import KINDS
-from mmap_ninja.sharded_header import ShardInfo
+from mmap_ninja.kinds.maps import KINDS
+from mmap_ninja.storage.format import HEADER_FILE, Header
 
 __all__ = ["shard_by_blocks"]
 

@@ -1,6 +1,7 @@
-"""`BlockShuffleSampler`: a resumable DDP sampler reading the data block by block (`mmap_ninja.block_order`).
+"""`BlockShuffleSampler`: a resumable DDP sampler reading the data block by block (`mmap_ninja.containers.block_order`).
 
-Epoch ``e`` is `mmap_ninja.block_order.BlockOrder` over the map's blocks with one part per rank: the blocks in a
+Epoch ``e`` is `mmap_ninja.containers.block_order.BlockOrder` over the map's blocks with one part per rank: the blocks
+in a
 shuffled order, cut into ``world_size`` contiguous runs of whole blocks balanced by sample count, each run read by
 one rank, its samples shuffled within windows of ``window_blocks`` of its own blocks. So each block is read by one
 rank per epoch, and ranks on separate nodes (separate caches) together fetch the data once.
@@ -25,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler
-from mmap_ninja.block_order import DEFAULT_WINDOW_BLOCKS, BlockLayout, BlockOrder, block_layout
+from mmap_ninja.containers.block_order import DEFAULT_WINDOW_BLOCKS, BlockLayout, BlockOrder, block_layout
 
 __all__ = ["BlockShuffleSampler"]
 
@@ -50,13 +51,15 @@ class BlockShuffleSampler(ResumableSampler):
     ``BlockShuffleSampler(map, block_bytes=None, *, window_blocks=8, seed=0, rank=None, world_size=None,
     drop_last=False)``: block ``k`` holds the samples whose first byte in the map's largest data column lies in
     ``[k·block_bytes, (k+1)·block_bytes)`` (``None``: the map's ``fetch_block_size``, the block a remote map
-    fetches, else 8 MiB); see `mmap_ninja.block_order.block_layout` for local, sharded and blended maps. Each epoch
+    fetches, else 8 MiB); see `mmap_ninja.containers.block_order.block_layout` for local, sharded and blended maps. Each
+    epoch
     (`set_epoch`) reads every block once, in an order keyed by ``(seed, epoch)``, and shuffles the samples of each
     ``window_blocks`` consecutive blocks of that order together: a larger window mixes more and keeps more blocks
     in use at once (`mmap_ninja.shuffle_quality` measures both).
 
     With ``world_size`` ranks the shuffled blocks are dealt as contiguous runs of whole blocks balanced by sample
-    count (`mmap_ninja.block_order.BlockOrder` with ``parts=world_size``): each block is read by one rank per epoch,
+    count (`mmap_ninja.containers.block_order.BlockOrder` with ``parts=world_size``): each block is read by one rank per
+    epoch,
     and a rank's windows hold only its own blocks. Every rank gets ``len(sampler)`` indices: the longest run's
     length, a shorter run padded by re-reading its own last samples (a rank without blocks, when there are fewer
     blocks than ranks, repeats one block), or with ``drop_last`` the shortest run's length; `padding` counts the

@@ -23,11 +23,11 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.adapters.remote_objects import object_name, without_objects
-from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.errors import ChecksumMismatchError, CorruptMapError
-from mmap_ninja.format import HEADER_FILE, Column, Header, encode_header
-from mmap_ninja.maps import KINDS
-from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, is_derived
+from mmap_ninja.kinds.maps import KINDS
+from mmap_ninja.storage.checksums import RECORD_DTYPE, column_id, hasher
+from mmap_ninja.storage.format import HEADER_FILE, Column, Header, encode_header
+from mmap_ninja.storage.store import CHECKSUMS, COLUMN_SUFFIX, is_derived
 
 __all__ = ["BlockPlan", "Range", "column_object", "fetch_checked", "plan_columns"]
 
@@ -428,7 +428,7 @@ def check_index(entry: Path) -> None:
 
 def check_block(entry: Path) -> None:
     """A block found in the cache, checked whole before use (a `CorruptMapError` if a byte is damaged)."""
-    from mmap_ninja.verify import verify
+    from mmap_ninja.containers.verify import verify
 
     report = verify(entry, deep=True)
     if not report.ok:

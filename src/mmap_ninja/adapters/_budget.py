@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from mmap_ninja.adapters._samplers import resolve_rank
-from mmap_ninja.order import Order
+from mmap_ninja.containers.order import Order
 
 __all__ = ["PaddingReport", "TokenBudgetBatchSampler"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from mmap_ninja.image_decoding import Decoder, draft_scale
+from mmap_ninja.kinds.image_decoding import Decoder, draft_scale
 
 __all__ = ["ImagesDataset", "RandomResizedCropDecode"]
 

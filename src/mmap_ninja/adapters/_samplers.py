@@ -24,7 +24,7 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Sampler
 
-from mmap_ninja.order import Order
+from mmap_ninja.containers.order import Order
 
 __all__ = ["ResumableSampler", "resolve_rank"]
 

@@ -31,9 +31,9 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.arrow (to_arrow, from_arrow)") from None
 
-from mmap_ninja.batch import check_batch_size, gather_index
-from mmap_ninja.casting import storable_dtype
-from mmap_ninja.storage import PathLike
+from mmap_ninja.kinds.batch import check_batch_size, gather_index
+from mmap_ninja.kinds.casting import storable_dtype
+from mmap_ninja.storage.store import PathLike
 
 DEFAULT_BATCH_SIZE = 65_536  # rows per commit when building from Arrow
 
@@ -245,7 +245,7 @@ def ragged_from_arrow(cls: Any, out_dir: PathLike, data: Any, *, dtype: Any = No
                       batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False) -> Any:
     """Build a ``RaggedMmap`` of 1-D samples from Arrow ``list`` / ``large_list`` / ``fixed_size_list`` /
     ``list_view`` / ``large_list_view`` data of integers, floats or booleans. ``dtype=`` stores another dtype
-    (only if no value changes, see `mmap_ninja.casting`). ``large_list`` values are read without a copy;
+    (only if no value changes, see `mmap_ninja.kinds.casting`). ``large_list`` values are read without a copy;
     list views, whose lists may be out of order or overlap, are gathered list by list (by offset and size).
 
     Example:

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mmap_ninja.dirs import hold_lock, is_held, release, remove_aside, replace_file, stage, sweep, try_hold
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.storage import PathLike, absolute
+from mmap_ninja.storage.dirs import hold_lock, is_held, release, remove_aside, replace_file, stage, sweep, try_hold
+from mmap_ninja.storage.store import PathLike, absolute
 
 __all__ = ["Cache", "CacheEntry", "ClearReport", "cache_dir", "clear", "default_cache_dir", "list_entries",
            "parse_duration"]

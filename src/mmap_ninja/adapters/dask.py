@@ -34,11 +34,7 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.dask (from_dask)") from None
 
-from mmap_ninja.dirs import make_folders, refuse_foreign, remove_aside, stage, sweep, unmake_folders
-from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
-from mmap_ninja.format import check_metadata, read_header
-from mmap_ninja.maps import MapBase
-from mmap_ninja.sharded import (
+from mmap_ninja.containers.sharded import (
     SHARDS_DIR,
     SHARDS_FILE,
     SchemaMismatchError,
@@ -46,7 +42,11 @@ from mmap_ninja.sharded import (
     directory_lock,
     publish_shards,
 )
-from mmap_ninja.storage import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
+from mmap_ninja.errors import CorruptMapError, MapError, MapExistsError
+from mmap_ninja.kinds.maps import MapBase
+from mmap_ninja.storage.dirs import make_folders, refuse_foreign, remove_aside, stage, sweep, unmake_folders
+from mmap_ninja.storage.format import check_metadata, read_header
+from mmap_ninja.storage.store import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute
 
 __all__ = ["PROVENANCE_KEY", "from_dask"]
 

@@ -49,9 +49,9 @@ except ImportError as error:
 
 from mmap_ninja import Field, RecordsMmap
 from mmap_ninja.adapters.tables import arrow_time_field, arrow_time_values
-from mmap_ninja.batch import check_batch_size
-from mmap_ninja.keys import check_unique
-from mmap_ninja.storage import PathLike
+from mmap_ninja.kinds.batch import check_batch_size
+from mmap_ninja.kinds.keys import check_unique
+from mmap_ninja.storage.store import PathLike
 
 __all__ = ["arrow_field", "records_from_batches", "records_from_huggingface", "records_from_parquet"]
 
@@ -239,7 +239,7 @@ def records_from_batches(out_dir: PathLike, arrow_schema: pa.Schema, batches: It
                          metadata: Optional[dict[str, Any]] = None, codec: Any = None) -> RecordsMmap:
     """Build a `RecordsMmap` from Arrow record batches of ``arrow_schema``, committing each batch (see the module
     docstring for the fields and the null rule). ``key`` names the key field (see `RecordsMmap.index_of`).
-    ``codec`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.codecs.Codec`) compresses every strings and ragged field. The
+    ``codec`` (``"zstd"``, ``"lz4"``, a `mmap_ninja.kinds.codecs.Codec`) compresses every strings and ragged field. The
     first batch is converted (and its keys checked) before anything is created.
 
     Example:

@@ -53,7 +53,8 @@ from mmap_ninja.adapters.remote_objects import (
     previous_folders,
 )
 from mmap_ninja.adapters.remote_objects import prune as prune_objects
-from mmap_ninja.checksums import RECORD_DTYPE, column_id, hasher
+from mmap_ninja.containers.sharded import SHARDS_FILE, ShardedMap, is_sharded
+from mmap_ninja.containers.verify import verify
 from mmap_ninja.errors import (
     CorruptMapError,
     MapError,
@@ -62,12 +63,11 @@ from mmap_ninja.errors import (
     RemoteStorageError,
     UnfinishedMapError,
 )
-from mmap_ninja.format import HEADER_FILE, Header, parse_header, plain_header, read_header
-from mmap_ninja.legacy import is_legacy_map
-from mmap_ninja.maps import KINDS, MapBase
-from mmap_ninja.sharded import SHARDS_FILE, ShardedMap, is_sharded
-from mmap_ninja.storage import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
-from mmap_ninja.verify import verify
+from mmap_ninja.kinds.legacy import is_legacy_map
+from mmap_ninja.kinds.maps import KINDS, MapBase
+from mmap_ninja.storage.checksums import RECORD_DTYPE, column_id, hasher
+from mmap_ninja.storage.format import HEADER_FILE, Header, parse_header, plain_header, read_header
+from mmap_ninja.storage.store import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived
 
 __all__ = ["Cache", "RemoteMap", "RemoteShardedMap", "RemoteStorageError", "default_cache_dir", "open_remote",
            "remote_class", "upload"]
@@ -693,7 +693,8 @@ class RemoteShardedMap(ShardedMap):
     """None: the shards are downloaded whole; else the block size of the shards read by blocks (with
     ``fetch="blocks"`` all of them, with ``"auto"`` those whose checksum records are fine enough)."""
     blocks_are_shards = False
-    """Its shards are maps, each with blocks of its own (`mmap_ninja.block_order.block_layout` reads them)."""
+    """Its shards are maps, each with blocks of its own (`mmap_ninja.containers.block_order.block_layout` reads
+    them)."""
 
     def __init__(self, view: Path, remote: _Remote, cache: Cache, fd: int, raw: bytes,
                  wrapper_fn: Optional[Callable[[Any], Any]], settings: dict[str, Any], **options: Any):

@@ -26,13 +26,13 @@ from mmap_ninja.adapters.remote import (
     open_remote,
 )
 from mmap_ninja.adapters.remote_objects import column_objects
+from mmap_ninja.containers.sharded import SHARDS_FILE, ShardInfo
+from mmap_ninja.containers.sharded_header import read_top_header
+from mmap_ninja.containers.verify import Report, verify
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnfinishedMapError
-from mmap_ninja.format import HEADER_FILE, Header
-from mmap_ninja.maps import KINDS
-from mmap_ninja.sharded import SHARDS_FILE, ShardInfo
-from mmap_ninja.sharded_header import read_top_header
-from mmap_ninja.storage import PathLike
-from mmap_ninja.verify import Report, verify
+from mmap_ninja.kinds.maps import KINDS
+from mmap_ninja.storage.format import HEADER_FILE, Header
+from mmap_ninja.storage.store import PathLike
 
 __all__ = ["RemoteListing", "RemoteMapListing", "remote_listing", "verify_remote"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from mmap_ninja.errors import CorruptMapError, MapError
-from mmap_ninja.format import HEADER_FILE, SHARDS_FILE, Header, header_checksum
-from mmap_ninja.storage import COLUMN_SUFFIX
+from mmap_ninja.storage.format import HEADER_FILE, SHARDS_FILE, Header, header_checksum
+from mmap_ninja.storage.store import COLUMN_SUFFIX
 
 if TYPE_CHECKING:
     from mmap_ninja.adapters.remote import _Remote
@@ -59,7 +59,7 @@ def column_objects(header: Header, map_url: str = "") -> dict[str, str]:
 
     Example:
 
-        >>> from mmap_ninja.format import Column, Header
+        >>> from mmap_ninja.storage.format import Column, Header
         >>> import numpy as np
         >>> plain = Header(kind="numpy", columns={"data": Column(np.dtype("<f4"), 3)}, attrs={}, id="ab12", commit=2)
         >>> column_objects(plain)
@@ -158,7 +158,7 @@ def previous_folders(top: Optional[tuple[str, bytes]]) -> list[str]:
     name, raw = top
     if name == HEADER_FILE:
         return [""]
-    from mmap_ninja.sharded_header import read_top_header
+    from mmap_ninja.containers.sharded_header import read_top_header
 
     with tempfile.TemporaryDirectory() as scratch:  # checked as a reader checks it: no path leaves the URL
         (Path(scratch) / SHARDS_FILE).write_bytes(raw)

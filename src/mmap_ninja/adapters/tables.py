@@ -11,7 +11,7 @@ every tabular reader shares (these two, `RecordsMmap.from_parquet`, `RecordsMmap
   fields, one array of the bytes per row.
 - **missing values** are refused, naming the row, the field and the missing value (``None``, ``NaN``, ``NaT``,
   ``<NA>``); ``fill_null={field: value}`` stores a value in their place, which must be a value of the field's
-  type exactly (`mmap_ninja.casting`'s rule: 2.9 into an integer field, 1e300 into a float32 one or -1 into a
+  type exactly (`mmap_ninja.kinds.casting`'s rule: 2.9 into an integer field, 1e300 into a float32 one or -1 into a
   uint8 one are refused naming the field).
 
 Imports pyarrow only for Arrow input; pandas input needs only pandas.
@@ -25,9 +25,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mmap_ninja.casting import as_sample
-from mmap_ninja.records import Field, infer_schema
-from mmap_ninja.storage import PathLike
+from mmap_ninja.kinds.casting import as_sample
+from mmap_ninja.kinds.records import Field, infer_schema
+from mmap_ninja.storage.store import PathLike
 
 __all__ = ["arrow_time_field", "arrow_time_values", "check_fill", "records_from_arrow", "records_from_pandas"]
 

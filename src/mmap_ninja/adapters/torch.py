@@ -19,9 +19,9 @@ not writable. This module's ways around that:
   copy=False)`` is the same for a whole `NumpyMmap`.
 
 Values are never changed silently, here as in the maps: ``PadCollate(dtype=...)`` and batches of mixed
-dtypes convert only when every value survives (the rule of `mmap_ninja.casting`), and samples stored in
+dtypes convert only when every value survives (the rule of `mmap_ninja.kinds.casting`), and samples stored in
 big-endian byte order (which tensors lack) are converted exactly to native order, as ``to_arrow`` does.
-Tensors can also be *stored*: a map's ``append`` / ``extend`` take tensors (see `mmap_ninja.casting.as_array`
+Tensors can also be *stored*: a map's ``append`` / ``extend`` take tensors (see `mmap_ninja.kinds.casting.as_array`
 for ``requires_grad``, other devices and ``bfloat16``).
 
 Records maps (`RecordsMmap`) get `RecordsDataset`: its ``__getitems__`` reads a whole DataLoader batch with one
@@ -67,9 +67,9 @@ from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded, tensor_of
 from mmap_ninja.adapters._samplers import ResumableSampler
 from mmap_ninja.adapters._tokens import PackedBatch, PackedTensors, PackedTokens, collate_packed
-from mmap_ninja.batch import PAD_GATHER_BELOW, assemble, pad_scalar
-from mmap_ninja.casting import cast
 from mmap_ninja.errors import NoSuchFieldError
+from mmap_ninja.kinds.batch import PAD_GATHER_BELOW, assemble, pad_scalar
+from mmap_ninja.kinds.casting import cast
 
 __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode", "RankSampler", "RecordsCollate",
            "RecordsDataset", "ResumableSampler", "ShardedSampler", "as_tensor", "collate", "pad_collate",
@@ -77,7 +77,7 @@ __all__ = ["FieldBatch", "ImagesDataset", "PadCollate", "RandomResizedCropDecode
 # Pretraining on token maps: windows (adapters/_tokens.py) and token-budget batches (adapters/_budget.py).
 __all__ += ["PackedBatch", "PackedTensors", "PackedTokens", "PaddingReport", "TokenBudgetBatchSampler",
             "collate_packed"]
-# A locality-aware shuffle for maps read by blocks (adapters/_block_shuffle.py, mmap_ninja/block_order.py).
+# A locality-aware shuffle for maps read by blocks (adapters/_block_shuffle.py, mmap_ninja/containers/block_order.py).
 __all__ += ["BlockShuffleSampler"]
 
 _NOT_WRITABLE = ".*not writable.*"
@@ -172,7 +172,7 @@ def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
 def collate(batch: Sequence[Any]) -> Any:
     """A ``collate_fn`` like ``default_collate`` that stacks ndarrays (read-only views included) straight
     into one new tensor, with no warning and one copy. Samples of different dtypes are stacked in their
-    common dtype (``np.result_type``) only if every value survives (see `mmap_ninja.casting`; else a
+    common dtype (``np.result_type``) only if every value survives (see `mmap_ninja.kinds.casting`; else a
     ValueError naming the sample's position and the value); big-endian samples are converted exactly to
     native byte order. Strings and bytes stay a list; numbers become a tensor; tuples, lists and dicts of
     fields are collated field by field; anything else goes to ``default_collate``.
@@ -251,7 +251,7 @@ class PadCollate:
     ``(batch, ndim)`` (the shapes) otherwise. If the samples are tuples ``(array, *others)``, the first
     field is padded and the others are collated with `collate`: ``(padded, lengths, *others)``.
     ``dtype`` converts the samples (e.g. ``np.int64`` for token ids) under the library's rule
-    (`mmap_ninja.casting`): a value that would change (300 as ``uint8``, 1.7 as ``int64``) raises a ValueError
+    (`mmap_ninja.kinds.casting`): a value that would change (300 as ``uint8``, 1.7 as ``int64``) raises a ValueError
     naming the sample's position in the batch and the value. Without ``dtype``, samples of different dtypes
     are padded into their common dtype (``np.result_type``) under the same rule. Picklable, so it works with
     ``spawn`` workers.

@@ -15,7 +15,7 @@ imports this package. Usage, in a test module::
 
 A new kind (a `MapBase` subclass with its own ``layout``) is tested by registering a `KindSpec` for it with
 `register_spec`: how to make sample number ``i``, how to compare samples, which values it must refuse. `specs()`
-raises `MissingSpecError` while a kind registered in `mmap_ninja.maps.KINDS` has no spec.
+raises `MissingSpecError` while a kind registered in `mmap_ninja.kinds.maps.KINDS` has no spec.
 
 What `MapConformance` checks, through the public API only:
 

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from mmap_ninja.containers.generic import open_existing
 from mmap_ninja.errors import KindMismatchError, MapError, UnfinishedMapError
-from mmap_ninja.format import read_header
-from mmap_ninja.generic import open_existing
-from mmap_ninja.maps import KINDS, MapBase
+from mmap_ninja.kinds.maps import KINDS, MapBase
+from mmap_ninja.storage.format import read_header
 from mmap_ninja.testing.processes import (
     check_interleaved_batches,
     kill_build_at_random,

@@ -27,9 +27,9 @@ from typing import Any, Callable, ClassVar, Optional
 import numpy as np
 import pytest
 
+from mmap_ninja.containers.generic import open_existing, upload
+from mmap_ninja.containers.sharded import ShardedMap, merge
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.generic import open_existing, upload
-from mmap_ninja.sharded import ShardedMap, merge
 from mmap_ninja.testing.registry import KindSpec, arrays_equal, spec_for
 
 __all__ = ["ContainerCase", "ContainerConformance", "Place", "container_cases", "same_batches"]

@@ -143,7 +143,7 @@ def _build_until_killed(spec: KindSpec, path: str, log_path: str, batch_size: in
 
 
 def _stage_until_killed(destination: str, marker: str, guarded: bool, log_path: str) -> None:
-    from mmap_ninja.dirs import stage
+    from mmap_ninja.storage.dirs import stage
 
     staged = stage(Path(destination), marker, guarded=guarded, make=True)
     _Log(log_path)("S", staged.path)
@@ -153,7 +153,7 @@ def _stage_until_killed(destination: str, marker: str, guarded: bool, log_path: 
 
 
 def _hold_lock_until_killed(lock: str, shared: bool) -> None:
-    from mmap_ninja.dirs import hold_lock
+    from mmap_ninja.storage.dirs import hold_lock
 
     hold_lock(Path(lock), shared=shared, timeout=None)
     _ready()
@@ -351,9 +351,10 @@ def kill_build_at_random(spec: KindSpec, path: Path, batch_size: int, seed: int,
 
 
 def kill_while_staging(destination: Path, marker: str, *, guarded: bool) -> Path:
-    """Run a child that stages ``destination`` with `mmap_ninja.dirs.stage` (``marker``, ``guarded``) and writes a
+    """Run a child that stages ``destination`` with `mmap_ninja.storage.dirs.stage` (``marker``, ``guarded``) and writes
+    a
     file into the stage, SIGKILL it once it reports that the stage exists, and return the stage's path: what a
-    build killed mid-staging leaves for `mmap_ninja.dirs.sweep`. Decided by state, not timing."""
+    build killed mid-staging leaves for `mmap_ninja.storage.dirs.sweep`. Decided by state, not timing."""
     with tempfile.TemporaryDirectory(prefix="mmap_ninja_kit_") as workdir:
         log = Path(workdir) / "log"
         child = _Child({"action": "stage", "destination": str(destination), "marker": marker, "guarded": guarded,
@@ -371,7 +372,8 @@ def kill_while_staging(destination: Path, marker: str, *, guarded: bool) -> Path
 
 @contextlib.contextmanager
 def lock_held_by_child(lock: Path, *, shared: bool = False) -> Iterator[None]:
-    """For the block, a child process holds the lock file ``lock`` (taken by `mmap_ninja.dirs.hold_lock`, shared or
+    """For the block, a child process holds the lock file ``lock`` (taken by `mmap_ninja.storage.dirs.hold_lock`, shared
+    or
     exclusive): the block starts once the child reports that it holds it, and the child is killed at its end (so
     the lock is free once the block is left)."""
     with tempfile.TemporaryDirectory(prefix="mmap_ninja_kit_") as workdir:

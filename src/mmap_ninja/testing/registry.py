@@ -1,6 +1,6 @@
 """How to test one kind of map (`KindSpec`), and the registry of specs (`register_spec`, `specs`, `spec_for`).
 
-Every kind registered in `mmap_ninja.maps.KINDS` needs at least one spec; `specs()` raises `MissingSpecError`
+Every kind registered in `mmap_ninja.kinds.maps.KINDS` needs at least one spec; `specs()` raises `MissingSpecError`
 for a kind without one, so a new kind cannot go untested by accident. The three built-in kinds have their
 specs here.
 """
@@ -15,12 +15,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from mmap_ninja.errors import MissingSpecError
-from mmap_ninja.images import ImagesMmap
-from mmap_ninja.maps import KINDS, MapBase
-from mmap_ninja.numpy import NumpyMmap
-from mmap_ninja.ragged import RaggedMmap
-from mmap_ninja.records import RecordsMmap
-from mmap_ninja.string import StringsMmap
+from mmap_ninja.kinds.images import ImagesMmap
+from mmap_ninja.kinds.maps import KINDS, MapBase
+from mmap_ninja.kinds.numpy import NumpyMmap
+from mmap_ninja.kinds.ragged import RaggedMmap
+from mmap_ninja.kinds.records import RecordsMmap
+from mmap_ninja.kinds.strings import StringsMmap
 
 __all__ = [
     "BUILTIN_SPECS",
@@ -75,7 +75,7 @@ class KindSpec:
     The callables must be module-level functions (the crash and concurrency tests pickle the spec to send it to
     child processes, which import them by name).
 
-    - ``container``: the map class (a `MapBase` subclass registered in `mmap_ninja.maps.KINDS`).
+    - ``container``: the map class (a `MapBase` subclass registered in `mmap_ninja.kinds.maps.KINDS`).
     - ``make_sample(i)``: sample number ``i`` (any ``i >= 0``); it must encode ``i`` so that a reader can tell
       which sample it holds (two different ``i`` never give equal samples).
     - ``equal(got, want)``: whether a sample read back is the one written (dtype and shape included).
@@ -140,7 +140,7 @@ def specs(*, require_all: bool = True) -> list[KindSpec]:
         missing = sorted(kind for kind in KINDS if kind not in covered)
         if missing:
             raise MissingSpecError(
-                f"kind(s) {', '.join(map(repr, missing))} registered in mmap_ninja.maps.KINDS have no test spec: "
+                f"kind(s) {', '.join(map(repr, missing))} registered in mmap_ninja.kinds.maps.KINDS have no test spec: "
                 f"register one with mmap_ninja.testing.register_spec(KindSpec(container=..., make_sample=...)) so "
                 f"that the conformance tests cover them")
     return [spec for name, spec in sorted(_SPECS.items()) if spec.kind in KINDS]
@@ -151,7 +151,7 @@ def spec_for(name: str) -> KindSpec:
     try:
         return _SPECS[name]
     except KeyError:
-        where = "registered in mmap_ninja.maps.KINDS" if name in KINDS else "not a registered kind either"
+        where = "registered in mmap_ninja.kinds.maps.KINDS" if name in KINDS else "not a registered kind either"
         raise MissingSpecError(f"no test spec named {name!r} ({where}); registered specs: "
                                f"{', '.join(sorted(_SPECS)) or 'none'}") from None
 

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mmap_ninja.maps import MapBase
+from mmap_ninja.kinds.maps import MapBase
 from mmap_ninja.testing.registry import KindSpec
 
 __all__ = ["MapStateMachine", "make_state_machine"]

@@ -12,8 +12,9 @@ time a reader holds a file. While this mode is active (Linux only: it reads ``/p
   mapped in any process of the test (Windows lets open handles be truncated, and files grow, but refuses to cut a
   file below a mapped section);
 - new maps are slot maps (``MMAP_NINJA_COMMIT=slots`` unless it is set), as on Windows;
-- the library takes the paths it takes on Windows where it chooses by OS (``mmap_ninja._osfile.HELD_FILES_PINNED``);
-- locks taken through `mmap_ninja.locks` go through portalocker (the Windows facility) with Windows' per-handle
+- the library takes the paths it takes on Windows where it chooses by OS
+(``mmap_ninja.storage._osfile.HELD_FILES_PINNED``);
+- locks taken through `mmap_ninja.storage.locks` go through portalocker (the Windows facility) with Windows' per-handle
   rule: a handle that holds a lock cannot take it again exclusively, nor exclusively-held again shared (flock would
   convert it); a second handle, even in the same process, never takes a lock another handle holds.
 
@@ -122,7 +123,7 @@ class _State:
     restore_locks: Optional[Callable[[], None]] = None
     previous_variable: Optional[str] = None
     set_commit = False  # this process set COMMIT_VARIABLE
-    pinned_before = False  # mmap_ninja._osfile.HELD_FILES_PINNED before the mode
+    pinned_before = False  # mmap_ninja.storage._osfile.HELD_FILES_PINNED before the mode
     lock = threading.Lock()
 
 
@@ -339,7 +340,7 @@ def _install() -> None:
             if original in support:
                 support.add(wrapper)
     _State.restore_locks = _windows_locks()
-    from mmap_ninja import _osfile
+    from mmap_ninja.storage import _osfile
 
     _State.pinned_before = _osfile.HELD_FILES_PINNED
     _osfile.HELD_FILES_PINNED = True  # the library's code for Windows
@@ -355,7 +356,7 @@ def _uninstall() -> None:
     if _State.restore_locks is not None:
         _State.restore_locks()
         _State.restore_locks = None
-    from mmap_ninja import _osfile
+    from mmap_ninja.storage import _osfile
 
     _osfile.HELD_FILES_PINNED = _State.pinned_before
 
@@ -373,8 +374,8 @@ def _flock_kinds(fd: int) -> list[str]:
 
 
 def _windows_locks() -> Optional[Callable[[], None]]:
-    """Route `mmap_ninja.locks` through portalocker with Windows' per-handle rule; returns the undo."""
-    from mmap_ninja import locks
+    """Route `mmap_ninja.storage.locks` through portalocker with Windows' per-handle rule; returns the undo."""
+    from mmap_ninja.storage import locks
 
     backend = locks.portalocker_backend()
     if backend is None:
@@ -399,7 +400,7 @@ def slots_protocol_available() -> bool:
     holds (``commit.slots``, FORMAT.md), which is what maps are created with on Windows."""
     import importlib.util
 
-    return importlib.util.find_spec("mmap_ninja.header_slots") is not None
+    return importlib.util.find_spec("mmap_ninja.storage.header_slots") is not None
 
 
 def active() -> bool:

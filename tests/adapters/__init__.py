@@ -1,0 +1,1 @@
+"""Tests of mmap_ninja.adapters: PyTorch, Arrow, Dask, maps at URLs and their cache."""

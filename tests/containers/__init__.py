@@ -1,0 +1,1 @@
+"""Tests of mmap_ninja.containers: sharded maps and merges, blends, training orders, verify."""

@@ -1,0 +1,1 @@
+"""Tests of mmap_ninja.kinds: each kind, its layout and view, the container protocol, casting, codecs."""

@@ -1,0 +1,1 @@
+"""Tests of the project around the package: README, docs, examples, benchmarks, packaging, demo."""

@@ -1,0 +1,217 @@
+"""The write path of issue 21: samples' own buffers go to bounded vectored writes and to the hasher, with no
+joining copy, and the bytes on disk (data, offsets, checksum records) are exactly those of the joined samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xxhash
+
+import mmap_ninja
+from mmap_ninja import RaggedMmap, StringsMmap
+from mmap_ninja.kinds import _batching
+from mmap_ninja.kinds.layouts import StringsLayout
+from mmap_ninja.kinds.ragged_layout import RaggedLayout
+from mmap_ninja.storage import _fsio
+from mmap_ninja.storage.checksums import RECORD_DTYPE, column_id
+
+
+def _record_pwritev(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Every vectored write's buffer sizes (the real os.pwritev still does the writing)."""
+    calls: list[list[int]] = []
+    real = os.pwritev
+
+    def recording(fd: int, buffers: Any, offset: int) -> int:
+        calls.append([memoryview(b).nbytes for b in buffers])
+        return real(fd, buffers, offset)
+    monkeypatch.setattr(os, "pwritev", recording)
+    return calls
+
+
+def _records(path: Path, column: str) -> np.ndarray[Any, Any]:
+    records = np.fromfile(path / "checksums.bin", dtype=RECORD_DTYPE)
+    return records[records["column"] == column_id(column)]
+
+
+_EMPTY_RAGGED = {"data": 0, "dims": 0, "offsets": 1, "shape_offsets": 1}
+
+
+def test_ragged_encode_hands_over_the_samples_own_buffers():
+    samples = [np.arange(500, dtype=np.int32), np.arange(300, dtype=np.int32).reshape(100, 3)]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4"})
+    assert len(encoded.columns["data"]) == 2
+    assert all(got is want for got, want in zip(encoded.columns["data"], samples))
+    assert _fsio.byte_sizes(encoded.columns["data"]) == [2000, 1200]
+
+
+def test_strings_encode_hands_over_each_long_document():
+    texts = ["a" * 2000, "é" * 1000, ""]
+    encoded = StringsLayout().encode(texts, {"data": 0, "offsets": 1}, {})
+    assert list(encoded.columns["data"]) == [t.encode() for t in texts]
+
+
+def test_small_samples_are_joined_into_bounded_pieces(monkeypatch):
+    monkeypatch.setattr(_batching, "_PIECE", 100)
+    samples = [np.full(n, n, dtype=np.int32) for n in [3, 40, 1, 0, 7] * 10]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4"})
+    pieces = encoded.columns["data"]
+    assert 1 < len(pieces) < len(samples)
+    assert all(len(piece) <= 160 for piece in pieces)  # at most one sample past the bound
+    assert b"".join(pieces) == b"".join(s.tobytes() for s in samples)
+    assert _fsio.byte_sizes(pieces) == [len(piece) for piece in pieces]
+    texts = ["ab", "", "cde"] * 30
+    assert b"".join(StringsLayout().encode(texts, {"data": 0, "offsets": 1}, {}).columns["data"]) == \
+        "".join(texts).encode()
+
+
+@pytest.mark.parametrize("dtype", ["<i4", ">f8", "M8[s]", "?", "c8"])
+def test_ragged_bytes_equal_the_joined_samples(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 100, size=(40, 6)).astype(dtype)
+    samples = [base[k, :k % 7] for k in range(40)]  # contiguous rows of several lengths
+    samples += [base[:5, 1:4], base[::2, 0], np.asfortranarray(base[:4, :3]), base[0, 0]]  # strided, 0-d
+    m = RaggedMmap.from_lists(tmp_path / "m", samples, batch_size=16, dtype=dtype)
+    stored = m.dtype
+    m.close()
+    joined = b"".join(np.ascontiguousarray(s, dtype=stored).tobytes() for s in samples)  # stored little-endian
+    assert (tmp_path / "m" / "data.bin").read_bytes() == joined
+    sizes = [np.asarray(s).size for s in samples]
+    offsets = np.fromfile(tmp_path / "m" / "offsets.bin", dtype="<i8")
+    assert offsets.tolist() == np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    # One record per batch, hashing exactly that batch's bytes.
+    itemsize = stored.itemsize
+    for record in _records(tmp_path / "m", "data"):
+        assert record["digest"] == xxhash.xxh3_64_intdigest(joined[record["start"]:record["stop"]])
+    assert _records(tmp_path / "m", "data")["stop"].max() == len(joined) == sum(sizes) * itemsize
+    mmap_ninja.verify(tmp_path / "m", deep=True)
+    reopened = RaggedMmap(tmp_path / "m")
+    for got, want in zip(reopened, samples):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_strings_bytes_and_checksums_equal_the_joined_documents(tmp_path):
+    texts = ["", "é", "x" * 3000, "short", "ünïcode " * 50] * 7
+    StringsMmap.from_strings(tmp_path / "s", texts, batch_size=4).close()
+    joined = "".join(texts).encode("utf-8")
+    assert (tmp_path / "s" / "data.bin").read_bytes() == joined
+    for record in _records(tmp_path / "s", "data"):
+        assert record["digest"] == xxhash.xxh3_64_intdigest(joined[record["start"]:record["stop"]])
+    assert list(StringsMmap(tmp_path / "s")) == texts
+
+
+def test_vectored_writes_are_bounded_in_bytes_and_buffers(tmp_path, monkeypatch):
+    monkeypatch.setattr(_batching, "_JOIN_MEAN_BELOW", 0)  # every sample its own buffer
+    monkeypatch.setattr(_fsio, "_MAX_WRITE", 1000)
+    monkeypatch.setattr(_fsio, "_IOV_MAX", 16)
+    calls = _record_pwritev(monkeypatch)
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(0, 255, size=int(n), dtype=np.uint8) for n in rng.integers(0, 300, size=200)]
+    samples.insert(50, rng.integers(0, 255, size=5000, dtype=np.uint8))  # larger than one call
+    m = RaggedMmap.from_lists(tmp_path / "m", samples, batch_size=128)
+    m.close()
+    assert calls and all(sum(sizes) <= 1000 and len(sizes) <= 16 for sizes in calls)
+    assert (tmp_path / "m" / "data.bin").read_bytes() == b"".join(s.tobytes() for s in samples)
+    mmap_ninja.verify(tmp_path / "m", deep=True)
+
+
+def test_write_all_takes_any_contiguous_buffer(tmp_path, monkeypatch):
+    monkeypatch.setattr(_fsio, "_MAX_WRITE", 64)
+    monkeypatch.setattr(_fsio, "_IOV_MAX", 3)
+    buffers: list[Any] = [b"abc", bytearray(b"de"), np.arange(6, dtype=">i4").reshape(2, 3), b"",
+                          memoryview(np.arange(40, dtype=np.uint16)), np.zeros((), dtype="f8"), b"z" * 200]
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        written = _fsio.write_all(fd, buffers, 7)
+    finally:
+        os.close(fd)
+    joined = b"".join(memoryview(b).tobytes() for b in buffers)
+    assert written == len(joined) == sum(_fsio.byte_sizes(buffers))
+    assert (tmp_path / "f").read_bytes() == b"\0" * 7 + joined
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps (Linux)")
+def test_opening_a_1d_map_maps_only_its_data_and_offsets(tmp_path):
+    samples = [np.arange(n, dtype=np.int32) for n in (3, 0, 5, 1)]
+    RaggedMmap.from_lists(tmp_path / "t", samples).close()
+    m = RaggedMmap(tmp_path / "t")
+    np.testing.assert_array_equal(m[2], samples[2])
+    mapped = _mapped_files()
+    assert str(tmp_path / "t" / "data.bin") in mapped and str(tmp_path / "t" / "offsets.bin") in mapped
+    assert str(tmp_path / "t" / "dims.bin") not in mapped and str(tmp_path / "t" / "shape_offsets.bin") not in mapped
+    # A padded batch maps them (it checks the recorded shapes against the offsets).
+    padded, lengths = m.get_batch([2, 0, 1], pad_value=0)
+    assert lengths.tolist() == [5, 3, 0] and padded.shape == (3, 5)
+    assert str(tmp_path / "t" / "dims.bin") in _mapped_files()
+    assert [m._view.shape(k) for k in range(4)] == [(3,), (0,), (5,), (1,)]
+    m.close()
+
+
+def test_shapes_of_a_map_with_nd_samples_come_from_its_shape_columns(tmp_path):
+    samples = [np.zeros((2, 3), np.int16), np.zeros(4, np.int16), np.zeros((1, 1, 2), np.int16)]
+    RaggedMmap.from_lists(tmp_path / "t", samples).close()
+    m = RaggedMmap(tmp_path / "t")
+    assert [m._view.shape(k) for k in range(3)] == [(2, 3), (4,), (1, 1, 2)]
+    assert [x.shape for x in m[[2, 0]]] == [(1, 1, 2), (2, 3)]
+    m.close()
+
+
+@pytest.mark.parametrize("source", [list, tuple, iter])
+def test_batches_of_a_list_a_tuple_and_an_iterator_are_the_same_lists(source):
+    items = list(range(10))
+    got = list(_batching.batches(source(items), 4))
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and all(type(b) is list for b in got)
+    assert list(_batching.batches(source([]), 4)) == []
+
+
+def test_the_first_batch_of_a_new_map_takes_the_first_samples_dtype_without_converting_each():
+    samples = [np.arange(5, dtype=np.int16), np.arange(2, dtype=np.int16)]
+    encoded = RaggedLayout().encode(samples, _EMPTY_RAGGED, RaggedLayout().attrs())
+    assert encoded.attrs is not None and encoded.attrs["dtype"] == "<i2" and encoded.attrs["ndims"] == [1]
+    assert _batching.uniform_arrays(samples, None) == np.dtype(np.int16)
+    # Not the common batch: a subclass, a list, another dtype, an object dtype, nothing at all.
+    for batch in ([np.arange(2).view(np.ma.MaskedArray)], [[1, 2]], [samples[0], np.arange(2, dtype=np.int32)],
+                  [np.array([None])], []):
+        assert _batching.uniform_arrays(batch, None) is None
+
+
+def test_a_first_batch_of_mixed_dtypes_is_refused_naming_the_sample(tmp_path):
+    samples = [np.arange(3, dtype=np.int16), np.array([1.5])]
+    with pytest.raises(ValueError, match="item 1"):
+        RaggedMmap.from_lists(tmp_path / "m", samples)
+    with pytest.raises(TypeError, match="item 0"):
+        RaggedMmap.from_lists(tmp_path / "n", [np.array([None, 1])])
+
+
+def test_strings_of_a_str_subclass_are_stored_and_bad_ones_named(tmp_path):
+    class Text(str):
+        pass
+    assert _batching.utf8_all([Text("é"), "x"]) == ["é".encode(), b"x"]
+    assert _batching.utf8_all(["a", b"b"]) is None and _batching.utf8_all(["\ud800"]) is None
+    StringsMmap.from_strings(tmp_path / "s", [Text("é"), "x"]).close()
+    assert list(StringsMmap(tmp_path / "s")) == ["é", "x"]
+    with pytest.raises(ValueError, match="item 1 cannot be stored as UTF-8"):
+        StringsMmap.from_strings(tmp_path / "t", ["ok", "\ud800"])
+
+
+def test_an_encoded_header_is_the_json_of_its_content_with_the_checksum_last():
+    import json
+
+    from mmap_ninja.storage.format import Column, Header, encode_header, header_checksum
+    header = Header(kind="ragged", columns={"data": Column(np.dtype("u1"), 5), "checksums": Column(RECORD_DTYPE, 2)},
+                    attrs={"x": "é"}, id="abc", metadata={"k": [1, 2.5]}, building=True, checksums="xxh3_64",
+                    extra={"later": {"a": 1}})
+    encoded = encode_header(header)
+    content = json.loads(encoded)
+    checksum = content.pop("checksum")
+    assert checksum == header_checksum(content) and list(json.loads(encoded))[-1] == "checksum"
+    assert json.dumps({**content, "checksum": checksum}).encode() == encoded
+    assert encode_header(header) == encoded  # the remembered column descriptions are not changed by encoding

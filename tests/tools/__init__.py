@@ -1,0 +1,1 @@
+"""Tests of mmap_ninja.tools: convert and the command line."""
