@@ -6,17 +6,13 @@
 - `Order`: the shuffled order of an epoch, computed per position in O(1) time and memory; `blend`: a map
   mixing several maps by weight; `BlockOrder`: a shuffle of blocks of the stored data, for maps read by blocks, and
   `shuffle_quality` to measure an order's locality and mixing.
-- `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module
-``mmap_ninja.tools.conversion``).
+- `convert`, `merge`, `verify` and `upload` are functions (`convert` lives in the module ``mmap_ninja.conversion``).
 """
 
 from mmap_ninja._version import __version__
-from mmap_ninja.containers.blend import BlendedMap, blend
-from mmap_ninja.containers.block_order import BlockLayout, BlockOrder, block_layout, shuffle_quality
-from mmap_ninja.containers.generic import Wrapped, open_existing, upload
-from mmap_ninja.containers.order import Order
-from mmap_ninja.containers.sharded import ShardedMap, merge
-from mmap_ninja.containers.verify import Report, verify
+from mmap_ninja.blend import BlendedMap, blend
+from mmap_ninja.block_order import BlockLayout, BlockOrder, block_layout, shuffle_quality
+from mmap_ninja.conversion import convert
 from mmap_ninja.errors import (
     CacheOverLimitWarning,
     ChecksumMismatchError,
@@ -44,18 +40,21 @@ from mmap_ninja.errors import (
     UnfinishedMapError,
     UnknownFeatureError,
 )
-from mmap_ninja.kinds.images import ImagesMmap
-from mmap_ninja.kinds.numpy import NumpyMmap
-from mmap_ninja.kinds.numpy import append as np_append
-from mmap_ninja.kinds.numpy import extend as np_extend
-from mmap_ninja.kinds.numpy import extend_dir as np_extend_dir
-from mmap_ninja.kinds.numpy import from_generator as np_from_generator
-from mmap_ninja.kinds.numpy import from_ndarray as np_from_ndarray
-from mmap_ninja.kinds.numpy import open_existing as np_open_existing
-from mmap_ninja.kinds.ragged import RaggedMmap, RaggedMmmap
-from mmap_ninja.kinds.records import Field, RecordsMmap
-from mmap_ninja.kinds.strings import StringsMmap, StringsMmmap
-from mmap_ninja.tools.conversion import convert
+from mmap_ninja.generic import Wrapped, open_existing, upload
+from mmap_ninja.images import ImagesMmap
+from mmap_ninja.numpy import NumpyMmap
+from mmap_ninja.numpy import append as np_append
+from mmap_ninja.numpy import extend as np_extend
+from mmap_ninja.numpy import extend_dir as np_extend_dir
+from mmap_ninja.numpy import from_generator as np_from_generator
+from mmap_ninja.numpy import from_ndarray as np_from_ndarray
+from mmap_ninja.numpy import open_existing as np_open_existing
+from mmap_ninja.order import Order
+from mmap_ninja.ragged import RaggedMmap, RaggedMmmap
+from mmap_ninja.records import Field, RecordsMmap
+from mmap_ninja.sharded import ShardedMap, merge
+from mmap_ninja.string import StringsMmap, StringsMmmap
+from mmap_ninja.verify import Report, verify
 
 __all__ = [
     "BlendedMap",

@@ -1,0 +1,22 @@
+"""``mmap_ninja.sharded_map``, kept as an import path (earlier releases, the documentation, pickles): it re-exports
+`mmap_ninja.containers.sharded_map`, where the code lives (ARCHITECTURE.md, "Layers as folders")."""
+
+from mmap_ninja.containers.sharded_map import (
+    DEFAULT_MAX_OPEN_FILES,
+    DEFAULT_MAX_OPEN_SHARDS,
+    ShardedMap,
+    register_merge,
+)
+from mmap_ninja.errors import CorruptMapError, MissingKeyError, NotAMapError, ReadOnlyMapError, UnknownFeatureError
+
+__all__ = [
+    "DEFAULT_MAX_OPEN_FILES",
+    "DEFAULT_MAX_OPEN_SHARDS",
+    "CorruptMapError",
+    "MissingKeyError",
+    "NotAMapError",
+    "ReadOnlyMapError",
+    "ShardedMap",
+    "UnknownFeatureError",
+    "register_merge",
+]
