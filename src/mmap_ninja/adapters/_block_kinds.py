@@ -80,6 +80,8 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
             namespace["__getitem__"] = _array_indexing(kind_class.__getitem__)
         if hasattr(kind_class, "to_arrow"):
             namespace["to_arrow"] = _to_arrow
+        if hasattr(kind_class, "fields"):
+            namespace["project"] = _project
         for klass in kind_class.__mro__:
             if klass is MapBase or not issubclass(klass, MapBase):
                 continue
@@ -153,6 +155,21 @@ def _array_indexing(kind_getitem: Callable[..., Any]) -> Callable[..., Any]:
 
     __getitem__.__doc__ = kind_getitem.__doc__
     return __getitem__
+
+
+class _ArrayField(ShardedMap):
+    """A NumPy field of a records map read by blocks (``m["label"]``): NumPy's indexing, as the local map's field
+    (a `NumpyMmap`) gives, so a slice, a list or a mask reads one array."""
+
+    __getitem__ = _array_indexing(ShardedMap.__getitem__)
+
+
+def _project(self: Any, name: str) -> ShardedMap:
+    """Field ``name`` of a records map read by blocks: the sharded field container, indexed as the kind's field."""
+    projected = ShardedMap.project(self, name)
+    if issubclass(projected._cls, ReadOnlyArrayMixin):
+        projected.__class__ = _ArrayField
+    return projected
 
 
 def _view_attrs(self: Any) -> dict[str, Any]:
