@@ -40,3 +40,12 @@ def test_the_repr_of_a_map_read_by_blocks_names_its_kind(tmp_path):
     assert text.startswith("RemoteBlockRecordsMmap('memory://block-fields/repr')"), text
     assert "records" in text and "4096" in text and "300" in text
     assert repr(remote["label"]).startswith("field 'label' (numpy) of RemoteBlockRecordsMmap("), repr(remote["label"])
+
+
+def test_a_field_of_a_map_read_by_blocks_has_the_local_fields_to_arrow(tmp_path):
+    pytest.importorskip("pyarrow")
+    local, remote = _block_records(tmp_path, "memory://block-fields/arrow")
+    for name in ("text", "tokens", "label"):
+        assert hasattr(remote[name], "to_arrow") == hasattr(local[name], "to_arrow"), name
+        if hasattr(local[name], "to_arrow"):
+            assert remote[name].to_arrow().equals(local[name].to_arrow()), name

@@ -164,11 +164,22 @@ class _ArrayField(ShardedMap):
     __getitem__ = _array_indexing(ShardedMap.__getitem__)
 
 
+class _ArrowField(ShardedMap):
+    """A field of a records map read by blocks whose local field has ``to_arrow`` (strings, ragged)."""
+
+    def to_arrow(self) -> Any:
+        """The field of the map downloaded whole, as the local field's ``to_arrow`` gives it."""
+        return _whole_map(self._source).field(self._field).to_arrow()
+
+
 def _project(self: Any, name: str) -> ShardedMap:
-    """Field ``name`` of a records map read by blocks: the sharded field container, indexed as the kind's field."""
+    """Field ``name`` of a records map read by blocks: the sharded field container, indexed as the kind's field
+    and with its ``to_arrow`` when the kind's field has one."""
     projected = ShardedMap.project(self, name)
     if issubclass(projected._cls, ReadOnlyArrayMixin):
         projected.__class__ = _ArrayField
+    elif hasattr(projected._cls, "to_arrow"):
+        projected.__class__ = _ArrowField
     return projected
 
 
