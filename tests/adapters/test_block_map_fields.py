@@ -49,3 +49,21 @@ def test_a_field_of_a_map_read_by_blocks_has_the_local_fields_to_arrow(tmp_path)
         assert hasattr(remote[name], "to_arrow") == hasattr(local[name], "to_arrow"), name
         if hasattr(local[name], "to_arrow"):
             assert remote[name].to_arrow().equals(local[name].to_arrow()), name
+
+
+def test_an_empty_map_read_by_blocks_reads_as_the_empty_local_map(tmp_path):
+    from mmap_ninja import RaggedMmap
+    from mmap_ninja.kinds.numpy import from_ndarray
+
+    ragged = RaggedMmap.from_lists(tmp_path / "r", [], dtype=np.int32)
+    numpy = from_ndarray(tmp_path / "n", np.zeros((0, 2), np.float32))
+    for local, name in ((ragged, "r"), (numpy, "n")):
+        upload(local.path, f"memory://block-fields/empty-{name}")
+        remote = open_existing(f"memory://block-fields/empty-{name}", cache_dir=tmp_path / "cache", fetch="blocks")
+        assert len(remote) == 0 and list(remote) == []
+        options = {"pad_value": 0} if name == "r" else {}
+        want, got = local.get_batch([], **options), remote.get_batch([], **options)
+        for a, b in zip(want, got) if name == "r" else [(want, got)]:
+            assert a.dtype == b.dtype and a.shape == b.shape
+        if name == "n":
+            assert remote[:].shape == (0, 2) and remote[[]].dtype == np.float32

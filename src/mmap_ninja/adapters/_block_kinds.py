@@ -76,6 +76,8 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
         for optional in _KIND_OPTIONAL:
             if not hasattr(kind_class, optional):
                 namespace[optional] = _Absent(optional)
+        if hasattr(kind_class, "get_batch"):
+            namespace["get_batch"] = _get_batch
         if issubclass(kind_class, ReadOnlyArrayMixin):
             namespace["__getitem__"] = _array_indexing(kind_class.__getitem__)
         if hasattr(kind_class, "to_arrow"):
@@ -197,6 +199,14 @@ def _checker(self: Any, view: Any) -> Any:
 
 def _check_all(self: Any, view: Any) -> None:
     _whole_map(self)._check_all(view)
+
+
+def _get_batch(self: Any, indices: Any, *args: Any, **options: Any) -> Any:
+    """The sharded map's ``get_batch`` (each block's own, joined); a map with no blocks (no samples) answers as the
+    kind's empty map does, from the map downloaded whole (its dtype and sample shape)."""
+    if not self.shards:
+        return _whole_map(self).get_batch(indices, *args, **options)
+    return ShardedMap.get_batch(self, indices, *args, **options)
 
 
 def _to_arrow(self: Any) -> Any:
