@@ -27,6 +27,7 @@ import numpy as np
 
 from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler
 from mmap_ninja.containers.block_order import DEFAULT_WINDOW_BLOCKS, BlockLayout, BlockOrder, block_layout
+from mmap_ninja.containers.order import older_order_message
 
 __all__ = ["BlockShuffleSampler"]
 
@@ -269,6 +270,11 @@ class BlockShuffleSampler(ResumableSampler):
         if missing:
             raise ValueError(f"not a BlockShuffleSampler state: missing {', '.join(missing)} (a ResumableSampler's "
                              f"state has another order)")
+        if state.get("version") == 1:
+            raise ValueError(older_order_message("BlockShuffleSampler", 1))
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"BlockShuffleSampler state version {state.get('version')!r} is not supported (this "
+                             f"mmap_ninja reads version {STATE_VERSION})")
         mine = (self.block_bytes, self.layout.num_blocks, self.window_blocks)
         theirs = (int(state["block_bytes"]), int(state["blocks"]), int(state["window_blocks"]))
         if theirs != mine:
