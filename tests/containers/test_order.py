@@ -231,3 +231,13 @@ def test_the_grid_overhangs_n_by_less_than_one_row(n: int) -> None:
     rows, columns = _grid(n)
     assert rows * columns >= n > rows * columns - rows
     assert rows * rows >= n > (rows - 1) ** 2 and max(rows, columns) < 2**32
+
+
+@pytest.mark.parametrize("n", [2**32 + 1, 2**33, 2**62 + 12_345, 2**63 - 1])
+def test_the_largest_orders_agree_between_take_and_one_position(n: int) -> None:
+    # grid sides near 2**31.5: the rounds' sums stay below 2**64 and the cells below 2**63
+    order = Order(n, seed=7, epoch=3)
+    positions = np.array([0, 1, n // 2, n - 2, n - 1], dtype=np.int64)
+    values = order.take(positions)
+    assert values.tolist() == [order[int(p)] for p in positions]
+    assert len(set(values.tolist())) == 5 and values.min() >= 0 and values.max() < n
