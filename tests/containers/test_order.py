@@ -211,6 +211,10 @@ def test_order_family_equals_one_order_per_element(cached: bool) -> None:
         want = [Order(lengths[k], seed=seeds[k], epoch=e)[p]
                 for k, e, p in zip(members.tolist(), epochs.tolist(), positions.tolist())]
         assert family.take(members, epochs, positions).tolist() == want
+        if cached:
+            within = epochs <= 3
+            assert family.take_cached(members[within], epochs[within], positions[within]).tolist() == [
+                value for value, keep in zip(want, within.tolist()) if keep]
     # a large member: many values in one vectorized walk, all landing inside
     walker = OrderFamily([2**16 + 1], [9])
     values = walker.take(np.zeros(2**16 + 1, dtype=np.int64), np.zeros(2**16 + 1, dtype=np.int64),

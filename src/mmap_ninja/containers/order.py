@@ -403,13 +403,20 @@ class OrderFamily:
             return np.array(positions, dtype=np.int64, copy=True)
         members = np.asarray(members, dtype=np.int64)
         epochs = np.asarray(epochs, dtype=np.int64)
-        keys: Sequence[np.ndarray]
         if self._key_table is not None and bool((epochs < self._key_epochs.take(members)).all()):
-            table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
-            keys, sides = table[:_ROUNDS], table[_ROUNDS:]
-        else:
-            keys, sides = self._derive_keys(members, epochs), self._sides.take(members, axis=1)
-        return _walk(positions.astype(np.uint64), keys, sides[0], sides[1], sides[2])
+            return self.take_cached(members, epochs, positions)
+        sides = self._sides.take(members, axis=1)
+        return _walk(positions.astype(np.uint64), self._derive_keys(members, epochs), sides[0], sides[1], sides[2])
+
+    def take_cached(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """`take` for int64 arrays whose epochs all have cached keys (`cache_keys` returned True and covered them:
+        not checked, for a caller that knows, as a blend does of the epochs its length reaches)."""
+        if not self.shuffle:
+            return np.array(positions, dtype=np.int64, copy=True)
+        assert self._key_table is not None, "take_cached needs cache_keys first"
+        table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
+        return _walk(positions.astype(np.uint64), table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1],
+                     table[_ROUNDS + 2])
 
 
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
