@@ -322,3 +322,14 @@ def test_batched_reads_with_negative_positions_and_a_schedule_equal_one_by_one(t
         items = blended.__getitems__(picked)
         assert len(items) == size and all(np.array_equal(a, b) for a, b in zip(items, want))
         assert [blended.source_of(i) for i in picked] == list(zip(*(a.tolist() for a in blended.sources_of(picked))))
+
+
+def test_get_batch_of_scalar_samples_puts_each_in_place(tmp_path: Path) -> None:
+    # sources whose samples are scalars (a 1-D batch): the parts read per source are gathered back in order
+    maps = [mmap_ninja.np_from_ndarray(tmp_path / f"s{k}", np.arange(100 * k, 100 * k + n, dtype=np.int64))
+            for k, n in enumerate([5, 40, 9])]
+    blended = blend(maps, [0.5, 0.3, 0.2], seed=4, length=300)
+    picked = np.random.default_rng(1).integers(-300, 300, 257).tolist()
+    batch = blended.get_batch(picked)
+    assert batch.shape == (257,) and batch.dtype == np.int64
+    assert batch.tolist() == [int(blended[i]) for i in picked]

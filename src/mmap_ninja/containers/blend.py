@@ -558,10 +558,12 @@ class BlendedMap:
             if type(first) is np.ndarray:
                 kind = (first.dtype, first.shape[1:])
                 if all(type(part) is np.ndarray and (part.dtype, part.shape[1:]) == kind for part in arrays):
-                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
-                    stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
-                    stacked[order] = np.concatenate(arrays)
-                    return stacked
+                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one gather
+                    # of their rows in the batch's order (a take is about twice as fast as a scatter of rows).
+                    inverse = np.empty(len(order), dtype=np.int64)  # where each position's row is in the parts
+                    inverse[order] = np.arange(len(order), dtype=np.int64)
+                    result: np.ndarray = np.concatenate(arrays).take(inverse, axis=0)
+                    return result
         parts = [(order[start:end], part) for start, end, part in zip(bounds, bounds[1:], arrays)]
         return cls.combine_batches(parts, positions, arguments)
 
