@@ -399,8 +399,7 @@ class BlendedMap:
                 ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
                 sources[rows] = ks
                 draws[rows] = self._before_arrays[segment][ks] + drawn
-        lengths = self._lengths_array[sources]
-        epochs, within = np.divmod(draws, lengths)
+        epochs, within = np.divmod(draws, self._lengths_array.take(sources))
         if self._cached and len(positions):
             return sources, self._family.take_cached(sources, epochs, within)
         return sources, self._family.take(sources, epochs, within)

@@ -164,7 +164,7 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
     for j in outside.tolist():
         at = [int(part[j]) if isinstance(part, np.ndarray) else int(part) for part in (*keys, n, rows, columns)]
         values[j] = _walk_one(int(values[j]), at[:-3], at[-3], at[-2], at[-1])
-    return values.astype(np.int64)
+    return values.view(np.int64)  # below n < 2**63: the same bits
 
 
 class Order:
@@ -415,8 +415,8 @@ class OrderFamily:
             return np.array(positions, dtype=np.int64, copy=True)
         assert self._key_table is not None, "take_cached needs cache_keys first"
         table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
-        return _walk(positions.astype(np.uint64), table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1],
-                     table[_ROUNDS + 2])
+        unsigned = np.asarray(positions, dtype=np.int64).view(np.uint64)  # the walk reads it, never writes it
+        return _walk(unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1], table[_ROUNDS + 2])
 
 
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
