@@ -94,14 +94,14 @@ class ResumableSampler(Sampler[int]):
         >>> sampler.set_epoch(1)
         >>> read = iter(sampler)
         >>> len(sampler), [next(read), next(read)]
-        (3, [1, 2])
+        (3, [0, 1])
         >>> state = sampler.state_dict()
         >>> state["epoch"], state["position"]
         (1, 4)
         >>> resumed = ResumableSampler(docs, rank=0, world_size=1, seed=0)  # restarted on one rank
         >>> resumed.load_state_dict(state)
         >>> list(resumed)  # the one index of epoch 1 no rank had read
-        [3]
+        [2]
     """
 
     n: int

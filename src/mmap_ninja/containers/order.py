@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["ORDER_VERSION", "Order", "OrderFamily"]
+__all__ = ["ORDER_VERSION", "Order", "OrderFamily", "older_order_message"]
 
 ORDER_VERSION = 2  # which algorithm computes the orders: states saved with another one cannot be resumed exactly
 
