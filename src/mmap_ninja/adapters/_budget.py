@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from mmap_ninja.adapters._samplers import resolve_rank
-from mmap_ninja.containers.order import Order, older_order_message
+from mmap_ninja.containers.order import ORDER_VERSION, Order, older_order_message, refuse_older_order_state
 
 __all__ = ["PaddingReport", "TokenBudgetBatchSampler"]
 
@@ -115,6 +115,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._pending = False  # a loaded state, for the next __iter__
         self._epoch_set: Optional[int] = None  # the last set_epoch
         self._len_cache: dict[tuple[int, ...], int] = {}
+        self._order_version = ORDER_VERSION  # pickled: a pickle of another order version is refused
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A pickle of another order version (version 1's has no "_order_version") would give other orders.
+        refuse_older_order_state(type(self).__name__, state)
+        self.__dict__.update(state)
 
     def _refuse_long_samples(self) -> None:
         for first in range(0, self.n, _SCAN_CHUNK):

@@ -24,7 +24,7 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Sampler
 
-from mmap_ninja.containers.order import Order, older_order_message
+from mmap_ninja.containers.order import ORDER_VERSION, Order, older_order_message, refuse_older_order_state
 
 __all__ = ["ResumableSampler", "resolve_rank"]
 
@@ -134,6 +134,12 @@ class ResumableSampler(Sampler[int]):
         self._plan = 0  # bumped by skip: the running iterator recomputes its chunk
         self._live = None  # the generation of the running iterator, if any
         self._order = Order(self.n, seed=self.seed, epoch=0, shuffle=self.shuffle)
+        self._order_version = ORDER_VERSION  # pickled: a pickle of another order version is refused
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A pickle of another order version (version 1's has no "_order_version") would give other orders.
+        refuse_older_order_state(type(self).__name__, state)
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         """Indices per rank in a whole epoch (``DistributedSampler``'s count)."""

@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja.containers.order import Order, OrderFamily
+from mmap_ninja.containers.order import ORDER_VERSION, Order, OrderFamily, older_order_pickle_message
 from mmap_ninja.kinds.maps import resolve_positions
 
 __all__ = ["BlendedMap", "blend"]
@@ -579,8 +579,8 @@ class BlendedMap:
     # -------------------------------------------------------------- processes
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (self._recipes, self._lengths, self._schedule, self._seed, self._length, self._max_open,
-                          self._shuffle)
+        return _rebuild_blend, (ORDER_VERSION, self._recipes, self._lengths, self._schedule, self._seed, self._length,
+                                self._max_open, self._shuffle)
 
     def close(self) -> None:
         """Drop every open source (they are reopened on the next read)."""
@@ -594,8 +594,16 @@ class BlendedMap:
         self.close()
 
 
-def _rebuild(recipes: list[Any], lengths: list[int], schedule: list[tuple[int, list[float]]], seed: int, length: int,
-             max_open: int, shuffle: bool) -> BlendedMap:
+def _rebuild(*parameters: Any) -> BlendedMap:
+    """What pickles of order version 1 name (``mmap_ninja.blend._rebuild``): refused, never another order."""
+    raise ValueError(older_order_pickle_message("BlendedMap", 1))
+
+
+def _rebuild_blend(version: int, recipes: list[Any], lengths: list[int], schedule: list[tuple[int, list[float]]],
+                   seed: int, length: int, max_open: int, shuffle: bool) -> BlendedMap:
+    """A `BlendedMap` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it)."""
+    if version != ORDER_VERSION:
+        raise ValueError(older_order_pickle_message("BlendedMap", version))
     return BlendedMap(recipes, lengths, schedule, seed=seed, length=length, max_open_sources=max_open,
                       shuffle=shuffle)
 

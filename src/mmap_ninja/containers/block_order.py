@@ -28,7 +28,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja.containers.order import _GOLDEN, _MASK64, Order, OrderFamily, _mix64
+from mmap_ninja.containers.order import (
+    _GOLDEN,
+    _MASK64,
+    ORDER_VERSION,
+    Order,
+    OrderFamily,
+    _mix64,
+    refuse_older_order_state,
+)
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "DEFAULT_WINDOW_BLOCKS", "BlockLayout", "BlockOrder", "block_layout",
            "shuffle_quality"]
@@ -226,6 +234,12 @@ class BlockOrder:
     _window_ends: np.ndarray
     _window_starts: np.ndarray
     _family: OrderFamily
+    _order_version: int
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A pickle of another order version (version 1's has no "_order_version") would give other orders.
+        refuse_older_order_state(type(self).__name__, state)
+        self.__dict__.update(state)
 
     def __init__(self, layout: BlockLayout, *, window_blocks: int = DEFAULT_WINDOW_BLOCKS, seed: int = 0,
                  epoch: int = 0, parts: int = 1):
@@ -239,6 +253,7 @@ class BlockOrder:
         self.epoch = int(epoch)
         self.parts = int(parts)
         self.shuffle = True
+        self._order_version = ORDER_VERSION  # pickled: a pickle of another order version is refused
         blocks = layout.num_blocks
         n = len(layout)
         self._block_order = Order(blocks, seed=self.seed, epoch=self.epoch).take(np.arange(blocks, dtype=np.int64))

@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["ORDER_VERSION", "Order", "OrderFamily", "older_order_message"]
+__all__ = ["ORDER_VERSION", "Order", "OrderFamily", "older_order_message", "older_order_pickle_message",
+           "refuse_older_order_state"]
 
 ORDER_VERSION = 2  # which algorithm computes the orders: states saved with another one cannot be resumed exactly
 
@@ -48,6 +49,23 @@ def older_order_message(what: str, version: Any) -> str:
     return (f"{what} state version {version!r} was saved by an older mmap_ninja whose shuffled order "
             f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}): resuming it would silently "
             f"read other samples, so it is refused; start the epoch again, or resume with the mmap_ninja that saved it")
+
+
+def older_order_pickle_message(what: str, version: Any) -> str:
+    """The error of unpickling ``what`` (an `Order`, or an object whose order comes from one) pickled by an
+    mmap_ninja whose order algorithm was ``version``."""
+    return (f"this {what} was pickled by an older mmap_ninja (order version {version!r}) whose shuffled order "
+            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}): loading it would silently "
+            f"give another order of the samples, so it is refused; build it again (and start the epoch again), or "
+            f"load it with the mmap_ninja that pickled it")
+
+
+def refuse_older_order_state(what: str, state: dict[str, Any]) -> None:
+    """Raise `ValueError` if a pickled ``state`` (an object's ``__dict__``) was saved without this order version
+    (``state["_order_version"]``; pickles of version 1 have no such key)."""
+    version = state.get("_order_version", 1)
+    if version != ORDER_VERSION:
+        raise ValueError(older_order_pickle_message(what, version))
 
 
 def _mix64(value: int) -> int:
@@ -220,7 +238,7 @@ class Order:
         return hash(self._parameters())
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, self._parameters())
+        return (_rebuild_order, (ORDER_VERSION, *self._parameters()))
 
     def _parameters(self) -> tuple[int, int, int, bool]:
         return (self._n, self.seed, self.epoch, self.shuffle)
@@ -419,5 +437,13 @@ class OrderFamily:
         return _walk(unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1], table[_ROUNDS + 2])
 
 
-def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
+def _rebuild_order(version: int, n: int, seed: int, epoch: int, shuffle: bool) -> Order:
+    """An `Order` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it)."""
+    if version != ORDER_VERSION:
+        raise ValueError(older_order_pickle_message("Order", version))
     return Order(n, seed=seed, epoch=epoch, shuffle=shuffle)
+
+
+def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
+    """What pickles of order version 1 name (``mmap_ninja.order._rebuild``): refused, never another order."""
+    raise ValueError(older_order_pickle_message(f"Order({n}, seed={seed}, epoch={epoch}, shuffle={shuffle})", 1))
