@@ -70,11 +70,18 @@ def test_reads_like_one_map(tmp_path, kind):
     assert all(equal(m[i], expected[i]) for i in range(len(m)))
     assert equal(m[-1], expected[-1]) and equal(m[-13], expected[0])
     assert equal(m[np.int64(4)], expected[4]) and equal(m[np.array(8)], expected[8])
-    for index in [slice(2, 11), slice(None, None, -3), [12, 0, 3, 3, -1], np.array([8, 9], dtype=np.uint8)]:
-        got, want = m[index], [expected[i] for i in np.arange(13)[index]]
-        assert isinstance(got, list) and len(got) == len(want) and all(map(equal, got, want))
+    one = np_from_ndarray(tmp_path / "one", np.stack(expected)) if kind == "numpy" else None
     mask = np.arange(13) % 3 == 0
-    assert all(map(equal, m[mask], [expected[i] for i in np.flatnonzero(mask)]))
+    for index in [slice(2, 11), slice(None, None, -3), [12, 0, 3, 3, -1], np.array([8, 9], dtype=np.uint8), mask]:
+        got, want = m[index], [expected[i] for i in np.arange(13)[index]]
+        if one is None:
+            assert isinstance(got, list) and len(got) == len(want) and all(map(equal, got, want))
+        else:  # numpy samples: one array, as the single map gives (tests/containers/test_sharded_numpy_indexing.py)
+            single = one[index]
+            assert type(got) is type(single) is np.ndarray and got.dtype == single.dtype
+            assert got.flags.writeable == single.flags.writeable
+            np.testing.assert_array_equal(got, single)
+            np.testing.assert_array_equal(got, np.stack(want))
     assert all(map(equal, m.__getitems__([4, 2, 9]), [expected[4], expected[2], expected[9]]))
     assert all(map(equal, list(m), expected)) and len(list(m)) == 13
     assert m.kind == kind and m.shard_starts == [0, 3, 8, 9, 13]

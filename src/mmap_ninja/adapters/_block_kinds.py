@@ -19,7 +19,6 @@ the block's own container, with the handle's read options); the kind's other met
 from __future__ import annotations
 
 import inspect
-import operator
 from bisect import bisect_right
 from typing import Any, Callable, Optional, cast
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from mmap_ninja.adapters._block_map import RemoteBlockMap
 from mmap_ninja.containers.sharded import ShardedMap
+from mmap_ninja.containers.sharded_rows import NOT_ROWS, array_rows
 from mmap_ninja.errors import ReadOnlyMapError
 from mmap_ninja.kinds.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.kinds.maps import MapBase, resolve_index, resolve_positions
@@ -135,24 +135,11 @@ def _array_indexing(kind_getitem: Callable[..., Any]) -> Callable[..., Any]:
     def __getitem__(self: Any, index: Any) -> Any:
         if type(index) is int:
             return ShardedMap.__getitem__(self, index)
-        first, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
-        if not isinstance(first, (bool, np.bool_)):
-            try:
-                position = operator.index(first)
-            except TypeError:
-                position = None
-            if position is not None:
-                sample = ShardedMap.__getitem__(self, position)
-                return sample[rest] if rest else sample
-            rows: Any = first if isinstance(first, (slice, list, range)) else None
-            if isinstance(first, np.ndarray) and first.ndim == 1:
-                rows = first
-            if rows is not None and (not rest or self.wrapper_fn is None):
-                positions = resolve_positions(rows, len(self))
-                if self.wrapper_fn is not None:
-                    return ShardedMap.__getitems__(self, positions)
-                batch = self.get_batch(positions)
-                return batch[(slice(None), *rest)] if rest else batch
+        rows = array_rows(self, index)  # NumPy's indexing of the samples, as a local sharded map's
+        if rows is not NOT_ROWS:
+            return rows
+        if self.wrapper_fn is not None and isinstance(index, (slice, list, range, np.ndarray)):
+            return ShardedMap.__getitems__(self, index)
         return kind_getitem(self, index)  # another NumPy index: the kind's, over the map downloaded whole
 
     __getitem__.__doc__ = kind_getitem.__doc__

@@ -24,6 +24,7 @@ from mmap_ninja.containers.sharded_header import ShardInfo
 from mmap_ninja.containers.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.containers.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.containers.sharded_records import RecordsFace
+from mmap_ninja.containers.sharded_rows import NOT_ROWS, array_rows
 from mmap_ninja.errors import (
     CorruptMapError,
     MissingKeyError,
@@ -31,6 +32,7 @@ from mmap_ninja.errors import (
     ReadOnlyMapError,
     UnknownFeatureError,
 )
+from mmap_ninja.kinds.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.kinds.maps import KINDS, MapBase, _DatasetBase, resolve_index, resolve_positions
 from mmap_ninja.storage.format import SHARDS_FILE
 from mmap_ninja.storage.store import DEFAULT_LOCK_TIMEOUT, PathLike, resolved
@@ -295,7 +297,8 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
         return self._length
 
     def __getitem__(self, index: Any) -> Any:
-        """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them."""
+        """``m[i]`` gives one sample; a slice, a sequence of ints or a boolean mask gives a list of them, or for
+        numpy samples one array of them as `NumpyMmap` gives (`mmap_ninja.containers.sharded_rows`)."""
         if type(index) is int:  # the hot path: a plain position in an open shard (see _update_fast_path)
             starts, getters = self._fast
             k = bisect_right(starts, index)
@@ -310,6 +313,10 @@ class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore
             except (AttributeError, TypeError):
                 if isinstance(index, str):
                     return self.field(index)  # records shards: the field's sharded container
+                if issubclass(self._cls, ReadOnlyArrayMixin):  # numpy samples: NumPy's indexing, as NumpyMmap's
+                    rows = array_rows(self, index)
+                    if rows is not NOT_ROWS:
+                        return rows
                 return self.__getitems__(index)
         length = self._length
         position = index + length if index < 0 else index
