@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from mmap_ninja.adapters._block_map import RemoteBlockMap
 from mmap_ninja.testing import ContainerConformance, Place, container_cases
 
 CASES = container_cases()
@@ -46,3 +47,16 @@ def test_every_builtin_kind_has_its_container_cases():
     kinds = {case.spec.name if hasattr(case.spec, "name") else case.spec.kind for case in CASES.values()}
     assert {"strings", "ragged", "numpy", "records", "images"} <= {str(k) for k in kinds}
     assert {case.layout for case in CASES.values()} == {"sharded", "remote", "remote-sharded", "local"}
+
+
+@pytest.mark.parametrize("name", [name for name, case in CASES.items() if case.fetch == "blocks"])
+def test_the_block_cases_are_read_by_blocks(tmp_path, name):
+    pytest.importorskip("fsspec")
+    case = CASES[name]
+    place = Place(tmp_path, f"memory://mmap-ninja-kit-blocks/{name}")
+    case.build(place, 12)
+    m = case.open(place)
+    assert m.fetch_block_size == case.block_size
+    maps = [m.shard(k) for k in range(len(m.shards))] if case.sharded else [m]
+    assert all(isinstance(one, RemoteBlockMap) for one in maps if len(one))
+    assert case.sharded or len(m.shards) > 1, "the tiny map should span several blocks"

@@ -25,6 +25,7 @@ from mmap_ninja.containers.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.containers.sharded_header import read_top_header as _read_top_header
 from mmap_ninja.containers.sharded_records import RecordsFace
 from mmap_ninja.containers.sharded_rows import NOT_ROWS, array_rows
+from mmap_ninja.containers.sharded_writes import RefusedWrites
 from mmap_ninja.errors import (
     CorruptMapError,
     MissingKeyError,
@@ -51,7 +52,7 @@ def register_merge(merge: Callable[..., Any]) -> None:
     _merge = merge
 
 
-class ShardedMap(RecordsFace, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
+class ShardedMap(RecordsFace, RefusedWrites, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),

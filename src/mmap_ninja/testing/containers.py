@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import pickle
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import pytest
 
 from mmap_ninja.containers.generic import open_existing, upload
 from mmap_ninja.containers.sharded import ShardedMap, merge
-from mmap_ninja.errors import CorruptMapError
+from mmap_ninja.errors import CorruptMapError, ReadOnlyMapError
 from mmap_ninja.testing.registry import KindSpec, arrays_equal, spec_for
 
 __all__ = ["ContainerCase", "ContainerConformance", "Place", "container_cases", "same_batches"]
@@ -57,6 +58,8 @@ class ContainerCase:
     - ``shard_sizes``: how the samples are split between shards (the last takes the rest; empty shards allowed).
     - ``read_options``: options of the kind's container that change what is read (an images map's
       ``channels``): the container opened with them must read what a single map opened with them reads.
+    - ``fetch``: for a map at a URL, how it is fetched (``"whole"``, or ``"blocks"``: by ranged reads of
+      ``block_size`` bytes, small enough that even the kit's tiny maps span many blocks); ``None``: the default.
     """
 
     name: str
@@ -66,6 +69,8 @@ class ContainerCase:
     shard_sizes: tuple[int, ...] = (5, 0, 4)
     read_options: Optional[dict[str, Any]] = None
     needs: tuple[str, ...] = ()  # modules to import first (skipped when missing)
+    fetch: Optional[str] = None
+    block_size: int = 64
 
     def sample(self, i: int) -> Any:
         """Sample ``i`` as the container reads it."""
@@ -110,8 +115,10 @@ class ContainerCase:
         """The container, opened with read ``options`` (``verify_reads``, ...), over what `build` made."""
         local = place.folder / "local"
         if self.remote:
+            fetching: dict[str, Any] = {} if self.fetch is None else {"fetch": self.fetch,
+                                                                      "block_size": self.block_size}
             opened = open_existing(place.url, cache_dir=place.folder / "cache",
-                                   storage_options=place.storage_options, **options)
+                                   storage_options=place.storage_options, **fetching, **options)
         elif self.sharded:
             opened = ShardedMap(local, mode="r", **options)
         else:
@@ -120,9 +127,11 @@ class ContainerCase:
 
     def map_folders(self, place: Place) -> list[Path]:
         """The folders of the single maps the container reads from (shards, cache entries), each with its files."""
-        if self.remote:
+        if self.remote and self.fetch == "blocks" and not self.sharded:  # the local map (damaged at the URL)
+            return [place.folder / "local"]
+        if self.remote and self.fetch != "blocks":
             root = place.folder / "cache" / "entries"
-        elif self.sharded:
+        elif self.sharded:  # (read by blocks: the local shards uploaded, damaged at the URL)
             root = place.folder / "local" / "shards"
         else:
             return [place.folder / "local"]
@@ -131,9 +140,13 @@ class ContainerCase:
     def damage(self, place: Place) -> None:
         """Flip one byte in the middle of the data every sample of every map is read from, in place (a map open
         already reads the damaged bytes). For a map at a URL, the cache entries are damaged: open the container
-        first (`open_all`), as a cache entry found damaged when it is opened is fetched again."""
+        first (`open_all`), as a cache entry found damaged when it is opened is fetched again. For a map read by
+        blocks, the objects at the URL are damaged (before any block is fetched: a fetched block is checked once)."""
         prefix = "" if self.field is None else self.field + "."
         for folder in self.map_folders(place):
+            if self.remote and self.fetch == "blocks":
+                self._damage_at_url(place, folder, prefix)
+                continue
             columns = sorted((p for p in folder.glob(f"{prefix}*.bin") if not p.name.startswith("checksums.")
                               and "offsets" not in p.name and p.stat().st_size),
                              key=lambda p: (p.name != f"{prefix}data.bin", -p.stat().st_size))
@@ -145,8 +158,31 @@ class ContainerCase:
                 f.seek(-1, 1)
                 f.write(bytes([byte ^ 0x01]))
 
+    def _damage_at_url(self, place: Place, folder: Path, prefix: str) -> None:
+        """Flip one byte in the middle of the data column of the local map ``folder`` as uploaded to the URL."""
+        import fsspec
+
+        columns = sorted((p for p in folder.glob(f"{prefix}*.bin") if not p.name.startswith("checksums.")
+                          and "offsets" not in p.name and p.stat().st_size),
+                         key=lambda p: (p.name != f"{prefix}data.bin", -p.stat().st_size))
+        if not columns:
+            return
+        relative = folder.relative_to(place.folder / "local").as_posix()
+        url = place.url.rstrip("/") + ("" if relative == "." else f"/{relative}")
+        fs, root = fsspec.core.url_to_fs(url, **(place.storage_options or {}))
+        stem = columns[0].name[:-len(".bin")]  # an uploaded column is named <column>.<version>.bin
+        pattern = re.escape(stem) + r"\.[^.]+\.bin"
+        named = [p for p in fs.ls(root, detail=False) if re.fullmatch(pattern, p.rsplit("/")[-1])]
+        assert len(named) == 1, f"the uploaded {columns[0].name} of {folder} is not one file at {root}: {named}"
+        path = named[0]
+        data = bytearray(fs.cat_file(path))
+        data[len(data) // 2] ^= 0x01
+        fs.pipe_file(path, bytes(data))
+
     def open_all(self, container: Any) -> None:
         """Open (download, for a map at a URL) every map the container reads from, without reading a sample."""
+        if self.fetch == "blocks":
+            return  # blocks are fetched by the reads themselves
         if self.remote and self.sharded:
             for k in range(len(container.shards)):
                 container.shard(k)
@@ -163,8 +199,9 @@ class ContainerCase:
 
 
 def container_cases() -> dict[str, ContainerCase]:
-    """The cases for the built-in kinds: a sharded map, a single map at a URL and a sharded map at a URL of each,
-    and the field containers of records maps (single and sharded) for each of their fields."""
+    """The cases for the built-in kinds: a sharded map, a single map at a URL and a sharded map at a URL of each
+    (those at a URL downloaded whole and read by blocks), and the field containers of records maps (single and
+    sharded) for each of their fields."""
     cases: dict[str, ContainerCase] = {}
     for name in ("strings", "ragged", "numpy", "records", "images", "records-images"):
         spec = spec_for(name)
@@ -173,6 +210,10 @@ def container_cases() -> dict[str, ContainerCase]:
             options = {"channels": 1} if spec.kind == "images" else None  # RGBA samples read as gray
             case = ContainerCase(f"{layout}-{name}", spec, layout, read_options=options, needs=needs)
             cases[case.name] = case
+            if layout.startswith("remote"):  # ... and read by blocks (open_existing(url, fetch="blocks"))
+                case = ContainerCase(f"{layout}-blocks-{name}", spec, layout, read_options=options, needs=needs,
+                                     fetch="blocks")
+                cases[case.name] = case
     for name in ("records", "records-images"):
         spec = spec_for(name)
         for field_name in spec.build_options["schema"]:
@@ -311,6 +352,41 @@ class ContainerConformance:
         assert all(isinstance(s, _Tagged) for s in m)
         assert self.case.equal(m[3].sample, self.case.sample(3))
 
+    def test_every_write_is_refused_alike(self, place: Place) -> None:
+        """Every container here is read-only: each write method the writable kind's maps have raises
+        `ReadOnlyMapError` (never an AttributeError), and nothing changes. A write the writable map itself refuses
+        (a records map's rows are not assigned in place: `TypeError`) is refused with the same class."""
+        m = self._built(place)
+        self.case._build_one(place.folder / "writable", 0, self.samples)
+        writable = self.case.spec.container(place.folder / "writable", mode="r+")
+        if self.case.field is not None:
+            writable = writable[self.case.field]
+        sample = self.case.sample(0)
+
+        def writes(target: Any) -> dict[str, Callable[[], Any]]:
+            def in_transaction() -> None:
+                with target.transaction():
+                    pass
+
+            return {"append": lambda: target.append(sample), "extend": lambda: target.extend([sample]),
+                    "__setitem__": lambda: target.__setitem__(0, sample), "transaction": in_transaction,
+                    "set_metadata": lambda: target.set_metadata({"written": True})}
+
+        for name, write in writes(m).items():
+            if not hasattr(writable, name):
+                continue
+            refusal: type[BaseException] = ReadOnlyMapError
+            try:
+                writes(writable)[name]()
+            except ReadOnlyMapError:
+                pass
+            except (TypeError, ValueError) as refused:  # the writable map refuses it too: the same refusal
+                refusal = type(refused)
+            with pytest.raises((refusal, ReadOnlyMapError)):  # "read-only" answers any write too
+                write()
+                raise AssertionError(f"{type(m).__name__}.{name} wrote to a read-only container")
+        assert len(m) == self.samples and self.case.equal(m[0], sample)
+
     def test_verify_reads_catches_damage_on_every_read_path(self, place: Place) -> None:
         self._built(place).close()
         checked = self.case.open(place, verify_reads=True)
@@ -327,7 +403,11 @@ class ContainerConformance:
         if hasattr(kind_class, "get_batch"):
             parameters = inspect.signature(kind_class.get_batch).parameters
             options = {"pad_value": 0} if "pad_value" in parameters else {}
-            reads.append(("get_batch", lambda: checked.get_batch(list(range(n)), **options)))
+            try:  # a batch a single map refuses (samples of different dimensions) is refused before any read
+                self.case.reference(place, n).get_batch(list(range(n)), **options)
+                reads.append(("get_batch", lambda: checked.get_batch(list(range(n)), **options)))
+            except (TypeError, ValueError):
+                pass
         for what, read in reads:
             # A ChecksumMismatchError, or another CorruptMapError where a read parses the bytes before hashing
             # them (an images batch checks the encoded headers first): damage is never read silently.
