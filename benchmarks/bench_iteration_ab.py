@@ -109,15 +109,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     for i, src in enumerate(srcs):
         print(f"- tree {i}: {src}")
     header = " | ".join(f"tree {i}" for i in range(len(srcs)))
-    print(f"\n| kind | {header} | pyarrow | " + " | ".join(f"tree {i} speed ratio" for i in range(len(srcs)))
-          + " |")
-    print("|:--|" + "--:|" * (2 * len(srcs) + 1))
+    print("\nµs per item; wall: elapsed time of the best pass, cpu: the process's CPU time of its best pass (blind to "
+          "waits for a core on a loaded machine)")
+    print(f"\n| kind | clock | {header} | pyarrow | "
+          + " | ".join(f"tree {i} speed ratio" for i in range(len(srcs))) + " |")
+    print("|:--|:--|" + "--:|" * (2 * len(srcs) + 1))
     for kind in [k for k in args.kinds.split(",") if k]:
         ours_map = args.work / MAPS[kind]
         dtype, largest, _ = map_facts(ours_map)
         common = {"task": "iterate", "kind": kind, "passes": 5, "dtype": dtype, "max_sample_items": largest}
         variants: list[tuple[str, Optional[str]]] = [("ours", src) for src in srcs] + [("arrow", None)]
         times: dict[int, list[float]] = {v: [] for v in range(len(variants))}
+        cpu: dict[int, list[float]] = {v: [] for v in range(len(variants))}
         counts: set[tuple[int, int]] = set()
         for round_ in range(args.rounds):
             order = list(range(len(variants)))
@@ -127,13 +130,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                 path = ours_map if impl == "ours" else args.work / f"peer_{kind}.arrow"
                 result = _run({**common, "impl": impl, "path": str(path)}, src or srcs[-1])
                 times[v].append(float(result["us_per_item"]))
+                cpu[v].append(float(result["cpu_us_per_item"]))
                 counts.add((int(result["items"]), int(result["elements"])))
         if len(counts) != 1:
             raise SystemExit(f"{kind}: the variants read different items: {sorted(counts)}")
-        med = [statistics.median(times[v]) for v in range(len(variants))]
-        arrow = med[-1]
-        print(f"| {kind} | " + " | ".join(f"{m:.3g}" for m in med) + " | "
-              + " | ".join(f"{arrow / m:.2f}" for m in med[:-1]) + " |", flush=True)
+        for clock, figures in (("wall", times), ("cpu", cpu)):
+            med = [statistics.median(figures[v]) for v in range(len(variants))]
+            arrow = med[-1]
+            print(f"| {kind} | {clock} | " + " | ".join(f"{m:.3g}" for m in med) + " | "
+                  + " | ".join(f"{arrow / m:.2f}" for m in med[:-1]) + " |", flush=True)
     if args.short_strings:
         short_strings(args.work, srcs, args.rounds)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
