@@ -130,6 +130,46 @@ def test_batches_of_a_map_of_many_documents_find_the_same_boundaries(tmp_path):
         check_batch(dataset, windows)
 
 
+def oracle_rows(lengths, starts, seq_len):
+    """(cu_seqlens flattened as a batch's, doc_ids) of the windows at token ``starts``, labelled token by token from
+    the document of every token of the concatenation (the naive oracle, for maps too large to slice every window)."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    cuts, ids = [0], []
+    for row, start in enumerate(starts):
+        owners = owner[start:start + seq_len]
+        changes = [0, *np.flatnonzero(owners[1:] != owners[:-1]) + 1]
+        cuts.extend(row * seq_len + j for j in changes[1:])
+        cuts.append((row + 1) * seq_len)
+        ids.extend(int(owners[j]) for j in changes)
+    return cuts, ids
+
+
+@pytest.mark.parametrize("documents", [2**13 + 1, 3 * 2**13 + 5, 70_001])
+@pytest.mark.parametrize("seq_len, stride", [(64, 64), (50, 7), (5, 9), (300, 299)])
+def test_batches_past_the_coarse_search_threshold_equal_single_reads_and_the_oracle(tmp_path, documents, seq_len,
+                                                                                    stride):
+    """Maps of more documents than the in-memory sample of the offsets holds (2**13): the batch search starts from
+    every 2nd, 4th, 16th offset; windows across many documents, empty ones among them (and runs of them at the
+    very end and start), stride below, equal to and above seq_len; the first and last windows, repeats and
+    negative indices. Every row equals the window read alone and the naive oracle."""
+    rng = np.random.default_rng(documents + seq_len)
+    lengths = rng.integers(0, 8, documents)
+    lengths[:3] = 0
+    lengths[-5:] = [4, 0, 0, 11, 0]
+    tokens = RaggedMmap(tmp_path / "m")
+    tokens.extend_flat(np.arange(int(lengths.sum())) % 65_000, lengths)
+    dataset = PackedTokens(tokens, seq_len, stride=stride)
+    windows = [0, 1, len(dataset) - 1, -1, -2, 5, 5, *rng.integers(0, len(dataset), 200).tolist()]
+    check_items_of_batch(dataset, windows)
+    check_batch(dataset, windows)
+    batch = dataset.get_batch(windows)
+    starts = [(k % len(dataset)) * stride for k in windows]
+    assert (batch["cu_seqlens"].tolist(), batch["doc_ids"].tolist()) == oracle_rows(lengths, starts, seq_len)
+    everything = dataset.get_batch(np.arange(len(dataset)))
+    assert (everything["cu_seqlens"].tolist(), everything["doc_ids"].tolist()) == oracle_rows(
+        lengths, np.arange(len(dataset)) * stride, seq_len)
+
+
 def test_dtype_widens_batches_only_when_asked(tmp_path):
     _, tokens = build(tmp_path / "m", [7, 0, 12, 5], dtype=np.uint16)
     stored = PackedTokens(tokens, 5, stride=3)
@@ -366,6 +406,45 @@ def test_windows_past_two_to_the_31_tokens(tmp_path):
     check_batch(dataset, [k, 0, -1, k - 1])
 
 
+@SPARSE
+def test_batches_past_two_to_the_31_tokens_in_a_map_of_many_documents(tmp_path):
+    """2**13 + 100 documents (past the coarse search threshold) holding 2**31 + 2**22 int8 tokens (a sparse data
+    file): batches of windows around token 2**31 and at the end equal the windows read alone and the oracle."""
+    documents = 2**13 + 100
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 600, documents)
+    lengths[4000:4010] = 0  # empty documents next to the long one
+    lengths[4010] = 2**31 - int(lengths[:4010].sum()) - 1000  # ends 1000 tokens before 2**31
+    lengths[-1] = 2**31 + 2**22 - int(lengths[:-1].sum())
+    assert lengths.min() >= 0 and lengths.sum() == 2**31 + 2**22
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    path = tmp_path / "big"
+    RaggedMmap.from_lists(path, [np.zeros(1, np.int8)] * documents, dtype=np.int8).close()
+    header = json.loads((path / "header.json").read_text())
+    header["columns"]["data"]["length"] = int(bounds[-1])
+    bounds.astype("<i8").tofile(path / "offsets.bin")
+    lengths.astype("<i8").tofile(path / "dims.bin")
+    with open(path / "data.bin", "r+b") as f:
+        f.truncate(int(bounds[-1]))
+    write_header(path, header)
+    tokens = RaggedMmap(path, mode="r")
+    seq_len, stride = 4096, 4095
+    dataset = PackedTokens(tokens, seq_len, stride=stride)
+    near = (2**31 - 1000) // stride
+    windows = [near - 1, near, near + 1, 2**31 // stride, -1, 0, *rng.integers(0, len(dataset), 50).tolist()]
+    starts = [(k % len(dataset)) * stride for k in windows]
+    batch = dataset.get_batch(windows)
+    cuts, ids = [0], []
+    for row, start in enumerate(starts):  # the oracle from the offsets: every document overlapping the window
+        inside = [d for d in range(documents) if lengths[d] and bounds[d] < start + seq_len and bounds[d + 1] > start]
+        cuts.extend(row * seq_len + max(int(bounds[d]), start) - start for d in inside[1:])
+        cuts.append((row + 1) * seq_len)
+        ids.extend(inside)
+    assert batch["cu_seqlens"].tolist() == cuts and batch["doc_ids"].tolist() == ids
+    assert batch["doc_ids"][0] == 4010 and batch["doc_ids"].max() > 4010  # documents on both sides of 2**31
+    check_items_of_batch(dataset, windows)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_windows_resume_exactly_through_stateful_dataloader(tmp_path, workers):
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
@@ -441,3 +520,5 @@ def test_opening_reads_no_index_at_1e11_tokens_and_1e9_documents(tmp_path):
     assert last["doc_ids"].tolist() == [documents - 1] and last["cu_seqlens"].tolist() == [0, 4096]
     assert last["input_ids"][-1] == 7 and dataset.total_tokens == total
     assert pickle.loads(pickle.dumps(dataset))[len(dataset) // 2]["doc_ids"].tolist() == [documents - 1]
+    batch = dataset.get_batch([-1, 0, len(dataset) // 2])  # the batch search: a sparse sample of the offsets
+    assert batch["doc_ids"].tolist() == [documents - 1] * 3 and batch["cu_seqlens"].tolist() == [0, 4096, 8192, 12288]

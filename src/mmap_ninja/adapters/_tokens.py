@@ -210,8 +210,8 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         counts += 1  # documents from the first to the last of each row, empty ones included
         row_ends = np.add.accumulate(counts)
         segments = int(row_ends[-1])
-        if len(self._counting) < max(segments, rows + 1):
-            self._counting = np.arange(max(2 * segments, rows + 1), dtype=np.int64)
+        if len(self._counting) < segments:  # (at least one segment a row: rows <= segments)
+            self._counting = np.arange(2 * segments, dtype=np.int64)
         row_starts = row_ends - counts  # where each row's segments start in the flattened lists
         doc_ids = (first - row_starts).repeat(counts)
         doc_ids += self._counting[:segments]  # every document touched, row after row
@@ -257,7 +257,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         starts, values, levels = self._coarse
         low: np.ndarray = starts[values.searchsorted(positions, "right")]
         for half, shifted in levels:  # one level of the search for every key at once
-            np.add(low, half, out=low, where=shifted[low] <= positions)
+            np.putmask(low, shifted[low] <= positions, low + half)  # (cheaper than np.add's where=)
         return low
 
     def _positions(self, indices: Any) -> np.ndarray:
