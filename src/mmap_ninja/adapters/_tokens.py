@@ -96,6 +96,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         self._whole = np.array([0, self.seq_len], dtype=np.int32)
         self._coarse: Optional[tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]]]] = None
         self._counting = np.arange(0, dtype=np.int64)  # 0, 1, 2, ...: grown and sliced by _boundaries
+        self._row_multiples = self._counting * self.seq_len  # 0, seq_len, 2 * seq_len, ...: likewise
         self._one_id = np.zeros(1, dtype=np.int64)
         # Row k is window k: a read-only 2-D view of the mapping, from which a batch is one gather of rows.
         step = self._values.strides[0]
@@ -212,13 +213,16 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         segments = int(row_ends[-1])
         if len(self._counting) < segments:  # (at least one segment a row: rows <= segments)
             self._counting = np.arange(2 * segments, dtype=np.int64)
+            self._row_multiples = self._counting * seq_len
         row_starts = row_ends - counts  # where each row's segments start in the flattened lists
         doc_ids = (first - row_starts).repeat(counts)
         doc_ids += self._counting[:segments]  # every document touched, row after row
-        row_bases = self._counting[:rows] * seq_len
+        row_bases = self._row_multiples[:rows]
+        cuts = self._offsets[doc_ids]  # in int64 until the end (a cast on every operation costs more than one copy)
+        cuts += (row_bases - starts).repeat(counts)
+        cuts[row_starts] = row_bases  # each row's first segment starts at the row (mid-document or not)
         cu_seqlens = np.empty(segments + 1, dtype=np.int32)
-        np.add(self._offsets[doc_ids], (row_bases - starts).repeat(counts), out=cu_seqlens[:-1], casting="unsafe")
-        cu_seqlens[row_starts] = row_bases  # each row's first segment starts at the row (mid-document or not)
+        cu_seqlens[:-1] = cuts
         cu_seqlens[-1] = rows * seq_len
         lengths = np.subtract(cu_seqlens[1:], cu_seqlens[:-1])
         if not lengths[lengths.argmin()]:  # empty documents: a boundary repeated; the empty one has no segment
