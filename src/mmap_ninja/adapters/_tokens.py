@@ -184,7 +184,8 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         """
         windows = self._positions(indices)
         rows, seq_len = len(windows), self.seq_len
-        starts = windows * self.stride
+        edges = np.empty(2 * rows, dtype=np.int64)  # each row's first token, then each row's last (for _boundaries)
+        starts = np.multiply(windows, self.stride, out=edges[:rows])
         input_ids = self._copy_rows(windows, starts, out)
         if not boundaries:
             return {"input_ids": input_ids}
@@ -193,19 +194,21 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         if not rows:
             empty = np.zeros(1, dtype=np.int32)
             return {"input_ids": input_ids, "cu_seqlens": empty, "max_seqlen": 0, "doc_ids": np.empty(0, np.int64)}
-        cu_seqlens, max_seqlen, doc_ids = self._boundaries(starts)
+        np.add(starts, seq_len - 1, out=edges[rows:])
+        cu_seqlens, max_seqlen, doc_ids = self._boundaries(edges)
         return {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
 
-    def _boundaries(self, starts: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-        """The flattened ``cu_seqlens``, ``max_seqlen`` and ``doc_ids`` of the rows starting at token ``starts``
-        (at least one row), in a fixed number of NumPy calls for the whole batch.
+    def _boundaries(self, edges: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """The flattened ``cu_seqlens``, ``max_seqlen`` and ``doc_ids`` of the rows whose first tokens are the first
+        half of ``edges`` and whose last tokens are the second half (at least one row), in a fixed number of NumPy
+        calls for the whole batch.
 
         The calls are most of the cost (a batch of 64 rows has ~1,300 segments), so they are the cheap forms:
         array methods and ufuncs rather than the ``np.`` functions that wrap them, ``argmax`` rather than ``max``
         (a reduction costs several times a gather of the same size)."""
-        rows, seq_len = len(starts), self.seq_len
-        # The documents holding each row's first and last token, all found by one search.
-        found = self._documents(np.concatenate((starts, starts + (seq_len - 1))))
+        rows, seq_len = len(edges) // 2, self.seq_len
+        starts = edges[:rows]
+        found = self._documents(edges)  # the documents holding each row's first and last token: one search
         first = found[:rows]
         counts = found[rows:] - first
         counts += 1  # documents from the first to the last of each row, empty ones included
