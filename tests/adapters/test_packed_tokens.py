@@ -170,6 +170,34 @@ def test_batches_past_the_coarse_search_threshold_equal_single_reads_and_the_ora
         lengths, np.arange(len(dataset)) * stride, seq_len)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=60), st.integers(1, 30),
+       st.one_of(st.none(), st.integers(1, 40)), st.sampled_from([2, 3, 5]))
+def test_the_coarse_batch_search_equals_the_oracle_at_every_step(tmp_path_factory, lengths, seq_len, stride, entries):
+    """The two-step batch search with its sample of the offsets made tiny (2, 3 or 5 entries instead of 2**13), so
+    that maps of a few documents take it with every step size, the last documents held by the clamped last block."""
+    from mmap_ninja.adapters import _tokens
+
+    documents, tokens = build(tmp_path_factory.mktemp("c") / "m", lengths)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_tokens, "_COARSE_ENTRIES", entries)
+        dataset = PackedTokens(tokens, seq_len, stride=stride)
+        if len(dataset):
+            windows = [*range(len(dataset)), len(dataset) - 1, 0]
+            batch = dataset.get_batch(windows)
+            if len(lengths) + 1 > entries:
+                assert dataset._coarse is not None  # the two-step search ran
+            expected = oracle(documents, seq_len, dataset.stride)
+            cuts, ids = [0], []
+            for row, k in enumerate(windows):  # the rows flattened as a batch's boundaries are
+                _, cu_seqlens, doc_ids = expected[k]
+                cuts.extend(row * seq_len + cut for cut in cu_seqlens[1:])
+                ids.extend(doc_ids)
+            assert batch["cu_seqlens"].tolist() == cuts and batch["doc_ids"].tolist() == ids
+            check_batch(dataset, windows)
+    tokens.close()
+
+
 def test_dtype_widens_batches_only_when_asked(tmp_path):
     _, tokens = build(tmp_path / "m", [7, 0, 12, 5], dtype=np.uint16)
     stored = PackedTokens(tokens, 5, stride=3)
