@@ -144,14 +144,14 @@ def oracle_rows(lengths, starts, seq_len):
     return cuts, ids
 
 
-@pytest.mark.parametrize("documents", [2**13 + 1, 3 * 2**13 + 5, 70_001])
+@pytest.mark.parametrize("documents", [2**15 - 1, 2**15, 3 * 2**15 + 5, 300_001])
 @pytest.mark.parametrize("seq_len, stride", [(64, 64), (50, 7), (5, 9), (300, 299)])
 def test_batches_past_the_coarse_search_threshold_equal_single_reads_and_the_oracle(tmp_path, documents, seq_len,
                                                                                     stride):
-    """Maps of more documents than the in-memory sample of the offsets holds (2**13): the batch search starts from
-    every 2nd, 4th, 16th offset; windows across many documents, empty ones among them (and runs of them at the
-    very end and start), stride below, equal to and above seq_len; the first and last windows, repeats and
-    negative indices. Every row equals the window read alone and the naive oracle."""
+    """Maps of up to 2**15 offsets are searched at once; past that, the batch search starts from every 8th, 16th,
+    64th offset (a sample of at most 2**13 offsets kept in memory). Windows across many documents, empty ones among
+    them (and runs of them at the very end and start), stride below, equal to and above seq_len; the first and last
+    windows, repeats and negative indices. Every row equals the window read alone and the naive oracle."""
     rng = np.random.default_rng(documents + seq_len)
     lengths = rng.integers(0, 8, documents)
     lengths[:3] = 0
@@ -181,6 +181,7 @@ def test_the_coarse_batch_search_equals_the_oracle_at_every_step(tmp_path_factor
     documents, tokens = build(tmp_path_factory.mktemp("c") / "m", lengths)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_tokens, "_COARSE_ENTRIES", entries)
+        patch.setattr(_tokens, "_ONE_STEP_ENTRIES", 0)
         dataset = PackedTokens(tokens, seq_len, stride=stride)
         if len(dataset):
             windows = [*range(len(dataset)), len(dataset) - 1, 0]
@@ -436,15 +437,15 @@ def test_windows_past_two_to_the_31_tokens(tmp_path):
 
 @SPARSE
 def test_batches_past_two_to_the_31_tokens_in_a_map_of_many_documents(tmp_path):
-    """2**13 + 100 documents (past the coarse search threshold) holding 2**31 + 2**22 int8 tokens (a sparse data
+    """2**15 + 100 documents (past the two-step search threshold) holding 2**31 + 2**24 int8 tokens (a sparse data
     file): batches of windows around token 2**31 and at the end equal the windows read alone and the oracle."""
-    documents = 2**13 + 100
+    documents = 2**15 + 100
     rng = np.random.default_rng(3)
     lengths = rng.integers(0, 600, documents)
     lengths[4000:4010] = 0  # empty documents next to the long one
     lengths[4010] = 2**31 - int(lengths[:4010].sum()) - 1000  # ends 1000 tokens before 2**31
-    lengths[-1] = 2**31 + 2**22 - int(lengths[:-1].sum())
-    assert lengths.min() >= 0 and lengths.sum() == 2**31 + 2**22
+    lengths[-1] = 2**31 + 2**24 - int(lengths[:-1].sum())
+    assert lengths.min() >= 0 and lengths.sum() == 2**31 + 2**24
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     path = tmp_path / "big"
     RaggedMmap.from_lists(path, [np.zeros(1, np.int8)] * documents, dtype=np.int8).close()
@@ -464,8 +465,8 @@ def test_batches_past_two_to_the_31_tokens_in_a_map_of_many_documents(tmp_path):
     batch = dataset.get_batch(windows)
     cuts, ids = [0], []
     for row, start in enumerate(starts):  # the oracle from the offsets: every document overlapping the window
-        inside = [d for d in range(documents) if lengths[d] and bounds[d] < start + seq_len and bounds[d + 1] > start]
-        cuts.extend(row * seq_len + max(int(bounds[d]), start) - start for d in inside[1:])
+        inside = np.flatnonzero((lengths > 0) & (bounds[:-1] < start + seq_len) & (bounds[1:] > start)).tolist()
+        cuts.extend(row * seq_len + int(bounds[d]) - start for d in inside[1:])
         cuts.append((row + 1) * seq_len)
         ids.extend(inside)
     assert batch["cu_seqlens"].tolist() == cuts and batch["doc_ids"].tolist() == ids

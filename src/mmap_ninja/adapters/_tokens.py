@@ -26,9 +26,11 @@ _INT32_MAX = int(np.iinfo(np.int32).max)
 
 # Below this many documents in one window, its boundaries are found with Python lists rather than NumPy.
 _LIST_DOCUMENTS = 64
-# A batch's boundaries in a map of more than this many documents are searched in two steps (PackedTokens._documents):
-# a copy of every step-th offset, at most _COARSE_ENTRIES of them (64 KiB: it stays in the CPU's caches while the
-# batch's tokens are copied), then the last log2(step) levels for all keys at once, one gather per level.
+# A batch's boundaries in a map of more than _ONE_STEP_ENTRIES documents (256 KiB of offsets) are searched in two
+# steps (PackedTokens._documents): a copy of every step-th offset, at most _COARSE_ENTRIES of them (64 KiB: it stays
+# in the CPU's caches while the batch's tokens are copied), then the last log2(step) levels for all keys at once,
+# one gather per level.
+_ONE_STEP_ENTRIES = 1 << 15
 _COARSE_ENTRIES = 1 << 13
 
 class PackedTokens(Dataset[dict[str, np.ndarray]]):
@@ -244,7 +246,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         the CPU's caches) is searched first, then the remaining levels are done for all keys at once, one gather
         per level, so the misses of different keys overlap."""
         offsets = self._offsets
-        if len(offsets) <= _COARSE_ENTRIES:
+        if len(offsets) <= max(_ONE_STEP_ENTRIES, _COARSE_ENTRIES):
             found: np.ndarray = offsets.searchsorted(positions, "right")
             found -= 1
             return found
