@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmap_ninja.codecs import Zstd
 
 import mmap_ninja
+from mmap_ninja.codecs import Zstd
 from mmap_ninja.storage import store as storage
 
 

@@ -21,8 +21,8 @@ echo "== pip install -c constraints/ci.txt -e '.[dev]'"
 "$venv_python" -m pip install -q --disable-pip-version-check -c constraints/ci.txt -e '.[dev]'
 
 failed=()
-echo "== ruff check ."
-"$venv_python" -m ruff check . || failed+=(ruff)
+echo "== ruff check --no-cache ."
+"$venv_python" -m ruff check --no-cache . || failed+=(ruff)
 echo "== mypy (strict, src/)"
 "$venv_python" -m mypy || failed+=(mypy)
 echo "== pytest $*"

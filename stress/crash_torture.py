@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmap_ninja.maps import MapBase
 
 import mmap_ninja
 from mmap_ninja import NumpyMmap, RaggedMmap, StringsMmap, UnfinishedMapError
+from mmap_ninja.maps import MapBase
 
 HERE = Path(__file__).resolve()
 KINDS = ("strings", "ragged", "numpy")
