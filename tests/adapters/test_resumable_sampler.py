@@ -128,7 +128,15 @@ def test_state_is_small_json_and_versioned() -> None:
     take(iter(sampler), 5)
     state = sampler.state_dict()
     assert len(json.dumps(state)) <= 256
-    assert state["version"] == 1 and state["position"] == 5 * 1024 and state["epoch"] == 10**6
+    assert state["version"] == 2 and state["position"] == 5 * 1024 and state["epoch"] == 10**6
+
+
+def test_a_state_of_the_older_order_is_refused_clearly() -> None:
+    # Version 1 states were saved with version 1 of Order (another permutation): resuming one would read other
+    # samples than the saved run, so it is refused, saying why.
+    state = {**ResumableSampler(10).state_dict(), "version": 1}
+    with pytest.raises(ValueError, match=r"version 1 was saved by an older mmap_ninja whose shuffled order"):
+        ResumableSampler(10).load_state_dict(state)
 
 
 def test_a_state_for_another_length_is_refused_naming_both() -> None:

@@ -138,6 +138,8 @@ def test_a_state_of_another_map_or_budget_is_refused(tmp_path):
         TokenBudgetBatchSampler(tokens, 128).load_state_dict(state)
     with pytest.raises(ValueError, match="not a TokenBudgetBatchSampler state"):
         TokenBudgetBatchSampler(tokens, 64).load_state_dict({"version": 99})
+    with pytest.raises(ValueError, match="older mmap_ninja whose shuffled order"):
+        TokenBudgetBatchSampler(tokens, 64).load_state_dict({**state, "version": 1})
 
 
 def test_a_state_at_the_epochs_end_then_the_next_epoch(tmp_path):

@@ -304,3 +304,32 @@ def test_batches_over_many_sources_equal_the_samples_read_one_by_one(tmp_path: P
         assert np.array_equal(batch, np.array([blended[i] for i in picked], dtype=np.int32).reshape(-1, 2))
         items = blended.__getitems__(picked)
         assert len(items) == len(picked) and all(np.array_equal(a, blended[i]) for a, i in zip(items, picked))
+
+
+def test_batched_reads_with_negative_positions_and_a_schedule_equal_one_by_one(tmp_path: Path) -> None:
+    # sources of different lengths (small ones cycling through several source epochs, so several orders per
+    # source in one batch), a schedule, positions drawn from the whole range counted from either end
+    lengths = [3, 17, 250, 1000, 64]
+    maps = [numpy_map(tmp_path / f"m{k}", 10_000 * k, n) for k, n in enumerate(lengths)]
+    blended = blend(maps, [0.4, 0.3, 0.2, 0.05, 0.05], seed=11, length=5000,
+                    schedule=[(1200, [0.1, 0.1, 0.1, 0.6, 0.1]), (3100, [0.05, 0.5, 0.05, 0.2, 0.2])])
+    rng = np.random.default_rng(6)
+    for size in (1, 33, 600):
+        picked = rng.integers(-len(blended), len(blended), size).tolist()
+        want = [blended[i] for i in picked]
+        assert np.array_equal(blended.get_batch(picked), np.array(want, dtype=np.int32).reshape(-1, 2))
+        assert np.array_equal(blended.get_batch(np.array(picked)), blended.get_batch(picked))
+        items = blended.__getitems__(picked)
+        assert len(items) == size and all(np.array_equal(a, b) for a, b in zip(items, want))
+        assert [blended.source_of(i) for i in picked] == list(zip(*(a.tolist() for a in blended.sources_of(picked))))
+
+
+def test_get_batch_of_scalar_samples_puts_each_in_place(tmp_path: Path) -> None:
+    # sources whose samples are scalars (a 1-D batch): the parts read per source are gathered back in order
+    maps = [mmap_ninja.np_from_ndarray(tmp_path / f"s{k}", np.arange(100 * k, 100 * k + n, dtype=np.int64))
+            for k, n in enumerate([5, 40, 9])]
+    blended = blend(maps, [0.5, 0.3, 0.2], seed=4, length=300)
+    picked = np.random.default_rng(1).integers(-300, 300, 257).tolist()
+    batch = blended.get_batch(picked)
+    assert batch.shape == (257,) and batch.dtype == np.int64
+    assert batch.tolist() == [int(blended[i]) for i in picked]

@@ -300,6 +300,10 @@ def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None
         BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "queue": [[90, 120]]})
     with pytest.raises(ValueError, match="not a BlockShuffleSampler state"):
         BlockShuffleSampler(m, 128).load_state_dict(ResumableSampler(100).state_dict())
+    with pytest.raises(ValueError, match="older mmap_ninja whose shuffled order"):
+        BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "version": 1})
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "version": 99})
     with pytest.raises(ValueError, match="window_blocks"):
         BlockShuffleSampler(m, 128, window_blocks=0)
 

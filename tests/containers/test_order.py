@@ -122,13 +122,16 @@ def test_with_epoch_keeps_everything_but_the_epoch() -> None:
 
 def test_known_values_do_not_change_between_releases() -> None:
     # The order is part of what a saved training state means: changing the algorithm would silently change
-    # the order a resumed run continues with.
+    # the order a resumed run continues with. A change must bump ORDER_VERSION (and the samplers' state versions).
+    from mmap_ninja.containers.order import ORDER_VERSION
+
+    assert ORDER_VERSION == 2
     assert Order(10, seed=0, epoch=0).take(np.arange(10)).tolist() == KNOWN_10
     assert Order(10**9, seed=3, epoch=2).take([0, 1, 999_999_999]).tolist() == KNOWN_BILLION
 
 
-KNOWN_10 = [8, 7, 2, 6, 3, 9, 1, 5, 0, 4]
-KNOWN_BILLION = [682443865, 94630572, 823917067]
+KNOWN_10 = [5, 9, 4, 1, 2, 0, 6, 7, 3, 8]
+KNOWN_BILLION = [829484563, 869519208, 253350252]
 
 
 def test_huge_orders_take_no_memory_and_answer_at_once() -> None:
@@ -208,7 +211,11 @@ def test_order_family_equals_one_order_per_element(cached: bool) -> None:
         want = [Order(lengths[k], seed=seeds[k], epoch=e)[p]
                 for k, e, p in zip(members.tolist(), epochs.tolist(), positions.tolist())]
         assert family.take(members, epochs, positions).tolist() == want
-    # a member just above a power of two walks a lot: many values, all landing inside
+        if cached:
+            within = epochs <= 3
+            assert family.take_cached(members[within], epochs[within], positions[within]).tolist() == [
+                value for value, keep in zip(want, within.tolist()) if keep]
+    # a large member: many values in one vectorized walk, all landing inside
     walker = OrderFamily([2**16 + 1], [9])
     values = walker.take(np.zeros(2**16 + 1, dtype=np.int64), np.zeros(2**16 + 1, dtype=np.int64),
                          np.arange(2**16 + 1))
@@ -217,3 +224,24 @@ def test_order_family_equals_one_order_per_element(cached: bool) -> None:
     assert unshuffled.take(np.zeros(3), np.zeros(3), np.array([4, 0, 2])).tolist() == [4, 0, 2]
     with pytest.raises(ValueError, match="one seed per member"):
         OrderFamily([5, 6], [1])
+
+
+@pytest.mark.parametrize("n", [*range(2, 300), 2**16 + 1, 10**9, 10**12, 2**62 + 12345, 2**63 - 1])
+def test_the_grid_overhangs_n_by_less_than_one_row(n: int) -> None:
+    # rows x columns cells with rows = ceil(sqrt(n)): fewer than `rows` cells past n, so a value falls outside
+    # range(n) with a chance below 1 / columns and nearly every value lands at the first pass of the network.
+    from mmap_ninja.containers.order import _grid
+
+    rows, columns = _grid(n)
+    assert rows * columns >= n > rows * columns - rows
+    assert rows * rows >= n > (rows - 1) ** 2 and max(rows, columns) < 2**32
+
+
+@pytest.mark.parametrize("n", [2**32 + 1, 2**33, 2**62 + 12_345, 2**63 - 1])
+def test_the_largest_orders_agree_between_take_and_one_position(n: int) -> None:
+    # grid sides near 2**31.5: the rounds' sums stay below 2**64 and the cells below 2**63
+    order = Order(n, seed=7, epoch=3)
+    positions = np.array([0, 1, n // 2, n - 2, n - 1], dtype=np.int64)
+    values = order.take(positions)
+    assert values.tolist() == [order[int(p)] for p in positions]
+    assert len(set(values.tolist())) == 5 and values.min() >= 0 and values.max() < n

@@ -27,6 +27,7 @@ import numpy as np
 
 from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler
 from mmap_ninja.containers.block_order import DEFAULT_WINDOW_BLOCKS, BlockLayout, BlockOrder, block_layout
+from mmap_ninja.containers.order import older_order_message
 
 __all__ = ["BlockShuffleSampler"]
 
@@ -82,7 +83,7 @@ class BlockShuffleSampler(ResumableSampler):
         >>> sampler = BlockShuffleSampler(rows, block_bytes=128, window_blocks=1, seed=0)  # blocks of 4 rows
         >>> stream = list(sampler)
         >>> sorted(stream) == list(range(12)), [sorted({i // 4 for i in stream[k:k + 4]}) for k in (0, 4, 8)]
-        (True, [[2], [0], [1]])
+        (True, [[2], [1], [0]])
         >>> sampler.state_dict()["blocks"], sampler.state_dict()["position"]
         (3, 12)
     """
@@ -269,6 +270,11 @@ class BlockShuffleSampler(ResumableSampler):
         if missing:
             raise ValueError(f"not a BlockShuffleSampler state: missing {', '.join(missing)} (a ResumableSampler's "
                              f"state has another order)")
+        if state.get("version") == 1:
+            raise ValueError(older_order_message("BlockShuffleSampler", 1))
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"BlockShuffleSampler state version {state.get('version')!r} is not supported (this "
+                             f"mmap_ninja reads version {STATE_VERSION})")
         mine = (self.block_bytes, self.layout.num_blocks, self.window_blocks)
         theirs = (int(state["block_bytes"]), int(state["blocks"]), int(state["window_blocks"]))
         if theirs != mine:

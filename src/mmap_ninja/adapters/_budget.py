@@ -22,11 +22,11 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from mmap_ninja.adapters._samplers import resolve_rank
-from mmap_ninja.containers.order import Order
+from mmap_ninja.containers.order import Order, older_order_message
 
 __all__ = ["PaddingReport", "TokenBudgetBatchSampler"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: Order version 2 (version 1 states index another order and are refused)
 DEFAULT_POOL_SIZE = 1 << 16
 # Lengths are checked against max_tokens this many at a time (bounded memory at construction).
 _SCAN_CHUNK = 1 << 20
@@ -266,6 +266,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from `state_dict`, on this or another world size) at the next iteration."""
+        if isinstance(state, dict) and state.get("version") == 1:
+            raise ValueError(older_order_message("TokenBudgetBatchSampler", 1))
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not a TokenBudgetBatchSampler state of version {STATE_VERSION}: {state!r:.200}")
         for key in ("n", "max_tokens", "pool_size"):

@@ -24,11 +24,11 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Sampler
 
-from mmap_ninja.containers.order import Order
+from mmap_ninja.containers.order import Order, older_order_message
 
 __all__ = ["ResumableSampler", "resolve_rank"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: Order version 2 (version 1 states index another order and are refused)
 _STATE_KEYS = ("version", "n", "seed", "shuffle", "drop_last", "epoch", "position")
 _CHUNK = 1024  # positions computed at once by a running iterator
 
@@ -94,14 +94,14 @@ class ResumableSampler(Sampler[int]):
         >>> sampler.set_epoch(1)
         >>> read = iter(sampler)
         >>> len(sampler), [next(read), next(read)]
-        (3, [1, 2])
+        (3, [0, 1])
         >>> state = sampler.state_dict()
         >>> state["epoch"], state["position"]
         (1, 4)
         >>> resumed = ResumableSampler(docs, rank=0, world_size=1, seed=0)  # restarted on one rank
         >>> resumed.load_state_dict(state)
         >>> list(resumed)  # the one index of epoch 1 no rank had read
-        [3]
+        [2]
     """
 
     n: int
@@ -235,9 +235,11 @@ class ResumableSampler(Sampler[int]):
         if missing:
             raise ValueError(f"not a ResumableSampler state: missing {', '.join(missing)} (got keys {sorted(state)})")
         version = state["version"]
-        if not isinstance(version, int) or not 1 <= version <= STATE_VERSION:
+        if version == 1:
+            raise ValueError(older_order_message("ResumableSampler", version))
+        if not isinstance(version, int) or not 2 <= version <= STATE_VERSION:
             raise ValueError(f"ResumableSampler state version {version!r} is not supported (this mmap_ninja reads "
-                             f"versions 1 to {STATE_VERSION}); upgrade mmap_ninja to load it")
+                             f"versions 2 to {STATE_VERSION}); upgrade mmap_ninja to load it")
         if int(state["n"]) != self.n:
             raise ValueError(f"this ResumableSampler state was saved for a dataset of {int(state['n'])} samples, "
                              f"but this sampler's dataset has {self.n}")

@@ -286,9 +286,11 @@ class BlendedMap:
         self._lengths_array = np.array(self._lengths, dtype=np.int64)
         self._starts_array = np.array(self._starts, dtype=np.int64)
         self._family = OrderFamily(self._lengths, [self._source_seed(k) for k in range(sources)], shuffle=self._shuffle)
+        self._cached = False  # whether the keys of every (source, source epoch) the blend reaches are cached
         if self._shuffle and self._length:  # every (source, source epoch) the blend reaches, if they are not too many
             reached = self.counts(self._length)
-            self._family.cache_keys([(c - 1) // n if c and n else -1 for c, n in zip(reached, self._lengths)])
+            self._cached = self._family.cache_keys([(c - 1) // n if c and n else -1
+                                                    for c, n in zip(reached, self._lengths)])
         # Each source's order of the source epoch read last: consecutive reads of a source mostly share its epoch.
         self._current: list[Optional[Order]] = [None] * sources
         self._open: OrderedDict[int, Any] = OrderedDict()
@@ -355,6 +357,15 @@ class BlendedMap:
             raise IndexError(f"index {index} is out of range for a blend of length {self._length}")
         return int(position)
 
+    def _positions(self, indices: Any) -> np.ndarray:
+        """`resolve_positions` for a batch, with a shortcut for what a sampler hands over: a 1-D int64 array
+        already in ``range(len(self))`` is used as it is (two reductions instead of the general checks and copy;
+        nothing downstream writes to it)."""
+        if (type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1 and indices.size
+                and int(indices.min()) >= 0 and int(indices.max()) < self._length):
+            return indices
+        return resolve_positions(indices, self._length)
+
     def source_of(self, index: Any) -> tuple[int, int]:
         """``(k, local)``: position ``index`` reads ``sources[k][local]``."""
         return self._locate(self._position(index))
@@ -373,7 +384,7 @@ class BlendedMap:
 
     def sources_of(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
         """`source_of` for many positions (any indexing form but an int): two int64 arrays, sources and locals."""
-        return self._sources_of(resolve_positions(indices, self._length))
+        return self._sources_of(self._positions(indices))
 
     def _sources_of(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(self._starts) == 1:
@@ -388,8 +399,9 @@ class BlendedMap:
                 ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
                 sources[rows] = ks
                 draws[rows] = self._before_arrays[segment][ks] + drawn
-        lengths = self._lengths_array[sources]
-        epochs, within = np.divmod(draws, lengths)
+        epochs, within = np.divmod(draws, self._lengths_array.take(sources))
+        if self._cached and len(positions):
+            return sources, self._family.take_cached(sources, epochs, within)
         return sources, self._family.take(sources, epochs, within)
 
     def counts(self, prefix: int) -> list[int]:
@@ -435,7 +447,13 @@ class BlendedMap:
             k, local = self._locate(index)
         elif type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
                 isinstance(index, np.ndarray) and index.ndim == 0):
-            return self.__getitems__(index)
+            try:  # a 0-d tensor reads one sample, as every map reads it; other indices give lists
+                position = None if isinstance(index, np.ndarray) else operator.index(index)
+            except TypeError:
+                position = None
+            if position is None:
+                return self.__getitems__(index)
+            k, local = self._locate(self._position(position))
         else:
             k, local = self._locate(self._position(index))
         found = self._open.get(k)
@@ -477,7 +495,7 @@ class BlendedMap:
 
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
-        positions = resolve_positions(indices, self._length)
+        positions = self._positions(indices)
         if not len(positions):
             return []
         order, touched, bounds, local = self._grouped(positions)
@@ -530,7 +548,7 @@ class BlendedMap:
 
         cls = self._batch_kind()
         arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
-        positions = resolve_positions(indices, self._length)
+        positions = self._positions(indices)
         if not len(positions):
             return self.source(0).get_batch(positions, **arguments)
         order, touched, bounds, local = self._grouped(positions)
@@ -545,10 +563,12 @@ class BlendedMap:
             if type(first) is np.ndarray:
                 kind = (first.dtype, first.shape[1:])
                 if all(type(part) is np.ndarray and (part.dtype, part.shape[1:]) == kind for part in arrays):
-                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one scatter.
-                    stacked = np.empty((len(positions), *first.shape[1:]), first.dtype)
-                    stacked[order] = np.concatenate(arrays)
-                    return stacked
+                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one gather
+                    # of their rows in the batch's order (a take is about twice as fast as a scatter of rows).
+                    inverse = np.empty(len(order), dtype=np.int64)  # where each position's row is in the parts
+                    inverse[order] = np.arange(len(order), dtype=np.int64)
+                    result: np.ndarray = np.concatenate(arrays).take(inverse, axis=0)
+                    return result
         parts = [(order[start:end], part) for start, end, part in zip(bounds, bounds[1:], arrays)]
         return cls.combine_batches(parts, positions, arguments)
 
@@ -598,7 +618,7 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
         >>> books = np_from_ndarray("books", np.arange(100, 110), overwrite=True)
         >>> mixed = blend([web, books], [0.8, 0.2], seed=0, length=50)
         >>> len(mixed), mixed.counts(50), mixed.source_of(0)
-        (50, [40, 10], (0, 36))
+        (50, [40, 10], (0, 51))
     """
     if isinstance(sources, (str, bytes, os.PathLike)) or not isinstance(sources, Sequence):
         raise TypeError("blend() takes a sequence of maps (or paths of maps)")

@@ -210,7 +210,7 @@ class BlockOrder:
         >>> order = BlockOrder(BlockLayout([0, 4, 8, 12]), window_blocks=1, seed=0)
         >>> stream = order.take(range(12)).tolist()
         >>> sorted(stream) == list(range(12)), [sorted({i // 4 for i in stream[k:k + 4]}) for k in (0, 4, 8)]
-        (True, [[2], [0], [1]])
+        (True, [[2], [1], [0]])
     """
 
     layout: BlockLayout

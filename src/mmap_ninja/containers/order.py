@@ -5,10 +5,14 @@
 indices would take 8 GB and minutes; an `Order` of any size takes a few hundred bytes and opens at once).
 ``order.take(positions)`` computes many positions at once with NumPy.
 
-How: a Feistel network over the smallest power of two ``2**b >= n`` (an unbalanced one when ``b`` is odd, so
-the domain is never more than twice ``n``), with round keys derived from ``(seed, epoch)`` by a 64-bit mixing
-function; a value that falls outside ``range(n)`` is sent through the network again ("cycle walking") until it
-lands inside, which keeps the map a bijection of ``range(n)``. On average fewer than two passes are needed.
+How: a Feistel network over a grid of ``rows x columns`` cells (``rows = ceil(sqrt(n))``, ``columns =
+ceil(n / rows)``, so the grid holds fewer than ``rows`` cells past ``n``): position ``p`` is the cell ``divmod(p,
+columns)``, and each of six rounds adds a keyed hash of one coordinate to the other, modulo its side. The round keys
+come from ``(seed, epoch)`` through a 64-bit mixing function. A value that falls outside ``range(n)`` is sent
+through the network again ("cycle walking") until it lands inside, which keeps the map a bijection of ``range(n)``;
+as the grid is at most ``1 / columns`` (about ``1 / sqrt(n)``) larger than ``n``, nearly every value lands at the
+first pass, so a batch needs one vectorized pass (version 2 of the order; version 1, a network over the smallest
+power of two ``>= n``, needed up to twice as many passes per value and several per batch).
 
 The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators,
 so it is the same on every rank, worker and machine and can be recomputed after a restart. ``shuffle=False``
@@ -17,23 +21,33 @@ gives the identity order ``range(n)``. This module needs only NumPy (no torch): 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["Order", "OrderFamily"]
+__all__ = ["ORDER_VERSION", "Order", "OrderFamily", "older_order_message"]
+
+ORDER_VERSION = 2  # which algorithm computes the orders: states saved with another one cannot be resumed exactly
 
 _MASK64 = (1 << 64) - 1
 _ROUNDS = 6
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
-# Values still cycle-walking below which `OrderFamily.take` finishes them one by one in Python.
+# Values still cycle-walking below which a vectorized walk finishes them one by one in Python.
 _STRAGGLERS = 4
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
+
+
+def older_order_message(what: str, version: Any) -> str:
+    """The error of a sampler asked to load a state saved with an older order algorithm (``version``)."""
+    return (f"{what} state version {version!r} was saved by an older mmap_ninja whose shuffled order "
+            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}): resuming it would silently "
+            f"read other samples, so it is refused; start the epoch again, or resume with the mmap_ninja that saved it")
 
 
 def _mix64(value: int) -> int:
@@ -80,6 +94,79 @@ def _as_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _grid(n: int) -> tuple[int, int]:
+    """``(rows, columns)`` of the grid the network permutes: ``rows = ceil(sqrt(n))``, ``columns = ceil(n / rows)``
+    (both below 2**32 for ``n < 2**63``; ``(1, 1)`` for ``n <= 1``)."""
+    if n <= 1:
+        return 1, 1
+    rows = math.isqrt(n - 1) + 1
+    return rows, -(-n // rows)
+
+
+def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -> np.ndarray:
+    """One pass of the Feistel network (as `Order._index`) on a uint64 array of values below ``rows * columns``,
+    as a new array. ``keys`` holds each round's key, ``rows`` and ``columns`` the grid's sides: uint64 scalars, or
+    arrays of one per value. Even rounds add the hash of the column to the row (modulo ``rows``), odd rounds the
+    hash of the row to the column (modulo ``columns``); the hash is a multiply-xorshift-multiply of (coordinate
+    xor key), its top 63 bits (a sum below 2**64: the coordinates are below 2**32)."""
+    high, low = np.divmod(values, columns)
+    mixed = np.empty_like(values)
+    spread = np.empty_like(values)
+    mul1, mul2, shift32, one = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32), np.uint64(1)
+    with np.errstate(over="ignore"):
+        for round_number, key in enumerate(keys):
+            source, target, side = (low, high, rows) if round_number % 2 == 0 else (high, low, columns)
+            np.bitwise_xor(source, key, out=mixed)
+            np.multiply(mixed, mul1, out=mixed)
+            np.right_shift(mixed, shift32, out=spread)
+            np.bitwise_xor(mixed, spread, out=mixed)
+            np.multiply(mixed, mul2, out=mixed)
+            np.right_shift(mixed, one, out=mixed)
+            np.add(target, mixed, out=target)
+            np.remainder(target, side, out=target)
+    np.multiply(high, columns, out=high)
+    result: np.ndarray = np.add(high, low, out=high)
+    return result
+
+
+def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int) -> int:
+    """The network (Python ints) on ``value`` until it lands in ``range(n)``."""
+    while True:
+        high, low = divmod(value, columns)
+        for round_number, key in enumerate(keys):
+            source = low if round_number % 2 == 0 else high
+            mixed = (source ^ key) * _MUL1 & _MASK64
+            mixed = ((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> 1
+            if round_number % 2 == 0:
+                high = (high + mixed) % rows
+            else:
+                low = (low + mixed) % columns
+        value = high * columns + low
+        if value < n:
+            return value
+
+
+def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: Any) -> np.ndarray:
+    """The network with cycle walking on a flat uint64 array of positions in ``range(n)``, as int64. ``keys``,
+    ``n``, ``rows`` and ``columns`` are uint64 scalars or arrays of one per value; the values that fall outside
+    walk on in vectorized passes over them alone, the last few one by one (cheaper than more NumPy calls)."""
+
+    def pick(part: Any, rows_left: np.ndarray) -> Any:
+        return part[rows_left] if isinstance(part, np.ndarray) else part
+
+    values = _network(values, keys, rows, columns)
+    outside = np.flatnonzero(values >= n)
+    while len(outside) > _STRAGGLERS:
+        walked = _network(values[outside], [pick(key, outside) for key in keys], pick(rows, outside),
+                          pick(columns, outside))
+        values[outside] = walked
+        outside = outside[walked >= pick(n, outside)]
+    for j in outside.tolist():
+        at = [int(part[j]) if isinstance(part, np.ndarray) else int(part) for part in (*keys, n, rows, columns)]
+        values[j] = _walk_one(int(values[j]), at[:-3], at[-3], at[-2], at[-1])
+    return values.view(np.int64)  # below n < 2**63: the same bits
+
+
 class Order:
     """The order of one epoch: a pseudo-random permutation of ``range(n)`` evaluated position by position.
 
@@ -96,12 +183,12 @@ class Order:
         >>> len(order), sorted(order.take(range(10)).tolist()) == list(range(10))
         (10, True)
         >>> order[0], order.with_epoch(2)[0]
-        (6, 5)
+        (2, 1)
         >>> Order(4, shuffle=False).take([0, 1, 2, 3])
         array([0, 1, 2, 3])
     """
 
-    __slots__ = ("_bits", "_high_bits", "_keys", "_low_bits", "_n", "_rounds", "epoch", "seed", "shuffle")
+    __slots__ = ("_columns", "_keys", "_n", "_rows", "epoch", "seed", "shuffle")
 
     def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
         n = _as_int(n, "n")
@@ -115,13 +202,8 @@ class Order:
         if self.epoch < 0:
             raise ValueError(f"Order: epoch must be >= 0, got {self.epoch}")
         self.shuffle = bool(shuffle)
-        self._bits = max(n - 1, 0).bit_length()  # 2**bits >= n
-        self._high_bits = (self._bits + 1) // 2
-        self._low_bits = self._bits // 2
+        self._rows, self._columns = _grid(n)
         self._keys = _round_keys(self.seed, self.epoch) if self.shuffle else ()
-        # Each round's key and the shift that keeps the top bits of its hash (the high half's width alternates).
-        widths = (self._high_bits, self._low_bits)
-        self._rounds = tuple((key, 64 - widths[r % 2]) for r, key in enumerate(self._keys))
 
     def __len__(self) -> int:
         return self._n
@@ -151,30 +233,29 @@ class Order:
 
     def _index(self, position: int, mul1: int = _MUL1, mul2: int = _MUL2, mask: int = _MASK64) -> int:
         """The index at ``position`` (an int in ``range(n)``, not checked): the Feistel network, unrolled, with cycle
-        walking. Each round maps (high: h bits, low: l bits) to (low, high ^ F(low)), so the halves swap roles every
-        round; unrolled, the same is ``high ^= F(low)`` then ``low ^= F(high)``. F keeps the top bits of a
-        multiply-xorshift-multiply hash of (half, key) (none when the width is 0: a shift by 64 leaves nothing)."""
+        walking. The value is the cell ``(row, column) = divmod(value, columns)`` of the grid; even rounds add a
+        hash of the column to the row modulo ``rows``, odd rounds a hash of the row to the column modulo
+        ``columns`` (the hash: the top 63 bits of a multiply-xorshift-multiply of coordinate xor round key)."""
         if not self.shuffle:
             return position
-        n, low_bits = self._n, self._low_bits
-        low_mask = (1 << low_bits) - 1
-        (k0, s0), (k1, s1), (k2, s2), (k3, s3), (k4, s4), (k5, s5) = self._rounds
+        n, rows, columns = self._n, self._rows, self._columns
+        k0, k1, k2, k3, k4, k5 = self._keys
         value = position
         while True:
-            high, low = value >> low_bits, value & low_mask
-            mixed = (low ^ k0) * mul1 & mask
-            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s0
-            mixed = (high ^ k1) * mul1 & mask
-            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s1
-            mixed = (low ^ k2) * mul1 & mask
-            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s2
-            mixed = (high ^ k3) * mul1 & mask
-            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s3
-            mixed = (low ^ k4) * mul1 & mask
-            high ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s4
-            mixed = (high ^ k5) * mul1 & mask
-            low ^= ((mixed ^ (mixed >> 32)) * mul2 & mask) >> s5
-            value = (high << low_bits) | low
+            row, column = divmod(value, columns)
+            mixed = (column ^ k0) * mul1 & mask
+            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+            mixed = (row ^ k1) * mul1 & mask
+            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+            mixed = (column ^ k2) * mul1 & mask
+            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+            mixed = (row ^ k3) * mul1 & mask
+            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+            mixed = (column ^ k4) * mul1 & mask
+            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+            mixed = (row ^ k5) * mul1 & mask
+            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+            value = row * columns + column
             if value < n:  # cycle walking: stays a bijection of range(n)
                 return value
 
@@ -195,37 +276,6 @@ class Order:
             yield from self.take(np.arange(start, min(start + _ITER_CHUNK, self._n), dtype=np.int64)).tolist()
 
     # -- many positions at once --
-
-    def _permute_array(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
-        """One pass of the Feistel network (as in `_index`) on a uint64 array (multiplication wraps modulo 2**64, as
-        the masking does in `_index`).
-        ``keys`` holds each round's key: a uint64 scalar, or an array of one key per value."""
-        high_bits, low_bits = self._high_bits, self._low_bits
-        high = values >> np.uint64(low_bits)
-        low = values & np.uint64((1 << low_bits) - 1)
-        mul1, mul2, shift32 = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32)
-        for key in keys:
-            if high_bits:
-                mixed = (low ^ key) * mul1
-                mixed = (mixed ^ (mixed >> shift32)) * mul2
-                high, low = low, high ^ (mixed >> np.uint64(64 - high_bits))
-            else:
-                high, low = low, high
-            high_bits, low_bits = low_bits, high_bits
-        result: np.ndarray = (high << np.uint64(low_bits)) | low
-        return result
-
-    def _walk(self, values: np.ndarray, keys: Sequence[Any]) -> np.ndarray:
-        """The Feistel network with cycle walking on a flat uint64 array of positions in ``range(n)``."""
-        per_value = any(isinstance(key, np.ndarray) for key in keys)
-        with np.errstate(over="ignore"):
-            values = self._permute_array(values, keys)
-            outside = np.flatnonzero(values >= np.uint64(self._n))
-            while outside.size:
-                walked = self._permute_array(values[outside], [key[outside] for key in keys] if per_value else keys)
-                values[outside] = walked
-                outside = outside[walked >= np.uint64(self._n)]
-        return values.astype(np.int64)
 
     def _positions(self, positions: Any) -> np.ndarray:
         array = np.asarray(positions)
@@ -250,7 +300,8 @@ class Order:
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
         keys = [np.uint64(key) for key in self._keys]
-        return self._walk(array.reshape(-1).astype(np.uint64), keys).reshape(array.shape)
+        return _walk(array.reshape(-1).astype(np.uint64), keys, np.uint64(self._n), np.uint64(self._rows),
+                     np.uint64(self._columns)).reshape(array.shape)
 
     def take_in_epochs(self, epochs: Any, positions: Any) -> np.ndarray:
         """``[self.with_epoch(e)[p] for e, p in zip(epochs, positions)]``, vectorized over the epochs too (for a
@@ -264,53 +315,19 @@ class Order:
             raise ValueError(f"epochs must be >= 0, got {int(epoch_array.min())}")
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
-        return self._walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)))
+        return _walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)),
+                     np.uint64(self._n), np.uint64(self._rows), np.uint64(self._columns))
 
 
 def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarray:
     """``[Order(n, seed=s, epoch=e)[p] for n, s, e, p in zip(lengths, seeds, epochs, positions)]`` vectorized over
     all four (for reading many orders at once, as a blend of many sources does). Seeds are taken modulo 2**64 and
     must fit in int64 or uint64 arrays; every position must lie in ``range(n)`` (not checked: an internal helper)."""
-    n = np.asarray(lengths, dtype=np.int64).reshape(-1).astype(np.uint64)
-    values = np.asarray(positions, dtype=np.int64).reshape(-1).astype(np.uint64)
-    seed_array = np.asarray(seeds).reshape(-1).astype(np.uint64)
-    epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1).astype(np.uint64)
-    one = np.uint64(1)
-    with np.errstate(over="ignore"):
-        bits = np.zeros(len(n), dtype=np.uint64)
-        big = n > one
-        # bits = (n - 1).bit_length(), exactly, through float64 and a correction step
-        guess = np.where(big, np.floor(np.log2(np.maximum(n, 2).astype(np.float64) - 1)) + 1, 0).astype(np.uint64)
-        guess = np.where(big & ((one << guess) < n), guess + one, guess)
-        guess = np.where(big & (guess > one) & ((one << (guess - one)) >= n), guess - one, guess)
-        bits[:] = guess
-        golden = np.uint64(_GOLDEN)
-        state = _mix64_array(_mix64_array(seed_array ^ golden) + epoch_array * golden)
-        keys = []
-        for round_number in range(_ROUNDS):
-            state = _mix64_array(state + golden + np.uint64(round_number))
-            keys.append(state)
-
-        def permute(v: np.ndarray, ks: list[np.ndarray], high_bits: np.ndarray, low_bits: np.ndarray) -> np.ndarray:
-            high, low = v >> low_bits, v & ((one << low_bits) - one)
-            for key in ks:
-                mixed = (low ^ key) * np.uint64(_MUL1)
-                mixed = (mixed ^ (mixed >> np.uint64(32))) * np.uint64(_MUL2)
-                has_bits = high_bits > 0
-                shifted = mixed >> np.where(has_bits, np.uint64(64) - high_bits, np.uint64(0))
-                high, low = low, high ^ np.where(has_bits, shifted, np.uint64(0))
-                high_bits, low_bits = low_bits, high_bits
-            result: np.ndarray = (high << low_bits) | low
-            return result
-
-        high_bits, low_bits = (bits + one) // np.uint64(2), bits // np.uint64(2)
-        values = permute(values, keys, high_bits, low_bits)
-        outside = np.flatnonzero(values >= n)
-        while outside.size:
-            walked = permute(values[outside], [key[outside] for key in keys], high_bits[outside], low_bits[outside])
-            values[outside] = walked
-            outside = outside[walked >= n[outside]]
-    return values.astype(np.int64)
+    n = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    seed_list = [int(seed) for seed in np.asarray(seeds).reshape(-1).tolist()]
+    family = OrderFamily(n.tolist(), seed_list)
+    return family.take(np.arange(len(n), dtype=np.int64), np.asarray(epochs, dtype=np.int64).reshape(-1),
+                       np.asarray(positions, dtype=np.int64).reshape(-1))
 
 
 class OrderFamily:
@@ -338,37 +355,32 @@ class OrderFamily:
         if len(seeds) != len(lengths):
             raise ValueError(f"OrderFamily needs one seed per member: {len(seeds)} seeds for {len(lengths)} lengths")
         self.shuffle = bool(shuffle)
-        bits = [max(n - 1, 0).bit_length() for n in lengths]
-        high_bits = [(b + 1) // 2 for b in bits]
-        low_bits = [b // 2 for b in bits]
-        self._n = np.array(lengths, dtype=np.uint64)
-        self._low_bits = np.array(low_bits, dtype=np.uint64)
-        self._low_mask = np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64)
-        # Rounds 0, 2, 4 write the high half (h bits), rounds 1, 3, 5 the low one (l bits): F keeps the top bits of
-        # its hash with a shift of 64 - width. A width of 0 (members of at most 2 elements) would need a shift by 64,
-        # which NumPy does not define: those shift by 63 and mask the result to nothing.
-        self._shifts = (np.array([64 - max(b, 1) for b in high_bits], dtype=np.uint64),
-                        np.array([64 - max(b, 1) for b in low_bits], dtype=np.uint64))
-        self._narrow = min(bits, default=2) < 2
-        self._width_masks = (np.array([(1 << b) - 1 for b in high_bits], dtype=np.uint64),
-                             np.array([(1 << b) - 1 for b in low_bits], dtype=np.uint64))
+        grids = [_grid(n) for n in lengths]
+        # Each member's length and grid sides, as rows of one table: one lookup gives all three for a batch.
+        self._sides = np.array([lengths, [rows for rows, _ in grids], [columns for _, columns in grids]],
+                               dtype=np.uint64).reshape(3, len(lengths))
         self._seed_states = np.array([_mix64((int(seed) & _MASK64) ^ _GOLDEN) for seed in seeds], dtype=np.uint64)
-        self._key_table: Optional[list[np.ndarray]] = None  # see `cache_keys`: each round's keys
+        # See `cache_keys`: rows 0-5 the round keys, rows 6-8 the member's sides, one column per (member, epoch).
+        self._key_table: Optional[np.ndarray] = None
         self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._n)
+        return self._sides.shape[1]
 
     def cache_keys(self, max_epochs: Sequence[int], limit: int = 1 << 16) -> bool:
         """Precompute the round keys of epochs ``0 .. max_epochs[k]`` of every member ``k`` (when they are at most
         ``limit`` in all), so that `take` looks them up instead of deriving them; True if they were cached."""
         counts = np.maximum(np.asarray(max_epochs, dtype=np.int64) + 1, 0)
-        if counts.shape != self._n.shape or int(counts.sum()) > limit:
+        if counts.shape != (len(self),) or int(counts.sum()) > limit:
             return False
         members = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         epochs = np.arange(len(members), dtype=np.int64) - np.repeat(starts, counts)
-        self._key_table = self._derive_keys(members, epochs) if len(members) else None
+        if len(members):
+            self._key_table = np.concatenate([np.array(self._derive_keys(members, epochs)).reshape(_ROUNDS, -1),
+                                              self._sides.take(members, axis=1)])
+        else:
+            self._key_table = None
         self._key_starts, self._key_epochs = starts, counts
         return self._key_table is not None
 
@@ -391,69 +403,20 @@ class OrderFamily:
             return np.array(positions, dtype=np.int64, copy=True)
         members = np.asarray(members, dtype=np.int64)
         epochs = np.asarray(epochs, dtype=np.int64)
-        keys: list[np.ndarray]
-        if self._key_table is not None and bool((epochs < self._key_epochs[members]).all()):
-            rows = self._key_starts[members] + epochs
-            keys = [table[rows] for table in self._key_table]
-        else:
-            keys = self._derive_keys(members, epochs)
-        params = [self._n[members], self._low_bits[members], self._low_mask[members],
-                  self._shifts[0][members], self._shifts[1][members]]
-        if self._narrow:
-            params += [self._width_masks[0][members], self._width_masks[1][members]]
-        with np.errstate(over="ignore"):
-            values = self._pass(positions.astype(np.uint64), keys, params)
-            outside = np.flatnonzero(values >= params[0])
-            while len(outside) > _STRAGGLERS:  # cycle walking, on the values that fell outside their member's range
-                walked = self._pass(values[outside], [key[outside] for key in keys],
-                                    [param[outside] for param in params])
-                values[outside] = walked
-                outside = outside[walked >= params[0][outside]]
-        for j in outside.tolist():  # the last few walk on in Python: cheaper than more rounds of NumPy calls
-            values[j] = self._walk_one(int(values[j]), [int(key[j]) for key in keys], [int(p[j]) for p in params])
-        return values.astype(np.int64)
+        if self._key_table is not None and bool((epochs < self._key_epochs.take(members)).all()):
+            return self.take_cached(members, epochs, positions)
+        sides = self._sides.take(members, axis=1)
+        return _walk(positions.astype(np.uint64), self._derive_keys(members, epochs), sides[0], sides[1], sides[2])
 
-    def _walk_one(self, value: int, keys: list[int], params: list[int]) -> int:
-        """`_pass` on one value (Python ints) until it lands in its member's range."""
-        n, low_bits, low_mask, shift_high, shift_low = params[:5]
-        masks = params[5:7] if self._narrow else [_MASK64, _MASK64]
-        shifts = (shift_high, shift_low)
-        while value >= n:
-            high, low = value >> low_bits, value & low_mask
-            for round_number, key in enumerate(keys):
-                source = low if round_number % 2 == 0 else high
-                mixed = (source ^ key) * _MUL1 & _MASK64
-                mixed = (((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> shifts[round_number % 2]) & masks[
-                    round_number % 2]
-                if round_number % 2 == 0:
-                    high ^= mixed
-                else:
-                    low ^= mixed
-            value = (high << low_bits) | low
-        return value
-
-    def _pass(self, values: np.ndarray, keys: list[np.ndarray], params: list[np.ndarray]) -> np.ndarray:
-        """One pass of the Feistel network (`Order._index`, unrolled) on uint64 arrays, in place where it can."""
-        low_bits, low_mask, shifts = params[1], params[2], params[3:5]
-        high = values >> low_bits
-        low = values & low_mask
-        mixed = np.empty_like(values)
-        spread = np.empty_like(values)
-        mul1, mul2, shift32 = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32)
-        for round_number, key in enumerate(keys):
-            source, target = (low, high) if round_number % 2 == 0 else (high, low)
-            np.bitwise_xor(source, key, out=mixed)
-            np.multiply(mixed, mul1, out=mixed)
-            np.right_shift(mixed, shift32, out=spread)
-            np.bitwise_xor(mixed, spread, out=mixed)
-            np.multiply(mixed, mul2, out=mixed)
-            np.right_shift(mixed, shifts[round_number % 2], out=mixed)
-            if self._narrow:
-                np.bitwise_and(mixed, params[5 + round_number % 2], out=mixed)
-            np.bitwise_xor(target, mixed, out=target)
-        np.left_shift(high, low_bits, out=high)
-        result: np.ndarray = np.bitwise_or(high, low, out=high)
-        return result
+    def take_cached(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """`take` for int64 arrays whose epochs all have cached keys (`cache_keys` returned True and covered them:
+        not checked, for a caller that knows, as a blend does of the epochs its length reaches)."""
+        if not self.shuffle:
+            return np.array(positions, dtype=np.int64, copy=True)
+        assert self._key_table is not None, "take_cached needs cache_keys first"
+        table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
+        unsigned = np.asarray(positions, dtype=np.int64).view(np.uint64)  # the walk reads it, never writes it
+        return _walk(unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1], table[_ROUNDS + 2])
 
 
 def _rebuild(n: int, seed: int, epoch: int, shuffle: bool) -> Order:
