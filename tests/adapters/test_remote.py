@@ -441,7 +441,7 @@ def test_a_download_waits_for_the_downloader_never_for_live_readers(tmp_path):
     def slow_fill(stage):
         calls.append(stage)
         started.set()
-        assert release.wait(10)
+        assert release.wait(600)  # the waits of this test only bound a hang
         (stage / "data.bin").write_bytes(b"x" * 10)
 
     def get():
@@ -451,14 +451,14 @@ def test_a_download_waits_for_the_downloader_never_for_live_readers(tmp_path):
 
     first = threading.Thread(target=get, daemon=True)
     first.start()
-    assert started.wait(10)
+    assert started.wait(600)
     second = threading.Thread(target=get, daemon=True)
     second.start()
     time.sleep(0.2)
     assert done == []  # the second waits for the download in progress
     release.set()
-    first.join(10)
-    second.join(10)
+    first.join(600)
+    second.join(600)
     assert done == [b"x" * 10] * 2 and len(calls) == 1  # one download, both served, none stuck on a reader
     for fd in [reader, *held]:
         os.close(fd)
