@@ -137,11 +137,16 @@ def raw_build(folder: Path, kind: str, items: list[Any], batch_size: int, hash_b
 
 
 def _build_ours(folder: Path, kind: str, items: list[Any], checksums: bool) -> Callable[[], None]:
+    import importlib
+
     import mmap_ninja
-    from mmap_ninja.storage import store as storage
 
     if not checksums:
-        storage.default_algorithm = lambda: None  # type: ignore[assignment,return-value]
+        try:  # the module that creates maps: storage/store.py, or (before the layer folders) storage.py
+            storage: Any = importlib.import_module("mmap_ninja.storage.store")
+        except ImportError:
+            storage = importlib.import_module("mmap_ninja.storage")
+        storage.default_algorithm = lambda: None
 
     def build() -> None:
         if kind == "strings":

@@ -4,3 +4,6 @@
 from mmap_ninja.containers.blend import DEFAULT_MAX_OPEN_SOURCES, MAX_LENGTH, QUANTUM_BITS, BlendedMap, blend
 
 __all__ = ["DEFAULT_MAX_OPEN_SOURCES", "MAX_LENGTH", "QUANTUM_BITS", "BlendedMap", "blend"]
+
+# What pickles of earlier releases name (``__reduce__`` reconstructors); not public API.
+from mmap_ninja.containers.blend import _rebuild as _rebuild

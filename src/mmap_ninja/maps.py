@@ -30,3 +30,6 @@ __all__ = [
     "resolve_index",
     "resolve_positions",
 ]
+
+# What pickles of earlier releases name (``__reduce__`` reconstructors); not public API.
+from mmap_ninja.kinds.maps import _reopen as _reopen

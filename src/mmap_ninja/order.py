@@ -4,3 +4,6 @@
 from mmap_ninja.containers.order import Order, OrderFamily, take_many
 
 __all__ = ["Order", "OrderFamily", "take_many"]
+
+# What pickles of earlier releases name (``__reduce__`` reconstructors); not public API.
+from mmap_ninja.containers.order import _rebuild as _rebuild

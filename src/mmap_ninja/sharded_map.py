@@ -20,3 +20,7 @@ __all__ = [
     "UnknownFeatureError",
     "register_merge",
 ]
+
+# What pickles of earlier releases name (``__reduce__`` reconstructors); not public API.
+from mmap_ninja.containers.sharded_map import _field_of as _field_of
+from mmap_ninja.containers.sharded_map import _reopen as _reopen

@@ -130,6 +130,75 @@ def test_batches_of_a_map_of_many_documents_find_the_same_boundaries(tmp_path):
         check_batch(dataset, windows)
 
 
+def oracle_rows(lengths, starts, seq_len):
+    """(cu_seqlens flattened as a batch's, doc_ids) of the windows at token ``starts``, labelled token by token from
+    the document of every token of the concatenation (the naive oracle, for maps too large to slice every window)."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    cuts, ids = [0], []
+    for row, start in enumerate(starts):
+        owners = owner[start:start + seq_len]
+        changes = [0, *np.flatnonzero(owners[1:] != owners[:-1]) + 1]
+        cuts.extend(row * seq_len + j for j in changes[1:])
+        cuts.append((row + 1) * seq_len)
+        ids.extend(int(owners[j]) for j in changes)
+    return cuts, ids
+
+
+@pytest.mark.parametrize("documents", [2**15 - 1, 2**15, 3 * 2**15 + 5, 300_001])
+@pytest.mark.parametrize("seq_len, stride", [(64, 64), (50, 7), (5, 9), (300, 299)])
+def test_batches_past_the_coarse_search_threshold_equal_single_reads_and_the_oracle(tmp_path, documents, seq_len,
+                                                                                    stride):
+    """Maps of up to 2**15 offsets are searched at once; past that, the batch search starts from every 8th, 16th,
+    64th offset (a sample of at most 2**13 offsets kept in memory). Windows across many documents, empty ones among
+    them (and runs of them at the very end and start), stride below, equal to and above seq_len; the first and last
+    windows, repeats and negative indices. Every row equals the window read alone and the naive oracle."""
+    rng = np.random.default_rng(documents + seq_len)
+    lengths = rng.integers(0, 8, documents)
+    lengths[:3] = 0
+    lengths[-5:] = [4, 0, 0, 11, 0]
+    tokens = RaggedMmap(tmp_path / "m")
+    tokens.extend_flat(np.arange(int(lengths.sum())) % 65_000, lengths)
+    dataset = PackedTokens(tokens, seq_len, stride=stride)
+    windows = [0, 1, len(dataset) - 1, -1, -2, 5, 5, *rng.integers(0, len(dataset), 200).tolist()]
+    check_items_of_batch(dataset, windows)
+    check_batch(dataset, windows)
+    batch = dataset.get_batch(windows)
+    starts = [(k % len(dataset)) * stride for k in windows]
+    assert (batch["cu_seqlens"].tolist(), batch["doc_ids"].tolist()) == oracle_rows(lengths, starts, seq_len)
+    everything = dataset.get_batch(np.arange(len(dataset)))
+    assert (everything["cu_seqlens"].tolist(), everything["doc_ids"].tolist()) == oracle_rows(
+        lengths, np.arange(len(dataset)) * stride, seq_len)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=60), st.integers(1, 30),
+       st.one_of(st.none(), st.integers(1, 40)), st.sampled_from([2, 3, 5]))
+def test_the_coarse_batch_search_equals_the_oracle_at_every_step(tmp_path_factory, lengths, seq_len, stride, entries):
+    """The two-step batch search with its sample of the offsets made tiny (2, 3 or 5 entries instead of 2**13), so
+    that maps of a few documents take it with every step size, the last documents held by the clamped last block."""
+    from mmap_ninja.adapters import _tokens
+
+    documents, tokens = build(tmp_path_factory.mktemp("c") / "m", lengths)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_tokens, "_COARSE_ENTRIES", entries)
+        patch.setattr(_tokens, "_ONE_STEP_ENTRIES", 0)
+        dataset = PackedTokens(tokens, seq_len, stride=stride)
+        if len(dataset):
+            windows = [*range(len(dataset)), len(dataset) - 1, 0]
+            batch = dataset.get_batch(windows)
+            if len(lengths) + 1 > entries:
+                assert dataset._coarse is not None  # the two-step search ran
+            expected = oracle(documents, seq_len, dataset.stride)
+            cuts, ids = [0], []
+            for row, k in enumerate(windows):  # the rows flattened as a batch's boundaries are
+                _, cu_seqlens, doc_ids = expected[k]
+                cuts.extend(row * seq_len + cut for cut in cu_seqlens[1:])
+                ids.extend(doc_ids)
+            assert batch["cu_seqlens"].tolist() == cuts and batch["doc_ids"].tolist() == ids
+            check_batch(dataset, windows)
+    tokens.close()
+
+
 def test_dtype_widens_batches_only_when_asked(tmp_path):
     _, tokens = build(tmp_path / "m", [7, 0, 12, 5], dtype=np.uint16)
     stored = PackedTokens(tokens, 5, stride=3)
@@ -366,6 +435,45 @@ def test_windows_past_two_to_the_31_tokens(tmp_path):
     check_batch(dataset, [k, 0, -1, k - 1])
 
 
+@SPARSE
+def test_batches_past_two_to_the_31_tokens_in_a_map_of_many_documents(tmp_path):
+    """2**15 + 100 documents (past the two-step search threshold) holding 2**31 + 2**24 int8 tokens (a sparse data
+    file): batches of windows around token 2**31 and at the end equal the windows read alone and the oracle."""
+    documents = 2**15 + 100
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 600, documents)
+    lengths[4000:4010] = 0  # empty documents next to the long one
+    lengths[4010] = 2**31 - int(lengths[:4010].sum()) - 1000  # ends 1000 tokens before 2**31
+    lengths[-1] = 2**31 + 2**24 - int(lengths[:-1].sum())
+    assert lengths.min() >= 0 and lengths.sum() == 2**31 + 2**24
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    path = tmp_path / "big"
+    RaggedMmap.from_lists(path, [np.zeros(1, np.int8)] * documents, dtype=np.int8).close()
+    header = json.loads((path / "header.json").read_text())
+    header["columns"]["data"]["length"] = int(bounds[-1])
+    bounds.astype("<i8").tofile(path / "offsets.bin")
+    lengths.astype("<i8").tofile(path / "dims.bin")
+    with open(path / "data.bin", "r+b") as f:
+        f.truncate(int(bounds[-1]))
+    write_header(path, header)
+    tokens = RaggedMmap(path, mode="r")
+    seq_len, stride = 4096, 4095
+    dataset = PackedTokens(tokens, seq_len, stride=stride)
+    near = (2**31 - 1000) // stride
+    windows = [near - 1, near, near + 1, 2**31 // stride, -1, 0, *rng.integers(0, len(dataset), 50).tolist()]
+    starts = [(k % len(dataset)) * stride for k in windows]
+    batch = dataset.get_batch(windows)
+    cuts, ids = [0], []
+    for row, start in enumerate(starts):  # the oracle from the offsets: every document overlapping the window
+        inside = np.flatnonzero((lengths > 0) & (bounds[:-1] < start + seq_len) & (bounds[1:] > start)).tolist()
+        cuts.extend(row * seq_len + int(bounds[d]) - start for d in inside[1:])
+        cuts.append((row + 1) * seq_len)
+        ids.extend(inside)
+    assert batch["cu_seqlens"].tolist() == cuts and batch["doc_ids"].tolist() == ids
+    assert batch["doc_ids"][0] == 4010 and batch["doc_ids"].max() > 4010  # documents on both sides of 2**31
+    check_items_of_batch(dataset, windows)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_windows_resume_exactly_through_stateful_dataloader(tmp_path, workers):
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
@@ -441,3 +549,5 @@ def test_opening_reads_no_index_at_1e11_tokens_and_1e9_documents(tmp_path):
     assert last["doc_ids"].tolist() == [documents - 1] and last["cu_seqlens"].tolist() == [0, 4096]
     assert last["input_ids"][-1] == 7 and dataset.total_tokens == total
     assert pickle.loads(pickle.dumps(dataset))[len(dataset) // 2]["doc_ids"].tolist() == [documents - 1]
+    batch = dataset.get_batch([-1, 0, len(dataset) // 2])  # the batch search: a sparse sample of the offsets
+    assert batch["doc_ids"].tolist() == [documents - 1] * 3 and batch["cu_seqlens"].tolist() == [0, 4096, 8192, 12288]

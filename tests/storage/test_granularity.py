@@ -89,3 +89,31 @@ def test_records_start_at_the_first_sample_at_or_after_every_multiple_of_the_gra
         first_sample_start = int(boundaries[np.searchsorted(boundaries, multiple)])
         assert first_sample_start in starts or first_sample_start == boundaries[-1], multiple
     assert verify(tmp_path / "r", deep=True).ok
+
+
+def test_records_over_many_buffers_hash_exactly_their_bytes():
+    """A write of many buffers of any sizes (empty ones, arrays of several dimensions) cut into records: each record
+    hashes exactly its bytes, whichever buffers it starts and ends in and however many lie between."""
+    import xxhash
+
+    rng = np.random.default_rng(5)
+    buffers: list = []
+    for k in range(400):
+        size = int(rng.integers(0, 300))
+        if k % 7 == 0:
+            buffers.append(rng.integers(0, 256, size=(size // 3, 3), dtype=np.uint8))  # a 2-D sample's bytes
+        else:
+            buffers.append(rng.integers(0, 256, size=size, dtype=np.uint8).tobytes())
+    sizes = [memoryview(b).nbytes for b in buffers]
+    joined = b"".join(bytes(memoryview(b)) for b in buffers)
+    offsets = np.cumsum(sizes, dtype=np.int64)
+    start = 1_000
+    new_items = {"data": buffers, "offsets": [offsets + start]}
+    records = _granularity.checksum_records("data", start, buffers, sizes, 1, lambda parts: xxhash.xxh3_64_intdigest(
+        b"".join(bytes(memoryview(p)) for p in parts)), 4_096, new_items, {})
+    assert len(records) > 10
+    assert records[0][2] == start and records[-1][3] == start + len(joined)
+    for (_, _, low, high, digest), (_, _, next_low, _, _) in zip(records, [*records[1:], (0, 0, start + len(joined),
+                                                                                        0, 0)]):
+        assert high == next_low  # they tile the write
+        assert digest == xxhash.xxh3_64_intdigest(joined[low - start:high - start])

@@ -76,10 +76,14 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
         for optional in _KIND_OPTIONAL:
             if not hasattr(kind_class, optional):
                 namespace[optional] = _Absent(optional)
+        if hasattr(kind_class, "get_batch"):
+            namespace["get_batch"] = _get_batch
         if issubclass(kind_class, ReadOnlyArrayMixin):
             namespace["__getitem__"] = _array_indexing(kind_class.__getitem__)
         if hasattr(kind_class, "to_arrow"):
             namespace["to_arrow"] = _to_arrow
+        if hasattr(kind_class, "fields"):
+            namespace["project"] = _project
         for klass in kind_class.__mro__:
             if klass is MapBase or not issubclass(klass, MapBase):
                 continue
@@ -155,6 +159,32 @@ def _array_indexing(kind_getitem: Callable[..., Any]) -> Callable[..., Any]:
     return __getitem__
 
 
+class _ArrayField(ShardedMap):
+    """A NumPy field of a records map read by blocks (``m["label"]``): NumPy's indexing, as the local map's field
+    (a `NumpyMmap`) gives, so a slice, a list or a mask reads one array."""
+
+    __getitem__ = _array_indexing(ShardedMap.__getitem__)
+
+
+class _ArrowField(ShardedMap):
+    """A field of a records map read by blocks whose local field has ``to_arrow`` (strings, ragged)."""
+
+    def to_arrow(self) -> Any:
+        """The field of the map downloaded whole, as the local field's ``to_arrow`` gives it."""
+        return _whole_map(self._source).field(self._field).to_arrow()
+
+
+def _project(self: Any, name: str) -> ShardedMap:
+    """Field ``name`` of a records map read by blocks: the sharded field container, indexed as the kind's field
+    and with its ``to_arrow`` when the kind's field has one."""
+    projected = ShardedMap.project(self, name)
+    if issubclass(projected._cls, ReadOnlyArrayMixin):
+        projected.__class__ = _ArrayField
+    elif hasattr(projected._cls, "to_arrow"):
+        projected.__class__ = _ArrowField
+    return projected
+
+
 def _view_attrs(self: Any) -> dict[str, Any]:
     return dict(self.header.attrs)
 
@@ -169,6 +199,14 @@ def _checker(self: Any, view: Any) -> Any:
 
 def _check_all(self: Any, view: Any) -> None:
     _whole_map(self)._check_all(view)
+
+
+def _get_batch(self: Any, indices: Any, *args: Any, **options: Any) -> Any:
+    """The sharded map's ``get_batch`` (each block's own, joined); a map with no blocks (no samples) answers as the
+    kind's empty map does, from the map downloaded whole (its dtype and sample shape)."""
+    if not self.shards:
+        return _whole_map(self).get_batch(indices, *args, **options)
+    return ShardedMap.get_batch(self, indices, *args, **options)
 
 
 def _to_arrow(self: Any) -> Any:

@@ -339,7 +339,7 @@ class RemoteBlockMap(ShardedMap):
         return self
 
     def __repr__(self) -> str:
-        return (f"RemoteBlockMap({self.url!r}) of kind {self.header.kind!r}, length {self._length}, blocks of "
+        return (f"{type(self).__name__}({self.url!r}) of kind {self.header.kind!r}, length {self._length}, blocks of "
                 f"{self._block_size} bytes")
 
     def __reduce__(self) -> tuple[Any, ...]:

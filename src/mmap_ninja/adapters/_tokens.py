@@ -26,11 +26,12 @@ _INT32_MAX = int(np.iinfo(np.int32).max)
 
 # Below this many documents in one window, its boundaries are found with Python lists rather than NumPy.
 _LIST_DOCUMENTS = 64
-# A batch's boundaries in a map of more than this many documents are searched in two steps (PackedTokens._search):
-# every _COARSE_STEP-th offset or more sparsely, at most _COARSE_ENTRIES of them kept in memory.
-_COARSE_ENTRIES = 1 << 15
-_COARSE_STEP = 32
-
+# A batch's boundaries in a map of more than _ONE_STEP_ENTRIES documents (256 KiB of offsets) are searched in two
+# steps (PackedTokens._documents): a copy of every step-th offset, at most _COARSE_ENTRIES of them (64 KiB: it stays
+# in the CPU's caches while the batch's tokens are copied), then the last log2(step) levels for all keys at once,
+# one gather per level.
+_ONE_STEP_ENTRIES = 1 << 15
+_COARSE_ENTRIES = 1 << 13
 
 class PackedTokens(Dataset[dict[str, np.ndarray]]):
     """A map-style dataset of fixed-length windows over the concatenation of all documents of ``tokens``.
@@ -95,7 +96,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
     def _templates(self) -> None:
         """The boundaries and document id of a window inside one document, copied for each such window."""
         self._whole = np.array([0, self.seq_len], dtype=np.int32)
-        self._coarse: Optional[tuple[int, np.ndarray, np.ndarray]] = None
+        self._coarse: Optional[tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]]]] = None
+        self._counting = np.arange(0, dtype=np.int64)  # 0, 1, 2, ...: grown and sliced by _boundaries
+        self._row_multiples = self._counting * self.seq_len  # 0, seq_len, 2 * seq_len, ...: likewise
         self._one_id = np.zeros(1, dtype=np.int64)
         # Row k is window k: a read-only 2-D view of the mapping, from which a batch is one gather of rows.
         step = self._values.strides[0]
@@ -183,7 +186,8 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         """
         windows = self._positions(indices)
         rows, seq_len = len(windows), self.seq_len
-        starts = windows * self.stride
+        edges = np.empty(2 * rows, dtype=np.int64)  # each row's first token, then each row's last (for _boundaries)
+        starts = np.multiply(windows, self.stride, out=edges[:rows])
         input_ids = self._copy_rows(windows, starts, out)
         if not boundaries:
             return {"input_ids": input_ids}
@@ -192,60 +196,77 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         if not rows:
             empty = np.zeros(1, dtype=np.int32)
             return {"input_ids": input_ids, "cu_seqlens": empty, "max_seqlen": 0, "doc_ids": np.empty(0, np.int64)}
-        # The documents holding each row's first and last token: one search for both ends of every row, each
-        # row's two ends side by side (the second search then walks the cache lines the first one brought in).
-        ends = np.empty((rows, 2), dtype=np.int64)
-        ends[:, 0] = starts
-        np.add(starts, seq_len - 1, out=ends[:, 1])
-        found = self._search(ends.reshape(-1))
-        first = found[0::2] - 1
-        counts = found[1::2] - first  # documents from the first to the last of each row
-        row_ends = np.cumsum(counts)
+        np.add(starts, seq_len - 1, out=edges[rows:])
+        cu_seqlens, max_seqlen, doc_ids = self._boundaries(edges)
+        return {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
+
+    def _boundaries(self, edges: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """The flattened ``cu_seqlens``, ``max_seqlen`` and ``doc_ids`` of the rows whose first tokens are the first
+        half of ``edges`` and whose last tokens are the second half (at least one row), in a fixed number of NumPy
+        calls for the whole batch.
+
+        The calls are most of the cost (a batch of 64 rows has ~1,300 segments), so they are the cheap forms:
+        array methods and ufuncs rather than the ``np.`` functions that wrap them, ``argmax`` rather than ``max``
+        (a reduction costs several times a gather of the same size)."""
+        rows, seq_len = len(edges) // 2, self.seq_len
+        starts = edges[:rows]
+        found = self._documents(edges)  # the documents holding each row's first and last token: one search
+        first = found[:rows]
+        counts = found[rows:] - first
+        counts += 1  # documents from the first to the last of each row, empty ones included
+        row_ends = np.add.accumulate(counts)
         segments = int(row_ends[-1])
+        if len(self._counting) < segments:  # (at least one segment a row: rows <= segments)
+            self._counting = np.arange(2 * segments, dtype=np.int64)
+            self._row_multiples = self._counting * seq_len
         row_starts = row_ends - counts  # where each row's segments start in the flattened lists
-        doc_ids = np.repeat(first - row_starts, counts)
-        doc_ids += np.arange(segments, dtype=np.int64)  # every document touched, row after row
-        row_bases = np.arange(0, rows * seq_len, seq_len, dtype=np.int64)
+        doc_ids = (first - row_starts).repeat(counts)
+        doc_ids += self._counting[:segments]  # every document touched, row after row
+        row_bases = self._row_multiples[:rows]
+        cuts = self._offsets[doc_ids]  # in int64 until the end (a cast on every operation costs more than one copy)
+        cuts += (row_bases - starts).repeat(counts)
+        cuts[row_starts] = row_bases  # each row's first segment starts at the row (mid-document or not)
         cu_seqlens = np.empty(segments + 1, dtype=np.int32)
-        np.add(self._offsets[doc_ids], np.repeat(row_bases - starts, counts), out=cu_seqlens[:-1], casting="unsafe")
-        cu_seqlens[row_starts] = row_bases  # each row's first segment starts at the row (mid-document or not)
+        cu_seqlens[:-1] = cuts
         cu_seqlens[-1] = rows * seq_len
         lengths = np.subtract(cu_seqlens[1:], cu_seqlens[:-1])
-        if not lengths.all():  # empty documents: a boundary repeated; the empty one has no segment
+        if not lengths[lengths.argmin()]:  # empty documents: a boundary repeated; the empty one has no segment
             segment = lengths != 0
             doc_ids, lengths = doc_ids[segment], lengths[segment]
             cu_seqlens = cu_seqlens[np.append(segment, True)]
-        max_seqlen = int(lengths.max())
-        batch = {"input_ids": input_ids, "cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "doc_ids": doc_ids}
-        return batch
+        return cu_seqlens, int(lengths[lengths.argmax()]), doc_ids
 
-    def _search(self, positions: np.ndarray) -> np.ndarray:
-        """``np.searchsorted(offsets, positions, side="right")`` for token positions below ``total_tokens``.
+    def _documents(self, positions: np.ndarray) -> np.ndarray:
+        """The document holding each token position (below ``total_tokens``): ``np.searchsorted(offsets, positions,
+        side="right") - 1``, a new int64 array.
 
         A binary search of a large offsets array waits on a cache miss at every one of its last levels, one key
-        after the other. For a map of many documents the search is done in two steps instead: every
-        ``_COARSE_STEP``-th offset (at most ``_COARSE_ENTRIES`` of them, copied once per process on the first
-        batch) is searched first, then the remaining levels are done for all keys at once, one gather per level,
-        so the misses of different keys overlap."""
+        after the other. For a map of many documents the search is done in two steps instead: every step-th offset
+        (at most ``_COARSE_ENTRIES`` of them, copied once per process on the first batch, small enough to stay in
+        the CPU's caches) is searched first, then the remaining levels are done for all keys at once, one gather
+        per level, so the misses of different keys overlap."""
         offsets = self._offsets
-        if len(offsets) <= _COARSE_ENTRIES:
-            return np.searchsorted(offsets, positions, side="right")
-        last = len(offsets) - 1  # offsets[last] is the total, past every position searched
+        if len(offsets) <= max(_ONE_STEP_ENTRIES, _COARSE_ENTRIES):
+            found: np.ndarray = offsets.searchsorted(positions, "right")
+            found -= 1
+            return found
         if self._coarse is None:
-            step = _COARSE_STEP
+            last = len(offsets) - 1  # offsets[last] is the total, past every position searched
+            step = 2
             while len(offsets) > step * _COARSE_ENTRIES:
                 step *= 2
             # Where each search starts: every step-th offset, the last ones held at last - step, so that a search
-            # from any of them ends within [start, start + step] and never reads past the offsets.
+            # from any of them ends within [start, start + step) and never reads past the offsets.
             starts = np.minimum(np.arange(0, last + step, step, dtype=np.int64), last - step)
-            self._coarse = (step, starts, np.ascontiguousarray(offsets[starts[1:]]))
-        step, starts, values = self._coarse
-        low = starts[np.searchsorted(values, positions, side="right")]  # offsets[low] <= position < offsets[low+step]
-        half = step // 2
-        while half:  # one level of the search for every key at once
-            np.add(low, half, out=low, where=offsets[half:][low] <= positions)
-            half //= 2
-        low += 1
+            levels, half = [], step // 2
+            while half:  # offsets[half:] for each level: its gather reads offsets[low + half]
+                levels.append((half, offsets[half:]))
+                half //= 2
+            self._coarse = (starts, np.ascontiguousarray(offsets[starts[1:]]), levels)
+        starts, values, levels = self._coarse
+        low: np.ndarray = starts[values.searchsorted(positions, "right")]
+        for half, shifted in levels:  # one level of the search for every key at once
+            np.putmask(low, shifted[low] <= positions, low + half)  # (cheaper than np.add's where=)
         return low
 
     def _positions(self, indices: Any) -> np.ndarray:
@@ -256,7 +277,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
             raise TypeError(f"window indices must be integers, got an array of {windows.dtype}")
         windows = windows.astype(np.int64, copy=False).reshape(-1)
         if windows.size:
-            low, high = int(windows.min()), int(windows.max())
+            low, high = int(windows[windows.argmin()]), int(windows[windows.argmax()])
             if high >= self._length:
                 self.window_start(high)  # raises the IndexError naming it
             if low < 0:

@@ -824,8 +824,8 @@ def upload(local_path: PathLike, url: str, storage_options: Optional[dict[str, A
                 listing.close()
         # Every shard is checked before the first object is written: a refusal leaves the URL as it was.
         checked = [(info.path, _checked_map(source / info.path, info.id, info.length)) for info in shards]
-        for rel, (header_raw, names, sizes) in checked:
-            published[rel] = _upload_map(source / rel, remote, rel, header_raw, names, sizes)
+        for rel, (header_raw, names, sizes, files) in checked:
+            published[rel] = _upload_map(source / rel, remote, rel, header_raw, names, sizes, files)
         remote.pipe(SHARDS_FILE, raw)
         if prune:
             prune_objects(remote, published, replaced)
@@ -850,10 +850,10 @@ def _published_top(remote: _Remote) -> Optional[tuple[str, bytes]]:
 
 
 def _checked_map(directory: Path, expect_id: Optional[str],
-                 expect_length: Optional[int] = None) -> tuple[bytes, dict[str, str], dict[str, int]]:
+                 expect_length: Optional[int] = None) -> tuple[bytes, dict[str, str], dict[str, int], dict[str, str]]:
     """The header to upload for the finished map in ``directory`` (its bytes, with the object names), the object
-    name of each column, and the committed bytes of each column, after checking that every column file is there
-    and holds them (and, for a shard, that its id and length are those ``shards.json`` lists)."""
+    name of each column, the committed bytes of each column and its local file, after checking that every column
+    file is there and holds them (and, for a shard, that its id and length are those ``shards.json`` lists)."""
     try:
         raw = (directory / HEADER_FILE).read_bytes()
     except FileNotFoundError:
@@ -862,9 +862,10 @@ def _checked_map(directory: Path, expect_id: Optional[str],
         content = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CorruptMapError(f"{directory / HEADER_FILE} is not valid JSON: {e}") from None
-    if isinstance(content, dict) and "commit.slots" in (content.get("requires") or ()):
-        raw = plain_header(directory)  # a slot map is published as a plain one (FORMAT.md, commit.slots)
-        content = json.loads(raw)
+    slots = isinstance(content, dict) and "commit.slots" in (content.get("requires") or ())
+    local_header = read_header(directory) if slots else None  # a slot map's column files may carry a suffix
+    if local_header is not None:  # a slot map is published as a plain one (FORMAT.md, commit.slots)
+        content = json.loads(raw := plain_header(directory, local_header))
     header = parse_header(content, directory / HEADER_FILE)
     if header.building:
         raise UnfinishedMapError(f"{directory} is an unfinished build; finish it before uploading it")
@@ -873,9 +874,9 @@ def _checked_map(directory: Path, expect_id: Optional[str],
     if expect_length is not None and _length(header) != expect_length:
         raise CorruptMapError(f"{directory} holds {_length(header)} samples, but its sharded map lists "
                               f"{expect_length}: the shard was changed after the merge; nothing was uploaded")
-    sizes = {}
+    sizes, files = {}, {}
     for name, column in header.columns.items():
-        file = name + COLUMN_SUFFIX
+        file = (local_header or header).file_of(name)
         need = column.length * column.dtype.itemsize
         try:
             have = os.stat(directory / file).st_size
@@ -884,16 +885,16 @@ def _checked_map(directory: Path, expect_id: Optional[str],
         if have < need:
             raise CorruptMapError(f"{directory / file} is truncated: it holds {have} bytes, the header commits "
                                   f"{need}")
-        sizes[name] = need
+        sizes[name], files[name] = need, file
     uploaded, names = header_to_upload(raw, header, directory / HEADER_FILE)
-    return uploaded, names, sizes
+    return uploaded, names, sizes, files
 
 
 def _upload_map(directory: Path, remote: _Remote, rel: str, raw: bytes, names: dict[str, str],
-                sizes: dict[str, int]) -> set[str]:
+                sizes: dict[str, int], files: dict[str, str]) -> set[str]:
     """Upload a map `_checked_map` checked: the committed bytes of its column files, each to its object name,
     then its header. Returns the names of the objects its header names (and the header's)."""
     for column, need in sizes.items():
-        remote.put(directory / (column + COLUMN_SUFFIX), f"{rel}/{names[column]}" if rel else names[column], need)
+        remote.put(directory / files[column], f"{rel}/{names[column]}" if rel else names[column], need)
     remote.pipe(f"{rel}/{HEADER_FILE}" if rel else HEADER_FILE, raw)
     return {*names.values(), HEADER_FILE}

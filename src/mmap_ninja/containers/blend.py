@@ -447,7 +447,13 @@ class BlendedMap:
             k, local = self._locate(index)
         elif type(index) is not int and not isinstance(index, (np.integer, numbers.Integral)) and not (
                 isinstance(index, np.ndarray) and index.ndim == 0):
-            return self.__getitems__(index)
+            try:  # a 0-d tensor reads one sample, as every map reads it; other indices give lists
+                position = None if isinstance(index, np.ndarray) else operator.index(index)
+            except TypeError:
+                position = None
+            if position is None:
+                return self.__getitems__(index)
+            k, local = self._locate(self._position(position))
         else:
             k, local = self._locate(self._position(index))
         found = self._open.get(k)

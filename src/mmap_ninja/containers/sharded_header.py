@@ -17,7 +17,7 @@ from mmap_ninja.storage.format import SHARDS_FILE
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MAX_SHARDS_HEADER_BYTES", "SHARDS_FILE", "ShardInfo", "TopHeader",
            "read_top_header"]
 
-FORMAT_NAME = "mmap_ninja.containers.sharded"
+FORMAT_NAME = "mmap_ninja.sharded"  # the format's name on disk (FORMAT.md), not a module path
 FORMAT_VERSION = (1, 0)
 MAX_SHARDS_HEADER_BYTES = 256 << 20  # about a million shards; anything larger is damage
 

@@ -697,8 +697,13 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
     @classmethod
     def _build(cls: type[M], out_dir: PathLike, batches: Iterable[Any], **build_options: Any) -> M:
+        """``from_memory=True`` in ``build_options``: the batches are slices of a list in RAM (no caller code runs
+        between them), so the build's headers may be renamed into place behind it (`Store.defer_build_commits`)."""
+        from_memory = bool(build_options.pop("from_memory", False))
         with cls.build(out_dir, **build_options) as target:
             store = target._writable_store()
+            if from_memory:
+                store.defer_build_commits()
             codec = cls.layout.codec(store.attrs)
             pending = iter(batches)
             if codec is not None and codec.trains():
@@ -740,7 +745,8 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
             samples = tqdm(samples, total=_length_or_none(sample_generator), desc=cls.__name__, unit=" samples")
         return cls._build(out_dir, _batching.batches(samples, batch_size), overwrite=overwrite, durable=durable,
-                          metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, **options)
+                          metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
+                          from_memory=type(samples) in (list, tuple), **options)
 
     @classmethod
     def from_indexable(cls: type[M], out_dir: PathLike, indexable: Any, batch_size: Optional[int] = None,

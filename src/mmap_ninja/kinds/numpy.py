@@ -204,8 +204,9 @@ NpTarget = Union[NumpyMmap, PathLike]
 def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durable: bool = False,
                  metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
                  wrapper_fn: Optional[Callable[[Any], Any]] = None,
-                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> NumpyMmap:
-    """Store ``arr`` (its first axis indexes the samples) as a new map; returns it open.
+                 lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, commit: Optional[str] = None) -> NumpyMmap:
+    """Store ``arr`` (its first axis indexes the samples) as a new map; returns it open (``commit`` as in
+    `MapBase.build`).
 
     The dtype is kept exactly (byte order, structured fields, fixed-width strings); a Fortran-ordered
     ``arr`` is stored with every sample in Fortran order.
@@ -224,7 +225,7 @@ def from_ndarray(out_dir: PathLike, arr: Any, *, overwrite: bool = False, durabl
     order = "F" if arr.ndim > 2 and np.isfortran(arr) else "C"
     return NumpyMmap._build(out_dir, [arr], overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,
                             wrapper_fn=wrapper_fn, lock_timeout=lock_timeout, dtype=arr.dtype,
-                            sample_shape=arr.shape[1:], order=order)
+                            sample_shape=arr.shape[1:], order=order, commit=commit)
 
 
 def from_generator(out_dir: PathLike, sample_generator: Iterable[Any], batch_size: Optional[int] = None,

@@ -182,14 +182,15 @@ class RaggedMmap(MapBase):
                    wrapper_fn: Optional[Callable[[Any], Any]] = None, verbose: bool = False, *, codec: Any = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False,
                    metadata: Optional[dict[str, Any]] = None,
-                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> RaggedMmap:
+                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, commit: Optional[str] = None) -> RaggedMmap:
         """Build a map from a sequence of array-likes (committed every ``batch_size`` samples), in 0.9.0's
-        argument order. ``codec="zstd"``/``"lz4"`` compresses every sample on its own."""
+        argument order. ``codec="zstd"``/``"lz4"`` compresses every sample on its own; ``commit`` as in
+        `MapBase.build`."""
         if isinstance(mode, bool):  # an older call of ours: from_lists(out_dir, lists, dtype, verbose)
             mode, verbose = "r+", mode
         return cls.from_generator(out_dir, lists, batch_size, verbose, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
-                                  dtype=dtype, codec=codec)
+                                  dtype=dtype, codec=codec, commit=commit)
 
 
 RaggedMmmap = RaggedMmap  # the spelling used in the original README

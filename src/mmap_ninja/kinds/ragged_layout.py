@@ -335,12 +335,14 @@ class RaggedLayout(Layout):
         ndim_set = ndims_of(arrays)
         if ndim_set == {1}:
             sizes = np.fromiter(map(len, arrays), dtype=np.int64, count=count)
-            ndims, dims = np.ones(count, dtype=np.int64), sizes
+            dims = sizes
+            shape_offsets = np.arange(lengths["dims"] + 1, lengths["dims"] + count + 1, dtype=np.int64)
         else:
             sizes = np.fromiter(map(attrgetter("size"), arrays), dtype=np.int64, count=count)
             ndims = np.fromiter(map(attrgetter("ndim"), arrays), dtype=np.int64, count=count)
             dims = np.fromiter(chain.from_iterable(map(attrgetter("shape"), arrays)), dtype=np.int64,
                                count=int(ndims.sum()))
+            shape_offsets = np.cumsum(ndims) + lengths["dims"]
         offsets_base = _elements(lengths, old_dtype)
         if attrs.get("codec"):  # offsets count bytes of compressed data
             compressed = _compress_all(attrs, dictionary, [np.ascontiguousarray(a).reshape(-1).view(np.uint8)
@@ -357,7 +359,7 @@ class RaggedLayout(Layout):
         columns = {
             "data": data,
             "offsets": np.cumsum(sizes) + offsets_base,
-            "shape_offsets": np.cumsum(ndims) + lengths["dims"],
+            "shape_offsets": shape_offsets,
             "dims": dims,
         }
         return Encoded(columns, _ragged_attrs(attrs, dtype, old_dtype, ndim_set))

@@ -128,9 +128,10 @@ class RecordsBuilding(MapBase):
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   overwrite: bool = False, durable: bool = False, metadata: Optional[dict[str, Any]] = None,
                   mode: str = "r+", wrapper_fn: Optional[Callable[[Any], Any]] = None,
-                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> R:
+                  lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, commit: Optional[str] = None) -> R:
         """Build a map from columns: field name -> a sequence of values, all of one length (an ndarray column
-        is stored as a numpy field, see the module docstring). Committed every ``batch_size`` rows."""
+        is stored as a numpy field, see the module docstring). Committed every ``batch_size`` rows; ``commit`` as
+        in `MapBase.build`."""
         if not isinstance(columns, Mapping):
             raise TypeError(f"from_dict() takes a dict of field -> column, got {type(columns).__name__}")
         batch_size = check_batch_size(batch_size)
@@ -151,7 +152,8 @@ class RecordsBuilding(MapBase):
         batches = ({name: column[start:start + batch_size] for name, column in checked.items()}
                    for start in range(0, n, batch_size))
         return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
-                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout)
+                                  metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
+                                  commit=commit)
 
     @classmethod
     def from_pandas(cls: type[R], out_dir: PathLike, frame: Any, *, fill_null: Optional[Mapping[str, Any]] = None,

@@ -102,12 +102,12 @@ class StringsMmap(MapBase):
                      zstd_train_dictionary_size: Optional[int] = None, *, codec: Any = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, durable: bool = False,
                      metadata: Optional[dict[str, Any]] = None,
-                     lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT) -> StringsMmap:
+                     lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, commit: Optional[str] = None) -> StringsMmap:
         """Build a map from a sequence of ``str`` (committed every ``batch_size`` strings).
 
         ``codec="zstd"`` (or ``"lz4"``, or a `mmap_ninja.kinds.codecs.Zstd` with its own level and dictionary size)
         compresses every string on its own; 0.9.0's ``zstd_level=`` and ``zstd_train_dictionary_size=`` mean
-        the same as ``codec=Zstd(level, dictionary_size)``.
+        the same as ``codec=Zstd(level, dictionary_size)``. ``commit`` as in `MapBase.build`.
         """
         if isinstance(strings, (str, bytes)):
             raise TypeError("from_strings() takes a sequence of strings, not a single string")
@@ -116,7 +116,7 @@ class StringsMmap(MapBase):
         return cls.from_generator(out_dir, strings, batch_size, verbose, overwrite=overwrite, durable=durable,
                                   metadata=metadata, mode=mode, wrapper_fn=wrapper_fn, lock_timeout=lock_timeout,
                                   codec=codec, zstd_level=zstd_level,
-                                  zstd_train_dictionary_size=zstd_train_dictionary_size)
+                                  zstd_train_dictionary_size=zstd_train_dictionary_size, commit=commit)
 
 
 def _refuse_compressed(m: MapBase, what: str) -> None:

@@ -94,20 +94,19 @@ def checksum_records(name: str, start: int, buffers: Sequence[Any], sizes: Seque
     if not cuts:
         return [(key, 0, start, start + nbytes, hash_buffers(buffers))]
     ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
-    flats: dict[int, np.ndarray[Any, Any]] = {}
+    lows, highs = np.array([0, *cuts], dtype=np.int64), np.array([*cuts, nbytes], dtype=np.int64)
+    # The buffers holding each record's first and last byte; those two are cut, the ones between hashed as they are
+    # (no Python step per buffer: a batch of 10,000 documents spent 0.13 s walking them one by one).
+    firsts = np.searchsorted(ends, lows, side="right").tolist()
+    lasts = np.searchsorted(ends, highs - 1, side="right").tolist()
+    begins = np.concatenate([[0], ends[:-1]]).tolist()
     records: list[Record] = []
-    for low, high in zip([0, *cuts], [*cuts, nbytes]):
-        first = int(np.searchsorted(ends, low, side="right"))  # the buffer holding byte `low`
-        pieces = []
-        k, at = first, low
-        while at < high:
-            begin = int(ends[k - 1]) if k else 0
-            flat = flats.get(k)
-            if flat is None:
-                flat = flats[k] = _flat(buffers[k])
-            stop = min(high, int(ends[k]))
-            pieces.append(flat[at - begin:stop - begin])
-            at = stop
-            k += 1
+    for low, high, first, last in zip(lows.tolist(), highs.tolist(), firsts, lasts):
+        head = _flat(buffers[first])
+        if first == last:
+            pieces = [head[low - begins[first]:high - begins[first]]]
+        else:
+            tail = _flat(buffers[last])
+            pieces = [head[low - begins[first]:], *buffers[first + 1:last], tail[:high - begins[last]]]
         records.append((key, 0, start + low, start + high, hash_buffers(pieces)))
     return records

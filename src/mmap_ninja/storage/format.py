@@ -311,14 +311,14 @@ def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: 
                   extra={k: v for k, v in content.items() if k not in _KEYS})
 
 
-def plain_header(directory: Path) -> bytes:
-    """The header of the map in ``directory`` as a plain map's ``header.json`` (a slot map's without the feature:
-    what `mmap_ninja.upload` publishes, whose readers fetch ``<column>.bin`` objects and ``header.json``)."""
-    header = read_header(directory)
-    if header.extra.get("file_suffix"):
-        raise ValueError(f"{directory} names its column files with a suffix (it replaced a map while readers held "
-                         f"it); upload a copy made with mmap-ninja convert, or overwrite it once no reader holds it")
-    return encode_header(header.evolve(requires=tuple(r for r in header.requires if r != header_slots.FEATURE)))
+def plain_header(directory: Path, header: Optional[Header] = None) -> bytes:
+    """The header of the map in ``directory`` (``header``, if already read) as a plain map's ``header.json``: a
+    slot map's without the feature and without ``file_suffix`` (what `mmap_ninja.upload` publishes, whose objects
+    it names itself, reading each column from the local file ``header.file_of(column)`` names)."""
+    header = read_header(directory) if header is None else header
+    extra = {key: value for key, value in header.extra.items() if key != "file_suffix"}
+    return encode_header(header.evolve(requires=tuple(r for r in header.requires if r != header_slots.FEATURE),
+                                       extra=extra))
 
 
 def encode_header(header: Header) -> bytes:

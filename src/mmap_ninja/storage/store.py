@@ -55,6 +55,7 @@ from mmap_ninja.storage.dirs import (
     replace_file,
 )
 from mmap_ninja.storage.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
+from mmap_ninja.storage.header_behind import HeaderBehind
 from mmap_ninja.storage.header_slots import FEATURE as SLOTS
 from mmap_ninja.storage.mapped_columns import MappedColumn, Snapshot
 
@@ -134,6 +135,7 @@ class Store:
         self._txn: _Transaction | None = None
         self._thread_lock = threading.RLock()
         self._builder = False  # this handle is the from_* call that is building the map
+        self._behind: Optional[HeaderBehind] = None  # a build's headers renamed on a helper thread (header_behind)
         _STORES.add(self)
 
     # ------------------------------------------------------------------ opening and creating
@@ -273,7 +275,8 @@ class Store:
         """Publish the map as complete and release the lock a ``building=True`` create kept."""
         if not self._builder:
             return
-        self._publish(building=False)
+        self._publish(building=False)  # (after the last header handed to the helper thread is in place)
+        self._settle_behind()
         self._builder = False
         self._end_transaction(ok=True)
 
@@ -306,7 +309,23 @@ class Store:
         """Release the lock of a build that failed; the map stays marked unfinished."""
         if self._builder:
             self._builder = False
+            self._settle_behind()
             self._end_transaction(ok=False)
+
+    def defer_build_commits(self) -> None:
+        """Rename this build's per-batch headers into place on a helper thread while the build goes on (see
+        `header_behind`): only for a build whose caller runs no code between its batches (samples from a list in
+        RAM). Nothing changes for a durable map or a slot map (whose commits rename nothing)."""
+        if self._builder and not self.durable and SLOTS not in self._header.requires:
+            self._behind = HeaderBehind(self.path / HEADER_FILE)
+
+    def _settle_behind(self) -> None:
+        """Wait for the headers handed to the helper thread and end it (a failure is not raised: the build has
+        failed, or raised it already)."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            with suppress(Exception):
+                behind.close()
 
     # ------------------------------------------------------------------ reading
 
@@ -523,6 +542,7 @@ class Store:
         """In a forked child: drop the inherited transaction (its lock belongs to the parent)."""
         txn, self._txn = self._txn, None
         self._builder = False
+        self._behind = None  # (its helper thread does not exist in a forked child)
         self._thread_lock = threading.RLock()
         if txn is not None:
             for fd in (txn.lock_fd, *txn.fds.values()):
@@ -717,7 +737,13 @@ class Store:
                 fsync_file(fd)
             if txn.new_columns:  # the names of the files a header lists reach the disk before that header
                 fsync_dir(self.path)
-        _write_header(self.path, new, self.durable)
+        behind = self._behind
+        if behind is not None and building:
+            behind.publish(_encode(new))  # renamed into place behind the build (header_behind)
+        else:
+            if behind is not None:
+                behind.wait()
+            _write_header(self.path, new, self.durable)
         self._header = new
         txn.attrs = txn.metadata = None
         txn.new_columns = {}
@@ -745,6 +771,7 @@ class Store:
         """Drop the mappings (arrays handed out stay valid while they live) and any open transaction."""
         if self.closed:
             return
+        self._settle_behind()
         if self._txn is not None:
             self._builder = False
             while self._txn is not None:

@@ -412,7 +412,8 @@ def run_head(args: argparse.Namespace) -> int:
     try:
         count = min(args.n, len(m))
         if args.json:
-            print(json.dumps({"path": str(m.path), "length": len(m),
+            where = args.path if is_url(args.path) else str(m.path)  # a URL, not the cache entry it was read from
+            print(json.dumps({"path": where, "length": len(m),
                               "samples": [_jsonable(m[i]) for i in range(count)]}, allow_nan=False))
             return 0
         width = max(40, os.get_terminal_size().columns if sys.stdout.isatty() else 100)
