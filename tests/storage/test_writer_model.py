@@ -385,7 +385,7 @@ def test_a_missing_map_is_an_error_where_nothing_may_be_created(tmp_path: Path) 
 
 def _append_50(path: str, start: Any) -> None:
     start.wait()
-    m = StringsMmap(path, lock_timeout=60)
+    m = StringsMmap(path, lock_timeout=HANG_SECONDS)  # the other writer holds the lock in turns
     for i in range(50):
         m.append(f"{os.getpid()}:{i}")
 
@@ -398,7 +398,7 @@ def test_two_processes_racing_to_create_one_map(tmp_path: Path) -> None:
         w.start()
     start.set()
     for w in workers:
-        w.join(120)
+        w.join(HANG_SECONDS)
     assert [w.exitcode for w in workers] == [0, 0]
     samples = StringsMmap(tmp_path / "m")[:]
     assert len(samples) == 100
