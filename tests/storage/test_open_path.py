@@ -4,6 +4,7 @@ read, structured dtypes parsed once, and each column's size checked once at open
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 
 from mmap_ninja import RaggedMmap, StringsMmap
 from mmap_ninja.errors import CorruptMapError
-from mmap_ninja.storage.format import _descr_from_json, dtype_from_json, header_checksum
+from mmap_ninja.storage import format as format_module
+from mmap_ninja.storage._paths import _resolved_by_kernel, resolved
+from mmap_ninja.storage.format import _descr_from_json, dtype_from_json, header_checksum, read_header
 
 
 def _strings(path: Path) -> Path:
@@ -117,3 +120,68 @@ def test_a_column_mapped_after_a_writer_cut_its_tail_is_mapped_to_what_is_commit
     padded, lengths = reader.get_batch([49, 0], pad_value=-1)
     assert lengths.tolist() == [50, 1] and padded.shape == (2, 50)
     reader.close()
+
+
+def test_a_header_read_again_is_not_checked_again_but_every_open_gets_values_of_its_own(tmp_path):
+    path = _strings(tmp_path / "m")
+    raw = (path / "header.json").read_bytes()
+    first = read_header(path)
+    assert format_module._CHECKED.get(raw) is not None  # the bytes were checked once and remembered
+    second = read_header(path)
+    assert second == first
+    assert second.attrs is not first.attrs and second.metadata is not first.metadata
+    assert second.columns is not first.columns and second.extra is not first.extra
+    second.metadata["changed"] = True  # what one handle does to its header's values stays its own
+    assert "changed" not in read_header(path).metadata
+
+
+def test_bytes_of_a_header_that_was_refused_are_refused_again(tmp_path):
+    path = _strings(tmp_path / "m")
+    raw = (path / "header.json").read_bytes()
+    damaged = raw.replace(b'"kind": "strings"', b'"kind": "strinks"', 1)
+    (path / "header.json").write_bytes(damaged)
+    for _ in range(2):
+        with pytest.raises(CorruptMapError, match="does not match its content"):
+            read_header(path)
+    assert damaged not in format_module._CHECKED
+    (path / "header.json").write_bytes(raw)
+    with StringsMmap(path) as m:
+        assert m[:] == ["a", "bc", "def"]
+
+
+def test_the_headers_remembered_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(format_module, "_CHECKED", {})
+    monkeypatch.setattr(format_module, "_CHECKED_ENTRIES", 2)
+    for i in range(5):
+        _strings(tmp_path / f"m{i}")
+        read_header(tmp_path / f"m{i}")
+        assert len(format_module._CHECKED) <= 2
+
+
+@pytest.mark.skipif(not hasattr(os, "O_PATH") or not os.path.isdir("/proc/self/fd"),
+                    reason="the kernel's name of a folder is read from /proc/self/fd (Linux)")
+def test_the_kernel_names_an_existing_folder_as_realpath_does(tmp_path):
+    real = tmp_path / "disk" / "maps"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    through = tmp_path / "link" / "maps"
+    assert _resolved_by_kernel(str(real)) == os.path.realpath(real)
+    assert _resolved_by_kernel(str(through)) == os.path.realpath(through) == str(real)
+    assert _resolved_by_kernel(str(tmp_path / "missing")) is None  # realpath answers for a folder not made yet
+    (tmp_path / "file").write_text("x")
+    assert _resolved_by_kernel(str(tmp_path / "file")) is None
+
+
+@pytest.mark.parametrize("name", ["plain", "link/maps", "link/missing/deeper", "file", "linked-file", "dangling"])
+def test_a_root_is_resolved_as_realpath_resolves_it(tmp_path, monkeypatch, name):
+    (tmp_path / "disk" / "maps").mkdir(parents=True)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "linked-file").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    expected = Path(os.path.realpath(tmp_path / name))
+    assert resolved(tmp_path / name) == expected
+    assert resolved(str(tmp_path / name)) == expected
+    monkeypatch.chdir(tmp_path)
+    assert resolved(name) == expected

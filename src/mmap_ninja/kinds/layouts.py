@@ -12,7 +12,8 @@ so a thread reading a map while another appends to it always sees one consistent
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional, Protocol
 
@@ -31,6 +32,11 @@ __all__ = [
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
 _ITER_CHUNK = 8192
+# Strings iteration decodes a chunk of ASCII strings as one span when they average at most this many bytes (longer
+# ones: the copy of the span costs more than a decoder call per string saves).
+_SHORT_STRING_BYTES = 128
+
+
 class Columns(Protocol):
     """Where a view reads columns from: a `Store`, or `EmptyColumns`."""
 
@@ -265,14 +271,32 @@ class StringsView(OffsetsView):
             raise
 
     def iterate(self, start: int = 0) -> Iterator[str]:
+        return chain.from_iterable(self._decoded_chunks(start))
+
+    def _decoded_chunks(self, start: int) -> Iterator[Iterable[str]]:
+        """The strings from ``start`` on, a chunk of offsets at a time: a chunk of short ASCII strings decoded as one
+        span and cut into a list (no decoder call nor generator resume per string, issue 21: 1.2-1.6x faster for
+        strings of 8-128 bytes), any other chunk decoded string by string as it is read."""
+        values, utf8 = self.values, self.utf8
+        position = start
+        for offsets in self.chunks(start):
+            first, last, count = offsets[0], offsets[-1], len(offsets) - 1
+            if last - first <= _SHORT_STRING_BYTES * count and (last == first or values[first:last].max() < 0x80):
+                text = str(utf8[first:last], "ascii")  # ASCII: a character per byte, so byte offsets cut it
+                yield [text[a - first:b - first] for a, b in zip(offsets, islice(offsets, 1, None))]
+            else:
+                yield self._decode_each(offsets, position)
+            position += count
+
+    def _decode_each(self, offsets: list[int], position: int) -> Iterator[str]:
+        """The strings of one chunk of offsets (the first is sample ``position``), decoded one by one."""
         utf8 = self.utf8
         try:
-            for offsets in self.chunks(start):
-                for a, b in zip(offsets, offsets[1:]):  # one generator, not a nested one: a frame less per sample
-                    yield str(utf8[a:b], "utf-8")
+            for a, b in zip(offsets, islice(offsets, 1, None)):
+                yield str(utf8[a:b], "utf-8")
         except UnicodeDecodeError:
-            for position in range(start, self.length):
-                self.get(position)  # names the first damaged sample
+            for sample in range(position, position + len(offsets) - 1):
+                self.get(sample)  # names the first damaged sample
             raise
 
 

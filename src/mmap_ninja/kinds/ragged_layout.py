@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from itertools import chain
+from itertools import chain, islice
 from operator import attrgetter
 from typing import Any, ClassVar, NoReturn, Optional
 
@@ -180,13 +180,37 @@ class RaggedView(OffsetsView):
         return self.values[start + offset * row:start + (offset + length) * row].reshape((length, *shape[1:]))
 
     def iterate(self, start: int = 0) -> Iterator[np.ndarray[Any, Any]]:
-        if not self.flat:
+        values = self.values
+        if self.flat:
+            for offsets in self.chunks(start):
+                for a, b in zip(offsets, offsets[1:]):
+                    yield values[a:b]
+            return
+        if len(self.known_ndim_set) != 1:  # samples of several numbers of dimensions (or not known): one by one
             yield from super().iterate(start)
             return
-        values = self.values
+        position = start
         for offsets in self.chunks(start):
-            for a, b in zip(offsets, offsets[1:]):
-                yield values[a:b]
+            count = len(offsets) - 1
+            shapes = self._chunk_shapes(position, offsets)
+            if shapes is None:  # damaged shapes: read one by one, so the error names the sample where it is read
+                yield from map(self.get, range(position, position + count))
+            else:
+                for a, b, shape in zip(offsets, islice(offsets, 1, None), shapes):
+                    yield values[a:b].reshape(shape)
+            position += count
+
+    def _chunk_shapes(self, position: int, offsets: list[int]) -> Optional[list[list[int]]]:
+        """The shapes of the samples from ``position`` on whose element offsets are ``offsets``, each checked to hold
+        its elements (`checked_shapes`, one vectorized check for the chunk, where `get` looks each shape up on its
+        own, issue 21); None if any is damaged."""
+        positions = np.arange(position, position + len(offsets) - 1, dtype=np.int64)
+        try:
+            shapes: list[list[int]] = self.checked_shapes(positions, np.diff(np.asarray(offsets, dtype=np.int64))
+                                                          ).tolist()
+        except (CorruptMapError, ValueError):
+            return None
+        return shapes
 
     def shapes_at(self, positions: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The shapes of the samples at ``positions`` as a ``(k, ndim)`` int64 array (one ndim for all)."""

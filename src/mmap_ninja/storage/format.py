@@ -226,7 +226,41 @@ def parse_header(content: Any, path: Path, features: Collection[str] = (), raw: 
     """Check the decoded JSON of a header; ``path`` is only used in error messages. ``features``: ``requires``
     entries the caller handles itself on top of the registered ones (the remote reader's ``"objects"``). ``raw``:
     the bytes ``content`` was decoded from, if known (checking the header's own checksum on them skips encoding it
-    again)."""
+    again, and bytes this process already checked are not checked again: see `_CHECKED`)."""
+    if raw is not None and not features:
+        checked = _CHECKED.get(raw)
+        if checked is not None and isinstance(content, dict):
+            return _with_fresh_values(checked, content)
+        header = _parse_header(content, path, features, raw)
+        if len(raw) <= _CHECKED_MAX_BYTES:
+            if len(_CHECKED) >= _CHECKED_ENTRIES:
+                _CHECKED.clear()
+            _CHECKED[raw] = header
+        return header
+    return _parse_header(content, path, features, raw)
+
+
+_CHECKED: dict[bytes, Header] = {}
+"""Headers this process parsed and found valid, by their exact bytes: what `parse_header` concludes from a header's
+bytes depends on nothing else (the features it accepts only ever grow), so the same bytes read again, as every
+open of an unchanged map reads them, skip the checks (issue 21: a tenth of opening a map). Failures are never kept:
+every read of a damaged header is refused anew, naming its file."""
+_CHECKED_ENTRIES = 256
+_CHECKED_MAX_BYTES = 16 << 10  # at most 4 MiB of header bytes kept (a typical header is under 2 KiB)
+
+
+def _with_fresh_values(checked: Header, content: dict[str, Any]) -> Header:
+    """``checked`` (a header parsed from the bytes ``content`` was just decoded from) with the mutable values of
+    ``content``: every open gets dicts of its own, as without `_CHECKED`, so no handle sees another's (the parsed
+    columns, their dtypes and the scalars are immutable and shared)."""
+    return Header(kind=checked.kind, columns=dict(checked.columns), attrs=content["attrs"], id=checked.id,
+                  commit=checked.commit, version=checked.version, requires=checked.requires,
+                  metadata=content.get("metadata", {}), building=checked.building, checksums=checked.checksums,
+                  checksum_granularity=checked.checksum_granularity,
+                  extra={k: v for k, v in content.items() if k not in _KEYS})
+
+
+def _parse_header(content: Any, path: Path, features: Collection[str], raw: Optional[bytes]) -> Header:
     if not isinstance(content, dict) or content.get("format") != FORMAT_NAME:
         raise CorruptMapError(f"{path} is not a mmap_ninja header")
     # The version first: a newer major version may compute its checksum differently, so whatever its checksum

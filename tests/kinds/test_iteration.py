@@ -1,0 +1,155 @@
+"""The per-item pass ``for x in m`` (issue 21): strings decoded a chunk at a time where they are short and ASCII,
+N-d ragged samples shaped a chunk at a time, and the same samples, errors and snapshot as ``m[i]`` across chunk
+borders, on damaged bytes and with ``verify_reads=True``."""
+
+import numpy as np
+import pytest
+
+from mmap_ninja import CorruptMapError, RaggedMmap, StringsMmap
+from mmap_ninja.kinds import layouts
+from mmap_ninja.storage.checksums import ChecksumMismatchError
+
+CHUNK = 7  # samples per chunk of offsets in these tests: every map below spans several chunks
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(layouts, "_ITER_CHUNK", CHUNK)
+
+
+def _texts():
+    """Chunks of every sort: short ASCII (one span), non-ASCII, long ASCII, empty strings, a chunk of only empty
+    strings, and a last chunk cut short."""
+    short = [f"w{i}" for i in range(CHUNK)]
+    accented = ["é", "naïve", "x", "ok", "日本", "", "z"]
+    long = ["a" * 1000, "b", "c" * 500, "", "d" * 150, "e", "f"]  # 236 bytes a string: decoded one by one
+    empty = [""] * CHUNK
+    tail = ["t1", "", "t3"]
+    return [*short, *accented, *short[::-1], *long, *empty, *short, *tail]
+
+
+def _reads_until_error(read):
+    """What ``read(i)`` gives for i = 0, 1, ... up to its first error: (samples, error)."""
+    samples = []
+    i = 0
+    while True:
+        try:
+            samples.append(read(i))
+        except (IndexError, StopIteration):
+            return samples, None
+        except Exception as e:  # the error itself is compared
+            return samples, e
+        i += 1
+
+
+def _iterated_until_error(m):
+    it = iter(m)
+    return _reads_until_error(lambda _: next(it))
+
+
+def test_strings_are_the_same_as_indexing_across_chunks_of_every_sort(tmp_path):
+    texts = _texts()
+    m = StringsMmap.from_strings(tmp_path / "s", texts)
+    assert list(m) == texts == [m[i] for i in range(len(m))]
+    assert all(type(t) is str for t in m)
+    view = m._view
+    chunks = [chunk if isinstance(chunk, list) else list(chunk) for chunk in view._decoded_chunks(0)]
+    assert [text for chunk in chunks for text in chunk] == texts
+    kinds = [isinstance(chunk, list) for chunk in view._decoded_chunks(0)]
+    assert kinds == [True, False, True, False, True, True, True]  # short ASCII chunks (and empty ones) as one span
+    assert list(view.iterate(CHUNK + 3)) == texts[CHUNK + 3:]
+
+
+def test_strings_appended_during_a_pass_are_not_in_it(tmp_path):
+    texts = _texts()
+    m = StringsMmap.from_strings(tmp_path / "s", texts)
+    seen = []
+    for i, text in enumerate(m):
+        if i == 3:
+            m.extend(["later"] * 20)
+        seen.append(text)
+    assert seen == texts  # the snapshot the pass started with
+    assert list(m) == [*texts, *["later"] * 20]
+
+
+def test_a_damaged_byte_in_a_chunk_of_short_strings_names_the_sample_as_indexing_does(tmp_path):
+    texts = _texts()
+    StringsMmap.from_strings(tmp_path / "s", texts).close()
+    data = tmp_path / "s" / "data.bin"
+    raw = bytearray(data.read_bytes())
+    damaged = CHUNK * 2 + 4  # a sample of the third chunk, ASCII before
+    start = sum(len(t.encode()) for t in texts[:damaged])
+    raw[start] = 0xFF  # no longer UTF-8: the chunk is decoded string by string
+    data.write_bytes(bytes(raw))
+    m = StringsMmap(tmp_path / "s", mode="r")
+    iterated, error = _iterated_until_error(m)
+    indexed, index_error = _reads_until_error(lambda i: m[i])
+    assert iterated == indexed == texts[:damaged]
+    assert type(error) is type(index_error) is CorruptMapError and str(error) == str(index_error)
+    assert f"sample {damaged} is not valid UTF-8" in str(error)
+
+
+@pytest.mark.parametrize("replacement", [ord("Z"), 0xFF], ids=["still-ascii", "not-utf8"])
+def test_with_verify_reads_a_pass_fails_where_indexing_fails(tmp_path, replacement):
+    texts = _texts()
+    with StringsMmap.build(tmp_path / "s") as m:
+        for first in range(0, len(texts), 10):  # several commits: several checksum records
+            m.extend(texts[first:first + 10])
+    data = tmp_path / "s" / "data.bin"
+    raw = bytearray(data.read_bytes())
+    damaged = 37  # in the fourth commit (samples 30..39), and the sixth chunk (of short ASCII strings)
+    start = sum(len(t.encode()) for t in texts[:damaged])
+    raw[start] = replacement
+    data.write_bytes(bytes(raw))
+    iterated, error = _iterated_until_error(StringsMmap(tmp_path / "s", mode="r", verify_reads=True))
+    checked = StringsMmap(tmp_path / "s", mode="r", verify_reads=True)
+    indexed, index_error = _reads_until_error(lambda i: checked[i])
+    assert iterated == indexed and len(indexed) <= damaged
+    assert type(error) is type(index_error) is ChecksumMismatchError and str(error) == str(index_error)
+
+
+def _arrays(ndim):
+    rng = np.random.default_rng(ndim)
+    if ndim == 0:
+        return [np.uint8(i) for i in range(40)]
+    shapes = [tuple(int(d) for d in rng.integers(0, 4, size=ndim)) for _ in range(40)]
+    return [rng.integers(0, 255, size=shape, dtype=np.uint8) for shape in shapes]
+
+
+@pytest.mark.parametrize("ndim", [0, 2, 3])
+def test_n_d_samples_are_read_only_views_equal_to_indexing(tmp_path, ndim):
+    arrays = _arrays(ndim)
+    m = RaggedMmap.from_lists(tmp_path / "r", arrays)
+    iterated = list(m)
+    assert len(iterated) == len(arrays)
+    for i, (x, expected) in enumerate(zip(iterated, arrays)):
+        assert x.shape == np.shape(expected) == m[i].shape and x.dtype == m.dtype
+        np.testing.assert_array_equal(x, expected)
+        assert not x.flags.writeable and (x.size == 0 or np.shares_memory(x, m.values))
+    assert [x.shape for x in m._view.iterate(CHUNK + 2)] == [np.shape(a) for a in arrays[CHUNK + 2:]]
+    offsets = m.offsets[CHUNK:2 * CHUNK + 1].tolist()  # a chunk's shapes: one vectorized lookup, checked
+    assert m._view._chunk_shapes(CHUNK, offsets) == [list(np.shape(a)) for a in arrays[CHUNK:2 * CHUNK]]
+
+
+def test_samples_of_several_numbers_of_dimensions_are_iterated(tmp_path):
+    arrays = [np.arange(3), np.zeros((2, 2)), np.arange(4), np.float64(1)] * 5
+    m = RaggedMmap.from_lists(tmp_path / "mixed", arrays)
+    assert [x.shape for x in m] == [np.shape(a) for a in arrays]
+
+
+def test_a_damaged_shape_in_a_chunk_names_the_sample_where_indexing_names_it(tmp_path):
+    arrays = _arrays(3)
+    m = RaggedMmap.from_lists(tmp_path / "r", arrays)
+    damaged = next(i for i in range(CHUNK * 2, len(arrays)) if arrays[i].size)  # in the third chunk
+    first = int(m._view.shape_offsets[damaged])
+    m.close()
+    dims = np.fromfile(tmp_path / "r" / "dims.bin", dtype="<i8")
+    dims[first] += 1  # the shape no longer holds the sample's elements
+    dims.tofile(tmp_path / "r" / "dims.bin")
+    m = RaggedMmap(tmp_path / "r", mode="r")
+    iterated, error = _iterated_until_error(m)
+    indexed, index_error = _reads_until_error(lambda i: m[i])
+    assert len(iterated) == len(indexed) == damaged
+    assert all(np.array_equal(a, b) and a.shape == b.shape for a, b in zip(iterated, indexed))
+    assert type(error) is type(index_error) is CorruptMapError and str(error) == str(index_error)
+    assert f"sample {damaged} has the shape" in str(error)
