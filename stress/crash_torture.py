@@ -68,6 +68,7 @@ NUMPY_SHAPE = (3, 4)
 APPENDERS = 3  # concurrent appender processes per "appenders" trial
 PREBUILT_WRITER = 9  # the writer id of the samples an "appenders" trial may start with
 RECOVERY_WRITER = 8  # the writer id of the batch the checker appends after the trial
+HANG_SECONDS = 600  # waits on the appenders bound a hang only: on a loaded machine they may need minutes
 _ALPHABET = "abcXYZ019 |\u00e9\u00df\u20ac\U0001f600\n"
 Events = list[list[str]]
 Identity = tuple[int, int, int, int]  # (writer, batch number, position in batch, batch size)
@@ -487,7 +488,7 @@ def appender(kind: str, path: Path, log_path: Path, seed: int, writer: int, stop
 
 
 def _open_appender(cls: type[MapBase], path: Path, log: Log) -> MapBase:
-    """Open the map for appending, retrying for at most 30 s the two refusals an open can meet while another
+    """Open the map for appending, retrying for at most `HANG_SECONDS` the two refusals an open can meet while another
     process's first write is creating the map (both reported in the table's summary, see the report):
 
     * ``U``: `UnfinishedMapError` ("still being built by another process"): the creator's header still marks
@@ -495,10 +496,10 @@ def _open_appender(cls: type[MapBase], path: Path, log: Log) -> MapBase:
     * ``N``: `NotAMapError` ("header.json is missing"): ``MapBase.__init__`` found no header, then saw one
       appear before deciding that the path holds no map yet.
     """
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_SECONDS
     while True:
         try:
-            return cls(path, lock_timeout=60)
+            return cls(path, lock_timeout=HANG_SECONDS)  # three writers share the lock, however slowly
         except (UnfinishedMapError, mmap_ninja.NotAMapError) as e:
             if time.monotonic() > deadline:
                 raise
@@ -819,7 +820,7 @@ def run_appenders_trial(kind: str, seed: int, workdir: Path, writers: int = APPE
         _kill_group(procs[victim])
         procs[victim].wait()
         at_kill = {w: _count(_events(logs[w]), "C") for w in range(writers) if w != victim}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_SECONDS
         stalled = dict(at_kill)
         while stalled and time.monotonic() < deadline:
             stalled = {w: n for w, n in at_kill.items()
@@ -828,12 +829,13 @@ def run_appenders_trial(kind: str, seed: int, workdir: Path, writers: int = APPE
         stop.touch()
         for proc in procs:
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=HANG_SECONDS)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 proc.wait()
         if stalled:
-            trial.detail = f"appenders {sorted(stalled)} made no progress for 60 s after appender {victim} was killed"
+            trial.detail = (f"appenders {sorted(stalled)} made no progress for {HANG_SECONDS} s after appender "
+                            f"{victim} was killed")
             return trial
         for w, proc in enumerate(procs):
             if w != victim and proc.returncode != 0:

@@ -1,9 +1,20 @@
 """The tests' fixtures. Plain helpers shared by tests are in ``tests.support`` (``from tests.support import
 snapshot``): a test module never imports ``conftest``."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The test command gives the same result on every run and on any machine: Hypothesis draws its examples from a
+# seed fixed by each test (a random run could fail one day and not the next), keeps no example database between
+# runs, and judges nothing by time (no deadline; no health check on slow data generation, which a loaded CI machine
+# fails). HYPOTHESIS_PROFILE=explore draws fresh random examples, to look for new failures on purpose.
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 pytest_plugins = [
     # --windows-semantics (and the windows_semantics marker, the windows_semantics_mode fixture): Windows'

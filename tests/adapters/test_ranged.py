@@ -209,11 +209,10 @@ def test_a_reader_killed_mid_fetch_leaves_no_partial_block(tmp_path, fine):
     """)
     process = subprocess.Popen([sys.executable, "-c", child], env={**os.environ, "HANG_MARKER": str(marker)})
     try:
-        for _ in range(6000):  # waits for the child to reach the fetch (not a timing assumption: a wait)
-            if marker.exists() or process.poll() is not None:
-                break
-            import time
+        import time
 
+        deadline = time.monotonic() + 600  # waits for the child to reach the fetch; the bound only ends a hang
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert marker.exists(), "the child never reached the block fetch"
         os.kill(process.pid, signal.SIGKILL)

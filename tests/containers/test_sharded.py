@@ -582,7 +582,7 @@ def test_shard_aware_sampler_takes_rank_and_world_size_from_the_process_group(tm
     env = {**os.environ, "PYTHONPATH": SRC}
     runs = [subprocess.Popen([sys.executable, "-c", _DDP_RANK, str(m.path), str(tmp_path / "store"), str(rank)],
                              stdout=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
-    results = [json.loads(run.communicate(timeout=60)[0]) for run in runs]
+    results = [json.loads(run.communicate(timeout=600)[0]) for run in runs]  # torch's import may take minutes
     for rank, (got_rank, world_size, indices) in enumerate(results):
         assert (got_rank, world_size) == (rank, 2)
         assert indices == list(ShardAwareSampler(m, rank=rank, world_size=2, seed=7))
@@ -832,7 +832,9 @@ def test_merges_racing_to_create_one_sharded_map_both_land(tmp_path):
         def run(name, attempt=attempt, barrier=barrier):
             barrier.wait()
             try:
-                merge(tmp_path / f"out{attempt}", [tmp_path / name])
+                # the other merge may hold the lock for seconds on a loaded machine: the wait is bounded only
+                # against a hang (the default, 5 s, would let the load decide)
+                merge(tmp_path / f"out{attempt}", [tmp_path / name], lock_timeout=600)
             except Exception as e:  # collected, asserted below
                 failures.append(f"{type(e).__name__}: {e}")
 

@@ -9,7 +9,8 @@ from mmap_ninja.kinds.ragged import RaggedMmmap as seed_spelling
 
 from tests.support import snapshot
 
-settings_fast = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings_fast = settings(max_examples=50, deadline=None,
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 dtypes = st.sampled_from(["u1", "i2", "<i4", ">i8", "f4", ">f8", "c8", "?", "S3", "U2", "M8[s]"])
 
 

@@ -903,8 +903,14 @@ ADD_FIELD_CHILD = r'''
 import sys
 from mmap_ninja.kinds.records import RecordsMmap
 rec = RecordsMmap(sys.argv[1])
-print("READY", flush=True)
-rec.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])  # about a second: killed midway or before
+if sys.argv[2] == "before-commit":  # the field's files all written, the commit not yet made: killed there
+    with rec.transaction():
+        rec.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])
+        print("READY", flush=True)
+        sys.stdin.readline()
+else:
+    print("READY", flush=True)
+    rec.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])  # about a second: killed midway or before
 print("DONE", flush=True)
 '''
 
@@ -915,14 +921,19 @@ def test_sigkill_while_adding_a_field_leaves_the_map_with_or_without_it_whole(tm
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     outcomes = set()
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", ADD_FIELD_CHILD, str(tmp_path / "m")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+        # The first kill comes, decided by state, once every file of the field is written but before the commit
+        # (the child adds it inside a transaction and waits there); the others land at a random point of it.
+        where = "before-commit" if trial == 0 else "anywhere"
+        proc = subprocess.Popen([sys.executable, "-c", ADD_FIELD_CHILD, str(tmp_path / "m"), where],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, env=env)
         assert proc.stdout.readline().strip() == b"READY", proc.stderr.read().decode()[-2000:]
-        time.sleep(0.02 + 0.15 * trial)
+        if trial:
+            time.sleep(0.02 + 0.15 * trial)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
         m = RecordsMmap(tmp_path / "m", mode="r")
         assert len(m) == n and m["label"][n - 1] == n - 1
         if "tok" in m.fields:
@@ -935,7 +946,7 @@ def test_sigkill_while_adding_a_field_leaves_the_map_with_or_without_it_whole(tm
     if "tok" not in writer.fields:  # a later attempt replaces what the killed one left
         writer.add_field("tok", ("ragged", "int32"), default=[1, 2, 3])
     assert writer[n - 1]["label"] == n - 1 and writer[n - 1]["tok"].tolist() == [1, 2, 3]
-    assert "not added" in outcomes  # at least the first kill came before the commit
+    assert "not added" in outcomes  # the first kill came before the commit
 
 
 def test_integer_keys_refuse_duplicates_naming_the_row_and_key(tmp_path):

@@ -10,7 +10,8 @@ from tests.support import snapshot
 
 # Any text UTF-8 can hold: every code point but lone surrogates, NUL included.
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-settings_fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings_fast = settings(max_examples=60, deadline=None,
+                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @given(strings=st.lists(texts, max_size=30), extra=st.lists(texts, max_size=10), batch=st.integers(1, 7))

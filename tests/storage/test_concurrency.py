@@ -142,7 +142,7 @@ def _hold_a_transaction(path: str, locked: Any, go: Any) -> None:
     with StringsMmap(path) as m, m.transaction():
         m.append("from the first writer")
         locked.set()
-        go.wait(60)
+        go.wait(600)  # bounds a hang only: the parent's refused write must come while this holds the lock
 
 
 def test_a_write_waits_for_another_processs_transaction_or_times_out(tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_a_write_waits_for_another_processs_transaction_or_times_out(tmp_path: P
     p = ctx.Process(target=_hold_a_transaction, args=(str(path), locked, go))
     p.start()
     try:
-        assert locked.wait(60)
+        assert locked.wait(600)  # a spawned interpreter may take minutes to start on a loaded machine
         with StringsMmap(path, lock_timeout=0.2) as second:  # opening takes no lock
             assert list(second) == ["x"]
             with pytest.raises(MapLockedError, match="locked by another writer"):
@@ -165,7 +165,7 @@ def test_a_write_waits_for_another_processs_transaction_or_times_out(tmp_path: P
             assert list(second) == ["x", "from the first writer", "from the second writer"]
     finally:
         go.set()
-        p.join(60)
+        p.join(600)
     assert p.exitcode == 0
     assert list(StringsMmap(path, mode="r")) == ["x", "from the first writer", "from the second writer"]
 

@@ -38,7 +38,9 @@ from mmap_ninja import (
     open_existing,
 )
 
-from tests.support import build, equal, sample_for, snapshot, write_header
+from tests.support import build, equal, peak_bytes_in_a_fresh_process, sample_for, snapshot, write_header
+
+HANG_SECONDS = 600  # a bound that only ends a hang: a loaded machine may delay any call by seconds
 
 CLASSES: dict[str, type[Any]] = {"strings": StringsMmap, "ragged": RaggedMmap, "numpy": NumpyMmap}
 
@@ -127,9 +129,11 @@ def test_a_transaction_is_one_commit_and_holds_the_lock(tmp_path: Path) -> None:
         assert header(tmp_path / "m")["commit"] == commit  # nobody else sees them yet
         assert reader.refresh() == 0
         started = time.monotonic()
-        with pytest.raises(MapLockedError, match=str(tmp_path / "m")):
+        with pytest.raises(MapLockedError, match=rf"{tmp_path / 'm'} .*waited 0\.2 s"):  # its own lock_timeout
             other.append("blocked")
-        assert 0.15 <= time.monotonic() - started < 2
+        # it waited its lock_timeout, then gave up while the lock was still held (the bound only ends a hang:
+        # how much longer than 0.2 s the refusal takes depends on the machine's load)
+        assert 0.15 <= time.monotonic() - started < HANG_SECONDS
     assert header(tmp_path / "m")["commit"] == commit + 1
     assert reader.refresh() == 100 and reader[1:4] == ["s0", "s1", "s2"]
     other.append("after")
@@ -155,9 +159,10 @@ def test_lock_timeout_bounds_the_wait(tmp_path: Path) -> None:
         m.append("y")
         for timeout in (0.0, 0.3):
             started = time.monotonic()
-            with pytest.raises(MapLockedError, match=f"waited {timeout:g} s"):
+            with pytest.raises(MapLockedError, match=f"waited {timeout:g} s"):  # this timeout, not the default
                 StringsMmap(tmp_path / "m", lock_timeout=timeout).append("z")
-            assert timeout <= time.monotonic() - started < timeout + 1.5
+            # at least the timeout; the upper bound only ends a hang (a loaded machine adds any delay to it)
+            assert timeout <= time.monotonic() - started < HANG_SECONDS
     assert StringsMmap(tmp_path / "m")[:] == ["x", "y"]
 
 
@@ -380,7 +385,7 @@ def test_a_missing_map_is_an_error_where_nothing_may_be_created(tmp_path: Path) 
 
 def _append_50(path: str, start: Any) -> None:
     start.wait()
-    m = StringsMmap(path, lock_timeout=60)
+    m = StringsMmap(path, lock_timeout=HANG_SECONDS)  # the other writer holds the lock in turns
     for i in range(50):
         m.append(f"{os.getpid()}:{i}")
 
@@ -393,7 +398,7 @@ def test_two_processes_racing_to_create_one_map(tmp_path: Path) -> None:
         w.start()
     start.set()
     for w in workers:
-        w.join(120)
+        w.join(HANG_SECONDS)
     assert [w.exitcode for w in workers] == [0, 0]
     samples = StringsMmap(tmp_path / "m")[:]
     assert len(samples) == 100
@@ -478,10 +483,14 @@ def test_a_required_unknown_feature_is_refused(tmp_path: Path) -> None:
 def test_a_huge_header_is_refused_quickly(tmp_path: Path) -> None:
     StringsMmap.from_strings(tmp_path / "m", ["a"]).close()
     edit_header(tmp_path / "m", lambda h: h.update(metadata={"padding": "x" * (20 << 20)}))
-    started = time.monotonic()
-    with pytest.raises(CorruptMapError, match=r"header\.json"):
+    with pytest.raises(CorruptMapError, match=r"header\.json is [\d,]+ bytes, more than a header may be"):
         StringsMmap(tmp_path / "m")
-    assert time.monotonic() - started < 0.5
+    # Quickly: refused by its size, before a byte of it is read or parsed. Checked by memory, not by a duration
+    # (which the machine's load decides): reading the 20 MB header would allocate at least 20 MB.
+    peak = peak_bytes_in_a_fresh_process(
+        f"from mmap_ninja import CorruptMapError, StringsMmap\npath = {str(tmp_path / 'm')!r}",
+        "try:\n    StringsMmap(path)\nexcept CorruptMapError:\n    pass")
+    assert peak < 4 << 20, f"opening the map allocated {peak:,} bytes"
 
 
 def test_a_version_1_header_opens_and_appends(tmp_path: Path) -> None:

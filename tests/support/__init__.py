@@ -40,7 +40,7 @@ def peak_bytes_in_a_fresh_process(setup: str, statement: str) -> int:
     threads other tests leave running (the session's Dask client, decoding pools) would be counted too."""
     code = f"import tracemalloc\n{setup}\n{statement}\ntracemalloc.start()\n{statement}\n" \
            f"print(tracemalloc.get_traced_memory()[1])\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split()[-1])
 

@@ -8,6 +8,7 @@ import pickle
 import random
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +52,9 @@ class Effort:
     stateful_examples: int  # Hypothesis examples of the state machine
     stateful_steps: int  # steps per example
     parallel_builds: bool  # also build with from_indexable(n_jobs=2)
+
+
+_HANG_SECONDS = 600  # a wait on another thread ends after this: it bounds a hang, it decides nothing
 
 
 QUICK = Effort(samples=60, crash_extend_trials=2, crash_build_trials=1, kill_max_delay=0.1, concurrent_trials=1,
@@ -459,14 +463,26 @@ class MapConformance:
             except Exception as e:
                 errors.append(f"reader {number}: {type(e).__name__}: {e}")
 
+        def until_every_reader_read_since(before: list[int]) -> None:
+            # Decided by state: the writer waits here until every reader has completed a read begun after
+            # ``before`` was taken (the bound only ends a hang: a loaded machine may take minutes).
+            deadline = time.monotonic() + _HANG_SECONDS
+            while not all(now > then for now, then in zip(reads, before)):
+                assert not errors, "\n".join(errors[:10])
+                assert time.monotonic() < deadline, f"a reader thread completed no read in {_HANG_SECONDS} s: {reads}"
+                time.sleep(0.001)
+
         readers = [threading.Thread(target=read, args=(k,)) for k in range(self.effort.reader_threads)]
         with quick_gil_handoff():  # the writer below is this thread
             for thread in readers:
                 thread.start()
             rng = random.Random(self.spec.name)
             length = 10
+            halfway = self.effort.thread_batches // 2
             try:
-                for _ in range(self.effort.thread_batches):
+                for batch in range(self.effort.thread_batches):
+                    if batch == halfway:  # every reader reads while the map grows, whatever the load
+                        until_every_reader_read_since(list(reads))
                     size = rng.randrange(1, 10)
                     if size == 1:
                         m.append(self.spec.make_sample(length))
@@ -480,9 +496,10 @@ class MapConformance:
             finally:
                 stop.set()
                 for thread in readers:
-                    thread.join(60)
+                    thread.join(_HANG_SECONDS)
         assert not errors, "\n".join(errors[:10])
         assert all(reads), f"a reader thread never completed a read: {reads}"
+        assert not any(thread.is_alive() for thread in readers), "a reader thread hung"
         self.holds(m, length, "the map the threads shared")
         m.close()
 

@@ -45,7 +45,9 @@ _CHILD_CODE = "import sys; from mmap_ninja.testing.processes import child_main; 
 # (CREATE_NEW_PROCESS_GROUP), is killed by TerminateProcess (Popen.kill), and its pipe is read by a thread.
 # Tests force the portable path on Linux by setting this to False.
 _PROCESS_GROUPS = hasattr(os, "killpg")
-_READY_TIMEOUT = 60.0
+# The waits on a child only bound a hang and decide nothing: a fresh interpreter importing NumPy and the library on
+# a loaded machine (a CI runner sharing 2 cores) may take minutes to report READY or to finish its writes.
+_READY_TIMEOUT = 600.0
 _SAMPLES_CAP = 20_000  # an extending or building child stops writing (and waits to be killed) at this length
 
 
@@ -161,7 +163,9 @@ def _hold_lock_until_killed(lock: str, shared: bool) -> None:
 
 
 def _write_batches(spec: KindSpec, path: str, batches: list[list[int]]) -> None:
-    m = spec.container(path)
+    # The other writer may hold the lock for seconds on a loaded machine (it is descheduled mid-write): the
+    # default lock timeout (5 s) would make the wait decide the test.
+    m = spec.container(path, lock_timeout=_READY_TIMEOUT)
     pause = random.Random(batches[0][0] if batches and batches[0] else 0).uniform
     _ready()
     if sys.stdin.readline().strip() != "GO":
@@ -397,7 +401,7 @@ def writer_batches(writer: int, writers: int, batch_count: int, seed: int, max_b
     return batches
 
 
-def run_concurrent_writers(spec: KindSpec, path: Path, plans: list[list[list[int]]], timeout: float = 120) -> None:
+def run_concurrent_writers(spec: KindSpec, path: Path, plans: list[list[list[int]]], timeout: float = 900) -> None:
     """Start one child process per plan, each opening the map in ``path`` (which may not exist yet); once all are
     ready they append their batches at the same time. Raises AssertionError if a writer fails."""
     with tempfile.TemporaryDirectory(prefix="mmap_ninja_kit_") as workdir:

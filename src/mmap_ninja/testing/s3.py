@@ -84,7 +84,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(recording: Path, timeout: float = 30) -> Iterator[S3Server]:
+def moto_server(recording: Path, timeout: float = 600) -> Iterator[S3Server]:
     """Run ``moto_server`` (installed beside this interpreter) on a free loopback port for the block, recording its
     requests in ``recording``; stopped by its pid at the end. FileNotFoundError if it is not installed."""
     executable = Path(sys.executable).parent / "moto_server"
