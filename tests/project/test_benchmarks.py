@@ -91,11 +91,11 @@ def test_iteration_vs_pyarrow_table(quick_run):
     _, stdout = quick_run
     rows = table_after(stdout, "### Per-item iteration")
     assert rows[0][1:] == ["items", "mmap_ninja `for x in m`", "pyarrow, batch by batch", "ours / pyarrow",
-                           "same items read"]
+                           "CPU time: ours / pyarrow", "same items read"]
     assert [r[0] for r in rows[2:]] == ["tokens", "images", "strings"]
     for row in rows[2:]:
-        assert all(numeric(c) for c in row[1:5]), row
-        assert row[5] == "yes", row  # both sides read the same number of items and elements
+        assert all(numeric(c) for c in row[1:6]), row
+        assert row[6] == "yes", row  # both sides read the same number of items and elements
 
 
 def test_build_vs_raw_writer_table(quick_run):

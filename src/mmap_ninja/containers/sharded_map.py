@@ -55,7 +55,8 @@ def register_merge(merge: Callable[..., Any]) -> None:
 class ShardedMap(RecordsFace, RefusedWrites, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
     """A sharded map (see the module's docstring), read with the API of a single map.
 
-    ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples),
+    ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples;
+    for numpy shards an array, as ``NumpyMmap`` gives),
     ``m.get_batch(indices, ...)`` with the arguments of the shards' kind when it has one, iteration, and
     ``__getitems__`` for PyTorch's batched fetch. It pickles as its path. ``wrapper_fn`` is applied to every
     sample read (to a copy unless ``copy_before_wrapper_fn=False``). ``max_open_shards`` bounds how many shards
@@ -79,7 +80,7 @@ class ShardedMap(RecordsFace, RefusedWrites, _DatasetBase):  # type: ignore[misc
         >>> merge("sharded", ["part0", "part1"]).close()
         >>> whole = ShardedMap("sharded")
         >>> len(whole), whole.shard_starts, whole[3], whole[1:4]
-        (5, [0, 3, 5], np.int64(3), [np.int64(1), np.int64(2), np.int64(3)])
+        (5, [0, 3, 5], np.int64(3), array([1, 2, 3]))
     """
 
     def __init__(self, out_dir: PathLike, wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+", *,
