@@ -1,6 +1,7 @@
 """Ranged block reads of maps in object storage (``open_existing(url, fetch="blocks")``): bytes fetched to the first
 sample, checks of every block, the per-block cache shared by processes (a corrupted cached block, a reader killed
-mid-fetch, the size limit), and the kit's read-side conformance on block-read maps."""
+mid-fetch, the size limit). The kit's read-side conformance on block-read maps runs in
+tests/testing/test_kit_containers.py (its ``remote-blocks-*`` and ``remote-sharded-blocks-*`` cases)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +25,6 @@ from mmap_ninja import CacheOverLimitWarning, RaggedMmap, StringsMmap, open_exis
 from mmap_ninja.adapters._block_map import RemoteBlockMap  # noqa: E402
 from mmap_ninja.errors import ChecksumMismatchError, NotAMapError  # noqa: E402
 from mmap_ninja.storage import _granularity  # noqa: E402
-from mmap_ninja.testing import ContainerCase, ContainerConformance, Place, container_cases  # noqa: E402
 
 BLOCK = 16 << 10
 
@@ -230,55 +229,6 @@ def test_a_reader_killed_mid_fetch_leaves_no_partial_block(tmp_path, fine):
     np.testing.assert_array_equal(m[300], samples[300])
     assert all((entries / p.name).is_dir() for p in entries.iterdir())
     assert not list((tmp_path / "cache" / "staging").iterdir())  # the dead fetch's staging was cleaned up
-
-
-# ---------------------------------------------------------------------------------------------- the kit
-
-
-class _BlockCase(ContainerCase):
-    """A single map at a URL read by blocks of 64 bytes (several blocks even for the kit's small maps): an instance
-    of its kind's class, so it has a ``get_batch`` only when the kind has one."""
-
-    def build(self, place, n):
-        self._build_one(place.folder / "local", 0, n)
-        upload(place.folder / "local", place.url, storage_options=place.storage_options)
-        return place.folder / "local"
-
-    def open(self, place, **options):
-        return open_existing(place.url, cache_dir=place.folder / "cache", storage_options=place.storage_options,
-                             fetch="blocks", block_size=64, **options)
-
-    def open_all(self, container):
-        for k in range(len(container.shards)):
-            container.shard(k)
-
-
-def _block_cases():
-    cases = {}
-    for name, case in container_cases().items():
-        if case.layout == "remote" and case.spec.name in ("strings", "ragged", "numpy", "images"):
-            cases[name.replace("remote-", "blocks-")] = _BlockCase(case.name.replace("remote", "blocks"), case.spec,
-                                                                   case.layout, read_options=case.read_options,
-                                                                   needs=case.needs)
-    return cases
-
-
-for _name, _case in _block_cases().items():
-    _class = "Test" + "".join(part.capitalize() for part in _name.split("-"))
-    globals()[_class] = type(_class, (ContainerConformance,), {"case": _case})
-
-
-def test_the_kit_cases_cover_the_kinds_read_by_blocks():
-    assert set(_block_cases()) == {"blocks-strings", "blocks-ragged", "blocks-numpy", "blocks-images"}
-
-
-def test_kit_maps_are_read_by_blocks(tmp_path):
-    case = _block_cases()["blocks-ragged"]
-    place = Place(tmp_path, f"memory://ranged/{uuid.uuid4().hex}")
-    case.build(place, 12)
-    m = case.open(place)
-    assert isinstance(m, RemoteBlockMap) and len(m.shards) > 1
-    assert Path(place.folder / "cache").exists() or True
 
 
 def test_auto_downloads_a_map_of_a_few_blocks_whole_and_kind_holds_under_both(tmp_path, fine):

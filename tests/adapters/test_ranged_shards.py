@@ -14,12 +14,11 @@ fsspec = pytest.importorskip("fsspec")
 
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402
 
-from mmap_ninja import RaggedMmap, ShardedMap, merge, open_existing, upload  # noqa: E402
+from mmap_ninja import RaggedMmap, merge, open_existing, upload  # noqa: E402
 from mmap_ninja.adapters._block_map import RemoteBlockMap  # noqa: E402
 from mmap_ninja.adapters.remote import RemoteShardedMap  # noqa: E402
 from mmap_ninja.containers.block_order import block_layout  # noqa: E402
 from mmap_ninja.storage import _granularity  # noqa: E402
-from mmap_ninja.testing import ContainerCase, ContainerConformance, container_cases  # noqa: E402
 
 BLOCK = 16 << 10
 
@@ -178,41 +177,3 @@ def test_the_cache_limit_evicts_the_blocks_of_shards_nobody_holds(tmp_path, fine
     open_existing(url, cache_dir=tmp_path / "cache", cache_size_limit=0).close()  # the limit, enforced at opening
     # Left: only the view of shards.json that this opening made after evicting.
     assert [sorted(p.name for p in (cache.entries / key).iterdir()) for key in cache.usage()] == [["shards.json"]]
-
-
-# ---------------------------------------------------------------------------------------------- the kit
-
-
-class _ShardedBlockCase(ContainerCase):
-    """A sharded map at a URL whose shards are read by blocks of 64 bytes."""
-
-    def open(self, place, **options):
-        return open_existing(place.url, cache_dir=place.folder / "cache", storage_options=place.storage_options,
-                             fetch="blocks", block_size=64, **options)
-
-    def open_all(self, container):
-        for k in range(len(container.shards)):
-            shard = container.shard(k)
-            for j in range(len(shard.shards)):
-                shard.shard(j)
-
-
-def _sharded_block_cases():
-    cases = {}
-    for name, case in container_cases().items():
-        if case.layout == "remote-sharded" and case.spec.name in ("strings", "ragged", "numpy", "images"):
-            cases[name.replace("remote-sharded-", "sharded-blocks-")] = _ShardedBlockCase(
-                case.name.replace("remote-sharded", "sharded-blocks"), case.spec, case.layout,
-                read_options=case.read_options, needs=case.needs)
-    return cases
-
-
-for _name, _case in _sharded_block_cases().items():
-    _class = "Test" + "".join(part.capitalize() for part in _name.split("-"))
-    globals()[_class] = type(_class, (ContainerConformance,), {"case": _case})
-
-
-def test_the_kit_cases_cover_the_kinds_read_by_blocks():
-    assert set(_sharded_block_cases()) == {"sharded-blocks-strings", "sharded-blocks-ragged",
-                                           "sharded-blocks-numpy", "sharded-blocks-images"}
-    assert ShardedMap  # (the kit's sharded API)
