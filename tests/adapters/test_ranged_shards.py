@@ -1,6 +1,6 @@
 """A sharded map at a URL read by blocks (``open_existing(url, fetch="blocks")`` on a sharded map): each shard read
 through the block machinery (one block cache), bytes to the first sample, ``fetch="auto"`` per shard, pickling,
-block layouts, and the kit's read-side conformance."""
+block layouts (the kit's read-side conformance on these maps: tests/testing/test_kit_containers.py)."""
 
 from __future__ import annotations
 
