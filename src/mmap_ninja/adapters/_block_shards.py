@@ -106,7 +106,10 @@ def _cached_header(remote: Any, cache: Cache, k: int, info: ShardInfo, top_raw: 
 
     about = {"url": remote.url_of(info.path), "holds": f"header of shard {k} of {remote.url}", "id": info.id,
              "length": info.length}
-    entry, fd = cache.acquire(_key(remote.url_of(info.path), HEADER_FILE, identity, info.length), fill, check, about)
+    # "header only" keeps this entry's key apart from the shard's whole download, whose key has the same URL and
+    # id and its commit where this has its length (the two collided when they were equal).
+    entry, fd = cache.acquire(_key(remote.url_of(info.path), HEADER_FILE, identity, info.length, "header only"),
+                              fill, check, about)
     try:
         return (entry / HEADER_FILE).read_bytes()
     finally:

@@ -23,6 +23,7 @@ import numpy as np
 from mmap_ninja.containers.sharded_header import ShardInfo
 from mmap_ninja.containers.sharded_header import TopHeader as _TopHeader
 from mmap_ninja.containers.sharded_header import read_top_header as _read_top_header
+from mmap_ninja.containers.sharded_kind import KindFace
 from mmap_ninja.containers.sharded_records import RecordsFace
 from mmap_ninja.containers.sharded_rows import NOT_ROWS, array_rows
 from mmap_ninja.containers.sharded_writes import RefusedWrites
@@ -52,7 +53,7 @@ def register_merge(merge: Callable[..., Any]) -> None:
     _merge = merge
 
 
-class ShardedMap(RecordsFace, RefusedWrites, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
+class ShardedMap(RecordsFace, KindFace, RefusedWrites, _DatasetBase):  # type: ignore[misc, unused-ignore]  # a Dataset to a checker
     """A sharded map (see the module's docstring), read with the API of a single map.
 
     ``len(m)``, ``m[i]`` (negative too), ``m[a:b]`` / ``m[[i, j]]`` / a boolean mask (a list of samples;
@@ -216,6 +217,26 @@ class ShardedMap(RecordsFace, RefusedWrites, _DatasetBase):  # type: ignore[misc
         """How many file descriptors the open shards hold (at most ``max_open_files``, unless one shard alone
         holds more), not counting the mappings of arrays read earlier that are still alive."""
         return sum(self._files.values())
+
+    def open_files_held(self) -> int:
+        """How many file descriptors this map holds (its open shards'): `open_files`, as a single map's
+        ``open_files_held()`` answers, so that a container of maps (a blend, a sharded map of them) can budget it."""
+        return self.open_files
+
+    def release_files(self) -> int:
+        """Close the descriptors the open shards' mappings do not need; how many they still hold."""
+        with self._lock:
+            for k, shard in self._open.items():
+                self._files[k] = shard.release_files()
+            return sum(self._files.values())
+
+    def sample_reader(self) -> Callable[[int], Any]:
+        """A function of a position in range giving ``self[position]`` (with every read option and ``wrapper_fn``),
+        for containers reading many maps (a blend)."""
+        return self.__getitem__
+
+    def flush(self) -> None:
+        """Nothing to write: a sharded map is read-only sample by sample (as ``flush`` of a map open read-only)."""
 
     def shard(self, k: int) -> MapBase:
         """Shard ``k``, opened read-only (checked against ``shards.json``: same header id and length)."""

@@ -370,7 +370,10 @@ class ContainerConformance:
 
             return {"append": lambda: target.append(sample), "extend": lambda: target.extend([sample]),
                     "__setitem__": lambda: target.__setitem__(0, sample), "transaction": in_transaction,
-                    "set_metadata": lambda: target.set_metadata({"written": True})}
+                    "set_metadata": lambda: target.set_metadata({"written": True}),
+                    "extend_flat": lambda: target.extend_flat(np.zeros(2, np.int32), [1, 1]),
+                    "extend_utf8": lambda: target.extend_utf8(b"ab", [1, 1]),
+                    "add_field": lambda: target.add_field("added", [0] * len(target))}
 
         for name, write in writes(m).items():
             if not hasattr(writable, name):
@@ -386,6 +389,42 @@ class ContainerConformance:
                 write()
                 raise AssertionError(f"{type(m).__name__}.{name} wrote to a read-only container")
         assert len(m) == self.samples and self.case.equal(m[0], sample)
+
+    def test_answers_as_its_kinds_map(self, place: Place) -> None:
+        """The read API of a single map of the kind is there and answers the same: every method of one sample
+        (``shape(i)``, ``raw(i)``, ...) and of many (``shapes(indices)``, ``columns(indices)``, ...), ``to_arrow``,
+        and the properties that describe the samples (``dtype``, a NumPy map's ``shape``, ``formats``, ...).
+        What belongs to one map's files (its ``values`` and ``offsets`` columns, its codec, ...) and NumPy's array
+        methods on a sharded map (they would join every shard in memory) are not asked for."""
+        m = self._built(place)
+        reference = self.case.reference(place, self.samples)
+        n = self.samples
+        not_asked = set(_ONE_MAPS_OWN)
+        if self.case.sharded:
+            not_asked |= {name for name in dir(np.ndarray) if name not in _ARRAY_DESCRIPTION}
+        for name in dir(type(reference)):
+            static = inspect.getattr_static(type(reference), name)
+            if name.startswith("_") or name in not_asked or isinstance(static, (classmethod, staticmethod)):
+                continue
+            want = getattr(reference, name)
+            assert hasattr(m, name), f"{type(m).__name__} has no {name!r}, which a {type(reference).__name__} has"
+            got = getattr(m, name)
+            if not callable(want):
+                if name not in ("path", "mode") and isinstance(want, _COMPARABLE):
+                    assert _same(got, want), f"{name}: {got!r}, a single map has {want!r}"
+                continue
+            parameters = list(inspect.signature(want).parameters.values())
+            required = [p for p in parameters[1:] if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+            first = parameters[0].name if parameters else None
+            if first == "index" and not required:
+                for i in (0, n // 2, n - 1, -1):
+                    _assert_same_answer(getattr(reference, name), got, (i,), f"{name}({i})")
+            elif first == "indices" and not required:
+                for indices in ([n - 1, 0, 4, 5, 2], list(range(n))):
+                    _assert_same_answer(getattr(reference, name), got, (indices,), f"{name}({indices})")
+            elif name == "to_arrow":
+                _assert_same_answer(lambda: reference.to_arrow().to_pylist(), lambda: m.to_arrow().to_pylist(), (),
+                                    name)
 
     def test_verify_reads_catches_damage_on_every_read_path(self, place: Place) -> None:
         self._built(place).close()
@@ -414,6 +453,43 @@ class ContainerConformance:
             with pytest.raises(CorruptMapError):
                 read()
                 raise AssertionError(f"{what} read damaged bytes without an error")
+
+
+_ONE_MAPS_OWN = ("values", "offsets", "array", "layout", "legacy", "codec", "closed", "exists", "plain_reads",
+                 "default_batch_size", "decoder", "decoders", "ndims", "order")
+"""What describes one map's own files and handle, not its samples: a container of many maps need not have it."""
+
+_ARRAY_DESCRIPTION = ("dtype", "shape", "ndim", "size", "itemsize", "nbytes")
+"""What a sharded map of NumPy samples answers as `NumpyMmap` does (NumPy's other array methods it has not)."""
+
+
+def _assert_same_answer(want: Callable[..., Any], got: Callable[..., Any], args: tuple[Any, ...], what: str) -> None:
+    """``got(*args)`` gives what ``want(*args)`` gives (arrays, bytes, lists, dicts of them), or raises the same
+    class."""
+    try:
+        wanted = want(*args)
+    except Exception as refused:
+        with pytest.raises(type(refused)):
+            got(*args)
+        return
+    answer = got(*args)
+    assert _same(answer, wanted), f"{what}: {answer!r}, a single map gives {wanted!r}"
+
+
+_COMPARABLE = (np.ndarray, np.generic, np.dtype, dict, list, tuple, str, int, float, memoryview, type(None))
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal answers: arrays (dtype, shape, bytes), bytes, and lists, tuples and dicts of them or of plain values."""
+    if isinstance(want, (np.ndarray, np.generic)):
+        return arrays_equal(got, want)
+    if isinstance(want, memoryview):
+        return bytes(got) == bytes(want)
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(_same(got[k], want[k]) for k in want)
+    if isinstance(want, (list, tuple)):
+        return isinstance(got, (list, tuple)) and len(got) == len(want) and all(map(_same, got, want))
+    return bool(got == want)
 
 
 class _Tagged:
