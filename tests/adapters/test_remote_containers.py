@@ -130,3 +130,17 @@ def test_a_kind_whose_init_reads_its_class_defaults_opens_at_a_url(tmp_path):
     upload(tmp_path / "rec", "memory://remote-containers/defaults")
     m = open_existing("memory://remote-containers/defaults", cache_dir=tmp_path / "cache")
     assert m[2]["label"] == 2 and m["image"][1].shape == image_sample(1).shape
+
+
+def test_a_write_to_a_field_of_a_sharded_map_at_a_url_names_the_url(tmp_path):
+    """The refusal names the URL the user opened, not the cache folder the shards were downloaded to, and says how
+    such a map grows (a shard added locally, then uploaded again)."""
+    RecordsMmap.from_dict(tmp_path / "p0", {"text": ["a", "b"], "label": np.arange(2)}).close()
+    merge(tmp_path / "sharded", [tmp_path / "p0"]).close()
+    upload(tmp_path / "sharded", "memory://remote-containers/sharded-field")
+    m = open_existing("memory://remote-containers/sharded-field", cache_dir=tmp_path / "cache")
+    for container, what in ((m, "memory://remote-containers/sharded-field, a sharded map,"),
+                            (m["text"], "field 'text' of the sharded map memory://remote-containers/sharded-field")):
+        with pytest.raises(PermissionError, match=f"^{what} is read-only .* and upload it again$"):
+            container.append({"text": "c", "label": 1} if container is m else "c")
+    m.close()

@@ -17,11 +17,16 @@ class RefusedWrites:
     """The write methods of a kind's map, each refused with the container's `_writable_store` error."""
 
     def _writable_store(self) -> NoReturn:
-        where = getattr(self, "url", None) or getattr(self, "_path", "this sharded map")
+        whole = getattr(self, "_source", None) or self  # a field's container: the sharded map it is a field of
+        url = getattr(whole, "url", None)
+        where = url or getattr(whole, "_path", "this sharded map")
         field = getattr(self, "_field", None)
         what = f"field {field!r} of the sharded map {where}" if field is not None else f"{where}, a sharded map,"
-        raise ReadOnlyMapError(f"{what} is read-only sample by sample: write the samples to a map of its kind, then "
-                               f"add that map as a shard (ShardedMap(path, mode='r+').add_shards([map_path]))")
+        how = ("add that map as a shard of the local sharded map (ShardedMap(path, mode='r+').add_shards([map_path])) "
+               "and upload it again" if url else
+               "add that map as a shard (ShardedMap(path, mode='r+').add_shards([map_path]))")
+        raise ReadOnlyMapError(f"{what} is read-only sample by sample: write the samples to a map of its kind, "
+                               f"then {how}")
 
     def append(self, sample: Any) -> None:
         """Refused: `ReadOnlyMapError` (a sharded map grows by whole shards, `add_shards`)."""
