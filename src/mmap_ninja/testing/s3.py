@@ -1,5 +1,5 @@
 """A real S3-compatible server on loopback for tests and benchmarks: ``moto_server`` (from ``moto[server]``) on a
-free port, started and stopped by `moto_server`.
+loopback port the kernel picks, started and stopped by `moto_server`.
 
 Moto records every request it serves (``MOTO_ENABLE_RECORDING``) in a file; `S3Server.requests` reads it, so a test
 counts the GETs the server really answered for each object. Usage::
@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -76,6 +79,16 @@ class S3Server:
         return counts
 
 
+def _read_log(process: subprocess.Popen[str], listening: queue.Queue[str]) -> None:
+    """Read the server's stderr to its end; put the endpoint it says it runs on, then "" at the end."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            listening.put(found.group(1))
+    listening.put("")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -85,17 +98,26 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def moto_server(recording: Path, timeout: float = 600) -> Iterator[S3Server]:
-    """Run ``moto_server`` (installed beside this interpreter) on a free loopback port for the block, recording its
-    requests in ``recording``; stopped by its pid at the end. FileNotFoundError if it is not installed."""
+    """Run ``moto_server`` (installed beside this interpreter) on a loopback port the kernel picks for it (port 0:
+    no other process can take it first), recording its requests in ``recording``; stopped by its pid at the end.
+    The endpoint is the one the server prints when it listens. FileNotFoundError if it is not installed;
+    ``timeout`` only bounds a server that never starts."""
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         raise FileNotFoundError(f"{executable} is missing: install moto[server] (the dev extra has it)")
-    port = free_port()
     env = dict(os.environ, MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
-    process = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", "0"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, errors="replace")
+    listening: queue.Queue[str] = queue.Queue()
+    # The server's log goes to stderr (a line per request): read to its end, or the pipe would fill and block it.
+    threading.Thread(target=_read_log, args=(process, listening), daemon=True).start()
     try:
+        try:
+            endpoint = listening.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"moto_server did not say where it listens within {timeout} s") from None
+        if not endpoint:
+            raise RuntimeError(f"moto_server exited (status {process.wait()}) before it listened")
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -103,7 +125,7 @@ def moto_server(recording: Path, timeout: float = 600) -> Iterator[S3Server]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
+                    raise RuntimeError(f"moto_server did not answer on {endpoint}") from None
                 time.sleep(0.05)
         yield S3Server(endpoint, recording)
     finally:
