@@ -57,9 +57,8 @@ _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred byt
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "first_inner",
-                 "half", "inner", "left", "left_weight", "nodes", "right", "root", "shallowest_leaf", "step_a",
-                 "step_b", "step_child", "step_d", "step_h", "total")
+    __slots__ = ("deeper", "depth", "first_inner", "half", "inner", "left", "left_weight", "nodes", "right", "root",
+                 "root_step", "shallowest_leaf", "step_table", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -91,33 +90,31 @@ class _Tree:
         # The same, as Python ints per node, for one position at a time (NumPy scalars are slower there).
         self.nodes = [(left[k], right[k] if left[k] >= 0 else k, left_weight[k], total[k], total[k] // 2)
                       for k in range(len(total))]
-        # For batches, per node: a leaf is a fixed point (weight 0 of 1: every arrival goes "right", to itself).
-        inner = [left[k] >= 0 for k in range(len(total))]
-        self.batch_left = np.array([left[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
-        self.batch_right = np.array([right[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
-        self.batch_a = np.where(inner, self.left_weight, 0)
-        self.batch_d = np.where(inner, self.total, 1)
-        self.batch_h = np.where(inner, self.half, 0)
-        self.batch_b = self.batch_d - self.batch_a  # goes left when the remainder reaches the right side's weight
-        self.inner = np.array(inner, dtype=bool)
-        depth, shallowest, stack = 0, len(total), [(self.root, 0)]
+        self.inner = np.array([left[k] >= 0 for k in range(len(total))], dtype=bool)
+        self.first_inner = sources  # leaves are the nodes below it
+        # `descend_many`'s table: one column per node, rows ``a, h, d, b, left child, right child`` (an arrival
+        # goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's weight). A
+        # leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every arrival goes "right", to itself.
+        columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k], left[k], right[k])
+                   if left[k] >= 0 else (0, 0, 1, 1, k, k) for k in range(len(total))]
+        self.step_table = np.array(columns, dtype=np.int64).T.copy()
+        self.root_step = columns[self.root]
+        # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
+        # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
+        leaf_depth = [0] * sources
+        stack = [(self.root, 0)]
         while stack:
             node, level = stack.pop()
-            depth = max(depth, level)
             if left[node] >= 0:
                 stack += [(left[node], level + 1), (right[node], level + 1)]
             else:
-                shallowest = min(shallowest, level)
-        self.depth, self.shallowest_leaf = depth, shallowest
-        # `descend_many`'s tables, indexed by twice a node's number: its constants at 2·k, and the doubled number
-        # of the child an arrival goes to at 2·k + went_left. Leaves are the nodes below ``first_inner``.
-        self.first_inner = sources
-        doubled = np.arange(0, 2 * len(total), 2)
-        self.step_a, self.step_h, self.step_d, self.step_b = (np.repeat(column, 2) for column in (
-            self.batch_a, self.batch_h, self.batch_d, self.batch_b))
-        self.step_child = np.empty(2 * len(total), dtype=np.int64)
-        self.step_child[doubled] = 2 * self.batch_right
-        self.step_child[doubled + 1] = 2 * self.batch_left
+                leaf_depth[node] = level
+        weighing = [k for k in range(sources) if units[k] > 0]
+        self.depth = max(leaf_depth[k] for k in weighing)
+        self.shallowest_leaf = min(leaf_depth[k] for k in weighing)
+        whole = sum(units)
+        self.deeper = [sum(units[k] for k in weighing if leaf_depth[k] > level) / whole
+                       for level in range(self.depth + 1)]
 
     def descend(self, arrival: int, node: int = -1) -> tuple[int, int]:
         """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
@@ -139,56 +136,57 @@ class _Tree:
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`descend` for an int64 array of arrivals, one tree level per step for all of them.
 
-        Nodes are numbered twice over in the step (``2·k``), so that the child taken is one lookup of
-        ``2·k + went_left``; a leaf is a fixed point of a step (weight 0 of 1: every arrival goes "right", to
-        itself). The rows that reached a leaf are dropped once they are most of those left, and the last few
-        finish one by one (cheaper than more levels of NumPy calls)."""
-        if not self.inner[self.root] or not len(arrivals):
+        A step gathers the constants of every row's node with one lookup in ``step_table`` and takes it one level
+        down with seven NumPy calls; a leaf is a fixed point of a step. The rows that reached a leaf are dropped
+        (their results written out) when the share of the arrivals expected to be still descending has halved,
+        and the last few finish one by one (cheaper than more levels of NumPy calls)."""
+        count = len(arrivals)
+        if not self.inner[self.root] or not count:
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
-        a_of, h_of, d_of, b_of, child_of = self.step_a, self.step_h, self.step_d, self.step_b, self.step_child
-        first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
-        # The root's step, with its constants as scalars.
-        root = self.root
-        before, rest = np.divmod(arrivals * int(self.batch_a[root]) + int(self.batch_h[root]),
-                                 int(self.batch_d[root]))
-        went_left = rest >= int(self.batch_b[root])
-        node = np.where(went_left, 2 * int(self.batch_left[root]), 2 * int(self.batch_right[root]))
+        a, h, d, b, left_child, right_child = self.root_step  # the root's step, with its constants as scalars
+        scaled = arrivals * a
+        scaled += h
+        before, rest = np.divmod(scaled, d)
+        went_left = rest >= b
+        node = np.where(went_left, left_child, right_child)
         arrival = np.subtract(arrivals, before)
         np.copyto(arrival, before, where=went_left)
-        nodes, found = node, arrival
-        active: Any = None  # the rows of ``nodes`` still descending (None: all of them, in place)
-        for level in range(1, self.depth + 1):  # the rows at depth ``level``: finished ones dropped, then a step
+        table, first_inner, deeper, depth = self.step_table, self.first_inner, self.deeper, self.depth
+        nodes: Any = None  # the results, written when finished rows are dropped
+        found: Any = None
+        active: Any = None  # which rows of the results ``node`` and ``arrival`` hold (None: all, in order)
+        rows = count
+        for level in range(1, depth + 1):  # the rows at depth ``level``: finished ones dropped, then a step
             if level >= self.shallowest_leaf:
-                inner = node >= first_leaf
-                left = int(np.count_nonzero(inner))
-                if 2 * left <= len(node):  # drop the finished ones
+                expected = count * deeper[level]  # rows expected to be still descending
+                if level == depth or expected <= _STRAGGLERS or 2 * expected <= rows:
                     if active is None:
-                        nodes, found = node.copy(), arrival.copy()
-                        active = np.flatnonzero(inner)
+                        nodes, found = node, arrival
                     else:
-                        leaf = ~inner
-                        done = active[leaf]
-                        nodes[done] = node[leaf]
-                        found[done] = arrival[leaf]
-                        active = active[inner]
-                    if not left:
+                        nodes[active] = node
+                        found[active] = arrival
+                    inner = np.flatnonzero(node >= first_inner)
+                    rows = len(inner)
+                    if not rows:
                         break
-                    node, arrival = node[inner], arrival[inner]
-                    if left <= _STRAGGLERS:  # the last few go on one by one
-                        for row, at, count in zip(active.tolist(), node.tolist(), arrival.tolist()):
-                            k, drawn = self.descend(count, at >> 1)
-                            nodes[row], found[row] = 2 * k, drawn
+                    active = inner if active is None else active.take(inner)
+                    node, arrival = node.take(inner), arrival.take(inner)
+                    if rows <= _STRAGGLERS:  # the last few go on one by one
+                        descend = self.descend
+                        for row, at, drawn in zip(active.tolist(), node.tolist(), arrival.tolist()):
+                            nodes[row], found[row] = descend(drawn, at)
                         break
-            scaled = arrival * a_of.take(node)
-            scaled += h_of.take(node)
-            before, rest = np.divmod(scaled, d_of.take(node))
-            went_left = rest >= b_of.take(node)
-            node = child_of.take(node + went_left)
+            a, h, d, b, left_child, right_child = table.take(node, axis=1)
+            scaled = arrival * a
+            scaled += h
+            before, rest = np.divmod(scaled, d)
+            went_left = rest >= b
+            node = np.where(went_left, left_child, right_child)
             arrival -= before
             np.copyto(arrival, before, where=went_left)
-        else:  # not reached: after ``depth`` steps every row is at a leaf, found at the last level's check
+        else:  # not reached: at ``depth`` every row is at a leaf, dropped by the check at that level
             raise AssertionError("a blend's tree walk went past the tree's depth")
-        return nodes >> 1, found
+        return nodes, found
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -387,18 +385,25 @@ class BlendedMap:
         return self._sources_of(self._positions(indices))
 
     def _sources_of(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(self._starts) == 1:
-            sources, drawn = self._trees[0].descend_many(positions)
-            draws = drawn + self._before_arrays[0][sources] if len(self._trees) > 1 else drawn
+        starts = self._starts
+        if len(starts) == 1:
+            sources, draws = self._trees[0].descend_many(positions)
         else:
-            sources = np.empty(len(positions), dtype=np.int64)
-            draws = np.empty(len(positions), dtype=np.int64)
-            segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
-            for segment in np.unique(segment_of).tolist():
-                rows = np.flatnonzero(segment_of == segment)
-                ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
-                sources[rows] = ks
-                draws[rows] = self._before_arrays[segment][ks] + drawn
+            first = bisect_right(starts, int(positions.min())) - 1 if len(positions) else 0
+            last = bisect_right(starts, int(positions.max())) - 1 if len(positions) else 0
+            if first == last:  # every position in one segment of the schedule (as a sampler's batches mostly are)
+                sources, draws = self._trees[first].descend_many(positions - starts[first] if first else positions)
+                if first:
+                    draws += self._before_arrays[first].take(sources)
+            else:
+                sources = np.empty(len(positions), dtype=np.int64)
+                draws = np.empty(len(positions), dtype=np.int64)
+                segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
+                for segment in np.unique(segment_of).tolist():
+                    rows = np.flatnonzero(segment_of == segment)
+                    ks, drawn = self._trees[segment].descend_many(positions[rows] - starts[segment])
+                    sources[rows] = ks
+                    draws[rows] = self._before_arrays[segment][ks] + drawn
         epochs, within = np.divmod(draws, self._lengths_array.take(sources))
         if self._cached and len(positions):
             return sources, self._family.take_cached(sources, epochs, within)
@@ -476,9 +481,8 @@ class BlendedMap:
         order = np.argsort(keys, kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
         touched = np.flatnonzero(counts)
-        bounds = np.zeros(len(touched) + 1, dtype=np.int64)
-        np.cumsum(counts.take(touched), out=bounds[1:])
-        return order, touched.tolist(), bounds.tolist(), local.take(order)
+        bounds = [0, *np.cumsum(counts.take(touched)).tolist()]
+        return order, touched.tolist(), bounds, local.take(order)
 
     def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
@@ -487,12 +491,6 @@ class BlendedMap:
         order, touched, bounds, local = self._grouped(positions)
         return [(k, order[start:end], local[start:end]) for k, start, end in zip(touched, bounds, bounds[1:])]
 
-    def _opened(self, k: int) -> Any:
-        """Source ``k`` for a batch: the open one as it is (a batch touches many sources; the LRU order is kept
-        by `source` when one has to be opened), else `source`."""
-        found = self._open.get(k)
-        return found if found is not None else self.source(k)
-
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = self._positions(indices)
@@ -500,11 +498,16 @@ class BlendedMap:
             return []
         order, touched, bounds, local = self._grouped(positions)
         by_source: list[Any] = []  # the samples in the order of ``order``
-        for k, start, end in zip(touched, bounds, bounds[1:]):
-            source = self._opened(k)
+        extend, opened = by_source.extend, self._open.get
+        start = 0
+        for k, end in zip(touched, bounds[1:]):
+            source = opened(k)
+            if source is None:
+                source = self.source(k)
             getitems = getattr(source, "__getitems__", None)
             rows = local[start:end]
-            by_source.extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
+            extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
+            start = end
         if len(positions) == 1:
             return by_source
         where = np.empty(len(order), dtype=np.int64)  # where each row's sample is in ``by_source``
@@ -555,9 +558,15 @@ class BlendedMap:
         if len(touched) == 1:
             return self.source(touched[0]).get_batch(local, **arguments)  # one source: rows in their order
         per_source = {name: value for name, value in arguments.items() if name != "out"}
-        opened = self._opened
-        arrays = [opened(k).get_batch(local[start:end], **per_source)
-                  for k, start, end in zip(touched, bounds, bounds[1:])]
+        arrays: list[Any] = []
+        append, opened = arrays.append, self._open.get
+        start = 0
+        for k, end in zip(touched, bounds[1:]):
+            source = opened(k)
+            if source is None:
+                source = self.source(k)
+            append(source.get_batch(local[start:end], **per_source))
+            start = end
         if not arguments:
             first = arrays[0]
             if type(first) is np.ndarray:
