@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmap_ninja
-from mmap_ninja import NumpyMmap, Order, StringsMmap, blend
+from mmap_ninja import NumpyMmap, Order, RaggedMmap, StringsMmap, blend
 from mmap_ninja.testing import assert_holds, spec_for
 
 
@@ -354,3 +354,21 @@ def test_batched_lookups_equal_the_scalar_path_within_one_schedule_segment_and_a
             positions = rng.integers(low, high, size)
             sources, local = blended.sources_of(positions)
             assert list(zip(sources.tolist(), local.tolist())) == [blended.source_of(int(i)) for i in positions]
+
+
+def test_get_batch_of_sources_whose_samples_differ_in_shape_is_refused_as_one_map_refuses_it(tmp_path: Path) -> None:
+    # ragged sources of one kind and schema, each with samples of one shape but not the same one: the parts read
+    # per source are arrays of one dtype that cannot be stacked, so the batch is the sources' own join (an error
+    # naming two shapes, or a padded batch with pad_value), never a mix
+    narrow = RaggedMmap.from_generator(tmp_path / "narrow", (np.full(3, i) for i in range(10)), 4)
+    wide = RaggedMmap.from_generator(tmp_path / "wide", (np.full(5, 100 + i) for i in range(10)), 4)
+    blended = blend([narrow, wide], [0.5, 0.5], seed=1)
+    with pytest.raises(ValueError, match=r"cannot stack samples of different shapes: item \d has shape \((3|5),\)"):
+        blended.get_batch(range(6))
+    padded, lengths = blended.get_batch(range(6), pad_value=-1)
+    assert padded.shape == (6, 5) and sorted(set(lengths.tolist())) == [3, 5]
+    for row, i in zip(padded, range(6)):
+        sample = blended[i]
+        assert np.array_equal(row[:len(sample)], sample) and (row[len(sample):] == -1).all()
+    alone = [i for i in range(20) if blended.source_of(i)[0] == 0][:4]
+    assert np.array_equal(blended.get_batch(alone), np.stack([blended[i] for i in alone]))
