@@ -549,10 +549,12 @@ class BlendedMap:
     def get_batch(self, indices: Any, *args: Any, **options: Any) -> Any:
         """The samples at ``indices`` as one batch, as the sources' own ``get_batch`` gives it (they must share
         kind and schema); each source touched reads its rows with one ``get_batch``."""
-        from mmap_ninja.containers.sharded_map import _batch_arguments
-
         cls = self._batch_kind()
-        arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
+        arguments: dict[str, Any] = {}
+        if args or options:
+            from mmap_ninja.containers.sharded_map import _batch_arguments
+
+            arguments = _batch_arguments(cls.get_batch, indices, args, options)
         positions = self._positions(indices)
         if not len(positions):
             return self.source(0).get_batch(positions, **arguments)
