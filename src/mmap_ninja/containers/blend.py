@@ -60,7 +60,7 @@ class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
     __slots__ = ("deeper", "depth", "first_inner", "half", "inner", "left", "left_weight", "nodes", "right", "root",
-                 "root_step", "shallowest_leaf", "step_table", "total")
+                 "root_step", "shallowest_leaf", "step_child", "step_table", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -94,13 +94,17 @@ class _Tree:
                       for k in range(len(total))]
         self.inner = np.array([left[k] >= 0 for k in range(len(total))], dtype=bool)
         self.first_inner = sources  # leaves are the nodes below it
-        # `descend_many`'s table: one column per node, rows ``a, h, d, b, left child, right child`` (an arrival
-        # goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's weight). A
-        # leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every arrival goes "right", to itself.
-        columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k], left[k], right[k])
-                   if left[k] >= 0 else (0, 0, 1, 1, k, k) for k in range(len(total))]
-        self.step_table = np.array(columns, dtype=np.int64).T.copy()
-        self.root_step = columns[self.root]
+        # `descend_many`'s tables, indexed by twice a node's number: ``step_table`` holds rows ``a, h, d, b`` (an
+        # arrival goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's
+        # weight) with each node's column at 2·k and 2·k + 1, and ``step_child`` the doubled number of the child an
+        # arrival goes to at 2·k + went_left. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
+        # arrival goes "right", to itself.
+        columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k]) if left[k] >= 0
+                   else (0, 0, 1, 1) for k in range(len(total))]
+        self.step_table = np.repeat(np.array(columns, dtype=np.int64).T, 2, axis=1)
+        self.step_child = np.array([2 * child for k in range(len(total)) for child in
+                                    ((right[k], left[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
+        self.root_step = (*columns[self.root], 2 * left[self.root], 2 * right[self.root])
         # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
         # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
         leaf_depth = [0] * sources
@@ -138,10 +142,11 @@ class _Tree:
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`descend` for an int64 array of arrivals, one tree level per step for all of them.
 
-        A step gathers the constants of every row's node with one lookup in ``step_table`` and takes it one level
-        down with seven NumPy calls; a leaf is a fixed point of a step. The rows that reached a leaf are dropped
-        (their results written out) when the share of the arrivals expected to be still descending has halved,
-        and the last few finish one by one (cheaper than more levels of NumPy calls)."""
+        Nodes are numbered twice over in the step (``2·k``): a step gathers the constants of every row's node with
+        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_left`` in ``step_child``; a
+        leaf is a fixed point of a step. The rows that reached a leaf are dropped (their results written out) when
+        the share of the arrivals expected to be still descending has halved, and the last few finish one by one
+        (cheaper than more levels of NumPy calls)."""
         count = len(arrivals)
         if not self.inner[self.root] or not count:
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
@@ -153,8 +158,9 @@ class _Tree:
         node = np.where(went_left, left_child, right_child)
         arrival = np.subtract(arrivals, before)
         np.copyto(arrival, before, where=went_left)
-        table, first_inner, deeper, depth = self.step_table, self.first_inner, self.deeper, self.depth
-        nodes: Any = None  # the results, written when finished rows are dropped
+        table, child_of, deeper, depth = self.step_table, self.step_child, self.deeper, self.depth
+        first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
+        nodes: Any = None  # the results (doubled), written when finished rows are dropped
         found: Any = None
         active: Any = None  # which rows of the results ``node`` and ``arrival`` hold (None: all, in order)
         rows = count
@@ -167,7 +173,7 @@ class _Tree:
                     else:
                         nodes[active] = node
                         found[active] = arrival
-                    inner = np.flatnonzero(node >= first_inner)
+                    inner = (node >= first_leaf).nonzero()[0]
                     rows = len(inner)
                     if not rows:
                         break
@@ -176,19 +182,20 @@ class _Tree:
                     if rows <= _STRAGGLERS:  # the last few go on one by one
                         descend = self.descend
                         for row, at, drawn in zip(active.tolist(), node.tolist(), arrival.tolist()):
-                            nodes[row], found[row] = descend(drawn, at)
+                            k, found[row] = descend(drawn, at >> 1)
+                            nodes[row] = 2 * k
                         break
-            a, h, d, b, left_child, right_child = table.take(node, axis=1)
-            scaled = arrival * a
-            scaled += h
-            before, rest = np.divmod(scaled, d)
-            went_left = rest >= b
-            node = np.where(went_left, left_child, right_child)
+            constants = table.take(node, axis=1)
+            scaled = arrival * constants[0]
+            scaled += constants[1]
+            before, rest = np.divmod(scaled, constants[2])
+            went_left = rest >= constants[3]
+            node = child_of.take(node + went_left)
             arrival -= before
             np.copyto(arrival, before, where=went_left)
         else:  # not reached: at ``depth`` every row is at a leaf, dropped by the check at that level
             raise AssertionError("a blend's tree walk went past the tree's depth")
-        return nodes, found
+        return nodes >> 1, found
 
     def counts(self, arrivals: int, sources: int) -> list[int]:
         """How many of the first ``arrivals`` positions go to each source."""
@@ -482,7 +489,7 @@ class BlendedMap:
         keys = sources.astype(np.uint16) if self.num_sources <= 1 << 16 else sources
         order = np.argsort(keys, kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
-        touched = np.flatnonzero(counts)
+        touched = counts.nonzero()[0]
         bounds = [0, *np.cumsum(counts.take(touched)).tolist()]
         return order, touched.tolist(), bounds, local.take(order)
 

@@ -173,7 +173,7 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
         return part[rows_left] if isinstance(part, np.ndarray) else part
 
     values = _network(values, keys, rows, columns)
-    outside = np.flatnonzero(values >= n)
+    outside = (values >= n).nonzero()[0]
     while len(outside) > _STRAGGLERS:
         walked = _network(values[outside], [pick(key, outside) for key in keys], pick(rows, outside),
                           pick(columns, outside))
