@@ -97,14 +97,14 @@ class _Tree:
         # `descend_many`'s tables, indexed by twice a node's number: ``step_table`` holds rows ``a, h, d, b`` (an
         # arrival goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's
         # weight) with each node's column at 2·k and 2·k + 1, and ``step_child`` the doubled number of the child an
-        # arrival goes to at 2·k + went_left. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
+        # arrival goes to at 2·k + went_right. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
         # arrival goes "right", to itself.
         columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k]) if left[k] >= 0
                    else (0, 0, 1, 1) for k in range(len(total))]
         self.step_table = np.repeat(np.array(columns, dtype=np.int64).T, 2, axis=1)
         self.step_child = np.array([2 * child for k in range(len(total)) for child in
-                                    ((right[k], left[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
-        self.root_step = (*columns[self.root], 2 * left[self.root], 2 * right[self.root])
+                                    ((left[k], right[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
+        self.root_step = (*columns[self.root], np.array([2 * left[self.root], 2 * right[self.root]], dtype=np.int64))
         # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
         # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
         leaf_depth = [0] * sources
@@ -143,21 +143,20 @@ class _Tree:
         """`descend` for an int64 array of arrivals, one tree level per step for all of them.
 
         Nodes are numbered twice over in the step (``2·k``): a step gathers the constants of every row's node with
-        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_left`` in ``step_child``; a
+        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_right`` in ``step_child``; a
         leaf is a fixed point of a step. The rows that reached a leaf are dropped (their results written out) when
         the share of the arrivals expected to be still descending has halved, and the last few finish one by one
         (cheaper than more levels of NumPy calls)."""
         count = len(arrivals)
         if not self.inner[self.root] or not count:
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
-        a, h, d, b, left_child, right_child = self.root_step  # the root's step, with its constants as scalars
+        a, h, d, b, children = self.root_step  # the root's step, with its constants as scalars
         scaled = arrivals * a
         scaled += h
-        before, rest = np.divmod(scaled, d)
-        went_left = rest >= b
-        node = np.where(went_left, left_child, right_child)
-        arrival = np.subtract(arrivals, before)
-        np.copyto(arrival, before, where=went_left)
+        arrival, rest = np.divmod(scaled, d)  # how many earlier arrivals went left: the arrival number if left
+        went_right = rest < b
+        node = children.take(went_right.view(np.uint8))
+        np.subtract(arrivals, arrival, out=arrival, where=went_right)  # if right: how many went right
         table, child_of, deeper, depth = self.step_table, self.step_child, self.deeper, self.depth
         first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
         nodes: Any = None  # the results (doubled), written when finished rows are dropped
@@ -189,10 +188,10 @@ class _Tree:
             scaled = arrival * constants[0]
             scaled += constants[1]
             before, rest = np.divmod(scaled, constants[2])
-            went_left = rest >= constants[3]
-            node = child_of.take(node + went_left)
-            arrival -= before
-            np.copyto(arrival, before, where=went_left)
+            went_right = rest < constants[3]
+            node = child_of.take(node + went_right)
+            np.subtract(arrival, before, out=before, where=went_right)
+            arrival = before
         else:  # not reached: at ``depth`` every row is at a leaf, dropped by the check at that level
             raise AssertionError("a blend's tree walk went past the tree's depth")
         return nodes >> 1, found
@@ -369,7 +368,7 @@ class BlendedMap:
         already in ``range(len(self))`` is used as it is (two reductions instead of the general checks and copy;
         nothing downstream writes to it)."""
         if (type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1 and indices.size
-                and int(indices.min()) >= 0 and int(indices.max()) < self._length):
+                and int(np.minimum.reduce(indices)) >= 0 and int(np.maximum.reduce(indices)) < self._length):
             return indices
         return resolve_positions(indices, self._length)
 
@@ -487,10 +486,10 @@ class BlendedMap:
         sources, local = self._sources_of(positions)
         # A stable sort of small integers is a radix sort: sort the sources as 16-bit numbers when they fit.
         keys = sources.astype(np.uint16) if self.num_sources <= 1 << 16 else sources
-        order = np.argsort(keys, kind="stable")
+        order = keys.argsort(kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
         touched = counts.nonzero()[0]
-        bounds = [0, *np.cumsum(counts.take(touched)).tolist()]
+        bounds = [0, *counts.take(touched).cumsum().tolist()]
         return order, touched.tolist(), bounds, local.take(order)
 
     def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:

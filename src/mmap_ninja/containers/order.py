@@ -128,8 +128,8 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
     hash of the row to the column (modulo ``columns``); the hash is a multiply-xorshift-multiply of (coordinate
     xor key), its top 63 bits (a sum below 2**64: the coordinates are below 2**32)."""
     high, low = np.divmod(values, columns)
-    mixed = np.empty_like(values)
-    spread = np.empty_like(values)
+    mixed = np.empty(high.shape, dtype=high.dtype)
+    spread = np.empty(high.shape, dtype=high.dtype)
     mul1, mul2, shift32, one = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32), np.uint64(1)
     with np.errstate(over="ignore"):
         for round_number, key in enumerate(keys):
