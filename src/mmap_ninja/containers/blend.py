@@ -59,8 +59,8 @@ _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred byt
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("deeper", "depth", "first_inner", "half", "inner", "left", "left_weight", "nodes", "right", "root",
-                 "root_step", "shallowest_leaf", "step_child", "step_table", "total")
+    __slots__ = ("deeper", "depth", "first_inner", "first_leaf", "half", "inner", "left", "left_weight", "nodes",
+                 "right", "root", "root_step", "shallowest_leaf", "step_child", "step_table", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -104,7 +104,10 @@ class _Tree:
         self.step_table = np.repeat(np.array(columns, dtype=np.int64).T, 2, axis=1)
         self.step_child = np.array([2 * child for k in range(len(total)) for child in
                                     ((left[k], right[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
-        self.root_step = (*columns[self.root], np.array([2 * left[self.root], 2 * right[self.root]], dtype=np.int64))
+        # The root's constants as 0-d arrays (a ufunc takes them faster than Python ints), and its doubled children.
+        self.root_step = (*(np.array(value, dtype=np.int64) for value in columns[self.root]),
+                          np.array([2 * left[self.root], 2 * right[self.root]], dtype=np.int64))
+        self.first_leaf = np.array(2 * sources, dtype=np.int64)  # doubled numbers below it are leaves
         # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
         # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
         leaf_depth = [0] * sources
@@ -150,7 +153,7 @@ class _Tree:
         count = len(arrivals)
         if not self.inner[self.root] or not count:
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
-        a, h, d, b, children = self.root_step  # the root's step, with its constants as scalars
+        a, h, d, b, children = self.root_step  # the root's step, with its constants as 0-d arrays
         scaled = arrivals * a
         scaled += h
         arrival, rest = np.divmod(scaled, d)  # how many earlier arrivals went left: the arrival number if left
@@ -158,7 +161,7 @@ class _Tree:
         node = children.take(went_right.view(np.uint8))
         np.subtract(arrivals, arrival, out=arrival, where=went_right)  # if right: how many went right
         table, child_of, deeper, depth = self.step_table, self.step_child, self.deeper, self.depth
-        first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
+        first_leaf = self.first_leaf
         nodes: Any = None  # the results (doubled), written when finished rows are dropped
         found: Any = None
         active: Any = None  # which rows of the results ``node`` and ``arrival`` hold (None: all, in order)

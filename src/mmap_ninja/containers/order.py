@@ -38,6 +38,9 @@ _ROUNDS = 6
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
+# The network's multipliers and shifts as 0-d uint64 arrays: a ufunc takes a 0-d array operand faster than a NumPy
+# scalar (about 0.3 µs less a call, 24 calls a pass), with the same result.
+_NETWORK_CONSTANTS = tuple(np.array(value, dtype=np.uint64) for value in (_MUL1, _MUL2, 32, 1))
 # Values still cycle-walking below which a vectorized walk finishes them one by one in Python.
 _STRAGGLERS = 4
 # How many positions `__iter__` computes at once.
@@ -130,7 +133,7 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
     high, low = np.divmod(values, columns)
     mixed = np.empty(high.shape, dtype=high.dtype)
     spread = np.empty(high.shape, dtype=high.dtype)
-    mul1, mul2, shift32, one = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32), np.uint64(1)
+    mul1, mul2, shift32, one = _NETWORK_CONSTANTS
     with np.errstate(over="ignore"):
         for round_number, key in enumerate(keys):
             source, target, side = (low, high, rows) if round_number % 2 == 0 else (high, low, columns)
