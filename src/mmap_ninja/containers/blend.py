@@ -578,7 +578,8 @@ class BlendedMap:
             source = opened(k)
             if source is None:
                 source = self.source(k)
-            append(source.get_batch(local[start:end], **per_source))
+            append(source.get_batch(local[start:end], **per_source) if per_source else
+                   source.get_batch(local[start:end]))
             start = end
         if not arguments and set(map(type, arrays)) == {np.ndarray} and len(set(map(_DTYPE_OF, arrays))) == 1:
             # Arrays of one dtype: if their samples have one shape too (else concatenate refuses them), what
