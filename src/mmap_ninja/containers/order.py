@@ -42,7 +42,7 @@ _GOLDEN = 0x9E3779B97F4A7C15
 # scalar (about 0.3 µs less a call, 24 calls a pass), with the same result.
 _NETWORK_CONSTANTS = tuple(np.array(value, dtype=np.uint64) for value in (_MUL1, _MUL2, 32, 1))
 # Values still cycle-walking below which a vectorized walk finishes them one by one in Python.
-_STRAGGLERS = 4
+_STRAGGLERS = 16
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
 
@@ -150,19 +150,26 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
     return result
 
 
-def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int) -> int:
-    """The network (Python ints) on ``value`` until it lands in ``range(n)``."""
+def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int, mul1: int = _MUL1,
+              mul2: int = _MUL2, mask: int = _MASK64) -> int:
+    """The network (Python ints, its six rounds unrolled as in `Order._index`) on ``value`` until it lands in
+    ``range(n)``."""
+    k0, k1, k2, k3, k4, k5 = keys
     while True:
-        high, low = divmod(value, columns)
-        for round_number, key in enumerate(keys):
-            source = low if round_number % 2 == 0 else high
-            mixed = (source ^ key) * _MUL1 & _MASK64
-            mixed = ((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> 1
-            if round_number % 2 == 0:
-                high = (high + mixed) % rows
-            else:
-                low = (low + mixed) % columns
-        value = high * columns + low
+        row, column = divmod(value, columns)
+        mixed = (column ^ k0) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k1) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        mixed = (column ^ k2) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k3) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        mixed = (column ^ k4) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k5) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        value = row * columns + column
         if value < n:
             return value
 
@@ -182,9 +189,12 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
                           pick(columns, outside))
         values[outside] = walked
         outside = outside[walked >= pick(n, outside)]
-    for j in outside.tolist():
-        at = [int(part[j]) if isinstance(part, np.ndarray) else int(part) for part in (*keys, n, rows, columns)]
-        values[j] = _walk_one(int(values[j]), at[:-3], at[-3], at[-2], at[-1])
+    if len(outside):  # each part's values for these rows as Python ints, read once
+        count = len(outside)
+        parts = [part[outside].tolist() if isinstance(part, np.ndarray) else [int(part)] * count
+                 for part in (*keys, n, rows, columns)]
+        values[outside] = [_walk_one(value, at[:-3], at[-3], at[-2], at[-1])
+                           for value, at in zip(values[outside].tolist(), zip(*parts))]
     return values.view(np.int64)  # below n < 2**63: the same bits
 
 
