@@ -97,16 +97,16 @@ class _Tree:
         # `descend_many`'s tables, indexed by twice a node's number: ``step_table`` holds rows ``a, h, d, b`` (an
         # arrival goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's
         # weight) with each node's column at 2·k and 2·k + 1, and ``step_child`` the doubled number of the child an
-        # arrival goes to at 2·k + went_right. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
+        # arrival goes to at 2·k + went_left. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
         # arrival goes "right", to itself.
         columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k]) if left[k] >= 0
                    else (0, 0, 1, 1) for k in range(len(total))]
         self.step_table = np.repeat(np.array(columns, dtype=np.int64).T, 2, axis=1)
         self.step_child = np.array([2 * child for k in range(len(total)) for child in
-                                    ((left[k], right[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
+                                    ((right[k], left[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
         # The root's constants as 0-d arrays (a ufunc takes them faster than Python ints), and its doubled children.
         self.root_step = (*(np.array(value, dtype=np.int64) for value in columns[self.root]),
-                          np.array([2 * left[self.root], 2 * right[self.root]], dtype=np.int64))
+                          np.array([2 * right[self.root], 2 * left[self.root]], dtype=np.int64))
         self.first_leaf = np.array(2 * sources, dtype=np.int64)  # doubled numbers below it are leaves
         # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
         # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
@@ -146,7 +146,7 @@ class _Tree:
         """`descend` for an int64 array of arrivals, one tree level per step for all of them.
 
         Nodes are numbered twice over in the step (``2·k``): a step gathers the constants of every row's node with
-        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_right`` in ``step_child``; a
+        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_left`` in ``step_child``; a
         leaf is a fixed point of a step. The rows that reached a leaf are dropped (their results written out) when
         the share of the arrivals expected to be still descending has halved, and the last few finish one by one
         (cheaper than more levels of NumPy calls)."""
@@ -156,10 +156,11 @@ class _Tree:
         a, h, d, b, children = self.root_step  # the root's step, with its constants as 0-d arrays
         scaled = arrivals * a
         scaled += h
-        arrival, rest = np.divmod(scaled, d)  # how many earlier arrivals went left: the arrival number if left
-        went_right = rest < b
-        node = children.take(went_right.view(np.uint8))
-        np.subtract(arrivals, arrival, out=arrival, where=went_right)  # if right: how many went right
+        before, rest = np.divmod(scaled, d)
+        went_left = rest >= b
+        node = children.take(went_left.view(np.uint8))
+        arrival = np.subtract(arrivals, before)
+        np.putmask(arrival, went_left, before)  # elementwise (a masked copyto is 2-4x slower)
         table, child_of, deeper, depth = self.step_table, self.step_child, self.deeper, self.depth
         first_leaf = self.first_leaf
         nodes: Any = None  # the results (doubled), written when finished rows are dropped
@@ -191,10 +192,10 @@ class _Tree:
             scaled = arrival * constants[0]
             scaled += constants[1]
             before, rest = np.divmod(scaled, constants[2])
-            went_right = rest < constants[3]
-            node = child_of.take(node + went_right)
-            np.subtract(arrival, before, out=before, where=went_right)
-            arrival = before
+            went_left = rest >= constants[3]
+            node = child_of.take(node + went_left)
+            arrival -= before
+            np.putmask(arrival, went_left, before)
         else:  # not reached: at ``depth`` every row is at a leaf, dropped by the check at that level
             raise AssertionError("a blend's tree walk went past the tree's depth")
         return nodes >> 1, found
