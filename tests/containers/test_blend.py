@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmap_ninja
-from mmap_ninja import NumpyMmap, Order, StringsMmap, blend
+from mmap_ninja import NumpyMmap, Order, RaggedMmap, StringsMmap, blend
 from mmap_ninja.testing import assert_holds, spec_for
 
 
@@ -333,3 +333,42 @@ def test_get_batch_of_scalar_samples_puts_each_in_place(tmp_path: Path) -> None:
     batch = blended.get_batch(picked)
     assert batch.shape == (257,) and batch.dtype == np.int64
     assert batch.tolist() == [int(blended[i]) for i in picked]
+
+
+@pytest.mark.parametrize("count", [1, 2, 100])
+def test_batched_lookups_equal_the_scalar_path_within_one_schedule_segment_and_across(count: int) -> None:
+    # the batched walk (the root's step with scalars, one table lookup per level, finished rows dropped as the
+    # share still descending halves, the last few finished one by one) and a batch that falls in one segment of a
+    # schedule (the fast path) or spans several, against source_of one position at a time: 1, 2 and 100 sources,
+    # weights down to 1e-4, a weight of 0, small sources that cycle, batches of 1 to 4096 positions
+    rng = np.random.default_rng(count)
+    weights = [max(w, 1e-4) for w in 10 ** rng.uniform(-4, 0, count)]
+    changed = [max(w, 1e-4) for w in 10 ** rng.uniform(-4, 0, count)]
+    if count > 1:
+        changed[0] = 0.0
+    lengths = rng.integers(1, 5000, count).tolist()
+    blended = blend([list(range(n)) for n in lengths], weights, seed=7, length=300_000,
+                    schedule=[(100_000, changed), (200_000, list(reversed(weights)))])
+    for size in (1, 3, 17, 256, 1024, 4096):
+        for low, high in ((0, 100_000), (100_000, 200_000), (200_000, 300_000), (0, 300_000), (90_000, 210_000)):
+            positions = rng.integers(low, high, size)
+            sources, local = blended.sources_of(positions)
+            assert list(zip(sources.tolist(), local.tolist())) == [blended.source_of(int(i)) for i in positions]
+
+
+def test_get_batch_of_sources_whose_samples_differ_in_shape_is_refused_as_one_map_refuses_it(tmp_path: Path) -> None:
+    # ragged sources of one kind and schema, each with samples of one shape but not the same one: the parts read
+    # per source are arrays of one dtype that cannot be stacked, so the batch is the sources' own join (an error
+    # naming two shapes, or a padded batch with pad_value), never a mix
+    narrow = RaggedMmap.from_generator(tmp_path / "narrow", (np.full(3, i) for i in range(10)), 4)
+    wide = RaggedMmap.from_generator(tmp_path / "wide", (np.full(5, 100 + i) for i in range(10)), 4)
+    blended = blend([narrow, wide], [0.5, 0.5], seed=1)
+    with pytest.raises(ValueError, match=r"cannot stack samples of different shapes: item \d has shape \((3|5),\)"):
+        blended.get_batch(range(6))
+    padded, lengths = blended.get_batch(range(6), pad_value=-1)
+    assert padded.shape == (6, 5) and sorted(set(lengths.tolist())) == [3, 5]
+    for row, i in zip(padded, range(6)):
+        sample = blended[i]
+        assert np.array_equal(row[:len(sample)], sample) and (row[len(sample):] == -1).all()
+    alone = [i for i in range(20) if blended.source_of(i)[0] == 0][:4]
+    assert np.array_equal(blended.get_batch(alone), np.stack([blended[i] for i in alone]))

@@ -51,15 +51,16 @@ MAX_LENGTH = 1 << 39  # arrival numbers times quantized weights stay within int6
 DEFAULT_MAX_OPEN_SOURCES = 64
 _ITER_CHUNK = 1024
 _STRAGGLERS = 16  # positions still descending below which a batch finishes them one by one
+_DROP_SHARE = 0.5  # a batch drops its finished rows when the rows expected to descend on are this share or fewer
+_DTYPE_OF = operator.attrgetter("dtype")
 _ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
 
 
 class _Tree:
     """A Huffman tree over the positive weights: node ``k < S`` is source ``k``'s leaf; internal nodes follow."""
 
-    __slots__ = ("batch_a", "batch_b", "batch_d", "batch_h", "batch_left", "batch_right", "depth", "first_inner",
-                 "half", "inner", "left", "left_weight", "nodes", "right", "root", "shallowest_leaf", "step_a",
-                 "step_b", "step_child", "step_d", "step_h", "total")
+    __slots__ = ("deeper", "depth", "first_inner", "first_leaf", "half", "inner", "left", "left_weight", "nodes",
+                 "right", "root", "root_step", "shallowest_leaf", "step_child", "step_table", "total")
 
     def __init__(self, units: Sequence[int]):
         sources = len(units)
@@ -91,33 +92,38 @@ class _Tree:
         # The same, as Python ints per node, for one position at a time (NumPy scalars are slower there).
         self.nodes = [(left[k], right[k] if left[k] >= 0 else k, left_weight[k], total[k], total[k] // 2)
                       for k in range(len(total))]
-        # For batches, per node: a leaf is a fixed point (weight 0 of 1: every arrival goes "right", to itself).
-        inner = [left[k] >= 0 for k in range(len(total))]
-        self.batch_left = np.array([left[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
-        self.batch_right = np.array([right[k] if inner[k] else k for k in range(len(total))], dtype=np.int64)
-        self.batch_a = np.where(inner, self.left_weight, 0)
-        self.batch_d = np.where(inner, self.total, 1)
-        self.batch_h = np.where(inner, self.half, 0)
-        self.batch_b = self.batch_d - self.batch_a  # goes left when the remainder reaches the right side's weight
-        self.inner = np.array(inner, dtype=bool)
-        depth, shallowest, stack = 0, len(total), [(self.root, 0)]
+        self.inner = np.array([left[k] >= 0 for k in range(len(total))], dtype=bool)
+        self.first_inner = sources  # leaves are the nodes below it
+        # `descend_many`'s tables, indexed by twice a node's number: ``step_table`` holds rows ``a, h, d, b`` (an
+        # arrival goes left when the remainder of ``j·a + h`` by ``d`` reaches ``b = d - a``, the right side's
+        # weight) with each node's column at 2·k and 2·k + 1, and ``step_child`` the doubled number of the child an
+        # arrival goes to at 2·k + went_left. A leaf is a fixed point of a step: weight 0 of 1, ``h = 0``, every
+        # arrival goes "right", to itself.
+        columns = [(left_weight[k], total[k] // 2, total[k], total[k] - left_weight[k]) if left[k] >= 0
+                   else (0, 0, 1, 1) for k in range(len(total))]
+        self.step_table = np.repeat(np.array(columns, dtype=np.int64).T, 2, axis=1)
+        self.step_child = np.array([2 * child for k in range(len(total)) for child in
+                                    ((right[k], left[k]) if left[k] >= 0 else (k, k))], dtype=np.int64)
+        # The root's constants as 0-d arrays (a ufunc takes them faster than Python ints), and its doubled children.
+        self.root_step = (*(np.array(value, dtype=np.int64) for value in columns[self.root]),
+                          np.array([2 * right[self.root], 2 * left[self.root]], dtype=np.int64))
+        self.first_leaf = np.array(2 * sources, dtype=np.int64)  # doubled numbers below it are leaves
+        # How deep each leaf is, and ``deeper[L]``: the share of the arrivals (by weight) still descending below
+        # depth ``L``, which tells `descend_many` when dropping the finished rows pays off.
+        leaf_depth = [0] * sources
+        stack = [(self.root, 0)]
         while stack:
             node, level = stack.pop()
-            depth = max(depth, level)
             if left[node] >= 0:
                 stack += [(left[node], level + 1), (right[node], level + 1)]
             else:
-                shallowest = min(shallowest, level)
-        self.depth, self.shallowest_leaf = depth, shallowest
-        # `descend_many`'s tables, indexed by twice a node's number: its constants at 2·k, and the doubled number
-        # of the child an arrival goes to at 2·k + went_left. Leaves are the nodes below ``first_inner``.
-        self.first_inner = sources
-        doubled = np.arange(0, 2 * len(total), 2)
-        self.step_a, self.step_h, self.step_d, self.step_b = (np.repeat(column, 2) for column in (
-            self.batch_a, self.batch_h, self.batch_d, self.batch_b))
-        self.step_child = np.empty(2 * len(total), dtype=np.int64)
-        self.step_child[doubled] = 2 * self.batch_right
-        self.step_child[doubled + 1] = 2 * self.batch_left
+                leaf_depth[node] = level
+        weighing = [k for k in range(sources) if units[k] > 0]
+        self.depth = max(leaf_depth[k] for k in weighing)
+        self.shallowest_leaf = min(leaf_depth[k] for k in weighing)
+        whole = sum(units)
+        self.deeper = [sum(units[k] for k in weighing if leaf_depth[k] > level) / whole
+                       for level in range(self.depth + 1)]
 
     def descend(self, arrival: int, node: int = -1) -> tuple[int, int]:
         """``(source, how many earlier arrivals went to that source)`` for the ``arrival``-th position.
@@ -139,54 +145,58 @@ class _Tree:
     def descend_many(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`descend` for an int64 array of arrivals, one tree level per step for all of them.
 
-        Nodes are numbered twice over in the step (``2·k``), so that the child taken is one lookup of
-        ``2·k + went_left``; a leaf is a fixed point of a step (weight 0 of 1: every arrival goes "right", to
-        itself). The rows that reached a leaf are dropped once they are most of those left, and the last few
-        finish one by one (cheaper than more levels of NumPy calls)."""
-        if not self.inner[self.root] or not len(arrivals):
+        Nodes are numbered twice over in the step (``2·k``): a step gathers the constants of every row's node with
+        one lookup in ``step_table``, and the child taken is one lookup of ``2·k + went_left`` in ``step_child``; a
+        leaf is a fixed point of a step. The rows that reached a leaf are dropped (their results written out) when
+        the share of the arrivals expected to be still descending has halved, and the last few finish one by one
+        (cheaper than more levels of NumPy calls)."""
+        count = len(arrivals)
+        if not self.inner[self.root] or not count:
             return np.full(arrivals.shape, self.root, dtype=np.int64), arrivals.copy()
-        a_of, h_of, d_of, b_of, child_of = self.step_a, self.step_h, self.step_d, self.step_b, self.step_child
-        first_leaf = 2 * self.first_inner  # doubled numbers below this are leaves
-        # The root's step, with its constants as scalars.
-        root = self.root
-        before, rest = np.divmod(arrivals * int(self.batch_a[root]) + int(self.batch_h[root]),
-                                 int(self.batch_d[root]))
-        went_left = rest >= int(self.batch_b[root])
-        node = np.where(went_left, 2 * int(self.batch_left[root]), 2 * int(self.batch_right[root]))
+        a, h, d, b, children = self.root_step  # the root's step, with its constants as 0-d arrays
+        scaled = arrivals * a
+        scaled += h
+        before, rest = np.divmod(scaled, d)
+        went_left = rest >= b
+        node = children.take(went_left.view(np.uint8))
         arrival = np.subtract(arrivals, before)
-        np.copyto(arrival, before, where=went_left)
-        nodes, found = node, arrival
-        active: Any = None  # the rows of ``nodes`` still descending (None: all of them, in place)
-        for level in range(1, self.depth + 1):  # the rows at depth ``level``: finished ones dropped, then a step
+        np.putmask(arrival, went_left, before)  # elementwise (a masked copyto is 2-4x slower)
+        table, child_of, deeper, depth = self.step_table, self.step_child, self.deeper, self.depth
+        first_leaf = self.first_leaf
+        nodes: Any = None  # the results (doubled), written when finished rows are dropped
+        found: Any = None
+        active: Any = None  # which rows of the results ``node`` and ``arrival`` hold (None: all, in order)
+        rows = count
+        for level in range(1, depth + 1):  # the rows at depth ``level``: finished ones dropped, then a step
             if level >= self.shallowest_leaf:
-                inner = node >= first_leaf
-                left = int(np.count_nonzero(inner))
-                if 2 * left <= len(node):  # drop the finished ones
+                expected = count * deeper[level]  # rows expected to be still descending
+                if level == depth or expected <= _STRAGGLERS or expected <= _DROP_SHARE * rows:
                     if active is None:
-                        nodes, found = node.copy(), arrival.copy()
-                        active = np.flatnonzero(inner)
+                        nodes, found = node, arrival
                     else:
-                        leaf = ~inner
-                        done = active[leaf]
-                        nodes[done] = node[leaf]
-                        found[done] = arrival[leaf]
-                        active = active[inner]
-                    if not left:
+                        nodes[active] = node
+                        found[active] = arrival
+                    inner = (node >= first_leaf).nonzero()[0]
+                    rows = len(inner)
+                    if not rows:
                         break
-                    node, arrival = node[inner], arrival[inner]
-                    if left <= _STRAGGLERS:  # the last few go on one by one
-                        for row, at, count in zip(active.tolist(), node.tolist(), arrival.tolist()):
-                            k, drawn = self.descend(count, at >> 1)
-                            nodes[row], found[row] = 2 * k, drawn
+                    active = inner if active is None else active.take(inner)
+                    node, arrival = node.take(inner), arrival.take(inner)
+                    if rows <= _STRAGGLERS:  # the last few go on one by one
+                        descend = self.descend
+                        for row, at, drawn in zip(active.tolist(), node.tolist(), arrival.tolist()):
+                            k, found[row] = descend(drawn, at >> 1)
+                            nodes[row] = 2 * k
                         break
-            scaled = arrival * a_of.take(node)
-            scaled += h_of.take(node)
-            before, rest = np.divmod(scaled, d_of.take(node))
-            went_left = rest >= b_of.take(node)
+            constants = table.take(node, axis=1)
+            scaled = arrival * constants[0]
+            scaled += constants[1]
+            before, rest = np.divmod(scaled, constants[2])
+            went_left = rest >= constants[3]
             node = child_of.take(node + went_left)
             arrival -= before
-            np.copyto(arrival, before, where=went_left)
-        else:  # not reached: after ``depth`` steps every row is at a leaf, found at the last level's check
+            np.putmask(arrival, went_left, before)
+        else:  # not reached: at ``depth`` every row is at a leaf, dropped by the check at that level
             raise AssertionError("a blend's tree walk went past the tree's depth")
         return nodes >> 1, found
 
@@ -362,7 +372,7 @@ class BlendedMap:
         already in ``range(len(self))`` is used as it is (two reductions instead of the general checks and copy;
         nothing downstream writes to it)."""
         if (type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1 and indices.size
-                and int(indices.min()) >= 0 and int(indices.max()) < self._length):
+                and int(np.minimum.reduce(indices)) >= 0 and int(np.maximum.reduce(indices)) < self._length):
             return indices
         return resolve_positions(indices, self._length)
 
@@ -387,18 +397,25 @@ class BlendedMap:
         return self._sources_of(self._positions(indices))
 
     def _sources_of(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(self._starts) == 1:
-            sources, drawn = self._trees[0].descend_many(positions)
-            draws = drawn + self._before_arrays[0][sources] if len(self._trees) > 1 else drawn
+        starts = self._starts
+        if len(starts) == 1:
+            sources, draws = self._trees[0].descend_many(positions)
         else:
-            sources = np.empty(len(positions), dtype=np.int64)
-            draws = np.empty(len(positions), dtype=np.int64)
-            segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
-            for segment in np.unique(segment_of).tolist():
-                rows = np.flatnonzero(segment_of == segment)
-                ks, drawn = self._trees[segment].descend_many(positions[rows] - self._starts[segment])
-                sources[rows] = ks
-                draws[rows] = self._before_arrays[segment][ks] + drawn
+            first = bisect_right(starts, int(positions.min())) - 1 if len(positions) else 0
+            last = bisect_right(starts, int(positions.max())) - 1 if len(positions) else 0
+            if first == last:  # every position in one segment of the schedule (as a sampler's batches mostly are)
+                sources, draws = self._trees[first].descend_many(positions - starts[first] if first else positions)
+                if first:
+                    draws += self._before_arrays[first].take(sources)
+            else:
+                sources = np.empty(len(positions), dtype=np.int64)
+                draws = np.empty(len(positions), dtype=np.int64)
+                segment_of = np.searchsorted(self._starts_array, positions, side="right") - 1
+                for segment in np.unique(segment_of).tolist():
+                    rows = np.flatnonzero(segment_of == segment)
+                    ks, drawn = self._trees[segment].descend_many(positions[rows] - starts[segment])
+                    sources[rows] = ks
+                    draws[rows] = self._before_arrays[segment][ks] + drawn
         epochs, within = np.divmod(draws, self._lengths_array.take(sources))
         if self._cached and len(positions):
             return sources, self._family.take_cached(sources, epochs, within)
@@ -473,12 +490,11 @@ class BlendedMap:
         sources, local = self._sources_of(positions)
         # A stable sort of small integers is a radix sort: sort the sources as 16-bit numbers when they fit.
         keys = sources.astype(np.uint16) if self.num_sources <= 1 << 16 else sources
-        order = np.argsort(keys, kind="stable")
+        order = keys.argsort(kind="stable")
         counts = np.bincount(sources, minlength=self.num_sources)
-        touched = np.flatnonzero(counts)
-        bounds = np.zeros(len(touched) + 1, dtype=np.int64)
-        np.cumsum(counts.take(touched), out=bounds[1:])
-        return order, touched.tolist(), bounds.tolist(), local.take(order)
+        touched = counts.nonzero()[0]
+        bounds = [0, *counts.take(touched).cumsum().tolist()]
+        return order, touched.tolist(), bounds, local.take(order)
 
     def _groups(self, positions: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``(source, rows, local indices)`` for each source the positions read, the rows in increasing order."""
@@ -487,12 +503,6 @@ class BlendedMap:
         order, touched, bounds, local = self._grouped(positions)
         return [(k, order[start:end], local[start:end]) for k, start, end in zip(touched, bounds, bounds[1:])]
 
-    def _opened(self, k: int) -> Any:
-        """Source ``k`` for a batch: the open one as it is (a batch touches many sources; the LRU order is kept
-        by `source` when one has to be opened), else `source`."""
-        found = self._open.get(k)
-        return found if found is not None else self.source(k)
-
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = self._positions(indices)
@@ -500,11 +510,16 @@ class BlendedMap:
             return []
         order, touched, bounds, local = self._grouped(positions)
         by_source: list[Any] = []  # the samples in the order of ``order``
-        for k, start, end in zip(touched, bounds, bounds[1:]):
-            source = self._opened(k)
+        extend, opened = by_source.extend, self._open.get
+        start = 0
+        for k, end in zip(touched, bounds[1:]):
+            source = opened(k)
+            if source is None:
+                source = self.source(k)
             getitems = getattr(source, "__getitems__", None)
             rows = local[start:end]
-            by_source.extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
+            extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
+            start = end
         if len(positions) == 1:
             return by_source
         where = np.empty(len(order), dtype=np.int64)  # where each row's sample is in ``by_source``
@@ -544,10 +559,12 @@ class BlendedMap:
     def get_batch(self, indices: Any, *args: Any, **options: Any) -> Any:
         """The samples at ``indices`` as one batch, as the sources' own ``get_batch`` gives it (they must share
         kind and schema); each source touched reads its rows with one ``get_batch``."""
-        from mmap_ninja.containers.sharded_map import _batch_arguments
-
         cls = self._batch_kind()
-        arguments = _batch_arguments(cls.get_batch, indices, args, options) if args or options else {}
+        arguments: dict[str, Any] = {}
+        if args or options:
+            from mmap_ninja.containers.sharded_map import _batch_arguments
+
+            arguments = _batch_arguments(cls.get_batch, indices, args, options)
         positions = self._positions(indices)
         if not len(positions):
             return self.source(0).get_batch(positions, **arguments)
@@ -555,20 +572,29 @@ class BlendedMap:
         if len(touched) == 1:
             return self.source(touched[0]).get_batch(local, **arguments)  # one source: rows in their order
         per_source = {name: value for name, value in arguments.items() if name != "out"}
-        opened = self._opened
-        arrays = [opened(k).get_batch(local[start:end], **per_source)
-                  for k, start, end in zip(touched, bounds, bounds[1:])]
-        if not arguments:
-            first = arrays[0]
-            if type(first) is np.ndarray:
-                kind = (first.dtype, first.shape[1:])
-                if all(type(part) is np.ndarray and (part.dtype, part.shape[1:]) == kind for part in arrays):
-                    # Stacked arrays of one dtype and sample shape (what combine_batches would stack): one gather
-                    # of their rows in the batch's order (a take is about twice as fast as a scatter of rows).
-                    inverse = np.empty(len(order), dtype=np.int64)  # where each position's row is in the parts
-                    inverse[order] = np.arange(len(order), dtype=np.int64)
-                    result: np.ndarray = np.concatenate(arrays).take(inverse, axis=0)
-                    return result
+        arrays: list[Any] = []
+        append, opened = arrays.append, self._open.get
+        start = 0
+        for k, end in zip(touched, bounds[1:]):
+            source = opened(k)
+            if source is None:
+                source = self.source(k)
+            append(source.get_batch(local[start:end], **per_source) if per_source else
+                   source.get_batch(local[start:end]))
+            start = end
+        if not arguments and set(map(type, arrays)) == {np.ndarray} and len(set(map(_DTYPE_OF, arrays))) == 1:
+            # Arrays of one dtype: if their samples have one shape too (else concatenate refuses them), what
+            # combine_batches would stack, as one gather of their rows in the batch's order (a take is about twice
+            # as fast as a scatter of rows).
+            try:
+                stacked: Optional[np.ndarray] = np.concatenate(arrays)
+            except ValueError:
+                stacked = None
+            if stacked is not None:
+                inverse = np.empty(len(order), dtype=np.int64)  # where each position's row is in the parts
+                inverse[order] = np.arange(len(order), dtype=np.int64)
+                result: np.ndarray = stacked.take(inverse, axis=0)
+                return result
         parts = [(order[start:end], part) for start, end, part in zip(bounds, bounds[1:], arrays)]
         return cls.combine_batches(parts, positions, arguments)
 

@@ -38,8 +38,11 @@ _ROUNDS = 6
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 _GOLDEN = 0x9E3779B97F4A7C15
+# The network's multipliers and shifts as 0-d uint64 arrays: a ufunc takes a 0-d array operand faster than a NumPy
+# scalar (about 0.3 µs less a call, 24 calls a pass), with the same result.
+_NETWORK_CONSTANTS = tuple(np.array(value, dtype=np.uint64) for value in (_MUL1, _MUL2, 32, 1))
 # Values still cycle-walking below which a vectorized walk finishes them one by one in Python.
-_STRAGGLERS = 4
+_STRAGGLERS = 16
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
 
@@ -128,9 +131,9 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
     hash of the row to the column (modulo ``columns``); the hash is a multiply-xorshift-multiply of (coordinate
     xor key), its top 63 bits (a sum below 2**64: the coordinates are below 2**32)."""
     high, low = np.divmod(values, columns)
-    mixed = np.empty_like(values)
-    spread = np.empty_like(values)
-    mul1, mul2, shift32, one = np.uint64(_MUL1), np.uint64(_MUL2), np.uint64(32), np.uint64(1)
+    mixed = np.empty(high.shape, dtype=high.dtype)
+    spread = np.empty(high.shape, dtype=high.dtype)
+    mul1, mul2, shift32, one = _NETWORK_CONSTANTS
     with np.errstate(over="ignore"):
         for round_number, key in enumerate(keys):
             source, target, side = (low, high, rows) if round_number % 2 == 0 else (high, low, columns)
@@ -147,19 +150,26 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
     return result
 
 
-def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int) -> int:
-    """The network (Python ints) on ``value`` until it lands in ``range(n)``."""
+def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int, mul1: int = _MUL1,
+              mul2: int = _MUL2, mask: int = _MASK64) -> int:
+    """The network (Python ints, its six rounds unrolled as in `Order._index`) on ``value`` until it lands in
+    ``range(n)``."""
+    k0, k1, k2, k3, k4, k5 = keys
     while True:
-        high, low = divmod(value, columns)
-        for round_number, key in enumerate(keys):
-            source = low if round_number % 2 == 0 else high
-            mixed = (source ^ key) * _MUL1 & _MASK64
-            mixed = ((mixed ^ (mixed >> 32)) * _MUL2 & _MASK64) >> 1
-            if round_number % 2 == 0:
-                high = (high + mixed) % rows
-            else:
-                low = (low + mixed) % columns
-        value = high * columns + low
+        row, column = divmod(value, columns)
+        mixed = (column ^ k0) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k1) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        mixed = (column ^ k2) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k3) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        mixed = (column ^ k4) * mul1 & mask
+        row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
+        mixed = (row ^ k5) * mul1 & mask
+        column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
+        value = row * columns + column
         if value < n:
             return value
 
@@ -173,15 +183,18 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
         return part[rows_left] if isinstance(part, np.ndarray) else part
 
     values = _network(values, keys, rows, columns)
-    outside = np.flatnonzero(values >= n)
+    outside = (values >= n).nonzero()[0]
     while len(outside) > _STRAGGLERS:
         walked = _network(values[outside], [pick(key, outside) for key in keys], pick(rows, outside),
                           pick(columns, outside))
         values[outside] = walked
         outside = outside[walked >= pick(n, outside)]
-    for j in outside.tolist():
-        at = [int(part[j]) if isinstance(part, np.ndarray) else int(part) for part in (*keys, n, rows, columns)]
-        values[j] = _walk_one(int(values[j]), at[:-3], at[-3], at[-2], at[-1])
+    if len(outside):  # each part's values for these rows as Python ints, read once
+        count = len(outside)
+        parts = [part[outside].tolist() if isinstance(part, np.ndarray) else [int(part)] * count
+                 for part in (*keys, n, rows, columns)]
+        values[outside] = [_walk_one(value, at[:-3], at[-3], at[-2], at[-1])
+                           for value, at in zip(values[outside].tolist(), zip(*parts))]
     return values.view(np.int64)  # below n < 2**63: the same bits
 
 
