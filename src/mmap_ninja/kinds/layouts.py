@@ -239,12 +239,17 @@ class OffsetsView(View):
     def chunks(self, start: int) -> Iterator[list[int]]:
         """The offsets from sample ``start`` on, in checked chunks of Python ints (each overlapping the next
         by one), for sequential iteration."""
+        return map(np.ndarray.tolist, self.offset_chunks(start))
+
+    def offset_chunks(self, start: int) -> Iterator[np.ndarray[Any, Any]]:
+        """`chunks` as int64 arrays: the offsets from sample ``start`` on, ``_ITER_CHUNK`` samples' at a time, each
+        chunk checked to rise within the committed data (one vectorized check per chunk)."""
         offsets = self.offsets
         for first in range(start, self.length, _ITER_CHUNK):
             chunk = offsets[first:first + _ITER_CHUNK + 1]
             if chunk[0] < 0 or chunk[-1] > self.size or (chunk[1:] < chunk[:-1]).any():
                 raise self.corrupt(f"{first}..{first + len(chunk) - 2}")
-            yield chunk.tolist()
+            yield chunk
 
 
 class StringsView(OffsetsView):
@@ -276,16 +281,22 @@ class StringsView(OffsetsView):
     def _decoded_chunks(self, start: int) -> Iterator[Iterable[str]]:
         """The strings from ``start`` on, a chunk of offsets at a time: a chunk of short ASCII strings decoded as one
         span and cut into a list (no decoder call nor generator resume per string, issue 21: 1.2-1.6x faster for
-        strings of 8-128 bytes), any other chunk decoded string by string as it is read."""
-        values, utf8 = self.values, self.utf8
+        strings of 8-128 bytes), any other chunk decoded string by string as it is read. The span's one ASCII decode
+        is also its check: a byte past 0x7F (UTF-8 beyond ASCII, or damaged bytes) stops it, and the chunk is decoded
+        string by string, which names a damaged sample as ``m[i]`` does."""
+        utf8 = self.utf8
         position = start
-        for offsets in self.chunks(start):
-            first, last, count = offsets[0], offsets[-1], len(offsets) - 1
-            if last - first <= _SHORT_STRING_BYTES * count and (last == first or values[first:last].max() < 0x80):
-                text = str(utf8[first:last], "ascii")  # ASCII: a character per byte, so byte offsets cut it
-                yield [text[a - first:b - first] for a, b in zip(offsets, islice(offsets, 1, None))]
-            else:
-                yield self._decode_each(offsets, position)
+        for chunk in self.offset_chunks(start):
+            first, last, count = int(chunk[0]), int(chunk[-1]), len(chunk) - 1
+            try:
+                text = str(utf8[first:last], "ascii") if last - first <= _SHORT_STRING_BYTES * count else None
+            except UnicodeDecodeError:
+                text = None
+            if text is None:
+                yield self._decode_each(chunk.tolist(), position)
+            else:  # ASCII: a character per byte, so the byte offsets (from the span's start) cut it
+                cuts = (chunk - first).tolist()
+                yield [text[a:b] for a, b in zip(cuts, islice(cuts, 1, None))]
             position += count
 
     def _decode_each(self, offsets: list[int], position: int) -> Iterator[str]:
