@@ -1,4 +1,4 @@
-"""The per-item pass ``for x in m`` (issue 21): strings decoded a chunk at a time where they are short and ASCII,
+"""The per-item pass ``for x in m`` (issue 21): strings decoded a chunk at a time where they are short,
 N-d ragged samples shaped a chunk at a time, and the same samples, errors and snapshot as ``m[i]`` across chunk
 borders, on damaged bytes and with ``verify_reads=True``."""
 
@@ -56,7 +56,7 @@ def test_strings_are_the_same_as_indexing_across_chunks_of_every_sort(tmp_path):
     chunks = [chunk if isinstance(chunk, list) else list(chunk) for chunk in view._decoded_chunks(0)]
     assert [text for chunk in chunks for text in chunk] == texts
     kinds = [isinstance(chunk, list) for chunk in view._decoded_chunks(0)]
-    assert kinds == [True, False, True, False, True, True, True]  # short ASCII chunks (and empty ones) as one span
+    assert kinds == [True, True, True, False, True, True, True]  # short chunks (and empty ones) as one span
     assert list(view.iterate(CHUNK + 3)) == texts[CHUNK + 3:]
 
 
@@ -230,13 +230,41 @@ def test_with_verify_reads_a_token_pass_fails_where_indexing_fails(tmp_path):
 
 
 @pytest.mark.parametrize("where", [0, CHUNK // 2, CHUNK - 1], ids=["first", "middle", "last"])
-def test_a_short_chunk_with_one_non_ascii_string_is_decoded_string_by_string(tmp_path, where):
+def test_a_short_chunk_with_one_non_ascii_string_is_decoded_as_one_span(tmp_path, where):
     texts = [f"s{i}" for i in range(3 * CHUNK)]
     texts[CHUNK + where] = "añ"  # the second chunk: short, all ASCII but for one character
     m = StringsMmap.from_strings(tmp_path / "s", texts)
     assert list(m) == texts
     kinds = [isinstance(chunk, list) for chunk in m._view._decoded_chunks(0)]
-    assert kinds == [True, False, True]
+    assert kinds == [True, True, True]
+
+
+def test_short_strings_of_one_to_four_byte_characters_are_the_same_as_indexing(tmp_path):
+    pieces = ["a", "é", "ÿ", "Ā", "日本", "€", "😀", "𝄞x", "", "z😀é"]
+    texts = [pieces[i % len(pieces)] + pieces[(3 * i) % len(pieces)] for i in range(4 * CHUNK + 2)]
+    texts[CHUNK:CHUNK + 3] = ["", "", ""]
+    m = StringsMmap.from_strings(tmp_path / "s", texts)
+    iterated = list(m)
+    assert iterated == texts == [m[i] for i in range(len(m))]
+    assert all(type(t) is str for t in iterated)
+    assert all(isinstance(chunk, list) for chunk in m._view._decoded_chunks(0))
+    for start in (1, CHUNK, CHUNK + 2, len(texts) - 1):
+        assert list(m._view.iterate(start)) == texts[start:]
+
+
+def test_an_offset_inside_a_character_names_the_sample_as_indexing_does(tmp_path):
+    texts = [f"s{i}é" for i in range(3 * CHUNK)]  # every string ends in a 2-byte character
+    StringsMmap.from_strings(tmp_path / "s", texts).close()
+    offsets = np.fromfile(tmp_path / "s" / "offsets.bin", dtype="<i8")
+    damaged = CHUNK + 2  # the second chunk: its bytes as a whole are still valid UTF-8
+    offsets[damaged + 1] -= 1  # the end of sample `damaged`, the start of the next: inside its "é"
+    offsets.tofile(tmp_path / "s" / "offsets.bin")
+    m = StringsMmap(tmp_path / "s", mode="r")
+    iterated, error = _iterated_until_error(m)
+    indexed, index_error = _reads_until_error(lambda i: m[i])
+    assert iterated == indexed == texts[:damaged]
+    assert type(error) is type(index_error) is CorruptMapError and str(error) == str(index_error)
+    assert f"sample {damaged} is not valid UTF-8" in str(error)
 
 
 @pytest.mark.parametrize("byte", [0x80, 0xC3, 0xFF], ids=["lone-continuation", "cut-lead", "never-utf8"])
