@@ -11,8 +11,8 @@ machine's load hits them alike. Printed: the median µs per item of each variant
 against pyarrow (pyarrow's time / ours: > 1 means ours is faster; target >= 1.0).
 
 ``--short-strings``: also time ``for text in m`` over maps of 200,000 random ASCII strings of mean length 8, 32,
-128 and 512 bytes (built in WORK once, by the last tree), for each tree (same interleaving; the median of the best of
-5 passes, ns per string).
+128 and 512 bytes, and of random strings of mean length 32 bytes with characters of one to four UTF-8 bytes (built in
+WORK once, by the last tree), for each tree (same interleaving; the median of the best of 5 passes, ns per string).
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ _SHORT_BUILD = """
 import sys
 import numpy as np
 from mmap_ninja import StringsMmap
-mean, path = int(sys.argv[1]), sys.argv[2]
+mean, path, utf8 = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "utf8"
 rng = np.random.default_rng(mean)
-lengths = rng.integers(0, 2 * mean + 1, size=200_000)
-alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", dtype=np.uint8)
-text = alphabet[rng.integers(0, len(alphabet), size=int(lengths.sum()))].tobytes().decode()
+if utf8:  # mostly ASCII, a few 2-, 3- and 4-byte characters: about 1.3 bytes a character
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJ0123456789éüñçå日本語€😀"))
+    lengths = rng.integers(0, round(2 * mean / 1.3) + 1, size=200_000)
+    text = "".join(alphabet[rng.integers(0, len(alphabet), size=int(lengths.sum()))].tolist())
+else:
+    lengths = rng.integers(0, 2 * mean + 1, size=200_000)
+    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", dtype=np.uint8)
+    text = alphabet[rng.integers(0, len(alphabet), size=int(lengths.sum()))].tobytes().decode()
 cuts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
 StringsMmap.from_strings(path, [text[a:b] for a, b in zip(cuts, cuts[1:])], overwrite=True).close()
 """
@@ -76,20 +81,23 @@ def _python(code: str, src: str, *args: str) -> str:
 
 
 def short_strings(work: Path, srcs: list[str], rounds: int) -> None:
-    print("\n`for text in m` over 200,000 random ASCII strings, ns per string (median of "
+    print("\n`for text in m` over 200,000 random strings, ns per string (median of "
           f"{rounds} processes, each the best of 5 passes):\n")
-    print("| mean bytes | " + " | ".join(f"tree {i}" for i in range(len(srcs))) + " | tree 0 / last tree |")
-    print("|--:|" + "--:|" * (len(srcs) + 1))
-    for mean in (8, 32, 128, 512):
-        path = work / f"short_strings_{mean}"
+    trees = " | ".join(f"tree {i}" for i in range(len(srcs)))
+    print(f"| mean bytes | characters | {trees} | tree 0 / last tree |")
+    print("|--:|:--|" + "--:|" * (len(srcs) + 1))
+    for mean, alphabet in ((8, "ascii"), (32, "ascii"), (128, "ascii"), (512, "ascii"), (32, "utf8")):
+        path = work / (f"short_strings_{mean}" if alphabet == "ascii" else f"short_{alphabet}_{mean}")
         if not (path / "header.json").exists():
-            _python(_SHORT_BUILD, srcs[-1], str(mean), str(path))
+            _python(_SHORT_BUILD, srcs[-1], str(mean), str(path), alphabet)
         times: list[list[float]] = [[] for _ in srcs]
         for round_ in range(rounds):
             for i in [(round_ + k) % len(srcs) for k in range(len(srcs))]:
                 times[i].append(float(_python(_SHORT_PASS, srcs[i], str(path))))
         med = [statistics.median(t) for t in times]
-        print(f"| {mean} | " + " | ".join(f"{m:.0f}" for m in med) + f" | {med[0] / med[-1]:.2f} |", flush=True)
+        characters = "ASCII" if alphabet == "ascii" else "1-4 UTF-8 bytes"
+        print(f"| {mean} | {characters} | " + " | ".join(f"{m:.0f}" for m in med) + f" | {med[0] / med[-1]:.2f} |",
+              flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
