@@ -252,3 +252,32 @@ def test_a_build_refused_in_its_first_batch_holds_nothing_and_is_replaced_by_the
     RaggedMmap.from_lists(path, [np.arange(3, dtype=np.int32)]).close()
     with RaggedMmap(path) as m:
         assert len(m) == 1 and m[0].tolist() == [0, 1, 2]
+
+
+def test_a_batch_within_the_piece_bound_is_one_piece_and_a_strided_sample_in_it_goes_as_it_is():
+    samples = [np.full(n, n, dtype=np.int32) for n in [3, 40, 1, 0, 7] * 10]
+    joined = b"".join(s.tobytes() for s in samples)
+    pieces = RaggedLayout().encode(samples, _EMPTY_RAGGED, {"dtype": "<i4", "ndims": []}).columns["data"]
+    assert len(pieces) == 1 and bytes(pieces[0]) == joined and _fsio.byte_sizes(pieces) == [len(joined)]
+    # A sample with no contiguous buffer in the middle: the samples' own buffers, the writer copies that one.
+    mixed = [*samples[:20], np.arange(10, dtype=np.int32)[::2], *samples[20:]]
+    pieces = RaggedLayout().encode(mixed, _EMPTY_RAGGED, {"dtype": "<i4", "ndims": []}).columns["data"]
+    assert len(pieces) == len(mixed)
+    assert _fsio.byte_sizes(pieces) == [4 * s.size for s in mixed]
+
+
+def test_a_bad_sample_in_the_middle_of_a_batch_is_named_and_changes_nothing(tmp_path: Path) -> None:
+    m = RaggedMmap.from_lists(tmp_path / "m", [np.arange(3, dtype=np.int32)] * 5)
+    before = {name: (tmp_path / "m" / f"{name}.bin").read_bytes() for name in ("data", "offsets", "checksums")}
+    good = [np.arange(k, dtype=np.int32) for k in range(8)]
+    for bad, error, match in [(np.full(2, 1.5), ValueError, "item 9: cannot store dtype float64 as int32"),
+                              (np.array(["x"]), TypeError, "item 9: cannot store dtype <U1 as int32"),
+                              ("text", TypeError, "item 9"), (None, TypeError, "item 9 is None")]:
+        batch = [*good[:4], bad, *good[4:]]
+        copy = list(batch)
+        with pytest.raises(error, match=match):
+            m.extend(batch)
+        assert all(a is b for a, b in zip(batch, copy, strict=True))  # the caller's list is left as it was
+        assert len(m) == 5
+        assert {name: (tmp_path / "m" / f"{name}.bin").read_bytes() for name in before} == before
+    m.close()
