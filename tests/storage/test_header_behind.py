@@ -73,9 +73,24 @@ def test_a_build_from_a_list_equals_one_from_a_generator(tmp_path: Path) -> None
     for name in ("data", "offsets", "shape_offsets", "dims", "checksums"):
         assert (tmp_path / "list" / f"{name}.bin").read_bytes() == (tmp_path / "generator" / f"{name}.bin").read_bytes()
     listed, generated = read_header(tmp_path / "list"), read_header(tmp_path / "generator")
-    assert listed.commit == generated.commit and not listed.building  # one commit per batch, the last one final
+    # One commit per batch, but a list's last batch is published by the header that finishes the build.
+    assert listed.commit == generated.commit - 1 and not listed.building and not generated.building
     with RaggedMmap(tmp_path / "list") as m:
         assert len(m) == 1_000 and all(np.array_equal(m[i], samples[i]) for i in range(0, 1_000, 37))
+
+
+@pytest.mark.parametrize("batches", [1, 3])
+def test_the_last_batch_of_a_build_from_a_list_is_published_by_its_final_header(tmp_path: Path,
+                                                                              batches: int) -> None:
+    samples = _tokens(10 * batches)
+    RaggedMmap.from_lists(tmp_path / "list", samples, batch_size=10).close()
+    RaggedMmap.from_lists(tmp_path / "generator", iter(samples), batch_size=10).close()
+    listed, generated = read_header(tmp_path / "list"), read_header(tmp_path / "generator")
+    assert listed.commit == generated.commit - 1 and listed.columns == generated.columns and not listed.building
+    assert (tmp_path / "list" / "checksums.bin").read_bytes() == (tmp_path / "generator" / "checksums.bin").read_bytes()
+    assert not _helper_running()
+    with RaggedMmap(tmp_path / "list") as m:
+        assert len(m) == 10 * batches and all(np.array_equal(m[i], samples[i]) for i in range(len(m)))
 
 
 def test_a_failed_rename_on_the_helper_thread_fails_the_build(tmp_path: Path) -> None:

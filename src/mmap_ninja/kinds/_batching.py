@@ -80,8 +80,14 @@ def write_pieces(buffers: list[Any], nbytes: np.ndarray[Any, Any]) -> SizedBuffe
     """What to append for samples whose buffers are ``buffers`` (``nbytes`` bytes each, an int64 array): their
     own buffers, or, for small samples, their bytes joined into a few pieces (same bytes, fewer calls)."""
     count = len(buffers)
-    if count < 2 or int(nbytes.sum()) >= _JOIN_MEAN_BELOW * count:
+    total = int(nbytes.sum())
+    if count < 2 or total >= _JOIN_MEAN_BELOW * count:
         return SizedBuffers(buffers, nbytes.tolist())
+    if total <= _PIECE:  # one piece (the usual batch): no cuts to find, no slice of the list
+        try:
+            return SizedBuffers([b"".join(buffers)], [total])
+        except (BufferError, TypeError, ValueError):
+            return SizedBuffers(buffers, nbytes.tolist())
     ends = np.cumsum(nbytes)
     cuts = [0]
     while cuts[-1] < count:  # each piece: at least one sample, at most about _PIECE bytes

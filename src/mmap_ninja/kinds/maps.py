@@ -719,8 +719,19 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                 with store.transaction():
                     target._train(store, [sample for batch in gathered for sample in batch])
                 pending = chain(gathered, pending)
-            for batch in pending:
-                target.extend(batch)
+            if from_memory:
+                # Slices of a list: looking one batch ahead runs no caller code, and the last batch is published
+                # with the header that finishes the build (`Store.last_build_write`).
+                batch = next(pending, None)
+                while batch is not None:
+                    following = next(pending, None)
+                    if following is None:
+                        store.last_build_write()
+                    target.extend(batch)
+                    batch = following
+            else:
+                for batch in pending:
+                    target.extend(batch)
         return target
 
     @classmethod

@@ -349,7 +349,7 @@ class RaggedLayout(Layout):
                             f"it as one sample use append(), to add its elements as 0-d samples pass list(array)")
         if isinstance(samples, (str, bytes)):
             raise TypeError(f"extend() takes a sequence of array-like samples, got {type(samples).__name__}")
-        return list(samples)
+        return samples if type(samples) is list else list(samples)  # (read only: a list needs no copy)
 
     def _arrays(self, batch: list[Any], first: int, dtype: Optional[np.dtype[Any]]
                 ) -> tuple[list[Any], np.dtype[Any]]:

@@ -17,9 +17,12 @@ from mmap_ninja.errors import CorruptMapError
 from mmap_ninja.storage._osfile import fsync_directory, fsync_file, pwrite
 
 # One system call writes at most this many bytes (Linux stops at 0x7ffff000 anyway). Bounded well below that: one
-# vectored write of a whole 257 MB batch ran at 0.35-4 GB/s under writeback pressure, while writes of tens of MiB
-# each held 1.4-3.4 GB/s (issue 21).
-_MAX_WRITE = 32 << 20
+# vectored write of a whole 257 MB batch ran at 0.35-4 GB/s under writeback pressure (issue 21). On Linux 6.18 (ext4,
+# whose page cache takes folios as large as a write) new pages cost 3x the kernel time in writes of 1 MiB or more per
+# call than in writes of 512 KiB or less: 130 MB of token sequences took 0.2-0.28 s of system time written 2 MiB
+# per call and 0.05-0.1 s 256 KiB per call; 220 MB of images 0.19-0.43 s (one call of all of them, or 32 MiB calls,
+# at times) against 0.06-0.08 s. A few hundred more calls for such a build cost about a millisecond.
+_MAX_WRITE = 256 << 10
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # buffers per vectored write
 except (AttributeError, ValueError, OSError):
