@@ -302,3 +302,22 @@ def test_every_write_call_of_a_build_stays_within_the_bound(tmp_path: Path, monk
     assert (tmp_path / "tokens" / "data.bin").read_bytes() == b"".join(s.tobytes() for s in small)
     assert (tmp_path / "large" / "data.bin").read_bytes() == b"".join(s.tobytes() for s in large)
     assert mmap_ninja.verify(tmp_path / "tokens", deep=True).ok and mmap_ninja.verify(tmp_path / "large", deep=True).ok
+
+
+def test_samples_that_are_not_c_contiguous_are_stored_in_a_batch_of_many(tmp_path):
+    """A transposed or strided sample among others (one vectored write) is stored as its C-order copy, and its
+    checksum covers the bytes written: a build, an extend and a records field alike."""
+    from mmap_ninja import RecordsMmap
+    from mmap_ninja.containers.verify import verify
+
+    square = np.arange(20, dtype=np.int64).reshape(4, 5)
+    for name, samples in (("transposed", [square.T, square.T, square]), ("strided", [np.arange(10)[::2]] * 3)):
+        m = RaggedMmap.from_lists(tmp_path / name, samples)
+        m.extend(samples)
+        assert [s.tolist() for s in m] == [s.tolist() for s in samples] * 2
+        assert verify(tmp_path / name, deep=True).ok
+    rows = [{"tokens": np.arange(10, dtype=np.int32)[::2], "label": i} for i in range(3)]
+    rec = RecordsMmap.from_dict(tmp_path / "rows", {"tokens": [np.arange(2, dtype=np.int32)], "label": [9]})
+    rec.extend(rows)
+    assert [r["tokens"].tolist() for r in rec][1:] == [[0, 2, 4, 6, 8]] * 3
+    assert verify(tmp_path / "rows", deep=True).ok

@@ -148,7 +148,7 @@ def write_all(fd: int, buffers: Sequence[Any], offset: int, sizes: Optional[Sequ
         group = buffers[i:stop]
         try:
             written = os.pwritev(fd, group, offset + total)  # takes every buffer before writing anything
-        except BufferError:  # a non-contiguous buffer: write C-order copies of those
+        except (BufferError, ValueError):  # a non-contiguous buffer (NumPy's is a ValueError): C-order copies
             group = [_bytes_view(buffers, k) for k in range(i, stop)]
             written = os.pwritev(fd, group, offset + total)
         size = ends[stop - 1] - total
