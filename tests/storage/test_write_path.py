@@ -218,12 +218,13 @@ def test_an_encoded_header_is_the_json_of_its_content_with_the_checksum_last():
 
 
 # A header that replaces another waits 0.2-6 ms for the file system on a busy disk: a build writes the one claiming
-# its folder, one per batch, and the one finishing it, but none of its own for the initial items (the leading 0 of
-# the offsets: published with the first batch) nor, from a list, for its last batch (published by the last header).
-@pytest.mark.parametrize(("source", "batches", "commits"), [("generator", 1, 2), ("generator", 3, 4),
-                                                            ("list", 1, 1), ("list", 3, 3)])
-def test_a_build_writes_a_header_per_batch_and_none_for_its_initial_items(tmp_path: Path, source: str,
-                                                                          batches: int, commits: int) -> None:
+# its folder, one publishing its initial items (the leading 0 of the offsets: so that an unfinished build always
+# reads, verifies and reports as a map of 0 samples), one per batch, and the one finishing it, but from a list none
+# of its own for its last batch (published by the last header).
+@pytest.mark.parametrize(("source", "batches", "commits"), [("generator", 1, 3), ("generator", 3, 5),
+                                                            ("list", 1, 2), ("list", 3, 4)])
+def test_a_build_writes_a_header_per_batch_and_one_for_its_initial_items(tmp_path: Path, source: str,
+                                                                         batches: int, commits: int) -> None:
     from mmap_ninja.storage.format import read_header
 
     samples = [np.arange(k % 5, dtype=np.int32) for k in range(4 * batches)]
@@ -236,7 +237,7 @@ def test_a_build_writes_a_header_per_batch_and_none_for_its_initial_items(tmp_pa
     assert mmap_ninja.verify(tmp_path / "m", deep=True).ok
 
 
-def test_a_build_refused_in_its_first_batch_holds_nothing_and_is_replaced_by_the_next(tmp_path: Path) -> None:
+def test_a_build_refused_in_its_first_batch_holds_nothing_verifies_and_is_replaced_by_the_next(tmp_path: Path) -> None:
     from mmap_ninja.errors import UnfinishedMapError
     from mmap_ninja.storage.format import read_header
 
@@ -244,7 +245,9 @@ def test_a_build_refused_in_its_first_batch_holds_nothing_and_is_replaced_by_the
     with pytest.raises(ValueError, match="item 1: cannot store dtype float32 as int32"):
         RaggedMmap.from_lists(path, [np.arange(3, dtype=np.int32), np.full(2, 1.5, dtype=np.float32)])
     header = read_header(path)
-    assert header.building and header.commit == 0 and all(c.length == 0 for c in header.columns.values())
+    assert header.building and header.commit == 1 and header.columns["offsets"].length == 1  # its leading 0
+    report = mmap_ninja.verify(path)
+    assert report.ok and report.length == 0, report.problems
     with pytest.raises(UnfinishedMapError):
         RaggedMmap(path)
     with RaggedMmap(path, allow_unfinished=True) as m:

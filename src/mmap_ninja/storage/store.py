@@ -222,7 +222,9 @@ class Store:
                     os.close(lock_fd)
             raise
         if building:
-            store._builder = True  # the transaction `_lay_out` left open (its thread lock held) is the build's
+            store._thread_lock.acquire()
+            store._builder = True
+            store._txn = _Transaction(lock_fd, store._header.lengths)
         else:
             os.close(lock_fd)
         return store
@@ -262,17 +264,6 @@ class Store:
         store = cls(path, header, durable=durable, lock_timeout=lock_timeout, allow_unfinished=True)
         store._thread_lock.acquire()
         store._txn = _Transaction(lock_fd, header.lengths)
-        if building:
-            # The build's transaction: its initial items are published with its first write (or its end), not by a
-            # header of their own (a header replacing another waits 0.2-6 ms for the file system, issue 21). Until
-            # then the map is at commit 0, which a reader takes as a build that holds nothing yet.
-            try:
-                if initial:
-                    store.append({name: [np.asarray(items, dtype=dtypes[name])] for name, items in initial.items()})
-            except BaseException:
-                store._end_transaction(ok=False, release_lock=False)
-                raise
-            return store
         try:
             if initial:
                 store.append({name: [np.asarray(items, dtype=dtypes[name])] for name, items in initial.items()})
