@@ -128,6 +128,8 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         units = cls.layout.index_units(header.attrs)
         for prefix, unit in units.items():  # a records map's fields each have their own index
             _check_index(columns, unit, report, prefix)
+        if report.ok:  # what the kind's columns hold beyond sound offsets (a ragged map's shapes against them)
+            report.problems += cls.layout.check_columns(columns, header.attrs)
         report.length = cls.layout.count(header.lengths, header.attrs)
         if deep:
             _check_checksums(directory, header, columns, units, report, progress)
