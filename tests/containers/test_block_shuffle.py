@@ -193,8 +193,12 @@ def test_each_block_is_read_by_one_rank(sizes: list[int], window: int, world: in
     else:
         assert set(read) == set(range(n))
         assert len(read) - n <= world * max(sizes)  # padding: at most about one block per rank
-    # each rank's own run: whole blocks, none shared with another rank
     order = samplers[0]._order
+    if order.parts != world:  # a rank would get no block: the epoch is striped (test_fewer_blocks_than_ranks_...)
+        assert (np.diff(BlockOrder(layout, window_blocks=window, seed=5, epoch=epoch, parts=world).part_bounds) == 0
+                ).any()
+        return
+    # each rank's own run: whole blocks, none shared with another rank
     touched = [set(layout.block_of(np.array(stream, dtype=np.int64)).tolist()) for stream in streams]
     owners = [r for r in range(world) if order.part_bounds[r + 1] > order.part_bounds[r]]
     for r in owners:
@@ -389,3 +393,80 @@ def test_skip_on_several_ranks_reads_the_rest_once() -> None:
     first = [next(iterator), next(iterator)]
     running.skip(3)  # a running iterator continues after the skipped positions
     assert first + list(iterator) == whole[1][:2] + whole[1][3:]
+
+
+def test_fewer_blocks_than_ranks_deal_every_sample_once_in_equal_shuffled_counts() -> None:
+    """DistributedSampler's contract when a rank would get no block (issue 22): ceil(n / world) indices per rank
+    (floor with drop_last), every sample once across the ranks apart from the padding, shuffled."""
+    for n, blocks, world, drop_last in itertools.product(range(1, 25), (1, 2, 3), range(1, 9), (False, True)):
+        if blocks > n or (blocks >= world > 1):  # blocks >= ranks: dealt by blocks (the test above)
+            continue
+        layout = BlockLayout((np.arange(blocks + 1) * n) // blocks)
+        streams = rank_streams(layout, world, seed=3, drop_last=drop_last)
+        read = [i for stream in streams for i in stream]
+        expected = n // world if drop_last else -(-n // world)
+        assert all(len(stream) == expected for stream in streams), (n, blocks, world, drop_last, streams)
+        if drop_last:
+            assert len(set(read)) == len(read) == expected * world
+        else:
+            assert set(read) == set(range(n)) and len(read) == expected * world
+    assert sum(stream == sorted(stream) for stream in rank_streams(layout_of([1000]), 4)) == 0  # shuffled
+
+
+def test_a_small_map_read_by_more_ranks_than_blocks(tmp_path: Path) -> None:
+    rows = np_from_ndarray(tmp_path / "rows", np.arange(10))  # one block of 8 MiB holds them all
+    streams = [list(BlockShuffleSampler(rows, rank=r, world_size=4)) for r in range(4)]
+    assert [len(stream) for stream in streams] == [3] * 4
+    assert {i for stream in streams for i in stream} == set(range(10))
+    assert all(stream != list(range(10)) for stream in streams)
+    big = np_from_ndarray(tmp_path / "big", np.zeros((2000, 250), dtype=np.int64))  # 4 MB: one block, 2 ranks
+    halves = [list(BlockShuffleSampler(big, rank=r, world_size=2, seed=1)) for r in range(2)]
+    assert [len(half) for half in halves] == [1000, 1000] and set(halves[0]) | set(halves[1]) == set(range(2000))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), world=st.integers(2, 8), other=st.integers(1, 8), fraction=st.floats(0, 1),
+       drop_last=st.booleans())
+def test_a_striped_epoch_resumes_exactly_and_elastically(n: int, world: int, other: int, fraction: float,
+                                                         drop_last: bool) -> None:
+    layout = layout_of([n])  # one block: striped on every world size above 1
+    first = [BlockShuffleSampler(layout, rank=r, world_size=world, seed=4, drop_last=drop_last)
+             for r in range(world)]
+    whole = [list(sampler) for sampler in first]
+    steps = int(fraction * len(first[0]))
+    partial = [list(itertools.islice(iter(sampler), steps)) for sampler in first]
+    state = json.loads(json.dumps(first[0].state_at(steps)))
+    again = [BlockShuffleSampler(layout, rank=r, world_size=world, seed=4) for r in range(world)]
+    for sampler in again:
+        sampler.load_state_dict(state)
+    assert [p + list(sampler) for p, sampler in zip(partial, again)] == whole  # the same world size: exact
+    runs = np.diff(first[0]._cuts).tolist()  # each rank's own samples; what follows is padding
+    read = {i for p, run in zip(partial, runs) for i in p[:run]}
+    rest = [BlockShuffleSampler(layout, rank=r, world_size=other, seed=4) for r in range(other)]
+    for sampler in rest:
+        sampler.load_state_dict(state)
+    streams = [list(sampler) for sampler in rest]
+    assert len({len(stream) for stream in streams}) == 1
+    if not drop_last:
+        assert read | {i for stream in streams for i in stream} == set(range(n))
+
+
+def test_a_state_saved_before_striping_continues_its_own_deal_then_epochs_are_striped() -> None:
+    """A state of a map with fewer blocks than ranks saved before 1.0.0's striping (one part per rank, no queue)
+    continues the deal it was saved in (rank 0 read its block, the other ranks repeat it); the next epoch is
+    striped."""
+    layout = layout_of([10])
+    state = {**BlockShuffleSampler(layout, world_size=4, rank=0).state_dict(), "position": 4, "parts": 4}
+    del state["queue"]
+    samplers = [BlockShuffleSampler(layout, world_size=4, rank=r) for r in range(4)]
+    for sampler in samplers:
+        sampler.load_state_dict(state)
+    assert [len(sampler) for sampler in samplers] == [10] * 4  # the old deal: the longest run, 10
+    rest = [list(sampler) for sampler in samplers]
+    cuts = samplers[0]._cuts.tolist()
+    owner = int(np.argmax(np.diff(cuts)))  # the rank holding the one block
+    assert np.diff(cuts).tolist().count(10) == 1 and len(rest[owner]) == 9
+    assert set(rest[owner]) | {BlockOrder(layout, parts=4)[cuts[owner]]} == set(range(10))
+    for sampler in samplers:
+        sampler.set_epoch(1)
+    assert [len(sampler) for sampler in samplers] == [3] * 4

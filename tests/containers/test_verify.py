@@ -186,3 +186,97 @@ def test_a_shallow_verify_checks_every_field_index_of_a_records_map(tmp_path):
     assert any("values.offsets.bin decreases at sample(s) [1]" in p for p in problems), problems
     deep = verify(tmp_path / "rec", deep=True).problems
     assert any("text.offsets.bin bytes" in p and "(the offsets of samples" in p for p in deep), deep
+
+
+def _shapes_damaged(path, prefix=""):
+    """Sample 0's first dimension set to 1000 in the map's shapes column."""
+    dims = np.fromfile(path / f"{prefix}dims.bin", dtype="<i8")
+    dims[0] = 1000
+    dims.tofile(path / f"{prefix}dims.bin")
+
+
+def test_a_shallow_verify_checks_ragged_shapes_against_the_offsets(tmp_path):
+    from mmap_ninja.tools.cli import main
+
+    samples = [np.arange(6, dtype=np.float32).reshape(2, 3) * i for i in range(5)]
+    m = RaggedMmap.from_generator(tmp_path / "r", samples, 2)
+    m.close()
+    assert verify(tmp_path / "r").ok and main(["verify", str(tmp_path / "r")]) == 0
+    _shapes_damaged(tmp_path / "r")
+    with pytest.raises(CorruptMapError, match="shape"):
+        RaggedMmap(tmp_path / "r")[0]
+    problems = verify(tmp_path / "r").problems
+    assert problems == ["dims.bin (or shape_offsets.bin) is corrupt: sample 0 has the shape (1000, 3) of 3000 "
+                        "elements, but its offsets give it 6 elements"], problems
+    assert main(["verify", str(tmp_path / "r")]) == 1
+
+
+def test_a_shallow_verify_refuses_negative_dimensions_and_names_each_sample(tmp_path):
+    samples = [np.zeros((0, 3), dtype=np.int16)] * 3 + [np.ones((2, 2), dtype=np.int16)]
+    RaggedMmap.from_generator(tmp_path / "r", samples, 2).close()
+    assert verify(tmp_path / "r").ok
+    dims = np.fromfile(tmp_path / "r" / "dims.bin", dtype="<i8")
+    dims[[1, 3]] = -3  # (0, -3): still 0 elements, but no array has that shape
+    dims.tofile(tmp_path / "r" / "dims.bin")
+    problems = verify(tmp_path / "r").problems
+    assert [p.split(": ", 1)[1] for p in problems] == ["sample 0 has the shape (0, -3): a dimension is negative",
+                                                       "sample 1 has the shape (0, -3): a dimension is negative"]
+
+
+def test_a_shallow_verify_checks_the_shapes_of_a_records_ragged_field(tmp_path):
+    from mmap_ninja import RecordsMmap
+
+    rows = [{"label": i, "points": np.arange(6, dtype=np.int32).reshape(3, 2)} for i in range(4)]
+    RecordsMmap.from_generator(tmp_path / "rec", rows, 2).close()
+    assert verify(tmp_path / "rec").ok
+    dims = np.fromfile(tmp_path / "rec" / "points.dims.bin", dtype="<i8")
+    dims[5] = 7  # sample 2: (3, 7)
+    dims.tofile(tmp_path / "rec" / "points.dims.bin")
+    problems = verify(tmp_path / "rec").problems
+    assert problems == ["points.dims.bin (or points.shape_offsets.bin) is corrupt: sample 2 has the shape (3, 7) of "
+                        "21 elements, but its offsets give it 6 elements"], problems
+
+
+def test_shapes_whose_product_overflows_int64_are_damage(tmp_path):
+    RaggedMmap.from_generator(tmp_path / "r", [np.zeros((2, 4), dtype=np.uint8)], 1).close()
+    dims = np.fromfile(tmp_path / "r" / "dims.bin", dtype="<i8")
+    dims[:] = [2**61 + 1, 8]  # the int64 product wraps around to 8, the sample's element count
+    dims.tofile(tmp_path / "r" / "dims.bin")
+    problems = verify(tmp_path / "r").problems
+    assert len(problems) == 1 and "sample 0 has the shape (2305843009213693953, 8)" in problems[0], problems
+
+
+def test_the_shape_check_names_samples_of_the_whole_map_across_its_chunks(tmp_path, monkeypatch):
+    import mmap_ninja.kinds.ragged_layout as ragged_layout
+
+    monkeypatch.setattr(ragged_layout, "_CHECK_CHUNK", 3)  # a map of 10 samples checked in 4 chunks
+    samples = [np.zeros((i % 3, 2), dtype=np.int8) if i % 2 else np.zeros(i, dtype=np.int8) for i in range(10)]
+    RaggedMmap.from_generator(tmp_path / "r", samples, 4).close()
+    assert verify(tmp_path / "r").ok
+    dims = np.fromfile(tmp_path / "r" / "dims.bin", dtype="<i8")
+    shape_offsets = np.fromfile(tmp_path / "r" / "shape_offsets.bin", dtype="<i8")
+    dims[shape_offsets[[4, 7]]] += 1  # sample 4: (5,) for 4 elements; sample 7: (2, 2) for 2
+    dims.tofile(tmp_path / "r" / "dims.bin")
+    problems = verify(tmp_path / "r").problems
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "sample 4 has the shape (5,) of 5 elements, but its offsets give it 4 elements",
+        "sample 7 has the shape (2, 2) of 4 elements, but its offsets give it 2 elements"], problems
+
+
+def test_a_shallow_verify_checks_an_images_maps_shapes_and_format_codes(tmp_path):
+    from mmap_ninja.kinds.images import ImagesMmap
+
+    pixels = [np.full((4 + i, 5, 3), i, dtype=np.uint8) for i in range(3)]
+    ImagesMmap.from_generator(tmp_path / "im", pixels).close()
+    assert verify(tmp_path / "im").ok
+    shapes = np.fromfile(tmp_path / "im" / "shapes.bin", dtype="<i8")
+    damaged = shapes.copy()
+    damaged[3 * 1 + 2] = 7  # image 1: 7 channels
+    damaged.tofile(tmp_path / "im" / "shapes.bin")
+    assert verify(tmp_path / "im").problems == [
+        "shapes.bin is corrupt: image 1 has the decoded shape (5, 5, 7); an image is (H, W, C) with H, W >= 1 and "
+        "C in 1..4"]
+    shapes.tofile(tmp_path / "im" / "shapes.bin")
+    (tmp_path / "im" / "formats.bin").write_bytes(bytes([0, 0, 9]))
+    assert verify(tmp_path / "im").problems == [
+        "formats.bin is corrupt: image 2 has the format code 9, but the header names 1 formats"]

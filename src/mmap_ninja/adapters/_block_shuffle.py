@@ -8,7 +8,9 @@ rank per epoch, and ranks on separate nodes (separate caches) together fetch the
 
 Every rank yields the same count: the longest run's length, a shorter run padded by re-reading its own last samples
 (its most recent blocks), or with ``drop_last`` the shortest run's length (the rest of longer runs dropped). The
-padding is at most about one block per rank (`padding` gives the epoch's count).
+padding is at most about one block per rank (`padding` gives the epoch's count). When that deal would leave a rank
+without blocks (fewer blocks than ranks), the epoch's one-part order is striped instead: equal contiguous runs of its
+stream, ``ceil(n / world_size)`` indices per rank (``floor`` with ``drop_last``), as ``DistributedSampler`` deals.
 
 The place in an epoch is the position ``P`` in the *interleaved* stream (entry ``k * world_size + r`` is rank
 ``r``'s ``k``-th index). A state loaded on the same world size at a position all ranks reached together continues
@@ -62,9 +64,11 @@ class BlockShuffleSampler(ResumableSampler):
     count (`mmap_ninja.containers.block_order.BlockOrder` with ``parts=world_size``): each block is read by one rank per
     epoch,
     and a rank's windows hold only its own blocks. Every rank gets ``len(sampler)`` indices: the longest run's
-    length, a shorter run padded by re-reading its own last samples (a rank without blocks, when there are fewer
-    blocks than ranks, repeats one block), or with ``drop_last`` the shortest run's length; `padding` counts the
-    epoch's repeated indices (negative: dropped ones).
+    length, a shorter run padded by re-reading its own last samples, or with ``drop_last`` the shortest run's
+    length; `padding` counts the epoch's repeated indices (negative: dropped ones). When a rank would get no block
+    (fewer blocks than ranks, or a few large ones), the epoch is dealt as ``DistributedSampler`` deals: its
+    one-part block order is cut into equal contiguous runs, ``ceil(n / world_size)`` shuffled indices per rank
+    (``floor`` with ``drop_last``), each sample once apart from the padding.
 
     `state_dict` / `load_state_dict` / `state_at` / `skip` are `ResumableSampler`'s, over the interleaved stream of
     the ranks (position ``k * world_size + r`` is rank ``r``'s ``k``-th index). The same world size resumes exactly
@@ -131,10 +135,17 @@ class BlockShuffleSampler(ResumableSampler):
         self._length = int(runs.min() if self.drop_last else runs.max()) if total else 0
 
     def _fresh_deal(self) -> None:
-        """The epoch from its start: rank r reads part r of a BlockOrder with one part per rank."""
+        """The epoch from its start: rank r reads part r of a BlockOrder with one part per rank. When that leaves
+        a rank without blocks (fewer blocks than ranks, or a few large blocks), the epoch's one-part order is
+        striped instead: equal contiguous runs of its stream, as ``DistributedSampler`` deals its permutation."""
         order = BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=self.epoch,
                            parts=self.world_size)
-        self._deal(order, np.array([[0, self.n]], dtype=np.int64), order.part_bounds)
+        whole = np.array([[0, self.n]], dtype=np.int64)
+        if self.world_size > 1 and self.n and (np.diff(order.part_bounds) == 0).any():
+            # A dealt-out queue over a one-part order: its state records the queue, so it resumes as such.
+            self._deal(order.with_parts(1), whole, None)
+        else:
+            self._deal(order, whole, order.part_bounds)
 
     def _set_order(self) -> None:
         if self._order.epoch != self.epoch or self._order.seed != self.seed:
@@ -188,7 +199,14 @@ class BlockShuffleSampler(ResumableSampler):
         """Rank ``rank``'s indices at its steps ``steps`` (ints in ``range(len(self))``)."""
         low, high = int(self._cuts[rank]), int(self._cuts[rank + 1])
         run = high - low
-        if run == 0:  # a rank without blocks (fewer blocks than ranks): repeat one block in stored order
+        total = int(self._cuts[-1])
+        if run == 0 and total and self._replanned():
+            # a striped deal of fewer samples than ranks (or a re-plan of fewer than are left): pad, as
+            # DistributedSampler does, from the deal's first places (shuffled)
+            which = np.searchsorted(self._queue_starts, steps % total, side="right") - 1
+            padded: np.ndarray = self._order.take(self._queue[which, 0] + (steps % total - self._queue_starts[which]))
+            return padded
+        if run == 0:  # a state saved by mmap_ninja before striping: a rank without blocks repeats one block
             first = int(self._queue[0, 0])
             block = int(self.layout.block_of(self._order.take(np.array([first]))[0:1])[0])
             a, b = int(self.layout.bounds[block]), int(self.layout.bounds[block + 1])

@@ -286,6 +286,10 @@ class BlockOrder:
         """How many windows the epoch has."""
         return len(self._window_ends)
 
+    def with_parts(self, parts: int) -> BlockOrder:
+        """The order of the same epoch cut into ``parts`` runs."""
+        return BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=self.epoch, parts=parts)
+
     def with_epoch(self, epoch: int) -> BlockOrder:
         """The order of ``epoch`` over the same layout."""
         return BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=epoch, parts=self.parts)

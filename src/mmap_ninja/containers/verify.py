@@ -57,7 +57,9 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
 
     Always (in time that does not grow with the data's bytes): the header and its own checksum, that every
     column file exists and holds its committed bytes, and the index: offsets start at 0, never decrease and end
-    at the committed data. With ``deep=True`` also every checksum record: the bytes of every commit are hashed
+    at the committed data; then what the kind records beside them (its layout's ``check_columns``: each ragged
+    sample's shape against the elements its offsets give, also in records fields; each image's shape and format
+    code). With ``deep=True`` also every checksum record: the bytes of every commit are hashed
     again and every committed byte must be covered. A sharded map (a directory with ``shards.json``) is checked
     shard by shard, each shard against what ``shards.json`` records (its header id and length); a problem names
     the shard and the samples of the whole map it holds. ``progress=True`` shows a progress bar of the bytes
@@ -128,6 +130,8 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         units = cls.layout.index_units(header.attrs)
         for prefix, unit in units.items():  # a records map's fields each have their own index
             _check_index(columns, unit, report, prefix)
+        if report.ok:  # what the kind's columns hold beyond sound offsets (a ragged map's shapes against them)
+            report.problems += cls.layout.check_columns(columns, header.attrs)
         report.length = cls.layout.count(header.lengths, header.attrs)
         if deep:
             _check_checksums(directory, header, columns, units, report, progress)

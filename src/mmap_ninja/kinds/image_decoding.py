@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -304,3 +305,35 @@ def decode_resized_crop(raw: Any, format_name: str, stored_size: tuple[int, int]
 
 
 DEFAULT_DECODER = Decoder()
+
+
+_CHECK_CHUNK = 1 << 18
+"""Images whose shapes and format codes `image_column_problems` checks at a time."""
+
+
+def image_column_problems(columns: Mapping[str, np.ndarray[Any, Any]], attrs: dict[str, Any],
+                          prefix: str = "") -> list[str]:
+    """What an images map's columns must hold beside sound offsets (`ImagesLayout.check_columns`): 3 shape items
+    and one format code per image, each shape a decoded ``(H, W, C)`` with ``H, W >= 1`` and ``C`` in 1..4, each
+    format code one the header names. The pixels are encoded: only a decode (or a deep verify) checks those."""
+    offsets, shapes, formats = (columns.get(prefix + name) for name in ("offsets", "shapes", "formats"))
+    if offsets is None or shapes is None or formats is None:
+        return []
+    count = len(offsets) - 1
+    if len(shapes) != 3 * count or len(formats) != count:
+        return [f"{prefix}shapes.bin / {prefix}formats.bin are corrupt: {count} images but {len(shapes)} shape "
+                f"items (expected {3 * count}) and {len(formats)} format codes"]
+    named = len(attrs.get("formats") or ())
+    for start in range(0, count, _CHECK_CHUNK):  # bounded memory whatever the map's length
+        chunk = np.asarray(shapes[3 * start:3 * min(start + _CHECK_CHUNK, count)]).reshape(-1, 3)
+        bad = np.flatnonzero((chunk[:, :2] < 1).any(axis=1) | (chunk[:, 2] < 1) | (chunk[:, 2] > 4))
+        if len(bad):
+            j = int(bad[0])
+            return [f"{prefix}shapes.bin is corrupt: image {start + j} has the decoded shape "
+                    f"{tuple(chunk[j].tolist())}; an image is (H, W, C) with H, W >= 1 and C in 1..4"]
+        codes = np.asarray(formats[start:start + _CHECK_CHUNK])
+        if len(codes) and int(codes.max()) >= named:
+            j = int(np.flatnonzero(codes >= named)[0])
+            return [f"{prefix}formats.bin is corrupt: image {start + j} has the format code {int(codes[j])}, but "
+                    f"the header names {named} formats"]
+    return []

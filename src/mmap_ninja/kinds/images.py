@@ -39,6 +39,7 @@ from mmap_ninja.kinds.image_decoding import (
     _pillow,
     _simplejpeg,
     drafted_sizes,
+    image_column_problems,
 )
 from mmap_ninja.kinds.layouts import Columns, Encoded, Layout, OffsetsView, View
 from mmap_ninja.kinds.maps import MapBase, SampleIndex, SampleIndices, resolve_index, resolve_positions
@@ -465,6 +466,10 @@ class ImagesLayout(Layout):
 
     def view(self, columns: Columns) -> ImagesView:
         return ImagesView(columns)
+
+    def check_columns(self, columns: Mapping[str, np.ndarray[Any, Any]], attrs: dict[str, Any],
+                      prefix: str = "") -> list[str]:
+        return image_column_problems(columns, attrs, prefix)
 
     def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
         if isinstance(samples, (str, bytes, bytearray, memoryview, os.PathLike)) or _is_pil_image(samples) or (

@@ -12,7 +12,7 @@ so a thread reading a map while another appends to it always sees one consistent
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional, Protocol
@@ -131,6 +131,14 @@ class Layout:
         """For each group of columns (by column-name prefix: ``""``, a records field's ``"<field>."``), how many
         bytes of its ``data`` one unit of its ``offsets`` counts: what `verify` checks the offsets against."""
         return {"": 1}
+
+    def check_columns(self, columns: Mapping[str, np.ndarray[Any, Any]], attrs: dict[str, Any],
+                      prefix: str = "") -> list[str]:
+        """What a shallow `verify` checks of this kind's columns beyond the offsets (which it checks for every
+        kind first; this runs only on columns whose offsets are sound): the problems found, each naming the file
+        and the sample. Cheap: no hashing, vectorized, in bounded chunks. ``prefix`` is the columns' name prefix
+        (a records field's ``"<field>."``); ``attrs`` are the kind's attributes (the field's)."""
+        return []
 
     def requires(self, attrs: dict[str, Any]) -> list[str]:
         """The features a reader must know to read such a map (a codec's, for one)."""

@@ -6,7 +6,7 @@ array, a window of one, or a batch. Optionally compressed per sample (`Compresse
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import chain, islice
 from operator import attrgetter
 from typing import Any, ClassVar, NoReturn, Optional
@@ -312,6 +312,37 @@ class CompressedRaggedView(RaggedView):
         return map(self.get, range(start, self.length))
 
 
+_CHECK_CHUNK = 1 << 18
+"""Samples whose shapes `RaggedLayout.check_columns` checks at a time (a few MiB of int64 per column)."""
+_MAX_SHAPE_PROBLEMS = 5
+_MAX_NDIM = 64
+"""The most dimensions a NumPy array has (``numpy.ndarray`` refuses a shape of more)."""
+
+
+def _bad_shapes(offsets: np.ndarray[Any, Any], shape_offsets: np.ndarray[Any, Any], dims: np.ndarray[Any, Any],
+                sizes_known: bool, limit: int) -> list[tuple[int, list[int], int]]:
+    """``(position in the chunk, recorded shape, elements its offsets give)`` of at most ``limit`` samples of a chunk
+    whose shape does not fit (``offsets`` and ``shape_offsets``: the chunk's ``n + 1`` entries, already checked to be
+    non-decreasing and within their columns); one vectorized pass over the chunk."""
+    sizes = np.diff(np.asarray(offsets, dtype=np.int64))
+    bounds = np.asarray(shape_offsets, dtype=np.int64)
+    ndims = np.diff(bounds)
+    first = int(bounds[0])
+    chunk_dims = np.asarray(dims[first:int(bounds[-1])], dtype=np.int64)
+    bad = ndims > _MAX_NDIM
+    exact, rough = np.ones(len(sizes), dtype=np.int64), np.ones(len(sizes), dtype=np.float64)
+    shaped = np.flatnonzero(ndims > 0)  # 0-d samples have no dims: one element
+    if len(shaped):
+        starts = bounds[:-1][shaped] - first  # strictly increasing: the segments between them are these samples'
+        bad[shaped] |= np.minimum.reduceat(chunk_dims, starts) < 0
+        exact[shaped] = np.multiply.reduceat(chunk_dims, starts)
+        rough[shaped] = np.multiply.reduceat(chunk_dims.astype(np.float64), starts)  # differs when int64 overflowed
+    if sizes_known:
+        bad |= (exact != sizes) | (rough != sizes)
+    found = np.flatnonzero(bad)[:limit].tolist()
+    return [(j, chunk_dims[bounds[j] - first:bounds[j + 1] - first].tolist(), int(sizes[j])) for j in found]
+
+
 class RaggedLayout(Layout):
     """``ragged``: arrays of one dtype and any shapes: elements back to back, element offsets, shapes."""
 
@@ -326,6 +357,38 @@ class RaggedLayout(Layout):
     def index_units(self, attrs: dict[str, Any]) -> dict[str, int]:
         dtype = attrs.get("dtype")  # offsets count elements of an uncompressed map, bytes of a compressed one
         return {"": 1 if dtype is None or attrs.get("codec") else int(dtype_from_json(dtype).itemsize)}
+
+    def check_columns(self, columns: Mapping[str, np.ndarray[Any, Any]], attrs: dict[str, Any],
+                      prefix: str = "") -> list[str]:
+        """Every sample's recorded shape: non-negative dimensions, at most `_MAX_NDIM` of them, and (unless the
+        samples are compressed, whose offsets count bytes) as many elements as its offsets give: what every read
+        of a damaged ``dims.bin`` would refuse (`RaggedView.corrupt_shape`)."""
+        offsets, shape_offsets, dims = (columns.get(prefix + name) for name in ("offsets", "shape_offsets", "dims"))
+        if offsets is None or shape_offsets is None or dims is None or len(offsets) < 2:
+            return []
+        where = f"{prefix}dims.bin (or {prefix}shape_offsets.bin)"
+        if len(shape_offsets) != len(offsets):
+            return [f"{prefix}shape_offsets.bin holds {len(shape_offsets)} entries, but {prefix}offsets.bin gives "
+                    f"{len(offsets) - 1} samples (n + 1 entries needed)"]
+        sizes_known = attrs.get("dtype") is not None and not attrs.get("codec")
+        problems: list[str] = []
+        for start in range(0, len(offsets) - 1, _CHECK_CHUNK):  # bounded memory whatever the map's length
+            stop = min(start + _CHECK_CHUNK, len(offsets) - 1)
+            for position, shape, size in _bad_shapes(offsets[start:stop + 1], shape_offsets[start:stop + 1], dims,
+                                                     sizes_known, _MAX_SHAPE_PROBLEMS - len(problems)):
+                shown = tuple(shape) if len(shape) <= 8 else f"of {len(shape)} dimensions"
+                if any(d < 0 for d in shape) or len(shape) > _MAX_NDIM:
+                    why = "a dimension is negative" if len(shape) <= _MAX_NDIM else \
+                        f"NumPy arrays have at most {_MAX_NDIM} dimensions"
+                    problems.append(f"{where} is corrupt: sample {start + position} has the shape {shown}: {why}")
+                else:
+                    elements = math.prod(shape)
+                    problems.append(f"{where} is corrupt: sample {start + position} has the shape {shown} of "
+                                    f"{elements} elements, but its offsets give it {size} elements")
+            if len(problems) >= _MAX_SHAPE_PROBLEMS:
+                problems.append(f"{where}: the check stopped after {_MAX_SHAPE_PROBLEMS} damaged samples")
+                break
+        return problems
 
     def view(self, store: Columns) -> RaggedView:
         attrs = store.attrs

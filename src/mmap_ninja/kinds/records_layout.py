@@ -177,6 +177,12 @@ class RecordsLayout(Layout):
         return {f"{name}.{prefix}": unit for name, _, layout in self.fields(attrs)
                 for prefix, unit in layout.index_units(attrs["fields"][name]["attrs"]).items()}
 
+    def check_columns(self, columns: Mapping[str, np.ndarray[Any, Any]], attrs: dict[str, Any],
+                      prefix: str = "") -> list[str]:
+        """Each field's columns, checked by its kind's layout."""
+        return [problem for name, _, layout in self.fields(attrs)
+                for problem in layout.check_columns(columns, attrs["fields"][name]["attrs"], f"{prefix}{name}.")]
+
     def initial_for(self, attrs: dict[str, Any]) -> dict[str, list[int]]:
         """The items each column of a new map with these attributes starts with (the offsets' leading 0)."""
         return {f"{name}.{column}": items for name, _, layout in self.fields(attrs)
