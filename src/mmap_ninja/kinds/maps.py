@@ -29,7 +29,7 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.kinds import _batching, parallel
 from mmap_ninja.kinds.attrs_check import check_attrs
-from mmap_ninja.kinds.batch import check_batch_size, join_batches
+from mmap_ninja.kinds.batch import check_batch_size, check_samples_iterable, join_batches
 from mmap_ninja.kinds.layouts import EmptyColumns, Layout
 from mmap_ninja.kinds.legacy import LegacyView, is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.kinds.shard_guard import refuse_shard, sharded_folder_error
@@ -738,6 +738,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         ``allow_unfinished=True`` reads the batches it committed. ``metadata`` is stored with the map.
         """
         cls._check_options(options, "from_generator")
+        check_samples_iterable(sample_generator, f"{cls.__name__}.from_generator")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         samples: Iterable[Any] = sample_generator
         if verbose:
@@ -761,6 +762,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         an error naming the index.
         """
         cls._check_options(options, "from_indexable")
+        check_samples_iterable(indexable, f"{cls.__name__}.from_indexable")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,

@@ -1,0 +1,53 @@
+"""Refusals a new user meets at the builders' and readers' edges (issue 18, "nothing silent at the edges"): each
+names what was given and what was expected, and leaves the disk as it was."""
+
+from pathlib import Path
+
+import pytest
+
+from mmap_ninja import ImagesMmap, RaggedMmap, RecordsMmap, StringsMmap, np_from_generator
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.relative_to(directory).as_posix(): (p.is_dir(), None if p.is_dir() else p.read_bytes())
+            for p in sorted(Path(directory).rglob("*"))}
+
+
+def test_images_from_files_takes_overwrite_as_its_map_exists_error_says(tmp_path, real_image_dir):
+    paths = sorted(real_image_dir.iterdir())
+    ImagesMmap.from_files(tmp_path / "images", paths[:2]).close()
+    with ImagesMmap.from_files(tmp_path / "images", paths[2:], overwrite=True, metadata={"split": "val"},
+                               durable=False, lock_timeout=5.0) as images:
+        assert len(images) == len(paths) - 2
+        assert images.raw(0) == paths[2].read_bytes()
+
+
+def test_images_from_files_takes_the_commit_protocol_like_the_other_builders(tmp_path, real_image_dir):
+    paths = sorted(real_image_dir.iterdir())[:2]
+    with ImagesMmap.from_files(tmp_path / "images", paths, commit="slots") as images:
+        assert len(images) == 2
+
+
+def test_images_from_files_refuses_a_single_path_string(tmp_path, real_image_dir):
+    path = str(sorted(real_image_dir.iterdir())[0])
+    with pytest.raises(TypeError, match="iterable of paths, not a single path"):
+        ImagesMmap.from_files(tmp_path / "images", path)
+    assert not (tmp_path / "images").exists()
+
+
+@pytest.mark.parametrize("build", [
+    lambda out, s: StringsMmap.from_generator(out, s, batch_size=2),
+    lambda out, s: StringsMmap.from_indexable(out, s, batch_size=2),
+    lambda out, s: RaggedMmap.from_generator(out, s),
+    lambda out, s: RaggedMmap.from_lists(out, s),
+    lambda out, s: np_from_generator(out, s),
+    lambda out, s: RecordsMmap.from_generator(out, s),
+    lambda out, s: RecordsMmap.from_indexable(out, s),
+    lambda out, s: ImagesMmap.from_generator(out, s),
+], ids=["strings-gen", "strings-indexable", "ragged-gen", "ragged-lists", "numpy-gen", "records-gen",
+        "records-indexable", "images-gen"])
+@pytest.mark.parametrize("single", ["abc", b"abc"], ids=["str", "bytes"])
+def test_every_builder_refuses_a_single_str_or_bytes_as_its_samples(tmp_path, build, single):
+    with pytest.raises(TypeError, match=r"takes an iterable of samples, not a single (str|bytes) \((b?'abc')\)"):
+        build(tmp_path / "out", single)
+    assert not (tmp_path / "out").exists()
