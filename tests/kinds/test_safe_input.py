@@ -5,7 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from mmap_ninja import ImagesMmap, RaggedMmap, RecordsMmap, StringsMmap, np_from_generator
+from mmap_ninja import (
+    ImagesMmap,
+    NotAMapError,
+    NumpyMmap,
+    RaggedMmap,
+    RecordsMmap,
+    ShardedMap,
+    StringsMmap,
+    np_from_generator,
+    np_open_existing,
+    open_existing,
+)
 
 
 def snapshot(directory: Path) -> dict:
@@ -51,3 +62,16 @@ def test_every_builder_refuses_a_single_str_or_bytes_as_its_samples(tmp_path, bu
     with pytest.raises(TypeError, match=r"takes an iterable of samples, not a single (str|bytes) \((b?'abc')\)"):
         build(tmp_path / "out", single)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("opener", [StringsMmap, RaggedMmap, NumpyMmap, ImagesMmap, RecordsMmap, open_existing,
+                                    np_open_existing, ShardedMap, lambda p: StringsMmap(p, mode="r")],
+                         ids=["strings", "ragged", "numpy", "images", "records", "open_existing", "np_open_existing",
+                              "sharded", "strings-read-only"])
+def test_a_regular_file_is_not_a_map_whatever_opens_it(tmp_path, opener):
+    path = tmp_path / "existing_file.txt"
+    path.write_text("hello\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(NotAMapError, match=r"existing_file\.txt is a file, not a (sharded )?map directory"):
+        opener(path)
+    assert snapshot(tmp_path) == before

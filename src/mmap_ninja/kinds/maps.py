@@ -229,7 +229,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                 return
             if (self._path / SHARDS_FILE).is_file():  # from_dask or merge built it: never show it as an empty map
                 raise self._sharded_folder_error() from None
-            if self._mode == "r":
+            if self._mode == "r" or (self._path.exists() and not self._path.is_dir()):  # (a file: not a map)
                 raise
             # A header that appeared since: a racing process created the map. None: 0.9.0's incremental start, an
             # empty map that the first write creates.
