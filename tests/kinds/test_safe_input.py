@@ -3,6 +3,7 @@ names what was given and what was expected, and leaves the disk as it was."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmap_ninja import (
@@ -75,3 +76,13 @@ def test_a_regular_file_is_not_a_map_whatever_opens_it(tmp_path, opener):
     with pytest.raises(NotAMapError, match=r"existing_file\.txt is a file, not a (sharded )?map directory"):
         opener(path)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("samples, bad, shapes", [
+    ([np.zeros(2), np.zeros(3)], 1, r"\(3,\), but item 0 has shape \(2,\)"),
+    ([np.zeros(2), np.zeros(2), np.zeros((2, 1))], 2, r"\(2, 1\), but item 0 has shape \(2,\)"),
+    ([[1, 2], [3, 4], [5]], 2, r"\(1,\), but item 0 has shape \(2,\)"),
+], ids=["length", "ndim", "lists"])
+def test_np_from_generator_names_the_first_sample_of_another_shape(tmp_path, samples, bad, shapes):
+    with pytest.raises(ValueError, match=rf"item {bad} has shape {shapes}"):
+        np_from_generator(tmp_path / "n", samples)
