@@ -4,7 +4,7 @@ is a fact of one shard, read through that shard's own header, not part of the sh
 import numpy as np
 import pytest
 
-from mmap_ninja import RaggedMmap, RecordsMmap, ShardedMap, StringsMmap, merge
+from mmap_ninja import MapExistsError, RaggedMmap, RecordsMmap, ShardedMap, StringsMmap, merge
 from mmap_ninja.containers.sharded import SchemaMismatchError
 
 from tests.support import snapshot
@@ -39,3 +39,18 @@ def test_a_codec_difference_is_still_refused_whatever_the_commit_protocols(tmp_p
     with pytest.raises(SchemaMismatchError, match="cannot be merged"):
         merge(tmp_path / "s", [tmp_path / "a", tmp_path / "b"])
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_a_builder_given_a_sharded_map_s_folder_says_it_holds_one(tmp_path, overwrite):
+    RaggedMmap.from_lists(tmp_path / "a", [np.arange(3)]).close()
+    merge(tmp_path / "s", [tmp_path / "a"]).close()
+    before = snapshot(tmp_path)
+    with pytest.raises(MapExistsError, match=r"s holds a sharded map \(shards\.json.*does not replace a sharded map, "
+                                             r"even with overwrite=True"):
+        RaggedMmap.from_lists(tmp_path / "s", [np.arange(2)], overwrite=overwrite)
+    with pytest.raises(MapExistsError, match="holds a sharded map"):
+        StringsMmap.from_strings(tmp_path / "s", ["x"], overwrite=overwrite)
+    assert snapshot(tmp_path) == before
+    with ShardedMap(tmp_path / "s") as sharded:
+        np.testing.assert_array_equal(sharded[0], np.arange(3))
