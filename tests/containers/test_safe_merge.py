@@ -54,3 +54,21 @@ def test_a_builder_given_a_sharded_map_s_folder_says_it_holds_one(tmp_path, over
     assert snapshot(tmp_path) == before
     with ShardedMap(tmp_path / "s") as sharded:
         np.testing.assert_array_equal(sharded[0], np.arange(3))
+
+
+def test_a_sharded_records_batch_that_cannot_stack_names_the_field_and_the_rows(tmp_path):
+    RecordsMmap.from_dict(tmp_path / "a", {"n": list(range(10)), "v": [np.arange(2)] * 10}).close()
+    RecordsMmap.from_dict(tmp_path / "b", {"n": list(range(10)), "v": [np.arange(3)] * 10}).close()
+    with merge(tmp_path / "s", [tmp_path / "a", tmp_path / "b"]) as sharded:
+        with pytest.raises(ValueError, match=r"field 'v': cannot stack .* item 5 has shape \(2,\) and item 15 has "
+                                             r"shape \(3,\)"):
+            sharded.get_batch([15, 5])
+        with pytest.raises(ValueError, match=r"item 7 has shape \(2,\) and item 12 has shape \(3,\)"):
+            sharded["v"].get_batch([7, 12])
+
+
+def test_a_records_batch_that_cannot_stack_names_the_rows_asked_for_not_batch_positions(tmp_path):
+    rows = RecordsMmap.from_dict(tmp_path / "r", {"v": [np.arange(2)] * 10 + [np.arange(3)] * 10})
+    with pytest.raises(ValueError, match=r"field 'v': cannot stack .* item 8 has shape \(2,\) and item 13 has "
+                                         r"shape \(3,\)"):
+        rows.get_batch([8, 9, 13])
