@@ -163,8 +163,10 @@ class RecordsBuilding(MapBase):
         """Build a map from a pandas ``DataFrame`` (one field per column; numeric, ``datetime64`` and
         ``timedelta64`` columns become scalar fields, object columns of ``str`` strings fields, of arrays ragged
         fields, of ``bytes`` ragged uint8 fields, of ``datetime.date`` ``datetime64[D]`` fields; time-zone-aware
-        timestamps are stored in UTC with their zone in the field, see `mmap_ninja.adapters.tables`). Options as
-        `from_dict`.
+        timestamps are stored in UTC with their zone in the field, see `mmap_ninja.adapters.tables`). A named
+        index (each named level of a ``MultiIndex``) is kept as leading fields named after it, as
+        ``pyarrow.Table.from_pandas`` keeps it; an unnamed one (``0..n-1``, or what filtering left) is dropped.
+        Options as `from_dict`.
 
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
         with an error naming its row, field and value, so a nullable integer column is never turned into floats:
