@@ -77,6 +77,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         stride = seq_len if stride is None else _positive("stride", stride)
         if seq_len > np.iinfo(np.int32).max:
             raise ValueError(f"seq_len must fit int32 cu_seqlens (at most 2**31 - 1), got {seq_len}")
+        _check_token_kind(tokens)
         ndims = getattr(tokens, "ndims", None)
         if ndims is not None and ndims not in ([], [1]):
             raise ValueError(f"PackedTokens needs a map of 1-D token sequences; {_name(tokens)} holds samples "
@@ -119,6 +120,9 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
         if values.ndim != 1 or len(offsets) < self.documents + 1:
             raise ValueError(f"{_name(self.tokens)} does not hold the {self.documents} documents it was opened "
                              f"with")
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"PackedTokens needs integer token ids (a ragged map or records field of an integer "
+                            f"dtype), but {_name(self.tokens)} holds {values.dtype} values")
         self._values = values
         self._offsets = offsets[:self.documents + 1]
         self._starts = self._offsets.data  # Python ints on indexing, for bisect
@@ -138,8 +142,24 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
                              f"(stride {self.stride}) fit in {self.total_tokens} tokens")
         return position * self.stride
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    @overload
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> list[dict[str, np.ndarray]]: ...
+
+    def __getitem__(self, index: Any) -> Any:
+        """Window ``index`` (a dict, see the class); a slice, a list or a 1-D integer array of positions gives
+        the list of those windows, as a map's ``m[a:b]`` gives a list of samples (`get_batch` reads them as one
+        batch instead)."""
         fast = type(index) is int and 0 <= index < self._length  # a plain position: no checks to make
+        if not fast and not isinstance(index, (int, np.integer)):
+            if isinstance(index, slice):
+                return [self[position] for position in range(*index.indices(self._length))]
+            if isinstance(index, (list, tuple, range, np.ndarray)):
+                return [self[position] for position in self._positions(index).tolist()]
+            raise TypeError(f"PackedTokens is indexed by an int, a slice, or a list or 1-D array of ints (window "
+                            f"positions), not by {type(index).__name__}")
         start = index * self.stride if fast else self.window_start(index)
         stop = start + self.seq_len
         starts = self._starts
@@ -534,6 +554,17 @@ def _positions_into(positions: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     lengths: np.ndarray = np.subtract(cuts[1:], cuts[:-1])
     np.subtract(_COUNTING[:len(positions)], np.repeat(cuts[:-1], lengths), out=positions)
     return lengths
+
+
+def _check_token_kind(tokens: Any) -> None:
+    """Refuse a map whose samples are not sequences of tokens (strings, images, records, fixed-shape arrays),
+    naming its kind: their bytes would otherwise be read as token ids."""
+    layout = getattr(tokens, "layout", None)
+    kind = getattr(layout, "kind", None) if layout is not None else getattr(tokens, "kind", None)
+    if isinstance(kind, str) and kind != "ragged":
+        hint = " (tokenize the strings into a RaggedMmap of token ids first)" if kind == "strings" else ""
+        raise TypeError(f"PackedTokens needs a ragged map (or records field) of integer token ids, but "
+                        f"{_name(tokens)} is a {kind!r} map{hint}")
 
 
 def _positive(name: str, value: Any) -> int:

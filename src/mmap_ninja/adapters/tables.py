@@ -107,6 +107,9 @@ def _checked_number(name: str, value: Any, dtype: np.dtype[Any]) -> Any:
     field otherwise."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"field {name!r}: cannot fill its nulls with {value!r}: the field holds {dtype} numbers")
+    if isinstance(value, (bool, np.bool_)) and dtype.kind != "b":
+        raise TypeError(f"field {name!r}: cannot fill its nulls with the bool {bool(value)}: the field holds {dtype} "
+                        f"numbers (give a {dtype} value)")
     try:
         checked = as_sample(value, dtype, f"the fill_null value of field {name!r}")
     except OverflowError as e:
@@ -292,9 +295,25 @@ def _fill_pandas(series: Any, field: str, value: Any) -> Any:
         raise TypeError(f"field {field!r}: cannot fill its missing values with {value!r}: {e}") from None
 
 
+def _with_named_index(frame: Any) -> Any:
+    """``frame`` with its named index levels moved into leading columns (as ``pyarrow.Table.from_pandas`` and
+    Hugging Face's ``Dataset.from_pandas`` keep an index that is not a default ``RangeIndex``); an unnamed index
+    (the default ``0..n-1``, or the positions left by filtering) is not data and is dropped."""
+    named = [name for name in frame.index.names if name is not None]
+    if not named:
+        return frame
+    taken = [name for name in named if name in frame.columns]
+    if taken:
+        raise ValueError(f"the DataFrame's index {taken[0]!r} has the name of one of its columns; from_pandas keeps "
+                         f"a named index as a field: rename it (frame.rename_axis('other')) or drop it "
+                         f"(frame.reset_index(drop=True))")
+    return frame.reset_index(level=named)
+
+
 def records_from_pandas(cls: Any, out_dir: PathLike, frame: Any, fill_null: Optional[Mapping[str, Any]],
                         options: dict[str, Any]) -> Any:
     """`RecordsMmap.from_pandas` (see there and the module docstring)."""
+    frame = _with_named_index(frame)
     names = [str(name) for name in frame.columns]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # a dict of columns would keep only the last of them

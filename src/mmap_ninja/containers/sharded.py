@@ -58,6 +58,7 @@ from mmap_ninja.storage.dirs import (
     unmake_folders,
 )
 from mmap_ninja.storage.format import SHARDS_FILE, Header, check_metadata, read_header
+from mmap_ninja.storage.header_slots import FEATURE as SLOTS_FEATURE
 from mmap_ninja.storage.journal import check_journal, move_map
 from mmap_ninja.storage.store import DEFAULT_LOCK_TIMEOUT, LOCK_FILE, PathLike, absolute, resolved
 
@@ -98,7 +99,9 @@ def shard_schema(header: Header) -> dict[str, Any]:
 def _schema(kind: str, attrs: dict[str, Any], requires: Sequence[str]) -> dict[str, Any]:
     cls = KINDS.get(kind)
     shared = cls.layout.shared_attrs(attrs) if cls is not None else dict(attrs)  # unknown: refused by its count
-    return {"kind": kind, "attrs": shared, "requires": sorted(requires)}
+    # The commit protocol is a fact of one shard (each is read through its own header), not of the samples: a
+    # slot map (Windows' default) and a renamed one merge and blend. Codecs' and records' features still count.
+    return {"kind": kind, "attrs": shared, "requires": sorted(f for f in requires if f != SLOTS_FEATURE)}
 
 
 def _same_schema(a: dict[str, Any], b: dict[str, Any]) -> bool:

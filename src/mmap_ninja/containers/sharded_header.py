@@ -86,7 +86,9 @@ def read_top_header(directory: Path) -> TopHeader:
             if size > MAX_SHARDS_HEADER_BYTES:
                 raise CorruptMapError(f"{path} is {size:,} bytes, more than a shards header may be")
             raw = f.read(size + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        if directory.exists() and not directory.is_dir():
+            raise NotAMapError(f"{directory} is a file, not a sharded map directory") from None
         if not directory.is_dir():
             raise NotAMapError(f"{directory}: no such sharded map directory") from None
         raise NotAMapError(f"{directory} holds no sharded map ({SHARDS_FILE} is missing)") from None

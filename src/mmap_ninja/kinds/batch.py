@@ -23,8 +23,8 @@ import numpy as np
 
 from mmap_ninja.kinds.casting import as_array, cast
 
-__all__ = ["GATHER_BELOW", "PAD_GATHER_BELOW", "assemble", "check_batch_size", "check_out", "gather_index",
-           "join_batches", "pad_scalar"]
+__all__ = ["GATHER_BELOW", "PAD_GATHER_BELOW", "assemble", "check_batch_size", "check_out", "check_samples_iterable",
+           "gather_index", "join_batches", "pad_scalar"]
 
 GATHER_BELOW = 4096
 """When stacking: above this many elements per sample on average, copy sample by sample (a memcpy each)
@@ -39,6 +39,15 @@ def check_batch_size(batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
+
+
+def check_samples_iterable(samples: Any, call: str) -> None:
+    """Refuse a single ``str``/``bytes`` given where an iterable of samples is expected (iterating it would store
+    one sample per character or byte), as ``from_strings`` does; ``call`` names the public call."""
+    if isinstance(samples, (str, bytes, bytearray)):
+        shown = repr(samples[:40]) + ("..." if len(samples) > 40 else "")
+        raise TypeError(f"{call}() takes an iterable of samples, not a single {type(samples).__name__} ({shown}): "
+                        f"pass [value] for one sample")
 
 
 def gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -684,7 +684,10 @@ class ImagesMmap(MapBase):
 
     @classmethod
     def from_files(cls, out_dir: PathLike, paths: Iterable[PathLike], batch_size: int = DEFAULT_BATCH_SIZE,
-                   verbose: bool = False,
+                   verbose: bool = False, *, overwrite: bool = False, durable: bool = False,
+                   metadata: Optional[dict[str, Any]] = None, mode: str = "r+",
+                   wrapper_fn: Optional[Callable[[Any], Any]] = None,
+                   lock_timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT, commit: Optional[str] = None,
                    **options: Any) -> ImagesMmap:
         """Build a map from image files, copying each file's bytes unchanged (no re-encoding), in order.
 
@@ -694,11 +697,19 @@ class ImagesMmap(MapBase):
         JPEGs as baseline ones with the same coefficients, so the same pixels decode 2-3x faster (lossless,
         checked per image; about 4 % more bytes for those files; needs ``mmap_ninja[baseline]``, and the
         bytes ``raw(i)`` gives are then the rewritten file). Other options as `from_generator`
-        (``overwrite``, ``durable``, ``metadata``, ``mode``, ``lock_timeout``). Returns the map open.
+        (``overwrite``, ``durable``, ``metadata``, ``mode``, ``wrapper_fn``, ``lock_timeout``, ``commit``).
+        Returns the map open.
         """
         batch_size = check_batch_size(batch_size)
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError(f"from_files() takes an iterable of paths, not a single path ({paths!r}); "
+                            f"pass [path] for one file")
         cls._check_options({k: v for k, v in options.items() if k not in _READ_OPTIONS}, "from_files")
-        return cls.from_generator(out_dir, (_as_path(p) for p in paths), batch_size, verbose, **options)
+        if commit is not None:
+            options["commit"] = commit
+        return cls.from_generator(out_dir, (_as_path(p) for p in paths), batch_size, verbose, overwrite=overwrite,
+                                  durable=durable, metadata=metadata, mode=mode, wrapper_fn=wrapper_fn,
+                                  lock_timeout=lock_timeout, **options)
 
     @classmethod
     def from_generator(cls, out_dir: PathLike, sample_generator: Iterable[Any],

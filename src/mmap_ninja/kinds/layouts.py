@@ -590,7 +590,11 @@ class NumpyLayout(Layout):
                 # and floats to float64, and an int the map's float32 cannot hold would then round silently.
                 return np.stack([cast(as_array(s, f"item {first + k}"), dtype, f"item {first + k}")
                                  for k, s in enumerate(samples)]) if samples else np.empty((0,))
-        return as_array(samples, "the samples") if samples else np.empty((0,))
+        try:
+            return as_array(samples, "the samples") if samples else np.empty((0,))
+        except ValueError:
+            _refuse_unequal_shapes(samples, self.count(lengths, attrs))
+            raise
 
     def encode(self, batch: Any, lengths: dict[str, int], attrs: dict[str, Any], dictionary: bytes = b"") -> Encoded:
         batch = as_array(batch, "the samples")
@@ -613,6 +617,21 @@ class NumpyLayout(Layout):
         if order == "F":
             batch = batch.transpose(0, *range(batch.ndim - 1, 0, -1))
         return Encoded({"data": [raw_bytes(np.ascontiguousarray(batch))]}, new_attrs)
+
+
+def _refuse_unequal_shapes(samples: list[Any], first: int) -> None:
+    """Name the first of ``samples`` (numbered from ``first``) whose shape differs from the first sample's, and
+    both shapes; return if they all have one shape (the caller then raises its own error)."""
+    shapes = []
+    for k, sample in enumerate(samples):
+        try:
+            shapes.append(np.shape(as_array(sample, f"item {first + k}")))
+        except TypeError:
+            return
+        if shapes[k] != shapes[0]:
+            raise ValueError(f"item {first + k} has shape {shapes[k]}, but item {first} has shape {shapes[0]}: "
+                             f"the samples of a numpy map or field have one shape (store samples of "
+                             f"different shapes in a RaggedMmap or a ragged field)") from None
 
 
 def numpy_attrs(dtype: np.dtype[Any], sample_shape: tuple[int, ...], order: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from mmap_ninja.errors import (
 )
 from mmap_ninja.kinds import _batching, parallel
 from mmap_ninja.kinds.attrs_check import check_attrs
-from mmap_ninja.kinds.batch import check_batch_size, join_batches
+from mmap_ninja.kinds.batch import check_batch_size, check_samples_iterable, join_batches
 from mmap_ninja.kinds.layouts import EmptyColumns, Layout
 from mmap_ninja.kinds.legacy import LegacyView, is_legacy_map, legacy_write_refusal, open_legacy
 from mmap_ninja.kinds.shard_guard import refuse_shard, sharded_folder_error
@@ -229,7 +229,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
                 return
             if (self._path / SHARDS_FILE).is_file():  # from_dask or merge built it: never show it as an empty map
                 raise self._sharded_folder_error() from None
-            if self._mode == "r":
+            if self._mode == "r" or (self._path.exists() and not self._path.is_dir()):  # (a file: not a map)
                 raise
             # A header that appeared since: a racing process created the map. None: 0.9.0's incremental start, an
             # empty map that the first write creates.
@@ -749,6 +749,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         ``allow_unfinished=True`` reads the batches it committed. ``metadata`` is stored with the map.
         """
         cls._check_options(options, "from_generator")
+        check_samples_iterable(sample_generator, f"{cls.__name__}.from_generator")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         samples: Iterable[Any] = sample_generator
         if verbose:
@@ -772,6 +773,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         an error naming the index.
         """
         cls._check_options(options, "from_indexable")
+        check_samples_iterable(indexable, f"{cls.__name__}.from_indexable")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build(out_dir, batches, overwrite=overwrite, durable=durable, metadata=metadata, mode=mode,

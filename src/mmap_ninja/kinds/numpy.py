@@ -367,8 +367,15 @@ class NumpyField(FieldKind):
                 raise ValueError(f"field {name!r}: a column of shape {values.shape} cannot hold rows of shape "
                                  f"{shape}")
             return values
-        if shape == () and all(issubclass(t, _SCALAR_TYPES) for t in set(map(type, values))):
-            return values
+        if shape == ():
+            types = set(map(type, values))
+            if (bool in types or np.bool_ in types) and field.dtype is not None and field.dtype.kind != "b":
+                k = next(k for k, value in enumerate(values) if isinstance(value, (bool, np.bool_)))
+                raise TypeError(f"row {first + k}, field {name!r}: expected {field.describe()}, got the bool "
+                                f"{bool(values[k])}, which would be stored as {int(values[k])} (declare the field "
+                                f"bool, or give {field.dtype.name} values)")
+            if all(issubclass(t, _SCALAR_TYPES) for t in types):
+                return values
         for k, value in enumerate(values):
             if value is None or isinstance(value, (str, bytes, Mapping)) or np.shape(value) != shape:
                 got = type(value).__name__ if np.ndim(value) == 0 or isinstance(value, (str, bytes)) \

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 import numpy as np
 import numpy.typing as npt
 
-from mmap_ninja.kinds.batch import assemble
+from mmap_ninja.kinds.batch import assemble, check_samples_iterable
 from mmap_ninja.kinds.fields import Field, FieldKind, register_field_kind
 from mmap_ninja.kinds.layouts import View
 from mmap_ninja.kinds.maps import MapBase, SampleIndex, SampleIndices, _dictionary, resolve_index, resolve_positions
@@ -186,6 +186,7 @@ class RaggedMmap(MapBase):
         """Build a map from a sequence of array-likes (committed every ``batch_size`` samples), in 0.9.0's
         argument order. ``codec="zstd"``/``"lz4"`` compresses every sample on its own; ``commit`` as in
         `MapBase.build`."""
+        check_samples_iterable(lists, "RaggedMmap.from_lists")
         if isinstance(mode, bool):  # an older call of ours: from_lists(out_dir, lists, dtype, verbose)
             mode, verbose = "r+", mode
         return cls.from_generator(out_dir, lists, batch_size, verbose, overwrite=overwrite, durable=durable,

@@ -284,13 +284,20 @@ class RecordsMmap(RecordsBuilding):
                     for row, value in zip(rows.tolist(), (part[0] if padded else part)[name]):
                         joined[row] = value
                 batch[name] = joined
-            elif name in first_lengths:
-                pad = pad_values.get(name) if isinstance(pad_values, Mapping) else pad_values
-                batch[name], lengths[name] = join_batches(
-                    [(rows, (part[0][name], part[1][name])) for rows, part in parts], positions, pad, None)
             else:
-                batch[name] = join_batches([(rows, (part[0] if padded else part)[name]) for rows, part in parts],
-                                           positions, None, None)
+                try:
+                    if name in first_lengths:
+                        pad = pad_values.get(name) if isinstance(pad_values, Mapping) else pad_values
+                        batch[name], lengths[name] = join_batches(
+                            [(rows, (part[0][name], part[1][name])) for rows, part in parts], positions, pad, None)
+                    else:
+                        batch[name] = join_batches(
+                            [(rows, (part[0] if padded else part)[name]) for rows, part in parts], positions, None,
+                            None)
+                except ValueError as e:  # (join_batches names the rows; say which field)
+                    if type(e) is not ValueError:
+                        raise
+                    raise ValueError(f"field {name!r}: {e}") from None
         return (batch, lengths) if padded else batch
 
     def to_arrow(self) -> Any:

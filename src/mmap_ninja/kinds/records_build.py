@@ -16,7 +16,7 @@ import numpy as np
 
 from mmap_ninja.kinds import _batching
 from mmap_ninja.kinds import keys as _keys
-from mmap_ninja.kinds.batch import check_batch_size
+from mmap_ninja.kinds.batch import check_batch_size, check_samples_iterable
 from mmap_ninja.kinds.fields import Field, check_field_name, field_kind, infer_schema, parse_schema
 from mmap_ninja.kinds.ingest import build_image_folder
 from mmap_ninja.kinds.maps import MapBase, _length_or_none
@@ -93,6 +93,7 @@ class RecordsBuilding(MapBase):
         disk, a later one leaves an unfinished build (see `MapBase.from_generator`).
         """
         cls._check_options(options, "from_generator")
+        check_samples_iterable(sample_generator, f"{cls.__name__}.from_generator")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         rows: Iterable[Any] = sample_generator
         if verbose:
@@ -116,6 +117,7 @@ class RecordsBuilding(MapBase):
         from mmap_ninja.kinds import parallel
 
         cls._check_options(options, "from_indexable")
+        check_samples_iterable(indexable, f"{cls.__name__}.from_indexable")
         batch_size = check_batch_size(cls.default_batch_size if batch_size is None else batch_size)
         batches = parallel.indexed_batches(indexable, batch_size, n_jobs, verbose, cls.__name__)
         return cls._build_batches(out_dir, batches, schema, key, overwrite=overwrite, durable=durable,
@@ -161,8 +163,10 @@ class RecordsBuilding(MapBase):
         """Build a map from a pandas ``DataFrame`` (one field per column; numeric, ``datetime64`` and
         ``timedelta64`` columns become scalar fields, object columns of ``str`` strings fields, of arrays ragged
         fields, of ``bytes`` ragged uint8 fields, of ``datetime.date`` ``datetime64[D]`` fields; time-zone-aware
-        timestamps are stored in UTC with their zone in the field, see `mmap_ninja.adapters.tables`). Options as
-        `from_dict`.
+        timestamps are stored in UTC with their zone in the field, see `mmap_ninja.adapters.tables`). A named
+        index (each named level of a ``MultiIndex``) is kept as leading fields named after it, as
+        ``pyarrow.Table.from_pandas`` keeps it; an unnamed one (``0..n-1``, or what filtering left) is dropped.
+        Options as `from_dict`.
 
         A missing value (``None``, ``pd.NA``, ``NaT``; NaN in a float column is a value, not missing) is refused
         with an error naming its row, field and value, so a nullable integer column is never turned into floats:

@@ -54,7 +54,7 @@ from mmap_ninja.storage.dirs import (
     refuse_foreign,
     replace_file,
 )
-from mmap_ninja.storage.format import FORMAT_VERSION, HEADER_FILE, Column, Header, read_header
+from mmap_ninja.storage.format import FORMAT_VERSION, HEADER_FILE, SHARDS_FILE, Column, Header, read_header
 from mmap_ninja.storage.header_behind import HeaderBehind
 from mmap_ninja.storage.header_slots import FEATURE as SLOTS
 from mmap_ninja.storage.mapped_columns import MappedColumn, Snapshot
@@ -823,6 +823,11 @@ def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> No
         # A racing creator wrote its header (then its columns) since we looked: not foreign files. The check
         # under the lock decides, with the map's own header in hand.
         return
+    if (path / SHARDS_FILE).is_file():
+        raise MapExistsError(f"{path} holds a sharded map ({SHARDS_FILE}, as merge and from_dask build it); a "
+                             f"single map's builder does not replace a sharded map, even with overwrite=True: add "
+                             f"shards with merge(), or build in a new directory (remove the sharded map's folder "
+                             f"yourself if it is no longer needed)")
     refuse_foreign(path, lambda name: name in _OUR_FILES or header_slots.is_our_file(name), lambda foreign: (
         MapExistsError(f"{path} is not empty and holds no map (it holds {listed(foreign)}); mmap_ninja never "
                        f"deletes files it did not write: choose an empty or new directory")))
