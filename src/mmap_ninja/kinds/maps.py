@@ -35,6 +35,7 @@ from mmap_ninja.kinds.legacy import LegacyView, is_legacy_map, legacy_write_refu
 from mmap_ninja.kinds.shard_guard import refuse_shard, sharded_folder_error
 from mmap_ninja.storage.checksums import CheckedView, ReadChecker
 from mmap_ninja.storage.format import HEADER_FILE, SHARDS_FILE, check_metadata, dtype_from_json
+from mmap_ninja.storage.replace import replacement_stage, swap_in
 from mmap_ninja.storage.store import DEFAULT_LOCK_TIMEOUT, PathLike, Store, check_lock_timeout, resolved
 
 __all__ = ["KINDS", "MapBase", "SampleIndex", "SampleIndices", "resolve_index", "resolve_positions"]
@@ -667,9 +668,12 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         commit = options.pop("commit", None)
         cls._check_options(options, "build")
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
-        refuse_shard(resolved(out_dir))
-        store = Store.create(out_dir, layout.kind, layout.columns_for(attrs), attrs,
-                             initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
+        destination = resolved(out_dir)
+        refuse_shard(destination)
+        # overwrite=True over a finished map: built aside, swapped in once complete (`storage.replace`).
+        staged = replacement_stage(destination) if overwrite else None
+        store = Store.create(destination if staged is None else staged.path, layout.kind, layout.columns_for(attrs),
+                             attrs, initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
                              lock_timeout=lock_timeout, commit=commit)
         target = cls._attach(store, mode, wrapper_fn)
@@ -677,9 +681,16 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         try:
             yield target
             store.finish_build()
+            if staged is not None:
+                store.close()
+                swap_in(staged, durable=durable, lock_timeout=lock_timeout)
+                target._store, target._path = Store.open(destination, durable=durable, lock_timeout=lock_timeout,
+                                                         resolve=False), destination
         except BaseException:
             store.abandon_build()
             target.close()
+            if staged is not None:
+                staged.discard()  # the old map was never touched
             raise
         target._invalidate()
 

@@ -1,0 +1,119 @@
+"""``overwrite=True`` over a finished map builds the new one aside and swaps it in once complete
+(`mmap_ninja.storage.replace`): a build that fails, or a process killed while building, leaves the old map exactly
+as it was; a build that succeeds leaves only the new map, at the old map's path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmap_ninja import RaggedMmap, StringsMmap
+from mmap_ninja.storage.format import read_header
+from mmap_ninja.storage.replace import _exchange
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def _old_map(tmp_path: Path) -> Path:
+    path = tmp_path / "keep"
+    StringsMmap.from_strings(path, ["precious"] * 3, commit="rename").close()
+    return path
+
+
+@pytest.mark.parametrize("failure", ["bad sample", "generator raises later", "bad sample in a later batch"])
+def test_a_failed_overwrite_leaves_the_old_map_exactly_as_it_was(tmp_path: Path, failure: str) -> None:
+    path = _old_map(tmp_path)
+    before, header_id = _snapshot(path), read_header(path).id
+
+    def raising() -> object:
+        yield from ["a", "b", "c"]
+        raise RuntimeError("the source failed")
+
+    with pytest.raises((TypeError, RuntimeError)):
+        if failure == "bad sample":
+            StringsMmap.from_strings(path, [None], overwrite=True)  # type: ignore[list-item]
+        elif failure == "generator raises later":
+            StringsMmap.from_generator(path, raising(), batch_size=1, overwrite=True)
+        else:
+            StringsMmap.from_generator(path, ["a", "b", 3], batch_size=1, overwrite=True)
+    assert _snapshot(path) == before and read_header(path).id == header_id
+    assert list(StringsMmap(path)) == ["precious"] * 3
+    assert sorted(os.listdir(tmp_path)) == ["keep"]  # no stage left beside it
+
+
+def test_a_successful_overwrite_leaves_only_the_new_map_at_the_path(tmp_path: Path) -> None:
+    path = _old_map(tmp_path)
+    reader = StringsMmap(path, mode="r")
+    assert reader[0] == "precious"
+    new = StringsMmap.from_strings(path, ["new", "map"], overwrite=True)
+    assert new.path == path and list(new) == ["new", "map"]
+    new.append("grows")  # the returned map is the one at the path, open for writing
+    assert list(StringsMmap(path)) == ["new", "map", "grows"]
+    assert sorted(os.listdir(tmp_path)) == ["keep"]
+    if os.name != "nt":  # a reader of the old map keeps what it maps (its files unlinked, never truncated)
+        assert reader[2] == "precious"
+    assert reader.refresh() == 0 and list(reader) == ["new", "map", "grows"]  # as after a replacement in place
+
+
+def test_a_folder_holding_other_files_is_replaced_in_place_and_keeps_them(tmp_path: Path) -> None:
+    path = _old_map(tmp_path)
+    (path / "notes.txt").write_text("mine")
+    StringsMmap.from_strings(path, ["new"], overwrite=True).close()
+    assert (path / "notes.txt").read_text() == "mine" and list(StringsMmap(path)) == ["new"]
+
+
+def test_swapping_two_folders_exchanges_their_contents(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "a").write_text("1")
+    (second / "b").write_text("2")
+    if _exchange(first, second):  # a system that swaps in one step
+        assert os.listdir(first) == ["b"] and os.listdir(second) == ["a"]
+    else:
+        assert os.listdir(first) == ["a"] and os.listdir(second) == ["b"]  # nothing moved
+
+
+_KILLED_WHILE_REPLACING = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from mmap_ninja import RaggedMmap
+
+    def samples():
+        yield np.arange(3)
+        yield np.arange(4)  # the first batch is written when this is asked for
+        print("ready", flush=True)
+        sys.stdin.readline()  # killed while waiting here
+        yield np.arange(5)
+
+    RaggedMmap.from_generator(sys.argv[1], samples(), batch_size=1, overwrite=True)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
+def test_a_process_killed_while_replacing_leaves_the_old_map(tmp_path: Path) -> None:
+    path = tmp_path / "keep"
+    RaggedMmap.from_lists(path, [np.arange(7)], commit="rename").close()
+    before = _snapshot(path)
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_REPLACING, str(path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                 sys.path)))
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        stages = [name for name in os.listdir(tmp_path) if name.startswith(".keep.replacing-")]
+        assert stages, "the replacement is built aside"
+    finally:
+        child.kill()
+        child.wait()
+    assert _snapshot(path) == before and np.array_equal(RaggedMmap(path)[0], np.arange(7))
+    RaggedMmap.from_lists(path, [np.arange(2)], overwrite=True).close()  # sweeps the killed build's stage
+    assert sorted(os.listdir(tmp_path)) == ["keep"] and np.array_equal(RaggedMmap(path)[0], np.arange(2))
