@@ -26,6 +26,7 @@ import numpy as np
 
 from mmap_ninja.adapters._block_map import RemoteBlockMap
 from mmap_ninja.containers.sharded import ShardedMap
+from mmap_ninja.containers.sharded_kind import KIND_FACE_NAMES
 from mmap_ninja.containers.sharded_rows import NOT_ROWS, array_rows
 from mmap_ninja.errors import ReadOnlyMapError
 from mmap_ninja.kinds.arraylike import ReadOnlyArrayMixin
@@ -73,7 +74,7 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
             "_whole": _whole, "_checker": _checker, "_check_all": _check_all, "flush": _flush, "close": _close,
             "_verify_reads": property(_verify_reads),
         }
-        for optional in _KIND_OPTIONAL:
+        for optional in (*_KIND_OPTIONAL, *KIND_FACE_NAMES):
             if not hasattr(kind_class, optional):
                 namespace[optional] = _Absent(optional)
         if hasattr(kind_class, "get_batch"):
@@ -88,19 +89,27 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
             if klass is MapBase or not issubclass(klass, MapBase):
                 continue
             for attribute, value in vars(klass).items():
-                if attribute in namespace or hasattr(RemoteBlockMap, attribute) or attribute.startswith("__"):
+                # The kind's own attributes, not the sharded map's versions of them (KIND_FACE_NAMES): this map is
+                # of the kind itself.
+                of_the_kind = attribute in KIND_FACE_NAMES
+                if attribute in namespace or attribute.startswith("__") or (hasattr(RemoteBlockMap, attribute)
+                                                                            and not of_the_kind):
                     continue
                 if attribute.startswith("_"):
                     if not callable(value) and not hasattr(value, "__get__"):  # per-handle state (a decoder)
                         namespace[attribute] = _state_property(attribute, value)
                     continue
                 if not inspect.isfunction(value):
+                    if of_the_kind and not isinstance(value, (classmethod, staticmethod)):
+                        namespace[attribute] = value
                     continue  # properties run as the kind's; classmethods (builders) are the kind's
                 first = list(inspect.signature(value).parameters)[1:2]
                 if first == ["index"]:
                     namespace[attribute] = _of_one_sample(attribute, value)
                 elif first == ["indices"]:
                     namespace[attribute] = _of_samples(attribute, value)
+                elif of_the_kind:
+                    namespace[attribute] = value
         made = _BLOCK_CLASSES[kind_class] = cast("type[RemoteBlockMap]",
                                                  type(name, (RemoteBlockMap, kind_class), namespace))
     return made

@@ -29,7 +29,7 @@ import numpy as np
 from mmap_ninja.kinds.arraylike import ReadOnlyArrayMixin
 from mmap_ninja.kinds.maps import MapBase, resolve_index, resolve_positions
 
-__all__ = ["KindFace"]
+__all__ = ["KIND_FACE_NAMES", "KindFace"]
 
 
 class _OfTheKind:
@@ -191,3 +191,7 @@ class KindFace:
     itemsize = _OfTheKind(lambda m: m.dtype.itemsize, "The size of one element in bytes.")
     nbytes = _OfTheKind(lambda m: int(np.prod(_array_shape(m))) * m.dtype.itemsize, "The elements' size in bytes.")
 
+
+KIND_FACE_NAMES = frozenset(name for name, value in vars(KindFace).items() if isinstance(value, _OfTheKind))
+"""The attributes `KindFace` gives a sharded map: a map that is itself of the kind (one read by blocks) takes the
+kind's own instead."""
