@@ -83,3 +83,13 @@ def test_random_crops_read_a_sharded_images_map_as_one_map(tmp_path: Path) -> No
     want = ImagesDataset(single, decode=RandomResizedCropDecode(16, seed=3)).__getitems__(indices)
     assert got.shape == (4, 16, 16, 3) and np.array_equal(got, want)
     assert sharded.formats == ["PNG"] and bytes(sharded.raw(5)) == bytes(single.raw(5))
+
+
+def test_a_sharded_map_of_keyed_records_names_its_key(tmp_path: Path) -> None:
+    from mmap_ninja import RecordsMmap
+
+    for k in range(2):
+        RecordsMmap.from_dict(tmp_path / f"p{k}", {"id": [2 * k, 2 * k + 1], "text": ["a", "b"]}, key="id").close()
+    sharded = merge(tmp_path / "sharded", [tmp_path / "p0", tmp_path / "p1"])
+    assert sharded.key == RecordsMmap(tmp_path / "sharded" / "shards" / "shard-000000").key == "id"
+    assert sharded.index_of(3) == 3

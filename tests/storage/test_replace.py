@@ -117,3 +117,45 @@ def test_a_process_killed_while_replacing_leaves_the_old_map(tmp_path: Path) -> 
     assert _snapshot(path) == before and np.array_equal(RaggedMmap(path)[0], np.arange(7))
     RaggedMmap.from_lists(path, [np.arange(2)], overwrite=True).close()  # sweeps the killed build's stage
     assert sorted(os.listdir(tmp_path)) == ["keep"] and np.array_equal(RaggedMmap(path)[0], np.arange(2))
+
+
+def test_a_write_to_the_old_map_during_its_replacement_waits_and_is_never_lost(tmp_path: Path) -> None:
+    """The replacement holds the old map's writer lock from its start: a write meanwhile waits, then raises
+    `MapLockedError` (here inside the generator, so the replacement fails too and the old map stays whole)."""
+    from mmap_ninja.errors import MapLockedError
+
+    path = _old_map(tmp_path)
+    writer = StringsMmap(path, lock_timeout=0.2)
+
+    def samples() -> object:
+        yield "new0"
+        writer.append("written meanwhile")  # refused: never acknowledged, then lost to the swap
+        yield "new1"
+
+    with pytest.raises(MapLockedError):
+        StringsMmap.from_generator(path, samples(), batch_size=1, overwrite=True)
+    assert list(StringsMmap(path)) == ["precious"] * 3
+    writer.append("after")
+    assert list(StringsMmap(path)) == ["precious"] * 3 + ["after"]
+
+
+def test_a_lock_whose_file_was_replaced_is_taken_again_on_the_current_file(tmp_path: Path) -> None:
+    """A writer that waited for the lock of a folder swapped away meanwhile holds the current folder's lock when
+    `lock_directory` returns, whichever came first (the wait or the swap)."""
+    import threading
+
+    from mmap_ninja.storage.dirs import _is_current, lock_directory, release
+
+    folder = tmp_path / "map"
+    folder.mkdir()
+    held = lock_directory(folder, None)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(lock_directory(folder, None)))
+    waiter.start()
+    os.rename(folder, tmp_path / "old")
+    folder.mkdir()
+    assert not _is_current(held, folder / ".lock")  # the lock held is no longer the folder's
+    release(held)
+    waiter.join(timeout=600)
+    assert got and _is_current(got[0], folder / ".lock")
+    release(got[0])

@@ -160,6 +160,8 @@ def _shape(sharded: Any) -> Any:
 
 def _key(sharded: Any) -> Optional[str]:
     key = sharded._cls.layout.key(sharded.attrs)
+    if key is None and sharded.shards:  # (shards.json keeps the schema the shards share, not their key)
+        return sharded._shard(0).key  # type: ignore[no-any-return]
     return None if key is None else str(key[0])
 
 

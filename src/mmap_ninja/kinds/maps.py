@@ -671,7 +671,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         destination = resolved(out_dir)
         refuse_shard(destination)
         # overwrite=True over a finished map: built aside, swapped in once complete (`storage.replace`).
-        staged = replacement_stage(destination) if overwrite else None
+        staged = replacement_stage(destination, check_lock_timeout(lock_timeout)) if overwrite else None
         store = Store.create(destination if staged is None else staged.path, layout.kind, layout.columns_for(attrs),
                              attrs, initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
                              requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
@@ -683,7 +683,7 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             store.finish_build()
             if staged is not None:
                 store.close()
-                swap_in(staged, durable=durable, lock_timeout=lock_timeout)
+                swap_in(staged, durable=durable)
                 target._store, target._path = Store.open(destination, durable=durable, lock_timeout=lock_timeout,
                                                          resolve=False), destination
         except BaseException:

@@ -34,6 +34,7 @@ import contextlib
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -137,15 +138,32 @@ def lock_directory(path: Path, timeout: Optional[float], what: str = "the map") 
     seconds (None: for ever), and return the descriptor that holds it. `MapLockedError` (naming ``path``, the lock
     file and the wait) if another writer keeps it; `ReadOnlyMapError` if the lock file cannot be made."""
     lock_path = path / LOCK_FILE
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            opened = _open_lock(lock_path)
+        except OSError as e:
+            raise ReadOnlyMapError(e.errno, f"cannot write to {what} {path}: {e.strerror}", str(lock_path)) from None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        fd = _lock(opened, shared=False, timeout=left, what=f"{what} {path}")
+        if fd is None:
+            raise MapLockedError(f"{path} is locked by another writer (waited {timeout or 0:g} s for {lock_path}); "
+                                 f"pass lock_timeout= to wait longer (None waits for ever)")
+        if _is_current(fd, lock_path):
+            return fd
+        # While this waited, the lock file was deleted or the folder replaced (a map replaced by `overwrite`, a
+        # creation undone): the lock held protects nothing now. Take the current one.
+        locks.release(fd)
+
+
+def _is_current(fd: int, lock_path: Path) -> bool:
+    """Whether ``fd`` is the file at ``lock_path`` now."""
     try:
-        opened = _open_lock(lock_path)
-    except OSError as e:
-        raise ReadOnlyMapError(e.errno, f"cannot write to {what} {path}: {e.strerror}", str(lock_path)) from None
-    fd = _lock(opened, shared=False, timeout=timeout, what=f"{what} {path}")
-    if fd is None:
-        raise MapLockedError(f"{path} is locked by another writer (waited {timeout or 0:g} s for {lock_path}); pass "
-                             f"lock_timeout= to wait longer (None waits for ever)")
-    return fd
+        current = os.stat(lock_path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev)
 
 
 @contextlib.contextmanager

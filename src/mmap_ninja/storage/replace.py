@@ -6,7 +6,10 @@ process killed while building leaves the old map exactly as it was (a killed bui
 replacement of that map). The names are swapped in one step where the system can (Linux ``renameat2`` with
 ``RENAME_EXCHANGE``, macOS ``renamex_np`` with ``RENAME_SWAP``), else by two renames (the old map aside first);
 then the old map's files are deleted (unlinked, never truncated: processes that map them keep reading them).
-The old map's writer lock is held across the swap, so no write of it is cut in half.
+The old map's writer lock is held from the start of the build to the swap, so a write to the old map waits for it
+(then raises `MapLockedError`, as against a build in place) and is never acknowledged and then lost; a writer that
+was waiting for that lock finds it is no longer the map's (`dirs.lock_directory` checks the lock file it holds is
+the one at the path) and takes the new map's.
 
 Replaced in place instead, as FORMAT.md describes (its files unlinked before the new ones are made): a slot map
 (``commit.slots``: Windows' default, where a folder whose files a reader holds cannot be renamed), a map whose
@@ -32,17 +35,42 @@ from mmap_ninja.storage.dirs import LOCK_FILE, Stage, foreign_names, lock_direct
 from mmap_ninja.storage.format import HEADER_FILE, read_header
 from mmap_ninja.storage.header_slots import FEATURE as SLOTS
 
-__all__ = ["replacement_stage", "swap_in"]
+__all__ = ["Replacement", "replacement_stage", "swap_in"]
 
 _REPLACING = ".replacing-"  # a stage building a map's replacement: .<name>.replacing-<12 hex digits>
 _REPLACED = ".replaced-"  # the old map, renamed aside for a two-rename swap
 
 
-def replacement_stage(path: Path) -> Optional[Stage]:
-    """A guarded stage to build the replacement of the finished map at ``path`` in, or None when it is replaced in
-    place (see the module's docstring) or there is nothing to keep. Sweeps the stages of killed replacements of
-    this map first."""
-    sweep(path.parent, lambda entry: entry.startswith(f".{path.name}{_REPLACING}"), guarded=True)
+class Replacement:
+    """A replacement in progress: the stage its new map is built in, and the old map's writer lock, held from the
+    start (a write to the old map waits for it, as for a build in place, and is never lost to the swap) until
+    `swap_in` or `discard`."""
+
+    def __init__(self, staged: Stage, lock_fd: int):
+        self.staged = staged
+        self.lock_fd: Optional[int] = lock_fd
+
+    @property
+    def path(self) -> Path:
+        """Where the new map is built."""
+        return self.staged.path
+
+    def discard(self) -> None:
+        """The build failed: delete the stage and release the old map, untouched."""
+        self.staged.discard()
+        self._release()
+
+    def _release(self) -> None:
+        fd, self.lock_fd = self.lock_fd, None
+        if fd is not None:
+            release(fd)
+
+
+def replacement_stage(path: Path, lock_timeout: Optional[float]) -> Optional[Replacement]:
+    """A replacement of the finished map at ``path``: its writer lock taken (waiting up to ``lock_timeout``
+    seconds) and a guarded stage made beside it; or None when the map is replaced in place (see the module's
+    docstring), when there is nothing to keep, or when its folder's parent cannot take the stage. Sweeps the
+    stages of killed replacements of this map first."""
     try:
         header = read_header(path)
     except (NotAMapError, CorruptMapError, FormatVersionError, NotADirectoryError):
@@ -52,16 +80,31 @@ def replacement_stage(path: Path) -> Optional[Stage]:
     own = {LOCK_FILE, HEADER_FILE, HEADER_FILE + ".tmp", *(header.file_of(name) for name in header.columns)}
     if foreign_names(path, own):
         return None
-    return stage(path, _REPLACING, guarded=True, make=True)
+    lock_fd = lock_directory(path, lock_timeout)
+    try:
+        if read_header(path).id != header.id:  # replaced meanwhile by another writer: decide again
+            release(lock_fd)
+            return replacement_stage(path, lock_timeout)
+        try:
+            sweep(path.parent, lambda entry: entry.startswith(f".{path.name}{_REPLACING}"), guarded=True)
+            staged = stage(path, _REPLACING, guarded=True, make=True)
+        except PermissionError:
+            release(lock_fd)
+            return None  # a folder whose parent is read-only: replaced in place, inside it
+    except BaseException:
+        with suppress(OSError):
+            release(lock_fd)
+        raise
+    return Replacement(staged, lock_fd)
 
 
-def swap_in(staged: Stage, *, durable: bool, lock_timeout: Optional[float]) -> None:
-    """Give the complete map built in ``staged`` its destination's name, in place of the old map there (holding the
-    old map's writer lock), then delete the old map and release the stage."""
+def swap_in(replacement: Replacement, *, durable: bool) -> None:
+    """Give the complete map built in the replacement's stage its destination's name, in place of the old map
+    (whose writer lock the replacement holds), then delete the old map and release the stage and the lock."""
+    staged = replacement.staged
     destination = staged.destination
     if durable:
         fsync_tree(staged.path)
-    lock_fd = lock_directory(destination, lock_timeout, "the map being replaced")
     try:
         if _exchange(staged.path, destination):
             old = staged.path
@@ -72,7 +115,7 @@ def swap_in(staged: Stage, *, durable: bool, lock_timeout: Optional[float]) -> N
         if durable:
             fsync_dir(destination.parent)
     finally:
-        release(lock_fd)
+        replacement._release()  # writers waiting for the old map's lock find it is no longer the map's, and retry
     shutil.rmtree(old, ignore_errors=True)
     staged.release()
 
