@@ -159,3 +159,14 @@ def test_a_lock_whose_file_was_replaced_is_taken_again_on_the_current_file(tmp_p
     waiter.join(timeout=600)
     assert got and _is_current(got[0], folder / ".lock")
     release(got[0])
+
+
+def test_a_replacement_refused_before_its_build_starts_releases_the_old_map(tmp_path: Path) -> None:
+    """A replacement refused before its first sample (an invalid option of the new map: here its commit protocol)
+    leaves no stage and holds no lock: the old map is written at once."""
+    path = _old_map(tmp_path)
+    with pytest.raises(ValueError):
+        StringsMmap.from_strings(path, ["new"], overwrite=True, commit="no such protocol")
+    assert sorted(os.listdir(tmp_path)) == ["keep"]
+    StringsMmap(path, lock_timeout=0).append("at once")
+    assert list(StringsMmap(path)) == ["precious"] * 3 + ["at once"]

@@ -670,12 +670,18 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
         attrs = layout.attrs(**options)  # a bad option fails here, before anything is created
         destination = resolved(out_dir)
         refuse_shard(destination)
+        metadata = check_metadata(metadata)
         # overwrite=True over a finished map: built aside, swapped in once complete (`storage.replace`).
         staged = replacement_stage(destination, check_lock_timeout(lock_timeout)) if overwrite else None
-        store = Store.create(destination if staged is None else staged.path, layout.kind, layout.columns_for(attrs),
-                             attrs, initial=layout.initial_for(attrs), metadata=check_metadata(metadata),
-                             requires=layout.requires(attrs), building=True, overwrite=overwrite, durable=durable,
-                             lock_timeout=lock_timeout, commit=commit)
+        try:
+            store = Store.create(destination if staged is None else staged.path, layout.kind,
+                                 layout.columns_for(attrs), attrs, initial=layout.initial_for(attrs),
+                                 metadata=metadata, requires=layout.requires(attrs), building=True,
+                                 overwrite=overwrite, durable=durable, lock_timeout=lock_timeout, commit=commit)
+        except BaseException:
+            if staged is not None:
+                staged.discard()  # (and the old map's lock it held)
+            raise
         target = cls._attach(store, mode, wrapper_fn)
         target._shard_checked = True
         try:
