@@ -98,7 +98,7 @@ def test_a_failed_rename_on_the_helper_thread_fails_the_build(tmp_path: Path) ->
     seen: list[bool] = []
     samples: list[Any] = _tokens(50)
     # In the third batch, something takes the temporary header's name: the next rename of a header fails.
-    samples[25] = _Probe(samples[25], seen, lambda: (path / "header.json.tmp").mkdir())
+    samples[25] = _Probe(samples[25], seen, lambda: _take_the_name(path / "header.json.tmp"))
     with pytest.raises(CorruptMapError, match=r"header\.json\.tmp"):
         RaggedMmap.from_lists(path, samples, batch_size=10)
     assert seen == [True] and not _helper_running()
@@ -145,3 +145,18 @@ def test_a_build_from_a_list_killed_at_any_instant_keeps_whole_batches(tmp_path:
         assert n % 2_000 == 0 or n == 400_000
         for i in list(range(0, n, 997)) + ([n - 1] if n else []):
             assert np.array_equal(m[i], np.arange(i % 50, dtype=np.int32) + i)
+
+
+def _take_the_name(tmp: Path) -> None:
+    """Make a folder named ``tmp``. The helper thread may be writing the previous batch's header under that name
+    right now: once it has renamed it, it writes nothing more until the build (blocked here) hands it another
+    header, so the name is free then. (The wait only bounds a hang: the outcome never depends on it.)"""
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            tmp.mkdir()
+            return
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
