@@ -49,9 +49,9 @@ from mmap_ninja.storage.dirs import (
     DEFAULT_LOCK_TIMEOUT,
     LOCK_FILE,
     check_lock_timeout,
+    foreign_names,
     listed,
     lock_directory,
-    refuse_foreign,
     replace_file,
 )
 from mmap_ninja.storage.format import FORMAT_VERSION, HEADER_FILE, SHARDS_FILE, Column, Header, read_header
@@ -828,9 +828,12 @@ def _refuse_foreign_files(path: Path, unless_a_map_appeared: bool = False) -> No
                              f"single map's builder does not replace a sharded map, even with overwrite=True: add "
                              f"shards with merge(), or build in a new directory (remove the sharded map's folder "
                              f"yourself if it is no longer needed)")
-    refuse_foreign(path, lambda name: name in _OUR_FILES or header_slots.is_our_file(name), lambda foreign: (
-        MapExistsError(f"{path} is not empty and holds no map (it holds {listed(foreign)}); mmap_ninja never "
-                       f"deletes files it did not write: choose an empty or new directory")))
+    foreign = foreign_names(path, lambda name: name in _OUR_FILES or header_slots.is_our_file(name))
+    if foreign and unless_a_map_appeared and os.path.lexists(path / HEADER_FILE):
+        return  # a racing creator's header, then its columns, appeared while the folder was listed (as above)
+    if foreign:
+        raise MapExistsError(f"{path} is not empty and holds no map (it holds {listed(foreign)}); mmap_ninja never "
+                             f"deletes files it did not write: choose an empty or new directory")
 
 
 def _unlink(path: Path) -> None:
