@@ -503,6 +503,15 @@ class BlendedMap:
         order, touched, bounds, local = self._grouped(positions)
         return [(k, order[start:end], local[start:end]) for k, start, end in zip(touched, bounds, bounds[1:])]
 
+    def _per_source(self, touched: list[int], bounds: list[int], local: np.ndarray) -> Iterator[tuple[Any, Any]]:
+        """``(source, its local rows)`` for each source a grouped batch touches (`_grouped`), opening it if needed."""
+        opened = self._open.get
+        start = 0
+        for k, end in zip(touched, bounds[1:]):
+            source = opened(k)
+            yield (self.source(k) if source is None else source), local[start:end]
+            start = end
+
     def __getitems__(self, indices: Any) -> list[Any]:
         """The samples at ``indices`` as a list: one batched read per source touched."""
         positions = self._positions(indices)
@@ -510,16 +519,10 @@ class BlendedMap:
             return []
         order, touched, bounds, local = self._grouped(positions)
         by_source: list[Any] = []  # the samples in the order of ``order``
-        extend, opened = by_source.extend, self._open.get
-        start = 0
-        for k, end in zip(touched, bounds[1:]):
-            source = opened(k)
-            if source is None:
-                source = self.source(k)
+        extend = by_source.extend
+        for source, rows in self._per_source(touched, bounds, local):
             getitems = getattr(source, "__getitems__", None)
-            rows = local[start:end]
             extend(getitems(rows) if getitems is not None else [source[i] for i in rows.tolist()])
-            start = end
         if len(positions) == 1:
             return by_source
         where = np.empty(len(order), dtype=np.int64)  # where each row's sample is in ``by_source``
@@ -573,15 +576,9 @@ class BlendedMap:
             return self.source(touched[0]).get_batch(local, **arguments)  # one source: rows in their order
         per_source = {name: value for name, value in arguments.items() if name != "out"}
         arrays: list[Any] = []
-        append, opened = arrays.append, self._open.get
-        start = 0
-        for k, end in zip(touched, bounds[1:]):
-            source = opened(k)
-            if source is None:
-                source = self.source(k)
-            append(source.get_batch(local[start:end], **per_source) if per_source else
-                   source.get_batch(local[start:end]))
-            start = end
+        append = arrays.append
+        for source, rows in self._per_source(touched, bounds, local):
+            append(source.get_batch(rows, **per_source) if per_source else source.get_batch(rows))
         if not arguments and set(map(type, arrays)) == {np.ndarray} and len(set(map(_DTYPE_OF, arrays))) == 1:
             # Arrays of one dtype: if their samples have one shape too (else concatenate refuses them), what
             # combine_batches would stack, as one gather of their rows in the batch's order (a take is about twice

@@ -152,8 +152,10 @@ def _network(values: np.ndarray, keys: Sequence[Any], rows: Any, columns: Any) -
 
 def _walk_one(value: int, keys: Sequence[int], n: int, rows: int, columns: int, mul1: int = _MUL1,
               mul2: int = _MUL2, mask: int = _MASK64) -> int:
-    """The network (Python ints, its six rounds unrolled as in `Order._index`) on ``value`` until it lands in
-    ``range(n)``."""
+    """The network on ``value`` (Python ints, its six rounds unrolled) until it lands in ``range(n)``: the cell
+    ``(row, column) = divmod(value, columns)`` of the grid; even rounds add a hash of the column to the row modulo
+    ``rows``, odd rounds a hash of the row to the column modulo ``columns`` (the hash: the top 63 bits of a
+    multiply-xorshift-multiply of coordinate xor round key). Cycle walking keeps it a bijection of ``range(n)``."""
     k0, k1, k2, k3, k4, k5 = keys
     while True:
         row, column = divmod(value, columns)
@@ -262,33 +264,12 @@ class Order:
 
     # -- one position (pure Python ints: a few microseconds, no NumPy call overhead) --
 
-    def _index(self, position: int, mul1: int = _MUL1, mul2: int = _MUL2, mask: int = _MASK64) -> int:
-        """The index at ``position`` (an int in ``range(n)``, not checked): the Feistel network, unrolled, with cycle
-        walking. The value is the cell ``(row, column) = divmod(value, columns)`` of the grid; even rounds add a
-        hash of the column to the row modulo ``rows``, odd rounds a hash of the row to the column modulo
-        ``columns`` (the hash: the top 63 bits of a multiply-xorshift-multiply of coordinate xor round key)."""
+    def _index(self, position: int) -> int:
+        """The index at ``position`` (an int in ``range(n)``, not checked): the Feistel network with cycle walking
+        (`_walk_one`)."""
         if not self.shuffle:
             return position
-        n, rows, columns = self._n, self._rows, self._columns
-        k0, k1, k2, k3, k4, k5 = self._keys
-        value = position
-        while True:
-            row, column = divmod(value, columns)
-            mixed = (column ^ k0) * mul1 & mask
-            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
-            mixed = (row ^ k1) * mul1 & mask
-            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
-            mixed = (column ^ k2) * mul1 & mask
-            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
-            mixed = (row ^ k3) * mul1 & mask
-            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
-            mixed = (column ^ k4) * mul1 & mask
-            row = (row + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % rows
-            mixed = (row ^ k5) * mul1 & mask
-            column = (column + (((mixed ^ (mixed >> 32)) * mul2 & mask) >> 1)) % columns
-            value = row * columns + column
-            if value < n:  # cycle walking: stays a bijection of range(n)
-                return value
+        return _walk_one(position, self._keys, self._n, self._rows, self._columns)
 
     def __getitem__(self, position: Any) -> Any:
         if isinstance(position, slice):
