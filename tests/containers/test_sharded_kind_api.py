@@ -93,3 +93,14 @@ def test_a_sharded_map_of_keyed_records_names_its_key(tmp_path: Path) -> None:
     sharded = merge(tmp_path / "sharded", [tmp_path / "p0", tmp_path / "p1"])
     assert sharded.key == RecordsMmap(tmp_path / "sharded" / "shards" / "shard-000000").key == "id"
     assert sharded.index_of(3) == 3
+
+
+def test_ragged_ndims_are_the_shards_own_joined(tmp_path: Path) -> None:
+    RaggedMmap.from_lists(tmp_path / "p0", [np.zeros(3), np.zeros((2, 2))]).close()
+    RaggedMmap.from_lists(tmp_path / "p1", []).close()
+    RaggedMmap.from_lists(tmp_path / "p2", [np.zeros((1, 1, 4))]).close()
+    sharded = merge(tmp_path / "sharded", [tmp_path / "p0", tmp_path / "p1", tmp_path / "p2"])
+    assert sharded.ndims == [1, 2, 3]
+    assert RaggedMmap.from_lists(tmp_path / "single", [np.zeros(3), np.zeros((2, 2)), np.zeros((1, 1, 4))]).ndims \
+        == sharded.ndims
+    assert not hasattr(_sharded_strings(tmp_path / "strings"), "ndims")  # as a StringsMmap has none

@@ -85,3 +85,24 @@ def test_a_numpy_map_read_by_blocks_indexes_as_the_local_map(tmp_path):
                            fetch="blocks", block_size=64)
     assert len(remote.shards) > 1  # really read by blocks
     assert_indexes_like(remote, one)
+
+
+@pytest.mark.parametrize("index", [(Ellipsis, 0), Ellipsis, (Ellipsis, 1, 2), (Ellipsis, 0, 1, 2), (2, Ellipsis),
+                                   (slice(1, 9), Ellipsis, 1), (Ellipsis, None, 0)])
+def test_an_ellipsis_indexes_as_numpy_does(tmp_path, index):
+    one = np_from_ndarray(tmp_path / "one", ROWS)
+    sharded = merge(tmp_path / "sharded", _numpy_shards(tmp_path))
+    np.testing.assert_array_equal(sharded[index], one[index])
+    assert sharded[index].shape == one[index].shape
+    records = merge(tmp_path / "rec_sharded", _records_shards(tmp_path))["x"]
+    np.testing.assert_array_equal(records[index], one[index])
+
+
+def test_an_ellipsis_over_scalar_samples_leaves_the_rows_axis_to_the_index(tmp_path):
+    paths = []
+    for k, part in enumerate((np.arange(3), np.arange(3, 7))):
+        np_from_ndarray(tmp_path / f"s{k}", part).close()
+        paths.append(tmp_path / f"s{k}")
+    sharded = merge(tmp_path / "sharded", paths)
+    assert sharded[..., 4] == 4 and sharded[..., [1, 5]].tolist() == [1, 5]
+    assert sharded[...].tolist() == list(range(7))

@@ -6,11 +6,12 @@ answers the same, read from the shards.
 - Methods of one sample (``shape(i)`` of ragged and images maps, ``raw(i)`` and ``format(i)`` of images maps)
   ask the shard holding sample ``i``; methods of many samples (``shapes(indices)``, ``decoded_shapes(indices)``)
   ask each shard once for its rows and join them in the order asked.
-- Properties: ``formats`` (images: every shard's, in the order they first appear), ``decoder`` (images: the
-  shards' decoder, with the read options given), ``key`` (records: the key
-  field's name), and for numpy samples ``shape`` ``(len(m), *sample_shape)``, ``sample_shape``, ``ndim``,
-  ``size``, ``itemsize`` and ``nbytes``, from ``shards.json`` without opening a shard. NumPy's array methods
-  (``sum``, ``mean``, ...) are not offered: they would join every shard into memory; ``m[:]`` is that array.
+- Properties: ``ndims`` (ragged: the union of the shards' own, each read from its header), ``formats`` (images:
+  every shard's, in the order they first appear), ``decoder`` (images: the shards' decoder, with the read options
+  given), ``key`` (records: the key field's name), and for numpy samples ``shape`` ``(len(m), *sample_shape)``,
+  ``sample_shape``, ``ndim``, ``size``, ``itemsize`` and ``nbytes``, from ``shards.json`` without opening a shard.
+  NumPy's array methods (``sum``, ``mean``, ...) are not offered: they would join every shard into memory;
+  ``m[:]`` is that array.
 - Write methods of the kind (``extend_flat``, ``extend_utf8``, ``add_field``) raise `ReadOnlyMapError`, as
   ``append`` and ``extend`` do (`mmap_ninja.containers.sharded_writes`).
 
@@ -137,6 +138,19 @@ def _formats(sharded: Any) -> list[str]:
     return list(seen)
 
 
+def _ndims(sharded: Any) -> Optional[list[int]]:
+    """Ragged samples: the sorted numbers of dimensions the shards' samples have (each shard's header keeps its
+    own), or None when a shard written before format 2.0 does not know its own."""
+    found: set[int] = set()
+    for k, info in enumerate(sharded.shards):
+        if info.length:
+            ndims = sharded._shard(k).ndims
+            if ndims is None:
+                return None
+            found.update(ndims)
+    return sorted(found)
+
+
 def _decoder(sharded: Any) -> Any:
     if not sharded.shards:
         raise ValueError(f"{sharded.path} holds no shards, so no decoder: the shards' images map makes it")
@@ -180,6 +194,8 @@ class KindFace:
                                 "The shapes reads of the images at ``indices`` give with this handle's options.")
     raw = _OfTheKind(_of_one_sample("raw"), "The encoded bytes of image ``index`` (a memoryview, no copy).")
     format = _OfTheKind(_of_one_sample("format"), "The Pillow format name of image ``index``.")
+    ndims = _OfTheKind(_ndims, "Ragged samples: the sorted numbers of dimensions the shards' samples have "
+                               "(``[]`` while empty), or None when a shard's header does not keep them.")
     formats = _OfTheKind(_formats, "The formats the shards' images are in, in the order they first appear.")
     decoder = _OfTheKind(_decoder, "The decoder the shards use (their ``channels``, ``fast`` and ``decoder`` options).")
     key = _OfTheKind(_key, "The name of the key field the shards were built with (see `index_of`), or None.")

@@ -4,8 +4,8 @@ does, instead of a list of them.
 
 A slice gives a read-only array (the shard's own view when the slice lies in one shard, else a read-only copy
 joined from the shards), a list, a range or a mask a fresh copy (each shard's ``get_batch``, joined), in the stored
-dtype; ``m[rows, j]`` indexes within the samples as NumPy does. `ShardedMap`, the sharded maps at a URL and the
-maps read by blocks all index through `array_rows`.
+dtype; ``m[rows, j]`` indexes within the samples as NumPy does, and ``m[..., j]`` is ``m[:, ..., j]``.
+`ShardedMap`, the sharded maps at a URL and the maps read by blocks all index through `array_rows`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def array_rows(sharded: Any, index: Any) -> Any:
     if sharded.wrapper_fn is not None:
         return NOT_ROWS
     first, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
+    if first is Ellipsis:  # NumPy's m[..., j]: the rows' axis, unless the indexes after it fill every axis
+        if _axes_indexed(rest) >= sharded.ndim:
+            return array_rows(sharded, rest if len(rest) != 1 else rest[0])
+        first, rest = slice(None), index if isinstance(index, tuple) else (index,)
     if isinstance(first, (bool, np.bool_)):
         return NOT_ROWS
     try:
@@ -46,6 +50,13 @@ def array_rows(sharded: Any, index: Any) -> Any:
         return NOT_ROWS
     batch = _slice_rows(sharded, first, positions) if isinstance(first, slice) else sharded.get_batch(positions)
     return batch[(slice(None), *rest)] if rest else batch
+
+
+def _axes_indexed(indexes: tuple[Any, ...]) -> int:
+    """How many axes NumPy's ``indexes`` (without an Ellipsis) consume: one each, a boolean array its dimensions,
+    ``None`` (a new axis) none."""
+    return sum(0 if item is None else (item.ndim if isinstance(item, np.ndarray) and item.dtype == bool else 1)
+               for item in indexes)
 
 
 def _slice_rows(sharded: Any, rows: slice, positions: np.ndarray[Any, Any]) -> Any:
