@@ -287,6 +287,25 @@ def test_bad_arguments_and_out_of_range_windows_are_named(tmp_path):
         PackedTokens([np.arange(3)], 2)
 
 
+def test_non_integer_parameters_and_boolean_indices_are_refused(tmp_path):
+    _, tokens = build(tmp_path / "m", [3, 4])
+    with pytest.raises(TypeError, match=r"seq_len must be a positive integer \(an int\), got float 2.0"):
+        PackedTokens(tokens, 2.0)
+    with pytest.raises(TypeError, match=r"stride must be a positive integer \(an int\), got float 1.5"):
+        PackedTokens(tokens, 2, stride=1.5)
+    with pytest.raises(TypeError, match=r"seq_len must be a positive integer \(an int\), got bool True"):
+        PackedTokens(tokens, True)
+    assert PackedTokens(tokens, np.int64(2), stride=np.uint8(1)).stride == 1  # NumPy integers are ints
+    dataset = PackedTokens(tokens, 2)
+    for flag in (True, np.True_):
+        with pytest.raises(TypeError, match=r"not by the boolean True|not by bool"):
+            dataset[flag]
+    with pytest.raises(TypeError, match="not by the boolean True"):
+        dataset.window_start(True)
+    with pytest.raises(TypeError, match="not by the boolean False"):
+        dataset.__getitems__([0, 1])[False]  # a row of a batch, likewise
+
+
 def test_a_sharded_map_is_refused_with_a_way_out(tmp_path):
     from mmap_ninja import merge, open_existing
 

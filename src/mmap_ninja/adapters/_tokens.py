@@ -134,7 +134,7 @@ class PackedTokens(Dataset[dict[str, np.ndarray]]):
 
     def window_start(self, index: int) -> int:
         """The position in the concatenation of the first token of window ``index`` (negative counts from the end)."""
-        position = operator.index(index)
+        position = _window_position(index)
         if position < 0:
             position += self._length
         if not 0 <= position < self._length:
@@ -385,7 +385,7 @@ class PackedBatch(Sequence[dict[str, np.ndarray]]):
         if isinstance(row, slice):
             return [self[j] for j in range(*row.indices(len(self)))]
         rows = len(self)
-        position = operator.index(row)
+        position = _window_position(row, "row")
         if position < 0:
             position += rows
         if not 0 <= position < rows:
@@ -568,12 +568,27 @@ def _check_token_kind(tokens: Any) -> None:
 
 
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    number = operator.index(value)
+    """``value`` of parameter ``name`` as a positive int: a TypeError for a bool or a non-integer (2.0 included,
+    as ``range`` refuses it), a ValueError below 1."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer (an int), got {type(value).__name__} {value!r}") from None
     if number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return number
+
+
+def _window_position(index: Any, what: str = "window") -> int:
+    """``index`` as an int; a bool is refused (it is an int to Python, but a map refuses ``m[True]``)."""
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError(f"a {what} is indexed by an int, not by the boolean {index!r}; use a list of positions")
+    try:
+        return operator.index(index)
+    except TypeError:
+        raise TypeError(f"a {what} is indexed by an int, not by {type(index).__name__} {index!r}") from None
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
