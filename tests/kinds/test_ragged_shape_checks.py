@@ -65,3 +65,33 @@ def test_samples_of_different_numbers_of_dimensions_are_a_value_error(tmp_path):
     assert m.get_batch([1], pad_value=0)[1].tolist() == [[2, 2]]
     padded, lengths = m.get_batch([3], pad_value=0)
     assert padded.shape == (1,) and lengths.shape == (1, 0)
+
+
+@pytest.mark.parametrize("negative", [-1, -2], ids=["minus-one", "minus-two"])
+@pytest.mark.parametrize("codec", [None, "lz4"])
+def test_a_negative_dimension_is_refused_by_every_read_that_uses_the_shape(tmp_path, negative, codec):
+    # NumPy reads a negative dimension in reshape as "the rest": (-2, 3) of 6 elements would give (2, 3).
+    if codec is not None:
+        pytest.importorskip("lz4")
+    options = {} if codec is None else {"codec": codec}
+    samples = [np.arange(6.0).reshape(2, 3), np.ones((2, 3)), np.arange(4.0)]
+    RaggedMmap.from_lists(tmp_path / "m", samples, **options).close()
+    _set_items(tmp_path / "m" / "dims.bin", {0: negative})
+    m = RaggedMmap(tmp_path / "m", mode="r")
+    reads = [lambda: m[0], lambda: m.shape(0), lambda: m.shapes([0, 1]), lambda: m[0:2], lambda: list(m),
+             lambda: m.get_batch([1, 0]), lambda: m.window(0, 0, 1)]
+    for read in reads:
+        with pytest.raises(CorruptMapError, match=rf"dims\.bin .* sample 0 has the shape \({negative}, 3\): a "
+                                                  r"dimension is negative"):
+            read()
+    np.testing.assert_array_equal(m[1], samples[1])  # the other samples read as before
+    np.testing.assert_array_equal(m[2], samples[2])
+
+
+def test_a_negative_length_of_a_1d_sample_is_refused_where_the_shape_is_read(flat):
+    _set_items(flat / "dims.bin", {3: -4})
+    m = RaggedMmap(flat, mode="r")
+    for read in (lambda: m.shape(3), lambda: m.shapes(), lambda: m.get_batch([3])):
+        with pytest.raises(CorruptMapError, match=r"sample 3 has the shape \(-4,\): a dimension is negative"):
+            read()
+    assert m[3].tolist() == [0, 1, 2, 3]  # a 1-D sample's elements are its offsets' span: the dim is not read

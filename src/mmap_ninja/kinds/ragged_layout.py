@@ -97,7 +97,10 @@ class RaggedView(OffsetsView):
         return self.dims.data
 
     def shape(self, position: int) -> tuple[int, ...]:
-        return tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
+        shape = tuple(self.dim_items[self.shape_starts[position]:self.shape_stops[position]])
+        if shape and min(shape) < 0:
+            raise self.corrupt_shape(position)
+        return shape
 
     def get(self, position: int) -> np.ndarray[Any, Any]:
         start, stop = self.starts[position], self.stops[position]
@@ -108,18 +111,25 @@ class RaggedView(OffsetsView):
         first, last = self.shape_starts[position], self.shape_stops[position]
         if last - first == 1:
             return self.values[start:stop]
+        shape = tuple(self.dim_items[first:last])
         try:
-            return self.values[start:stop].reshape(tuple(self.dim_items[first:last]))
+            sample = self.values[start:stop].reshape(shape)
         except (ValueError, TypeError):  # a damaged dims.bin / shape_offsets.bin: the shape does not fit the span
             raise self.corrupt_shape(position, stop - start) from None
+        if sample.shape != shape:  # NumPy took a negative dimension for "the rest"
+            raise self.corrupt_shape(position, stop - start)
+        return sample
 
-    def corrupt_shape(self, position: int, size: int) -> CorruptMapError:
-        """The error for sample ``position`` whose recorded shape does not hold its ``size`` elements."""
+    def corrupt_shape(self, position: int, size: Optional[int] = None) -> CorruptMapError:
+        """The error for sample ``position`` whose recorded shape has a negative dimension or does not hold its
+        ``size`` elements."""
         first, last = self.shape_starts[position], self.shape_stops[position]
         shown = tuple(self.dim_items[first:last]) if 0 <= first <= last <= len(self.dim_items) and \
             last - first <= 64 else f"dims[{first}:{last}]"
+        why = ": a dimension is negative" if isinstance(shown, tuple) and shown and min(shown) < 0 else \
+            f", but its offsets give it {size} elements"
         return CorruptMapError(f"{self.path / 'dims.bin'} (or shape_offsets.bin) is corrupt: sample {position} has "
-                               f"the shape {shown}, but its offsets give it {size} elements")
+                               f"the shape {shown}{why}")
 
     def checked_shapes(self, positions: np.ndarray[Any, Any], sizes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """`shapes_at` of ``positions``, checked against ``sizes`` (the elements each sample's offsets give): a
@@ -161,8 +171,17 @@ class RaggedView(OffsetsView):
         if ((lasts - firsts) == 1).all():
             return [values[a:b] for a, b in zip(starts, stops)]
         dims = self.dim_items
-        return [values[a:b].reshape(tuple(dims[c:d]))
-                for a, b, c, d in zip(starts, stops, firsts.tolist(), lasts.tolist())]
+        samples = []
+        for position, a, b, c, d in zip(positions.tolist(), starts, stops, firsts.tolist(), lasts.tolist()):
+            shape = tuple(dims[c:d])
+            try:
+                sample = values[a:b].reshape(shape)
+            except (ValueError, TypeError):
+                raise self.corrupt_shape(position, b - a) from None
+            if sample.shape != shape:  # a negative dimension
+                raise self.corrupt_shape(position, b - a)
+            samples.append(sample)
+        return samples
 
     def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
         """Elements ``[offset, offset + length)`` of sample ``position`` along its first axis: a read-only view."""
@@ -233,6 +252,9 @@ class RaggedView(OffsetsView):
             return np.empty((0, 1), dtype=np.int64)
         firsts, ndim = self._shape_starts_at(positions)
         shapes: np.ndarray[Any, Any] = self.dims[firsts[:, None] + np.arange(ndim, dtype=np.int64)]
+        negative = (shapes < 0).any(axis=1)
+        if negative.any():
+            raise self.corrupt_shape(int(positions[int(np.flatnonzero(negative)[0])]))
         return shapes
 
     def _shape_starts_at(self, positions: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], int]:
@@ -295,10 +317,14 @@ class CompressedRaggedView(RaggedView):
         first, last = self.shape_starts[position], self.shape_stops[position]
         if self.flat or last - first == 1:
             return array
+        shape = tuple(self.dim_items[first:last])
         try:
-            return array.reshape(tuple(self.dim_items[first:last]))
+            sample = array.reshape(shape)
         except (ValueError, TypeError):
             raise self.corrupt_shape(position, array.size) from None
+        if sample.shape != shape:  # a negative dimension
+            raise self.corrupt_shape(position, array.size)
+        return sample
 
     def window(self, position: int, offset: int, length: int) -> np.ndarray[Any, Any]:
         """The window of the decompressed sample: a new (read-only) array, not a view of the map."""
