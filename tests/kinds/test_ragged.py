@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mmap_ninja import RaggedMmap, RaggedMmmap
+from mmap_ninja import RaggedMmap, RaggedMmmap, RecordsMmap
 from mmap_ninja.kinds.ragged import RaggedMmmap as seed_spelling
 
 from tests.support import snapshot
@@ -125,3 +125,20 @@ def test_extend_flat_appends_1d_samples_from_one_buffer(tmp_path):
     with pytest.raises(ValueError, match="value 3000000000 does not fit"):
         m.extend_flat(np.array([3_000_000_000]), [1])
     assert snapshot(tmp_path / "m") == before
+
+
+def test_bool_samples_round_trip_as_bool_after_empty_lists(tmp_path):
+    # An empty list is NumPy's float64 (np.asarray([])): it says nothing of the samples, so the first sample that
+    # holds values (or has a dtype of its own) sets the map's dtype, as a records field's inference does.
+    m = RaggedMmap.from_lists(tmp_path / "masks", [[], [True, False], [[False], [True]]])
+    assert m.dtype == np.dtype(bool)
+    assert [sample.dtype for sample in m] == [np.dtype(bool)] * 3
+    assert m[1].tolist() == [True, False] and m[0].shape == (0,) and m[2].tolist() == [[False], [True]]
+    padded, lengths = m.get_batch([1, 0], pad_value=False)
+    assert lengths.tolist() == [2, 0]
+    assert padded.dtype == np.dtype(bool) and padded.tolist() == [[True, False], [False, False]]
+    records = RecordsMmap.from_dict(tmp_path / "rec", {"mask": [[], [True, False]], "flag": [True, False]})
+    assert records[1]["mask"].tolist() == [True, False] and records[1]["mask"].dtype == np.dtype(bool)
+    assert records[0]["flag"].dtype == np.dtype(bool)
+    assert RaggedMmap.from_lists(tmp_path / "empty", [[], []]).dtype == np.dtype(np.float64)  # nothing else to go by
+    assert RaggedMmap.from_lists(tmp_path / "typed", [np.array([]), [True]]).dtype == np.dtype(np.float64)

@@ -27,8 +27,9 @@ class RaggedMmap(MapBase):
     """A list of ndarrays on disk, each with its own shape (and number of dimensions); one dtype for all.
 
     ``m[i]`` is a read-only view into the mapping with the sample's shape, made without copying.
-    The dtype is set by ``dtype=`` or by the first sample; later samples are cast to it only when no
-    value changes (storing 300 in a uint8 map raises). Create with `from_lists`, `from_generator` or
+    The dtype is set by ``dtype=`` or by the first sample (an empty list, NumPy's float64, is passed over for the
+    first sample that holds values or is an array: ``[[], [True]]`` is a bool map); later samples are cast to it
+    only when no value changes (storing 300 in a uint8 map raises). Create with `from_lists`, `from_generator` or
     `from_indexable`; open with ``RaggedMmap(path)`` (see `MapBase` for the modes and the writer model).
 
     Example:

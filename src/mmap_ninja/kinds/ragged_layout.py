@@ -442,17 +442,27 @@ class RaggedLayout(Layout):
 
     def _arrays(self, batch: list[Any], first: int, dtype: Optional[np.dtype[Any]]
                 ) -> tuple[list[Any], np.dtype[Any]]:
-        """The samples as arrays of one storable dtype, and that dtype (set by the first sample if new)."""
+        """The samples as arrays of one storable dtype, and that dtype (if new: set by the first sample that has a
+        dtype of its own, an array or a tensor, or holds values; an empty list has NumPy's default float64, which
+        says nothing of the samples, as a records field's inference (`mmap_ninja.kinds.fields`) reads it too)."""
         uniform = uniform_arrays(batch, dtype)
         if uniform is not None:
             return batch, uniform  # the common case, checked without a Python step per sample
         arrays = []
+        untyped = 0  # how many empty lists came before the sample that set the dtype
         for k, sample in enumerate(batch):
             array = as_sample(sample, dtype, f"item {first + k}")
             if dtype is None:
+                if not (array.size or hasattr(sample, "dtype")):
+                    untyped += 1
+                    arrays.append(array)
+                    continue
                 dtype = storable_dtype(array.dtype, f"item {first + k}")
             arrays.append(array)
-        assert dtype is not None
+        if dtype is None:  # only empty lists: NumPy's float64, as np.asarray([]) has
+            dtype = storable_dtype(arrays[0].dtype if arrays else np.float64, f"item {first}")
+        for k in range(untyped if untyped < len(arrays) else 0):
+            arrays[k] = np.empty(arrays[k].shape, dtype)  # (no values: nothing is cast)
         return arrays, dtype
 
     def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
