@@ -51,6 +51,9 @@ def test_non_ascii_and_nul(tmp_path):
     ([3], TypeError, "item 1 is int"),
     (["fine", "lone \ud800 surrogate"], ValueError, "item 2 cannot be stored as UTF-8"),
     ("abc", TypeError, "use append"),
+    ([bytearray(b"raw")], TypeError, r"item 1 is bytearray, expected str: decode it first .*extend_utf8"),
+    (bytearray(b"raw"), TypeError, r"extend\(\) takes a sequence of str, not a single bytearray \(3 bytes\): decode"),
+    (memoryview(b"raw"), TypeError, r"extend\(\) takes a sequence of str, not a single memoryview \(3 bytes\)"),
 ])
 def test_bad_strings_leave_the_map_unchanged(tmp_path, bad, error, message):
     m = StringsMmap.from_strings(tmp_path / "m", ["keep"])
@@ -58,6 +61,17 @@ def test_bad_strings_leave_the_map_unchanged(tmp_path, bad, error, message):
     with pytest.raises(error, match=message):
         m.extend(bad)
     assert snapshot(tmp_path / "m") == before and m[:] == ["keep"]
+
+
+@pytest.mark.parametrize("given", [b"raw", bytearray(b"raw"), memoryview(b"raw")], ids=["bytes", "bytearray",
+                                                                                       "memoryview"])
+def test_from_strings_refuses_bytes_like_input_before_writing_anything(tmp_path, given):
+    with pytest.raises(TypeError, match=rf"from_strings\(\) takes a sequence of str, not a single "
+                                        rf"{type(given).__name__} \(3 bytes\): decode it first \(value.decode"):
+        StringsMmap.from_strings(tmp_path / "m", given)
+    with pytest.raises(TypeError, match=rf"item 0 is {type(given).__name__}, expected str: decode it first"):
+        StringsMmap.from_strings(tmp_path / "items", [given])
+    assert not (tmp_path / "m").exists()
 
 
 def test_in_place_assignment_needs_same_byte_size(tmp_path):

@@ -44,8 +44,9 @@ def check_batch_size(batch_size: Any) -> int:
 def check_samples_iterable(samples: Any, call: str) -> None:
     """Refuse a single ``str``/``bytes`` given where an iterable of samples is expected (iterating it would store
     one sample per character or byte), as ``from_strings`` does; ``call`` names the public call."""
-    if isinstance(samples, (str, bytes, bytearray)):
-        shown = repr(samples[:40]) + ("..." if len(samples) > 40 else "")
+    if isinstance(samples, (str, bytes, bytearray, memoryview)):
+        head = samples[:40] if isinstance(samples, (str, bytes, bytearray)) else bytes(samples[:40])
+        shown = repr(head) + ("..." if len(samples) > 40 else "")
         raise TypeError(f"{call}() takes an iterable of samples, not a single {type(samples).__name__} ({shown}): "
                         f"pass [value] for one sample")
 

@@ -27,7 +27,7 @@ from mmap_ninja.storage.format import dtype_from_json, dtype_to_json
 
 __all__ = [
     "Columns", "EmptyColumns", "Encoded", "Layout", "NumpyLayout", "StringsLayout", "View",
-    "check_lengths",
+    "check_lengths", "refuse_single_text",
 ]
 
 # How many samples sequential iteration decodes the offsets of at once (one vectorized check per chunk).
@@ -404,8 +404,7 @@ class StringsLayout(Layout):
         return [text.encode("utf-8", "replace") for text in batch if isinstance(text, str)]
 
     def batch(self, samples: Any, lengths: dict[str, int], attrs: dict[str, Any]) -> list[Any]:
-        if isinstance(samples, (str, bytes)):
-            raise TypeError("extend() takes an iterable of strings; to add one string use append()")
+        refuse_single_text(samples, "extend")
         return list(samples)
 
     def encode(self, batch: list[Any], lengths: dict[str, int], attrs: dict[str, Any],
@@ -450,9 +449,24 @@ class StringsLayout(Layout):
         return "data", start, encoded
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_UTF8_HINT = "decode it first (value.decode('utf-8')), or give UTF-8 bytes and the strings' lengths to extend_utf8"
+
+
+def refuse_single_text(strings: Any, call: str) -> None:
+    """Refuse one ``str`` or bytes-like object where a sequence of strings is expected (iterating it would store
+    a string per character, or fail on the first byte, an int), naming ``call`` and what was given."""
+    if isinstance(strings, str):
+        raise TypeError(f"{call}() takes a sequence of str, not a single str; to add one string use append()")
+    if isinstance(strings, _BYTES_LIKE):
+        raise TypeError(f"{call}() takes a sequence of str, not a single {type(strings).__name__} "
+                        f"({len(strings)} bytes): {_UTF8_HINT}")
+
+
 def _utf8(position: int, text: Any, what: str = "item") -> bytes:
     if not isinstance(text, str):
-        raise TypeError(f"{what} {position} is {type(text).__name__}, expected str")
+        hint = f": {_UTF8_HINT}" if isinstance(text, _BYTES_LIKE) else ""
+        raise TypeError(f"{what} {position} is {type(text).__name__}, expected str{hint}")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 import numpy as np
 
 from mmap_ninja.kinds.fields import Field, FieldKind, register_field_kind
-from mmap_ninja.kinds.layouts import StringsLayout, View
+from mmap_ninja.kinds.layouts import StringsLayout, View, refuse_single_text
 from mmap_ninja.kinds.maps import MapBase, SampleIndex, SampleIndices, _dictionary
 from mmap_ninja.storage.store import DEFAULT_LOCK_TIMEOUT, PathLike
 
@@ -109,8 +109,7 @@ class StringsMmap(MapBase):
         compresses every string on its own; 0.9.0's ``zstd_level=`` and ``zstd_train_dictionary_size=`` mean
         the same as ``codec=Zstd(level, dictionary_size)``. ``commit`` as in `MapBase.build`.
         """
-        if isinstance(strings, (str, bytes)):
-            raise TypeError("from_strings() takes a sequence of strings, not a single string")
+        refuse_single_text(strings, "from_strings")
         if isinstance(verbose, str):  # 0.9.0's order: from_strings(out_dir, strings, mode)
             mode, verbose = verbose, False
         return cls.from_generator(out_dir, strings, batch_size, verbose, overwrite=overwrite, durable=durable,
