@@ -22,3 +22,20 @@ def test_the_builder_makes_a_slot_map_when_asked(tmp_path, builder):
     with BUILDERS[builder](tmp_path / "renamed", commit="rename") as m:
         assert len(m) == 2
     assert "commit.slots" not in read_header(tmp_path / "renamed").requires
+
+
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+@pytest.mark.parametrize("mode", ["r", "rb"])
+def test_mode_r_builds_the_map_and_returns_a_read_only_handle(tmp_path, builder, mode):
+    # `mode` is the returned handle's, as in 0.9.0 (and `MapClass(path, mode="r")`): the build itself writes.
+    from mmap_ninja.errors import ReadOnlyMapError
+
+    for overwrite in (False, True):
+        with BUILDERS[builder](tmp_path / "m", mode=mode, overwrite=overwrite) as m:
+            assert m.mode == "r" and len(m) == 2
+            with pytest.raises(ReadOnlyMapError, match="mode='r'"):
+                m.append(m[0])
+        assert not read_header(tmp_path / "m").building
+    with BUILDERS[builder](tmp_path / "m", mode="r+", overwrite=True) as m:
+        m.append(m[0])
+        assert m.mode == "r+" and len(m) == 3

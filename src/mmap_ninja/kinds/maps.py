@@ -659,9 +659,11 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
 
         Until the block ends without an error the map is marked unfinished and this build keeps its writer
         lock: see `from_generator`. ``options`` are the kind's own (``dtype=`` for ragged maps, ...). The map
-        stays open after the block. This is what every ``from_*`` builder uses. ``commit="slots"`` (every builder
-        takes it) keeps the header in two slots written in place (FORMAT.md, ``commit.slots``); the default is
-        ``$MMAP_NINJA_COMMIT``, else ``"slots"`` on Windows and ``"rename"`` elsewhere.
+        stays open after the block, in ``mode`` (``"r"``: a read-only handle, as ``MapClass(path, mode="r")``
+        opens; the block writes through it either way). This is what every ``from_*`` builder uses.
+        ``commit="slots"`` (every builder takes it) keeps the header in two slots written in place (FORMAT.md,
+        ``commit.slots``); the default is ``$MMAP_NINJA_COMMIT``, else ``"slots"`` on Windows and ``"rename"``
+        elsewhere.
         """
         mode = _normalize_mode(mode)
         layout = cls.layout
@@ -682,11 +684,12 @@ class MapBase(_DatasetBase):  # type: ignore[misc, unused-ignore]
             if staged is not None:
                 staged.discard()  # (and the old map's lock it held)
             raise
-        target = cls._attach(store, mode, wrapper_fn)
+        target = cls._attach(store, "r+", wrapper_fn)  # the build writes through it, whatever the mode asked
         target._shard_checked = True
         try:
             yield target
             store.finish_build()
+            target._mode = mode  # the handle returned: mode="r" never writes from now on
             if staged is not None:
                 store.close()
                 swap_in(staged, durable=durable)
