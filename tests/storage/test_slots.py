@@ -276,6 +276,23 @@ def test_overwrite_defers_deleting_files_a_reader_holds(tmp_path: Path) -> None:
         assert list(m)[-2:] == ["while held", "after"]
 
 
+def test_an_overwrite_sweeps_the_deferred_files_of_earlier_generations(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    build("strings", path, 5, commit="slots").close()
+    reader = StringsMmap(path, mode="r")
+    build("strings", path, 2, overwrite=True).close()  # the first generation's files wait for the reader
+    assert (path / "data.bin").exists()
+    reader.close()
+    with build("strings", path, 3, overwrite=True) as newest:  # nothing holds them now: this overwrite sweeps them
+        assert list(newest) == SPECS["strings"].samples(0, 3)
+    header = read_header(path)
+    live = {header.file_of(name) for name in header.columns}
+    assert sorted(p.name for p in path.iterdir() if p.name.endswith(".bin")) == sorted(live)
+    assert (path / ".deferred-deletions").read_text() == ""
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".readers-")) == [f".readers-{header.id}"]
+    assert verify(path, deep=True).ok
+
+
 def test_overwrite_without_readers_deletes_at_once(tmp_path: Path) -> None:
     path = tmp_path / "m"
     build("ragged", path, 5, commit="slots").close()

@@ -254,6 +254,8 @@ class Store:
                         extra={"file_suffix": generation.suffix} if generation.suffix else {})
         _write_header(path, header, durable, created=True)
         generation.retire(header, durable=durable)
+        if slots:  # earlier generations' files whose readers have gone: swept now, not at the next write
+            header_slots.run_deferred_deletions(path, map_id, set(map(header.file_of, header.columns)))
         for name in dtypes:
             column_path = path / header.file_of(name)
             if old is not None and not slots:
