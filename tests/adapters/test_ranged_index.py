@@ -133,7 +133,8 @@ def test_a_damaged_index_block_is_refused_naming_the_url_and_range(tmp_path, sma
 
 def test_a_map_with_a_key_index_is_downloaded_whole_and_looks_keys_up(tmp_path, small_limit):
     # The key index is a derived column written in place, without checksum records: a block reader could not
-    # check the slots it fetches, so `auto` downloads such a map whole (checked) and `blocks` refuses, saying why.
+    # check the slots it fetches, so `auto` downloads such a map whole (checked), and `blocks` reads its rows by
+    # blocks and its lookups from the map downloaded whole.
     from mmap_ninja import RecordsMmap
 
     url = f"indexcountingmem://ranged-index/{uuid.uuid4().hex}"
@@ -144,5 +145,30 @@ def test_a_map_with_a_key_index_is_downloaded_whole_and_looks_keys_up(tmp_path, 
     assert not isinstance(m, RemoteBlockMap) and m.fetch_block_size is None
     assert m.index_of("file-04321.jpg") == 4321
     m.close()
-    with pytest.raises(ValueError, match=r"cannot be read by blocks .*derived-key\.slots.*key index"):
-        open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=4096)
+    by_blocks = open_existing(url, cache_dir=tmp_path / "by_blocks", fetch="blocks", block_size=4096)
+    assert isinstance(by_blocks, RemoteBlockMap) and len(by_blocks.shards) > 4 and by_blocks.key == "path"
+    assert by_blocks[4321] == {"path": "file-04321.jpg", "label": 4321 % 7}
+    assert by_blocks.get_batch([7, 4999])["path"] == ["file-00007.jpg", "file-04999.jpg"]
+    assert by_blocks.open_shards == 3 and "_whole_remote" not in by_blocks.__dict__  # rows: their blocks only
+    assert by_blocks.index_of("file-00042.jpg") == 42 and "file-00042.jpg" in by_blocks
+    assert "file-05000.jpg" not in by_blocks and 3 not in by_blocks
+    with pytest.raises(KeyError, match=r"file-05000\.jpg"):
+        by_blocks.index_of("file-05000.jpg")
+    by_blocks.close()
+
+
+def test_a_keyed_sharded_records_map_reads_and_looks_keys_up_by_blocks(tmp_path, small_limit):
+    from mmap_ninja import RecordsMmap, merge
+
+    url = f"indexcountingmem://ranged-index/{uuid.uuid4().hex}"
+    for k in range(2):
+        RecordsMmap.from_dict(tmp_path / f"p{k}", {"id": [f"row-{k}-{i}" for i in range(2_000)],
+                                                   "x": np.arange(2_000) + 10_000 * k}, key="id").close()
+    merge(tmp_path / "local", [tmp_path / "p0", tmp_path / "p1"]).close()
+    upload(tmp_path / "local", url)
+    m = open_existing(url, cache_dir=tmp_path / "cache", fetch="blocks", block_size=4096)
+    assert isinstance(m.shard(1), RemoteBlockMap)
+    assert m[2_001] == {"id": "row-1-1", "x": 10_001} and m["x"][3] == 3
+    assert m.get_batch([0, 3_999])["id"] == ["row-0-0", "row-1-1999"]
+    assert m.index_of("row-1-7") == 2_007 and "row-0-5" in m and "row-2-0" not in m
+    m.close()

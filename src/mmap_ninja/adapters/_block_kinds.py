@@ -85,6 +85,10 @@ def block_class(kind_class: type[MapBase]) -> type[RemoteBlockMap]:
             namespace["to_arrow"] = _to_arrow
         if hasattr(kind_class, "fields"):
             namespace["project"] = _project
+        if hasattr(kind_class, "index_of"):  # a key index numbers the whole map's rows: no block holds it (rows are
+            # read by blocks, lookups from the map downloaded whole)
+            namespace["index_of"] = _index_of
+            namespace["__contains__"] = _contains
         for klass in kind_class.__mro__:
             if klass is MapBase or not issubclass(klass, MapBase):
                 continue
@@ -179,6 +183,19 @@ def _project(self: Any, name: str) -> ShardedMap:
     elif hasattr(projected._cls, "to_arrow"):
         projected.__class__ = _ArrowField
     return projected
+
+
+def _index_of(self: Any, key: Any) -> int:
+    """The row whose key field holds ``key``, as the kind's ``index_of``, from the map downloaded whole (on the
+    first lookup): the key index is written in place without checksum records, so its slots could not be checked
+    block by block (a damaged empty slot would read as a missing key); the whole download is checked."""
+    return int(_whole_map(self).index_of(key))
+
+
+def _contains(self: Any, key: Any) -> bool:
+    """Whether a row has the key ``key`` (a map built with ``key=<field>``), from the map downloaded whole (see
+    ``index_of``)."""
+    return key in _whole_map(self)
 
 
 def _view_attrs(self: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from mmap_ninja.containers.sharded_header import ShardInfo, TopHeader
 from mmap_ninja.errors import CacheOverLimitWarning, NotAMapError, ReadOnlyMapError
 from mmap_ninja.kinds.maps import KINDS, MapBase
 from mmap_ninja.storage.format import Header
+from mmap_ninja.storage.store import is_derived
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "FETCH_MODES", "RemoteBlockMap", "choose_fetch"]
 
@@ -66,7 +67,8 @@ def _length(header: Header) -> int:
 def choose_fetch(fetch: str, header: Header, block_size: int, url: str) -> str:
     """``"blocks"`` or ``"whole"`` for the single map whose header is ``header``: ``"auto"`` reads by blocks when
     the map's checksum records are fine-grained enough (``checksums.granularity`` at most twice the block size),
-    its columns allow it and it holds more than `AUTO_MIN_BLOCKS` blocks, else whole; ``"blocks"`` refuses a map
+    its columns allow it, it has no derived column (a key index, whose lookups read the map downloaded whole) and
+    it holds more than `AUTO_MIN_BLOCKS` blocks, else whole; ``"blocks"`` refuses a map
     that cannot be read by blocks, naming why."""
     if fetch not in FETCH_MODES:
         raise ValueError(f"fetch must be one of {', '.join(map(repr, FETCH_MODES))}, got {fetch!r}")
@@ -82,6 +84,8 @@ def choose_fetch(fetch: str, header: Header, block_size: int, url: str) -> str:
         return "whole"
     if fetch == "blocks":
         return "blocks"
+    if any(map(is_derived, header.columns)):  # a key index: its lookups read the map whole, so auto does at once
+        return "whole"
     granularity = header.checksum_granularity
     largest = max((column.length * column.dtype.itemsize for name, column in header.columns.items()
                    if name != "checksums"), default=0)

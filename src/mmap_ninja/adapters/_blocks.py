@@ -78,10 +78,8 @@ def plan_columns(header: Header, length: int) -> dict[str, tuple[str, Any]]:
     for name, column in header.columns.items():
         if name == CHECKSUMS:
             continue
-        if is_derived(name):
-            raise _BlocksUnsupported(f"it has the derived column {name!r} (a key index), which is read whole: it is "
-                                     f"written in place without checksum records, so a block of it could not be "
-                                     f"checked")
+        if is_derived(name):  # a key index: no block holds it (lookups read the map downloaded whole: `_block_kinds`)
+            continue
         prefix, base = _split(name)
         if base in ("offsets", "shape_offsets"):
             if column.length != length + 1 or column.dtype != np.dtype("<i8"):
@@ -361,9 +359,17 @@ class BlockPlan:
         table = np.array(records, dtype=RECORD_DTYPE)
         table.tofile(stage / (CHECKSUMS + COLUMN_SUFFIX))
         columns[CHECKSUMS] = Column(RECORD_DTYPE, len(table))
-        block_header = Header(kind=self.header.kind, columns=columns, attrs=self.header.attrs, id=self.header.id,
-                              commit=self.header.commit, requires=without_objects(self.header).requires,
-                              metadata=self.header.metadata, checksums=algorithm)
+        # A block is the map's rows on their own: without derived columns (a key index numbers the whole map's rows)
+        # and the attributes and features that go with them.
+        attrs, requires = self.header.attrs, without_objects(self.header).requires
+        layout = KINDS[self.header.kind].layout if self.header.kind in KINDS else None
+        if layout is not None and any(map(is_derived, self.header.columns)):
+            attrs = layout.without_derived(attrs)
+            dropped = set(layout.requires(self.header.attrs)) - set(layout.requires(attrs))
+            requires = tuple(feature for feature in requires if feature not in dropped)
+        block_header = Header(kind=self.header.kind, columns=columns, attrs=attrs, id=self.header.id,
+                              commit=self.header.commit, requires=requires, metadata=self.header.metadata,
+                              checksums=algorithm)
         (stage / HEADER_FILE).write_bytes(encode_header(block_header))
 
 

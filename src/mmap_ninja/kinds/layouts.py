@@ -127,6 +127,11 @@ class Layout:
         which the shards of one sharded map must agree on, with its keys sorted."""
         return {key: attrs[key] for key in sorted(attrs) if key not in self.derived_attrs}
 
+    def without_derived(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The attributes of a map of the same samples without its derived (``derived-``) columns: what a part of
+        its rows on their own is (a block of a map read by blocks). Most kinds have no derived column."""
+        return attrs
+
     def index_units(self, attrs: dict[str, Any]) -> dict[str, int]:
         """For each group of columns (by column-name prefix: ``""``, a records field's ``"<field>."``), how many
         bytes of its ``data`` one unit of its ``offsets`` counts: what `verify` checks the offsets against."""

@@ -145,6 +145,10 @@ class RecordsLayout(Layout):
         field = spec["field"]
         return field, field_kind(kinds[field]).keys_are_str
 
+    def without_derived(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Without the key: its index (``derived-key.slots``) numbers the rows of the whole map."""
+        return {name: value for name, value in attrs.items() if name != "key"}
+
     def fields(self, attrs: dict[str, Any]) -> list[tuple[str, str, Layout]]:
         """(name, kind, layout) of every field, in order; a CorruptMapError for a schema that is not valid."""
         fields = attrs.get("fields")
