@@ -2,6 +2,7 @@
 only, ``verify --deep`` downloads into the cache and checks every checksum, ``convert s3://b/x DST`` works."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -72,7 +73,44 @@ def test_shallow_verify_of_a_url_finds_a_truncated_object_without_downloading(tm
     assert f"{truncated.rsplit('/', 1)[1]} is truncated" in report.problems[0]
     assert main(["verify", url, "--storage-options", options]) == 1
     assert "DAMAGED" in capsys.readouterr().out
-    assert _column_gets(s3_server, bucket) == {}
+    fetched = _column_gets(s3_server, bucket)  # the index columns only (offsets, shapes), never the samples' data
+    assert fetched and not [key for key in fetched if key.rsplit("/", 1)[1].startswith(("data.", "checksums."))]
+
+
+def test_shallow_verify_of_a_url_checks_ragged_shapes_and_offsets_as_a_local_one(tmp_path, s3_server):
+    import s3fs
+
+    local = _sharded(tmp_path)
+    bucket = s3_server.bucket()
+    fs = s3fs.S3FileSystem(**s3_server.options())
+    for column, position, value, found in [("dims", 1, -2, r"sample 1 has the shape \(-2,\): a dimension is negative"),
+                                           ("dims", 0, 7, r"sample 0 has the shape \(7,\) of 7 elements, but its "
+                                                          r"offsets give it 3"),
+                                           ("offsets", 2, 1, r"offsets\.bin decreases at sample\(s\) \[1\]")]:
+        url = f"s3://{bucket}/{column}{position}"
+        upload(local, url, storage_options=s3_server.options())
+        key = _object(fs, f"{bucket}/{column}{position}/shards/shard-000001", column)
+        items = np.frombuffer(fs.cat_file(key), dtype="<i8").copy()
+        items[position] = value
+        fs.pipe_file(key, items.tobytes())  # the same size: only reading the column shows it
+        report = verify(url, storage_options=s3_server.options())
+        assert not report.ok, column
+        assert report.problems[0].startswith(f"shard 1 (shards/shard-000001, samples 3..5 of the sharded map): "
+                                             f"{url}/shards/shard-000001: ")
+        assert re.search(found, report.problems[0]), report.problems[0]
+    assert verify(local).ok
+
+
+def test_shallow_verify_of_a_url_notes_index_columns_too_large_to_fetch(tmp_path, s3_server, monkeypatch):
+    from mmap_ninja.adapters import remote_check
+
+    RaggedMmap.from_lists(tmp_path / "one", [np.arange(3)] * 4).close()
+    url = f"s3://{s3_server.bucket()}/one"
+    upload(tmp_path / "one", url, storage_options=s3_server.options())
+    monkeypatch.setattr(remote_check, "INDEX_CHECK_LIMIT", 16)
+    report = verify(url, storage_options=s3_server.options())
+    assert report.ok and report.notes == [f"{url}: its index columns (112 bytes) were not fetched, so its offsets "
+                                          f"and shapes were not checked; verify with deep=True checks them"]
 
 
 def test_deep_verify_of_a_url_downloads_into_the_cache_and_hashes_everything(tmp_path, s3_server, monkeypatch,

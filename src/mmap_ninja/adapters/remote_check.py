@@ -1,10 +1,15 @@
 """A map at a URL, described and checked: `remote_listing` (headers and object sizes, what ``mmap-ninja info``
 prints) and `verify_remote` (``mmap_ninja.verify`` and ``mmap-ninja verify`` of a URL).
 
-A description and a shallow check read the headers (``shards.json`` and every shard's ``header.json``) and list
-the objects' sizes: no column is downloaded. A deep check then downloads every map (or shard) into the cache,
-where each download is checked as `mmap_ninja.adapters.remote` checks every download, and verifies every
-checksum of the cached copy, so a copy that rotted in the cache is found too.
+A description reads the headers (``shards.json`` and every shard's ``header.json``) and lists the objects' sizes:
+no column is downloaded. A shallow check also fetches each map's (each shard's) index columns, every column but
+its data, its checksum records and its key index (the offsets, a ragged map's ``shape_offsets`` and ``dims``, an
+images map's ``shapes`` and ``formats``), when they hold at most `INDEX_CHECK_LIMIT` bytes, and checks them as a
+local shallow `verify` does (`mmap_ninja.containers.verify.index_problems`): offsets from 0, never decreasing,
+ending at the committed data; each ragged sample's shape against its offsets; each image's shape and format. A
+map with larger index columns gets a note saying they were not checked. A deep check then downloads every map
+(or shard) into the cache, where each download is checked as `mmap_ninja.adapters.remote` checks every download,
+and verifies every checksum of the cached copy, so a copy that rotted in the cache is found too.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from mmap_ninja.adapters.remote import (
 from mmap_ninja.adapters.remote_objects import column_objects
 from mmap_ninja.containers.sharded import SHARDS_FILE, ShardInfo
 from mmap_ninja.containers.sharded_header import read_top_header
-from mmap_ninja.containers.verify import Report, verify
+from mmap_ninja.containers.verify import Report, index_problems, verify
 from mmap_ninja.errors import CorruptMapError, FormatVersionError, NotAMapError, UnfinishedMapError
 from mmap_ninja.kinds.maps import KINDS
 from mmap_ninja.storage.format import HEADER_FILE, Header
-from mmap_ninja.storage.store import PathLike
+from mmap_ninja.storage.store import CHECKSUMS, PathLike, is_derived
 
-__all__ = ["RemoteListing", "RemoteMapListing", "remote_listing", "verify_remote"]
+__all__ = ["INDEX_CHECK_LIMIT", "RemoteListing", "RemoteMapListing", "remote_listing", "verify_remote"]
+
+INDEX_CHECK_LIMIT = 64 << 20
+"""The most bytes of index columns a shallow `verify_remote` fetches from one map (one shard) to check them."""
 
 
 @dataclass
@@ -127,8 +135,11 @@ def verify_remote(url: str, deep: bool = False, *, progress: bool = False,
         return report
     report.path = listing.url
     report.kind = listing.kind
+    remote = _Remote(listing.url, storage_options)
     if not listing.sharded:
         report.length = _check_listed(listing.maps[0], "", report)
+        if report.length is not None:
+            _check_index_columns(remote, "", listing.maps[0], "", report)
     else:
         report.length = sum(info.length for info in listing.shards)
         starts = np.cumsum([0] + [info.length for info in listing.shards]).tolist()
@@ -146,6 +157,8 @@ def verify_remote(url: str, deep: bool = False, *, progress: bool = False,
             elif info.id is not None and entry.header.id != info.id:
                 report.problems.append(f"{where}{entry.url} was replaced after it was added: its header id differs "
                                        f"from the one {SHARDS_FILE} records")
+            else:
+                _check_index_columns(remote, info.path, entry, where, report)
     if deep and report.ok:
         _verify_downloaded(listing, report, progress, storage_options, cache_dir)
     return report
@@ -190,6 +203,41 @@ def _check_listed(entry: RemoteMapListing, where: str, report: Report) -> Option
                                    f"commits {need}")
             sound = False
     return _length(header) if sound else None
+
+
+def _check_index_columns(remote: _Remote, rel: str, entry: RemoteMapListing, where: str, report: Report) -> None:
+    """Fetch the index columns of the map at ``rel`` (sizes checked by `_check_listed`) and check them as a local
+    shallow verify does (see the module's docstring); a note instead when they hold more than
+    `INDEX_CHECK_LIMIT` bytes."""
+    header = entry.header
+    assert header is not None
+    index_names = [name for name in header.columns
+                   if name != CHECKSUMS and not is_derived(name) and name.rsplit(".", 1)[-1] not in _NOT_INDEX]
+    nbytes = sum(header.columns[name].length * header.columns[name].dtype.itemsize for name in index_names)
+    if nbytes > INDEX_CHECK_LIMIT:
+        report.notes.append(f"{where}{entry.url}: its index columns ({nbytes} bytes) were not fetched, so its offsets "
+                            f"and shapes were not checked; verify with deep=True checks them")
+        return
+    objects = column_objects(header, entry.url)
+    ranges = [(objects[name], 0, header.columns[name].length * header.columns[name].dtype.itemsize)
+              for name in index_names]
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for name, (_, _, stop), raw in zip(index_names, ranges, remote.cat_ranges(rel, ranges)):
+        if len(raw) != stop:
+            report.problems.append(f"{where}{entry.url}/{objects[name]} holds {len(raw)} bytes where the header "
+                                   f"commits {stop}")
+            return
+        columns[name] = np.frombuffer(raw, dtype=header.columns[name].dtype)
+    for name, column in header.columns.items():  # the data the index points into: measured, never read
+        if name not in columns:
+            columns[name] = np.lib.stride_tricks.as_strided(np.zeros(1, column.dtype), (column.length,), (0,),
+                                                            writeable=False)
+    report.problems += [f"{where}{entry.url}: {problem}"
+                        for problem in index_problems(columns, header.kind, header.attrs)]
+
+
+_NOT_INDEX = ("data", "dictionary")
+"""The columns (by name, after a records field's prefix) a shallow check does not fetch: the samples' bytes."""
 
 
 def _verify_downloaded(listing: RemoteListing, report: Report, progress: bool,

@@ -19,7 +19,7 @@ from mmap_ninja.storage.checksums import RECORD_DTYPE, column_id, hasher
 from mmap_ninja.storage.format import HEADER_FILE, Header, read_header
 from mmap_ninja.storage.store import CHECKSUMS, COLUMN_SUFFIX, PathLike, absolute, is_derived, is_url
 
-__all__ = ["Report", "verify"]
+__all__ = ["Report", "index_problems", "verify"]
 
 
 @dataclass
@@ -67,7 +67,9 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
     deep verify by looking every row's key up. Raises `NotAMapError` if ``path`` holds no map.
 
     ``path`` may be a URL (``s3://bucket/path``, any fsspec URL; ``storage_options`` go to fsspec): the shallow
-    check reads the headers and the objects' sizes only; ``deep=True`` downloads every map (shard) into the cache
+    check reads the headers and the objects' sizes, and fetches the index columns (all but the samples' data, the
+    checksum records and a key index; up to 64 MiB a map, else a note says they were not checked) to check them as
+    above; ``deep=True`` downloads every map (shard) into the cache
     (``cache_dir``, as for `mmap_ninja.open_existing`) and checks every checksum of the copy
     (`mmap_ninja.adapters.remote_check.verify_remote`).
 
@@ -128,10 +130,7 @@ def verify(path: PathLike, deep: bool = False, *, progress: bool = False,
         if columns is None:
             return report
         units = cls.layout.index_units(header.attrs)
-        for prefix, unit in units.items():  # a records map's fields each have their own index
-            _check_index(columns, unit, report, prefix)
-        if report.ok:  # what the kind's columns hold beyond sound offsets (a ragged map's shapes against them)
-            report.problems += cls.layout.check_columns(columns, header.attrs)
+        report.problems += index_problems(columns, header.kind, header.attrs)
         report.length = cls.layout.count(header.lengths, header.attrs)
         if deep:
             _check_checksums(directory, header, columns, units, report, progress)
@@ -251,6 +250,24 @@ def _mapped_columns(directory: Path, header: Header, report: Report) -> Optional
             columns[name] = (np.memmap(path, dtype=column.dtype, mode="r", shape=(column.length,)) if need
                              else np.empty(0, dtype=column.dtype))
     return None if report.problems else columns
+
+
+def index_problems(columns: dict[str, np.ndarray[Any, Any]], kind: str, attrs: dict[str, Any]) -> list[str]:
+    """What a shallow `verify` finds wrong in the index of a map of ``kind`` with ``attrs`` (``columns``: its columns
+    by name, as arrays of their committed items; a data column an index points into is only measured, never read):
+    offsets that do not start at 0, decrease or do not end at the committed data (each records field's own), then
+    what the kind's layout checks beside them (``check_columns``: each ragged sample's shape against the elements
+    its offsets give, each image's shape and format code). `verify` of a map at a URL runs the same checks on
+    the index columns it fetches."""
+    from mmap_ninja.kinds.maps import KINDS
+
+    layout = KINDS[kind].layout
+    report = Report(Path())
+    for prefix, unit in layout.index_units(attrs).items():  # a records map's fields each have their own index
+        _check_index(columns, unit, report, prefix)
+    if report.ok:  # what the kind's columns hold beyond sound offsets (a ragged map's shapes against them)
+        report.problems += layout.check_columns(columns, attrs)
+    return report.problems
 
 
 def _check_index(columns: dict[str, np.ndarray[Any, Any]], unit: int, report: Report, prefix: str = "") -> None:

@@ -15,9 +15,9 @@ Subcommands:
   deleting entries, never one a live reader holds (it is kept and reported).
 
 Every subcommand understands single maps, sharded maps (a directory with ``shards.json``) and, for reading, maps
-written by 0.9.0 and maps at URLs (``s3://bucket/path``, any fsspec URL; ``--storage-options JSON``): ``info`` and
-``verify`` read their headers and object sizes only, ``verify --deep``, ``head`` and ``convert`` download through
-the cache.
+written by 0.9.0 and maps at URLs (``s3://bucket/path``, any fsspec URL; ``--storage-options JSON``): ``info`` reads
+their headers and object sizes only, ``verify`` also their index columns (offsets and shapes, not the data),
+``verify --deep``, ``head`` and ``convert`` download through the cache.
 
 A subcommand is a function ``add_<name>(subparsers)`` that declares its arguments and sets ``handler`` to a
 function of the parsed arguments returning the exit status; `COMMANDS` lists them. Errors end the command with
