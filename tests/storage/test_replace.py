@@ -140,8 +140,8 @@ def test_a_write_to_the_old_map_during_its_replacement_waits_and_is_never_lost(t
 
 
 def test_a_lock_whose_file_was_replaced_is_taken_again_on_the_current_file(tmp_path: Path) -> None:
-    """A writer that waited for the lock of a folder swapped away meanwhile holds the current folder's lock when
-    `lock_directory` returns, whichever came first (the wait or the swap)."""
+    """A writer that waited for a lock file replaced meanwhile (a folder swapped away, a creation undone) holds the
+    current lock file when `lock_directory` returns, whichever came first (the wait or the replacement)."""
     import threading
 
     from mmap_ninja.storage.dirs import _is_current, lock_directory, release
@@ -152,8 +152,11 @@ def test_a_lock_whose_file_was_replaced_is_taken_again_on_the_current_file(tmp_p
     got: list[int] = []
     waiter = threading.Thread(target=lambda: got.append(lock_directory(folder, None)))
     waiter.start()
-    os.rename(folder, tmp_path / "old")
-    folder.mkdir()
+    # One atomic rename, so that `.lock` exists at every instant: the waiter may open it before or after, never while
+    # no lock file is there (a folder renamed away, then made again, left such an instant: the waiter then failed
+    # with ENOENT about 1 run in 5).
+    (folder / "new lock").touch()
+    os.replace(folder / "new lock", folder / ".lock")
     assert not _is_current(held, folder / ".lock")  # the lock held is no longer the folder's
     release(held)
     waiter.join(timeout=600)
