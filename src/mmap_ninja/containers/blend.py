@@ -41,7 +41,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja.containers.order import ORDER_VERSION, Order, OrderFamily, older_order_pickle_message
+from mmap_ninja.containers.order import (
+    ORDER_VERSION,
+    Order,
+    OrderFamily,
+    older_order_pickle_message,
+    order_version_unchanged,
+)
 from mmap_ninja.kinds.maps import resolve_positions
 
 __all__ = ["BlendedMap", "blend"]
@@ -624,8 +630,9 @@ def _rebuild(*parameters: Any) -> BlendedMap:
 
 def _rebuild_blend(version: int, recipes: list[Any], lengths: list[int], schedule: list[tuple[int, list[float]]],
                    seed: int, length: int, max_open: int, shuffle: bool) -> BlendedMap:
-    """A `BlendedMap` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it)."""
-    if version != ORDER_VERSION:
+    """A `BlendedMap` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it; an
+    older one loads only if its sources' orders are this version's)."""
+    if not order_version_unchanged(version, lengths, shuffle):
         raise ValueError(older_order_pickle_message("BlendedMap", version))
     return BlendedMap(recipes, lengths, schedule, seed=seed, length=length, max_open_sources=max_open,
                       shuffle=shuffle)
