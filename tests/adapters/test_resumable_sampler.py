@@ -150,7 +150,7 @@ def test_a_version_2_state_loads_where_its_order_did_not_change(n: int, shuffle:
     expected.load_state_dict(state)
     older = ResumableSampler(n, rank=1, world_size=2, seed=5, shuffle=shuffle)
     older.load_state_dict({**state, "version": 2})
-    assert take(iter(older), 50) == take(iter(expected), 50)
+    assert list(older) == list(expected)
 
 
 @pytest.mark.parametrize("n", [2, 100, 1024])

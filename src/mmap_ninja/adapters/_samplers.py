@@ -100,14 +100,14 @@ class ResumableSampler(Sampler[int]):
         >>> sampler.set_epoch(1)
         >>> read = iter(sampler)
         >>> len(sampler), [next(read), next(read)]
-        (3, [0, 1])
+        (3, [1, 4])
         >>> state = sampler.state_dict()
         >>> state["epoch"], state["position"]
         (1, 4)
         >>> resumed = ResumableSampler(docs, rank=0, world_size=1, seed=0)  # restarted on one rank
         >>> resumed.load_state_dict(state)
         >>> list(resumed)  # the one index of epoch 1 no rank had read
-        [2]
+        [3]
     """
 
     n: int

@@ -656,7 +656,7 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
         >>> books = np_from_ndarray("books", np.arange(100, 110), overwrite=True)
         >>> mixed = blend([web, books], [0.8, 0.2], seed=0, length=50)
         >>> len(mixed), mixed.counts(50), mixed.source_of(0)
-        (50, [40, 10], (0, 51))
+        (50, [40, 10], (0, 42))
     """
     if isinstance(sources, (str, bytes, os.PathLike)) or not isinstance(sources, Sequence):
         raise TypeError("blend() takes a sequence of maps (or paths of maps)")
