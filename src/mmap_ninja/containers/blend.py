@@ -59,7 +59,7 @@ _ITER_CHUNK = 1024
 _STRAGGLERS = 16  # positions still descending below which a batch finishes them one by one
 _DROP_SHARE = 0.5  # a batch drops its finished rows when the rows expected to descend on are this share or fewer
 _DTYPE_OF = operator.attrgetter("dtype")
-_ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
+_ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each, up to 2 KiB for small ones)
 
 
 class _Tree:

@@ -7,15 +7,19 @@ indices would take 8 GB and minutes; an `Order` of any size takes a few hundred 
 
 How (order version 3), in two ranges of ``n``:
 
-- *Small orders* (``n <= SMALL_ORDER_MAX``, 1,024): the permutation that sorts ``n`` keyed 64-bit hashes, one per
-  index (the splitmix64 stream started at the order's first key: index ``i`` gets ``mix64(key + (i + 1) *
-  golden)``; ties, about one order in 10¹³, keep index order). I.i.d. keys give each of the ``n!`` permutations
-  the same chance, so these orders are uniform over permutations as far as the hash is random (as
-  ``torch.randperm`` / ``np.random.permutation`` are), which the network below is not on small grids. An `Order`
-  sorts its ``n`` keys once, on its first read, and keeps the permutation (2 bytes an index, at most 2 KiB:
-  constant memory); many orders at once (`OrderFamily`, `Order.take_in_epochs`) sort one row of keys per distinct
-  ``(order, epoch)`` of the batch, all rows in one NumPy call. A sort rather than a keyed Fisher-Yates: the same
-  uniformity, and a sort is one vectorized call over many rows where Fisher-Yates takes ``n`` dependent steps.
+- *Small orders* (``n <= SMALL_ORDER_MAX``, 1,024): the permutation that sorts ``n`` keyed hashes, one per index
+  (the splitmix64 stream started at the order's first key: index ``i`` gets the top 54 bits of ``mix64(key + (i +
+  1) * golden)``, with ``i`` in the 10 bits below, so that the keys are distinct and any sort orders them alike;
+  a tie of the 54 bits, about one order of 1,024 indices in 10¹⁰, keeps index order). I.i.d. keys give each of
+  the ``n!`` permutations the same chance, so these orders are uniform over permutations as far as the hash is
+  random (as ``torch.randperm`` / ``np.random.permutation`` are), which the network below is not on small grids.
+  An `Order` sorts its ``n`` keys once, on its first read, and keeps the permutation (2 bytes an index, at most
+  2 KiB: constant memory); many orders at once (`OrderFamily`, `Order.take_in_epochs`) sort one row of keys per
+  distinct ``(order, epoch)`` of the batch, rows sorted together in NumPy calls. A sort rather than a keyed
+  Fisher-Yates: the same uniformity, and a sort is one vectorized call over many rows where Fisher-Yates takes
+  ``n`` dependent steps. The cost is O(n) per distinct order read, not per position: at most 1,024 keys, paid
+  once per `Order`, or per ``(order, epoch)`` of a family's batch (a batch whose positions fall in many epochs of
+  one small order, as random reads of a blend that cycles a small source, costs up to about 15 µs a position).
 - *Larger orders*: a Feistel network over a grid of ``rows x columns`` cells (``rows = ceil(sqrt(n))``, ``columns
   = ceil(n / rows)``, so the grid holds fewer than ``rows`` cells past ``n``): position ``p`` is the cell
   ``divmod(p, columns)``, and each of six rounds adds a keyed hash of one coordinate to the other, modulo its side.
@@ -36,7 +40,7 @@ and pickles of version 2 whose orders are all of those load (`order_version_unch
 saying why, as those of version 1 are.
 
 The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators
-(integer arithmetic modulo 2**64 and a stable sort), so it is the same on every rank, worker and machine and can be
+(integer arithmetic modulo 2**64 and sorts of distinct keys), so it is the same on every rank, worker and machine and can be
 recomputed after a restart. ``shuffle=False`` gives the identity order ``range(n)``. This module needs only NumPy
 (no torch): JAX and grain users can use it too.
 """
@@ -71,7 +75,9 @@ _STRAGGLERS = 16
 _ITER_CHUNK = 4096
 # Keys sorted at once by `_small_take` (rows of one small order each): 256 KiB of keys.
 _SMALL_CHUNK = 1 << 15
-_ALL_ONES = np.uint64(_MASK64)
+# A small order's sort keys: a hash's top 54 bits above the index's 10 (SMALL_ORDER_MAX - 1 = 0x3FF).
+_INDEX_BITS = np.uint64(SMALL_ORDER_MAX - 1)
+_HASH_BITS = np.uint64(_MASK64 ^ (SMALL_ORDER_MAX - 1))
 
 
 def order_version_unchanged(version: Any, lengths: Iterable[int], shuffle: bool = True) -> bool:
@@ -247,26 +253,30 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
     return values.view(np.int64)  # below n < 2**63: the same bits
 
 
-def _small_hashes(keys: np.ndarray, width: int) -> np.ndarray:
-    """The sort keys of small orders: row ``r`` holds ``mix64(keys[r] + (i + 1) * golden)`` for ``i`` in
-    ``range(width)`` (the splitmix64 stream started at the order's first round key), for a uint64 array ``keys``."""
+def _small_keys(keys: np.ndarray, width: int) -> np.ndarray:
+    """The sort keys of small orders, for a uint64 array ``keys`` (each order's first round key): row ``r`` holds,
+    for ``i`` in ``range(width)``, the top 54 bits of ``mix64(keys[r] + (i + 1) * golden)`` (the splitmix64 stream
+    started at the key) above ``i`` in the low 10 bits. The keys of a row are distinct, so any sort orders them
+    alike (on every platform), and a tie of the hashes keeps index order; sorted, their low bits are the order."""
     steps = (np.arange(width, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN)
     with np.errstate(over="ignore"):
-        return _mix64_array(keys.reshape(-1, 1) + steps)
+        hashes = _mix64_array(keys.reshape(-1, 1) + steps)
+    np.bitwise_and(hashes, _HASH_BITS, out=hashes)
+    result: np.ndarray = np.bitwise_or(hashes, np.arange(width, dtype=np.uint64), out=hashes)
+    return result
 
 
 def _small_table(key: int, n: int) -> np.ndarray:
-    """The small order of ``n`` indices keyed by ``key`` (its first round key): the stable sort of its hashes, as
-    int16 (n <= SMALL_ORDER_MAX)."""
-    order: np.ndarray = np.argsort(_small_hashes(np.array([key], dtype=np.uint64), n)[0], kind="stable")
-    return order.astype(np.int16)
+    """The small order of ``n`` indices keyed by ``key`` (its first round key), as int16 (n <= SMALL_ORDER_MAX)."""
+    ordered = np.sort(_small_keys(np.array([key], dtype=np.uint64), n)[0])
+    return np.bitwise_and(ordered, _INDEX_BITS).astype(np.int16)
 
 
 def _small_take(keys: np.ndarray, lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """The index at ``positions[j]`` of the small order of ``lengths[j]`` indices keyed by ``keys[j]``, for every
     ``j`` (flat arrays; lengths at most `SMALL_ORDER_MAX`, positions below them), as int64: `_small_table` of each
-    distinct ``(key, length)`` once, rows sorted by length and sorted together (padded with the largest hash,
-    which a stable sort puts after every index of the row) in chunks of about `_SMALL_CHUNK` hashes."""
+    distinct ``(key, length)`` once, rows sorted by length and sorted together (padded with keys above every key
+    of the row's own indices) in chunks of about `_SMALL_CHUNK` keys."""
     keys = keys.astype(np.uint64, copy=False)
     lengths = lengths.astype(np.int64, copy=False)
     ordering = np.lexsort((keys, lengths))  # by length, then key
@@ -284,10 +294,11 @@ def _small_take(keys: np.ndarray, lengths: np.ndarray, positions: np.ndarray) ->
         cost = (ends - start) * row_lengths[ends - 1]  # hashes of the chunk [start, end): increasing with end
         end = start + max(1, int(np.searchsorted(cost, _SMALL_CHUNK, side="right")))
         width = int(row_lengths[end - 1])
-        hashes = _small_hashes(row_keys[start:end], width)
-        if int(row_lengths[start]) != width:
-            hashes[np.arange(width) >= row_lengths[start:end, None]] = _ALL_ONES
-        tables = np.argsort(hashes, axis=1, kind="stable")
+        sort_keys = _small_keys(row_keys[start:end], width)
+        if int(row_lengths[start]) != width:  # past a row's length: keys above all of its own, in index order
+            sort_keys[np.arange(width) >= row_lengths[start:end, None]] |= _HASH_BITS
+        sort_keys.sort(axis=1)
+        tables = np.bitwise_and(sort_keys, _INDEX_BITS)
         low, high = int(bounds[start]), int(bounds[end])
         row_of = np.repeat(np.arange(end - start), np.diff(bounds[start:end + 1]))
         found[low:high] = tables[row_of, sorted_positions[low:high]]
