@@ -40,9 +40,9 @@ and pickles of version 2 whose orders are all of those load (`order_version_unch
 saying why, as those of version 1 are.
 
 The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators
-(integer arithmetic modulo 2**64 and sorts of distinct keys), so it is the same on every rank, worker and machine and can be
-recomputed after a restart. ``shuffle=False`` gives the identity order ``range(n)``. This module needs only NumPy
-(no torch): JAX and grain users can use it too.
+(integer arithmetic modulo 2**64 and sorts of distinct keys), so it is the same on every rank, worker and machine
+and can be recomputed after a restart. ``shuffle=False`` gives the identity order ``range(n)``. This module needs
+only NumPy (no torch): JAX and grain users can use it too.
 """
 
 from __future__ import annotations
@@ -269,7 +269,8 @@ def _small_keys(keys: np.ndarray, width: int) -> np.ndarray:
 def _small_table(key: int, n: int) -> np.ndarray:
     """The small order of ``n`` indices keyed by ``key`` (its first round key), as int16 (n <= SMALL_ORDER_MAX)."""
     ordered = np.sort(_small_keys(np.array([key], dtype=np.uint64), n)[0])
-    return np.bitwise_and(ordered, _INDEX_BITS).astype(np.int16)
+    table: np.ndarray = np.bitwise_and(ordered, _INDEX_BITS).astype(np.int16)
+    return table
 
 
 def _small_take(keys: np.ndarray, lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
