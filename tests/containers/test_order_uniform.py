@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmap_ninja import Order
 from mmap_ninja.containers.order import ORDER_VERSION, SMALL_ORDER_MAX, OrderFamily, take_many
@@ -94,6 +96,9 @@ def test_every_order_is_a_bijection_and_take_equals_each_position(n: int) -> Non
         assert np.array_equal(np.sort(values), np.arange(n))
         assert [order[k] for k in range(n)] == values.tolist()
         assert all(type(order[k]) is int for k in range(min(n, 3)))
+        if n:
+            one = order.take(np.int64(n - 1))
+            assert type(one) is np.ndarray and one.shape == () and int(one) == order[n - 1]
         assert Order(n, seed=seed, epoch=epoch, shuffle=False).take(np.arange(n)).tolist() == list(range(n))
 
 
@@ -153,3 +158,22 @@ def test_version_2_order_pickles_load_where_the_order_did_not_change(n: int, shu
 def test_version_2_order_pickles_of_small_orders_are_refused(n: int) -> None:
     with pytest.raises(ValueError, match=r"order version 2.*order version 3.*refused"):
         pickle.loads(pickle.dumps(_Version2Order(n, 3, 4, True)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, SMALL_ORDER_MAX + 40), min_size=1, max_size=6),
+       seed=st.integers(-(2**63), 2**63 - 1), data=st.data())
+def test_property_families_and_epochs_agree_with_each_order(lengths: list[int], seed: int, data: Any) -> None:
+    seeds = [seed + k for k in range(len(lengths))]
+    count = data.draw(st.integers(1, 300))
+    members = np.array(data.draw(st.lists(st.integers(0, len(lengths) - 1), min_size=count, max_size=count)))
+    epochs = np.array(data.draw(st.lists(st.integers(0, 2**40), min_size=count, max_size=count)))
+    fractions = np.array(data.draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=count, max_size=count)))
+    positions = (fractions * np.array(lengths)[members]).astype(np.int64)
+    want = [Order(lengths[k], seed=seeds[k], epoch=e)[p]
+            for k, e, p in zip(members.tolist(), epochs.tolist(), positions.tolist())]
+    assert OrderFamily(lengths, seeds).take(members, epochs, positions).tolist() == want
+    first = Order(lengths[0], seed=seeds[0])
+    mine = members == 0
+    assert first.take_in_epochs(epochs[mine], positions[mine]).tolist() == [
+        value for value, keep in zip(want, mine.tolist()) if keep]

@@ -431,7 +431,7 @@ class Order:
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
         if self._n <= SMALL_ORDER_MAX:
-            result: np.ndarray = self._small().take(array).astype(np.int64)
+            result: np.ndarray = self._small().take(array.reshape(-1)).astype(np.int64).reshape(array.shape)
             return result
         keys = [np.uint64(key) for key in self._keys]
         return _walk(array.reshape(-1).astype(np.uint64), keys, np.uint64(self._n), np.uint64(self._rows),
