@@ -555,8 +555,8 @@ class OrderFamily:
         if self._key_table is not None and bool((epochs < self._key_epochs.take(members)).all()):
             return self.take_cached(members, epochs, positions)
         sides = self._sides.take(members, axis=1)
-        return self._walk_members(members, positions.astype(np.uint64), self._derive_keys(members, epochs), sides[0],
-                          sides[1], sides[2])
+        return self._walk_members(members, positions.astype(np.uint64), self._derive_keys(members, epochs),
+                                  sides[0], sides[1], sides[2])
 
     def take_cached(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """`take` for int64 arrays whose epochs all have cached keys (`cache_keys` returned True and covered them:
@@ -570,7 +570,7 @@ class OrderFamily:
                                   table[_ROUNDS + 2])
 
     def _walk_members(self, members: np.ndarray, values: np.ndarray, keys: Sequence[np.ndarray], n: np.ndarray,
-              rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+                      rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """`_walk` over the values of large members and `_small_take` over those of small ones (arrays of one per
         value; ``values`` is only read)."""
         small = self._small.take(members) if self._any_small else None
