@@ -177,3 +177,26 @@ def test_property_families_and_epochs_agree_with_each_order(lengths: list[int], 
     mine = members == 0
     assert first.take_in_epochs(epochs[mine], positions[mine]).tolist() == [
         value for value, keep in zip(want, mine.tolist()) if keep]
+
+
+@pytest.mark.parametrize("cache_entries", [1 << 21, 100])  # 100: the cache is emptied again and again
+def test_consecutive_batches_of_a_family_read_kept_tables_and_equal_each_order(cache_entries: int) -> None:
+    lengths, seeds = [7, 300, SMALL_ORDER_MAX, 5000], [1, 2, 3, 4]
+    family = OrderFamily(lengths, seeds)
+    family.table_cache_entries = cache_entries
+    rng = np.random.default_rng(8)
+    draws = np.zeros(len(lengths), dtype=np.int64)
+    for _ in range(30):  # as a blend reads: each member's draws go on from batch to batch, through its epochs
+        members = rng.integers(0, len(lengths), 200)
+        counts = np.bincount(members, minlength=len(lengths))
+        draw = np.empty(200, dtype=np.int64)
+        for k in range(len(lengths)):
+            draw[members == k] = draws[k] + np.arange(counts[k])
+        draws += counts
+        epochs, positions = np.divmod(draw, np.array(lengths)[members])
+        want = [Order(lengths[k], seed=seeds[k], epoch=e)[p]
+                for k, e, p in zip(members.tolist(), epochs.tolist(), positions.tolist())]
+        assert family.take(members, epochs, positions).tolist() == want
+    assert family._cached_entries > 0
+    again = pickle.loads(pickle.dumps(family))  # the cache is not pickled
+    assert again._cached_entries == 0 and again.take(members, epochs, positions).tolist() == want

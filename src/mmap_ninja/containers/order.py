@@ -15,11 +15,13 @@ How (order version 3), in two ranges of ``n``:
   random (as ``torch.randperm`` / ``np.random.permutation`` are), which the network below is not on small grids.
   An `Order` sorts its ``n`` keys once, on its first read, and keeps the permutation (2 bytes an index, at most
   2 KiB: constant memory); many orders at once (`OrderFamily`, `Order.take_in_epochs`) sort one row of keys per
-  distinct ``(order, epoch)`` of the batch, rows sorted together in NumPy calls. A sort rather than a keyed
-  Fisher-Yates: the same uniformity, and a sort is one vectorized call over many rows where Fisher-Yates takes
-  ``n`` dependent steps. The cost is O(n) per distinct order read, not per position: at most 1,024 keys, paid
-  once per `Order`, or per ``(order, epoch)`` of a family's batch (a batch whose positions fall in many epochs of
-  one small order, as random reads of a blend that cycles a small source, costs up to about 15 µs a position).
+  distinct ``(order, epoch)`` of the batch, rows sorted together in NumPy calls, and a family keeps the tables of
+  its last batches (4 MiB at most) when a batch touches few of them, as consecutive batches of a blend do. A sort
+  rather than a keyed Fisher-Yates: the same uniformity, and a sort is one vectorized call over many rows where
+  Fisher-Yates takes ``n`` dependent steps. The cost is O(n) per distinct order read, not per position: at most
+  1,024 keys (about 20 ns each), paid once per `Order`, or per ``(order, epoch)`` new to a family's batch (so a
+  batch whose positions fall in many epochs of small orders, as random reads of a blend that cycles small
+  sources, costs up to about 20 µs a position of those sources, against 0.3 µs for version 2's network).
 - *Larger orders*: a Feistel network over a grid of ``rows x columns`` cells (``rows = ceil(sqrt(n))``, ``columns
   = ceil(n / rows)``, so the grid holds fewer than ``rows`` cells past ``n``): position ``p`` is the cell
   ``divmod(p, columns)``, and each of six rounds adds a keyed hash of one coordinate to the other, modulo its side.
@@ -75,6 +77,9 @@ _STRAGGLERS = 16
 _ITER_CHUNK = 4096
 # Keys sorted at once by `_small_take` (rows of one small order each): 256 KiB of keys.
 _SMALL_CHUNK = 1 << 15
+# A family's batch touching at most this many (member, epoch) of small members reads their tables from its cache
+# (consecutive batches mostly share them); one touching more sorts them all at once, vectorized, uncached.
+_CACHED_ROWS = 256
 # A small order's sort keys: a hash's top 54 bits above the index's 10 (SMALL_ORDER_MAX - 1 = 0x3FF).
 _INDEX_BITS = np.uint64(SMALL_ORDER_MAX - 1)
 _HASH_BITS = np.uint64(_MASK64 ^ (SMALL_ORDER_MAX - 1))
@@ -503,15 +508,25 @@ class OrderFamily:
         self._key_table: Optional[np.ndarray] = None
         self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
 
+    table_cache_entries = 1 << 21
+    """Indices of small orders' tables a family keeps (int16: 4 MiB): emptied when a batch's new tables would pass
+    it."""
+
     def _set_small(self) -> None:
-        """Which members are small orders (sorted hashes, not the network), and whether any is."""
+        """Which members are small orders (sorted hashes, not the network), and whether any is; an empty cache of
+        their tables by ``(member, epoch)``."""
         self._small = (self._sides[0] <= np.uint64(SMALL_ORDER_MAX)) & self.shuffle
         self._any_small = bool(self._small.any())
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
+        self._cached_entries = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("_tables", "_cached_entries")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if "_small" not in state and "_sides" in state:  # pickled by order version 2, inside a BlockOrder (which
-            self._set_small()  # loads only if its orders did not change; one of version 1 is refused)
+        if "_sides" in state:  # (pickled by order version 2, inside a BlockOrder, which loads only if its orders did
+            self._set_small()  # not change; one of version 1 is refused)
 
     def __len__(self) -> int:
         return self._sides.shape[1]
@@ -555,7 +570,7 @@ class OrderFamily:
         if self._key_table is not None and bool((epochs < self._key_epochs.take(members)).all()):
             return self.take_cached(members, epochs, positions)
         sides = self._sides.take(members, axis=1)
-        return self._walk_members(members, positions.astype(np.uint64), self._derive_keys(members, epochs),
+        return self._walk_members(members, epochs, positions.astype(np.uint64), self._derive_keys(members, epochs),
                                   sides[0], sides[1], sides[2])
 
     def take_cached(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -566,12 +581,12 @@ class OrderFamily:
         assert self._key_table is not None, "take_cached needs cache_keys first"
         table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
         unsigned = np.asarray(positions, dtype=np.int64).view(np.uint64)  # the walk reads it, never writes it
-        return self._walk_members(members, unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1],
+        return self._walk_members(members, epochs, unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1],
                                   table[_ROUNDS + 2])
 
-    def _walk_members(self, members: np.ndarray, values: np.ndarray, keys: Sequence[np.ndarray], n: np.ndarray,
-                      rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """`_walk` over the values of large members and `_small_take` over those of small ones (arrays of one per
+    def _walk_members(self, members: np.ndarray, epochs: np.ndarray, values: np.ndarray, keys: Sequence[np.ndarray],
+                      n: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """`_walk` over the values of large members and `_small_orders` over those of small ones (arrays of one per
         value; ``values`` is only read)."""
         small = self._small.take(members) if self._any_small else None
         if small is None or not small.any():
@@ -581,7 +596,41 @@ class OrderFamily:
         if len(large):
             result[large] = _walk(values[large], [key[large] for key in keys], n[large], rows[large], columns[large])
         picked = np.flatnonzero(small)
-        result[picked] = _small_take(keys[0][picked], n[picked], values[picked])
+        result[picked] = self._small_orders(members[picked], epochs[picked], keys[0][picked], n[picked],
+                                            values[picked])
+        return result
+
+    def _small_orders(self, members: np.ndarray, epochs: np.ndarray, keys: np.ndarray, n: np.ndarray,
+                      positions: np.ndarray) -> np.ndarray:
+        """The indices at ``positions`` of small members' orders (arrays of one per value; ``keys`` the first round
+        key of each value's order): from the tables of each distinct ``(member, epoch)``, cached, when there are at
+        most `_CACHED_ROWS` of them, else `_small_take` (sorting them all at once)."""
+        ordering = np.lexsort((epochs, members))
+        sorted_members, sorted_epochs = members[ordering], epochs[ordering]
+        fresh = np.ones(len(ordering), dtype=bool)
+        fresh[1:] = (sorted_members[1:] != sorted_members[:-1]) | (sorted_epochs[1:] != sorted_epochs[:-1])
+        firsts = np.flatnonzero(fresh)
+        if len(firsts) > _CACHED_ROWS:
+            return _small_take(keys, n, positions)
+        pairs = list(zip(sorted_members[firsts].tolist(), sorted_epochs[firsts].tolist()))
+        cache = self._tables
+        tables = [cache.get(pair) for pair in pairs]
+        missing = [row for row, table in enumerate(tables) if table is None]
+        if missing:
+            starts = ordering[firsts[missing]]  # a value of each missing order: its key and length
+            built = [_small_table(key, length) for key, length in zip(keys[starts].tolist(), n[starts].tolist())]
+            if self._cached_entries + sum(len(table) for table in built) > self.table_cache_entries:
+                cache = self._tables = {}  # a new dict (a concurrent reader keeps the old one)
+                self._cached_entries = 0
+            for row, table in zip(missing, built):
+                tables[row] = cache[pairs[row]] = table
+                self._cached_entries += len(table)
+        ready = [table for table in tables if table is not None]  # every one, by now
+        offsets = np.cumsum([0, *[len(table) for table in ready[:-1]]])
+        rows = np.cumsum(fresh) - 1
+        found = np.concatenate(ready)[offsets[rows] + positions[ordering].astype(np.int64)]
+        result = np.empty(len(ordering), dtype=np.int64)
+        result[ordering] = found
         return result
 
 
