@@ -13,9 +13,10 @@ before and after. Workloads:
   random positions: the network, which version 3 kept for ``n > 1,024``;
 - ``Order(1000)[k]`` and ``take`` of 1,024 positions on an order already read once (version 3 reads its sorted
   table), and a fresh ``Order(1000)`` read once (version 3 sorts its 1,000 hashes then);
-- ``OrderFamily.take`` of 1,024 random ``(member, epoch, position)`` over 100 members of 10⁹ (a blend's batches),
-  and over one member of 1,000 in 1,024 distinct epochs (version 3's worst case: a row of 1,000 hashes sorted per
-  position; consecutive positions of a blend share their epochs and cost far less).
+- ``OrderFamily.take`` of 1,024 random ``(member, epoch, position)`` over 100 members of 10⁹ (a blend's batches);
+  over 100 members of 1,000 in one epoch each (as consecutive batches of a blend of small sources: version 3 keeps
+  their tables); and over one member of 1,000 in 1,024 distinct epochs (version 3's worst case: a row of 1,000
+  hashes sorted per position, as random reads of a blend cycling a small source).
 """
 
 from __future__ import annotations
@@ -87,12 +88,17 @@ def workloads() -> list[Workload]:
         family = module.OrderFamily([1000], [5])
         return lambda: family.take(np.zeros(1024, dtype=np.int64), distinct_epochs, small_batch)
 
+    def family_small_kept(module: ModuleType) -> Callable[[], Any]:
+        family = module.OrderFamily([1000] * 100, list(range(100)))
+        return lambda: family.take(members, np.zeros(1024, dtype=np.int64), small_batch)
+
     return [("Order(1e9)[k]", 2000, scalar(10**9, large_positions)),
             ("Order(1e9).take(1024)", 1024, take(10**9, batch)),
             ("Order(1000)[k], table kept", 2000, scalar(1000, small_positions)),
             ("Order(1000).take(1024), table kept", 1024, take(1000, small_batch)),
             ("fresh Order(1000), one read", 20, fresh_small),
             ("OrderFamily 100 x 1e9, take(1024)", 1024, family_large),
+            ("OrderFamily 100 x 1000, one epoch each", 1024, family_small_kept),
             ("OrderFamily 1 x 1000, 1024 epochs", 1024, family_small)]
 
 
