@@ -128,7 +128,7 @@ def test_state_is_small_json_and_versioned() -> None:
     take(iter(sampler), 5)
     state = sampler.state_dict()
     assert len(json.dumps(state)) <= 256
-    assert state["version"] == 2 and state["position"] == 5 * 1024 and state["epoch"] == 10**6
+    assert state["version"] == 3 and state["position"] == 5 * 1024 and state["epoch"] == 10**6
 
 
 def test_a_state_of_the_older_order_is_refused_clearly() -> None:
@@ -137,6 +137,27 @@ def test_a_state_of_the_older_order_is_refused_clearly() -> None:
     state = {**ResumableSampler(10).state_dict(), "version": 1}
     with pytest.raises(ValueError, match=r"version 1 was saved by an older mmap_ninja whose shuffled order"):
         ResumableSampler(10).load_state_dict(state)
+
+
+@pytest.mark.parametrize(("n", "shuffle"), [(1025, True), (10**6, True), (100, False)])
+def test_a_version_2_state_loads_where_its_order_did_not_change(n: int, shuffle: bool) -> None:
+    # Order version 3 kept version 2's orders of more than 1,024 indices (and unshuffled ones): such states resume.
+    sampler = ResumableSampler(n, rank=1, world_size=2, seed=5, shuffle=shuffle)
+    sampler.set_epoch(3)
+    take(iter(sampler), 7)
+    state = sampler.state_dict()
+    expected = ResumableSampler(n, rank=1, world_size=2, seed=5, shuffle=shuffle)
+    expected.load_state_dict(state)
+    older = ResumableSampler(n, rank=1, world_size=2, seed=5, shuffle=shuffle)
+    older.load_state_dict({**state, "version": 2})
+    assert list(older) == list(expected)
+
+
+@pytest.mark.parametrize("n", [2, 100, 1024])
+def test_a_version_2_state_of_a_small_shuffled_dataset_is_refused(n: int) -> None:
+    state = {**ResumableSampler(n, seed=5).state_dict(), "version": 2}
+    with pytest.raises(ValueError, match=r"version 2 was saved by an older mmap_ninja.*order version 3.*refused"):
+        ResumableSampler(n, seed=5).load_state_dict(state)
 
 
 def test_a_state_for_another_length_is_refused_naming_both() -> None:

@@ -140,6 +140,21 @@ def test_a_state_of_another_map_or_budget_is_refused(tmp_path):
         TokenBudgetBatchSampler(tokens, 64).load_state_dict({"version": 99})
     with pytest.raises(ValueError, match="older mmap_ninja whose shuffled order"):
         TokenBudgetBatchSampler(tokens, 64).load_state_dict({**state, "version": 1})
+    # version 2 (order version 2): its orders of 10 documents differ from version 3's
+    assert state["version"] == 3
+    with pytest.raises(ValueError, match="version 2 was saved by an older mmap_ninja whose shuffled order"):
+        TokenBudgetBatchSampler(tokens, 64).load_state_dict({**state, "version": 2})
+
+
+def test_a_version_2_state_of_more_than_1024_documents_loads(tmp_path):
+    tokens = token_map(tmp_path / "m", [3] * 1100)  # orders of 1,100 indices: version 2's order is version 3's
+    sampler = TokenBudgetBatchSampler(tokens, 30, seed=4)
+    batches = iter(sampler)
+    first = [next(batches) for _ in range(5)]
+    state = sampler.state_dict()
+    resumed = TokenBudgetBatchSampler(tokens, 30, seed=4)
+    resumed.load_state_dict({**state, "version": 2})
+    assert first + list(resumed) == list(TokenBudgetBatchSampler(tokens, 30, seed=4))
 
 
 def test_a_state_at_the_epochs_end_then_the_next_epoch(tmp_path):

@@ -308,6 +308,8 @@ def test_sampler_on_a_map_state_resume_skip_and_refusals(tmp_path: Path) -> None
         BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "version": 1})
     with pytest.raises(ValueError, match="version 99 is not supported"):
         BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "version": 99})
+    with pytest.raises(ValueError, match="version 2 was saved by an older mmap_ninja whose shuffled order"):
+        BlockShuffleSampler(m, 128, window_blocks=2).load_state_dict({**state, "version": 2})  # small windows
     with pytest.raises(ValueError, match="window_blocks"):
         BlockShuffleSampler(m, 128, window_blocks=0)
 
@@ -470,3 +472,20 @@ def test_a_state_saved_before_striping_continues_its_own_deal_then_epochs_are_st
     for sampler in samplers:
         sampler.set_epoch(1)
     assert [len(sampler) for sampler in samplers] == [3] * 4
+
+
+def test_a_version_2_state_loads_where_every_order_of_the_layout_did_not_change() -> None:
+    # One block of 2,000 samples: its windows' orders have more than 1,024 indices, which version 3 kept as they were
+    # (and an order of one block is the identity), so a version-2 state still resumes exactly.
+    layout = BlockLayout([0, 2000])
+    sampler = BlockShuffleSampler(layout, window_blocks=2, seed=3, rank=0, world_size=2)
+    sampler.set_epoch(1)
+    stream = iter(sampler)
+    first = [next(stream) for _ in range(100)]
+    state = sampler.state_dict()
+    assert state["version"] == 3
+    resumed = BlockShuffleSampler(layout, window_blocks=2, seed=3, rank=0, world_size=2)
+    resumed.load_state_dict({**state, "version": 2})
+    whole = BlockShuffleSampler(layout, window_blocks=2, seed=3, rank=0, world_size=2)
+    whole.set_epoch(1)
+    assert first + list(resumed) == list(whole)

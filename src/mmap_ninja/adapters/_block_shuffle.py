@@ -28,7 +28,14 @@ from typing import Any, Optional
 import numpy as np
 
 from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler
-from mmap_ninja.containers.block_order import DEFAULT_WINDOW_BLOCKS, BlockLayout, BlockOrder, block_layout
+from mmap_ninja.containers.block_order import (
+    DEFAULT_WINDOW_BLOCKS,
+    BlockLayout,
+    BlockOrder,
+    block_layout,
+    block_order_lengths,
+    block_orders_unchanged,
+)
 from mmap_ninja.containers.order import older_order_message
 
 __all__ = ["BlockShuffleSampler"]
@@ -146,6 +153,11 @@ class BlockShuffleSampler(ResumableSampler):
             self._deal(order.with_parts(1), whole, None)
         else:
             self._deal(order, whole, order.part_bounds)
+
+    @staticmethod
+    def _order_lengths(state: dict[str, Any]) -> list[int] | None:
+        layout = state.get("layout")
+        return block_order_lengths(layout) if isinstance(layout, BlockLayout) else None
 
     def _set_order(self) -> None:
         if self._order.epoch != self.epoch or self._order.seed != self.seed:
@@ -288,11 +300,12 @@ class BlockShuffleSampler(ResumableSampler):
         if missing:
             raise ValueError(f"not a BlockShuffleSampler state: missing {', '.join(missing)} (a ResumableSampler's "
                              f"state has another order)")
-        if state.get("version") == 1:
-            raise ValueError(older_order_message("BlockShuffleSampler", 1))
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"BlockShuffleSampler state version {state.get('version')!r} is not supported (this "
-                             f"mmap_ninja reads version {STATE_VERSION})")
+        version = state.get("version")
+        if version == 1 or (version == 2 and not block_orders_unchanged(2, self.layout)):
+            raise ValueError(older_order_message("BlockShuffleSampler", version))
+        if version not in (2, STATE_VERSION):
+            raise ValueError(f"BlockShuffleSampler state version {version!r} is not supported (this "
+                             f"mmap_ninja reads versions 2 and {STATE_VERSION})")
         mine = (self.block_bytes, self.layout.num_blocks, self.window_blocks)
         theirs = (int(state["block_bytes"]), int(state["blocks"]), int(state["window_blocks"]))
         if theirs != mine:

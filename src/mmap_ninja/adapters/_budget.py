@@ -22,11 +22,17 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from mmap_ninja.adapters._samplers import resolve_rank
-from mmap_ninja.containers.order import ORDER_VERSION, Order, older_order_message, refuse_older_order_state
+from mmap_ninja.containers.order import (
+    ORDER_VERSION,
+    Order,
+    older_order_message,
+    order_version_unchanged,
+    refuse_older_order_state,
+)
 
 __all__ = ["PaddingReport", "TokenBudgetBatchSampler"]
 
-STATE_VERSION = 2  # 2: Order version 2 (version 1 states index another order and are refused)
+STATE_VERSION = 3  # the order version of its orders: 1 is refused, 2 loaded where its order is 3's (large n)
 DEFAULT_POOL_SIZE = 1 << 16
 # Lengths are checked against max_tokens this many at a time (bounded memory at construction).
 _SCAN_CHUNK = 1 << 20
@@ -119,7 +125,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A pickle of another order version (version 1's has no "_order_version") would give other orders.
-        refuse_older_order_state(type(self).__name__, state)
+        refuse_older_order_state(type(self).__name__, state, [int(state["n"])] if "n" in state else None,
+                                 bool(state.get("shuffle", True)))
         self.__dict__.update(state)
 
     def _refuse_long_samples(self) -> None:
@@ -272,10 +279,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from `state_dict`, on this or another world size) at the next iteration."""
-        if isinstance(state, dict) and state.get("version") == 1:
-            raise ValueError(older_order_message("TokenBudgetBatchSampler", 1))
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not a TokenBudgetBatchSampler state of version {STATE_VERSION}: {state!r:.200}")
+        version = state.get("version") if isinstance(state, dict) else None
+        if version == 1 or (version == 2 and not order_version_unchanged(2, [self.n], bool(state.get("shuffle")))):
+            raise ValueError(older_order_message("TokenBudgetBatchSampler", version))
+        if not isinstance(state, dict) or version not in (2, STATE_VERSION):
+            raise ValueError(f"not a TokenBudgetBatchSampler state of version 2 or {STATE_VERSION}: {state!r:.200}")
         for key in ("n", "max_tokens", "pool_size"):
             if state[key] != getattr(self, key):
                 what = "samples" if key == "n" else key

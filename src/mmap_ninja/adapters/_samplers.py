@@ -24,11 +24,17 @@ import numpy as np
 import torch.distributed
 from torch.utils.data import Sampler
 
-from mmap_ninja.containers.order import ORDER_VERSION, Order, older_order_message, refuse_older_order_state
+from mmap_ninja.containers.order import (
+    ORDER_VERSION,
+    Order,
+    older_order_message,
+    order_version_unchanged,
+    refuse_older_order_state,
+)
 
 __all__ = ["ResumableSampler", "resolve_rank"]
 
-STATE_VERSION = 2  # 2: Order version 2 (version 1 states index another order and are refused)
+STATE_VERSION = 3  # the order version of its orders: 1 is refused, 2 loaded where its order is 3's (large n)
 _STATE_KEYS = ("version", "n", "seed", "shuffle", "drop_last", "epoch", "position")
 _CHUNK = 1024  # positions computed at once by a running iterator
 
@@ -94,14 +100,14 @@ class ResumableSampler(Sampler[int]):
         >>> sampler.set_epoch(1)
         >>> read = iter(sampler)
         >>> len(sampler), [next(read), next(read)]
-        (3, [0, 1])
+        (3, [1, 4])
         >>> state = sampler.state_dict()
         >>> state["epoch"], state["position"]
         (1, 4)
         >>> resumed = ResumableSampler(docs, rank=0, world_size=1, seed=0)  # restarted on one rank
         >>> resumed.load_state_dict(state)
         >>> list(resumed)  # the one index of epoch 1 no rank had read
-        [2]
+        [3]
     """
 
     n: int
@@ -138,8 +144,14 @@ class ResumableSampler(Sampler[int]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A pickle of another order version (version 1's has no "_order_version") would give other orders.
-        refuse_older_order_state(type(self).__name__, state)
+        refuse_older_order_state(type(self).__name__, state, self._order_lengths(state),
+                                 bool(state.get("shuffle", True)))
         self.__dict__.update(state)
+
+    @staticmethod
+    def _order_lengths(state: dict[str, Any]) -> list[int] | None:
+        """The lengths of the orders a sampler of this pickled ``state`` computes (its dataset's length)."""
+        return [int(state["n"])] if "n" in state else None
 
     def __len__(self) -> int:
         """Indices per rank in a whole epoch (``DistributedSampler``'s count)."""
@@ -241,7 +253,7 @@ class ResumableSampler(Sampler[int]):
         if missing:
             raise ValueError(f"not a ResumableSampler state: missing {', '.join(missing)} (got keys {sorted(state)})")
         version = state["version"]
-        if version == 1:
+        if version == 1 or (version == 2 and not order_version_unchanged(2, [int(state["n"])], bool(state["shuffle"]))):
             raise ValueError(older_order_message("ResumableSampler", version))
         if not isinstance(version, int) or not 2 <= version <= STATE_VERSION:
             raise ValueError(f"ResumableSampler state version {version!r} is not supported (this mmap_ninja reads "

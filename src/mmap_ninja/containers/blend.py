@@ -41,7 +41,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja.containers.order import ORDER_VERSION, Order, OrderFamily, older_order_pickle_message
+from mmap_ninja.containers.order import (
+    ORDER_VERSION,
+    Order,
+    OrderFamily,
+    older_order_pickle_message,
+    order_version_unchanged,
+)
 from mmap_ninja.kinds.maps import resolve_positions
 
 __all__ = ["BlendedMap", "blend"]
@@ -53,7 +59,7 @@ _ITER_CHUNK = 1024
 _STRAGGLERS = 16  # positions still descending below which a batch finishes them one by one
 _DROP_SHARE = 0.5  # a batch drops its finished rows when the rows expected to descend on are this share or fewer
 _DTYPE_OF = operator.attrgetter("dtype")
-_ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each)
+_ORDER_CACHE = 4096  # per-(source, source epoch) orders kept (a few hundred bytes each, up to 2 KiB for small ones)
 
 
 class _Tree:
@@ -624,8 +630,9 @@ def _rebuild(*parameters: Any) -> BlendedMap:
 
 def _rebuild_blend(version: int, recipes: list[Any], lengths: list[int], schedule: list[tuple[int, list[float]]],
                    seed: int, length: int, max_open: int, shuffle: bool) -> BlendedMap:
-    """A `BlendedMap` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it)."""
-    if version != ORDER_VERSION:
+    """A `BlendedMap` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it; an
+    older one loads only if its sources' orders are this version's)."""
+    if not order_version_unchanged(version, lengths, shuffle):
         raise ValueError(older_order_pickle_message("BlendedMap", version))
     return BlendedMap(recipes, lengths, schedule, seed=seed, length=length, max_open_sources=max_open,
                       shuffle=shuffle)
@@ -649,7 +656,7 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
         >>> books = np_from_ndarray("books", np.arange(100, 110), overwrite=True)
         >>> mixed = blend([web, books], [0.8, 0.2], seed=0, length=50)
         >>> len(mixed), mixed.counts(50), mixed.source_of(0)
-        (50, [40, 10], (0, 51))
+        (50, [40, 10], (0, 42))
     """
     if isinstance(sources, (str, bytes, os.PathLike)) or not isinstance(sources, Sequence):
         raise TypeError("blend() takes a sequence of maps (or paths of maps)")

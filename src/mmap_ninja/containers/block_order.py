@@ -35,6 +35,7 @@ from mmap_ninja.containers.order import (
     Order,
     OrderFamily,
     _mix64,
+    order_version_unchanged,
     refuse_older_order_state,
 )
 
@@ -238,7 +239,9 @@ class BlockOrder:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A pickle of another order version (version 1's has no "_order_version") would give other orders.
-        refuse_older_order_state(type(self).__name__, state)
+        layout = state.get("layout")
+        refuse_older_order_state(type(self).__name__, state,
+                                 block_order_lengths(layout) if isinstance(layout, BlockLayout) else None)
         self.__dict__.update(state)
 
     def __init__(self, layout: BlockLayout, *, window_blocks: int = DEFAULT_WINDOW_BLOCKS, seed: int = 0,
@@ -325,6 +328,20 @@ class BlockOrder:
     def __iter__(self) -> Iterator[int]:
         for start in range(0, len(self), 4096):
             yield from self.take(np.arange(start, min(start + 4096, len(self)), dtype=np.int64)).tolist()
+
+
+def block_order_lengths(layout: BlockLayout) -> list[int]:
+    """Lengths that bound the orders a `BlockOrder` of ``layout`` computes, for `order_version_unchanged`: the
+    blocks' order, and each window's (whole blocks, so at least the smallest block's samples; 2 stands for any
+    small window, as windows of one-sample blocks can hold several)."""
+    sizes = np.diff(layout.bounds)
+    return [layout.num_blocks, max(int(sizes.min()) if len(sizes) else 0, 2)]
+
+
+def block_orders_unchanged(version: Any, layout: BlockLayout) -> bool:
+    """Whether every `BlockOrder` of ``layout`` (any window, epoch or parts) computed by order ``version`` is this
+    version's (see `mmap_ninja.containers.order.order_version_unchanged`)."""
+    return order_version_unchanged(version, block_order_lengths(layout))
 
 
 def shuffle_quality(order: Any, block_of: Any, batch_size: int) -> dict[str, float]:

@@ -5,33 +5,63 @@
 indices would take 8 GB and minutes; an `Order` of any size takes a few hundred bytes and opens at once).
 ``order.take(positions)`` computes many positions at once with NumPy.
 
-How: a Feistel network over a grid of ``rows x columns`` cells (``rows = ceil(sqrt(n))``, ``columns =
-ceil(n / rows)``, so the grid holds fewer than ``rows`` cells past ``n``): position ``p`` is the cell ``divmod(p,
-columns)``, and each of six rounds adds a keyed hash of one coordinate to the other, modulo its side. The round keys
-come from ``(seed, epoch)`` through a 64-bit mixing function. A value that falls outside ``range(n)`` is sent
-through the network again ("cycle walking") until it lands inside, which keeps the map a bijection of ``range(n)``;
-as the grid is at most ``1 / columns`` (about ``1 / sqrt(n)``) larger than ``n``, nearly every value lands at the
-first pass, so a batch needs one vectorized pass (version 2 of the order; version 1, a network over the smallest
-power of two ``>= n``, needed up to twice as many passes per value and several per batch).
+How (order version 3), in two ranges of ``n``:
 
-The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators,
-so it is the same on every rank, worker and machine and can be recomputed after a restart. ``shuffle=False``
-gives the identity order ``range(n)``. This module needs only NumPy (no torch): JAX and grain users can use it too.
+- *Small orders* (``n <= SMALL_ORDER_MAX``, 1,024): the permutation that sorts ``n`` keyed hashes, one per index
+  (the splitmix64 stream started at the order's first key: index ``i`` gets the top 54 bits of ``mix64(key + (i +
+  1) * golden)``, with ``i`` in the 10 bits below, so that the keys are distinct and any sort orders them alike;
+  a tie of the 54 bits, about one order of 1,024 indices in 10¹⁰, keeps index order). I.i.d. keys give each of
+  the ``n!`` permutations the same chance, so these orders are uniform over permutations as far as the hash is
+  random (as ``torch.randperm`` / ``np.random.permutation`` are), which the network below is not on small grids.
+  An `Order` sorts its ``n`` keys once, on its first read, and keeps the permutation (2 bytes an index, at most
+  2 KiB: constant memory); many orders at once (`OrderFamily`, `Order.take_in_epochs`) sort one row of keys per
+  distinct ``(order, epoch)`` of the batch, rows sorted together in NumPy calls, and a family keeps the tables of
+  its last batches (4 MiB at most) when a batch touches few of them, as consecutive batches of a blend do. A sort
+  rather than a keyed Fisher-Yates: the same uniformity, and a sort is one vectorized call over many rows where
+  Fisher-Yates takes ``n`` dependent steps. The cost is O(n) per distinct order read, not per position: at most
+  1,024 keys (about 20 ns each), paid once per `Order`, or per ``(order, epoch)`` new to a family's batch (so a
+  batch whose positions fall in many epochs of small orders, as random reads of a blend that cycles small
+  sources, costs up to about 20 µs a position of those sources, against 0.3 µs for version 2's network).
+- *Larger orders*: a Feistel network over a grid of ``rows x columns`` cells (``rows = ceil(sqrt(n))``, ``columns
+  = ceil(n / rows)``, so the grid holds fewer than ``rows`` cells past ``n``): position ``p`` is the cell
+  ``divmod(p, columns)``, and each of six rounds adds a keyed hash of one coordinate to the other, modulo its side.
+  The round keys come from ``(seed, epoch)`` through a 64-bit mixing function. A value that falls outside
+  ``range(n)`` is sent through the network again ("cycle walking") until it lands inside, which keeps the map a
+  bijection of ``range(n)``; as the grid is at most ``1 / columns`` (about ``1 / sqrt(n)``) larger than ``n``,
+  nearly every value lands at the first pass, so a batch needs one vectorized pass.
+
+Versions. Version 1 ran the network over the smallest power of two ``>= n`` (up to twice as many passes per value,
+several per batch). Version 2 ran the grid network above for every ``n``; on small grids six rounds leave the order
+far from uniform over permutations (over 3,000 seeds, the 120 orders of 5 indices came 1 to 67 times each instead
+of 25; 583 of the 720 orders of 6 indices were reached), and positions sharing a grid column kept their relative
+order too often (measured up to sides of about 16: ``n`` near 300). Version 3 sorts keys for ``n <= 1,024`` and
+keeps version 2's network, unchanged, above: over 10⁶ seeds, the relative order of four positions of one grid
+square of ``n = 1,025`` (sides 33 x 32) showed no deviation from uniform (chi-square 21 for 23 degrees of
+freedom). So an order of version 2 equals version 3's when ``n > 1,024``, ``n <= 1`` or ``shuffle=False``: states
+and pickles of version 2 whose orders are all of those load (`order_version_unchanged`); others are refused,
+saying why, as those of version 1 are.
+
+The order depends only on ``(n, seed, epoch, shuffle)``, never on the platform or NumPy's random generators
+(integer arithmetic modulo 2**64 and sorts of distinct keys), so it is the same on every rank, worker and machine
+and can be recomputed after a restart. ``shuffle=False`` gives the identity order ``range(n)``. This module needs
+only NumPy (no torch): JAX and grain users can use it too.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["ORDER_VERSION", "Order", "OrderFamily", "older_order_message", "older_order_pickle_message",
-           "refuse_older_order_state"]
+__all__ = ["ORDER_VERSION", "SMALL_ORDER_MAX", "Order", "OrderFamily", "older_order_message",
+           "older_order_pickle_message", "order_version_unchanged", "refuse_older_order_state"]
 
-ORDER_VERSION = 2  # which algorithm computes the orders: states saved with another one cannot be resumed exactly
+ORDER_VERSION = 3  # which algorithm computes the orders: states saved with another one cannot be resumed exactly
+SMALL_ORDER_MAX = 1 << 10
+"""Orders of at most this many indices sort keyed hashes (uniform over permutations); larger ones run the network."""
 
 _MASK64 = (1 << 64) - 1
 _ROUNDS = 6
@@ -45,30 +75,58 @@ _NETWORK_CONSTANTS = tuple(np.array(value, dtype=np.uint64) for value in (_MUL1,
 _STRAGGLERS = 16
 # How many positions `__iter__` computes at once.
 _ITER_CHUNK = 4096
+# Keys sorted at once by `_small_take` (rows of one small order each): 256 KiB of keys.
+_SMALL_CHUNK = 1 << 15
+# A family's batch touching at most this many (member, epoch) of small members reads their tables from its cache
+# (consecutive batches mostly share them); one touching more sorts them all at once, vectorized, uncached.
+_CACHED_ROWS = 256
+# A small order's sort keys: a hash's top 54 bits above the index's 10 (SMALL_ORDER_MAX - 1 = 0x3FF).
+_INDEX_BITS = np.uint64(SMALL_ORDER_MAX - 1)
+_HASH_BITS = np.uint64(_MASK64 ^ (SMALL_ORDER_MAX - 1))
+
+
+def order_version_unchanged(version: Any, lengths: Iterable[int], shuffle: bool = True) -> bool:
+    """Whether orders of ``lengths`` indices computed by order ``version`` are this version's: always for this
+    version; for version 2, when they are not shuffled or every length is above `SMALL_ORDER_MAX` or below 2
+    (version 3 kept version 2's network there); never for version 1."""
+    if version == ORDER_VERSION:
+        return True
+    return version == 2 and (not shuffle or all(n > SMALL_ORDER_MAX or n <= 1 for n in lengths))
+
+
+_KEPT = (f"(orders of more than {SMALL_ORDER_MAX} indices did not change since order version 2: its states and "
+         f"pickles of those still load)")
 
 
 def older_order_message(what: str, version: Any) -> str:
     """The error of a sampler asked to load a state saved with an older order algorithm (``version``)."""
     return (f"{what} state version {version!r} was saved by an older mmap_ninja whose shuffled order "
-            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}): resuming it would silently "
-            f"read other samples, so it is refused; start the epoch again, or resume with the mmap_ninja that saved it")
+            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}) for this state's dataset: "
+            f"resuming it would silently read other samples, so it is refused; start the epoch again, or resume with "
+            f"the mmap_ninja that saved it {_KEPT}")
 
 
 def older_order_pickle_message(what: str, version: Any) -> str:
     """The error of unpickling ``what`` (an `Order`, or an object whose order comes from one) pickled by an
     mmap_ninja whose order algorithm was ``version``."""
     return (f"this {what} was pickled by an older mmap_ninja (order version {version!r}) whose shuffled order "
-            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}): loading it would silently "
-            f"give another order of the samples, so it is refused; build it again (and start the epoch again), or "
-            f"load it with the mmap_ninja that pickled it")
+            f"(mmap_ninja.Order) differs from this one's (order version {ORDER_VERSION}) for its orders: loading it "
+            f"would silently give another order of the samples, so it is refused; build it again (and start the "
+            f"epoch again), or load it with the mmap_ninja that pickled it {_KEPT}")
 
 
-def refuse_older_order_state(what: str, state: dict[str, Any]) -> None:
-    """Raise `ValueError` if a pickled ``state`` (an object's ``__dict__``) was saved without this order version
-    (``state["_order_version"]``; pickles of version 1 have no such key)."""
+def refuse_older_order_state(what: str, state: dict[str, Any], lengths: Optional[Iterable[int]] = None,
+                             shuffle: bool = True) -> None:
+    """Raise `ValueError` if a pickled ``state`` (an object's ``__dict__``) was saved by another order version
+    (``state["_order_version"]``; pickles of version 1 have no such key) whose orders differ from this one's.
+    ``lengths`` are the lengths of every order the object computes (None: not known, so only this version loads);
+    a state of an older version whose orders did not change (`order_version_unchanged`) is marked as this one's."""
     version = state.get("_order_version", 1)
-    if version != ORDER_VERSION:
+    if version == ORDER_VERSION:
+        return
+    if lengths is None or not order_version_unchanged(version, lengths, shuffle):
         raise ValueError(older_order_pickle_message(what, version))
+    state["_order_version"] = ORDER_VERSION
 
 
 def _mix64(value: int) -> int:
@@ -200,6 +258,62 @@ def _walk(values: np.ndarray, keys: Sequence[Any], n: Any, rows: Any, columns: A
     return values.view(np.int64)  # below n < 2**63: the same bits
 
 
+def _small_keys(keys: np.ndarray, width: int) -> np.ndarray:
+    """The sort keys of small orders, for a uint64 array ``keys`` (each order's first round key): row ``r`` holds,
+    for ``i`` in ``range(width)``, the top 54 bits of ``mix64(keys[r] + (i + 1) * golden)`` (the splitmix64 stream
+    started at the key) above ``i`` in the low 10 bits. The keys of a row are distinct, so any sort orders them
+    alike (on every platform), and a tie of the hashes keeps index order; sorted, their low bits are the order."""
+    steps = (np.arange(width, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN)
+    with np.errstate(over="ignore"):
+        hashes = _mix64_array(keys.reshape(-1, 1) + steps)
+    np.bitwise_and(hashes, _HASH_BITS, out=hashes)
+    result: np.ndarray = np.bitwise_or(hashes, np.arange(width, dtype=np.uint64), out=hashes)
+    return result
+
+
+def _small_table(key: int, n: int) -> np.ndarray:
+    """The small order of ``n`` indices keyed by ``key`` (its first round key), as int16 (n <= SMALL_ORDER_MAX)."""
+    ordered = np.sort(_small_keys(np.array([key], dtype=np.uint64), n)[0])
+    table: np.ndarray = np.bitwise_and(ordered, _INDEX_BITS).astype(np.int16)
+    return table
+
+
+def _small_take(keys: np.ndarray, lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The index at ``positions[j]`` of the small order of ``lengths[j]`` indices keyed by ``keys[j]``, for every
+    ``j`` (flat arrays; lengths at most `SMALL_ORDER_MAX`, positions below them), as int64: `_small_table` of each
+    distinct ``(key, length)`` once, rows sorted by length and sorted together (padded with keys above every key
+    of the row's own indices) in chunks of about `_SMALL_CHUNK` keys."""
+    keys = keys.astype(np.uint64, copy=False)
+    lengths = lengths.astype(np.int64, copy=False)
+    ordering = np.lexsort((keys, lengths))  # by length, then key
+    sorted_keys, sorted_lengths = keys[ordering], lengths[ordering]
+    sorted_positions = positions.astype(np.int64)[ordering]
+    fresh = np.ones(len(ordering), dtype=bool)
+    fresh[1:] = (sorted_keys[1:] != sorted_keys[:-1]) | (sorted_lengths[1:] != sorted_lengths[:-1])
+    firsts = np.flatnonzero(fresh)  # where each distinct order's values start
+    bounds = np.append(firsts, len(ordering))
+    row_keys, row_lengths = sorted_keys[firsts], sorted_lengths[firsts]
+    found = np.empty(len(ordering), dtype=np.int64)
+    start, rows = 0, len(firsts)
+    while start < rows:
+        ends = np.arange(start + 1, min(rows, start + _SMALL_CHUNK) + 1)
+        cost = (ends - start) * row_lengths[ends - 1]  # hashes of the chunk [start, end): increasing with end
+        end = start + max(1, int(np.searchsorted(cost, _SMALL_CHUNK, side="right")))
+        width = int(row_lengths[end - 1])
+        sort_keys = _small_keys(row_keys[start:end], width)
+        if int(row_lengths[start]) != width:  # past a row's length: keys above all of its own, in index order
+            sort_keys[np.arange(width) >= row_lengths[start:end, None]] |= _HASH_BITS
+        sort_keys.sort(axis=1)
+        tables = np.bitwise_and(sort_keys, _INDEX_BITS)
+        low, high = int(bounds[start]), int(bounds[end])
+        row_of = np.repeat(np.arange(end - start), np.diff(bounds[start:end + 1]))
+        found[low:high] = tables[row_of, sorted_positions[low:high]]
+        start = end
+    result = np.empty(len(ordering), dtype=np.int64)
+    result[ordering] = found
+    return result
+
+
 class Order:
     """The order of one epoch: a pseudo-random permutation of ``range(n)`` evaluated position by position.
 
@@ -216,12 +330,12 @@ class Order:
         >>> len(order), sorted(order.take(range(10)).tolist()) == list(range(10))
         (10, True)
         >>> order[0], order.with_epoch(2)[0]
-        (2, 1)
+        (1, 8)
         >>> Order(4, shuffle=False).take([0, 1, 2, 3])
         array([0, 1, 2, 3])
     """
 
-    __slots__ = ("_columns", "_keys", "_n", "_rows", "epoch", "seed", "shuffle")
+    __slots__ = ("_columns", "_keys", "_n", "_rows", "_table", "epoch", "seed", "shuffle")
 
     def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
         n = _as_int(n, "n")
@@ -237,6 +351,7 @@ class Order:
         self.shuffle = bool(shuffle)
         self._rows, self._columns = _grid(n)
         self._keys = _round_keys(self.seed, self.epoch) if self.shuffle else ()
+        self._table: Optional[np.ndarray] = None  # a small order's permutation, sorted on the first read
 
     def __len__(self) -> int:
         return self._n
@@ -264,11 +379,20 @@ class Order:
 
     # -- one position (pure Python ints: a few microseconds, no NumPy call overhead) --
 
+    def _small(self) -> np.ndarray:
+        """A small order's permutation (``n <= SMALL_ORDER_MAX``, shuffled), sorted once and kept (int16)."""
+        table = self._table
+        if table is None:
+            table = self._table = _small_table(self._keys[0], self._n)
+        return table
+
     def _index(self, position: int) -> int:
-        """The index at ``position`` (an int in ``range(n)``, not checked): the Feistel network with cycle walking
-        (`_walk_one`)."""
+        """The index at ``position`` (an int in ``range(n)``, not checked): a small order's sorted permutation, else
+        the Feistel network with cycle walking (`_walk_one`)."""
         if not self.shuffle:
             return position
+        if self._n <= SMALL_ORDER_MAX:
+            return int(self._small()[position])
         return _walk_one(position, self._keys, self._n, self._rows, self._columns)
 
     def __getitem__(self, position: Any) -> Any:
@@ -311,6 +435,9 @@ class Order:
         array = self._positions(positions)
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
+        if self._n <= SMALL_ORDER_MAX:
+            result: np.ndarray = self._small().take(array.reshape(-1)).astype(np.int64).reshape(array.shape)
+            return result
         keys = [np.uint64(key) for key in self._keys]
         return _walk(array.reshape(-1).astype(np.uint64), keys, np.uint64(self._n), np.uint64(self._rows),
                      np.uint64(self._columns)).reshape(array.shape)
@@ -327,8 +454,11 @@ class Order:
             raise ValueError(f"epochs must be >= 0, got {int(epoch_array.min())}")
         if not self.shuffle or self._n <= 1:
             return np.array(array, dtype=np.int64, copy=True)
-        return _walk(array.astype(np.uint64), _round_keys_array(self.seed, epoch_array.astype(np.uint64)),
-                     np.uint64(self._n), np.uint64(self._rows), np.uint64(self._columns))
+        keys = _round_keys_array(self.seed, epoch_array.astype(np.uint64))
+        if self._n <= SMALL_ORDER_MAX:
+            return _small_take(keys[0], np.full(len(array), self._n, dtype=np.int64), array)
+        return _walk(array.astype(np.uint64), keys, np.uint64(self._n), np.uint64(self._rows),
+                     np.uint64(self._columns))
 
 
 def take_many(lengths: Any, seeds: Any, epochs: Any, positions: Any) -> np.ndarray:
@@ -349,8 +479,9 @@ class OrderFamily:
     ``[Order(lengths[k], seed=seeds[k], epoch=e, shuffle=shuffle)[p] for k, e, p in zip(members, epochs,
     positions)]`` as an int64 array, computed with NumPy over all the positions together: each member's constants
     (domain split, seed state) once when the family is built, the round keys of each ``(member, epoch)`` on the fly,
-    then the Feistel rounds and the cycle walking over the whole array. Memory is O(members), nothing of the
-    datasets' size. Positions must lie in ``range(lengths[k])`` (not checked: the caller computed them).
+    then the Feistel rounds and the cycle walking over the positions of large members, and one sorted row of hashes
+    per distinct ``(member, epoch)`` of small members (``n <= SMALL_ORDER_MAX``). Memory is O(members), nothing of
+    the datasets' size. Positions must lie in ``range(lengths[k])`` (not checked: the caller computed them).
 
     Example:
 
@@ -372,9 +503,30 @@ class OrderFamily:
         self._sides = np.array([lengths, [rows for rows, _ in grids], [columns for _, columns in grids]],
                                dtype=np.uint64).reshape(3, len(lengths))
         self._seed_states = np.array([_mix64((int(seed) & _MASK64) ^ _GOLDEN) for seed in seeds], dtype=np.uint64)
+        self._set_small()
         # See `cache_keys`: rows 0-5 the round keys, rows 6-8 the member's sides, one column per (member, epoch).
         self._key_table: Optional[np.ndarray] = None
         self._key_starts = self._key_epochs = np.zeros(len(lengths), dtype=np.int64)
+
+    table_cache_entries = 1 << 21
+    """Indices of small orders' tables a family keeps (int16: 4 MiB): emptied when a batch's new tables would pass
+    it."""
+
+    def _set_small(self) -> None:
+        """Which members are small orders (sorted hashes, not the network), and whether any is; an empty cache of
+        their tables by ``(member, epoch)``."""
+        self._small = (self._sides[0] <= np.uint64(SMALL_ORDER_MAX)) & self.shuffle
+        self._any_small = bool(self._small.any())
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
+        self._cached_entries = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("_tables", "_cached_entries")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_sides" in state:  # (pickled by order version 2, inside a BlockOrder, which loads only if its orders did
+            self._set_small()  # not change; one of version 1 is refused)
 
     def __len__(self) -> int:
         return self._sides.shape[1]
@@ -418,7 +570,8 @@ class OrderFamily:
         if self._key_table is not None and bool((epochs < self._key_epochs.take(members)).all()):
             return self.take_cached(members, epochs, positions)
         sides = self._sides.take(members, axis=1)
-        return _walk(positions.astype(np.uint64), self._derive_keys(members, epochs), sides[0], sides[1], sides[2])
+        return self._walk_members(members, epochs, positions.astype(np.uint64), self._derive_keys(members, epochs),
+                                  sides[0], sides[1], sides[2])
 
     def take_cached(self, members: np.ndarray, epochs: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """`take` for int64 arrays whose epochs all have cached keys (`cache_keys` returned True and covered them:
@@ -428,12 +581,63 @@ class OrderFamily:
         assert self._key_table is not None, "take_cached needs cache_keys first"
         table = self._key_table.take(self._key_starts.take(members) + epochs, axis=1)
         unsigned = np.asarray(positions, dtype=np.int64).view(np.uint64)  # the walk reads it, never writes it
-        return _walk(unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1], table[_ROUNDS + 2])
+        return self._walk_members(members, epochs, unsigned, table[:_ROUNDS], table[_ROUNDS], table[_ROUNDS + 1],
+                                  table[_ROUNDS + 2])
+
+    def _walk_members(self, members: np.ndarray, epochs: np.ndarray, values: np.ndarray, keys: Sequence[np.ndarray],
+                      n: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """`_walk` over the values of large members and `_small_orders` over those of small ones (arrays of one per
+        value; ``values`` is only read)."""
+        small = self._small.take(members) if self._any_small else None
+        if small is None or not small.any():
+            return _walk(values, keys, n, rows, columns)
+        result = np.empty(len(values), dtype=np.int64)
+        large = np.flatnonzero(~small)
+        if len(large):
+            result[large] = _walk(values[large], [key[large] for key in keys], n[large], rows[large], columns[large])
+        picked = np.flatnonzero(small)
+        result[picked] = self._small_orders(members[picked], epochs[picked], keys[0][picked], n[picked],
+                                            values[picked])
+        return result
+
+    def _small_orders(self, members: np.ndarray, epochs: np.ndarray, keys: np.ndarray, n: np.ndarray,
+                      positions: np.ndarray) -> np.ndarray:
+        """The indices at ``positions`` of small members' orders (arrays of one per value; ``keys`` the first round
+        key of each value's order): from the tables of each distinct ``(member, epoch)``, cached, when there are at
+        most `_CACHED_ROWS` of them, else `_small_take` (sorting them all at once)."""
+        ordering = np.lexsort((epochs, members))
+        sorted_members, sorted_epochs = members[ordering], epochs[ordering]
+        fresh = np.ones(len(ordering), dtype=bool)
+        fresh[1:] = (sorted_members[1:] != sorted_members[:-1]) | (sorted_epochs[1:] != sorted_epochs[:-1])
+        firsts = np.flatnonzero(fresh)
+        if len(firsts) > _CACHED_ROWS:
+            return _small_take(keys, n, positions)
+        pairs = list(zip(sorted_members[firsts].tolist(), sorted_epochs[firsts].tolist()))
+        cache = self._tables
+        tables = [cache.get(pair) for pair in pairs]
+        missing = [row for row, table in enumerate(tables) if table is None]
+        if missing:
+            starts = ordering[firsts[missing]]  # a value of each missing order: its key and length
+            built = [_small_table(key, length) for key, length in zip(keys[starts].tolist(), n[starts].tolist())]
+            if self._cached_entries + sum(len(table) for table in built) > self.table_cache_entries:
+                cache = self._tables = {}  # a new dict (a concurrent reader keeps the old one)
+                self._cached_entries = 0
+            for row, table in zip(missing, built):
+                tables[row] = cache[pairs[row]] = table
+                self._cached_entries += len(table)
+        ready = [table for table in tables if table is not None]  # every one, by now
+        offsets = np.cumsum([0, *[len(table) for table in ready[:-1]]])
+        rows = np.cumsum(fresh) - 1
+        found = np.concatenate(ready)[offsets[rows] + positions[ordering].astype(np.int64)]
+        result = np.empty(len(ordering), dtype=np.int64)
+        result[ordering] = found
+        return result
 
 
 def _rebuild_order(version: int, n: int, seed: int, epoch: int, shuffle: bool) -> Order:
-    """An `Order` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it)."""
-    if version != ORDER_VERSION:
+    """An `Order` back from its pickle (``version``: the order algorithm of the mmap_ninja that pickled it; an older
+    one is refused unless its order is this version's, see `order_version_unchanged`)."""
+    if not order_version_unchanged(version, [n], shuffle):
         raise ValueError(older_order_pickle_message("Order", version))
     return Order(n, seed=seed, epoch=epoch, shuffle=shuffle)
 
