@@ -40,7 +40,7 @@ from mmap_ninja.containers.order import (
 )
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "DEFAULT_WINDOW_BLOCKS", "BlockLayout", "BlockOrder", "block_layout",
-           "shuffle_quality"]
+           "block_order_lengths", "block_orders_unchanged", "shuffle_quality"]
 
 DEFAULT_BLOCK_BYTES = 8 * 2**20
 """The block size of a map that states none (``fetch_block_size``): 8 MiB."""
