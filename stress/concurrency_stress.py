@@ -36,6 +36,23 @@ import crash_torture as ct
 import numpy as np
 
 READER_STATS = ("opens", "failed_opens", "checked", "wrong", "growing_refreshes")
+# Waits on other processes bound a hang only: on a loaded machine a spawned interpreter may need minutes to start.
+HANG_SECONDS = ct.HANG_SECONDS
+
+
+def _wait_for_readers(ready: list[Any]) -> None:
+    """Return once every reader has started (imports done, about to open the map)."""
+    for event in ready:
+        if not event.wait(HANG_SECONDS):
+            raise RuntimeError(f"a reader did not start within {HANG_SECONDS} s")
+
+
+def _writing(deadline: float, grew: list[Any]) -> bool:
+    """Whether a writer goes on: until ``deadline`` and, past it, until every reader saw the map grow in a refresh
+    (so that the readers ran while it was written, however the machine's load spread the processes' turns; the
+    bound of `HANG_SECONDS` only ends a hang)."""
+    now = time.monotonic()
+    return now < deadline or (now < deadline + HANG_SECONDS and not all(event.is_set() for event in grew))
 
 
 def _same(kind: str, got: Any, i: int) -> bool:
@@ -46,29 +63,35 @@ def _same(kind: str, got: Any, i: int) -> bool:
     return bool(got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes())
 
 
-def writer(kind: str, path: str, seconds: float, started: Any, result: Any) -> None:
-    """The single writer: extends with the index-derived samples for ``seconds``."""
+def writer(kind: str, path: str, seconds: float, started: Any, result: Any, ready: list[Any],
+           grew: list[Any]) -> None:
+    """The single writer: extends with the index-derived samples for ``seconds`` once every reader has started,
+    and on until every reader saw the map grow."""
     cls = ct.CLASSES[kind]
     rng = random.Random(1)
     with cls(path) as m:
         started.set()
+        _wait_for_readers(ready)
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while _writing(deadline, grew):
             start = len(m)
             m.extend(ct.batch(kind, start, start + rng.randrange(1, 40)))
         result.put(("writer", len(m)))
 
 
-def appender(kind: str, path: str, writer_id: int, seconds: float, result: Any) -> None:
-    """One of several appenders: batches 0, 1, 2, ... of ``writer_id`` for ``seconds``; reports their sizes."""
+def appender(kind: str, path: str, writer_id: int, seconds: float, result: Any, ready: list[Any],
+             grew: list[Any]) -> None:
+    """One of several appenders: batches 0, 1, 2, ... of ``writer_id`` for ``seconds`` once every reader has
+    started, and on until every reader saw the map grow; reports their sizes."""
     cls = ct.CLASSES[kind]
     rng = random.Random(100 + writer_id)
     sizes: list[int] = []
     error: str | None = None
     try:
-        with cls(path, lock_timeout=60) as m:
+        with cls(path, lock_timeout=HANG_SECONDS) as m:  # the others hold the lock in turns, however slowly
+            _wait_for_readers(ready)
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while _writing(deadline, grew):
                 size = rng.randrange(1, 40)
                 items = ct.tagged_batch(kind, writer_id, len(sizes), size)
                 if rng.random() < 0.2:
@@ -119,7 +142,12 @@ class _Checker:
                 self.fail(f"the snapshot of length {n} ends inside a batch ({ident})")
 
 
-def reader(kind: str, path: str, stop: Any, result: Any, seed: int, tagged: bool = False) -> None:
+def reader(kind: str, path: str, stop: Any, result: Any, seed: int, tagged: bool = False, ready: Any = None,
+           grew: Any = None) -> None:
+    """Open, check and refresh the map until ``stop`` is set (then one last round); sets ``ready`` on starting
+    and ``grew`` once a refresh saw the map grow."""
+    if ready is not None:
+        ready.set()
     cls = ct.CLASSES[kind]
     rng = random.Random(seed)
     stats: dict[str, Any] = {"opens": 0, "failed_opens": 0, "checked": 0, "wrong": 0, "growing_refreshes": 0,
@@ -149,6 +177,8 @@ def reader(kind: str, path: str, stop: Any, result: Any, seed: int, tagged: bool
                     check.fail(f"refresh shrank the map from {before} to {len(m)}")
                 if len(m) > before:
                     stats["growing_refreshes"] += 1
+                    if grew is not None:
+                        grew.set()
                     check.snapshot_end(m)
                 for i in range(before, len(m)):
                     check.sample(m, i)
@@ -182,16 +212,18 @@ def run(kind: str, seconds: float, readers: int, workdir: Path) -> dict[str, Any
     ct.CLASSES[kind].from_generator(path, ct.samples(kind, 0, 10), batch_size=5).close()
     ctx = mp.get_context("spawn")
     started, stop, result = ctx.Event(), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=reader, args=(kind, str(path), stop, result, k)) for k in range(readers)]
-    w = ctx.Process(target=writer, args=(kind, str(path), seconds, started, result))
+    ready, grew = [ctx.Event() for _ in range(readers)], [ctx.Event() for _ in range(readers)]
+    procs = [ctx.Process(target=reader, args=(kind, str(path), stop, result, k, False, ready[k], grew[k]))
+             for k in range(readers)]
+    w = ctx.Process(target=writer, args=(kind, str(path), seconds, started, result, ready, grew))
     w.start()
     for p in procs:
         p.start()
-    outputs = [result.get(timeout=seconds + 120)]  # the writer's final length comes first
+    outputs = [result.get(timeout=seconds + 3 * HANG_SECONDS)]  # the writer's final length comes first
     stop.set()
-    outputs += [result.get(timeout=120) for _ in procs]
+    outputs += [result.get(timeout=HANG_SECONDS) for _ in procs]
     for p in [*procs, w]:
-        p.join(timeout=60)
+        p.join(timeout=HANG_SECONDS)
     final = next(v[1] for v in outputs if v[0] == "writer")
     merged: dict[str, Any] = {"kind": kind, "final_length": final, "readers": readers}
     _merge_readers(outputs, merged)
@@ -208,15 +240,18 @@ def run_appenders(kind: str, seconds: float, appenders: int, readers: int, workd
     ct.CLASSES[kind].from_generator(path, items, batch_size=5).close()
     ctx = mp.get_context("spawn")
     stop, result = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=reader, args=(kind, str(path), stop, result, k, True)) for k in range(readers)]
-    writers = [ctx.Process(target=appender, args=(kind, str(path), w, seconds, result)) for w in range(appenders)]
+    ready, grew = [ctx.Event() for _ in range(readers)], [ctx.Event() for _ in range(readers)]
+    procs = [ctx.Process(target=reader, args=(kind, str(path), stop, result, k, True, ready[k], grew[k]))
+             for k in range(readers)]
+    writers = [ctx.Process(target=appender, args=(kind, str(path), w, seconds, result, ready, grew))
+               for w in range(appenders)]
     for p in [*writers, *procs]:
         p.start()
-    outputs = [result.get(timeout=seconds + 300) for _ in writers]  # appenders finish first: readers wait
+    outputs = [result.get(timeout=seconds + 3 * HANG_SECONDS) for _ in writers]  # appenders finish first
     stop.set()
-    outputs += [result.get(timeout=300) for _ in procs]
+    outputs += [result.get(timeout=HANG_SECONDS) for _ in procs]
     for p in [*procs, *writers]:
-        p.join(timeout=60)
+        p.join(timeout=HANG_SECONDS)
     committed: dict[int, dict[int, int]] = {ct.PREBUILT_WRITER: prebuilt}
     merged: dict[str, Any] = {"kind": kind, "appenders": appenders, "readers": readers}
     _merge_readers(outputs, merged)

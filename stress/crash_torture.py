@@ -550,10 +550,17 @@ def _ready_line(proc: subprocess.Popen[str]) -> bool:
     return proc.stdout.readline().strip() == "READY"
 
 
+def _commits(events: Events) -> int:
+    """How many writes of a positive length the child saw return (``C n`` with ``n > 0``)."""
+    return sum(ev[0] == "C" and int(ev[1]) > 0 for ev in events)
+
+
 def kill_child_at_random(scenario: str, kind: str, workdir: Path, seed: int, extra: Sequence[str] = (),
-                         max_delay: float = 0.3) -> Events:
+                         max_delay: float = 0.3, after_commits: int = 0) -> Events:
     """Run a child in ``workdir`` (map in ``workdir/map``), SIGKILL it (and its group) at a random instant
-    after it is ready; returns its event log. Raises if the child failed on its own."""
+    after it is ready (and, with ``after_commits``, after it logged that many returned writes of a positive
+    length: a state it must reach, so that the kill lands after some commits however loaded the machine is);
+    returns its event log. Raises if the child failed on its own."""
     rng = random.Random(seed)
     err_path = workdir / "stderr"
     proc = _spawn([scenario, kind, str(workdir / "map"), str(workdir / "log"), str(seed), *extra], err_path)
@@ -561,6 +568,11 @@ def kill_child_at_random(scenario: str, kind: str, workdir: Path, seed: int, ext
         if not _ready_line(proc):
             proc.wait()
             raise RuntimeError(f"child failed before READY: {err_path.read_text()[-2000:]}")
+        deadline = time.monotonic() + HANG_SECONDS  # bounds a hang only: the state decides when the delay starts
+        while _commits(_events(workdir / "log")) < after_commits and proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the child logged fewer than {after_commits} commits in {HANG_SECONDS} s")
+            time.sleep(0.001)
         time.sleep(rng.uniform(0, max_delay))
         _kill_group(proc)
         proc.wait()

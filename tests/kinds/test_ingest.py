@@ -269,7 +269,7 @@ def test_bench_records_images_runs_on_a_small_flat_folder(tmp_path):
     (images / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_records_images.py"
     result = subprocess.run([sys.executable, str(script), "--images", str(images), "--reads", "40", "--batch", "4",
-                             "--repeats", "1"], capture_output=True, text=True, timeout=120)
+                             "--repeats", "1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert "RecordsMmap" in table[0] and "HF Dataset + Image()" in table[0] and "ImagesMmap + NumpyMmap" in table[0]

@@ -27,7 +27,7 @@ def test_a_row_per_kind_found_and_a_note_for_a_kind_missing(tmp_path):
         writer.write_table(table)
     StringsMmap.from_strings(tmp_path / "short_utf8_32", ["añ", "", "日本", "x😀"]).close()
     done = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path), "--passes", "2",
-                           "--kinds", "tokens,short_utf8,strings"], capture_output=True, text=True, timeout=300,
+                           "--kinds", "tokens,short_utf8,strings"], capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = re.findall(r"^\| (\w+) \| ([\d,]+) \|(?: [\d.e-]+ \|){6}$", done.stdout, re.M)

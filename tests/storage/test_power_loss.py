@@ -55,9 +55,10 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line]
 
 
-def _run(kind: str, tmp_path: Path, seed: int, durable: bool) -> tuple[ct.Events, list[dict[str, Any]]]:
+def _run(kind: str, tmp_path: Path, seed: int, durable: bool,
+         after_commits: int = 0) -> tuple[ct.Events, list[dict[str, Any]]]:
     extra = ["--record-fsync", str(tmp_path / "fsyncs")] + (["--durable"] if durable else [])
-    events = ct.kill_child_at_random("build", kind, tmp_path, seed, extra, max_delay=0.5)
+    events = ct.kill_child_at_random("build", kind, tmp_path, seed, extra, max_delay=0.5, after_commits=after_commits)
     return events, _records(tmp_path / "fsyncs")
 
 
@@ -99,7 +100,10 @@ def test_durable_commits_survive_a_power_cut(tmp_path: Path, kind: str) -> None:
     for t in range(4):
         work = tmp_path / str(t)
         work.mkdir()
-        events, records = _run(kind, work, rng.randrange(1 << 30), durable=True)
+        # Odd trials are killed only after a commit returned (a state, not a delay: on a loaded machine a durable
+        # commit's fsyncs may take longer than any delay), so that some kill lands after commits; even ones at
+        # any instant from the start, creation included.
+        events, records = _run(kind, work, rng.randrange(1 << 30), durable=True, after_commits=t % 2)
         committed, _ = ct.expected_state(events)
         if not (work / "map").exists():  # killed before it created the directory
             assert committed is None
@@ -127,7 +131,9 @@ def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wro
     for t in range(2):
         work = tmp_path / str(t)
         work.mkdir()
-        _events, records = _run(kind, work, rng.randrange(1 << 30), durable=False)
+        # The second trial is killed after a commit returned (a state, not a delay), so that some published header
+        # names samples, whatever the machine's load; the first at any instant from the start.
+        _events, records = _run(kind, work, rng.randrange(1 << 30), durable=False, after_commits=t)
         assert not any("file" in r or "dir" in r for r in records), "durable=False must not fsync"
         published = [r["published"] for r in records if "published" in r]
         if not published:
@@ -137,12 +143,22 @@ def test_default_mode_after_an_os_crash_loses_recent_commits_but_never_reads_wro
             shutil.copytree(work / "map", dst)
             (dst / "header.json.tmp").unlink(missing_ok=True)
             in_build = [h for h in published if json.loads(h).get("building")]
-            header = rng.choice(in_build if k == 0 and in_build else published)  # every run has one in a build
+            # Three states are chosen, not drawn, so that every outcome is checked on every run: a header of the
+            # build over whole files (opened, only with allow_unfinished), the header naming the most items over
+            # emptied files (refused as truncated); the other states are drawn at random.
+            if k == 0:
+                header = rng.choice(in_build or published)  # every run has one in a build
+            elif k == 1:
+                header = max(published, key=lambda h: sum(c["length"] for c in json.loads(h)["columns"].values()))
+            else:
+                header = rng.choice(published)
             (dst / "header.json").write_text(header)
             columns = json.loads(header)["columns"]
             for f in dst.glob("*.bin"):
+                size = f.stat().st_size
+                kept = size if k == 0 else 0 if k == 1 else rng.randint(0, size) if rng.random() < 0.5 else size
                 with open(f, "r+b") as fh:
-                    fh.truncate(rng.randint(0, f.stat().st_size) if rng.random() < 0.5 else f.stat().st_size)
+                    fh.truncate(kept)
             if json.loads(header).get("building"):  # published by the build: only an explicit opt-in reads it
                 with pytest.raises(UnfinishedMapError, match="allow_unfinished=True"):
                     ct.CLASSES[kind](dst, mode="r")

@@ -226,11 +226,22 @@ def _rows(first: int, count: int) -> bytes:
 def _convert_waiting_on_a_pipe(tmp_path, written_batches: int):
     """A ``convert`` of a JSON-lines named pipe into ``tmp_path/out`` (batches of 1,000 rows), fed
     ``written_batches`` batches and then kept waiting for more: the pipe stays open, so the process cannot finish
-    however slow the machine is. Returns the process and the pipe's open end once the build folder holds a
-    batch's files (nothing here depends on timing: the loop waits for a state the process must reach); the pipe
-    closes when the block ends."""
+    however slow the machine is. Returns the process and the pipe's open end once the build folder's map holds the
+    batches written, so that the process is waiting on the pipe for more (nothing here depends on timing: the loop
+    waits for a state the process must reach; a signal sent while it was still building landed wherever it was,
+    even in a ``__del__``, where Python drops a KeyboardInterrupt); the pipe closes when the block ends."""
     import signal
     import time
+
+    from mmap_ninja import open_existing
+    from mmap_ninja.errors import MapError
+
+    def committed(folder):
+        try:
+            with open_existing(folder, mode="r", allow_unfinished=True) as m:
+                return len(m)
+        except (MapError, OSError):  # not a map yet
+            return 0
 
     pipe = tmp_path / "stream.jsonl"
     os.mkfifo(pipe)
@@ -245,7 +256,7 @@ def _convert_waiting_on_a_pipe(tmp_path, written_batches: int):
         writer.flush()
         deadline = time.monotonic() + 300  # bounds a broken build only: the process cannot end before the pipe closes
         while process.poll() is None and time.monotonic() < deadline and not any(
-                p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".out.converting-*")):
+                p.is_dir() and committed(p) >= written_batches * 1000 for p in tmp_path.glob(".out.converting-*")):
             time.sleep(0.01)
         assert process.poll() is None, f"the conversion stopped while its source was open: {process.communicate()}"
         yield process
