@@ -295,3 +295,48 @@ def test_property_resume_anywhere_on_any_world_size(n: int, seed: int, old: int,
     if drop_last or n == 0:
         assert len(remaining) == len(set(remaining)) and not (set(remaining) & consumed_unique)
     assert len(remaining) - len(unique_remaining) < new
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ResumableSampler(10, rank=1.5, world_size=2),
+    lambda: ResumableSampler(10, rank=True, world_size=2),
+    lambda: ResumableSampler(10, rank="1", world_size=2),
+    lambda: ResumableSampler(10, rank=0, world_size=2.9),
+    lambda: ResumableSampler(10).set_epoch(1.7),
+    lambda: ResumableSampler(10).set_epoch(True),
+    lambda: ResumableSampler(10).set_epoch("3"),
+    lambda: ResumableSampler(10).skip(2.5),
+    lambda: ResumableSampler(10).skip(True),
+    lambda: ResumableSampler(10).state_at(1.5),
+    lambda: ResumableSampler(10).state_at(True),
+])
+def test_a_float_bool_or_str_count_is_refused_not_truncated(call: object) -> None:
+    with pytest.raises(TypeError, match="must be an int, got"):
+        call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("source", [10.0, True, None])
+def test_a_length_that_is_not_an_int_is_refused_naming_data_source(source: object) -> None:
+    with pytest.raises(TypeError, match=r"data_source must be a dataset \(with len\(\)\) or its length"):
+        ResumableSampler(source)
+
+
+@pytest.mark.parametrize("key, value", [("position", 2.5), ("n", 10.9), ("epoch", True), ("seed", 1.5),
+                                        ("shuffle", "false"), ("drop_last", 0)])
+def test_a_state_with_a_value_of_the_wrong_type_is_refused(key: str, value: object) -> None:
+    state = {**ResumableSampler(10).state_dict(), key: value}
+    with pytest.raises(TypeError, match=f"state's {key!r} must be"):
+        ResumableSampler(10).load_state_dict(state)
+
+
+@pytest.mark.parametrize("copy_of", [lambda s: __import__("copy").deepcopy(s),
+                                     lambda s: __import__("pickle").loads(__import__("pickle").dumps(s))])
+def test_a_copy_of_a_sampler_with_a_running_iterator_keeps_a_later_skip(copy_of: object) -> None:
+    sampler = ResumableSampler(100, rank=1, world_size=2)
+    running = iter(sampler)  # still running when copied
+    next(running)
+    copied = copy_of(sampler)  # type: ignore[operator]
+    copied.skip(10)
+    fresh = ResumableSampler(100, rank=1, world_size=2)
+    fresh.skip(12)
+    assert list(copied) == list(fresh)

@@ -230,3 +230,30 @@ def test_skip_after_an_elastic_resume_and_past_the_end(m: Any) -> None:
     assert second[0].state_dict()["stages"][-1][1] == len(planned[0])
     with pytest.raises(ValueError, match="num_samples >= 0"):
         second[0].skip(-1)
+
+
+def test_float_bool_and_negative_arguments_are_refused_clearly(m: Any) -> None:
+    for call in (lambda: ShardAwareSampler(m, rank=0.9, world_size=2), lambda: ShardAwareSampler(m, world_size=True),
+                 lambda: ShardAwareSampler(m, seed=1.5), lambda: ShardAwareSampler(m).set_epoch(1.5),
+                 lambda: ShardAwareSampler(m).skip(1.5), lambda: ShardAwareSampler(m).state_at(True)):
+        with pytest.raises(TypeError, match="must be an int, got"):
+            call()
+    with pytest.raises(ValueError, match="epoch must be >= 0, got -1"):
+        ShardAwareSampler(m).set_epoch(-1)
+    with pytest.raises(TypeError, match="state's 'epoch' must be an int"):
+        ShardAwareSampler(m).load_state_dict({**ShardAwareSampler(m).state_dict(), "epoch": 1.5})
+    with pytest.raises(TypeError, match="needs a dict"):
+        ShardAwareSampler(m).load_state_dict([1])  # type: ignore[arg-type]
+
+
+def test_a_copy_of_a_sampler_with_a_running_iterator_keeps_a_later_skip(m: Any) -> None:
+    import copy
+
+    sampler = ShardAwareSampler(m, seed=3)
+    running = iter(sampler)  # still running when copied
+    next(running)
+    copied = copy.deepcopy(sampler)
+    copied.skip(5)
+    fresh = ShardAwareSampler(m, seed=3)
+    fresh.skip(6)
+    assert list(copied) == list(fresh)

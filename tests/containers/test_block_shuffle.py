@@ -489,3 +489,29 @@ def test_a_version_2_state_loads_where_every_order_of_the_layout_did_not_change(
     whole = BlockShuffleSampler(layout, window_blocks=2, seed=3, rank=0, world_size=2)
     whole.set_epoch(1)
     assert first + list(resumed) == list(whole)
+
+
+def test_block_sampler_refuses_float_and_bool_counts_and_state_values() -> None:
+    layout = layout_of([4, 3, 5, 2])
+    with pytest.raises(TypeError, match="rank must be an int"):
+        BlockShuffleSampler(layout, rank=0.5, world_size=2)
+    sampler = BlockShuffleSampler(layout)
+    for call in (lambda: sampler.set_epoch(1.5), lambda: sampler.skip(True), lambda: sampler.state_at(2.5)):
+        with pytest.raises(TypeError, match="must be an int, got"):
+            call()
+    with pytest.raises(TypeError, match="state's 'position' must be an int"):
+        sampler.load_state_dict({**sampler.state_dict(), "position": 2.5})
+
+
+def test_a_copy_of_a_block_sampler_with_a_running_iterator_keeps_a_later_skip() -> None:
+    import copy
+
+    layout = layout_of([4, 3, 5, 2, 6])
+    sampler = BlockShuffleSampler(layout)
+    running = iter(sampler)  # still running when copied
+    next(running)
+    copied = copy.deepcopy(sampler)
+    copied.skip(5)
+    fresh = BlockShuffleSampler(layout)
+    fresh.skip(6)
+    assert list(copied) == list(fresh)

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler
+from mmap_ninja.adapters._samplers import _CHUNK, STATE_VERSION, ResumableSampler, as_int
 from mmap_ninja.containers.block_order import (
     DEFAULT_WINDOW_BLOCKS,
     BlockLayout,
@@ -193,7 +193,7 @@ class BlockShuffleSampler(ResumableSampler):
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from its start; after `load_state_dict` of a state of the same epoch (or a
         `skip`), the loaded position is kept."""
-        pending = self._pending and int(epoch) == self.epoch
+        pending = self._pending and as_int(epoch, "epoch") == self.epoch
         super().set_epoch(epoch)
         if not pending:
             self._fresh_deal()
@@ -266,7 +266,7 @@ class BlockShuffleSampler(ResumableSampler):
     def state_at(self, samples_consumed: int) -> dict[str, Any]:
         """The state after this rank's training loop consumed ``samples_consumed`` indices of the current pass
         (counted from the epoch's start, or from the loaded position after `load_state_dict`)."""
-        samples_consumed = int(samples_consumed)
+        samples_consumed = as_int(samples_consumed, "samples_consumed")
         count = self._count()
         if not 0 <= samples_consumed <= count:
             raise ValueError(f"samples_consumed must be in [0, {count}] (this rank's pass has {count} indices), "
@@ -300,6 +300,10 @@ class BlockShuffleSampler(ResumableSampler):
         if missing:
             raise ValueError(f"not a BlockShuffleSampler state: missing {', '.join(missing)} (a ResumableSampler's "
                              f"state has another order)")
+        for key in ("block_bytes", "blocks", "window_blocks", "world_size", "parts", "position", "epoch", "seed", "n"):
+            as_int(state[key], f"BlockShuffleSampler state's {key!r}")
+        if not isinstance(state["drop_last"], (bool, np.bool_)):
+            raise TypeError(f"BlockShuffleSampler state's 'drop_last' must be a bool, got {state['drop_last']!r}")
         version = state.get("version")
         if version == 1 or (version == 2 and not block_orders_unchanged(2, self.layout)):
             raise ValueError(older_order_message("BlockShuffleSampler", version))
@@ -345,7 +349,7 @@ class BlockShuffleSampler(ResumableSampler):
         """Step over the next ``num_samples`` positions of the epoch's interleaved stream without reading them
         (every rank calls it with the same number); past the epoch's end the epoch is done. A number that is not a
         multiple of the world size re-plans the rest as `load_state_dict` does."""
-        num_samples = int(num_samples)
+        num_samples = as_int(num_samples, "num_samples")
         if num_samples < 0:
             raise ValueError(f"skip needs num_samples >= 0, got {num_samples}")
         running = self._live == self._generation

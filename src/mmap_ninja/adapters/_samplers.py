@@ -32,11 +32,18 @@ from mmap_ninja.containers.order import (
     refuse_older_order_state,
 )
 
-__all__ = ["ResumableSampler", "resolve_rank"]
+__all__ = ["ResumableSampler", "as_int", "resolve_rank"]
 
 STATE_VERSION = 3  # the order version of its orders: 1 is refused, 2 loaded where its order is 3's (large n)
 _STATE_KEYS = ("version", "n", "seed", "shuffle", "drop_last", "epoch", "position")
 _CHUNK = 1024  # positions computed at once by a running iterator
+
+
+def as_int(value: Any, name: str) -> int:
+    """``value`` as an int: a float, a bool or a string is refused (never truncated or taken as 0/1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -46,7 +53,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
         initialized = dist.is_available() and dist.is_initialized()
         rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
         world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
-    rank, world_size = int(rank), int(world_size)
+    rank, world_size = as_int(rank, "rank"), as_int(world_size, "world_size")
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
     if not 0 <= rank < world_size:
@@ -63,6 +70,9 @@ def per_rank(remaining: int, world_size: int, drop_last: bool) -> int:
 def _length_of(data_source: Any) -> int:
     if isinstance(data_source, numbers.Integral) and not isinstance(data_source, bool):
         n = int(data_source)
+    elif isinstance(data_source, (bool, np.bool_)) or not hasattr(data_source, "__len__"):
+        raise TypeError(f"data_source must be a dataset (with len()) or its length (an int), got {data_source!r} "
+                        f"({type(data_source).__name__})")
     else:
         n = len(data_source)
     if n < 0:
@@ -142,6 +152,10 @@ class ResumableSampler(Sampler[int]):
         self._order = Order(self.n, seed=self.seed, epoch=0, shuffle=self.shuffle)
         self._order_version = ORDER_VERSION  # pickled: a pickle of another order version is refused
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy has no running iterator: a skip on it moves the next iter()'s start (see `skip`).
+        return {**self.__dict__, "_live": None}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A pickle of another order version (version 1's has no "_order_version") would give other orders.
         refuse_older_order_state(type(self).__name__, state, self._order_lengths(state),
@@ -181,7 +195,7 @@ class ResumableSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from its start; after `load_state_dict` of a state of the same epoch (or a
         `skip`), the loaded position is kept."""
-        epoch = int(epoch)
+        epoch = as_int(epoch, "epoch")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch == self.epoch and self._pending:
@@ -236,7 +250,7 @@ class ResumableSampler(Sampler[int]):
         For a plain ``DataLoader``: its workers run ahead of the loop, so `state_dict` would count prefetched
         batches; the loop knows what it consumed.
         """
-        samples_consumed = int(samples_consumed)
+        samples_consumed = as_int(samples_consumed, "samples_consumed")
         count = self._count()
         if not 0 <= samples_consumed <= count:
             raise ValueError(f"samples_consumed must be in [0, {count}] (this rank's pass has {count} indices), "
@@ -252,6 +266,11 @@ class ResumableSampler(Sampler[int]):
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise ValueError(f"not a ResumableSampler state: missing {', '.join(missing)} (got keys {sorted(state)})")
+        for key in ("n", "position", "epoch", "seed"):
+            as_int(state[key], f"ResumableSampler state's {key!r}")
+        for key in ("shuffle", "drop_last"):
+            if not isinstance(state[key], (bool, np.bool_)):
+                raise TypeError(f"ResumableSampler state's {key!r} must be a bool, got {state[key]!r}")
         version = state["version"]
         if version == 1 or (version == 2 and not order_version_unchanged(2, [int(state["n"])], bool(state["shuffle"]))):
             raise ValueError(older_order_message("ResumableSampler", version))
@@ -274,7 +293,7 @@ class ResumableSampler(Sampler[int]):
         """Step over the next ``num_samples`` positions of the epoch's global stream without reading them (every
         rank calls it with the same number); past the epoch's end the epoch is done. A running iterator continues
         after them; otherwise the next ``iter()`` does."""
-        num_samples = int(num_samples)
+        num_samples = as_int(num_samples, "num_samples")
         if num_samples < 0:
             raise ValueError(f"skip needs num_samples >= 0, got {num_samples}")
         self._base, self._taken = min(self.position + num_samples, self.n), 0

@@ -25,6 +25,8 @@ try:
 except ImportError as error:
     raise missing_extra(error, "mmap_ninja.adapters.shards") from None
 
+from mmap_ninja.adapters._samplers import as_int
+
 __all__ = ["ShardAwareSampler", "shard_aware_indices"]
 
 
@@ -178,10 +180,10 @@ class ShardAwareSampler(Sampler[int]):
             world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
         starts = list(sharded_map.shard_starts)
         self.shard_lengths = [b - a for a, b in zip(starts, starts[1:])]
-        self.rank = int(rank)
-        self.world_size = int(world_size)
+        self.rank = as_int(rank, "rank")
+        self.world_size = as_int(world_size, "world_size")
         self.shuffle = shuffle
-        self.seed = int(seed)
+        self.seed = as_int(seed, "seed")
         self.drop_last = drop_last
         self.epoch = 0
         _check_rank(self.rank, self.world_size)
@@ -195,10 +197,16 @@ class ShardAwareSampler(Sampler[int]):
         self._generation = 0
         self._skips = 0  # bumped by skip: a running iterator recomputes its plan
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy has no running iterator: a skip on it moves the next iter()'s start (see `skip`).
+        return {**self.__dict__, "_live_generation": None}
+
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` (the same on every rank for the same ``seed``); after `load_state_dict` of a
         state of that epoch, the loaded place is kept."""
-        epoch = int(epoch)
+        epoch = as_int(epoch, "epoch")
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch == self.epoch and self._pending:
             return
         self.epoch = epoch
@@ -256,19 +264,25 @@ class ShardAwareSampler(Sampler[int]):
         world_size, taken = self._stages[-1]
         start = taken if self._pending else self._pass_start
         plan_length = len(self._plan())
-        samples_consumed = int(samples_consumed)
+        samples_consumed = as_int(samples_consumed, "samples_consumed")
         if not 0 <= start + samples_consumed <= plan_length:
             raise ValueError(f"samples_consumed must be in [0, {plan_length - start}], got {samples_consumed}")
         return self._state([*self._stages[:-1], (world_size, start + samples_consumed)])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the epoch saved in ``state`` on the next ``iter()``, on this sampler's world size."""
+        if not isinstance(state, dict):
+            raise TypeError(f"ShardAwareSampler.load_state_dict needs a dict, got {type(state).__name__}")
         missing = [key for key in ("version", "n", "seed", "shuffle", "drop_last", "epoch", "stages")
                    if key not in state]
         if missing:
             raise ValueError(f"not a ShardAwareSampler state: missing {', '.join(missing)}")
         if state["version"] not in (1, 2):
             raise ValueError(f"ShardAwareSampler state version {state['version']!r} is not supported (1 and 2 are)")
+        for key in ("n", "seed", "epoch"):
+            as_int(state[key], f"ShardAwareSampler state's {key!r}")
+        if state["epoch"] < 0:
+            raise ValueError(f"ShardAwareSampler state has a negative epoch: {state['epoch']}")
         if int(state["n"]) != self.n:
             raise ValueError(f"this ShardAwareSampler state was saved for a dataset of {int(state['n'])} samples, "
                              f"but this sampler's sharded map has {self.n}")
@@ -297,7 +311,7 @@ class ShardAwareSampler(Sampler[int]):
         more, and the samples no rank has read or skipped are planned again on the same ranks (each once, equal
         counts, shard locality kept as in an elastic resume).
         """
-        num_samples = int(num_samples)
+        num_samples = as_int(num_samples, "num_samples")
         if num_samples < 0:
             raise ValueError(f"skip needs num_samples >= 0, got {num_samples}")
         world_size, taken = self._stages[-1]
