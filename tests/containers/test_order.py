@@ -245,3 +245,25 @@ def test_the_largest_orders_agree_between_take_and_one_position(n: int) -> None:
     values = order.take(positions)
     assert values.tolist() == [order[int(p)] for p in positions]
     assert len(set(values.tolist())) == 5 and values.min() >= 0 and values.max() < n
+
+
+def test_unsigned_positions_past_int64_are_out_of_range_not_wrapped_to_negative() -> None:
+    order = Order(10, seed=1)
+    with pytest.raises(IndexError, match=str(2**64 - 1)):
+        order.take(np.array([2**64 - 1], dtype=np.uint64))
+    with pytest.raises(IndexError, match=str(2**63)):
+        Order(2000).take(np.array([0, 2**63], dtype=np.uint64))
+    assert order.take(np.array([9], dtype=np.uint64)).tolist() == [order[9]]
+
+
+@pytest.mark.parametrize("epochs", [[1.7], [True], [2**64], np.array([2**63], dtype=np.uint64)])
+def test_take_in_epochs_refuses_float_bool_and_too_large_epochs(epochs: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="epochs"):
+        Order(10).take_in_epochs(epochs, [0])
+
+
+def test_seeds_equal_modulo_2_64_give_equal_orders() -> None:
+    assert Order(2000, seed=-1) == Order(2000, seed=2**64 - 1)
+    assert hash(Order(2000, seed=-1)) == hash(Order(2000, seed=2**64 - 1))
+    assert Order(2000, seed=-1).take(range(5)).tolist() == Order(2000, seed=2**64 - 1).take(range(5)).tolist()
+    assert Order(2000, seed=1) != Order(2000, seed=2)

@@ -320,8 +320,9 @@ class Order:
     ``Order(n, seed=0, epoch=0, shuffle=True)``; ``len(order) == n``; ``order[k]`` (``k`` in ``range(n)``,
     negative ``k`` counts from the end) is the index at position ``k``; ``order.take(positions)`` is the same for
     an array of positions (vectorized, int64 result); ``order.with_epoch(e)`` is the order of another epoch;
-    iterating yields ``order[0], order[1], ...``. Each ``(seed, epoch)`` gives another order; ``shuffle=False``
-    is ``range(n)``. Memory is O(1) whatever ``n``; an order pickles as its four parameters.
+    iterating yields ``order[0], order[1], ...``. Each ``(seed, epoch)`` gives another order (seeds and epochs count
+    modulo 2**64: ``seed=-1`` is ``seed=2**64 - 1``, and such orders compare equal); ``shuffle=False`` is ``range(n)``
+    (equal whatever the seed and epoch). Memory is O(1) whatever ``n``; an order pickles as its four parameters.
 
     Example:
 
@@ -362,16 +363,22 @@ class Order:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Order):
             return NotImplemented
-        return self._parameters() == other._parameters()
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash(self._parameters())
+        return hash(self._key())
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_order, (ORDER_VERSION, *self._parameters()))
 
     def _parameters(self) -> tuple[int, int, int, bool]:
         return (self._n, self.seed, self.epoch, self.shuffle)
+
+    def _key(self) -> tuple[int, int, int, bool]:
+        """What the order depends on: seeds and epochs count modulo 2**64, an unshuffled order on ``n`` alone."""
+        if not self.shuffle:
+            return (self._n, 0, 0, False)
+        return (self._n, self.seed & _MASK64, self.epoch & _MASK64, True)
 
     def with_epoch(self, epoch: int) -> Order:
         """The order of ``epoch`` with the same ``n``, seed and shuffle."""
@@ -417,12 +424,12 @@ class Order:
         array = np.asarray(positions)
         if array.dtype == np.bool_ or (array.size and array.dtype.kind not in "iu"):
             raise TypeError(f"Order.take needs integer positions, got an array of {array.dtype}")
-        array = array.astype(np.int64, copy=False)
-        if array.size:
+        if array.size:  # checked before the cast to int64 (which would wrap uint64 positions past 2**63)
             low, high = int(array.min()), int(array.max())
             if low < -self._n or high >= self._n:
                 bad = low if low < -self._n else high
                 raise IndexError(f"Order position {bad} is out of range for an order of {self._n} indices")
+        array = array.astype(np.int64, copy=False)
         result: np.ndarray = np.where(array < 0, array + self._n, array)
         return result
 
@@ -446,7 +453,12 @@ class Order:
         """``[self.with_epoch(e)[p] for e, p in zip(epochs, positions)]``, vectorized over the epochs too (for a
         stream that runs through many epochs of a small dataset); ``self.epoch`` is not used."""
         array = self._positions(positions).reshape(-1)
-        epoch_array = np.asarray(epochs, dtype=np.int64).reshape(-1)
+        epoch_array = np.asarray(epochs)
+        if epoch_array.dtype == np.bool_ or (epoch_array.size and epoch_array.dtype.kind not in "iu"):
+            raise TypeError(f"take_in_epochs needs integer epochs, got an array of {epoch_array.dtype}")
+        if epoch_array.size and int(epoch_array.max()) >= 1 << 63:
+            raise ValueError(f"epochs must be below 2**63, got {int(epoch_array.max())}")
+        epoch_array = epoch_array.astype(np.int64, copy=False).reshape(-1)
         if epoch_array.shape != array.shape:
             raise ValueError(f"take_in_epochs needs one epoch per position: {epoch_array.size} epochs for "
                              f"{array.size} positions")
