@@ -137,6 +137,17 @@ def test_scalar_and_batched_lookups_agree_in_every_indexing_form() -> None:
     (lambda: blend(lists([3, 3]), [1, 1], length=-1), "length"),
     (lambda: blend([], []), "at least one source"),
     (lambda: blend("some/path", [1]), "sequence of maps"),
+    (lambda: blend(lists([3, 3]), {0: 1, 1: 1}), "a sequence of numbers, one per source, got a dict"),
+    (lambda: blend(lists([3, 3]), ["0.5", "0.5"]), "the weight of source 0 must be a number, got '0.5'"),
+    (lambda: blend(lists([3, 3]), "ab"), "a sequence of numbers"),
+    (lambda: blend(lists([3, 3]), [True, False]), "the weight of source 0 must be a number, got True"),
+    (lambda: blend(lists([3, 3]), [1, None]), "the weight of source 1 must be a number, got None"),
+    (lambda: blend(lists([3, 3]), [1, 1], schedule=[(0, [0, 1]), (0, [1, 0])]), "must increase.* got 0 after 0"),
+    (lambda: blend(lists([3, 3]), [1, 1], schedule=[5]), r"schedule entry 0 must be a \(position, weights\) pair"),
+    (lambda: blend(lists([3, 3]), [1, 1], schedule=[(5, [1, 1], 3)]), "schedule entry 0 must be a"),
+    (lambda: blend(lists([3, 3]), [1, 1]).source_of(1.5), "indexed by an int.* got 1.5"),
+    (lambda: blend(lists([3, 3]), [1, 1]).counts(2.5), "prefix must be an int"),
+    (lambda: blend(lists([3, 3]), [1, 1]).counts(True), "prefix must be an int"),
 ])
 def test_bad_arguments_are_refused_clearly(call: Any, message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):

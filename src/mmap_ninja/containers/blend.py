@@ -36,7 +36,7 @@ import pickle
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -222,10 +222,14 @@ class _Tree:
 
 
 def _check_weights(weights: Any, sources: int, what: str) -> list[float]:
-    try:
-        values = [float(w) for w in weights]
-    except TypeError:
-        raise TypeError(f"{what} must be a sequence of numbers, one per source, got {weights!r}") from None
+    if isinstance(weights, (str, bytes, Mapping)) or not hasattr(weights, "__iter__"):
+        kind = "a dict" if isinstance(weights, Mapping) else repr(weights)
+        raise TypeError(f"{what} must be a sequence of numbers, one per source, got {kind}")
+    values = []
+    for k, w in enumerate(weights):
+        if isinstance(w, (bool, np.bool_, str, bytes)) or not hasattr(w, "__float__"):
+            raise TypeError(f"{what}: the weight of source {k} must be a number, got {w!r}")
+        values.append(float(w))
     if len(values) != sources:
         raise ValueError(f"{what} has {len(values)} weights for {sources} sources")
     for k, value in enumerate(values):
@@ -367,7 +371,10 @@ class BlendedMap:
         if type(index) is not int:
             if isinstance(index, (bool, np.bool_)):
                 raise TypeError("a map cannot be indexed by a boolean scalar; use a boolean mask of the map's length")
-            index = index.__index__()
+            try:
+                index = operator.index(index)
+            except TypeError:
+                raise TypeError(f"a blend is indexed by an int here, got {index!r} ({type(index).__name__})") from None
         position = index + self._length if index < 0 else index
         if not 0 <= position < self._length:
             raise IndexError(f"index {index} is out of range for a blend of length {self._length}")
@@ -429,7 +436,7 @@ class BlendedMap:
 
     def counts(self, prefix: int) -> list[int]:
         """How many of the first ``prefix`` positions read each source."""
-        prefix = min(max(int(prefix), 0), self._length)
+        prefix = min(max(_as_int(prefix, "prefix"), 0), self._length)
         segment = bisect_right(self._starts, prefix) - 1 if prefix else 0
         drawn = self._trees[segment].counts(prefix - self._starts[segment], self.num_sources)
         return [b + c for b, c in zip(self._before[segment], drawn)]
@@ -690,10 +697,13 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
     total = sum(lengths) if length is None else _as_int(length, "length")
     if not 0 <= total < MAX_LENGTH:
         raise ValueError(f"the blend's length must be in [0, 2**39), got {total}")
-    for at, changed in schedule or ():
+    for entry, pair in enumerate(schedule or ()):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"schedule entry {entry} must be a (position, weights) pair, got {pair!r}")
+        at, changed = pair
         at = _as_int(at, "a schedule position")
         if not segments[-1][0] < at or at > total:
-            if at == 0 and len(segments) == 1:
+            if at == 0 and entry == 0:
                 segments[0] = (0, _check_weights(changed, len(sources), "schedule weights at position 0"))
                 continue
             raise ValueError(f"schedule positions must increase and lie in [0, {total}], got {at} after "
