@@ -18,7 +18,7 @@ from mmap_ninja.testing import assert_holds, spec_for
 
 def reference_stream(blended: Any, lengths: list[int], seed: int, shuffle: bool = True) -> list[tuple[int, int]]:
     """(source, local) per position, from the sources the blend reports and per-source draw counters: the c-th
-    draw of source k must be Order(n_k, seed=(seed << 32) + k, epoch=c // n_k)[c % n_k]."""
+    draw of source k must be Order(n_k, seed=(seed << 32) + k, epoch=c // n_k)[c % n_k] (seeds below 2**32)."""
     drawn = [0] * len(lengths)
     stream = []
     sources, _ = blended.sources_of(slice(None))
@@ -383,3 +383,20 @@ def test_get_batch_of_sources_whose_samples_differ_in_shape_is_refused_as_one_ma
         assert np.array_equal(row[:len(sample)], sample) and (row[len(sample):] == -1).all()
     alone = [i for i in range(20) if blended.source_of(i)[0] == 0][:4]
     assert np.array_equal(blended.get_batch(alone), np.stack([blended[i] for i in alone]))
+
+
+@pytest.mark.parametrize(("seed", "other"), [(5, 5 + 2**32), (0, 2**32), (2**32 - 1, -1), (7, 7 + 2**40)])
+def test_seeds_that_differ_below_2_64_give_different_blends(seed: int, other: int) -> None:
+    sources = lists([50, 40, 30])
+    first = blend(sources, [1, 1, 1], seed=seed)
+    second = blend(sources, [1, 1, 1], seed=other)
+    assert first.sources_of(slice(None))[1].tolist() != second.sources_of(slice(None))[1].tolist()
+
+
+def test_a_seed_of_64_bits_reads_each_source_epoch_once() -> None:
+    sources = lists([7, 40])
+    blended = blend(sources, [0.5, 0.5], seed=2**63 + 12345, length=140)
+    ks, local = blended.sources_of(slice(None))
+    assert [blended.source_of(i) for i in range(140)] == list(zip(ks.tolist(), local.tolist()))
+    small = local[ks == 0].tolist()
+    assert all(sorted(small[e * 7:(e + 1) * 7]) == list(range(7)) for e in range(len(small) // 7))

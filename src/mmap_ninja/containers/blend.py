@@ -45,6 +45,7 @@ from mmap_ninja.containers.order import (
     ORDER_VERSION,
     Order,
     OrderFamily,
+    _mix64,
     older_order_pickle_message,
     order_version_unchanged,
 )
@@ -354,8 +355,13 @@ class BlendedMap:
     # -------------------------------------------------------------- which source, which sample
 
     def _source_seed(self, k: int) -> int:
-        """The seed of source ``k``'s orders (modulo 2**64, as `Order` takes it)."""
-        return ((self._seed << 32) + k) & ((1 << 64) - 1)
+        """The seed of source ``k``'s orders (modulo 2**64, as `Order` takes it): ``(seed << 32) + k`` for a seed in
+        ``range(2**32)``; any other seed (negative, or up to 64 bits) is hashed with ``k``, since shifting it would
+        give two seeds that differ by a multiple of 2**32 the same orders."""
+        seed, mask = self._seed, (1 << 64) - 1
+        if 0 <= seed < 1 << 32:
+            return (seed << 32) + k
+        return _mix64((_mix64(seed & mask) + (k + 1) * 0x9E3779B97F4A7C15) & mask)
 
     def _order(self, k: int, epoch: int) -> Order:
         key = (k, epoch)
@@ -651,9 +657,9 @@ def blend(sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0, le
     """A read-only map mixing ``sources`` (maps, or paths of maps) by ``weights`` (see `BlendedMap`).
 
     ``length`` defaults to the sum of the sources' lengths. ``schedule=[(position, weights), ...]`` (increasing
-    positions) changes the weights from each position on. ``seed`` selects the sources' shuffled orders
-    (``shuffle=False`` reads each source in its stored order, cycling). Each source of positive weight must be
-    non-empty. At most ``max_open_sources`` sources are kept open.
+    positions) changes the weights from each position on. ``seed`` (any int, counted modulo 2**64) selects the
+    sources' shuffled orders (``shuffle=False`` reads each source in its stored order, cycling). Each source of
+    positive weight must be non-empty. At most ``max_open_sources`` sources are kept open.
 
     Example:
 
