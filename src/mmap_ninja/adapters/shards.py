@@ -184,6 +184,8 @@ class ShardAwareSampler(Sampler[int]):
         self.world_size = as_int(world_size, "world_size")
         self.shuffle = shuffle
         self.seed = as_int(seed, "seed")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0 (it seeds NumPy's generator), got {self.seed}")
         self.drop_last = drop_last
         self.epoch = 0
         _check_rank(self.rank, self.world_size)
@@ -281,8 +283,8 @@ class ShardAwareSampler(Sampler[int]):
             raise ValueError(f"ShardAwareSampler state version {state['version']!r} is not supported (1 and 2 are)")
         for key in ("n", "seed", "epoch"):
             as_int(state[key], f"ShardAwareSampler state's {key!r}")
-        if state["epoch"] < 0:
-            raise ValueError(f"ShardAwareSampler state has a negative epoch: {state['epoch']}")
+        if state["epoch"] < 0 or state["seed"] < 0:
+            raise ValueError(f"ShardAwareSampler state has a negative epoch or seed: {state['epoch']}, {state['seed']}")
         if int(state["n"]) != self.n:
             raise ValueError(f"this ShardAwareSampler state was saved for a dataset of {int(state['n'])} samples, "
                              f"but this sampler's sharded map has {self.n}")
