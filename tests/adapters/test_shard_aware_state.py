@@ -240,7 +240,7 @@ def test_float_bool_and_negative_arguments_are_refused_clearly(m: Any) -> None:
             call()
     with pytest.raises(ValueError, match="epoch must be >= 0, got -1"):
         ShardAwareSampler(m).set_epoch(-1)
-    with pytest.raises(ValueError, match="seed must be >= 0 .*got -1"):
+    with pytest.raises(ValueError, match=r"seed must be >= 0 .*got -1"):
         ShardAwareSampler(m, seed=-1)
     with pytest.raises(TypeError, match="state's 'epoch' must be an int"):
         ShardAwareSampler(m).load_state_dict({**ShardAwareSampler(m).state_dict(), "epoch": 1.5})
