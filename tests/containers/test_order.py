@@ -267,3 +267,15 @@ def test_seeds_equal_modulo_2_64_give_equal_orders() -> None:
     assert hash(Order(2000, seed=-1)) == hash(Order(2000, seed=2**64 - 1))
     assert Order(2000, seed=-1).take(range(5)).tolist() == Order(2000, seed=2**64 - 1).take(range(5)).tolist()
     assert Order(2000, seed=1) != Order(2000, seed=2)
+
+
+@pytest.mark.parametrize(("lengths", "seeds", "message"), [
+    ([10.7], [0], "member 0's length must be an int, got 10.7"), ([True], [0], "member 0's length must be an int"),
+    ([5, -1], [0, 0], r"member 1's length must be in \[0, 2\*\*63\), got -1"),
+    ([2**64], [0], "member 0's length must be in"), ([10], [1.5], "member 0's seed must be an int, got 1.5")])
+def test_an_order_family_refuses_float_bool_and_out_of_range_members(lengths: list[object], seeds: list[object],
+                                                                    message: str) -> None:
+    from mmap_ninja.containers.order import OrderFamily
+
+    with pytest.raises((TypeError, ValueError), match=message):
+        OrderFamily(lengths, seeds)  # type: ignore[arg-type]

@@ -506,7 +506,11 @@ class OrderFamily:
     """
 
     def __init__(self, lengths: Sequence[int], seeds: Sequence[int], *, shuffle: bool = True):
-        lengths = [int(n) for n in lengths]
+        lengths = [_as_int(n, f"OrderFamily member {k}'s length") for k, n in enumerate(lengths)]
+        seeds = [_as_int(seed, f"OrderFamily member {k}'s seed") for k, seed in enumerate(seeds)]
+        for k, n in enumerate(lengths):
+            if not 0 <= n < 1 << 63:
+                raise ValueError(f"OrderFamily member {k}'s length must be in [0, 2**63), got {n}")
         if len(seeds) != len(lengths):
             raise ValueError(f"OrderFamily needs one seed per member: {len(seeds)} seeds for {len(lengths)} lengths")
         self.shuffle = bool(shuffle)
