@@ -340,3 +340,11 @@ def test_a_copy_of_a_sampler_with_a_running_iterator_keeps_a_later_skip(copy_of:
     fresh = ResumableSampler(100, rank=1, world_size=2)
     fresh.skip(12)
     assert list(copied) == list(fresh)
+
+
+def test_rank_sampler_refuses_float_and_bool_arguments() -> None:
+    for call in (lambda: RankSampler(10, rank=0.5, world_size=2), lambda: RankSampler(10, rank=0, world_size=True),
+                 lambda: RankSampler(10, seed=1.5), lambda: RankSampler(10, epoch=2.5),
+                 lambda: RankSampler(10).set_epoch(1.5)):
+        with pytest.raises(TypeError, match="must be an int, got"):
+            call()

@@ -65,7 +65,7 @@ except ImportError as error:
 from mmap_ninja.adapters._block_shuffle import BlockShuffleSampler
 from mmap_ninja.adapters._budget import PaddingReport, TokenBudgetBatchSampler
 from mmap_ninja.adapters._crop_decode import ImagesDataset, RandomResizedCropDecode, gather_decoded, tensor_of
-from mmap_ninja.adapters._samplers import ResumableSampler
+from mmap_ninja.adapters._samplers import ResumableSampler, as_int
 from mmap_ninja.adapters._tokens import PackedBatch, PackedTensors, PackedTokens, collate_packed
 from mmap_ninja.errors import NoSuchFieldError
 from mmap_ninja.kinds.batch import PAD_GATHER_BELOW, assemble, pad_scalar
@@ -588,13 +588,14 @@ class RankSampler(Sampler[int]):
             rank = rank if rank is not None else (dist.get_rank() if initialized else 0)
             world_size = world_size if world_size is not None else (dist.get_world_size() if initialized else 1)
         self.n = int(data_source) if isinstance(data_source, numbers.Integral) else len(data_source)
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.seed, self.shuffle, self.drop_last, self.epoch = int(seed), bool(shuffle), bool(drop_last), int(epoch)
+        self.rank, self.world_size = as_int(rank, "rank"), as_int(world_size, "world_size")
+        self.seed, self.shuffle, self.drop_last = as_int(seed, "seed"), bool(shuffle), bool(drop_last)
+        self.epoch = as_int(epoch, "epoch")
         rank_indices(0, rank=self.rank, world_size=self.world_size)  # validates rank and world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shuffled order of ``epoch`` (call it at the start of every epoch, as with DistributedSampler)."""
-        self.epoch = int(epoch)
+        self.epoch = as_int(epoch, "epoch")
 
     def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch, in the order they are yielded."""
