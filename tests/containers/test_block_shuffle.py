@@ -515,3 +515,12 @@ def test_a_copy_of_a_block_sampler_with_a_running_iterator_keeps_a_later_skip() 
     fresh = BlockShuffleSampler(layout)
     fresh.skip(6)
     assert list(copied) == list(fresh)
+
+
+def test_a_block_sampler_state_is_refused_by_a_resumable_sampler() -> None:
+    layout = layout_of([4, 3, 5, 2])
+    sampler = BlockShuffleSampler(layout)
+    running = iter(sampler)
+    next(running)
+    with pytest.raises(ValueError, match="a BlockShuffleSampler state"):
+        ResumableSampler(len(layout)).load_state_dict(sampler.state_dict())

@@ -266,6 +266,9 @@ class ResumableSampler(Sampler[int]):
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise ValueError(f"not a ResumableSampler state: missing {', '.join(missing)} (got keys {sorted(state)})")
+        if "block_bytes" in state:
+            raise ValueError("this is a BlockShuffleSampler state: its positions are in the block order's stream, not "
+                             "this sampler's, so it would repeat and skip samples; load it into a BlockShuffleSampler")
         for key in ("n", "position", "epoch", "seed"):
             as_int(state[key], f"ResumableSampler state's {key!r}")
         for key in ("shuffle", "drop_last"):
