@@ -279,3 +279,13 @@ def test_an_order_family_refuses_float_bool_and_out_of_range_members(lengths: li
 
     with pytest.raises((TypeError, ValueError), match=message):
         OrderFamily(lengths, seeds)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["seed", "epoch", "shuffle"])
+def test_an_orders_parameters_are_read_only(name: str) -> None:
+    order = Order(2000, seed=1, epoch=0)
+    first = order.take(range(5)).tolist()
+    with pytest.raises(AttributeError):
+        setattr(order, name, 3)  # it would have kept the old order while reporting the new value
+    assert order == Order(2000, seed=1, epoch=0)
+    assert order.take(range(5)).tolist() == first

@@ -336,7 +336,7 @@ class Order:
         array([0, 1, 2, 3])
     """
 
-    __slots__ = ("_columns", "_keys", "_n", "_rows", "_table", "epoch", "seed", "shuffle")
+    __slots__ = ("_columns", "_epoch", "_keys", "_n", "_rows", "_seed", "_shuffle", "_table")
 
     def __init__(self, n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True):
         n = _as_int(n, "n")
@@ -345,14 +345,30 @@ class Order:
         if n >= 1 << 63:
             raise ValueError(f"Order: n must be below 2**63 (int64 positions), got {n}")
         self._n = n
-        self.seed = _as_int(seed, "seed")
-        self.epoch = _as_int(epoch, "epoch")
-        if self.epoch < 0:
-            raise ValueError(f"Order: epoch must be >= 0, got {self.epoch}")
-        self.shuffle = bool(shuffle)
+        self._seed = _as_int(seed, "seed")
+        self._epoch = _as_int(epoch, "epoch")
+        if self._epoch < 0:
+            raise ValueError(f"Order: epoch must be >= 0, got {self._epoch}")
+        self._shuffle = bool(shuffle)
         self._rows, self._columns = _grid(n)
         self._keys = _round_keys(self.seed, self.epoch) if self.shuffle else ()
         self._table: Optional[np.ndarray] = None  # a small order's permutation, sorted on the first read
+
+    # Read-only: the order is computed from them once (an assigned epoch would keep the old order).
+    @property
+    def seed(self) -> int:
+        """The seed of the shuffle."""
+        return self._seed
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order this is (`with_epoch` gives another epoch's)."""
+        return self._epoch
+
+    @property
+    def shuffle(self) -> bool:
+        """False for the identity order ``range(n)``."""
+        return self._shuffle
 
     def __len__(self) -> int:
         return self._n
