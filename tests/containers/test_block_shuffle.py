@@ -157,6 +157,12 @@ def test_block_layout_of_sharded_maps_and_blends(tmp_path: Path) -> None:
     assert sorted(order.take(np.arange(len(mixed))).tolist()) == list(range(len(mixed)))
 
 
+
+@pytest.mark.parametrize("options", [{"seed": 1.5}, {"seed": True}, {"epoch": 2.0}, {"epoch": "1"}])
+def test_a_block_order_refuses_a_float_bool_or_str_seed_or_epoch(options: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=r"BlockOrder: (seed|epoch) must be an int, got"):
+        BlockOrder(layout_of([3, 4, 5]), **options)
+
 torch = pytest.importorskip("torch")
 from mmap_ninja.adapters.torch import BlockShuffleSampler, ResumableSampler  # noqa: E402
 

@@ -252,6 +252,9 @@ class BlockOrder:
             raise ValueError(f"parts must be a positive int, got {parts!r}")
         self.layout = layout
         self.window_blocks = int(window_blocks)
+        for name, value in (("seed", seed), ("epoch", epoch)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"BlockOrder: {name} must be an int, got {value!r} ({type(value).__name__})")
         self.seed = int(seed)
         self.epoch = int(epoch)
         self.parts = int(parts)
