@@ -148,9 +148,12 @@ def test_scalar_and_batched_lookups_agree_in_every_indexing_form() -> None:
     (lambda: blend(lists([3, 3]), [1, 1]).source_of(1.5), "indexed by an int.* got 1.5"),
     (lambda: blend(lists([3, 3]), [1, 1]).counts(2.5), "prefix must be an int"),
     (lambda: blend(lists([3, 3]), [1, 1]).counts(True), "prefix must be an int"),
+    (lambda: blend(lists([3, 3]), [1, 1]).source(2), "source 2 is out of range: the blend has 2 sources"),
+    (lambda: blend(lists([3, 3]), [1, 1]).source(-1), "source -1 is out of range"),
+    (lambda: blend(lists([3, 3]), [1, 1]).source(1.0), "a source number must be an int"),
 ])
 def test_bad_arguments_are_refused_clearly(call: Any, message: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=message):
+    with pytest.raises((ValueError, TypeError, IndexError), match=message):
         call()
 
 

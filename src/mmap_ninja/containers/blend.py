@@ -451,6 +451,10 @@ class BlendedMap:
 
     def source(self, k: int) -> Any:
         """Source ``k``, opened if it is not (and counted in the open-sources budget)."""
+        if type(k) is not int or not 0 <= k < len(self._recipes):
+            k = _as_int(k, "a source number")
+            if not 0 <= k < len(self._recipes):
+                raise IndexError(f"source {k} is out of range: the blend has {len(self._recipes)} sources")
         found = self._open.get(k)
         if found is not None:
             try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on every read
