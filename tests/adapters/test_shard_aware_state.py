@@ -244,6 +244,8 @@ def test_float_bool_and_negative_arguments_are_refused_clearly(m: Any) -> None:
         ShardAwareSampler(m, seed=-1)
     with pytest.raises(TypeError, match="state's 'epoch' must be an int"):
         ShardAwareSampler(m).load_state_dict({**ShardAwareSampler(m).state_dict(), "epoch": 1.5})
+    with pytest.raises(ValueError, match="bad stages"):
+        ShardAwareSampler(m).load_state_dict({**ShardAwareSampler(m).state_dict(), "stages": [[1, 2.5]]})
     with pytest.raises(TypeError, match="needs a dict"):
         ShardAwareSampler(m).load_state_dict([1])  # type: ignore[arg-type]
 

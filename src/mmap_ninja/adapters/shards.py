@@ -289,7 +289,7 @@ class ShardAwareSampler(Sampler[int]):
             raise ValueError(f"this ShardAwareSampler state was saved for a dataset of {int(state['n'])} samples, "
                              f"but this sampler's sharded map has {self.n}")
         try:
-            stages = [tuple(int(item) for item in stage) for stage in state["stages"]]
+            stages = [tuple(as_int(item, "a stage's count") for item in stage) for stage in state["stages"]]
         except (TypeError, ValueError):
             raise ValueError(f"ShardAwareSampler state has bad stages: {state['stages']!r}") from None
         if not stages or any(len(stage) not in (2, 3) or stage[0] < 1 or min(stage[1:]) < 0
