@@ -254,6 +254,10 @@ def test_unsigned_positions_past_int64_are_out_of_range_not_wrapped_to_negative(
     with pytest.raises(IndexError, match=str(2**63)):
         Order(2000).take(np.array([0, 2**63], dtype=np.uint64))
     assert order.take(np.array([9], dtype=np.uint64)).tolist() == [order[9]]
+    with pytest.raises(IndexError, match=f"position {2**70} is out of range"):
+        order.take([3, 2**70])
+    with pytest.raises(IndexError, match=f"position {-2**70} is out of range"):
+        order.take([-2**70])
 
 
 @pytest.mark.parametrize("epochs", [[1.7], [True], [2**64], np.array([2**63], dtype=np.uint64)])

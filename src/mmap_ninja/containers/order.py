@@ -438,6 +438,10 @@ class Order:
 
     def _positions(self, positions: Any) -> np.ndarray:
         array = np.asarray(positions)
+        if array.dtype == object and array.size and all(
+                isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in array.flat):
+            bad = max(array.flat, key=abs)  # ints NumPy could not hold in int64: out of range
+            raise IndexError(f"Order position {bad} is out of range for an order of {self._n} indices")
         if array.dtype == np.bool_ or (array.size and array.dtype.kind not in "iu"):
             raise TypeError(f"Order.take needs integer positions, got an array of {array.dtype}")
         if array.size:  # checked before the cast to int64 (which would wrap uint64 positions past 2**63)
