@@ -173,3 +173,54 @@ def test_property_stateful_dataloader_resumes_exactly(n: int, world_size: int, d
         want = order[rank::world_size]
         got = [i for b in whole[len(whole) // 2 * epoch:len(whole) // 2 * (epoch + 1)] for i in b]
         assert got == want
+
+
+def _sampler_maker(tmp_path: Any, kind: str) -> Any:
+    """A function making a new sampler of ``kind`` over one N-sample map (built once, in ``tmp_path``)."""
+    from mmap_ninja import merge, np_from_ndarray
+    from mmap_ninja.adapters.shards import ShardAwareSampler
+    from mmap_ninja.adapters.torch import BlockShuffleSampler
+
+    if kind == "resumable":
+        return lambda: ResumableSampler(N, seed=11)
+    if kind == "block":
+        rows = np_from_ndarray(tmp_path / "rows", np.arange(N, dtype=np.int64))
+        return lambda: BlockShuffleSampler(rows, 64, seed=11)
+    paths, start = [], 0
+    for k, length in enumerate([9, 5, 9]):
+        np_from_ndarray(tmp_path / f"part{k}", np.arange(start, start + length)).close()
+        paths.append(tmp_path / f"part{k}")
+        start += length
+    sharded = merge(tmp_path / "sharded", paths)
+    return lambda: ShardAwareSampler(sharded, seed=11)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("kind", ["resumable", "block", "shard"])
+def test_a_state_saved_after_the_epochs_loop_resumes_at_the_next_epoch(tmp_path: Any, kind: str,
+                                                                        num_workers: int) -> None:
+    """The common checkpoint: after epoch 0's loop ended (the loader's iterator finished), resume with set_epoch(1).
+    StatefulDataLoader applies the sampler's state at iter(), after set_epoch(1): a state of an earlier epoch must
+    not bring epoch 0 back (it read epoch 0 again in full, and epoch 1 never)."""
+    new_sampler = _sampler_maker(tmp_path, kind)
+
+    def make() -> tuple[Any, Any]:
+        sampler = new_sampler()
+        return StatefulDataLoader(list(range(N)), batch_size=BATCH, sampler=sampler, num_workers=num_workers), sampler
+
+    loader, sampler = make()
+    reference = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        reference.append([batch.tolist() for batch in loader])
+    loader, sampler = make()
+    sampler.set_epoch(0)
+    assert [batch.tolist() for batch in loader] == reference[0]
+    saved = json.loads(json.dumps(loader.state_dict()))
+    loader, sampler = make()
+    loader.load_state_dict(saved)
+    resumed = []
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        resumed.append([batch.tolist() for batch in loader])
+    assert resumed == reference[1:]

@@ -236,6 +236,7 @@ class BlockShuffleSampler(ResumableSampler):
 
     def _stream(self, generation: int) -> Iterator[int]:
         self._live = generation
+        self._epoch_set = None  # reading: see ResumableSampler.load_state_dict
         try:
             while generation == self._generation:
                 count, plan = self._count(), self._plan
@@ -322,6 +323,13 @@ class BlockShuffleSampler(ResumableSampler):
         position, epoch, saved_world = int(state["position"]), int(state["epoch"]), int(state["world_size"])
         if position < 0 or epoch < 0 or saved_world < 1:
             raise ValueError(f"BlockShuffleSampler state has a negative position or epoch, or no ranks: {state}")
+        chosen = getattr(self, "_epoch_set", None)
+        if chosen is not None and chosen > epoch:  # a later epoch chosen since the last read (as ResumableSampler)
+            self.seed, self.drop_last, self.epoch = int(state["seed"]), bool(state["drop_last"]), chosen
+            self._fresh_deal()
+            self._base, self._taken, self._pending = 0, 0, True
+            self._generation += 1
+            return
         self.seed, self.drop_last, self.epoch = int(state["seed"]), bool(state["drop_last"]), epoch
         order = BlockOrder(self.layout, window_blocks=self.window_blocks, seed=self.seed, epoch=epoch,
                            parts=int(state["parts"]))

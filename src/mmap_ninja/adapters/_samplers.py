@@ -96,6 +96,9 @@ class ResumableSampler(Sampler[int]):
       position reached, a version). `load_state_dict` continues that epoch on the next ``iter()``, with the same
       world size exactly as an uninterrupted run would, with another one by re-striping the remaining positions.
       The state's seed, shuffle and drop_last replace the sampler's; a state for another dataset length is refused.
+      A state of an epoch before the one `set_epoch` chose since the last index handed out starts the chosen epoch
+      from its beginning (``StatefulDataLoader`` applies a state at ``iter()``, after the loop's ``set_epoch``: a
+      checkpoint taken after epoch ``e``'s loop, resumed with ``set_epoch(e + 1)``, reads epoch ``e + 1``).
     - `state_at` gives the state after a number of consumed samples (for a plain ``DataLoader``, which prefetches
       ahead of what the training loop consumed), and `skip` steps over part of the epoch without reading it.
 
@@ -133,6 +136,7 @@ class ResumableSampler(Sampler[int]):
     _generation: int
     _plan: int
     _live: int | None
+    _epoch_set: int | None  # set_epoch's epoch since the last index handed out (see load_state_dict)
     _order: Any  # an Order (a BlockOrder in BlockShuffleSampler): len, epoch, seed and take(positions)
 
     def __init__(self, data_source: Any, *, rank: int | None = None, world_size: int | None = None, seed: int = 0,
@@ -149,6 +153,7 @@ class ResumableSampler(Sampler[int]):
         self._generation = 0  # bumped by every iter() and load: an older running iterator stops
         self._plan = 0  # bumped by skip: the running iterator recomputes its chunk
         self._live = None  # the generation of the running iterator, if any
+        self._epoch_set = None
         self._order = Order(self.n, seed=self.seed, epoch=0, shuffle=self.shuffle)
         self._order_version = ORDER_VERSION  # pickled: a pickle of another order version is refused
 
@@ -198,6 +203,7 @@ class ResumableSampler(Sampler[int]):
         epoch = as_int(epoch, "epoch")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch_set = epoch
         if epoch == self.epoch and self._pending:
             return
         self.epoch = epoch
@@ -217,6 +223,7 @@ class ResumableSampler(Sampler[int]):
     def _stream(self, generation: int) -> Iterator[int]:
         n, world_size = self.n, self.world_size
         self._live = generation
+        self._epoch_set = None  # reading: a later load is not one StatefulDataLoader applies after set_epoch
         try:
             while generation == self._generation:
                 count, plan = self._count(), self._plan
@@ -287,6 +294,11 @@ class ResumableSampler(Sampler[int]):
         if position < 0 or epoch < 0:
             raise ValueError(f"ResumableSampler state has a negative position or epoch: {state}")
         self.seed, self.shuffle, self.drop_last = int(state["seed"]), bool(state["shuffle"]), bool(state["drop_last"])
+        chosen = getattr(self, "_epoch_set", None)
+        if chosen is not None and chosen > epoch:
+            # set_epoch chose a later epoch since the last read: StatefulDataLoader applies a state at iter(), after
+            # the training loop's set_epoch, so the state's epoch is over and the chosen one starts at its beginning.
+            epoch, position = chosen, 0
         self.epoch = epoch
         self._base, self._taken, self._pending = min(position, self.n), 0, True
         self._generation += 1

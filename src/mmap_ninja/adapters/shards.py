@@ -155,7 +155,9 @@ class ShardAwareSampler(Sampler[int]):
     what an uninterrupted run reads; with another one the samples no rank has read yet are planned again on the new
     ranks (whole shards' remainders first, so locality is kept as far as possible): each of them once, the same
     count on every rank (padded or cut as ``DistributedSampler`` does). `state_at` gives the state after a number of
-    consumed samples, for a plain ``DataLoader``.
+    consumed samples, for a plain ``DataLoader``. A state of an epoch before the one `set_epoch` chose since the last
+    sample handed out starts the chosen epoch from its beginning (``StatefulDataLoader`` applies a state after the
+    loop's ``set_epoch``), as `ResumableSampler` does.
 
     Example:
 
@@ -198,6 +200,7 @@ class ShardAwareSampler(Sampler[int]):
         self._pass_start = 0  # where in its plan this rank's current pass started (the loaded place, or 0)
         self._generation = 0
         self._skips = 0  # bumped by skip: a running iterator recomputes its plan
+        self._epoch_set: Optional[int] = None  # set_epoch's epoch since the last index handed out
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy has no running iterator: a skip on it moves the next iter()'s start (see `skip`).
@@ -209,6 +212,7 @@ class ShardAwareSampler(Sampler[int]):
         epoch = as_int(epoch, "epoch")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch_set = epoch
         if epoch == self.epoch and self._pending:
             return
         self.epoch = epoch
@@ -233,6 +237,7 @@ class ShardAwareSampler(Sampler[int]):
 
     def _stream(self, generation: int) -> Iterator[int]:
         self._live_generation = generation
+        self._epoch_set = None  # reading: see load_state_dict
         try:
             while generation == self._generation:
                 plan, skips = self._plan(), self._skips
@@ -296,6 +301,13 @@ class ShardAwareSampler(Sampler[int]):
                              or (len(stage) == 3 and stage[2] >= stage[0]) for stage in stages) or len(stages[-1]) != 2:
             raise ValueError(f"ShardAwareSampler state has bad stages: {state['stages']!r}")
         self.seed, self.shuffle, self.drop_last = int(state["seed"]), bool(state["shuffle"]), bool(state["drop_last"])
+        chosen = getattr(self, "_epoch_set", None)
+        if chosen is not None and chosen > int(state["epoch"]):
+            # set_epoch chose a later epoch since the last read: StatefulDataLoader applies a state at iter(), after
+            # the training loop's set_epoch, so the state's epoch is over and the chosen one starts at its beginning.
+            self.epoch, self._stages, self._pending = chosen, [(self.world_size, 0)], True
+            self._generation += 1
+            return
         self.epoch = int(state["epoch"])
         if stages[-1][0] != self.world_size:
             stages.append((self.world_size, 0))
